@@ -1,0 +1,20 @@
+//! Sans-IO protocol core of tryst.
+//!
+//! tryst lets a device behind a home NAT be reached directly by another device
+//! only when it has said yes, while an operator's servers broker the meeting.
+//! This crate holds everything that does not touch a socket, a clock, a thread
+//! or a random source: today the wire codec ([`wire`]); the role state
+//! machines build on it.
+//!
+//! The crate is `#![no_std]` and the codec needs no allocator: every size
+//! bound is a named constant and every collection is a fixed-capacity
+//! [`heapless`] one, so attacker input can never make it allocate or overflow.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+// Unit tests and the `arbitrary` derive (a fuzzing-only feature) need `std`.
+#[cfg(any(test, feature = "arbitrary"))]
+extern crate std;
+
+pub mod wire;

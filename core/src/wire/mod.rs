@@ -1,0 +1,49 @@
+//! The tryst wire format: one common header, then a typed body.
+//!
+//! Every message starts with the 6-byte [`Header`]: magic `"TY"`, version,
+//! message type and body length. A receiver rejects foreign traffic (wrong
+//! magic), future traffic (other version) and unknown types with a typed
+//! [`DecodeError`] before it reads any body field. `PROTOCOL.md` at the
+//! repository root describes every byte; [`vectors`] holds one example of
+//! every message, checked against that document by a test.
+//!
+//! Decoding is zero-copy: names borrow from the input buffer. Encoding writes
+//! into a caller's `&mut [u8]` ([`Message::encode`]) or any
+//! [`bytes::BufMut`] ([`Message::encode_to`]).
+
+mod error;
+mod fields;
+mod header;
+mod interserver;
+mod message;
+mod reader;
+mod registration;
+mod session;
+mod setup;
+mod udp;
+pub mod vectors;
+
+pub use error::{DecodeError, EncodeError, NameError};
+pub use fields::{
+    DecisionMode, DeviceId, EndReason, ErrorCode, Name, PublicKey, Role, SessionId, SessionKey,
+    Tag, TriggerOutcome, UdpKey, Verdict, MAX_NAME_LEN, PUBLIC_KEY_LEN, SESSION_ID_LEN,
+    SESSION_KEY_LEN, TAG_LEN, UDP_KEY_LEN,
+};
+pub use header::{frame_len, Header, HEADER_LEN, MAGIC, VERSION};
+pub use interserver::{
+    AddressInquiry, AddressReply, EndTriggerRequest, KeyInstall, KeyRevoke, TriggerRequest,
+    TriggerResult,
+};
+pub use message::{Family, Message, MessageType, MAX_BODY_LEN, MAX_MESSAGE_LEN};
+pub use registration::{Poll, Register, RegisterAck};
+pub use session::{
+    EndNotification, ErrorReply, ExtensionGrant, ExtensionRefusal, ExtensionRequest,
+};
+pub use setup::{
+    AddressNotification, ConnectionRequest, NameIter, NameSeq, PermissionAnswer, PermissionInquiry,
+    PermissionList, PermissionListRequest, MAX_PERMISSION_ENTRIES,
+};
+pub use udp::{EndTrigger, Keepalive, KeepaliveAck, Trigger, TriggerAck};
+
+#[cfg(test)]
+mod samples;

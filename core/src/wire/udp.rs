@@ -1,0 +1,167 @@
+//! Authenticated UDP between a terminal and the trigger server: keepalives
+//! (S701, 803/804), triggers (S603, 807), end triggers (S1605) and their acks.
+//!
+//! Each message carries a counter that must strictly increase per sender and
+//! a 16-byte AES-GCM tag over the header and every field before the tag.
+
+use core::net::SocketAddr;
+
+use bytes::BufMut;
+
+use super::error::DecodeError;
+use super::fields::{self, DeviceId, SessionId, Tag, SESSION_ID_LEN, TAG_LEN};
+use super::message::Body;
+use super::reader::Reader;
+
+/// Terminal -> trigger server: keep my NAT mapping alive; record the address
+/// you observe this packet coming from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Keepalive {
+    /// Whose key to check the tag with.
+    pub device_id: DeviceId,
+    /// Strictly increasing per terminal: a replay is refused.
+    pub counter: u64,
+    /// AES-GCM tag.
+    pub tag: Tag,
+}
+
+impl<'a> Body<'a> for Keepalive {
+    fn parse(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Ok(Keepalive {
+            device_id: DeviceId(r.u64()?),
+            counter: r.u64()?,
+            tag: Tag(r.array()?),
+        })
+    }
+    fn body_len(&self) -> usize {
+        8 + 8 + TAG_LEN
+    }
+    fn emit<B: BufMut>(&self, b: &mut B) {
+        b.put_u64(self.device_id.0);
+        b.put_u64(self.counter);
+        b.put_slice(&self.tag.0);
+    }
+}
+
+/// Trigger server -> terminal: the keepalive with this counter arrived from
+/// `observed`; send the next one within `interval_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct KeepaliveAck {
+    /// The acknowledged keepalive's counter.
+    pub counter: u64,
+    /// The keepalive interval the server wants, in seconds.
+    pub interval_secs: u16,
+    /// The source address the server observed (the NAT's public side).
+    pub observed: SocketAddr,
+    /// AES-GCM tag.
+    pub tag: Tag,
+}
+
+impl<'a> Body<'a> for KeepaliveAck {
+    fn parse(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Ok(KeepaliveAck {
+            counter: r.u64()?,
+            interval_secs: r.u16()?,
+            observed: r.addr()?,
+            tag: Tag(r.array()?),
+        })
+    }
+    fn body_len(&self) -> usize {
+        8 + 2 + fields::addr_wire_len(&self.observed) + TAG_LEN
+    }
+    fn emit<B: BufMut>(&self, b: &mut B) {
+        b.put_u64(self.counter);
+        b.put_u16(self.interval_secs);
+        fields::emit_addr(&self.observed, b);
+        b.put_slice(&self.tag.0);
+    }
+}
+
+/// Trigger server -> terminal: contact the session server (S603, 807).
+/// It says nothing else, so an observer learns nothing but that it came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Trigger {
+    /// Strictly increasing per terminal.
+    pub counter: u64,
+    /// AES-GCM tag.
+    pub tag: Tag,
+}
+
+impl<'a> Body<'a> for Trigger {
+    fn parse(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Ok(Trigger {
+            counter: r.u64()?,
+            tag: Tag(r.array()?),
+        })
+    }
+    fn body_len(&self) -> usize {
+        8 + TAG_LEN
+    }
+    fn emit<B: BufMut>(&self, b: &mut B) {
+        b.put_u64(self.counter);
+        b.put_slice(&self.tag.0);
+    }
+}
+
+/// Trigger server -> terminal: end this session now (S1604/S1605).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct EndTrigger {
+    /// Strictly increasing per terminal (shared with [`Trigger`]).
+    pub counter: u64,
+    /// The session to end.
+    pub session_id: SessionId,
+    /// AES-GCM tag.
+    pub tag: Tag,
+}
+
+impl<'a> Body<'a> for EndTrigger {
+    fn parse(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Ok(EndTrigger {
+            counter: r.u64()?,
+            session_id: SessionId(r.array()?),
+            tag: Tag(r.array()?),
+        })
+    }
+    fn body_len(&self) -> usize {
+        8 + SESSION_ID_LEN + TAG_LEN
+    }
+    fn emit<B: BufMut>(&self, b: &mut B) {
+        b.put_u64(self.counter);
+        b.put_slice(&self.session_id.0);
+        b.put_slice(&self.tag.0);
+    }
+}
+
+/// Terminal -> trigger server: the trigger with this counter arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct TriggerAck {
+    /// Whose key to check the tag with.
+    pub device_id: DeviceId,
+    /// The acknowledged trigger's counter.
+    pub counter: u64,
+    /// AES-GCM tag.
+    pub tag: Tag,
+}
+
+impl<'a> Body<'a> for TriggerAck {
+    fn parse(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Ok(TriggerAck {
+            device_id: DeviceId(r.u64()?),
+            counter: r.u64()?,
+            tag: Tag(r.array()?),
+        })
+    }
+    fn body_len(&self) -> usize {
+        8 + 8 + TAG_LEN
+    }
+    fn emit<B: BufMut>(&self, b: &mut B) {
+        b.put_u64(self.device_id.0);
+        b.put_u64(self.counter);
+        b.put_slice(&self.tag.0);
+    }
+}

@@ -1,0 +1,4 @@
+//! Blocking std-thread driver for the tryst protocol core.
+#![forbid(unsafe_code)]
+
+pub use tryst_core as core;
