@@ -41,6 +41,8 @@ pub enum DecodeError {
         /// The value found.
         value: u8,
     },
+    /// An envelope's opaque payload is shorter or longer than its bounds allow.
+    BadPayloadLength(usize),
     /// A permission list declares more than [`super::MAX_PERMISSION_ENTRIES`] names.
     TooManyNames(u8),
 }
@@ -80,6 +82,7 @@ impl fmt::Display for DecodeError {
             DecodeError::BadName(e) => write!(f, "bad name: {e}"),
             DecodeError::BadAddressFamily(v) => write!(f, "bad address family {v}"),
             DecodeError::BadEnum { field, value } => write!(f, "bad value {value} for {field}"),
+            DecodeError::BadPayloadLength(n) => write!(f, "envelope payload of {n} bytes"),
             DecodeError::TooManyNames(n) => write!(f, "permission list of {n} names is too long"),
         }
     }

@@ -2,6 +2,7 @@
 
 use bytes::BufMut;
 
+use super::envelope::*;
 use super::error::{DecodeError, EncodeError};
 use super::header::{Header, HEADER_LEN, MAGIC, VERSION};
 use super::interserver::*;
@@ -11,9 +12,14 @@ use super::session::*;
 use super::setup::*;
 use super::udp::*;
 
-/// Longest body any message can have: a full permission list
+/// Longest body of a plain (not envelope) message: a full permission list
 /// (query ID, count, 64 names of 64 bytes with their length bytes).
-pub const MAX_BODY_LEN: usize = 4 + 1 + MAX_PERMISSION_ENTRIES * (1 + super::MAX_NAME_LEN);
+pub const MAX_PLAIN_BODY_LEN: usize = 4 + 1 + MAX_PERMISSION_ENTRIES * (1 + super::MAX_NAME_LEN);
+/// Longest plain message: what an envelope may have to carry.
+pub const MAX_PLAIN_MESSAGE_LEN: usize = HEADER_LEN + MAX_PLAIN_BODY_LEN;
+/// Longest body of any message: a handshake reply around the longest
+/// handshake message (the envelopes are the largest messages).
+pub const MAX_BODY_LEN: usize = 8 + MAX_HANDSHAKE_LEN;
 /// Longest message: header plus [`MAX_BODY_LEN`].
 pub const MAX_MESSAGE_LEN: usize = HEADER_LEN + MAX_BODY_LEN;
 
@@ -30,6 +36,8 @@ pub enum Family {
     Interserver,
     /// 0x4_ and 0x50: session life (third embodiment) and the error reply.
     SessionLife,
+    /// 0x6_: secure-channel envelopes (Noise handshake, sealed records).
+    Envelope,
 }
 
 /// A message body: how to read it from a [`Reader`] and write it back.
@@ -172,6 +180,12 @@ messages! { 'a;
     EndNotification(EndNotification) = 0x43, SessionLife;
     /// Server -> terminal: the request failed (S511).
     Error(ErrorReply) = 0x50, SessionLife;
+    /// Initiator -> responder: first Noise handshake message (registration, server link).
+    HandshakeInit(HandshakeInit<'a>) = 0x60, Envelope;
+    /// Responder -> initiator: channel number and second Noise handshake message.
+    HandshakeReply(HandshakeReply<'a>) = 0x61, Envelope;
+    /// Either direction: one message sealed under the channel's symmetric key.
+    Sealed(Sealed<'a>) = 0x62, Envelope;
 }
 
 impl<'a> Message<'a> {

@@ -11,6 +11,7 @@
 //! into a caller's `&mut [u8]` ([`Message::encode`]) or any
 //! [`bytes::BufMut`] ([`Message::encode_to`]).
 
+mod envelope;
 mod error;
 mod fields;
 mod header;
@@ -23,6 +24,9 @@ mod setup;
 mod udp;
 pub mod vectors;
 
+pub use envelope::{
+    HandshakeInit, HandshakeReply, Sealed, MAX_HANDSHAKE_LEN, MAX_SEALED_LEN, NOISE_IK_OVERHEAD,
+};
 pub use error::{DecodeError, EncodeError, NameError};
 pub use fields::{
     DecisionMode, DeviceId, EndReason, ErrorCode, Name, PublicKey, Role, SessionId, SessionKey,
@@ -34,7 +38,10 @@ pub use interserver::{
     AddressInquiry, AddressReply, EndTriggerRequest, KeyInstall, KeyRevoke, TriggerRequest,
     TriggerResult,
 };
-pub use message::{Family, Message, MessageType, MAX_BODY_LEN, MAX_MESSAGE_LEN};
+pub use message::{
+    Family, Message, MessageType, MAX_BODY_LEN, MAX_MESSAGE_LEN, MAX_PLAIN_BODY_LEN,
+    MAX_PLAIN_MESSAGE_LEN,
+};
 pub use registration::{Poll, Register, RegisterAck};
 pub use session::{
     EndNotification, ErrorReply, ExtensionGrant, ExtensionRefusal, ExtensionRequest,

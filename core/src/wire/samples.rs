@@ -16,6 +16,9 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().expect("sample addresses are valid")
 }
 
+/// Stands in for Noise output in the envelope vectors (real bytes are random).
+static NOISE_SAMPLE: [u8; 96] = [0xe7; 96];
+
 static PERMITTED: [&str; 2] = [TERM3, "phone-of-anna"];
 
 /// (vector name, message) for every message type, in type order.
@@ -224,6 +227,30 @@ pub(crate) fn samples() -> Vec<(&'static str, Message<'static>)> {
             ErrorReply {
                 request_id: 1,
                 code: ErrorCode::NotPermitted
+            }
+            .into()
+        ),
+        (
+            "HANDSHAKE_INIT",
+            HandshakeInit {
+                noise: &NOISE_SAMPLE
+            }
+            .into()
+        ),
+        (
+            "HANDSHAKE_REPLY",
+            HandshakeReply {
+                channel: 0x0102_0304_0506_0708,
+                noise: &NOISE_SAMPLE[..48]
+            }
+            .into()
+        ),
+        (
+            "SEALED",
+            Sealed {
+                channel: 0x0102_0304_0506_0708,
+                nonce: 1,
+                sealed: &NOISE_SAMPLE[..22]
             }
             .into()
         ),

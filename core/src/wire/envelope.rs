@@ -1,0 +1,108 @@
+//! Envelopes: the Noise handshake of a secure channel and the sealed records
+//! that carry every later message on it (see PROTOCOL.md, "Secure channels").
+//! The codec only frames their bytes; the cryptography lives elsewhere.
+
+use bytes::BufMut;
+
+use super::error::DecodeError;
+use super::fields::TAG_LEN;
+use super::message::{Body, MAX_PLAIN_MESSAGE_LEN};
+use super::reader::Reader;
+
+/// Bytes a Noise IK first message adds to its payload: ephemeral key (32),
+/// encrypted static key (32 + 16) and the payload's tag (16).
+pub const NOISE_IK_OVERHEAD: usize = 32 + 48 + TAG_LEN;
+/// Longest Noise message a handshake envelope carries: the IK first message
+/// around the longest plain message.
+pub const MAX_HANDSHAKE_LEN: usize = NOISE_IK_OVERHEAD + MAX_PLAIN_MESSAGE_LEN;
+/// Longest sealed record: the longest plain message and its tag.
+pub const MAX_SEALED_LEN: usize = MAX_PLAIN_MESSAGE_LEN + TAG_LEN;
+
+/// Reads the opaque rest of a body, checking it lies within `min..=max`.
+fn opaque<'a>(r: &mut Reader<'a>, min: usize, max: usize) -> Result<&'a [u8], DecodeError> {
+    let rest = r.rest();
+    if rest.len() < min || rest.len() > max {
+        return Err(DecodeError::BadPayloadLength(rest.len()));
+    }
+    r.bytes(rest.len())
+}
+
+/// Initiator -> responder: the first Noise handshake message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct HandshakeInit<'a> {
+    /// The Noise message, [`NOISE_IK_OVERHEAD`]..=[`MAX_HANDSHAKE_LEN`] bytes.
+    pub noise: &'a [u8],
+}
+
+impl<'a> Body<'a> for HandshakeInit<'a> {
+    fn parse(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Ok(HandshakeInit {
+            noise: opaque(r, 1, MAX_HANDSHAKE_LEN)?,
+        })
+    }
+    fn body_len(&self) -> usize {
+        self.noise.len()
+    }
+    fn emit<B: BufMut>(&self, b: &mut B) {
+        b.put_slice(self.noise);
+    }
+}
+
+/// Responder -> initiator: the channel number it assigned and the second
+/// Noise handshake message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct HandshakeReply<'a> {
+    /// Names the channel in every sealed record that follows.
+    pub channel: u64,
+    /// The Noise message, 1..=[`MAX_HANDSHAKE_LEN`] bytes.
+    pub noise: &'a [u8],
+}
+
+impl<'a> Body<'a> for HandshakeReply<'a> {
+    fn parse(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Ok(HandshakeReply {
+            channel: r.u64()?,
+            noise: opaque(r, 1, MAX_HANDSHAKE_LEN)?,
+        })
+    }
+    fn body_len(&self) -> usize {
+        8 + self.noise.len()
+    }
+    fn emit<B: BufMut>(&self, b: &mut B) {
+        b.put_u64(self.channel);
+        b.put_slice(self.noise);
+    }
+}
+
+/// Either direction, after the handshake: one message encrypted under the
+/// channel's key for that direction, with its explicit nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Sealed<'a> {
+    /// The channel, as assigned in [`HandshakeReply`].
+    pub channel: u64,
+    /// Strictly unique per direction of the channel; the receiver keeps a replay window.
+    pub nonce: u64,
+    /// Ciphertext and tag, [`TAG_LEN`]..=[`MAX_SEALED_LEN`] bytes.
+    pub sealed: &'a [u8],
+}
+
+impl<'a> Body<'a> for Sealed<'a> {
+    fn parse(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Ok(Sealed {
+            channel: r.u64()?,
+            nonce: r.u64()?,
+            sealed: opaque(r, TAG_LEN, MAX_SEALED_LEN)?,
+        })
+    }
+    fn body_len(&self) -> usize {
+        8 + 8 + self.sealed.len()
+    }
+    fn emit<B: BufMut>(&self, b: &mut B) {
+        b.put_u64(self.channel);
+        b.put_u64(self.nonce);
+        b.put_slice(self.sealed);
+    }
+}
