@@ -17,4 +17,5 @@
 #[cfg(any(test, feature = "arbitrary"))]
 extern crate std;
 
+pub mod time;
 pub mod wire;
