@@ -1,0 +1,98 @@
+//! PROTOCOL.md cannot drift from the code: every hex example in it must be
+//! byte for byte the codec's test vector of the same name, every vector must
+//! appear, and the bounds table must give the codec's constants.
+
+use std::collections::BTreeMap;
+
+use tryst_core::wire::{self, vectors, Message};
+use tryst_tests::repo_root;
+
+fn protocol_md() -> String {
+    std::fs::read_to_string(repo_root().join("PROTOCOL.md")).expect("PROTOCOL.md is readable")
+}
+
+/// Every `<!-- vector: NAME -->` marker with the bytes of the fenced block
+/// after it (hex pairs left of the `|` on each line).
+fn hex_examples(doc: &str) -> BTreeMap<String, Vec<u8>> {
+    let mut found = BTreeMap::new();
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        let Some(name) = line
+            .trim()
+            .strip_prefix("<!-- vector:")
+            .and_then(|rest| rest.strip_suffix("-->"))
+        else {
+            continue;
+        };
+        assert_eq!(
+            lines.next().map(str::trim),
+            Some("```text"),
+            "{name}: fence"
+        );
+        let mut bytes = Vec::new();
+        for body in lines.by_ref() {
+            if body.trim() == "```" {
+                break;
+            }
+            let hex = body.split('|').next().unwrap_or_default();
+            for pair in hex.split_whitespace() {
+                bytes.push(u8::from_str_radix(pair, 16).expect("hex pair"));
+            }
+        }
+        let previous = found.insert(name.trim().to_string(), bytes);
+        assert!(previous.is_none(), "{name} appears twice");
+    }
+    found
+}
+
+#[test]
+fn every_hex_example_in_protocol_md_is_its_test_vector() {
+    let examples = hex_examples(&protocol_md());
+    assert_eq!(examples.len(), vectors::ALL.len(), "one example per vector");
+    for (name, bytes) in vectors::ALL {
+        let shown = examples
+            .get(*name)
+            .unwrap_or_else(|| panic!("PROTOCOL.md lacks the {name} example"));
+        assert_eq!(shown.as_slice(), *bytes, "{name} differs from the doc");
+        assert!(Message::decode(shown).is_ok(), "{name} decodes");
+    }
+}
+
+#[test]
+fn every_message_type_is_in_the_type_table() {
+    let doc = protocol_md();
+    for ty in wire::MessageType::ALL {
+        let row = format!("| `{:02x}` | {:?} |", ty.to_wire(), ty);
+        assert!(doc.contains(&row), "type table lacks {row}");
+    }
+}
+
+#[test]
+fn the_bounds_table_gives_the_codec_constants() {
+    let doc = protocol_md();
+    let constants = [
+        ("MAX_NAME_LEN", wire::MAX_NAME_LEN),
+        ("MAX_PERMISSION_ENTRIES", wire::MAX_PERMISSION_ENTRIES),
+        ("MAX_PLAIN_BODY_LEN", wire::MAX_PLAIN_BODY_LEN),
+        ("MAX_PLAIN_MESSAGE_LEN", wire::MAX_PLAIN_MESSAGE_LEN),
+        ("MAX_HANDSHAKE_LEN", wire::MAX_HANDSHAKE_LEN),
+        ("MAX_SEALED_LEN", wire::MAX_SEALED_LEN),
+        ("MAX_BODY_LEN", wire::MAX_BODY_LEN),
+        ("MAX_MESSAGE_LEN", wire::MAX_MESSAGE_LEN),
+    ];
+    for (name, value) in constants {
+        let prefix = format!("| `{name}` | ");
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("bounds table lacks {name}"));
+        let shown: String = row[prefix.len()..]
+            .split('|')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect();
+        assert_eq!(shown, value.to_string(), "{name}");
+    }
+}
