@@ -90,8 +90,14 @@ mod tests {
     #[test]
     fn time_going_back_is_clamped() {
         let mut clock = Clock::default();
-        assert_eq!(clock.observe(Instant::from_micros(10)), Instant::from_micros(10));
-        assert_eq!(clock.observe(Instant::from_micros(3)), Instant::from_micros(10));
+        assert_eq!(
+            clock.observe(Instant::from_micros(10)),
+            Instant::from_micros(10)
+        );
+        assert_eq!(
+            clock.observe(Instant::from_micros(3)),
+            Instant::from_micros(10)
+        );
         let earlier = Instant::from_micros(3);
         assert_eq!(earlier - Instant::from_micros(10), Duration::ZERO);
     }
@@ -99,7 +105,10 @@ mod tests {
     #[test]
     fn arithmetic_saturates_at_the_ends() {
         assert_eq!(Instant::MAX + Duration::from_secs(1), Instant::MAX);
-        assert_eq!(Instant::ZERO.saturating_sub(Duration::from_secs(1)), Instant::ZERO);
+        assert_eq!(
+            Instant::ZERO.saturating_sub(Duration::from_secs(1)),
+            Instant::ZERO
+        );
         assert_eq!(Instant::ZERO + Duration::MAX, Instant::MAX);
     }
 }
