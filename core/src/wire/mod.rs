@@ -21,6 +21,7 @@ mod reader;
 mod registration;
 mod session;
 mod setup;
+mod stream;
 mod udp;
 pub mod vectors;
 
@@ -50,6 +51,7 @@ pub use setup::{
     AddressNotification, ConnectionRequest, NameIter, NameSeq, PermissionAnswer, PermissionInquiry,
     PermissionList, PermissionListRequest, MAX_PERMISSION_ENTRIES,
 };
+pub use stream::FrameBuffer;
 pub use udp::{EndTrigger, Keepalive, KeepaliveAck, Trigger, TriggerAck};
 
 #[cfg(test)]
