@@ -17,5 +17,14 @@
 #[cfg(any(test, feature = "arbitrary"))]
 extern crate std;
 
+// Server-side tables that own their strings (the name registry).
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+pub mod crypto;
+pub mod identity;
+#[cfg(feature = "alloc")]
+pub mod names;
+pub mod ratelimit;
 pub mod time;
 pub mod wire;

@@ -2,3 +2,5 @@
 #![forbid(unsafe_code)]
 
 pub use tryst_core as core;
+
+pub mod keyfile;

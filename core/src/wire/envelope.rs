@@ -2,7 +2,7 @@
 //! that carry every later message on it (see PROTOCOL.md, "Secure channels").
 //! The codec only frames their bytes; the cryptography lives elsewhere.
 
-use bytes::BufMut;
+use super::put::Put;
 
 use super::error::DecodeError;
 use super::fields::TAG_LEN;
@@ -44,7 +44,7 @@ impl<'a> Body<'a> for HandshakeInit<'a> {
     fn body_len(&self) -> usize {
         self.noise.len()
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_slice(self.noise);
     }
 }
@@ -70,7 +70,7 @@ impl<'a> Body<'a> for HandshakeReply<'a> {
     fn body_len(&self) -> usize {
         8 + self.noise.len()
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u64(self.channel);
         b.put_slice(self.noise);
     }
@@ -100,7 +100,7 @@ impl<'a> Body<'a> for Sealed<'a> {
     fn body_len(&self) -> usize {
         8 + 8 + self.sealed.len()
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u64(self.channel);
         b.put_u64(self.nonce);
         b.put_slice(self.sealed);

@@ -4,7 +4,7 @@
 use core::fmt;
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use bytes::BufMut;
+use super::put::Put;
 
 use super::error::{DecodeError, NameError};
 
@@ -60,7 +60,7 @@ impl<'a> Name<'a> {
         1 + self.0.len()
     }
 
-    pub(crate) fn emit<B: BufMut>(&self, b: &mut B) {
+    pub(crate) fn emit<B: Put>(&self, b: &mut B) {
         // Cannot truncate: the constructor bounds the length to 64.
         b.put_u8(self.0.len() as u8);
         b.put_slice(self.0.as_bytes());
@@ -259,7 +259,7 @@ pub(crate) fn opt_addr_wire_len(addr: &Option<SocketAddr>) -> usize {
 
 /// Writes an address. IPv6 flow info and scope ID are not carried (a scope
 /// means nothing on another host); they decode as zero.
-pub(crate) fn emit_addr<B: BufMut>(addr: &SocketAddr, b: &mut B) {
+pub(crate) fn emit_addr<B: Put>(addr: &SocketAddr, b: &mut B) {
     match addr {
         SocketAddr::V4(a) => {
             b.put_u8(4);
@@ -275,7 +275,7 @@ pub(crate) fn emit_addr<B: BufMut>(addr: &SocketAddr, b: &mut B) {
 }
 
 /// Writes an optional address (family 0 for none).
-pub(crate) fn emit_opt_addr<B: BufMut>(addr: &Option<SocketAddr>, b: &mut B) {
+pub(crate) fn emit_opt_addr<B: Put>(addr: &Option<SocketAddr>, b: &mut B) {
     match addr {
         Some(a) => emit_addr(a, b),
         None => b.put_u8(0),

@@ -3,7 +3,7 @@
 
 use core::net::SocketAddr;
 
-use bytes::BufMut;
+use super::put::Put;
 
 use super::error::DecodeError;
 use super::fields::{
@@ -32,7 +32,7 @@ impl<'a> Body<'a> for TriggerRequest {
     fn body_len(&self) -> usize {
         4 + 8
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u32(self.op_id);
         b.put_u64(self.device_id.0);
     }
@@ -62,7 +62,7 @@ impl<'a> Body<'a> for EndTriggerRequest {
     fn body_len(&self) -> usize {
         4 + 8 + SESSION_ID_LEN
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u32(self.op_id);
         b.put_u64(self.device_id.0);
         b.put_slice(&self.session_id.0);
@@ -89,7 +89,7 @@ impl<'a> Body<'a> for TriggerResult {
     fn body_len(&self) -> usize {
         4 + 1
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u32(self.op_id);
         b.put_u8(self.outcome.to_wire());
     }
@@ -119,7 +119,7 @@ impl<'a> Body<'a> for AddressInquiry {
     fn body_len(&self) -> usize {
         4 + 8 + 8
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u32(self.op_id);
         b.put_u64(self.first.0);
         b.put_u64(self.second.0);
@@ -150,7 +150,7 @@ impl<'a> Body<'a> for AddressReply {
     fn body_len(&self) -> usize {
         4 + fields::opt_addr_wire_len(&self.first) + fields::opt_addr_wire_len(&self.second)
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u32(self.op_id);
         fields::emit_opt_addr(&self.first, b);
         fields::emit_opt_addr(&self.second, b);
@@ -178,7 +178,7 @@ impl<'a> Body<'a> for KeyInstall {
     fn body_len(&self) -> usize {
         8 + UDP_KEY_LEN
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u64(self.device_id.0);
         b.put_slice(&self.udp_key.0);
     }
@@ -201,7 +201,7 @@ impl<'a> Body<'a> for KeyRevoke {
     fn body_len(&self) -> usize {
         8
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u64(self.device_id.0);
     }
 }

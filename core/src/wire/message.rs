@@ -1,11 +1,10 @@
 //! The message type space and the [`Message`] enum that dispatches on it.
 
-use bytes::BufMut;
-
 use super::envelope::*;
 use super::error::{DecodeError, EncodeError};
 use super::header::{Header, HEADER_LEN, MAGIC, VERSION};
 use super::interserver::*;
+use super::put::{Put, SliceWriter};
 use super::reader::Reader;
 use super::registration::*;
 use super::session::*;
@@ -44,7 +43,7 @@ pub enum Family {
 pub(crate) trait Body<'a>: Sized {
     fn parse(r: &mut Reader<'a>) -> Result<Self, DecodeError>;
     fn body_len(&self) -> usize;
-    fn emit<B: BufMut>(&self, b: &mut B);
+    fn emit<B: Put>(&self, b: &mut B);
 }
 
 macro_rules! messages {
@@ -104,7 +103,7 @@ macro_rules! messages {
                 }
             }
 
-            fn emit_body<B: BufMut>(&self, b: &mut B) {
+            fn emit_body<B: Put>(&self, b: &mut B) {
                 match self {
                     $(Message::$variant(m) => m.emit(b),)+
                 }
@@ -214,18 +213,22 @@ impl<'a> Message<'a> {
     /// Encodes into the front of `out` and returns how many bytes were written.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
         let needed = self.encoded_len();
-        let Some(mut window) = out.get_mut(..needed) else {
+        let Some(window) = out.get_mut(..needed) else {
             return Err(EncodeError::BufferTooSmall {
                 needed,
                 available: out.len(),
             });
         };
-        self.emit(&mut window);
+        let mut writer = SliceWriter::new(window);
+        self.emit(&mut writer);
+        debug_assert!(!writer.overflowed, "encoded_len agrees with emit");
         Ok(needed)
     }
 
-    /// Encodes into any [`BufMut`] with room for it; returns the bytes written.
-    pub fn encode_to<B: BufMut>(&self, buf: &mut B) -> Result<usize, EncodeError> {
+    /// Encodes into any [`bytes::BufMut`] with room for it; returns the bytes
+    /// written. Needs the `bytes` feature (and so an allocator).
+    #[cfg(feature = "bytes")]
+    pub fn encode_to<B: bytes::BufMut>(&self, buf: &mut B) -> Result<usize, EncodeError> {
         let needed = self.encoded_len();
         if buf.remaining_mut() < needed {
             return Err(EncodeError::BufferTooSmall {
@@ -233,11 +236,11 @@ impl<'a> Message<'a> {
                 available: buf.remaining_mut(),
             });
         }
-        self.emit(buf);
+        self.emit(&mut super::put::BufMutWriter(buf));
         Ok(needed)
     }
 
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         let body_len = self.body_len();
         debug_assert!(body_len <= MAX_BODY_LEN);
         b.put_slice(&MAGIC);

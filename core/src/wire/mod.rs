@@ -8,8 +8,9 @@
 //! every message, checked against that document by a test.
 //!
 //! Decoding is zero-copy: names borrow from the input buffer. Encoding writes
-//! into a caller's `&mut [u8]` ([`Message::encode`]) or any
-//! [`bytes::BufMut`] ([`Message::encode_to`]).
+//! into a caller's `&mut [u8]` ([`Message::encode`]) or, with the `bytes`
+//! feature, any `bytes::BufMut` (`Message::encode_to`). The codec itself
+//! needs no allocator.
 
 mod envelope;
 mod error;
@@ -17,6 +18,7 @@ mod fields;
 mod header;
 mod interserver;
 mod message;
+mod put;
 mod reader;
 mod registration;
 mod session;

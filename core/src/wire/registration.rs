@@ -1,7 +1,7 @@
 //! Registration of a terminal with the session server (seed S702, 801/802)
 //! and the terminal's poll after a trigger (S703, S1202).
 
-use bytes::BufMut;
+use super::put::Put;
 
 use super::error::DecodeError;
 use super::fields::{DecisionMode, DeviceId, Name, PublicKey, UdpKey, PUBLIC_KEY_LEN, UDP_KEY_LEN};
@@ -32,7 +32,7 @@ impl<'a> Body<'a> for Register<'a> {
     fn body_len(&self) -> usize {
         1 + PUBLIC_KEY_LEN + self.name.wire_len()
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u8(self.mode.to_wire());
         b.put_slice(&self.identity.0);
         self.name.emit(b);
@@ -60,7 +60,7 @@ impl<'a> Body<'a> for RegisterAck {
     fn body_len(&self) -> usize {
         8 + UDP_KEY_LEN
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u64(self.device_id.0);
         b.put_slice(&self.udp_key.0);
     }
@@ -79,5 +79,5 @@ impl<'a> Body<'a> for Poll {
     fn body_len(&self) -> usize {
         0
     }
-    fn emit<B: BufMut>(&self, _b: &mut B) {}
+    fn emit<B: Put>(&self, _b: &mut B) {}
 }

@@ -1,7 +1,7 @@
 //! Session life (third embodiment): extension (S1505, S1602/S1603), end
 //! notification (814/815, S1508, S1601) and the one error reply (S511).
 
-use bytes::BufMut;
+use super::put::Put;
 
 use super::error::DecodeError;
 use super::fields::{EndReason, ErrorCode, SessionId, SESSION_ID_LEN};
@@ -29,7 +29,7 @@ impl<'a> Body<'a> for ExtensionRequest {
     fn body_len(&self) -> usize {
         SESSION_ID_LEN + 4
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_slice(&self.session_id.0);
         b.put_u32(self.extra_secs);
     }
@@ -56,7 +56,7 @@ impl<'a> Body<'a> for ExtensionGrant {
     fn body_len(&self) -> usize {
         SESSION_ID_LEN + 4
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_slice(&self.session_id.0);
         b.put_u32(self.duration_secs);
     }
@@ -79,7 +79,7 @@ impl<'a> Body<'a> for ExtensionRefusal {
     fn body_len(&self) -> usize {
         SESSION_ID_LEN
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_slice(&self.session_id.0);
     }
 }
@@ -114,7 +114,7 @@ impl<'a> Body<'a> for EndNotification {
     fn body_len(&self) -> usize {
         SESSION_ID_LEN + 1 + 8 + 8 + 8
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_slice(&self.session_id.0);
         b.put_u8(self.reason.to_wire());
         b.put_u64(self.bytes_sent);
@@ -144,7 +144,7 @@ impl<'a> Body<'a> for ErrorReply {
     fn body_len(&self) -> usize {
         4 + 1
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u32(self.request_id);
         b.put_u8(self.code.to_wire());
     }

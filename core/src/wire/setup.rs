@@ -5,7 +5,7 @@
 use core::fmt;
 use core::net::SocketAddr;
 
-use bytes::BufMut;
+use super::put::Put;
 
 use super::error::DecodeError;
 use super::fields::{
@@ -93,7 +93,7 @@ impl<'a> NameSeq<'a> {
         }
     }
 
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         // Both sources hold at most 64 names: no truncation.
         b.put_u8(self.len() as u8);
         match self.0 {
@@ -197,7 +197,7 @@ impl<'a> Body<'a> for ConnectionRequest<'a> {
     fn body_len(&self) -> usize {
         4 + 4 + self.requester.wire_len() + self.target.wire_len()
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u32(self.request_id);
         b.put_u32(self.duration_secs);
         self.requester.emit(b);
@@ -220,7 +220,7 @@ impl<'a> Body<'a> for PermissionListRequest {
     fn body_len(&self) -> usize {
         4
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u32(self.query_id);
     }
 }
@@ -245,7 +245,7 @@ impl<'a> Body<'a> for PermissionList<'a> {
     fn body_len(&self) -> usize {
         4 + self.names.wire_len()
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u32(self.query_id);
         self.names.emit(b);
     }
@@ -271,7 +271,7 @@ impl<'a> Body<'a> for PermissionInquiry<'a> {
     fn body_len(&self) -> usize {
         4 + self.requester.wire_len()
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u32(self.query_id);
         self.requester.emit(b);
     }
@@ -297,7 +297,7 @@ impl<'a> Body<'a> for PermissionAnswer {
     fn body_len(&self) -> usize {
         4 + 1
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u32(self.query_id);
         b.put_u8(self.verdict.to_wire());
     }
@@ -348,7 +348,7 @@ impl<'a> Body<'a> for AddressNotification<'a> {
             + fields::addr_wire_len(&self.peer_addr)
             + self.peer_name.wire_len()
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u32(self.request_id);
         b.put_slice(&self.session_id.0);
         b.put_u8(self.role.to_wire());

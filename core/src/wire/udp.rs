@@ -6,7 +6,7 @@
 
 use core::net::SocketAddr;
 
-use bytes::BufMut;
+use super::put::Put;
 
 use super::error::DecodeError;
 use super::fields::{self, DeviceId, SessionId, Tag, SESSION_ID_LEN, TAG_LEN};
@@ -37,7 +37,7 @@ impl<'a> Body<'a> for Keepalive {
     fn body_len(&self) -> usize {
         8 + 8 + TAG_LEN
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u64(self.device_id.0);
         b.put_u64(self.counter);
         b.put_slice(&self.tag.0);
@@ -71,7 +71,7 @@ impl<'a> Body<'a> for KeepaliveAck {
     fn body_len(&self) -> usize {
         8 + 2 + fields::addr_wire_len(&self.observed) + TAG_LEN
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u64(self.counter);
         b.put_u16(self.interval_secs);
         fields::emit_addr(&self.observed, b);
@@ -100,7 +100,7 @@ impl<'a> Body<'a> for Trigger {
     fn body_len(&self) -> usize {
         8 + TAG_LEN
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u64(self.counter);
         b.put_slice(&self.tag.0);
     }
@@ -129,7 +129,7 @@ impl<'a> Body<'a> for EndTrigger {
     fn body_len(&self) -> usize {
         8 + SESSION_ID_LEN + TAG_LEN
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u64(self.counter);
         b.put_slice(&self.session_id.0);
         b.put_slice(&self.tag.0);
@@ -159,7 +159,7 @@ impl<'a> Body<'a> for TriggerAck {
     fn body_len(&self) -> usize {
         8 + 8 + TAG_LEN
     }
-    fn emit<B: BufMut>(&self, b: &mut B) {
+    fn emit<B: Put>(&self, b: &mut B) {
         b.put_u64(self.device_id.0);
         b.put_u64(self.counter);
         b.put_slice(&self.tag.0);
