@@ -74,6 +74,11 @@ impl SecretKey {
     pub fn public_key(&self) -> PublicKey {
         public_key(self)
     }
+
+    /// The key pair the Noise handshakes take.
+    pub fn keypair(&self) -> crate::crypto::StaticKeypair {
+        crate::crypto::StaticKeypair::from_secret(self.0)
+    }
 }
 
 impl Drop for SecretKey {
@@ -92,20 +97,16 @@ impl fmt::Debug for SecretKey {
 
 /// The public key of `secret`: X25519 of the secret with the base point.
 pub fn public_key(secret: &SecretKey) -> PublicKey {
-    // `StaticSecret` zeroizes its own copy on drop.
-    let secret = x25519_dalek::StaticSecret::from(secret.0);
-    PublicKey(x25519_dalek::PublicKey::from(&secret).to_bytes())
+    secret.keypair().public_key()
 }
 
 /// True if `key` is a point of small order (or a non-canonical encoding of
 /// one). Diffie-Hellman with such a key gives a result that does not depend
 /// on the secret, so anyone could complete a Noise handshake as its owner:
-/// such a key must never be accepted as an identity.
+/// such a key must never be accepted as an identity. The handshakes use the
+/// same check ([`crate::crypto::is_low_order`]).
 pub fn is_weak_public_key(key: &PublicKey) -> bool {
-    // A clamped scalar is a multiple of the cofactor 8, so it maps exactly
-    // the small-order points to the all-zero output.
-    const ANY_SCALAR: [u8; 32] = [0x55; 32];
-    x25519_dalek::x25519(ANY_SCALAR, key.0) == [0; 32]
+    crate::crypto::is_low_order(&key.0)
 }
 
 /// Why a key text was refused. No variant carries key material.
