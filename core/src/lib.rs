@@ -23,6 +23,7 @@ extern crate alloc;
 
 pub mod crypto;
 pub mod identity;
+pub mod machine;
 #[cfg(feature = "alloc")]
 pub mod names;
 pub mod ratelimit;
