@@ -205,3 +205,23 @@ fn secrets_never_reach_debug_output() {
     assert!(shown.contains("SessionKey(<redacted>)"), "{shown}");
     assert!(!shown.contains("4b4b"), "{shown}");
 }
+
+#[test]
+fn envelopes_outside_their_bounds_are_not_encoded() {
+    let mut buf = vec![0u8; MAX_MESSAGE_LEN * 2];
+    let empty = Message::from(HandshakeInit { noise: &[] });
+    assert_eq!(
+        empty.encode(&mut buf),
+        Err(EncodeError::PayloadOutOfBounds(0))
+    );
+    let huge = vec![0u8; MAX_SEALED_LEN + 1];
+    let sealed = Message::from(Sealed {
+        channel: 1,
+        nonce: 1,
+        sealed: &huge,
+    });
+    assert_eq!(
+        sealed.encode(&mut buf),
+        Err(EncodeError::PayloadOutOfBounds(MAX_SEALED_LEN + 1))
+    );
+}

@@ -4,7 +4,7 @@
 
 use super::put::Put;
 
-use super::error::DecodeError;
+use super::error::{DecodeError, EncodeError};
 use super::fields::TAG_LEN;
 use super::message::{Body, MAX_PLAIN_MESSAGE_LEN};
 use super::reader::Reader;
@@ -27,6 +27,15 @@ fn opaque<'a>(r: &mut Reader<'a>, min: usize, max: usize) -> Result<&'a [u8], De
     r.bytes(rest.len())
 }
 
+/// Refuses to encode an opaque payload the decoder would refuse.
+fn check_opaque(payload: &[u8], min: usize, max: usize) -> Result<(), EncodeError> {
+    if (min..=max).contains(&payload.len()) {
+        Ok(())
+    } else {
+        Err(EncodeError::PayloadOutOfBounds(payload.len()))
+    }
+}
+
 /// Initiator -> responder: the first Noise handshake message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -40,6 +49,9 @@ impl<'a> Body<'a> for HandshakeInit<'a> {
         Ok(HandshakeInit {
             noise: opaque(r, 1, MAX_HANDSHAKE_LEN)?,
         })
+    }
+    fn check(&self) -> Result<(), EncodeError> {
+        check_opaque(self.noise, 1, MAX_HANDSHAKE_LEN)
     }
     fn body_len(&self) -> usize {
         self.noise.len()
@@ -66,6 +78,9 @@ impl<'a> Body<'a> for HandshakeReply<'a> {
             channel: r.u64()?,
             noise: opaque(r, 1, MAX_HANDSHAKE_LEN)?,
         })
+    }
+    fn check(&self) -> Result<(), EncodeError> {
+        check_opaque(self.noise, 1, MAX_HANDSHAKE_LEN)
     }
     fn body_len(&self) -> usize {
         8 + self.noise.len()
@@ -96,6 +111,9 @@ impl<'a> Body<'a> for Sealed<'a> {
             nonce: r.u64()?,
             sealed: opaque(r, TAG_LEN, MAX_SEALED_LEN)?,
         })
+    }
+    fn check(&self) -> Result<(), EncodeError> {
+        check_opaque(self.sealed, TAG_LEN, MAX_SEALED_LEN)
     }
     fn body_len(&self) -> usize {
         8 + 8 + self.sealed.len()

@@ -57,6 +57,8 @@ pub enum EncodeError {
         /// Bytes the buffer has.
         available: usize,
     },
+    /// An envelope's opaque payload is outside the bounds a decoder accepts.
+    PayloadOutOfBounds(usize),
 }
 
 impl fmt::Display for NameError {
@@ -94,6 +96,7 @@ impl fmt::Display for EncodeError {
             EncodeError::BufferTooSmall { needed, available } => {
                 write!(f, "buffer of {available} bytes cannot hold {needed}")
             }
+            EncodeError::PayloadOutOfBounds(n) => write!(f, "envelope payload of {n} bytes"),
         }
     }
 }

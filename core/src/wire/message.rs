@@ -44,6 +44,10 @@ pub(crate) trait Body<'a>: Sized {
     fn parse(r: &mut Reader<'a>) -> Result<Self, DecodeError>;
     fn body_len(&self) -> usize;
     fn emit<B: Put>(&self, b: &mut B);
+    /// Refuses field values the decoder would refuse (only envelopes have any).
+    fn check(&self) -> Result<(), EncodeError> {
+        Ok(())
+    }
 }
 
 macro_rules! messages {
@@ -100,6 +104,12 @@ macro_rules! messages {
             fn body_len(&self) -> usize {
                 match self {
                     $(Message::$variant(m) => m.body_len(),)+
+                }
+            }
+
+            fn check_body(&self) -> Result<(), EncodeError> {
+                match self {
+                    $(Message::$variant(m) => m.check(),)+
                 }
             }
 
@@ -212,6 +222,7 @@ impl<'a> Message<'a> {
 
     /// Encodes into the front of `out` and returns how many bytes were written.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        self.check_body()?;
         let needed = self.encoded_len();
         let Some(window) = out.get_mut(..needed) else {
             return Err(EncodeError::BufferTooSmall {
@@ -229,6 +240,7 @@ impl<'a> Message<'a> {
     /// written. Needs the `bytes` feature (and so an allocator).
     #[cfg(feature = "bytes")]
     pub fn encode_to<B: bytes::BufMut>(&self, buf: &mut B) -> Result<usize, EncodeError> {
+        self.check_body()?;
         let needed = self.encoded_len();
         if buf.remaining_mut() < needed {
             return Err(EncodeError::BufferTooSmall {

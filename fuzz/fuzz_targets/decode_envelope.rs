@@ -1,0 +1,11 @@
+//! Secure-channel envelope bodies (handshake init and reply, sealed record):
+//! the first byte picks the type, the rest becomes its body behind a valid
+//! header, so the payload length bounds are probed directly. Same properties
+//! as `decode_any`: no panic, and a decoded message re-encodes to exactly the
+//! framed input.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tryst_core::wire::Family;
+
+fuzz_target!(|input: &[u8]| tryst_fuzz::check_family_body(Family::Envelope, input));

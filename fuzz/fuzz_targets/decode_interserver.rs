@@ -1,0 +1,11 @@
+//! Session server <-> trigger server bodies (trigger and end-trigger
+//! requests, trigger results, address inquiry and reply, key install and
+//! revoke): the first byte picks the type, the rest becomes its body behind a
+//! valid header. Same properties as `decode_any`: no panic, and a decoded
+//! message re-encodes to exactly the framed input.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tryst_core::wire::Family;
+
+fuzz_target!(|input: &[u8]| tryst_fuzz::check_family_body(Family::Interserver, input));
