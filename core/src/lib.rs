@@ -27,5 +27,10 @@ pub mod machine;
 #[cfg(feature = "alloc")]
 pub mod names;
 pub mod ratelimit;
+#[cfg(feature = "alloc")]
+pub mod session_server;
+pub mod terminal;
 pub mod time;
+#[cfg(feature = "alloc")]
+pub mod trigger_server;
 pub mod wire;

@@ -1,0 +1,169 @@
+//! The session server's policies and bounds: named defaults and the
+//! [`SessionConfig`] that overrides them.
+
+use core::time::Duration;
+
+use crate::ratelimit::DEFAULT_TRACKED_KEYS;
+
+/// Delay of the uniform deny: every connection request that does not succeed
+/// gets its `Error{NotPermitted}` exactly this long after it arrived, never
+/// earlier, so the timing of the answer tells nothing (S511).
+pub const DENY_DELAY: Duration = Duration::from_secs(5);
+/// How long a request may take to be decided (trigger, permission list or
+/// verdict, addresses); a request still undecided then is denied.
+pub const DECISION_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long after the first end notification the server waits for the other
+/// side's before it writes the session record (S1601/S1606).
+pub const END_GRACE: Duration = Duration::from_secs(10);
+/// Permitted duration of a session whose request asks for 0 seconds (S508).
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(600);
+/// Longest duration one request is granted (S508).
+pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+/// Longest total a session may be extended to (S1602/S1603).
+pub const MAX_TOTAL_DURATION: Duration = Duration::from_secs(7200);
+/// How long a registration may stay unconfirmed (no sealed record from the
+/// terminal yet) before it is forgotten.
+pub const REGISTRATION_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+/// First wait before the link to the trigger server is tried again after a
+/// failed or lost handshake; doubles on each failure.
+pub const UPSTREAM_RETRY_MIN: Duration = Duration::from_secs(1);
+/// Longest wait between two handshakes on the link to the trigger server.
+pub const UPSTREAM_RETRY_MAX: Duration = Duration::from_secs(60);
+/// Most transmits waiting for the driver; beyond, the oldest is dropped (counted).
+pub const MAX_QUEUED_TRANSMITS: usize = 4096;
+/// Most events waiting for the driver; beyond, the oldest is dropped (counted).
+pub const MAX_QUEUED_EVENTS: usize = 4096;
+/// Most messages for the trigger server held while its link is being set up;
+/// beyond, the oldest is dropped (counted).
+pub const MAX_UPSTREAM_QUEUE: usize = 1024;
+/// Most requests (pending or waiting for their deny) one terminal may have
+/// outstanding; a request beyond is dropped unanswered (counted). The count
+/// depends only on the requester's own behaviour, so it leaks nothing.
+pub const MAX_OUTSTANDING_PER_CHANNEL: u32 = 32;
+/// Default bound on terminal channels (live and pending registrations).
+pub const DEFAULT_MAX_CHANNELS: usize = 100_000;
+/// Default bound on registrations awaiting confirmation; beyond, the oldest
+/// pending one is forgotten.
+pub const DEFAULT_MAX_PENDING_REGISTRATIONS: usize = 4096;
+/// Default bound on connection requests being decided.
+pub const DEFAULT_MAX_PENDING_REQUESTS: usize = 4096;
+/// Default bound on denials of requests that never got a pending slot
+/// (rate limited, unknown target, ...), waiting for their deny time.
+pub const DEFAULT_MAX_SCHEDULED_DENIALS: usize = 8192;
+/// Default bound on live sessions.
+pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
+/// Default bound on open terminal streams.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Keys tracked by each of the server's rate limiters (per source, per requester).
+pub const RATE_LIMIT_TRACKED_KEYS: usize = DEFAULT_TRACKED_KEYS;
+
+/// Whether extension requests are granted (third embodiment, S1602).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ExtensionPolicy {
+    /// Grant while the session's total stays within
+    /// [`SessionConfig::max_total_duration`].
+    #[default]
+    UpToTotal,
+    /// Refuse every extension.
+    Never,
+}
+
+/// Bounds on the server's tables and queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionLimits {
+    /// Terminal channels, live and pending ([`DEFAULT_MAX_CHANNELS`]).
+    pub max_channels: usize,
+    /// Registrations awaiting confirmation ([`DEFAULT_MAX_PENDING_REGISTRATIONS`]).
+    pub max_pending_registrations: usize,
+    /// Requests being decided ([`DEFAULT_MAX_PENDING_REQUESTS`]).
+    pub max_pending_requests: usize,
+    /// Denials of requests that never got a pending slot ([`DEFAULT_MAX_SCHEDULED_DENIALS`]).
+    pub max_scheduled_denials: usize,
+    /// Live sessions ([`DEFAULT_MAX_SESSIONS`]).
+    pub max_sessions: usize,
+    /// Open terminal streams ([`DEFAULT_MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+    /// Messages held for the trigger server while its link is down ([`MAX_UPSTREAM_QUEUE`]).
+    pub max_upstream_queue: usize,
+    /// Transmits held for the driver ([`MAX_QUEUED_TRANSMITS`]).
+    pub max_queued_transmits: usize,
+    /// Events held for the driver ([`MAX_QUEUED_EVENTS`]).
+    pub max_queued_events: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_channels: DEFAULT_MAX_CHANNELS,
+            max_pending_registrations: DEFAULT_MAX_PENDING_REGISTRATIONS,
+            max_pending_requests: DEFAULT_MAX_PENDING_REQUESTS,
+            max_scheduled_denials: DEFAULT_MAX_SCHEDULED_DENIALS,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_upstream_queue: MAX_UPSTREAM_QUEUE,
+            max_queued_transmits: MAX_QUEUED_TRANSMITS,
+            max_queued_events: MAX_QUEUED_EVENTS,
+        }
+    }
+}
+
+/// The session server's policies. Durations are whole seconds on the wire;
+/// sub-second parts are dropped and zero durations are taken as one second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionConfig {
+    /// Longest duration one request is granted ([`MAX_DURATION`]).
+    pub max_duration: Duration,
+    /// Duration granted when a request asks for 0 ([`DEFAULT_DURATION`]).
+    pub default_duration: Duration,
+    /// Longest total an extended session may reach ([`MAX_TOTAL_DURATION`]).
+    pub max_total_duration: Duration,
+    /// Whether extensions are granted.
+    pub extension_policy: ExtensionPolicy,
+    /// When the uniform deny is sent after a request arrived ([`DENY_DELAY`]).
+    pub deny_delay: Duration,
+    /// How long a request may take to be decided ([`DECISION_TIMEOUT`]); taken
+    /// as at most `deny_delay`, so that every failure is answered at the same time.
+    pub decision_timeout: Duration,
+    /// Wait for the second end notification ([`END_GRACE`]).
+    pub end_grace: Duration,
+    /// Bounds on tables and queues.
+    pub limits: SessionLimits,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_duration: MAX_DURATION,
+            default_duration: DEFAULT_DURATION,
+            max_total_duration: MAX_TOTAL_DURATION,
+            extension_policy: ExtensionPolicy::default(),
+            deny_delay: DENY_DELAY,
+            decision_timeout: DECISION_TIMEOUT,
+            end_grace: END_GRACE,
+            limits: SessionLimits::default(),
+        }
+    }
+}
+
+/// Whole seconds of `d` as a wire duration, at least 1.
+pub(super) fn whole_secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1)
+}
+
+impl SessionConfig {
+    /// The duration a request asking for `requested` seconds is granted (S508):
+    /// `min(requested or default, max_duration)`.
+    pub fn granted_duration_secs(&self, requested: u32) -> u32 {
+        let asked = if requested == 0 {
+            whole_secs(self.default_duration)
+        } else {
+            requested
+        };
+        asked.min(whole_secs(self.max_duration))
+    }
+
+    /// The decision deadline after `deny_delay` is taken into account.
+    pub(super) fn effective_decision_timeout(&self) -> Duration {
+        self.decision_timeout.min(self.deny_delay)
+    }
+}

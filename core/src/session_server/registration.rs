@@ -1,0 +1,402 @@
+//! Registration over Noise IK (S702, 801/802): per-source rate limit before
+//! any public-key work, name binding (TOFU or closed), a channel that stays
+//! pending until the terminal proves it holds the keys, then key installation
+//! at the trigger server.
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::string::{String, ToString};
+use core::net::SocketAddr;
+
+use rand_core::{CryptoRng, RngCore};
+
+use super::{SessionEvent, SessionServer, Timer};
+use crate::crypto::channel::{Responder, REPLY_OVERHEAD};
+use crate::crypto::{SecureChannel, MAX_HANDSHAKE_PAYLOAD};
+use crate::machine::{ConnectionId, Destination};
+use crate::names::Registration;
+use crate::ratelimit::SourceKey;
+use crate::time::Instant;
+use crate::wire::{
+    DecisionMode, DeviceId, ErrorCode, ErrorReply, HandshakeInit, HandshakeReply, KeyInstall,
+    KeyRevoke, Message, PublicKey, RegisterAck, UdpKey,
+};
+
+use super::events::RegistrationRefusal;
+use super::upstream::UpMsg;
+use super::REGISTRATION_CONFIRM_TIMEOUT;
+
+/// Room for a handshake reply around the longest payload the server puts
+/// in one (a `RegisterAck`, 46 bytes).
+const REPLY_BUF_LEN: usize = REPLY_OVERHEAD + 64;
+/// Attempts at drawing an unused device ID before giving up (a collision of
+/// random 64-bit numbers is already astronomically unlikely).
+const DEVICE_ID_ATTEMPTS: usize = 8;
+
+/// One terminal's channel, numbered by its device ID.
+pub(super) struct Channel {
+    /// The name it registered.
+    pub name: String,
+    /// The identity key its handshake proved.
+    pub key: PublicKey,
+    /// Who judges requests aimed at it.
+    pub mode: DecisionMode,
+    /// The key of its authenticated UDP, installed at the trigger server.
+    pub udp_key: UdpKey,
+    /// The sealed-record channel.
+    pub secure: SecureChannel,
+    /// The connection it was last heard on.
+    pub conn: Option<ConnectionId>,
+    /// Confirmed: the name's live registration (or a replaced one, dropped at once).
+    pub live: bool,
+    /// When the handshake arrived.
+    pub created: Instant,
+    /// The unconfirmed-expiry timer.
+    pub timer: Option<Instant>,
+    /// Requests from it pending or waiting for their deny.
+    pub outstanding: u32,
+    /// It counts in [`Registrations::unconfirmed`] for its name.
+    pub holds_binding: bool,
+}
+
+/// The channel tables.
+#[derive(Default)]
+pub(super) struct Registrations {
+    /// Every channel, live and pending, by device ID.
+    pub channels: BTreeMap<u64, Channel>,
+    /// Name -> device ID of its live registration.
+    pub live: BTreeMap<String, u64>,
+    /// Pending registrations by age, to evict the oldest.
+    pub pending_by_age: BTreeSet<(Instant, u64)>,
+    /// Names bound in the registry by a registration not yet confirmed, with
+    /// the number of pending channels for each; unbound again if none confirms.
+    pub unconfirmed: BTreeMap<String, u32>,
+}
+
+impl<R: RngCore + CryptoRng> SessionServer<R> {
+    /// A `HandshakeInit` on a terminal stream: a registration attempt.
+    pub(super) fn on_handshake_init(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        remote: SocketAddr,
+        init: &HandshakeInit<'_>,
+    ) {
+        // Before any public-key work: the source's registration rate.
+        if self
+            .registration_limiter
+            .check(now, &SourceKey::from_addr(&remote))
+            .is_err()
+        {
+            self.out.counters.registrations_rate_limited += 1;
+            self.conns.remove(&conn);
+            self.out.event(SessionEvent::CloseConnection(conn));
+            return;
+        }
+        let mut payload = [0u8; MAX_HANDSHAKE_PAYLOAD];
+        let (responder, n) =
+            match Responder::accept(&mut self.rng, now, &self.keypair, init, &mut payload) {
+                Ok(accepted) => accepted,
+                Err(_) => {
+                    self.out.counters.handshake_failures += 1;
+                    return;
+                }
+            };
+        let key = responder.initiator_key();
+        let Some(Ok(Message::Register(register))) = payload.get(..n).map(Message::decode) else {
+            self.out.counters.ignored_messages += 1;
+            return;
+        };
+        let name = register.name;
+        if register.identity != key {
+            self.refuse_registration(
+                conn,
+                responder,
+                name.as_str(),
+                key,
+                RegistrationRefusal::IdentityMismatch,
+            );
+            return;
+        }
+        // Room for one more channel: an old unconfirmed one makes way first.
+        if self.reg.pending_by_age.len() >= self.config.limits.max_pending_registrations.max(1) {
+            if let Some(&(_, oldest)) = self.reg.pending_by_age.first() {
+                self.forget_pending(oldest);
+            }
+        }
+        if self.reg.channels.len() >= self.config.limits.max_channels {
+            self.refuse_registration(
+                conn,
+                responder,
+                name.as_str(),
+                key,
+                RegistrationRefusal::ServerFull,
+            );
+            return;
+        }
+        let Some(device) = self.fresh_device_id() else {
+            self.refuse_registration(
+                conn,
+                responder,
+                name.as_str(),
+                key,
+                RegistrationRefusal::ServerFull,
+            );
+            return;
+        };
+        let holds_binding = match self.registry.register(name, key) {
+            Err(refused) => {
+                if let Some(attempt) = refused.impersonation() {
+                    self.out
+                        .event(SessionEvent::ImpersonationAttempt(attempt.clone()));
+                }
+                self.refuse_registration(
+                    conn,
+                    responder,
+                    name.as_str(),
+                    key,
+                    RegistrationRefusal::Registry(refused.reason),
+                );
+                return;
+            }
+            Ok(Registration::NewBinding) => {
+                *self
+                    .reg
+                    .unconfirmed
+                    .entry(name.as_str().to_string())
+                    .or_insert(0) += 1;
+                true
+            }
+            Ok(Registration::AlreadyBound) => match self.reg.unconfirmed.get_mut(name.as_str()) {
+                Some(count) => {
+                    *count += 1;
+                    true
+                }
+                None => false,
+            },
+        };
+        let mut udp_key = UdpKey([0; 32]);
+        self.rng.fill_bytes(&mut udp_key.0);
+        let ack = Message::RegisterAck(RegisterAck {
+            device_id: DeviceId(device),
+            udp_key,
+        });
+        let mut ack_bytes = [0u8; 64];
+        let mut reply = [0u8; REPLY_BUF_LEN];
+        let sent = ack
+            .encode(&mut ack_bytes)
+            .ok()
+            .and_then(|len| ack_bytes.get(..len))
+            .and_then(|p| responder.reply(device, p, &mut reply).ok());
+        let Some((secure, len)) = sent else {
+            self.out.counters.seal_failures += 1;
+            if holds_binding {
+                self.release_unconfirmed(name.as_str(), key);
+            }
+            return;
+        };
+        self.out.transmit_message(
+            Destination::Connection(conn),
+            &Message::HandshakeReply(HandshakeReply {
+                channel: device,
+                noise: reply.get(..len).unwrap_or_default(),
+            }),
+        );
+        let mut channel = Channel {
+            name: name.as_str().to_string(),
+            key,
+            mode: register.mode,
+            udp_key,
+            secure,
+            conn: Some(conn),
+            live: false,
+            created: now,
+            timer: None,
+            outstanding: 0,
+            holds_binding,
+        };
+        self.timers.arm(
+            Timer::PendingRegistration(device),
+            &mut channel.timer,
+            now + REGISTRATION_CONFIRM_TIMEOUT,
+        );
+        self.reg.pending_by_age.insert((now, device));
+        self.reg.channels.insert(device, channel);
+    }
+
+    /// Answers a refused registration with `Error{0, RegistrationRefused}`
+    /// (or `Busy` when full) in the handshake reply; no channel is kept.
+    fn refuse_registration(
+        &mut self,
+        conn: ConnectionId,
+        responder: Responder,
+        name: &str,
+        key: PublicKey,
+        reason: RegistrationRefusal,
+    ) {
+        let code = match reason {
+            RegistrationRefusal::ServerFull => ErrorCode::Busy,
+            _ => ErrorCode::RegistrationRefused,
+        };
+        let error = Message::Error(ErrorReply {
+            request_id: 0,
+            code,
+        });
+        let mut error_bytes = [0u8; 16];
+        let mut reply = [0u8; REPLY_BUF_LEN];
+        let sent = error
+            .encode(&mut error_bytes)
+            .ok()
+            .and_then(|len| error_bytes.get(..len))
+            .and_then(|p| responder.reply(0, p, &mut reply).ok());
+        match sent {
+            Some((_, len)) => self.out.transmit_message(
+                Destination::Connection(conn),
+                &Message::HandshakeReply(HandshakeReply {
+                    channel: 0,
+                    noise: reply.get(..len).unwrap_or_default(),
+                }),
+            ),
+            None => self.out.counters.seal_failures += 1,
+        }
+        self.out.event(SessionEvent::RegistrationRefused {
+            name: name.to_string(),
+            key,
+            reason,
+        });
+    }
+
+    /// A fresh random nonzero device ID not in use.
+    fn fresh_device_id(&mut self) -> Option<u64> {
+        (0..DEVICE_ID_ATTEMPTS)
+            .map(|_| self.rng.next_u64())
+            .find(|id| *id != 0 && !self.reg.channels.contains_key(id))
+    }
+
+    /// The first record from a pending channel opened: the terminal holds the
+    /// keys, so its registration becomes the name's live one.
+    pub(super) fn confirm_registration(&mut self, now: Instant, device: u64) {
+        let Some(channel) = self.reg.channels.get_mut(&device) else {
+            return;
+        };
+        channel.live = true;
+        self.timers
+            .disarm(Timer::PendingRegistration(device), &mut channel.timer);
+        self.reg.pending_by_age.remove(&(channel.created, device));
+        let name = channel.name.clone();
+        let key = channel.key;
+        let mode = channel.mode;
+        let udp_key = channel.udp_key;
+        let channel_holds_binding = channel.holds_binding;
+        channel.holds_binding = false;
+        let Ok(wire_name) = crate::wire::Name::new(&name) else {
+            self.drop_channel(device);
+            return;
+        };
+        // The binding may have moved since the handshake (an operator unbind,
+        // or the binding expired with another pending channel): check again.
+        let mut new_binding = channel_holds_binding && self.reg.unconfirmed.remove(&name).is_some();
+        match self.registry.key_of(wire_name) {
+            Some(bound) if bound == key => {}
+            Some(_) => {
+                self.drop_channel(device);
+                return;
+            }
+            None => match self.registry.register(wire_name, key) {
+                Ok(Registration::NewBinding) => new_binding = true,
+                Ok(Registration::AlreadyBound) => {}
+                Err(_) => {
+                    self.drop_channel(device);
+                    return;
+                }
+            },
+        }
+        if new_binding {
+            self.out.event(SessionEvent::NameBound {
+                name: name.clone(),
+                key,
+            });
+        }
+        if let Some(old) = self.reg.live.insert(name.clone(), device) {
+            if old != device {
+                self.send_upstream(
+                    now,
+                    UpMsg::KeyRevoke(KeyRevoke {
+                        device_id: DeviceId(old),
+                    }),
+                );
+                self.drop_channel(old);
+            }
+        }
+        self.send_upstream(
+            now,
+            UpMsg::KeyInstall(KeyInstall {
+                device_id: DeviceId(device),
+                udp_key,
+            }),
+        );
+        self.out.event(SessionEvent::Registered {
+            name,
+            key,
+            device_id: DeviceId(device),
+            mode,
+        });
+    }
+
+    /// An unconfirmed registration reached its deadline.
+    pub(super) fn pending_registration_expired(&mut self, device: u64) {
+        if let Some(channel) = self.reg.channels.get_mut(&device) {
+            // The timer already left the index.
+            channel.timer = None;
+        }
+        self.forget_pending(device);
+    }
+
+    /// Forgets an unconfirmed registration (expired or evicted).
+    fn forget_pending(&mut self, device: u64) {
+        let Some(channel) = self.reg.channels.get(&device) else {
+            return;
+        };
+        if channel.live {
+            return;
+        }
+        let name = channel.name.clone();
+        let (key, holds_binding) = (channel.key, channel.holds_binding);
+        self.out.counters.registrations_unconfirmed += 1;
+        self.drop_channel(device);
+        if holds_binding {
+            self.release_unconfirmed(&name, key);
+        }
+    }
+
+    /// One pending channel of `name` went away unconfirmed: if it was the
+    /// last one holding a binding it made, the binding goes too.
+    fn release_unconfirmed(&mut self, name: &str, key: PublicKey) {
+        let Some(count) = self.reg.unconfirmed.get_mut(name) else {
+            return;
+        };
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            self.reg.unconfirmed.remove(name);
+            if let Ok(n) = crate::wire::Name::new(name) {
+                if !self.reg.live.contains_key(name) && self.registry.key_of(n) == Some(key) {
+                    self.registry.unbind(n);
+                }
+            }
+        }
+    }
+
+    /// Removes a channel (replaced, expired or evicted). Requests aimed at
+    /// it fail; messages to it are dropped from now on.
+    pub(super) fn drop_channel(&mut self, device: u64) {
+        let Some(mut channel) = self.reg.channels.remove(&device) else {
+            return;
+        };
+        self.timers
+            .disarm(Timer::PendingRegistration(device), &mut channel.timer);
+        self.reg.pending_by_age.remove(&(channel.created, device));
+        if self.reg.live.get(&channel.name) == Some(&device) {
+            self.reg.live.remove(&channel.name);
+        }
+        self.fail_requests_aimed_at(device);
+    }
+}

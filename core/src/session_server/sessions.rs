@@ -1,0 +1,339 @@
+//! Session life (third embodiment): extensions (S1602/S1603), the
+//! operator's forced end (S1604/S1605), end notifications (814/815, S1601)
+//! and the one record per session (S1606), also across a restart.
+//!
+//! A session is addressed by its parties' names, not device IDs: terminals
+//! re-register (new device ID) during long sessions and after a server
+//! restart, and their name stays bound to the same key.
+//!
+//! Extension policy: a request is granted while the new total stays within
+//! [`SessionConfig::max_total_duration`](super::SessionConfig); the new total
+//! goes to both sides, which must agree on the deadline. Both sides reach
+//! their extension threshold at about the same time and may both ask: a
+//! request arriving while the session still has at least the asked-for
+//! time left is answered with the current total and extends nothing, so
+//! two requests for one need give one extension.
+
+use alloc::string::String;
+
+use rand_core::{CryptoRng, RngCore};
+
+use super::upstream::UpMsg;
+use super::{
+    whole_secs, ExtensionPolicy, RestoreError, SessionEndReason, SessionEvent, SessionExtended,
+    SessionRecord, SessionServer, SessionStarted, SideReport, Timer, UnknownSession,
+};
+use crate::time::Instant;
+use crate::wire::{
+    DeviceId, EndNotification, EndTriggerRequest, ExtensionGrant, ExtensionRefusal,
+    ExtensionRequest, Message, PublicKey, SessionId,
+};
+use core::time::Duration;
+
+/// A live session.
+pub(super) struct Session {
+    requester: String,
+    requester_key: PublicKey,
+    target: String,
+    target_key: PublicKey,
+    start: Instant,
+    duration_secs: u32,
+    extensions: u32,
+    requester_side: Option<SideReport>,
+    target_side: Option<SideReport>,
+    forced_at: Option<Instant>,
+    timer: Option<Instant>,
+}
+
+/// Which party a channel is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Requester,
+    Target,
+}
+
+impl Session {
+    pub(super) fn from_started(s: &SessionStarted) -> Session {
+        Session {
+            requester: s.requester.clone(),
+            requester_key: s.requester_key,
+            target: s.target.clone(),
+            target_key: s.target_key,
+            start: s.start,
+            duration_secs: s.duration_secs,
+            extensions: 0,
+            requester_side: None,
+            target_side: None,
+            forced_at: None,
+            timer: None,
+        }
+    }
+
+    /// When the permitted duration ends.
+    fn permitted_end(&self) -> Instant {
+        self.start + Duration::from_secs(u64::from(self.duration_secs))
+    }
+
+    /// The earliest end notification.
+    fn first_report(&self) -> Option<SideReport> {
+        match (self.requester_side, self.target_side) {
+            (Some(r), Some(t)) if t.received < r.received => Some(t),
+            (Some(r), _) => Some(r),
+            (None, t) => t,
+        }
+    }
+
+    /// When the record is due: `end_grace` after the first notification,
+    /// else after a forced end, else after the permitted duration.
+    fn record_deadline(&self, grace: Duration) -> Instant {
+        if let Some(first) = self.first_report() {
+            return first.received + grace;
+        }
+        let natural = self.permitted_end() + grace;
+        match self.forced_at {
+            Some(forced) => natural.min(forced + grace),
+            None => natural,
+        }
+    }
+
+    /// Which side `name`/`key` is, if any.
+    fn side_of(&self, name: &str, key: &PublicKey) -> Option<Side> {
+        if name == self.requester && *key == self.requester_key {
+            Some(Side::Requester)
+        } else if name == self.target && *key == self.target_key {
+            Some(Side::Target)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the session is ending (a side ended, or the operator ended it).
+    fn ending(&self) -> bool {
+        self.forced_at.is_some() || self.requester_side.is_some() || self.target_side.is_some()
+    }
+}
+
+impl<R: RngCore + CryptoRng> SessionServer<R> {
+    /// Holds `session` and arms its record deadline.
+    pub(super) fn insert_session(&mut self, mut session: Session, id: [u8; 16]) {
+        let at = session.record_deadline(self.config.end_grace);
+        self.timers.arm(Timer::Session(id), &mut session.timer, at);
+        self.sessions.insert(id, session);
+    }
+
+    /// Re-arms a session's record deadline after a change.
+    fn rearm_session(&mut self, id: [u8; 16]) {
+        let grace = self.config.end_grace;
+        if let Some(session) = self.sessions.get_mut(&id) {
+            let at = session.record_deadline(grace);
+            self.timers.arm(Timer::Session(id), &mut session.timer, at);
+        }
+    }
+
+    /// The session `device`'s channel is a party of, and which party.
+    fn party(&mut self, device: u64, id: &SessionId) -> Option<Side> {
+        let channel = self.reg.channels.get(&device)?;
+        let side = self
+            .sessions
+            .get(&id.0)
+            .and_then(|s| s.side_of(&channel.name, &channel.key));
+        if side.is_none() {
+            self.out.counters.stale_answers += 1;
+        }
+        side
+    }
+
+    /// An `ExtensionRequest` from a party (S1505 -> S1602/S1603).
+    pub(super) fn on_extension_request(
+        &mut self,
+        now: Instant,
+        device: u64,
+        req: &ExtensionRequest,
+    ) {
+        if self.party(device, &req.session_id).is_none() {
+            return;
+        }
+        let policy = self.config.extension_policy;
+        let max_total = whole_secs(self.config.max_total_duration);
+        let Some(session) = self.sessions.get_mut(&req.session_id.0) else {
+            return;
+        };
+        let remaining = session.permitted_end() - now;
+        let asked = Duration::from_secs(u64::from(req.extra_secs));
+        let new_total = session.duration_secs.saturating_add(req.extra_secs);
+        let refuse = session.ending() || policy == ExtensionPolicy::Never;
+        if !refuse && remaining >= asked {
+            // Already has what it asks for (the other side's request was
+            // granted first): tell it the current total, extend nothing.
+            let total = session.duration_secs;
+            self.send_to_device(
+                device,
+                &Message::ExtensionGrant(ExtensionGrant {
+                    session_id: req.session_id,
+                    duration_secs: total,
+                }),
+            );
+            return;
+        }
+        if refuse || new_total > max_total {
+            self.send_to_device(
+                device,
+                &Message::ExtensionRefusal(ExtensionRefusal {
+                    session_id: req.session_id,
+                }),
+            );
+            return;
+        }
+        session.duration_secs = new_total;
+        session.extensions += 1;
+        let extended = SessionExtended {
+            session_id: req.session_id,
+            duration_secs: new_total,
+            extensions: session.extensions,
+            at: now,
+        };
+        let (requester, target) = (session.requester.clone(), session.target.clone());
+        self.rearm_session(req.session_id.0);
+        self.out.event(SessionEvent::SessionExtended(extended));
+        let grant = Message::ExtensionGrant(ExtensionGrant {
+            session_id: req.session_id,
+            duration_secs: new_total,
+        });
+        self.send_to_name(&requester, &grant);
+        self.send_to_name(&target, &grant);
+    }
+
+    /// An `EndNotification` from a party (814/815, S1601).
+    pub(super) fn on_end_notification(
+        &mut self,
+        now: Instant,
+        device: u64,
+        note: &EndNotification,
+    ) {
+        let Some(side) = self.party(device, &note.session_id) else {
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(&note.session_id.0) else {
+            return;
+        };
+        let slot = match side {
+            Side::Requester => &mut session.requester_side,
+            Side::Target => &mut session.target_side,
+        };
+        if slot.is_some() {
+            self.out.counters.stale_answers += 1;
+            return;
+        }
+        *slot = Some(SideReport {
+            reason: note.reason,
+            bytes_sent: note.bytes_sent,
+            bytes_received: note.bytes_received,
+            duration_ms: note.duration_ms,
+            received: now,
+        });
+        if session.requester_side.is_some() && session.target_side.is_some() {
+            self.record_session(now, note.session_id.0);
+        } else {
+            self.rearm_session(note.session_id.0);
+        }
+    }
+
+    /// The operator ends a session (S1604): an end trigger for each party
+    /// through the trigger server (S1605). Calling it again sends them again.
+    pub(super) fn force_end(&mut self, now: Instant, id: SessionId) -> Result<(), UnknownSession> {
+        let session = self.sessions.get_mut(&id.0).ok_or(UnknownSession)?;
+        session.forced_at.get_or_insert(now);
+        let parties = [session.requester.clone(), session.target.clone()];
+        self.rearm_session(id.0);
+        for name in parties {
+            let Some(&device) = self.reg.live.get(&name) else {
+                self.out.counters.undeliverable += 1;
+                continue;
+            };
+            let op = self.fresh_op();
+            self.send_upstream(
+                now,
+                UpMsg::EndTrigger(EndTriggerRequest {
+                    op_id: op,
+                    device_id: DeviceId(device),
+                    session_id: id,
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    /// A session's record deadline passed.
+    pub(super) fn session_deadline(&mut self, now: Instant, id: [u8; 16]) {
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.timer = None;
+        }
+        self.record_session(now, id);
+    }
+
+    /// Writes the one record of a session and forgets it.
+    fn record_session(&mut self, now: Instant, id: [u8; 16]) {
+        let Some(mut session) = self.sessions.remove(&id) else {
+            return;
+        };
+        self.timers.disarm(Timer::Session(id), &mut session.timer);
+        let first = session.first_report();
+        let end = match (first, session.forced_at) {
+            (Some(report), _) => report.received,
+            (None, Some(forced)) => forced,
+            (None, None) => session.permitted_end().min(now),
+        };
+        let reason = match (session.forced_at, first) {
+            (Some(_), _) => SessionEndReason::Forced,
+            (None, Some(report)) => report.reason.into(),
+            (None, None) => SessionEndReason::ServerTimeout,
+        };
+        let end = end.max(session.start);
+        self.out.event(SessionEvent::SessionRecord(SessionRecord {
+            session_id: SessionId(id),
+            requester: session.requester,
+            target: session.target,
+            start: session.start,
+            end,
+            duration: end - session.start,
+            permitted_secs: session.duration_secs,
+            extensions: session.extensions,
+            requester_side: session.requester_side,
+            target_side: session.target_side,
+            reason,
+        }));
+    }
+
+    /// Replays a stored `SessionStarted` or `SessionExtended` fact into this
+    /// (fresh) machine. Replay them in the order they were emitted, and only
+    /// for sessions without a stored `SessionRecord`. A restored session
+    /// ends by its notifications or timer and gets exactly one record; one
+    /// whose deadline already passed is recorded at the next input.
+    pub fn restore_session(&mut self, fact: &SessionEvent) -> Result<(), RestoreError> {
+        match fact {
+            SessionEvent::SessionStarted(started) => {
+                let id = started.session_id.0;
+                if self.sessions.contains_key(&id) {
+                    return Err(RestoreError::Duplicate);
+                }
+                if self.sessions.len() >= self.config.limits.max_sessions {
+                    return Err(RestoreError::Full);
+                }
+                self.insert_session(Session::from_started(started), id);
+                Ok(())
+            }
+            SessionEvent::SessionExtended(extended) => {
+                let id = extended.session_id.0;
+                let session = self
+                    .sessions
+                    .get_mut(&id)
+                    .ok_or(RestoreError::UnknownSession)?;
+                session.duration_secs = extended.duration_secs;
+                session.extensions = extended.extensions;
+                self.rearm_session(id);
+                Ok(())
+            }
+            _ => Err(RestoreError::NotASessionFact),
+        }
+    }
+}

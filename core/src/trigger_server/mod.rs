@@ -1,0 +1,1043 @@
+//! The trigger server (seed: trigger server 5) as a sans-IO state machine
+//! (needs the `alloc` feature).
+//!
+//! It keeps one table, `device ID -> observed public UDP address`, fed by
+//! the terminals' keepalives (S701, 803/804), and serves the session server
+//! over one secure link: it installs and revokes the terminals' UDP keys,
+//! sends triggers and end triggers by UDP (S603, 807, S1605) and answers
+//! address inquiries (S604-S606, 809/810).
+//!
+//! # Terminals (UDP)
+//! - A [`Keepalive`] from a device ID the table does
+//!   not hold is dropped with no reply and no state: a restarted trigger
+//!   server (which holds no keys) is silent, and terminals re-register.
+//! - For a known device, the counter must be newer than the last accepted
+//!   and the tag must verify under the device's UDP key
+//!   ([`ReplayGuard::accept`]); only then does the per-device rate limit
+//!   ([`TriggerConfig::keepalive_limit`]) spend a token. The address recorded
+//!   is the datagram's *observed* source address; nothing in a keepalive
+//!   claims one. The reply, a [`KeepaliveAck`](crate::wire::KeepaliveAck),
+//!   goes to that same address.
+//! - An address expires [`MISSED_KEEPALIVES`] intervals plus
+//!   [`ADDRESS_GRACE`] after the last valid keepalive; the key stays until
+//!   the session server revokes it.
+//! - A trigger or end trigger is sent to the live address with a fresh
+//!   counter, resent every [`TriggerConfig::trigger_resend`] (a new counter
+//!   each time) until [`TriggerConfig::trigger_sends`] sends were made; an
+//!   authentic [`TriggerAck`] for any counter sent
+//!   for a still pending trigger makes it `Delivered`, otherwise it ends
+//!   `Unacknowledged` one resend interval after the last send. A device with
+//!   no live address is `Offline` at once.
+//!
+//! ## No amplification
+//! The only UDP reply the trigger server ever sends is the `KeepaliveAck`,
+//! and it is sent only after the keepalive's counter was found fresh and its
+//! tag verified under the key of a device the session server installed. An
+//! unauthenticated datagram therefore gets no reply and creates no state (no
+//! table entry, no rate-limit bucket, no timer): it only moves a counter in
+//! [`TriggerStats`]. Triggers go only to addresses that authenticated
+//! keepalives proved, and only when the session server asks.
+//!
+//! Ordering note: the design (flows, "Keepalive") puts the per-device rate
+//! limit before the tag check. Here it comes after: a limit charged before
+//! the tag lets anyone who has seen a device ID (it travels in the clear)
+//! drain that device's bucket with forged packets and make its real
+//! keepalives drop, so its address would expire. Verifying first costs one
+//! AES-GCM tag per forged packet and no state; the limit still bounds what
+//! an authentic device can make the server send.
+//!
+//! # The session server link (stream)
+//! The session server is the Noise IK initiator ([`crate::crypto::Initiator`]);
+//! on an accepted stream the trigger server answers as the responder. It
+//! accepts only initiators whose static key is in `allowed_session_servers`
+//! (others get no reply and a [`TriggerEvent::LinkRefused`]); the first
+//! message's payload must be an encoded `Poll`, and the reply carries an
+//! encoded `Poll`. Handshakes are rate-limited per source
+//! ([`LINK_HANDSHAKES`]) before any public-key work. After the handshake every
+//! message must be a `Sealed` record of that channel; a plain message, a
+//! record before the handshake or one that fails to open is ignored
+//! (counted). A new handshake on a linked connection replaces its channel
+//! (re-keying). Results of triggers go back on the connection the request
+//! came from, or, if that one closed, on the connection the same session
+//! server was last heard on (a record from it opened there; a replayed
+//! handshake alone never redirects results). The trigger server cannot close
+//! a stream itself: a driver may close one on [`TriggerEvent::LinkRefused`].
+//!
+//! # Bounds
+//! Devices: [`TriggerConfig::max_devices`]; pending triggers:
+//! [`MAX_PENDING_PER_DEVICE`] per device and
+//! [`TriggerConfig::max_pending_triggers`] in all; connections:
+//! [`MAX_CONNECTIONS`]; output queues: [`MAX_QUEUED_TRANSMITS`] and
+//! [`MAX_QUEUED_EVENTS`] (the oldest entry is dropped and counted). Timers
+//! live in one ordered index holding exactly one entry per live address and
+//! one per pending trigger, so [`TriggerServer::poll_timeout`] is one lookup
+//! whatever the number of devices.
+//!
+//! # Driver contract
+//! As in [`crate::machine`]: after every `handle_*` call drain
+//! [`TriggerServer::poll_transmit`] and [`TriggerServer::poll_event`], then
+//! call [`TriggerServer::handle_timeout`] at [`TriggerServer::poll_timeout`].
+//! Time going back is clamped ([`Clock::observe`]).
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use rand_core::{CryptoRng, RngCore};
+
+use crate::crypto::channel::{REPLY_OVERHEAD, SEALED_OVERHEAD};
+use crate::crypto::udp_auth::{self, AuthError, ReplayGuard};
+use crate::crypto::{Responder, SecureChannel, StaticKeypair, MAX_HANDSHAKE_PAYLOAD};
+use crate::machine::{ConnectionId, Destination, Transmit};
+use crate::ratelimit::{Limit, RateLimiter, SourceKey, TokenBucket, KEEPALIVES};
+use crate::time::{Clock, Instant};
+use crate::wire::{
+    AddressInquiry, AddressReply, DeviceId, HandshakeInit, HandshakeReply, Keepalive, KeyInstall,
+    KeyRevoke, Message, Poll, PublicKey, Sealed, SessionId, TriggerAck, TriggerOutcome,
+    TriggerResult, UdpKey, MAX_PLAIN_MESSAGE_LEN,
+};
+
+#[cfg(test)]
+mod tests;
+
+/// The keepalive interval the trigger server asks for by default: safe for
+/// NATs that drop idle UDP mappings after 30 s.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// The shortest keepalive interval the server asks for (terminals clamp to it too).
+pub const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// The longest keepalive interval the server asks for (terminals clamp to it too).
+pub const MAX_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(300);
+/// Keepalive intervals without a valid keepalive before an address expires.
+pub const MISSED_KEEPALIVES: u32 = 3;
+/// Slack added to `MISSED_KEEPALIVES * interval` before an address expires.
+pub const ADDRESS_GRACE: Duration = Duration::from_secs(5);
+/// Default bound of the device table.
+pub const DEFAULT_MAX_DEVICES: usize = 1_000_000;
+/// Default time between two sends of one trigger.
+pub const TRIGGER_RESEND: Duration = Duration::from_secs(1);
+/// Shortest resend time a config may set (a zero resend would spin).
+pub const MIN_TRIGGER_RESEND: Duration = Duration::from_millis(10);
+/// Longest resend time a config may set.
+pub const MAX_TRIGGER_RESEND: Duration = Duration::from_secs(60);
+/// Default number of sends of one trigger before it is unacknowledged.
+pub const TRIGGER_SENDS: u8 = 3;
+/// The most sends of one trigger a config may set.
+pub const MAX_TRIGGER_SENDS: usize = 8;
+/// The most triggers pending for one device at once; beyond, a request is
+/// answered `Unacknowledged` at once.
+pub const MAX_PENDING_PER_DEVICE: usize = 8;
+/// Default bound on triggers pending over all devices.
+pub const DEFAULT_MAX_PENDING_TRIGGERS: usize = 65_536;
+/// The most stream connections tracked at once; a new one beyond evicts the
+/// oldest connection without a link (or, if every one is linked, the oldest).
+pub const MAX_CONNECTIONS: usize = 64;
+/// The most transmits queued for the driver; beyond, the oldest is dropped.
+pub const MAX_QUEUED_TRANSMITS: usize = 1024;
+/// The most events queued for the driver; beyond, the oldest is dropped.
+pub const MAX_QUEUED_EVENTS: usize = 4096;
+/// Link handshakes per source (IPv4 address or IPv6 /64), checked before any
+/// public-key work: a burst of 8, then one per second.
+pub const LINK_HANDSHAKES: Limit = Limit::one_every(8, Duration::from_secs(1));
+/// Sources whose link handshakes are tracked by the rate limiter.
+const TRACKED_LINK_SOURCES: usize = 64;
+/// Room for one plain message between the servers (the largest is an
+/// `AddressReply` with two IPv6 addresses, 48 bytes).
+const INTERSERVER_PLAIN_LEN: usize = 64;
+
+/// How the trigger server behaves; [`Default`] gives the documented values.
+/// Out-of-range values are clamped by [`TriggerServer::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TriggerConfig {
+    /// The keepalive interval told to terminals in every ack; whole seconds,
+    /// clamped to [`MIN_KEEPALIVE_INTERVAL`]..=[`MAX_KEEPALIVE_INTERVAL`].
+    pub keepalive_interval: Duration,
+    /// The most devices (installed keys) held; a `KeyInstall` beyond is refused.
+    pub max_devices: usize,
+    /// Time between two sends of a trigger, clamped to
+    /// [`MIN_TRIGGER_RESEND`]..=[`MAX_TRIGGER_RESEND`].
+    pub trigger_resend: Duration,
+    /// Sends of one trigger before it is unacknowledged, clamped to
+    /// `1..=`[`MAX_TRIGGER_SENDS`].
+    pub trigger_sends: u8,
+    /// The most triggers pending over all devices.
+    pub max_pending_triggers: usize,
+    /// Authentic keepalives allowed per device.
+    pub keepalive_limit: Limit,
+}
+
+impl Default for TriggerConfig {
+    fn default() -> Self {
+        TriggerConfig {
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            max_devices: DEFAULT_MAX_DEVICES,
+            trigger_resend: TRIGGER_RESEND,
+            trigger_sends: TRIGGER_SENDS,
+            max_pending_triggers: DEFAULT_MAX_PENDING_TRIGGERS,
+            keepalive_limit: KEEPALIVES,
+        }
+    }
+}
+
+impl TriggerConfig {
+    /// This config with every value brought into its allowed range.
+    fn normalized(mut self) -> Self {
+        let secs = self.keepalive_interval.as_secs().clamp(
+            MIN_KEEPALIVE_INTERVAL.as_secs(),
+            MAX_KEEPALIVE_INTERVAL.as_secs(),
+        );
+        self.keepalive_interval = Duration::from_secs(secs);
+        self.trigger_resend = self
+            .trigger_resend
+            .clamp(MIN_TRIGGER_RESEND, MAX_TRIGGER_RESEND);
+        self.trigger_sends = self.trigger_sends.clamp(1, MAX_TRIGGER_SENDS as u8);
+        self
+    }
+
+    /// How long an address lives after a valid keepalive.
+    pub fn address_lifetime(&self) -> Duration {
+        self.keepalive_interval
+            .saturating_mul(MISSED_KEEPALIVES)
+            .saturating_add(ADDRESS_GRACE)
+    }
+}
+
+/// Something that happened, for the operator's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerEvent {
+    /// A device's observed address is new or changed (a valid keepalive).
+    AddressChanged {
+        /// The device.
+        device_id: DeviceId,
+        /// Its observed address.
+        addr: SocketAddr,
+    },
+    /// No valid keepalive came in time: the device is offline.
+    AddressExpired {
+        /// The device.
+        device_id: DeviceId,
+    },
+    /// The session server installed a device's UDP key.
+    KeyInstalled {
+        /// The device.
+        device_id: DeviceId,
+    },
+    /// The table is full ([`TriggerConfig::max_devices`]): a key was not installed.
+    KeyInstallRefused {
+        /// The device.
+        device_id: DeviceId,
+    },
+    /// The session server revoked a device's key: the device is forgotten.
+    KeyRevoked {
+        /// The device.
+        device_id: DeviceId,
+    },
+    /// A session server completed the link handshake.
+    SessionServerLinked {
+        /// Its static public key.
+        key: PublicKey,
+    },
+    /// A link handshake from a key not in `allowed_session_servers`; the
+    /// driver may close that connection.
+    LinkRefused {
+        /// The initiator's static public key.
+        key: PublicKey,
+    },
+    /// A trigger or end trigger was acknowledged by the terminal.
+    TriggerDelivered {
+        /// The session server's operation.
+        op_id: u32,
+        /// The device.
+        device_id: DeviceId,
+    },
+    /// A trigger or end trigger got no acknowledgement (or could not be queued).
+    TriggerUnacknowledged {
+        /// The session server's operation.
+        op_id: u32,
+        /// The device.
+        device_id: DeviceId,
+    },
+    /// A trigger or end trigger for a device with no live address (or no key).
+    Offline {
+        /// The session server's operation.
+        op_id: u32,
+        /// The device.
+        device_id: DeviceId,
+    },
+}
+
+/// Counters of everything dropped or refused, and of the work done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TriggerStats {
+    /// Datagrams that did not decode as a tryst message.
+    pub datagrams_undecodable: u64,
+    /// Datagrams that decoded but are not for the trigger server.
+    pub datagrams_unexpected: u64,
+    /// Keepalives or trigger acks naming a device the table does not hold.
+    pub unknown_device: u64,
+    /// Keepalives whose tag did not verify.
+    pub keepalives_forged: u64,
+    /// Keepalives whose counter was not newer than the last accepted.
+    pub keepalives_replayed: u64,
+    /// Authentic keepalives over the per-device limit.
+    pub keepalives_rate_limited: u64,
+    /// Keepalives accepted and acknowledged.
+    pub keepalives_accepted: u64,
+    /// Trigger acks for nothing pending, for a counter not sent, or forged.
+    pub trigger_acks_ignored: u64,
+    /// Trigger and end trigger datagrams sent (first sends and resends).
+    pub triggers_sent: u64,
+    /// Resends skipped because the address had expired meanwhile.
+    pub resends_skipped: u64,
+    /// Trigger requests refused at once because too many were pending.
+    pub triggers_refused: u64,
+    /// Key installs refused because the table was full.
+    pub key_installs_refused: u64,
+    /// Key installs repeating a key already installed for the device.
+    pub key_installs_repeated: u64,
+    /// Key revokes for a device the table does not hold.
+    pub key_revokes_unknown: u64,
+    /// Stream messages on unknown connections, undecodable, or plain messages
+    /// where a record was expected.
+    pub stream_ignored: u64,
+    /// Sealed records on a connection without a completed handshake.
+    pub sealed_before_handshake: u64,
+    /// Sealed records that did not open (forged, replayed, other channel).
+    pub records_refused: u64,
+    /// Opened messages that are not for the trigger server.
+    pub not_for_trigger_server: u64,
+    /// Link handshakes that failed (bad Noise message or payload).
+    pub handshakes_failed: u64,
+    /// Link handshakes dropped by the per-source limit.
+    pub handshakes_rate_limited: u64,
+    /// Link handshakes from keys not allowed.
+    pub links_refused: u64,
+    /// Results or replies with no linked connection to go to.
+    pub results_undeliverable: u64,
+    /// Connections evicted to make room for a new one.
+    pub connections_evicted: u64,
+    /// Transmits dropped because the driver did not poll.
+    pub transmits_dropped: u64,
+    /// Events dropped because the driver did not poll.
+    pub events_dropped: u64,
+}
+
+/// What a pending trigger asks the terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Contact the session server (S603).
+    Trigger,
+    /// End this session (S1605).
+    End(SessionId),
+}
+
+/// Who asked for a trigger: where its result goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Origin {
+    conn: ConnectionId,
+    key: PublicKey,
+}
+
+/// A trigger sent and not yet answered.
+#[derive(Debug, Clone)]
+struct Pending {
+    /// Unique over the machine's life: names its timer.
+    seq: u64,
+    op_id: u32,
+    origin: Origin,
+    kind: Kind,
+    /// Counters sent for it, any of which an ack may name.
+    sent: heapless::Vec<u64, MAX_TRIGGER_SENDS>,
+    /// Sends made or skipped so far.
+    attempts: u8,
+    /// When its timer fires (next resend or the verdict).
+    next: Instant,
+}
+
+/// One installed device.
+#[derive(Debug, Clone)]
+struct Device {
+    key: UdpKey,
+    keepalives: ReplayGuard,
+    limit: TokenBucket,
+    /// The observed address, while live.
+    addr: Option<SocketAddr>,
+    /// When the last valid keepalive came.
+    last_seen: Instant,
+    /// The counter of the next trigger or end trigger; starts at 1.
+    next_counter: u64,
+    pending: Vec<Pending>,
+}
+
+impl Device {
+    fn live_addr(&self, now: Instant, lifetime: Duration) -> Option<SocketAddr> {
+        self.addr.filter(|_| now < self.last_seen + lifetime)
+    }
+}
+
+/// What a timer entry stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    /// The device's address expires.
+    Expiry,
+    /// The pending trigger with this sequence number is due.
+    Resend(u64),
+}
+
+/// A timer: when, for which device, what.
+type TimerKey = (Instant, DeviceId, TimerKind);
+
+/// The established side of a link.
+struct Link {
+    key: PublicKey,
+    channel: SecureChannel,
+}
+
+/// One accepted stream.
+struct Conn {
+    remote: SocketAddr,
+    opened: Instant,
+    link: Option<Link>,
+}
+
+/// The trigger server state machine. See the [module](self) docs.
+pub struct TriggerServer<R> {
+    config: TriggerConfig,
+    keypair: StaticKeypair,
+    allowed: Vec<PublicKey>,
+    rng: R,
+    clock: Clock,
+    devices: BTreeMap<DeviceId, Device>,
+    timers: BTreeSet<TimerKey>,
+    pending_total: usize,
+    next_seq: u64,
+    conns: BTreeMap<ConnectionId, Conn>,
+    /// For each linked session server (by key bytes), the connection it was
+    /// last heard on.
+    last_heard: BTreeMap<[u8; 32], ConnectionId>,
+    handshake_limit: RateLimiter<SourceKey, TRACKED_LINK_SOURCES>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<TriggerEvent>,
+    stats: TriggerStats,
+}
+
+impl<R> core::fmt::Debug for TriggerServer<R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TriggerServer")
+            .field("public_key", &self.keypair.public_key())
+            .field("devices", &self.devices.len())
+            .field("timers", &self.timers.len())
+            .field("pending", &self.pending_total)
+            .field("connections", &self.conns.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: RngCore + CryptoRng> TriggerServer<R> {
+    /// A trigger server with an empty table, answering link handshakes from
+    /// the session servers whose static keys are `allowed_session_servers`.
+    pub fn new(
+        config: TriggerConfig,
+        keypair: StaticKeypair,
+        allowed_session_servers: &[PublicKey],
+        mut rng: R,
+    ) -> Self {
+        let seed = rng.next_u64();
+        TriggerServer {
+            config: config.normalized(),
+            keypair,
+            allowed: allowed_session_servers.to_vec(),
+            rng,
+            clock: Clock::default(),
+            devices: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            pending_total: 0,
+            next_seq: 0,
+            conns: BTreeMap::new(),
+            last_heard: BTreeMap::new(),
+            handshake_limit: RateLimiter::with_seed(LINK_HANDSHAKES, seed),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: TriggerStats::default(),
+        }
+    }
+
+    /// The config in force (after clamping).
+    pub fn config(&self) -> &TriggerConfig {
+        &self.config
+    }
+
+    /// The server's static public key, which session servers are configured with.
+    pub fn public_key(&self) -> PublicKey {
+        self.keypair.public_key()
+    }
+
+    /// Counters of drops, refusals and work done.
+    pub fn stats(&self) -> &TriggerStats {
+        &self.stats
+    }
+
+    /// Devices whose key is installed.
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Triggers and end triggers waiting for an ack or their verdict.
+    pub fn pending_triggers(&self) -> usize {
+        self.pending_total
+    }
+
+    /// The device's live observed address at the latest time seen, if any.
+    pub fn live_address(&self, device_id: DeviceId) -> Option<SocketAddr> {
+        let lifetime = self.config.address_lifetime();
+        self.devices
+            .get(&device_id)
+            .and_then(|d| d.live_addr(self.clock.latest(), lifetime))
+    }
+
+    /// A datagram arrived on the UDP socket from `from`.
+    pub fn handle_udp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let now = self.clock.observe(now);
+        match Message::decode(datagram) {
+            Ok(Message::Keepalive(k)) => self.on_keepalive(now, from, &k),
+            Ok(Message::TriggerAck(a)) => self.on_trigger_ack(&a),
+            Ok(_) => self.stats.datagrams_unexpected += 1,
+            Err(_) => self.stats.datagrams_undecodable += 1,
+        }
+    }
+
+    /// The driver accepted a stream from `remote`, numbered `conn`.
+    pub fn handle_connection_opened(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        remote: SocketAddr,
+    ) {
+        let now = self.clock.observe(now);
+        if self.conns.remove(&conn).is_none() && self.conns.len() >= MAX_CONNECTIONS {
+            self.evict_connection();
+        }
+        self.forget_last_heard(conn);
+        self.conns.insert(
+            conn,
+            Conn {
+                remote,
+                opened: now,
+                link: None,
+            },
+        );
+    }
+
+    /// One whole message arrived on stream `conn`.
+    pub fn handle_stream(&mut self, now: Instant, conn: ConnectionId, message: &[u8]) {
+        let now = self.clock.observe(now);
+        if !self.conns.contains_key(&conn) {
+            self.stats.stream_ignored += 1;
+            return;
+        }
+        match Message::decode(message) {
+            Ok(Message::HandshakeInit(init)) => self.on_handshake(now, conn, &init),
+            Ok(Message::Sealed(record)) => self.on_record(now, conn, &record),
+            Ok(_) | Err(_) => self.stats.stream_ignored += 1,
+        }
+    }
+
+    /// Stream `conn` closed; its link (if any) is gone.
+    pub fn handle_connection_closed(&mut self, now: Instant, conn: ConnectionId) {
+        self.clock.observe(now);
+        self.conns.remove(&conn);
+        self.forget_last_heard(conn);
+    }
+
+    /// Does all work due at `now`: expires addresses, resends triggers and
+    /// gives verdicts. Afterwards [`Self::poll_timeout`] is `None` or later than `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.observe(now);
+        while let Some(&(at, device_id, kind)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.remove(&(at, device_id, kind));
+            match kind {
+                TimerKind::Expiry => self.expire(now, device_id),
+                TimerKind::Resend(seq) => self.resend(now, device_id, seq),
+            }
+        }
+    }
+
+    /// The next message to send, if any.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event, if any.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<TriggerEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] should next be called, if ever.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|&(at, _, _)| at)
+    }
+
+    // ---- terminals (UDP) ----
+
+    fn on_keepalive(&mut self, now: Instant, from: SocketAddr, k: &Keepalive) {
+        let lifetime = self.config.address_lifetime();
+        let Some(device) = self.devices.get_mut(&k.device_id) else {
+            self.stats.unknown_device += 1;
+            return;
+        };
+        match device.keepalives.accept(&device.key, k) {
+            Ok(()) => {}
+            Err(AuthError::Replayed(_)) => {
+                self.stats.keepalives_replayed += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.keepalives_forged += 1;
+                return;
+            }
+        }
+        if device.limit.check(now).is_err() {
+            self.stats.keepalives_rate_limited += 1;
+            return;
+        }
+        let changed = device.addr != Some(from);
+        if device.addr.is_some() {
+            self.timers
+                .remove(&(device.last_seen + lifetime, k.device_id, TimerKind::Expiry));
+        }
+        device.addr = Some(from);
+        device.last_seen = now;
+        self.timers
+            .insert((now + lifetime, k.device_id, TimerKind::Expiry));
+        let interval = u16::try_from(self.config.keepalive_interval.as_secs()).unwrap_or(u16::MAX);
+        let ack = udp_auth::seal_keepalive_ack(&device.key, k.counter, interval, from);
+        self.stats.keepalives_accepted += 1;
+        self.transmit(Destination::Udp(from), &ack.into());
+        if changed {
+            self.event(TriggerEvent::AddressChanged {
+                device_id: k.device_id,
+                addr: from,
+            });
+        }
+    }
+
+    fn on_trigger_ack(&mut self, ack: &TriggerAck) {
+        let Some(device) = self.devices.get_mut(&ack.device_id) else {
+            self.stats.unknown_device += 1;
+            return;
+        };
+        // Cheap checks first: only a counter sent for a pending trigger can
+        // be worth a tag check.
+        let Some(index) = device
+            .pending
+            .iter()
+            .position(|p| p.sent.contains(&ack.counter))
+        else {
+            self.stats.trigger_acks_ignored += 1;
+            return;
+        };
+        if udp_auth::verify(&device.key, ack).is_err() {
+            self.stats.trigger_acks_ignored += 1;
+            return;
+        }
+        let pending = device.pending.remove(index);
+        self.timers
+            .remove(&(pending.next, ack.device_id, TimerKind::Resend(pending.seq)));
+        self.pending_total = self.pending_total.saturating_sub(1);
+        self.finish(ack.device_id, &pending, TriggerOutcome::Delivered);
+    }
+
+    fn expire(&mut self, now: Instant, device_id: DeviceId) {
+        let lifetime = self.config.address_lifetime();
+        let Some(device) = self.devices.get_mut(&device_id) else {
+            return;
+        };
+        if device.addr.is_some() && device.live_addr(now, lifetime).is_none() {
+            device.addr = None;
+            self.event(TriggerEvent::AddressExpired { device_id });
+        }
+    }
+
+    /// A pending trigger's timer fired: send again, or give the verdict.
+    fn resend(&mut self, now: Instant, device_id: DeviceId, seq: u64) {
+        let lifetime = self.config.address_lifetime();
+        let (resend, sends) = (self.config.trigger_resend, self.config.trigger_sends);
+        let Some(device) = self.devices.get_mut(&device_id) else {
+            return;
+        };
+        let Some(index) = device.pending.iter().position(|p| p.seq == seq) else {
+            return;
+        };
+        let attempts = device.pending.get(index).map_or(u8::MAX, |p| p.attempts);
+        if attempts >= sends {
+            let pending = device.pending.remove(index);
+            self.pending_total = self.pending_total.saturating_sub(1);
+            self.finish(device_id, &pending, TriggerOutcome::Unacknowledged);
+            return;
+        }
+        let kind = device.pending.get(index).map(|p| p.kind);
+        let message = match (device.live_addr(now, lifetime), kind) {
+            (Some(addr), Some(kind)) => next_trigger(device, kind).map(|m| (addr, m)),
+            _ => None,
+        };
+        let Some(pending) = device.pending.get_mut(index) else {
+            return;
+        };
+        pending.attempts = pending.attempts.saturating_add(1);
+        pending.next = now + resend;
+        self.timers
+            .insert((pending.next, device_id, TimerKind::Resend(seq)));
+        match message {
+            Some((addr, (counter, message))) => {
+                let _ = pending.sent.push(counter);
+                self.stats.triggers_sent += 1;
+                self.transmit(Destination::Udp(addr), &message);
+            }
+            None => self.stats.resends_skipped += 1,
+        }
+    }
+
+    // ---- the session server link ----
+
+    fn on_handshake(&mut self, now: Instant, conn: ConnectionId, init: &HandshakeInit<'_>) {
+        let Some(remote) = self.conns.get(&conn).map(|c| c.remote) else {
+            return;
+        };
+        if self
+            .handshake_limit
+            .check(now, &SourceKey::from_addr(&remote))
+            .is_err()
+        {
+            self.stats.handshakes_rate_limited += 1;
+            return;
+        }
+        let mut payload = [0u8; MAX_HANDSHAKE_PAYLOAD];
+        let Ok((responder, n)) =
+            Responder::accept(&mut self.rng, now, &self.keypair, init, &mut payload)
+        else {
+            self.stats.handshakes_failed += 1;
+            return;
+        };
+        let key = responder.initiator_key();
+        if !self.allowed.contains(&key) {
+            self.stats.links_refused += 1;
+            self.event(TriggerEvent::LinkRefused { key });
+            return;
+        }
+        if !matches!(
+            payload.get(..n).map(Message::decode),
+            Some(Ok(Message::Poll(_)))
+        ) {
+            self.stats.handshakes_failed += 1;
+            return;
+        }
+        let channel_number = loop {
+            let n = self.rng.next_u64();
+            if n != 0 {
+                break n;
+            }
+        };
+        let mut hello = [0u8; INTERSERVER_PLAIN_LEN];
+        let Ok(hello_len) = Message::Poll(Poll).encode(&mut hello) else {
+            return;
+        };
+        let mut noise = [0u8; INTERSERVER_PLAIN_LEN + REPLY_OVERHEAD];
+        let Ok((channel, noise_len)) = responder.reply(
+            channel_number,
+            hello.get(..hello_len).unwrap_or_default(),
+            &mut noise,
+        ) else {
+            self.stats.handshakes_failed += 1;
+            return;
+        };
+        let reply = Message::HandshakeReply(HandshakeReply {
+            channel: channel_number,
+            noise: noise.get(..noise_len).unwrap_or_default(),
+        });
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.link = Some(Link { key, channel });
+        }
+        self.transmit(Destination::Connection(conn), &reply);
+        self.event(TriggerEvent::SessionServerLinked { key });
+    }
+
+    fn on_record(&mut self, now: Instant, conn: ConnectionId, record: &Sealed<'_>) {
+        let Some(link) = self.conns.get_mut(&conn).and_then(|c| c.link.as_mut()) else {
+            self.stats.sealed_before_handshake += 1;
+            return;
+        };
+        let mut plain = [0u8; MAX_PLAIN_MESSAGE_LEN];
+        let Ok(n) = link.channel.open(record, &mut plain) else {
+            self.stats.records_refused += 1;
+            return;
+        };
+        let origin = Origin {
+            conn,
+            key: link.key,
+        };
+        self.last_heard.insert(origin.key.0, conn);
+        let Some(Ok(message)) = plain.get(..n).map(Message::decode) else {
+            self.stats.not_for_trigger_server += 1;
+            return;
+        };
+        match message {
+            Message::KeyInstall(m) => self.key_install(now, &m),
+            Message::KeyRevoke(m) => self.key_revoke(&m),
+            Message::TriggerRequest(m) => {
+                self.start_trigger(now, origin, m.op_id, m.device_id, Kind::Trigger)
+            }
+            Message::EndTriggerRequest(m) => {
+                self.start_trigger(now, origin, m.op_id, m.device_id, Kind::End(m.session_id))
+            }
+            Message::AddressInquiry(m) => self.address_inquiry(now, origin, &m),
+            // The session server's "hello": nothing to do.
+            Message::Poll(_) => {}
+            _ => self.stats.not_for_trigger_server += 1,
+        }
+    }
+
+    fn key_install(&mut self, now: Instant, m: &KeyInstall) {
+        if let Some(existing) = self.devices.get(&m.device_id) {
+            if existing.key == m.udp_key {
+                // Counters must never start again under one key.
+                self.stats.key_installs_repeated += 1;
+                return;
+            }
+            // A new key for the same number: a new registration; start afresh.
+            self.remove_device(m.device_id);
+        } else if self.devices.len() >= self.config.max_devices {
+            self.stats.key_installs_refused += 1;
+            self.event(TriggerEvent::KeyInstallRefused {
+                device_id: m.device_id,
+            });
+            return;
+        }
+        self.devices.insert(
+            m.device_id,
+            Device {
+                key: m.udp_key,
+                keepalives: ReplayGuard::new(),
+                limit: TokenBucket::new(self.config.keepalive_limit),
+                addr: None,
+                last_seen: now,
+                next_counter: 1,
+                pending: Vec::new(),
+            },
+        );
+        self.event(TriggerEvent::KeyInstalled {
+            device_id: m.device_id,
+        });
+    }
+
+    fn key_revoke(&mut self, m: &KeyRevoke) {
+        if self.remove_device(m.device_id) {
+            self.event(TriggerEvent::KeyRevoked {
+                device_id: m.device_id,
+            });
+        } else {
+            self.stats.key_revokes_unknown += 1;
+        }
+    }
+
+    /// Forgets a device, its timers and its pending triggers (answered
+    /// `Offline`: there is no device to reach any more).
+    fn remove_device(&mut self, device_id: DeviceId) -> bool {
+        let lifetime = self.config.address_lifetime();
+        let Some(device) = self.devices.remove(&device_id) else {
+            return false;
+        };
+        if device.addr.is_some() {
+            self.timers
+                .remove(&(device.last_seen + lifetime, device_id, TimerKind::Expiry));
+        }
+        for pending in &device.pending {
+            self.timers
+                .remove(&(pending.next, device_id, TimerKind::Resend(pending.seq)));
+            self.pending_total = self.pending_total.saturating_sub(1);
+            self.finish(device_id, pending, TriggerOutcome::Offline);
+        }
+        true
+    }
+
+    fn start_trigger(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        op_id: u32,
+        device_id: DeviceId,
+        kind: Kind,
+    ) {
+        let lifetime = self.config.address_lifetime();
+        let resend = self.config.trigger_resend;
+        let seq = self.next_seq;
+        let under_total = self.pending_total < self.config.max_pending_triggers;
+        let mut pending = Pending {
+            seq,
+            op_id,
+            origin,
+            kind,
+            sent: heapless::Vec::new(),
+            attempts: 1,
+            next: now + resend,
+        };
+        let Some(device) = self.devices.get_mut(&device_id) else {
+            self.finish(device_id, &pending, TriggerOutcome::Offline);
+            return;
+        };
+        let Some(addr) = device.live_addr(now, lifetime) else {
+            self.finish(device_id, &pending, TriggerOutcome::Offline);
+            return;
+        };
+        if !under_total || device.pending.len() >= MAX_PENDING_PER_DEVICE {
+            self.stats.triggers_refused += 1;
+            self.finish(device_id, &pending, TriggerOutcome::Unacknowledged);
+            return;
+        }
+        let message = next_trigger(device, kind);
+        if let Some((counter, _)) = message {
+            let _ = pending.sent.push(counter);
+        }
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.timers
+            .insert((pending.next, device_id, TimerKind::Resend(seq)));
+        device.pending.push(pending);
+        self.pending_total += 1;
+        match message {
+            Some((_, message)) => {
+                self.stats.triggers_sent += 1;
+                self.transmit(Destination::Udp(addr), &message);
+            }
+            None => self.stats.resends_skipped += 1,
+        }
+    }
+
+    fn address_inquiry(&mut self, now: Instant, origin: Origin, m: &AddressInquiry) {
+        let lifetime = self.config.address_lifetime();
+        let live = |id: DeviceId| {
+            self.devices
+                .get(&id)
+                .and_then(|d| d.live_addr(now, lifetime))
+        };
+        let reply = AddressReply {
+            op_id: m.op_id,
+            first: live(m.first),
+            second: live(m.second),
+        };
+        self.send_to_session_server(origin, &reply.into());
+    }
+
+    /// Reports a trigger's outcome to the session server and the log.
+    fn finish(&mut self, device_id: DeviceId, pending: &Pending, outcome: TriggerOutcome) {
+        let op_id = pending.op_id;
+        let result = TriggerResult { op_id, outcome };
+        self.send_to_session_server(pending.origin, &result.into());
+        self.event(match outcome {
+            TriggerOutcome::Delivered => TriggerEvent::TriggerDelivered { op_id, device_id },
+            TriggerOutcome::Unacknowledged => {
+                TriggerEvent::TriggerUnacknowledged { op_id, device_id }
+            }
+            TriggerOutcome::Offline => TriggerEvent::Offline { op_id, device_id },
+        });
+    }
+
+    /// Seals `message` to the session server that is `origin`: on its
+    /// connection if still linked to it, else where it was last heard.
+    fn send_to_session_server(&mut self, origin: Origin, message: &Message<'_>) {
+        let linked_to = |c: &Conn| c.link.as_ref().is_some_and(|l| l.key == origin.key);
+        let conn = if self.conns.get(&origin.conn).is_some_and(linked_to) {
+            Some(origin.conn)
+        } else {
+            self.last_heard
+                .get(&origin.key.0)
+                .copied()
+                .filter(|c| self.conns.get(c).is_some_and(linked_to))
+        };
+        let Some(link) = conn
+            .and_then(|c| self.conns.get_mut(&c))
+            .and_then(|c| c.link.as_mut())
+        else {
+            self.stats.results_undeliverable += 1;
+            return;
+        };
+        let mut plain = [0u8; INTERSERVER_PLAIN_LEN];
+        let mut out = [0u8; INTERSERVER_PLAIN_LEN + SEALED_OVERHEAD];
+        let sealed = message
+            .encode(&mut plain)
+            .ok()
+            .and_then(|n| plain.get(..n))
+            .and_then(|p| link.channel.seal(p, &mut out).ok())
+            .and_then(|n| out.get(..n));
+        let transmit = match (conn, sealed) {
+            (Some(c), Some(bytes)) => Transmit::from_bytes(Destination::Connection(c), bytes),
+            _ => None,
+        };
+        match transmit {
+            Some(t) => self.push_transmit(t),
+            None => self.stats.results_undeliverable += 1,
+        }
+    }
+
+    fn evict_connection(&mut self) {
+        let oldest = |linked: bool| {
+            self.conns
+                .iter()
+                .filter(|(_, c)| c.link.is_some() == linked)
+                .min_by_key(|(id, c)| (c.opened, **id))
+                .map(|(id, _)| *id)
+        };
+        if let Some(victim) = oldest(false).or_else(|| oldest(true)) {
+            self.conns.remove(&victim);
+            self.forget_last_heard(victim);
+            self.stats.connections_evicted += 1;
+        }
+    }
+
+    fn forget_last_heard(&mut self, conn: ConnectionId) {
+        self.last_heard.retain(|_, c| *c != conn);
+    }
+
+    // ---- output ----
+
+    fn transmit(&mut self, destination: Destination, message: &Message<'_>) {
+        if let Some(t) = Transmit::new(destination, message) {
+            self.push_transmit(t);
+        }
+    }
+
+    fn push_transmit(&mut self, t: Transmit) {
+        if self.transmits.len() >= MAX_QUEUED_TRANSMITS {
+            self.transmits.pop_front();
+            self.stats.transmits_dropped += 1;
+        }
+        self.transmits.push_back(t);
+    }
+
+    fn event(&mut self, e: TriggerEvent) {
+        if self.events.len() >= MAX_QUEUED_EVENTS {
+            self.events.pop_front();
+            self.stats.events_dropped += 1;
+        }
+        self.events.push_back(e);
+    }
+}
+
+/// Takes the device's next trigger counter and builds the sealed message of
+/// `kind` with it; `None` once the counters are spent (2^64 sends: never).
+fn next_trigger(device: &mut Device, kind: Kind) -> Option<(u64, Message<'static>)> {
+    let counter = device.next_counter;
+    device.next_counter = counter.checked_add(1)?;
+    let message = match kind {
+        Kind::Trigger => udp_auth::seal_trigger(&device.key, counter).into(),
+        Kind::End(session_id) => {
+            udp_auth::seal_end_trigger(&device.key, counter, session_id).into()
+        }
+    };
+    Some((counter, message))
+}
