@@ -21,6 +21,26 @@ extern crate std;
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+/// proptest settings for the core's unit tests: `cases` cases, and failing
+/// seeds kept in `proptest-regressions/FILE` at the repository root, where
+/// every later run replays them.
+#[cfg(test)]
+macro_rules! proptest_config {
+    ($cases:expr, $file:literal) => {
+        proptest::test_runner::Config {
+            cases: $cases,
+            failure_persistence: Some(std::boxed::Box::new(
+                proptest::test_runner::FileFailurePersistence::Direct(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../proptest-regressions/",
+                    $file
+                )),
+            )),
+            ..proptest::test_runner::Config::default()
+        }
+    };
+}
+
 pub mod crypto;
 pub mod identity;
 pub mod machine;

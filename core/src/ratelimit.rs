@@ -845,6 +845,8 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest_config!(256, "core-ratelimit.txt"))]
+
         #[test]
         fn table_with_room_for_every_key_matches_one_bucket_per_key(steps in workload(8)) {
             for (got, want) in run::<8>(Limit::one_every(3, Duration::from_secs(2)), &steps) {

@@ -179,6 +179,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(proptest_config!(256, "core-replay.txt"))]
+
         #[test]
         fn window_agrees_with_a_set_of_every_accepted_nonce(
             start in 0u64..u64::MAX / 2,

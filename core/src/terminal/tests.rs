@@ -1539,7 +1539,7 @@ impl Fuzz {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(proptest_config!(64, "core-terminal.txt"))]
 
     #[test]
     fn arbitrary_datagrams_and_upstream_messages_never_panic(

@@ -1149,7 +1149,7 @@ mod random {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #![proptest_config(proptest_config!(64, "core-trigger_server.txt"))]
 
         #[test]
         fn poll_timeout_is_never_in_the_past_after_handle_timeout(

@@ -99,7 +99,7 @@ fn input() -> impl Strategy<Value = Input> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(proptest_config!(64, "core-session_server.txt"))]
 
     #[test]
     fn arbitrary_stream_messages_never_panic(inputs in proptest::collection::vec(input(), 1..40)) {
@@ -237,7 +237,7 @@ fn sessions_of(w: &World, i: usize) -> Vec<SessionId> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(proptest_config!(48, "core-session_server.txt"))]
 
     #[test]
     fn poll_timeout_is_never_in_the_past_after_handle_timeout(
