@@ -1,5 +1,7 @@
 //! Shared helpers of the cross-crate test suites.
 
+pub mod sim;
+
 use std::path::PathBuf;
 
 /// The repository root, where README.md and PROTOCOL.md live.

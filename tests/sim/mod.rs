@@ -1,0 +1,18 @@
+//! A deterministic simulator of the whole tryst system: many terminals,
+//! both servers, NAT boxes and lossy links, on a virtual clock.
+//!
+//! - [`world`]: the [`world::Sim`] that owns the three kinds of machines,
+//!   drives them by the driver contract, and scripts the apps and the
+//!   operator; [`world::Store`] is the session server's durable store.
+//! - [`net`]: hosts, links, streams and the event queue; [`nat`]: NAT boxes.
+//! - [`log`]: bounded per-machine event logs.
+//! - [`seed`]: seeds, and printing the seed of a failing run.
+//!
+//! One seed drives every random choice (the network's and each machine's
+//! generator, every key pair), so a seed reproduces a run bit for bit.
+
+pub mod log;
+pub mod nat;
+pub mod net;
+pub mod seed;
+pub mod world;

@@ -1,0 +1,1265 @@
+//! The whole system on the simulated network: one trigger server, one
+//! session server and any number of terminals behind NATs, driven by a
+//! virtual clock according to the driver contract of
+//! `tryst_core::machine`.
+//!
+//! # The loop
+//!
+//! [`Sim::step`] takes the earliest of (the next network delivery, the
+//! earliest machine timeout), moves the clock there, and feeds that one
+//! input to its machine; network deliveries go first on a tie. After every
+//! input the machine is drained: `poll_transmit` until `None` (each
+//! transmit routed onto the network), `poll_event` until `None` (each event
+//! logged, durable session-server facts also stored), then `poll_timeout`.
+//! A machine that, right after `handle_timeout(now)`, asks to be woken at
+//! or before `now` fails the run (it would make a real driver spin).
+//!
+//! # Transports
+//!
+//! - UDP: each terminal's one socket, and the trigger server's.
+//! - A terminal's `Destination::Upstream` is its stream to the session
+//!   server, opened on first use and opened again after a break.
+//! - The session server's `Destination::Upstream` is its stream to the
+//!   trigger server; `Destination::Connection(id)` on either server is an
+//!   accepted stream (the connection ID is the stream's number).
+//! - `SessionEvent::CloseConnection(id)` closes that stream from the server
+//!   side (the terminal learns it after the latency).
+//!
+//! # Seeds
+//!
+//! Every random choice comes from the seed: the network's generator, every
+//! machine's generator and every key pair are derived from it in a fixed
+//! order, so one seed and one script give one run.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tryst_core::crypto::StaticKeypair;
+use tryst_core::machine::{ConnectionId, Destination, Transmit};
+use tryst_core::names::{NameRegistry, TrustMode};
+use tryst_core::session_server::{
+    SessionConfig, SessionEvent, SessionRecord, SessionServer, SessionStarted,
+};
+use tryst_core::terminal::{
+    ConnectError, JudgePolicy, PermissionError, Terminal, TerminalConfig, TerminalEvent,
+    UnknownQuery, UnknownSession,
+};
+use tryst_core::time::Instant;
+use tryst_core::trigger_server::{TriggerConfig, TriggerEvent, TriggerServer};
+use tryst_core::wire::{DecisionMode, EndReason, Name, PublicKey, SessionId, Verdict};
+
+use super::log::{EventLog, DEFAULT_LOG_LIMIT};
+use super::nat::NatConfig;
+use super::net::{Direction, HostId, LinkConfig, NatId, NetEvent, Network, StreamId};
+
+/// The generator every simulated machine owns.
+pub type SimRng = ChaCha8Rng;
+
+/// A terminal of the simulation (index in creation order).
+pub type TermId = usize;
+
+/// The trigger server's public address (UDP and stream).
+pub const TRIGGER_SERVER_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10)), 7000);
+/// The session server's public address (stream).
+pub const SESSION_SERVER_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 20)), 7100);
+
+/// Steps at one instant after which the run is taken to spin (a bug).
+pub const MAX_STEPS_AT_ONE_INSTANT: u64 = 1_000_000;
+
+/// How the simulated world is set up.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The NAT in front of a terminal unless its spec says otherwise.
+    pub terminal_nat: NatConfig,
+    /// The access link of a terminal's NAT unless its spec says otherwise.
+    pub terminal_link: LinkConfig,
+    /// The servers' access links.
+    pub server_link: LinkConfig,
+    /// Events kept per machine log.
+    pub log_limit: usize,
+    /// Who may bind names at the session server.
+    pub trust: TrustMode,
+    /// The trigger server's configuration.
+    pub trigger: TriggerConfig,
+    /// The session server's configuration.
+    pub session: SessionConfig,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            terminal_nat: NatConfig::home(),
+            terminal_link: LinkConfig::clean(),
+            server_link: LinkConfig::clean(),
+            log_limit: DEFAULT_LOG_LIMIT,
+            trust: TrustMode::TrustOnFirstUse,
+            trigger: TriggerConfig::default(),
+            session: SessionConfig::default(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// A bad network on the terminals' side: `loss` loss and duplication,
+    /// 40 ms jitter (reordering) on every terminal's link.
+    pub fn lossy(loss: f64) -> SimConfig {
+        SimConfig {
+            terminal_link: LinkConfig::lossy(loss),
+            ..SimConfig::default()
+        }
+    }
+}
+
+/// Where a terminal sits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Placement {
+    /// Behind a NAT of its own with this behaviour.
+    OwnNat(NatConfig),
+    /// Behind an existing NAT (shared with other terminals).
+    SharedNat(NatId),
+    /// On the public internet, no NAT.
+    Public,
+}
+
+/// One terminal to add: its name, decision mode, permission list, NAT.
+#[derive(Debug, Clone)]
+pub struct TerminalSpec {
+    /// Device name.
+    pub name: String,
+    /// Who judges requests aimed at it.
+    pub mode: DecisionMode,
+    /// How it judges in mode `TerminalJudges`.
+    pub judge: JudgePolicy,
+    /// Its permission list at the start.
+    pub permissions: Vec<String>,
+    /// Where it sits; `None`: behind a NAT of its own as [`SimConfig::terminal_nat`].
+    pub placement: Option<Placement>,
+    /// Its access link; `None`: [`SimConfig::terminal_link`].
+    pub link: Option<LinkConfig>,
+    /// Whether to call `start` at once.
+    pub start: bool,
+    /// A change to its configuration (keepalive interval, threshold...).
+    pub configure: Option<fn(&mut TerminalConfig)>,
+}
+
+impl TerminalSpec {
+    /// A terminal named `name`: permission-list mode, empty list, own NAT,
+    /// started at once.
+    pub fn new(name: &str) -> TerminalSpec {
+        TerminalSpec {
+            name: name.to_string(),
+            mode: DecisionMode::PermissionList,
+            judge: JudgePolicy::List,
+            permissions: Vec::new(),
+            placement: None,
+            link: None,
+            start: true,
+            configure: None,
+        }
+    }
+
+    /// The same with this decision mode.
+    pub fn mode(mut self, mode: DecisionMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The same with this judge policy.
+    pub fn judge(mut self, judge: JudgePolicy) -> Self {
+        self.judge = judge;
+        self
+    }
+
+    /// The same, permitting these names.
+    pub fn allow(mut self, names: &[&str]) -> Self {
+        self.permissions.extend(names.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// The same, placed so.
+    pub fn placement(mut self, placement: Placement) -> Self {
+        self.placement = Some(placement);
+        self
+    }
+
+    /// The same with this access link.
+    pub fn link(mut self, link: LinkConfig) -> Self {
+        self.link = Some(link);
+        self
+    }
+
+    /// The same, not started (call [`Sim::start`]).
+    pub fn unstarted(mut self) -> Self {
+        self.start = false;
+        self
+    }
+
+    /// The same with its configuration changed by `f`.
+    pub fn configure(mut self, f: fn(&mut TerminalConfig)) -> Self {
+        self.configure = Some(f);
+        self
+    }
+}
+
+/// Which machine a timer or a host belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Node {
+    /// The trigger server.
+    TriggerServer,
+    /// The session server.
+    SessionServer,
+    /// A terminal.
+    Terminal(TermId),
+}
+
+impl Node {
+    fn index(self) -> usize {
+        match self {
+            Node::TriggerServer => 0,
+            Node::SessionServer => 1,
+            Node::Terminal(t) => t + 2,
+        }
+    }
+
+    fn from_index(i: usize) -> Node {
+        match i {
+            0 => Node::TriggerServer,
+            1 => Node::SessionServer,
+            t => Node::Terminal(t - 2),
+        }
+    }
+}
+
+/// A simulated terminal and what its driver keeps.
+#[derive(Debug)]
+pub struct TerminalNode {
+    /// The machine.
+    pub machine: Terminal<SimRng>,
+    /// Its name.
+    pub name: String,
+    /// Its identity key.
+    pub key: PublicKey,
+    /// Its host.
+    pub host: HostId,
+    /// The NAT in front of it, if any.
+    pub nat: Option<NatId>,
+    /// Its current stream to the session server.
+    pub upstream: Option<StreamId>,
+    /// What it reported.
+    pub log: EventLog<TerminalEvent>,
+    /// Switched off by the test: it gets no input and sends nothing.
+    pub powered_off: bool,
+}
+
+/// The durable store of the session server's facts (what a real driver
+/// writes to disk): NameBound, SessionStarted, SessionExtended, SessionRecord.
+#[derive(Debug, Clone, Default)]
+pub struct Store {
+    /// The facts in the order they were reported.
+    pub facts: Vec<(Instant, SessionEvent)>,
+}
+
+impl Store {
+    fn keep(&mut self, at: Instant, event: &SessionEvent) {
+        if matches!(
+            event,
+            SessionEvent::NameBound { .. }
+                | SessionEvent::SessionStarted(_)
+                | SessionEvent::SessionExtended(_)
+                | SessionEvent::SessionRecord(_)
+        ) {
+            self.facts.push((at, event.clone()));
+        }
+    }
+
+    /// Every session start stored.
+    pub fn started(&self) -> impl Iterator<Item = &SessionStarted> + '_ {
+        self.facts.iter().filter_map(|(_, e)| match e {
+            SessionEvent::SessionStarted(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    /// Every session record stored.
+    pub fn records(&self) -> impl Iterator<Item = &SessionRecord> + '_ {
+        self.facts.iter().filter_map(|(_, e)| match e {
+            SessionEvent::SessionRecord(r) => Some(r),
+            _ => None,
+        })
+    }
+
+    /// The records of one session (exactly one, once it ended).
+    pub fn records_of(&self, id: &SessionId) -> Vec<&SessionRecord> {
+        self.records().filter(|r| r.session_id == *id).collect()
+    }
+
+    /// The name bindings, to rebuild the registry.
+    pub fn bindings(&self) -> Vec<(String, PublicKey)> {
+        self.facts
+            .iter()
+            .filter_map(|(_, e)| match e {
+                SessionEvent::NameBound { name, key } => Some((name.clone(), *key)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// SessionStarted / SessionExtended facts of sessions with no record
+    /// yet, in order: what a restarted server replays.
+    pub fn live_session_facts(&self) -> Vec<SessionEvent> {
+        // SessionId is not Ord; its bytes are.
+        let ended: std::collections::BTreeSet<[u8; 16]> =
+            self.records().map(|r| r.session_id.0).collect();
+        self.facts
+            .iter()
+            .filter_map(|(_, e)| match e {
+                SessionEvent::SessionStarted(s) if !ended.contains(&s.session_id.0) => {
+                    Some(e.clone())
+                }
+                SessionEvent::SessionExtended(x) if !ended.contains(&x.session_id.0) => {
+                    Some(e.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Counters of the driver itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Inputs fed to machines (deliveries and timeouts).
+    pub steps: u64,
+    /// `handle_timeout` calls.
+    pub timeouts: u64,
+    /// Transmits to a destination that machine has no way to reach
+    /// (e.g. a terminal's `Connection`), dropped.
+    pub misrouted: u64,
+    /// Session server restarts.
+    pub restarts: u64,
+}
+
+/// The simulated world.
+pub struct Sim {
+    seed: u64,
+    now: Instant,
+    config: SimConfig,
+    /// The network (public so tests can inspect NATs and links).
+    pub net: Network,
+    rng: ChaCha8Rng,
+    ts: TriggerServer<SimRng>,
+    ts_key: PublicKey,
+    ts_host: HostId,
+    ts_log: EventLog<TriggerEvent>,
+    ss: SessionServer<SimRng>,
+    ss_keypair: StaticKeypair,
+    ss_host: HostId,
+    ss_upstream: Option<StreamId>,
+    ss_log: EventLog<SessionEvent>,
+    store: Store,
+    terminals: Vec<TerminalNode>,
+    by_host: BTreeMap<HostId, Node>,
+    timer_at: Vec<Option<Instant>>,
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    stats: DriverStats,
+    steps_at_now: u64,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("seed", &self.seed)
+            .field("now", &self.now)
+            .field("terminals", &self.terminals.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sim {
+    /// A world with both servers and no terminal, every random choice
+    /// derived from `seed`.
+    pub fn new(seed: u64, config: SimConfig) -> Sim {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut net = Network::new(rng.next_u64());
+        let ts_host = net.add_public_host(TRIGGER_SERVER_ADDR, config.server_link);
+        let ss_host = net.add_public_host(SESSION_SERVER_ADDR, config.server_link);
+        let ts_keypair = StaticKeypair::generate(&mut rng);
+        let ss_keypair = StaticKeypair::generate(&mut rng);
+        let ts_key = ts_keypair.public_key();
+        let ts = TriggerServer::new(
+            config.trigger,
+            ts_keypair,
+            &[ss_keypair.public_key()],
+            ChaCha8Rng::seed_from_u64(rng.next_u64()),
+        );
+        let ss = SessionServer::new(
+            config.session,
+            ss_keypair.clone(),
+            ts_key,
+            NameRegistry::new(config.trust),
+            ChaCha8Rng::seed_from_u64(rng.next_u64()),
+        );
+        let mut by_host = BTreeMap::new();
+        by_host.insert(ts_host, Node::TriggerServer);
+        by_host.insert(ss_host, Node::SessionServer);
+        let log_limit = config.log_limit;
+        Sim {
+            seed,
+            now: Instant::ZERO,
+            config,
+            net,
+            rng,
+            ts,
+            ts_key,
+            ts_host,
+            ts_log: EventLog::new(log_limit),
+            ss,
+            ss_keypair,
+            ss_host,
+            ss_upstream: None,
+            ss_log: EventLog::new(log_limit),
+            store: Store::default(),
+            terminals: Vec::new(),
+            by_host,
+            timer_at: vec![None, None],
+            timers: BinaryHeap::new(),
+            stats: DriverStats::default(),
+            steps_at_now: 0,
+        }
+    }
+
+    // ----- set-up -------------------------------------------------------------
+
+    /// Adds a terminal (and its NAT); starts it if the spec says so.
+    pub fn add_terminal(&mut self, spec: TerminalSpec) -> TermId {
+        let link = spec.link.unwrap_or(self.config.terminal_link);
+        let placement = spec
+            .placement
+            .unwrap_or(Placement::OwnNat(self.config.terminal_nat));
+        let (host, nat) = match placement {
+            Placement::OwnNat(nat_config) => {
+                let nat = self.net.add_nat(nat_config, link);
+                (self.net.add_host_behind(nat), Some(nat))
+            }
+            Placement::SharedNat(nat) => (self.net.add_host_behind(nat), Some(nat)),
+            Placement::Public => {
+                let n = u32::try_from(self.terminals.len()).expect("too many terminals");
+                let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 1)) + n);
+                let addr = SocketAddr::new(IpAddr::V4(ip), super::net::TERMINAL_PORT);
+                (self.net.add_public_host(addr, link), None)
+            }
+        };
+        let keypair = StaticKeypair::generate(&mut self.rng);
+        let key = keypair.public_key();
+        let mut config = TerminalConfig::new(&spec.name, TRIGGER_SERVER_ADDR, self.ss_public_key())
+            .expect("a valid terminal name");
+        config.mode = spec.mode;
+        config.judge = spec.judge;
+        if let Some(f) = spec.configure {
+            f(&mut config);
+        }
+        let mut machine = Terminal::new(
+            config,
+            keypair,
+            ChaCha8Rng::seed_from_u64(self.rng.next_u64()),
+        );
+        let names: Vec<&str> = spec.permissions.iter().map(String::as_str).collect();
+        machine
+            .set_permissions(&names)
+            .expect("a valid permission list");
+        let id = self.terminals.len();
+        self.terminals.push(TerminalNode {
+            machine,
+            name: spec.name,
+            key,
+            host,
+            nat,
+            upstream: None,
+            log: EventLog::new(self.config.log_limit),
+            powered_off: false,
+        });
+        self.by_host.insert(host, Node::Terminal(id));
+        self.timer_at.push(None);
+        if spec.start {
+            self.start(id);
+        }
+        id
+    }
+
+    /// Adds a NAT that several terminals can share ([`Placement::SharedNat`]).
+    pub fn add_nat(&mut self, config: NatConfig, link: LinkConfig) -> NatId {
+        self.net.add_nat(config, link)
+    }
+
+    /// The session server's static public key (what terminals are configured with).
+    pub fn ss_public_key(&self) -> PublicKey {
+        self.ss_keypair.public_key()
+    }
+
+    /// The trigger server's static public key.
+    pub fn ts_public_key(&self) -> PublicKey {
+        self.ts_key
+    }
+
+    // ----- the clock and the loop ------------------------------------------
+
+    /// The seed of this run.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The virtual time now.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The virtual time as a duration since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now.saturating_duration_since(Instant::ZERO)
+    }
+
+    /// The driver's counters.
+    pub fn stats(&self) -> DriverStats {
+        self.stats
+    }
+
+    fn peek_timer(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((at, node))) = self.timers.peek() {
+            if self.timer_at[node] == Some(at) {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Feeds the one next input due at or before `until` to its machine;
+    /// `false` if there is none (the clock is not moved then).
+    pub fn step(&mut self, until: Instant) -> bool {
+        let net_at = self.net.next_time();
+        let timer_at = self.peek_timer();
+        let (at, network_first) = match (net_at, timer_at) {
+            (None, None) => return false,
+            (Some(n), None) => (n, true),
+            (None, Some(t)) => (t, false),
+            (Some(n), Some(t)) => (n.min(t), n <= t),
+        };
+        if at > until {
+            return false;
+        }
+        if at > self.now {
+            self.now = at;
+            self.steps_at_now = 0;
+        }
+        self.steps_at_now += 1;
+        assert!(
+            self.steps_at_now < MAX_STEPS_AT_ONE_INSTANT,
+            "the run spins at {:?} (seed {})",
+            self.now,
+            self.seed
+        );
+        self.stats.steps += 1;
+        if network_first {
+            if let Some((_, event)) = self.net.pop_due(self.now) {
+                self.deliver(event);
+            }
+        } else if let Some(Reverse((_, index))) = self.timers.pop() {
+            self.timer_at[index] = None;
+            self.fire_timeout(Node::from_index(index));
+        }
+        true
+    }
+
+    /// Runs every input due up to `t`, then sets the clock to `t`.
+    pub fn run_until(&mut self, t: Instant) {
+        while self.step(t) {}
+        if t > self.now {
+            self.now = t;
+            self.steps_at_now = 0;
+        }
+    }
+
+    /// Runs for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let t = self.now + d;
+        self.run_until(t);
+    }
+
+    /// Runs until `done` holds (checked after every input) or `limit` of
+    /// virtual time passed; whether it holds.
+    pub fn run_until_true(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
+        let end = self.now + limit;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if !self.step(end) {
+                break;
+            }
+        }
+        if end > self.now {
+            self.now = end;
+            self.steps_at_now = 0;
+        }
+        done(self)
+    }
+
+    fn fire_timeout(&mut self, node: Node) {
+        if self.is_off(node) {
+            return;
+        }
+        let now = self.now;
+        self.stats.timeouts += 1;
+        match node {
+            Node::TriggerServer => self.ts.handle_timeout(now),
+            Node::SessionServer => self.ss.handle_timeout(now),
+            Node::Terminal(t) => self.terminals[t].machine.handle_timeout(now),
+        }
+        self.drain(node);
+        let next = self.timer_at[node.index()];
+        // drain() stored poll_timeout (clamped to now); check the raw value.
+        let raw = match node {
+            Node::TriggerServer => self.ts.poll_timeout(),
+            Node::SessionServer => self.ss.poll_timeout(),
+            Node::Terminal(t) => self.terminals[t].machine.poll_timeout(),
+        };
+        if let Some(t) = raw {
+            assert!(
+                t > now,
+                "{node:?} asks to be woken at {t:?}, not after now {now:?}, right after \
+                 handle_timeout(now) (seed {}; timer {next:?})",
+                self.seed
+            );
+        }
+    }
+
+    fn is_off(&self, node: Node) -> bool {
+        matches!(node, Node::Terminal(t) if self.terminals[t].powered_off)
+    }
+
+    fn deliver(&mut self, event: NetEvent) {
+        let now = self.now;
+        match event {
+            NetEvent::Datagram {
+                host,
+                from,
+                payload,
+                ..
+            } => match self.by_host.get(&host).copied() {
+                Some(Node::TriggerServer) => {
+                    self.ts.handle_udp(now, from, &payload);
+                    self.drain(Node::TriggerServer);
+                }
+                Some(Node::Terminal(t)) => {
+                    self.terminals[t].machine.handle_udp(now, from, &payload);
+                    self.drain(Node::Terminal(t));
+                }
+                // The session server has no UDP socket.
+                Some(Node::SessionServer) | None => {}
+            },
+            NetEvent::StreamOpened {
+                stream,
+                server,
+                remote,
+            } => {
+                let conn = ConnectionId(stream);
+                match self.by_host.get(&server).copied() {
+                    Some(Node::TriggerServer) => {
+                        self.ts.handle_connection_opened(now, conn, remote);
+                        self.drain(Node::TriggerServer);
+                    }
+                    Some(Node::SessionServer) => {
+                        self.ss.handle_connection_opened(now, conn, remote);
+                        self.drain(Node::SessionServer);
+                    }
+                    _ => {}
+                }
+            }
+            NetEvent::StreamMessage {
+                stream,
+                host,
+                direction,
+                payload,
+            } => {
+                let conn = ConnectionId(stream);
+                match (self.by_host.get(&host).copied(), direction) {
+                    (Some(Node::TriggerServer), Direction::ToServer) => {
+                        self.ts.handle_stream(now, conn, &payload);
+                        self.drain(Node::TriggerServer);
+                    }
+                    (Some(Node::SessionServer), Direction::ToServer) => {
+                        self.ss.handle_stream(now, conn, &payload);
+                        self.drain(Node::SessionServer);
+                    }
+                    (Some(Node::SessionServer), Direction::ToClient)
+                        if self.ss_upstream == Some(stream) =>
+                    {
+                        self.ss.handle_upstream(now, &payload);
+                        self.drain(Node::SessionServer);
+                    }
+                    (Some(Node::Terminal(t)), Direction::ToClient)
+                        if self.terminals[t].upstream == Some(stream) =>
+                    {
+                        self.terminals[t].machine.handle_upstream(now, &payload);
+                        self.drain(Node::Terminal(t));
+                    }
+                    _ => {}
+                }
+            }
+            NetEvent::StreamClosed {
+                stream,
+                host,
+                direction,
+            } => {
+                let conn = ConnectionId(stream);
+                match (self.by_host.get(&host).copied(), direction) {
+                    (Some(Node::TriggerServer), Direction::ToServer) => {
+                        self.ts.handle_connection_closed(now, conn);
+                        self.drain(Node::TriggerServer);
+                    }
+                    (Some(Node::SessionServer), Direction::ToServer) => {
+                        self.ss.handle_connection_closed(now, conn);
+                        self.drain(Node::SessionServer);
+                    }
+                    (Some(Node::SessionServer), Direction::ToClient)
+                        if self.ss_upstream == Some(stream) =>
+                    {
+                        self.ss_upstream = None;
+                        self.ss.handle_upstream_closed(now);
+                        self.drain(Node::SessionServer);
+                    }
+                    (Some(Node::Terminal(t)), Direction::ToClient)
+                        if self.terminals[t].upstream == Some(stream) =>
+                    {
+                        self.terminals[t].upstream = None;
+                        self.terminals[t].machine.handle_upstream_closed(now);
+                        self.drain(Node::Terminal(t));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Drains one machine per the driver contract: transmits, events, timeout.
+    fn drain(&mut self, node: Node) {
+        if self.is_off(node) {
+            return;
+        }
+        loop {
+            let transmit = match node {
+                Node::TriggerServer => self.ts.poll_transmit(),
+                Node::SessionServer => self.ss.poll_transmit(),
+                Node::Terminal(t) => self.terminals[t].machine.poll_transmit(),
+            };
+            let Some(transmit) = transmit else { break };
+            self.route(node, transmit);
+        }
+        let now = self.now;
+        match node {
+            Node::TriggerServer => {
+                while let Some(e) = self.ts.poll_event() {
+                    self.ts_log.push(now, e);
+                }
+            }
+            Node::SessionServer => {
+                while let Some(e) = self.ss.poll_event() {
+                    self.store.keep(now, &e);
+                    if let SessionEvent::CloseConnection(conn) = e {
+                        self.net.close_stream(now, conn.0, Direction::ToClient);
+                    }
+                    self.ss_log.push(now, e);
+                }
+            }
+            Node::Terminal(t) => {
+                let node = &mut self.terminals[t];
+                while let Some(e) = node.machine.poll_event() {
+                    node.log.push(now, e);
+                }
+            }
+        }
+        let timeout = match node {
+            Node::TriggerServer => self.ts.poll_timeout(),
+            Node::SessionServer => self.ss.poll_timeout(),
+            Node::Terminal(t) => self.terminals[t].machine.poll_timeout(),
+        };
+        // A timer already due (after a non-timeout input) fires at once.
+        self.set_timer(node, timeout.map(|t| t.max(now)));
+    }
+
+    fn set_timer(&mut self, node: Node, at: Option<Instant>) {
+        let i = node.index();
+        if self.timer_at[i] == at {
+            return;
+        }
+        self.timer_at[i] = at;
+        if let Some(at) = at {
+            self.timers.push(Reverse((at, i)));
+        }
+    }
+
+    fn route(&mut self, node: Node, transmit: Transmit) {
+        let now = self.now;
+        let payload = transmit.payload.as_slice();
+        match (node, transmit.destination) {
+            (Node::TriggerServer, Destination::Udp(to)) => {
+                self.net.send_datagram(now, self.ts_host, to, payload);
+            }
+            (Node::Terminal(t), Destination::Udp(to)) => {
+                let host = self.terminals[t].host;
+                self.net.send_datagram(now, host, to, payload);
+            }
+            (Node::TriggerServer | Node::SessionServer, Destination::Connection(conn)) => {
+                let _ = self
+                    .net
+                    .stream_send(now, conn.0, Direction::ToClient, payload);
+            }
+            (Node::SessionServer, Destination::Upstream) => {
+                let stream = match self.ss_upstream {
+                    Some(s) if self.net.stream_open(s, Direction::ToServer) => s,
+                    _ => {
+                        let s = self.net.open_stream(now, self.ss_host, self.ts_host);
+                        self.ss_upstream = Some(s);
+                        s
+                    }
+                };
+                let _ = self
+                    .net
+                    .stream_send(now, stream, Direction::ToServer, payload);
+            }
+            (Node::Terminal(t), Destination::Upstream) => {
+                let host = self.terminals[t].host;
+                let stream = match self.terminals[t].upstream {
+                    Some(s) if self.net.stream_open(s, Direction::ToServer) => s,
+                    _ => {
+                        let s = self.net.open_stream(now, host, self.ss_host);
+                        self.terminals[t].upstream = Some(s);
+                        s
+                    }
+                };
+                let _ = self
+                    .net
+                    .stream_send(now, stream, Direction::ToServer, payload);
+            }
+            _ => self.stats.misrouted += 1,
+        }
+    }
+
+    // ----- app and operator scripting ---------------------------------------
+
+    /// The app starts the terminal (registration, S702).
+    pub fn start(&mut self, t: TermId) {
+        let now = self.now;
+        self.terminals[t].machine.start(now);
+        self.drain(Node::Terminal(t));
+    }
+
+    /// The app asks for a session with `target` (S203/S204).
+    pub fn connect(
+        &mut self,
+        t: TermId,
+        target: &str,
+        duration_secs: u32,
+    ) -> Result<u32, ConnectError> {
+        let now = self.now;
+        let r = self.terminals[t]
+            .machine
+            .connect(now, target, duration_secs);
+        self.drain(Node::Terminal(t));
+        r
+    }
+
+    /// The app permits `name` (applies to the next request).
+    pub fn allow(&mut self, t: TermId, name: &str) -> Result<(), PermissionError> {
+        let r = self.terminals[t].machine.allow(name);
+        self.drain(Node::Terminal(t));
+        r
+    }
+
+    /// The app no longer permits `name`; whether it was in the list.
+    pub fn disallow(&mut self, t: TermId, name: &str) -> bool {
+        let r = self.terminals[t].machine.disallow(name);
+        self.drain(Node::Terminal(t));
+        r
+    }
+
+    /// The app answers a permission inquiry (judge policy `Ask`).
+    pub fn answer(
+        &mut self,
+        t: TermId,
+        query_id: u32,
+        verdict: Verdict,
+    ) -> Result<(), UnknownQuery> {
+        let now = self.now;
+        let r = self.terminals[t].machine.answer(now, query_id, verdict);
+        self.drain(Node::Terminal(t));
+        r
+    }
+
+    /// The peer channel reports progress of a session's transfer.
+    pub fn transfer_progress(
+        &mut self,
+        t: TermId,
+        session_id: &SessionId,
+        bytes_sent: u64,
+        bytes_received: u64,
+        active: bool,
+    ) -> Result<(), UnknownSession> {
+        let r = self.terminals[t].machine.transfer_progress(
+            session_id,
+            bytes_sent,
+            bytes_received,
+            active,
+        );
+        self.drain(Node::Terminal(t));
+        r
+    }
+
+    /// The app ends a session (transfer done, cancelled...).
+    pub fn finish_session(
+        &mut self,
+        t: TermId,
+        session_id: &SessionId,
+        reason: EndReason,
+    ) -> Result<(), UnknownSession> {
+        let now = self.now;
+        let r = self.terminals[t]
+            .machine
+            .finish_session(now, session_id, reason);
+        self.drain(Node::Terminal(t));
+        r
+    }
+
+    /// The operator ends a session (S1604).
+    pub fn end_session(
+        &mut self,
+        session_id: &SessionId,
+    ) -> Result<(), tryst_core::session_server::UnknownSession> {
+        let now = self.now;
+        let r = self.ss.end_session(now, *session_id);
+        self.drain(Node::SessionServer);
+        r
+    }
+
+    /// Breaks a terminal's stream to the session server (both ends closed
+    /// now, in-flight messages lost); `false` if it had none open.
+    pub fn break_upstream(&mut self, t: TermId) -> bool {
+        let Some(stream) = self.terminals[t].upstream.take() else {
+            return false;
+        };
+        let now = self.now;
+        let accepted = self.net.stream_accepted(stream);
+        let known_to_server = self.net.break_stream(stream).is_some() && accepted;
+        self.terminals[t].machine.handle_upstream_closed(now);
+        self.drain(Node::Terminal(t));
+        if known_to_server {
+            self.ss.handle_connection_closed(now, ConnectionId(stream));
+            self.drain(Node::SessionServer);
+        }
+        true
+    }
+
+    /// Breaks the session server's link to the trigger server.
+    pub fn break_server_link(&mut self) -> bool {
+        let Some(stream) = self.ss_upstream.take() else {
+            return false;
+        };
+        let now = self.now;
+        let accepted = self.net.stream_accepted(stream);
+        let known = self.net.break_stream(stream).is_some() && accepted;
+        self.ss.handle_upstream_closed(now);
+        self.drain(Node::SessionServer);
+        if known {
+            self.ts.handle_connection_closed(now, ConnectionId(stream));
+            self.drain(Node::TriggerServer);
+        }
+        true
+    }
+
+    /// Switches a terminal off for good (power cut, app killed): it gets no
+    /// more input and its stream breaks (the session server sees the close).
+    pub fn power_off(&mut self, t: TermId) {
+        let now = self.now;
+        self.terminals[t].powered_off = true;
+        self.net.set_down(self.terminals[t].host, true);
+        self.timer_at[Node::Terminal(t).index()] = None;
+        if let Some(stream) = self.terminals[t].upstream.take() {
+            let known = self.net.stream_accepted(stream);
+            if self.net.break_stream(stream).is_some() && known {
+                self.ss.handle_connection_closed(now, ConnectionId(stream));
+                self.drain(Node::SessionServer);
+            }
+        }
+    }
+
+    /// Kills the session server and starts a fresh one from the durable
+    /// store (name bindings, live sessions). Every stream to or from it
+    /// breaks; registrations are lost (terminals register again).
+    pub fn restart_session_server(&mut self) {
+        let now = self.now;
+        self.stats.restarts += 1;
+        // Break every stream of the old server.
+        let streams: Vec<(TermId, StreamId)> = self
+            .terminals
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.upstream.map(|s| (i, s)))
+            .collect();
+        for (t, s) in streams {
+            let _ = self.net.break_stream(s);
+            self.terminals[t].upstream = None;
+            self.terminals[t].machine.handle_upstream_closed(now);
+            self.drain(Node::Terminal(t));
+        }
+        if let Some(s) = self.ss_upstream.take() {
+            let known = self.net.stream_accepted(s);
+            if self.net.break_stream(s).is_some() && known {
+                self.ts.handle_connection_closed(now, ConnectionId(s));
+                self.drain(Node::TriggerServer);
+            }
+        }
+        let bindings = self.store.bindings();
+        let registry = NameRegistry::from_bindings(
+            self.config.trust,
+            bindings
+                .iter()
+                .filter_map(|(n, k)| Name::new(n).ok().map(|n| (n, *k))),
+        )
+        .expect("stored bindings replay");
+        let mut ss = SessionServer::new(
+            self.config.session,
+            self.ss_keypair.clone(),
+            self.ts_key,
+            registry,
+            ChaCha8Rng::seed_from_u64(self.rng.next_u64()),
+        );
+        for fact in self.store.live_session_facts() {
+            ss.restore_session(&fact).expect("a stored fact restores");
+        }
+        self.ss = ss;
+        self.timer_at[Node::SessionServer.index()] = None;
+        self.drain(Node::SessionServer);
+    }
+
+    // ----- inspection ------------------------------------------------------
+
+    /// Number of terminals.
+    pub fn terminal_count(&self) -> usize {
+        self.terminals.len()
+    }
+
+    /// A terminal and its driver state.
+    pub fn terminal(&self, t: TermId) -> &TerminalNode {
+        &self.terminals[t]
+    }
+
+    /// A terminal's machine, mutably (for calls the sim does not wrap; drain
+    /// with [`Sim::poke`] afterwards).
+    pub fn terminal_machine_mut(&mut self, t: TermId) -> &mut Terminal<SimRng> {
+        &mut self.terminals[t].machine
+    }
+
+    /// Drains a machine after a direct call on it.
+    pub fn poke(&mut self, node: Node) {
+        self.drain(node);
+    }
+
+    /// A terminal's event log.
+    pub fn terminal_log(&self, t: TermId) -> &EventLog<TerminalEvent> {
+        &self.terminals[t].log
+    }
+
+    /// The terminal named `name`, if any.
+    pub fn terminal_named(&self, name: &str) -> Option<TermId> {
+        self.terminals.iter().position(|n| n.name == name)
+    }
+
+    /// The trigger server.
+    pub fn trigger_server(&self) -> &TriggerServer<SimRng> {
+        &self.ts
+    }
+
+    /// The trigger server's event log.
+    pub fn ts_log(&self) -> &EventLog<TriggerEvent> {
+        &self.ts_log
+    }
+
+    /// The session server.
+    pub fn session_server(&self) -> &SessionServer<SimRng> {
+        &self.ss
+    }
+
+    /// The session server's event log (since the start, across restarts).
+    pub fn ss_log(&self) -> &EventLog<SessionEvent> {
+        &self.ss_log
+    }
+
+    /// The durable store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Whether the terminal is registered and the trigger server holds a
+    /// live address for it.
+    pub fn is_online(&self, t: TermId) -> bool {
+        let m = &self.terminals[t].machine;
+        m.is_registered()
+            && m.device_id()
+                .is_some_and(|d| self.ts.live_address(d).is_some())
+    }
+
+    /// The address the trigger server holds for the terminal, if any.
+    pub fn observed_by_trigger_server(&self, t: TermId) -> Option<SocketAddr> {
+        self.terminals[t]
+            .machine
+            .device_id()
+            .and_then(|d| self.ts.live_address(d))
+    }
+
+    /// The terminal's current public address towards the trigger server (its
+    /// NAT's live mapping), if any.
+    pub fn nat_mapping(&self, t: TermId) -> Option<SocketAddr> {
+        self.net
+            .public_addr_of(self.now, self.terminals[t].host, TRIGGER_SERVER_ADDR)
+    }
+
+    /// Runs until every terminal that is not powered off is online, or
+    /// `limit` passes; whether they are. Checked once per simulated second
+    /// (cheap with many terminals).
+    pub fn run_until_all_online(&mut self, limit: Duration) -> bool {
+        let end = self.now + limit;
+        let mut next = 0;
+        loop {
+            // Terminals before `next` were online at the last check; a
+            // terminal that drops out again is caught by the final pass.
+            while next < self.terminals.len()
+                && (self.terminals[next].powered_off || self.is_online(next))
+            {
+                next += 1;
+            }
+            if next == self.terminals.len() {
+                let all = (0..self.terminals.len())
+                    .all(|t| self.terminals[t].powered_off || self.is_online(t));
+                if all {
+                    return true;
+                }
+                next = 0;
+            }
+            if self.now >= end {
+                return false;
+            }
+            let step_end = (self.now + Duration::from_secs(1)).min(end);
+            self.run_until(step_end);
+        }
+    }
+
+    /// The SessionReady events of a terminal.
+    pub fn sessions_ready(&self, t: TermId) -> Vec<ReadySession> {
+        self.terminals[t]
+            .log
+            .iter()
+            .filter_map(|e| match e {
+                TerminalEvent::SessionReady {
+                    session_id,
+                    role,
+                    request_id,
+                    peer_name,
+                    peer_key,
+                    peer_addr,
+                    duration_secs,
+                    ..
+                } => Some(ReadySession {
+                    session_id: *session_id,
+                    role: *role,
+                    request_id: *request_id,
+                    peer_name: peer_name.to_string(),
+                    peer_key: *peer_key,
+                    peer_addr: *peer_addr,
+                    duration_secs: *duration_secs,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The permission inquiries (judge policy `Ask`) a terminal's user has
+    /// not answered yet, oldest first: (query ID, requester). Read from its
+    /// log: a registration drops every open inquiry (query IDs are only
+    /// unique per channel, so a new channel may reuse one), a later ask with
+    /// the same ID replaces the earlier, an answer (or the terminal's
+    /// timeout deny) closes it.
+    pub fn open_inquiries(&self, t: TermId) -> Vec<(u32, String)> {
+        let mut open: Vec<(u32, String)> = Vec::new();
+        for e in self.terminals[t].log.iter() {
+            match e {
+                TerminalEvent::Registered { .. } | TerminalEvent::Reregistering { .. } => {
+                    open.clear();
+                }
+                TerminalEvent::PermissionAsked {
+                    query_id,
+                    requester,
+                } => {
+                    open.retain(|(q, _)| q != query_id);
+                    open.push((*query_id, requester.to_string()));
+                }
+                TerminalEvent::PermissionAnswered { query_id, .. } => {
+                    open.retain(|(q, _)| q != query_id);
+                }
+                _ => {}
+            }
+        }
+        open
+    }
+
+    /// The request IDs for which a terminal got `ConnectFailed`.
+    pub fn connect_failures(&self, t: TermId) -> Vec<u32> {
+        self.terminals[t]
+            .log
+            .iter()
+            .filter_map(|e| match e {
+                TerminalEvent::ConnectFailed { request_id } => Some(*request_id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The `SessionEnded` events of a terminal: (session, reason).
+    pub fn sessions_ended(&self, t: TermId) -> Vec<(SessionId, EndReason)> {
+        self.terminals[t]
+            .log
+            .iter()
+            .filter_map(|e| match e {
+                TerminalEvent::SessionEnded {
+                    session_id, reason, ..
+                } => Some((*session_id, *reason)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A terminal's `SessionReady` event, without the key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadySession {
+    /// The session.
+    pub session_id: SessionId,
+    /// Which side this terminal is.
+    pub role: tryst_core::wire::Role,
+    /// The request it answers (0 for the target).
+    pub request_id: u32,
+    /// The peer's name.
+    pub peer_name: String,
+    /// The peer's identity key.
+    pub peer_key: PublicKey,
+    /// The peer's address as the trigger server observed it.
+    pub peer_addr: SocketAddr,
+    /// The permitted duration.
+    pub duration_secs: u32,
+}

@@ -1,0 +1,427 @@
+//! Random operation sequences on the whole simulated system, checked
+//! against a simple reference model of who may reach whom.
+//!
+//! Each case registers 2..=5 terminals with random decision modes, judge
+//! policies and permission lists, then applies random operations (requests,
+//! list edits, the app's answers, transfer progress, finishes, forced ends,
+//! stream breaks, session-server restarts, time steps) on a clean or a lossy
+//! network, and finally runs the clock past every possible deadline.
+//!
+//! Invariants:
+//! - an address notification (`SessionReady`) reaches only the two parties
+//!   of a started session, each told the other, and only if the target
+//!   permitted the requester (its list, or its user's answer) at some time
+//!   between the request and the session's start;
+//! - every started session has exactly one durable record at the end, and
+//!   no record lacks a start;
+//! - no machine asks to be woken in the past right after `handle_timeout`
+//!   (asserted by the simulator on every timeout);
+//! - nothing panics.
+//!
+//! Cases: `PROPTEST_CASES` (default 24 here, so the debug suite stays quick;
+//! the report runs thousands in release). Failures are kept in
+//! `proptest-regressions/sim_model.txt` at the repository root.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, FileFailurePersistence};
+use tryst_core::session_server::SessionConfig;
+use tryst_core::terminal::JudgePolicy;
+use tryst_core::time::Instant;
+use tryst_core::wire::{DecisionMode, EndReason, Role, SessionId, Verdict};
+use tryst_tests::sim::world::{Sim, SimConfig, TermId, TerminalSpec};
+
+/// Longest duration a request asks for, and the server's bounds in the model
+/// runs (short, so the final run to every deadline stays cheap).
+const MAX_ASKED_SECS: u32 = 240;
+const MAX_TOTAL_SECS: u64 = 480;
+
+/// How a terminal judges requests aimed at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Judge {
+    /// First embodiment: the server searches the list.
+    ServerSearchesList,
+    /// Second embodiment, the terminal answers from its list.
+    TerminalList,
+    /// Second embodiment, the terminal's user answers.
+    TerminalAsks,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// `from` asks for terminal `(from + to) % (n + 1)` (`n`: a name nobody
+    /// has; never itself), then `settle_ms` pass (so that an inquiry can
+    /// reach a user who answers).
+    Connect {
+        from: usize,
+        to: usize,
+        secs: u32,
+        settle_ms: u32,
+    },
+    /// `who` permits terminal `name`.
+    Allow { who: usize, name: usize },
+    /// `who` no longer permits terminal `name`.
+    Disallow { who: usize, name: usize },
+    /// `who`'s user answers its oldest open inquiry.
+    Answer { who: usize, permit: bool },
+    /// `who` reports its first session's transfer as running or not.
+    Progress { who: usize, active: bool },
+    /// `who` finishes its first live session.
+    Finish { who: usize, reason: u8 },
+    /// The operator ends the `k`-th started session.
+    ForceEnd { k: usize },
+    /// `who`'s stream to the session server breaks.
+    BreakUpstream { who: usize },
+    /// The servers' link breaks.
+    BreakServerLink,
+    /// The session server restarts from its store.
+    RestartSessionServer,
+    /// Time passes.
+    Wait { millis: u32 },
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    seed: u64,
+    lossy: bool,
+    judges: Vec<Judge>,
+    /// lists[t][r]: whether t permits r at the start.
+    lists: Vec<Vec<bool>>,
+    ops: Vec<Op>,
+}
+
+fn judge() -> impl Strategy<Value = Judge> {
+    prop_oneof![
+        Just(Judge::ServerSearchesList),
+        Just(Judge::TerminalList),
+        Just(Judge::TerminalAsks)
+    ]
+}
+
+fn op(n: usize) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (0..n, 1..=n, 1..=MAX_ASKED_SECS, 0u32..3000).prop_map(|(from, to, secs, settle_ms)| {
+            Op::Connect { from, to, secs, settle_ms }
+        }),
+        2 => (0..n, 0..n).prop_map(|(who, name)| Op::Allow { who, name }),
+        2 => (0..n, 0..n).prop_map(|(who, name)| Op::Disallow { who, name }),
+        5 => (0..n, prop::bool::weighted(0.7)).prop_map(|(who, permit)| Op::Answer { who, permit }),
+        2 => (0..n, any::<bool>()).prop_map(|(who, active)| Op::Progress { who, active }),
+        2 => (0..n, 0u8..3).prop_map(|(who, reason)| Op::Finish { who, reason }),
+        1 => (0usize..8).prop_map(|k| Op::ForceEnd { k }),
+        1 => (0..n).prop_map(|who| Op::BreakUpstream { who }),
+        1 => Just(Op::BreakServerLink),
+        1 => Just(Op::RestartSessionServer),
+        6 => (0u32..30_000).prop_map(|millis| Op::Wait { millis }),
+    ]
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (2usize..=5).prop_flat_map(|n| {
+        (
+            any::<u64>(),
+            any::<bool>(),
+            proptest::collection::vec(judge(), n),
+            proptest::collection::vec(proptest::collection::vec(prop::bool::weighted(0.6), n), n),
+            proptest::collection::vec(op(n), 1..40),
+        )
+            .prop_map(|(seed, lossy, judges, lists, ops)| Case {
+                seed,
+                lossy,
+                judges,
+                lists,
+                ops,
+            })
+    })
+}
+
+/// The reference model: who permits whom, when, and what the users answered.
+#[derive(Debug, Default)]
+struct Model {
+    /// (target, requester) -> permission changes in time order.
+    list: BTreeMap<(String, String), Vec<(Instant, bool)>>,
+    /// (target, requester) -> times the user answered Permit.
+    permits: BTreeMap<(String, String), Vec<Instant>>,
+    /// (requester, request ID) -> (target name, sent at).
+    requests: BTreeMap<(String, u32), (String, Instant)>,
+    judges: BTreeMap<String, Judge>,
+}
+
+impl Model {
+    fn set(&mut self, at: Instant, target: &str, requester: &str, permitted: bool) {
+        self.list
+            .entry((target.to_string(), requester.to_string()))
+            .or_default()
+            .push((at, permitted));
+    }
+
+    /// Whether `target` permitted `requester` at some time in `[from, to]`.
+    fn permitted_during(&self, target: &str, requester: &str, from: Instant, to: Instant) -> bool {
+        let key = (target.to_string(), requester.to_string());
+        match self.judges.get(target) {
+            Some(Judge::TerminalAsks) => self
+                .permits
+                .get(&key)
+                .is_some_and(|v| v.iter().any(|t| *t >= from && *t <= to)),
+            _ => {
+                let Some(changes) = self.list.get(&key) else {
+                    return false;
+                };
+                let at_start = changes
+                    .iter()
+                    .rev()
+                    .find(|(t, _)| *t <= from)
+                    .is_some_and(|(_, p)| *p);
+                at_start || changes.iter().any(|(t, p)| *p && *t > from && *t <= to)
+            }
+        }
+    }
+}
+
+fn name(i: usize) -> String {
+    format!("T{i}")
+}
+
+fn run_case(case: &Case) -> Result<(), TestCaseError> {
+    let n = case.judges.len();
+    let mut config = if case.lossy {
+        SimConfig::lossy(0.1)
+    } else {
+        SimConfig::default()
+    };
+    config.session = SessionConfig {
+        max_duration: Duration::from_secs(u64::from(MAX_ASKED_SECS)),
+        max_total_duration: Duration::from_secs(MAX_TOTAL_SECS),
+        ..SessionConfig::default()
+    };
+    let mut sim = Sim::new(case.seed, config);
+    let mut model = Model::default();
+    for (t, judge) in case.judges.iter().enumerate() {
+        let allowed: Vec<String> = (0..n).filter(|&r| case.lists[t][r]).map(name).collect();
+        let refs: Vec<&str> = allowed.iter().map(String::as_str).collect();
+        let spec = match judge {
+            Judge::ServerSearchesList => TerminalSpec::new(&name(t)),
+            Judge::TerminalList => TerminalSpec::new(&name(t)).mode(DecisionMode::TerminalJudges),
+            Judge::TerminalAsks => TerminalSpec::new(&name(t))
+                .mode(DecisionMode::TerminalJudges)
+                .judge(JudgePolicy::Ask),
+        };
+        sim.add_terminal(spec.allow(&refs));
+        model.judges.insert(name(t), *judge);
+        for r in &allowed {
+            model.set(Instant::ZERO, &name(t), r, true);
+        }
+    }
+    sim.run_until_all_online(Duration::from_secs(60));
+
+    for op in &case.ops {
+        apply(&mut sim, &mut model, n, op);
+    }
+    // The users stop everything running, then the clock runs past every
+    // deadline (the longest session, the grace, the records).
+    for t in 0..n {
+        for s in live_sessions(&sim, t) {
+            let _ = sim.transfer_progress(t, &s, 0, 0, false);
+        }
+    }
+    sim.run_for(Duration::from_secs(MAX_TOTAL_SECS + 120));
+    if std::env::var_os("TRYST_SIM_VERBOSE").is_some() {
+        eprintln!(
+            "{} terminals, {} ops, {} requests, {} sessions, {} restarts, lossy {}",
+            n,
+            case.ops.len(),
+            model.requests.len(),
+            sim.store().started().count(),
+            sim.stats().restarts,
+            case.lossy
+        );
+        let reasons: Vec<_> = sim
+            .ss_log()
+            .iter()
+            .filter_map(|e| match e {
+                tryst_core::session_server::SessionEvent::RequestDenied { reason, .. } => {
+                    Some(*reason)
+                }
+                _ => None,
+            })
+            .collect();
+        eprintln!("  denied: {reasons:?}");
+    }
+    check(&sim, &model, n)
+}
+
+/// Sessions a terminal was told of and has not seen end.
+fn live_sessions(sim: &Sim, t: TermId) -> Vec<SessionId> {
+    let ended: Vec<SessionId> = sim.sessions_ended(t).into_iter().map(|(s, _)| s).collect();
+    sim.sessions_ready(t)
+        .into_iter()
+        .map(|r| r.session_id)
+        .filter(|s| !ended.contains(s))
+        .collect()
+}
+
+fn apply(sim: &mut Sim, model: &mut Model, n: usize, op: &Op) {
+    let now = sim.now();
+    match *op {
+        Op::Connect {
+            from,
+            to,
+            secs,
+            settle_ms,
+        } => {
+            let to = (from + to) % (n + 1);
+            let target = if to == n {
+                "ghost".to_string()
+            } else {
+                name(to)
+            };
+            if let Ok(id) = sim.connect(from, &target, secs) {
+                model.requests.insert((name(from), id), (target, now));
+            }
+            sim.run_for(Duration::from_millis(u64::from(settle_ms)));
+        }
+        Op::Allow { who, name: other } => {
+            if sim.allow(who, &name(other)).is_ok() {
+                model.set(now, &name(who), &name(other), true);
+            }
+        }
+        Op::Disallow { who, name: other } => {
+            sim.disallow(who, &name(other));
+            model.set(now, &name(who), &name(other), false);
+        }
+        Op::Answer { who, permit } => {
+            let open = sim.open_inquiries(who).into_iter().next();
+            if let Some((query, requester)) = open {
+                let verdict = if permit {
+                    Verdict::Permit
+                } else {
+                    Verdict::Deny
+                };
+                if sim.answer(who, query, verdict).is_ok() && permit {
+                    model
+                        .permits
+                        .entry((name(who), requester))
+                        .or_default()
+                        .push(now);
+                }
+            }
+        }
+        Op::Progress { who, active } => {
+            if let Some(s) = live_sessions(sim, who).first() {
+                let _ = sim.transfer_progress(who, s, 100, 100, active);
+            }
+        }
+        Op::Finish { who, reason } => {
+            if let Some(s) = live_sessions(sim, who).first() {
+                let reason = [
+                    EndReason::Completed,
+                    EndReason::Cancelled,
+                    EndReason::PeerLost,
+                ][usize::from(reason)];
+                let _ = sim.finish_session(who, s, reason);
+            }
+        }
+        Op::ForceEnd { k } => {
+            let started: Vec<SessionId> = sim.store().started().map(|s| s.session_id).collect();
+            if let Some(s) = started.get(k) {
+                let _ = sim.end_session(s);
+            }
+        }
+        Op::BreakUpstream { who } => {
+            sim.break_upstream(who);
+        }
+        Op::BreakServerLink => {
+            sim.break_server_link();
+        }
+        Op::RestartSessionServer => sim.restart_session_server(),
+        Op::Wait { millis } => sim.run_for(Duration::from_millis(u64::from(millis))),
+    }
+}
+
+fn check(sim: &Sim, model: &Model, n: usize) -> Result<(), TestCaseError> {
+    let store = sim.store();
+    let started: BTreeMap<[u8; 16], _> = store.started().map(|s| (s.session_id.0, s)).collect();
+    // Every start was asked for, and permitted in time.
+    for s in started.values() {
+        let asked = model
+            .requests
+            .iter()
+            .any(|((requester, _), (target, sent))| {
+                *requester == s.requester
+                    && *target == s.target
+                    && *sent <= s.start
+                    && model.permitted_during(&s.target, &s.requester, *sent, s.start)
+            });
+        prop_assert!(
+            asked,
+            "session {:?} of {} -> {} started without a permitted request",
+            s.session_id,
+            s.requester,
+            s.target
+        );
+    }
+    // Every notification went to a party of a started session, about the other.
+    for t in 0..n {
+        let me = name(t);
+        for ready in sim.sessions_ready(t) {
+            let Some(s) = started.get(&ready.session_id.0) else {
+                return Err(TestCaseError::fail(format!(
+                    "{me} told of a session that never started: {ready:?}"
+                )));
+            };
+            match ready.role {
+                Role::Connecting => {
+                    prop_assert_eq!(&s.requester, &me);
+                    prop_assert_eq!(&s.target, &ready.peer_name);
+                    let request = model.requests.get(&(me.clone(), ready.request_id));
+                    prop_assert!(
+                        request.is_some_and(|(target, _)| *target == s.target),
+                        "{} notified for request {} it did not make to {}",
+                        me,
+                        ready.request_id,
+                        s.target
+                    );
+                }
+                Role::Connected => {
+                    prop_assert_eq!(&s.target, &me);
+                    prop_assert_eq!(&s.requester, &ready.peer_name);
+                }
+            }
+            let peer = sim.terminal_named(&ready.peer_name).expect("a known peer");
+            prop_assert_eq!(ready.peer_key, sim.terminal(peer).key);
+        }
+    }
+    // Exactly one record per started session, none without a start.
+    for s in started.values() {
+        prop_assert_eq!(
+            store.records_of(&s.session_id).len(),
+            1,
+            "records of {:?}",
+            s.session_id
+        );
+    }
+    for r in store.records() {
+        prop_assert!(
+            started.contains_key(&r.session_id.0),
+            "record without a start"
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(Config {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(24),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../proptest-regressions/sim_model.txt"),
+        ))),
+        ..Config::default()
+    })]
+
+    #[test]
+    fn random_operations_keep_addresses_private_and_records_exact(case in case()) {
+        run_case(&case)?;
+    }
+}
