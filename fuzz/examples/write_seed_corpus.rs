@@ -19,6 +19,11 @@
 //! that long also lifts libFuzzer's default input length limit (4096 bytes)
 //! above `MAX_MESSAGE_LEN`, so the length bounds themselves get probed.
 //!
+//! The operation-sequence targets (the state machines, `noise_channel`,
+//! `udp_auth`) get the seeds of `tryst_fuzz::seeds::all`: short operation
+//! lists for the main flows, each checked to read back as written and to
+//! reach what it is for when run through its harness.
+//!
 //! Run it again after a vector changes:
 //! `cargo run --manifest-path fuzz/Cargo.toml --example write_seed_corpus`
 //! (an optional argument names another output directory: CI writes there and
@@ -59,9 +64,14 @@ fn main() {
     }
     write_longest_message_seeds(&corpus_root);
     write_stream_seeds(&corpus_root.join("stream_reassembly"));
+    let operation_seeds = tryst_fuzz::seeds::all();
+    for seed in &operation_seeds {
+        write_seed(&corpus_root.join(seed.target), seed.name, &seed.bytes);
+    }
     println!(
-        "wrote seeds for {} vectors and the longest messages under {}",
+        "wrote seeds for {} vectors, the longest messages and {} operation lists under {}",
         vectors::ALL.len(),
+        operation_seeds.len(),
         corpus_root.display()
     );
 }

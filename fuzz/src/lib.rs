@@ -4,6 +4,19 @@
 //!
 //! Every check panics on a violated property; libFuzzer reports the panic as
 //! a crash and saves the input under `fuzz/artifacts/<target>/`.
+//!
+//! The operation-sequence harnesses of the state machines, the crypto
+//! targets and the whole-system target live in the modules below; each
+//! target file under `fuzz_targets/` is one call into them.
+
+pub mod noise_channel;
+pub mod ops;
+pub mod seeds;
+pub mod session_server;
+pub mod terminal;
+pub mod trigger_server;
+pub mod udp_auth;
+pub mod whole_system;
 
 use core::net::SocketAddr;
 

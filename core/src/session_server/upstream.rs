@@ -140,6 +140,12 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
     fn start_handshake(&mut self, now: Instant) {
         self.timers
             .disarm(Timer::UpstreamRetry, &mut self.upstream.retry_timer);
+        // At the end of the clock every deadline saturates to `now`: the
+        // handshake could never finish and its timer would be due at once,
+        // so the timer loop would start handshakes forever. Start none.
+        if now + UPSTREAM_RETRY_MIN <= now {
+            return;
+        }
         let mut poll = [0u8; 8];
         let Ok(poll_len) = Message::Poll(Poll).encode(&mut poll) else {
             return;

@@ -330,6 +330,24 @@ fn upstream_link_queues_while_down_and_handshakes_again_when_needed() {
     assert_eq!(w.ts_installs().len(), 2);
 }
 
+/// Found by the `session_server_ops` fuzz target: with the link needed and
+/// unanswered, `handle_timeout(Instant::MAX)` started a new handshake for
+/// ever, as every deadline saturated to `now`.
+#[test]
+fn upstream_link_does_not_spin_at_the_end_of_the_clock() {
+    let mut w = World::new(SessionConfig::default());
+    w.ts.accepting = false;
+    w.term("TERM1", ListMode);
+    assert!(!w.ss.upstream_established());
+    assert!(w.ss.poll_timeout().is_some(), "the handshake is in flight");
+    w.ss.handle_timeout(Instant::MAX);
+    assert_eq!(w.ss.poll_timeout(), None);
+    // Later inputs at the end of the clock return too.
+    w.ss.handle_upstream_closed(Instant::MAX);
+    w.ss.handle_timeout(Instant::MAX);
+    assert_eq!(w.ss.poll_timeout(), None);
+}
+
 #[test]
 fn upstream_queue_is_bounded() {
     let mut config = SessionConfig::default();
