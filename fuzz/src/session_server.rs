@@ -861,6 +861,8 @@ impl Harness {
             }
         }
         self.ss = ss;
+        // The new machine's clock starts over: it has seen no time yet.
+        self.clock.latest = Instant::ZERO;
         for term in &mut self.terms {
             term.conn = None;
             term.initiator = None;
