@@ -298,18 +298,24 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         }
     }
 
+    /// The request that trigger-server operation `op` answers, if it is still
+    /// at `stage`; otherwise the answer is stale (counted) and `None`.
+    fn request_at(&mut self, stage: Stage, op: u32) -> Option<u64> {
+        let key = self.requests.ops.get(&op).copied();
+        let current = key.and_then(|k| self.requests.pending.get(&k).map(|r| r.stage));
+        if current != Some(stage) {
+            self.out.counters.stale_answers += 1;
+            return None;
+        }
+        key
+    }
+
     /// The trigger server says what became of a trigger.
     pub(super) fn on_trigger_result(&mut self, now: Instant, result: &TriggerResult) {
-        let Some(&key) = self.requests.ops.get(&result.op_id) else {
-            self.out.counters.stale_answers += 1;
+        let Some(key) = self.request_at(Stage::AwaitingPoll { op: result.op_id }, result.op_id)
+        else {
             return;
         };
-        let awaiting = self.requests.pending.get(&key).map(|r| r.stage)
-            == Some(Stage::AwaitingPoll { op: result.op_id });
-        if !awaiting {
-            self.out.counters.stale_answers += 1;
-            return;
-        }
         match result.outcome {
             // The target's Poll does the rest.
             TriggerOutcome::Delivered => {}
@@ -446,16 +452,9 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
 
     /// The addresses (S605/S606, 810): both present starts the session.
     pub(super) fn on_address_reply(&mut self, now: Instant, reply: &AddressReply) {
-        let Some(&key) = self.requests.ops.get(&reply.op_id) else {
-            self.out.counters.stale_answers += 1;
+        let Some(key) = self.request_at(Stage::Locating { op: reply.op_id }, reply.op_id) else {
             return;
         };
-        let locating = self.requests.pending.get(&key).map(|r| r.stage)
-            == Some(Stage::Locating { op: reply.op_id });
-        if !locating {
-            self.out.counters.stale_answers += 1;
-            return;
-        }
         match (reply.first, reply.second) {
             (Some(requester_addr), Some(target_addr)) => {
                 self.start_session(now, key, requester_addr, target_addr)
