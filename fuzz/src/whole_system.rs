@@ -353,6 +353,7 @@ fn apply(sim: &mut Sim, model: &mut Model, n: usize, op: &WsOp) {
                 jitter: Duration::from_millis(u64::from(jitter_ms)),
                 loss,
                 duplicate: loss,
+                ..LinkConfig::clean()
             };
             let node = sim.terminal(term(who));
             match node.nat {

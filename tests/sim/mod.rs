@@ -5,6 +5,8 @@
 //!   drives them by the driver contract, and scripts the apps and the
 //!   operator; [`world::Store`] is the session server's durable store.
 //! - [`net`]: hosts, links, streams and the event queue; [`nat`]: NAT boxes.
+//! - [`peer`]: two peer sessions behind NATs with a driver, for the direct path;
+//!   [`peer_world`]: both servers and endpoint terminals with the direct path.
 //! - [`log`]: bounded per-machine event logs.
 //! - [`seed`]: seeds, and printing the seed of a failing run.
 //!
@@ -14,5 +16,7 @@
 pub mod log;
 pub mod nat;
 pub mod net;
+pub mod peer;
+pub mod peer_world;
 pub mod seed;
 pub mod world;
