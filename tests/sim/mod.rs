@@ -6,12 +6,14 @@
 //!   operator; [`world::Store`] is the session server's durable store.
 //! - [`net`]: hosts, links, streams and the event queue; [`nat`]: NAT boxes.
 //! - [`log`]: bounded per-machine event logs.
+//! - [`model`]: the reference model of who may reach whom, and the run invariants.
 //! - [`seed`]: seeds, and printing the seed of a failing run.
 //!
 //! One seed drives every random choice (the network's and each machine's
 //! generator, every key pair), so a seed reproduces a run bit for bit.
 
 pub mod log;
+pub mod model;
 pub mod nat;
 pub mod net;
 pub mod seed;
