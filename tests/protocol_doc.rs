@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use tryst_core::peer::packet;
 use tryst_core::wire::{self, vectors, Message};
 use tryst_tests::repo_root;
 
@@ -11,15 +12,17 @@ fn protocol_md() -> String {
     std::fs::read_to_string(repo_root().join("PROTOCOL.md")).expect("PROTOCOL.md is readable")
 }
 
-/// Every `<!-- vector: NAME -->` marker with the bytes of the fenced block
-/// after it (hex pairs left of the `|` on each line).
-fn hex_examples(doc: &str) -> BTreeMap<String, Vec<u8>> {
+/// Every `<!-- MARKER NAME -->` marker (`vector:` for the control
+/// messages, `peer-vector:` for the peer packets) with the bytes of the
+/// fenced block after it (hex pairs left of the `|` on each line).
+fn hex_examples(doc: &str, marker: &str) -> BTreeMap<String, Vec<u8>> {
+    let opening = format!("<!-- {marker}");
     let mut found = BTreeMap::new();
     let mut lines = doc.lines();
     while let Some(line) = lines.next() {
         let Some(name) = line
             .trim()
-            .strip_prefix("<!-- vector:")
+            .strip_prefix(opening.as_str())
             .and_then(|rest| rest.strip_suffix("-->"))
         else {
             continue;
@@ -47,7 +50,7 @@ fn hex_examples(doc: &str) -> BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn every_hex_example_in_protocol_md_is_its_test_vector() {
-    let examples = hex_examples(&protocol_md());
+    let examples = hex_examples(&protocol_md(), "vector:");
     assert_eq!(examples.len(), vectors::ALL.len(), "one example per vector");
     for (name, bytes) in vectors::ALL {
         let shown = examples
@@ -55,6 +58,23 @@ fn every_hex_example_in_protocol_md_is_its_test_vector() {
             .unwrap_or_else(|| panic!("PROTOCOL.md lacks the {name} example"));
         assert_eq!(shown.as_slice(), *bytes, "{name} differs from the doc");
         assert!(Message::decode(shown).is_ok(), "{name} decodes");
+    }
+}
+
+#[test]
+fn every_peer_packet_example_in_protocol_md_is_its_test_vector() {
+    let examples = hex_examples(&protocol_md(), "peer-vector:");
+    assert_eq!(
+        examples.len(),
+        packet::vectors::ALL.len(),
+        "one example per peer vector"
+    );
+    for (name, bytes) in packet::vectors::ALL {
+        let shown = examples
+            .get(name)
+            .unwrap_or_else(|| panic!("PROTOCOL.md lacks the {name} example"));
+        assert_eq!(shown.as_slice(), bytes, "{name} differs from the doc");
+        assert!(packet::Packet::decode(shown).is_ok(), "{name} decodes");
     }
 }
 

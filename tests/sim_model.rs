@@ -22,32 +22,20 @@
 //! the report runs thousands in release). Failures are kept in
 //! `proptest-regressions/sim_model.txt` at the repository root.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 use tryst_core::session_server::SessionConfig;
-use tryst_core::terminal::JudgePolicy;
 use tryst_core::time::Instant;
-use tryst_core::wire::{DecisionMode, EndReason, Role, SessionId, Verdict};
-use tryst_tests::sim::world::{Sim, SimConfig, TermId, TerminalSpec};
+use tryst_core::wire::{EndReason, SessionId, Verdict};
+use tryst_tests::sim::model::{check, live_sessions, name, Judge, Model};
+use tryst_tests::sim::world::{Sim, SimConfig};
 
 /// Longest duration a request asks for, and the server's bounds in the model
 /// runs (short, so the final run to every deadline stays cheap).
 const MAX_ASKED_SECS: u32 = 240;
 const MAX_TOTAL_SECS: u64 = 480;
-
-/// How a terminal judges requests aimed at it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Judge {
-    /// First embodiment: the server searches the list.
-    ServerSearchesList,
-    /// Second embodiment, the terminal answers from its list.
-    TerminalList,
-    /// Second embodiment, the terminal's user answers.
-    TerminalAsks,
-}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -137,53 +125,6 @@ fn case() -> impl Strategy<Value = Case> {
     })
 }
 
-/// The reference model: who permits whom, when, and what the users answered.
-#[derive(Debug, Default)]
-struct Model {
-    /// (target, requester) -> permission changes in time order.
-    list: BTreeMap<(String, String), Vec<(Instant, bool)>>,
-    /// (target, requester) -> times the user answered Permit.
-    permits: BTreeMap<(String, String), Vec<Instant>>,
-    /// (requester, request ID) -> (target name, sent at).
-    requests: BTreeMap<(String, u32), (String, Instant)>,
-    judges: BTreeMap<String, Judge>,
-}
-
-impl Model {
-    fn set(&mut self, at: Instant, target: &str, requester: &str, permitted: bool) {
-        self.list
-            .entry((target.to_string(), requester.to_string()))
-            .or_default()
-            .push((at, permitted));
-    }
-
-    /// Whether `target` permitted `requester` at some time in `[from, to]`.
-    fn permitted_during(&self, target: &str, requester: &str, from: Instant, to: Instant) -> bool {
-        let key = (target.to_string(), requester.to_string());
-        match self.judges.get(target) {
-            Some(Judge::TerminalAsks) => self
-                .permits
-                .get(&key)
-                .is_some_and(|v| v.iter().any(|t| *t >= from && *t <= to)),
-            _ => {
-                let Some(changes) = self.list.get(&key) else {
-                    return false;
-                };
-                let at_start = changes
-                    .iter()
-                    .rev()
-                    .find(|(t, _)| *t <= from)
-                    .is_some_and(|(_, p)| *p);
-                at_start || changes.iter().any(|(t, p)| *p && *t > from && *t <= to)
-            }
-        }
-    }
-}
-
-fn name(i: usize) -> String {
-    format!("T{i}")
-}
-
 fn run_case(case: &Case) -> Result<(), TestCaseError> {
     let n = case.judges.len();
     let mut config = if case.lossy {
@@ -201,13 +142,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     for (t, judge) in case.judges.iter().enumerate() {
         let allowed: Vec<String> = (0..n).filter(|&r| case.lists[t][r]).map(name).collect();
         let refs: Vec<&str> = allowed.iter().map(String::as_str).collect();
-        let spec = match judge {
-            Judge::ServerSearchesList => TerminalSpec::new(&name(t)),
-            Judge::TerminalList => TerminalSpec::new(&name(t)).mode(DecisionMode::TerminalJudges),
-            Judge::TerminalAsks => TerminalSpec::new(&name(t))
-                .mode(DecisionMode::TerminalJudges)
-                .judge(JudgePolicy::Ask),
-        };
+        let spec = judge.spec(&name(t));
         sim.add_terminal(spec.allow(&refs));
         model.judges.insert(name(t), *judge);
         for r in &allowed {
@@ -249,17 +184,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
             .collect();
         eprintln!("  denied: {reasons:?}");
     }
-    check(&sim, &model, n)
-}
-
-/// Sessions a terminal was told of and has not seen end.
-fn live_sessions(sim: &Sim, t: TermId) -> Vec<SessionId> {
-    let ended: Vec<SessionId> = sim.sessions_ended(t).into_iter().map(|(s, _)| s).collect();
-    sim.sessions_ready(t)
-        .into_iter()
-        .map(|r| r.session_id)
-        .filter(|s| !ended.contains(s))
-        .collect()
+    check(&sim, &model, n).map_err(TestCaseError::fail)
 }
 
 fn apply(sim: &mut Sim, model: &mut Model, n: usize, op: &Op) {
@@ -300,11 +225,7 @@ fn apply(sim: &mut Sim, model: &mut Model, n: usize, op: &Op) {
                     Verdict::Deny
                 };
                 if sim.answer(who, query, verdict).is_ok() && permit {
-                    model
-                        .permits
-                        .entry((name(who), requester))
-                        .or_default()
-                        .push(now);
+                    model.permit_answered(now, &name(who), requester);
                 }
             }
         }
@@ -338,77 +259,6 @@ fn apply(sim: &mut Sim, model: &mut Model, n: usize, op: &Op) {
         Op::RestartSessionServer => sim.restart_session_server(),
         Op::Wait { millis } => sim.run_for(Duration::from_millis(u64::from(millis))),
     }
-}
-
-fn check(sim: &Sim, model: &Model, n: usize) -> Result<(), TestCaseError> {
-    let store = sim.store();
-    let started: BTreeMap<[u8; 16], _> = store.started().map(|s| (s.session_id.0, s)).collect();
-    // Every start was asked for, and permitted in time.
-    for s in started.values() {
-        let asked = model
-            .requests
-            .iter()
-            .any(|((requester, _), (target, sent))| {
-                *requester == s.requester
-                    && *target == s.target
-                    && *sent <= s.start
-                    && model.permitted_during(&s.target, &s.requester, *sent, s.start)
-            });
-        prop_assert!(
-            asked,
-            "session {:?} of {} -> {} started without a permitted request",
-            s.session_id,
-            s.requester,
-            s.target
-        );
-    }
-    // Every notification went to a party of a started session, about the other.
-    for t in 0..n {
-        let me = name(t);
-        for ready in sim.sessions_ready(t) {
-            let Some(s) = started.get(&ready.session_id.0) else {
-                return Err(TestCaseError::fail(format!(
-                    "{me} told of a session that never started: {ready:?}"
-                )));
-            };
-            match ready.role {
-                Role::Connecting => {
-                    prop_assert_eq!(&s.requester, &me);
-                    prop_assert_eq!(&s.target, &ready.peer_name);
-                    let request = model.requests.get(&(me.clone(), ready.request_id));
-                    prop_assert!(
-                        request.is_some_and(|(target, _)| *target == s.target),
-                        "{} notified for request {} it did not make to {}",
-                        me,
-                        ready.request_id,
-                        s.target
-                    );
-                }
-                Role::Connected => {
-                    prop_assert_eq!(&s.target, &me);
-                    prop_assert_eq!(&s.requester, &ready.peer_name);
-                }
-            }
-            let peer = sim.terminal_named(&ready.peer_name).expect("a known peer");
-            prop_assert_eq!(ready.peer_key, sim.terminal(peer).key);
-        }
-    }
-    // Exactly one record per started session, none without a start.
-    for s in started.values() {
-        prop_assert_eq!(
-            store.records_of(&s.session_id).len(),
-            1,
-            "records of {:?}",
-            s.session_id
-        );
-    }
-    for r in store.records() {
-        prop_assert!(
-            started.contains_key(&r.session_id.0),
-            "record without a start"
-        );
-    }
-    Ok(())
 }
 
 proptest! {

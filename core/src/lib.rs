@@ -46,6 +46,7 @@ pub mod identity;
 pub mod machine;
 #[cfg(feature = "alloc")]
 pub mod names;
+pub mod peer;
 pub mod ratelimit;
 #[cfg(feature = "alloc")]
 pub mod session_server;

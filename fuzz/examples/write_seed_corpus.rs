@@ -62,6 +62,13 @@ fn main() {
             &structured_seed(message.message_type(), &wire[HEADER_LEN..]),
         );
     }
+    for (label, wire) in tryst_core::peer::packet::vectors::ALL {
+        write_seed(
+            &corpus_root.join("peer_packet"),
+            &label.to_lowercase(),
+            wire,
+        );
+    }
     write_longest_message_seeds(&corpus_root);
     write_stream_seeds(&corpus_root.join("stream_reassembly"));
     let operation_seeds = tryst_fuzz::seeds::all();

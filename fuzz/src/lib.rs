@@ -11,6 +11,9 @@
 
 pub mod noise_channel;
 pub mod ops;
+pub mod peer_packet;
+pub mod peer_session;
+pub mod peer_transport;
 pub mod seeds;
 pub mod session_server;
 pub mod terminal;

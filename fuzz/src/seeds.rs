@@ -12,6 +12,7 @@ use tryst_core::wire::{DecisionMode, EndReason, ErrorCode, Role, TriggerOutcome,
 
 use crate::noise_channel::{self as noise, NoiseOp, NoiseSetup};
 use crate::ops::{read_input, write_input, SeedEncode, TimeStep};
+use crate::peer_session::{self as peer, PeerSessionOp, PeerSessionSetup};
 use crate::session_server::{self as ss, SsOp, SsSetup};
 use crate::terminal::{self as term, RegAnswer, TermOp, TermSetup, TsCounter};
 use crate::trigger_server::{self as ts, Counter, TsOp, TsSetup};
@@ -95,6 +96,7 @@ read_back!(SsSetup, SsOp);
 read_back!(TermSetup, TermOp);
 read_back!(NoiseSetup, NoiseOp);
 read_back!(UdpSetup, UdpOp);
+read_back!(PeerSessionSetup, PeerSessionOp);
 
 impl ReadBack for WsOp {
     fn reads_back(bytes: &[u8], ops: &[Self]) -> bool {
@@ -111,7 +113,75 @@ pub fn all() -> Vec<Seed> {
     seeds.extend(noise_channel());
     seeds.extend(udp_auth());
     seeds.extend(whole_system());
+    seeds.extend(peer_session());
+    seeds.push(Seed {
+        target: "peer_transport",
+        name: "genuine_exchange",
+        bytes: crate::peer_transport::genuine_exchange_seed(20_000, 12),
+    });
     seeds
+}
+
+// ---------------------------------------------------------------- peer session
+
+fn peer_session() -> Vec<Seed> {
+    use PeerSessionOp::*;
+    let t = "peer_session";
+    let setup = PeerSessionSetup {
+        seed: 7,
+        duration_secs: 60,
+        session: [0x5e; 16],
+    };
+    let mut transfer = vec![StreamMore {
+        to_a: true,
+        bytes: 20_000,
+    }];
+    transfer.push(Finish { to_a: true });
+    transfer.push(Datagram {
+        to_a: false,
+        len: 100,
+    });
+    for _ in 0..24 {
+        transfer.push(DeliverAll {});
+        transfer.push(Time {
+            step: TimeStep::Millis { millis: 20 },
+        });
+    }
+    let mut closed = transfer.clone();
+    closed.push(Close {
+        to_a: false,
+        reason: 0,
+    });
+    for _ in 0..8 {
+        closed.push(DeliverAll {});
+        closed.push(Time { step: next_timer() });
+    }
+    let mut lossy = vec![StreamMore {
+        to_a: false,
+        bytes: 9_000,
+    }];
+    for i in 0..16u16 {
+        lossy.push(Drop { index: i % 3 });
+        lossy.push(Duplicate { index: 1 });
+        lossy.push(DeliverAll {});
+        lossy.push(Time { step: next_timer() });
+    }
+    vec![
+        seed(t, "transfer", setup.clone(), transfer, peer::run, |r| {
+            r.connected
+        }),
+        seed(
+            t,
+            "transfer_then_close",
+            setup.clone(),
+            closed,
+            peer::run,
+            |r| r.connected && r.ended,
+        ),
+        seed(t, "lossy_transfer", setup, lossy, peer::run, |r| {
+            r.connected
+        }),
+    ]
 }
 
 fn next_timer() -> TimeStep {

@@ -18,16 +18,15 @@
 //! - nothing panics, and no machine asks to be woken in the past after
 //!   `handle_timeout` (the simulator asserts it on every timeout).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tryst_core::session_server::SessionConfig;
-use tryst_core::terminal::JudgePolicy;
 use tryst_core::time::Instant;
-use tryst_core::wire::{DecisionMode, EndReason, Role, SessionId, Verdict};
+use tryst_core::wire::{EndReason, SessionId, Verdict};
+use tryst_tests::sim::model::{check, live_sessions, name, Judge, Model};
 use tryst_tests::sim::nat::NatConfig;
 use tryst_tests::sim::net::LinkConfig;
-use tryst_tests::sim::world::{Placement, Sim, SimConfig, TermId, TerminalSpec};
+use tryst_tests::sim::world::{Placement, Sim, SimConfig};
 
 use crate::fuzz_ops;
 use crate::ops::read_input;
@@ -109,61 +108,6 @@ pub struct WsSummary {
     pub restarts: u64,
 }
 
-/// How a terminal judges requests aimed at it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Judge {
-    ServerSearchesList,
-    TerminalList,
-    TerminalAsks,
-}
-
-/// The reference model: who permits whom, when, and what the users answered.
-#[derive(Debug, Default)]
-struct Model {
-    /// (target, requester) -> permission changes in time order.
-    list: BTreeMap<(String, String), Vec<(Instant, bool)>>,
-    /// (target, requester) -> times the user answered Permit.
-    permits: BTreeMap<(String, String), Vec<Instant>>,
-    /// (requester, request ID) -> (target name, sent at).
-    requests: BTreeMap<(String, u32), (String, Instant)>,
-    judges: BTreeMap<String, Judge>,
-}
-
-impl Model {
-    fn set(&mut self, at: Instant, target: &str, requester: &str, permitted: bool) {
-        self.list
-            .entry((target.to_string(), requester.to_string()))
-            .or_default()
-            .push((at, permitted));
-    }
-
-    /// Whether `target` permitted `requester` at some time in `[from, to]`.
-    fn permitted_during(&self, target: &str, requester: &str, from: Instant, to: Instant) -> bool {
-        let key = (target.to_string(), requester.to_string());
-        match self.judges.get(target) {
-            Some(Judge::TerminalAsks) => self
-                .permits
-                .get(&key)
-                .is_some_and(|v| v.iter().any(|t| *t >= from && *t <= to)),
-            _ => {
-                let Some(changes) = self.list.get(&key) else {
-                    return false;
-                };
-                let at_start = changes
-                    .iter()
-                    .rev()
-                    .find(|(t, _)| *t <= from)
-                    .is_some_and(|(_, p)| *p);
-                at_start || changes.iter().any(|(t, p)| *p && *t > from && *t <= to)
-            }
-        }
-    }
-}
-
-fn name(i: usize) -> String {
-    format!("T{i}")
-}
-
 /// Runs one input; returns what it reached.
 pub fn run(data: &[u8]) -> WsSummary {
     let Some((setup, mut ops)) = read_input::<WsSetup, WsOp>(data) else {
@@ -195,13 +139,7 @@ pub fn run(data: &[u8]) -> WsSummary {
             .map(name)
             .collect();
         let refs: Vec<&str> = allowed.iter().map(String::as_str).collect();
-        let spec = match judge {
-            Judge::ServerSearchesList => TerminalSpec::new(&name(t)),
-            Judge::TerminalList => TerminalSpec::new(&name(t)).mode(DecisionMode::TerminalJudges),
-            Judge::TerminalAsks => TerminalSpec::new(&name(t))
-                .mode(DecisionMode::TerminalJudges)
-                .judge(JudgePolicy::Ask),
-        };
+        let spec = judge.spec(&name(t));
         let placement = match setup.placements[t] % 4 {
             0 => Placement::OwnNat(NatConfig::home()),
             1 => Placement::OwnNat(NatConfig::symmetric()),
@@ -227,23 +165,15 @@ pub fn run(data: &[u8]) -> WsSummary {
         }
     }
     sim.run_for(Duration::from_secs(MAX_TOTAL_SECS + 120));
-    check(&sim, &model, n);
+    if let Err(broken) = check(&sim, &model, n) {
+        panic!("invariant broken: {broken}");
+    }
     WsSummary {
         requests: u32::try_from(model.requests.len()).unwrap_or(u32::MAX),
         sessions: u32::try_from(sim.store().started().count()).unwrap_or(u32::MAX),
         records: u32::try_from(sim.store().records().count()).unwrap_or(u32::MAX),
         restarts: sim.stats().restarts,
     }
-}
-
-/// Sessions a terminal was told of and has not seen end.
-fn live_sessions(sim: &Sim, t: TermId) -> Vec<SessionId> {
-    let ended: Vec<SessionId> = sim.sessions_ended(t).into_iter().map(|(s, _)| s).collect();
-    sim.sessions_ready(t)
-        .into_iter()
-        .map(|r| r.session_id)
-        .filter(|s| !ended.contains(s))
-        .collect()
 }
 
 fn apply(sim: &mut Sim, model: &mut Model, n: usize, op: &WsOp) {
@@ -309,11 +239,7 @@ fn apply(sim: &mut Sim, model: &mut Model, n: usize, op: &WsOp) {
                     Verdict::Deny
                 };
                 if sim.answer(who, query, verdict).is_ok() && permit {
-                    model
-                        .permits
-                        .entry((name(who), requester))
-                        .or_default()
-                        .push(now);
+                    model.permit_answered(now, &name(who), requester);
                 }
             }
         }
@@ -353,6 +279,7 @@ fn apply(sim: &mut Sim, model: &mut Model, n: usize, op: &WsOp) {
                 jitter: Duration::from_millis(u64::from(jitter_ms)),
                 loss,
                 duplicate: loss,
+                ..LinkConfig::clean()
             };
             let node = sim.terminal(term(who));
             match node.nat {
@@ -366,70 +293,5 @@ fn apply(sim: &mut Sim, model: &mut Model, n: usize, op: &WsOp) {
         WsOp::PowerOff { who } => sim.power_off(term(who)),
         WsOp::Wait { millis } => sim.run_for(Duration::from_millis(u64::from(millis))),
         WsOp::WaitSecs { secs } => sim.run_for(Duration::from_secs(u64::from(secs))),
-    }
-}
-
-fn check(sim: &Sim, model: &Model, n: usize) {
-    let store = sim.store();
-    let started: BTreeMap<[u8; 16], _> = store.started().map(|s| (s.session_id.0, s)).collect();
-    // Every start was asked for, and permitted in time.
-    for s in started.values() {
-        let asked = model
-            .requests
-            .iter()
-            .any(|((requester, _), (target, sent))| {
-                *requester == s.requester
-                    && *target == s.target
-                    && *sent <= s.start
-                    && model.permitted_during(&s.target, &s.requester, *sent, s.start)
-            });
-        assert!(
-            asked,
-            "session {:?} of {} -> {} started without a permitted request",
-            s.session_id, s.requester, s.target
-        );
-    }
-    // Every notification went to a party of a started session, about the other.
-    for t in 0..n {
-        let me = name(t);
-        for ready in sim.sessions_ready(t) {
-            let s = started
-                .get(&ready.session_id.0)
-                .unwrap_or_else(|| panic!("{me} told of a session that never started: {ready:?}"));
-            match ready.role {
-                Role::Connecting => {
-                    assert_eq!(s.requester, me);
-                    assert_eq!(s.target, ready.peer_name);
-                    let request = model.requests.get(&(me.clone(), ready.request_id));
-                    assert!(
-                        request.is_some_and(|(target, _)| *target == s.target),
-                        "{me} notified for request {} it did not make to {}",
-                        ready.request_id,
-                        s.target
-                    );
-                }
-                Role::Connected => {
-                    assert_eq!(s.target, me);
-                    assert_eq!(s.requester, ready.peer_name);
-                }
-            }
-            let peer = sim.terminal_named(&ready.peer_name).expect("a known peer");
-            assert_eq!(ready.peer_key, sim.terminal(peer).key);
-        }
-    }
-    // Exactly one record per started session, none without a start.
-    for s in started.values() {
-        assert_eq!(
-            store.records_of(&s.session_id).len(),
-            1,
-            "records of {:?}",
-            s.session_id
-        );
-    }
-    for r in store.records() {
-        assert!(
-            started.contains_key(&r.session_id.0),
-            "record without a start: {r:?}"
-        );
     }
 }

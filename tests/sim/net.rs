@@ -13,7 +13,11 @@
 //! home's uplink), so terminals behind one NAT share it. A datagram's fate
 //! on each link: lost with the link's loss probability, duplicated with its
 //! duplication probability, delayed by latency plus a uniform jitter (jitter
-//! larger than the spacing of two datagrams reorders them).
+//! larger than the spacing of two datagrams reorders them). A link may also
+//! have a path MTU (a larger datagram is dropped, as with the IPv4 DF bit or
+//! IPv6) and a bottleneck: its uplink sends at most `rate_bytes_per_sec`,
+//! queues up to `queue_bytes` behind that, and drops the rest (tail drop),
+//! so congestion control meets a real queue.
 //!
 //! Streams model TCP connections between a client host and a server host:
 //! reliable, in order, latency without loss, carrying whole messages. A
@@ -50,6 +54,15 @@ pub struct LinkConfig {
     pub loss: f64,
     /// Probability that a datagram is delivered twice (each copy with its own delay).
     pub duplicate: f64,
+    /// Largest UDP payload that crosses this link; a larger datagram is
+    /// dropped (no fragmentation). `None`: no limit.
+    pub mtu: Option<usize>,
+    /// Uplink bottleneck: bytes per second the link sends; datagrams queue
+    /// behind each other. `None`: no limit.
+    pub rate_bytes_per_sec: Option<u64>,
+    /// Bytes the bottleneck queue holds; a datagram that would exceed it is
+    /// dropped. Only with `rate_bytes_per_sec`.
+    pub queue_bytes: usize,
 }
 
 impl LinkConfig {
@@ -60,6 +73,9 @@ impl LinkConfig {
             jitter: Duration::ZERO,
             loss: 0.0,
             duplicate: 0.0,
+            mtu: None,
+            rate_bytes_per_sec: None,
+            queue_bytes: 0,
         }
     }
 
@@ -71,7 +87,28 @@ impl LinkConfig {
             jitter: Duration::from_millis(40),
             loss,
             duplicate: loss,
+            mtu: None,
+            rate_bytes_per_sec: None,
+            queue_bytes: 0,
         }
+    }
+
+    /// The same link with a path MTU: larger datagrams are dropped.
+    pub const fn with_mtu(mut self, mtu: usize) -> LinkConfig {
+        self.mtu = Some(mtu);
+        self
+    }
+
+    /// The same link with an uplink bottleneck of `rate_bytes_per_sec` and a
+    /// queue of `queue_bytes`.
+    pub const fn with_bottleneck(
+        mut self,
+        rate_bytes_per_sec: u64,
+        queue_bytes: usize,
+    ) -> LinkConfig {
+        self.rate_bytes_per_sec = Some(rate_bytes_per_sec);
+        self.queue_bytes = queue_bytes;
+        self
     }
 }
 
@@ -102,6 +139,10 @@ pub struct NetStats {
     pub stream_messages_delivered: u64,
     /// Stream messages lost because the stream broke or closed while they flew.
     pub stream_messages_lost: u64,
+    /// Datagrams dropped for being larger than a link's MTU.
+    pub datagrams_too_big: u64,
+    /// Datagrams dropped because a bottleneck queue was full.
+    pub datagrams_queue_dropped: u64,
 }
 
 /// Which way a stream message travels.
@@ -258,6 +299,15 @@ pub struct Network {
     streams: BTreeMap<StreamId, Stream>,
     next_stream: StreamId,
     stats: NetStats,
+    /// When each bottlenecked uplink finishes sending what it queued.
+    uplink_busy: BTreeMap<UplinkId, Instant>,
+}
+
+/// Whose uplink a bottleneck queue belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum UplinkId {
+    Host(HostId),
+    Nat(NatId),
 }
 
 impl Network {
@@ -273,6 +323,7 @@ impl Network {
             streams: BTreeMap::new(),
             next_stream: 1,
             stats: NetStats::default(),
+            uplink_busy: BTreeMap::new(),
         }
     }
 
@@ -452,6 +503,34 @@ impl Network {
         };
         let up = self.link_of_host(host);
         let down = self.link_of_owner(owner);
+        let too_big = |link: LinkConfig| link.mtu.is_some_and(|mtu| payload.len() > mtu);
+        if too_big(up) || too_big(down) {
+            self.stats.datagrams_too_big += 1;
+            return;
+        }
+        // The uplink's bottleneck: serialise behind what is queued, or drop.
+        let mut departs = now;
+        if let Some(rate) = up.rate_bytes_per_sec.filter(|&r| r > 0) {
+            let uplink = match self.hosts[host].nat {
+                Some(nat) => UplinkId::Nat(nat),
+                None => UplinkId::Host(host),
+            };
+            let busy = self
+                .uplink_busy
+                .get(&uplink)
+                .copied()
+                .unwrap_or(now)
+                .max(now);
+            let queued_micros = (busy - now).as_micros();
+            let queued_bytes = queued_micros * u128::from(rate) / 1_000_000;
+            if queued_bytes + payload.len() as u128 > up.queue_bytes as u128 + 1500 {
+                self.stats.datagrams_queue_dropped += 1;
+                return;
+            }
+            let send_micros = (payload.len() as u128 * 1_000_000).div_ceil(u128::from(rate));
+            departs = busy + Duration::from_micros(u64::try_from(send_micros).unwrap_or(u64::MAX));
+            self.uplink_busy.insert(uplink, departs);
+        }
         if self.chance(up.loss) || self.chance(down.loss) {
             self.stats.datagrams_lost += 1;
             return;
@@ -467,7 +546,7 @@ impl Network {
         for _ in 0..copies {
             let d = self.delay(up) + self.delay(down);
             self.push(
-                now + d,
+                departs + d,
                 Pending::Datagram {
                     from,
                     to,

@@ -18,8 +18,12 @@ use clatter::handshakepattern::noise_kk_psk0;
 use clatter::traits::Handshaker;
 use rand_core::{CryptoRng, RngCore};
 
+use aes_gcm::aead::KeyInit;
+use aes_gcm::Aes256Gcm;
+
 use super::channel::SecureChannel;
-use super::noise::{self, fresh_keypair, HandshakeError, Hs, PendingInitiator, StaticKeypair};
+use super::noise::{self, fresh_keypair, HandshakeError, Hs, StaticKeypair};
+use crate::peer::cipher::PacketCipher;
 use crate::time::Instant;
 use crate::wire::{PublicKey, Role, SessionId, SessionKey, SESSION_ID_LEN, TAG_LEN};
 
@@ -100,9 +104,31 @@ fn kk_state<R: RngCore + CryptoRng>(
     Ok(hs)
 }
 
+/// The keys of a finished KKpsk0 handshake as the peer path's
+/// [`PacketCipher`]: `k1` (initiator to responder) and `k2` from the Noise
+/// `Split()`, oriented for this side, and the handshake hash.
+fn packet_cipher(hs: Hs, channel: u64) -> Result<PacketCipher, HandshakeError> {
+    let initiator = hs.is_initiator();
+    let transport = hs.finalize()?;
+    let mut handshake_hash = [0u8; 32];
+    handshake_hash.copy_from_slice(&transport.get_handshake_hash()[..]);
+    let ciphers = transport.take();
+    let (i2r, _) = ciphers.initiator_to_responder.take();
+    let (r2i, _) = ciphers.responder_to_initiator.take();
+    let i2r = Aes256Gcm::new((&*i2r).into());
+    let r2i = Aes256Gcm::new((&*r2i).into());
+    let (send, recv) = if initiator { (i2r, r2i) } else { (r2i, i2r) };
+    Ok(PacketCipher::new(channel, send, recv, handshake_hash))
+}
+
 /// The connecting terminal, between its first message and the reply.
 pub struct PeerInitiator {
-    pending: PendingInitiator,
+    /// The state after message 1; a reply is tried on a copy, so a forged
+    /// reply cannot spoil it.
+    hs: Hs,
+    started: Instant,
+    /// Whether a reply was accepted.
+    finished: bool,
     channel: u64,
 }
 
@@ -110,7 +136,7 @@ impl fmt::Debug for PeerInitiator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PeerInitiator")
             .field("channel", &self.channel)
-            .field("started", &self.pending.started())
+            .field("started", &self.started)
             .finish_non_exhaustive()
     }
 }
@@ -125,11 +151,13 @@ impl PeerInitiator {
         payload: &[u8],
         out: &mut [u8],
     ) -> Result<(PeerInitiator, usize), HandshakeError> {
-        let hs = kk_state(rng, true, params)?;
-        let (pending, n) = PendingInitiator::start(hs, now, payload, out)?;
+        let mut hs = kk_state(rng, true, params)?;
+        let n = noise::write_message(&mut hs, payload, out)?;
         Ok((
             PeerInitiator {
-                pending,
+                hs,
+                started: now,
+                finished: false,
                 channel: channel_id(&params.session_id),
             },
             n,
@@ -138,17 +166,17 @@ impl PeerInitiator {
 
     /// When the first message was written.
     pub fn started(&self) -> Instant {
-        self.pending.started()
+        self.started
     }
 
     /// When the handshake expires: [`super::HANDSHAKE_TIMEOUT`] after the start.
     pub fn deadline(&self) -> Instant {
-        self.pending.deadline()
+        self.started + super::HANDSHAKE_TIMEOUT
     }
 
     /// Whether the reply is overdue.
     pub fn is_expired(&self, now: Instant) -> bool {
-        self.pending.is_expired(now)
+        now >= self.deadline()
     }
 
     /// Reads the reply; a reply that fails leaves this state as it was.
@@ -158,7 +186,40 @@ impl PeerInitiator {
         message: &[u8],
         payload_out: &mut [u8],
     ) -> Result<(SecureChannel, usize), HandshakeError> {
-        self.pending.finish(now, self.channel, message, payload_out)
+        if self.finished {
+            return Err(HandshakeError::AlreadyFinished);
+        }
+        if self.is_expired(now) {
+            return Err(HandshakeError::Expired);
+        }
+        // clatter poisons a handshake on a failed read: try on a copy.
+        let mut hs = self.hs.clone();
+        let n = noise::read_message(&mut hs, message, payload_out)?;
+        let secure = SecureChannel::from_handshake(hs, self.channel, now)?;
+        self.finished = true;
+        Ok((secure, n))
+    }
+
+    /// Reads the reply like [`Self::finish`], but yields the peer path's
+    /// [`PacketCipher`] (raw split keys, in-place packets) instead of a
+    /// [`SecureChannel`]. No expiry check: the peer session bounds the
+    /// handshake by its own punch window. A reply that fails leaves this
+    /// state as it was; a second good reply gives
+    /// [`HandshakeError::AlreadyFinished`].
+    pub fn finish_packets(
+        &mut self,
+        message: &[u8],
+        payload_out: &mut [u8],
+    ) -> Result<(PacketCipher, usize), HandshakeError> {
+        if self.finished {
+            return Err(HandshakeError::AlreadyFinished);
+        }
+        // clatter poisons a handshake on a failed read: try on a copy.
+        let mut hs = self.hs.clone();
+        let n = noise::read_message(&mut hs, message, payload_out)?;
+        let cipher = packet_cipher(hs, self.channel)?;
+        self.finished = true;
+        Ok((cipher, n))
     }
 }
 
@@ -212,6 +273,18 @@ impl PeerResponder {
         let n = noise::write_message(&mut self.hs, payload, out)?;
         let secure = SecureChannel::from_handshake(self.hs, self.channel, self.received)?;
         Ok((secure, n))
+    }
+
+    /// Writes the reply like [`Self::reply`], but yields the peer path's
+    /// [`PacketCipher`] instead of a [`SecureChannel`].
+    pub fn reply_packets(
+        mut self,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<(PacketCipher, usize), HandshakeError> {
+        let n = noise::write_message(&mut self.hs, payload, out)?;
+        let cipher = packet_cipher(self.hs, self.channel)?;
+        Ok((cipher, n))
     }
 }
 
@@ -380,6 +453,39 @@ mod tests {
         a.peer_key = PublicKey([0; 32]);
         let r = run(&mut t, a.get(), b.get());
         assert_eq!(r.err(), Some(HandshakeError::WeakKey));
+    }
+
+    #[test]
+    fn packet_ciphers_of_both_sides_match_and_a_forged_reply_is_harmless() {
+        let mut t = terminals(7);
+        let (a_view, b_view) = owned_views(&t);
+        let mut m1 = [0u8; 128];
+        let (mut init, n1) =
+            PeerInitiator::start(&mut t.rng, T0, &a_view.get(), &[], &mut m1).unwrap();
+        let mut p = [0u8; 16];
+        let (resp, _) =
+            PeerResponder::accept(&mut t.rng, T0, &b_view.get(), &m1[..n1], &mut p).unwrap();
+        let mut m2 = [0u8; 128];
+        let (mut b, n2) = resp.reply_packets(&[], &mut m2).unwrap();
+        let mut forged = m2;
+        forged[n2 - 1] ^= 1;
+        assert_eq!(
+            init.finish_packets(&forged[..n2], &mut p).err(),
+            Some(HandshakeError::AuthenticationFailed)
+        );
+        let (mut a, _) = init.finish_packets(&m2[..n2], &mut p).unwrap();
+        assert_eq!(
+            init.finish_packets(&m2[..n2], &mut p).err(),
+            Some(HandshakeError::AlreadyFinished)
+        );
+        assert_eq!(a.handshake_hash(), b.handshake_hash());
+        assert_eq!(a.channel(), channel_id(&SESSION));
+        let mut buf = [0u8; 64];
+        buf[22..27].copy_from_slice(b"hello");
+        let n = a.seal_in_place(0, &mut buf, 5).unwrap();
+        assert_eq!(b.open_in_place(&mut buf[..n]).unwrap(), (0, &b"hello"[..]));
+        let n = b.seal_in_place(0, &mut buf, 0).unwrap();
+        assert_eq!(a.open_in_place(&mut buf[..n]).unwrap().0, 0);
     }
 
     #[test]

@@ -1,0 +1,265 @@
+//! The file-transfer framing on a peer session's stream: a header (name
+//! and size), the file's bytes, then a trailer (the SHA-256 of the file,
+//! which the driver computes: the core holds no hash state for payload).
+//!
+//! ```text
+//! "TF" · version 1 · name length u8 (1..=255) · name (UTF-8) · size u64 BE
+//! file bytes (size)
+//! SHA-256 of the file bytes (32)
+//! ```
+//!
+//! The receiver reads the header from the stream's contiguous prefix
+//! ([`TransferHeader::decode`] says when it needs more bytes), and knows the
+//! whole stream's length from it ([`TransferHeader::stream_len`]). A name is
+//! refused unless it is a plain file name: no path separators, no NUL or
+//! control characters, not `.` or `..`; the receiving driver still decides
+//! where (and whether) to write it.
+
+use core::fmt;
+
+/// The two bytes a transfer header starts with.
+pub const TRANSFER_MAGIC: [u8; 2] = *b"TF";
+/// The transfer framing version.
+pub const TRANSFER_VERSION: u8 = 1;
+/// Longest file name, in bytes of UTF-8.
+pub const MAX_FILE_NAME_LEN: usize = 255;
+/// Bytes of the header around the name: magic, version, name length, size.
+pub const HEADER_FIXED_LEN: usize = 2 + 1 + 1 + 8;
+/// Longest header.
+pub const MAX_HEADER_LEN: usize = HEADER_FIXED_LEN + MAX_FILE_NAME_LEN;
+/// Length of the trailer: a SHA-256 digest.
+pub const TRAILER_LEN: usize = 32;
+
+/// Why a transfer header is not acceptable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferError {
+    /// The stream does not start with [`TRANSFER_MAGIC`].
+    BadMagic,
+    /// A framing version this implementation does not read.
+    UnsupportedVersion(u8),
+    /// The name is empty, too long, not UTF-8, or not a plain file name.
+    BadName,
+    /// The size plus framing does not fit a u64.
+    TooLarge,
+    /// The caller's buffer cannot hold the header.
+    BufferTooSmall {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes the buffer has.
+        available: usize,
+    },
+}
+
+impl fmt::Display for TransferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransferError::BadMagic => f.write_str("not a tryst transfer (bad magic)"),
+            TransferError::UnsupportedVersion(v) => write!(f, "unsupported transfer version {v}"),
+            TransferError::BadName => f.write_str("file name is not a plain file name"),
+            TransferError::TooLarge => f.write_str("file size out of range"),
+            TransferError::BufferTooSmall { needed, available } => {
+                write!(f, "buffer of {available} bytes cannot hold {needed}")
+            }
+        }
+    }
+}
+
+impl core::error::Error for TransferError {}
+
+/// Whether `name` is a plain file name the receiver may consider writing.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_FILE_NAME_LEN
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c == '\0' || c.is_control())
+}
+
+/// What is being sent: the file's name and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferHeader {
+    name: heapless::String<MAX_FILE_NAME_LEN>,
+    /// The file's size in bytes.
+    pub size: u64,
+}
+
+impl TransferHeader {
+    /// A header for a file called `name` of `size` bytes.
+    pub fn new(name: &str, size: u64) -> Result<TransferHeader, TransferError> {
+        if !is_plain_file_name(name) {
+            return Err(TransferError::BadName);
+        }
+        let mut owned = heapless::String::new();
+        owned.push_str(name).map_err(|_| TransferError::BadName)?;
+        let header = TransferHeader { name: owned, size };
+        header.stream_len_checked().ok_or(TransferError::TooLarge)?;
+        Ok(header)
+    }
+
+    /// The file name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Length of the encoded header.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_FIXED_LEN + self.name.len()
+    }
+
+    fn stream_len_checked(&self) -> Option<u64> {
+        let framing = u64::try_from(self.encoded_len() + TRAILER_LEN).ok()?;
+        self.size.checked_add(framing)
+    }
+
+    /// Offset of the file's first byte in the stream.
+    pub fn data_offset(&self) -> u64 {
+        self.encoded_len() as u64
+    }
+
+    /// Length of the whole stream: header, file and trailer.
+    pub fn stream_len(&self) -> u64 {
+        // `new` and `decode` check that this does not overflow.
+        self.stream_len_checked().unwrap_or(u64::MAX)
+    }
+
+    /// Writes the header into `out` and returns its length.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, TransferError> {
+        let len = self.encoded_len();
+        let available = out.len();
+        let Some(out) = out.get_mut(..len) else {
+            return Err(TransferError::BufferTooSmall {
+                needed: len,
+                available,
+            });
+        };
+        out[..2].copy_from_slice(&TRANSFER_MAGIC);
+        out[2] = TRANSFER_VERSION;
+        // A name is at most 255 bytes.
+        out[3] = u8::try_from(self.name.len()).unwrap_or(u8::MAX);
+        let name_end = 4 + self.name.len();
+        out[4..name_end].copy_from_slice(self.name.as_bytes());
+        out[name_end..].copy_from_slice(&self.size.to_be_bytes());
+        Ok(len)
+    }
+
+    /// Reads a header from the start of a stream. `Ok(None)`: more bytes are
+    /// needed; `Ok(Some((header, len)))`: the header and its length.
+    pub fn decode(prefix: &[u8]) -> Result<Option<(TransferHeader, usize)>, TransferError> {
+        let n = prefix.len().min(2);
+        if prefix[..n] != TRANSFER_MAGIC[..n] {
+            return Err(TransferError::BadMagic);
+        }
+        let Some(&version) = prefix.get(2) else {
+            return Ok(None);
+        };
+        if version != TRANSFER_VERSION {
+            return Err(TransferError::UnsupportedVersion(version));
+        }
+        let Some(&name_len) = prefix.get(3) else {
+            return Ok(None);
+        };
+        let name_end = 4 + usize::from(name_len);
+        let Some(size) = prefix
+            .get(name_end..name_end + 8)
+            .and_then(|b| b.first_chunk::<8>())
+        else {
+            return Ok(None);
+        };
+        let name =
+            core::str::from_utf8(&prefix[4..name_end]).map_err(|_| TransferError::BadName)?;
+        let header = TransferHeader::new(name, u64::from_be_bytes(*size))?;
+        Ok(Some((header, name_end + 8)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The header of `photo.jpg`, 1000 bytes.
+    static PHOTO: [u8; 21] = [
+        0x54, 0x46, 0x01, 0x09, 0x70, 0x68, 0x6f, 0x74, 0x6f, 0x2e, 0x6a, 0x70, 0x67, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x03, 0xe8,
+    ];
+
+    #[test]
+    fn header_vector_round_trips() {
+        let h = TransferHeader::new("photo.jpg", 1000).unwrap();
+        let mut out = [0u8; MAX_HEADER_LEN];
+        let n = h.encode(&mut out).unwrap();
+        assert_eq!(&out[..n], &PHOTO);
+        assert_eq!(TransferHeader::decode(&PHOTO), Ok(Some((h.clone(), 21))));
+        assert_eq!(h.data_offset(), 21);
+        assert_eq!(h.stream_len(), 21 + 1000 + 32);
+    }
+
+    #[test]
+    fn every_prefix_asks_for_more_bytes() {
+        for n in 0..PHOTO.len() {
+            assert_eq!(TransferHeader::decode(&PHOTO[..n]), Ok(None), "prefix {n}");
+        }
+    }
+
+    #[test]
+    fn path_names_are_refused() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "..\\x",
+            "nul\0",
+            "line\nbreak",
+            "/etc/passwd",
+        ] {
+            assert_eq!(
+                TransferHeader::new(bad, 1),
+                Err(TransferError::BadName),
+                "{bad:?}"
+            );
+        }
+        assert!(TransferHeader::new("résumé.pdf", 1).is_ok());
+    }
+
+    #[test]
+    fn foreign_bytes_and_versions_are_refused() {
+        assert_eq!(TransferHeader::decode(b"XX"), Err(TransferError::BadMagic));
+        assert_eq!(
+            TransferHeader::decode(b"TF\x02"),
+            Err(TransferError::UnsupportedVersion(2))
+        );
+    }
+
+    #[test]
+    fn sizes_near_the_top_are_refused() {
+        assert_eq!(
+            TransferHeader::new("x", u64::MAX),
+            Err(TransferError::TooLarge)
+        );
+    }
+
+    proptest! {
+        #![proptest_config(proptest_config!(256, "core-peer-transfer.txt"))]
+
+        #[test]
+        fn arbitrary_prefixes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(Some((h, n))) = TransferHeader::decode(&bytes) {
+                let mut out = [0u8; MAX_HEADER_LEN];
+                prop_assert_eq!(h.encode(&mut out), Ok(n));
+                prop_assert_eq!(&out[..n], &bytes[..n]);
+            }
+        }
+
+        #[test]
+        fn plain_names_round_trip(name in "[a-zA-Z0-9._-]{1,60}", size in 0u64..u64::MAX / 2) {
+            prop_assume!(name != "." && name != "..");
+            let h = TransferHeader::new(&name, size).unwrap();
+            let mut out = [0u8; MAX_HEADER_LEN];
+            let n = h.encode(&mut out).unwrap();
+            prop_assert_eq!(TransferHeader::decode(&out[..n]), Ok(Some((h, n))));
+        }
+    }
+}
