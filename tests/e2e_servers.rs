@@ -841,10 +841,15 @@ async fn session_that_asks_for_more(extra: &[&str]) -> (Option<u32>, serde_json:
         .finish(id, EndReason::Completed)
         .await
         .expect("finish");
-    home.handle
-        .finish(id, EndReason::Completed)
-        .await
-        .expect("finish");
+    // The phone's end notification may already have made the server end
+    // the session on the home side too (an end trigger); either way the
+    // home side has ended it once this returns.
+    if let Err(e) = home.handle.finish(id, EndReason::Completed).await {
+        assert!(
+            e.to_string().contains("no such session"),
+            "the home side's finish failed for another reason: {e:#}"
+        );
+    }
     let record = recorded(&dir, &id, STEP).await;
     assert!(server.proc.term(STEP), "{}", server.proc.log());
     (granted, record)

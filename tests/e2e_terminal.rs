@@ -443,3 +443,193 @@ fn s1604_forced_end_stops_both_terminals() {
     home.proc.expect_line("ended: Forced");
     drop(server);
 }
+
+/// Writes `len` bytes of a pattern that no two offsets share cheaply.
+fn write_test_file(path: &Path, len: usize) {
+    let mut data = vec![0u8; len];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let bytes = x.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+    fs::write(path, data).expect("test file");
+}
+
+fn sha256_hex(path: &Path) -> String {
+    use sha2::Digest;
+    let data = fs::read(path).expect("readable");
+    sha2::Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn s207_a_50_mb_file_crosses_the_direct_path_with_matching_sha256() {
+    let dir = scratch("transfer");
+    let server = Server::start(&dir, &[]);
+    let inbox = dir.join("inbox");
+    let mut home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &[
+            "--allow",
+            "phone",
+            "--recv-dir",
+            inbox.to_str().expect("utf-8"),
+        ],
+    );
+    let file = dir.join("big.bin");
+    write_test_file(&file, 50 * 1000 * 1000);
+    let sent = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &["--send", file.to_str().expect("utf-8"), "--duration", "10m"],
+    );
+    let said = text(&sent.stdout);
+    assert!(sent.status.success(), "{said}\n{}", text(&sent.stderr));
+    let digest = sha256_hex(&file);
+    assert!(
+        said.contains(&format!("the receiver verified SHA-256 {digest}")),
+        "{said}"
+    );
+    let line = home.proc.expect_line("received");
+    assert!(
+        line.contains(&digest) && line.contains("verified"),
+        "{line}"
+    );
+    assert_eq!(sha256_hex(&inbox.join("big.bin")), digest);
+    // Only the file: no partial file is left beside it.
+    let names: Vec<_> = fs::read_dir(&inbox)
+        .expect("inbox")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["big.bin"]);
+}
+
+#[test]
+fn s1504_a_transfer_still_running_at_70_percent_is_extended_and_completes() {
+    let dir = scratch("extension");
+    let server = Server::start(&dir, &[]);
+    let inbox = dir.join("inbox");
+    let mut home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &[
+            "--allow",
+            "phone",
+            "--recv-dir",
+            inbox.to_str().expect("utf-8"),
+        ],
+    );
+    let file = dir.join("slow.bin");
+    write_test_file(&file, 2 << 20);
+    // 2 MiB at 512 KiB/s: about 4 s, past 70% of the 3 s asked for.
+    let sent = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &[
+            "--send",
+            file.to_str().expect("utf-8"),
+            "--duration",
+            "3s",
+            "--limit-rate",
+            "512K",
+        ],
+    );
+    let said = text(&sent.stdout);
+    assert!(sent.status.success(), "{said}\n{}", text(&sent.stderr));
+    assert!(said.contains("session extended to 6 s"), "{said}");
+    assert!(said.contains("the receiver verified"), "{said}");
+    home.proc.expect_line("extended to 6 s");
+    home.proc.expect_line("received");
+    assert_eq!(sha256_hex(&inbox.join("slow.bin")), sha256_hex(&file));
+}
+
+#[test]
+fn a_terminal_without_a_receive_dir_keeps_no_file() {
+    let dir = scratch("norecv");
+    let server = Server::start(&dir, &[]);
+    let home = start_daemon(&server, &dir, "home", &["--allow", "phone"]);
+    let file = dir.join("f.bin");
+    write_test_file(&file, 100_000);
+    let sent = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &["--send", file.to_str().expect("utf-8"), "--duration", "30s"],
+    );
+    let said = format!("{}{}", text(&sent.stdout), text(&sent.stderr));
+    assert_eq!(sent.status.code(), Some(1), "{said}");
+    assert!(said.contains("did not keep"), "{said}");
+    drop(home);
+}
+
+#[test]
+fn s1605_a_forced_end_cuts_a_running_transfer_and_keeps_no_partial_file() {
+    let dir = scratch("forcedsend");
+    let server = Server::start(&dir, &[]);
+    let inbox = dir.join("inbox");
+    let mut home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &[
+            "--allow",
+            "phone",
+            "--recv-dir",
+            inbox.to_str().expect("utf-8"),
+        ],
+    );
+    let file = dir.join("long.bin");
+    write_test_file(&file, 4 << 20);
+    let state = dir.join("phone-state");
+    let mut args = vec!["connect".to_owned()];
+    args.extend(server.terminal_flags("phone", &state));
+    args.extend(
+        [
+            "home",
+            "--duration",
+            "60s",
+            "--send",
+            file.to_str().expect("utf-8"),
+            "--limit-rate",
+            "256K",
+        ]
+        .map(str::to_owned),
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut phone = Proc::start(&refs, dir.join("phone.log"), None);
+    let id = phone.wait_for("the session line", |l| {
+        l.strip_prefix("session ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+    });
+    phone.expect_line("direct path up");
+    std::thread::sleep(Duration::from_millis(500));
+    let ended = tryst()
+        .args(["end", &id, "--data-dir"])
+        .arg(&server.data)
+        .output()
+        .expect("tryst end runs");
+    assert!(ended.status.success(), "{}", text(&ended.stderr));
+    let (status, stdout, stderr) = phone.finish();
+    assert_eq!(status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("Forced"), "{stderr}");
+    home.proc.expect_line("file not kept");
+    home.proc.expect_line("ended: Forced");
+    let left: Vec<_> = fs::read_dir(&inbox)
+        .map(|d| d.map(|e| e.expect("entry").file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in the inbox: {left:?}");
+}

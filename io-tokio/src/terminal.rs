@@ -1,17 +1,22 @@
 //! A terminal (seed: terminals 1 and 3) in its own event loop: one UDP
-//! socket for keepalives, triggers and (with the peer path) the direct
-//! channel, and the stream to the session server, opened when the machine
-//! has something to say.
+//! socket for keepalives, triggers and the direct peer channel, and the
+//! stream to the session server, opened when the machine has something to
+//! say. The machine is the core's [`Endpoint`]: the terminal and its peer
+//! sessions, with the glue between them.
 //!
-//! The loop owns the machine and moves bytes only: datagrams are received
-//! in batches (`recvmmsg`, and GRO where the kernel offers it, through the
-//! `quinn-udp` crate) into one mutable buffer that the machine may decrypt
-//! in place; datagrams to send are written into a send buffer and go out in
+//! The loop runs on its own thread with its own single-threaded runtime, so
+//! the data path never waits behind the app's tasks. It moves bytes only: datagrams are received in batches
+//! (`recvmmsg`, and GRO where the kernel offers it, through the `quinn-udp`
+//! crate) into one mutable buffer that the endpoint decrypts in place;
+//! datagrams to send are written into the driver's buffer and go out in
 //! batches of equal-sized segments to one destination per system call (GSO)
-//! where the kernel offers it.
+//! where the kernel offers it. File payloads are read and written by offset
+//! ([`FileSource`], [`FileSink`]): the endpoint never copies or keeps them.
 
+use std::collections::BTreeMap;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use quinn_udp::{RecvMeta, UdpSocketState, BATCH_SIZE};
@@ -20,13 +25,15 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tryst_core::crypto::StaticKeypair;
-use tryst_core::machine::{ConnectionId, Destination, Transmit};
+use tryst_core::machine::{ConnectionId, Destination};
+use tryst_core::peer::endpoint::{Endpoint, EndpointEvent, SessionIo, ENDPOINT_BUF_LEN};
+use tryst_core::peer::session::{PeerConfig, PeerEvent};
 use tryst_core::terminal::{
-    ConnectError, PermissionError, Terminal, TerminalConfig, TerminalEvent, UnknownQuery,
-    UnknownSession,
+    ConnectError, PermissionError, TerminalConfig, TerminalEvent, UnknownQuery, UnknownSession,
 };
-use tryst_core::wire::{EndReason, SessionId, Verdict};
+use tryst_core::wire::{EndReason, Role, SessionId, Verdict};
 
+use crate::cli::transfer::{FileSink, FileSource, ReceiveState};
 use crate::clock::DriverClock;
 use crate::stream::{connect_upstream, StreamInput, StreamWriter};
 
@@ -39,8 +46,78 @@ pub const BATCH_SLOT_LEN: usize = 1500;
 /// Socket buffer size asked of the kernel for each direction, so a burst
 /// of paced packets is not dropped by the socket itself.
 pub const SOCKET_BUFFER_LEN: usize = 4 * 1024 * 1024;
+/// How often transfer progress is reported to the app.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a rate-limited send makes more of its file available.
+pub const RATE_TICK: Duration = Duration::from_millis(20);
+/// Stack of the terminal's thread: the endpoint and its sessions are large
+/// fixed-size values (no allocator in the core), and debug builds copy them.
+pub const LOOP_STACK: usize = 16 * 1024 * 1024;
 /// Commands the app may queue before `send` waits.
 const COMMAND_QUEUE: usize = 64;
+
+/// How the terminal's loop treats payloads.
+#[derive(Debug, Clone, Default)]
+pub struct TerminalOptions {
+    /// Where files from permitted peers are stored; `None` refuses them
+    /// (the session is closed, `Failed`).
+    pub recv_dir: Option<PathBuf>,
+    /// The peer sessions' configuration.
+    pub peer: PeerConfig,
+}
+
+/// What happened, for the app.
+#[derive(Debug)]
+pub enum Event {
+    /// The terminal's event (registration, sessions, permissions...).
+    Terminal(TerminalEvent),
+    /// A peer session's event (connected, stream acknowledged, ended...).
+    Peer {
+        /// The session.
+        session_id: SessionId,
+        /// What happened.
+        event: PeerEvent,
+    },
+    /// How a file this terminal sends is going (every [`PROGRESS_INTERVAL`]).
+    Sending {
+        /// The session.
+        session_id: SessionId,
+        /// File bytes the peer acknowledged.
+        acked: u64,
+        /// The file's size.
+        size: u64,
+    },
+    /// How a file sent to this terminal is going (every [`PROGRESS_INTERVAL`]).
+    Receiving {
+        /// The session.
+        session_id: SessionId,
+        /// The file's name as sent.
+        name: String,
+        /// File bytes stored and hashed.
+        done: u64,
+        /// The file's size.
+        size: u64,
+    },
+    /// A file sent to this terminal was stored with a matching SHA-256, or
+    /// refused (nothing kept).
+    Received {
+        /// The session.
+        session_id: SessionId,
+        /// What was stored, or why nothing was.
+        outcome: Result<ReceivedFile, String>,
+    },
+}
+
+/// A file stored in the receive directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedFile {
+    /// Where.
+    pub path: PathBuf,
+    /// Its size.
+    pub size: u64,
+    /// Its SHA-256, which matched the sender's.
+    pub digest: [u8; 32],
+}
 
 /// What the app asks of a running terminal.
 #[derive(Debug)]
@@ -54,7 +131,8 @@ pub enum TerminalCommand {
         /// The request ID, or why no request was sent.
         reply: oneshot::Sender<Result<u32, ConnectError>>,
     },
-    /// Report how a session's transfer goes (drives the 70% extension).
+    /// Report a session's transfer to the terminal directly (for sessions
+    /// whose payload does not go through the peer channel).
     Progress {
         /// The session.
         session_id: SessionId,
@@ -65,13 +143,34 @@ pub enum TerminalCommand {
         /// Whether the transfer is still running.
         active: bool,
     },
-    /// End a session and send the end notification (S1508, 814/815).
+    /// End a session's terminal side now and send the end notification
+    /// with the last reported counts (S1508, 814/815); the peer session,
+    /// if any, closes with it.
     Finish {
         /// The session.
         session_id: SessionId,
         /// Why.
         reason: EndReason,
         /// Whether the session was known.
+        reply: oneshot::Sender<Result<(), UnknownSession>>,
+    },
+    /// Close a session through its peer channel (CLOSE to the peer, then
+    /// the end notification with the channel's byte counts).
+    Close {
+        /// The session.
+        session_id: SessionId,
+        /// Why.
+        reason: EndReason,
+    },
+    /// Send a file on a session's stream, optionally at most `rate` bytes a second.
+    Send {
+        /// The session.
+        session_id: SessionId,
+        /// The file.
+        source: Box<FileSource>,
+        /// Bytes per second; `None` as fast as the path allows.
+        rate: Option<u64>,
+        /// Whether the session runs.
         reply: oneshot::Sender<Result<(), UnknownSession>>,
     },
     /// Replace the permission list L; it applies to the next request.
@@ -131,7 +230,7 @@ impl TerminalHandle {
             .map_err(|e| anyhow::anyhow!("request not sent: {e}"))
     }
 
-    /// Reports a session's transfer.
+    /// Reports a session's transfer to the terminal directly.
     pub async fn progress(
         &self,
         session_id: SessionId,
@@ -150,7 +249,7 @@ impl TerminalHandle {
             .map_err(stopped)
     }
 
-    /// Ends a session.
+    /// Ends a session's terminal side now (and its peer session with it).
     pub async fn finish(&self, session_id: SessionId, reason: EndReason) -> anyhow::Result<()> {
         let (reply, answer) = oneshot::channel();
         self.commands
@@ -165,6 +264,37 @@ impl TerminalHandle {
             .await
             .map_err(stopped)?
             .map_err(|_| anyhow::anyhow!("no such session"))
+    }
+
+    /// Closes a session through its peer channel.
+    pub async fn close(&self, session_id: SessionId, reason: EndReason) -> anyhow::Result<()> {
+        self.commands
+            .send(TerminalCommand::Close { session_id, reason })
+            .await
+            .map_err(stopped)
+    }
+
+    /// Sends a file on a session's stream.
+    pub async fn send_file(
+        &self,
+        session_id: SessionId,
+        source: FileSource,
+        rate: Option<u64>,
+    ) -> anyhow::Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(TerminalCommand::Send {
+                session_id,
+                source: Box::new(source),
+                rate,
+                reply,
+            })
+            .await
+            .map_err(stopped)?;
+        answer
+            .await
+            .map_err(stopped)?
+            .map_err(|_| anyhow::anyhow!("the session is not running"))
     }
 
     /// Replaces the permission list; it applies to the next request.
@@ -212,9 +342,9 @@ impl TerminalHandle {
     }
 }
 
-/// Binds the terminal's UDP socket and starts it with this permission list:
-/// it registers at once. Returns its handle and its events; the loop runs
-/// until every handle is dropped or one asks it to shut down.
+/// Binds the terminal's UDP socket and starts it with this permission list
+/// and default options (files from peers refused): it registers at once.
+/// Returns its handle and the terminal's events (peer events are left out).
 pub async fn spawn(
     config: TerminalConfig,
     keypair: StaticKeypair,
@@ -222,28 +352,109 @@ pub async fn spawn(
     udp_addr: SocketAddr,
     permissions: &[&str],
 ) -> io::Result<(TerminalHandle, mpsc::UnboundedReceiver<TerminalEvent>)> {
-    let udp = BatchSocket::bind(udp_addr)?;
-    let udp_addr = udp.socket.local_addr()?;
-    let clock = DriverClock::default();
-    let mut machine = Terminal::new(config, keypair, OsRng);
-    machine
-        .set_permissions(permissions)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    machine.start(clock.now());
+    let (handle, mut all) = spawn_with(
+        config,
+        keypair,
+        session_server,
+        udp_addr,
+        permissions,
+        TerminalOptions::default(),
+    )
+    .await?;
+    let (tx, events) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(event) = all.recv().await {
+            if let Event::Terminal(event) = event {
+                if tx.send(event).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    Ok((handle, events))
+}
+
+/// Binds the terminal's UDP socket and starts it: it registers at once.
+/// Returns its handle and all its events; the loop runs until every handle
+/// is dropped or one asks it to shut down.
+pub async fn spawn_with(
+    config: TerminalConfig,
+    keypair: StaticKeypair,
+    session_server: SocketAddr,
+    udp_addr: SocketAddr,
+    permissions: &[&str],
+    options: TerminalOptions,
+) -> io::Result<(TerminalHandle, mpsc::UnboundedReceiver<Event>)> {
+    let std_socket = std::net::UdpSocket::bind(udp_addr)?;
+    std_socket.set_nonblocking(true)?;
+    let udp_addr = std_socket.local_addr()?;
+    let permissions: Vec<String> = permissions.iter().map(|p| (*p).to_owned()).collect();
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (event_tx, events) = mpsc::unbounded_channel();
-    let (stream_tx, stream_rx) = mpsc::channel(256);
-    let event_loop = Loop {
-        clock,
-        machine,
-        udp,
-        session_server,
-        upstream: None,
-        next_upstream: 0,
-        stream_tx,
-        events: event_tx,
-    };
-    tokio::spawn(event_loop.run(command_rx, stream_rx));
+    let (ready_tx, ready) = oneshot::channel::<io::Result<()>>();
+    std::thread::Builder::new()
+        .name("tryst-terminal".to_owned())
+        .stack_size(LOOP_STACK)
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let udp = match BatchSocket::from_std(std_socket) {
+                    Ok(udp) => udp,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let clock = DriverClock::default();
+                let mut endpoint = Box::new(Endpoint::new(
+                    config,
+                    keypair,
+                    OsRng,
+                    OsRng,
+                    options.peer.clone(),
+                ));
+                let names: Vec<&str> = permissions.iter().map(String::as_str).collect();
+                if let Err(e) = endpoint.terminal_mut().set_permissions(&names) {
+                    let _ = ready_tx.send(Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        e.to_string(),
+                    )));
+                    return;
+                }
+                endpoint.start(clock.now());
+                let (stream_tx, stream_rx) = mpsc::channel(256);
+                let event_loop = Loop {
+                    clock,
+                    endpoint,
+                    udp,
+                    tx_buf: vec![0; ENDPOINT_BUF_LEN],
+                    payloads: Payloads {
+                        recv_dir: options.recv_dir,
+                        sessions: BTreeMap::new(),
+                    },
+                    session_server,
+                    upstream: None,
+                    next_upstream: 0,
+                    stream_tx,
+                    events: event_tx,
+                    next_progress: tokio::time::Instant::now(),
+                };
+                let _ = ready_tx.send(Ok(()));
+                event_loop.run(command_rx, stream_rx).await;
+            });
+        })?;
+    ready
+        .await
+        .map_err(|_| io::Error::other("the terminal's thread stopped"))??;
     Ok((TerminalHandle { udp_addr, commands }, events))
 }
 
@@ -259,9 +470,15 @@ struct BatchSocket {
 }
 
 impl BatchSocket {
+    #[cfg(test)]
     fn bind(addr: SocketAddr) -> io::Result<BatchSocket> {
         let std_socket = std::net::UdpSocket::bind(addr)?;
         std_socket.set_nonblocking(true)?;
+        BatchSocket::from_std(std_socket)
+    }
+
+    /// Takes a bound, non-blocking socket (inside the runtime that polls it).
+    fn from_std(std_socket: std::net::UdpSocket) -> io::Result<BatchSocket> {
         let state = UdpSocketState::new((&std_socket).into())?;
         // Best effort: a smaller buffer still works, it only drops sooner.
         let _ = state.set_recv_buffer_size((&std_socket).into(), SOCKET_BUFFER_LEN);
@@ -300,7 +517,7 @@ impl BatchSocket {
     }
 
     /// The datagrams of receive slot `slot` (several when GRO coalesced
-    /// them), each mutable so the machine can decrypt in place.
+    /// them), each mutable so the endpoint can decrypt in place.
     fn received(&mut self, slot: usize) -> (SocketAddr, std::slice::ChunksMut<'_, u8>) {
         let meta = self.recv_meta.get(slot).copied().unwrap_or_default();
         let start = slot * RECV_SLOT_LEN;
@@ -346,6 +563,22 @@ impl BatchSocket {
         if let Some((to, len, segment)) = self.batch.take() {
             let contents = self.batch.buf.get(..len).unwrap_or_default();
             self.send(to, contents, Some(segment)).await;
+        }
+    }
+
+    /// Adds a datagram to the GSO batch, sending the batch first if the
+    /// datagram cannot join it, and after if it is full.
+    async fn queue(&mut self, to: SocketAddr, datagram: &[u8]) {
+        if !self.batch.push(to, datagram) {
+            self.flush().await;
+            if !self.batch.push(to, datagram) {
+                // Larger than the batch buffer: alone.
+                self.send(to, datagram, None).await;
+                return;
+            }
+        }
+        if self.batch.is_full() {
+            self.flush().await;
         }
     }
 }
@@ -431,17 +664,78 @@ impl SendBatch {
     }
 }
 
+/// A file being sent on a session's stream.
+struct Outgoing {
+    source: FileSource,
+    /// Bytes a second, for a throttled send.
+    rate: Option<u64>,
+    /// When the throttled send started (the data channel came up).
+    started: Option<tokio::time::Instant>,
+    /// Stream bytes made available so far.
+    available: u64,
+    finished: bool,
+}
+
+/// One session's payloads.
+#[derive(Default)]
+struct Payload {
+    outgoing: Option<Outgoing>,
+    incoming: Option<FileSink>,
+    /// The peer sent stream bytes that nothing here takes.
+    refused: bool,
+    /// The outcome of the incoming file was reported.
+    reported: bool,
+}
+
+/// Every session's payloads, as the endpoint reads and writes them.
+struct Payloads {
+    recv_dir: Option<PathBuf>,
+    sessions: BTreeMap<[u8; 16], Payload>,
+}
+
+impl SessionIo for Payloads {
+    fn read_at(&mut self, session: &SessionId, offset: u64, buf: &mut [u8]) -> usize {
+        match self
+            .sessions
+            .get_mut(&session.0)
+            .and_then(|p| p.outgoing.as_mut())
+        {
+            Some(out) => out.source.read_at(offset, buf),
+            None => 0,
+        }
+    }
+
+    fn stream_data(&mut self, session: &SessionId, offset: u64, data: &[u8]) {
+        let Some(payload) = self.sessions.get_mut(&session.0) else {
+            return;
+        };
+        match payload.incoming.as_mut() {
+            Some(sink) => sink.stream_data(offset, data),
+            None => payload.refused = true,
+        }
+    }
+
+    fn datagram(&mut self, _session: &SessionId, _data: &[u8]) {
+        // Real-time datagrams have no consumer in the file tool yet.
+    }
+}
+
 /// The terminal's event loop and everything it owns.
 struct Loop {
     clock: DriverClock,
-    machine: Terminal<OsRng>,
+    /// Boxed: the endpoint holds every session's state inline (hundreds of KiB).
+    endpoint: Box<Endpoint<OsRng>>,
     udp: BatchSocket,
+    /// Where the endpoint writes each transmit.
+    tx_buf: Vec<u8>,
+    payloads: Payloads,
     session_server: SocketAddr,
     /// The live stream to the session server: its number and writer.
     upstream: Option<(ConnectionId, StreamWriter)>,
     next_upstream: u64,
     stream_tx: mpsc::Sender<StreamInput>,
-    events: mpsc::UnboundedSender<TerminalEvent>,
+    events: mpsc::UnboundedSender<Event>,
+    next_progress: tokio::time::Instant,
 }
 
 impl Loop {
@@ -452,7 +746,10 @@ impl Loop {
     ) {
         loop {
             self.drain().await;
-            let deadline = self.clock.deadline(self.machine.poll_timeout());
+            let mut deadline = self.clock.deadline(self.endpoint.poll_timeout());
+            if self.throttled() {
+                deadline = deadline.min(tokio::time::Instant::now() + RATE_TICK);
+            }
             tokio::select! {
                 received = self.udp.recv() => match received {
                     Ok(slots) => self.on_datagrams(slots),
@@ -472,7 +769,7 @@ impl Loop {
                     None => break,
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    self.machine.handle_timeout(self.clock.now());
+                    self.endpoint.handle_timeout(self.clock.now());
                 }
             }
         }
@@ -483,7 +780,8 @@ impl Loop {
         for slot in 0..slots {
             let (from, datagrams) = self.udp.received(slot);
             for datagram in datagrams {
-                self.machine.handle_udp(now, from, datagram);
+                self.endpoint
+                    .handle_udp(now, from, datagram, &mut self.payloads);
             }
         }
     }
@@ -493,11 +791,11 @@ impl Loop {
         let current = self.upstream.as_ref().map(|(conn, _)| *conn);
         match input {
             StreamInput::Message(conn, message) if Some(conn) == current => {
-                self.machine.handle_upstream(now, &message);
+                self.endpoint.handle_upstream(now, &message);
             }
             StreamInput::Closed(conn) if Some(conn) == current => {
                 self.upstream = None;
-                self.machine.handle_upstream_closed(now);
+                self.endpoint.handle_upstream_closed(now);
             }
             // An old stream's late input, or an accepted stream (never: the
             // terminal listens on none).
@@ -513,7 +811,11 @@ impl Loop {
                 duration_secs,
                 reply,
             } => {
-                let _ = reply.send(self.machine.connect(now, &target, duration_secs));
+                let result = self
+                    .endpoint
+                    .terminal_mut()
+                    .connect(now, &target, duration_secs);
+                let _ = reply.send(result);
             }
             TerminalCommand::Progress {
                 session_id,
@@ -521,20 +823,46 @@ impl Loop {
                 bytes_received,
                 active,
             } => {
-                let _ =
-                    self.machine
-                        .transfer_progress(&session_id, bytes_sent, bytes_received, active);
+                let _ = self.endpoint.terminal_mut().transfer_progress(
+                    &session_id,
+                    bytes_sent,
+                    bytes_received,
+                    active,
+                );
             }
             TerminalCommand::Finish {
                 session_id,
                 reason,
                 reply,
             } => {
-                let _ = reply.send(self.machine.finish_session(now, &session_id, reason));
+                let result = self
+                    .endpoint
+                    .terminal_mut()
+                    .finish_session(now, &session_id, reason);
+                let _ = reply.send(result);
+            }
+            TerminalCommand::Close { session_id, reason } => {
+                if self.endpoint.session(&session_id).is_some() {
+                    self.endpoint.close_session(now, &session_id, reason);
+                } else {
+                    let _ = self
+                        .endpoint
+                        .terminal_mut()
+                        .finish_session(now, &session_id, reason);
+                }
+            }
+            TerminalCommand::Send {
+                session_id,
+                source,
+                rate,
+                reply,
+            } => {
+                let result = self.start_send(session_id, *source, rate);
+                let _ = reply.send(result);
             }
             TerminalCommand::SetPermissions { names, reply } => {
                 let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                let result = self.machine.set_permissions(&names);
+                let result = self.endpoint.terminal_mut().set_permissions(&names);
                 if result.is_ok() {
                     tracing::info!(count = names.len(), "permission list updated");
                 }
@@ -545,57 +873,280 @@ impl Loop {
                 verdict,
                 reply,
             } => {
-                let _ = reply.send(self.machine.answer(now, query_id, verdict));
+                let result = self.endpoint.terminal_mut().answer(now, query_id, verdict);
+                let _ = reply.send(result);
             }
             // The loop handles it before it gets here.
             TerminalCommand::Shutdown { reply, .. } => {
                 let _ = reply.send(());
             }
         }
+        self.endpoint.pump(now);
     }
 
-    /// Sends every transmit and forwards every event, until the machine has none.
+    /// Puts a file on a session's stream: all of it at once, or (throttled)
+    /// a growing prefix once the data channel is up.
+    fn start_send(
+        &mut self,
+        session_id: SessionId,
+        source: FileSource,
+        rate: Option<u64>,
+    ) -> Result<(), UnknownSession> {
+        let total = source.stream_len();
+        let Some(session) = self.endpoint.session_mut(&session_id) else {
+            return Err(UnknownSession);
+        };
+        let finished = rate.is_none();
+        let started = session.is_connected().then(tokio::time::Instant::now);
+        if finished {
+            // A fresh stream: its length is always acceptable.
+            let _ = session.stream_finish(total);
+        }
+        let payload = self.payloads.sessions.entry(session_id.0).or_default();
+        payload.outgoing = Some(Outgoing {
+            source,
+            rate,
+            started,
+            available: if finished { total } else { 0 },
+            finished,
+        });
+        Ok(())
+    }
+
+    /// Whether a throttled send still has bytes to make available.
+    fn throttled(&self) -> bool {
+        self.payloads
+            .sessions
+            .values()
+            .filter_map(|p| p.outgoing.as_ref())
+            .any(|o| o.started.is_some() && !o.finished)
+    }
+
+    /// Makes more of each throttled file available, at its rate.
+    fn feed_throttled(&mut self) {
+        let now = tokio::time::Instant::now();
+        for (id, payload) in &mut self.payloads.sessions {
+            let Some(out) = payload.outgoing.as_mut() else {
+                continue;
+            };
+            let (Some(rate), Some(started), false) = (out.rate, out.started, out.finished) else {
+                continue;
+            };
+            let Some(session) = self.endpoint.session_mut(&SessionId(*id)) else {
+                continue;
+            };
+            let total = out.source.stream_len();
+            let elapsed = now.duration_since(started).as_secs_f64();
+            let allowed = ((rate as f64) * elapsed) as u64;
+            out.available = allowed.min(total).max(out.available);
+            if out.available >= total {
+                let _ = session.stream_finish(total);
+                out.finished = true;
+            } else {
+                session.stream_extend(out.available);
+            }
+        }
+    }
+
+    /// Sends every transmit and handles every event, until there are none.
     async fn drain(&mut self) {
         loop {
-            while let Some(transmit) = self.machine.poll_transmit() {
-                self.transmit(transmit).await;
+            self.feed_throttled();
+            let now = self.clock.now();
+            while let Some(t) =
+                self.endpoint
+                    .poll_transmit(now, &mut self.tx_buf, &mut self.payloads)
+            {
+                let Some(bytes) = self.tx_buf.get(..t.len) else {
+                    continue;
+                };
+                match t.destination {
+                    Destination::Udp(to) => self.udp.queue(to, bytes).await,
+                    Destination::Upstream => {
+                        let record = bytes.to_vec();
+                        self.send_upstream(&record);
+                    }
+                    // A terminal accepts no streams.
+                    Destination::Connection(_) => {}
+                }
             }
             self.udp.flush().await;
             let mut any = false;
-            while let Some(event) = self.machine.poll_event() {
+            while let Some(event) = self.endpoint.poll_event() {
                 any = true;
-                log_event(&event);
-                // The app may have gone; the machine keeps running regardless.
-                let _ = self.events.send(event);
+                self.on_event(event);
             }
+            any |= self.check_payloads();
             if !any {
                 break;
             }
         }
+        self.report_progress();
     }
 
-    async fn transmit(&mut self, transmit: Transmit) {
-        match transmit.destination {
-            Destination::Udp(to) => self.queue_datagram(to, &transmit.payload).await,
-            Destination::Upstream => self.send_upstream(&transmit.payload),
-            // A terminal accepts no streams.
-            Destination::Connection(_) => {}
-        }
-    }
-
-    /// Adds a datagram to the GSO batch, sending the batch first if the
-    /// datagram cannot join it, and after if it is full.
-    async fn queue_datagram(&mut self, to: SocketAddr, datagram: &[u8]) {
-        if !self.udp.batch.push(to, datagram) {
-            self.udp.flush().await;
-            if !self.udp.batch.push(to, datagram) {
-                // Larger than the batch buffer: alone, straight from the caller's bytes.
-                self.udp.send(to, datagram, None).await;
-                return;
+    fn on_event(&mut self, event: EndpointEvent) {
+        match event {
+            EndpointEvent::Terminal(event) => {
+                log_event(&event);
+                match &event {
+                    TerminalEvent::SessionReady {
+                        session_id, role, ..
+                    } => {
+                        let incoming = match (role, &self.payloads.recv_dir) {
+                            (Role::Connected, Some(dir)) => Some(FileSink::new(dir)),
+                            _ => None,
+                        };
+                        self.payloads.sessions.insert(
+                            session_id.0,
+                            Payload {
+                                incoming,
+                                ..Payload::default()
+                            },
+                        );
+                    }
+                    TerminalEvent::SessionEnded { session_id, .. }
+                        if self.endpoint.session(session_id).is_none() =>
+                    {
+                        self.end_payload(session_id, "the session ended");
+                    }
+                    _ => {}
+                }
+                let _ = self.events.send(Event::Terminal(event));
+            }
+            EndpointEvent::Peer { session_id, event } => {
+                log_peer_event(&session_id, &event);
+                match event {
+                    PeerEvent::Connected { .. } => {
+                        if let Some(out) = self
+                            .payloads
+                            .sessions
+                            .get_mut(&session_id.0)
+                            .and_then(|p| p.outgoing.as_mut())
+                        {
+                            out.started.get_or_insert_with(tokio::time::Instant::now);
+                        }
+                    }
+                    PeerEvent::Ended { reason, .. } => {
+                        self.end_payload(&session_id, &format!("the session ended ({reason:?})"));
+                    }
+                    _ => {}
+                }
+                let _ = self.events.send(Event::Peer { session_id, event });
             }
         }
-        if self.udp.batch.is_full() {
-            self.udp.flush().await;
+    }
+
+    /// A session is over: an unfinished incoming file is thrown away.
+    fn end_payload(&mut self, session_id: &SessionId, why: &str) {
+        let Some(mut payload) = self.payloads.sessions.remove(&session_id.0) else {
+            return;
+        };
+        if let Some(sink) = payload.incoming.as_mut() {
+            if !payload.reported && sink.file_size().is_some() {
+                sink.abort(why);
+                let _ = self.events.send(Event::Received {
+                    session_id: *session_id,
+                    outcome: Err(format!("transfer cut: {why}")),
+                });
+            }
+        }
+    }
+
+    /// Reports finished or refused incoming files and closes their
+    /// sessions: `Completed` once the file is stored and checked (the
+    /// sender learns it from the close), `Failed` otherwise. Whether any
+    /// session was closed.
+    fn check_payloads(&mut self) -> bool {
+        let now = self.clock.now();
+        let mut closes = Vec::new();
+        for (id, payload) in &mut self.payloads.sessions {
+            let session_id = SessionId(*id);
+            if payload.reported {
+                continue;
+            }
+            if payload.refused {
+                payload.reported = true;
+                tracing::info!(session = %short_session_id(&session_id), "peer sent a file; this terminal takes none");
+                closes.push((session_id, EndReason::Failed));
+                continue;
+            }
+            let Some(sink) = payload.incoming.as_ref() else {
+                continue;
+            };
+            let outcome = match sink.state() {
+                ReceiveState::Complete { path, digest, size } => Ok(ReceivedFile {
+                    path: path.clone(),
+                    size: *size,
+                    digest: *digest,
+                }),
+                ReceiveState::Failed(why) => Err(why.clone()),
+                _ => continue,
+            };
+            payload.reported = true;
+            match &outcome {
+                Ok(file) => tracing::info!(
+                    session = %short_session_id(&session_id),
+                    path = %file.path.display(),
+                    size = file.size,
+                    "file received, checksum verified"
+                ),
+                Err(why) => tracing::warn!(
+                    session = %short_session_id(&session_id),
+                    error = %why,
+                    "file refused"
+                ),
+            }
+            let reason = if outcome.is_ok() {
+                EndReason::Completed
+            } else {
+                EndReason::Failed
+            };
+            closes.push((session_id, reason));
+            let _ = self.events.send(Event::Received {
+                session_id,
+                outcome,
+            });
+        }
+        let any = !closes.is_empty();
+        for (id, reason) in closes {
+            self.endpoint.close_session(now, &id, reason);
+        }
+        any
+    }
+
+    /// Progress of every transfer, at most every [`PROGRESS_INTERVAL`].
+    fn report_progress(&mut self) {
+        let now = tokio::time::Instant::now();
+        if now < self.next_progress {
+            return;
+        }
+        self.next_progress = now + PROGRESS_INTERVAL;
+        for (id, payload) in &self.payloads.sessions {
+            let session_id = SessionId(*id);
+            if let Some(out) = &payload.outgoing {
+                let acked = self
+                    .endpoint
+                    .session(&session_id)
+                    .and_then(|s| s.transport_stats())
+                    .map_or(0, |s| s.stream_bytes_acked);
+                let _ = self.events.send(Event::Sending {
+                    session_id,
+                    acked: out.source.file_bytes_in(acked),
+                    size: out.source.file_size(),
+                });
+            }
+            if let Some(sink) = &payload.incoming {
+                if let (ReceiveState::Receiving { name, size }, false) =
+                    (sink.state(), payload.reported)
+                {
+                    let _ = self.events.send(Event::Receiving {
+                        session_id,
+                        name: name.clone(),
+                        done: sink.file_bytes_done(),
+                        size: *size,
+                    });
+                }
+            }
         }
     }
 
@@ -616,7 +1167,7 @@ impl Loop {
             if let Some((_, writer)) = self.upstream.take() {
                 writer.abort();
             }
-            self.machine.handle_upstream_closed(self.clock.now());
+            self.endpoint.handle_upstream_closed(self.clock.now());
         }
     }
 }
@@ -629,6 +1180,46 @@ pub fn short_session_id(id: &SessionId) -> String {
 /// A session ID as 32 hex digits (what `tryst end` and `tryst sessions` take).
 pub fn full_session_id(id: &SessionId) -> String {
     id.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One log line per peer-session event, at info (progress at debug).
+fn log_peer_event(id: &SessionId, event: &PeerEvent) {
+    let session = short_session_id(id);
+    match event {
+        PeerEvent::Connected { peer_addr } => {
+            tracing::info!(%session, %peer_addr, "direct path up (handshake done)");
+        }
+        PeerEvent::PathChanged { peer_addr } => {
+            tracing::info!(%session, %peer_addr, "peer moved");
+        }
+        PeerEvent::StreamAcked { len } => {
+            tracing::info!(%session, len, "everything sent was acknowledged");
+        }
+        PeerEvent::StreamReceived { len } => {
+            tracing::info!(%session, len, "everything the peer sent arrived");
+        }
+        PeerEvent::StreamProgress { contiguous } => {
+            tracing::trace!(%session, contiguous, "stream progress");
+        }
+        PeerEvent::MtuChanged { mtu } => {
+            tracing::debug!(%session, mtu, "path MTU");
+        }
+        PeerEvent::Ended {
+            reason,
+            by_peer,
+            bytes_sent,
+            bytes_received,
+        } => {
+            tracing::info!(
+                %session,
+                ?reason,
+                by_peer,
+                bytes_sent,
+                bytes_received,
+                "direct path closed"
+            );
+        }
+    }
 }
 
 /// One log line per protocol event, at info; keys never appear.

@@ -10,18 +10,24 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+use tryst_core::peer::session::PeerEvent;
 use tryst_core::terminal::TerminalEvent;
-use tryst_core::wire::EndReason;
+use tryst_core::wire::{EndReason, SessionId};
 
 use super::terminal::{bind_addr, config, Mode, StateDir, TerminalCommon};
+use super::transfer::{hex, human_bytes, parse_rate, FileSource, Progress};
 use super::CliError;
-use crate::terminal::{self as driver, full_session_id};
+use crate::terminal::{self as driver, full_session_id, Event, TerminalHandle, TerminalOptions};
 
 /// How long the terminal may take to register and be seen online.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the answer to the request may take (the terminal's own
 /// request timeout fires first; this only guards against a stuck loop).
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the sender waits, after everything was acknowledged, for the
+/// receiver to close the session (which tells it the checksum matched).
+pub const CONFIRM_WAIT: Duration = Duration::from_secs(5);
 /// How long the end notification may take to leave before exit.
 pub const EXIT_GRACE: Duration = Duration::from_secs(2);
 
@@ -41,6 +47,10 @@ pub struct ConnectArgs {
     /// seconds); the server's default when absent.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Send at most this many bytes a second (e.g. 500K, 2M), as fast as
+    /// the path allows without it.
+    #[arg(long = "limit-rate", value_name = "RATE", value_parser = parse_rate)]
+    pub limit_rate: Option<u64>,
 }
 
 /// Parses a duration: `90`, `90s`, `5m`, `1h30m`.
@@ -74,12 +84,13 @@ pub async fn run(args: ConnectArgs) -> Result<(), CliError> {
         }
     }
     let keypair = state.keypair()?;
-    let (handle, mut events) = driver::spawn(
+    let (handle, mut events) = driver::spawn_with(
         config,
         keypair,
         args.common.server,
         bind_addr(&args.common),
         &[],
+        TerminalOptions::default(),
     )
     .await
     .map_err(|e| CliError::usage(format!("cannot bind the terminal's UDP socket: {e}")))?;
@@ -88,8 +99,8 @@ pub async fn run(args: ConnectArgs) -> Result<(), CliError> {
     let registered = tokio::time::timeout(REGISTER_TIMEOUT, async {
         while let Some(event) = events.recv().await {
             match event {
-                TerminalEvent::Online { .. } => return Ok(()),
-                TerminalEvent::RegistrationRefused => {
+                Event::Terminal(TerminalEvent::Online { .. }) => return Ok(()),
+                Event::Terminal(TerminalEvent::RegistrationRefused) => {
                     return Err(CliError::failed(format!(
                         "the session server refused the name {} for this key",
                         args.common.name
@@ -115,16 +126,18 @@ pub async fn run(args: ConnectArgs) -> Result<(), CliError> {
     let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
         while let Some(event) = events.recv().await {
             match event {
-                TerminalEvent::ConnectFailed { request_id } if request_id == request => {
+                Event::Terminal(TerminalEvent::ConnectFailed { request_id })
+                    if request_id == request =>
+                {
                     return None;
                 }
-                TerminalEvent::SessionReady {
+                Event::Terminal(TerminalEvent::SessionReady {
                     request_id,
                     session_id,
                     duration_secs,
                     peer_addr,
                     ..
-                } if request_id == request => return Some((session_id, duration_secs, peer_addr)),
+                }) if request_id == request => return Some((session_id, duration_secs, peer_addr)),
                 _ => {}
             }
         }
@@ -141,13 +154,10 @@ pub async fn run(args: ConnectArgs) -> Result<(), CliError> {
         args.target
     );
 
-    if args.send.is_some() {
-        // The direct path (issue 7) lands with the peer machine.
-        let _ = handle.finish(session_id, EndReason::Failed).await;
+    if let Some(path) = &args.send {
+        let result = send(&handle, &mut events, session_id, path, args.limit_rate).await;
         handle.shutdown(EXIT_GRACE).await;
-        return Err(CliError::failed(
-            "sending files needs the direct peer path, which this build does not have yet",
-        ));
+        return result;
     }
 
     // Hold the session until it ends or the user stops it.
@@ -158,8 +168,8 @@ pub async fn run(args: ConnectArgs) -> Result<(), CliError> {
     let reason = loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(TerminalEvent::SessionEnded { session_id: id, reason, .. }) if id == session_id => break reason,
-                Some(TerminalEvent::SessionExtended { session_id: id, duration_secs }) if id == session_id => {
+                Some(Event::Terminal(TerminalEvent::SessionEnded { session_id: id, reason, .. })) if id == session_id => break reason,
+                Some(Event::Terminal(TerminalEvent::SessionExtended { session_id: id, duration_secs })) if id == session_id => {
                     println!("session extended to {duration_secs} s");
                 }
                 Some(_) => {}
@@ -176,4 +186,129 @@ pub async fn run(args: ConnectArgs) -> Result<(), CliError> {
     println!("session ended: {reason:?}");
     handle.shutdown(EXIT_GRACE).await;
     Ok(())
+}
+
+/// Sends `path` on the session's stream and waits for the end: `Ok` once
+/// the receiver closed the session as `Completed` (it stores the file only
+/// when the SHA-256 matches), or, failing its word, once every byte was
+/// acknowledged.
+async fn send(
+    handle: &TerminalHandle,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    session_id: SessionId,
+    path: &std::path::Path,
+    rate: Option<u64>,
+) -> Result<(), CliError> {
+    let owned = path.to_path_buf();
+    let source = tokio::task::spawn_blocking(move || FileSource::open(&owned))
+        .await
+        .map_err(|e| CliError::failed(format!("hashing task failed: {e}")))??;
+    let size = source.file_size();
+    let digest = source.digest();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    handle.send_file(session_id, source, rate).await?;
+    let mut progress = Progress::new(&format!("sending {name}"), size);
+    let started = tokio::time::Instant::now();
+    let mut connected_at = None;
+    // Set once everything is acknowledged or the terminal's side ended:
+    // past it, stop waiting for the peer's close.
+    let mut give_up: Option<tokio::time::Instant> = None;
+    let mut acked_all = false;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| CliError::failed(format!("cannot handle signals: {e}")))?;
+    let ended = loop {
+        let wait = async {
+            match give_up {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = events.recv() => match event {
+                None => return Err(CliError::failed("the terminal's event loop stopped")),
+                Some(Event::Sending { session_id: id, acked, .. }) if id == session_id => progress.set(acked),
+                Some(Event::Peer { session_id: id, event }) if id == session_id => match event {
+                    PeerEvent::Connected { peer_addr } => {
+                        connected_at = Some(tokio::time::Instant::now());
+                        progress.println(&format!("direct path up to {peer_addr} (Noise KK, session key as PSK)"));
+                    }
+                    PeerEvent::StreamAcked { .. } => {
+                        progress.set(size);
+                        acked_all = true;
+                        give_up.get_or_insert(tokio::time::Instant::now() + CONFIRM_WAIT);
+                    }
+                    PeerEvent::Ended { reason, by_peer, bytes_sent, .. } => break (reason, by_peer, bytes_sent),
+                    _ => {}
+                },
+                Some(Event::Terminal(TerminalEvent::SessionExtended { session_id: id, duration_secs })) if id == session_id => {
+                    progress.println(&format!("the transfer was still running at the threshold: session extended to {duration_secs} s"));
+                }
+                Some(Event::Terminal(TerminalEvent::ExtensionRefused { session_id: id })) if id == session_id => {
+                    progress.println("the session server refused an extension");
+                }
+                Some(Event::Terminal(TerminalEvent::SessionEnded { session_id: id, .. })) if id == session_id => {
+                    give_up.get_or_insert(tokio::time::Instant::now() + CONFIRM_WAIT);
+                }
+                Some(_) => {}
+            },
+            _ = interrupt.recv() => {
+                progress.println("interrupted: closing the session");
+                let _ = handle.close(session_id, EndReason::Cancelled).await;
+                acked_all = false;
+                give_up = Some(tokio::time::Instant::now() + CONFIRM_WAIT);
+            }
+            () = wait => {
+                if acked_all {
+                    let _ = handle.close(session_id, EndReason::Completed).await;
+                    give_up = Some(tokio::time::Instant::now() + CONFIRM_WAIT);
+                    acked_all = false;
+                } else {
+                    progress.finish();
+                    return Err(CliError::failed("the session ended before the transfer did"));
+                }
+            }
+        }
+    };
+    progress.finish();
+    let (reason, by_peer, bytes_sent) = ended;
+    let elapsed = connected_at
+        .unwrap_or(started)
+        .elapsed()
+        .as_secs_f64()
+        .max(1e-3);
+    match (reason, by_peer) {
+        (EndReason::Completed, true) => {
+            println!(
+                "sent {name}: {} in {elapsed:.1} s ({}/s); the receiver verified SHA-256 {}",
+                human_bytes(size),
+                human_bytes((size as f64 / elapsed) as u64),
+                hex(&digest)
+            );
+            println!("session ended: Completed ({bytes_sent} payload bytes sent)");
+            Ok(())
+        }
+        (EndReason::Completed, false) => {
+            println!(
+                "sent {name}: {} in {elapsed:.1} s, every byte acknowledged (SHA-256 {}; the receiver did not confirm it)",
+                human_bytes(size),
+                hex(&digest)
+            );
+            println!("session ended: Completed ({bytes_sent} payload bytes sent)");
+            Ok(())
+        }
+        (EndReason::Failed, true) => Err(CliError::failed(format!(
+            "the receiver did not keep {name} (checksum mismatch, or it takes no files)"
+        ))),
+        (EndReason::Failed, false) if connected_at.is_none() => Err(CliError::failed(
+            "no direct path to the peer: hole punching did not get through",
+        )),
+        (reason, _) => Err(CliError::failed(format!(
+            "the transfer was cut: session ended ({reason:?}) after {} of {}",
+            human_bytes(bytes_sent.min(size)),
+            human_bytes(size)
+        ))),
+    }
 }

@@ -27,8 +27,10 @@ use tryst_core::terminal::{JudgePolicy, TerminalConfig, TerminalEvent, MAX_PERMI
 use tryst_core::wire::{DecisionMode, EndReason, Name, PublicKey, SessionId};
 use tryst_std::keyfile::{self, IfExists, KeyFileError};
 
+use super::transfer::{hex, human_bytes};
 use super::CliError;
-use crate::terminal::{self as driver, TerminalHandle};
+use crate::terminal::{self as driver, Event, TerminalHandle, TerminalOptions};
+use tryst_core::peer::session::PeerEvent;
 
 /// The terminal's secret key file in its state directory.
 pub const KEY_FILE: &str = "terminal.key";
@@ -372,12 +374,17 @@ pub async fn run(args: TerminalArgs) -> Result<(), CliError> {
     };
     let control = bind_control_socket(&state).await?;
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let (handle, mut events) = driver::spawn(
+    let options = TerminalOptions {
+        recv_dir: args.recv_dir.clone(),
+        ..TerminalOptions::default()
+    };
+    let (handle, mut events) = driver::spawn_with(
         config,
         keypair,
         args.common.server,
         bind_addr(&args.common),
         &name_refs,
+        options,
     )
     .await
     .map_err(|e| CliError::usage(format!("cannot bind the terminal's UDP socket: {e}")))?;
@@ -407,41 +414,30 @@ pub async fn run(args: TerminalArgs) -> Result<(), CliError> {
                     return Err(CliError::failed("the terminal's event loop stopped"));
                 };
                 match event {
-                    TerminalEvent::Registered { device_id } => {
-                        println!("registered as {} (device {:016x})", args.common.name, device_id.0);
+                    Event::Terminal(event) => {
+                        if let Some(stop) = on_terminal_event(&args, &mut live, event) {
+                            return Err(stop);
+                        }
                     }
-                    TerminalEvent::Online { observed } => {
-                        println!("online: the trigger server sees this terminal at {observed}");
-                    }
-                    TerminalEvent::RegistrationRefused => {
-                        return Err(CliError::failed(format!(
-                            "the session server refused the name {} for this key",
-                            args.common.name
-                        )));
-                    }
-                    TerminalEvent::PermissionAnswered { requester, verdict, .. } => {
-                        println!("asked about {requester}: {verdict:?}");
-                    }
-                    TerminalEvent::SessionReady { session_id, peer_name, duration_secs, .. } => {
-                        live.insert(session_id.0);
+                    Event::Peer { session_id, event: PeerEvent::Connected { peer_addr } } => {
                         println!(
-                            "session {} with {peer_name} for {duration_secs} s",
+                            "session {}: direct path up to {peer_addr}",
                             driver::full_session_id(&session_id)
                         );
                     }
-                    TerminalEvent::SessionExtended { session_id, duration_secs } => {
-                        println!(
-                            "session {} extended to {duration_secs} s",
+                    Event::Received { session_id, outcome } => match outcome {
+                        Ok(file) => println!(
+                            "session {}: received {} ({}), SHA-256 {} verified",
+                            driver::full_session_id(&session_id),
+                            file.path.display(),
+                            human_bytes(file.size),
+                            hex(&file.digest)
+                        ),
+                        Err(why) => println!(
+                            "session {}: file not kept: {why}",
                             driver::full_session_id(&session_id)
-                        );
-                    }
-                    TerminalEvent::SessionEnded { session_id, reason, bytes_received, .. } => {
-                        live.remove(&session_id.0);
-                        println!(
-                            "session {} ended: {reason:?} ({bytes_received} bytes received)",
-                            driver::full_session_id(&session_id)
-                        );
-                    }
+                        ),
+                    },
                     _ => {}
                 }
             }
@@ -456,6 +452,71 @@ pub async fn run(args: TerminalArgs) -> Result<(), CliError> {
     let _ = std::fs::remove_file(state.file(CONTROL_SOCKET));
     println!("terminal {} stopped", args.common.name);
     Ok(())
+}
+
+/// Prints what a terminal event means for the operator; `Some` stops the daemon.
+fn on_terminal_event(
+    args: &TerminalArgs,
+    live: &mut BTreeSet<[u8; 16]>,
+    event: TerminalEvent,
+) -> Option<CliError> {
+    match event {
+        TerminalEvent::Registered { device_id } => {
+            println!(
+                "registered as {} (device {:016x})",
+                args.common.name, device_id.0
+            );
+        }
+        TerminalEvent::Online { observed } => {
+            println!("online: the trigger server sees this terminal at {observed}");
+        }
+        TerminalEvent::RegistrationRefused => {
+            return Some(CliError::failed(format!(
+                "the session server refused the name {} for this key",
+                args.common.name
+            )));
+        }
+        TerminalEvent::PermissionAnswered {
+            requester, verdict, ..
+        } => {
+            println!("asked about {requester}: {verdict:?}");
+        }
+        TerminalEvent::SessionReady {
+            session_id,
+            peer_name,
+            duration_secs,
+            ..
+        } => {
+            live.insert(session_id.0);
+            println!(
+                "session {} with {peer_name} for {duration_secs} s",
+                driver::full_session_id(&session_id)
+            );
+        }
+        TerminalEvent::SessionExtended {
+            session_id,
+            duration_secs,
+        } => {
+            println!(
+                "session {} extended to {duration_secs} s",
+                driver::full_session_id(&session_id)
+            );
+        }
+        TerminalEvent::SessionEnded {
+            session_id,
+            reason,
+            bytes_received,
+            ..
+        } => {
+            live.remove(&session_id.0);
+            println!(
+                "session {} ended: {reason:?} ({bytes_received} bytes received)",
+                driver::full_session_id(&session_id)
+            );
+        }
+        _ => {}
+    }
+    None
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal, CliError> {

@@ -13,8 +13,9 @@
 //! - the partial file is removed on any failure, so nothing is left under
 //!   the final name that was not checked.
 //!
-//! The stream's layout: the transfer header (name and size, see
-//! [`encode_header`]), then the file's bytes, then their 32-byte SHA-256.
+//! The stream's layout is the core's (`tryst_core::peer::transfer`): the
+//! transfer header (name and size), then the file's bytes, then their
+//! 32-byte SHA-256.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -27,19 +28,9 @@ use sha2::{Digest, Sha256};
 
 use super::CliError;
 
-/// Longest file name a peer may send, in bytes (a common file system's limit).
-pub const MAX_FILE_NAME_LEN: usize = 255;
-/// Bytes of the SHA-256 trailer after the file's bytes.
-pub const TRAILER_LEN: usize = 32;
-/// The header's magic bytes.
-pub const HEADER_MAGIC: [u8; 4] = *b"TRYF";
-/// The header layout's version.
-pub const HEADER_VERSION: u8 = 1;
-/// The fixed part of the header: magic, version, name length (u16 BE);
-/// then the name, then the size (u64 BE).
-pub const HEADER_FIXED_LEN: usize = 4 + 1 + 2 + 8;
-/// Longest header: the fixed part and the longest name.
-pub const MAX_HEADER_LEN: usize = HEADER_FIXED_LEN + MAX_FILE_NAME_LEN;
+use tryst_core::peer::transfer::{is_plain_file_name, TransferHeader};
+pub use tryst_core::peer::transfer::{MAX_FILE_NAME_LEN, MAX_HEADER_LEN, TRAILER_LEN};
+
 /// Most stream bytes held in memory while the header has not arrived
 /// (data that overtook it); a peer that sends more is cut off.
 pub const MAX_EARLY_BYTES: usize = 32 * 1024 * 1024;
@@ -72,18 +63,14 @@ pub enum TransferError {
 }
 
 /// Checks a file name sent by a peer; `Ok` only for a plain name that stays
-/// inside the directory it is joined to.
+/// inside the directory it is joined to: the core's rule (no separators,
+/// NUL or control characters, not `.` or `..`) and no leading `.` (no
+/// hidden files, and never the name of a partial file).
 pub fn check_file_name(name: &str) -> Result<&str, TransferError> {
-    let bad = name.is_empty()
-        || name.len() > MAX_FILE_NAME_LEN
-        || name.starts_with('.')
-        || name
-            .chars()
-            .any(|c| c == '/' || c == '\\' || c == '\0' || c.is_control());
-    if bad {
-        Err(TransferError::BadName(name.chars().take(64).collect()))
-    } else {
+    if is_plain_file_name(name) && !name.starts_with('.') {
         Ok(name)
+    } else {
+        Err(TransferError::BadName(name.chars().take(64).collect()))
     }
 }
 
@@ -107,17 +94,16 @@ pub fn check_recv_dir(dir: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Encodes the transfer header: `"TRYF"`, version 1, name length (u16 BE),
-/// the name (UTF-8), the file size (u64 BE).
+/// Encodes the transfer header of a file called `name` of `size` bytes.
 pub fn encode_header(name: &str, size: u64) -> Result<Vec<u8>, TransferError> {
     let name = check_file_name(name)?;
-    let len = u16::try_from(name.len()).map_err(|_| TransferError::BadName(name.into()))?;
-    let mut out = Vec::with_capacity(HEADER_FIXED_LEN + name.len());
-    out.extend_from_slice(&HEADER_MAGIC);
-    out.push(HEADER_VERSION);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(&size.to_be_bytes());
+    let header =
+        TransferHeader::new(name, size).map_err(|_| TransferError::BadName(name.into()))?;
+    let mut out = vec![0u8; header.encoded_len()];
+    let n = header
+        .encode(&mut out)
+        .map_err(|_| TransferError::BadHeader)?;
+    out.truncate(n);
     Ok(out)
 }
 
@@ -135,31 +121,21 @@ pub struct Header {
 /// Decodes a header from the stream's first bytes: `Ok(None)` if more bytes
 /// are needed.
 pub fn decode_header(bytes: &[u8]) -> Result<Option<Header>, TransferError> {
-    let Some(fixed) = bytes.get(..7) else {
-        return Ok(None);
-    };
-    if fixed[..4] != HEADER_MAGIC || fixed[4] != HEADER_VERSION {
-        return Err(TransferError::BadHeader);
+    match TransferHeader::decode(bytes) {
+        Ok(None) => Ok(None),
+        Ok(Some((header, len))) => {
+            let name = check_file_name(header.name())?;
+            Ok(Some(Header {
+                name: name.to_owned(),
+                size: header.size,
+                len,
+            }))
+        }
+        Err(tryst_core::peer::transfer::TransferError::BadName) => {
+            Err(TransferError::BadName(String::new()))
+        }
+        Err(_) => Err(TransferError::BadHeader),
     }
-    let name_len = usize::from(u16::from_be_bytes([fixed[5], fixed[6]]));
-    if name_len > MAX_FILE_NAME_LEN {
-        return Err(TransferError::BadName(String::new()));
-    }
-    let len = HEADER_FIXED_LEN + name_len;
-    let Some(header) = bytes.get(..len) else {
-        return Ok(None);
-    };
-    let name = std::str::from_utf8(&header[7..7 + name_len]).map_err(|_| {
-        TransferError::BadName(String::from_utf8_lossy(&header[7..7 + name_len]).into())
-    })?;
-    check_file_name(name)?;
-    let mut size = [0u8; 8];
-    size.copy_from_slice(&header[7 + name_len..len]);
-    Ok(Some(Header {
-        name: name.to_owned(),
-        size: u64::from_be_bytes(size),
-        len,
-    }))
 }
 
 /// The send side: the whole stream (header, file, SHA-256) read by offset
@@ -871,11 +847,7 @@ mod tests {
             assert_eq!(decode_header(&h[..cut]).unwrap(), None);
         }
         assert!(decode_header(b"XXXXXXXXXXXXXXXXXXXX").is_err());
-        let mut evil = h.clone();
-        evil[7..9].copy_from_slice(b"..");
-        evil.truncate(7);
-        evil[5..7].copy_from_slice(&2u16.to_be_bytes());
-        evil.extend_from_slice(b"..");
+        let mut evil = b"TF\x01\x02..".to_vec();
         evil.extend_from_slice(&1u64.to_be_bytes());
         assert!(matches!(
             decode_header(&evil),
