@@ -1,11 +1,12 @@
 //! `tryst demo`: the seed's flows, end to end, on loopback. Both servers
 //! and three terminals run in this process with real sockets on 127.0.0.1
-//! and real cryptography; the story checks every step and fails loudly if
-//! one did not do what it says.
+//! and real cryptography, and a file crosses the direct peer path; the
+//! story checks every step and fails loudly if one did not do what it says.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -13,11 +14,14 @@ use rand_core::OsRng;
 use tokio::sync::mpsc;
 use tryst_core::crypto::StaticKeypair;
 use tryst_core::names::{NameRegistry, TrustMode};
+use tryst_core::peer::session::PeerEvent;
 use tryst_core::session_server::{SessionConfig, SessionEndReason, SessionEvent, SessionRecord};
 use tryst_core::terminal::{TerminalConfig, TerminalEvent};
 use tryst_core::trigger_server::TriggerConfig;
 use tryst_core::wire::{EndReason, PublicKey, Role, SessionId, SessionKey};
 
+use crate::cli::transfer::{hex, human_bytes, FileSource};
+use crate::terminal::{Event, TerminalOptions};
 use crate::{session, terminal, trigger};
 
 const LOOPBACK_ANY_PORT: &str = "127.0.0.1:0";
@@ -25,6 +29,11 @@ const LOOPBACK_ANY_PORT: &str = "127.0.0.1:0";
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The permitted duration the phone asks for: short, so the 70% point comes soon.
 const DEMO_DURATION_SECS: u32 = 4;
+/// The file the phone sends: small, and sent at [`DEMO_RATE`] so that the
+/// transfer is still running at 70% of [`DEMO_DURATION_SECS`].
+const DEMO_FILE_LEN: usize = 3 << 20;
+/// Bytes a second the demo's transfer is held to (about 4 s for the file).
+const DEMO_RATE: u64 = 768 << 10;
 
 /// Events of one machine, with a backlog so that waiting for one event
 /// never loses another that arrived first.
@@ -71,7 +80,7 @@ impl<E: Debug> Inbox<E> {
 struct DemoTerminal {
     name: &'static str,
     handle: terminal::TerminalHandle,
-    events: Inbox<TerminalEvent>,
+    events: Inbox<Event>,
     observed: SocketAddr,
 }
 
@@ -101,29 +110,35 @@ async fn start_terminal(
     allow: &[&str],
     trigger_udp: SocketAddr,
     session: &session::SessionHandle,
+    recv_dir: Option<PathBuf>,
 ) -> anyhow::Result<DemoTerminal> {
     let mut config = TerminalConfig::new(name, trigger_udp, session.public_key)
         .map_err(|e| anyhow::anyhow!("bad name {name}: {e}"))?;
     config.extension_secs = Some(DEMO_DURATION_SECS);
     let keypair = StaticKeypair::generate(&mut OsRng);
-    let (handle, events) = terminal::spawn(
+    let options = TerminalOptions {
+        recv_dir,
+        ..TerminalOptions::default()
+    };
+    let (handle, events) = terminal::spawn_with(
         config,
         keypair,
         session.control_addr,
         LOOPBACK_ANY_PORT.parse()?,
         allow,
+        options,
     )
     .await?;
     let mut events = Inbox::new(events);
     let device = events
         .expect("registration", |e| match e {
-            TerminalEvent::Registered { device_id } => Some(*device_id),
+            Event::Terminal(TerminalEvent::Registered { device_id }) => Some(*device_id),
             _ => None,
         })
         .await?;
     let observed = events
         .expect("first keepalive ack", |e| match e {
-            TerminalEvent::Online { observed } => Some(*observed),
+            Event::Terminal(TerminalEvent::Online { observed }) => Some(*observed),
             _ => None,
         })
         .await?;
@@ -142,14 +157,14 @@ async fn start_terminal(
 async fn ready(t: &mut DemoTerminal) -> anyhow::Result<Ready> {
     t.events
         .expect("an address notification", |e| match e {
-            TerminalEvent::SessionReady {
+            Event::Terminal(TerminalEvent::SessionReady {
                 session_id,
                 role,
                 peer_name,
                 peer_addr,
                 session_key,
                 ..
-            } => Some(Ready {
+            }) => Some(Ready {
                 session_id: *session_id,
                 role: *role,
                 peer_name: peer_name.to_string(),
@@ -167,11 +182,15 @@ async fn refused(t: &mut DemoTerminal, target: &str) -> anyhow::Result<Duration>
     let mut outcome = None;
     t.events
         .expect("an answer", |e| match e {
-            TerminalEvent::ConnectFailed { request_id } if *request_id == request => {
+            Event::Terminal(TerminalEvent::ConnectFailed { request_id })
+                if *request_id == request =>
+            {
                 outcome = Some(false);
                 Some(())
             }
-            TerminalEvent::SessionReady { request_id, .. } if *request_id == request => {
+            Event::Terminal(TerminalEvent::SessionReady { request_id, .. })
+                if *request_id == request =>
+            {
                 outcome = Some(true);
                 Some(())
             }
@@ -187,9 +206,9 @@ async fn refused(t: &mut DemoTerminal, target: &str) -> anyhow::Result<Duration>
 async fn ended(t: &mut DemoTerminal, id: SessionId) -> anyhow::Result<EndReason> {
     t.events
         .expect("the end of the session", |e| match e {
-            TerminalEvent::SessionEnded {
+            Event::Terminal(TerminalEvent::SessionEnded {
                 session_id, reason, ..
-            } if *session_id == id => Some(*reason),
+            }) if *session_id == id => Some(*reason),
             _ => None,
         })
         .await
@@ -202,6 +221,34 @@ async fn record(events: &mut Inbox<SessionEvent>, id: SessionId) -> anyhow::Resu
             _ => None,
         })
         .await
+}
+
+/// A scratch directory for the demo's files, removed when dropped.
+struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> std::io::Result<Scratch> {
+        let mut tag = [0u8; 6];
+        rand_core::RngCore::fill_bytes(&mut OsRng, &mut tag);
+        let path = std::env::temp_dir().join(format!("tryst-demo-{}", hex(&tag)));
+        std::fs::create_dir_all(&path)?;
+        Ok(Scratch { path })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Writes `len` random bytes to `path`.
+fn write_random_file(path: &Path, len: usize) -> std::io::Result<()> {
+    let mut data = vec![0u8; len];
+    rand_core::RngCore::fill_bytes(&mut OsRng, &mut data);
+    std::fs::write(path, data)
 }
 
 /// Runs the story; `Ok` only if every step did what it said.
@@ -246,9 +293,19 @@ pub async fn run() -> anyhow::Result<()> {
     );
 
     println!("\n[801-804] terminals register with both servers over Noise IK, then keep their NAT mapping alive");
-    let mut home = start_terminal("TERM1", &["TERM3"], trigger.udp_addr, &session).await?;
-    let mut phone = start_terminal("TERM3", &[], trigger.udp_addr, &session).await?;
-    let mut mallory = start_terminal("mallory", &[], trigger.udp_addr, &session).await?;
+    let scratch = Scratch::new()?;
+    let inbox = scratch.path.join("TERM1-inbox");
+    std::fs::create_dir(&inbox)?;
+    let mut home = start_terminal(
+        "TERM1",
+        &["TERM3"],
+        trigger.udp_addr,
+        &session,
+        Some(inbox.clone()),
+    )
+    .await?;
+    let mut phone = start_terminal("TERM3", &[], trigger.udp_addr, &session, None).await?;
+    let mut mallory = start_terminal("mallory", &[], trigger.udp_addr, &session, None).await?;
     println!("  TERM1's permission list: TERM3");
 
     println!("\n[805-812] TERM3 asks for TERM1; TERM1 is triggered, sends its list, the server searches it");
@@ -275,18 +332,51 @@ pub async fn run() -> anyhow::Result<()> {
         phone_ready.peer_name, phone_ready.peer_addr, home_ready.peer_name, home_ready.peer_addr
     );
 
-    println!("\n[S1504-S1507] the transfer is still running at 70% of the duration: TERM3 asks for more time");
     let id = phone_ready.session_id;
-    phone.handle.progress(id, 512 * 1024, 0, true).await?;
-    home.handle.progress(id, 0, 512 * 1024, true).await?;
+    println!("\n[S205-S207] TERM3 sends a file to TERM1 over the direct path");
+    let photo = scratch.path.join("photo.jpg");
+    write_random_file(&photo, DEMO_FILE_LEN)?;
+    let source = {
+        let photo = photo.clone();
+        tokio::task::spawn_blocking(move || FileSource::open(&photo))
+            .await?
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+    };
+    let digest = source.digest();
+    phone.handle.send_file(id, source, Some(DEMO_RATE)).await?;
+    let path = phone
+        .events
+        .expect("the direct path", |e| match e {
+            Event::Peer {
+                session_id,
+                event: PeerEvent::Connected { peer_addr },
+            } if *session_id == id => Some(*peer_addr),
+            _ => None,
+        })
+        .await?;
+    println!(
+        "  both sides punched from their keepalive sockets; Noise KK handshake with the session key as PSK: TERM3 -> {path}"
+    );
+    println!(
+        "  sending photo.jpg ({}, SHA-256 {}…) at {}/s so that it is still running at 70%",
+        human_bytes(DEMO_FILE_LEN as u64),
+        &hex(&digest)[..16],
+        human_bytes(DEMO_RATE)
+    );
+
+    println!("\n[S1504-S1507] the transfer is still running at 70% of the duration: TERM3 asks for more time");
     let granted = phone
         .events
         .expect("an extension", |e| match e {
-            TerminalEvent::SessionExtended {
+            Event::Terminal(TerminalEvent::SessionExtended {
                 session_id,
                 duration_secs,
-            } if *session_id == id => Some(*duration_secs),
-            TerminalEvent::ExtensionRefused { session_id } if *session_id == id => Some(0),
+            }) if *session_id == id => Some(*duration_secs),
+            Event::Terminal(TerminalEvent::ExtensionRefused { session_id })
+                if *session_id == id =>
+            {
+                Some(0)
+            }
             _ => None,
         })
         .await?;
@@ -294,13 +384,46 @@ pub async fn run() -> anyhow::Result<()> {
         bail!("the extension was refused");
     }
     println!("  granted: the session may now last {granted} s (both sides were told)");
+    let stored = home
+        .events
+        .expect("the received file", |e| match e {
+            Event::Received {
+                session_id,
+                outcome,
+            } if *session_id == id => Some(outcome.clone()),
+            _ => None,
+        })
+        .await?
+        .map_err(|why| anyhow::anyhow!("TERM1 did not keep the file: {why}"))?;
+    if stored.digest != digest || std::fs::read(&stored.path)? != std::fs::read(&photo)? {
+        bail!("the stored file differs from the one sent");
+    }
+    println!(
+        "  TERM1 stored {} ({}): SHA-256 matches, checked by TERM1 and again here",
+        stored
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        human_bytes(stored.size)
+    );
+    let (reason, by_peer) = phone
+        .events
+        .expect("the close of the direct path", |e| match e {
+            Event::Peer {
+                session_id,
+                event: PeerEvent::Ended {
+                    reason, by_peer, ..
+                },
+            } if *session_id == id => Some((*reason, *by_peer)),
+            _ => None,
+        })
+        .await?;
+    if reason != EndReason::Completed || !by_peer {
+        bail!("the direct path ended with {reason:?} (by the peer: {by_peer})");
+    }
 
     println!("\n[814/815] the transfer is done: both terminals send end notifications");
-    let bytes = 1024 * 1024;
-    phone.handle.progress(id, bytes, 0, false).await?;
-    home.handle.progress(id, 0, bytes, false).await?;
-    phone.handle.finish(id, EndReason::Completed).await?;
-    home.handle.finish(id, EndReason::Completed).await?;
     ended(&mut phone, id).await?;
     ended(&mut home, id).await?;
     let first = record(&mut server_events, id).await?;
@@ -311,7 +434,18 @@ pub async fn run() -> anyhow::Result<()> {
             first.extensions
         );
     }
-    println!("  (the direct data path is a later step: here the terminals report 1 MiB moved)");
+    if first.bytes_requester_to_target() < DEMO_FILE_LEN as u64 {
+        bail!(
+            "the record counts {} bytes from TERM3, less than the file",
+            first.bytes_requester_to_target()
+        );
+    }
+    println!(
+        "  recorded: {:?}, {} extension, {} from TERM3 to TERM1",
+        first.reason,
+        first.extensions,
+        human_bytes(first.bytes_requester_to_target())
+    );
 
     println!("\n[S511] requests that may not succeed get one and the same answer");
     let denied = refused(&mut mallory, "TERM1").await?;

@@ -6,6 +6,7 @@
 //! (the contract of `tryst_core::machine`). No protocol logic lives here.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod clock;
 pub mod demo;
 pub mod driver;

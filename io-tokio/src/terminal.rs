@@ -1,18 +1,123 @@
-//! A terminal (seed: terminals 1 and 3) on one UDP socket, with its stream
-//! to the session server opened when it has something to say.
+//! A terminal (seed: terminals 1 and 3) in its own event loop: one UDP
+//! socket for keepalives, triggers and the direct peer channel, and the
+//! stream to the session server, opened when the machine has something to
+//! say. The machine is the core's [`Endpoint`]: the terminal and its peer
+//! sessions, with the glue between them.
+//!
+//! The loop runs on its own thread with its own single-threaded runtime, so
+//! the data path never waits behind the app's tasks. It moves bytes only: datagrams are received in batches
+//! (`recvmmsg`, and GRO where the kernel offers it, through the `quinn-udp`
+//! crate) into one mutable buffer that the endpoint decrypts in place;
+//! datagrams to send are written into the driver's buffer and go out in
+//! batches of equal-sized segments to one destination per system call (GSO)
+//! where the kernel offers it. File payloads are read and written by offset
+//! ([`FileSource`], [`FileSink`]): the endpoint never copies or keeps them.
 
+use std::collections::BTreeMap;
+use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
+use quinn_udp::{RecvMeta, UdpSocketState, BATCH_SIZE};
 use rand_core::OsRng;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tryst_core::crypto::StaticKeypair;
-use tryst_core::machine::{ConnectionId, Transmit};
-use tryst_core::terminal::{ConnectError, Terminal, TerminalConfig, TerminalEvent, UnknownSession};
-use tryst_core::time::Instant;
-use tryst_core::wire::{EndReason, SessionId};
+use tryst_core::machine::{ConnectionId, Destination};
+use tryst_core::peer::endpoint::{Endpoint, EndpointEvent, SessionIo, ENDPOINT_BUF_LEN};
+use tryst_core::peer::session::{PeerConfig, PeerEvent};
+use tryst_core::terminal::{
+    ConnectError, PermissionError, TerminalConfig, TerminalEvent, UnknownQuery, UnknownSession,
+};
+use tryst_core::wire::{EndReason, Role, SessionId, Verdict};
 
-use crate::driver::{run, Driven, Sockets};
+use crate::cli::transfer::{FileSink, FileSource, ReceiveState};
+use crate::clock::DriverClock;
+use crate::stream::{connect_upstream, StreamInput, StreamWriter};
+
+/// Bytes of one receive slot: room for a GRO batch of full-sized datagrams
+/// (the kernel never coalesces more than 64 KiB).
+pub const RECV_SLOT_LEN: usize = 64 * 1024;
+/// Room per datagram in a GSO batch: an Ethernet-sized datagram; a larger
+/// one is sent alone.
+pub const BATCH_SLOT_LEN: usize = 1500;
+/// Socket buffer size asked of the kernel for each direction, so a burst
+/// of paced packets is not dropped by the socket itself.
+pub const SOCKET_BUFFER_LEN: usize = 4 * 1024 * 1024;
+/// How often transfer progress is reported to the app.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a rate-limited send makes more of its file available.
+pub const RATE_TICK: Duration = Duration::from_millis(20);
+/// Stack of the terminal's thread: the endpoint and its sessions are large
+/// fixed-size values (no allocator in the core), and debug builds copy them.
+pub const LOOP_STACK: usize = 16 * 1024 * 1024;
+/// Commands the app may queue before `send` waits.
+const COMMAND_QUEUE: usize = 64;
+
+/// How the terminal's loop treats payloads.
+#[derive(Debug, Clone, Default)]
+pub struct TerminalOptions {
+    /// Where files from permitted peers are stored; `None` refuses them
+    /// (the session is closed, `Failed`).
+    pub recv_dir: Option<PathBuf>,
+    /// The peer sessions' configuration.
+    pub peer: PeerConfig,
+}
+
+/// What happened, for the app.
+#[derive(Debug)]
+pub enum Event {
+    /// The terminal's event (registration, sessions, permissions...).
+    Terminal(TerminalEvent),
+    /// A peer session's event (connected, stream acknowledged, ended...).
+    Peer {
+        /// The session.
+        session_id: SessionId,
+        /// What happened.
+        event: PeerEvent,
+    },
+    /// How a file this terminal sends is going (every [`PROGRESS_INTERVAL`]).
+    Sending {
+        /// The session.
+        session_id: SessionId,
+        /// File bytes the peer acknowledged.
+        acked: u64,
+        /// The file's size.
+        size: u64,
+    },
+    /// How a file sent to this terminal is going (every [`PROGRESS_INTERVAL`]).
+    Receiving {
+        /// The session.
+        session_id: SessionId,
+        /// The file's name as sent.
+        name: String,
+        /// File bytes stored and hashed.
+        done: u64,
+        /// The file's size.
+        size: u64,
+    },
+    /// A file sent to this terminal was stored with a matching SHA-256, or
+    /// refused (nothing kept).
+    Received {
+        /// The session.
+        session_id: SessionId,
+        /// What was stored, or why nothing was.
+        outcome: Result<ReceivedFile, String>,
+    },
+}
+
+/// A file stored in the receive directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedFile {
+    /// Where.
+    pub path: PathBuf,
+    /// Its size.
+    pub size: u64,
+    /// Its SHA-256, which matched the sender's.
+    pub digest: [u8; 32],
+}
 
 /// What the app asks of a running terminal.
 #[derive(Debug)]
@@ -26,7 +131,8 @@ pub enum TerminalCommand {
         /// The request ID, or why no request was sent.
         reply: oneshot::Sender<Result<u32, ConnectError>>,
     },
-    /// Report how a session's transfer goes (drives the 70% extension).
+    /// Report a session's transfer to the terminal directly (for sessions
+    /// whose payload does not go through the peer channel).
     Progress {
         /// The session.
         session_id: SessionId,
@@ -37,7 +143,9 @@ pub enum TerminalCommand {
         /// Whether the transfer is still running.
         active: bool,
     },
-    /// End a session and send the end notification (S1508, 814/815).
+    /// End a session's terminal side now and send the end notification
+    /// with the last reported counts (S1508, 814/815); the peer session,
+    /// if any, closes with it.
     Finish {
         /// The session.
         session_id: SessionId,
@@ -46,70 +154,66 @@ pub enum TerminalCommand {
         /// Whether the session was known.
         reply: oneshot::Sender<Result<(), UnknownSession>>,
     },
-}
-
-impl Driven for Terminal<OsRng> {
-    type Event = TerminalEvent;
-    type Command = TerminalCommand;
-    fn on_udp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        self.handle_udp(now, from, datagram);
-    }
-    fn on_message(&mut self, now: Instant, _conn: ConnectionId, message: &[u8]) {
-        self.handle_upstream(now, message);
-    }
-    fn on_closed(&mut self, now: Instant, _conn: ConnectionId) {
-        self.handle_upstream_closed(now);
-    }
-    fn on_command(&mut self, now: Instant, command: TerminalCommand) {
-        match command {
-            TerminalCommand::Connect {
-                target,
-                duration_secs,
-                reply,
-            } => {
-                let _ = reply.send(self.connect(now, &target, duration_secs));
-            }
-            TerminalCommand::Progress {
-                session_id,
-                bytes_sent,
-                bytes_received,
-                active,
-            } => {
-                let _ = self.transfer_progress(&session_id, bytes_sent, bytes_received, active);
-            }
-            TerminalCommand::Finish {
-                session_id,
-                reason,
-                reply,
-            } => {
-                let _ = reply.send(self.finish_session(now, &session_id, reason));
-            }
-        }
-    }
-    fn on_timeout(&mut self, now: Instant) {
-        self.handle_timeout(now);
-    }
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        Terminal::poll_transmit(self)
-    }
-    fn poll_event(&mut self) -> Option<TerminalEvent> {
-        Terminal::poll_event(self)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        Terminal::poll_timeout(self)
-    }
+    /// Close a session through its peer channel (CLOSE to the peer, then
+    /// the end notification with the channel's byte counts).
+    Close {
+        /// The session.
+        session_id: SessionId,
+        /// Why.
+        reason: EndReason,
+    },
+    /// Send a file on a session's stream, optionally at most `rate` bytes a second.
+    Send {
+        /// The session.
+        session_id: SessionId,
+        /// The file.
+        source: Box<FileSource>,
+        /// Bytes per second; `None` as fast as the path allows.
+        rate: Option<u64>,
+        /// Whether the session runs.
+        reply: oneshot::Sender<Result<(), UnknownSession>>,
+    },
+    /// Replace the permission list L; it applies to the next request.
+    SetPermissions {
+        /// The whole new list.
+        names: Vec<String>,
+        /// Whether the list was taken (on error it is unchanged).
+        reply: oneshot::Sender<Result<(), PermissionError>>,
+    },
+    /// The app's verdict on a permission inquiry (judge policy `Ask`).
+    Answer {
+        /// The inquiry.
+        query_id: u32,
+        /// Yes or no.
+        verdict: Verdict,
+        /// Whether the inquiry was still waiting.
+        reply: oneshot::Sender<Result<(), UnknownQuery>>,
+    },
+    /// Stop: send what is queued (end notifications), close the stream to
+    /// the session server, and end the loop.
+    Shutdown {
+        /// Longest to wait for the queued records to leave.
+        grace: Duration,
+        /// Answered when the loop has stopped.
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// A running terminal.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TerminalHandle {
-    /// Its UDP socket's local address (keepalives and, later, the peer path).
+    /// Its UDP socket's local address (keepalives and the peer path).
     pub udp_addr: SocketAddr,
     commands: mpsc::Sender<TerminalCommand>,
 }
 
+/// The loop stopped before it answered.
+fn stopped<T>(_: T) -> anyhow::Error {
+    anyhow::anyhow!("the terminal's event loop stopped")
+}
+
 impl TerminalHandle {
-    /// Asks for `target`; the answer comes as an event.
+    /// Asks for `target`; the answer comes as an event with the returned request ID.
     pub async fn connect(&self, target: &str, duration_secs: u32) -> anyhow::Result<u32> {
         let (reply, answer) = oneshot::channel();
         self.commands
@@ -118,13 +222,15 @@ impl TerminalHandle {
                 duration_secs,
                 reply,
             })
-            .await?;
+            .await
+            .map_err(stopped)?;
         answer
-            .await?
-            .map_err(|e| anyhow::anyhow!("request not sent: {e:?}"))
+            .await
+            .map_err(stopped)?
+            .map_err(|e| anyhow::anyhow!("request not sent: {e}"))
     }
 
-    /// Reports a session's transfer.
+    /// Reports a session's transfer to the terminal directly.
     pub async fn progress(
         &self,
         session_id: SessionId,
@@ -139,11 +245,11 @@ impl TerminalHandle {
                 bytes_received,
                 active,
             })
-            .await?;
-        Ok(())
+            .await
+            .map_err(stopped)
     }
 
-    /// Ends a session.
+    /// Ends a session's terminal side now (and its peer session with it).
     pub async fn finish(&self, session_id: SessionId, reason: EndReason) -> anyhow::Result<()> {
         let (reply, answer) = oneshot::channel();
         self.commands
@@ -152,37 +258,1112 @@ impl TerminalHandle {
                 reason,
                 reply,
             })
-            .await?;
+            .await
+            .map_err(stopped)?;
         answer
-            .await?
+            .await
+            .map_err(stopped)?
             .map_err(|_| anyhow::anyhow!("no such session"))
+    }
+
+    /// Closes a session through its peer channel.
+    pub async fn close(&self, session_id: SessionId, reason: EndReason) -> anyhow::Result<()> {
+        self.commands
+            .send(TerminalCommand::Close { session_id, reason })
+            .await
+            .map_err(stopped)
+    }
+
+    /// Sends a file on a session's stream.
+    pub async fn send_file(
+        &self,
+        session_id: SessionId,
+        source: FileSource,
+        rate: Option<u64>,
+    ) -> anyhow::Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(TerminalCommand::Send {
+                session_id,
+                source: Box::new(source),
+                rate,
+                reply,
+            })
+            .await
+            .map_err(stopped)?;
+        answer
+            .await
+            .map_err(stopped)?
+            .map_err(|_| anyhow::anyhow!("the session is not running"))
+    }
+
+    /// Replaces the permission list; it applies to the next request.
+    pub async fn set_permissions(&self, names: Vec<String>) -> anyhow::Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(TerminalCommand::SetPermissions { names, reply })
+            .await
+            .map_err(stopped)?;
+        answer
+            .await
+            .map_err(stopped)?
+            .map_err(|e| anyhow::anyhow!("permission list refused: {e}"))
+    }
+
+    /// Answers a permission inquiry.
+    pub async fn answer(&self, query_id: u32, verdict: Verdict) -> anyhow::Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(TerminalCommand::Answer {
+                query_id,
+                verdict,
+                reply,
+            })
+            .await
+            .map_err(stopped)?;
+        answer
+            .await
+            .map_err(stopped)?
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Stops the terminal after its queued messages (end notifications)
+    /// left, waiting at most `grace` for them.
+    pub async fn shutdown(&self, grace: Duration) {
+        let (reply, done) = oneshot::channel();
+        if self
+            .commands
+            .send(TerminalCommand::Shutdown { grace, reply })
+            .await
+            .is_ok()
+        {
+            let _ = done.await;
+        }
     }
 }
 
-/// Binds the terminal's UDP socket and starts it with this permission list:
-/// it registers at once. Returns its handle and its events.
+/// Binds the terminal's UDP socket and starts it with this permission list
+/// and default options (files from peers refused): it registers at once.
+/// Returns its handle and the terminal's events (peer events are left out).
 pub async fn spawn(
     config: TerminalConfig,
     keypair: StaticKeypair,
     session_server: SocketAddr,
     udp_addr: SocketAddr,
     permissions: &[&str],
-) -> std::io::Result<(TerminalHandle, mpsc::UnboundedReceiver<TerminalEvent>)> {
-    let udp = UdpSocket::bind(udp_addr).await?;
-    let udp_addr = udp.local_addr()?;
-    let clock = crate::clock::DriverClock::default();
-    let mut machine = Terminal::new(config, keypair, OsRng);
-    machine
-        .set_permissions(permissions)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e:?}")))?;
-    machine.start(clock.now());
-    let (commands, command_rx) = mpsc::channel(16);
+) -> io::Result<(TerminalHandle, mpsc::UnboundedReceiver<TerminalEvent>)> {
+    let (handle, mut all) = spawn_with(
+        config,
+        keypair,
+        session_server,
+        udp_addr,
+        permissions,
+        TerminalOptions::default(),
+    )
+    .await?;
+    let (tx, events) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(event) = all.recv().await {
+            if let Event::Terminal(event) = event {
+                if tx.send(event).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    Ok((handle, events))
+}
+
+/// Binds the terminal's UDP socket and starts it: it registers at once.
+/// Returns its handle and all its events; the loop runs until every handle
+/// is dropped or one asks it to shut down.
+pub async fn spawn_with(
+    config: TerminalConfig,
+    keypair: StaticKeypair,
+    session_server: SocketAddr,
+    udp_addr: SocketAddr,
+    permissions: &[&str],
+    options: TerminalOptions,
+) -> io::Result<(TerminalHandle, mpsc::UnboundedReceiver<Event>)> {
+    let std_socket = std::net::UdpSocket::bind(udp_addr)?;
+    std_socket.set_nonblocking(true)?;
+    let udp_addr = std_socket.local_addr()?;
+    let permissions: Vec<String> = permissions.iter().map(|p| (*p).to_owned()).collect();
+    let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (event_tx, events) = mpsc::unbounded_channel();
-    let sockets = Sockets {
-        udp: Some(udp),
-        listener: None,
-        upstream: Some(session_server),
-    };
-    tokio::spawn(run(clock, machine, sockets, command_rx, event_tx));
+    let (ready_tx, ready) = oneshot::channel::<io::Result<()>>();
+    std::thread::Builder::new()
+        .name("tryst-terminal".to_owned())
+        .stack_size(LOOP_STACK)
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let udp = match BatchSocket::from_std(std_socket) {
+                    Ok(udp) => udp,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let clock = DriverClock::default();
+                let mut endpoint = Box::new(Endpoint::new(
+                    config,
+                    keypair,
+                    OsRng,
+                    OsRng,
+                    options.peer.clone(),
+                ));
+                let names: Vec<&str> = permissions.iter().map(String::as_str).collect();
+                if let Err(e) = endpoint.terminal_mut().set_permissions(&names) {
+                    let _ = ready_tx.send(Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        e.to_string(),
+                    )));
+                    return;
+                }
+                endpoint.start(clock.now());
+                let (stream_tx, stream_rx) = mpsc::channel(256);
+                let event_loop = Loop {
+                    clock,
+                    endpoint,
+                    udp,
+                    tx_buf: vec![0; ENDPOINT_BUF_LEN],
+                    payloads: Payloads {
+                        recv_dir: options.recv_dir,
+                        sessions: BTreeMap::new(),
+                    },
+                    session_server,
+                    upstream: None,
+                    next_upstream: 0,
+                    stream_tx,
+                    events: event_tx,
+                    next_progress: tokio::time::Instant::now(),
+                };
+                let _ = ready_tx.send(Ok(()));
+                event_loop.run(command_rx, stream_rx).await;
+            });
+        })?;
+    ready
+        .await
+        .map_err(|_| io::Error::other("the terminal's thread stopped"))??;
     Ok((TerminalHandle { udp_addr, commands }, events))
+}
+
+/// The UDP socket with its batching state and buffers.
+struct BatchSocket {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    /// `BATCH_SIZE` receive slots of [`RECV_SLOT_LEN`] bytes, one buffer.
+    recv_buf: Vec<u8>,
+    recv_meta: [RecvMeta; BATCH_SIZE],
+    /// Datagrams waiting to go out as one GSO batch.
+    batch: SendBatch,
+}
+
+impl BatchSocket {
+    #[cfg(test)]
+    fn bind(addr: SocketAddr) -> io::Result<BatchSocket> {
+        let std_socket = std::net::UdpSocket::bind(addr)?;
+        std_socket.set_nonblocking(true)?;
+        BatchSocket::from_std(std_socket)
+    }
+
+    /// Takes a bound, non-blocking socket (inside the runtime that polls it).
+    fn from_std(std_socket: std::net::UdpSocket) -> io::Result<BatchSocket> {
+        let state = UdpSocketState::new((&std_socket).into())?;
+        // Best effort: a smaller buffer still works, it only drops sooner.
+        let _ = state.set_recv_buffer_size((&std_socket).into(), SOCKET_BUFFER_LEN);
+        let _ = state.set_send_buffer_size((&std_socket).into(), SOCKET_BUFFER_LEN);
+        let max_segments = state.max_gso_segments().max(1);
+        tracing::debug!(
+            gso_segments = max_segments,
+            gro_segments = state.gro_segments(),
+            "udp socket ready"
+        );
+        Ok(BatchSocket {
+            socket: UdpSocket::from_std(std_socket)?,
+            state,
+            recv_buf: vec![0; BATCH_SIZE * RECV_SLOT_LEN],
+            recv_meta: [RecvMeta::default(); BATCH_SIZE],
+            batch: SendBatch::new(max_segments),
+        })
+    }
+
+    /// Waits for datagrams; returns how many slots were filled.
+    async fn recv(&mut self) -> io::Result<usize> {
+        loop {
+            self.socket.readable().await?;
+            let mut slots = self.recv_buf.chunks_mut(RECV_SLOT_LEN);
+            let mut iovs: [IoSliceMut<'_>; BATCH_SIZE] =
+                std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
+            let (socket, state, meta) = (&self.socket, &self.state, &mut self.recv_meta);
+            match socket.try_io(Interest::READABLE, || {
+                state.recv(socket.into(), &mut iovs, meta)
+            }) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The datagrams of receive slot `slot` (several when GRO coalesced
+    /// them), each mutable so the endpoint can decrypt in place.
+    fn received(&mut self, slot: usize) -> (SocketAddr, std::slice::ChunksMut<'_, u8>) {
+        let meta = self.recv_meta.get(slot).copied().unwrap_or_default();
+        let start = slot * RECV_SLOT_LEN;
+        let len = meta.len.min(RECV_SLOT_LEN);
+        let data = self
+            .recv_buf
+            .get_mut(start..start + len)
+            .unwrap_or_default();
+        (meta.addr, data.chunks_mut(meta.stride.max(1)))
+    }
+
+    /// Sends one whole buffer (one datagram, or a GSO batch of `segment`-sized ones).
+    async fn send(&self, to: SocketAddr, contents: &[u8], segment: Option<usize>) {
+        let transmit = quinn_udp::Transmit {
+            destination: to,
+            ecn: None,
+            contents,
+            segment_size: segment.filter(|s| *s < contents.len()),
+            src_ip: None,
+        };
+        loop {
+            let result = match self.socket.writable().await {
+                Ok(()) => self.socket.try_io(Interest::WRITABLE, || {
+                    self.state.try_send((&self.socket).into(), &transmit)
+                }),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    // UDP: the protocol above retransmits; a datagram too big
+                    // for the path (EMSGSIZE, a PMTU probe) is expected.
+                    tracing::debug!(%to, len = contents.len(), error = %e, "datagram not sent");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends the pending GSO batch, if any.
+    async fn flush(&mut self) {
+        if let Some((to, len, segment)) = self.batch.take() {
+            let contents = self.batch.buf.get(..len).unwrap_or_default();
+            self.send(to, contents, Some(segment)).await;
+        }
+    }
+
+    /// Adds a datagram to the GSO batch, sending the batch first if the
+    /// datagram cannot join it, and after if it is full.
+    async fn queue(&mut self, to: SocketAddr, datagram: &[u8]) {
+        if !self.batch.push(to, datagram) {
+            self.flush().await;
+            if !self.batch.push(to, datagram) {
+                // Larger than the batch buffer: alone.
+                self.send(to, datagram, None).await;
+                return;
+            }
+        }
+        if self.batch.is_full() {
+            self.flush().await;
+        }
+    }
+}
+
+/// Datagrams to one destination, all `segment` bytes long except possibly
+/// the last (the GSO rule), laid end to end in one buffer.
+struct SendBatch {
+    buf: Vec<u8>,
+    len: usize,
+    segment: usize,
+    count: usize,
+    max_segments: usize,
+    destination: Option<SocketAddr>,
+    /// The last segment was shorter: nothing more may join.
+    closed: bool,
+}
+
+impl SendBatch {
+    fn new(max_segments: usize) -> SendBatch {
+        SendBatch {
+            buf: vec![0; max_segments * BATCH_SLOT_LEN],
+            len: 0,
+            segment: 0,
+            count: 0,
+            max_segments,
+            destination: None,
+            closed: false,
+        }
+    }
+
+    /// Whether a datagram of `len` bytes to `to` may join the batch.
+    fn fits(&self, to: SocketAddr, len: usize) -> bool {
+        self.count > 0
+            && !self.closed
+            && self.destination == Some(to)
+            && self.count < self.max_segments
+            && len <= self.segment
+            && self.len + len <= self.buf.len()
+    }
+
+    /// Adds a datagram if it may join (an empty batch takes any that fits
+    /// the buffer); whether it did.
+    fn push(&mut self, to: SocketAddr, datagram: &[u8]) -> bool {
+        if self.count == 0 {
+            if datagram.len() > self.buf.len() || datagram.is_empty() {
+                return false;
+            }
+            self.destination = Some(to);
+            self.segment = datagram.len();
+            self.closed = false;
+            self.len = 0;
+        } else if !self.fits(to, datagram.len()) {
+            return false;
+        }
+        let Some(slot) = self.buf.get_mut(self.len..self.len + datagram.len()) else {
+            return false;
+        };
+        slot.copy_from_slice(datagram);
+        self.len += datagram.len();
+        self.count += 1;
+        if datagram.len() < self.segment {
+            self.closed = true;
+        }
+        true
+    }
+
+    /// Whether the batch can take nothing more.
+    fn is_full(&self) -> bool {
+        self.count >= self.max_segments || self.closed
+    }
+
+    /// Empties the batch: (destination, bytes, segment size).
+    fn take(&mut self) -> Option<(SocketAddr, usize, usize)> {
+        if self.count == 0 {
+            return None;
+        }
+        let to = self.destination?;
+        let out = (to, self.len, self.segment);
+        self.count = 0;
+        self.len = 0;
+        self.closed = false;
+        Some(out)
+    }
+}
+
+/// A file being sent on a session's stream.
+struct Outgoing {
+    source: FileSource,
+    /// Bytes a second, for a throttled send.
+    rate: Option<u64>,
+    /// When the throttled send started (the data channel came up).
+    started: Option<tokio::time::Instant>,
+    /// Stream bytes made available so far.
+    available: u64,
+    finished: bool,
+}
+
+/// One session's payloads.
+#[derive(Default)]
+struct Payload {
+    outgoing: Option<Outgoing>,
+    incoming: Option<FileSink>,
+    /// The peer sent stream bytes that nothing here takes.
+    refused: bool,
+    /// The outcome of the incoming file was reported.
+    reported: bool,
+}
+
+/// Every session's payloads, as the endpoint reads and writes them.
+struct Payloads {
+    recv_dir: Option<PathBuf>,
+    sessions: BTreeMap<[u8; 16], Payload>,
+}
+
+impl SessionIo for Payloads {
+    fn read_at(&mut self, session: &SessionId, offset: u64, buf: &mut [u8]) -> usize {
+        match self
+            .sessions
+            .get_mut(&session.0)
+            .and_then(|p| p.outgoing.as_mut())
+        {
+            Some(out) => out.source.read_at(offset, buf),
+            None => 0,
+        }
+    }
+
+    fn stream_data(&mut self, session: &SessionId, offset: u64, data: &[u8]) {
+        let Some(payload) = self.sessions.get_mut(&session.0) else {
+            return;
+        };
+        match payload.incoming.as_mut() {
+            Some(sink) => sink.stream_data(offset, data),
+            None => payload.refused = true,
+        }
+    }
+
+    fn datagram(&mut self, _session: &SessionId, _data: &[u8]) {
+        // Real-time datagrams have no consumer in the file tool yet.
+    }
+}
+
+/// The terminal's event loop and everything it owns.
+struct Loop {
+    clock: DriverClock,
+    /// Boxed: the endpoint holds every session's state inline (hundreds of KiB).
+    endpoint: Box<Endpoint<OsRng>>,
+    udp: BatchSocket,
+    /// Where the endpoint writes each transmit.
+    tx_buf: Vec<u8>,
+    payloads: Payloads,
+    session_server: SocketAddr,
+    /// The live stream to the session server: its number and writer.
+    upstream: Option<(ConnectionId, StreamWriter)>,
+    next_upstream: u64,
+    stream_tx: mpsc::Sender<StreamInput>,
+    events: mpsc::UnboundedSender<Event>,
+    next_progress: tokio::time::Instant,
+}
+
+impl Loop {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<TerminalCommand>,
+        mut streams: mpsc::Receiver<StreamInput>,
+    ) {
+        loop {
+            self.drain().await;
+            let mut deadline = self.clock.deadline(self.endpoint.poll_timeout());
+            if self.throttled() {
+                deadline = deadline.min(tokio::time::Instant::now() + RATE_TICK);
+            }
+            tokio::select! {
+                received = self.udp.recv() => match received {
+                    Ok(slots) => self.on_datagrams(slots),
+                    Err(e) => tracing::debug!(error = %e, "udp receive failed"),
+                },
+                Some(input) = streams.recv() => self.on_stream(input),
+                command = commands.recv() => match command {
+                    Some(TerminalCommand::Shutdown { grace, reply }) => {
+                        self.drain().await;
+                        if let Some((_, writer)) = self.upstream.take() {
+                            writer.close(grace).await;
+                        }
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.endpoint.handle_timeout(self.clock.now());
+                }
+            }
+        }
+    }
+
+    fn on_datagrams(&mut self, slots: usize) {
+        let now = self.clock.now();
+        for slot in 0..slots {
+            let (from, datagrams) = self.udp.received(slot);
+            for datagram in datagrams {
+                self.endpoint
+                    .handle_udp(now, from, datagram, &mut self.payloads);
+            }
+        }
+    }
+
+    fn on_stream(&mut self, input: StreamInput) {
+        let now = self.clock.now();
+        let current = self.upstream.as_ref().map(|(conn, _)| *conn);
+        match input {
+            StreamInput::Message(conn, message) if Some(conn) == current => {
+                self.endpoint.handle_upstream(now, &message);
+            }
+            StreamInput::Closed(conn) if Some(conn) == current => {
+                self.upstream = None;
+                self.endpoint.handle_upstream_closed(now);
+            }
+            // An old stream's late input, or an accepted stream (never: the
+            // terminal listens on none).
+            _ => {}
+        }
+    }
+
+    fn on_command(&mut self, command: TerminalCommand) {
+        let now = self.clock.now();
+        match command {
+            TerminalCommand::Connect {
+                target,
+                duration_secs,
+                reply,
+            } => {
+                let result = self
+                    .endpoint
+                    .terminal_mut()
+                    .connect(now, &target, duration_secs);
+                let _ = reply.send(result);
+            }
+            TerminalCommand::Progress {
+                session_id,
+                bytes_sent,
+                bytes_received,
+                active,
+            } => {
+                let _ = self.endpoint.terminal_mut().transfer_progress(
+                    &session_id,
+                    bytes_sent,
+                    bytes_received,
+                    active,
+                );
+            }
+            TerminalCommand::Finish {
+                session_id,
+                reason,
+                reply,
+            } => {
+                let result = self
+                    .endpoint
+                    .terminal_mut()
+                    .finish_session(now, &session_id, reason);
+                let _ = reply.send(result);
+            }
+            TerminalCommand::Close { session_id, reason } => {
+                if self.endpoint.session(&session_id).is_some() {
+                    self.endpoint.close_session(now, &session_id, reason);
+                } else {
+                    let _ = self
+                        .endpoint
+                        .terminal_mut()
+                        .finish_session(now, &session_id, reason);
+                }
+            }
+            TerminalCommand::Send {
+                session_id,
+                source,
+                rate,
+                reply,
+            } => {
+                let result = self.start_send(session_id, *source, rate);
+                let _ = reply.send(result);
+            }
+            TerminalCommand::SetPermissions { names, reply } => {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let result = self.endpoint.terminal_mut().set_permissions(&names);
+                if result.is_ok() {
+                    tracing::info!(count = names.len(), "permission list updated");
+                }
+                let _ = reply.send(result);
+            }
+            TerminalCommand::Answer {
+                query_id,
+                verdict,
+                reply,
+            } => {
+                let result = self.endpoint.terminal_mut().answer(now, query_id, verdict);
+                let _ = reply.send(result);
+            }
+            // The loop handles it before it gets here.
+            TerminalCommand::Shutdown { reply, .. } => {
+                let _ = reply.send(());
+            }
+        }
+        self.endpoint.pump(now);
+    }
+
+    /// Puts a file on a session's stream: all of it at once, or (throttled)
+    /// a growing prefix once the data channel is up.
+    fn start_send(
+        &mut self,
+        session_id: SessionId,
+        source: FileSource,
+        rate: Option<u64>,
+    ) -> Result<(), UnknownSession> {
+        let total = source.stream_len();
+        let Some(session) = self.endpoint.session_mut(&session_id) else {
+            return Err(UnknownSession);
+        };
+        let finished = rate.is_none();
+        let started = session.is_connected().then(tokio::time::Instant::now);
+        if finished {
+            // A fresh stream: its length is always acceptable.
+            let _ = session.stream_finish(total);
+        }
+        let payload = self.payloads.sessions.entry(session_id.0).or_default();
+        payload.outgoing = Some(Outgoing {
+            source,
+            rate,
+            started,
+            available: if finished { total } else { 0 },
+            finished,
+        });
+        Ok(())
+    }
+
+    /// Whether a throttled send still has bytes to make available.
+    fn throttled(&self) -> bool {
+        self.payloads
+            .sessions
+            .values()
+            .filter_map(|p| p.outgoing.as_ref())
+            .any(|o| o.started.is_some() && !o.finished)
+    }
+
+    /// Makes more of each throttled file available, at its rate.
+    fn feed_throttled(&mut self) {
+        let now = tokio::time::Instant::now();
+        for (id, payload) in &mut self.payloads.sessions {
+            let Some(out) = payload.outgoing.as_mut() else {
+                continue;
+            };
+            let (Some(rate), Some(started), false) = (out.rate, out.started, out.finished) else {
+                continue;
+            };
+            let Some(session) = self.endpoint.session_mut(&SessionId(*id)) else {
+                continue;
+            };
+            let total = out.source.stream_len();
+            let elapsed = now.duration_since(started).as_secs_f64();
+            let allowed = ((rate as f64) * elapsed) as u64;
+            out.available = allowed.min(total).max(out.available);
+            if out.available >= total {
+                let _ = session.stream_finish(total);
+                out.finished = true;
+            } else {
+                session.stream_extend(out.available);
+            }
+        }
+    }
+
+    /// Sends every transmit and handles every event, until there are none.
+    async fn drain(&mut self) {
+        loop {
+            self.feed_throttled();
+            let now = self.clock.now();
+            while let Some(t) =
+                self.endpoint
+                    .poll_transmit(now, &mut self.tx_buf, &mut self.payloads)
+            {
+                let Some(bytes) = self.tx_buf.get(..t.len) else {
+                    continue;
+                };
+                match t.destination {
+                    Destination::Udp(to) => self.udp.queue(to, bytes).await,
+                    Destination::Upstream => {
+                        let record = bytes.to_vec();
+                        self.send_upstream(&record);
+                    }
+                    // A terminal accepts no streams.
+                    Destination::Connection(_) => {}
+                }
+            }
+            self.udp.flush().await;
+            let mut any = false;
+            while let Some(event) = self.endpoint.poll_event() {
+                any = true;
+                self.on_event(event);
+            }
+            any |= self.check_payloads();
+            if !any {
+                break;
+            }
+        }
+        self.report_progress();
+    }
+
+    fn on_event(&mut self, event: EndpointEvent) {
+        match event {
+            EndpointEvent::Terminal(event) => {
+                log_event(&event);
+                match &event {
+                    TerminalEvent::SessionReady {
+                        session_id, role, ..
+                    } => {
+                        let incoming = match (role, &self.payloads.recv_dir) {
+                            (Role::Connected, Some(dir)) => Some(FileSink::new(dir)),
+                            _ => None,
+                        };
+                        self.payloads.sessions.insert(
+                            session_id.0,
+                            Payload {
+                                incoming,
+                                ..Payload::default()
+                            },
+                        );
+                    }
+                    TerminalEvent::SessionEnded { session_id, .. }
+                        if self.endpoint.session(session_id).is_none() =>
+                    {
+                        self.end_payload(session_id, "the session ended");
+                    }
+                    _ => {}
+                }
+                let _ = self.events.send(Event::Terminal(event));
+            }
+            EndpointEvent::Peer { session_id, event } => {
+                log_peer_event(&session_id, &event);
+                match event {
+                    PeerEvent::Connected { .. } => {
+                        if let Some(out) = self
+                            .payloads
+                            .sessions
+                            .get_mut(&session_id.0)
+                            .and_then(|p| p.outgoing.as_mut())
+                        {
+                            out.started.get_or_insert_with(tokio::time::Instant::now);
+                        }
+                    }
+                    PeerEvent::Ended { reason, .. } => {
+                        self.end_payload(&session_id, &format!("the session ended ({reason:?})"));
+                    }
+                    _ => {}
+                }
+                let _ = self.events.send(Event::Peer { session_id, event });
+            }
+        }
+    }
+
+    /// A session is over: an unfinished incoming file is thrown away.
+    fn end_payload(&mut self, session_id: &SessionId, why: &str) {
+        let Some(mut payload) = self.payloads.sessions.remove(&session_id.0) else {
+            return;
+        };
+        if let Some(sink) = payload.incoming.as_mut() {
+            if !payload.reported && sink.file_size().is_some() {
+                sink.abort(why);
+                let _ = self.events.send(Event::Received {
+                    session_id: *session_id,
+                    outcome: Err(format!("transfer cut: {why}")),
+                });
+            }
+        }
+    }
+
+    /// Reports finished or refused incoming files and closes their
+    /// sessions: `Completed` once the file is stored and checked (the
+    /// sender learns it from the close), `Failed` otherwise. Whether any
+    /// session was closed.
+    fn check_payloads(&mut self) -> bool {
+        let now = self.clock.now();
+        let mut closes = Vec::new();
+        for (id, payload) in &mut self.payloads.sessions {
+            let session_id = SessionId(*id);
+            if payload.reported {
+                continue;
+            }
+            if payload.refused {
+                payload.reported = true;
+                tracing::info!(session = %short_session_id(&session_id), "peer sent a file; this terminal takes none");
+                closes.push((session_id, EndReason::Failed));
+                continue;
+            }
+            let Some(sink) = payload.incoming.as_ref() else {
+                continue;
+            };
+            let outcome = match sink.state() {
+                ReceiveState::Complete { path, digest, size } => Ok(ReceivedFile {
+                    path: path.clone(),
+                    size: *size,
+                    digest: *digest,
+                }),
+                ReceiveState::Failed(why) => Err(why.clone()),
+                _ => continue,
+            };
+            payload.reported = true;
+            match &outcome {
+                Ok(file) => tracing::info!(
+                    session = %short_session_id(&session_id),
+                    path = %file.path.display(),
+                    size = file.size,
+                    "file received, checksum verified"
+                ),
+                Err(why) => tracing::warn!(
+                    session = %short_session_id(&session_id),
+                    error = %why,
+                    "file refused"
+                ),
+            }
+            let reason = if outcome.is_ok() {
+                EndReason::Completed
+            } else {
+                EndReason::Failed
+            };
+            closes.push((session_id, reason));
+            let _ = self.events.send(Event::Received {
+                session_id,
+                outcome,
+            });
+        }
+        let any = !closes.is_empty();
+        for (id, reason) in closes {
+            self.endpoint.close_session(now, &id, reason);
+        }
+        any
+    }
+
+    /// Progress of every transfer, at most every [`PROGRESS_INTERVAL`].
+    fn report_progress(&mut self) {
+        let now = tokio::time::Instant::now();
+        if now < self.next_progress {
+            return;
+        }
+        self.next_progress = now + PROGRESS_INTERVAL;
+        for (id, payload) in &self.payloads.sessions {
+            let session_id = SessionId(*id);
+            if let Some(out) = &payload.outgoing {
+                let acked = self
+                    .endpoint
+                    .session(&session_id)
+                    .and_then(|s| s.transport_stats())
+                    .map_or(0, |s| s.stream_bytes_acked);
+                let _ = self.events.send(Event::Sending {
+                    session_id,
+                    acked: out.source.file_bytes_in(acked),
+                    size: out.source.file_size(),
+                });
+            }
+            if let Some(sink) = &payload.incoming {
+                if let (ReceiveState::Receiving { name, size }, false) =
+                    (sink.state(), payload.reported)
+                {
+                    let _ = self.events.send(Event::Receiving {
+                        session_id,
+                        name: name.clone(),
+                        done: sink.file_bytes_done(),
+                        size: *size,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Queues a record on the stream to the session server, opening the
+    /// stream first if needed (a failed connect comes back as `Closed`).
+    fn send_upstream(&mut self, record: &[u8]) {
+        let writer = match &self.upstream {
+            Some((_, writer)) => writer,
+            None => {
+                let conn = ConnectionId(self.next_upstream);
+                self.next_upstream += 1;
+                let writer = connect_upstream(self.session_server, conn, self.stream_tx.clone());
+                &self.upstream.insert((conn, writer)).1
+            }
+        };
+        if writer.send(record.to_vec()).is_err() {
+            tracing::info!("stream to the session server lost");
+            if let Some((_, writer)) = self.upstream.take() {
+                writer.abort();
+            }
+            self.endpoint.handle_upstream_closed(self.clock.now());
+        }
+    }
+}
+
+/// The first bytes of a session ID, enough to tell sessions apart in logs.
+pub fn short_session_id(id: &SessionId) -> String {
+    id.0.iter().take(4).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A session ID as 32 hex digits (what `tryst end` and `tryst sessions` take).
+pub fn full_session_id(id: &SessionId) -> String {
+    id.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One log line per peer-session event, at info (progress at debug).
+fn log_peer_event(id: &SessionId, event: &PeerEvent) {
+    let session = short_session_id(id);
+    match event {
+        PeerEvent::Connected { peer_addr } => {
+            tracing::info!(%session, %peer_addr, "direct path up (handshake done)");
+        }
+        PeerEvent::PathChanged { peer_addr } => {
+            tracing::info!(%session, %peer_addr, "peer moved");
+        }
+        PeerEvent::StreamAcked { len } => {
+            tracing::info!(%session, len, "everything sent was acknowledged");
+        }
+        PeerEvent::StreamReceived { len } => {
+            tracing::info!(%session, len, "everything the peer sent arrived");
+        }
+        PeerEvent::StreamProgress { contiguous } => {
+            tracing::trace!(%session, contiguous, "stream progress");
+        }
+        PeerEvent::MtuChanged { mtu } => {
+            tracing::debug!(%session, mtu, "path MTU");
+        }
+        PeerEvent::Ended {
+            reason,
+            by_peer,
+            bytes_sent,
+            bytes_received,
+        } => {
+            tracing::info!(
+                %session,
+                ?reason,
+                by_peer,
+                bytes_sent,
+                bytes_received,
+                "direct path closed"
+            );
+        }
+    }
+}
+
+/// One log line per protocol event, at info; keys never appear.
+fn log_event(event: &TerminalEvent) {
+    match event {
+        TerminalEvent::Registered { device_id } => {
+            tracing::info!(device = %format_args!("{:016x}", device_id.0), "registered with the session server");
+        }
+        TerminalEvent::RegistrationRefused => {
+            tracing::warn!("the session server refused this name or key");
+        }
+        TerminalEvent::Reregistering { cause } => {
+            tracing::info!(?cause, "registering again");
+        }
+        TerminalEvent::Online { observed } => {
+            tracing::info!(%observed, "keepalive acknowledged: reachable");
+        }
+        TerminalEvent::PermissionAsked {
+            query_id,
+            requester,
+        } => {
+            tracing::info!(query_id, requester = %requester, "permission asked");
+        }
+        TerminalEvent::PermissionAnswered {
+            query_id,
+            requester,
+            verdict,
+        } => {
+            tracing::info!(query_id, requester = %requester, ?verdict, "permission answered");
+        }
+        TerminalEvent::SessionReady {
+            session_id,
+            role,
+            request_id,
+            peer_name,
+            peer_addr,
+            duration_secs,
+            ..
+        } => {
+            tracing::info!(
+                session = %short_session_id(session_id),
+                ?role,
+                request_id,
+                peer = %peer_name,
+                %peer_addr,
+                duration_secs,
+                "session ready"
+            );
+        }
+        TerminalEvent::ConnectFailed { request_id } => {
+            tracing::info!(request_id, "connection request not permitted");
+        }
+        TerminalEvent::ExtensionRequested {
+            session_id,
+            extra_secs,
+        } => {
+            tracing::info!(session = %short_session_id(session_id), extra_secs, "extension requested");
+        }
+        TerminalEvent::SessionExtended {
+            session_id,
+            duration_secs,
+        } => {
+            tracing::info!(session = %short_session_id(session_id), duration_secs, "session extended");
+        }
+        TerminalEvent::ExtensionRefused { session_id } => {
+            tracing::info!(session = %short_session_id(session_id), "extension refused");
+        }
+        TerminalEvent::SessionEnded {
+            session_id,
+            reason,
+            bytes_sent,
+            bytes_received,
+            duration_ms,
+        } => {
+            tracing::info!(
+                session = %short_session_id(session_id),
+                ?reason,
+                bytes_sent,
+                bytes_received,
+                duration_ms,
+                "session ended"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn gso_batch_takes_equal_segments_to_one_destination() {
+        let mut batch = SendBatch::new(4);
+        assert!(batch.push(addr(1), &[1; 100]));
+        assert!(batch.push(addr(1), &[2; 100]));
+        // Another destination, or a larger datagram, cannot join.
+        assert!(!batch.push(addr(2), &[3; 100]));
+        assert!(!batch.push(addr(1), &[3; 101]));
+        // A shorter one can, and ends the batch.
+        assert!(batch.push(addr(1), &[4; 50]));
+        assert!(batch.is_full());
+        assert!(!batch.push(addr(1), &[5; 50]));
+        assert_eq!(batch.take(), Some((addr(1), 250, 100)));
+        assert_eq!(batch.take(), None);
+    }
+
+    #[test]
+    fn gso_batch_is_full_at_the_kernel_segment_limit() {
+        let mut batch = SendBatch::new(2);
+        assert!(batch.push(addr(1), &[0; 10]));
+        assert!(!batch.is_full());
+        assert!(batch.push(addr(1), &[0; 10]));
+        assert!(batch.is_full());
+        assert!(!batch.push(addr(1), &[0; 10]));
+    }
+
+    #[tokio::test]
+    async fn batched_socket_delivers_a_gso_batch_as_separate_datagrams() {
+        let mut a = BatchSocket::bind(addr(0)).unwrap();
+        let b = std::net::UdpSocket::bind(addr(0)).unwrap();
+        let to = b.local_addr().unwrap();
+        let from = a.socket.local_addr().unwrap();
+        let n = a.batch.max_segments.min(3);
+        for i in 0..n as u8 {
+            assert!(a.batch.push(to, &[i; 1200]));
+        }
+        a.flush().await;
+        b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 2000];
+        for i in 0..n as u8 {
+            let (len, src) = b.recv_from(&mut buf).unwrap();
+            assert_eq!((len, src), (1200, from));
+            assert!(buf[..len].iter().all(|x| *x == i));
+        }
+        // And the batched receive side splits what arrives.
+        b.send_to(&[9; 700], from).unwrap();
+        let slots = a.recv().await.unwrap();
+        assert_eq!(slots, 1);
+        let (src, mut datagrams) = a.received(0);
+        assert_eq!(src, to);
+        assert_eq!(datagrams.next().map(|d| d.len()), Some(700));
+    }
 }

@@ -18,6 +18,7 @@ fn demo_runs_every_flow_on_loopback_and_succeeds() {
     for step in [
         "[801-804]",
         "[805-812]",
+        "[S205-S207]",
         "[S1504-S1507]",
         "[814/815]",
         "[S511]",

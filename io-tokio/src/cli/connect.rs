@@ -1,0 +1,314 @@
+//! `tryst connect ... TARGET [--send FILE] [--duration DUR]`: the connecting
+//! terminal (seed: terminal 3), one shot. It registers (its key lives in
+//! its state directory like a daemon's), asks the session server for
+//! TARGET, and on a yes talks to it directly.
+//!
+//! A request that does not succeed gets the one uniform answer whatever
+//! the cause (unknown, offline, refused, no answer): exit code 3 and
+//! nothing about the target, its address least of all.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tryst_core::peer::session::PeerEvent;
+use tryst_core::terminal::TerminalEvent;
+use tryst_core::wire::{EndReason, SessionId};
+
+use super::terminal::{bind_addr, config, Mode, StateDir, TerminalCommon};
+use super::transfer::{hex, human_bytes, parse_rate, FileSource, Progress};
+use super::CliError;
+use crate::terminal::{self as driver, full_session_id, Event, TerminalHandle, TerminalOptions};
+
+/// How long the terminal may take to register and be seen online.
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the answer to the request may take (the terminal's own
+/// request timeout fires first; this only guards against a stuck loop).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the sender waits, after everything was acknowledged, for the
+/// receiver to close the session (which tells it the checksum matched).
+pub const CONFIRM_WAIT: Duration = Duration::from_secs(5);
+/// How long the end notification may take to leave before exit.
+pub const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// `tryst connect`: reach a device and send it a file.
+#[derive(Debug, clap::Args)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub common: TerminalCommon,
+    /// The device name to reach.
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+    /// The file to send over the direct path. Without it the session is
+    /// held open until its duration ends, it is ended, or Ctrl-C.
+    #[arg(long, value_name = "FILE")]
+    pub send: Option<PathBuf>,
+    /// The duration to ask for (e.g. 90s, 5m, 1h; bare numbers are
+    /// seconds); the server's default when absent.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Send at most this many bytes a second (e.g. 500K, 2M), as fast as
+    /// the path allows without it.
+    #[arg(long = "limit-rate", value_name = "RATE", value_parser = parse_rate)]
+    pub limit_rate: Option<u64>,
+}
+
+/// Parses a duration: `90`, `90s`, `5m`, `1h30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("not a duration: {e}"))
+}
+
+/// Whole seconds for the request, at least 1 (0 would ask for the default).
+fn duration_secs(d: Option<Duration>) -> Result<u32, CliError> {
+    let Some(d) = d else { return Ok(0) };
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    u32::try_from(secs.max(1)).map_err(|_| CliError::usage("--duration is too long"))
+}
+
+/// Runs `tryst connect`.
+pub async fn run(args: ConnectArgs) -> Result<(), CliError> {
+    let state = StateDir::open(&args.common.state_dir)?;
+    super::terminal::refuse_if_running(&state).await?;
+    let config = config(&args.common, Mode::List)?;
+    super::terminal::check_name(&args.target)?;
+    let duration_secs = duration_secs(args.duration)?;
+    if let Some(path) = &args.send {
+        if !path.is_file() {
+            return Err(CliError::usage(format!(
+                "{}: not a readable file",
+                path.display()
+            )));
+        }
+    }
+    let keypair = state.keypair()?;
+    let (handle, mut events) = driver::spawn_with(
+        config,
+        keypair,
+        args.common.server,
+        bind_addr(&args.common),
+        &[],
+        TerminalOptions::default(),
+    )
+    .await
+    .map_err(|e| CliError::usage(format!("cannot bind the terminal's UDP socket: {e}")))?;
+
+    // Registered with the session server and seen by the trigger server.
+    let registered = tokio::time::timeout(REGISTER_TIMEOUT, async {
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Terminal(TerminalEvent::Online { .. }) => return Ok(()),
+                Event::Terminal(TerminalEvent::RegistrationRefused) => {
+                    return Err(CliError::failed(format!(
+                        "the session server refused the name {} for this key",
+                        args.common.name
+                    )))
+                }
+                _ => {}
+            }
+        }
+        Err(CliError::failed("the terminal's event loop stopped"))
+    })
+    .await;
+    match registered {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(CliError::failed(format!(
+                "could not register with the session server at {} and the trigger server at {}",
+                args.common.server, args.common.trigger
+            )))
+        }
+    }
+
+    let request = handle.connect(&args.target, duration_secs).await?;
+    let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Terminal(TerminalEvent::ConnectFailed { request_id })
+                    if request_id == request =>
+                {
+                    return None;
+                }
+                Event::Terminal(TerminalEvent::SessionReady {
+                    request_id,
+                    session_id,
+                    duration_secs,
+                    peer_addr,
+                    ..
+                }) if request_id == request => return Some((session_id, duration_secs, peer_addr)),
+                _ => {}
+            }
+        }
+        None
+    })
+    .await;
+    let Ok(Some((session_id, granted, peer_addr))) = answer else {
+        handle.shutdown(EXIT_GRACE).await;
+        return Err(CliError::NotPermitted);
+    };
+    println!(
+        "session {} with {} for {granted} s (peer at {peer_addr})",
+        full_session_id(&session_id),
+        args.target
+    );
+
+    if let Some(path) = &args.send {
+        let result = send(&handle, &mut events, session_id, path, args.limit_rate).await;
+        handle.shutdown(EXIT_GRACE).await;
+        return result;
+    }
+
+    // Hold the session until it ends or the user stops it.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| CliError::failed(format!("cannot handle signals: {e}")))?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| CliError::failed(format!("cannot handle signals: {e}")))?;
+    let reason = loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(Event::Terminal(TerminalEvent::SessionEnded { session_id: id, reason, .. })) if id == session_id => break reason,
+                Some(Event::Terminal(TerminalEvent::SessionExtended { session_id: id, duration_secs })) if id == session_id => {
+                    println!("session extended to {duration_secs} s");
+                }
+                Some(_) => {}
+                None => return Err(CliError::failed("the terminal's event loop stopped")),
+            },
+            _ = interrupt.recv() => {
+                let _ = handle.finish(session_id, EndReason::Cancelled).await;
+            }
+            _ = terminate.recv() => {
+                let _ = handle.finish(session_id, EndReason::Cancelled).await;
+            }
+        }
+    };
+    println!("session ended: {reason:?}");
+    handle.shutdown(EXIT_GRACE).await;
+    Ok(())
+}
+
+/// Sends `path` on the session's stream and waits for the end: `Ok` once
+/// the receiver closed the session as `Completed` (it stores the file only
+/// when the SHA-256 matches), or, failing its word, once every byte was
+/// acknowledged.
+async fn send(
+    handle: &TerminalHandle,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    session_id: SessionId,
+    path: &std::path::Path,
+    rate: Option<u64>,
+) -> Result<(), CliError> {
+    let owned = path.to_path_buf();
+    let source = tokio::task::spawn_blocking(move || FileSource::open(&owned))
+        .await
+        .map_err(|e| CliError::failed(format!("hashing task failed: {e}")))??;
+    let size = source.file_size();
+    let digest = source.digest();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    handle.send_file(session_id, source, rate).await?;
+    let mut progress = Progress::new(&format!("sending {name}"), size);
+    let started = tokio::time::Instant::now();
+    let mut connected_at = None;
+    // Set once everything is acknowledged or the terminal's side ended:
+    // past it, stop waiting for the peer's close.
+    let mut give_up: Option<tokio::time::Instant> = None;
+    let mut acked_all = false;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| CliError::failed(format!("cannot handle signals: {e}")))?;
+    let ended = loop {
+        let wait = async {
+            match give_up {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = events.recv() => match event {
+                None => return Err(CliError::failed("the terminal's event loop stopped")),
+                Some(Event::Sending { session_id: id, acked, .. }) if id == session_id => progress.set(acked),
+                Some(Event::Peer { session_id: id, event }) if id == session_id => match event {
+                    PeerEvent::Connected { peer_addr } => {
+                        connected_at = Some(tokio::time::Instant::now());
+                        progress.println(&format!("direct path up to {peer_addr} (Noise KK, session key as PSK)"));
+                    }
+                    PeerEvent::StreamAcked { .. } => {
+                        progress.set(size);
+                        acked_all = true;
+                        give_up.get_or_insert(tokio::time::Instant::now() + CONFIRM_WAIT);
+                    }
+                    PeerEvent::Ended { reason, by_peer, bytes_sent, .. } => break (reason, by_peer, bytes_sent),
+                    _ => {}
+                },
+                Some(Event::Terminal(TerminalEvent::SessionExtended { session_id: id, duration_secs })) if id == session_id => {
+                    progress.println(&format!("the transfer was still running at the threshold: session extended to {duration_secs} s"));
+                }
+                Some(Event::Terminal(TerminalEvent::ExtensionRefused { session_id: id })) if id == session_id => {
+                    progress.println("the session server refused an extension");
+                }
+                Some(Event::Terminal(TerminalEvent::SessionEnded { session_id: id, .. })) if id == session_id => {
+                    give_up.get_or_insert(tokio::time::Instant::now() + CONFIRM_WAIT);
+                }
+                Some(_) => {}
+            },
+            _ = interrupt.recv() => {
+                progress.println("interrupted: closing the session");
+                let _ = handle.close(session_id, EndReason::Cancelled).await;
+                acked_all = false;
+                give_up = Some(tokio::time::Instant::now() + CONFIRM_WAIT);
+            }
+            () = wait => {
+                if acked_all {
+                    let _ = handle.close(session_id, EndReason::Completed).await;
+                    give_up = Some(tokio::time::Instant::now() + CONFIRM_WAIT);
+                    acked_all = false;
+                } else {
+                    progress.finish();
+                    return Err(CliError::failed("the session ended before the transfer did"));
+                }
+            }
+        }
+    };
+    progress.finish();
+    let (reason, by_peer, bytes_sent) = ended;
+    let elapsed = connected_at
+        .unwrap_or(started)
+        .elapsed()
+        .as_secs_f64()
+        .max(1e-3);
+    match (reason, by_peer) {
+        (EndReason::Completed, true) => {
+            println!(
+                "sent {name}: {} in {elapsed:.1} s ({}/s); the receiver verified SHA-256 {}",
+                human_bytes(size),
+                human_bytes((size as f64 / elapsed) as u64),
+                hex(&digest)
+            );
+            println!("session ended: Completed ({bytes_sent} payload bytes sent)");
+            Ok(())
+        }
+        (EndReason::Completed, false) => {
+            println!(
+                "sent {name}: {} in {elapsed:.1} s, every byte acknowledged (SHA-256 {}; the receiver did not confirm it)",
+                human_bytes(size),
+                hex(&digest)
+            );
+            println!("session ended: Completed ({bytes_sent} payload bytes sent)");
+            Ok(())
+        }
+        (EndReason::Failed, true) => Err(CliError::failed(format!(
+            "the receiver did not keep {name} (checksum mismatch, or it takes no files)"
+        ))),
+        (EndReason::Failed, false) if connected_at.is_none() => Err(CliError::failed(
+            "no direct path to the peer: hole punching did not get through",
+        )),
+        (reason, _) => Err(CliError::failed(format!(
+            "the transfer was cut: session ended ({reason:?}) after {} of {}",
+            human_bytes(bytes_sent.min(size)),
+            human_bytes(size)
+        ))),
+    }
+}

@@ -1,0 +1,141 @@
+//! `tryst end SESSION_ID --data-dir DIR`: the operator forces a live
+//! session to end (seed S1604/S1605).
+//!
+//! How it reaches the server: through the store. The command writes a row
+//! in the `commands` table of `DIR/tryst.db`; the running server polls that
+//! table (every [`super::server::COMMAND_POLL`]), calls the session
+//! server's `end_session` (end triggers to both terminals through the
+//! trigger server) and writes the result into the row, which this command
+//! waits for. A server that runs notes a heartbeat in the store, so with no
+//! server running the command fails at once instead of waiting.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::store::{Store, StoreError};
+use super::CliError;
+
+/// How long `end` and `enroll` wait for the running server's answer.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A heartbeat older than this means no server runs on the store.
+pub const HEARTBEAT_FRESH: Duration = Duration::from_secs(5);
+/// How often the answer is looked for.
+const ANSWER_POLL: Duration = Duration::from_millis(100);
+/// Shortest session ID prefix taken.
+pub const MIN_ID_PREFIX: usize = 8;
+
+/// Arguments of `tryst end`.
+#[derive(Debug, clap::Args)]
+pub struct EndArgs {
+    /// The session to end: its ID as `tryst sessions` shows it (32 hex
+    /// digits, or a unique prefix of at least 8).
+    #[arg(value_name = "SESSION_ID")]
+    pub session_id: String,
+    /// The server's data dir.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+}
+
+/// Store errors: a missing store is a usage error, the rest failures.
+pub fn store_error(e: StoreError) -> CliError {
+    match e {
+        StoreError::Missing(_) | StoreError::TooNew(_) => CliError::usage(e),
+        _ => CliError::failed(e),
+    }
+}
+
+/// Runs a blocking store operation off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CliError> + Send + 'static,
+) -> Result<T, CliError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CliError::failed(format!("store task failed: {e}")))?
+}
+
+/// What the running server answered to a command, or `None` when no server
+/// runs on `dir` (the command was withdrawn, or never queued).
+pub async fn ask_server(dir: &Path, kind: &str, arg: &str) -> Result<Option<String>, CliError> {
+    let (dir, kind, arg) = (dir.to_path_buf(), kind.to_owned(), arg.to_owned());
+    let queued = blocking(move || {
+        let store = Store::open(&dir).map_err(store_error)?;
+        if !store.server_running(HEARTBEAT_FRESH).map_err(store_error)? {
+            return Ok(None);
+        }
+        let id = store.push_command(&kind, &arg).map_err(store_error)?;
+        Ok(Some((dir, id)))
+    })
+    .await?;
+    let Some((dir, id)) = queued else {
+        return Ok(None);
+    };
+    let deadline = tokio::time::Instant::now() + ANSWER_TIMEOUT;
+    loop {
+        let dir2 = dir.clone();
+        let answer = blocking(move || {
+            let store = Store::open(&dir2).map_err(store_error)?;
+            store.command_result(id).map_err(store_error)
+        })
+        .await?;
+        if answer.is_some() {
+            return Ok(answer);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let dir2 = dir.clone();
+            let withdrawn = blocking(move || {
+                let store = Store::open(&dir2).map_err(store_error)?;
+                store.withdraw_command(id).map_err(store_error)
+            })
+            .await?;
+            if withdrawn {
+                return Ok(None);
+            }
+        }
+        tokio::time::sleep(ANSWER_POLL).await;
+    }
+}
+
+/// Finds the one session `text` names; its full ID and whether it is live.
+fn resolve(dir: &Path, text: &str) -> Result<(String, bool), CliError> {
+    let prefix = text.trim().to_ascii_lowercase();
+    if prefix.len() < MIN_ID_PREFIX
+        || prefix.len() > 32
+        || !prefix.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(CliError::usage(format!(
+            "{text:?} is not a session ID (32 hex digits, or a prefix of at least {MIN_ID_PREFIX})"
+        )));
+    }
+    let store = Store::open(dir).map_err(store_error)?;
+    let mut found = store.find_sessions(&prefix).map_err(store_error)?;
+    match found.len() {
+        0 => Err(CliError::usage(format!("no session {prefix} in the log"))),
+        1 => Ok(found.remove(0)),
+        _ => Err(CliError::usage(format!(
+            "{prefix} names more than one session: give more digits"
+        ))),
+    }
+}
+
+/// Asks the running server to end the session.
+pub async fn run(args: EndArgs) -> Result<(), CliError> {
+    let dir = args.data_dir.clone();
+    let text = args.session_id.clone();
+    let (id, live) = blocking(move || resolve(&dir, &text)).await?;
+    if !live {
+        return Err(CliError::failed(format!("session {id} has already ended")));
+    }
+    match ask_server(&args.data_dir, "end", &id).await? {
+        None => Err(CliError::failed(format!(
+            "no server is running on {}",
+            args.data_dir.display()
+        ))),
+        Some(answer) if answer == "ok" => {
+            println!(
+                "session {id}: end requested; both terminals are told to stop, the record follows"
+            );
+            Ok(())
+        }
+        Some(answer) => Err(CliError::failed(format!("session {id}: {answer}"))),
+    }
+}

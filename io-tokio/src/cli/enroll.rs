@@ -1,0 +1,73 @@
+//! `tryst enroll NAME PUBKEY --data-dir DIR`: the operator binds a name to
+//! a terminal's public key ahead of its first registration: the only way a
+//! name gets bound on a `--closed` server; on an open one it reserves the
+//! name. The binding is written to the store at once (creating the data
+//! dir and store if needed, so enrolment can precede the first start); a
+//! running server is told through the store's command table (see
+//! [`super::end`]) and applies it to its next registration.
+
+use std::path::PathBuf;
+
+use tryst_core::identity::is_weak_public_key;
+use tryst_core::wire::Name;
+
+use super::end::{ask_server, blocking, store_error};
+use super::keygen::public_key_arg;
+use super::server::ensure_data_dir;
+use super::store::{key_hex, Store};
+use super::CliError;
+
+/// Arguments of `tryst enroll`.
+#[derive(Debug, clap::Args)]
+pub struct EnrollArgs {
+    /// The device name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Its public key: 64 hex digits (as `tryst keygen` prints), or a public key file.
+    #[arg(value_name = "PUBKEY")]
+    pub key: String,
+    /// The server's data dir.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+}
+
+/// Enrolls the pair.
+pub async fn run(args: EnrollArgs) -> Result<(), CliError> {
+    if let Err(e) = Name::new(&args.name) {
+        return Err(CliError::usage(format!(
+            "{:?} is not a device name: {e}",
+            args.name
+        )));
+    }
+    let key = public_key_arg(&args.key)?;
+    if is_weak_public_key(&key) {
+        return Err(CliError::usage(
+            "that key is a small-order point and can never be an identity",
+        ));
+    }
+    let (dir, name) = (args.data_dir.clone(), args.name.clone());
+    let enrolled = blocking(move || {
+        ensure_data_dir(&dir)?;
+        let store = Store::create(&dir).map_err(store_error)?;
+        store.enroll(&name, &key).map_err(store_error)
+    })
+    .await?;
+    if !enrolled {
+        return Err(CliError::failed(format!(
+            "{} is already bound to another key",
+            args.name
+        )));
+    }
+    let arg = format!("{} {}", key_hex(&key), args.name);
+    match ask_server(&args.data_dir, "enroll", &arg).await? {
+        None => println!(
+            "enrolled {} (the server applies it when it starts)",
+            args.name
+        ),
+        Some(answer) if answer == "ok" => {
+            println!("enrolled {} (the running server applies it now)", args.name);
+        }
+        Some(answer) => return Err(CliError::failed(format!("{}: {answer}", args.name))),
+    }
+    Ok(())
+}

@@ -1,0 +1,769 @@
+//! `tryst server`, `tryst session-server` and `tryst trigger-server`: the
+//! operator's side. `server` runs both roles in one process, linked over
+//! loopback with the same authenticated channel the split roles use
+//! across machines.
+//!
+//! The session server keeps its durable facts in `DIR/tryst.db` (see
+//! [`super::store`]): each batch of durable events is committed before the
+//! transmits of the same drain (which acknowledge them) go out, and at
+//! start the bindings and the live sessions are replayed into the fresh
+//! machine. SIGTERM (or Ctrl-C) ends every live session (end triggers to
+//! both terminals, as `tryst end` does), waits for their records, and
+//! stops. Operator commands (`tryst end`, `tryst enroll`) arrive through
+//! the store's command table, polled every [`COMMAND_POLL`].
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tryst_core::identity::SecretKey;
+use tryst_core::names::{NameRegistry, TrustMode};
+use tryst_core::session_server::{
+    ExtensionPolicy, SessionConfig, SessionEvent, DEFAULT_DURATION, END_GRACE,
+};
+use tryst_core::trigger_server::{TriggerConfig, TriggerEvent};
+use tryst_core::wire::{Name, PublicKey};
+use tryst_std::keyfile::{self, IfExists};
+
+use super::end::{blocking, store_error};
+use super::keygen::{key_error, public_key_arg};
+use super::store::{self, key_hex, parse_id, PendingCommand, Store};
+use super::CliError;
+use crate::clock::DriverClock;
+use crate::driver::Stopped;
+use crate::session::{self, Durable, SessionHandle};
+use crate::trigger::{self, TriggerHandle};
+
+/// How often the server looks for operator commands in the store.
+pub const COMMAND_POLL: Duration = Duration::from_millis(200);
+/// How often the server notes in the store that it runs.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// How long a stopping server waits for the records of the sessions it ended.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(END_GRACE.as_secs() + 3);
+/// Answered commands are kept this long, then pruned.
+const COMMAND_KEEP: Duration = Duration::from_secs(3600);
+/// The session server's secret key in the data dir.
+pub const SERVER_KEY_FILE: &str = "server.key";
+/// The session server's public key in the data dir (what terminals need).
+pub const SERVER_PUB_FILE: &str = "server.pub";
+/// The trigger server's secret key in the data dir.
+pub const TRIGGER_KEY_FILE: &str = "trigger.key";
+/// The trigger server's public key in the data dir.
+pub const TRIGGER_PUB_FILE: &str = "trigger.pub";
+/// Default control address (TCP, terminals to the session server).
+pub const DEFAULT_CONTROL: &str = "127.0.0.1:7400";
+/// Default trigger address (UDP, keepalives and triggers).
+pub const DEFAULT_TRIGGER: &str = "127.0.0.1:7401";
+/// Default link address (TCP, session server to trigger server, split mode).
+pub const DEFAULT_LINK: &str = "127.0.0.1:7402";
+
+/// The session policy flags both session-server commands take.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyArgs {
+    /// Longest duration one connection request is granted (e.g. 90s, 5m, 1h).
+    #[arg(long, value_name = "DUR", default_value = "1h", value_parser = parse_duration)]
+    pub max_duration: Duration,
+    /// How much time extensions may add to a session in total beyond
+    /// --max-duration; 0s refuses every extension.
+    #[arg(long, value_name = "DUR", default_value = "1h", value_parser = parse_duration)]
+    pub extension: Duration,
+    /// Closed deployment: only names enrolled with `tryst enroll` may register.
+    #[arg(long)]
+    pub closed: bool,
+}
+
+/// Arguments of `tryst server` (both roles in one process).
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Where the keys and the store live (created if missing, mode 0700).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Where terminals reach the session server (TCP).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_CONTROL)]
+    pub control: SocketAddr,
+    /// Where terminals send keepalives to the trigger server (UDP).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_TRIGGER)]
+    pub trigger: SocketAddr,
+    /// Keepalive interval told to terminals (e.g. 25s; the core's default
+    /// suits common NATs).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub keepalive: Option<Duration>,
+    /// Session policy.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// Arguments of `tryst session-server` (the session role alone).
+#[derive(Debug, clap::Args)]
+pub struct SessionServerArgs {
+    /// Where the keys and the store live (created if missing, mode 0700).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Where terminals reach the session server (TCP).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_CONTROL)]
+    pub control: SocketAddr,
+    /// The trigger server's link address (TCP).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LINK)]
+    pub trigger_link: SocketAddr,
+    /// The trigger server's public key: 64 hex digits or a public key file.
+    #[arg(long, value_name = "KEY|FILE")]
+    pub trigger_key: String,
+    /// Session policy.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// Arguments of `tryst trigger-server` (the trigger role alone).
+#[derive(Debug, clap::Args)]
+pub struct TriggerServerArgs {
+    /// Where its key lives (`trigger.key`, `trigger.pub`; created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Where terminals send keepalives (UDP).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_TRIGGER)]
+    pub trigger: SocketAddr,
+    /// Where session servers link (TCP).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LINK)]
+    pub link: SocketAddr,
+    /// A session server allowed to link: its public key (hex or file). Repeatable.
+    #[arg(long = "session-server-key", value_name = "KEY|FILE", required = true)]
+    pub session_server_keys: Vec<String>,
+    /// Keepalive interval told to terminals (e.g. 25s).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub keepalive: Option<Duration>,
+}
+
+/// Parses `90s`, `5m`, `1h`, `1h 30m`, ...
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration ({e})"))
+}
+
+/// Creates `dir` (mode 0700) if missing; refuses a path that is not a directory.
+pub fn ensure_data_dir(dir: &Path) -> Result<(), CliError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if dir.exists() {
+        return Err(CliError::usage(format!(
+            "{}: not a directory",
+            dir.display()
+        )));
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| {
+        CliError::usage(format!(
+            "{}: cannot create the data dir: {e}",
+            dir.display()
+        ))
+    })
+}
+
+/// Reads `dir/secret_name`, or creates it; (re)writes `dir/public_name`.
+/// Returns the key and whether it is new.
+fn server_key(
+    dir: &Path,
+    secret_name: &str,
+    public_name: &str,
+) -> Result<(SecretKey, bool), CliError> {
+    let secret_path = dir.join(secret_name);
+    let created = !secret_path.exists();
+    let secret = if created {
+        let secret = SecretKey::generate(&mut rand_core::OsRng);
+        keyfile::write_secret_key(&secret_path, &secret, IfExists::Refuse).map_err(key_error)?;
+        secret
+    } else {
+        keyfile::read_secret_key(&secret_path).map_err(key_error)?
+    };
+    keyfile::write_public_key(
+        &dir.join(public_name),
+        &secret.public_key(),
+        IfExists::Replace,
+    )
+    .map_err(key_error)?;
+    Ok((secret, created))
+}
+
+/// The session server's policy from the flags.
+fn session_config(policy: &PolicyArgs) -> Result<SessionConfig, CliError> {
+    if policy.max_duration < Duration::from_secs(1) {
+        return Err(CliError::usage("--max-duration must be at least 1s"));
+    }
+    let max_total = policy
+        .max_duration
+        .checked_add(policy.extension)
+        .ok_or_else(|| CliError::usage("--extension is too long"))?;
+    Ok(SessionConfig {
+        max_duration: policy.max_duration,
+        default_duration: DEFAULT_DURATION.min(policy.max_duration),
+        max_total_duration: max_total,
+        extension_policy: if policy.extension.is_zero() {
+            ExtensionPolicy::Never
+        } else {
+            ExtensionPolicy::UpToTotal
+        },
+        ..SessionConfig::default()
+    })
+}
+
+/// `tryst server`: both roles in one process.
+pub async fn run(args: ServerArgs) -> Result<(), CliError> {
+    let stop = StopSignal::install();
+    let config = session_config(&args.policy)?;
+    let dir = args.data_dir.clone();
+    let (session_secret, created) = {
+        let dir = dir.clone();
+        blocking(move || {
+            ensure_data_dir(&dir)?;
+            server_key(&dir, SERVER_KEY_FILE, SERVER_PUB_FILE)
+        })
+        .await?
+    };
+    let (trigger_secret, _) = {
+        let dir = dir.clone();
+        blocking(move || server_key(&dir, TRIGGER_KEY_FILE, TRIGGER_PUB_FILE)).await?
+    };
+    let session_key = session_secret.public_key();
+    let loopback_any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut trigger_config = TriggerConfig::default();
+    if let Some(interval) = args.keepalive {
+        trigger_config.keepalive_interval = interval;
+    }
+    let (trigger, trigger_events) = trigger::spawn(
+        trigger_config,
+        trigger_secret.keypair(),
+        &[session_key],
+        args.trigger,
+        loopback_any,
+    )
+    .await
+    .map_err(|e| bind_error("trigger", args.trigger, e))?;
+    let running = start_session_server(
+        &dir,
+        config,
+        session_secret,
+        args.policy.closed,
+        trigger.public_key,
+        trigger.link_addr,
+        args.control,
+    )
+    .await?;
+    announce_key(
+        "server key",
+        &session_key,
+        created,
+        &dir.join(SERVER_PUB_FILE),
+    );
+    println!("control: {}", running.handle.control_addr);
+    println!("trigger: {}", trigger.udp_addr);
+    tracing::info!(
+        control = %running.handle.control_addr,
+        trigger = %trigger.udp_addr,
+        closed = args.policy.closed,
+        "servers up"
+    );
+    serve(stop, running, Some((trigger, trigger_events))).await
+}
+
+/// `tryst session-server`: the session role alone, linked to a trigger
+/// server over the authenticated channel.
+pub async fn run_session_server(args: SessionServerArgs) -> Result<(), CliError> {
+    let stop = StopSignal::install();
+    let config = session_config(&args.policy)?;
+    let trigger_key = public_key_arg(&args.trigger_key)?;
+    let dir = args.data_dir.clone();
+    let (secret, created) = {
+        let dir = dir.clone();
+        blocking(move || {
+            ensure_data_dir(&dir)?;
+            server_key(&dir, SERVER_KEY_FILE, SERVER_PUB_FILE)
+        })
+        .await?
+    };
+    let key = secret.public_key();
+    let running = start_session_server(
+        &dir,
+        config,
+        secret,
+        args.policy.closed,
+        trigger_key,
+        args.trigger_link,
+        args.control,
+    )
+    .await?;
+    announce_key("server key", &key, created, &dir.join(SERVER_PUB_FILE));
+    println!("control: {}", running.handle.control_addr);
+    println!("trigger link: {}", args.trigger_link);
+    tracing::info!(control = %running.handle.control_addr, trigger_link = %args.trigger_link, "session server up");
+    serve(stop, running, None).await
+}
+
+/// `tryst trigger-server`: the trigger role alone.
+pub async fn run_trigger_server(args: TriggerServerArgs) -> Result<(), CliError> {
+    let mut stop = StopSignal::install();
+    let allowed = args
+        .session_server_keys
+        .iter()
+        .map(|k| public_key_arg(k))
+        .collect::<Result<Vec<PublicKey>, CliError>>()?;
+    let dir = args.data_dir.clone();
+    let (secret, created) = {
+        let dir = dir.clone();
+        blocking(move || {
+            ensure_data_dir(&dir)?;
+            server_key(&dir, TRIGGER_KEY_FILE, TRIGGER_PUB_FILE)
+        })
+        .await?
+    };
+    let mut config = TriggerConfig::default();
+    if let Some(interval) = args.keepalive {
+        config.keepalive_interval = interval;
+    }
+    let key = secret.public_key();
+    let (trigger, mut events) =
+        trigger::spawn(config, secret.keypair(), &allowed, args.trigger, args.link)
+            .await
+            .map_err(|e| bind_error("trigger", args.trigger, e))?;
+    announce_key("trigger key", &key, created, &dir.join(TRIGGER_PUB_FILE));
+    println!("trigger: {}", trigger.udp_addr);
+    println!("link: {}", trigger.link_addr);
+    tracing::info!(trigger = %trigger.udp_addr, link = %trigger.link_addr, "trigger server up");
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => log_trigger_event(&event),
+                None => return Err(CliError::failed("the trigger server stopped")),
+            },
+            () = stop.recv() => break,
+        }
+    }
+    tracing::info!("trigger server stopped");
+    drop(trigger);
+    Ok(())
+}
+
+fn announce_key(label: &str, key: &PublicKey, created: bool, public_file: &Path) {
+    println!("{label}: {}", key_hex(key));
+    if created {
+        println!(
+            "created a new key; its public half is in {}",
+            public_file.display()
+        );
+    }
+}
+
+fn bind_error(what: &str, addr: SocketAddr, e: std::io::Error) -> CliError {
+    CliError::usage(format!("cannot listen on {addr} ({what}): {e}"))
+}
+
+/// A session server running on its store.
+struct RunningSession {
+    handle: SessionHandle,
+    events: mpsc::UnboundedReceiver<SessionEvent>,
+    stopped: oneshot::Receiver<Stopped>,
+    dir: PathBuf,
+}
+
+/// Opens the store, rebuilds the registry and the live sessions, and
+/// starts the session server with its journal.
+async fn start_session_server(
+    dir: &Path,
+    config: SessionConfig,
+    secret: SecretKey,
+    closed: bool,
+    trigger_key: PublicKey,
+    trigger_link: SocketAddr,
+    control: SocketAddr,
+) -> Result<RunningSession, CliError> {
+    let mode = if closed {
+        TrustMode::Closed
+    } else {
+        TrustMode::TrustOnFirstUse
+    };
+    let dir2 = dir.to_path_buf();
+    let (registry, facts, journal_store) = blocking(move || {
+        let store = Store::create(&dir2).map_err(store_error)?;
+        let mut registry = NameRegistry::new(mode);
+        for (name, key, _) in store.bindings().map_err(store_error)? {
+            let Ok(wire_name) = Name::new(&name) else {
+                tracing::warn!(%name, "stored name is not a valid device name; skipped");
+                continue;
+            };
+            if let Err(e) = registry.enroll(wire_name, key) {
+                tracing::warn!(%name, error = %e, "stored binding not restored");
+            }
+        }
+        let facts = store.live_facts().map_err(store_error)?;
+        Ok((registry, facts, store))
+    })
+    .await?;
+    let live = facts
+        .iter()
+        .filter(|f| matches!(f, SessionEvent::SessionStarted(_)))
+        .count();
+    tracing::info!(
+        names = registry.bindings().count(),
+        live_sessions = live,
+        "store loaded"
+    );
+    let setup = Durable {
+        clock: DriverClock::wall(),
+        restore: facts,
+        journal: Some(store::start_journal(journal_store)),
+    };
+    let (handle, events, stopped) = session::spawn_durable(
+        config,
+        secret.keypair(),
+        registry,
+        trigger_key,
+        trigger_link,
+        control,
+        setup,
+    )
+    .await
+    .map_err(|e| bind_error("control", control, e))?;
+    Ok(RunningSession {
+        handle,
+        events,
+        stopped,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// SIGTERM or Ctrl-C, listened for from the moment it is made: made
+/// before the server says it is up, so an early signal is never missed.
+struct StopSignal {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignal {
+    fn install() -> StopSignal {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            StopSignal {
+                term: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        StopSignal {}
+    }
+
+    /// Resolves at the signal.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(term) = &mut self.term {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+type CommandRequest = (PendingCommand, oneshot::Sender<String>);
+
+/// Polls the store's command table and keeps the heartbeat, on its own
+/// thread (SQLite calls block); stops when `stop` is set.
+fn start_command_poller(
+    store: Store,
+    to: mpsc::Sender<CommandRequest>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut last_beat: Option<std::time::Instant> = None;
+        let mut last_prune = std::time::Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            if last_beat.is_none_or(|at| at.elapsed() >= HEARTBEAT_EVERY) {
+                if let Err(e) = store.set_heartbeat(Some(store::now_us())) {
+                    tracing::warn!(error = %e, "heartbeat not written");
+                }
+                last_beat = Some(std::time::Instant::now());
+            }
+            if last_prune.elapsed() >= COMMAND_KEEP / 4 {
+                let _ = store.prune_commands(COMMAND_KEEP);
+                last_prune = std::time::Instant::now();
+            }
+            match store.pending_commands() {
+                Ok(pending) => {
+                    for command in pending {
+                        let id = command.id;
+                        let (reply, answer) = oneshot::channel();
+                        if to.blocking_send((command, reply)).is_err() {
+                            return;
+                        }
+                        let result = answer
+                            .blocking_recv()
+                            .unwrap_or_else(|_| "the server is stopping".to_owned());
+                        if let Err(e) = store.finish_command(id, &result) {
+                            tracing::warn!(error = %e, "command result not written");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read operator commands"),
+            }
+            std::thread::sleep(COMMAND_POLL);
+        }
+        let _ = store.set_heartbeat(None);
+    })
+}
+
+/// Carries out one operator command; returns the answer for the store.
+async fn apply_command(handle: &SessionHandle, command: &PendingCommand) -> String {
+    match command.kind.as_str() {
+        "end" => match parse_id(&command.arg) {
+            Some(id) => match handle.end_session(id).await {
+                Ok(()) => {
+                    tracing::info!(session = %command.arg, "operator ended the session (S1604)");
+                    "ok".to_owned()
+                }
+                Err(e) => format!("{e:#}"),
+            },
+            None => "not a session ID".to_owned(),
+        },
+        "enroll" => {
+            let Some((key, name)) = command.arg.split_once(' ') else {
+                return "malformed enrolment".to_owned();
+            };
+            let Ok(key) = public_key_arg(key) else {
+                return "malformed key".to_owned();
+            };
+            match handle.enroll(name, key).await {
+                Ok(Ok(())) => {
+                    tracing::info!(%name, key = %key_hex(&key), "enrolled");
+                    "ok".to_owned()
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => format!("{e:#}"),
+            }
+        }
+        other => format!("unknown command {other:?}"),
+    }
+}
+
+/// Runs until a stop signal (then ends live sessions and waits for their
+/// records) or until the session server fails.
+async fn serve(
+    mut stop: StopSignal,
+    mut running: RunningSession,
+    trigger: Option<(TriggerHandle, mpsc::UnboundedReceiver<TriggerEvent>)>,
+) -> Result<(), CliError> {
+    let (trigger_handle, mut trigger_events) = match trigger {
+        Some((h, e)) => (Some(h), Some(e)),
+        None => (None, None),
+    };
+    let poll_store = {
+        let dir = running.dir.clone();
+        blocking(move || {
+            let store = Store::open(&dir).map_err(store_error)?;
+            store.relax_durability().map_err(store_error)?;
+            Ok(store)
+        })
+        .await?
+    };
+    let (command_tx, mut command_rx) = mpsc::channel::<CommandRequest>(16);
+    let stop_poller = Arc::new(AtomicBool::new(false));
+    let poller = start_command_poller(poll_store, command_tx, stop_poller.clone());
+    let result = loop {
+        tokio::select! {
+            event = running.events.recv() => match event {
+                Some(event) => log_session_event(&event),
+                None => break Err(CliError::failed("the session server stopped")),
+            },
+            event = next_trigger_event(&mut trigger_events) => log_trigger_event(&event),
+            Some((command, reply)) = command_rx.recv() => {
+                let answer = apply_command(&running.handle, &command).await;
+                let _ = reply.send(answer);
+            }
+            why = &mut running.stopped => break Err(match why {
+                Ok(Stopped::JournalFailed(e)) => CliError::failed(format!("the store failed, stopping: {e}")),
+                _ => CliError::failed("the session server stopped"),
+            }),
+            () = stop.recv() => break shut_down(&mut running).await,
+        }
+    };
+    stop_poller.store(true, Ordering::Relaxed);
+    drop(command_rx);
+    let _ = tokio::task::spawn_blocking(move || poller.join()).await;
+    drop(trigger_handle);
+    result
+}
+
+/// The next trigger event, or never when there is no trigger server here.
+async fn next_trigger_event(
+    events: &mut Option<mpsc::UnboundedReceiver<TriggerEvent>>,
+) -> TriggerEvent {
+    match events {
+        Some(rx) => match rx.recv().await {
+            Some(e) => e,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Ends every live session and waits for their records (or [`SHUTDOWN_WAIT`]).
+async fn shut_down(running: &mut RunningSession) -> Result<(), CliError> {
+    let dir = running.dir.clone();
+    let live = blocking(move || {
+        Store::open(&dir)
+            .and_then(|s| s.live_ids())
+            .map_err(store_error)
+    })
+    .await?;
+    tracing::info!(live_sessions = live.len(), "stopping: ending live sessions");
+    let mut waiting: BTreeSet<String> = BTreeSet::new();
+    for id in live {
+        if let Some(session_id) = parse_id(&id) {
+            if running.handle.end_session(session_id).await.is_ok() {
+                waiting.insert(id);
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+    while !waiting.is_empty() {
+        match tokio::time::timeout_at(deadline, running.events.recv()).await {
+            Ok(Some(event)) => {
+                log_session_event(&event);
+                if let SessionEvent::SessionRecord(r) = &event {
+                    waiting.remove(&store::id_hex(&r.session_id));
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    if waiting.is_empty() {
+        tracing::info!("stopped: every live session ended and recorded");
+    } else {
+        tracing::warn!(
+            unrecorded = waiting.len(),
+            "stopped before every record came; those sessions are restored at the next start"
+        );
+    }
+    Ok(())
+}
+
+fn short(key: &PublicKey) -> String {
+    key_hex(key).chars().take(16).collect()
+}
+
+/// One info line per protocol event of the session server (no secrets:
+/// events carry public keys and names only).
+pub fn log_session_event(event: &SessionEvent) {
+    match event {
+        SessionEvent::NameBound { name, key } => {
+            tracing::info!(%name, key = %short(key), "name bound to its first key");
+        }
+        SessionEvent::Registered {
+            name,
+            device_id,
+            mode,
+            ..
+        } => {
+            tracing::info!(%name, device = format_args!("{:016x}", device_id.0), ?mode, "registered (S702, 801/802)");
+        }
+        SessionEvent::RegistrationRefused { name, key, reason } => {
+            tracing::info!(%name, key = %short(key), ?reason, "registration refused");
+        }
+        SessionEvent::ImpersonationAttempt(a) => {
+            tracing::warn!(name = %a.name, key = %short(&a.presented_key), "impersonation attempt");
+        }
+        SessionEvent::RequestDenied {
+            requester,
+            target,
+            request_id,
+            reason,
+        } => {
+            tracing::info!(%requester, %target, request_id, ?reason, "request denied (S511)");
+        }
+        SessionEvent::SessionStarted(s) => {
+            tracing::info!(session = %store::id_hex(&s.session_id), requester = %s.requester, target = %s.target, duration_secs = s.duration_secs, "session started (S508-S510)");
+        }
+        SessionEvent::SessionExtended(x) => {
+            tracing::info!(session = %store::id_hex(&x.session_id), duration_secs = x.duration_secs, extensions = x.extensions, "session extended (S1602/S1603)");
+        }
+        SessionEvent::SessionRecord(r) => {
+            tracing::info!(
+                session = %store::id_hex(&r.session_id),
+                requester = %r.requester,
+                target = %r.target,
+                duration_ms = r.duration.as_millis() as u64,
+                extensions = r.extensions,
+                bytes = r.bytes_requester_to_target().saturating_add(r.bytes_target_to_requester()),
+                reason = store::reason_name(r.reason),
+                "session recorded (S1606)"
+            );
+        }
+        SessionEvent::UpstreamEstablished => tracing::info!("linked to the trigger server"),
+        SessionEvent::CloseConnection(conn) => tracing::debug!(?conn, "closing a terminal stream"),
+    }
+}
+
+/// One info line per protocol event of the trigger server.
+pub fn log_trigger_event(event: &TriggerEvent) {
+    match event {
+        TriggerEvent::AddressChanged { device_id, addr } => {
+            tracing::info!(device = format_args!("{:016x}", device_id.0), %addr, "observed address (keepalive)");
+        }
+        TriggerEvent::AddressExpired { device_id } => {
+            tracing::info!(
+                device = format_args!("{:016x}", device_id.0),
+                "address expired: device offline"
+            );
+        }
+        TriggerEvent::KeyInstalled { device_id } => {
+            tracing::info!(
+                device = format_args!("{:016x}", device_id.0),
+                "udp key installed"
+            );
+        }
+        TriggerEvent::KeyInstallRefused { device_id } => {
+            tracing::warn!(
+                device = format_args!("{:016x}", device_id.0),
+                "udp key refused: table full"
+            );
+        }
+        TriggerEvent::KeyRevoked { device_id } => {
+            tracing::info!(
+                device = format_args!("{:016x}", device_id.0),
+                "udp key revoked"
+            );
+        }
+        TriggerEvent::SessionServerLinked { key } => {
+            tracing::info!(key = %short(key), "session server linked");
+        }
+        TriggerEvent::LinkRefused { key } => {
+            tracing::warn!(key = %short(key), "link refused: unknown session server key");
+        }
+        TriggerEvent::TriggerDelivered { op_id, device_id } => {
+            tracing::info!(
+                op_id,
+                device = format_args!("{:016x}", device_id.0),
+                "trigger delivered (S603, 807)"
+            );
+        }
+        TriggerEvent::TriggerUnacknowledged { op_id, device_id } => {
+            tracing::info!(
+                op_id,
+                device = format_args!("{:016x}", device_id.0),
+                "trigger unacknowledged"
+            );
+        }
+        TriggerEvent::Offline { op_id, device_id } => {
+            tracing::info!(
+                op_id,
+                device = format_args!("{:016x}", device_id.0),
+                "trigger for an offline device"
+            );
+        }
+    }
+}

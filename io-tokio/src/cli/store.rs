@@ -1,0 +1,828 @@
+//! The server's durable store: one SQLite database, `DIR/tryst.db`, in WAL
+//! mode with `synchronous=FULL`, so a fact is on disk when its write
+//! returns and `tryst sessions` can read while the server writes.
+//!
+//! Tables:
+//! - `names(name PRIMARY KEY, key, origin 'tofu'|'enrolled', bound_us)`: the
+//!   name bindings (the session server's `NameBound` facts, and the
+//!   operator's enrolments).
+//! - `sessions(id PRIMARY KEY, requester, requester_key, target, target_key,
+//!   start_us, duration_secs, extensions, extended_us, ended, end_us,
+//!   duration_us, permitted_secs, reason, bytes_r2t, bytes_t2r,
+//!   r_reason, r_sent, r_received, r_duration_ms,
+//!   t_reason, t_sent, t_received, t_duration_ms)`: one row per session,
+//!   written at `SessionStarted`, updated at each `SessionExtended`, closed
+//!   by its `SessionRecord`. Rows with `ended = 0` are replayed into the
+//!   machine at start.
+//! - `commands(id PRIMARY KEY, kind 'end'|'enroll', arg, created_us,
+//!   done_us, result)`: what `tryst end` and `tryst enroll` ask of the
+//!   running server, which polls this table and writes the result.
+//!
+//! Times are microseconds since the Unix epoch (the session server runs on
+//! a [`crate::clock::DriverClock::wall`] clock, so its `Instant`s are these).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use tokio::sync::mpsc;
+use tryst_core::identity;
+use tryst_core::session_server::{
+    SessionEndReason, SessionEvent, SessionExtended, SessionRecord, SessionStarted, SideReport,
+};
+use tryst_core::time::Instant;
+use tryst_core::wire::{EndReason, PublicKey, SessionId};
+
+use crate::driver::{Journal, JournalBatch};
+
+/// The database file inside the data dir.
+pub const DB_FILE: &str = "tryst.db";
+/// How long a write waits for another connection's lock.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: i64 = 1;
+/// Durable batches waiting for the journal thread.
+const JOURNAL_QUEUE: usize = 64;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS names (
+    name TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    origin TEXT NOT NULL CHECK (origin IN ('tofu', 'enrolled')),
+    bound_us INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    requester TEXT NOT NULL,
+    requester_key TEXT NOT NULL,
+    target TEXT NOT NULL,
+    target_key TEXT NOT NULL,
+    start_us INTEGER NOT NULL,
+    duration_secs INTEGER NOT NULL,
+    extensions INTEGER NOT NULL DEFAULT 0,
+    extended_us INTEGER,
+    ended INTEGER NOT NULL DEFAULT 0,
+    end_us INTEGER,
+    duration_us INTEGER,
+    permitted_secs INTEGER,
+    reason TEXT,
+    bytes_r2t INTEGER,
+    bytes_t2r INTEGER,
+    r_reason TEXT, r_sent INTEGER, r_received INTEGER, r_duration_ms INTEGER,
+    t_reason TEXT, t_sent INTEGER, t_received INTEGER, t_duration_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS sessions_live ON sessions (ended, start_us);
+CREATE TABLE IF NOT EXISTS commands (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    arg TEXT NOT NULL,
+    created_us INTEGER NOT NULL,
+    done_us INTEGER,
+    result TEXT
+);
+";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data dir holds no store (no server ever ran there).
+    #[error("{}: no tryst store here (start `tryst server --data-dir` on it first)", .0.display())]
+    Missing(PathBuf),
+    /// SQLite failed.
+    #[error("store {}: {source}", path.display())]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// A row holds something this code cannot read.
+    #[error("store: bad row: {0}")]
+    Corrupt(String),
+    /// The store was written by a newer tryst.
+    #[error("store: schema version {0} is newer than this tryst ({SCHEMA_VERSION})")]
+    TooNew(i64),
+}
+
+/// Where a binding came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Bound by the first key that registered the name.
+    Tofu,
+    /// Enrolled by the operator.
+    Enrolled,
+}
+
+/// One row of the session log, as `tryst sessions` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRow {
+    /// The session ID, 32 hex digits.
+    pub id: String,
+    /// The requester's name (who asked).
+    pub requester: String,
+    /// The target's name (whom it asked for).
+    pub target: String,
+    /// When it started (µs since the Unix epoch).
+    pub start_us: u64,
+    /// How long it lasted (µs); `None` while it is live.
+    pub duration_us: Option<u64>,
+    /// The permitted duration now (s).
+    pub permitted_secs: u32,
+    /// Extensions granted.
+    pub extensions: u32,
+    /// Bytes requester -> target (known once ended).
+    pub bytes_r2t: u64,
+    /// Bytes target -> requester (known once ended).
+    pub bytes_t2r: u64,
+    /// Why it ended (`None` while live).
+    pub reason: Option<String>,
+}
+
+/// A pending operator command for the running server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingCommand {
+    /// Its row.
+    pub id: i64,
+    /// `end` or `enroll`.
+    pub kind: String,
+    /// Its argument (a session ID; `NAME KEYHEX`).
+    pub arg: String,
+}
+
+/// A connection to the store.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_us() -> u64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_u32(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// A key as 64 hex digits.
+pub fn key_hex(key: &PublicKey) -> String {
+    identity::format_public_key(key).hex().to_owned()
+}
+
+/// A session ID as 32 hex digits.
+pub fn id_hex(id: &SessionId) -> String {
+    id.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses 32 hex digits as a session ID.
+pub fn parse_id(text: &str) -> Option<SessionId> {
+    let text = text.trim();
+    if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(SessionId(id))
+}
+
+fn parse_key(text: &str) -> Result<PublicKey, StoreError> {
+    identity::parse_public_key(text.as_bytes())
+        .map_err(|e| StoreError::Corrupt(format!("key {text:?}: {e}")))
+}
+
+/// The stored name of an end reason.
+pub fn reason_name(reason: SessionEndReason) -> &'static str {
+    match reason {
+        SessionEndReason::Completed => "completed",
+        SessionEndReason::DurationExpired => "duration-expired",
+        SessionEndReason::Forced => "forced",
+        SessionEndReason::PeerLost => "peer-lost",
+        SessionEndReason::Cancelled => "cancelled",
+        SessionEndReason::Failed => "failed",
+        SessionEndReason::ServerTimeout => "server-timeout",
+    }
+}
+
+fn side_reason_name(reason: EndReason) -> &'static str {
+    reason_name(reason.into())
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, for the server.
+    pub fn create(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join(DB_FILE);
+        let conn = Connection::open(&path).map_err(|source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        })?;
+        // The log says who talked to whom: for the operator only. SQLite
+        // gives its -wal and -shm files the database file's mode.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        }
+        let store = Store { conn, path };
+        store.setup(true)?;
+        Ok(store)
+    }
+
+    /// Opens the existing store in `dir` (for `sessions`, `end`, `enroll`).
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join(DB_FILE);
+        if !path.is_file() {
+            return Err(StoreError::Missing(dir.to_path_buf()));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(&path, flags).map_err(|source| StoreError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
+        let store = Store { conn, path };
+        store.setup(false)?;
+        Ok(store)
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn setup(&self, create: bool) -> Result<(), StoreError> {
+        self.conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| self.sql(e))?;
+        if create {
+            self.conn
+                .pragma_update(None, "journal_mode", "WAL")
+                .map_err(|e| self.sql(e))?;
+        }
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| self.sql(e))?;
+        if create {
+            self.conn.execute_batch(SCHEMA).map_err(|e| self.sql(e))?;
+            self.conn
+                .execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?1)",
+                    params![SCHEMA_VERSION.to_string()],
+                )
+                .map_err(|e| self.sql(e))?;
+        }
+        let version: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        let version = version.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew(version));
+        }
+        Ok(())
+    }
+
+    /// Every name binding, in name order.
+    pub fn bindings(&self) -> Result<Vec<(String, PublicKey, Origin)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, key, origin FROM names ORDER BY name")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, key, origin) = row.map_err(|e| self.sql(e))?;
+            let origin = if origin == "enrolled" {
+                Origin::Enrolled
+            } else {
+                Origin::Tofu
+            };
+            out.push((name, parse_key(&key)?, origin));
+        }
+        Ok(out)
+    }
+
+    /// The key `name` is bound to.
+    pub fn key_of(&self, name: &str) -> Result<Option<PublicKey>, StoreError> {
+        let key: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT key FROM names WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        key.map(|k| parse_key(&k)).transpose()
+    }
+
+    /// Enrolls `name` for `key`. `Ok(false)`: the name is bound to another key.
+    pub fn enroll(&self, name: &str, key: &PublicKey) -> Result<bool, StoreError> {
+        match self.key_of(name)? {
+            Some(bound) if bound == *key => Ok(true),
+            Some(_) => Ok(false),
+            None => {
+                self.conn
+                    .execute(
+                        "INSERT INTO names (name, key, origin, bound_us) VALUES (?1, ?2, 'enrolled', ?3)",
+                        params![name, key_hex(key), to_i64(now_us())],
+                    )
+                    .map_err(|e| self.sql(e))?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// The stored facts of every session without a record, in the order
+    /// the machine emitted them (start, then its latest extension).
+    pub fn live_facts(&self) -> Result<Vec<SessionEvent>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, requester, requester_key, target, target_key, start_us,
+                        duration_secs, extensions, extended_us
+                 FROM sessions WHERE ended = 0 ORDER BY start_us",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, Option<i64>>(8)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut facts = Vec::new();
+        for row in rows {
+            let (id, requester, rkey, target, tkey, start, duration, extensions, extended) =
+                row.map_err(|e| self.sql(e))?;
+            let session_id =
+                parse_id(&id).ok_or_else(|| StoreError::Corrupt(format!("session id {id:?}")))?;
+            let start = Instant::from_micros(to_u64(start));
+            // The row holds the current duration; the extension fact (if
+            // any) restores the count of extensions with it.
+            facts.push(SessionEvent::SessionStarted(SessionStarted {
+                session_id,
+                requester,
+                requester_key: parse_key(&rkey)?,
+                target,
+                target_key: parse_key(&tkey)?,
+                start,
+                duration_secs: to_u32(duration),
+            }));
+            if extensions > 0 {
+                facts.push(SessionEvent::SessionExtended(SessionExtended {
+                    session_id,
+                    duration_secs: to_u32(duration),
+                    extensions: to_u32(extensions),
+                    at: extended.map_or(start, |at| Instant::from_micros(to_u64(at))),
+                }));
+            }
+        }
+        Ok(facts)
+    }
+
+    /// Stores a batch of durable events in one transaction (one fsync).
+    pub fn record(&mut self, events: &[SessionEvent]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let sql = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sql)?;
+        for event in events {
+            match event {
+                SessionEvent::NameBound { name, key } => {
+                    tx.execute(
+                        "INSERT INTO names (name, key, origin, bound_us) VALUES (?1, ?2, 'tofu', ?3)
+                         ON CONFLICT (name) DO UPDATE SET key = excluded.key, origin = 'tofu',
+                         bound_us = excluded.bound_us WHERE names.key <> excluded.key",
+                        params![name, key_hex(key), to_i64(now_us())],
+                    )
+                    .map_err(sql)?;
+                }
+                SessionEvent::SessionStarted(s) => {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO sessions (id, requester, requester_key, target, target_key,
+                         start_us, duration_secs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![
+                            id_hex(&s.session_id),
+                            s.requester,
+                            key_hex(&s.requester_key),
+                            s.target,
+                            key_hex(&s.target_key),
+                            to_i64(s.start.as_micros()),
+                            i64::from(s.duration_secs)
+                        ],
+                    )
+                    .map_err(sql)?;
+                }
+                SessionEvent::SessionExtended(x) => {
+                    tx.execute(
+                        "UPDATE sessions SET duration_secs = ?2, extensions = ?3, extended_us = ?4
+                         WHERE id = ?1 AND ended = 0",
+                        params![
+                            id_hex(&x.session_id),
+                            i64::from(x.duration_secs),
+                            i64::from(x.extensions),
+                            to_i64(x.at.as_micros())
+                        ],
+                    )
+                    .map_err(sql)?;
+                }
+                SessionEvent::SessionRecord(r) => record_row(&tx, r).map_err(sql)?,
+                _ => {}
+            }
+        }
+        tx.commit().map_err(sql)
+    }
+
+    /// The session log, oldest first.
+    pub fn log(&self) -> Result<Vec<LogRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, requester, target, start_us, duration_us, COALESCE(permitted_secs, duration_secs),
+                        extensions, COALESCE(bytes_r2t, 0), COALESCE(bytes_t2r, 0), reason, ended
+                 FROM sessions ORDER BY start_us, id",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let ended: i64 = r.get(10)?;
+                Ok(LogRow {
+                    id: r.get(0)?,
+                    requester: r.get(1)?,
+                    target: r.get(2)?,
+                    start_us: to_u64(r.get(3)?),
+                    duration_us: if ended != 0 {
+                        r.get::<_, Option<i64>>(4)?.map(to_u64)
+                    } else {
+                        None
+                    },
+                    permitted_secs: to_u32(r.get(5)?),
+                    extensions: to_u32(r.get(6)?),
+                    bytes_r2t: to_u64(r.get(7)?),
+                    bytes_t2r: to_u64(r.get(8)?),
+                    reason: if ended != 0 { r.get(9)? } else { None },
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
+    }
+
+    /// IDs of live sessions (started, not yet recorded).
+    pub fn live_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM sessions WHERE ended = 0 ORDER BY start_us")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
+    }
+
+    /// Session IDs starting with `prefix` (lower-case hex), and whether each is live.
+    pub fn find_sessions(&self, prefix: &str) -> Result<Vec<(String, bool)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, ended FROM sessions WHERE substr(id, 1, length(?1)) = ?1 LIMIT 2")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map(params![prefix], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? == 0))
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
+    }
+
+    /// Makes this connection's commits cheap (no fsync per commit): for the
+    /// server's heartbeat and command answers, never for facts.
+    pub fn relax_durability(&self) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Notes that a server runs on this store (now), or that none does (`None`).
+    pub fn set_heartbeat(&self, at_us: Option<u64>) -> Result<(), StoreError> {
+        match at_us {
+            Some(at) => self.conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('heartbeat_us', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![at.to_string()],
+            ),
+            None => self
+                .conn
+                .execute("DELETE FROM meta WHERE key = 'heartbeat_us'", []),
+        }
+        .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Whether a server noted a heartbeat within `fresh`.
+    pub fn server_running(&self, fresh: Duration) -> Result<bool, StoreError> {
+        let beat: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'heartbeat_us'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        let Some(beat) = beat.and_then(|b| b.parse::<u64>().ok()) else {
+            return Ok(false);
+        };
+        let fresh = u64::try_from(fresh.as_micros()).unwrap_or(u64::MAX);
+        Ok(now_us().saturating_sub(beat) <= fresh)
+    }
+
+    /// Queues a command for the running server; returns its row.
+    pub fn push_command(&self, kind: &str, arg: &str) -> Result<i64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO commands (kind, arg, created_us) VALUES (?1, ?2, ?3)",
+                params![kind, arg, to_i64(now_us())],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// The result of a command, once the server wrote it.
+    pub fn command_result(&self, id: i64) -> Result<Option<String>, StoreError> {
+        let result: Option<Option<String>> = self
+            .conn
+            .query_row(
+                "SELECT result FROM commands WHERE id = ?1 AND done_us IS NOT NULL",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        Ok(result.map(Option::unwrap_or_default))
+    }
+
+    /// Withdraws a command no server took; `false` if one took it meanwhile.
+    pub fn withdraw_command(&self, id: i64) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "DELETE FROM commands WHERE id = ?1 AND done_us IS NULL",
+                params![id],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(n == 1)
+    }
+
+    /// Commands no server has answered yet, oldest first.
+    pub fn pending_commands(&self) -> Result<Vec<PendingCommand>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, kind, arg FROM commands WHERE done_us IS NULL ORDER BY id LIMIT 64",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(PendingCommand {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    arg: r.get(2)?,
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
+    }
+
+    /// Writes a command's result.
+    pub fn finish_command(&self, id: i64, result: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE commands SET done_us = ?2, result = ?3 WHERE id = ?1",
+                params![id, to_i64(now_us()), result],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Drops answered commands older than `age` (the table stays small).
+    pub fn prune_commands(&self, age: Duration) -> Result<(), StoreError> {
+        let before = now_us().saturating_sub(u64::try_from(age.as_micros()).unwrap_or(u64::MAX));
+        self.conn
+            .execute(
+                "DELETE FROM commands WHERE done_us IS NOT NULL AND done_us < ?1",
+                params![to_i64(before)],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+}
+
+fn side_params(
+    side: Option<SideReport>,
+) -> (Option<&'static str>, Option<i64>, Option<i64>, Option<i64>) {
+    match side {
+        Some(s) => (
+            Some(side_reason_name(s.reason)),
+            Some(to_i64(s.bytes_sent)),
+            Some(to_i64(s.bytes_received)),
+            Some(to_i64(s.duration_ms)),
+        ),
+        None => (None, None, None, None),
+    }
+}
+
+/// Closes a session's row with its record (inserting the row if the start
+/// was somehow never stored).
+fn record_row(tx: &rusqlite::Transaction<'_>, r: &SessionRecord) -> rusqlite::Result<()> {
+    let id = id_hex(&r.session_id);
+    tx.execute(
+        "INSERT OR IGNORE INTO sessions (id, requester, requester_key, target, target_key, start_us,
+         duration_secs) VALUES (?1, ?2, '', ?3, '', ?4, ?5)",
+        params![
+            id,
+            r.requester,
+            r.target,
+            to_i64(r.start.as_micros()),
+            i64::from(r.permitted_secs)
+        ],
+    )?;
+    let (rr, rs, rv, rd) = side_params(r.requester_side);
+    let (tr, ts, tv, td) = side_params(r.target_side);
+    tx.execute(
+        "UPDATE sessions SET ended = 1, end_us = ?2, duration_us = ?3, permitted_secs = ?4,
+         extensions = ?5, reason = ?6, bytes_r2t = ?7, bytes_t2r = ?8,
+         r_reason = ?9, r_sent = ?10, r_received = ?11, r_duration_ms = ?12,
+         t_reason = ?13, t_sent = ?14, t_received = ?15, t_duration_ms = ?16
+         WHERE id = ?1",
+        params![
+            id,
+            to_i64(r.end.as_micros()),
+            to_i64(u64::try_from(r.duration.as_micros()).unwrap_or(u64::MAX)),
+            i64::from(r.permitted_secs),
+            i64::from(r.extensions),
+            reason_name(r.reason),
+            to_i64(r.bytes_requester_to_target()),
+            to_i64(r.bytes_target_to_requester()),
+            rr,
+            rs,
+            rv,
+            rd,
+            tr,
+            ts,
+            tv,
+            td
+        ],
+    )?;
+    Ok(())
+}
+
+/// Starts the journal: a thread that owns `store` and writes each batch
+/// of durable events, answering once it is committed.
+pub fn start_journal(mut store: Store) -> Journal<SessionEvent> {
+    let (tx, mut rx) = mpsc::channel::<JournalBatch<SessionEvent>>(JOURNAL_QUEUE);
+    let spawned = std::thread::Builder::new()
+        .name("tryst-journal".into())
+        .spawn(move || {
+            while let Some((batch, done)) = rx.blocking_recv() {
+                let result = store.record(&batch).map_err(|e| e.to_string());
+                let _ = done.send(result);
+            }
+        });
+    if let Err(e) = spawned {
+        // The receiver is gone with the closure: the first durable batch
+        // fails and the server stops before acknowledging it.
+        tracing::error!(error = %e, "cannot start the journal thread");
+    }
+    tx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::time::Duration as CoreDuration;
+
+    fn key(b: u8) -> PublicKey {
+        PublicKey([b; 32])
+    }
+
+    #[test]
+    fn started_extended_and_recorded_sessions_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::create(dir.path()).unwrap();
+        let id = SessionId([7; 16]);
+        let start = Instant::from_micros(1_700_000_000_000_000);
+        store
+            .record(&[
+                SessionEvent::NameBound {
+                    name: "TERM1".into(),
+                    key: key(9),
+                },
+                SessionEvent::SessionStarted(SessionStarted {
+                    session_id: id,
+                    requester: "TERM3".into(),
+                    requester_key: key(3),
+                    target: "TERM1".into(),
+                    target_key: key(9),
+                    start,
+                    duration_secs: 60,
+                }),
+                SessionEvent::SessionExtended(SessionExtended {
+                    session_id: id,
+                    duration_secs: 120,
+                    extensions: 1,
+                    at: start + CoreDuration::from_secs(42),
+                }),
+            ])
+            .unwrap();
+        drop(store);
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.bindings().unwrap(),
+            vec![("TERM1".to_owned(), key(9), Origin::Tofu)]
+        );
+        let facts = store.live_facts().unwrap();
+        assert_eq!(facts.len(), 2);
+        assert!(matches!(&facts[1], SessionEvent::SessionExtended(x) if x.duration_secs == 120));
+        store
+            .record(&[SessionEvent::SessionRecord(SessionRecord {
+                session_id: id,
+                requester: "TERM3".into(),
+                target: "TERM1".into(),
+                start,
+                end: start + CoreDuration::from_secs(90),
+                duration: CoreDuration::from_secs(90),
+                permitted_secs: 120,
+                extensions: 1,
+                requester_side: None,
+                target_side: None,
+                reason: SessionEndReason::Forced,
+            })])
+            .unwrap();
+        assert!(store.live_facts().unwrap().is_empty());
+        let log = store.log().unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].reason.as_deref(), Some("forced"));
+        assert_eq!(log[0].duration_us, Some(90_000_000));
+        assert_eq!(parse_id(&log[0].id), Some(id));
+    }
+
+    #[test]
+    fn enrolment_refuses_a_name_bound_to_another_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        assert!(store.enroll("cam", &key(1)).unwrap());
+        assert!(store.enroll("cam", &key(1)).unwrap());
+        assert!(!store.enroll("cam", &key(2)).unwrap());
+    }
+
+    #[test]
+    fn commands_are_answered_once_and_withdrawn_only_unanswered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let a = store.push_command("end", "00").unwrap();
+        let b = store.push_command("end", "11").unwrap();
+        assert_eq!(store.pending_commands().unwrap().len(), 2);
+        store.finish_command(a, "ok").unwrap();
+        assert_eq!(store.command_result(a).unwrap().as_deref(), Some("ok"));
+        assert!(!store.withdraw_command(a).unwrap());
+        assert!(store.withdraw_command(b).unwrap());
+        assert!(store.pending_commands().unwrap().is_empty());
+    }
+}

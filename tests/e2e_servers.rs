@@ -1,0 +1,874 @@
+//! End to end through the real `tryst` binary: the operator's side.
+//! Servers run as child processes on 127.0.0.1 with ports the kernel
+//! picks (each prints its bound addresses, which the tests read); the
+//! terminals that drive them run in this process (`tryst_tokio::terminal`),
+//! so the tests see every terminal event.
+//!
+//! Declared as a test of the `tryst-tokio` package (see its Cargo.toml) so
+//! that `CARGO_BIN_EXE_tryst` names the binary that `cargo test` built.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use rand_core::OsRng;
+use tokio::sync::mpsc;
+use tryst_tokio::core::crypto::StaticKeypair;
+use tryst_tokio::core::identity::{parse_secret_key, SecretKey};
+use tryst_tokio::core::terminal::{TerminalConfig, TerminalEvent};
+use tryst_tokio::core::wire::{EndReason, PublicKey, SessionId};
+use tryst_tokio::terminal::{self, TerminalHandle};
+
+/// Longest any one step may take.
+const STEP: Duration = Duration::from_secs(20);
+const LOOPBACK_ANY: &str = "127.0.0.1:0";
+/// What a terminal asks for at 70% of its duration.
+const EXTENSION_ASK_SECS: u32 = 4;
+
+fn tryst() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tryst"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    tryst().args(args).output().expect("the tryst binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_key(hex_text: &str) -> PublicKey {
+    let mut key = [0u8; 32];
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex_text[2 * i..2 * i + 2], 16).expect("hex key");
+    }
+    PublicKey(key)
+}
+
+/// A server process; killed (SIGKILL) when dropped.
+struct Proc {
+    child: Child,
+    lines: std_mpsc::Receiver<String>,
+    seen: Vec<String>,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn start(args: &[&str], log: PathBuf) -> Proc {
+        let mut child = tryst()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(fs::File::create(&log).expect("log file")))
+            .spawn()
+            .expect("the tryst binary starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, lines) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines,
+            seen: Vec::new(),
+            log,
+        }
+    }
+
+    /// The value of the first stdout line `label: value`.
+    fn value(&mut self, label: &str) -> String {
+        let prefix = format!("{label}: ");
+        if let Some(v) = self.seen.iter().find_map(|l| l.strip_prefix(&prefix)) {
+            return v.to_owned();
+        }
+        let deadline = Instant::now() + STEP;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.strip_prefix(&prefix).map(str::to_owned);
+                    self.seen.push(line);
+                    if let Some(v) = found {
+                        return v;
+                    }
+                }
+                Err(_) => panic!(
+                    "no {label:?} line from the server; stdout so far: {:?}; log:\n{}",
+                    self.seen,
+                    fs::read_to_string(&self.log).unwrap_or_default()
+                ),
+            }
+        }
+    }
+
+    fn addr(&mut self, label: &str) -> SocketAddr {
+        self.value(label).parse().expect("an address")
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns whether it exited 0.
+    fn term(&mut self, within: Duration) -> bool {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -TERM failed");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A combined server on fresh ports.
+struct Server {
+    proc: Proc,
+    key: PublicKey,
+    control: SocketAddr,
+    trigger: SocketAddr,
+}
+
+fn start_server(dir: &Path, extra: &[&str], log_name: &str) -> Server {
+    let dir_s = dir.to_str().expect("utf-8 path");
+    let mut args = vec![
+        "server",
+        "--data-dir",
+        dir_s,
+        "--control",
+        LOOPBACK_ANY,
+        "--trigger",
+        LOOPBACK_ANY,
+    ];
+    args.extend_from_slice(extra);
+    let log = dir.parent().expect("parent").join(log_name);
+    let mut proc = Proc::start(&args, log);
+    let key = parse_key(&proc.value("server key"));
+    let control = proc.addr("control");
+    let trigger = proc.addr("trigger");
+    Server {
+        proc,
+        key,
+        control,
+        trigger,
+    }
+}
+
+/// An in-process terminal and its events.
+struct Term {
+    handle: TerminalHandle,
+    events: mpsc::UnboundedReceiver<TerminalEvent>,
+    backlog: VecDeque<TerminalEvent>,
+}
+
+impl Term {
+    async fn start(
+        name: &str,
+        keypair: StaticKeypair,
+        allow: &[&str],
+        control: SocketAddr,
+        trigger: SocketAddr,
+        server_key: PublicKey,
+    ) -> Term {
+        let mut config = TerminalConfig::new(name, trigger, server_key).expect("a valid name");
+        config.extension_secs = Some(EXTENSION_ASK_SECS);
+        let (handle, events) = terminal::spawn(
+            config,
+            keypair,
+            control,
+            LOOPBACK_ANY.parse().expect("addr"),
+            allow,
+        )
+        .await
+        .expect("the terminal starts");
+        Term {
+            handle,
+            events,
+            backlog: VecDeque::new(),
+        }
+    }
+
+    /// Takes the first event `pick` accepts (earlier ones stay for later).
+    async fn expect<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&TerminalEvent) -> Option<T>,
+    ) -> T {
+        if let Some(i) = self.backlog.iter().position(|e| pick(e).is_some()) {
+            let event = self.backlog.remove(i).expect("present");
+            return pick(&event).expect("picked");
+        }
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let event = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}; saw {:?}", self.backlog))
+                .unwrap_or_else(|| panic!("terminal stopped before {what}"));
+            match pick(&event) {
+                Some(found) => return found,
+                None => self.backlog.push_back(event),
+            }
+        }
+    }
+
+    /// Registered and reachable: its registration was confirmed (the
+    /// trigger server acknowledged a keepalive under the key installed at
+    /// confirmation), so the server acknowledged it.
+    async fn online(&mut self) {
+        self.expect("registration", |e| {
+            matches!(e, TerminalEvent::Registered { .. }).then_some(())
+        })
+        .await;
+        self.expect("online", |e| {
+            matches!(e, TerminalEvent::Online { .. }).then_some(())
+        })
+        .await;
+    }
+
+    /// Whether the server refused the registration (`true`) or accepted it.
+    async fn registration_outcome(&mut self) -> bool {
+        self.expect("a registration outcome", |e| match e {
+            TerminalEvent::RegistrationRefused => Some(true),
+            TerminalEvent::Registered { .. } => Some(false),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn ready(&mut self) -> SessionId {
+        self.expect("an address notification", |e| match e {
+            TerminalEvent::SessionReady { session_id, .. } => Some(*session_id),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn ended(&mut self, id: SessionId) -> EndReason {
+        self.expect("the end of the session", |e| match e {
+            TerminalEvent::SessionEnded {
+                session_id, reason, ..
+            } if *session_id == id => Some(*reason),
+            _ => None,
+        })
+        .await
+    }
+}
+
+/// TERM1 (allows TERM3) and TERM3, both online at `server`.
+async fn pair(server: &Server, home_keys: StaticKeypair) -> (Term, Term) {
+    let mut home = Term::start(
+        "TERM1",
+        home_keys,
+        &["TERM3"],
+        server.control,
+        server.trigger,
+        server.key,
+    )
+    .await;
+    home.online().await;
+    let mut phone = Term::start(
+        "TERM3",
+        StaticKeypair::generate(&mut OsRng),
+        &[],
+        server.control,
+        server.trigger,
+        server.key,
+    )
+    .await;
+    phone.online().await;
+    (home, phone)
+}
+
+/// TERM3 connects to TERM1; returns the session both were told.
+async fn connect(home: &mut Term, phone: &mut Term, secs: u32) -> SessionId {
+    phone
+        .handle
+        .connect("TERM1", secs)
+        .await
+        .expect("request sent");
+    let a = phone.ready().await;
+    let b = home.ready().await;
+    assert_eq!(a, b, "both sides were told the same session");
+    a
+}
+
+/// The session log as JSON.
+fn sessions_json(dir: &Path) -> Vec<serde_json::Value> {
+    let out = run(&[
+        "sessions",
+        "--data-dir",
+        dir.to_str().expect("path"),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "sessions failed: {}",
+        text(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).expect("JSON array")
+}
+
+fn row<'a>(log: &'a [serde_json::Value], id: &SessionId) -> Option<&'a serde_json::Value> {
+    let id = hex(&id.0);
+    log.iter().find(|r| r["session_id"] == id.as_str())
+}
+
+/// Waits until the log has `id` ended; returns its row.
+async fn recorded(dir: &Path, id: &SessionId, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let log = sessions_json(dir);
+        if let Some(r) = row(&log, id).filter(|r| r["live"] == false) {
+            return r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no record of {} in {log:?}",
+            hex(&id.0)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn one_line_error(out: &Output) -> String {
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
+    assert!(err.starts_with("tryst: "), "{err:?}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err:?}"
+    );
+    err
+}
+
+#[test]
+fn keygen_writes_a_0600_secret_key_and_prints_the_public_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("device.key");
+    let out = run(&["keygen", "--out", path.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout).trim().to_owned();
+    assert_eq!(printed.len(), 64, "{printed:?}");
+    let mode = fs::metadata(&path).expect("key file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let secret: SecretKey = parse_secret_key(&fs::read(&path).expect("read")).expect("a key file");
+    assert_eq!(hex(&secret.public_key().0), printed);
+    let public = fs::read_to_string(dir.path().join("device.key.pub")).expect("pub file");
+    assert!(public.contains(&printed));
+
+    let again = run(&["keygen", "--out", path.to_str().expect("path")]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(one_line_error(&again).contains("refusing to overwrite"));
+    let forced = run(&["keygen", "--out", path.to_str().expect("path"), "--force"]);
+    assert!(forced.status.success());
+    assert_ne!(text(&forced.stdout).trim(), printed);
+}
+
+#[test]
+fn bad_flags_exit_2_with_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("path");
+    let cases: Vec<Vec<&str>> = vec![
+        vec![],
+        vec!["no-such-command"],
+        vec!["server", "--bogus"],
+        vec!["server"],
+        vec!["server", "--data-dir", d, "--max-duration", "banana"],
+        vec!["server", "--data-dir", d, "--control", "not-an-address"],
+        vec!["sessions", "--data-dir", d],
+        vec!["end", "xyz", "--data-dir", d],
+        vec!["enroll", "TERM1", "not-a-key", "--data-dir", d],
+        vec!["keygen"],
+        vec!["trigger-server", "--data-dir", d],
+    ];
+    for args in cases {
+        let out = run(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        one_line_error(&out);
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?} printed {:?}",
+            text(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn a_server_that_cannot_listen_exits_2_with_one_line() {
+    let taken = std::net::TcpListener::bind(LOOPBACK_ANY).expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    // Logs off: stderr is then exactly the error line.
+    let out = tryst()
+        .env("RUST_LOG", "off")
+        .args([
+            "server",
+            "--data-dir",
+            dir.to_str().expect("path"),
+            "--control",
+            &addr,
+        ])
+        .args(["--trigger", LOOPBACK_ANY])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(one_line_error(&out).contains(&addr));
+}
+
+#[test]
+fn server_prints_its_key_and_writes_server_pub_and_keeps_it_across_restarts() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let mut first = start_server(&dir, &[], "first.log");
+    let public = fs::read_to_string(dir.join("server.pub")).expect("server.pub");
+    assert!(public.contains(&hex(&first.key.0)));
+    assert!(first
+        .proc
+        .seen
+        .iter()
+        .any(|l| l.starts_with("created a new key")));
+    first.proc.kill9();
+    let mut second = start_server(&dir, &[], "second.log");
+    assert_eq!(second.key, first.key, "the key is created once");
+    assert_ne!(second.control.port(), 0);
+    assert!(second.proc.term(STEP), "{}", second.proc.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_acknowledged_binding_or_record() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let mut server = start_server(&dir, &[], "before.log");
+    let home_secret = SecretKey::generate(&mut OsRng);
+    let (mut home, mut phone) = pair(&server, home_secret.keypair()).await;
+
+    // One session runs to its end and is recorded.
+    let done = connect(&mut home, &mut phone, 60).await;
+    phone
+        .handle
+        .progress(done, 4096, 0, false)
+        .await
+        .expect("progress");
+    home.handle
+        .progress(done, 0, 4096, false)
+        .await
+        .expect("progress");
+    phone
+        .handle
+        .finish(done, EndReason::Completed)
+        .await
+        .expect("finish");
+    home.handle
+        .finish(done, EndReason::Completed)
+        .await
+        .expect("finish");
+    phone.ended(done).await;
+    home.ended(done).await;
+    recorded(&dir, &done, STEP).await;
+    // Another starts (both sides were notified: acknowledged) and stays live.
+    let live = connect(&mut home, &mut phone, 600).await;
+
+    server.proc.kill9();
+    let mut server = start_server(&dir, &[], "after.log");
+
+    let log = sessions_json(&dir);
+    let first = row(&log, &done).expect("the finished session survived");
+    assert_eq!(first["end_reason"], "completed");
+    assert_eq!(first["who"], "TERM3");
+    assert_eq!(first["whom"], "TERM1");
+    assert_eq!(first["bytes"], 4096);
+    let second = row(&log, &live).expect("the live session survived");
+    assert_eq!(second["live"], true, "{second}");
+
+    // The binding survived: another key cannot take TERM1, its own key can.
+    let mut thief = Term::start(
+        "TERM1",
+        StaticKeypair::generate(&mut OsRng),
+        &[],
+        server.control,
+        server.trigger,
+        server.key,
+    )
+    .await;
+    assert!(thief.registration_outcome().await, "another key took TERM1");
+    let mut owner = Term::start(
+        "TERM1",
+        home_secret.keypair(),
+        &[],
+        server.control,
+        server.trigger,
+        server.key,
+    )
+    .await;
+    assert!(
+        !owner.registration_outcome().await,
+        "TERM1's own key was refused"
+    );
+
+    // The live session was restored into the machine: it can be ended, and
+    // gets its one record.
+    let id = hex(&live.0);
+    let out = run(&["end", &id, "--data-dir", dir.to_str().expect("path")]);
+    assert!(
+        out.status.success(),
+        "end: {}\n{}",
+        text(&out.stderr),
+        server.proc.log()
+    );
+    let forced = recorded(&dir, &live, Duration::from_secs(30)).await;
+    assert_eq!(forced["end_reason"], "forced");
+    assert!(server.proc.term(STEP), "{}", server.proc.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tryst_end_forces_a_live_session_to_end_s1604() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let mut server = start_server(&dir, &[], "server.log");
+    let (mut home, mut phone) = pair(&server, StaticKeypair::generate(&mut OsRng)).await;
+    let id = connect(&mut home, &mut phone, 600).await;
+
+    let log = sessions_json(&dir);
+    assert_eq!(row(&log, &id).expect("listed while live")["live"], true);
+    let prefix = &hex(&id.0)[..12];
+    let out = run(&["end", prefix, "--data-dir", dir.to_str().expect("path")]);
+    assert!(
+        out.status.success(),
+        "end: {}\n{}",
+        text(&out.stderr),
+        server.proc.log()
+    );
+    assert_eq!(phone.ended(id).await, EndReason::Forced);
+    assert_eq!(home.ended(id).await, EndReason::Forced);
+    let record = recorded(&dir, &id, STEP).await;
+    assert_eq!(record["end_reason"], "forced");
+    let table = run(&["sessions", "--data-dir", dir.to_str().expect("path")]);
+    assert!(table.status.success());
+    let table = text(&table.stdout);
+    let header = table.lines().next().expect("a header");
+    for column in ["who", "whom", "start", "duration", "ext", "bytes", "end"] {
+        assert!(header.contains(column), "{header}");
+    }
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(&hex(&id.0)))
+        .expect("the session's line");
+    assert!(
+        line.contains("TERM3") && line.contains("TERM1") && line.ends_with("forced"),
+        "{line}"
+    );
+
+    // Ending it again, or a session that never was, fails in one line.
+    let again = run(&[
+        "end",
+        &hex(&id.0),
+        "--data-dir",
+        dir.to_str().expect("path"),
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    one_line_error(&again);
+    let unknown = run(&[
+        "end",
+        "00000000000000000000000000000000",
+        "--data-dir",
+        dir.to_str().expect("path"),
+    ]);
+    assert_eq!(unknown.status.code(), Some(2));
+    one_line_error(&unknown);
+    assert!(server.proc.term(STEP));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_live_sessions_cleanly_and_records_them() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let mut server = start_server(&dir, &[], "server.log");
+    let (mut home, mut phone) = pair(&server, StaticKeypair::generate(&mut OsRng)).await;
+    let id = connect(&mut home, &mut phone, 600).await;
+
+    assert!(server.proc.term(STEP), "{}", server.proc.log());
+    assert_eq!(phone.ended(id).await, EndReason::Forced);
+    assert_eq!(home.ended(id).await, EndReason::Forced);
+    let log = sessions_json(&dir);
+    let record = row(&log, &id).expect("recorded");
+    assert_eq!(record["live"], false, "{record}");
+    assert_eq!(record["end_reason"], "forced");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_server_admits_only_enrolled_names() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let d = dir.to_str().expect("path").to_owned();
+    let camera = SecretKey::generate(&mut OsRng);
+    let camera_hex = hex(&camera.public_key().0);
+    // Enrolled before the first start...
+    let out = run(&["enroll", "camera", &camera_hex, "--data-dir", &d]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut server = start_server(&dir, &["--closed"], "server.log");
+    let mut cam = Term::start(
+        "camera",
+        camera.keypair(),
+        &[],
+        server.control,
+        server.trigger,
+        server.key,
+    )
+    .await;
+    assert!(
+        !cam.registration_outcome().await,
+        "an enrolled name was refused"
+    );
+
+    // ...or while it runs.
+    let phone = SecretKey::generate(&mut OsRng);
+    let mut early = Term::start(
+        "phone",
+        phone.keypair(),
+        &[],
+        server.control,
+        server.trigger,
+        server.key,
+    )
+    .await;
+    assert!(
+        early.registration_outcome().await,
+        "a name nobody enrolled registered"
+    );
+    let out = run(&[
+        "enroll",
+        "phone",
+        &hex(&phone.public_key().0),
+        "--data-dir",
+        &d,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("running server"),
+        "{}",
+        text(&out.stdout)
+    );
+    let mut late = Term::start(
+        "phone",
+        phone.keypair(),
+        &[],
+        server.control,
+        server.trigger,
+        server.key,
+    )
+    .await;
+    assert!(
+        !late.registration_outcome().await,
+        "enrolled at run time, still refused"
+    );
+
+    // The enrolled name is the key's alone.
+    let mut other = Term::start(
+        "phone",
+        StaticKeypair::generate(&mut OsRng),
+        &[],
+        server.control,
+        server.trigger,
+        server.key,
+    )
+    .await;
+    assert!(other.registration_outcome().await);
+    let clash = run(&["enroll", "phone", &camera_hex, "--data-dir", &d]);
+    assert_eq!(clash.status.code(), Some(1));
+    one_line_error(&clash);
+    assert!(server.proc.term(STEP));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_servers_link_over_the_authenticated_channel() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sdir = tmp.path().join("session");
+    let tdir = tmp.path().join("trigger");
+    fs::create_dir(&sdir).expect("mkdir");
+    fs::create_dir(&tdir).expect("mkdir");
+    // Each side needs the other's key: make the session server's first.
+    let out = run(&[
+        "keygen",
+        "--out",
+        sdir.join("server.key").to_str().expect("path"),
+    ]);
+    assert!(out.status.success());
+    let session_key = text(&out.stdout).trim().to_owned();
+    let mut trig = Proc::start(
+        &[
+            "trigger-server",
+            "--data-dir",
+            tdir.to_str().expect("path"),
+            "--trigger",
+            LOOPBACK_ANY,
+            "--link",
+            LOOPBACK_ANY,
+            "--session-server-key",
+            &session_key,
+        ],
+        tmp.path().join("trigger.log"),
+    );
+    let trigger_key = trig.value("trigger key");
+    let trigger_udp = trig.addr("trigger");
+    let link = trig.addr("link").to_string();
+    let mut sess = Proc::start(
+        &[
+            "session-server",
+            "--data-dir",
+            sdir.to_str().expect("path"),
+            "--control",
+            LOOPBACK_ANY,
+            "--trigger-link",
+            &link,
+            "--trigger-key",
+            tdir.join("trigger.pub").to_str().expect("path"),
+        ],
+        tmp.path().join("session.log"),
+    );
+    assert_eq!(
+        sess.value("server key"),
+        session_key,
+        "the keygen'd key is used"
+    );
+    let server = Server {
+        key: parse_key(&session_key),
+        control: sess.addr("control"),
+        trigger: trigger_udp,
+        proc: sess,
+    };
+    assert_eq!(hex(&parse_key(&trigger_key).0), trigger_key);
+    let (mut home, mut phone) = pair(&server, StaticKeypair::generate(&mut OsRng)).await;
+    let id = connect(&mut home, &mut phone, 60).await;
+    let mut server = server;
+    let out = run(&[
+        "end",
+        &hex(&id.0),
+        "--data-dir",
+        sdir.to_str().expect("path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        server.proc.log()
+    );
+    assert_eq!(home.ended(id).await, EndReason::Forced);
+    assert!(server.proc.term(STEP), "{}", server.proc.log());
+    assert!(trig.term(STEP), "{}", trig.log());
+}
+
+/// Runs a 4-second session whose transfer is still going at 70%; returns
+/// what the requester heard and the session's record.
+async fn session_that_asks_for_more(extra: &[&str]) -> (Option<u32>, serde_json::Value) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    let mut args = vec!["--max-duration", "4s"];
+    args.extend_from_slice(extra);
+    let mut server = start_server(&dir, &args, "server.log");
+    let (mut home, mut phone) = pair(&server, StaticKeypair::generate(&mut OsRng)).await;
+    let id = connect(&mut home, &mut phone, 4).await;
+    phone
+        .handle
+        .progress(id, 1000, 0, true)
+        .await
+        .expect("progress");
+    home.handle
+        .progress(id, 0, 1000, true)
+        .await
+        .expect("progress");
+    let granted = phone
+        .expect("an answer to the extension request", |e| match e {
+            TerminalEvent::SessionExtended {
+                session_id,
+                duration_secs,
+            } if *session_id == id => Some(Some(*duration_secs)),
+            TerminalEvent::ExtensionRefused { session_id } if *session_id == id => Some(None),
+            _ => None,
+        })
+        .await;
+    phone
+        .handle
+        .progress(id, 2000, 0, false)
+        .await
+        .expect("progress");
+    home.handle
+        .progress(id, 0, 2000, false)
+        .await
+        .expect("progress");
+    phone
+        .handle
+        .finish(id, EndReason::Completed)
+        .await
+        .expect("finish");
+    // The phone's end notification may already have made the server end
+    // the session on the home side too (an end trigger); either way the
+    // home side has ended it once this returns.
+    if let Err(e) = home.handle.finish(id, EndReason::Completed).await {
+        assert!(
+            e.to_string().contains("no such session"),
+            "the home side's finish failed for another reason: {e:#}"
+        );
+    }
+    let record = recorded(&dir, &id, STEP).await;
+    assert!(server.proc.term(STEP), "{}", server.proc.log());
+    (granted, record)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s1602_extension_is_granted_within_the_extension_allowance_and_logged() {
+    let (granted, record) = session_that_asks_for_more(&["--extension", "10s"]).await;
+    assert_eq!(granted, Some(4 + EXTENSION_ASK_SECS));
+    assert_eq!(record["extensions"], 1, "{record}");
+    assert_eq!(record["permitted_secs"], 4 + EXTENSION_ASK_SECS, "{record}");
+    assert_eq!(record["end_reason"], "completed");
+    assert_eq!(record["bytes"], 2000, "one way, as both sides reported it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extension_0s_refuses_every_extension() {
+    let (granted, record) = session_that_asks_for_more(&["--extension", "0s"]).await;
+    assert_eq!(granted, None);
+    assert_eq!(record["extensions"], 0, "{record}");
+    assert_eq!(record["permitted_secs"], 4, "{record}");
+}
