@@ -28,6 +28,7 @@ use tryst_core::crypto::StaticKeypair;
 use tryst_core::machine::{ConnectionId, Destination};
 use tryst_core::peer::endpoint::{Endpoint, EndpointEvent, SessionIo, ENDPOINT_BUF_LEN};
 use tryst_core::peer::session::{PeerConfig, PeerEvent};
+use tryst_core::peer::transport::TransportStats;
 use tryst_core::terminal::{
     ConnectError, PermissionError, TerminalConfig, TerminalEvent, UnknownQuery, UnknownSession,
 };
@@ -43,6 +44,9 @@ pub const RECV_SLOT_LEN: usize = 64 * 1024;
 /// Room per datagram in a GSO batch: an Ethernet-sized datagram; a larger
 /// one is sent alone.
 pub const BATCH_SLOT_LEN: usize = 1500;
+/// Most bytes one GSO send may carry in all: a UDP payload's limit over
+/// IPv6 (65535 - 40 - 8); the kernel refuses a larger batch with EMSGSIZE.
+pub const MAX_GSO_PAYLOAD: usize = 65_487;
 /// Socket buffer size asked of the kernel for each direction, so a burst
 /// of paced packets is not dropped by the socket itself.
 pub const SOCKET_BUFFER_LEN: usize = 4 * 1024 * 1024;
@@ -599,7 +603,9 @@ struct SendBatch {
 impl SendBatch {
     fn new(max_segments: usize) -> SendBatch {
         SendBatch {
-            buf: vec![0; max_segments * BATCH_SLOT_LEN],
+            // The kernel refuses a GSO send whose whole UDP payload passes
+            // 64 KiB (EMSGSIZE): the batch never grows past that.
+            buf: vec![0; (max_segments * BATCH_SLOT_LEN).min(MAX_GSO_PAYLOAD)],
             len: 0,
             segment: 0,
             count: 0,
@@ -647,7 +653,7 @@ impl SendBatch {
 
     /// Whether the batch can take nothing more.
     fn is_full(&self) -> bool {
-        self.count >= self.max_segments || self.closed
+        self.count >= self.max_segments || self.closed || self.len + self.segment > self.buf.len()
     }
 
     /// Empties the batch: (destination, bytes, segment size).
@@ -1015,6 +1021,20 @@ impl Loop {
             }
             EndpointEvent::Peer { session_id, event } => {
                 log_peer_event(&session_id, &event);
+                if matches!(
+                    event,
+                    PeerEvent::Ended { .. }
+                        | PeerEvent::StreamAcked { .. }
+                        | PeerEvent::StreamReceived { .. }
+                ) {
+                    if let Some(stats) = self
+                        .endpoint
+                        .session(&session_id)
+                        .and_then(|s| s.transport_stats())
+                    {
+                        log_path_stats(&session_id, stats);
+                    }
+                }
                 match event {
                     PeerEvent::Connected { .. } => {
                         if let Some(out) = self
@@ -1222,6 +1242,25 @@ fn log_peer_event(id: &SessionId, event: &PeerEvent) {
     }
 }
 
+/// How the direct path went, at debug: packets, losses, round trip, window.
+fn log_path_stats(id: &SessionId, stats: &TransportStats) {
+    tracing::debug!(
+        session = %short_session_id(id),
+        packets_sent = stats.packets_sent,
+        packets_received = stats.packets_received,
+        packets_lost = stats.packets_lost,
+        spurious_losses = stats.spurious_losses,
+        retransmitted = stats.stream_bytes_retransmitted,
+        congestion_events = stats.congestion_events,
+        pto_fired = stats.pto_fired,
+        rtt_us = u64::try_from(stats.rtt.as_micros()).unwrap_or(u64::MAX),
+        min_rtt_us = u64::try_from(stats.min_rtt.as_micros()).unwrap_or(u64::MAX),
+        cwnd = stats.cwnd,
+        mtu = stats.mtu,
+        "direct path statistics"
+    );
+}
+
 /// One log line per protocol event, at info; keys never appear.
 fn log_event(event: &TerminalEvent) {
     match event {
@@ -1338,6 +1377,21 @@ mod tests {
         assert!(batch.push(addr(1), &[0; 10]));
         assert!(batch.is_full());
         assert!(!batch.push(addr(1), &[0; 10]));
+    }
+
+    #[test]
+    fn gso_batch_never_passes_the_kernels_64_kib_payload_limit() {
+        // 64 segments of 1452 bytes would be 92,928 bytes: the kernel
+        // refuses such a send whole (EMSGSIZE), losing every packet in it.
+        let mut batch = SendBatch::new(64);
+        let mut pushed = 0;
+        while !batch.is_full() && batch.push(addr(1), &[7; 1452]) {
+            pushed += 1;
+        }
+        assert_eq!(pushed, MAX_GSO_PAYLOAD / 1452);
+        let (_, len, segment) = batch.take().unwrap();
+        assert!(len <= MAX_GSO_PAYLOAD);
+        assert_eq!(segment, 1452);
     }
 
     #[tokio::test]

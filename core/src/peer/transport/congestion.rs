@@ -7,9 +7,12 @@
 //! persistent congestion (every packet lost over a long enough span)
 //! collapses it to the minimum.
 //!
-//! Pacer: a token bucket refilled at 1.25 · cwnd / srtt, holding at most
-//! [`PACING_BURST`] datagrams, so packets leave spread over the round trip
-//! in bursts small enough for routers and large enough for GSO batching.
+//! Pacer: a token bucket refilled at 1.25 · cwnd / srtt, holding what the
+//! window sends in [`PACING_GRANULARITY`] (at least [`PACING_BURST`], at
+//! most [`MAX_PACING_BURST`] datagrams), so packets leave spread over the
+//! round trip, in bursts large enough for GSO batching and for a driver
+//! whose timers fire a millisecond late (tokio's granularity), as
+//! quinn-proto's pacer does.
 
 use core::time::Duration;
 
@@ -19,8 +22,14 @@ use crate::time::Instant;
 pub const INITIAL_WINDOW_PACKETS: u64 = 10;
 /// Minimum window in datagrams (RFC 9002 §7.2: 2).
 pub const MIN_WINDOW_PACKETS: u64 = 2;
-/// Most datagrams the pacer lets out back to back.
+/// Fewest datagrams the pacer lets out back to back.
 pub const PACING_BURST: u64 = 10;
+/// Most datagrams the pacer lets out back to back, however fast the path.
+pub const MAX_PACING_BURST: u64 = 256;
+/// How much of the window's sending time one burst may hold: twice the
+/// millisecond timer granularity of common drivers, so a late timer costs
+/// no throughput.
+pub const PACING_GRANULARITY: Duration = Duration::from_millis(2);
 /// Pacing rate numerator over cwnd / srtt (rate = 5/4 · cwnd / srtt).
 const PACING_GAIN_NUM: u128 = 5;
 /// Pacing rate denominator.
@@ -166,12 +175,21 @@ impl Pacer {
         }
     }
 
-    fn capacity(cwnd: u64, mds: u64) -> u64 {
-        (PACING_BURST * mds).min(cwnd).max(mds)
+    /// The bucket's size: what the window sends in [`PACING_GRANULARITY`],
+    /// between [`PACING_BURST`] and [`MAX_PACING_BURST`] datagrams, never
+    /// more than the window.
+    fn capacity(cwnd: u64, srtt: Duration, mds: u64) -> u64 {
+        let srtt_us = srtt.as_micros().max(1);
+        let per_granularity = u128::from(cwnd) * PACING_GRANULARITY.as_micros() / srtt_us;
+        let per_granularity = u64::try_from(per_granularity).unwrap_or(u64::MAX);
+        per_granularity
+            .clamp(PACING_BURST * mds, MAX_PACING_BURST * mds)
+            .min(cwnd)
+            .max(mds)
     }
 
     fn refill(&mut self, now: Instant, cwnd: u64, srtt: Duration, mds: u64) {
-        let cap = Self::capacity(cwnd, mds);
+        let cap = Self::capacity(cwnd, srtt, mds);
         let elapsed = (now - self.last).as_micros();
         let srtt_us = srtt.as_micros().max(1);
         let add = elapsed * PACING_GAIN_NUM * u128::from(cwnd) / (PACING_GAIN_DEN * srtt_us);
@@ -190,7 +208,7 @@ impl Pacer {
         mds: u64,
     ) -> Instant {
         self.refill(now, cwnd, srtt, mds);
-        let size = size.min(Self::capacity(cwnd, mds));
+        let size = size.min(Self::capacity(cwnd, srtt, mds));
         if self.tokens >= size {
             return now;
         }
@@ -289,5 +307,22 @@ mod tests {
         // rate = 1.25 · 120000 / 0.1 s = 1.5 MB/s → 1200 bytes in 800 µs.
         assert_eq!(next, Instant::from_micros(800));
         assert_eq!(pacer.next_send(next, 1200, cwnd, srtt, 1200), next);
+    }
+
+    #[test]
+    fn pacer_burst_covers_the_timer_granularity_on_a_fast_path() {
+        // A loopback-like path: 100 µs round trip, 1 MB window. A burst of
+        // 10 packets per late 1 ms timer would cap it at 12 MB/s; the
+        // bucket holds what the window sends in 2 ms, up to 256 packets.
+        let mut pacer = Pacer::new(at(0));
+        let cwnd = 1_000_000;
+        let srtt = Duration::from_micros(100);
+        for _ in 0..MAX_PACING_BURST {
+            assert_eq!(pacer.next_send(at(0), 1200, cwnd, srtt, 1200), at(0));
+            pacer.on_sent(1200);
+        }
+        assert!(pacer.next_send(at(0), 1200, cwnd, srtt, 1200) > at(0));
+        // Never more than the window, however short the round trip.
+        assert_eq!(Pacer::capacity(24_000, srtt, 1200), 24_000);
     }
 }
