@@ -18,12 +18,9 @@ use clatter::handshakepattern::noise_kk_psk0;
 use clatter::traits::Handshaker;
 use rand_core::{CryptoRng, RngCore};
 
-use aes_gcm::aead::KeyInit;
-use aes_gcm::Aes256Gcm;
-
 use super::channel::SecureChannel;
 use super::noise::{self, fresh_keypair, HandshakeError, Hs, StaticKeypair};
-use crate::peer::cipher::PacketCipher;
+use crate::peer::cipher::{PacketCipher, PacketKey};
 use crate::time::Instant;
 use crate::wire::{PublicKey, Role, SessionId, SessionKey, SESSION_ID_LEN, TAG_LEN};
 
@@ -115,10 +112,15 @@ fn packet_cipher(hs: Hs, channel: u64) -> Result<PacketCipher, HandshakeError> {
     let ciphers = transport.take();
     let (i2r, _) = ciphers.initiator_to_responder.take();
     let (r2i, _) = ciphers.responder_to_initiator.take();
-    let i2r = Aes256Gcm::new((&*i2r).into());
-    let r2i = Aes256Gcm::new((&*r2i).into());
+    let i2r: &[u8; 32] = &i2r;
+    let r2i: &[u8; 32] = &r2i;
     let (send, recv) = if initiator { (i2r, r2i) } else { (r2i, i2r) };
-    Ok(PacketCipher::new(channel, send, recv, handshake_hash))
+    Ok(PacketCipher::new(
+        channel,
+        PacketKey::new(send),
+        PacketKey::new(recv),
+        handshake_hash,
+    ))
 }
 
 /// The connecting terminal, between its first message and the reply.
