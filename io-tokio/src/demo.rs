@@ -20,7 +20,7 @@ use tryst_core::terminal::{TerminalConfig, TerminalEvent};
 use tryst_core::trigger_server::TriggerConfig;
 use tryst_core::wire::{EndReason, PublicKey, Role, SessionId, SessionKey};
 
-use crate::cli::transfer::{hex, human_bytes, FileSource};
+use crate::cli::transfer::{file_sha256, hex, human_bytes, FileSource};
 use crate::terminal::{Event, TerminalOptions};
 use crate::{session, terminal, trigger};
 
@@ -336,13 +336,15 @@ pub async fn run() -> anyhow::Result<()> {
     println!("\n[S205-S207] TERM3 sends a file to TERM1 over the direct path");
     let photo = scratch.path.join("photo.jpg");
     write_random_file(&photo, DEMO_FILE_LEN)?;
-    let source = {
+    let (source, digest) = {
         let photo = photo.clone();
-        tokio::task::spawn_blocking(move || FileSource::open(&photo))
-            .await?
-            .map_err(|e| anyhow::anyhow!("{e}"))?
+        tokio::task::spawn_blocking(move || {
+            let digest = file_sha256(&photo)?;
+            let source = FileSource::open(&photo).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok::<_, anyhow::Error>((source, digest))
+        })
+        .await??
     };
-    let digest = source.digest();
     phone.handle.send_file(id, source, Some(DEMO_RATE)).await?;
     let path = phone
         .events

@@ -12,18 +12,22 @@
 //! batches of equal-sized segments to one destination per system call (GSO)
 //! where the kernel offers it. File payloads are read and written by offset
 //! ([`FileSource`], [`FileSink`]): the endpoint never copies or keeps them.
+//! Their SHA-256 runs on a thread of each file's own, which wakes the loop
+//! when it is done (the sender's trailer became readable, the receiver's
+//! file can be checked).
 
 use std::collections::BTreeMap;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use quinn_udp::{RecvMeta, UdpSocketState, BATCH_SIZE};
 use rand_core::OsRng;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tryst_core::crypto::StaticKeypair;
 use tryst_core::machine::{ConnectionId, Destination};
 use tryst_core::peer::endpoint::{Endpoint, EndpointEvent, SessionIo, ENDPOINT_BUF_LEN};
@@ -34,7 +38,7 @@ use tryst_core::terminal::{
 };
 use tryst_core::wire::{EndReason, Role, SessionId, Verdict};
 
-use crate::cli::transfer::{FileSink, FileSource, ReceiveState};
+use crate::cli::transfer::{FileSink, FileSource, ReceiveState, Wake};
 use crate::clock::DriverClock;
 use crate::stream::{connect_upstream, StreamInput, StreamWriter};
 
@@ -451,6 +455,7 @@ pub async fn spawn_with(
                     stream_tx,
                     events: event_tx,
                     next_progress: tokio::time::Instant::now(),
+                    hashed: Arc::new(Notify::new()),
                 };
                 let _ = ready_tx.send(Ok(()));
                 event_loop.run(command_rx, stream_rx).await;
@@ -679,6 +684,7 @@ struct Outgoing {
     started: Option<tokio::time::Instant>,
     /// Stream bytes made available so far.
     available: u64,
+    /// The whole stream was made available (its end given to the session).
     finished: bool,
 }
 
@@ -742,6 +748,8 @@ struct Loop {
     stream_tx: mpsc::Sender<StreamInput>,
     events: mpsc::UnboundedSender<Event>,
     next_progress: tokio::time::Instant,
+    /// Notified by the files' hasher threads when a digest is ready.
+    hashed: Arc<Notify>,
 }
 
 impl Loop {
@@ -750,6 +758,7 @@ impl Loop {
         mut commands: mpsc::Receiver<TerminalCommand>,
         mut streams: mpsc::Receiver<StreamInput>,
     ) {
+        let hashed = Arc::clone(&self.hashed);
         loop {
             self.drain().await;
             let mut deadline = self.clock.deadline(self.endpoint.poll_timeout());
@@ -762,6 +771,8 @@ impl Loop {
                     Err(e) => tracing::debug!(error = %e, "udp receive failed"),
                 },
                 Some(input) = streams.recv() => self.on_stream(input),
+                // A hash is ready: the next drain takes it.
+                () = hashed.notified() => {}
                 command = commands.recv() => match command {
                     Some(TerminalCommand::Shutdown { grace, reply }) => {
                         self.drain().await;
@@ -898,25 +909,29 @@ impl Loop {
         source: FileSource,
         rate: Option<u64>,
     ) -> Result<(), UnknownSession> {
-        let total = source.stream_len();
         let Some(session) = self.endpoint.session_mut(&session_id) else {
             return Err(UnknownSession);
         };
-        let finished = rate.is_none();
         let started = session.is_connected().then(tokio::time::Instant::now);
-        if finished {
-            // A fresh stream: its length is always acceptable.
-            let _ = session.stream_finish(total);
-        }
+        source.set_wake(self.hash_wake());
         let payload = self.payloads.sessions.entry(session_id.0).or_default();
         payload.outgoing = Some(Outgoing {
             source,
             rate,
             started,
-            available: if finished { total } else { 0 },
-            finished,
+            available: 0,
+            finished: false,
         });
+        // The header and the file at once (unthrottled); the trailer when
+        // the hash is ready.
+        self.feed_outgoing();
         Ok(())
+    }
+
+    /// What a file's hasher thread calls when its digest is ready.
+    fn hash_wake(&self) -> Wake {
+        let notify = Arc::clone(&self.hashed);
+        Arc::new(move || notify.notify_one())
     }
 
     /// Whether a throttled send still has bytes to make available.
@@ -925,39 +940,62 @@ impl Loop {
             .sessions
             .values()
             .filter_map(|p| p.outgoing.as_ref())
-            .any(|o| o.started.is_some() && !o.finished)
+            .any(|o| o.rate.is_some() && o.started.is_some() && !o.finished)
     }
 
-    /// Makes more of each throttled file available, at its rate.
-    fn feed_throttled(&mut self) {
+    /// Makes more of each file available: all that is readable (the
+    /// trailer once the hash is ready), or at its rate when throttled. A
+    /// file that could not be hashed ends its session as failed. Whether
+    /// any session was closed.
+    fn feed_outgoing(&mut self) -> bool {
         let now = tokio::time::Instant::now();
+        let mut failed = Vec::new();
         for (id, payload) in &mut self.payloads.sessions {
             let Some(out) = payload.outgoing.as_mut() else {
                 continue;
             };
-            let (Some(rate), Some(started), false) = (out.rate, out.started, out.finished) else {
+            if out.finished {
                 continue;
+            }
+            if let Some(e) = out.source.hash_error() {
+                out.finished = true;
+                failed.push((SessionId(*id), e.to_string()));
+                continue;
+            }
+            let allowed = match (out.rate, out.started) {
+                (None, _) => u64::MAX,
+                (Some(rate), Some(started)) => {
+                    ((rate as f64) * now.duration_since(started).as_secs_f64()) as u64
+                }
+                (Some(_), None) => continue,
             };
             let Some(session) = self.endpoint.session_mut(&SessionId(*id)) else {
                 continue;
             };
             let total = out.source.stream_len();
-            let elapsed = now.duration_since(started).as_secs_f64();
-            let allowed = ((rate as f64) * elapsed) as u64;
-            out.available = allowed.min(total).max(out.available);
+            let before = out.available;
+            out.available = allowed.min(out.source.readable_len()).max(before);
             if out.available >= total {
+                // A fresh stream: its length is always acceptable.
                 let _ = session.stream_finish(total);
                 out.finished = true;
-            } else {
+            } else if out.available > before {
                 session.stream_extend(out.available);
             }
         }
+        let any = !failed.is_empty();
+        let clock = self.clock.now();
+        for (id, why) in failed {
+            tracing::warn!(session = %short_session_id(&id), error = %why, "file not sent");
+            self.endpoint.close_session(clock, &id, EndReason::Failed);
+        }
+        any
     }
 
     /// Sends every transmit and handles every event, until there are none.
     async fn drain(&mut self) {
         loop {
-            self.feed_throttled();
+            let mut any = self.feed_outgoing();
             let now = self.clock.now();
             while let Some(t) =
                 self.endpoint
@@ -977,7 +1015,6 @@ impl Loop {
                 }
             }
             self.udp.flush().await;
-            let mut any = false;
             while let Some(event) = self.endpoint.poll_event() {
                 any = true;
                 self.on_event(event);
@@ -999,7 +1036,9 @@ impl Loop {
                         session_id, role, ..
                     } => {
                         let incoming = match (role, &self.payloads.recv_dir) {
-                            (Role::Connected, Some(dir)) => Some(FileSink::new(dir)),
+                            (Role::Connected, Some(dir)) => {
+                                Some(FileSink::with_wake(dir, self.hash_wake()))
+                            }
                             _ => None,
                         };
                         self.payloads.sessions.insert(
@@ -1090,9 +1129,10 @@ impl Loop {
                 closes.push((session_id, EndReason::Failed));
                 continue;
             }
-            let Some(sink) = payload.incoming.as_ref() else {
+            let Some(sink) = payload.incoming.as_mut() else {
                 continue;
             };
+            sink.poll();
             let outcome = match sink.state() {
                 ReceiveState::Complete { path, digest, size } => Ok(ReceivedFile {
                     path: path.clone(),

@@ -16,7 +16,7 @@ use tryst_core::terminal::TerminalEvent;
 use tryst_core::wire::{EndReason, SessionId};
 
 use super::terminal::{bind_addr, config, Mode, StateDir, TerminalCommon};
-use super::transfer::{hex, human_bytes, parse_rate, FileSource, Progress};
+use super::transfer::{hex, human_bytes, parse_rate, FileSource, HashError, Progress};
 use super::CliError;
 use crate::terminal::{self as driver, full_session_id, Event, TerminalHandle, TerminalOptions};
 
@@ -202,9 +202,10 @@ async fn send(
     let owned = path.to_path_buf();
     let source = tokio::task::spawn_blocking(move || FileSource::open(&owned))
         .await
-        .map_err(|e| CliError::failed(format!("hashing task failed: {e}")))??;
+        .map_err(|e| CliError::failed(format!("opening task failed: {e}")))??;
     let size = source.file_size();
-    let digest = source.digest();
+    // Hashed as it is sent: complete once the last byte was read.
+    let digest = source.digest_handle();
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -274,6 +275,13 @@ async fn send(
     };
     progress.finish();
     let (reason, by_peer, bytes_sent) = ended;
+    // The file could not be hashed (it shrank while it was sent): its
+    // trailer never left, and the loop ended the session.
+    let digest = match digest.get() {
+        Some(Ok(digest)) => hex(&digest),
+        Some(Err(HashError::Cancelled)) | None => "not computed".to_owned(),
+        Some(Err(e)) => return Err(CliError::failed(format!("{name} was not sent: {e}"))),
+    };
     let elapsed = connected_at
         .unwrap_or(started)
         .elapsed()
@@ -285,7 +293,7 @@ async fn send(
                 "sent {name}: {} in {elapsed:.1} s ({}/s); the receiver verified SHA-256 {}",
                 human_bytes(size),
                 human_bytes((size as f64 / elapsed) as u64),
-                hex(&digest)
+                digest
             );
             println!("session ended: Completed ({bytes_sent} payload bytes sent)");
             Ok(())
@@ -294,7 +302,7 @@ async fn send(
             println!(
                 "sent {name}: {} in {elapsed:.1} s, every byte acknowledged (SHA-256 {}; the receiver did not confirm it)",
                 human_bytes(size),
-                hex(&digest)
+                digest
             );
             println!("session ended: Completed ({bytes_sent} payload bytes sent)");
             Ok(())
