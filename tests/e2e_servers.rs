@@ -9,11 +9,9 @@
 
 use std::collections::VecDeque;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc as std_mpsc;
+use std::path::Path;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use rand_core::OsRng;
@@ -26,22 +24,17 @@ use tryst_tokio::terminal::{self, TerminalHandle};
 
 /// Longest any one step may take.
 const STEP: Duration = Duration::from_secs(20);
+
+#[path = "e2e_support/mod.rs"]
+mod support;
+use support::{text, tryst, Proc};
+
 const LOOPBACK_ANY: &str = "127.0.0.1:0";
 /// What a terminal asks for at 70% of its duration.
 const EXTENSION_ASK_SECS: u32 = 4;
 
-fn tryst() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tryst"));
-    c.env_remove("RUST_LOG");
-    c
-}
-
 fn run(args: &[&str]) -> Output {
     tryst().args(args).output().expect("the tryst binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -54,105 +47,6 @@ fn parse_key(hex_text: &str) -> PublicKey {
         *b = u8::from_str_radix(&hex_text[2 * i..2 * i + 2], 16).expect("hex key");
     }
     PublicKey(key)
-}
-
-/// A server process; killed (SIGKILL) when dropped.
-struct Proc {
-    child: Child,
-    lines: std_mpsc::Receiver<String>,
-    seen: Vec<String>,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn start(args: &[&str], log: PathBuf) -> Proc {
-        let mut child = tryst()
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(fs::File::create(&log).expect("log file")))
-            .spawn()
-            .expect("the tryst binary starts");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let (tx, lines) = std_mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            child,
-            lines,
-            seen: Vec::new(),
-            log,
-        }
-    }
-
-    /// The value of the first stdout line `label: value`.
-    fn value(&mut self, label: &str) -> String {
-        let prefix = format!("{label}: ");
-        if let Some(v) = self.seen.iter().find_map(|l| l.strip_prefix(&prefix)) {
-            return v.to_owned();
-        }
-        let deadline = Instant::now() + STEP;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let found = line.strip_prefix(&prefix).map(str::to_owned);
-                    self.seen.push(line);
-                    if let Some(v) = found {
-                        return v;
-                    }
-                }
-                Err(_) => panic!(
-                    "no {label:?} line from the server; stdout so far: {:?}; log:\n{}",
-                    self.seen,
-                    fs::read_to_string(&self.log).unwrap_or_default()
-                ),
-            }
-        }
-    }
-
-    fn addr(&mut self, label: &str) -> SocketAddr {
-        self.value(label).parse().expect("an address")
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Sends SIGTERM and waits for the exit; returns whether it exited 0.
-    fn term(&mut self, within: Duration) -> bool {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(status.is_ok_and(|s| s.success()), "kill -TERM failed");
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.success();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not stop after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A combined server on fresh ports.
@@ -176,7 +70,7 @@ fn start_server(dir: &Path, extra: &[&str], log_name: &str) -> Server {
     ];
     args.extend_from_slice(extra);
     let log = dir.parent().expect("parent").join(log_name);
-    let mut proc = Proc::start(&args, log);
+    let mut proc = Proc::start(&args, log, None);
     let key = parse_key(&proc.value("server key"));
     let control = proc.addr("control");
     let trigger = proc.addr("trigger");
@@ -463,16 +357,12 @@ fn server_prints_its_key_and_writes_server_pub_and_keeps_it_across_restarts() {
     let mut first = start_server(&dir, &[], "first.log");
     let public = fs::read_to_string(dir.join("server.pub")).expect("server.pub");
     assert!(public.contains(&hex(&first.key.0)));
-    assert!(first
-        .proc
-        .seen
-        .iter()
-        .any(|l| l.starts_with("created a new key")));
+    first.proc.expect_line("created a new key");
     first.proc.kill9();
     let mut second = start_server(&dir, &[], "second.log");
     assert_eq!(second.key, first.key, "the key is created once");
     assert_ne!(second.control.port(), 0);
-    assert!(second.proc.term(STEP), "{}", second.proc.log());
+    assert!(second.proc.term(STEP).success(), "{}", second.proc.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -558,7 +448,7 @@ async fn kill_9_loses_no_acknowledged_binding_or_record() {
     );
     let forced = recorded(&dir, &live, Duration::from_secs(30)).await;
     assert_eq!(forced["end_reason"], "forced");
-    assert!(server.proc.term(STEP), "{}", server.proc.log());
+    assert!(server.proc.term(STEP).success(), "{}", server.proc.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -616,7 +506,7 @@ async fn tryst_end_forces_a_live_session_to_end_s1604() {
     ]);
     assert_eq!(unknown.status.code(), Some(2));
     one_line_error(&unknown);
-    assert!(server.proc.term(STEP));
+    assert!(server.proc.term(STEP).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -627,7 +517,7 @@ async fn sigterm_ends_live_sessions_cleanly_and_records_them() {
     let (mut home, mut phone) = pair(&server, StaticKeypair::generate(&mut OsRng)).await;
     let id = connect(&mut home, &mut phone, 600).await;
 
-    assert!(server.proc.term(STEP), "{}", server.proc.log());
+    assert!(server.proc.term(STEP).success(), "{}", server.proc.log());
     assert_eq!(phone.ended(id).await, EndReason::Forced);
     assert_eq!(home.ended(id).await, EndReason::Forced);
     let log = sessions_json(&dir);
@@ -717,7 +607,7 @@ async fn closed_server_admits_only_enrolled_names() {
     let clash = run(&["enroll", "phone", &camera_hex, "--data-dir", &d]);
     assert_eq!(clash.status.code(), Some(1));
     one_line_error(&clash);
-    assert!(server.proc.term(STEP));
+    assert!(server.proc.term(STEP).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -748,6 +638,7 @@ async fn split_servers_link_over_the_authenticated_channel() {
             &session_key,
         ],
         tmp.path().join("trigger.log"),
+        None,
     );
     let trigger_key = trig.value("trigger key");
     let trigger_udp = trig.addr("trigger");
@@ -765,6 +656,7 @@ async fn split_servers_link_over_the_authenticated_channel() {
             tdir.join("trigger.pub").to_str().expect("path"),
         ],
         tmp.path().join("session.log"),
+        None,
     );
     assert_eq!(
         sess.value("server key"),
@@ -794,8 +686,8 @@ async fn split_servers_link_over_the_authenticated_channel() {
         server.proc.log()
     );
     assert_eq!(home.ended(id).await, EndReason::Forced);
-    assert!(server.proc.term(STEP), "{}", server.proc.log());
-    assert!(trig.term(STEP), "{}", trig.log());
+    assert!(server.proc.term(STEP).success(), "{}", server.proc.log());
+    assert!(trig.term(STEP).success(), "{}", trig.log());
 }
 
 /// Runs a 4-second session whose transfer is still going at 70%; returns
@@ -851,7 +743,7 @@ async fn session_that_asks_for_more(extra: &[&str]) -> (Option<u32>, serde_json:
         );
     }
     let record = recorded(&dir, &id, STEP).await;
-    assert!(server.proc.term(STEP), "{}", server.proc.log());
+    assert!(server.proc.term(STEP).success(), "{}", server.proc.log());
     (granted, record)
 }
 

@@ -7,25 +7,17 @@
 //! that `CARGO_BIN_EXE_tryst` names the binary that `cargo test` built.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 /// Longest any one step may take.
 const STEP: Duration = Duration::from_secs(30);
 
-fn tryst() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tryst"));
-    c.env_remove("RUST_LOG");
-    c
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+#[path = "e2e_support/mod.rs"]
+mod support;
+use support::{text, tryst, Proc};
 
 /// A fresh directory under the system's temp dir.
 fn scratch(tag: &str) -> PathBuf {
@@ -36,126 +28,6 @@ fn scratch(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tryst-e2e-{tag}-{}-{nanos}", std::process::id()));
     fs::create_dir_all(&dir).expect("scratch dir");
     dir
-}
-
-/// A long-running child; killed when dropped.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn start(args: &[&str], log: PathBuf, rust_log: Option<&str>) -> Proc {
-        let mut cmd = tryst();
-        if let Some(filter) = rust_log {
-            cmd.env("RUST_LOG", filter);
-        }
-        let mut child = cmd
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(fs::File::create(&log).expect("log file")))
-            .spawn()
-            .expect("the tryst binary starts");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            child,
-            lines,
-            seen: Vec::new(),
-            log,
-        }
-    }
-
-    /// The first stdout line (old or new) for which `pick` gives a value.
-    fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(&str) -> Option<T>) -> T {
-        if let Some(v) = self.seen.iter().find_map(|l| pick(l)) {
-            return v;
-        }
-        let deadline = Instant::now() + STEP;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let found = pick(&line);
-                    self.seen.push(line);
-                    if let Some(v) = found {
-                        return v;
-                    }
-                }
-                Err(_) => panic!(
-                    "no {what} from the process; stdout so far: {:#?}\nstderr:\n{}",
-                    self.seen,
-                    fs::read_to_string(&self.log).unwrap_or_default()
-                ),
-            }
-        }
-    }
-
-    /// The value of the first stdout line `label: value`.
-    fn value(&mut self, label: &str) -> String {
-        let prefix = format!("{label}: ");
-        self.wait_for(label, |l| l.strip_prefix(&prefix).map(str::to_owned))
-    }
-
-    /// Waits for a line containing `needle`.
-    fn expect_line(&mut self, needle: &str) -> String {
-        self.wait_for(needle, |l| l.contains(needle).then(|| l.to_owned()))
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    fn term(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + STEP;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the process did not stop after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits for the exit (it must come by itself) and all of stdout.
-    fn finish(mut self) -> (std::process::ExitStatus, String, String) {
-        let deadline = Instant::now() + STEP;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the process did not exit; stdout so far: {:#?}",
-                self.seen
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
-            self.seen.push(line);
-        }
-        let stderr = fs::read_to_string(&self.log).unwrap_or_default();
-        (status, self.seen.join("\n"), stderr)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A `tryst server` on loopback with kernel-picked ports.
@@ -383,7 +255,7 @@ fn allow_edits_the_stored_list_when_no_terminal_runs_and_the_key_is_private() {
     let (status, _, stderr) = again.finish();
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("already runs"), "{stderr}");
-    assert_eq!(home.proc.term().code(), Some(0));
+    assert_eq!(home.proc.term(STEP).code(), Some(0));
     let added = allow("add", Some("phone"), &state);
     let said = text(&added.stdout);
     assert!(added.status.success(), "{said}");
