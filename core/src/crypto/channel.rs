@@ -362,15 +362,7 @@ impl SecureChannel {
         now: Instant,
     ) -> Result<SecureChannel, HandshakeError> {
         let initiator = hs.is_initiator();
-        let transport = hs.finalize()?;
-        let mut handshake_hash = [0u8; 32];
-        handshake_hash.copy_from_slice(&transport.get_handshake_hash()[..]);
-        let ciphers = transport.take();
-        let (i2r, _) = ciphers.initiator_to_responder.take();
-        let (r2i, _) = ciphers.responder_to_initiator.take();
-        let i2r = Aes256Gcm::new((&*i2r).into());
-        let r2i = Aes256Gcm::new((&*r2i).into());
-        let (send, recv) = if initiator { (i2r, r2i) } else { (r2i, i2r) };
+        let (send, recv, handshake_hash) = noise::split_keys(hs, |key| Aes256Gcm::new(key.into()))?;
         Ok(SecureChannel {
             channel,
             send,

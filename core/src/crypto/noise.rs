@@ -225,6 +225,26 @@ pub fn is_low_order(key: &[u8; PUBLIC_KEY_LEN]) -> bool {
     })
 }
 
+/// A finished handshake's transport keys, oriented for this side: `make`
+/// turns each 32-byte key into a cipher; returns (send, receive,
+/// handshake hash). One place for the Noise `Split()`, so the control
+/// channels and the peer path cannot orient their keys differently.
+pub(crate) fn split_keys<T>(
+    hs: Hs,
+    make: impl Fn(&[u8; 32]) -> T,
+) -> Result<(T, T, [u8; 32]), HandshakeError> {
+    let initiator = hs.is_initiator();
+    let transport = hs.finalize()?;
+    let mut handshake_hash = [0u8; 32];
+    handshake_hash.copy_from_slice(&transport.get_handshake_hash()[..]);
+    let ciphers = transport.take();
+    let (i2r, _) = ciphers.initiator_to_responder.take();
+    let (r2i, _) = ciphers.responder_to_initiator.take();
+    let (i2r, r2i) = (make(&i2r), make(&r2i));
+    let (send, recv) = if initiator { (i2r, r2i) } else { (r2i, i2r) };
+    Ok((send, recv, handshake_hash))
+}
+
 /// Writes the next handshake message after checking every length clatter
 /// would otherwise panic on.
 pub(crate) fn write_message(

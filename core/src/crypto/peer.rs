@@ -105,22 +105,8 @@ fn kk_state<R: RngCore + CryptoRng>(
 /// [`PacketCipher`]: `k1` (initiator to responder) and `k2` from the Noise
 /// `Split()`, oriented for this side, and the handshake hash.
 fn packet_cipher(hs: Hs, channel: u64) -> Result<PacketCipher, HandshakeError> {
-    let initiator = hs.is_initiator();
-    let transport = hs.finalize()?;
-    let mut handshake_hash = [0u8; 32];
-    handshake_hash.copy_from_slice(&transport.get_handshake_hash()[..]);
-    let ciphers = transport.take();
-    let (i2r, _) = ciphers.initiator_to_responder.take();
-    let (r2i, _) = ciphers.responder_to_initiator.take();
-    let i2r: &[u8; 32] = &i2r;
-    let r2i: &[u8; 32] = &r2i;
-    let (send, recv) = if initiator { (i2r, r2i) } else { (r2i, i2r) };
-    Ok(PacketCipher::new(
-        channel,
-        PacketKey::new(send),
-        PacketKey::new(recv),
-        handshake_hash,
-    ))
+    let (send, recv, handshake_hash) = noise::split_keys(hs, PacketKey::new)?;
+    Ok(PacketCipher::new(channel, send, recv, handshake_hash))
 }
 
 /// The connecting terminal, between its first message and the reply.
