@@ -49,6 +49,23 @@ fn parse_key(hex_text: &str) -> PublicKey {
     PublicKey(key)
 }
 
+/// Both parties finish a session as completed, `first` first. The first
+/// end notification may already have made the server end the session on
+/// the other side (an end trigger), so the second finish may find it gone.
+async fn finish_both(first: &Term, second: &Term, id: SessionId) {
+    first
+        .handle
+        .finish(id, EndReason::Completed)
+        .await
+        .expect("finish");
+    if let Err(e) = second.handle.finish(id, EndReason::Completed).await {
+        assert!(
+            e.to_string().contains("no such session"),
+            "the second side's finish failed for another reason: {e:#}"
+        );
+    }
+}
+
 /// A combined server on fresh ports.
 struct Server {
     proc: Proc,
@@ -384,15 +401,7 @@ async fn kill_9_loses_no_acknowledged_binding_or_record() {
         .progress(done, 0, 4096, false)
         .await
         .expect("progress");
-    phone
-        .handle
-        .finish(done, EndReason::Completed)
-        .await
-        .expect("finish");
-    home.handle
-        .finish(done, EndReason::Completed)
-        .await
-        .expect("finish");
+    finish_both(&phone, &home, done).await;
     phone.ended(done).await;
     home.ended(done).await;
     recorded(&dir, &done, STEP).await;
@@ -728,20 +737,7 @@ async fn session_that_asks_for_more(extra: &[&str]) -> (Option<u32>, serde_json:
         .progress(id, 0, 2000, false)
         .await
         .expect("progress");
-    phone
-        .handle
-        .finish(id, EndReason::Completed)
-        .await
-        .expect("finish");
-    // The phone's end notification may already have made the server end
-    // the session on the home side too (an end trigger); either way the
-    // home side has ended it once this returns.
-    if let Err(e) = home.handle.finish(id, EndReason::Completed).await {
-        assert!(
-            e.to_string().contains("no such session"),
-            "the home side's finish failed for another reason: {e:#}"
-        );
-    }
+    finish_both(&phone, &home, id).await;
     let record = recorded(&dir, &id, STEP).await;
     assert!(server.proc.term(STEP).success(), "{}", server.proc.log());
     (granted, record)
