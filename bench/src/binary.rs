@@ -1,0 +1,277 @@
+//! tryst through the real binary: `tryst server`, a `tryst terminal
+//! --recv-dir` (the receiver) and `tryst connect --send FILE` (the sender),
+//! all on 127.0.0.1, with the command lines of issue 6.
+//!
+//! Goodput: file size over the time from the first byte landing in the
+//! receive directory to the complete file being there (the harness polls the
+//! directory every few milliseconds); the connect command's whole wall time
+//! (registration, request, punching, handshake, transfer, close) is in the note.
+//! CPU: the connect process's rusage (sender) and the terminal's CPU from
+//! `/proc` over the connect's lifetime (receiver).
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::procs;
+use crate::report::Sample;
+
+/// Where the workspace builds the binary by default (relative to this crate).
+pub fn default_tryst() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/tryst")
+}
+
+/// Checks that `tryst` exists and has the three subcommands this needs;
+/// the error says what is missing.
+pub fn check(tryst: &Path) -> Result<()> {
+    if !tryst.exists() {
+        bail!(
+            "{} does not exist (build it: cargo build --release -p tryst-tokio --bin tryst)",
+            tryst.display()
+        );
+    }
+    let help = Command::new(tryst)
+        .arg("--help")
+        .output()
+        .with_context(|| format!("running {} --help", tryst.display()))?;
+    let text = String::from_utf8_lossy(&help.stdout);
+    let missing: Vec<&str> = ["server", "terminal", "connect"]
+        .into_iter()
+        .filter(|c| !text.lines().any(|l| l.trim_start().starts_with(c)))
+        .collect();
+    if !missing.is_empty() {
+        bail!("this tryst has no `{}` command yet", missing.join("`, `"));
+    }
+    Ok(())
+}
+
+/// Writes `size` bytes of pseudo-random data to `path` unless a file of that
+/// size is already there (reused across runs).
+pub fn make_file(path: &Path, size: u64) -> Result<()> {
+    if std::fs::metadata(path).map(|m| m.len()).ok() == Some(size) {
+        return Ok(());
+    }
+    let mut f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for w in buf.chunks_exact_mut(8) {
+            // xorshift64*: incompressible enough, fast.
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            w.copy_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+struct Killer(Vec<Child>);
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            procs::terminate(c);
+        }
+        for c in &self.0 {
+            if procs::wait_timeout(c, Duration::from_secs(5)).is_err() {
+                procs::kill(c);
+            }
+        }
+    }
+}
+
+fn same_contents(a: &Path, b: &Path) -> Result<bool> {
+    let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let na = read_full(&mut fa, &mut ba)?;
+        let nb = read_full(&mut fb, &mut bb)?;
+        if na != nb || ba[..na] != bb[..nb] {
+            return Ok(false);
+        }
+        if na == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        let r = f.read(&mut buf[n..])?;
+        if r == 0 {
+            break;
+        }
+        n += r;
+    }
+    Ok(n)
+}
+
+/// Bytes written so far to the biggest file in the receive directory
+/// (partial or final). The receiver sizes its partial file up front
+/// (`set_len`), so this counts allocated blocks, not the length: on tmpfs
+/// and most file systems a block exists only once data was written to it.
+fn dir_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.blocks() * 512)
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// One transfer of `file` (`size` bytes) through fresh server, terminal and
+/// connect processes in `work/binary-run`.
+pub fn run_once(tryst: &Path, file: &Path, size: u64, work: &Path) -> Result<Sample> {
+    let dir = work.join("binary-run");
+    let _ = std::fs::remove_dir_all(&dir);
+    let (data, recv_state, send_state, recv_dir) = (
+        dir.join("server"),
+        dir.join("recv-state"),
+        dir.join("send-state"),
+        dir.join("recv"),
+    );
+    for d in [&data, &recv_state, &send_state, &recv_dir] {
+        std::fs::create_dir_all(d)?;
+    }
+    let control = format!("127.0.0.1:{}", procs::free_port()?);
+    let trigger = format!("127.0.0.1:{}", procs::free_port()?);
+    let log = |name: &str| -> Result<Stdio> { Ok(File::create(dir.join(name))?.into()) };
+    let mut guard = Killer(Vec::new());
+    guard.0.push(
+        Command::new(tryst)
+            .arg("server")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--control", &control, "--trigger", &trigger])
+            .stdout(log("server.out")?)
+            .stderr(log("server.err")?)
+            .spawn()
+            .context("starting tryst server")?,
+    );
+    let server_pub = data.join("server.pub");
+    let t = Instant::now();
+    while !server_pub.exists() {
+        if t.elapsed() > Duration::from_secs(10) {
+            bail!("tryst server wrote no {} in 10 s", server_pub.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let role_args = |name: &str, state: &Path| -> Vec<OsString> {
+        let mut v: Vec<OsString> = ["--name", name, "--server", &control, "--trigger", &trigger]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        v.extend([
+            OsString::from("--server-key"),
+            server_pub.clone().into(),
+            OsString::from("--state-dir"),
+            state.into(),
+        ]);
+        v
+    };
+    guard.0.push(
+        Command::new(tryst)
+            .arg("terminal")
+            .args(role_args("bench-recv", &recv_state))
+            .args(["--allow", "bench-send", "--recv-dir"])
+            .arg(&recv_dir)
+            .stdout(log("terminal.out")?)
+            .stderr(log("terminal.err")?)
+            .spawn()
+            .context("starting tryst terminal")?,
+    );
+    let term_pid = guard.0[1].id();
+    let sender_args = role_args("bench-send", &send_state);
+    // The terminal needs a moment to register; connect answers "not permitted"
+    // (exit 3) until it has, so retry a few times.
+    let received = recv_dir.join(file.file_name().context("file name")?);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        std::thread::sleep(Duration::from_millis(if attempt == 1 { 500 } else { 300 }));
+        let rcv_cpu0 = procs::proc_cpu_secs(term_pid)?;
+        let start = Instant::now();
+        let connect = Command::new(tryst)
+            .arg("connect")
+            .args(&sender_args)
+            .arg("bench-recv")
+            .arg("--send")
+            .arg(file)
+            .stdout(log("connect.out")?)
+            .stderr(log("connect.err")?)
+            .spawn()
+            .context("starting tryst connect")?;
+        let (mut first, mut last) = (None, None);
+        let exit = loop {
+            if let Some(e) = procs::try_wait(&connect)? {
+                break e;
+            }
+            let n = dir_bytes(&recv_dir);
+            if n > 0 && first.is_none() {
+                first = Some(Instant::now());
+            }
+            if last.is_none() && std::fs::metadata(&received).map(|m| m.len()).ok() == Some(size) {
+                last = Some(Instant::now());
+            }
+            if start.elapsed() > Duration::from_secs(900) {
+                procs::kill(&connect);
+                let _ = procs::wait(&connect);
+                bail!("tryst connect ran for 15 minutes");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let wall = start.elapsed();
+        if exit.code == Some(3) && attempt < 10 && first.is_none() {
+            continue;
+        }
+        if !exit.success() {
+            let err = std::fs::read_to_string(dir.join("connect.err")).unwrap_or_default();
+            bail!(
+                "tryst connect exited {:?}: {}",
+                exit.code,
+                err.lines().last().unwrap_or("")
+            );
+        }
+        // The terminal may still be checking and linking the file.
+        let t = Instant::now();
+        while std::fs::metadata(&received).map(|m| m.len()).ok() != Some(size) {
+            if t.elapsed() > Duration::from_secs(10) {
+                bail!("{} did not arrive complete", received.display());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let last = last.unwrap_or_else(Instant::now);
+        if first.is_none() {
+            bail!("never saw the file being written in {}", recv_dir.display());
+        }
+        let rcv_cpu = procs::proc_cpu_secs(term_pid)? - rcv_cpu0;
+        let first = first.unwrap_or(start);
+        let ok = same_contents(file, &received)?;
+        if !ok {
+            bail!("received file differs from the sent one");
+        }
+        return Ok(Sample {
+            bytes: size,
+            secs: (last - first).as_secs_f64(),
+            snd_cpu: exit.cpu_secs,
+            rcv_cpu,
+            note: format!("connect wall {:.3} s incl. setup", wall.as_secs_f64()),
+        });
+    }
+}
