@@ -17,32 +17,35 @@
 //!   final byte counts ([`Terminal::finish_session`], the end notification).
 //!
 //! The app reads and writes each session's payload through one
-//! [`SessionIo`], told which session every call is for.
+//! [`SessionIo`], told which session every call is for. The endpoint is the
+//! terminal's [`Machine`]: drivers run it like the servers, and every app
+//! call (`connect`, `end_session`, `stream_finish`...) is picked up by the
+//! next [`Endpoint::poll_output`].
 
+use core::convert::Infallible;
 use core::net::SocketAddr;
 
 use heapless::Deque;
 use rand_core::{CryptoRng, RngCore};
 
-use super::packet::{is_peer_packet, peek_channel, MAX_DATAGRAM_LEN};
-use super::session::{PeerConfig, PeerEvent, PeerSession, SessionParams};
-use super::transport::{PeerSink, StreamSource};
+use super::packet::{is_peer_packet, peek_channel};
+use super::session::{PeerConfig, PeerEvent, PeerSession, SendError, SessionParams};
+use super::transport::{PeerSink, StreamError, StreamSource};
 use crate::crypto::StaticKeypair;
-use crate::machine::Destination;
-use crate::terminal::{Terminal, TerminalConfig, TerminalEvent, MAX_SESSIONS};
+use crate::machine::{Destination, Input, Machine, Output, Transmit, MAX_TRANSMIT_LEN};
+use crate::terminal::{
+    ConnectError, PermissionError, Terminal, TerminalConfig, TerminalEvent, UnknownQuery,
+    UnknownSession, MAX_SESSIONS,
+};
 use crate::time::{Clock, Instant};
-use crate::wire::{EndReason, SessionId, MAX_MESSAGE_LEN};
+use crate::wire::{EndReason, SessionId, Verdict};
 
 /// Most events waiting for the app; beyond it the oldest is dropped
 /// (counted in [`EndpointStats::events_dropped`]).
 pub const MAX_QUEUED_ENDPOINT_EVENTS: usize = 32;
-/// Size of the buffer [`Endpoint::poll_transmit`] needs: the largest
+/// Size of the buffer [`Endpoint::poll_output`] needs: the largest
 /// terminal message or peer datagram.
-pub const ENDPOINT_BUF_LEN: usize = if MAX_MESSAGE_LEN > MAX_DATAGRAM_LEN {
-    MAX_MESSAGE_LEN
-} else {
-    MAX_DATAGRAM_LEN
-};
+pub const ENDPOINT_BUF_LEN: usize = MAX_TRANSMIT_LEN;
 
 /// The app's side of every session's payload: stream bytes to send (read by
 /// offset, so the endpoint never copies or stores them) and what arrived.
@@ -90,16 +93,6 @@ pub enum EndpointEvent {
     },
 }
 
-/// One message to send; its bytes are the first `len` of the caller's buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[must_use = "a transmit that is not sent is lost"]
-pub struct EndpointTransmit {
-    /// Where it goes: a UDP address, or the stream to the session server.
-    pub destination: Destination,
-    /// How many bytes of the buffer to send.
-    pub len: usize,
-}
-
 /// Counters of the endpoint's routing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EndpointStats {
@@ -137,6 +130,9 @@ pub struct Endpoint<R> {
     next_slot: usize,
     events: Deque<EndpointEvent, MAX_QUEUED_ENDPOINT_EVENTS>,
     stats: EndpointStats,
+    /// An input or app call may have left events to move between the
+    /// terminal and the sessions: the next poll pumps first.
+    dirty: bool,
 }
 
 impl<R> core::fmt::Debug for Endpoint<R> {
@@ -170,6 +166,7 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
             next_slot: 0,
             events: Deque::new(),
             stats: EndpointStats::default(),
+            dirty: false,
         }
     }
 
@@ -177,7 +174,7 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
     pub fn start(&mut self, now: Instant) {
         let now = self.clock.observe(now);
         self.terminal.start(now);
-        self.pump(now);
+        self.dirty = true;
     }
 
     /// The terminal, for what the endpoint does not wrap (state, permissions).
@@ -185,13 +182,7 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
         &self.terminal
     }
 
-    /// The terminal, mutably: `connect`, `answer`, permission edits. Events
-    /// such calls cause are picked up at the next input or [`Self::pump`].
-    pub fn terminal_mut(&mut self) -> &mut Terminal<R> {
-        &mut self.terminal
-    }
-
-    /// A running peer session, for its stream and datagrams.
+    /// A running peer session, for its state and statistics.
     pub fn session(&self, id: &SessionId) -> Option<&PeerSession> {
         self.slots
             .iter()
@@ -200,9 +191,8 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
             .map(|s| &s.session)
     }
 
-    /// A running peer session, mutably (`stream_extend`, `stream_finish`,
-    /// `send_datagram`).
-    pub fn session_mut(&mut self, id: &SessionId) -> Option<&mut PeerSession> {
+    fn session_mut(&mut self, id: &SessionId) -> Option<&mut PeerSession> {
+        self.dirty = true;
         self.slots
             .iter_mut()
             .flatten()
@@ -215,14 +205,111 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
         self.slots.iter().flatten().map(|s| s.id)
     }
 
-    /// Ends a session from the app (transfer done, cancelled): the peer
-    /// session closes, then the terminal sends the end notification.
-    pub fn close_session(&mut self, now: Instant, id: &SessionId, reason: EndReason) {
+    // ----- app calls (picked up by the next poll) ------------------------------
+
+    /// Asks for a session with `target` (S203/S204); see [`Terminal::connect`].
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        target: &str,
+        duration_secs: u32,
+    ) -> Result<u32, ConnectError> {
         let now = self.clock.observe(now);
-        if let Some(session) = self.session_mut(id) {
-            session.close(now, reason);
+        self.dirty = true;
+        self.terminal.connect(now, target, duration_secs)
+    }
+
+    /// The app's verdict on a permission inquiry (S1203/S1204).
+    pub fn answer(
+        &mut self,
+        now: Instant,
+        query_id: u32,
+        verdict: Verdict,
+    ) -> Result<(), UnknownQuery> {
+        let now = self.clock.observe(now);
+        self.dirty = true;
+        self.terminal.answer(now, query_id, verdict)
+    }
+
+    /// Replaces the permission list L; it applies to the next request.
+    pub fn set_permissions(&mut self, names: &[&str]) -> Result<(), PermissionError> {
+        self.dirty = true;
+        self.terminal.set_permissions(names)
+    }
+
+    /// Adds `name` to the permission list.
+    pub fn allow(&mut self, name: &str) -> Result<(), PermissionError> {
+        self.dirty = true;
+        self.terminal.allow(name)
+    }
+
+    /// Removes `name` from the permission list; whether it was there.
+    pub fn disallow(&mut self, name: &str) -> bool {
+        self.dirty = true;
+        self.terminal.disallow(name)
+    }
+
+    /// Reports a session's payload counts for a session whose payload does
+    /// not go through the peer channel (the peer channel reports its own).
+    pub fn transfer_progress(
+        &mut self,
+        id: &SessionId,
+        bytes_sent: u64,
+        bytes_received: u64,
+        active: bool,
+    ) -> Result<(), UnknownSession> {
+        self.dirty = true;
+        self.terminal
+            .transfer_progress(id, bytes_sent, bytes_received, active)
+    }
+
+    /// Ends a session from the app (transfer done, cancelled, failed): a
+    /// running peer session closes first (CLOSE to the peer, then the end
+    /// notification with its byte counts); a session without one sends its
+    /// end notification at once (S1508, 814/815).
+    pub fn end_session(
+        &mut self,
+        now: Instant,
+        id: &SessionId,
+        reason: EndReason,
+    ) -> Result<(), UnknownSession> {
+        let now = self.clock.observe(now);
+        match self.session_mut(id) {
+            Some(session) => {
+                session.close(now, reason);
+                Ok(())
+            }
+            None => self.terminal.finish_session(now, id, reason),
         }
-        self.pump(now);
+    }
+
+    /// Makes the local stream's bytes up to `available` sendable.
+    pub fn stream_extend(&mut self, id: &SessionId, available: u64) -> Result<(), UnknownSession> {
+        self.session_mut(id)
+            .ok_or(UnknownSession)
+            .map(|s| s.stream_extend(available))
+    }
+
+    /// The local stream is `total_len` bytes long; all of it is sendable.
+    pub fn stream_finish(
+        &mut self,
+        id: &SessionId,
+        total_len: u64,
+    ) -> Result<Result<(), StreamError>, UnknownSession> {
+        self.session_mut(id)
+            .ok_or(UnknownSession)
+            .map(|s| s.stream_finish(total_len))
+    }
+
+    /// Queues a real-time datagram on a session (never retransmitted).
+    pub fn send_datagram(
+        &mut self,
+        id: &SessionId,
+        data: &[u8],
+    ) -> Result<Result<(), SendError>, UnknownSession> {
+        self.session_mut(id)
+            .ok_or(UnknownSession)
+            .map(|s| s.send_datagram(data))
     }
 
     /// Counters of the routing.
@@ -239,9 +326,10 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
         now: Instant,
         from: SocketAddr,
         datagram: &mut [u8],
-        io: &mut impl SessionIo,
+        io: &mut (impl SessionIo + ?Sized),
     ) {
         let now = self.clock.observe(now);
+        self.dirty = true;
         if from != self.terminal.config().trigger_server && is_peer_packet(datagram) {
             let channel = peek_channel(datagram).map(|(_, c)| c);
             let slot = self
@@ -263,21 +351,20 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
         } else {
             self.terminal.handle_udp(now, from, datagram);
         }
-        self.pump(now);
     }
 
     /// One whole message arrived from the session server.
     pub fn handle_upstream(&mut self, now: Instant, message: &[u8]) {
         let now = self.clock.observe(now);
         self.terminal.handle_upstream(now, message);
-        self.pump(now);
+        self.dirty = true;
     }
 
     /// The stream to the session server was lost.
     pub fn handle_upstream_closed(&mut self, now: Instant) {
         let now = self.clock.observe(now);
         self.terminal.handle_upstream_closed(now);
-        self.pump(now);
+        self.dirty = true;
     }
 
     /// Runs every timer due at `now`, the terminal's and each session's.
@@ -291,60 +378,59 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
                 slot.session.handle_timeout(now, &mut self.rng);
             }
         }
-        self.pump(now);
+        self.dirty = true;
     }
 
     // ----- output ------------------------------------------------------------
 
-    /// Writes the next message into `buf` ([`ENDPOINT_BUF_LEN`] bytes holds
-    /// any): the terminal's first, then the sessions' in turn.
-    #[must_use]
-    pub fn poll_transmit(
+    /// The next output (see [`Machine::poll_output`]): events first, then
+    /// the terminal's messages, then the sessions' packets in turn, written
+    /// into `buf` ([`ENDPOINT_BUF_LEN`] bytes holds any). The endpoint
+    /// stores no durable facts.
+    pub fn poll_output(
         &mut self,
         now: Instant,
         buf: &mut [u8],
-        io: &mut impl SessionIo,
-    ) -> Option<EndpointTransmit> {
+        io: &mut (impl SessionIo + ?Sized),
+    ) -> Output<Infallible, EndpointEvent> {
         let now = self.clock.observe(now);
-        while let Some(t) = self.terminal.poll_transmit() {
-            let len = t.payload.len();
-            if let Some(out) = buf.get_mut(..len) {
-                out.copy_from_slice(&t.payload);
-                return Some(EndpointTransmit {
-                    destination: t.destination,
-                    len,
-                });
+        // The second round pumps unconditionally: polling the sessions may
+        // have changed them (a spent key ends one) without a transmit.
+        for round in 0..2 {
+            if self.dirty || round == 1 {
+                self.dirty = false;
+                self.pump(now);
             }
-            self.stats.transmits_dropped += 1;
-        }
-        let mut found = None;
-        for k in 0..MAX_SESSIONS {
-            let i = (self.next_slot + k) % MAX_SESSIONS;
-            let Some(slot) = &mut self.slots[i] else {
-                continue;
-            };
-            let mut bound = Bound {
-                io: &mut *io,
-                session: slot.id,
-            };
-            if let Some((to, len)) = slot.session.poll_transmit(now, buf, &mut bound) {
-                self.next_slot = (i + 1) % MAX_SESSIONS;
-                found = Some(EndpointTransmit {
-                    destination: Destination::Udp(to),
-                    len,
-                });
-                break;
+            if let Some(event) = self.events.pop_front() {
+                return Output::Event(event);
+            }
+            while let Some(t) = self.terminal.poll_transmit() {
+                match t.write_into(buf) {
+                    Some(transmit) => return Output::Transmit(transmit),
+                    None => self.stats.transmits_dropped += 1,
+                }
+            }
+            for k in 0..MAX_SESSIONS {
+                let i = (self.next_slot + k) % MAX_SESSIONS;
+                let Some(slot) = &mut self.slots[i] else {
+                    continue;
+                };
+                let mut bound = Bound {
+                    io: &mut *io,
+                    session: slot.id,
+                };
+                if let Some((to, len)) = slot.session.poll_transmit(now, buf, &mut bound) {
+                    self.next_slot = (i + 1) % MAX_SESSIONS;
+                    // Sending may have ended a session (key spent) or raised events.
+                    self.dirty = true;
+                    return Output::Transmit(Transmit {
+                        destination: Destination::Udp(to),
+                        len,
+                    });
+                }
             }
         }
-        // Sending may have ended a session (key spent) or raised events.
-        self.pump(now);
-        found
-    }
-
-    /// The next event for the app, if any.
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<EndpointEvent> {
-        self.events.pop_front()
+        Output::Timeout(self.poll_timeout())
     }
 
     /// When [`Self::handle_timeout`] should next run.
@@ -360,11 +446,9 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
 
     // ----- glue --------------------------------------------------------------
 
-    /// Moves events between the terminal and the sessions; called after
-    /// every input. Call it after using [`Self::terminal_mut`] or
-    /// [`Self::session_mut`] to pick up what those calls caused.
-    pub fn pump(&mut self, now: Instant) {
-        let now = self.clock.observe(now);
+    /// Moves events between the terminal and the sessions; the first poll
+    /// after an input or app call does it.
+    fn pump(&mut self, now: Instant) {
         // Two rounds: a session's end feeds the terminal, whose event may
         // concern another session; each round only drains queues.
         for _ in 0..2 {
@@ -493,6 +577,43 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
         }
         // Room was made above.
         let _ = self.events.push_back(event);
+    }
+}
+
+impl<R: RngCore + CryptoRng> Machine for Endpoint<R> {
+    type Fact = Infallible;
+    type Event = EndpointEvent;
+    type Io = dyn SessionIo + 'static;
+
+    fn handle_input(&mut self, now: Instant, input: Input<'_>, io: &mut Self::Io) {
+        match input {
+            Input::Datagram { from, bytes } => self.handle_udp(now, from, bytes, io),
+            Input::UpstreamMessage(bytes) => self.handle_upstream(now, bytes),
+            Input::UpstreamClosed => self.handle_upstream_closed(now),
+            // A terminal accepts no streams.
+            Input::ConnectionOpened { .. }
+            | Input::ConnectionMessage { .. }
+            | Input::ConnectionClosed(_) => {
+                self.clock.observe(now);
+            }
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Endpoint::handle_timeout(self, now);
+    }
+
+    fn poll_output(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        io: &mut Self::Io,
+    ) -> Output<Infallible, EndpointEvent> {
+        Endpoint::poll_output(self, now, buf, io)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Endpoint::poll_timeout(self)
     }
 }
 

@@ -6,7 +6,6 @@ use alloc::string::String;
 use core::fmt;
 use core::time::Duration;
 
-use crate::machine::ConnectionId;
 use crate::names::{ImpersonationAttempt, RefusalReason};
 use crate::time::Instant;
 use crate::wire::{DecisionMode, DeviceId, EndReason, PublicKey, SessionId};
@@ -69,9 +68,42 @@ pub enum SessionEvent {
     SessionRecord(SessionRecord),
     /// The secure link to the trigger server is (again) established.
     UpstreamEstablished,
-    /// The driver should close this terminal stream (e.g. a source over its
-    /// registration rate); the server already forgot it.
-    CloseConnection(ConnectionId),
+}
+
+/// A durable fact: the driver stores it before it sends anything that
+/// follows it ([`crate::machine::Output::Store`]). Replaying the stored facts
+/// (see [`crate::names::NameRegistry::from_bindings`] and
+/// [`super::SessionServer::restore_session`]) rebuilds the server after a
+/// restart. Once stored, the driver may hand it to the app as the
+/// [`SessionEvent`] of the same name (`SessionEvent::from`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionFact {
+    /// A name was bound to a key for the first time (TOFU), when the
+    /// registration that bound it was confirmed.
+    NameBound {
+        /// The name.
+        name: String,
+        /// The key it now belongs to.
+        key: PublicKey,
+    },
+    /// A session started (S508-S510).
+    SessionStarted(SessionStarted),
+    /// A session's permitted duration was extended (S1602/S1603).
+    SessionExtended(SessionExtended),
+    /// The one record of a finished session (S1601/S1606); after it the
+    /// session's Started/Extended facts need not be replayed.
+    SessionRecord(SessionRecord),
+}
+
+impl From<SessionFact> for SessionEvent {
+    fn from(fact: SessionFact) -> SessionEvent {
+        match fact {
+            SessionFact::NameBound { name, key } => SessionEvent::NameBound { name, key },
+            SessionFact::SessionStarted(s) => SessionEvent::SessionStarted(s),
+            SessionFact::SessionExtended(x) => SessionEvent::SessionExtended(x),
+            SessionFact::SessionRecord(r) => SessionEvent::SessionRecord(r),
+        }
+    }
 }
 
 /// Why a registration was refused.

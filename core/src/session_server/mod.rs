@@ -70,7 +70,7 @@ use core::net::SocketAddr;
 use rand_core::{CryptoRng, RngCore};
 
 use crate::crypto::StaticKeypair;
-use crate::machine::{ConnectionId, Destination, Transmit};
+use crate::machine::{ConnectionId, Destination, Input, Machine, Output, OwnedTransmit};
 use crate::names::NameRegistry;
 use crate::ratelimit::{RateLimiter, SourceKey, CONNECTION_REQUESTS, REGISTRATIONS};
 use crate::time::{Clock, Instant};
@@ -149,7 +149,11 @@ impl Timers {
 /// The bounded output queues and the counters.
 #[derive(Debug)]
 struct Outputs {
-    transmits: VecDeque<Transmit>,
+    /// Durable facts: never dropped, always out before any transmit.
+    facts: VecDeque<SessionFact>,
+    /// Accepted streams to close.
+    closes: VecDeque<ConnectionId>,
+    transmits: VecDeque<OwnedTransmit>,
     events: VecDeque<SessionEvent>,
     max_transmits: usize,
     max_events: usize,
@@ -157,7 +161,18 @@ struct Outputs {
 }
 
 impl Outputs {
-    fn transmit(&mut self, t: Transmit) {
+    fn fact(&mut self, f: SessionFact) {
+        self.facts.push_back(f);
+    }
+
+    fn close(&mut self, conn: ConnectionId) {
+        // Bounded by the connections the driver opened; a repeat is harmless.
+        if !self.closes.contains(&conn) {
+            self.closes.push_back(conn);
+        }
+    }
+
+    fn transmit(&mut self, t: OwnedTransmit) {
         if self.transmits.len() >= self.max_transmits.max(1) {
             self.transmits.pop_front();
             self.counters.dropped_transmits += 1;
@@ -166,7 +181,7 @@ impl Outputs {
     }
 
     fn transmit_message(&mut self, destination: Destination, message: &Message<'_>) {
-        match Transmit::new(destination, message) {
+        match OwnedTransmit::new(destination, message) {
             Some(t) => self.transmit(t),
             None => self.counters.seal_failures += 1,
         }
@@ -230,6 +245,8 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         let request_limiter = Box::new(RateLimiter::with_seed(CONNECTION_REQUESTS, rng.next_u64()));
         SessionServer {
             out: Outputs {
+                facts: VecDeque::new(),
+                closes: VecDeque::new(),
                 transmits: VecDeque::new(),
                 events: VecDeque::new(),
                 max_transmits: config.limits.max_queued_transmits,
@@ -265,7 +282,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         if !self.conns.contains_key(&conn) && self.conns.len() >= self.config.limits.max_connections
         {
             self.out.counters.connections_refused += 1;
-            self.out.event(SessionEvent::CloseConnection(conn));
+            self.out.close(conn);
             return;
         }
         self.conns.insert(conn, remote);
@@ -328,15 +345,25 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         self.begin(now);
     }
 
-    /// The next message to send, oldest first.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.transmits.pop_front()
-    }
-
-    /// The next event, oldest first.
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<SessionEvent> {
-        self.out.events.pop_front()
+    /// The next output (see [`Machine::poll_output`]): stored facts first,
+    /// then closes, events and transmits.
+    pub fn poll_output(&mut self, buf: &mut [u8]) -> Output<SessionFact, SessionEvent> {
+        if let Some(fact) = self.out.facts.pop_front() {
+            return Output::Store(fact);
+        }
+        if let Some(conn) = self.out.closes.pop_front() {
+            return Output::Close(conn);
+        }
+        if let Some(event) = self.out.events.pop_front() {
+            return Output::Event(event);
+        }
+        while let Some(t) = self.out.transmits.pop_front() {
+            match t.write_into(buf) {
+                Some(transmit) => return Output::Transmit(transmit),
+                None => self.out.counters.dropped_transmits += 1,
+            }
+        }
+        Output::Timeout(self.poll_timeout())
     }
 
     /// When to call [`Self::handle_timeout`] next; `None` if no timer is armed.
@@ -472,7 +499,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             self.out.counters.seal_failures += 1;
             return;
         };
-        match Transmit::from_bytes(
+        match OwnedTransmit::from_bytes(
             Destination::Connection(conn),
             sealed.get(..m).unwrap_or_default(),
         ) {
@@ -493,5 +520,45 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
     fn fresh_op(&mut self) -> u32 {
         self.next_op = self.next_op.wrapping_add(1).max(1);
         self.next_op
+    }
+}
+
+impl<R: RngCore + CryptoRng> Machine for SessionServer<R> {
+    type Fact = SessionFact;
+    type Event = SessionEvent;
+    type Io = ();
+
+    fn handle_input(&mut self, now: Instant, input: Input<'_>, _io: &mut ()) {
+        match input {
+            Input::ConnectionOpened { conn, remote } => {
+                self.handle_connection_opened(now, conn, remote)
+            }
+            Input::ConnectionMessage { conn, bytes } => self.handle_stream(now, conn, bytes),
+            Input::ConnectionClosed(conn) => self.handle_connection_closed(now, conn),
+            Input::UpstreamMessage(bytes) => self.handle_upstream(now, bytes),
+            Input::UpstreamClosed => self.handle_upstream_closed(now),
+            // The session server has no UDP socket.
+            Input::Datagram { .. } => {
+                self.begin(now);
+                self.out.counters.ignored_messages += 1;
+            }
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        SessionServer::handle_timeout(self, now);
+    }
+
+    fn poll_output(
+        &mut self,
+        _now: Instant,
+        buf: &mut [u8],
+        _io: &mut (),
+    ) -> Output<SessionFact, SessionEvent> {
+        SessionServer::poll_output(self, buf)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        SessionServer::poll_timeout(self)
     }
 }

@@ -9,7 +9,7 @@ use core::net::SocketAddr;
 
 use rand_core::{CryptoRng, RngCore};
 
-use super::{SessionEvent, SessionServer, Timer};
+use super::{SessionEvent, SessionFact, SessionServer, Timer};
 use crate::crypto::channel::{Responder, REPLY_OVERHEAD};
 use crate::crypto::{SecureChannel, MAX_HANDSHAKE_PAYLOAD};
 use crate::machine::{ConnectionId, Destination};
@@ -89,7 +89,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         {
             self.out.counters.registrations_rate_limited += 1;
             self.conns.remove(&conn);
-            self.out.event(SessionEvent::CloseConnection(conn));
+            self.out.close(conn);
             return;
         }
         let mut payload = [0u8; MAX_HANDSHAKE_PAYLOAD];
@@ -311,7 +311,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             },
         }
         if new_binding {
-            self.out.event(SessionEvent::NameBound {
+            self.out.fact(SessionFact::NameBound {
                 name: name.clone(),
                 key,
             });

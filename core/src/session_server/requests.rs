@@ -14,7 +14,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::sessions::Session;
 use super::upstream::UpMsg;
-use super::{DenyReason, SessionEvent, SessionServer, SessionStarted, Timer};
+use super::{DenyReason, SessionEvent, SessionFact, SessionServer, SessionStarted, Timer};
 use crate::time::Instant;
 use crate::wire::{
     AddressInquiry, AddressNotification, AddressReply, ConnectionRequest, DecisionMode, DeviceId,
@@ -502,7 +502,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             duration_secs: req.duration_secs,
         };
         self.insert_session(Session::from_started(&started), id);
-        self.out.event(SessionEvent::SessionStarted(started));
+        self.out.fact(SessionFact::SessionStarted(started));
         if let Ok(requester_name) = Name::new(&req.requester_name) {
             // S509: the target learns the requester's address.
             self.send_to_device(

@@ -20,7 +20,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::upstream::UpMsg;
 use super::{
-    whole_secs, ExtensionPolicy, RestoreError, SessionEndReason, SessionEvent, SessionExtended,
+    whole_secs, ExtensionPolicy, RestoreError, SessionEndReason, SessionExtended, SessionFact,
     SessionRecord, SessionServer, SessionStarted, SideReport, Timer, UnknownSession,
 };
 use crate::time::Instant;
@@ -194,7 +194,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         };
         let (requester, target) = (session.requester.clone(), session.target.clone());
         self.rearm_session(req.session_id.0);
-        self.out.event(SessionEvent::SessionExtended(extended));
+        self.out.fact(SessionFact::SessionExtended(extended));
         let grant = Message::ExtensionGrant(ExtensionGrant {
             session_id: req.session_id,
             duration_secs: new_total,
@@ -289,7 +289,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             (None, None) => SessionEndReason::ServerTimeout,
         };
         let end = end.max(session.start);
-        self.out.event(SessionEvent::SessionRecord(SessionRecord {
+        self.out.fact(SessionFact::SessionRecord(SessionRecord {
             session_id: SessionId(id),
             requester: session.requester,
             target: session.target,
@@ -309,9 +309,9 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
     /// for sessions without a stored `SessionRecord`. A restored session
     /// ends by its notifications or timer and gets exactly one record; one
     /// whose deadline already passed is recorded at the next input.
-    pub fn restore_session(&mut self, fact: &SessionEvent) -> Result<(), RestoreError> {
+    pub fn restore_session(&mut self, fact: &SessionFact) -> Result<(), RestoreError> {
         match fact {
-            SessionEvent::SessionStarted(started) => {
+            SessionFact::SessionStarted(started) => {
                 let id = started.session_id.0;
                 if self.sessions.contains_key(&id) {
                     return Err(RestoreError::Duplicate);
@@ -322,7 +322,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
                 self.insert_session(Session::from_started(started), id);
                 Ok(())
             }
-            SessionEvent::SessionExtended(extended) => {
+            SessionFact::SessionExtended(extended) => {
                 let id = extended.session_id.0;
                 let session = self
                     .sessions

@@ -17,7 +17,7 @@ use rand_core::{CryptoRng, RngCore};
 use super::{SessionEvent, SessionServer, Timer, UPSTREAM_RETRY_MAX, UPSTREAM_RETRY_MIN};
 use crate::crypto::channel::INIT_OVERHEAD;
 use crate::crypto::{Initiator, SecureChannel};
-use crate::machine::{Destination, Transmit};
+use crate::machine::{Destination, OwnedTransmit};
 use crate::time::Instant;
 use crate::wire::{
     AddressInquiry, EndTriggerRequest, HandshakeInit, HandshakeReply, KeyInstall, KeyRevoke,
@@ -333,7 +333,10 @@ fn seal_into(channel: &mut SecureChannel, message: &Message<'_>, out: &mut super
     let mut sealed = [0u8; 64 + crate::crypto::channel::SEALED_OVERHEAD];
     match channel.seal(plain.get(..n).unwrap_or_default(), &mut sealed) {
         Ok(m) => {
-            match Transmit::from_bytes(Destination::Upstream, sealed.get(..m).unwrap_or_default()) {
+            match OwnedTransmit::from_bytes(
+                Destination::Upstream,
+                sealed.get(..m).unwrap_or_default(),
+            ) {
                 Some(t) => out.transmit(t),
                 None => out.counters.seal_failures += 1,
             }

@@ -68,7 +68,7 @@ use heapless::{Deque, Vec};
 use rand_core::{CryptoRng, RngCore};
 
 use crate::crypto::{udp_auth, Initiator, SecureChannel, StaticKeypair, REKEY_AFTER_TIME};
-use crate::machine::{Destination, Payload, Transmit};
+use crate::machine::{Destination, OwnedTransmit, Payload};
 use crate::time::{Clock, Instant};
 use crate::wire::{
     AddressNotification, ConnectionRequest, DeviceId, EndNotification, EndReason, EndTrigger,
@@ -176,7 +176,7 @@ pub struct Terminal<R> {
     connects: Vec<PendingConnect, MAX_PENDING_REQUESTS>,
     inquiries: Vec<PendingInquiry, MAX_PENDING_INQUIRIES>,
     sessions: Vec<Session, MAX_SESSIONS>,
-    transmits: Deque<Transmit, MAX_QUEUED_TRANSMITS>,
+    transmits: Deque<OwnedTransmit, MAX_QUEUED_TRANSMITS>,
     events: Deque<TerminalEvent, MAX_QUEUED_EVENTS>,
     stats: TerminalStats,
 }
@@ -579,7 +579,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
 
     /// The next message to send, if any.
     #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    pub fn poll_transmit(&mut self) -> Option<OwnedTransmit> {
         self.transmits.pop_front()
     }
 
@@ -597,7 +597,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
 
     // ----- internals: queues -------------------------------------------------
 
-    fn push_transmit(&mut self, transmit: Transmit) {
+    fn push_transmit(&mut self, transmit: OwnedTransmit) {
         if self.transmits.is_full() {
             let _ = self.transmits.pop_front();
             self.stats.transmits_dropped = self.stats.transmits_dropped.saturating_add(1);
@@ -626,7 +626,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
     /// Sends a datagram to the trigger server.
     fn send_udp(&mut self, message: &Message<'_>) {
         let destination = Destination::Udp(self.config.trigger_server);
-        if let Some(transmit) = Transmit::new(destination, message) {
+        if let Some(transmit) = OwnedTransmit::new(destination, message) {
             self.push_transmit(transmit);
         }
     }
@@ -659,7 +659,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
                 return false;
             }
         }
-        self.push_transmit(Transmit {
+        self.push_transmit(OwnedTransmit {
             destination: Destination::Upstream,
             payload,
         });
@@ -693,7 +693,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
             let init = Message::HandshakeInit(HandshakeInit {
                 noise: noise.get(..n)?,
             });
-            let transmit = Transmit::new(Destination::Upstream, &init)?;
+            let transmit = OwnedTransmit::new(Destination::Upstream, &init)?;
             Some((initiator, transmit))
         });
         self.stats.handshakes_started = self.stats.handshakes_started.saturating_add(1);

@@ -50,7 +50,8 @@
 //! The session server is the Noise IK initiator ([`crate::crypto::Initiator`]);
 //! on an accepted stream the trigger server answers as the responder. It
 //! accepts only initiators whose static key is in `allowed_session_servers`
-//! (others get no reply and a [`TriggerEvent::LinkRefused`]); the first
+//! (others get no reply, a [`TriggerEvent::LinkRefused`] and the stream is
+//! closed: [`Output::Close`]); the first
 //! message's payload must be an encoded `Poll`, and the reply carries an
 //! encoded `Poll`. Handshakes are rate-limited per source
 //! ([`LINK_HANDSHAKES`]) before any public-key work. After the handshake every
@@ -60,8 +61,7 @@
 //! (re-keying). Results of triggers go back on the connection the request
 //! came from, or, if that one closed, on the connection the same session
 //! server was last heard on (a record from it opened there; a replayed
-//! handshake alone never redirects results). The trigger server cannot close
-//! a stream itself: a driver may close one on [`TriggerEvent::LinkRefused`].
+//! handshake alone never redirects results).
 //!
 //! # Bounds
 //! Devices: [`TriggerConfig::max_devices`]; pending triggers:
@@ -81,6 +81,7 @@
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
+use core::convert::Infallible;
 use core::net::SocketAddr;
 use core::time::Duration;
 
@@ -89,7 +90,7 @@ use rand_core::{CryptoRng, RngCore};
 use crate::crypto::channel::{REPLY_OVERHEAD, SEALED_OVERHEAD};
 use crate::crypto::udp_auth::{self, AuthError, ReplayGuard};
 use crate::crypto::{Responder, SecureChannel, StaticKeypair, MAX_HANDSHAKE_PAYLOAD};
-use crate::machine::{ConnectionId, Destination, Transmit};
+use crate::machine::{ConnectionId, Destination, Input, Machine, Output, OwnedTransmit};
 use crate::ratelimit::{Limit, RateLimiter, SourceKey, TokenBucket, KEEPALIVES};
 use crate::time::{Clock, Instant};
 use crate::wire::{
@@ -240,6 +241,8 @@ pub enum TriggerEvent {
     /// A link handshake from a key not in `allowed_session_servers`; the
     /// driver may close that connection.
     LinkRefused {
+        /// The connection it came on, which the server closes.
+        conn: ConnectionId,
         /// The initiator's static public key.
         key: PublicKey,
     },
@@ -416,7 +419,9 @@ pub struct TriggerServer<R> {
     /// last heard on.
     last_heard: BTreeMap<[u8; 32], ConnectionId>,
     handshake_limit: RateLimiter<SourceKey, TRACKED_LINK_SOURCES>,
-    transmits: VecDeque<Transmit>,
+    transmits: VecDeque<OwnedTransmit>,
+    /// Accepted streams to close, in order.
+    closes: VecDeque<ConnectionId>,
     events: VecDeque<TriggerEvent>,
     stats: TriggerStats,
 }
@@ -458,6 +463,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
             last_heard: BTreeMap::new(),
             handshake_limit: RateLimiter::with_seed(LINK_HANDSHAKES, seed),
             transmits: VecDeque::new(),
+            closes: VecDeque::new(),
             events: VecDeque::new(),
             stats: TriggerStats::default(),
         }
@@ -564,18 +570,6 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
                 TimerKind::Resend(seq) => self.resend(now, device_id, seq),
             }
         }
-    }
-
-    /// The next message to send, if any.
-    #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
-    }
-
-    /// The next event, if any.
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<TriggerEvent> {
-        self.events.pop_front()
     }
 
     /// When [`Self::handle_timeout`] should next be called, if ever.
@@ -728,7 +722,12 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
         let key = responder.initiator_key();
         if !self.allowed.contains(&key) {
             self.stats.links_refused += 1;
-            self.event(TriggerEvent::LinkRefused { key });
+            self.event(TriggerEvent::LinkRefused { conn, key });
+            self.conns.remove(&conn);
+            self.forget_last_heard(conn);
+            if self.closes.len() < MAX_CONNECTIONS {
+                self.closes.push_back(conn);
+            }
             return;
         }
         if !matches!(
@@ -975,7 +974,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
             .and_then(|p| link.channel.seal(p, &mut out).ok())
             .and_then(|n| out.get(..n));
         let transmit = match (conn, sealed) {
-            (Some(c), Some(bytes)) => Transmit::from_bytes(Destination::Connection(c), bytes),
+            (Some(c), Some(bytes)) => OwnedTransmit::from_bytes(Destination::Connection(c), bytes),
             _ => None,
         };
         match transmit {
@@ -1005,13 +1004,30 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
 
     // ---- output ----
 
+    /// The next output (see [`Machine::poll_output`]).
+    pub fn poll_output(&mut self, buf: &mut [u8]) -> Output<Infallible, TriggerEvent> {
+        if let Some(conn) = self.closes.pop_front() {
+            return Output::Close(conn);
+        }
+        if let Some(event) = self.events.pop_front() {
+            return Output::Event(event);
+        }
+        while let Some(t) = self.transmits.pop_front() {
+            match t.write_into(buf) {
+                Some(transmit) => return Output::Transmit(transmit),
+                None => self.stats.transmits_dropped += 1,
+            }
+        }
+        Output::Timeout(self.poll_timeout())
+    }
+
     fn transmit(&mut self, destination: Destination, message: &Message<'_>) {
-        if let Some(t) = Transmit::new(destination, message) {
+        if let Some(t) = OwnedTransmit::new(destination, message) {
             self.push_transmit(t);
         }
     }
 
-    fn push_transmit(&mut self, t: Transmit) {
+    fn push_transmit(&mut self, t: OwnedTransmit) {
         if self.transmits.len() >= MAX_QUEUED_TRANSMITS {
             self.transmits.pop_front();
             self.stats.transmits_dropped += 1;
@@ -1040,4 +1056,43 @@ fn next_trigger(device: &mut Device, kind: Kind) -> Option<(u64, Message<'static
         }
     };
     Some((counter, message))
+}
+
+impl<R: RngCore + CryptoRng> Machine for TriggerServer<R> {
+    type Fact = Infallible;
+    type Event = TriggerEvent;
+    type Io = ();
+
+    fn handle_input(&mut self, now: Instant, input: Input<'_>, _io: &mut ()) {
+        match input {
+            Input::Datagram { from, bytes } => self.handle_udp(now, from, bytes),
+            Input::ConnectionOpened { conn, remote } => {
+                self.handle_connection_opened(now, conn, remote)
+            }
+            Input::ConnectionMessage { conn, bytes } => self.handle_stream(now, conn, bytes),
+            Input::ConnectionClosed(conn) => self.handle_connection_closed(now, conn),
+            // The trigger server opens no stream of its own.
+            Input::UpstreamMessage(_) | Input::UpstreamClosed => {
+                self.clock.observe(now);
+                self.stats.stream_ignored += 1;
+            }
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        TriggerServer::handle_timeout(self, now);
+    }
+
+    fn poll_output(
+        &mut self,
+        _now: Instant,
+        buf: &mut [u8],
+        _io: &mut (),
+    ) -> Output<Infallible, TriggerEvent> {
+        TriggerServer::poll_output(self, buf)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        TriggerServer::poll_timeout(self)
+    }
 }

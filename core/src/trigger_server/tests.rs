@@ -88,6 +88,8 @@ struct Harness {
     replies: Vec<FromTs>,
     other_streams: Vec<(ConnectionId, Vec<u8>)>,
     events: Vec<TriggerEvent>,
+    /// Streams the server closed.
+    closed: Vec<ConnectionId>,
 }
 
 impl Harness {
@@ -112,6 +114,7 @@ impl Harness {
             replies: Vec::new(),
             other_streams: Vec::new(),
             events: Vec::new(),
+            closed: Vec::new(),
         }
     }
 
@@ -148,7 +151,7 @@ impl Harness {
         let msg = encode(&HandshakeInit { noise: &noise[..n] }.into());
         self.ts.handle_stream(self.now, conn, &msg);
         let mut channel = None;
-        while let Some(t) = self.ts.poll_transmit() {
+        for t in self.poll_all() {
             if t.destination != Destination::Connection(conn) {
                 self.sort(t);
                 continue;
@@ -168,7 +171,28 @@ impl Harness {
         channel
     }
 
-    fn sort(&mut self, t: Transmit) {
+    /// Polls until [`Output::Timeout`] (which must agree with
+    /// `poll_timeout`): events and closes logged, transmits returned.
+    fn poll_all(&mut self) -> Vec<OwnedTransmit> {
+        let mut buf = [0u8; crate::machine::MAX_TRANSMIT_LEN];
+        let mut out = Vec::new();
+        loop {
+            match self.ts.poll_output(&mut buf) {
+                Output::Store(never) => match never {},
+                Output::Close(conn) => self.closed.push(conn),
+                Output::Event(e) => self.events.push(e),
+                Output::Transmit(t) => {
+                    out.push(OwnedTransmit::from_bytes(t.destination, &buf[..t.len]).expect("fits"))
+                }
+                Output::Timeout(at) => {
+                    assert_eq!(at, self.ts.poll_timeout());
+                    return out;
+                }
+            }
+        }
+    }
+
+    fn sort(&mut self, t: OwnedTransmit) {
         match t.destination {
             Destination::Udp(a) => self.udp.push((a, t.payload.to_vec())),
             Destination::Connection(c) if c == self.conn && self.ss.is_some() => {
@@ -192,11 +216,8 @@ impl Harness {
 
     /// Collects every transmit and event, as a driver would.
     fn drain(&mut self) {
-        while let Some(t) = self.ts.poll_transmit() {
+        for t in self.poll_all() {
             self.sort(t);
-        }
-        while let Some(e) = self.ts.poll_event() {
-            self.events.push(e);
         }
     }
 
@@ -815,10 +836,14 @@ fn session_server_link_refuses_unknown_keys() {
     assert_eq!(
         h.take_events(),
         [TriggerEvent::LinkRefused {
+            conn,
             key: stranger.public_key()
         }]
     );
     assert_eq!(h.ts.stats().links_refused, 1);
+    // The server forgot the stream and asked the driver to close it.
+    assert_eq!(h.closed, [conn]);
+    h.ts.handle_connection_opened(h.now, conn, addr("192.0.2.9:5555"));
     // The allowed key with a payload that is not a Poll: no link either.
     let key = h.ss_key.clone();
     let bad = encode(

@@ -130,8 +130,18 @@ impl World {
         loop {
             let now = self.now;
             let node = &mut self.nodes[i];
-            let Some(t) = node.e.poll_transmit(now, &mut buf, &mut node.io) else {
-                break;
+            let t = match node.e.poll_output(now, &mut buf, &mut node.io) {
+                Output::Transmit(t) => t,
+                Output::Event(e) => {
+                    node.events.push(e);
+                    continue;
+                }
+                Output::Store(never) => match never {},
+                Output::Close(_) => panic!("a terminal accepts no streams"),
+                Output::Timeout(at) => {
+                    assert_eq!(at, node.e.poll_timeout());
+                    break;
+                }
             };
             let bytes = buf[..t.len].to_vec();
             match t.destination {
@@ -153,10 +163,6 @@ impl World {
                 }
                 Destination::Connection(_) => panic!("no accepted streams"),
             }
-        }
-        let node = &mut self.nodes[i];
-        while let Some(e) = node.e.poll_event() {
-            node.events.push(e);
         }
     }
 
@@ -200,7 +206,7 @@ impl World {
 
     /// The session server seals `m` to node `i`.
     fn ss_send(&mut self, i: usize, m: Message<'_>) {
-        let mut out = [0u8; MAX_MESSAGE_LEN];
+        let mut out = [0u8; crate::wire::MAX_MESSAGE_LEN];
         let n = self.nodes[i]
             .ss
             .as_mut()
@@ -215,12 +221,8 @@ impl World {
     /// Node 1 (TERM3) asks for TERM1; the session server permits at once.
     fn start_session(&mut self, duration_secs: u32) {
         let now = self.now;
-        let request_id = self.nodes[1]
-            .e
-            .terminal_mut()
-            .connect(now, "TERM1", duration_secs);
+        let request_id = self.nodes[1].e.connect(now, "TERM1", duration_secs);
         let request_id = request_id.expect("registered");
-        self.nodes[1].e.pump(now);
         self.drain(1);
         let keys = [
             self.nodes[0].e.terminal().public_key(),
@@ -338,16 +340,20 @@ fn s707_finished_transfer_sends_end_notifications_with_byte_counts() {
         w.start_session(60);
         let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
         w.nodes[1].io.outgoing = data.clone();
-        let s = w.nodes[1].e.session_mut(&SESSION).expect("a session");
-        s.stream_extend(data.len() as u64);
-        s.stream_finish(data.len() as u64).unwrap();
+        let e = &mut w.nodes[1].e;
+        e.stream_extend(&SESSION, data.len() as u64)
+            .expect("a session");
+        e.stream_finish(&SESSION, data.len() as u64)
+            .expect("a session")
+            .unwrap();
         w.run_for(Duration::from_secs(2));
         let got: Vec<u8> = w.nodes[0].io.incoming.values().copied().collect();
         assert!(got == data, "the stream arrived");
         let now = w.now;
         w.nodes[1]
             .e
-            .close_session(now, &SESSION, EndReason::Completed);
+            .end_session(now, &SESSION, EndReason::Completed)
+            .expect("a session");
         w.drain(1);
         w.run_for(Duration::from_secs(2));
         for i in 0..2 {

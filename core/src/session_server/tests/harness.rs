@@ -15,7 +15,7 @@ use rand_chacha::ChaCha20Rng;
 
 use super::super::*;
 use crate::crypto::{Initiator, Responder, SecureChannel, StaticKeypair};
-use crate::machine::{ConnectionId, Destination};
+use crate::machine::{ConnectionId, Destination, Output};
 use crate::names::{NameRegistry, TrustMode};
 use crate::time::Instant;
 use crate::wire::{
@@ -89,6 +89,10 @@ pub struct World {
     pub ts: FakeTs,
     pub terms: Vec<Term>,
     pub events: Vec<(Instant, SessionEvent)>,
+    /// The durable facts in the order they came out: the driver's store.
+    pub facts: Vec<SessionFact>,
+    /// Streams the server closed.
+    pub closed: Vec<ConnectionId>,
     next_conn: u64,
 }
 
@@ -137,32 +141,54 @@ impl World {
             },
             terms: Vec::new(),
             events: Vec::new(),
+            facts: Vec::new(),
+            closed: Vec::new(),
             next_conn: 1,
         }
     }
 
     // ---------------------------------------------------------------- driving
 
+    /// Polls the server until [`Output::Timeout`], as a driver does: facts
+    /// are "stored" (and logged as events), closes kept, events logged; the
+    /// transmits are returned, each checked to come after every fact.
+    pub fn take_transmits(&mut self) -> Vec<(Destination, Vec<u8>)> {
+        let mut buf = [0u8; crate::machine::MAX_TRANSMIT_LEN];
+        let mut out = Vec::new();
+        loop {
+            match self.ss.poll_output(&mut buf) {
+                Output::Store(fact) => {
+                    self.facts.push(fact.clone());
+                    self.events.push((self.now, SessionEvent::from(fact)));
+                }
+                Output::Close(conn) => self.closed.push(conn),
+                Output::Event(e) => self.events.push((self.now, e)),
+                Output::Transmit(t) => out.push((t.destination, buf[..t.len].to_vec())),
+                Output::Timeout(at) => {
+                    assert_eq!(at, self.ss.poll_timeout());
+                    return out;
+                }
+            }
+        }
+    }
+
     /// Drains the server's outputs, delivering each transmit, until quiet.
     pub fn pump(&mut self) {
         loop {
             let mut to_upstream: Vec<Vec<u8>> = Vec::new();
-            let mut any = false;
-            while let Some(t) = self.ss.poll_transmit() {
-                any = true;
-                match t.destination {
+            let before = (self.events.len(), self.closed.len());
+            let transmits = self.take_transmits();
+            let any = !transmits.is_empty() || before != (self.events.len(), self.closed.len());
+            for (destination, payload) in transmits {
+                match destination {
                     Destination::Upstream => {
-                        if let Some(reply) = self.ts_receive(&t.payload) {
+                        if let Some(reply) = self.ts_receive(&payload) {
                             to_upstream.push(reply);
                         }
                     }
-                    Destination::Connection(conn) => self.term_receive(conn, &t.payload),
+                    Destination::Connection(conn) => self.term_receive(conn, &payload),
                     Destination::Udp(_) => panic!("the session server sends no UDP"),
                 }
-            }
-            while let Some(e) = self.ss.poll_event() {
-                any = true;
-                self.events.push((self.now, e));
             }
             for bytes in to_upstream {
                 self.ss.handle_upstream(self.now, &bytes);

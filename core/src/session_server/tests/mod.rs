@@ -199,9 +199,9 @@ fn replayed_handshake_init_cannot_replace_a_live_registration() {
     w.ss.handle_stream(w.now, attacker, &replay);
     // It gets a reply it cannot read, and a pending channel it cannot confirm.
     let mut replies = 0;
-    while let Some(t) = w.ss.poll_transmit() {
+    for (destination, _) in w.take_transmits() {
         assert_eq!(
-            t.destination,
+            destination,
             crate::machine::Destination::Connection(attacker)
         );
         replies += 1;
@@ -267,9 +267,8 @@ fn registration_is_rate_limited_per_source_before_public_key_work() {
     assert!(w.terms[t].channel.is_none() && w.terms[t].refused.is_none());
     assert_eq!(w.ss.counters().registrations_rate_limited, 1);
     assert_eq!(w.ss.counters().handshake_failures, u64::from(burst));
-    assert!(w
-        .events_since(0)
-        .contains(&SessionEvent::CloseConnection(conn)));
+    w.pump();
+    assert!(w.closed.contains(&conn));
     // The stream is forgotten; another source is not affected.
     w.ss.handle_stream(w.now, conn, &junk);
     assert_eq!(w.ss.counters().unknown_connection, 1);
@@ -891,12 +890,12 @@ fn restart_mid_session_resumes_and_records_once() {
     assert_eq!(w.records().len(), 1);
 
     // The driver's store: every durable fact so far.
-    let facts: Vec<SessionEvent> = w.events.iter().map(|(_, e)| e.clone()).collect();
+    let facts: Vec<SessionFact> = w.facts.clone();
     let recorded: Vec<SessionId> = w.records().iter().map(|r| r.session_id).collect();
     let bindings: Vec<(std::string::String, crate::wire::PublicKey)> = facts
         .iter()
         .filter_map(|e| match e {
-            SessionEvent::NameBound { name, key } => Some((name.clone(), *key)),
+            SessionFact::NameBound { name, key } => Some((name.clone(), *key)),
             _ => None,
         })
         .collect();
@@ -913,8 +912,8 @@ fn restart_mid_session_resumes_and_records_once() {
     v.now = restart_at;
     for fact in &facts {
         let id = match fact {
-            SessionEvent::SessionStarted(s) => s.session_id,
-            SessionEvent::SessionExtended(x) => x.session_id,
+            SessionFact::SessionStarted(s) => s.session_id,
+            SessionFact::SessionExtended(x) => x.session_id,
             _ => {
                 assert_eq!(
                     v.ss.restore_session(fact),
@@ -930,7 +929,7 @@ fn restart_mid_session_resumes_and_records_once() {
     assert_eq!(v.ss.session_count(), 2);
     let started = w.started();
     assert_eq!(
-        v.ss.restore_session(&SessionEvent::SessionStarted(started[1].clone())),
+        v.ss.restore_session(&SessionFact::SessionStarted(started[1].clone())),
         Err(RestoreError::Duplicate)
     );
 
@@ -992,7 +991,7 @@ fn sealed_record_from_an_unknown_channel_is_ignored() {
     let before = w.events.len();
     let conn = w.terms[t1].conn;
     w.ss.handle_stream(w.now, conn, &record);
-    assert!(w.ss.poll_transmit().is_none());
+    assert!(w.take_transmits().is_empty());
     w.pump();
     assert_eq!(w.events.len(), before);
     assert_eq!(w.ss.counters().unknown_channel, 1);
@@ -1000,7 +999,7 @@ fn sealed_record_from_an_unknown_channel_is_ignored() {
     let mut forged = record.clone();
     forged[6..14].copy_from_slice(&w.device(t1).to_be_bytes());
     w.ss.handle_stream(w.now, conn, &forged);
-    assert!(w.ss.poll_transmit().is_none());
+    assert!(w.take_transmits().is_empty());
     assert_eq!(w.ss.counters().open_failures, 1);
     w.advance(DENY_DELAY + secs(1));
     assert!(w.ts_triggers().is_empty());
