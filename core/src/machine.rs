@@ -157,9 +157,9 @@ pub enum Input<'a> {
 pub trait Machine {
     /// Durable facts, stored by the driver before what acknowledges them
     /// is sent. [`core::convert::Infallible`] for a role that has none.
-    type Fact;
+    type Fact: core::fmt::Debug;
     /// What the app or the operator's log hears.
-    type Event;
+    type Event: core::fmt::Debug;
     /// The app's side of payloads the machine moves without storing them
     /// (a terminal's file streams); `()` for the servers.
     type Io: ?Sized;

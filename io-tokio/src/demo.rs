@@ -21,8 +21,9 @@ use tryst_core::trigger_server::TriggerConfig;
 use tryst_core::wire::{EndReason, PublicKey, Role, SessionId, SessionKey};
 
 use crate::cli::transfer::{file_sha256, hex, human_bytes, FileSource};
+use crate::driver::{session_server as session, trigger_server as trigger};
+use crate::terminal;
 use crate::terminal::{Event, TerminalOptions};
-use crate::{session, terminal, trigger};
 
 const LOOPBACK_ANY_PORT: &str = "127.0.0.1:0";
 /// How long any one step may take before the demo calls it failed.

@@ -116,6 +116,9 @@ struct Slot {
     reported: (u64, u64, bool),
     /// The terminal already ended its side (forced end or its own deadline).
     terminal_ended: bool,
+    /// The app reports this session's counts itself
+    /// ([`Endpoint::transfer_progress`]): the channel's never replace them.
+    app_reports: bool,
 }
 
 /// A terminal and up to [`MAX_SESSIONS`] peer sessions on one socket.
@@ -250,7 +253,9 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
     }
 
     /// Reports a session's payload counts for a session whose payload does
-    /// not go through the peer channel (the peer channel reports its own).
+    /// not go through the peer channel (otherwise the channel reports its
+    /// own). Once the app reports a session's counts, they are the ones its
+    /// end notification carries.
     pub fn transfer_progress(
         &mut self,
         id: &SessionId,
@@ -259,6 +264,9 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
         active: bool,
     ) -> Result<(), UnknownSession> {
         self.dirty = true;
+        if let Some(slot) = self.slots.iter_mut().flatten().find(|s| s.id == *id) {
+            slot.app_reports = true;
+        }
         self.terminal
             .transfer_progress(id, bytes_sent, bytes_received, active)
     }
@@ -499,6 +507,7 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
                     ),
                     reported: (0, 0, false),
                     terminal_ended: false,
+                    app_reports: false,
                 });
                 self.stats.sessions_started += 1;
             }
@@ -549,7 +558,8 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
         let active = slot.session.transfer_active();
         let report = (sent, received, active && ended.is_none());
         let terminal_ended = slot.terminal_ended;
-        if report != slot.reported && !terminal_ended {
+        let app_reports = slot.app_reports;
+        if report != slot.reported && !terminal_ended && !app_reports {
             slot.reported = report;
             let _ = self
                 .terminal
@@ -558,7 +568,9 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
         if let Some((reason, sent, received)) = ended {
             self.slots[i] = None;
             if !terminal_ended {
-                let _ = self.terminal.transfer_progress(&id, sent, received, false);
+                if !app_reports {
+                    let _ = self.terminal.transfer_progress(&id, sent, received, false);
+                }
                 let _ = self.terminal.finish_session(now, &id, reason);
             }
         }

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tryst_core::identity::SecretKey;
 use tryst_core::names::{NameRegistry, TrustMode};
 use tryst_core::session_server::{
-    ExtensionPolicy, SessionConfig, SessionEvent, DEFAULT_DURATION, END_GRACE,
+    ExtensionPolicy, SessionConfig, SessionEvent, SessionFact, DEFAULT_DURATION, END_GRACE,
 };
 use tryst_core::trigger_server::{TriggerConfig, TriggerEvent};
 use tryst_core::wire::{Name, PublicKey};
@@ -34,9 +34,9 @@ use super::keygen::{key_error, public_key_arg};
 use super::store::{self, key_hex, parse_id, PendingCommand, Store};
 use super::CliError;
 use crate::clock::DriverClock;
+use crate::driver::session_server::{self as session, Durable, SessionHandle};
+use crate::driver::trigger_server::{self as trigger, TriggerHandle};
 use crate::driver::Stopped;
-use crate::session::{self, Durable, SessionHandle};
-use crate::trigger::{self, TriggerHandle};
 
 /// How often the server looks for operator commands in the store.
 pub const COMMAND_POLL: Duration = Duration::from_millis(200);
@@ -405,7 +405,7 @@ async fn start_session_server(
     .await?;
     let live = facts
         .iter()
-        .filter(|f| matches!(f, SessionEvent::SessionStarted(_)))
+        .filter(|f| matches!(f, SessionFact::SessionStarted(_)))
         .count();
     tracing::info!(
         names = registry.bindings().count(),
@@ -704,7 +704,6 @@ pub fn log_session_event(event: &SessionEvent) {
             );
         }
         SessionEvent::UpstreamEstablished => tracing::info!("linked to the trigger server"),
-        SessionEvent::CloseConnection(conn) => tracing::debug!(?conn, "closing a terminal stream"),
     }
 }
 
@@ -741,7 +740,7 @@ pub fn log_trigger_event(event: &TriggerEvent) {
         TriggerEvent::SessionServerLinked { key } => {
             tracing::info!(key = %short(key), "session server linked");
         }
-        TriggerEvent::LinkRefused { key } => {
+        TriggerEvent::LinkRefused { key, .. } => {
             tracing::warn!(key = %short(key), "link refused: unknown session server key");
         }
         TriggerEvent::TriggerDelivered { op_id, device_id } => {

@@ -28,7 +28,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::mpsc;
 use tryst_core::identity;
 use tryst_core::session_server::{
-    SessionEndReason, SessionEvent, SessionExtended, SessionRecord, SessionStarted, SideReport,
+    SessionEndReason, SessionExtended, SessionFact, SessionRecord, SessionStarted, SideReport,
 };
 use tryst_core::time::Instant;
 use tryst_core::wire::{EndReason, PublicKey, SessionId};
@@ -362,7 +362,7 @@ impl Store {
 
     /// The stored facts of every session without a record, in the order
     /// the machine emitted them (start, then its latest extension).
-    pub fn live_facts(&self) -> Result<Vec<SessionEvent>, StoreError> {
+    pub fn live_facts(&self) -> Result<Vec<SessionFact>, StoreError> {
         let mut stmt = self
             .conn
             .prepare(
@@ -395,7 +395,7 @@ impl Store {
             let start = Instant::from_micros(to_u64(start));
             // The row holds the current duration; the extension fact (if
             // any) restores the count of extensions with it.
-            facts.push(SessionEvent::SessionStarted(SessionStarted {
+            facts.push(SessionFact::SessionStarted(SessionStarted {
                 session_id,
                 requester,
                 requester_key: parse_key(&rkey)?,
@@ -405,7 +405,7 @@ impl Store {
                 duration_secs: to_u32(duration),
             }));
             if extensions > 0 {
-                facts.push(SessionEvent::SessionExtended(SessionExtended {
+                facts.push(SessionFact::SessionExtended(SessionExtended {
                     session_id,
                     duration_secs: to_u32(duration),
                     extensions: to_u32(extensions),
@@ -416,17 +416,17 @@ impl Store {
         Ok(facts)
     }
 
-    /// Stores a batch of durable events in one transaction (one fsync).
-    pub fn record(&mut self, events: &[SessionEvent]) -> Result<(), StoreError> {
+    /// Stores a batch of durable facts in one transaction (one fsync).
+    pub fn record(&mut self, facts: &[SessionFact]) -> Result<(), StoreError> {
         let path = self.path.clone();
         let sql = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
         let tx = self.conn.transaction().map_err(sql)?;
-        for event in events {
-            match event {
-                SessionEvent::NameBound { name, key } => {
+        for fact in facts {
+            match fact {
+                SessionFact::NameBound { name, key } => {
                     tx.execute(
                         "INSERT INTO names (name, key, origin, bound_us) VALUES (?1, ?2, 'tofu', ?3)
                          ON CONFLICT (name) DO UPDATE SET key = excluded.key, origin = 'tofu',
@@ -435,7 +435,7 @@ impl Store {
                     )
                     .map_err(sql)?;
                 }
-                SessionEvent::SessionStarted(s) => {
+                SessionFact::SessionStarted(s) => {
                     tx.execute(
                         "INSERT OR IGNORE INTO sessions (id, requester, requester_key, target, target_key,
                          start_us, duration_secs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -451,7 +451,7 @@ impl Store {
                     )
                     .map_err(sql)?;
                 }
-                SessionEvent::SessionExtended(x) => {
+                SessionFact::SessionExtended(x) => {
                     tx.execute(
                         "UPDATE sessions SET duration_secs = ?2, extensions = ?3, extended_us = ?4
                          WHERE id = ?1 AND ended = 0",
@@ -464,8 +464,7 @@ impl Store {
                     )
                     .map_err(sql)?;
                 }
-                SessionEvent::SessionRecord(r) => record_row(&tx, r).map_err(sql)?,
-                _ => {}
+                SessionFact::SessionRecord(r) => record_row(&tx, r).map_err(sql)?,
             }
         }
         tx.commit().map_err(sql)
@@ -715,8 +714,8 @@ fn record_row(tx: &rusqlite::Transaction<'_>, r: &SessionRecord) -> rusqlite::Re
 
 /// Starts the journal: a thread that owns `store` and writes each batch
 /// of durable events, answering once it is committed.
-pub fn start_journal(mut store: Store) -> Journal<SessionEvent> {
-    let (tx, mut rx) = mpsc::channel::<JournalBatch<SessionEvent>>(JOURNAL_QUEUE);
+pub fn start_journal(mut store: Store) -> Journal<SessionFact> {
+    let (tx, mut rx) = mpsc::channel::<JournalBatch<SessionFact>>(JOURNAL_QUEUE);
     let spawned = std::thread::Builder::new()
         .name("tryst-journal".into())
         .spawn(move || {
@@ -750,11 +749,11 @@ mod tests {
         let start = Instant::from_micros(1_700_000_000_000_000);
         store
             .record(&[
-                SessionEvent::NameBound {
+                SessionFact::NameBound {
                     name: "TERM1".into(),
                     key: key(9),
                 },
-                SessionEvent::SessionStarted(SessionStarted {
+                SessionFact::SessionStarted(SessionStarted {
                     session_id: id,
                     requester: "TERM3".into(),
                     requester_key: key(3),
@@ -763,7 +762,7 @@ mod tests {
                     start,
                     duration_secs: 60,
                 }),
-                SessionEvent::SessionExtended(SessionExtended {
+                SessionFact::SessionExtended(SessionExtended {
                     session_id: id,
                     duration_secs: 120,
                     extensions: 1,
@@ -779,9 +778,9 @@ mod tests {
         );
         let facts = store.live_facts().unwrap();
         assert_eq!(facts.len(), 2);
-        assert!(matches!(&facts[1], SessionEvent::SessionExtended(x) if x.duration_secs == 120));
+        assert!(matches!(&facts[1], SessionFact::SessionExtended(x) if x.duration_secs == 120));
         store
-            .record(&[SessionEvent::SessionRecord(SessionRecord {
+            .record(&[SessionFact::SessionRecord(SessionRecord {
                 session_id: id,
                 requester: "TERM3".into(),
                 target: "TERM1".into(),

@@ -7,46 +7,40 @@ use rand_core::OsRng;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tryst_core::crypto::StaticKeypair;
-use tryst_core::machine::{ConnectionId, Transmit};
 use tryst_core::time::Instant;
 use tryst_core::trigger_server::{TriggerConfig, TriggerEvent, TriggerServer};
 use tryst_core::wire::PublicKey;
 
-use crate::driver::{run, Driven, Sockets};
+use super::{run, Driven, Flow, Sockets};
 
 /// The trigger server takes no commands yet; stopping is closing the handle.
 #[derive(Debug)]
 pub enum TriggerCommand {}
 
-impl Driven for TriggerServer<OsRng> {
-    type Event = TriggerEvent;
+/// The trigger server as the loop runs it: the machine, and where its
+/// events go.
+struct TriggerRole {
+    machine: TriggerServer<OsRng>,
+    events: mpsc::UnboundedSender<TriggerEvent>,
+    /// The machine's payload side: a server has none.
+    no_io: (),
+}
+
+impl Driven for TriggerRole {
+    type Machine = TriggerServer<OsRng>;
     type Command = TriggerCommand;
-    fn on_udp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        self.handle_udp(now, from, datagram);
+
+    fn parts(&mut self) -> (&mut TriggerServer<OsRng>, &mut ()) {
+        (&mut self.machine, &mut self.no_io)
     }
-    fn on_opened(&mut self, now: Instant, conn: ConnectionId, remote: SocketAddr) {
-        self.handle_connection_opened(now, conn, remote);
-    }
-    fn on_message(&mut self, now: Instant, conn: ConnectionId, message: &[u8]) {
-        self.handle_stream(now, conn, message);
-    }
-    fn on_closed(&mut self, now: Instant, conn: ConnectionId) {
-        self.handle_connection_closed(now, conn);
-    }
-    fn on_command(&mut self, _now: Instant, command: TriggerCommand) {
+
+    fn on_command(&mut self, _now: Instant, command: TriggerCommand) -> Flow {
         match command {}
     }
-    fn on_timeout(&mut self, now: Instant) {
-        self.handle_timeout(now);
-    }
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        TriggerServer::poll_transmit(self)
-    }
-    fn poll_event(&mut self) -> Option<TriggerEvent> {
-        TriggerServer::poll_event(self)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        TriggerServer::poll_timeout(self)
+
+    fn on_event(&mut self, _now: Instant, event: TriggerEvent) {
+        // The app may have gone; the machine keeps running regardless.
+        let _ = self.events.send(event);
     }
 }
 
@@ -79,16 +73,21 @@ pub async fn spawn(
     let (commands, command_rx) = mpsc::channel(16);
     let (event_tx, events) = mpsc::unbounded_channel();
     let sockets = Sockets {
-        udp: Some(udp),
+        udp: Some(Sockets::batch(udp)?),
         listener: Some(listener),
-        upstream: None,
+        ..Sockets::default()
+    };
+    let role = TriggerRole {
+        machine,
+        events: event_tx,
+        no_io: (),
     };
     tokio::spawn(run(
         crate::clock::DriverClock::default(),
-        machine,
+        role,
         sockets,
         command_rx,
-        event_tx,
+        None,
     ));
     Ok((
         TriggerHandle {

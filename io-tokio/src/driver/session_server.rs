@@ -7,14 +7,15 @@ use rand_core::OsRng;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tryst_core::crypto::StaticKeypair;
-use tryst_core::machine::{ConnectionId, Transmit};
 use tryst_core::names::{EnrollError, NameRegistry};
-use tryst_core::session_server::{SessionConfig, SessionEvent, SessionServer, UnknownSession};
+use tryst_core::session_server::{
+    SessionConfig, SessionEvent, SessionFact, SessionServer, UnknownSession,
+};
 use tryst_core::time::Instant;
 use tryst_core::wire::{Name, PublicKey, SessionId};
 
+use super::{run, Driven, Flow, Journal, Sockets, Stopped};
 use crate::clock::DriverClock;
-use crate::driver::{run_journaled, Driven, Journal, Sockets, Stopped, UPSTREAM};
 
 /// What the operator asks of a running session server.
 #[derive(Debug)]
@@ -48,34 +49,32 @@ impl std::fmt::Display for EnrollRefused {
     }
 }
 
-impl Driven for SessionServer<OsRng> {
-    type Event = SessionEvent;
+/// The session server as the loop runs it: the machine, and where its
+/// events (and its facts, once stored) go.
+struct SessionRole {
+    machine: SessionServer<OsRng>,
+    events: mpsc::UnboundedSender<SessionEvent>,
+    /// The machine's payload side: a server has none.
+    no_io: (),
+}
+
+impl Driven for SessionRole {
+    type Machine = SessionServer<OsRng>;
     type Command = SessionCommand;
-    fn on_opened(&mut self, now: Instant, conn: ConnectionId, remote: SocketAddr) {
-        self.handle_connection_opened(now, conn, remote);
+
+    fn parts(&mut self) -> (&mut SessionServer<OsRng>, &mut ()) {
+        (&mut self.machine, &mut self.no_io)
     }
-    fn on_message(&mut self, now: Instant, conn: ConnectionId, message: &[u8]) {
-        if conn == UPSTREAM {
-            self.handle_upstream(now, message);
-        } else {
-            self.handle_stream(now, conn, message);
-        }
-    }
-    fn on_closed(&mut self, now: Instant, conn: ConnectionId) {
-        if conn == UPSTREAM {
-            self.handle_upstream_closed(now);
-        } else {
-            self.handle_connection_closed(now, conn);
-        }
-    }
-    fn on_command(&mut self, now: Instant, command: SessionCommand) {
+
+    fn on_command(&mut self, now: Instant, command: SessionCommand) -> Flow {
         match command {
             SessionCommand::EndSession(id, reply) => {
-                let _ = reply.send(self.end_session(now, id));
+                let _ = reply.send(self.machine.end_session(now, id));
             }
             SessionCommand::Enroll(name, key, reply) => {
                 let result = match Name::new(&name) {
                     Ok(name) => self
+                        .machine
                         .registry_mut()
                         .enroll(name, key)
                         .map_err(EnrollRefused::Registry),
@@ -84,34 +83,16 @@ impl Driven for SessionServer<OsRng> {
                 let _ = reply.send(result);
             }
         }
+        Flow::Continue
     }
-    fn on_timeout(&mut self, now: Instant) {
-        self.handle_timeout(now);
+
+    fn on_event(&mut self, _now: Instant, event: SessionEvent) {
+        // The app may have gone; the machine keeps running regardless.
+        let _ = self.events.send(event);
     }
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        SessionServer::poll_transmit(self)
-    }
-    fn poll_event(&mut self) -> Option<SessionEvent> {
-        SessionServer::poll_event(self)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        SessionServer::poll_timeout(self)
-    }
-    fn durable_copy(event: &SessionEvent) -> Option<SessionEvent> {
-        matches!(
-            event,
-            SessionEvent::NameBound { .. }
-                | SessionEvent::SessionStarted(_)
-                | SessionEvent::SessionExtended(_)
-                | SessionEvent::SessionRecord(_)
-        )
-        .then(|| event.clone())
-    }
-    fn close_request(event: &SessionEvent) -> Option<ConnectionId> {
-        match event {
-            SessionEvent::CloseConnection(conn) => Some(*conn),
-            _ => None,
-        }
+
+    fn on_stored(&mut self, fact: SessionFact) {
+        let _ = self.events.send(SessionEvent::from(fact));
     }
 }
 
@@ -187,9 +168,9 @@ pub struct Durable {
     pub clock: DriverClock,
     /// Stored `SessionStarted` / `SessionExtended` facts of sessions that
     /// have no record yet, in the order they were emitted.
-    pub restore: Vec<SessionEvent>,
-    /// Where durable events are stored before what acknowledges them is sent.
-    pub journal: Option<Journal<SessionEvent>>,
+    pub restore: Vec<SessionFact>,
+    /// Where durable facts are stored before what acknowledges them is sent.
+    pub journal: Option<Journal<SessionFact>>,
 }
 
 /// [`spawn`] for a server that restores its live sessions and stores its
@@ -220,20 +201,17 @@ pub async fn spawn_durable(
     let (event_tx, events) = mpsc::unbounded_channel();
     let (stopped_tx, stopped) = oneshot::channel();
     let sockets = Sockets {
-        udp: None,
         listener: Some(listener),
         upstream: Some(trigger_link),
+        ..Sockets::default()
+    };
+    let role = SessionRole {
+        machine,
+        events: event_tx,
+        no_io: (),
     };
     tokio::spawn(async move {
-        let why = run_journaled(
-            setup.clock,
-            machine,
-            sockets,
-            command_rx,
-            event_tx,
-            setup.journal,
-        )
-        .await;
+        let why = run(setup.clock, role, sockets, command_rx, setup.journal).await;
         let _ = stopped_tx.send(why);
     });
     Ok((

@@ -1,0 +1,442 @@
+//! The one event loop every role runs in (trigger server, session server,
+//! terminal): sockets, streams, timers and app commands in; the machine's
+//! outputs out, in the order of the core's contract
+//! ([`tryst_core::machine`]).
+//!
+//! - [`Output::Store`] facts are collected and handed to the [`Journal`]
+//!   before the next [`Output::Transmit`] leaves (and at the end of each
+//!   drain): nothing is acknowledged before it is stored. A journal that
+//!   fails stops the loop with nothing of that drain sent.
+//! - [`Output::Close`] drops a stream at once.
+//! - [`Output::Event`] goes to the role's app side ([`Driven::on_event`]).
+//! - [`Output::Transmit`] goes to the UDP socket (batched with GSO) or to a
+//!   stream's bounded writer task ([`crate::stream`]), so the loop never
+//!   waits on a slow peer; a stream that cannot take more is closed and the
+//!   machine told.
+//! - [`Output::Timeout`] is the loop's next timer.
+//!
+//! The role-specific parts (which machine, what its app does with events
+//! and commands) are in [`session_server`], [`trigger_server`] and
+//! [`terminal`]; none of them has protocol logic.
+
+pub mod session_server;
+pub mod trigger_server;
+pub mod udp;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tryst_core::machine::{ConnectionId, Destination, Input, Machine, Output, MAX_TRANSMIT_LEN};
+use tryst_core::time::Instant;
+
+use crate::clock::DriverClock;
+use crate::stream::{accept_streams, connect_upstream, StreamInput, StreamWriter};
+use udp::BatchSocket;
+
+/// Each outgoing stream the driver opens gets its own number from here up,
+/// so a late message or close from an old one is never taken for the new one.
+const FIRST_UPSTREAM_STREAM: u64 = 1 << 63;
+/// Most stream inputs (messages, opens, closes) waiting for the loop.
+const STREAM_INPUT_QUEUE: usize = 1024;
+
+/// The fact type of a role's machine.
+pub type FactOf<D> = <<D as Driven>::Machine as Machine>::Fact;
+/// The event type of a role's machine.
+pub type EventOf<D> = <<D as Driven>::Machine as Machine>::Event;
+/// The payload side of a role's machine.
+pub type IoOf<D> = <<D as Driven>::Machine as Machine>::Io;
+
+/// What the loop does after an app command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on.
+    Continue,
+    /// Send what is queued, close the upstream stream (waiting at most
+    /// `grace` for its queue to be written) and stop.
+    Stop {
+        /// Longest to wait for the upstream stream's queue.
+        grace: Duration,
+    },
+}
+
+/// A role as the loop runs it: its machine, the app's side of its payloads,
+/// and what the app does with events and commands. Implemented once per
+/// role ([`session_server`], [`trigger_server`], [`terminal`]).
+pub trait Driven: Send + 'static {
+    /// The core machine.
+    type Machine: Machine;
+    /// What the app asks of it.
+    type Command: Send + 'static;
+    /// The machine and the payload side it reads and writes, borrowed together.
+    fn parts(&mut self) -> (&mut Self::Machine, &mut IoOf<Self>);
+    /// An app command; the role calls the machine (the next poll picks up
+    /// what that changed) and answers the command's reply channel.
+    fn on_command(&mut self, now: Instant, command: Self::Command) -> Flow;
+    /// An event of the machine.
+    fn on_event(&mut self, now: Instant, event: EventOf<Self>);
+    /// A durable fact, once the journal stored it.
+    fn on_stored(&mut self, _fact: FactOf<Self>) {}
+    /// App work once the machine is quiet (payload bookkeeping); whether it
+    /// called the machine, so the loop polls again.
+    fn after_drain(&mut self, _now: Instant) -> bool {
+        false
+    }
+    /// When the app wants [`Self::after_drain`] again without any input.
+    fn app_deadline(&self) -> Option<tokio::time::Instant> {
+        None
+    }
+    /// The loop stopped (a [`Flow::Stop`] command, the command channel
+    /// closed, or the journal failed).
+    fn on_stopped(&mut self, _why: &Stopped) {}
+}
+
+/// One batch of durable facts and where to say they are stored (or why not).
+pub type JournalBatch<F> = (Vec<F>, oneshot::Sender<Result<(), String>>);
+
+/// Where durable facts go: a task or thread that stores each batch and
+/// answers once it is on disk. An error (or a journal that went away)
+/// stops the loop before anything that follows the batch is sent.
+pub type Journal<F> = mpsc::Sender<JournalBatch<F>>;
+
+/// Why a driver loop stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// The app closed the command channel.
+    Closed,
+    /// A command asked the loop to stop.
+    Shutdown,
+    /// The journal failed: nothing it did not store was acknowledged.
+    JournalFailed(String),
+}
+
+/// The sockets and wake-ups a role uses; each is optional.
+#[derive(Debug, Default)]
+pub struct Sockets {
+    /// The UDP socket (terminal, trigger server), batched.
+    pub udp: Option<BatchSocket>,
+    /// A listener for streams (session server, trigger server).
+    pub listener: Option<TcpListener>,
+    /// Where `Destination::Upstream` connects (terminal, session server).
+    pub upstream: Option<SocketAddr>,
+    /// Notified by the app's threads (a file hasher) when
+    /// [`Driven::after_drain`] has work.
+    pub wake: Option<Arc<Notify>>,
+}
+
+impl Sockets {
+    /// Takes a bound tokio UDP socket into the batching socket.
+    pub fn batch(udp: UdpSocket) -> std::io::Result<BatchSocket> {
+        BatchSocket::from_std(udp.into_std()?)
+    }
+}
+
+/// Runs `role` on `clock` until its commands close, a command stops it, or
+/// its journal fails; returns why it stopped.
+pub async fn run<D: Driven>(
+    clock: DriverClock,
+    mut role: D,
+    sockets: Sockets,
+    mut commands: mpsc::Receiver<D::Command>,
+    journal: Option<Journal<FactOf<D>>>,
+) -> Stopped
+where
+    FactOf<D>: Clone + Send,
+{
+    let (stream_tx, mut stream_rx) = mpsc::channel::<StreamInput>(STREAM_INPUT_QUEUE);
+    let acceptor = sockets
+        .listener
+        .map(|listener| tokio::spawn(accept_streams(listener, stream_tx.clone())));
+    let wake = sockets.wake.unwrap_or_default();
+    let mut udp = sockets.udp;
+    let mut io = Links {
+        upstream_addr: sockets.upstream,
+        writers: BTreeMap::new(),
+        stream_tx,
+        upstream: None,
+        next_upstream: FIRST_UPSTREAM_STREAM,
+        journal,
+    };
+    let mut buf = vec![0u8; MAX_TRANSMIT_LEN];
+    let stopped = loop {
+        let next = match drain(&clock, &mut role, &mut io, &mut udp, &mut buf).await {
+            Ok(next) => next,
+            Err(why) => break why,
+        };
+        let mut deadline = clock.deadline(next);
+        if let Some(app) = role.app_deadline() {
+            deadline = deadline.min(app);
+        }
+        tokio::select! {
+            received = recv_udp(&mut udp) => match received {
+                Ok(slots) => {
+                    let now = clock.now();
+                    if let Some(socket) = udp.as_mut() {
+                        let (machine, app_io) = role.parts();
+                        for slot in 0..slots {
+                            let (from, datagrams) = socket.received(slot);
+                            for bytes in datagrams {
+                                machine.handle_input(now, Input::Datagram { from, bytes }, app_io);
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "udp receive failed"),
+            },
+            Some(input) = stream_rx.recv() => {
+                let now = clock.now();
+                let (machine, app_io) = role.parts();
+                io.on_stream(now, input, machine, app_io);
+            }
+            () = wake.notified() => {}
+            command = commands.recv() => match command {
+                Some(command) => {
+                    if let Flow::Stop { grace } = role.on_command(clock.now(), command) {
+                        if let Err(why) = drain(&clock, &mut role, &mut io, &mut udp, &mut buf).await {
+                            break why;
+                        }
+                        if let Some((_, writer)) = io.take_upstream() {
+                            writer.close(grace).await;
+                        }
+                        break Stopped::Shutdown;
+                    }
+                }
+                None => break Stopped::Closed,
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                let now = clock.now();
+                let (machine, _) = role.parts();
+                if machine.poll_timeout().is_some_and(|at| at <= now) {
+                    machine.handle_timeout(now);
+                }
+            }
+        }
+    };
+    role.on_stopped(&stopped);
+    if let Some(acceptor) = acceptor {
+        acceptor.abort();
+    }
+    for writer in io.writers.values() {
+        writer.abort();
+    }
+    stopped
+}
+
+/// Waits for datagrams (the number of receive slots filled), or forever
+/// when the role has no UDP socket.
+async fn recv_udp(udp: &mut Option<BatchSocket>) -> std::io::Result<usize> {
+    match udp {
+        Some(socket) => socket.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Polls the machine until [`Output::Timeout`], acting on each output;
+/// returns the machine's next timeout, or why the loop must stop.
+async fn drain<D: Driven>(
+    clock: &DriverClock,
+    role: &mut D,
+    io: &mut Links<FactOf<D>>,
+    udp: &mut Option<BatchSocket>,
+    buf: &mut [u8],
+) -> Result<Option<Instant>, Stopped>
+where
+    FactOf<D>: Clone + Send,
+{
+    let mut facts: Vec<FactOf<D>> = Vec::new();
+    let mut now = clock.now();
+    loop {
+        let (machine, app_io) = role.parts();
+        match machine.poll_output(now, buf, app_io) {
+            Output::Store(fact) => facts.push(fact),
+            Output::Close(conn) => io.kill(conn),
+            Output::Event(event) => {
+                tracing::debug!(?event, "event");
+                role.on_event(now, event);
+            }
+            Output::Transmit(t) => {
+                commit(io, role, &mut facts).await?;
+                let Some(bytes) = buf.get(..t.len) else {
+                    continue;
+                };
+                match t.destination {
+                    Destination::Udp(to) => {
+                        if let Some(socket) = udp.as_mut() {
+                            socket.queue(to, bytes).await;
+                        }
+                    }
+                    destination => {
+                        if let Some(lost) = io.send(destination, bytes) {
+                            // The loss is an input; polling goes on.
+                            let (machine, app_io) = role.parts();
+                            machine.handle_input(now, lost, app_io);
+                        }
+                    }
+                }
+            }
+            Output::Timeout(next) => {
+                commit(io, role, &mut facts).await?;
+                if let Some(socket) = udp.as_mut() {
+                    socket.flush().await;
+                }
+                now = clock.now();
+                if role.after_drain(now) {
+                    continue;
+                }
+                return Ok(next);
+            }
+        }
+    }
+}
+
+/// Stores `facts` (if any) and waits until they are durable, then hands
+/// them to the app.
+async fn commit<D: Driven>(
+    io: &Links<FactOf<D>>,
+    role: &mut D,
+    facts: &mut Vec<FactOf<D>>,
+) -> Result<(), Stopped>
+where
+    FactOf<D>: Clone + Send,
+{
+    if facts.is_empty() {
+        return Ok(());
+    }
+    let batch = std::mem::take(facts);
+    if let Err(e) = io.store(batch.clone()).await {
+        tracing::error!(error = %e, "durable facts not stored: stopping before acknowledging them");
+        return Err(Stopped::JournalFailed(e));
+    }
+    for fact in batch {
+        role.on_stored(fact);
+    }
+    Ok(())
+}
+
+/// The loop's streams and journal.
+struct Links<F> {
+    upstream_addr: Option<SocketAddr>,
+    writers: BTreeMap<ConnectionId, StreamWriter>,
+    stream_tx: mpsc::Sender<StreamInput>,
+    /// The driver's number of the live outgoing stream, if any.
+    upstream: Option<ConnectionId>,
+    next_upstream: u64,
+    journal: Option<Journal<F>>,
+}
+
+impl<F> Links<F> {
+    /// A stream task's news, as the machine's input.
+    fn on_stream<M: Machine + ?Sized>(
+        &mut self,
+        now: Instant,
+        input: StreamInput,
+        machine: &mut M,
+        app_io: &mut M::Io,
+    ) {
+        match input {
+            StreamInput::Opened(conn, remote, writer) => {
+                self.writers.insert(conn, writer);
+                machine.handle_input(now, Input::ConnectionOpened { conn, remote }, app_io);
+            }
+            StreamInput::Message(conn, message) => {
+                if self.upstream == Some(conn) {
+                    machine.handle_input(now, Input::UpstreamMessage(&message), app_io);
+                } else if self.writers.contains_key(&conn) && conn.0 < FIRST_UPSTREAM_STREAM {
+                    let input = Input::ConnectionMessage {
+                        conn,
+                        bytes: &message,
+                    };
+                    machine.handle_input(now, input, app_io);
+                }
+            }
+            StreamInput::Closed(conn) => {
+                if let Some(lost) = self.closed_input(conn) {
+                    self.forget(conn);
+                    machine.handle_input(now, lost, app_io);
+                }
+            }
+        }
+    }
+
+    /// The input that says stream `conn` ended; `None` for a stream that is
+    /// gone (or an old outgoing one).
+    fn closed_input(&self, conn: ConnectionId) -> Option<Input<'static>> {
+        if conn.0 >= FIRST_UPSTREAM_STREAM {
+            (self.upstream == Some(conn)).then_some(Input::UpstreamClosed)
+        } else {
+            self.writers
+                .contains_key(&conn)
+                .then_some(Input::ConnectionClosed(conn))
+        }
+    }
+
+    /// Drops a stream: its task writes what is queued, then closes it.
+    fn forget(&mut self, conn: ConnectionId) {
+        self.writers.remove(&conn);
+        if self.upstream == Some(conn) {
+            self.upstream = None;
+        }
+    }
+
+    /// Drops a stream at once, discarding what is queued.
+    fn kill(&mut self, conn: ConnectionId) {
+        if let Some(writer) = self.writers.get(&conn) {
+            writer.abort();
+        }
+        self.forget(conn);
+    }
+
+    /// The live upstream stream, taken out of the loop's care.
+    fn take_upstream(&mut self) -> Option<(ConnectionId, StreamWriter)> {
+        let conn = self.upstream.take()?;
+        self.writers.remove(&conn).map(|writer| (conn, writer))
+    }
+
+    /// Queues one message on a stream, opening the upstream one if needed;
+    /// the input that says the stream was lost, if it was.
+    fn send(&mut self, destination: Destination, bytes: &[u8]) -> Option<Input<'static>> {
+        let conn = match destination {
+            Destination::Udp(_) => return None,
+            Destination::Connection(conn) => conn,
+            Destination::Upstream => match self.upstream {
+                Some(conn) => conn,
+                None => {
+                    let addr = self.upstream_addr?;
+                    let conn = ConnectionId(self.next_upstream);
+                    self.next_upstream += 1;
+                    let writer = connect_upstream(addr, conn, self.stream_tx.clone());
+                    self.writers.insert(conn, writer);
+                    self.upstream = Some(conn);
+                    conn
+                }
+            },
+        };
+        let writer = self.writers.get(&conn)?;
+        if writer.send(bytes.to_vec()).is_err() {
+            tracing::debug!(?conn, "stream too slow or gone: closing it");
+            let lost = self.closed_input(conn);
+            self.kill(conn);
+            return lost;
+        }
+        None
+    }
+
+    /// Stores `batch` and waits until it is durable.
+    async fn store(&self, batch: Vec<F>) -> Result<(), String> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        let (done, stored) = oneshot::channel();
+        journal
+            .send((batch, done))
+            .await
+            .map_err(|_| "the store stopped".to_owned())?;
+        stored.await.map_err(|_| "the store stopped".to_owned())?
+    }
+}
+
+#[cfg(test)]
+mod tests;

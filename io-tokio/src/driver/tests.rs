@@ -1,0 +1,249 @@
+//! The loop against a toy machine: durable facts are stored before the
+//! transmit that follows them, a failed store sends nothing, and a stream
+//! whose peer never reads is closed without stalling the loop.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tryst_core::machine::OwnedTransmit;
+
+use super::*;
+
+/// A machine that, on a command, stores a fact (when asked) and transmits
+/// `count` copies of a payload; it reports each stream that closed.
+#[derive(Default)]
+struct Echo {
+    facts: VecDeque<u32>,
+    closed: VecDeque<ConnectionId>,
+    out: VecDeque<OwnedTransmit>,
+    opened: Option<ConnectionId>,
+}
+
+impl Machine for Echo {
+    type Fact = u32;
+    type Event = ConnectionId;
+    type Io = ();
+    fn handle_input(&mut self, _now: Instant, input: Input<'_>, _io: &mut ()) {
+        if let Input::ConnectionOpened { conn, .. } = input {
+            self.opened = Some(conn);
+        }
+        if let Input::ConnectionClosed(conn) = input {
+            self.closed.push_back(conn);
+        }
+    }
+    fn handle_timeout(&mut self, _now: Instant) {}
+    fn poll_output(
+        &mut self,
+        _now: Instant,
+        buf: &mut [u8],
+        _io: &mut (),
+    ) -> Output<u32, ConnectionId> {
+        if let Some(fact) = self.facts.pop_front() {
+            return Output::Store(fact);
+        }
+        if let Some(conn) = self.closed.pop_front() {
+            return Output::Event(conn);
+        }
+        match self.out.pop_front() {
+            Some(t) => match t.write_into(buf) {
+                Some(t) => Output::Transmit(t),
+                None => Output::Timeout(None),
+            },
+            None => Output::Timeout(None),
+        }
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+}
+
+enum Cmd {
+    Say {
+        durable: bool,
+        n: u32,
+        to: SocketAddr,
+    },
+    Flood {
+        count: usize,
+    },
+}
+
+struct EchoRole {
+    machine: Echo,
+    stored: mpsc::UnboundedSender<u32>,
+    closed: mpsc::UnboundedSender<ConnectionId>,
+    no_io: (),
+}
+
+impl Driven for EchoRole {
+    type Machine = Echo;
+    type Command = Cmd;
+    fn parts(&mut self) -> (&mut Echo, &mut ()) {
+        (&mut self.machine, &mut self.no_io)
+    }
+    fn on_command(&mut self, _now: Instant, command: Cmd) -> Flow {
+        match command {
+            Cmd::Say { durable, n, to } => {
+                if durable {
+                    self.machine.facts.push_back(n);
+                }
+                let t = OwnedTransmit::from_bytes(Destination::Udp(to), &n.to_be_bytes());
+                self.machine.out.extend(t);
+            }
+            Cmd::Flood { count } => {
+                let Some(conn) = self.machine.opened else {
+                    return Flow::Continue;
+                };
+                let bytes = vec![0x55; 1000];
+                for _ in 0..count {
+                    let t = OwnedTransmit::from_bytes(Destination::Connection(conn), &bytes);
+                    self.machine.out.extend(t);
+                }
+            }
+        }
+        Flow::Continue
+    }
+    fn on_event(&mut self, _now: Instant, conn: ConnectionId) {
+        let _ = self.closed.send(conn);
+    }
+    fn on_stored(&mut self, fact: u32) {
+        let _ = self.stored.send(fact);
+    }
+}
+
+fn role() -> (
+    EchoRole,
+    mpsc::UnboundedReceiver<u32>,
+    mpsc::UnboundedReceiver<ConnectionId>,
+) {
+    let (stored, stored_rx) = mpsc::unbounded_channel();
+    let (closed, closed_rx) = mpsc::unbounded_channel();
+    let role = EchoRole {
+        machine: Echo::default(),
+        stored,
+        closed,
+        no_io: (),
+    };
+    (role, stored_rx, closed_rx)
+}
+
+#[tokio::test]
+async fn durable_facts_are_stored_before_the_transmit_that_acknowledges_them() {
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = peer.local_addr().unwrap();
+    let udp = BatchSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (journal, mut batches) = mpsc::channel::<JournalBatch<u32>>(4);
+    let (commands, command_rx) = mpsc::channel(4);
+    let (role, mut stored, _closed) = role();
+    let sockets = Sockets {
+        udp: Some(udp),
+        ..Sockets::default()
+    };
+    let task = tokio::spawn(run(
+        DriverClock::default(),
+        role,
+        sockets,
+        command_rx,
+        Some(journal),
+    ));
+    let mut buf = [0u8; 16];
+
+    // A transmit with no fact before it does not wait for the journal.
+    let say = |durable, n| Cmd::Say { durable, n, to };
+    commands.send(say(false, 1)).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), peer.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], &1u32.to_be_bytes());
+
+    // A fact holds the transmit after it until it is stored.
+    commands.send(say(true, 2)).await.unwrap();
+    let (batch, done) = batches.recv().await.unwrap();
+    assert_eq!(batch, vec![2]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        peer.try_recv(&mut buf).is_err(),
+        "sent before it was stored"
+    );
+    assert!(
+        stored.try_recv().is_err(),
+        "the app saw it before it was stored"
+    );
+    done.send(Ok(())).unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), peer.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], &2u32.to_be_bytes());
+    assert_eq!(stored.recv().await, Some(2));
+
+    // A failed store stops the loop with nothing sent.
+    commands.send(say(true, 3)).await.unwrap();
+    let (_, done) = batches.recv().await.unwrap();
+    done.send(Err("disk full".into())).unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stopped, Stopped::JournalFailed("disk full".into()));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        peer.try_recv(&mut buf).is_err(),
+        "sent although the store failed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_is_closed_and_never_stalls_the_loop() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = peer.local_addr().unwrap();
+    let (commands, command_rx) = mpsc::channel(4);
+    let (role, _stored, mut closed) = role();
+    let sockets = Sockets {
+        udp: Some(BatchSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap()),
+        listener: Some(listener),
+        ..Sockets::default()
+    };
+    tokio::spawn(run(DriverClock::default(), role, sockets, command_rx, None));
+    // A client that connects and never reads.
+    let mut lazy = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Far more than the socket buffers and the queue hold.
+    commands.send(Cmd::Flood { count: 20_000 }).await.unwrap();
+    let conn = tokio::time::timeout(Duration::from_secs(5), closed.recv())
+        .await
+        .expect("the slow stream was closed")
+        .unwrap();
+    assert_eq!(conn, ConnectionId(1));
+    // The loop still answers at once.
+    let mut buf = [0u8; 16];
+    commands
+        .send(Cmd::Say {
+            durable: false,
+            n: 7,
+            to,
+        })
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), peer.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], &7u32.to_be_bytes());
+    // And the lazy client sees its stream end once it drains what came.
+    let mut sink = vec![0u8; 1 << 16];
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match lazy.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the closed stream never ended");
+}
