@@ -12,8 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::store::{Store, StoreError};
 use super::CliError;
+use tryst_std::store::{parse_id, OperatorCommand, Store, StoreError};
 
 /// How long `end` and `enroll` wait for the running server's answer.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,14 +55,14 @@ pub async fn blocking<T: Send + 'static>(
 
 /// What the running server answered to a command, or `None` when no server
 /// runs on `dir` (the command was withdrawn, or never queued).
-pub async fn ask_server(dir: &Path, kind: &str, arg: &str) -> Result<Option<String>, CliError> {
-    let (dir, kind, arg) = (dir.to_path_buf(), kind.to_owned(), arg.to_owned());
+pub async fn ask_server(dir: &Path, command: OperatorCommand) -> Result<Option<String>, CliError> {
+    let dir = dir.to_path_buf();
     let queued = blocking(move || {
         let store = Store::open(&dir).map_err(store_error)?;
         if !store.server_running(HEARTBEAT_FRESH).map_err(store_error)? {
             return Ok(None);
         }
-        let id = store.push_command(&kind, &arg).map_err(store_error)?;
+        let id = store.push_command(&command).map_err(store_error)?;
         Ok(Some((dir, id)))
     })
     .await?;
@@ -125,7 +125,9 @@ pub async fn run(args: EndArgs) -> Result<(), CliError> {
     if !live {
         return Err(CliError::failed(format!("session {id} has already ended")));
     }
-    match ask_server(&args.data_dir, "end", &id).await? {
+    let session_id =
+        parse_id(&id).ok_or_else(|| CliError::failed(format!("bad stored id {id}")))?;
+    match ask_server(&args.data_dir, OperatorCommand::End(session_id)).await? {
         None => Err(CliError::failed(format!(
             "no server is running on {}",
             args.data_dir.display()

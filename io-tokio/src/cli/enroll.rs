@@ -14,8 +14,8 @@ use tryst_core::wire::Name;
 use super::end::{ask_server, blocking, store_error};
 use super::keygen::public_key_arg;
 use super::server::ensure_data_dir;
-use super::store::{key_hex, Store};
 use super::CliError;
+use tryst_std::store::{OperatorCommand, Store};
 
 /// Arguments of `tryst enroll`.
 #[derive(Debug, clap::Args)]
@@ -58,8 +58,11 @@ pub async fn run(args: EnrollArgs) -> Result<(), CliError> {
             args.name
         )));
     }
-    let arg = format!("{} {}", key_hex(&key), args.name);
-    match ask_server(&args.data_dir, "enroll", &arg).await? {
+    let command = OperatorCommand::Enroll {
+        name: args.name.clone(),
+        key,
+    };
+    match ask_server(&args.data_dir, command).await? {
         None => println!(
             "enrolled {} (the server applies it when it starts)",
             args.name

@@ -10,8 +10,8 @@ use tryst_core::identity::SecretKey;
 use tryst_core::wire::PublicKey;
 use tryst_std::keyfile::{self, IfExists, KeyFileError};
 
-use super::store::key_hex;
 use super::CliError;
+use tryst_std::store::key_hex;
 
 /// Arguments of `tryst keygen`.
 #[derive(Debug, clap::Args)]

@@ -8,7 +8,6 @@ pub mod enroll;
 pub mod keygen;
 pub mod server;
 pub mod sessions;
-pub mod store;
 pub mod terminal;
 pub mod transfer;
 

@@ -21,22 +21,22 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tryst_core::identity::SecretKey;
-use tryst_core::names::{NameRegistry, TrustMode};
+use tryst_core::names::TrustMode;
 use tryst_core::session_server::{
     ExtensionPolicy, SessionConfig, SessionEvent, SessionFact, DEFAULT_DURATION, END_GRACE,
 };
 use tryst_core::trigger_server::{TriggerConfig, TriggerEvent};
-use tryst_core::wire::{Name, PublicKey};
+use tryst_core::wire::PublicKey;
 use tryst_std::keyfile::{self, IfExists};
 
 use super::end::{blocking, store_error};
 use super::keygen::{key_error, public_key_arg};
-use super::store::{self, key_hex, parse_id, PendingCommand, Store};
 use super::CliError;
 use crate::clock::DriverClock;
 use crate::driver::session_server::{self as session, Durable, SessionHandle};
 use crate::driver::trigger_server::{self as trigger, TriggerHandle};
 use crate::driver::Stopped;
+use tryst_std::store::{self, key_hex, parse_id, OperatorCommand, PendingCommand, Store};
 
 /// How often the server looks for operator commands in the store.
 pub const COMMAND_POLL: Duration = Duration::from_millis(200);
@@ -387,22 +387,16 @@ async fn start_session_server(
         TrustMode::TrustOnFirstUse
     };
     let dir2 = dir.to_path_buf();
-    let (registry, facts, journal_store) = blocking(move || {
+    let (state, journal_store) = blocking(move || {
         let store = Store::create(&dir2).map_err(store_error)?;
-        let mut registry = NameRegistry::new(mode);
-        for (name, key, _) in store.bindings().map_err(store_error)? {
-            let Ok(wire_name) = Name::new(&name) else {
-                tracing::warn!(%name, "stored name is not a valid device name; skipped");
-                continue;
-            };
-            if let Err(e) = registry.enroll(wire_name, key) {
-                tracing::warn!(%name, error = %e, "stored binding not restored");
-            }
-        }
-        let facts = store.live_facts().map_err(store_error)?;
-        Ok((registry, facts, store))
+        let state = store.server_state(mode).map_err(store_error)?;
+        Ok((state, store))
     })
     .await?;
+    for (name, why) in &state.skipped {
+        tracing::warn!(%name, error = %why, "stored binding not restored");
+    }
+    let (registry, facts) = (state.registry, state.live);
     let live = facts
         .iter()
         .filter(|f| matches!(f, SessionFact::SessionStarted(_)))
@@ -415,7 +409,7 @@ async fn start_session_server(
     let setup = Durable {
         clock: DriverClock::wall(),
         restore: facts,
-        journal: Some(store::start_journal(journal_store)),
+        journal: Some(session::start_journal(journal_store)),
     };
     let (handle, events, stopped) = session::spawn_durable(
         config,
@@ -519,34 +513,23 @@ fn start_command_poller(
 
 /// Carries out one operator command; returns the answer for the store.
 async fn apply_command(handle: &SessionHandle, command: &PendingCommand) -> String {
-    match command.kind.as_str() {
-        "end" => match parse_id(&command.arg) {
-            Some(id) => match handle.end_session(id).await {
-                Ok(()) => {
-                    tracing::info!(session = %command.arg, "operator ended the session (S1604)");
-                    "ok".to_owned()
-                }
-                Err(e) => format!("{e:#}"),
-            },
-            None => "not a session ID".to_owned(),
-        },
-        "enroll" => {
-            let Some((key, name)) = command.arg.split_once(' ') else {
-                return "malformed enrolment".to_owned();
-            };
-            let Ok(key) = public_key_arg(key) else {
-                return "malformed key".to_owned();
-            };
-            match handle.enroll(name, key).await {
-                Ok(Ok(())) => {
-                    tracing::info!(%name, key = %key_hex(&key), "enrolled");
-                    "ok".to_owned()
-                }
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => format!("{e:#}"),
+    match &command.command {
+        Some(OperatorCommand::End(id)) => match handle.end_session(*id).await {
+            Ok(()) => {
+                tracing::info!(session = %store::id_hex(id), "operator ended the session (S1604)");
+                "ok".to_owned()
             }
-        }
-        other => format!("unknown command {other:?}"),
+            Err(e) => format!("{e:#}"),
+        },
+        Some(OperatorCommand::Enroll { name, key }) => match handle.enroll(name, *key).await {
+            Ok(Ok(())) => {
+                tracing::info!(%name, key = %key_hex(key), "enrolled");
+                "ok".to_owned()
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("{e:#}"),
+        },
+        None => "not a command this server knows".to_owned(),
     }
 }
 

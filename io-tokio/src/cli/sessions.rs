@@ -8,8 +8,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde_json::json;
 
 use super::end::{blocking, store_error};
-use super::store::{LogRow, Store};
 use super::CliError;
+use tryst_std::store::{LogRow, Store};
 
 /// Arguments of `tryst sessions`.
 #[derive(Debug, clap::Args)]

@@ -13,8 +13,9 @@ use tryst_core::session_server::{
 };
 use tryst_core::time::Instant;
 use tryst_core::wire::{Name, PublicKey, SessionId};
+use tryst_std::store::Store;
 
-use super::{run, Driven, Flow, Journal, Sockets, Stopped};
+use super::{run, Driven, Flow, Journal, JournalBatch, Sockets, Stopped};
 use crate::clock::DriverClock;
 
 /// What the operator asks of a running session server.
@@ -223,4 +224,27 @@ pub async fn spawn_durable(
         events,
         stopped,
     ))
+}
+
+/// Durable batches waiting for the journal thread.
+const JOURNAL_QUEUE: usize = 64;
+
+/// Starts the journal: a thread that owns `store` and writes each batch
+/// of durable facts, answering once it is committed.
+pub fn start_journal(mut store: Store) -> Journal<SessionFact> {
+    let (tx, mut rx) = mpsc::channel::<JournalBatch<SessionFact>>(JOURNAL_QUEUE);
+    let spawned = std::thread::Builder::new()
+        .name("tryst-journal".into())
+        .spawn(move || {
+            while let Some((batch, done)) = rx.blocking_recv() {
+                let result = store.record(&batch).map_err(|e| e.to_string());
+                let _ = done.send(result);
+            }
+        });
+    if let Err(e) = spawned {
+        // The receiver is gone with the closure: the first durable batch
+        // fails and the server stops before acknowledging it.
+        tracing::error!(error = %e, "cannot start the journal thread");
+    }
+    tx
 }

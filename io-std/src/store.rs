@@ -19,21 +19,21 @@
 //!   running server, which polls this table and writes the result.
 //!
 //! Times are microseconds since the Unix epoch (the session server runs on
-//! a [`crate::clock::DriverClock::wall`] clock, so its `Instant`s are these).
+//! wall clock (microseconds since the epoch), so its `Instant`s are these).
+//!
+//! The store is blocking (rusqlite); every driver shares it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use tokio::sync::mpsc;
 use tryst_core::identity;
+use tryst_core::names::{NameRegistry, TrustMode};
 use tryst_core::session_server::{
     SessionEndReason, SessionExtended, SessionFact, SessionRecord, SessionStarted, SideReport,
 };
 use tryst_core::time::Instant;
-use tryst_core::wire::{EndReason, PublicKey, SessionId};
-
-use crate::driver::{Journal, JournalBatch};
+use tryst_core::wire::{EndReason, Name, PublicKey, SessionId};
 
 /// The database file inside the data dir.
 pub const DB_FILE: &str = "tryst.db";
@@ -41,8 +41,6 @@ pub const DB_FILE: &str = "tryst.db";
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = 1;
-/// Durable batches waiting for the journal thread.
-const JOURNAL_QUEUE: usize = 64;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -139,15 +137,68 @@ pub struct LogRow {
     pub reason: Option<String>,
 }
 
+/// What the operator asks of the running server (`tryst end`, `tryst enroll`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorCommand {
+    /// End a live session now (S1604).
+    End(SessionId),
+    /// Bind `name` to `key` ahead of its registration.
+    Enroll {
+        /// The device name.
+        name: String,
+        /// Its identity key.
+        key: PublicKey,
+    },
+}
+
+impl OperatorCommand {
+    /// The command's row: its kind and argument.
+    fn to_row(&self) -> (&'static str, String) {
+        match self {
+            OperatorCommand::End(id) => ("end", id_hex(id)),
+            OperatorCommand::Enroll { name, key } => ("enroll", format!("{} {name}", key_hex(key))),
+        }
+    }
+
+    /// Reads a command's row back; `None` for one this version does not know
+    /// or a malformed argument.
+    fn from_row(kind: &str, arg: &str) -> Option<OperatorCommand> {
+        match kind {
+            "end" => parse_id(arg).map(OperatorCommand::End),
+            "enroll" => {
+                let (key, name) = arg.split_once(' ')?;
+                let key = parse_key(key).ok()?;
+                Some(OperatorCommand::Enroll {
+                    name: name.to_owned(),
+                    key,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A pending operator command for the running server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingCommand {
     /// Its row.
     pub id: i64,
-    /// `end` or `enroll`.
-    pub kind: String,
-    /// Its argument (a session ID; `NAME KEYHEX`).
-    pub arg: String,
+    /// What it asks; `None` for a row this version cannot read (answered
+    /// as such, never acted on).
+    pub command: Option<OperatorCommand>,
+}
+
+/// What the session server starts from: its name bindings and the facts of
+/// its sessions that have no record yet.
+#[derive(Debug)]
+pub struct ServerState {
+    /// The name registry, rebuilt from the stored bindings.
+    pub registry: NameRegistry,
+    /// Facts to replay with `SessionServer::restore_session`, in order.
+    pub live: Vec<SessionFact>,
+    /// Stored names that could not be restored (invalid, or refused by
+    /// the registry), with why.
+    pub skipped: Vec<(String, String)>,
 }
 
 /// A connection to the store.
@@ -416,6 +467,27 @@ impl Store {
         Ok(facts)
     }
 
+    /// Rebuilds what a session server starts from, in `mode`: the registry
+    /// from the bindings, and the live sessions' facts.
+    pub fn server_state(&self, mode: TrustMode) -> Result<ServerState, StoreError> {
+        let mut registry = NameRegistry::new(mode);
+        let mut skipped = Vec::new();
+        for (name, key, _) in self.bindings()? {
+            let Ok(wire_name) = Name::new(&name) else {
+                skipped.push((name, "not a valid device name".to_owned()));
+                continue;
+            };
+            if let Err(e) = registry.enroll(wire_name, key) {
+                skipped.push((name, e.to_string()));
+            }
+        }
+        Ok(ServerState {
+            registry,
+            live: self.live_facts()?,
+            skipped,
+        })
+    }
+
     /// Stores a batch of durable facts in one transaction (one fsync).
     pub fn record(&mut self, facts: &[SessionFact]) -> Result<(), StoreError> {
         let path = self.path.clone();
@@ -573,7 +645,8 @@ impl Store {
     }
 
     /// Queues a command for the running server; returns its row.
-    pub fn push_command(&self, kind: &str, arg: &str) -> Result<i64, StoreError> {
+    pub fn push_command(&self, command: &OperatorCommand) -> Result<i64, StoreError> {
+        let (kind, arg) = command.to_row();
         self.conn
             .execute(
                 "INSERT INTO commands (kind, arg, created_us) VALUES (?1, ?2, ?3)",
@@ -619,10 +692,10 @@ impl Store {
             .map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map([], |r| {
+                let (kind, arg): (String, String) = (r.get(1)?, r.get(2)?);
                 Ok(PendingCommand {
                     id: r.get(0)?,
-                    kind: r.get(1)?,
-                    arg: r.get(2)?,
+                    command: OperatorCommand::from_row(&kind, &arg),
                 })
             })
             .map_err(|e| self.sql(e))?;
@@ -712,26 +785,6 @@ fn record_row(tx: &rusqlite::Transaction<'_>, r: &SessionRecord) -> rusqlite::Re
     Ok(())
 }
 
-/// Starts the journal: a thread that owns `store` and writes each batch
-/// of durable events, answering once it is committed.
-pub fn start_journal(mut store: Store) -> Journal<SessionFact> {
-    let (tx, mut rx) = mpsc::channel::<JournalBatch<SessionFact>>(JOURNAL_QUEUE);
-    let spawned = std::thread::Builder::new()
-        .name("tryst-journal".into())
-        .spawn(move || {
-            while let Some((batch, done)) = rx.blocking_recv() {
-                let result = store.record(&batch).map_err(|e| e.to_string());
-                let _ = done.send(result);
-            }
-        });
-    if let Err(e) = spawned {
-        // The receiver is gone with the closure: the first durable batch
-        // fails and the server stops before acknowledging it.
-        tracing::error!(error = %e, "cannot start the journal thread");
-    }
-    tx
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -815,13 +868,70 @@ mod tests {
     fn commands_are_answered_once_and_withdrawn_only_unanswered() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::create(dir.path()).unwrap();
-        let a = store.push_command("end", "00").unwrap();
-        let b = store.push_command("end", "11").unwrap();
-        assert_eq!(store.pending_commands().unwrap().len(), 2);
+        let end = OperatorCommand::End(SessionId([0xab; 16]));
+        let enroll = OperatorCommand::Enroll {
+            name: "TERM1".into(),
+            key: key(4),
+        };
+        let a = store.push_command(&end).unwrap();
+        let b = store.push_command(&enroll).unwrap();
+        let pending = store.pending_commands().unwrap();
+        let commands: Vec<_> = pending.iter().map(|p| p.command.clone()).collect();
+        assert_eq!(
+            commands,
+            [Some(end), Some(enroll)],
+            "typed commands round-trip"
+        );
         store.finish_command(a, "ok").unwrap();
         assert_eq!(store.command_result(a).unwrap().as_deref(), Some("ok"));
         assert!(!store.withdraw_command(a).unwrap());
         assert!(store.withdraw_command(b).unwrap());
         assert!(store.pending_commands().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_command_row_this_version_cannot_read_is_never_acted_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        for (kind, arg) in [("end", "not hex"), ("enroll", "nokey"), ("reboot", "")] {
+            store
+                .conn
+                .execute(
+                    "INSERT INTO commands (kind, arg, created_us) VALUES (?1, ?2, 0)",
+                    params![kind, arg],
+                )
+                .unwrap();
+        }
+        let pending = store.pending_commands().unwrap();
+        assert_eq!(pending.len(), 3);
+        assert!(pending.iter().all(|p| p.command.is_none()));
+    }
+
+    #[test]
+    fn server_state_rebuilds_bindings_and_live_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::create(dir.path()).unwrap();
+        let started = SessionStarted {
+            session_id: SessionId([5; 16]),
+            requester: "TERM3".into(),
+            requester_key: key(3),
+            target: "TERM1".into(),
+            target_key: key(1),
+            start: Instant::from_micros(1_700_000_000_000_000),
+            duration_secs: 60,
+        };
+        store
+            .record(&[
+                SessionFact::NameBound {
+                    name: "TERM1".into(),
+                    key: key(1),
+                },
+                SessionFact::SessionStarted(started.clone()),
+            ])
+            .unwrap();
+        let state = store.server_state(TrustMode::TrustOnFirstUse).unwrap();
+        assert_eq!(state.registry.bindings().count(), 1);
+        assert_eq!(state.live, [SessionFact::SessionStarted(started)]);
+        assert!(state.skipped.is_empty());
     }
 }
