@@ -11,7 +11,6 @@
 
 pub mod cli;
 pub mod clock;
-pub mod demo;
 pub mod driver;
 pub mod stream;
 pub mod terminal;

@@ -64,7 +64,7 @@ impl Command {
 
 async fn run(command: Command) -> Result<(), CliError> {
     match command {
-        Command::Demo => tryst_tokio::demo::run().await.map_err(CliError::from),
+        Command::Demo => tryst_tokio::cli::demo::run().await.map_err(CliError::from),
         Command::Keygen(args) => cli::keygen::run(args).await,
         Command::Server(args) => cli::server::run(args).await,
         Command::SessionServer(args) => cli::server::run_session_server(args).await,

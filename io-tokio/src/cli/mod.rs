@@ -3,6 +3,7 @@
 
 pub mod allow;
 pub mod connect;
+pub mod demo;
 pub mod end;
 pub mod enroll;
 pub mod keygen;
