@@ -3,7 +3,7 @@
 //!
 //! Every packet starts with the common 6-byte header of every tryst message
 //! (`"TY"`, version 1, type, u16 body length, big-endian), then the 8-byte
-//! channel number ([`crate::crypto::peer::channel_id`] of the session), so a
+//! channel number ([`crate::peer::handshake::channel_id`] of the session), so a
 //! terminal routes a packet to its session by channel before any crypto:
 //!
 //! | type | packet | body after the channel |
@@ -24,7 +24,7 @@
 
 use core::fmt;
 
-use crate::crypto::peer::MESSAGE_OVERHEAD;
+use crate::crypto::noise::DH_LEN;
 use crate::wire::{HEADER_LEN, MAGIC, TAG_LEN, VERSION};
 
 /// Length of the channel number that follows the header.
@@ -43,10 +43,11 @@ pub const PROBE_LEN: usize = HEADER_LEN + CHANNEL_LEN + PROBE_SEQ_LEN;
 /// Longest payload a peer handshake message carries (the session sends none
 /// today; the room is for a small proposal such as a first path MTU).
 pub const MAX_HANDSHAKE_PAYLOAD: usize = 16;
-/// Shortest Noise message of a handshake packet: `e` and a tag.
-pub const MIN_HANDSHAKE_NOISE_LEN: usize = MESSAGE_OVERHEAD;
+/// Shortest Noise message of a handshake packet: `e` and a tag (the
+/// [`crate::peer::handshake::MESSAGE_OVERHEAD`] of either KKpsk0 message).
+pub const MIN_HANDSHAKE_NOISE_LEN: usize = DH_LEN + TAG_LEN;
 /// Longest Noise message of a handshake packet.
-pub const MAX_HANDSHAKE_NOISE_LEN: usize = MESSAGE_OVERHEAD + MAX_HANDSHAKE_PAYLOAD;
+pub const MAX_HANDSHAKE_NOISE_LEN: usize = MIN_HANDSHAKE_NOISE_LEN + MAX_HANDSHAKE_PAYLOAD;
 /// Longest handshake packet.
 pub const MAX_HANDSHAKE_PACKET_LEN: usize = HEADER_LEN + CHANNEL_LEN + MAX_HANDSHAKE_NOISE_LEN;
 /// Longest peer datagram this codec reads or writes: the UDP payload of one

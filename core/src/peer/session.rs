@@ -6,7 +6,7 @@
 //! 1. **Punching.** Both sides start at once, from the same UDP socket that
 //!    carries the keepalives, so the notified address is the peer's live
 //!    NAT mapping. Every [`PeerConfig::punch_interval`] (the first at once)
-//!    the connecting side ([`crate::crypto::peer::initiates`]) sends its
+//!    the connecting side ([`crate::peer::handshake::initiates`]) sends its
 //!    `HandshakeInit` and the connected side a `Probe`, to the notified
 //!    address and to the source of the last probe heard for this channel
 //!    (a hint only: probes are unauthenticated). Each side's first packet
@@ -52,8 +52,8 @@ use super::transport::{
     DatagramError, PeerSink, StreamError, StreamSource, Transport, TransportConfig, TransportEvent,
     TransportStats,
 };
-use crate::crypto::peer::{channel_id, initiates, PeerInitiator, PeerParams, PeerResponder};
 use crate::crypto::{HandshakeError, StaticKeypair};
+use crate::peer::handshake::{channel_id, initiates, PeerInitiator, PeerParams, PeerResponder};
 use crate::time::{Clock, Instant};
 use crate::wire::{EndReason, PublicKey, Role, SessionId, SessionKey};
 
