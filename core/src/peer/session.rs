@@ -46,7 +46,7 @@ use rand_core::{CryptoRng, RngCore};
 use super::cipher::{OpenError, PacketCipher};
 use super::packet::{
     Packet, DATA_HEADER_LEN, DATA_OVERHEAD, MAX_DATAGRAM_LEN, MAX_HANDSHAKE_PACKET_LEN,
-    MAX_HANDSHAKE_PAYLOAD, PROBE_LEN,
+    MAX_PEER_HANDSHAKE_PAYLOAD, PROBE_LEN,
 };
 use super::transport::{
     DatagramError, PeerSink, StreamError, StreamSource, Transport, TransportConfig, TransportEvent,
@@ -630,7 +630,7 @@ impl PeerSession {
             return;
         }
         let noise = &packet[packet.len() - noise_len..];
-        let mut payload = [0u8; MAX_HANDSHAKE_PAYLOAD];
+        let mut payload = [0u8; MAX_PEER_HANDSHAKE_PAYLOAD];
         let accepted = PeerResponder::accept(rng, now, &self.peer_params(), noise, &mut payload);
         let Ok((responder, _)) = accepted else {
             self.stats.handshake_failures += 1;
@@ -667,7 +667,7 @@ impl PeerSession {
             self.stats.handshake_ignored += 1;
             return;
         };
-        let mut payload = [0u8; MAX_HANDSHAKE_PAYLOAD];
+        let mut payload = [0u8; MAX_PEER_HANDSHAKE_PAYLOAD];
         match initiating.initiator.finish_packets(noise, &mut payload) {
             Ok((cipher, _)) => {
                 self.initiating = None;

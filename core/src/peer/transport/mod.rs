@@ -48,7 +48,7 @@ use crate::time::{Clock, Instant};
 
 use congestion::{NewReno, Pacer};
 use datagram::DatagramQueue;
-pub use datagram::{DatagramError, MAX_DATAGRAM_LEN, MAX_QUEUED_DATAGRAMS};
+pub use datagram::{DatagramError, MAX_APP_DATAGRAM_LEN, MAX_QUEUED_DATAGRAMS};
 use frame::{Frame, Frames, Writer};
 pub use frame::{FrameError, MAX_ACK_RANGES};
 use pmtu::PmtuSearch;
@@ -107,7 +107,7 @@ pub const DEFAULT_MAX_MTU: usize = 1452;
 /// Default [`TransportConfig::idle_timeout`].
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default [`TransportConfig::keepalive_interval`].
-pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_PATH_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Reads stream data by offset: the sender's app keeps the bytes (a file, a
 /// ring buffer), so the machine never copies or stores payload.
@@ -156,7 +156,7 @@ impl Default for TransportConfig {
             base_mtu: DEFAULT_BASE_MTU,
             max_mtu: DEFAULT_MAX_MTU,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            keepalive_interval: DEFAULT_PATH_KEEPALIVE_INTERVAL,
         }
     }
 }
@@ -426,7 +426,7 @@ impl Transport {
 
     /// The most bytes one datagram may hold on the current path.
     pub fn max_datagram_len(&self) -> usize {
-        (self.mtu - self.config.overhead - frame::DATAGRAM_HEADER_MAX).min(MAX_DATAGRAM_LEN)
+        (self.mtu - self.config.overhead - frame::DATAGRAM_HEADER_MAX).min(MAX_APP_DATAGRAM_LEN)
     }
 
     /// Counters and current values.
