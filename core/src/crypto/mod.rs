@@ -1,7 +1,7 @@
 //! The cryptography of tryst, sans-IO: no socket, no clock, no OS
 //! randomness. (The peer path's per-packet cipher and its KKpsk0 handshake
-//! live with the peer path, in [`crate::peer::cipher`] and
-//! [`crate::peer::handshake`]; they build on this module.)
+//! live with the peer path, in `peer::cipher` and
+//! `peer::handshake`; they build on this module.)
 //!
 //! - [`channel`]: the secure control channel (Noise `IK`), terminal to session
 //!   server and session server to trigger server, and the [`SecureChannel`]

@@ -14,7 +14,7 @@ pub const HEADER_LEN: usize = 6;
 
 /// The types a codec reads from the header's type byte: the control
 /// messages' [`MessageType`] (the default) or the peer path's
-/// [`crate::peer::packet::PacketType`].
+/// `PacketType` (`peer::packet`).
 pub trait HeaderType: Copy {
     /// Longest body a header of this codec may declare.
     const MAX_BODY_LEN: usize;

@@ -1,6 +1,6 @@
 //! The one byte cursor of every codec in the crate: the control messages
-//! (this module), the peer packets ([`crate::peer::packet`]) and the frames
-//! inside them ([`crate::peer::transport::frame`]).
+//! (this module), the peer packets (`peer::packet`) and the frames
+//! inside them (`peer::transport::frame`).
 //!
 //! It borrows its input and never copies it: a field is read by splitting
 //! the slice, and a borrowed field (`bytes`, `rest`) points into the input.
