@@ -99,13 +99,26 @@ fn the_bounds_table_gives_the_codec_constants() {
         ("MAX_SEALED_LEN", wire::MAX_SEALED_LEN),
         ("MAX_BODY_LEN", wire::MAX_BODY_LEN),
         ("MAX_MESSAGE_LEN", wire::MAX_MESSAGE_LEN),
+        // The peer packets' table: each name means one thing in both.
+        ("MAX_DATAGRAM_LEN", packet::MAX_DATAGRAM_LEN),
+        ("PROBE_LEN", packet::PROBE_LEN),
+        (
+            "MAX_PEER_HANDSHAKE_PAYLOAD",
+            packet::MAX_PEER_HANDSHAKE_PAYLOAD,
+        ),
+        ("MIN_HANDSHAKE_NOISE_LEN", packet::MIN_HANDSHAKE_NOISE_LEN),
+        ("MAX_HANDSHAKE_NOISE_LEN", packet::MAX_HANDSHAKE_NOISE_LEN),
+        ("DATA_HEADER_LEN", packet::DATA_HEADER_LEN),
+        ("DATA_OVERHEAD", packet::DATA_OVERHEAD),
+        ("MAX_DATA_SEALED_LEN", packet::MAX_DATA_SEALED_LEN),
     ];
     for (name, value) in constants {
         let prefix = format!("| `{name}` | ");
-        let row = doc
-            .lines()
-            .find(|l| l.starts_with(&prefix))
+        let mut rows = doc.lines().filter(|l| l.starts_with(&prefix));
+        let row = rows
+            .next()
             .unwrap_or_else(|| panic!("bounds table lacks {name}"));
+        assert!(rows.next().is_none(), "{name} has two rows");
         let shown: String = row[prefix.len()..]
             .split('|')
             .next()

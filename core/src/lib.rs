@@ -3,8 +3,40 @@
 //! tryst lets a device behind a home NAT be reached directly by another device
 //! only when it has said yes, while an operator's servers broker the meeting.
 //! This crate holds everything that does not touch a socket, a clock, a thread
-//! or a random source: today the wire codec ([`wire`]); the role state
-//! machines build on it.
+//! or a random source; the drivers (`tryst-tokio`, `tryst-std`, firmware) feed
+//! it bytes and time and carry out what it asks.
+//!
+//! # Layout
+//!
+//! The codec and the primitives, which the machines build on:
+//!
+//! - [`wire`]: the control messages on the wire: the common 6-byte header
+//!   ([`wire::Header`], shared with the peer packets), every message type,
+//!   the byte cursor every codec of the crate reads with, and the test
+//!   vectors `PROTOCOL.md` shows.
+//! - [`crypto`]: the Noise `IK` control channel ([`crypto::SecureChannel`]),
+//!   the shared Noise handshake helpers, and the tags of the authenticated
+//!   UDP messages ([`crypto::udp_auth`]).
+//! - [`identity`]: long-term key pairs and their text form.
+//! - [`time`]: the caller's monotonic clock as an integer [`time::Instant`].
+//! - [`ratelimit`]: token buckets in bounded memory.
+//! - `names` (feature `alloc`): the session server's name bindings.
+//!
+//! The role state machines, each sans-IO under the contract of [`machine`]:
+//!
+//! - [`terminal`]: a device (registration, keepalives, permission, sessions).
+//! - `session_server` (feature `alloc`): permission, session keys, durations, the
+//!   session log.
+//! - `trigger_server` (feature `alloc`): NAT mappings, triggers, address inquiries.
+//! - [`peer`]: the direct path between two terminals: the peer packets, the
+//!   KKpsk0 handshake ([`peer::handshake`]), the per-packet cipher, the
+//!   reliable stream and datagram transport, and the [`peer::endpoint`] that
+//!   puts a terminal and its peer sessions on one socket.
+//!
+//! Dependencies run one way, from the machines down to the codec: `wire`
+//! depends on nothing else of the crate, `crypto` only on `wire` and
+//! `time`; the machines (the peer path among them) build on those, and
+//! neither `wire` nor `crypto` refers to a machine.
 //!
 //! The crate is `#![no_std]` and the codec needs no allocator: every size
 //! bound is a named constant and every collection is a fixed-capacity

@@ -3,7 +3,7 @@
 //! operations the fuzzer picks:
 //! - arbitrary bytes into [`Responder::accept`] and [`Initiator::finish`]
 //!   (and the peer handshake's [`PeerResponder::accept`] and
-//!   [`PeerInitiator::finish`]): no panic; the real init or reply with any
+//!   [`PeerInitiator::finish_packets`], the path the peer session runs): no panic; the real init or reply with any
 //!   one byte changed is refused; a refused reply leaves the initiator able
 //!   to finish with the real one;
 //! - records sealed in either direction, delivered in any order, any number
@@ -18,10 +18,10 @@ use std::collections::BTreeSet;
 
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tryst_core::crypto::peer::{PeerInitiator, PeerParams, PeerResponder};
 use tryst_core::crypto::{
     Initiator, OpenError, Responder, SecureChannel, StaticKeypair, REPLAY_WINDOW,
 };
+use tryst_core::peer::handshake::{PeerInitiator, PeerParams, PeerResponder};
 use tryst_core::wire::{
     HandshakeInit, HandshakeReply, Message, Sealed, SessionId, SessionKey, MAX_HANDSHAKE_LEN,
     MAX_PLAIN_MESSAGE_LEN,
@@ -398,7 +398,7 @@ impl Harness {
             else {
                 panic!("a peer handshake with valid keys starts");
             };
-            let _ = initiator.finish(T0, noise, &mut out);
+            let _ = initiator.finish_packets(noise, &mut out);
         } else {
             let params = PeerParams {
                 local: &self.server_kp,

@@ -29,6 +29,7 @@ use clatter::handshakepattern::noise_ik;
 use clatter::traits::Handshaker;
 use rand_core::{CryptoRng, RngCore};
 
+pub use super::noise::HANDSHAKE_TIMEOUT;
 use super::noise::{self, fresh_keypair, HandshakeError, Hs, PendingInitiator, StaticKeypair};
 use super::replay::{ReplayError, ReplayWindow};
 use crate::time::Instant;
@@ -48,8 +49,6 @@ pub const PROLOGUE: &[u8] = b"tryst channel v1";
 pub const INIT_OVERHEAD: usize = 32 + 48 + TAG_LEN;
 /// Bytes the IK reply adds to its payload: `e` (32) and the payload's tag (16).
 pub const REPLY_OVERHEAD: usize = 32 + TAG_LEN;
-/// How long an initiator waits for the reply before giving up.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Age after which a channel should be replaced by a fresh handshake
 /// (see [`SecureChannel::needs_rekey`]); the caller's clock enforces it.
 pub const REKEY_AFTER_TIME: Duration = Duration::from_secs(60 * 60);
@@ -148,8 +147,9 @@ impl Initiator {
         reply: &HandshakeReply<'_>,
         payload_out: &mut [u8],
     ) -> Result<(SecureChannel, usize), HandshakeError> {
-        self.pending
-            .finish(now, reply.channel, reply.noise, payload_out)
+        self.pending.finish(now, reply.noise, payload_out, |hs| {
+            SecureChannel::from_handshake(hs, reply.channel, now)
+        })
     }
 }
 

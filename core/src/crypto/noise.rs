@@ -17,12 +17,16 @@ use clatter::{KeyPair, NqHandshakeCore};
 use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroize;
 
-use super::channel::SecureChannel;
+use core::time::Duration;
+
 use crate::time::Instant;
 use crate::wire::{PublicKey, MAX_PLAIN_MESSAGE_LEN, PUBLIC_KEY_LEN};
 
 /// Longest payload a handshake message carries: one plain tryst message.
 pub const MAX_HANDSHAKE_PAYLOAD: usize = MAX_PLAIN_MESSAGE_LEN;
+
+/// How long an initiator waits for the reply before it gives up.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Length of an X25519 key in a Noise message.
 pub(crate) const DH_LEN: usize = 32;
@@ -94,7 +98,7 @@ pub enum HandshakeError {
     /// The message did not decrypt: wrong static key, wrong pre-shared key,
     /// wrong prologue (session) or altered bytes.
     AuthenticationFailed,
-    /// The initiator's [`super::HANDSHAKE_TIMEOUT`] passed before the reply came.
+    /// The initiator's [`HANDSHAKE_TIMEOUT`] passed before the reply came.
     Expired,
     /// The initiator already finished; a second reply is ignored.
     AlreadyFinished,
@@ -343,34 +347,51 @@ impl PendingInitiator {
     }
 
     pub(crate) fn deadline(&self) -> Instant {
-        self.started + super::HANDSHAKE_TIMEOUT
+        self.started + HANDSHAKE_TIMEOUT
     }
 
     pub(crate) fn is_expired(&self, now: Instant) -> bool {
         now >= self.deadline()
     }
 
-    /// Reads the reply; on success the handshake is spent and a channel
-    /// with number `channel` comes out.
-    pub(crate) fn finish(
+    /// Reads the reply unless [`HANDSHAKE_TIMEOUT`] passed; on success the
+    /// handshake is spent and `split` turns the finished state into what
+    /// the caller keeps (a channel or a packet cipher).
+    pub(crate) fn finish<T>(
         &mut self,
         now: Instant,
-        channel: u64,
         message: &[u8],
         payload_out: &mut [u8],
-    ) -> Result<(SecureChannel, usize), HandshakeError> {
+        split: impl FnOnce(Hs) -> Result<T, HandshakeError>,
+    ) -> Result<(T, usize), HandshakeError> {
         if self.finished {
             return Err(HandshakeError::AlreadyFinished);
         }
         if self.is_expired(now) {
             return Err(HandshakeError::Expired);
         }
+        self.complete(message, payload_out, split)
+    }
+
+    /// Reads the reply like [`Self::finish`] but with no expiry check (the
+    /// caller bounds the handshake itself). A reply that fails leaves this
+    /// state as it was; a second good reply gives
+    /// [`HandshakeError::AlreadyFinished`].
+    pub(crate) fn complete<T>(
+        &mut self,
+        message: &[u8],
+        payload_out: &mut [u8],
+        split: impl FnOnce(Hs) -> Result<T, HandshakeError>,
+    ) -> Result<(T, usize), HandshakeError> {
+        if self.finished {
+            return Err(HandshakeError::AlreadyFinished);
+        }
         // clatter poisons a handshake on a failed read: try on a copy.
         let mut hs = self.hs.clone();
         let n = read_message(&mut hs, message, payload_out)?;
-        let secure = SecureChannel::from_handshake(hs, channel, now)?;
+        let done = split(hs)?;
         self.finished = true;
-        Ok((secure, n))
+        Ok((done, n))
     }
 }
 

@@ -258,8 +258,8 @@ use fast as backend;
 
 /// Both directions' keys of one peer session, the send counter and the
 /// receive window. Made only by a finished KKpsk0 handshake
-/// ([`crate::crypto::peer::PeerInitiator::finish_packets`],
-/// [`crate::crypto::peer::PeerResponder::reply_packets`]). Not `Clone`: a
+/// ([`crate::peer::handshake::PeerInitiator::finish_packets`],
+/// [`crate::peer::handshake::PeerResponder::reply_packets`]). Not `Clone`: a
 /// copy would seal under packet numbers the original also uses. The AES key
 /// schedules are wiped when it is dropped (`aes-gcm`'s `zeroize` feature).
 pub struct PacketCipher {

@@ -4,6 +4,9 @@
 //! unreliable datagrams (real-time audio).
 //!
 //! - [`packet`]: the outer packets (probe, handshake, data) on the UDP socket.
+//! - [`handshake`]: the peer handshake (Noise `KKpsk0`) between the two
+//!   terminals the session server introduced; it ends in a
+//!   [`cipher::PacketCipher`].
 //! - [`cipher`]: AES-256-GCM per data packet, in place, with a replay window
 //!   and a key limit.
 //! - [`session`]: [`session::PeerSession`], one session's machine: punching,
@@ -18,6 +21,7 @@
 
 pub mod cipher;
 pub mod endpoint;
+pub mod handshake;
 pub mod packet;
 pub mod session;
 pub mod transfer;

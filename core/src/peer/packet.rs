@@ -3,7 +3,7 @@
 //!
 //! Every packet starts with the common 6-byte header of every tryst message
 //! (`"TY"`, version 1, type, u16 body length, big-endian), then the 8-byte
-//! channel number ([`crate::crypto::peer::channel_id`] of the session), so a
+//! channel number ([`crate::peer::handshake::channel_id`] of the session), so a
 //! terminal routes a packet to its session by channel before any crypto:
 //!
 //! | type | packet | body after the channel |
@@ -18,14 +18,17 @@
 //! bytes (header, channel, packet number) are the AES-GCM associated data.
 //!
 //! The codec is separate from [`crate::wire::Message`] (whose decoder
-//! refuses these types as unknown): it checks magic, version and length
-//! itself and returns a typed [`PacketError`]. Decoding borrows from the
-//! datagram; encoding writes into the caller's buffer. Nothing allocates.
+//! refuses these types as unknown) but shares its header check
+//! ([`crate::wire::Header`], here over [`PacketType`]) and its byte cursor,
+//! and returns a typed [`PacketError`]. Decoding borrows from the datagram;
+//! encoding writes into the caller's buffer. Nothing allocates.
 
 use core::fmt;
 
-use crate::crypto::peer::MESSAGE_OVERHEAD;
-use crate::wire::{HEADER_LEN, MAGIC, TAG_LEN, VERSION};
+use crate::crypto::noise::DH_LEN;
+use crate::wire::{
+    DecodeError, Header, HeaderType, Reader, Truncated, HEADER_LEN, MAGIC, TAG_LEN, VERSION,
+};
 
 /// Length of the channel number that follows the header.
 pub const CHANNEL_LEN: usize = 8;
@@ -42,11 +45,12 @@ pub const DATA_OVERHEAD: usize = DATA_HEADER_LEN + TAG_LEN;
 pub const PROBE_LEN: usize = HEADER_LEN + CHANNEL_LEN + PROBE_SEQ_LEN;
 /// Longest payload a peer handshake message carries (the session sends none
 /// today; the room is for a small proposal such as a first path MTU).
-pub const MAX_HANDSHAKE_PAYLOAD: usize = 16;
-/// Shortest Noise message of a handshake packet: `e` and a tag.
-pub const MIN_HANDSHAKE_NOISE_LEN: usize = MESSAGE_OVERHEAD;
+pub const MAX_PEER_HANDSHAKE_PAYLOAD: usize = 16;
+/// Shortest Noise message of a handshake packet: `e` and a tag (the
+/// [`crate::peer::handshake::MESSAGE_OVERHEAD`] of either KKpsk0 message).
+pub const MIN_HANDSHAKE_NOISE_LEN: usize = DH_LEN + TAG_LEN;
 /// Longest Noise message of a handshake packet.
-pub const MAX_HANDSHAKE_NOISE_LEN: usize = MESSAGE_OVERHEAD + MAX_HANDSHAKE_PAYLOAD;
+pub const MAX_HANDSHAKE_NOISE_LEN: usize = MIN_HANDSHAKE_NOISE_LEN + MAX_PEER_HANDSHAKE_PAYLOAD;
 /// Longest handshake packet.
 pub const MAX_HANDSHAKE_PACKET_LEN: usize = HEADER_LEN + CHANNEL_LEN + MAX_HANDSHAKE_NOISE_LEN;
 /// Longest peer datagram this codec reads or writes: the UDP payload of one
@@ -54,7 +58,7 @@ pub const MAX_HANDSHAKE_PACKET_LEN: usize = HEADER_LEN + CHANNEL_LEN + MAX_HANDS
 /// buffer of this size holds any packet a peer may send.
 pub const MAX_DATAGRAM_LEN: usize = 1472;
 /// Longest sealed part (ciphertext and tag) of a data packet.
-pub const MAX_SEALED_LEN: usize = MAX_DATAGRAM_LEN - DATA_HEADER_LEN;
+pub const MAX_DATA_SEALED_LEN: usize = MAX_DATAGRAM_LEN - DATA_HEADER_LEN;
 
 /// The type bytes of the peer path (the reserved range `0x80..=0x8F`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,6 +135,36 @@ impl fmt::Display for PacketError {
 
 impl core::error::Error for PacketError {}
 
+impl From<Truncated> for PacketError {
+    fn from(_: Truncated) -> Self {
+        PacketError::Truncated
+    }
+}
+
+impl PacketError {
+    /// The peer codec's name for an error of the common header check.
+    fn of_header(e: DecodeError) -> PacketError {
+        match e {
+            DecodeError::BadMagic => PacketError::BadMagic,
+            DecodeError::UnsupportedVersion(v) => PacketError::UnsupportedVersion(v),
+            DecodeError::UnknownType(t) => PacketError::NotPeerPacket(t),
+            DecodeError::TrailingBytes => PacketError::TrailingBytes,
+            DecodeError::BodyTooLong(n) => PacketError::BadLength(usize::from(n)),
+            // The header check gives no other error.
+            _ => PacketError::Truncated,
+        }
+    }
+}
+
+impl HeaderType for PacketType {
+    /// No bound in the header: each type bounds its own body.
+    const MAX_BODY_LEN: usize = u16::MAX as usize;
+
+    fn from_type_byte(byte: u8) -> Option<Self> {
+        PacketType::from_wire(byte)
+    }
+}
+
 /// One decoded peer packet, borrowing from the datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Packet<'a> {
@@ -161,33 +195,9 @@ pub enum Packet<'a> {
         channel: u64,
         /// The packet number: the nonce, never reused under one key.
         packet_number: u64,
-        /// Ciphertext and tag, [`TAG_LEN`]..=[`MAX_SEALED_LEN`] bytes.
+        /// Ciphertext and tag, [`TAG_LEN`]..=[`MAX_DATA_SEALED_LEN`] bytes.
         sealed: &'a [u8],
     },
-}
-
-/// Checks magic, version, type and length, in that order; returns the type
-/// and the body (everything after the header, exactly as declared).
-fn split_header(buf: &[u8]) -> Result<(PacketType, &[u8]), PacketError> {
-    let n = buf.len().min(MAGIC.len());
-    if buf[..n] != MAGIC[..n] {
-        return Err(PacketError::BadMagic);
-    }
-    let Some((head, body)) = buf.split_first_chunk::<HEADER_LEN>() else {
-        return Err(PacketError::Truncated);
-    };
-    if head[2] != VERSION {
-        return Err(PacketError::UnsupportedVersion(head[2]));
-    }
-    let ty = PacketType::from_wire(head[3]).ok_or(PacketError::NotPeerPacket(head[3]))?;
-    let declared = usize::from(u16::from_be_bytes([head[4], head[5]]));
-    if body.len() < declared {
-        return Err(PacketError::Truncated);
-    }
-    if body.len() > declared {
-        return Err(PacketError::TrailingBytes);
-    }
-    Ok((ty, body))
 }
 
 /// Whether `datagram` looks like a peer packet (magic, version and a type
@@ -210,47 +220,40 @@ pub fn peek_channel(datagram: &[u8]) -> Option<(PacketType, u64)> {
 impl<'a> Packet<'a> {
     /// Decodes one datagram. Any bytes give a packet or a typed error.
     pub fn decode(datagram: &'a [u8]) -> Result<Packet<'a>, PacketError> {
-        let (ty, body) = split_header(datagram)?;
-        let Some((channel, rest)) = body.split_first_chunk::<CHANNEL_LEN>() else {
-            return Err(PacketError::Truncated);
-        };
-        let channel = u64::from_be_bytes(*channel);
-        match ty {
+        let (header, body) =
+            Header::<PacketType>::split(datagram).map_err(PacketError::of_header)?;
+        let mut r = Reader::new(body);
+        let channel = r.u64()?;
+        match header.message_type {
             PacketType::Probe => {
-                let seq: [u8; PROBE_SEQ_LEN] = rest
-                    .try_into()
-                    .map_err(|_| PacketError::BadLength(rest.len()))?;
+                if r.rest().len() != PROBE_SEQ_LEN {
+                    return Err(PacketError::BadLength(r.rest().len()));
+                }
                 Ok(Packet::Probe {
                     channel,
-                    seq: u32::from_be_bytes(seq),
+                    seq: r.u32()?,
                 })
             }
-            PacketType::HandshakeInit | PacketType::HandshakeReply => {
-                if !(MIN_HANDSHAKE_NOISE_LEN..=MAX_HANDSHAKE_NOISE_LEN).contains(&rest.len()) {
-                    return Err(PacketError::BadLength(rest.len()));
+            ty @ (PacketType::HandshakeInit | PacketType::HandshakeReply) => {
+                let noise = r.rest();
+                if !(MIN_HANDSHAKE_NOISE_LEN..=MAX_HANDSHAKE_NOISE_LEN).contains(&noise.len()) {
+                    return Err(PacketError::BadLength(noise.len()));
                 }
                 Ok(if ty == PacketType::HandshakeInit {
-                    Packet::HandshakeInit {
-                        channel,
-                        noise: rest,
-                    }
+                    Packet::HandshakeInit { channel, noise }
                 } else {
-                    Packet::HandshakeReply {
-                        channel,
-                        noise: rest,
-                    }
+                    Packet::HandshakeReply { channel, noise }
                 })
             }
             PacketType::Data => {
-                let Some((pn, sealed)) = rest.split_first_chunk::<PACKET_NUMBER_LEN>() else {
-                    return Err(PacketError::Truncated);
-                };
-                if !(TAG_LEN..=MAX_SEALED_LEN).contains(&sealed.len()) {
+                let packet_number = r.u64()?;
+                let sealed = r.rest();
+                if !(TAG_LEN..=MAX_DATA_SEALED_LEN).contains(&sealed.len()) {
                     return Err(PacketError::BadLength(sealed.len()));
                 }
                 Ok(Packet::Data {
                     channel,
-                    packet_number: u64::from_be_bytes(*pn),
+                    packet_number,
                     sealed,
                 })
             }
@@ -285,7 +288,7 @@ impl<'a> Packet<'a> {
             Packet::HandshakeInit { noise, .. } | Packet::HandshakeReply { noise, .. } => {
                 (MIN_HANDSHAKE_NOISE_LEN..=MAX_HANDSHAKE_NOISE_LEN).contains(&noise.len())
             }
-            Packet::Data { sealed, .. } => (TAG_LEN..=MAX_SEALED_LEN).contains(&sealed.len()),
+            Packet::Data { sealed, .. } => (TAG_LEN..=MAX_DATA_SEALED_LEN).contains(&sealed.len()),
         }
     }
 
@@ -574,7 +577,7 @@ mod tests {
                 available: 17
             })
         );
-        let big = [0u8; MAX_SEALED_LEN + 1];
+        let big = [0u8; MAX_DATA_SEALED_LEN + 1];
         let d = Packet::Data {
             channel: 1,
             packet_number: 2,
@@ -583,7 +586,7 @@ mod tests {
         let mut out = [0u8; 2000];
         assert_eq!(
             d.encode(&mut out),
-            Err(PacketError::BadLength(MAX_SEALED_LEN + 1))
+            Err(PacketError::BadLength(MAX_DATA_SEALED_LEN + 1))
         );
     }
 
@@ -592,7 +595,7 @@ mod tests {
             0u8..4,
             any::<u64>(),
             any::<u64>(),
-            proptest::collection::vec(any::<u8>(), 0..MAX_SEALED_LEN + 1),
+            proptest::collection::vec(any::<u8>(), 0..MAX_DATA_SEALED_LEN + 1),
         )
     }
 
@@ -601,7 +604,7 @@ mod tests {
 
         #[test]
         fn every_valid_packet_round_trips((kind, channel, n, bytes) in packet_strategy()) {
-            let noise_len = MIN_HANDSHAKE_NOISE_LEN + bytes.len() % (MAX_HANDSHAKE_PAYLOAD + 1);
+            let noise_len = MIN_HANDSHAKE_NOISE_LEN + bytes.len() % (MAX_PEER_HANDSHAKE_PAYLOAD + 1);
             let mut noise = std::vec![0u8; noise_len];
             for (i, b) in noise.iter_mut().enumerate() {
                 *b = bytes.get(i).copied().unwrap_or(0x11);

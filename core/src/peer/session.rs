@@ -6,7 +6,7 @@
 //! 1. **Punching.** Both sides start at once, from the same UDP socket that
 //!    carries the keepalives, so the notified address is the peer's live
 //!    NAT mapping. Every [`PeerConfig::punch_interval`] (the first at once)
-//!    the connecting side ([`crate::crypto::peer::initiates`]) sends its
+//!    the connecting side ([`crate::peer::handshake::initiates`]) sends its
 //!    `HandshakeInit` and the connected side a `Probe`, to the notified
 //!    address and to the source of the last probe heard for this channel
 //!    (a hint only: probes are unauthenticated). Each side's first packet
@@ -46,14 +46,14 @@ use rand_core::{CryptoRng, RngCore};
 use super::cipher::{OpenError, PacketCipher};
 use super::packet::{
     Packet, DATA_HEADER_LEN, DATA_OVERHEAD, MAX_DATAGRAM_LEN, MAX_HANDSHAKE_PACKET_LEN,
-    MAX_HANDSHAKE_PAYLOAD, PROBE_LEN,
+    MAX_PEER_HANDSHAKE_PAYLOAD, PROBE_LEN,
 };
 use super::transport::{
     DatagramError, PeerSink, StreamError, StreamSource, Transport, TransportConfig, TransportEvent,
     TransportStats,
 };
-use crate::crypto::peer::{channel_id, initiates, PeerInitiator, PeerParams, PeerResponder};
 use crate::crypto::{HandshakeError, StaticKeypair};
+use crate::peer::handshake::{channel_id, initiates, PeerInitiator, PeerParams, PeerResponder};
 use crate::time::{Clock, Instant};
 use crate::wire::{EndReason, PublicKey, Role, SessionId, SessionKey};
 
@@ -613,40 +613,11 @@ impl PeerSession {
         noise_len: usize,
         rng: &mut (impl RngCore + CryptoRng),
     ) {
-        if initiates(self.params.role) {
-            self.stats.handshake_ignored += 1;
-            return;
-        }
-        if let Some(cached) = &self.cached_reply {
-            if cached.init[..cached.init_len] == *packet {
-                // A repeat (the reply was lost): the same reply, no new state.
-                self.reply_to = Some(from);
-            } else {
-                self.stats.handshake_ignored += 1;
-            }
-            return;
-        }
-        if self.closing.is_some() {
+        if !self.takes_new_init(from, packet) {
             return;
         }
         let noise = &packet[packet.len() - noise_len..];
-        let mut payload = [0u8; MAX_HANDSHAKE_PAYLOAD];
-        let accepted = PeerResponder::accept(rng, now, &self.peer_params(), noise, &mut payload);
-        let Ok((responder, _)) = accepted else {
-            self.stats.handshake_failures += 1;
-            return;
-        };
-        let mut noise_out = [0u8; MAX_HANDSHAKE_PACKET_LEN];
-        let Ok((cipher, n)) = responder.reply_packets(&[], &mut noise_out) else {
-            self.stats.handshake_failures += 1;
-            return;
-        };
-        let mut reply = [0u8; MAX_HANDSHAKE_PACKET_LEN];
-        let Ok(reply_len) = (Packet::HandshakeReply {
-            channel: self.channel,
-            noise: &noise_out[..n],
-        })
-        .encode(&mut reply) else {
+        let Some((cipher, reply, reply_len)) = self.answer_init(now, noise, rng) else {
             self.stats.handshake_failures += 1;
             return;
         };
@@ -662,12 +633,57 @@ impl PeerSession {
         self.connect(now, cipher, from, None);
     }
 
+    /// Whether a handshake init (the whole `packet`) from `from` should be
+    /// answered with a new handshake: not on the initiating side, not while
+    /// closing, and not once a reply is cached (a repeat of the same init
+    /// gets the cached reply again, to `from`; any other is ignored).
+    fn takes_new_init(&mut self, from: SocketAddr, packet: &[u8]) -> bool {
+        if initiates(self.params.role) {
+            self.stats.handshake_ignored += 1;
+            return false;
+        }
+        if let Some(cached) = &self.cached_reply {
+            if cached.init[..cached.init_len] == *packet {
+                // A repeat (the reply was lost): the same reply, no new state.
+                self.reply_to = Some(from);
+            } else {
+                self.stats.handshake_ignored += 1;
+            }
+            return false;
+        }
+        self.closing.is_none()
+    }
+
+    /// The responder's half of the handshake: reads the init's Noise
+    /// message and writes the reply packet. Returns the packet cipher and
+    /// the encoded reply, or `None` if the handshake failed.
+    fn answer_init(
+        &self,
+        now: Instant,
+        noise: &[u8],
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Option<(PacketCipher, [u8; MAX_HANDSHAKE_PACKET_LEN], usize)> {
+        let mut payload = [0u8; MAX_PEER_HANDSHAKE_PAYLOAD];
+        let (responder, _) =
+            PeerResponder::accept(rng, now, &self.peer_params(), noise, &mut payload).ok()?;
+        let mut noise_out = [0u8; MAX_HANDSHAKE_PACKET_LEN];
+        let (cipher, n) = responder.reply_packets(&[], &mut noise_out).ok()?;
+        let mut reply = [0u8; MAX_HANDSHAKE_PACKET_LEN];
+        let reply_len = Packet::HandshakeReply {
+            channel: self.channel,
+            noise: &noise_out[..n],
+        }
+        .encode(&mut reply)
+        .ok()?;
+        Some((cipher, reply, reply_len))
+    }
+
     fn on_reply(&mut self, now: Instant, from: SocketAddr, noise: &[u8]) {
         let Some(initiating) = &mut self.initiating else {
             self.stats.handshake_ignored += 1;
             return;
         };
-        let mut payload = [0u8; MAX_HANDSHAKE_PAYLOAD];
+        let mut payload = [0u8; MAX_PEER_HANDSHAKE_PAYLOAD];
         match initiating.initiator.finish_packets(noise, &mut payload) {
             Ok((cipher, _)) => {
                 self.initiating = None;

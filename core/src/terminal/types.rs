@@ -27,13 +27,9 @@ pub const MAX_QUEUED_TRANSMITS: usize = 8;
 /// (counted in [`TerminalStats::events_dropped`]).
 pub const MAX_QUEUED_EVENTS: usize = 16;
 
-/// Keepalive interval until the trigger server says otherwise: below the
-/// 30 s after which common NATs drop an idle UDP mapping.
-pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
-/// Shortest keepalive interval the terminal accepts from the trigger server.
-pub const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-/// Longest keepalive interval the terminal accepts from the trigger server.
-pub const MAX_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(300);
+/// The keepalive interval bounds the terminal shares with the trigger
+/// server (one definition, in [`crate::wire`]).
+pub use crate::wire::{DEFAULT_KEEPALIVE_INTERVAL, MAX_KEEPALIVE_INTERVAL, MIN_KEEPALIVE_INTERVAL};
 /// How long a keepalive waits for its ack before the terminal sends another.
 pub const KEEPALIVE_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Keepalives in a row without an ack after which the terminal registers

@@ -102,13 +102,9 @@ use crate::wire::{
 #[cfg(test)]
 mod tests;
 
-/// The keepalive interval the trigger server asks for by default: safe for
-/// NATs that drop idle UDP mappings after 30 s.
-pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
-/// The shortest keepalive interval the server asks for (terminals clamp to it too).
-pub const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-/// The longest keepalive interval the server asks for (terminals clamp to it too).
-pub const MAX_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(300);
+/// The keepalive interval bounds the server shares with the terminals (one
+/// definition, in [`crate::wire`]).
+pub use crate::wire::{DEFAULT_KEEPALIVE_INTERVAL, MAX_KEEPALIVE_INTERVAL, MIN_KEEPALIVE_INTERVAL};
 /// Keepalive intervals without a valid keepalive before an address expires.
 pub const MISSED_KEEPALIVES: u32 = 3;
 /// Slack added to `MISSED_KEEPALIVES * interval` before an address expires.

@@ -24,7 +24,7 @@ fn opaque<'a>(r: &mut Reader<'a>, min: usize, max: usize) -> Result<&'a [u8], De
     if rest.len() < min || rest.len() > max {
         return Err(DecodeError::BadPayloadLength(rest.len()));
     }
-    r.bytes(rest.len())
+    Ok(r.bytes(rest.len())?)
 }
 
 /// Refuses to encode an opaque payload the decoder would refuse.

@@ -1,4 +1,5 @@
-//! The common header that starts every message.
+//! The common header that starts every message: the control messages and
+//! the peer packets alike.
 
 use super::error::DecodeError;
 use super::message::{MessageType, MAX_BODY_LEN};
@@ -11,19 +12,51 @@ pub const VERSION: u8 = 1;
 /// Length of the common header: magic (2), version (1), type (1), body length (2).
 pub const HEADER_LEN: usize = 6;
 
-/// The checked common header of a message.
+/// The types a codec reads from the header's type byte: the control
+/// messages' [`MessageType`] (the default) or the peer path's
+/// `PacketType` (`peer::packet`).
+pub trait HeaderType: Copy {
+    /// Longest body a header of this codec may declare.
+    const MAX_BODY_LEN: usize;
+
+    /// The type a byte stands for, if this codec knows it.
+    fn from_type_byte(byte: u8) -> Option<Self>;
+}
+
+impl HeaderType for MessageType {
+    const MAX_BODY_LEN: usize = MAX_BODY_LEN;
+
+    fn from_type_byte(byte: u8) -> Option<Self> {
+        MessageType::from_wire(byte)
+    }
+}
+
+/// The checked common header of a message (or, as `Header<PacketType>`, of
+/// a peer packet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
+pub struct Header<T = MessageType> {
     /// What the body is.
-    pub message_type: MessageType,
-    /// Length of the body that follows, at most [`MAX_BODY_LEN`].
+    pub message_type: T,
+    /// Length of the body that follows, at most `T::MAX_BODY_LEN`
+    /// ([`MAX_BODY_LEN`] for a control message).
     pub body_len: u16,
 }
 
 impl Header {
-    /// Reads and checks the header at the start of `buf`, in the order magic,
-    /// version, type, length, so foreign or future traffic is named as such.
+    /// Reads and checks a control message's header at the start of `buf`,
+    /// in the order magic, version, type, length, so foreign or future
+    /// traffic is named as such.
     pub fn parse(buf: &[u8]) -> Result<Header, DecodeError> {
+        Header::read(buf)
+    }
+}
+
+impl<T: HeaderType> Header<T> {
+    /// Reads and checks the header at the start of `buf` (as
+    /// [`Header::parse`]) for the codec of `T`; an unknown type byte is
+    /// [`DecodeError::UnknownType`].
+    #[inline]
+    pub fn read(buf: &[u8]) -> Result<Header<T>, DecodeError> {
         check_magic_prefix(buf)?;
         let mut r = Reader::new(buf);
         let _magic = r.array::<2>()?;
@@ -33,15 +66,33 @@ impl Header {
         }
         let type_byte = r.u8()?;
         let message_type =
-            MessageType::from_wire(type_byte).ok_or(DecodeError::UnknownType(type_byte))?;
+            T::from_type_byte(type_byte).ok_or(DecodeError::UnknownType(type_byte))?;
         let body_len = r.u16()?;
-        if usize::from(body_len) > MAX_BODY_LEN {
+        if usize::from(body_len) > T::MAX_BODY_LEN {
             return Err(DecodeError::BodyTooLong(body_len));
         }
         Ok(Header {
             message_type,
             body_len,
         })
+    }
+
+    /// Reads the header of a buffer that holds exactly one message (a
+    /// datagram, a framed message) and returns it with the body: a shorter
+    /// buffer than the header declares is [`DecodeError::Truncated`], a
+    /// longer one [`DecodeError::TrailingBytes`]. The body is borrowed.
+    #[inline]
+    pub fn split(buf: &[u8]) -> Result<(Header<T>, &[u8]), DecodeError> {
+        let header = Header::<T>::read(buf)?;
+        let body = buf.get(HEADER_LEN..).ok_or(DecodeError::Truncated)?;
+        let body_len = usize::from(header.body_len);
+        if body.len() < body_len {
+            return Err(DecodeError::Truncated);
+        }
+        if body.len() > body_len {
+            return Err(DecodeError::TrailingBytes);
+        }
+        Ok((header, body))
     }
 
     /// Length of the whole message this header starts.

@@ -200,15 +200,7 @@ messages! { 'a;
 impl<'a> Message<'a> {
     /// Decodes exactly one message that fills `buf`; trailing bytes are an error.
     pub fn decode(buf: &'a [u8]) -> Result<Message<'a>, DecodeError> {
-        let header = Header::parse(buf)?;
-        let body = buf.get(HEADER_LEN..).ok_or(DecodeError::Truncated)?;
-        let body_len = usize::from(header.body_len);
-        if body.len() < body_len {
-            return Err(DecodeError::Truncated);
-        }
-        if body.len() > body_len {
-            return Err(DecodeError::TrailingBytes);
-        }
+        let (header, body) = Header::split(buf)?;
         let mut r = Reader::new(body);
         let message = Message::parse_body(header.message_type, &mut r)?;
         r.finish()?;

@@ -36,7 +36,7 @@ pub use fields::{
     Tag, TriggerOutcome, UdpKey, Verdict, MAX_NAME_LEN, PUBLIC_KEY_LEN, SESSION_ID_LEN,
     SESSION_KEY_LEN, TAG_LEN, UDP_KEY_LEN,
 };
-pub use header::{frame_len, Header, HEADER_LEN, MAGIC, VERSION};
+pub use header::{frame_len, Header, HeaderType, HEADER_LEN, MAGIC, VERSION};
 pub use interserver::{
     AddressInquiry, AddressReply, EndTriggerRequest, KeyInstall, KeyRevoke, TriggerRequest,
     TriggerResult,
@@ -45,6 +45,7 @@ pub use message::{
     Family, Message, MessageType, MAX_BODY_LEN, MAX_MESSAGE_LEN, MAX_PLAIN_BODY_LEN,
     MAX_PLAIN_MESSAGE_LEN,
 };
+pub(crate) use reader::{Reader, Truncated};
 pub use registration::{Poll, Register, RegisterAck};
 pub use session::{
     EndNotification, ErrorReply, ExtensionGrant, ExtensionRefusal, ExtensionRequest,
@@ -54,7 +55,10 @@ pub use setup::{
     PermissionList, PermissionListRequest, MAX_PERMISSION_ENTRIES,
 };
 pub use stream::FrameBuffer;
-pub use udp::{EndTrigger, Keepalive, KeepaliveAck, Trigger, TriggerAck};
+pub use udp::{
+    EndTrigger, Keepalive, KeepaliveAck, Trigger, TriggerAck, DEFAULT_KEEPALIVE_INTERVAL,
+    MAX_KEEPALIVE_INTERVAL, MIN_KEEPALIVE_INTERVAL,
+};
 
 #[cfg(test)]
 mod samples;

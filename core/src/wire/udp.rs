@@ -5,6 +5,7 @@
 //! a 16-byte AES-GCM tag over the header and every field before the tag.
 
 use core::net::SocketAddr;
+use core::time::Duration;
 
 use super::put::Put;
 
@@ -12,6 +13,17 @@ use super::error::DecodeError;
 use super::fields::{self, DeviceId, SessionId, Tag, SESSION_ID_LEN, TAG_LEN};
 use super::message::Body;
 use super::reader::Reader;
+
+/// The keepalive interval a terminal uses until the trigger server says
+/// otherwise, and the one the server asks for by default: below the 30 s
+/// after which common NATs drop an idle UDP mapping.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// The shortest keepalive interval a [`KeepaliveAck`] asks for: the trigger
+/// server asks for no less, and a terminal clamps a shorter one to it.
+pub const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// The longest keepalive interval a [`KeepaliveAck`] asks for: the trigger
+/// server asks for no more, and a terminal clamps a longer one to it.
+pub const MAX_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Terminal -> trigger server: keep my NAT mapping alive; record the address
 /// you observe this packet coming from.
@@ -51,7 +63,9 @@ impl<'a> Body<'a> for Keepalive {
 pub struct KeepaliveAck {
     /// The acknowledged keepalive's counter.
     pub counter: u64,
-    /// The keepalive interval the server wants, in seconds.
+    /// The keepalive interval the server wants, in seconds
+    /// ([`MIN_KEEPALIVE_INTERVAL`]..=[`MAX_KEEPALIVE_INTERVAL`]; a terminal
+    /// clamps anything else into that range).
     pub interval_secs: u16,
     /// The source address the server observed (the NAT's public side).
     pub observed: SocketAddr,

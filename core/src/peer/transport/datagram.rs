@@ -10,7 +10,7 @@ use heapless::Deque;
 pub const MAX_QUEUED_DATAGRAMS: usize = 16;
 /// Most bytes in one datagram (fits a DATAGRAM frame in a 1452-byte packet
 /// after the 38-byte outer overhead; the current PMTU may allow less).
-pub const MAX_DATAGRAM_LEN: usize = 1411;
+pub const MAX_APP_DATAGRAM_LEN: usize = 1411;
 
 /// Why a datagram was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +39,7 @@ impl core::error::Error for DatagramError {}
 #[derive(Clone)]
 pub struct Datagram {
     len: u16,
-    data: [u8; MAX_DATAGRAM_LEN],
+    data: [u8; MAX_APP_DATAGRAM_LEN],
 }
 
 impl core::fmt::Debug for Datagram {
@@ -76,10 +76,10 @@ impl DatagramQueue {
         }
     }
 
-    /// Queues `data` (at most [`MAX_DATAGRAM_LEN`] bytes, checked by the
+    /// Queues `data` (at most [`MAX_APP_DATAGRAM_LEN`] bytes, checked by the
     /// caller); returns whether an older datagram was dropped to make room.
     pub fn push(&mut self, data: &[u8]) -> bool {
-        let len = data.len().min(MAX_DATAGRAM_LEN);
+        let len = data.len().min(MAX_APP_DATAGRAM_LEN);
         let mut dropped = false;
         if self.queue.is_full() {
             self.queue.pop_front();
@@ -87,7 +87,7 @@ impl DatagramQueue {
         }
         let mut d = Datagram {
             len: len as u16,
-            data: [0; MAX_DATAGRAM_LEN],
+            data: [0; MAX_APP_DATAGRAM_LEN],
         };
         d.data[..len].copy_from_slice(&data[..len]);
         // Cannot fail: one slot was freed above if needed.

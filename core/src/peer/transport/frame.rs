@@ -19,6 +19,8 @@
 
 use core::fmt;
 
+use crate::wire::{Reader, Truncated};
+
 /// The largest value a variable-length integer carries (2^62 - 1).
 pub const MAX_VARINT: u64 = (1 << 62) - 1;
 /// Most ACK ranges (after the first) one ACK frame carries or accepts.
@@ -87,6 +89,12 @@ impl fmt::Display for FrameError {
 }
 
 impl core::error::Error for FrameError {}
+
+impl From<Truncated> for FrameError {
+    fn from(_: Truncated) -> Self {
+        FrameError::Truncated
+    }
+}
 
 /// The encoded length of `v` as a varint (values above [`MAX_VARINT`] are
 /// never written).
@@ -177,55 +185,6 @@ impl<'a> Writer<'a> {
     pub fn pad_to_end(&mut self) {
         self.buf[self.pos..].fill(TYPE_PADDING);
         self.pos = self.buf.len();
-    }
-}
-
-/// A cursor reading a payload; every read checks the bounds.
-#[derive(Debug, Clone)]
-pub struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    /// Reads `buf` from its start.
-    pub fn new(buf: &'a [u8]) -> Self {
-        Reader { buf }
-    }
-
-    /// Whether everything was read.
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
-    /// The unread bytes.
-    pub fn rest(&self) -> &'a [u8] {
-        self.buf
-    }
-
-    /// Reads one byte.
-    pub fn u8(&mut self) -> Result<u8, FrameError> {
-        let (&b, rest) = self.buf.split_first().ok_or(FrameError::Truncated)?;
-        self.buf = rest;
-        Ok(b)
-    }
-
-    /// Reads `n` bytes.
-    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
-        let (head, rest) = self.buf.split_at_checked(n).ok_or(FrameError::Truncated)?;
-        self.buf = rest;
-        Ok(head)
-    }
-
-    /// Reads a varint (any of its four forms).
-    pub fn varint(&mut self) -> Result<u64, FrameError> {
-        let first = *self.buf.first().ok_or(FrameError::Truncated)?;
-        let len = 1usize << (first >> 6);
-        let bytes = self.bytes(len)?;
-        let mut v = u64::from(first & 0x3f);
-        for &b in &bytes[1..] {
-            v = (v << 8) | u64::from(b);
-        }
-        Ok(v)
     }
 }
 

@@ -48,7 +48,7 @@ use crate::time::{Clock, Instant};
 
 use congestion::{NewReno, Pacer};
 use datagram::DatagramQueue;
-pub use datagram::{DatagramError, MAX_DATAGRAM_LEN, MAX_QUEUED_DATAGRAMS};
+pub use datagram::{DatagramError, MAX_APP_DATAGRAM_LEN, MAX_QUEUED_DATAGRAMS};
 use frame::{Frame, Frames, Writer};
 pub use frame::{FrameError, MAX_ACK_RANGES};
 use pmtu::PmtuSearch;
@@ -107,7 +107,7 @@ pub const DEFAULT_MAX_MTU: usize = 1452;
 /// Default [`TransportConfig::idle_timeout`].
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default [`TransportConfig::keepalive_interval`].
-pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_PATH_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Reads stream data by offset: the sender's app keeps the bytes (a file, a
 /// ring buffer), so the machine never copies or stores payload.
@@ -156,7 +156,7 @@ impl Default for TransportConfig {
             base_mtu: DEFAULT_BASE_MTU,
             max_mtu: DEFAULT_MAX_MTU,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            keepalive_interval: DEFAULT_PATH_KEEPALIVE_INTERVAL,
         }
     }
 }
@@ -426,7 +426,7 @@ impl Transport {
 
     /// The most bytes one datagram may hold on the current path.
     pub fn max_datagram_len(&self) -> usize {
-        (self.mtu - self.config.overhead - frame::DATAGRAM_HEADER_MAX).min(MAX_DATAGRAM_LEN)
+        (self.mtu - self.config.overhead - frame::DATAGRAM_HEADER_MAX).min(MAX_APP_DATAGRAM_LEN)
     }
 
     /// Counters and current values.
@@ -533,6 +533,29 @@ impl Transport {
             return Ok(());
         }
         // First pass: validate everything before any effect.
+        let Some(eliciting) = self.validate_frames(payload)? else {
+            // Too fragmented to record: dropped unacknowledged, resent later.
+            self.stats.packets_dropped += 1;
+            return Ok(());
+        };
+        if !self.record_received(now, pn, payload.len(), eliciting) {
+            self.stats.packets_dropped += 1;
+            return Ok(());
+        }
+        // Second pass: act.
+        let mut progressed = false;
+        for frame in Frames::new(payload).flatten() {
+            progressed |= self.apply_frame(now, pn, frame, sink);
+        }
+        self.after_received(progressed);
+        Ok(())
+    }
+
+    /// The first pass over a packet's frames: every frame must read and be
+    /// acceptable before any of them has an effect. Returns whether the
+    /// packet is ack-eliciting, or `None` if its stream data has no room in
+    /// the receive ranges (the packet is then dropped, unacknowledged).
+    fn validate_frames(&mut self, payload: &[u8]) -> Result<Option<bool>, FrameError> {
         let mut any = false;
         let mut eliciting = false;
         let mut no_room = false;
@@ -558,17 +581,17 @@ impl Transport {
             self.stats.frame_errors += 1;
             return Err(FrameError::Empty);
         }
-        if no_room {
-            // Too fragmented to record: dropped unacknowledged, resent later.
-            self.stats.packets_dropped += 1;
-            return Ok(());
-        }
-        // Remember the number (bounded).
+        Ok((!no_room).then_some(eliciting))
+    }
+
+    /// Records a valid packet as received: its number (bounded; `false` if
+    /// it falls below what the table still holds, so it is dropped), the
+    /// counters, and when an acknowledgement is due.
+    fn record_received(&mut self, now: Instant, pn: u64, len: usize, eliciting: bool) -> bool {
         if self.received.insert(pn, pn + 1).is_err() {
             let lowest = self.received.first().map_or(0, |r| r.start);
             if pn < lowest {
-                self.stats.packets_dropped += 1;
-                return Ok(());
+                return false;
             }
             if let Some(evicted) = self.received.evict_first() {
                 self.recv_floor = evicted.end;
@@ -576,7 +599,7 @@ impl Transport {
             let _ = self.received.insert(pn, pn + 1);
         }
         self.stats.packets_received += 1;
-        self.stats.bytes_received += payload.len() as u64;
+        self.stats.bytes_received += len as u64;
         self.last_received = now;
         self.silent_reported = false;
         let in_order = match self.largest_received {
@@ -597,56 +620,69 @@ impl Transport {
                 self.ack_deadline = Some(now + MAX_ACK_DELAY);
             }
         }
+        true
+    }
 
-        // Second pass: act.
-        let mut progressed = false;
-        for frame in Frames::new(payload).flatten() {
-            match frame {
-                Frame::Padding { .. } | Frame::Ping => {}
-                Frame::Ack(ack) => self.on_ack_frame(now, &ack),
-                Frame::MaxData(max) => self.send.on_max_data(max),
-                Frame::AckFrequency(threshold) => {
-                    // The newest packet's request wins (packets reorder).
-                    if self.ack_threshold_pn.is_none_or(|p| pn > p) {
-                        self.ack_threshold_pn = Some(pn);
-                        self.ack_threshold = threshold.clamp(1, MAX_ACK_THRESHOLD) as u32;
-                    }
+    /// The second pass: one validated frame's effect. Returns whether it
+    /// moved the in-order stream forward.
+    fn apply_frame(
+        &mut self,
+        now: Instant,
+        pn: u64,
+        frame: Frame<'_>,
+        sink: &mut impl PeerSink,
+    ) -> bool {
+        match frame {
+            Frame::Padding { .. } | Frame::Ping => {}
+            Frame::Ack(ack) => self.on_ack_frame(now, &ack),
+            Frame::MaxData(max) => self.send.on_max_data(max),
+            Frame::AckFrequency(threshold) => {
+                // The newest packet's request wins (packets reorder).
+                if self.ack_threshold_pn.is_none_or(|p| pn > p) {
+                    self.ack_threshold_pn = Some(pn);
+                    self.ack_threshold = threshold.clamp(1, MAX_ACK_THRESHOLD) as u32;
                 }
-                Frame::Stream { offset, data, fin } => {
-                    if self.state != State::Open {
-                        continue;
-                    }
-                    let got = self.recv.receive(offset, data, fin, |o, d| {
-                        sink.stream_data(o, d);
+            }
+            Frame::Stream { offset, data, fin } => {
+                if self.state != State::Open {
+                    return false;
+                }
+                let got = self.recv.receive(offset, data, fin, |o, d| {
+                    sink.stream_data(o, d);
+                });
+                self.stats.stream_bytes_received += got.new_bytes;
+                return got.progressed;
+            }
+            Frame::Datagram(data) => {
+                if self.state != State::Open {
+                    return false;
+                }
+                self.stats.datagrams_received += 1;
+                self.stats.datagram_bytes_received += data.len() as u64;
+                sink.datagram(data);
+            }
+            Frame::Close {
+                reason,
+                bytes_sent,
+                bytes_received,
+            } => {
+                if self.state != State::Closed {
+                    self.state = State::Closed;
+                    self.push_event(TransportEvent::Closed {
+                        by_peer: true,
+                        reason,
+                        peer_bytes_sent: bytes_sent,
+                        peer_bytes_received: bytes_received,
                     });
-                    self.stats.stream_bytes_received += got.new_bytes;
-                    progressed |= got.progressed;
-                }
-                Frame::Datagram(data) => {
-                    if self.state != State::Open {
-                        continue;
-                    }
-                    self.stats.datagrams_received += 1;
-                    self.stats.datagram_bytes_received += data.len() as u64;
-                    sink.datagram(data);
-                }
-                Frame::Close {
-                    reason,
-                    bytes_sent,
-                    bytes_received,
-                } => {
-                    if self.state != State::Closed {
-                        self.state = State::Closed;
-                        self.push_event(TransportEvent::Closed {
-                            by_peer: true,
-                            reason,
-                            peer_bytes_sent: bytes_sent,
-                            peer_bytes_received: bytes_received,
-                        });
-                    }
                 }
             }
         }
+        false
+    }
+
+    /// After a packet's frames: stream progress and completion, the flow
+    /// control window, and the stats.
+    fn after_received(&mut self, progressed: bool) {
         if progressed {
             self.progress = Some(self.recv.delivered);
         }
@@ -663,7 +699,6 @@ impl Transport {
         }
         self.check_stream_acked();
         self.refresh_stats();
-        Ok(())
     }
 
     fn check_stream_acked(&mut self) {
@@ -1178,7 +1213,6 @@ impl Transport {
     ) -> Option<usize> {
         let mut w = Writer::new(buf);
         let mut flags = SENT_IN_FLIGHT;
-        let mut eliciting = false;
         // A due ACK goes first; otherwise datagrams do (so a full-size
         // datagram is never starved by ACKs riding on every packet) and the
         // ACK takes the room left.
@@ -1188,34 +1222,13 @@ impl Transport {
             self.write_ack_frames(now, &mut w);
         }
         // Datagrams before the stream: they must not wait behind it.
-        let max_datagram = self.max_datagram_len();
-        while let Some(d) = self.datagrams.front() {
-            let len = d.bytes().len();
-            if len > max_datagram {
-                // Queued before the path MTU fell back: it can never fit.
-                self.datagrams.pop();
-                self.stats.datagrams_dropped += 1;
-                continue;
-            }
-            if frame::write_datagram(&mut w, d.bytes()).is_none() {
-                break;
-            }
-            self.stats.datagrams_sent += 1;
-            self.stats.datagram_bytes_sent += len as u64;
-            self.datagrams.pop();
-            eliciting = true;
-        }
+        let mut eliciting = self.write_datagrams(&mut w);
         if !ack_due {
             self.write_ack_frames(now, &mut w);
         }
-        if self.max_data_urgent {
-            let max = self.recv.max_data();
-            if frame::write_max_data(&mut w, max).is_some() && w.u8(frame::TYPE_PING).is_some() {
-                self.max_data_urgent = false;
-                self.max_data_elicited = max;
-                flags |= SENT_MAX_DATA;
-                eliciting = true;
-            }
+        if self.write_urgent_max_data(&mut w) {
+            flags |= SENT_MAX_DATA;
+            eliciting = true;
         }
         // ACK_FREQUENCY goes last, in an ack-eliciting packet only (so its
         // loss is noticed): keep room for it.
@@ -1226,45 +1239,13 @@ impl Transport {
             0
         };
         let mut stream = None;
-        if w.remaining() > frame::STREAM_HEADER_MAX + reserve {
-            let room = (w.remaining() - frame::STREAM_HEADER_MAX - reserve)
-                .min(frame::MAX_FRAME_DATA) as u64;
-            if let Some(chunk) = self.send.next_chunk(room) {
-                let hdr = frame::stream_header_len(chunk.offset);
-                let len = chunk.len as usize;
-                let tail = w.tail();
-                let (head, body) = tail.split_at_mut(hdr);
-                // Fill the chunk; a source may return fewer bytes per call
-                // (0 = not available yet). Bounded: each call adds a byte.
-                let mut n = 0;
-                while n < len {
-                    let got = source
-                        .read_at(chunk.offset + n as u64, &mut body[n..len])
-                        .min(len - n);
-                    if got == 0 {
-                        break;
-                    }
-                    n += got;
-                }
-                if n > 0 || len == 0 {
-                    let fin = self.send.on_written(chunk, n as u64);
-                    let mut hw = Writer::new(head);
-                    if frame::write_stream_header(&mut hw, chunk.offset, n as u16, fin).is_some() {
-                        w.advance(hdr + n);
-                        flags |= SENT_STREAM;
-                        if fin {
-                            flags |= SENT_FIN;
-                        }
-                        stream = Some((chunk.offset, n as u16));
-                        eliciting = true;
-                        if chunk.retransmit {
-                            self.stats.stream_bytes_retransmitted += n as u64;
-                        } else {
-                            self.stats.stream_bytes_sent += n as u64;
-                        }
-                    }
-                }
+        if let Some((offset, len, fin)) = self.write_stream_chunk(&mut w, reserve, source) {
+            flags |= SENT_STREAM;
+            if fin {
+                flags |= SENT_FIN;
             }
+            stream = Some((offset, len));
+            eliciting = true;
         }
         if !eliciting && (self.ping_pending || probing) {
             w.u8(frame::TYPE_PING)?;
@@ -1304,6 +1285,91 @@ impl Transport {
             self.pto_probes -= 1;
         }
         Some(n)
+    }
+
+    /// Writes the queued datagrams that fit, oldest first, and drops those
+    /// that can never fit the path again. Returns whether any was written.
+    fn write_datagrams(&mut self, w: &mut Writer<'_>) -> bool {
+        let mut written = false;
+        let max_datagram = self.max_datagram_len();
+        while let Some(d) = self.datagrams.front() {
+            let len = d.bytes().len();
+            if len > max_datagram {
+                // Queued before the path MTU fell back: it can never fit.
+                self.datagrams.pop();
+                self.stats.datagrams_dropped += 1;
+                continue;
+            }
+            if frame::write_datagram(w, d.bytes()).is_none() {
+                break;
+            }
+            self.stats.datagrams_sent += 1;
+            self.stats.datagram_bytes_sent += len as u64;
+            self.datagrams.pop();
+            written = true;
+        }
+        written
+    }
+
+    /// Writes a MAX_DATA frame and a PING (so it is acknowledged) when the
+    /// receive window grew enough to announce. Returns whether it did.
+    fn write_urgent_max_data(&mut self, w: &mut Writer<'_>) -> bool {
+        if !self.max_data_urgent {
+            return false;
+        }
+        let max = self.recv.max_data();
+        if frame::write_max_data(w, max).is_some() && w.u8(frame::TYPE_PING).is_some() {
+            self.max_data_urgent = false;
+            self.max_data_elicited = max;
+            return true;
+        }
+        false
+    }
+
+    /// Writes the next stream chunk that fits the room left (keeping
+    /// `reserve` bytes free), read from `source` straight into the packet.
+    /// Returns its offset and length and whether it carries the FIN.
+    fn write_stream_chunk(
+        &mut self,
+        w: &mut Writer<'_>,
+        reserve: usize,
+        source: &mut impl StreamSource,
+    ) -> Option<(u64, u16, bool)> {
+        if w.remaining() <= frame::STREAM_HEADER_MAX + reserve {
+            return None;
+        }
+        let room =
+            (w.remaining() - frame::STREAM_HEADER_MAX - reserve).min(frame::MAX_FRAME_DATA) as u64;
+        let chunk = self.send.next_chunk(room)?;
+        let hdr = frame::stream_header_len(chunk.offset);
+        let len = chunk.len as usize;
+        let tail = w.tail();
+        let (head, body) = tail.split_at_mut(hdr);
+        // Fill the chunk; a source may return fewer bytes per call
+        // (0 = not available yet). Bounded: each call adds a byte.
+        let mut n = 0;
+        while n < len {
+            let got = source
+                .read_at(chunk.offset + n as u64, &mut body[n..len])
+                .min(len - n);
+            if got == 0 {
+                break;
+            }
+            n += got;
+        }
+        if n == 0 && len != 0 {
+            return None;
+        }
+        let fin = self.send.on_written(chunk, n as u64);
+        let mut hw = Writer::new(head);
+        frame::write_stream_header(&mut hw, chunk.offset, n as u16, fin)?;
+        w.advance(hdr + n);
+        if chunk.retransmit {
+            self.stats.stream_bytes_retransmitted += n as u64;
+        } else {
+            self.stats.stream_bytes_sent += n as u64;
+        }
+        Some((chunk.offset, n as u16, fin))
     }
 
     /// How many ack-eliciting packets the peer may take before acking:

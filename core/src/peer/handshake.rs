@@ -10,7 +10,7 @@
 //! session key but not a terminal's secret cannot read or forge the traffic.
 //!
 //! The connecting side ([`Role::Connecting`]) initiates. Both sides end with
-//! a [`SecureChannel`] whose channel number is [`channel_id`] of the session.
+//! a [`PacketCipher`] whose channel number is [`channel_id`] of the session.
 
 use core::fmt;
 
@@ -18,9 +18,9 @@ use clatter::handshakepattern::noise_kk_psk0;
 use clatter::traits::Handshaker;
 use rand_core::{CryptoRng, RngCore};
 
-use super::channel::SecureChannel;
-use super::noise::{self, fresh_keypair, HandshakeError, Hs, StaticKeypair};
-use crate::peer::cipher::{PacketCipher, PacketKey};
+use super::cipher::{PacketCipher, PacketKey};
+use crate::crypto::noise::{self, fresh_keypair, Hs, PendingInitiator, DH_LEN};
+use crate::crypto::{HandshakeError, StaticKeypair};
 use crate::time::Instant;
 use crate::wire::{PublicKey, Role, SessionId, SessionKey, SESSION_ID_LEN, TAG_LEN};
 
@@ -31,7 +31,7 @@ pub const PROLOGUE_PREFIX: &[u8] = b"tryst peer v1";
 /// Length of the peer prologue: prefix and session ID.
 pub const PROLOGUE_LEN: usize = 13 + SESSION_ID_LEN;
 /// Bytes either KKpsk0 message adds to its payload: `e` (32) and the tag (16).
-pub const MESSAGE_OVERHEAD: usize = 32 + TAG_LEN;
+pub const MESSAGE_OVERHEAD: usize = DH_LEN + TAG_LEN;
 
 /// What a terminal knows about a session when it starts the peer handshake.
 #[derive(Clone, Copy)]
@@ -113,10 +113,7 @@ fn packet_cipher(hs: Hs, channel: u64) -> Result<PacketCipher, HandshakeError> {
 pub struct PeerInitiator {
     /// The state after message 1; a reply is tried on a copy, so a forged
     /// reply cannot spoil it.
-    hs: Hs,
-    started: Instant,
-    /// Whether a reply was accepted.
-    finished: bool,
+    pending: PendingInitiator,
     channel: u64,
 }
 
@@ -124,7 +121,7 @@ impl fmt::Debug for PeerInitiator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PeerInitiator")
             .field("channel", &self.channel)
-            .field("started", &self.started)
+            .field("started", &self.pending.started())
             .finish_non_exhaustive()
     }
 }
@@ -139,13 +136,11 @@ impl PeerInitiator {
         payload: &[u8],
         out: &mut [u8],
     ) -> Result<(PeerInitiator, usize), HandshakeError> {
-        let mut hs = kk_state(rng, true, params)?;
-        let n = noise::write_message(&mut hs, payload, out)?;
+        let hs = kk_state(rng, true, params)?;
+        let (pending, n) = PendingInitiator::start(hs, now, payload, out)?;
         Ok((
             PeerInitiator {
-                hs,
-                started: now,
-                finished: false,
+                pending,
                 channel: channel_id(&params.session_id),
             },
             n,
@@ -154,60 +149,33 @@ impl PeerInitiator {
 
     /// When the first message was written.
     pub fn started(&self) -> Instant {
-        self.started
+        self.pending.started()
     }
 
-    /// When the handshake expires: [`super::HANDSHAKE_TIMEOUT`] after the start.
+    /// When the handshake expires: [`crate::crypto::HANDSHAKE_TIMEOUT`] after the start.
     pub fn deadline(&self) -> Instant {
-        self.started + super::HANDSHAKE_TIMEOUT
+        self.pending.deadline()
     }
 
     /// Whether the reply is overdue.
     pub fn is_expired(&self, now: Instant) -> bool {
-        now >= self.deadline()
+        self.pending.is_expired(now)
     }
 
-    /// Reads the reply; a reply that fails leaves this state as it was.
-    pub fn finish(
-        &mut self,
-        now: Instant,
-        message: &[u8],
-        payload_out: &mut [u8],
-    ) -> Result<(SecureChannel, usize), HandshakeError> {
-        if self.finished {
-            return Err(HandshakeError::AlreadyFinished);
-        }
-        if self.is_expired(now) {
-            return Err(HandshakeError::Expired);
-        }
-        // clatter poisons a handshake on a failed read: try on a copy.
-        let mut hs = self.hs.clone();
-        let n = noise::read_message(&mut hs, message, payload_out)?;
-        let secure = SecureChannel::from_handshake(hs, self.channel, now)?;
-        self.finished = true;
-        Ok((secure, n))
-    }
-
-    /// Reads the reply like [`Self::finish`], but yields the peer path's
-    /// [`PacketCipher`] (raw split keys, in-place packets) instead of a
-    /// [`SecureChannel`]. No expiry check: the peer session bounds the
-    /// handshake by its own punch window. A reply that fails leaves this
-    /// state as it was; a second good reply gives
+    /// Reads the reply, writes its payload into `payload_out` and yields
+    /// the peer path's [`PacketCipher`] (raw split keys, in-place packets)
+    /// and the payload length. No expiry check: the peer session bounds
+    /// the handshake by its own punch window. A reply that fails leaves
+    /// this state as it was; a second good reply gives
     /// [`HandshakeError::AlreadyFinished`].
     pub fn finish_packets(
         &mut self,
         message: &[u8],
         payload_out: &mut [u8],
     ) -> Result<(PacketCipher, usize), HandshakeError> {
-        if self.finished {
-            return Err(HandshakeError::AlreadyFinished);
-        }
-        // clatter poisons a handshake on a failed read: try on a copy.
-        let mut hs = self.hs.clone();
-        let n = noise::read_message(&mut hs, message, payload_out)?;
-        let cipher = packet_cipher(hs, self.channel)?;
-        self.finished = true;
-        Ok((cipher, n))
+        let channel = self.channel;
+        self.pending
+            .complete(message, payload_out, |hs| packet_cipher(hs, channel))
     }
 }
 
@@ -252,19 +220,8 @@ impl PeerResponder {
     }
 
     /// Writes the reply ([`MESSAGE_OVERHEAD`] + `payload.len()` bytes) into
-    /// `out` and returns the channel and the reply's length.
-    pub fn reply(
-        mut self,
-        payload: &[u8],
-        out: &mut [u8],
-    ) -> Result<(SecureChannel, usize), HandshakeError> {
-        let n = noise::write_message(&mut self.hs, payload, out)?;
-        let secure = SecureChannel::from_handshake(self.hs, self.channel, self.received)?;
-        Ok((secure, n))
-    }
-
-    /// Writes the reply like [`Self::reply`], but yields the peer path's
-    /// [`PacketCipher`] instead of a [`SecureChannel`].
+    /// `out` and returns the peer path's [`PacketCipher`] and the reply's
+    /// length.
     pub fn reply_packets(
         mut self,
         payload: &[u8],
@@ -279,7 +236,7 @@ impl PeerResponder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::Message;
+    use crate::peer::packet::DATA_HEADER_LEN;
     use rand_chacha::rand_core::SeedableRng;
     use rand_chacha::ChaCha20Rng;
 
@@ -304,13 +261,13 @@ mod tests {
         }
     }
 
-    /// Runs the handshake with what each side believes; returns both channels
-    /// or the first error.
+    /// Runs the handshake with what each side believes; returns both packet
+    /// ciphers or the first error.
     fn run(
         t: &mut Terminals,
         initiator_view: PeerParams<'_>,
         responder_view: PeerParams<'_>,
-    ) -> Result<(SecureChannel, SecureChannel), HandshakeError> {
+    ) -> Result<(PacketCipher, PacketCipher), HandshakeError> {
         let mut m1 = [0u8; 128];
         let (mut init, n1) = PeerInitiator::start(&mut t.rng, T0, &initiator_view, b"hi", &mut m1)?;
         assert_eq!(n1, MESSAGE_OVERHEAD + 2);
@@ -318,8 +275,8 @@ mod tests {
         let (resp, pn) = PeerResponder::accept(&mut t.rng, T0, &responder_view, &m1[..n1], &mut p)?;
         assert_eq!(&p[..pn], b"hi");
         let mut m2 = [0u8; 128];
-        let (b, n2) = resp.reply(b"hello", &mut m2)?;
-        let (a, pn) = init.finish(T0, &m2[..n2], &mut p)?;
+        let (b, n2) = resp.reply_packets(b"hello", &mut m2)?;
+        let (a, pn) = init.finish_packets(&m2[..n2], &mut p)?;
         assert_eq!(&p[..pn], b"hello");
         Ok((a, b))
     }
@@ -348,19 +305,14 @@ mod tests {
         assert_eq!(a.handshake_hash(), b.handshake_hash());
         assert_eq!(a.channel(), channel_id(&SESSION));
         let mut buf = [0u8; 128];
-        let n = a.seal(b"picture bytes", &mut buf).unwrap();
-        let Ok(Message::Sealed(record)) = Message::decode(&buf[..n]) else {
-            panic!("not a record");
-        };
-        let mut out = [0u8; 128];
-        let m = b.open(&record, &mut out).unwrap();
-        assert_eq!(&out[..m], b"picture bytes");
-        let n = b.seal(b"audio frame", &mut buf).unwrap();
-        let Ok(Message::Sealed(record)) = Message::decode(&buf[..n]) else {
-            panic!("not a record");
-        };
-        let m = a.open(&record, &mut out).unwrap();
-        assert_eq!(&out[..m], b"audio frame");
+        let picture = b"picture bytes";
+        buf[DATA_HEADER_LEN..][..picture.len()].copy_from_slice(picture);
+        let n = a.seal_in_place(0, &mut buf, picture.len()).unwrap();
+        assert_eq!(b.open_in_place(&mut buf[..n]).unwrap(), (0, &picture[..]));
+        let audio = b"audio frame";
+        buf[DATA_HEADER_LEN..][..audio.len()].copy_from_slice(audio);
+        let n = b.seal_in_place(0, &mut buf, audio.len()).unwrap();
+        assert_eq!(a.open_in_place(&mut buf[..n]).unwrap(), (0, &audio[..]));
     }
 
     /// Owned copies of the views (keys cloned), so `t.rng` can be lent while they live.
@@ -469,7 +421,7 @@ mod tests {
         assert_eq!(a.handshake_hash(), b.handshake_hash());
         assert_eq!(a.channel(), channel_id(&SESSION));
         let mut buf = [0u8; 64];
-        buf[22..27].copy_from_slice(b"hello");
+        buf[DATA_HEADER_LEN..][..5].copy_from_slice(b"hello");
         let n = a.seal_in_place(0, &mut buf, 5).unwrap();
         assert_eq!(b.open_in_place(&mut buf[..n]).unwrap(), (0, &b"hello"[..]));
         let n = b.seal_in_place(0, &mut buf, 0).unwrap();
