@@ -4,3 +4,4 @@
 pub use tryst_core as core;
 
 pub mod keyfile;
+pub mod transfer;
