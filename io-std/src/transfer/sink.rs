@@ -308,23 +308,21 @@ impl FileSink {
     /// check is stored.
     fn settle(&mut self) {
         match self.machine.phase() {
-            ReceivePhase::Failed(why) => {
-                if !matches!(self.state, ReceiveState::Failed(_)) {
-                    self.hasher = None;
-                    self.pending = Vec::new();
-                    self.held = Vec::new();
-                    if let Some((path, _)) = self.partial.take() {
-                        let _ = std::fs::remove_file(path);
-                    }
-                    self.state = ReceiveState::Failed(why);
+            ReceivePhase::Failed(why) if !matches!(self.state, ReceiveState::Failed(_)) => {
+                self.hasher = None;
+                self.pending = Vec::new();
+                self.held = Vec::new();
+                if let Some((path, _)) = self.partial.take() {
+                    let _ = std::fs::remove_file(path);
                 }
+                self.state = ReceiveState::Failed(why);
             }
-            ReceivePhase::Checking => {
-                // Every byte is in (and, by the machine's last `hash_to`,
-                // on disk): the hash may already be done (an empty file).
-                if self.hasher.as_ref().is_some_and(|h| h.result().is_some()) {
-                    self.poll();
-                }
+            // Every byte is in (and, by the machine's last `hash_to`, on
+            // disk): the hash may already be done (an empty file).
+            ReceivePhase::Checking
+                if self.hasher.as_ref().is_some_and(|h| h.result().is_some()) =>
+            {
+                self.poll();
             }
             _ => {}
         }

@@ -156,10 +156,9 @@ pub fn session_end(
     } else if stray_bytes {
         return Some(EndReason::Failed);
     }
-    match sender.and_then(TransferSender::failure) {
-        Some(_) => Some(EndReason::Failed),
-        None => None,
-    }
+    sender
+        .and_then(TransferSender::failure)
+        .map(|_| EndReason::Failed)
 }
 
 /// What is being sent: the file's name and size.
