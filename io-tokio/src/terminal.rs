@@ -11,10 +11,13 @@
 //! datagrams to send are written into the driver's buffer and go out in
 //! batches of equal-sized segments to one destination per system call (GSO)
 //! where the kernel offers it. File payloads are read and written by offset
-//! ([`FileSource`], [`FileSink`]): the endpoint never copies or keeps them.
-//! Their SHA-256 runs on a thread of each file's own, which wakes the loop
-//! when it is done (the sender's trailer became readable, the receiver's
-//! file can be checked).
+//! ([`FileSource`], [`FileSink`] of `tryst_std::transfer`): the endpoint
+//! never copies or keeps them. What each stream byte is, how fast a send
+//! goes, and when a transfer ends its session are the core's transfer
+//! machines' decisions (`tryst_core::peer::transfer`); the loop only
+//! applies them. Their SHA-256 runs on a thread of each file's own, which
+//! wakes the loop when it is done (the sender's trailer became readable,
+//! the receiver's file can be checked).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -29,21 +32,21 @@ use tryst_core::crypto::StaticKeypair;
 use tryst_core::machine::{ConnectionId, Destination, Output};
 use tryst_core::peer::endpoint::{Endpoint, EndpointEvent, SessionIo, ENDPOINT_BUF_LEN};
 use tryst_core::peer::session::{PeerConfig, PeerEvent};
+use tryst_core::peer::transfer::{session_end, SendStep};
 use tryst_core::peer::transport::TransportStats;
 use tryst_core::terminal::{
     ConnectError, PermissionError, TerminalConfig, TerminalEvent, UnknownQuery, UnknownSession,
 };
 use tryst_core::wire::{EndReason, Role, SessionId, Verdict};
 
-use crate::cli::transfer::{FileSink, FileSource, ReceiveState, Wake};
 use crate::clock::DriverClock;
 use crate::driver::udp::BatchSocket;
 use crate::stream::{connect_upstream, StreamInput, StreamWriter};
+pub use tryst_std::transfer::FileSource;
+use tryst_std::transfer::{FileSink, ReceiveState, Wake};
 
 /// How often transfer progress is reported to the app.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
-/// How often a rate-limited send makes more of its file available.
-pub const RATE_TICK: Duration = Duration::from_millis(20);
 /// Stack of the terminal's thread: the endpoint and its sessions are large
 /// fixed-size values (no allocator in the core), and debug builds copy them.
 pub const LOOP_STACK: usize = 16 * 1024 * 1024;
@@ -453,27 +456,15 @@ pub async fn spawn_with(
     Ok((TerminalHandle { udp_addr, commands }, events))
 }
 
-/// A file being sent on a session's stream.
-struct Outgoing {
-    source: FileSource,
-    /// Bytes a second, for a throttled send.
-    rate: Option<u64>,
-    /// When the throttled send started (the data channel came up).
-    started: Option<tokio::time::Instant>,
-    /// Stream bytes made available so far.
-    available: u64,
-    /// The whole stream was made available (its end given to the session).
-    finished: bool,
-}
-
-/// One session's payloads.
+/// One session's payloads: the file it sends and the one it receives
+/// (each the core's machine with its files, `tryst_std::transfer`).
 #[derive(Default)]
 struct Payload {
-    outgoing: Option<Outgoing>,
+    outgoing: Option<FileSource>,
     incoming: Option<FileSink>,
     /// The peer sent stream bytes that nothing here takes.
-    refused: bool,
-    /// The outcome of the incoming file was reported.
+    stray: bool,
+    /// The transfer ended the session (and its outcome was reported).
     reported: bool,
 }
 
@@ -490,7 +481,7 @@ impl SessionIo for Payloads {
             .get_mut(&session.0)
             .and_then(|p| p.outgoing.as_mut())
         {
-            Some(out) => out.source.read_at(offset, buf),
+            Some(source) => source.read_at(offset, buf),
             None => 0,
         }
     }
@@ -501,7 +492,7 @@ impl SessionIo for Payloads {
         };
         match payload.incoming.as_mut() {
             Some(sink) => sink.stream_data(offset, data),
-            None => payload.refused = true,
+            None => payload.stray = true,
         }
     }
 
@@ -540,8 +531,8 @@ impl Loop {
         loop {
             self.drain().await;
             let mut deadline = self.clock.deadline(self.endpoint.poll_timeout());
-            if self.throttled() {
-                deadline = deadline.min(tokio::time::Instant::now() + RATE_TICK);
+            if let Some(at) = self.payload_timeout() {
+                deadline = deadline.min(self.clock.deadline(Some(at)));
             }
             tokio::select! {
                 received = self.udp.recv() => match received {
@@ -676,16 +667,15 @@ impl Loop {
         let Some(session) = self.endpoint.session(&session_id) else {
             return Err(UnknownSession);
         };
-        let started = session.is_connected().then(tokio::time::Instant::now);
+        let connected = session.is_connected();
+        let mut source = source;
+        source.set_rate(rate);
+        if connected {
+            source.start(self.clock.now());
+        }
         source.set_wake(self.hash_wake());
         let payload = self.payloads.sessions.entry(session_id.0).or_default();
-        payload.outgoing = Some(Outgoing {
-            source,
-            rate,
-            started,
-            available: 0,
-            finished: false,
-        });
+        payload.outgoing = Some(source);
         // The header and the file at once (unthrottled); the trailer when
         // the hash is ready.
         self.feed_outgoing();
@@ -698,61 +688,46 @@ impl Loop {
         Arc::new(move || notify.notify_one())
     }
 
-    /// Whether a throttled send still has bytes to make available.
-    fn throttled(&self) -> bool {
+    /// When the first throttled send next needs the clock (its machine says).
+    fn payload_timeout(&self) -> Option<tryst_core::time::Instant> {
         self.payloads
             .sessions
             .values()
             .filter_map(|p| p.outgoing.as_ref())
-            .any(|o| o.rate.is_some() && o.started.is_some() && !o.finished)
+            .filter_map(FileSource::poll_timeout)
+            .min()
     }
 
-    /// Makes more of each file available: all that is readable (the
-    /// trailer once the hash is ready), or at its rate when throttled. A
-    /// file that could not be hashed ends its session as failed. Whether
-    /// any session was closed.
+    /// Tells each session what its file's machine makes available: all
+    /// that is readable (the trailer once the hash is ready), or at its
+    /// rate when throttled. Whether anything changed that ends a session
+    /// (a file that could not be hashed: [`Loop::check_payloads`] closes it).
     fn feed_outgoing(&mut self) -> bool {
-        let now = tokio::time::Instant::now();
-        let mut failed = Vec::new();
+        let now = self.clock.now();
+        let mut any = false;
         for (id, payload) in &mut self.payloads.sessions {
-            let Some(out) = payload.outgoing.as_mut() else {
+            let Some(source) = payload.outgoing.as_mut() else {
                 continue;
-            };
-            if out.finished {
-                continue;
-            }
-            if let Some(e) = out.source.hash_error() {
-                out.finished = true;
-                failed.push((SessionId(*id), e.to_string()));
-                continue;
-            }
-            let allowed = match (out.rate, out.started) {
-                (None, _) => u64::MAX,
-                (Some(rate), Some(started)) => {
-                    ((rate as f64) * now.duration_since(started).as_secs_f64()) as u64
-                }
-                (Some(_), None) => continue,
             };
             let id = SessionId(*id);
             if self.endpoint.session(&id).is_none() {
                 continue;
             }
-            let total = out.source.stream_len();
-            let before = out.available;
-            out.available = allowed.min(out.source.readable_len()).max(before);
-            if out.available >= total {
-                // A fresh stream: its length is always acceptable.
-                let _ = self.endpoint.stream_finish(&id, total);
-                out.finished = true;
-            } else if out.available > before {
-                let _ = self.endpoint.stream_extend(&id, out.available);
+            while let Some(step) = source.poll(now) {
+                match step {
+                    SendStep::Extend(available) => {
+                        let _ = self.endpoint.stream_extend(&id, available);
+                    }
+                    // A fresh stream: its length is always acceptable.
+                    SendStep::Finish(total) => {
+                        let _ = self.endpoint.stream_finish(&id, total);
+                    }
+                    SendStep::Fail(why) => {
+                        tracing::warn!(session = %short_session_id(&id), error = %why, "file not sent");
+                        any = true;
+                    }
+                }
             }
-        }
-        let any = !failed.is_empty();
-        let clock = self.clock.now();
-        for (id, why) in failed {
-            tracing::warn!(session = %short_session_id(&id), error = %why, "file not sent");
-            let _ = self.endpoint.end_session(clock, &id, EndReason::Failed);
         }
         any
     }
@@ -848,13 +823,13 @@ impl Loop {
                 }
                 match event {
                     PeerEvent::Connected { .. } => {
-                        if let Some(out) = self
+                        if let Some(source) = self
                             .payloads
                             .sessions
                             .get_mut(&session_id.0)
                             .and_then(|p| p.outgoing.as_mut())
                         {
-                            out.started.get_or_insert_with(tokio::time::Instant::now);
+                            source.start(self.clock.now());
                         }
                     }
                     PeerEvent::Ended { reason, .. } => {
@@ -874,7 +849,7 @@ impl Loop {
         };
         if let Some(sink) = payload.incoming.as_mut() {
             if !payload.reported && sink.file_size().is_some() {
-                sink.abort(why);
+                sink.abort();
                 let _ = self.events.send(Event::Received {
                     session_id: *session_id,
                     outcome: Err(format!("transfer cut: {why}")),
@@ -883,10 +858,12 @@ impl Loop {
         }
     }
 
-    /// Reports finished or refused incoming files and closes their
-    /// sessions: `Completed` once the file is stored and checked (the
-    /// sender learns it from the close), `Failed` otherwise. Whether any
-    /// session was closed.
+    /// Closes the sessions whose transfer ended them, as the core's
+    /// [`session_end`] says: the receiver `Completed` once the file is
+    /// stored and checked (the sender learns it from the close), `Failed`
+    /// otherwise; `Failed` for a peer that sends to a terminal taking no
+    /// files, and for a file that could not be hashed. Reports received
+    /// files. Whether any session was closed.
     fn check_payloads(&mut self) -> bool {
         let now = self.clock.now();
         let mut closes = Vec::new();
@@ -895,26 +872,34 @@ impl Loop {
             if payload.reported {
                 continue;
             }
-            if payload.refused {
-                payload.reported = true;
-                tracing::info!(session = %short_session_id(&session_id), "peer sent a file; this terminal takes none");
-                closes.push((session_id, EndReason::Failed));
-                continue;
+            if let Some(sink) = payload.incoming.as_mut() {
+                sink.poll();
             }
-            let Some(sink) = payload.incoming.as_mut() else {
+            let Some(reason) = session_end(
+                payload.outgoing.as_ref().map(FileSource::sender),
+                payload.incoming.as_ref().map(FileSink::receiver),
+                payload.stray,
+            ) else {
                 continue;
             };
-            sink.poll();
+            payload.reported = true;
+            closes.push((session_id, reason));
+            let Some(sink) = payload.incoming.as_ref() else {
+                if payload.stray {
+                    tracing::info!(session = %short_session_id(&session_id), "peer sent a file; this terminal takes none");
+                }
+                continue;
+            };
             let outcome = match sink.state() {
                 ReceiveState::Complete { path, digest, size } => Ok(ReceivedFile {
                     path: path.clone(),
                     size: *size,
                     digest: *digest,
                 }),
-                ReceiveState::Failed(why) => Err(why.clone()),
-                _ => continue,
+                _ => Err(sink
+                    .failure_text()
+                    .unwrap_or_else(|| "the transfer failed".to_owned())),
             };
-            payload.reported = true;
             match &outcome {
                 Ok(file) => tracing::info!(
                     session = %short_session_id(&session_id),
@@ -928,12 +913,6 @@ impl Loop {
                     "file refused"
                 ),
             }
-            let reason = if outcome.is_ok() {
-                EndReason::Completed
-            } else {
-                EndReason::Failed
-            };
-            closes.push((session_id, reason));
             let _ = self.events.send(Event::Received {
                 session_id,
                 outcome,
@@ -955,7 +934,7 @@ impl Loop {
         self.next_progress = now + PROGRESS_INTERVAL;
         for (id, payload) in &self.payloads.sessions {
             let session_id = SessionId(*id);
-            if let Some(out) = &payload.outgoing {
+            if let Some(source) = &payload.outgoing {
                 let acked = self
                     .endpoint
                     .session(&session_id)
@@ -963,8 +942,8 @@ impl Loop {
                     .map_or(0, |s| s.stream_bytes_acked);
                 let _ = self.events.send(Event::Sending {
                     session_id,
-                    acked: out.source.file_bytes_in(acked),
-                    size: out.source.file_size(),
+                    acked: source.file_bytes_in(acked),
+                    size: source.file_size(),
                 });
             }
             if let Some(sink) = &payload.incoming {

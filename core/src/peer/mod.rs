@@ -15,7 +15,8 @@
 //!   acknowledgements, loss recovery, congestion control, stream, datagrams.
 //! - [`endpoint`]: [`endpoint::Endpoint`], a terminal and its peer sessions
 //!   on one socket, the glue every driver needs.
-//! - [`transfer`]: the file-transfer header and trailer carried on the stream.
+//! - [`transfer`]: the file-transfer header and trailer carried on the stream,
+//!   and the sender and receiver machines of a transfer.
 //!
 //! Like every machine of the crate it is sans-IO and needs no allocator.
 

@@ -16,9 +16,10 @@ use tryst_core::terminal::TerminalEvent;
 use tryst_core::wire::{EndReason, SessionId};
 
 use super::terminal::{bind_addr, config, Mode, StateDir, TerminalCommon};
-use super::transfer::{hex, human_bytes, parse_rate, FileSource, HashError, Progress};
+use super::transfer::{hex, human_bytes, parse_rate, Progress};
 use super::CliError;
 use crate::terminal::{self as driver, full_session_id, Event, TerminalHandle, TerminalOptions};
+use tryst_std::transfer::{FileSource, HashError, OpenError};
 
 /// How long the terminal may take to register and be seen online.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -202,7 +203,11 @@ async fn send(
     let owned = path.to_path_buf();
     let source = tokio::task::spawn_blocking(move || FileSource::open(&owned))
         .await
-        .map_err(|e| CliError::failed(format!("opening task failed: {e}")))??;
+        .map_err(|e| CliError::failed(format!("opening task failed: {e}")))?
+        .map_err(|e| match e {
+            OpenError::Hasher(..) => CliError::failed(e),
+            _ => CliError::usage(e),
+        })?;
     let size = source.file_size();
     // Hashed as it is sent: complete once the last byte was read.
     let digest = source.digest_handle();

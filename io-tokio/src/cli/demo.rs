@@ -20,10 +20,11 @@ use tryst_core::terminal::{TerminalConfig, TerminalEvent};
 use tryst_core::trigger_server::TriggerConfig;
 use tryst_core::wire::{EndReason, PublicKey, Role, SessionId, SessionKey};
 
-use crate::cli::transfer::{file_sha256, hex, human_bytes, FileSource};
+use crate::cli::transfer::{hex, human_bytes};
 use crate::driver::{session_server as session, trigger_server as trigger};
 use crate::terminal;
 use crate::terminal::{Event, TerminalOptions};
+use tryst_std::transfer::{file_sha256, FileSource};
 
 const LOOPBACK_ANY_PORT: &str = "127.0.0.1:0";
 /// How long any one step may take before the demo calls it failed.

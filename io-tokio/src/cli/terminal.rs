@@ -351,7 +351,7 @@ pub async fn run(args: TerminalArgs) -> Result<(), CliError> {
         check_name(name)?;
     }
     if let Some(dir) = &args.recv_dir {
-        super::transfer::check_recv_dir(dir)?;
+        tryst_std::transfer::check_recv_dir(dir).map_err(CliError::usage)?;
     }
     let keypair = state.keypair()?;
     let public = keypair.public_key();

@@ -11,11 +11,31 @@
 //! The receiver reads the header from the stream's contiguous prefix
 //! ([`TransferHeader::decode`] says when it needs more bytes), and knows the
 //! whole stream's length from it ([`TransferHeader::stream_len`]). A name is
-//! refused unless it is a plain file name: no path separators, no NUL or
-//! control characters, not `.` or `..`; the receiving driver still decides
-//! where (and whether) to write it.
+//! refused unless it is a plain file name ([`check_file_name`]): no path
+//! separators, no NUL or control characters, not `.` or `..`, no leading
+//! `.`; the receiving driver still decides where (and whether) to write it.
+//!
+//! The two sides of a transfer are sans-IO machines, like every machine of
+//! the crate, and need no allocator:
+//! - [`send::TransferSender`]: maps stream offsets to header, file bytes
+//!   and trailer, offers the trailer only once the file is hashed, and
+//!   throttles by rate on the caller's clock;
+//! - [`receive::TransferReceiver`]: stream bytes in (any order, possibly
+//!   twice), file writes (slices of the input) and hashing points out, and
+//!   the verdict once the driver reports the digest;
+//! - [`session_end`]: when a session's transfer ends it, and how.
+//!
+//! The driver keeps the file, the hash thread and the write batching.
 
 use core::fmt;
+
+use crate::wire::EndReason;
+
+pub mod receive;
+pub mod send;
+
+pub use receive::{ReceiveFailure, ReceivePhase, ReceiveStep, TransferReceiver, Write};
+pub use send::{FileRead, SendStep, TransferSender};
 
 /// The two bytes a transfer header starts with.
 pub const TRANSFER_MAGIC: [u8; 2] = *b"TF";
@@ -66,15 +86,79 @@ impl fmt::Display for TransferError {
 
 impl core::error::Error for TransferError {}
 
-/// Whether `name` is a plain file name the receiver may consider writing.
-pub fn is_plain_file_name(name: &str) -> bool {
-    !name.is_empty()
+/// The one file-name policy, for both sides: `Ok` only for a plain name
+/// that stays inside the directory it is joined to: not empty, at most
+/// [`MAX_FILE_NAME_LEN`] bytes, no `/`, `\`, NUL or control characters, not
+/// `.` or `..`, and no leading `.` (no hidden files, and never the name of
+/// a driver's partial file).
+pub fn check_file_name(name: &str) -> Result<(), TransferError> {
+    let plain = !name.is_empty()
         && name.len() <= MAX_FILE_NAME_LEN
-        && name != "."
-        && name != ".."
+        && !name.starts_with('.')
         && !name
             .chars()
-            .any(|c| c == '/' || c == '\\' || c == '\0' || c.is_control())
+            .any(|c| c == '/' || c == '\\' || c == '\0' || c.is_control());
+    if plain {
+        Ok(())
+    } else {
+        Err(TransferError::BadName)
+    }
+}
+
+/// Whether `name` passes [`check_file_name`].
+pub fn is_plain_file_name(name: &str) -> bool {
+    check_file_name(name).is_ok()
+}
+
+/// Why a file could not be hashed (either side): the driver's hash of the
+/// file's bytes gave no digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashFailure {
+    /// The file ended before its announced length: it changed while it was read.
+    Truncated,
+    /// Reading the file back (or flushing it) failed.
+    Unreadable,
+}
+
+impl fmt::Display for HashFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HashFailure::Truncated => {
+                "the file is shorter than announced: it changed while it was read"
+            }
+            HashFailure::Unreadable => "hashing the file failed (read or flush error)",
+        })
+    }
+}
+
+impl core::error::Error for HashFailure {}
+
+/// How a session's transfer ends it, if it does now: the policy every
+/// driver applies after each step.
+///
+/// - the receiver closes `Completed` once the file matched its digest and
+///   was stored, `Failed` when the transfer failed;
+/// - a peer that sends stream bytes to a session with no receiver
+///   (`stray_bytes`) is closed `Failed`;
+/// - a sender whose file could not be hashed closes `Failed`; otherwise
+///   the sender waits for the receiver's close (`None`).
+pub fn session_end(
+    sender: Option<&TransferSender>,
+    receiver: Option<&TransferReceiver>,
+    stray_bytes: bool,
+) -> Option<EndReason> {
+    if let Some(receiver) = receiver {
+        match receiver.phase() {
+            ReceivePhase::Completed => return Some(EndReason::Completed),
+            ReceivePhase::Failed(_) => return Some(EndReason::Failed),
+            _ => {}
+        }
+    } else if stray_bytes {
+        return Some(EndReason::Failed);
+    }
+    sender
+        .and_then(TransferSender::failure)
+        .map(|_| EndReason::Failed)
 }
 
 /// What is being sent: the file's name and size.
@@ -88,9 +172,7 @@ pub struct TransferHeader {
 impl TransferHeader {
     /// A header for a file called `name` of `size` bytes.
     pub fn new(name: &str, size: u64) -> Result<TransferHeader, TransferError> {
-        if !is_plain_file_name(name) {
-            return Err(TransferError::BadName);
-        }
+        check_file_name(name)?;
         let mut owned = heapless::String::new();
         owned.push_str(name).map_err(|_| TransferError::BadName)?;
         let header = TransferHeader { name: owned, size };
@@ -214,6 +296,9 @@ mod tests {
             "nul\0",
             "line\nbreak",
             "/etc/passwd",
+            ".hidden",
+            "bell\x07",
+            &"x".repeat(256),
         ] {
             assert_eq!(
                 TransferHeader::new(bad, 1),
@@ -221,7 +306,10 @@ mod tests {
                 "{bad:?}"
             );
         }
-        assert!(TransferHeader::new("résumé.pdf", 1).is_ok());
+        for good in ["photo.jpg", "a b c.txt", "résumé.pdf", "x..y"] {
+            assert!(check_file_name(good).is_ok(), "{good:?}");
+            assert!(TransferHeader::new(good, 1).is_ok(), "{good:?}");
+        }
     }
 
     #[test]
@@ -255,7 +343,7 @@ mod tests {
 
         #[test]
         fn plain_names_round_trip(name in "[a-zA-Z0-9._-]{1,60}", size in 0u64..u64::MAX / 2) {
-            prop_assume!(name != "." && name != "..");
+            prop_assume!(!name.starts_with('.'));
             let h = TransferHeader::new(&name, size).unwrap();
             let mut out = [0u8; MAX_HEADER_LEN];
             let n = h.encode(&mut out).unwrap();

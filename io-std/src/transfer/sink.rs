@@ -1,0 +1,386 @@
+//! The receive side's files: the core's [`TransferReceiver`] decides where
+//! each byte goes, when the prefix may be hashed and whether the file is
+//! kept; this writes a fresh partial file in the receive directory (created
+//! exclusively, with `O_NOFOLLOW`), batches in-order writes, hashes on a
+//! [`PrefixHasher`] thread, keeps bytes that overtook the header when the
+//! machine says so, and links the file under its final name (never
+//! replacing anything) only after the digest matched.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+#[cfg(unix)]
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tryst_core::peer::transfer::{
+    ReceiveFailure, ReceivePhase, ReceiveStep, TransferReceiver, TRAILER_LEN,
+};
+
+use super::hasher::{core_result, PrefixHasher, Wake, WakeSlot};
+
+/// In-order bytes the receive side gathers before it writes them in one
+/// call (not one system call per packet).
+pub const WRITE_BATCH: usize = 256 * 1024;
+/// Most numbered names tried when the file's name is taken.
+const MAX_NAME_TRIES: u32 = 1000;
+
+/// What the receive side has done so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiveState {
+    /// Waiting for the header.
+    AwaitingHeader,
+    /// Receiving `name` of `size` bytes.
+    Receiving {
+        /// The file's name.
+        name: String,
+        /// Its size.
+        size: u64,
+    },
+    /// Stored and checked.
+    Complete {
+        /// Where it was stored.
+        path: PathBuf,
+        /// Its SHA-256.
+        digest: [u8; TRAILER_LEN],
+        /// Its size.
+        size: u64,
+    },
+    /// Failed; nothing was kept.
+    Failed(ReceiveFailure),
+}
+
+/// The receive side of one session: the core's [`TransferReceiver`] with
+/// the partial file, the write batch, the hasher and the kept early bytes.
+#[derive(Debug)]
+pub struct FileSink {
+    dir: PathBuf,
+    machine: TransferReceiver,
+    state: ReceiveState,
+    partial: Option<(PathBuf, File)>,
+    hasher: Option<PrefixHasher>,
+    wake: WakeSlot,
+    /// In-order bytes `[pending_start, pending_start + pending.len())` not yet written.
+    pending: Vec<u8>,
+    pending_start: u64,
+    /// Copies of bytes that overtook the header (stream offset, bytes).
+    held: Vec<(u64, Vec<u8>)>,
+    /// The file system error behind a [`ReceiveFailure::Storage`].
+    io_error: Option<Arc<io::Error>>,
+}
+
+impl FileSink {
+    /// A sink storing into `dir` (which [`super::check_recv_dir`]
+    /// accepted); the owner polls it ([`FileSink::poll`]) or waits
+    /// ([`FileSink::wait`]) for the check once every byte arrived.
+    pub fn new(dir: &Path) -> FileSink {
+        FileSink {
+            dir: dir.to_path_buf(),
+            machine: TransferReceiver::new(),
+            state: ReceiveState::AwaitingHeader,
+            partial: None,
+            hasher: None,
+            wake: WakeSlot(None),
+            pending: Vec::new(),
+            pending_start: 0,
+            held: Vec::new(),
+            io_error: None,
+        }
+    }
+
+    /// A sink that calls `wake` when its hash is ready, so an event loop
+    /// knows to [`FileSink::poll`] it.
+    pub fn with_wake(dir: &Path, wake: Wake) -> FileSink {
+        let mut sink = FileSink::new(dir);
+        sink.wake = WakeSlot(Some(wake));
+        sink
+    }
+
+    /// The core's machine of this transfer.
+    pub fn receiver(&self) -> &TransferReceiver {
+        &self.machine
+    }
+
+    /// Where the transfer stands.
+    pub fn state(&self) -> &ReceiveState {
+        &self.state
+    }
+
+    /// Why the transfer failed, in words (with the file system's error
+    /// when there was one).
+    pub fn failure_text(&self) -> Option<String> {
+        match (&self.state, &self.io_error) {
+            (ReceiveState::Failed(ReceiveFailure::Storage), Some(e)) => Some(format!("{e}")),
+            (ReceiveState::Failed(why), _) => Some(why.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Whether the file is stored and checked, or the transfer failed.
+    pub fn is_done(&self) -> bool {
+        self.machine.is_done()
+    }
+
+    /// File bytes received in order so far (the contiguous prefix).
+    pub fn file_bytes_done(&self) -> u64 {
+        self.machine.contiguous()
+    }
+
+    /// File bytes hashed so far (the hasher thread trails the prefix).
+    pub fn file_bytes_hashed(&self) -> u64 {
+        match (&self.hasher, &self.state) {
+            (Some(hasher), _) => hasher.hashed(),
+            (None, ReceiveState::Complete { size, .. }) => *size,
+            (None, _) => 0,
+        }
+    }
+
+    /// The file's announced size, once the header arrived.
+    pub fn file_size(&self) -> Option<u64> {
+        self.machine.header().map(|h| h.size)
+    }
+
+    /// Stream bytes seen (the highest offset reached).
+    pub fn stream_bytes(&self) -> u64 {
+        self.machine.stream_bytes()
+    }
+
+    /// Stream bytes at `offset`.
+    pub fn stream_data(&mut self, offset: u64, data: &[u8]) {
+        let step = self.machine.stream_data(offset, data);
+        let mut replay = self.apply(step, offset, data);
+        // Bytes kept before the header: given back until none is taken anew.
+        while replay {
+            replay = false;
+            for (at, bytes) in std::mem::take(&mut self.held) {
+                let step = self.machine.stream_data(at, &bytes);
+                let hold = step.hold;
+                replay |= self.apply(step, at, &[]);
+                if hold {
+                    self.held.push((at, bytes));
+                }
+            }
+        }
+        self.settle();
+    }
+
+    /// Applies one step of the machine; whether it asks for a replay.
+    /// `data` is the input, kept when the step says `hold` (an input
+    /// already kept passes none: it is kept by the caller).
+    fn apply(&mut self, step: ReceiveStep<'_>, offset: u64, data: &[u8]) -> bool {
+        if let Err(e) = self.apply_io(&step, offset, data) {
+            self.io_error = Some(Arc::new(e));
+            self.machine.fail(ReceiveFailure::Storage);
+            return false;
+        }
+        step.replay
+    }
+
+    fn apply_io(&mut self, step: &ReceiveStep<'_>, offset: u64, data: &[u8]) -> io::Result<()> {
+        if step.accepted {
+            self.start()?;
+        }
+        if step.hold && !data.is_empty() {
+            self.held.push((offset, data.to_vec()));
+        }
+        if let Some(write) = step.write {
+            let Some((_, file)) = self.partial.as_ref() else {
+                return Err(io::Error::other("no partial file"));
+            };
+            let pending_end = self.pending_start + self.pending.len() as u64;
+            if write.in_order && (self.pending.is_empty() || pending_end == write.offset) {
+                if self.pending.is_empty() {
+                    self.pending_start = write.offset;
+                }
+                self.pending.extend_from_slice(write.bytes);
+                if self.pending.len() >= WRITE_BATCH {
+                    self.flush()?;
+                }
+            } else {
+                file.write_all_at(write.bytes, write.offset)?;
+            }
+        }
+        if let Some(upto) = step.hash_to {
+            self.flush()?;
+            if let Some(hasher) = self.hasher.as_mut() {
+                hasher.advance(upto);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the gathered in-order bytes.
+    fn flush(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let Some((_, file)) = self.partial.as_ref() else {
+            return Err(io::Error::other("no partial file"));
+        };
+        file.write_all_at(&self.pending, self.pending_start)?;
+        self.pending_start += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// The header was accepted: create the partial file and its hasher.
+    fn start(&mut self) -> io::Result<()> {
+        let Some(header) = self.machine.header() else {
+            return Err(io::Error::other("no header"));
+        };
+        let (name, size) = (header.name().to_owned(), header.size);
+        let mut nonce = [0u8; 8];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+        let tag: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        let path = self.dir.join(format!(".tryst-partial-{tag}"));
+        let mut options = OpenOptions::new();
+        options.write(true).read(true).create_new(true);
+        #[cfg(unix)]
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        let file = options.open(&path)?;
+        // Kept before anything can fail, so a failure removes the file.
+        let hashed_file = file.try_clone();
+        self.partial = Some((path, file));
+        self.hasher = Some(PrefixHasher::spawn(
+            hashed_file?,
+            size,
+            true,
+            self.wake.0.clone(),
+        )?);
+        if let Some((_, file)) = &self.partial {
+            file.set_len(size)?;
+        }
+        self.state = ReceiveState::Receiving { name, size };
+        Ok(())
+    }
+
+    /// Finishes the transfer if every byte arrived and the hash is ready:
+    /// checked, then stored or thrown away. Cheap; call it on every wake.
+    pub fn poll(&mut self) {
+        if self.machine.phase() == ReceivePhase::Checking {
+            if let Some(result) = self.hasher.as_ref().and_then(PrefixHasher::result) {
+                let result = core_result(result);
+                self.machine.digest(result);
+            }
+        }
+        if self.machine.phase() == ReceivePhase::Verified {
+            match self.store() {
+                Ok(path) => {
+                    self.machine.stored();
+                    if let (Some(header), Some(digest)) =
+                        (self.machine.header(), self.machine.trailer())
+                    {
+                        self.state = ReceiveState::Complete {
+                            path,
+                            digest,
+                            size: header.size,
+                        };
+                    }
+                }
+                Err(e) => {
+                    self.io_error = Some(Arc::new(e));
+                    self.machine.fail(ReceiveFailure::Storage);
+                }
+            }
+        }
+        self.settle();
+    }
+
+    /// Like [`FileSink::poll`], but once every byte arrived it blocks until
+    /// the hash is ready, so the transfer is then done.
+    pub fn wait(&mut self) {
+        if self.machine.phase() != ReceivePhase::Checking {
+            return;
+        }
+        if let Some(hasher) = &self.hasher {
+            hasher.wait();
+        }
+        self.poll();
+    }
+
+    /// The transfer was cut (session ended, peer lost): removes the partial file.
+    pub fn abort(&mut self) {
+        self.machine.abort();
+        self.settle();
+    }
+
+    /// Follows the machine: a failed transfer keeps nothing; a finished
+    /// check is stored.
+    fn settle(&mut self) {
+        match self.machine.phase() {
+            ReceivePhase::Failed(why) if !matches!(self.state, ReceiveState::Failed(_)) => {
+                self.hasher = None;
+                self.pending = Vec::new();
+                self.held = Vec::new();
+                if let Some((path, _)) = self.partial.take() {
+                    let _ = std::fs::remove_file(path);
+                }
+                self.state = ReceiveState::Failed(why);
+            }
+            // Every byte is in (and, by the machine's last `hash_to`, on
+            // disk): the hash may already be done (an empty file).
+            ReceivePhase::Checking
+                if self.hasher.as_ref().is_some_and(|h| h.result().is_some()) =>
+            {
+                self.poll();
+            }
+            _ => {}
+        }
+    }
+
+    /// Links the verified partial file under its name and removes the
+    /// partial name.
+    fn store(&mut self) -> io::Result<PathBuf> {
+        self.hasher = None;
+        let Some((partial, file)) = self.partial.take() else {
+            return Err(io::Error::other("no partial file"));
+        };
+        drop(file);
+        let name = match self.machine.header() {
+            Some(header) => header.name().to_owned(),
+            None => return Err(io::Error::other("no header")),
+        };
+        let stored = (|| {
+            let path = link_no_clobber(&partial, &self.dir, &name)?;
+            std::fs::remove_file(&partial)?;
+            if let Ok(dir) = File::open(&self.dir) {
+                let _ = dir.sync_all();
+            }
+            Ok::<_, io::Error>(path)
+        })();
+        if stored.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        stored
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        if let Some((path, _)) = self.partial.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Gives `partial` the name `name` in `dir` (or `name.1`, `name.2`, ...
+/// when taken) without ever replacing a file or following a symlink: a hard
+/// link fails if anything, a dangling symlink included, has that name.
+fn link_no_clobber(partial: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
+    for n in 0..MAX_NAME_TRIES {
+        let candidate = if n == 0 {
+            dir.join(name)
+        } else {
+            dir.join(format!("{name}.{n}"))
+        };
+        match std::fs::hard_link(partial, &candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("{name}: every numbered name is taken"),
+    ))
+}
