@@ -1,7 +1,7 @@
 //! End to end through the real `tryst` binary: the operator's side.
 //! Servers run as child processes on 127.0.0.1 with ports the kernel
 //! picks (each prints its bound addresses, which the tests read); the
-//! terminals that drive them run in this process (`tryst_tokio::terminal`),
+//! terminals that drive them run in this process (`tryst_tokio::driver::terminal`),
 //! so the tests see every terminal event.
 //!
 //! Declared as a test of the `tryst-tokio` package (see its Cargo.toml) so
@@ -20,7 +20,7 @@ use tryst_tokio::core::crypto::StaticKeypair;
 use tryst_tokio::core::identity::{parse_secret_key, SecretKey};
 use tryst_tokio::core::terminal::{TerminalConfig, TerminalEvent};
 use tryst_tokio::core::wire::{EndReason, PublicKey, SessionId};
-use tryst_tokio::terminal::{self, TerminalHandle};
+use tryst_tokio::driver::terminal::{self, TerminalHandle};
 
 /// Longest any one step may take.
 const STEP: Duration = Duration::from_secs(20);

@@ -13,6 +13,5 @@ pub mod cli;
 pub mod clock;
 pub mod driver;
 pub mod stream;
-pub mod terminal;
 
 pub use tryst_core as core;

@@ -18,7 +18,9 @@ use tryst_core::wire::{EndReason, SessionId};
 use super::terminal::{bind_addr, config, Mode, StateDir, TerminalCommon};
 use super::transfer::{hex, human_bytes, parse_rate, Progress};
 use super::CliError;
-use crate::terminal::{self as driver, full_session_id, Event, TerminalHandle, TerminalOptions};
+use crate::driver::terminal::{
+    self as driver, full_session_id, Event, TerminalHandle, TerminalOptions,
+};
 use tryst_std::transfer::{FileSource, HashError, OpenError};
 
 /// How long the terminal may take to register and be seen online.

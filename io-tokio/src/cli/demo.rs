@@ -21,9 +21,9 @@ use tryst_core::trigger_server::TriggerConfig;
 use tryst_core::wire::{EndReason, PublicKey, Role, SessionId, SessionKey};
 
 use crate::cli::transfer::{hex, human_bytes};
+use crate::driver::terminal;
+use crate::driver::terminal::{Event, TerminalOptions};
 use crate::driver::{session_server as session, trigger_server as trigger};
-use crate::terminal;
-use crate::terminal::{Event, TerminalOptions};
 use tryst_std::transfer::{file_sha256, FileSource};
 
 const LOOPBACK_ANY_PORT: &str = "127.0.0.1:0";

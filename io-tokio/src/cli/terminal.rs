@@ -29,7 +29,7 @@ use tryst_std::keyfile::{self, IfExists, KeyFileError};
 
 use super::transfer::{hex, human_bytes};
 use super::CliError;
-use crate::terminal::{self as driver, Event, TerminalHandle, TerminalOptions};
+use crate::driver::terminal::{self as driver, Event, TerminalHandle, TerminalOptions};
 use tryst_core::peer::session::PeerEvent;
 
 /// The terminal's secret key file in its state directory.

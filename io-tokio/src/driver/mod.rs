@@ -20,6 +20,7 @@
 //! [`terminal`]; none of them has protocol logic.
 
 pub mod session_server;
+pub mod terminal;
 pub mod trigger_server;
 pub mod udp;
 
@@ -42,6 +43,10 @@ use udp::BatchSocket;
 const FIRST_UPSTREAM_STREAM: u64 = 1 << 63;
 /// Most stream inputs (messages, opens, closes) waiting for the loop.
 const STREAM_INPUT_QUEUE: usize = 1024;
+/// Most rounds of [`Driven::after_drain`] work one drain runs before the
+/// loop looks at its sockets again (and comes straight back): app work that
+/// keeps finding more can never starve the inputs.
+const MAX_APP_ROUNDS: usize = 16;
 
 /// The fact type of a role's machine.
 pub type FactOf<D> = <<D as Driven>::Machine as Machine>::Fact;
@@ -248,6 +253,7 @@ where
 {
     let mut facts: Vec<FactOf<D>> = Vec::new();
     let mut now = clock.now();
+    let mut app_rounds = 0;
     loop {
         let (machine, app_io) = role.parts();
         match machine.poll_output(now, buf, app_io) {
@@ -284,7 +290,12 @@ where
                 }
                 now = clock.now();
                 if role.after_drain(now) {
-                    continue;
+                    app_rounds += 1;
+                    if app_rounds < MAX_APP_ROUNDS {
+                        continue;
+                    }
+                    // More app work, after the inputs had their turn.
+                    return Ok(Some(now));
                 }
                 return Ok(next);
             }

@@ -197,12 +197,25 @@ impl TransferSender {
 
     /// Stream bytes the rate allows at `now` (all without a rate; none
     /// before the start with one).
+    /// Stream bytes one [`RATE_STEP`] of `rate` releases (at least 1).
+    fn step_bytes(rate: u64) -> u64 {
+        u64::try_from(u128::from(rate) * RATE_STEP.as_micros() / MICROS_PER_SEC)
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// What the rate allows by `now`, in whole steps: bytes are released
+    /// once per [`RATE_STEP`], never in slivers, so a driver polling at
+    /// every turn of its loop finds nothing new between two deadlines.
     fn allowed(&self, now: Instant) -> u64 {
         match (self.rate, self.started) {
             (None, _) => u64::MAX,
             (Some(rate), Some(started)) => {
                 let micros = u128::from(now.saturating_duration_since(started).as_micros() as u64);
-                u64::try_from(u128::from(rate) * micros / MICROS_PER_SEC).unwrap_or(u64::MAX)
+                let bytes =
+                    u64::try_from(u128::from(rate) * micros / MICROS_PER_SEC).unwrap_or(u64::MAX);
+                let step = Self::step_bytes(rate);
+                bytes / step * step
             }
             (Some(_), None) => 0,
         }
@@ -244,15 +257,16 @@ impl TransferSender {
         if self.finished || self.failure.is_some() {
             return None;
         }
-        let step = u64::try_from(u128::from(rate) * RATE_STEP.as_micros() / MICROS_PER_SEC)
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let target = self.available.saturating_add(step).min(self.readable_len());
-        if target <= self.available {
+        let step = Self::step_bytes(rate);
+        // The next whole step past what is available, if the hash lets it out.
+        let next_step = (self.available / step)
+            .saturating_add(1)
+            .saturating_mul(step);
+        if next_step.min(self.readable_len()) <= self.available {
             return None;
         }
-        // The first microsecond at which `allowed` reaches `target`.
-        let micros = (u128::from(target) * MICROS_PER_SEC).div_ceil(u128::from(rate));
+        // The first microsecond at which `allowed` reaches that step.
+        let micros = (u128::from(next_step) * MICROS_PER_SEC).div_ceil(u128::from(rate));
         Some(started.saturating_add(Duration::from_micros(
             u64::try_from(micros).unwrap_or(u64::MAX),
         )))
@@ -388,13 +402,14 @@ mod tests {
         assert_eq!(s.poll(at(10)), None);
         // The first step is due 20 ms after the start, to the microsecond.
         assert_eq!(s.poll_timeout(), Some(at(30)));
-        assert_eq!(
-            s.poll(Instant::from_micros(29_999)),
-            Some(SendStep::Extend(1999))
-        );
-        assert_eq!(s.poll_timeout(), Some(Instant::from_micros(49_990)));
+        // Bytes come in whole steps: none a microsecond early (a driver
+        // that polls at every turn finds nothing between two deadlines).
+        assert_eq!(s.poll(Instant::from_micros(29_999)), None);
+        assert_eq!(s.poll_timeout(), Some(at(30)));
         assert_eq!(s.poll(at(30)), Some(SendStep::Extend(2000)));
         assert_eq!(s.poll(at(30)), None);
+        assert_eq!(s.poll(at(49)), None);
+        assert_eq!(s.poll_timeout(), Some(at(50)));
         // A late wake-up releases everything the rate allowed meanwhile.
         assert_eq!(s.poll(at(1010)), Some(SendStep::Extend(100_000)));
         assert_eq!(s.poll_timeout(), Some(at(1030)));

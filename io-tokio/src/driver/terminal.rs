@@ -1,8 +1,8 @@
-//! A terminal (seed: terminals 1 and 3) in its own event loop: one UDP
-//! socket for keepalives, triggers and the direct peer channel, and the
-//! stream to the session server, opened when the machine has something to
-//! say. The machine is the core's [`Endpoint`]: the terminal and its peer
-//! sessions, with the glue between them.
+//! A terminal (seed: terminals 1 and 3) on the one driver loop
+//! ([`super::run`]): one UDP socket for keepalives, triggers and the direct
+//! peer channel, and the stream to the session server, opened when the
+//! machine has something to say. The machine is the core's [`Endpoint`]:
+//! the terminal and its peer sessions, with the glue between them.
 //!
 //! The loop runs on its own thread with its own single-threaded runtime, so
 //! the data path never waits behind the app's tasks. It moves bytes only: datagrams are received in batches
@@ -29,19 +29,19 @@ use std::time::Duration;
 use rand_core::OsRng;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tryst_core::crypto::StaticKeypair;
-use tryst_core::machine::{ConnectionId, Destination, Output};
-use tryst_core::peer::endpoint::{Endpoint, EndpointEvent, SessionIo, ENDPOINT_BUF_LEN};
+use tryst_core::peer::endpoint::{Endpoint, EndpointEvent, SessionIo};
 use tryst_core::peer::session::{PeerConfig, PeerEvent};
 use tryst_core::peer::transfer::{session_end, SendStep};
 use tryst_core::peer::transport::TransportStats;
 use tryst_core::terminal::{
     ConnectError, PermissionError, TerminalConfig, TerminalEvent, UnknownQuery, UnknownSession,
 };
+use tryst_core::time::Instant;
 use tryst_core::wire::{EndReason, Role, SessionId, Verdict};
 
+use super::udp::BatchSocket;
+use super::{run, Driven, Flow, IoOf, Sockets, Stopped};
 use crate::clock::DriverClock;
-use crate::driver::udp::BatchSocket;
-use crate::stream::{connect_upstream, StreamInput, StreamWriter};
 pub use tryst_std::transfer::FileSource;
 use tryst_std::transfer::{FileSink, ReceiveState, Wake};
 
@@ -428,26 +428,27 @@ pub async fn spawn_with(
                     return;
                 }
                 endpoint.start(clock.now());
-                let (stream_tx, stream_rx) = mpsc::channel(256);
-                let event_loop = Loop {
+                let hashed = Arc::new(Notify::new());
+                let role = TerminalRole {
                     clock,
                     endpoint,
-                    udp,
-                    tx_buf: vec![0; ENDPOINT_BUF_LEN],
                     payloads: Payloads {
                         recv_dir: options.recv_dir,
                         sessions: BTreeMap::new(),
                     },
-                    session_server,
-                    upstream: None,
-                    next_upstream: 0,
-                    stream_tx,
                     events: event_tx,
                     next_progress: tokio::time::Instant::now(),
-                    hashed: Arc::new(Notify::new()),
+                    hashed: Arc::clone(&hashed),
+                    shutdown: None,
+                };
+                let sockets = Sockets {
+                    udp: Some(udp),
+                    upstream: Some(session_server),
+                    wake: Some(hashed),
+                    ..Sockets::default()
                 };
                 let _ = ready_tx.send(Ok(()));
-                event_loop.run(command_rx, stream_rx).await;
+                run(clock, role, sockets, command_rx, None).await;
             });
         })?;
     ready
@@ -501,96 +502,68 @@ impl SessionIo for Payloads {
     }
 }
 
-/// The terminal's event loop and everything it owns.
-struct Loop {
+/// The terminal as the loop runs it: the endpoint, its payloads (the
+/// files of each session), and where the app's events go.
+struct TerminalRole {
     clock: DriverClock,
     /// Boxed: the endpoint holds every session's state inline (hundreds of KiB).
     endpoint: Box<Endpoint<OsRng>>,
-    udp: BatchSocket,
-    /// Where the endpoint writes each transmit.
-    tx_buf: Vec<u8>,
     payloads: Payloads,
-    session_server: SocketAddr,
-    /// The live stream to the session server: its number and writer.
-    upstream: Option<(ConnectionId, StreamWriter)>,
-    next_upstream: u64,
-    stream_tx: mpsc::Sender<StreamInput>,
     events: mpsc::UnboundedSender<Event>,
     next_progress: tokio::time::Instant,
     /// Notified by the files' hasher threads when a digest is ready.
     hashed: Arc<Notify>,
+    /// Answered once the loop stopped on a shutdown command.
+    shutdown: Option<oneshot::Sender<()>>,
 }
 
-impl Loop {
-    async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<TerminalCommand>,
-        mut streams: mpsc::Receiver<StreamInput>,
-    ) {
-        let hashed = Arc::clone(&self.hashed);
-        loop {
-            self.drain().await;
-            let mut deadline = self.clock.deadline(self.endpoint.poll_timeout());
-            if let Some(at) = self.payload_timeout() {
-                deadline = deadline.min(self.clock.deadline(Some(at)));
+impl Driven for TerminalRole {
+    type Machine = Endpoint<OsRng>;
+    type Command = TerminalCommand;
+
+    fn parts(&mut self) -> (&mut Endpoint<OsRng>, &mut IoOf<Self>) {
+        (&mut self.endpoint, &mut self.payloads)
+    }
+
+    fn on_command(&mut self, now: Instant, command: TerminalCommand) -> Flow {
+        match command {
+            TerminalCommand::Shutdown { grace, reply } => {
+                self.shutdown = Some(reply);
+                Flow::Stop { grace }
             }
-            tokio::select! {
-                received = self.udp.recv() => match received {
-                    Ok(slots) => self.on_datagrams(slots),
-                    Err(e) => tracing::debug!(error = %e, "udp receive failed"),
-                },
-                Some(input) = streams.recv() => self.on_stream(input),
-                // A hash is ready: the next drain takes it.
-                () = hashed.notified() => {}
-                command = commands.recv() => match command {
-                    Some(TerminalCommand::Shutdown { grace, reply }) => {
-                        self.drain().await;
-                        if let Some((_, writer)) = self.upstream.take() {
-                            writer.close(grace).await;
-                        }
-                        let _ = reply.send(());
-                        break;
-                    }
-                    Some(command) => self.on_command(command),
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(deadline) => {
-                    self.endpoint.handle_timeout(self.clock.now());
-                }
+            command => {
+                self.apply(now, command);
+                Flow::Continue
             }
         }
     }
 
-    fn on_datagrams(&mut self, slots: usize) {
-        let now = self.clock.now();
-        for slot in 0..slots {
-            let (from, datagrams) = self.udp.received(slot);
-            for datagram in datagrams {
-                self.endpoint
-                    .handle_udp(now, from, datagram, &mut self.payloads);
-            }
-        }
+    fn on_event(&mut self, now: Instant, event: EndpointEvent) {
+        TerminalRole::on_event(self, now, event);
     }
 
-    fn on_stream(&mut self, input: StreamInput) {
-        let now = self.clock.now();
-        let current = self.upstream.as_ref().map(|(conn, _)| *conn);
-        match input {
-            StreamInput::Message(conn, message) if Some(conn) == current => {
-                self.endpoint.handle_upstream(now, &message);
-            }
-            StreamInput::Closed(conn) if Some(conn) == current => {
-                self.upstream = None;
-                self.endpoint.handle_upstream_closed(now);
-            }
-            // An old stream's late input, or an accepted stream (never: the
-            // terminal listens on none).
-            _ => {}
-        }
+    fn after_drain(&mut self, now: Instant) -> bool {
+        let fed = self.feed_outgoing(now);
+        let closed = self.check_payloads(now);
+        self.report_progress();
+        fed || closed
     }
 
-    fn on_command(&mut self, command: TerminalCommand) {
-        let now = self.clock.now();
+    fn app_deadline(&self) -> Option<tokio::time::Instant> {
+        self.payload_timeout()
+            .map(|at| self.clock.deadline(Some(at)))
+    }
+
+    fn on_stopped(&mut self, _why: &Stopped) {
+        if let Some(reply) = self.shutdown.take() {
+            let _ = reply.send(());
+        }
+    }
+}
+
+impl TerminalRole {
+    /// An app command other than shutdown.
+    fn apply(&mut self, now: Instant, command: TerminalCommand) {
         match command {
             TerminalCommand::Connect {
                 target,
@@ -630,7 +603,7 @@ impl Loop {
                 rate,
                 reply,
             } => {
-                let result = self.start_send(session_id, *source, rate);
+                let result = self.start_send(now, session_id, *source, rate);
                 let _ = reply.send(result);
             }
             TerminalCommand::SetPermissions { names, reply } => {
@@ -649,7 +622,7 @@ impl Loop {
                 let result = self.endpoint.answer(now, query_id, verdict);
                 let _ = reply.send(result);
             }
-            // The loop handles it before it gets here.
+            // `on_command` takes it before it gets here.
             TerminalCommand::Shutdown { reply, .. } => {
                 let _ = reply.send(());
             }
@@ -660,6 +633,7 @@ impl Loop {
     /// a growing prefix once the data channel is up.
     fn start_send(
         &mut self,
+        now: Instant,
         session_id: SessionId,
         source: FileSource,
         rate: Option<u64>,
@@ -671,14 +645,14 @@ impl Loop {
         let mut source = source;
         source.set_rate(rate);
         if connected {
-            source.start(self.clock.now());
+            source.start(now);
         }
         source.set_wake(self.hash_wake());
         let payload = self.payloads.sessions.entry(session_id.0).or_default();
         payload.outgoing = Some(source);
         // The header and the file at once (unthrottled); the trailer when
         // the hash is ready.
-        self.feed_outgoing();
+        self.feed_outgoing(now);
         Ok(())
     }
 
@@ -700,10 +674,9 @@ impl Loop {
 
     /// Tells each session what its file's machine makes available: all
     /// that is readable (the trailer once the hash is ready), or at its
-    /// rate when throttled. Whether anything changed that ends a session
-    /// (a file that could not be hashed: [`Loop::check_payloads`] closes it).
-    fn feed_outgoing(&mut self) -> bool {
-        let now = self.clock.now();
+    /// rate when throttled. Whether it told the endpoint anything (or a
+    /// file could not be hashed: [`TerminalRole::check_payloads`] closes it).
+    fn feed_outgoing(&mut self, now: Instant) -> bool {
         let mut any = false;
         for (id, payload) in &mut self.payloads.sessions {
             let Some(source) = payload.outgoing.as_mut() else {
@@ -714,6 +687,7 @@ impl Loop {
                 continue;
             }
             while let Some(step) = source.poll(now) {
+                any = true;
                 match step {
                     SendStep::Extend(available) => {
                         let _ = self.endpoint.stream_extend(&id, available);
@@ -724,7 +698,6 @@ impl Loop {
                     }
                     SendStep::Fail(why) => {
                         tracing::warn!(session = %short_session_id(&id), error = %why, "file not sent");
-                        any = true;
                     }
                 }
             }
@@ -732,49 +705,7 @@ impl Loop {
         any
     }
 
-    /// Sends every transmit and handles every event, until there are none.
-    async fn drain(&mut self) {
-        loop {
-            let mut any = self.feed_outgoing();
-            let now = self.clock.now();
-            loop {
-                match self
-                    .endpoint
-                    .poll_output(now, &mut self.tx_buf, &mut self.payloads)
-                {
-                    Output::Transmit(t) => {
-                        let Some(bytes) = self.tx_buf.get(..t.len) else {
-                            continue;
-                        };
-                        match t.destination {
-                            Destination::Udp(to) => self.udp.queue(to, bytes).await,
-                            Destination::Upstream => {
-                                let record = bytes.to_vec();
-                                self.send_upstream(&record);
-                            }
-                            // A terminal accepts no streams.
-                            Destination::Connection(_) => {}
-                        }
-                    }
-                    Output::Event(event) => {
-                        any = true;
-                        self.on_event(event);
-                    }
-                    Output::Store(never) => match never {},
-                    Output::Close(_) => {}
-                    Output::Timeout(_) => break,
-                }
-            }
-            self.udp.flush().await;
-            any |= self.check_payloads();
-            if !any {
-                break;
-            }
-        }
-        self.report_progress();
-    }
-
-    fn on_event(&mut self, event: EndpointEvent) {
+    fn on_event(&mut self, now: Instant, event: EndpointEvent) {
         match event {
             EndpointEvent::Terminal(event) => {
                 log_event(&event);
@@ -829,7 +760,7 @@ impl Loop {
                             .get_mut(&session_id.0)
                             .and_then(|p| p.outgoing.as_mut())
                         {
-                            source.start(self.clock.now());
+                            source.start(now);
                         }
                     }
                     PeerEvent::Ended { reason, .. } => {
@@ -864,8 +795,7 @@ impl Loop {
     /// otherwise; `Failed` for a peer that sends to a terminal taking no
     /// files, and for a file that could not be hashed. Reports received
     /// files. Whether any session was closed.
-    fn check_payloads(&mut self) -> bool {
-        let now = self.clock.now();
+    fn check_payloads(&mut self, now: Instant) -> bool {
         let mut closes = Vec::new();
         for (id, payload) in &mut self.payloads.sessions {
             let session_id = SessionId(*id);
@@ -958,27 +888,6 @@ impl Loop {
                     });
                 }
             }
-        }
-    }
-
-    /// Queues a record on the stream to the session server, opening the
-    /// stream first if needed (a failed connect comes back as `Closed`).
-    fn send_upstream(&mut self, record: &[u8]) {
-        let writer = match &self.upstream {
-            Some((_, writer)) => writer,
-            None => {
-                let conn = ConnectionId(self.next_upstream);
-                self.next_upstream += 1;
-                let writer = connect_upstream(self.session_server, conn, self.stream_tx.clone());
-                &self.upstream.insert((conn, writer)).1
-            }
-        };
-        if writer.send(record.to_vec()).is_err() {
-            tracing::info!("stream to the session server lost");
-            if let Some((_, writer)) = self.upstream.take() {
-                writer.abort();
-            }
-            self.endpoint.handle_upstream_closed(self.clock.now());
         }
     }
 }
