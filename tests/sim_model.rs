@@ -30,6 +30,7 @@ use tryst_core::session_server::SessionConfig;
 use tryst_core::time::Instant;
 use tryst_core::wire::{EndReason, SessionId, Verdict};
 use tryst_tests::sim::model::{check, live_sessions, name, Judge, Model};
+use tryst_tests::sim::seed::STACK_SIZE;
 use tryst_tests::sim::world::{Sim, SimConfig};
 
 /// Longest duration a request asks for, and the server's bounds in the model
@@ -272,6 +273,16 @@ proptest! {
 
     #[test]
     fn random_operations_keep_addresses_private_and_records_exact(case in case()) {
-        run_case(&case)?;
+        // On a thread with a large stack: endpoint terminals hold their
+        // peer session slots inline.
+        let result = std::thread::Builder::new()
+            .stack_size(STACK_SIZE)
+            .spawn(move || run_case(&case))
+            .expect("spawn a test thread")
+            .join();
+        match result {
+            Ok(r) => r?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 }
