@@ -7,7 +7,12 @@
 //! end, unbinding a name, a restart from the stored facts), raw and
 //! structure-aware garbage, replays, stream churn and arbitrary clock moves.
 //!
-//! After every machine input the harness drains it like a driver and checks:
+//! After every machine input the harness drains it through the simulator's
+//! one driver (`tryst_tests::sim::driver::drive`, the `Machine` contract)
+//! and checks:
+//! - `Output::Timeout` equals `poll_timeout()`; no `Store` comes after a
+//!   `Transmit` in one drain (every fact is stored before what acknowledges
+//!   it leaves); the stored facts are what a restart replays;
 //! - one drain holds at most the configured transmit and event bounds;
 //! - every transmit decodes; nothing goes by UDP; the upstream handshake
 //!   is a valid Noise IK first message for the trigger server's key with a
@@ -31,6 +36,8 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tryst_core::crypto::{Initiator, Responder, SecureChannel, StaticKeypair};
 use tryst_core::machine::{ConnectionId, Destination};
+use tryst_tests::sim::driver::{drive, DriverOrder, Out};
+use tryst_tests::sim::world::fact_of;
 use tryst_core::names::{NameRegistry, TrustMode};
 use tryst_core::session_server::{
     ExtensionPolicy, SessionConfig, SessionCounters, SessionEvent, SessionLimits, SessionServer,
@@ -851,7 +858,10 @@ impl Harness {
                 _ => continue,
             };
             if open.contains(&id) {
-                let restored = ss.restore_session(fact);
+                let restored = match fact_of(fact) {
+                    Some(fact) => ss.restore_session(&fact),
+                    None => continue,
+                };
                 // With facts lost to a full event queue, an extension may
                 // lack its start.
                 assert!(
@@ -907,30 +917,51 @@ impl Harness {
         self.drain();
     }
 
-    /// Drains transmits and events once; whether there were any.
+    /// Drains the machine once through the simulator's one driver (which
+    /// checks that `Output::Timeout` equals `poll_timeout()` and that no
+    /// `Store` follows a `Transmit`); acts on every output in order (facts
+    /// stored, and checked, before the transmits after them); whether
+    /// there were any.
     fn drain(&mut self) -> bool {
         let limits = self.config.limits;
-        let mut transmits = 0;
-        while let Some(t) = self.ss.poll_transmit() {
-            transmits += 1;
-            let message = Message::decode(&t.payload)
-                .unwrap_or_else(|e| panic!("a transmit does not decode ({e}): {t:?}"));
-            match t.destination {
-                Destination::Upstream => self.ts_receive(&t.payload, &message),
-                Destination::Connection(conn) => self.term_receive(conn, &t.payload, &message),
-                Destination::Udp(to) => panic!("the session server sent a datagram to {to}"),
+        let now = self.clock.now;
+        let mut outs = Vec::new();
+        let _ = drive(&mut self.ss, now, &mut (), DriverOrder::StoreFirst, &mut outs);
+        self.lossy |= self.ss.counters().dropped_events > 0;
+        let (mut transmits, mut events) = (0, 0);
+        let any = !outs.is_empty();
+        for out in outs {
+            match out {
+                Out::Store(fact) => self.on_event(SessionEvent::from(fact)),
+                Out::Close(conn) => {
+                    events += 1;
+                    self.on_close(conn);
+                }
+                Out::Event(event) => {
+                    events += 1;
+                    self.on_event(event);
+                }
+                Out::Transmit(destination, payload) => {
+                    transmits += 1;
+                    let message = Message::decode(&payload).unwrap_or_else(|e| {
+                        panic!("a transmit does not decode ({e}): {destination:?}")
+                    });
+                    match destination {
+                        Destination::Upstream => self.ts_receive(&payload, &message),
+                        Destination::Connection(conn) => {
+                            self.term_receive(conn, &payload, &message)
+                        }
+                        Destination::Udp(to) => {
+                            panic!("the session server sent a datagram to {to}")
+                        }
+                    }
+                }
             }
         }
         assert!(
             transmits <= limits.max_queued_transmits.max(1),
             "{transmits} transmits in one drain"
         );
-        let mut events = 0;
-        self.lossy |= self.ss.counters().dropped_events > 0;
-        while let Some(event) = self.ss.poll_event() {
-            events += 1;
-            self.on_event(event);
-        }
         assert!(
             events <= limits.max_queued_events.max(1),
             "{events} events in one drain"
@@ -938,7 +969,17 @@ impl Harness {
         assert!(self.ss.channel_count() <= limits.max_channels);
         assert!(self.ss.session_count() <= limits.max_sessions);
         assert!(self.ss.pending_request_count() <= limits.max_pending_requests);
-        transmits + events > 0
+        any
+    }
+
+    /// The server closed an accepted stream: the terminal on it lost it
+    /// (its next message opens a new one).
+    fn on_close(&mut self, conn: ConnectionId) {
+        for term in &mut self.terms {
+            if term.conn == Some(conn) {
+                term.conn = None;
+            }
+        }
     }
 
     fn on_event(&mut self, event: SessionEvent) {

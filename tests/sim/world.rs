@@ -565,8 +565,8 @@ pub struct Store {
     pub facts: Vec<(Instant, SessionEvent)>,
 }
 
-/// The fact a stored event stands for.
-fn fact_of(event: &SessionEvent) -> Option<SessionFact> {
+/// The fact a stored event stands for (`None`: not a fact).
+pub fn fact_of(event: &SessionEvent) -> Option<SessionFact> {
     Some(match event {
         SessionEvent::NameBound { name, key } => SessionFact::NameBound {
             name: name.clone(),
