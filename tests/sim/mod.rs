@@ -12,6 +12,8 @@
 //! - [`net`]: hosts, links, streams and the event queue; [`nat`]: NAT boxes.
 //! - [`peer`]: two bare peer sessions behind NATs (the component below the
 //!   endpoint), for the direct path's transport tests.
+//! - [`ops`]: the whole-system operations, declared once for the property
+//!   test and the `whole_system` fuzz target, and the one `apply` of them.
 //! - [`log`]: bounded per-machine event logs.
 //! - [`model`]: the reference model of who may reach whom, and the run invariants.
 //! - [`seed`]: seeds, and printing the seed of a failing run.
@@ -24,6 +26,7 @@ pub mod log;
 pub mod model;
 pub mod nat;
 pub mod net;
+pub mod ops;
 pub mod peer;
 pub mod seed;
 pub mod world;
