@@ -34,7 +34,6 @@ use tryst_tests::sim::ops::{apply, finish, WorldOp, MAX_ASKED_SECS, MAX_TOTAL_SE
 use tryst_tests::sim::seed::STACK_SIZE;
 use tryst_tests::sim::world::{Sim, SimConfig};
 
-
 #[derive(Debug, Clone)]
 struct Case {
     seed: u64,
@@ -58,7 +57,11 @@ fn judge() -> impl Strategy<Value = Judge> {
 /// every index in range.
 fn op(n: usize) -> impl Strategy<Value = WorldOp> {
     let t = 0..n as u8;
-    let reasons = [EndReason::Completed, EndReason::Cancelled, EndReason::PeerLost];
+    let reasons = [
+        EndReason::Completed,
+        EndReason::Cancelled,
+        EndReason::PeerLost,
+    ];
     prop_oneof![
         8 => (t.clone(), 1..=n as u8, 1..=MAX_ASKED_SECS as u16, 0u16..3000).prop_map(
             |(from, to, secs, settle_ms)| WorldOp::Connect { from, to, secs, settle_ms }

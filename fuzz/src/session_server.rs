@@ -36,8 +36,6 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tryst_core::crypto::{Initiator, Responder, SecureChannel, StaticKeypair};
 use tryst_core::machine::{ConnectionId, Destination};
-use tryst_tests::sim::driver::{drive, DriverOrder, Out};
-use tryst_tests::sim::world::fact_of;
 use tryst_core::names::{NameRegistry, TrustMode};
 use tryst_core::session_server::{
     ExtensionPolicy, SessionConfig, SessionCounters, SessionEvent, SessionLimits, SessionServer,
@@ -49,6 +47,8 @@ use tryst_core::wire::{
     PermissionList, Poll, PublicKey, Register, Role, SessionId, TriggerOutcome, TriggerRequest,
     TriggerResult, Verdict, MAX_HANDSHAKE_LEN,
 };
+use tryst_tests::sim::driver::{drive, DriverOrder, Out};
+use tryst_tests::sim::world::fact_of;
 
 use crate::fuzz_ops;
 use crate::ops::{
@@ -926,7 +926,13 @@ impl Harness {
         let limits = self.config.limits;
         let now = self.clock.now;
         let mut outs = Vec::new();
-        let _ = drive(&mut self.ss, now, &mut (), DriverOrder::StoreFirst, &mut outs);
+        let _ = drive(
+            &mut self.ss,
+            now,
+            &mut (),
+            DriverOrder::StoreFirst,
+            &mut outs,
+        );
         self.lossy |= self.ss.counters().dropped_events > 0;
         let (mut transmits, mut events) = (0, 0);
         let any = !outs.is_empty();

@@ -36,7 +36,6 @@ use rand_chacha::ChaCha8Rng;
 use tryst_core::crypto::udp_auth;
 use tryst_core::crypto::{Initiator, SecureChannel, StaticKeypair};
 use tryst_core::machine::{ConnectionId, Destination};
-use tryst_tests::sim::driver::{drive, DriverOrder, Out};
 use tryst_core::trigger_server::{
     TriggerConfig, TriggerEvent, TriggerServer, TriggerStats, MAX_QUEUED_EVENTS,
     MAX_QUEUED_TRANSMITS,
@@ -45,6 +44,7 @@ use tryst_core::wire::{
     AddressInquiry, DeviceId, EndTriggerRequest, HandshakeInit, KeyInstall, KeyRevoke, Message,
     Poll, SessionId, TriggerRequest, UdpKey, MAX_HANDSHAKE_LEN, MAX_PLAIN_MESSAGE_LEN,
 };
+use tryst_tests::sim::driver::{drive, DriverOrder, Out};
 
 use crate::fuzz_ops;
 use crate::ops::{

@@ -23,8 +23,8 @@ use std::time::Duration;
 use tryst_core::session_server::SessionConfig;
 use tryst_core::time::Instant;
 use tryst_tests::sim::model::{name, Judge, Model};
-use tryst_tests::sim::ops::{apply, finish};
 use tryst_tests::sim::nat::NatConfig;
+use tryst_tests::sim::ops::{apply, finish};
 use tryst_tests::sim::world::{Placement, Sim, SimConfig};
 
 use crate::fuzz_ops;

@@ -49,7 +49,7 @@ pub fn run_with_seed(seed: u64, test: impl FnOnce(u64) + Send) {
             .spawn_scoped(s, move || catch_unwind(AssertUnwindSafe(|| test(seed))))
             .expect("spawn a test thread")
             .join()
-            .unwrap_or_else(|panic| Err(panic))
+            .unwrap_or_else(Err)
     });
     if let Err(panic) = result {
         eprintln!("seed = {seed}  (replay with {SEED_ENV}={seed})");

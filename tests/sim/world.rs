@@ -57,9 +57,7 @@ use std::time::Duration;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tryst_core::crypto::StaticKeypair;
-use tryst_core::machine::{
-    ConnectionId, Destination, Input, Machine, Output,
-};
+use tryst_core::machine::{ConnectionId, Destination, Input, Machine, Output};
 use tryst_core::names::{NameRegistry, TrustMode};
 use tryst_core::peer::endpoint::{Endpoint, EndpointEvent, SessionIo};
 use tryst_core::peer::session::{PeerConfig, PeerEvent};
@@ -573,7 +571,7 @@ pub fn fact_of(event: &SessionEvent) -> Option<SessionFact> {
             key: *key,
         },
         SessionEvent::SessionStarted(s) => SessionFact::SessionStarted(s.clone()),
-        SessionEvent::SessionExtended(x) => SessionFact::SessionExtended(x.clone()),
+        SessionEvent::SessionExtended(x) => SessionFact::SessionExtended(*x),
         SessionEvent::SessionRecord(r) => SessionFact::SessionRecord(r.clone()),
         _ => return None,
     })
@@ -1054,7 +1052,10 @@ impl Sim {
                 };
                 let conn = ConnectionId(stream);
                 match (self.by_host.get(&host).copied(), direction) {
-                    (Some(node @ (Node::TriggerServer | Node::SessionServer)), Direction::ToServer) => {
+                    (
+                        Some(node @ (Node::TriggerServer | Node::SessionServer)),
+                        Direction::ToServer,
+                    ) => {
                         self.feed(
                             node,
                             Input::ConnectionMessage {
@@ -1087,7 +1088,10 @@ impl Sim {
             } => {
                 let conn = ConnectionId(stream);
                 match (self.by_host.get(&host).copied(), direction) {
-                    (Some(node @ (Node::TriggerServer | Node::SessionServer)), Direction::ToServer) => {
+                    (
+                        Some(node @ (Node::TriggerServer | Node::SessionServer)),
+                        Direction::ToServer,
+                    ) => {
                         self.ack_marks.remove(&stream);
                         self.feed(node, Input::ConnectionClosed(conn));
                     }
@@ -1156,7 +1160,13 @@ impl Sim {
         let timeout = match node {
             Node::TriggerServer => {
                 let mut outs = Vec::new();
-                let at = drive(&mut self.ts, now, &mut (), DriverOrder::StoreFirst, &mut outs);
+                let at = drive(
+                    &mut self.ts,
+                    now,
+                    &mut (),
+                    DriverOrder::StoreFirst,
+                    &mut outs,
+                );
                 for out in outs {
                     match out {
                         Out::Store(never) => match never {},
@@ -1501,7 +1511,10 @@ impl Sim {
         if let Some(s) = self.ss_upstream.take() {
             let known = self.net.stream_accepted(s);
             if self.net.break_stream(s).is_some() && known {
-                self.feed(Node::TriggerServer, Input::ConnectionClosed(ConnectionId(s)));
+                self.feed(
+                    Node::TriggerServer,
+                    Input::ConnectionClosed(ConnectionId(s)),
+                );
             }
         }
         let bindings = self.store.bindings();
