@@ -14,6 +14,7 @@ use tryst_core::terminal::{JudgePolicy, TerminalEvent};
 use tryst_core::time::Instant;
 use tryst_core::trigger_server::{TriggerConfig, TriggerEvent};
 use tryst_core::wire::{DecisionMode, EndReason, Role, SessionId, Verdict};
+use tryst_tests::sim::driver::DriverOrder;
 use tryst_tests::sim::nat::NatConfig;
 use tryst_tests::sim::seed::{run_with_seeds, DEFAULT_SEEDS};
 use tryst_tests::sim::world::{Placement, ReadySession, Sim, SimConfig, TermId, TerminalSpec};
@@ -157,7 +158,7 @@ fn s701_s702_terminals_register_and_keep_their_nat_mapping_alive() {
                 0,
                 "the mapping never lapsed"
             );
-            let m = sim.terminal(t).machine.stats();
+            let m = sim.terminal(t).terminal().stats();
             assert!(
                 m.keepalives_sent >= 30,
                 "keepalives sent: {}",
@@ -185,6 +186,7 @@ fn s203_s204_s603_s503_s505_s508_s509_s510_permitted_request_notifies_both_sides
         let mut sim = Sim::new(seed, config(loss));
         let alice = sim.add_terminal(TerminalSpec::new("alice"));
         let bob = sim.add_terminal(TerminalSpec::new("bob").allow(&["alice"]));
+        sim.app_mut(alice).to_send = Some(vec![7u8; 5000]);
         online(&mut sim);
         let (a, b) = connect_until_ready(&mut sim, alice, bob, 120);
         // S510: the requester learns the target's observed public address and key.
@@ -215,16 +217,18 @@ fn s203_s204_s603_s503_s505_s508_s509_s510_permitted_request_notifies_both_sides
         assert!(started
             .iter()
             .any(|s| s.session_id == a.session_id && s.requester == "alice" && s.target == "bob"));
-        // S205-S207, 814/815: the transfer completes, both end, one record.
-        sim.transfer_progress(alice, &a.session_id, 5000, 0, false)
-            .unwrap();
-        sim.transfer_progress(bob, &a.session_id, 0, 5000, false)
-            .unwrap();
-        sim.finish_session(alice, &a.session_id, EndReason::Completed)
-            .unwrap();
-        sim.finish_session(bob, &a.session_id, EndReason::Completed)
-            .unwrap();
+        // S205-S207, 814/815: the transfer crosses the direct path (alice's
+        // app sends 5000 bytes and ends the session once bob acknowledged
+        // them all), both end, one record.
+        assert!(sim.run_until_true(secs(60), |s| !s
+            .store()
+            .records_of(&a.session_id)
+            .is_empty()));
         sim.run_for(secs(30));
+        assert_eq!(
+            sim.app(bob).incoming.get(&a.session_id).map(Vec::as_slice),
+            Some(&[7u8; 5000][..])
+        );
         let records = sim.store().records_of(&a.session_id);
         assert_eq!(records.len(), 1);
         let r = records[0];
@@ -505,7 +509,7 @@ fn s1604_s1605_forced_end_stops_both_terminals() {
         }));
         for t in [alice, bob] {
             assert_eq!(sim.sessions_ended(t), vec![(id, EndReason::Forced)]);
-            assert_eq!(sim.terminal(t).machine.session_count(), 0);
+            assert_eq!(sim.terminal(t).terminal().session_count(), 0);
         }
         sim.run_for(secs(30));
         let records = sim.store().records_of(&id);
@@ -822,5 +826,85 @@ fn a_seed_replays_the_whole_run_exactly() {
             transcript(seed ^ 0xffff),
             "another seed, another run"
         );
+    });
+}
+
+// ----- durability: nothing acknowledges a fact before the driver stored it ---
+
+/// Alice asks bob for 100 s and keeps the transfer running until the
+/// extension is granted, under a session-server driver acting in `order`
+/// (breaches kept, not panicking, so the caller can read them).
+fn durability_run(seed: u64, order: DriverOrder) -> Sim {
+    let mut sim = Sim::new(
+        seed,
+        SimConfig {
+            order,
+            durability_panics: false,
+            ..config(0.0)
+        },
+    );
+    let alice = sim.add_terminal(TerminalSpec::new("alice"));
+    let bob = sim.add_terminal(TerminalSpec::new("bob").allow(&["alice"]));
+    online(&mut sim);
+    let (a, _) = connect_until_ready(&mut sim, alice, bob, 100);
+    let id = a.session_id;
+    sim.transfer_progress(alice, &id, 1000, 0, true).unwrap();
+    sim.transfer_progress(bob, &id, 0, 1000, true).unwrap();
+    assert!(sim.run_until_true(secs(120), |s| {
+        [alice, bob].iter().all(|&t| {
+            s.terminal_log(t).iter().any(|e| {
+                matches!(e, TerminalEvent::SessionExtended { session_id, .. } if *session_id == id)
+            })
+        })
+    }));
+    sim
+}
+
+#[test]
+fn s508_s510_s1602_s1603_notifications_and_grants_leave_only_after_their_facts_are_stored() {
+    on_every_seed(|seed| {
+        let sim = durability_run(seed, DriverOrder::StoreFirst);
+        assert_eq!(sim.violations(), &[][..]);
+        // Two address notifications and two grants were checked (at least:
+        // a lost request may be retried).
+        assert!(sim.stats().acks_checked >= 4, "{:?}", sim.stats());
+    });
+}
+
+#[test]
+fn s508_s510_s1602_s1603_a_driver_that_sends_before_it_stores_is_caught() {
+    on_every_seed(|seed| {
+        let sim = durability_run(seed, DriverOrder::AckBeforeStore);
+        let v = sim.violations();
+        assert!(
+            v.iter()
+                .any(|v| matches!(v.event, TerminalEvent::SessionReady { .. })),
+            "an address notification before its SessionStarted: {v:?}"
+        );
+        assert!(
+            v.iter()
+                .any(|v| matches!(v.event, TerminalEvent::SessionExtended { .. })),
+            "an extension grant before its SessionExtended: {v:?}"
+        );
+        // The facts were stored in the end (late): only the order was wrong.
+        assert!(sim.store().started().count() >= 1);
+    });
+}
+
+#[test]
+#[should_panic(expected = "durability")]
+fn s508_a_breach_fails_the_run_by_default() {
+    run_with_seeds(&[1], |seed| {
+        let mut sim = Sim::new(
+            seed,
+            SimConfig {
+                order: DriverOrder::AckBeforeStore,
+                ..config(0.0)
+            },
+        );
+        let alice = sim.add_terminal(TerminalSpec::new("alice"));
+        let bob = sim.add_terminal(TerminalSpec::new("bob").allow(&["alice"]));
+        online(&mut sim);
+        connect_until_ready(&mut sim, alice, bob, 100);
     });
 }

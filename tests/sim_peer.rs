@@ -442,24 +442,28 @@ fn two_symmetric_nats_end_failed_at_the_punch_window() {
 
 mod whole_system {
     use super::*;
-    use tryst_core::session_server::{SessionConfig, SessionEndReason};
+    use tryst_core::session_server::SessionEndReason;
     use tryst_core::terminal::TerminalEvent;
-    use tryst_tests::sim::peer_world::PeerWorld;
+    use tryst_tests::sim::world::{Sim, SimConfig, TerminalSpec};
 
-    /// TERM1 (allows TERM3) and TERM3, both online.
-    fn world(seed: u64, term3_link: LinkConfig) -> PeerWorld {
-        let mut w = PeerWorld::new(seed, SessionConfig::default());
-        w.add_terminal("TERM1", &["TERM3"], LinkConfig::clean());
-        w.add_terminal("TERM3", &[], term3_link);
-        assert!(w.run_until(Duration::from_secs(30), PeerWorld::all_online));
+    /// TERM1 (allows TERM3) and TERM3, both endpoints behind home NATs, online.
+    fn world(seed: u64, term3_link: LinkConfig) -> Sim {
+        let mut w = Sim::new(seed, SimConfig::default());
+        w.add_terminal(TerminalSpec::new("TERM1").allow(&["TERM3"]));
+        w.add_terminal(TerminalSpec::new("TERM3").link(term3_link));
+        assert!(w.run_until_all_online(Duration::from_secs(30)));
         w
     }
 
-    fn ended_reason(w: &PeerWorld, t: usize) -> Option<EndReason> {
+    fn ended_reason(w: &Sim, t: usize) -> Option<EndReason> {
         w.peer_events(t).into_iter().find_map(|(_, e)| match e {
             PeerEvent::Ended { reason, .. } => Some(reason),
             _ => None,
         })
+    }
+
+    fn has_record(w: &Sim) -> bool {
+        w.store().records().next().is_some()
     }
 
     #[test]
@@ -468,18 +472,14 @@ mod whole_system {
             let mut w = world(21, LinkConfig::clean());
             let data = file(2 * MIB, 21);
             let digest = sha256(&data);
-            w.terms[1].app.to_send = Some(data);
-            w.connect(1, "TERM1", 60);
-            let done = w.run_until(Duration::from_secs(60), |w| !w.records().is_empty());
+            w.app_mut(1).to_send = Some(data);
+            w.connect(1, "TERM1", 60).expect("registered");
+            let done = w.run_until_true(Duration::from_secs(60), has_record);
             assert!(done, "the session server logged the session");
-            let session = w.sessions_of(0)[0];
-            let got = w.terms[0]
-                .app
-                .incoming
-                .get(&session)
-                .expect("bytes arrived");
+            let session = w.sessions_ready(0)[0].session_id;
+            let got = w.app(0).incoming.get(&session).expect("bytes arrived");
             assert_eq!(sha256(got), digest, "SHA-256 at the target");
-            let record = w.records()[0].clone();
+            let record = w.store().records().next().cloned().expect("a record");
             assert_eq!(record.reason, SessionEndReason::Completed);
             let requester = record.requester_side.expect("TERM3 reported");
             let target = record.target_side.expect("TERM1 reported");
@@ -497,24 +497,20 @@ mod whole_system {
             let mut w = world(22, LinkConfig::clean().with_bottleneck(100_000, 30_000));
             let data = file(MIB, 22);
             let digest = sha256(&data);
-            w.terms[1].app.to_send = Some(data);
-            w.connect(1, "TERM1", 6);
-            let done = w.run_until(Duration::from_secs(90), |w| !w.records().is_empty());
+            w.app_mut(1).to_send = Some(data);
+            w.connect(1, "TERM1", 6).expect("registered");
+            let done = w.run_until_true(Duration::from_secs(90), has_record);
             assert!(done);
             let asked = w
-                .terminal_events(1)
-                .into_iter()
-                .any(|(_, e)| matches!(e, TerminalEvent::ExtensionRequested { .. }));
+                .terminal_log(1)
+                .iter()
+                .any(|e| matches!(e, TerminalEvent::ExtensionRequested { .. }));
             assert!(asked, "TERM3 asked for an extension (S1505)");
-            let record = w.records()[0].clone();
+            let record = w.store().records().next().cloned().expect("a record");
             assert!(record.extensions >= 1, "{record:?}");
             assert_eq!(record.reason, SessionEndReason::Completed);
-            let session = w.sessions_of(0)[0];
-            let got = w.terms[0]
-                .app
-                .incoming
-                .get(&session)
-                .expect("bytes arrived");
+            let session = w.sessions_ready(0)[0].session_id;
+            let got = w.app(0).incoming.get(&session).expect("bytes arrived");
             assert_eq!(sha256(got), digest);
         });
     }
@@ -523,29 +519,29 @@ mod whole_system {
     fn s1604_operator_forced_end_stops_the_direct_path_on_both_sides() {
         big_stack(|| {
             let mut w = world(23, LinkConfig::clean().with_bottleneck(100_000, 30_000));
-            w.terms[1].app.to_send = Some(file(4 * MIB, 23));
-            w.connect(1, "TERM1", 600);
-            let started = w.run_until(Duration::from_secs(20), |w| {
+            w.app_mut(1).to_send = Some(file(4 * MIB, 23));
+            w.connect(1, "TERM1", 600).expect("registered");
+            let started = w.run_until_true(Duration::from_secs(20), |w| {
                 w.peer_events(0)
                     .iter()
                     .any(|(_, e)| matches!(e, PeerEvent::StreamProgress { contiguous } if *contiguous > 100_000))
             });
             assert!(started, "the transfer runs");
-            let session = w.sessions_of(0)[0];
-            w.operator_end(session);
-            let done = w.run_until(Duration::from_secs(30), |w| {
-                !w.records().is_empty()
-                    && ended_reason(w, 0).is_some()
-                    && ended_reason(w, 1).is_some()
+            let session = w.sessions_ready(0)[0].session_id;
+            w.end_session(&session).expect("a running session");
+            let done = w.run_until_true(Duration::from_secs(30), |w| {
+                has_record(w) && ended_reason(w, 0).is_some() && ended_reason(w, 1).is_some()
             });
             assert!(done);
             assert_eq!(ended_reason(&w, 0), Some(EndReason::Forced));
             assert_eq!(ended_reason(&w, 1), Some(EndReason::Forced));
-            assert_eq!(w.records()[0].reason, SessionEndReason::Forced);
-            assert!(w
-                .terms
-                .iter()
-                .all(|t| t.endpoint.session_ids().count() == 0));
+            let record = w.store().records().next().cloned().expect("a record");
+            assert_eq!(record.reason, SessionEndReason::Forced);
+            assert!((0..w.terminal_count()).all(|t| w
+                .terminal(t)
+                .machine
+                .endpoint()
+                .is_some_and(|e| e.session_ids().count() == 0)));
         });
     }
 }

@@ -267,6 +267,9 @@ fn trigger_server() -> Vec<Seed> {
     let refused = vec![
         OpenConn { conn: 1, from: 7 },
         Handshake { conn: 1, player: 2 },
+        // The refused link was closed (Output::Close): the session server
+        // connects again.
+        OpenConn { conn: 1, from: 7 },
         Handshake { conn: 1, player: 1 },
         Install {
             conn: 1,

@@ -7,7 +7,12 @@
 //! end, unbinding a name, a restart from the stored facts), raw and
 //! structure-aware garbage, replays, stream churn and arbitrary clock moves.
 //!
-//! After every machine input the harness drains it like a driver and checks:
+//! After every machine input the harness drains it through the simulator's
+//! one driver (`tryst_tests::sim::driver::drive`, the `Machine` contract)
+//! and checks:
+//! - `Output::Timeout` equals `poll_timeout()`; no `Store` comes after a
+//!   `Transmit` in one drain (every fact is stored before what acknowledges
+//!   it leaves); the stored facts are what a restart replays;
 //! - one drain holds at most the configured transmit and event bounds;
 //! - every transmit decodes; nothing goes by UDP; the upstream handshake
 //!   is a valid Noise IK first message for the trigger server's key with a
@@ -42,6 +47,8 @@ use tryst_core::wire::{
     PermissionList, Poll, PublicKey, Register, Role, SessionId, TriggerOutcome, TriggerRequest,
     TriggerResult, Verdict, MAX_HANDSHAKE_LEN,
 };
+use tryst_tests::sim::driver::{drive, DriverOrder, Out};
+use tryst_tests::sim::world::fact_of;
 
 use crate::fuzz_ops;
 use crate::ops::{
@@ -213,9 +220,6 @@ struct Harness {
     started: BTreeMap<[u8; 16], u32>,
     facts: Vec<SessionEvent>,
     records: Vec<Sent>,
-    /// The server dropped events (a queue bound below what one input
-    /// produced): the record checks are off, as facts may be missing.
-    lossy: bool,
     summary: SsSummary,
 }
 
@@ -344,7 +348,6 @@ impl Harness {
             started: BTreeMap::new(),
             facts: Vec::new(),
             records: Vec::new(),
-            lossy: false,
             summary: SsSummary::default(),
         }
     }
@@ -851,11 +854,13 @@ impl Harness {
                 _ => continue,
             };
             if open.contains(&id) {
-                let restored = ss.restore_session(fact);
-                // With facts lost to a full event queue, an extension may
-                // lack its start.
+                let restored = match fact_of(fact) {
+                    Some(fact) => ss.restore_session(&fact),
+                    None => continue,
+                };
+                // Facts are never dropped: every stored fact restores.
                 assert!(
-                    restored.is_ok() || self.lossy,
+                    restored.is_ok(),
                     "a stored fact does not restore: {restored:?}"
                 );
             }
@@ -907,30 +912,53 @@ impl Harness {
         self.drain();
     }
 
-    /// Drains transmits and events once; whether there were any.
+    /// Drains the machine once through the simulator's one driver (which
+    /// checks that `Output::Timeout` equals `poll_timeout()` and that no
+    /// `Store` follows a `Transmit`); acts on every output in order (facts
+    /// stored, and checked, before the transmits after them); whether
+    /// there were any.
     fn drain(&mut self) -> bool {
         let limits = self.config.limits;
-        let mut transmits = 0;
-        while let Some(t) = self.ss.poll_transmit() {
-            transmits += 1;
-            let message = Message::decode(&t.payload)
-                .unwrap_or_else(|e| panic!("a transmit does not decode ({e}): {t:?}"));
-            match t.destination {
-                Destination::Upstream => self.ts_receive(&t.payload, &message),
-                Destination::Connection(conn) => self.term_receive(conn, &t.payload, &message),
-                Destination::Udp(to) => panic!("the session server sent a datagram to {to}"),
+        let now = self.clock.now;
+        let mut outs = Vec::new();
+        let _ = drive(
+            &mut self.ss,
+            now,
+            &mut (),
+            DriverOrder::StoreFirst,
+            &mut outs,
+        );
+        let (mut transmits, mut events) = (0, 0);
+        let any = !outs.is_empty();
+        for out in outs {
+            match out {
+                Out::Store(fact) => self.on_event(SessionEvent::from(fact)),
+                Out::Close(conn) => self.on_close(conn),
+                Out::Event(event) => {
+                    events += 1;
+                    self.on_event(event);
+                }
+                Out::Transmit(destination, payload) => {
+                    transmits += 1;
+                    let message = Message::decode(&payload).unwrap_or_else(|e| {
+                        panic!("a transmit does not decode ({e}): {destination:?}")
+                    });
+                    match destination {
+                        Destination::Upstream => self.ts_receive(&payload, &message),
+                        Destination::Connection(conn) => {
+                            self.term_receive(conn, &payload, &message)
+                        }
+                        Destination::Udp(to) => {
+                            panic!("the session server sent a datagram to {to}")
+                        }
+                    }
+                }
             }
         }
         assert!(
             transmits <= limits.max_queued_transmits.max(1),
             "{transmits} transmits in one drain"
         );
-        let mut events = 0;
-        self.lossy |= self.ss.counters().dropped_events > 0;
-        while let Some(event) = self.ss.poll_event() {
-            events += 1;
-            self.on_event(event);
-        }
         assert!(
             events <= limits.max_queued_events.max(1),
             "{events} events in one drain"
@@ -938,7 +966,17 @@ impl Harness {
         assert!(self.ss.channel_count() <= limits.max_channels);
         assert!(self.ss.session_count() <= limits.max_sessions);
         assert!(self.ss.pending_request_count() <= limits.max_pending_requests);
-        transmits + events > 0
+        any
+    }
+
+    /// The server closed an accepted stream: the terminal on it lost it
+    /// (its next message opens a new one).
+    fn on_close(&mut self, conn: ConnectionId) {
+        for term in &mut self.terms {
+            if term.conn == Some(conn) {
+                term.conn = None;
+            }
+        }
     }
 
     fn on_event(&mut self, event: SessionEvent) {
@@ -960,10 +998,10 @@ impl Harness {
                 self.facts.push(event);
             }
             SessionEvent::SessionRecord(r) => {
-                let lossy = self.lossy;
+                // Facts are never dropped (the contract), whatever the
+                // event queue bound: every record has its start.
                 let Some(records) = self.started.get_mut(&r.session_id.0) else {
-                    assert!(lossy, "a record for a session never started: {r:?}");
-                    return;
+                    panic!("a record for a session never started: {r:?}");
                 };
                 *records += 1;
                 assert_eq!(*records, 1, "a second record for {r:?}");
@@ -1096,9 +1134,6 @@ impl Harness {
         self.setup.auto_trigger = false;
         self.setup.auto_address = false;
         self.settle();
-        if self.lossy {
-            return;
-        }
         for (id, records) in &self.started {
             assert_eq!(*records, 1, "session {id:02x?} has {records} records");
         }

@@ -1,5 +1,7 @@
-//! The `terminal_ops` harness: one [`Terminal`] (seeded ChaCha8) with a
-//! configuration from the input, a session server played with the real
+//! The `terminal_ops` harness: one [`Endpoint`] (the terminal that ships:
+//! the terminal and its peer sessions on one socket, seeded ChaCha8),
+//! driven through the `Machine` contract by the simulator's one driver
+//! (`tryst_tests::sim::driver::drive`), with a configuration from the input, a session server played with the real
 //! Noise IK responder (accepting, refusing or answering nonsense to its
 //! registrations, then sealing list requests, inquiries, address
 //! notifications, extension answers and errors that name the terminal's
@@ -8,11 +10,15 @@
 //! (connect, allow, disallow, answer, progress, finish), raw and
 //! structure-aware garbage, replays and arbitrary clock moves.
 //!
-//! After every operation the harness drains the terminal like a driver and
+//! After every operation the harness drains the endpoint like a driver and
 //! checks:
+//! - `Output::Timeout` equals `poll_timeout()`, and no `Store` follows a
+//!   `Transmit` (the driver asserts both);
 //! - at most [`MAX_QUEUED_TRANSMITS`] transmits and [`MAX_QUEUED_EVENTS`]
 //!   events come out of one operation;
-//! - every transmit decodes; datagrams go only to the trigger server and
+//! - every transmit to the trigger server or upstream decodes; a datagram
+//!   elsewhere is a peer packet of a session the harness notified; those
+//!   to the trigger server
 //!   are keepalives or trigger acks whose tags verify under the UDP key of
 //!   the registration the terminal holds; the upstream stream carries
 //!   handshake inits (valid for the session server's key, with a `Register`
@@ -31,8 +37,11 @@ use rand_chacha::ChaCha8Rng;
 use tryst_core::crypto::udp_auth;
 use tryst_core::crypto::{Responder, SecureChannel, StaticKeypair};
 use tryst_core::machine::Destination;
+use tryst_core::peer::endpoint::{Endpoint, EndpointEvent, SessionIo, MAX_QUEUED_ENDPOINT_EVENTS};
+use tryst_core::peer::packet::is_peer_packet;
+use tryst_core::peer::session::PeerConfig;
 use tryst_core::terminal::{
-    JudgePolicy, Terminal, TerminalConfig, TerminalEvent, MAX_QUEUED_EVENTS, MAX_QUEUED_TRANSMITS,
+    JudgePolicy, TerminalConfig, TerminalEvent, MAX_QUEUED_EVENTS, MAX_QUEUED_TRANSMITS,
     MAX_SESSIONS,
 };
 use tryst_core::wire::{
@@ -40,6 +49,9 @@ use tryst_core::wire::{
     ExtensionRefusal, HandshakeReply, Message, Name, PermissionInquiry, PermissionListRequest,
     PublicKey, RegisterAck, Role, SessionId, SessionKey, UdpKey, Verdict, MAX_HANDSHAKE_LEN,
 };
+
+use tryst_core::time::Instant;
+use tryst_tests::sim::driver::{drive, DriverOrder, Out};
 
 use crate::fuzz_ops;
 use crate::ops::{
@@ -53,6 +65,25 @@ pub const TS_ADDR: SocketAddr =
 pub const NAMES: [&str; 4] = ["alice", "bob", "carol", "dave"];
 /// The terminal's own name.
 pub const OWN_NAME: &str = "home-camera";
+
+/// The app's side of the endpoint's peer sessions: nothing to send; what
+/// arrives is counted.
+#[derive(Debug, Default)]
+struct FuzzIo {
+    received: u64,
+}
+
+impl SessionIo for FuzzIo {
+    fn read_at(&mut self, _: &SessionId, _: u64, _: &mut [u8]) -> usize {
+        0
+    }
+    fn stream_data(&mut self, _: &SessionId, _: u64, data: &[u8]) {
+        self.received += data.len() as u64;
+    }
+    fn datagram(&mut self, _: &SessionId, data: &[u8]) {
+        self.received += data.len() as u64;
+    }
+}
 
 fuzz_ops! {
     /// The terminal's configuration, from the input.
@@ -173,6 +204,8 @@ pub struct TermSummary {
     pub extension_requests: u32,
     /// Trigger acks sent.
     pub trigger_acks: u32,
+    /// Packets the endpoint's peer sessions sent.
+    pub peer_packets: u32,
 }
 
 /// The played session server's view of one registration.
@@ -183,7 +216,9 @@ struct Registration {
 }
 
 struct Harness {
-    t: Terminal<ChaCha8Rng>,
+    t: Box<Endpoint<ChaCha8Rng>>,
+    /// The app's side of the endpoint's peer sessions.
+    io: FuzzIo,
     clock: FuzzClock,
     ss_kp: StaticKeypair,
     term_key: PublicKey,
@@ -250,7 +285,13 @@ impl Harness {
         config.ask_timeout = Duration::from_secs(u64::from(setup.ask_timeout_secs));
         let mode = config.mode;
         let term_key = term_kp.public_key();
-        let mut t = Terminal::new(config, term_kp, ChaCha8Rng::seed_from_u64(0x7e7e));
+        let mut t = Box::new(Endpoint::new(
+            config,
+            term_kp,
+            ChaCha8Rng::seed_from_u64(0x7e7e),
+            ChaCha8Rng::seed_from_u64(0x9e9e),
+            PeerConfig::default(),
+        ));
         for (i, name) in NAMES.iter().enumerate() {
             if setup.allowed & (1 << i) != 0 {
                 t.allow(name).expect("room and a valid name");
@@ -258,6 +299,7 @@ impl Harness {
         }
         Harness {
             t,
+            io: FuzzIo::default(),
             clock: FuzzClock::default(),
             ss_kp,
             term_key,
@@ -392,17 +434,17 @@ impl Harness {
                 };
                 let (udp, bytes) = self.sent[i].clone();
                 if udp {
-                    self.t.handle_udp(now, TS_ADDR, &bytes);
+                    self.udp_in(now, TS_ADDR, &bytes);
                 } else {
                     self.t.handle_upstream(now, &bytes);
                 }
             }
             TermOp::Datagram { from, bytes } => {
-                self.t.handle_udp(now, Self::source(*from), bytes);
+                self.udp_in(now, Self::source(*from), bytes);
             }
             TermOp::DatagramMessage { from, message } => {
                 if let Some(bytes) = encode(message) {
-                    self.t.handle_udp(now, Self::source(*from), &bytes);
+                    self.udp_in(now, Self::source(*from), &bytes);
                 }
             }
             TermOp::Upstream { bytes } => self.t.handle_upstream(now, bytes),
@@ -461,7 +503,7 @@ impl Harness {
                     .transfer_progress(&session(*s), *sent, *received, *active);
             }
             TermOp::Finish { session: s, reason } => {
-                let _ = self.t.finish_session(now, &session(*s), *reason);
+                let _ = self.t.end_session(now, &session(*s), *reason);
             }
             TermOp::Time { step } => {
                 self.clock.step(step, self.t.poll_timeout());
@@ -472,6 +514,13 @@ impl Harness {
     }
 
     /// Index 0 is the trigger server; the others are strangers.
+    /// A datagram arrives on the endpoint's socket (decrypted in place, so
+    /// a copy).
+    fn udp_in(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let mut datagram = bytes.to_vec();
+        self.t.handle_udp(now, from, &mut datagram, &mut self.io);
+    }
+
     fn source(from: u8) -> SocketAddr {
         if from.is_multiple_of(4) {
             TS_ADDR
@@ -497,7 +546,7 @@ impl Harness {
     }
 
     fn datagram(&mut self, from: SocketAddr, bytes: &[u8]) {
-        self.t.handle_udp(self.clock.now, from, bytes);
+        self.udp_in(self.clock.now, from, bytes);
         push_bounded(&mut self.sent, 32, (true, bytes.to_vec()));
     }
 
@@ -604,45 +653,71 @@ impl Harness {
         push_bounded(&mut self.sent, 32, (false, bytes));
     }
 
-    /// Drains the terminal as a driver would and checks every output.
+    /// Drains the endpoint through the simulator's one driver (which checks
+    /// that `Output::Timeout` equals `poll_timeout()` and that no `Store`
+    /// follows a `Transmit`) and checks every output.
     fn settle(&mut self) {
-        let mut transmits = 0;
-        while let Some(tx) = self.t.poll_transmit() {
-            transmits += 1;
-            let message = Message::decode(&tx.payload)
-                .unwrap_or_else(|e| panic!("a transmit does not decode ({e}): {tx:?}"));
-            match tx.destination {
-                Destination::Udp(to) => {
-                    assert_eq!(to, TS_ADDR, "a datagram to {to}: {message:?}");
-                    self.check_datagram(&message);
+        let mut outs = Vec::new();
+        let _ = drive(
+            &mut *self.t,
+            self.clock.now,
+            &mut self.io,
+            DriverOrder::StoreFirst,
+            &mut outs,
+        );
+        let (mut transmits, mut events) = (0, 0);
+        for out in outs {
+            match out {
+                Out::Store(never) => match never {},
+                Out::Close(c) => panic!("a terminal accepts no streams: {c:?}"),
+                Out::Transmit(Destination::Udp(to), payload) if to != TS_ADDR => {
+                    // Only the peer sessions send elsewhere.
+                    assert!(
+                        is_peer_packet(&payload),
+                        "a datagram to {to} that is no peer packet"
+                    );
+                    self.summary.peer_packets += 1;
                 }
-                Destination::Upstream => self.on_upstream(&tx.payload, &message),
-                Destination::Connection(c) => panic!("a terminal accepts no streams: {c:?}"),
+                Out::Transmit(destination, payload) => {
+                    transmits += 1;
+                    let message = Message::decode(&payload).unwrap_or_else(|e| {
+                        panic!("a transmit does not decode ({e}): {destination:?}")
+                    });
+                    match destination {
+                        Destination::Udp(_) => self.check_datagram(&message),
+                        Destination::Upstream => self.on_upstream(&payload, &message),
+                        Destination::Connection(c) => {
+                            panic!("a terminal accepts no streams: {c:?}")
+                        }
+                    }
+                }
+                Out::Event(EndpointEvent::Peer { .. }) => {}
+                Out::Event(EndpointEvent::Terminal(event)) => {
+                    events += 1;
+                    match event {
+                        TerminalEvent::Registered { .. } => self.summary.registered += 1,
+                        TerminalEvent::SessionReady { .. } => self.summary.sessions += 1,
+                        TerminalEvent::SessionEnded { .. } => self.summary.ended += 1,
+                        TerminalEvent::ExtensionRequested { .. } => {
+                            self.summary.extension_requests += 1
+                        }
+                        TerminalEvent::PermissionAsked { query_id, .. } => {
+                            push_bounded(&mut self.inquiries, 8, query_id);
+                        }
+                        _ => {}
+                    }
+                }
             }
         }
         assert!(
             transmits <= MAX_QUEUED_TRANSMITS,
             "{transmits} transmits from one input"
         );
-        let mut events = 0;
-        while let Some(event) = self.t.poll_event() {
-            events += 1;
-            match event {
-                TerminalEvent::Registered { .. } => self.summary.registered += 1,
-                TerminalEvent::SessionReady { .. } => self.summary.sessions += 1,
-                TerminalEvent::SessionEnded { .. } => self.summary.ended += 1,
-                TerminalEvent::ExtensionRequested { .. } => self.summary.extension_requests += 1,
-                TerminalEvent::PermissionAsked { query_id, .. } => {
-                    push_bounded(&mut self.inquiries, 8, query_id);
-                }
-                _ => {}
-            }
-        }
         assert!(
-            events <= MAX_QUEUED_EVENTS,
+            events <= MAX_QUEUED_EVENTS.max(MAX_QUEUED_ENDPOINT_EVENTS),
             "{events} events from one input"
         );
-        assert!(self.t.session_count() <= MAX_SESSIONS);
+        assert!(self.t.terminal().session_count() <= MAX_SESSIONS);
     }
 
     /// Whether `message` carries a tag under the UDP key of a registration

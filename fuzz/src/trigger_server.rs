@@ -5,8 +5,12 @@
 //! few addresses, next to raw and structure-aware garbage, stream churn and
 //! arbitrary clock moves.
 //!
-//! After every operation the harness drains the machine like a driver and
-//! checks:
+//! After every operation the harness drains the machine through the
+//! simulator's one driver (`tryst_tests::sim::driver::drive`, the `Machine`
+//! contract) and checks:
+//! - `Output::Timeout` equals `poll_timeout()`; the machine closes only a
+//!   connection whose link it refused in the same drain (`LinkRefused`),
+//!   and the harness then drops that link;
 //! - at most [`MAX_QUEUED_TRANSMITS`] transmits and [`MAX_QUEUED_EVENTS`]
 //!   events come out of one operation;
 //! - every transmit decodes; nothing goes upstream; a UDP datagram is a
@@ -40,6 +44,7 @@ use tryst_core::wire::{
     AddressInquiry, DeviceId, EndTriggerRequest, HandshakeInit, KeyInstall, KeyRevoke, Message,
     Poll, SessionId, TriggerRequest, UdpKey, MAX_HANDSHAKE_LEN, MAX_PLAIN_MESSAGE_LEN,
 };
+use tryst_tests::sim::driver::{drive, DriverOrder, Out};
 
 use crate::fuzz_ops;
 use crate::ops::{
@@ -175,6 +180,8 @@ struct Harness {
     keys: BTreeMap<u64, BTreeSet<[u8; 32]>>,
     /// Addresses that delivered an authentic keepalive.
     proven: BTreeSet<SocketAddr>,
+    /// Links refused and not closed yet.
+    refused: BTreeSet<ConnectionId>,
     records: Vec<Record>,
     datagrams: Vec<Vec<u8>>,
     summary: TsSummary,
@@ -235,6 +242,7 @@ impl Harness {
             terms,
             keys: BTreeMap::new(),
             proven: BTreeSet::new(),
+            refused: BTreeSet::new(),
             records: Vec::new(),
             datagrams: Vec::new(),
             summary: TsSummary::default(),
@@ -467,34 +475,64 @@ impl Harness {
 
     /// Drains the machine as a driver would and checks every output.
     fn settle(&mut self) {
-        let mut transmits = 0;
-        while let Some(t) = self.ts.poll_transmit() {
-            transmits += 1;
-            let message = Message::decode(&t.payload)
-                .unwrap_or_else(|e| panic!("a transmit does not decode ({e}): {t:?}"));
-            match t.destination {
-                Destination::Udp(to) => self.check_datagram(to, &message),
-                Destination::Connection(conn) => {
-                    let c = u8::try_from(conn.0).expect("the harness uses few connections");
-                    self.on_stream_transmit(c, &t.payload, &message);
+        let mut outs = Vec::new();
+        let _ = drive(
+            &mut self.ts,
+            self.clock.now,
+            &mut (),
+            DriverOrder::StoreFirst,
+            &mut outs,
+        );
+        let (mut transmits, mut events) = (0, 0);
+        let mut closed = Vec::new();
+        for out in outs {
+            match out {
+                Out::Store(never) => match never {},
+                Out::Close(conn) => closed.push(conn),
+                Out::Transmit(destination, payload) => {
+                    transmits += 1;
+                    let message = Message::decode(&payload).unwrap_or_else(|e| {
+                        panic!("a transmit does not decode ({e}): {destination:?}")
+                    });
+                    match destination {
+                        Destination::Udp(to) => self.check_datagram(to, &message),
+                        Destination::Connection(conn) => {
+                            let c = u8::try_from(conn.0).expect("the harness uses few connections");
+                            self.on_stream_transmit(c, &payload, &message);
+                        }
+                        Destination::Upstream => panic!("the trigger server has no upstream"),
+                    }
                 }
-                Destination::Upstream => panic!("the trigger server has no upstream"),
+                Out::Event(event) => {
+                    events += 1;
+                    match event {
+                        TriggerEvent::AddressChanged { addr, .. } => assert!(
+                            self.proven.contains(&addr),
+                            "address {addr} recorded without an authentic keepalive from it"
+                        ),
+                        TriggerEvent::LinkRefused { conn, .. } => {
+                            self.refused.insert(conn);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        // Only a refused link is closed (its event in the same drain); the
+        // driver closes the socket, so the harness's link is gone.
+        for conn in closed {
+            assert!(
+                self.refused.remove(&conn),
+                "closed {conn:?}, which was not refused"
+            );
+            if let Ok(c) = u8::try_from(conn.0) {
+                self.links.remove(&c);
             }
         }
         assert!(
             transmits <= MAX_QUEUED_TRANSMITS,
             "{transmits} transmits from one input"
         );
-        let mut events = 0;
-        while let Some(event) = self.ts.poll_event() {
-            events += 1;
-            if let TriggerEvent::AddressChanged { addr, .. } = event {
-                assert!(
-                    self.proven.contains(&addr),
-                    "address {addr} recorded without an authentic keepalive from it"
-                );
-            }
-        }
         assert!(
             events <= MAX_QUEUED_EVENTS,
             "{events} events from one input"

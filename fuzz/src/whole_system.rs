@@ -22,20 +22,15 @@ use std::time::Duration;
 
 use tryst_core::session_server::SessionConfig;
 use tryst_core::time::Instant;
-use tryst_core::wire::{EndReason, SessionId, Verdict};
-use tryst_tests::sim::model::{check, live_sessions, name, Judge, Model};
+use tryst_tests::sim::model::{name, Judge, Model};
 use tryst_tests::sim::nat::NatConfig;
-use tryst_tests::sim::net::LinkConfig;
+use tryst_tests::sim::ops::{apply, finish};
 use tryst_tests::sim::world::{Placement, Sim, SimConfig};
 
 use crate::fuzz_ops;
-use crate::ops::read_input;
+use crate::ops::{read_input, SeedEncode, SeedWriter};
 
-/// Longest duration a request asks for, and the server's bounds (short, so
-/// the final run past every deadline stays cheap), as in the property test.
-pub const MAX_ASKED_SECS: u32 = 240;
-/// Longest total an extended session reaches.
-pub const MAX_TOTAL_SECS: u64 = 480;
+pub use tryst_tests::sim::ops::{MAX_ASKED_SECS, MAX_TOTAL_SECS};
 /// Most operations one input runs (each may run the clock for a while).
 pub const MAX_WORLD_OPS: usize = 48;
 
@@ -59,39 +54,87 @@ fuzz_ops! {
     }
 }
 
-fuzz_ops! {
-    /// One thing that happens in the world.
-    pub enum WsOp {
-        /// `from` asks for terminal `(from + to) % (n + 1)` (`n`: a name
-        /// nobody has), then `settle_ms` pass.
-        Connect { from: u8, to: u8, secs: u16, settle_ms: u16 },
-        /// `who` permits terminal `name`.
-        Allow { who: u8, name: u8 },
-        /// `who` no longer permits terminal `name`.
-        Disallow { who: u8, name: u8 },
-        /// `who`'s user answers its oldest open inquiry.
-        Answer { who: u8, permit: bool },
-        /// `who` reports its first live session's transfer as running or not.
-        Progress { who: u8, active: bool },
-        /// `who` finishes its first live session.
-        Finish { who: u8, reason: EndReason },
-        /// The operator ends the `k`-th started session.
-        ForceEnd { k: u8 },
-        /// `who`'s stream to the session server breaks.
-        BreakUpstream { who: u8 },
-        /// The servers' link breaks.
-        BreakServerLink {},
-        /// The session server restarts from its store.
-        RestartSessionServer {},
-        /// `who`'s access link gets this loss and duplication (percent % 51)
-        /// and jitter.
-        SetLink { who: u8, loss_percent: u8, jitter_ms: u8 },
-        /// `who` is switched off for good.
-        PowerOff { who: u8 },
-        /// Time passes.
-        Wait { millis: u16 },
-        /// A longer wait.
-        WaitSecs { secs: u8 },
+/// One thing that happens in the world: the simulator's shared operation
+/// ([`WorldOp`], declared once in `tryst_tests::sim::ops` for this target
+/// and the property test), read with its `arbitrary` derive. The seeds
+/// write it with the [`SeedEncode`] below, variant by variant in
+/// declaration order.
+pub use tryst_tests::sim::ops::WorldOp as WsOp;
+
+impl SeedEncode for WsOp {
+    fn encode(&self, w: &mut SeedWriter) {
+        const VARIANTS: usize = 14;
+        match self {
+            WsOp::Connect {
+                from,
+                to,
+                secs,
+                settle_ms,
+            } => {
+                w.variant(0, VARIANTS);
+                from.encode(w);
+                to.encode(w);
+                secs.encode(w);
+                settle_ms.encode(w);
+            }
+            WsOp::Allow { who, name } => {
+                w.variant(1, VARIANTS);
+                who.encode(w);
+                name.encode(w);
+            }
+            WsOp::Disallow { who, name } => {
+                w.variant(2, VARIANTS);
+                who.encode(w);
+                name.encode(w);
+            }
+            WsOp::Answer { who, permit } => {
+                w.variant(3, VARIANTS);
+                who.encode(w);
+                permit.encode(w);
+            }
+            WsOp::Progress { who, active } => {
+                w.variant(4, VARIANTS);
+                who.encode(w);
+                active.encode(w);
+            }
+            WsOp::Finish { who, reason } => {
+                w.variant(5, VARIANTS);
+                who.encode(w);
+                reason.encode(w);
+            }
+            WsOp::ForceEnd { k } => {
+                w.variant(6, VARIANTS);
+                k.encode(w);
+            }
+            WsOp::BreakUpstream { who } => {
+                w.variant(7, VARIANTS);
+                who.encode(w);
+            }
+            WsOp::BreakServerLink {} => w.variant(8, VARIANTS),
+            WsOp::RestartSessionServer {} => w.variant(9, VARIANTS),
+            WsOp::SetLink {
+                who,
+                loss_percent,
+                jitter_ms,
+            } => {
+                w.variant(10, VARIANTS);
+                who.encode(w);
+                loss_percent.encode(w);
+                jitter_ms.encode(w);
+            }
+            WsOp::PowerOff { who } => {
+                w.variant(11, VARIANTS);
+                who.encode(w);
+            }
+            WsOp::Wait { millis } => {
+                w.variant(12, VARIANTS);
+                millis.encode(w);
+            }
+            WsOp::WaitSecs { secs } => {
+                w.variant(13, VARIANTS);
+                secs.encode(w);
+            }
+        }
     }
 }
 
@@ -157,15 +200,7 @@ pub fn run(data: &[u8]) -> WsSummary {
     for op in &ops {
         apply(&mut sim, &mut model, n, op);
     }
-    // The users stop everything running, then the clock runs past every
-    // deadline (the longest session, the grace, the records).
-    for t in 0..n {
-        for s in live_sessions(&sim, t) {
-            let _ = sim.transfer_progress(t, &s, 0, 0, false);
-        }
-    }
-    sim.run_for(Duration::from_secs(MAX_TOTAL_SECS + 120));
-    if let Err(broken) = check(&sim, &model, n) {
+    if let Err(broken) = finish(&mut sim, &model, n) {
         panic!("invariant broken: {broken}");
     }
     WsSummary {
@@ -173,125 +208,5 @@ pub fn run(data: &[u8]) -> WsSummary {
         sessions: u32::try_from(sim.store().started().count()).unwrap_or(u32::MAX),
         records: u32::try_from(sim.store().records().count()).unwrap_or(u32::MAX),
         restarts: sim.stats().restarts,
-    }
-}
-
-fn apply(sim: &mut Sim, model: &mut Model, n: usize, op: &WsOp) {
-    let now = sim.now();
-    let term = |who: u8| usize::from(who) % n;
-    // A terminal switched off takes no more calls from its app.
-    let off = |sim: &Sim, who: u8| sim.terminal(term(who)).powered_off;
-    let who = match *op {
-        WsOp::Connect { from: who, .. }
-        | WsOp::Allow { who, .. }
-        | WsOp::Disallow { who, .. }
-        | WsOp::Answer { who, .. }
-        | WsOp::Progress { who, .. }
-        | WsOp::Finish { who, .. }
-        | WsOp::BreakUpstream { who }
-        | WsOp::PowerOff { who } => Some(who),
-        _ => None,
-    };
-    if who.is_some_and(|who| off(sim, who)) {
-        if let WsOp::Connect { settle_ms, .. } = *op {
-            sim.run_for(Duration::from_millis(u64::from(settle_ms)));
-        }
-        return;
-    }
-    match *op {
-        WsOp::Connect {
-            from,
-            to,
-            secs,
-            settle_ms,
-        } => {
-            let from = term(from);
-            let to = (from + usize::from(to)) % (n + 1);
-            let target = if to == n {
-                "ghost".to_string()
-            } else {
-                name(to)
-            };
-            let secs = u32::from(secs) % (MAX_ASKED_SECS + 1);
-            if let Ok(id) = sim.connect(from, &target, secs) {
-                model.requests.insert((name(from), id), (target, now));
-            }
-            sim.run_for(Duration::from_millis(u64::from(settle_ms)));
-        }
-        WsOp::Allow { who, name: other } => {
-            let (who, other) = (term(who), term(other));
-            if sim.allow(who, &name(other)).is_ok() {
-                model.set(now, &name(who), &name(other), true);
-            }
-        }
-        WsOp::Disallow { who, name: other } => {
-            let (who, other) = (term(who), term(other));
-            sim.disallow(who, &name(other));
-            model.set(now, &name(who), &name(other), false);
-        }
-        WsOp::Answer { who, permit } => {
-            let who = term(who);
-            let open = sim.open_inquiries(who).into_iter().next();
-            if let Some((query, requester)) = open {
-                let verdict = if permit {
-                    Verdict::Permit
-                } else {
-                    Verdict::Deny
-                };
-                if sim.answer(who, query, verdict).is_ok() && permit {
-                    model.permit_answered(now, &name(who), requester);
-                }
-            }
-        }
-        WsOp::Progress { who, active } => {
-            let who = term(who);
-            if let Some(s) = live_sessions(sim, who).first() {
-                let _ = sim.transfer_progress(who, s, 100, 100, active);
-            }
-        }
-        WsOp::Finish { who, reason } => {
-            let who = term(who);
-            if let Some(s) = live_sessions(sim, who).first() {
-                let _ = sim.finish_session(who, s, reason);
-            }
-        }
-        WsOp::ForceEnd { k } => {
-            let started: Vec<SessionId> = sim.store().started().map(|s| s.session_id).collect();
-            if let Some(s) = started.get(usize::from(k)) {
-                let _ = sim.end_session(s);
-            }
-        }
-        WsOp::BreakUpstream { who } => {
-            sim.break_upstream(term(who));
-        }
-        WsOp::BreakServerLink {} => {
-            sim.break_server_link();
-        }
-        WsOp::RestartSessionServer {} => sim.restart_session_server(),
-        WsOp::SetLink {
-            who,
-            loss_percent,
-            jitter_ms,
-        } => {
-            let loss = f64::from(loss_percent % 51) / 100.0;
-            let link = LinkConfig {
-                latency: Duration::from_millis(10),
-                jitter: Duration::from_millis(u64::from(jitter_ms)),
-                loss,
-                duplicate: loss,
-                ..LinkConfig::clean()
-            };
-            let node = sim.terminal(term(who));
-            match node.nat {
-                Some(nat) => sim.net.set_nat_link(nat, link),
-                None => {
-                    let host = node.host;
-                    sim.net.set_link(host, link);
-                }
-            }
-        }
-        WsOp::PowerOff { who } => sim.power_off(term(who)),
-        WsOp::Wait { millis } => sim.run_for(Duration::from_millis(u64::from(millis))),
-        WsOp::WaitSecs { secs } => sim.run_for(Duration::from_secs(u64::from(secs))),
     }
 }

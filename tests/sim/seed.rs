@@ -7,6 +7,9 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 /// one number, or several separated by commas.
 pub const SEED_ENV: &str = "TRYST_SIM_SEED";
 
+/// The stack of a simulated run's thread.
+pub const STACK_SIZE: usize = 256 << 20;
+
 /// The seeds every scenario runs on when [`SEED_ENV`] is not set.
 pub const DEFAULT_SEEDS: [u64; 4] = [1, 2, 3, 0x5eed_cafe];
 
@@ -30,15 +33,24 @@ pub fn seeds(default: &[u64]) -> Vec<u64> {
 
 /// Runs `test` once per seed (see [`seeds`]); if it panics, prints
 /// `seed = N` (and how to replay it) and resumes the panic.
-pub fn run_with_seeds(default: &[u64], test: impl Fn(u64)) {
+pub fn run_with_seeds(default: &[u64], test: impl Fn(u64) + Sync) {
     for seed in seeds(default) {
         run_with_seed(seed, &test);
     }
 }
 
-/// Runs `test(seed)`; on panic prints the seed and resumes the panic.
-pub fn run_with_seed(seed: u64, test: impl FnOnce(u64)) {
-    let result = catch_unwind(AssertUnwindSafe(|| test(seed)));
+/// Runs `test(seed)` on a thread with a large stack (an endpoint terminal
+/// holds its peer session slots inline, and unoptimised builds copy it
+/// between frames); on panic prints the seed and resumes the panic.
+pub fn run_with_seed(seed: u64, test: impl FnOnce(u64) + Send) {
+    let result = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(STACK_SIZE)
+            .spawn_scoped(s, move || catch_unwind(AssertUnwindSafe(|| test(seed))))
+            .expect("spawn a test thread")
+            .join()
+            .unwrap_or_else(Err)
+    });
     if let Err(panic) = result {
         eprintln!("seed = {seed}  (replay with {SEED_ENV}={seed})");
         resume_unwind(panic);

@@ -1,29 +1,46 @@
 //! The whole system on the simulated network: one trigger server, one
-//! session server and any number of terminals behind NATs, driven by a
-//! virtual clock according to the driver contract of
-//! `tryst_core::machine`.
+//! session server and any number of terminals behind NATs, each terminal an
+//! [`Endpoint`] (the terminal that ships: its registration, keepalives and
+//! peer sessions on one socket), driven by a virtual clock through the
+//! [`tryst_core::machine::Machine`] trait only.
 //!
 //! # The loop
 //!
 //! [`Sim::step`] takes the earliest of (the next network delivery, the
 //! earliest machine timeout), moves the clock there, and feeds that one
 //! input to its machine; network deliveries go first on a tie. After every
-//! input the machine is drained: `poll_transmit` until `None` (each
-//! transmit routed onto the network), `poll_event` until `None` (each event
-//! logged, durable session-server facts also stored), then `poll_timeout`.
-//! A machine that, right after `handle_timeout(now)`, asks to be woken at
-//! or before `now` fails the run (it would make a real driver spin).
+//! input (and every app or operator call) the machine is drained by the one
+//! generic [`drive`] function, and [`Sim::act`] acts on what came out: a
+//! fact is committed to the [`Store`], a close closes the stream, an event
+//! is logged (and seen by the scripted app), a transmit is routed onto the
+//! network by [`Sim::route`], the one routing function of every role. A
+//! machine that, right after `handle_timeout(now)`, asks to be woken at or
+//! before `now` fails the run (it would make a real driver spin).
+//!
+//! # Durability
+//!
+//! The session server's driver commits each fact when it comes out, before
+//! the transmits after it ([`DriverOrder::StoreFirst`]). Each message the
+//! session server sends a terminal is tagged with how many facts were
+//! committed when it left; when the terminal acts on it, the simulator
+//! checks that what it acknowledges was stored by then: a `SessionReady`
+//! (an address notification) needs its `SessionStarted`, a
+//! `SessionExtended` (an extension grant) its `SessionExtended` fact. A
+//! breach panics, or, with [`SimConfig::durability_panics`] off, is kept in
+//! [`Sim::violations`] (what the test of [`DriverOrder::AckBeforeStore`]
+//! reads).
 //!
 //! # Transports
 //!
-//! - UDP: each terminal's one socket, and the trigger server's.
+//! - UDP: each terminal's one socket (registration keepalives, triggers and
+//!   peer packets together), and the trigger server's.
 //! - A terminal's `Destination::Upstream` is its stream to the session
 //!   server, opened on first use and opened again after a break.
 //! - The session server's `Destination::Upstream` is its stream to the
 //!   trigger server; `Destination::Connection(id)` on either server is an
 //!   accepted stream (the connection ID is the stream's number).
-//! - `SessionEvent::CloseConnection(id)` closes that stream from the server
-//!   side (the terminal learns it after the latency).
+//! - `Output::Close(id)` closes that stream from the server side (the
+//!   client learns it after the latency).
 //!
 //! # Seeds
 //!
@@ -32,17 +49,20 @@
 //! order, so one seed and one script give one run.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tryst_core::crypto::StaticKeypair;
-use tryst_core::machine::{ConnectionId, Destination, Transmit};
+use tryst_core::machine::{ConnectionId, Destination, Input, Machine, Output};
 use tryst_core::names::{NameRegistry, TrustMode};
+use tryst_core::peer::endpoint::{Endpoint, EndpointEvent, SessionIo};
+use tryst_core::peer::session::{PeerConfig, PeerEvent};
 use tryst_core::session_server::{
-    SessionConfig, SessionEvent, SessionRecord, SessionServer, SessionStarted,
+    SessionConfig, SessionEvent, SessionFact, SessionRecord, SessionServer, SessionStarted,
 };
 use tryst_core::terminal::{
     ConnectError, JudgePolicy, PermissionError, Terminal, TerminalConfig, TerminalEvent,
@@ -50,8 +70,9 @@ use tryst_core::terminal::{
 };
 use tryst_core::time::Instant;
 use tryst_core::trigger_server::{TriggerConfig, TriggerEvent, TriggerServer};
-use tryst_core::wire::{DecisionMode, EndReason, Name, PublicKey, SessionId, Verdict};
+use tryst_core::wire::{DecisionMode, EndReason, Name, PublicKey, Role, SessionId, Verdict};
 
+use super::driver::{drive, DriverOrder, Out};
 use super::log::{EventLog, DEFAULT_LOG_LIMIT};
 use super::nat::NatConfig;
 use super::net::{Direction, HostId, LinkConfig, NatId, NetEvent, Network, StreamId};
@@ -89,6 +110,28 @@ pub struct SimConfig {
     pub trigger: TriggerConfig,
     /// The session server's configuration.
     pub session: SessionConfig,
+    /// What runs each terminal.
+    pub terminal_kind: TerminalKind,
+    /// The peer sessions' configuration (endpoint terminals).
+    pub peer: PeerConfig,
+    /// How the session server's driver orders facts and transmits.
+    pub order: DriverOrder,
+    /// Whether a durability breach fails the run at once (else it is kept
+    /// in [`Sim::violations`]).
+    pub durability_panics: bool,
+}
+
+/// What runs a simulated terminal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TerminalKind {
+    /// The [`Endpoint`] that ships: terminal plus peer sessions.
+    #[default]
+    Endpoint,
+    /// The bare terminal component behind the same [`Machine`] contract
+    /// ([`BareTerminal`]): no peer sessions, a few kB instead of the
+    /// endpoint's session slots. For runs of many terminals that never
+    /// use the direct path (the scale test).
+    Bare,
 }
 
 impl Default for SimConfig {
@@ -101,6 +144,10 @@ impl Default for SimConfig {
             trust: TrustMode::TrustOnFirstUse,
             trigger: TriggerConfig::default(),
             session: SessionConfig::default(),
+            terminal_kind: TerminalKind::Endpoint,
+            peer: PeerConfig::default(),
+            order: DriverOrder::StoreFirst,
+            durability_panics: true,
         }
     }
 }
@@ -236,11 +283,249 @@ impl Node {
     }
 }
 
+// ----- the terminal's app -----------------------------------------------------
+
+/// A terminal's app: the payload of its peer sessions (the endpoint's
+/// [`SessionIo`]) and its script.
+#[derive(Debug, Default)]
+pub struct PeerApp {
+    /// The file to send on the next session this terminal asked for; once
+    /// the peer acknowledged all of it, the app ends the session with
+    /// `Completed`.
+    pub to_send: Option<Vec<u8>>,
+    /// Outgoing stream bytes per session.
+    pub outgoing: HashMap<SessionId, Vec<u8>>,
+    /// Incoming stream bytes per session, placed by offset.
+    pub incoming: HashMap<SessionId, Vec<u8>>,
+    /// Datagrams received per session.
+    pub datagrams: HashMap<SessionId, Vec<Vec<u8>>>,
+    /// Sessions the app already ended.
+    ended: Vec<SessionId>,
+}
+
+impl SessionIo for PeerApp {
+    fn read_at(&mut self, session: &SessionId, offset: u64, buf: &mut [u8]) -> usize {
+        let Some(data) = self.outgoing.get(session) else {
+            return 0;
+        };
+        let Some(rest) = usize::try_from(offset).ok().and_then(|o| data.get(o..)) else {
+            return 0;
+        };
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        n
+    }
+
+    fn stream_data(&mut self, session: &SessionId, offset: u64, data: &[u8]) {
+        let incoming = self.incoming.entry(*session).or_default();
+        let start = usize::try_from(offset).expect("offsets fit in memory");
+        if incoming.len() < start + data.len() {
+            incoming.resize(start + data.len(), 0);
+        }
+        incoming[start..start + data.len()].copy_from_slice(data);
+    }
+
+    fn datagram(&mut self, session: &SessionId, data: &[u8]) {
+        self.datagrams
+            .entry(*session)
+            .or_default()
+            .push(data.to_vec());
+    }
+}
+
+// ----- what runs a terminal -----------------------------------------------------
+
+/// The bare terminal component behind the [`Machine`] contract, with the
+/// endpoint's event type: what [`TerminalKind::Bare`] runs. Events come
+/// before transmits, as in the endpoint.
+#[derive(Debug)]
+pub struct BareTerminal {
+    terminal: Terminal<SimRng>,
+}
+
+impl Machine for BareTerminal {
+    type Fact = Infallible;
+    type Event = EndpointEvent;
+    type Io = dyn SessionIo + 'static;
+
+    fn handle_input(&mut self, now: Instant, input: Input<'_>, _io: &mut Self::Io) {
+        match input {
+            Input::Datagram { from, bytes } => self.terminal.handle_udp(now, from, bytes),
+            Input::UpstreamMessage(bytes) => self.terminal.handle_upstream(now, bytes),
+            Input::UpstreamClosed => self.terminal.handle_upstream_closed(now),
+            Input::ConnectionOpened { .. }
+            | Input::ConnectionMessage { .. }
+            | Input::ConnectionClosed(_) => {}
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.terminal.handle_timeout(now);
+    }
+
+    fn poll_output(
+        &mut self,
+        _now: Instant,
+        buf: &mut [u8],
+        _io: &mut Self::Io,
+    ) -> Output<Infallible, EndpointEvent> {
+        if let Some(event) = self.terminal.poll_event() {
+            return Output::Event(EndpointEvent::Terminal(event));
+        }
+        while let Some(t) = self.terminal.poll_transmit() {
+            if let Some(transmit) = t.write_into(buf) {
+                return Output::Transmit(transmit);
+            }
+        }
+        Output::Timeout(self.terminal.poll_timeout())
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.terminal.poll_timeout()
+    }
+}
+
+/// A simulated terminal's machine: the [`Endpoint`] that ships, or the
+/// lighter [`BareTerminal`]; one [`Machine`] either way.
+#[derive(Debug)]
+pub enum TerminalMachine {
+    /// Terminal plus peer sessions ([`TerminalKind::Endpoint`]).
+    Endpoint(Box<Endpoint<SimRng>>),
+    /// The terminal alone ([`TerminalKind::Bare`]).
+    Bare(Box<BareTerminal>),
+}
+
+impl TerminalMachine {
+    /// The terminal component (state, counters, permissions).
+    pub fn terminal(&self) -> &Terminal<SimRng> {
+        match self {
+            TerminalMachine::Endpoint(e) => e.terminal(),
+            TerminalMachine::Bare(b) => &b.terminal,
+        }
+    }
+
+    /// The endpoint, if this terminal runs one.
+    pub fn endpoint(&self) -> Option<&Endpoint<SimRng>> {
+        match self {
+            TerminalMachine::Endpoint(e) => Some(e),
+            TerminalMachine::Bare(_) => None,
+        }
+    }
+
+    fn start(&mut self, now: Instant) {
+        match self {
+            TerminalMachine::Endpoint(e) => e.start(now),
+            TerminalMachine::Bare(b) => b.terminal.start(now),
+        }
+    }
+
+    fn set_permissions(&mut self, names: &[&str]) -> Result<(), PermissionError> {
+        match self {
+            TerminalMachine::Endpoint(e) => e.set_permissions(names),
+            TerminalMachine::Bare(b) => b.terminal.set_permissions(names),
+        }
+    }
+
+    fn connect(&mut self, now: Instant, target: &str, secs: u32) -> Result<u32, ConnectError> {
+        match self {
+            TerminalMachine::Endpoint(e) => e.connect(now, target, secs),
+            TerminalMachine::Bare(b) => b.terminal.connect(now, target, secs),
+        }
+    }
+
+    fn allow(&mut self, name: &str) -> Result<(), PermissionError> {
+        match self {
+            TerminalMachine::Endpoint(e) => e.allow(name),
+            TerminalMachine::Bare(b) => b.terminal.allow(name),
+        }
+    }
+
+    fn disallow(&mut self, name: &str) -> bool {
+        match self {
+            TerminalMachine::Endpoint(e) => e.disallow(name),
+            TerminalMachine::Bare(b) => b.terminal.disallow(name),
+        }
+    }
+
+    fn answer(&mut self, now: Instant, query: u32, verdict: Verdict) -> Result<(), UnknownQuery> {
+        match self {
+            TerminalMachine::Endpoint(e) => e.answer(now, query, verdict),
+            TerminalMachine::Bare(b) => b.terminal.answer(now, query, verdict),
+        }
+    }
+
+    fn transfer_progress(
+        &mut self,
+        id: &SessionId,
+        sent: u64,
+        received: u64,
+        active: bool,
+    ) -> Result<(), UnknownSession> {
+        match self {
+            TerminalMachine::Endpoint(e) => e.transfer_progress(id, sent, received, active),
+            TerminalMachine::Bare(b) => b.terminal.transfer_progress(id, sent, received, active),
+        }
+    }
+
+    fn end_session(
+        &mut self,
+        now: Instant,
+        id: &SessionId,
+        reason: EndReason,
+    ) -> Result<(), UnknownSession> {
+        match self {
+            TerminalMachine::Endpoint(e) => e.end_session(now, id, reason),
+            TerminalMachine::Bare(b) => b.terminal.finish_session(now, id, reason),
+        }
+    }
+}
+
+impl Machine for TerminalMachine {
+    type Fact = Infallible;
+    type Event = EndpointEvent;
+    type Io = dyn SessionIo + 'static;
+
+    fn handle_input(&mut self, now: Instant, input: Input<'_>, io: &mut Self::Io) {
+        match self {
+            TerminalMachine::Endpoint(e) => Machine::handle_input(&mut **e, now, input, io),
+            TerminalMachine::Bare(b) => b.handle_input(now, input, io),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            TerminalMachine::Endpoint(e) => Machine::handle_timeout(&mut **e, now),
+            TerminalMachine::Bare(b) => Machine::handle_timeout(&mut **b, now),
+        }
+    }
+
+    fn poll_output(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        io: &mut Self::Io,
+    ) -> Output<Infallible, EndpointEvent> {
+        match self {
+            TerminalMachine::Endpoint(e) => Machine::poll_output(&mut **e, now, buf, io),
+            TerminalMachine::Bare(b) => b.poll_output(now, buf, io),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            TerminalMachine::Endpoint(e) => Machine::poll_timeout(&**e),
+            TerminalMachine::Bare(b) => Machine::poll_timeout(&**b),
+        }
+    }
+}
+
 /// A simulated terminal and what its driver keeps.
 #[derive(Debug)]
 pub struct TerminalNode {
     /// The machine.
-    pub machine: Terminal<SimRng>,
+    pub machine: TerminalMachine,
+    /// Its app (peer payload and script).
+    pub app: PeerApp,
     /// Its name.
     pub name: String,
     /// Its identity key.
@@ -251,31 +536,52 @@ pub struct TerminalNode {
     pub nat: Option<NatId>,
     /// Its current stream to the session server.
     pub upstream: Option<StreamId>,
-    /// What it reported.
+    /// What its terminal reported.
     pub log: EventLog<TerminalEvent>,
+    /// What its peer sessions reported.
+    pub peer_log: EventLog<(SessionId, PeerEvent)>,
     /// Switched off by the test: it gets no input and sends nothing.
     pub powered_off: bool,
 }
 
+impl TerminalNode {
+    /// The terminal component of its machine.
+    pub fn terminal(&self) -> &Terminal<SimRng> {
+        self.machine.terminal()
+    }
+}
+
+// ----- the durable store ----------------------------------------------------------
+
 /// The durable store of the session server's facts (what a real driver
-/// writes to disk): NameBound, SessionStarted, SessionExtended, SessionRecord.
+/// writes to disk), committed from `Output::Store`: NameBound,
+/// SessionStarted, SessionExtended, SessionRecord, as the events they
+/// become once stored.
 #[derive(Debug, Clone, Default)]
 pub struct Store {
-    /// The facts in the order they were reported.
+    /// The facts in the order they were committed.
     pub facts: Vec<(Instant, SessionEvent)>,
 }
 
+/// The fact a stored event stands for (`None`: not a fact).
+pub fn fact_of(event: &SessionEvent) -> Option<SessionFact> {
+    Some(match event {
+        SessionEvent::NameBound { name, key } => SessionFact::NameBound {
+            name: name.clone(),
+            key: *key,
+        },
+        SessionEvent::SessionStarted(s) => SessionFact::SessionStarted(s.clone()),
+        SessionEvent::SessionExtended(x) => SessionFact::SessionExtended(*x),
+        SessionEvent::SessionRecord(r) => SessionFact::SessionRecord(r.clone()),
+        _ => return None,
+    })
+}
+
 impl Store {
-    fn keep(&mut self, at: Instant, event: &SessionEvent) {
-        if matches!(
-            event,
-            SessionEvent::NameBound { .. }
-                | SessionEvent::SessionStarted(_)
-                | SessionEvent::SessionExtended(_)
-                | SessionEvent::SessionRecord(_)
-        ) {
-            self.facts.push((at, event.clone()));
-        }
+    fn commit(&mut self, at: Instant, fact: SessionFact) -> SessionEvent {
+        let event = SessionEvent::from(fact);
+        self.facts.push((at, event.clone()));
+        event
     }
 
     /// Every session start stored.
@@ -312,23 +618,52 @@ impl Store {
 
     /// SessionStarted / SessionExtended facts of sessions with no record
     /// yet, in order: what a restarted server replays.
-    pub fn live_session_facts(&self) -> Vec<SessionEvent> {
+    pub fn live_session_facts(&self) -> Vec<SessionFact> {
         // SessionId is not Ord; its bytes are.
         let ended: std::collections::BTreeSet<[u8; 16]> =
             self.records().map(|r| r.session_id.0).collect();
         self.facts
             .iter()
-            .filter_map(|(_, e)| match e {
-                SessionEvent::SessionStarted(s) if !ended.contains(&s.session_id.0) => {
-                    Some(e.clone())
-                }
-                SessionEvent::SessionExtended(x) if !ended.contains(&x.session_id.0) => {
-                    Some(e.clone())
-                }
-                _ => None,
+            .filter(|(_, e)| match e {
+                SessionEvent::SessionStarted(s) => !ended.contains(&s.session_id.0),
+                SessionEvent::SessionExtended(x) => !ended.contains(&x.session_id.0),
+                _ => false,
             })
+            .filter_map(|(_, e)| fact_of(e))
             .collect()
     }
+
+    /// Whether the first `committed` facts hold what `event` (a terminal's,
+    /// caused by a message of the session server) acknowledges; `None` if
+    /// it acknowledges no fact.
+    fn acknowledges(&self, committed: usize, event: &TerminalEvent) -> Option<bool> {
+        let stored = &self.facts[..committed.min(self.facts.len())];
+        match event {
+            TerminalEvent::SessionReady { session_id, .. } => Some(stored.iter().any(|(_, e)| {
+                matches!(e, SessionEvent::SessionStarted(s) if s.session_id == *session_id)
+            })),
+            TerminalEvent::SessionExtended {
+                session_id,
+                duration_secs,
+            } => Some(stored.iter().any(|(_, e)| {
+                matches!(e, SessionEvent::SessionExtended(x)
+                    if x.session_id == *session_id && x.duration_secs == *duration_secs)
+            })),
+            _ => None,
+        }
+    }
+}
+
+/// A message of the session server that acknowledged a fact before the
+/// driver stored it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// When the terminal acted on it.
+    pub at: Instant,
+    /// The terminal.
+    pub terminal: TermId,
+    /// What the terminal made of it.
+    pub event: TerminalEvent,
 }
 
 /// Counters of the driver itself.
@@ -343,6 +678,10 @@ pub struct DriverStats {
     pub misrouted: u64,
     /// Session server restarts.
     pub restarts: u64,
+    /// Facts committed to the store.
+    pub facts_stored: u64,
+    /// Terminal events that acknowledge a fact, checked against the store.
+    pub acks_checked: u64,
 }
 
 /// The simulated world.
@@ -363,6 +702,10 @@ pub struct Sim {
     ss_upstream: Option<StreamId>,
     ss_log: EventLog<SessionEvent>,
     store: Store,
+    /// Per stream from the session server to a terminal: how many facts
+    /// were committed when each message in flight left.
+    ack_marks: HashMap<StreamId, VecDeque<usize>>,
+    violations: Vec<Violation>,
     terminals: Vec<TerminalNode>,
     by_host: BTreeMap<HostId, Node>,
     timer_at: Vec<Option<Instant>>,
@@ -426,6 +769,8 @@ impl Sim {
             ss_upstream: None,
             ss_log: EventLog::new(log_limit),
             store: Store::default(),
+            ack_marks: HashMap::new(),
+            violations: Vec::new(),
             terminals: Vec::new(),
             by_host,
             timer_at: vec![None, None],
@@ -465,11 +810,19 @@ impl Sim {
         if let Some(f) = spec.configure {
             f(&mut config);
         }
-        let mut machine = Terminal::new(
-            config,
-            keypair,
-            ChaCha8Rng::seed_from_u64(self.rng.next_u64()),
-        );
+        let terminal_rng = ChaCha8Rng::seed_from_u64(self.rng.next_u64());
+        let mut machine = match self.config.terminal_kind {
+            TerminalKind::Endpoint => TerminalMachine::Endpoint(Box::new(Endpoint::new(
+                config,
+                keypair,
+                terminal_rng,
+                ChaCha8Rng::seed_from_u64(self.rng.next_u64()),
+                self.config.peer.clone(),
+            ))),
+            TerminalKind::Bare => TerminalMachine::Bare(Box::new(BareTerminal {
+                terminal: Terminal::new(config, keypair, terminal_rng),
+            })),
+        };
         let names: Vec<&str> = spec.permissions.iter().map(String::as_str).collect();
         machine
             .set_permissions(&names)
@@ -477,12 +830,14 @@ impl Sim {
         let id = self.terminals.len();
         self.terminals.push(TerminalNode {
             machine,
+            app: PeerApp::default(),
             name: spec.name,
             key,
             host,
             nat,
             upstream: None,
             log: EventLog::new(self.config.log_limit),
+            peer_log: EventLog::new(self.config.log_limit),
             powered_off: false,
         });
         self.by_host.insert(host, Node::Terminal(id));
@@ -618,23 +973,16 @@ impl Sim {
         let now = self.now;
         self.stats.timeouts += 1;
         match node {
-            Node::TriggerServer => self.ts.handle_timeout(now),
-            Node::SessionServer => self.ss.handle_timeout(now),
+            Node::TriggerServer => Machine::handle_timeout(&mut self.ts, now),
+            Node::SessionServer => Machine::handle_timeout(&mut self.ss, now),
             Node::Terminal(t) => self.terminals[t].machine.handle_timeout(now),
         }
-        self.drain(node);
-        let next = self.timer_at[node.index()];
-        // drain() stored poll_timeout (clamped to now); check the raw value.
-        let raw = match node {
-            Node::TriggerServer => self.ts.poll_timeout(),
-            Node::SessionServer => self.ss.poll_timeout(),
-            Node::Terminal(t) => self.terminals[t].machine.poll_timeout(),
-        };
+        let raw = self.drain(node);
         if let Some(t) = raw {
             assert!(
                 t > now,
                 "{node:?} asks to be woken at {t:?}, not after now {now:?}, right after \
-                 handle_timeout(now) (seed {}; timer {next:?})",
+                 handle_timeout(now) (seed {})",
                 self.seed
             );
         }
@@ -644,42 +992,49 @@ impl Sim {
         matches!(node, Node::Terminal(t) if self.terminals[t].powered_off)
     }
 
-    fn deliver(&mut self, event: NetEvent) {
+    /// Feeds one input to a machine and drains it.
+    fn feed(&mut self, node: Node, input: Input<'_>) {
+        if self.is_off(node) {
+            return;
+        }
         let now = self.now;
+        match node {
+            Node::TriggerServer => self.ts.handle_input(now, input, &mut ()),
+            Node::SessionServer => self.ss.handle_input(now, input, &mut ()),
+            Node::Terminal(t) => {
+                let n = &mut self.terminals[t];
+                n.machine.handle_input(now, input, &mut n.app);
+            }
+        }
+        self.drain(node);
+    }
+
+    fn deliver(&mut self, event: NetEvent) {
         match event {
             NetEvent::Datagram {
                 host,
                 from,
-                payload,
+                mut payload,
                 ..
-            } => match self.by_host.get(&host).copied() {
-                Some(Node::TriggerServer) => {
-                    self.ts.handle_udp(now, from, &payload);
-                    self.drain(Node::TriggerServer);
+            } => {
+                if let Some(node) = self.by_host.get(&host).copied() {
+                    self.feed(
+                        node,
+                        Input::Datagram {
+                            from,
+                            bytes: &mut payload,
+                        },
+                    );
                 }
-                Some(Node::Terminal(t)) => {
-                    self.terminals[t].machine.handle_udp(now, from, &payload);
-                    self.drain(Node::Terminal(t));
-                }
-                // The session server has no UDP socket.
-                Some(Node::SessionServer) | None => {}
-            },
+            }
             NetEvent::StreamOpened {
                 stream,
                 server,
                 remote,
             } => {
-                let conn = ConnectionId(stream);
-                match self.by_host.get(&server).copied() {
-                    Some(Node::TriggerServer) => {
-                        self.ts.handle_connection_opened(now, conn, remote);
-                        self.drain(Node::TriggerServer);
-                    }
-                    Some(Node::SessionServer) => {
-                        self.ss.handle_connection_opened(now, conn, remote);
-                        self.drain(Node::SessionServer);
-                    }
-                    _ => {}
+                if let Some(node) = self.by_host.get(&server).copied() {
+                    let conn = ConnectionId(stream);
+                    self.feed(node, Input::ConnectionOpened { conn, remote });
                 }
             }
             NetEvent::StreamMessage {
@@ -688,27 +1043,40 @@ impl Sim {
                 direction,
                 payload,
             } => {
+                let mark = match direction {
+                    Direction::ToClient => self
+                        .ack_marks
+                        .get_mut(&stream)
+                        .and_then(VecDeque::pop_front),
+                    Direction::ToServer => None,
+                };
                 let conn = ConnectionId(stream);
                 match (self.by_host.get(&host).copied(), direction) {
-                    (Some(Node::TriggerServer), Direction::ToServer) => {
-                        self.ts.handle_stream(now, conn, &payload);
-                        self.drain(Node::TriggerServer);
-                    }
-                    (Some(Node::SessionServer), Direction::ToServer) => {
-                        self.ss.handle_stream(now, conn, &payload);
-                        self.drain(Node::SessionServer);
+                    (
+                        Some(node @ (Node::TriggerServer | Node::SessionServer)),
+                        Direction::ToServer,
+                    ) => {
+                        self.feed(
+                            node,
+                            Input::ConnectionMessage {
+                                conn,
+                                bytes: &payload,
+                            },
+                        );
                     }
                     (Some(Node::SessionServer), Direction::ToClient)
                         if self.ss_upstream == Some(stream) =>
                     {
-                        self.ss.handle_upstream(now, &payload);
-                        self.drain(Node::SessionServer);
+                        self.feed(Node::SessionServer, Input::UpstreamMessage(&payload));
                     }
                     (Some(Node::Terminal(t)), Direction::ToClient)
                         if self.terminals[t].upstream == Some(stream) =>
                     {
-                        self.terminals[t].machine.handle_upstream(now, &payload);
-                        self.drain(Node::Terminal(t));
+                        let seen = self.terminals[t].log.total();
+                        self.feed(Node::Terminal(t), Input::UpstreamMessage(&payload));
+                        if let Some(committed) = mark {
+                            self.check_acks(t, seen, committed);
+                        }
                     }
                     _ => {}
                 }
@@ -720,27 +1088,25 @@ impl Sim {
             } => {
                 let conn = ConnectionId(stream);
                 match (self.by_host.get(&host).copied(), direction) {
-                    (Some(Node::TriggerServer), Direction::ToServer) => {
-                        self.ts.handle_connection_closed(now, conn);
-                        self.drain(Node::TriggerServer);
-                    }
-                    (Some(Node::SessionServer), Direction::ToServer) => {
-                        self.ss.handle_connection_closed(now, conn);
-                        self.drain(Node::SessionServer);
+                    (
+                        Some(node @ (Node::TriggerServer | Node::SessionServer)),
+                        Direction::ToServer,
+                    ) => {
+                        self.ack_marks.remove(&stream);
+                        self.feed(node, Input::ConnectionClosed(conn));
                     }
                     (Some(Node::SessionServer), Direction::ToClient)
                         if self.ss_upstream == Some(stream) =>
                     {
                         self.ss_upstream = None;
-                        self.ss.handle_upstream_closed(now);
-                        self.drain(Node::SessionServer);
+                        self.feed(Node::SessionServer, Input::UpstreamClosed);
                     }
                     (Some(Node::Terminal(t)), Direction::ToClient)
                         if self.terminals[t].upstream == Some(stream) =>
                     {
                         self.terminals[t].upstream = None;
-                        self.terminals[t].machine.handle_upstream_closed(now);
-                        self.drain(Node::Terminal(t));
+                        self.ack_marks.remove(&stream);
+                        self.feed(Node::Terminal(t), Input::UpstreamClosed);
                     }
                     _ => {}
                 }
@@ -748,50 +1114,166 @@ impl Sim {
         }
     }
 
-    /// Drains one machine per the driver contract: transmits, events, timeout.
-    fn drain(&mut self, node: Node) {
-        if self.is_off(node) {
-            return;
+    /// The durability check: the terminal events logged since `seen` that
+    /// acknowledge a fact must find it among the first `committed` facts
+    /// of the store (those committed when the message left the server).
+    fn check_acks(&mut self, t: TermId, seen: u64, committed: usize) {
+        let log = &self.terminals[t].log;
+        // Events beyond the log's limit are counted, not kept: skip those.
+        let kept = log.events().len() as u64;
+        let first = usize::try_from(seen.min(kept)).unwrap_or(usize::MAX);
+        let mut breaches = Vec::new();
+        let mut checked = 0;
+        for (at, event) in log.events().iter().skip(first) {
+            match self.store.acknowledges(committed, event) {
+                Some(true) => checked += 1,
+                Some(false) => {
+                    checked += 1;
+                    breaches.push(Violation {
+                        at: *at,
+                        terminal: t,
+                        event: event.clone(),
+                    });
+                }
+                None => {}
+            }
         }
-        loop {
-            let transmit = match node {
-                Node::TriggerServer => self.ts.poll_transmit(),
-                Node::SessionServer => self.ss.poll_transmit(),
-                Node::Terminal(t) => self.terminals[t].machine.poll_transmit(),
-            };
-            let Some(transmit) = transmit else { break };
-            self.route(node, transmit);
+        self.stats.acks_checked += checked;
+        for v in breaches {
+            assert!(
+                !self.config.durability_panics,
+                "durability: terminal {t} acted on a message that acknowledges a fact the \
+                 session server's driver had not stored when it left: {v:?} (seed {})",
+                self.seed
+            );
+            self.violations.push(v);
+        }
+    }
+
+    /// Drains one machine with [`drive`] and acts on what came out; returns
+    /// the machine's raw timeout (the timer is set to it, clamped to now).
+    fn drain(&mut self, node: Node) -> Option<Instant> {
+        if self.is_off(node) {
+            return None;
         }
         let now = self.now;
-        match node {
+        let timeout = match node {
             Node::TriggerServer => {
-                while let Some(e) = self.ts.poll_event() {
-                    self.ts_log.push(now, e);
+                let mut outs = Vec::new();
+                let at = drive(
+                    &mut self.ts,
+                    now,
+                    &mut (),
+                    DriverOrder::StoreFirst,
+                    &mut outs,
+                );
+                for out in outs {
+                    match out {
+                        Out::Store(never) => match never {},
+                        Out::Event(e) => self.ts_log.push(now, e),
+                        Out::Close(conn) => self.close(conn),
+                        Out::Transmit(to, bytes) => self.route(node, to, &bytes),
+                    }
                 }
+                at
             }
             Node::SessionServer => {
-                while let Some(e) = self.ss.poll_event() {
-                    self.store.keep(now, &e);
-                    if let SessionEvent::CloseConnection(conn) = e {
-                        self.net.close_stream(now, conn.0, Direction::ToClient);
+                let mut outs = Vec::new();
+                let at = drive(&mut self.ss, now, &mut (), self.config.order, &mut outs);
+                for out in outs {
+                    match out {
+                        Out::Store(fact) => {
+                            self.stats.facts_stored += 1;
+                            let event = self.store.commit(now, fact);
+                            self.ss_log.push(now, event);
+                        }
+                        Out::Event(e) => self.ss_log.push(now, e),
+                        Out::Close(conn) => self.close(conn),
+                        Out::Transmit(to, bytes) => self.route(node, to, &bytes),
                     }
-                    self.ss_log.push(now, e);
                 }
+                at
             }
             Node::Terminal(t) => {
-                let node = &mut self.terminals[t];
-                while let Some(e) = node.machine.poll_event() {
-                    node.log.push(now, e);
+                // The app may act on an event (send its file, end the
+                // session): drain again until it has nothing to do.
+                let mut at;
+                let mut rounds = 0;
+                loop {
+                    let mut outs = Vec::new();
+                    let n = &mut self.terminals[t];
+                    at = drive(
+                        &mut n.machine,
+                        now,
+                        &mut n.app,
+                        DriverOrder::StoreFirst,
+                        &mut outs,
+                    );
+                    let mut acted = false;
+                    for out in outs {
+                        match out {
+                            Out::Store(never) => match never {},
+                            Out::Event(e) => acted |= self.app_event(t, e),
+                            Out::Close(_) => self.stats.misrouted += 1,
+                            Out::Transmit(to, bytes) => self.route(node, to, &bytes),
+                        }
+                    }
+                    rounds += 1;
+                    if !acted || rounds > 8 {
+                        break;
+                    }
                 }
+                at
             }
-        }
-        let timeout = match node {
-            Node::TriggerServer => self.ts.poll_timeout(),
-            Node::SessionServer => self.ss.poll_timeout(),
-            Node::Terminal(t) => self.terminals[t].machine.poll_timeout(),
         };
         // A timer already due (after a non-timeout input) fires at once.
         self.set_timer(node, timeout.map(|t| t.max(now)));
+        timeout
+    }
+
+    /// The scripted app of terminal `t` hears `event`; whether it called
+    /// the machine (which then needs another drain).
+    fn app_event(&mut self, t: TermId, event: EndpointEvent) -> bool {
+        let now = self.now;
+        let node = &mut self.terminals[t];
+        match event {
+            EndpointEvent::Terminal(e) => {
+                let mut acted = false;
+                if let TerminalEvent::SessionReady {
+                    session_id,
+                    role: Role::Connecting,
+                    ..
+                } = &e
+                {
+                    if let (Some(file), TerminalMachine::Endpoint(ep)) =
+                        (node.app.to_send.take(), &mut node.machine)
+                    {
+                        let len = file.len() as u64;
+                        node.app.outgoing.insert(*session_id, file);
+                        let _ = ep.stream_extend(session_id, len);
+                        let _ = ep.stream_finish(session_id, len);
+                        acted = true;
+                    }
+                }
+                node.log.push(now, e);
+                acted
+            }
+            EndpointEvent::Peer { session_id, event } => {
+                let mut acted = false;
+                if matches!(event, PeerEvent::StreamAcked { .. })
+                    && node.app.outgoing.contains_key(&session_id)
+                    && !node.app.ended.contains(&session_id)
+                {
+                    node.app.ended.push(session_id);
+                    let _ = node
+                        .machine
+                        .end_session(now, &session_id, EndReason::Completed);
+                    acted = true;
+                }
+                node.peer_log.push(now, (session_id, event));
+                acted
+            }
+        }
     }
 
     fn set_timer(&mut self, node: Node, at: Option<Instant>) {
@@ -805,10 +1287,17 @@ impl Sim {
         }
     }
 
-    fn route(&mut self, node: Node, transmit: Transmit) {
+    /// A server closes an accepted stream (the client learns it later).
+    fn close(&mut self, conn: ConnectionId) {
+        self.ack_marks.remove(&conn.0);
+        self.net.close_stream(self.now, conn.0, Direction::ToClient);
+    }
+
+    /// Where a transmit of `node` goes on the network: the one routing
+    /// function of every role.
+    fn route(&mut self, node: Node, destination: Destination, payload: &[u8]) {
         let now = self.now;
-        let payload = transmit.payload.as_slice();
-        match (node, transmit.destination) {
+        match (node, destination) {
             (Node::TriggerServer, Destination::Udp(to)) => {
                 self.net.send_datagram(now, self.ts_host, to, payload);
             }
@@ -816,10 +1305,23 @@ impl Sim {
                 let host = self.terminals[t].host;
                 self.net.send_datagram(now, host, to, payload);
             }
-            (Node::TriggerServer | Node::SessionServer, Destination::Connection(conn)) => {
+            (Node::TriggerServer, Destination::Connection(conn)) => {
                 let _ = self
                     .net
                     .stream_send(now, conn.0, Direction::ToClient, payload);
+            }
+            (Node::SessionServer, Destination::Connection(conn)) => {
+                if self
+                    .net
+                    .stream_send(now, conn.0, Direction::ToClient, payload)
+                {
+                    // What the store held when this message left.
+                    let committed = self.store.facts.len();
+                    self.ack_marks
+                        .entry(conn.0)
+                        .or_default()
+                        .push_back(committed);
+                }
             }
             (Node::SessionServer, Destination::Upstream) => {
                 let stream = match self.ss_upstream {
@@ -854,11 +1356,17 @@ impl Sim {
 
     // ----- app and operator scripting ---------------------------------------
 
+    /// Runs an app call on terminal `t`, then drains it.
+    fn app_call<T>(&mut self, t: TermId, f: impl FnOnce(&mut TerminalMachine, Instant) -> T) -> T {
+        let now = self.now;
+        let r = f(&mut self.terminals[t].machine, now);
+        self.drain(Node::Terminal(t));
+        r
+    }
+
     /// The app starts the terminal (registration, S702).
     pub fn start(&mut self, t: TermId) {
-        let now = self.now;
-        self.terminals[t].machine.start(now);
-        self.drain(Node::Terminal(t));
+        self.app_call(t, |m, now| m.start(now));
     }
 
     /// The app asks for a session with `target` (S203/S204).
@@ -868,26 +1376,17 @@ impl Sim {
         target: &str,
         duration_secs: u32,
     ) -> Result<u32, ConnectError> {
-        let now = self.now;
-        let r = self.terminals[t]
-            .machine
-            .connect(now, target, duration_secs);
-        self.drain(Node::Terminal(t));
-        r
+        self.app_call(t, |m, now| m.connect(now, target, duration_secs))
     }
 
     /// The app permits `name` (applies to the next request).
     pub fn allow(&mut self, t: TermId, name: &str) -> Result<(), PermissionError> {
-        let r = self.terminals[t].machine.allow(name);
-        self.drain(Node::Terminal(t));
-        r
+        self.app_call(t, |m, _| m.allow(name))
     }
 
     /// The app no longer permits `name`; whether it was in the list.
     pub fn disallow(&mut self, t: TermId, name: &str) -> bool {
-        let r = self.terminals[t].machine.disallow(name);
-        self.drain(Node::Terminal(t));
-        r
+        self.app_call(t, |m, _| m.disallow(name))
     }
 
     /// The app answers a permission inquiry (judge policy `Ask`).
@@ -897,13 +1396,11 @@ impl Sim {
         query_id: u32,
         verdict: Verdict,
     ) -> Result<(), UnknownQuery> {
-        let now = self.now;
-        let r = self.terminals[t].machine.answer(now, query_id, verdict);
-        self.drain(Node::Terminal(t));
-        r
+        self.app_call(t, |m, now| m.answer(now, query_id, verdict))
     }
 
-    /// The peer channel reports progress of a session's transfer.
+    /// The app reports progress of a session's transfer (for payload that
+    /// does not go through the peer channel).
     pub fn transfer_progress(
         &mut self,
         t: TermId,
@@ -912,14 +1409,9 @@ impl Sim {
         bytes_received: u64,
         active: bool,
     ) -> Result<(), UnknownSession> {
-        let r = self.terminals[t].machine.transfer_progress(
-            session_id,
-            bytes_sent,
-            bytes_received,
-            active,
-        );
-        self.drain(Node::Terminal(t));
-        r
+        self.app_call(t, |m, _| {
+            m.transfer_progress(session_id, bytes_sent, bytes_received, active)
+        })
     }
 
     /// The app ends a session (transfer done, cancelled...).
@@ -929,12 +1421,7 @@ impl Sim {
         session_id: &SessionId,
         reason: EndReason,
     ) -> Result<(), UnknownSession> {
-        let now = self.now;
-        let r = self.terminals[t]
-            .machine
-            .finish_session(now, session_id, reason);
-        self.drain(Node::Terminal(t));
-        r
+        self.app_call(t, |m, now| m.end_session(now, session_id, reason))
     }
 
     /// The operator ends a session (S1604).
@@ -954,14 +1441,15 @@ impl Sim {
         let Some(stream) = self.terminals[t].upstream.take() else {
             return false;
         };
-        let now = self.now;
+        self.ack_marks.remove(&stream);
         let accepted = self.net.stream_accepted(stream);
         let known_to_server = self.net.break_stream(stream).is_some() && accepted;
-        self.terminals[t].machine.handle_upstream_closed(now);
-        self.drain(Node::Terminal(t));
+        self.feed(Node::Terminal(t), Input::UpstreamClosed);
         if known_to_server {
-            self.ss.handle_connection_closed(now, ConnectionId(stream));
-            self.drain(Node::SessionServer);
+            self.feed(
+                Node::SessionServer,
+                Input::ConnectionClosed(ConnectionId(stream)),
+            );
         }
         true
     }
@@ -971,14 +1459,14 @@ impl Sim {
         let Some(stream) = self.ss_upstream.take() else {
             return false;
         };
-        let now = self.now;
         let accepted = self.net.stream_accepted(stream);
         let known = self.net.break_stream(stream).is_some() && accepted;
-        self.ss.handle_upstream_closed(now);
-        self.drain(Node::SessionServer);
+        self.feed(Node::SessionServer, Input::UpstreamClosed);
         if known {
-            self.ts.handle_connection_closed(now, ConnectionId(stream));
-            self.drain(Node::TriggerServer);
+            self.feed(
+                Node::TriggerServer,
+                Input::ConnectionClosed(ConnectionId(stream)),
+            );
         }
         true
     }
@@ -986,24 +1474,26 @@ impl Sim {
     /// Switches a terminal off for good (power cut, app killed): it gets no
     /// more input and its stream breaks (the session server sees the close).
     pub fn power_off(&mut self, t: TermId) {
-        let now = self.now;
         self.terminals[t].powered_off = true;
         self.net.set_down(self.terminals[t].host, true);
         self.timer_at[Node::Terminal(t).index()] = None;
         if let Some(stream) = self.terminals[t].upstream.take() {
+            self.ack_marks.remove(&stream);
             let known = self.net.stream_accepted(stream);
             if self.net.break_stream(stream).is_some() && known {
-                self.ss.handle_connection_closed(now, ConnectionId(stream));
-                self.drain(Node::SessionServer);
+                self.feed(
+                    Node::SessionServer,
+                    Input::ConnectionClosed(ConnectionId(stream)),
+                );
             }
         }
     }
 
     /// Kills the session server and starts a fresh one from the durable
-    /// store (name bindings, live sessions). Every stream to or from it
+    /// store (name bindings, live sessions), as a real driver would after a
+    /// crash: what was not committed is lost. Every stream to or from it
     /// breaks; registrations are lost (terminals register again).
     pub fn restart_session_server(&mut self) {
-        let now = self.now;
         self.stats.restarts += 1;
         // Break every stream of the old server.
         let streams: Vec<(TermId, StreamId)> = self
@@ -1014,15 +1504,17 @@ impl Sim {
             .collect();
         for (t, s) in streams {
             let _ = self.net.break_stream(s);
+            self.ack_marks.remove(&s);
             self.terminals[t].upstream = None;
-            self.terminals[t].machine.handle_upstream_closed(now);
-            self.drain(Node::Terminal(t));
+            self.feed(Node::Terminal(t), Input::UpstreamClosed);
         }
         if let Some(s) = self.ss_upstream.take() {
             let known = self.net.stream_accepted(s);
             if self.net.break_stream(s).is_some() && known {
-                self.ts.handle_connection_closed(now, ConnectionId(s));
-                self.drain(Node::TriggerServer);
+                self.feed(
+                    Node::TriggerServer,
+                    Input::ConnectionClosed(ConnectionId(s)),
+                );
             }
         }
         let bindings = self.store.bindings();
@@ -1060,20 +1552,29 @@ impl Sim {
         &self.terminals[t]
     }
 
-    /// A terminal's machine, mutably (for calls the sim does not wrap; drain
-    /// with [`Sim::poke`] afterwards).
-    pub fn terminal_machine_mut(&mut self, t: TermId) -> &mut Terminal<SimRng> {
-        &mut self.terminals[t].machine
+    /// A terminal's app (what its peer sessions sent and got).
+    pub fn app(&self, t: TermId) -> &PeerApp {
+        &self.terminals[t].app
     }
 
-    /// Drains a machine after a direct call on it.
-    pub fn poke(&mut self, node: Node) {
-        self.drain(node);
+    /// A terminal's app, to script it (e.g. set [`PeerApp::to_send`]).
+    pub fn app_mut(&mut self, t: TermId) -> &mut PeerApp {
+        &mut self.terminals[t].app
     }
 
     /// A terminal's event log.
     pub fn terminal_log(&self, t: TermId) -> &EventLog<TerminalEvent> {
         &self.terminals[t].log
+    }
+
+    /// A terminal's peer events, with their time.
+    pub fn peer_events(&self, t: TermId) -> Vec<(Instant, PeerEvent)> {
+        self.terminals[t]
+            .peer_log
+            .events()
+            .iter()
+            .map(|(at, (_, e))| (*at, *e))
+            .collect()
     }
 
     /// The terminal named `name`, if any.
@@ -1096,7 +1597,8 @@ impl Sim {
         &self.ss
     }
 
-    /// The session server's event log (since the start, across restarts).
+    /// The session server's event log (since the start, across restarts),
+    /// stored facts included.
     pub fn ss_log(&self) -> &EventLog<SessionEvent> {
         &self.ss_log
     }
@@ -1106,10 +1608,16 @@ impl Sim {
         &self.store
     }
 
+    /// The durability breaches seen (only kept when
+    /// [`SimConfig::durability_panics`] is off; else the first panics).
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
     /// Whether the terminal is registered and the trigger server holds a
     /// live address for it.
     pub fn is_online(&self, t: TermId) -> bool {
-        let m = &self.terminals[t].machine;
+        let m = self.terminals[t].terminal();
         m.is_registered()
             && m.device_id()
                 .is_some_and(|d| self.ts.live_address(d).is_some())
@@ -1118,7 +1626,7 @@ impl Sim {
     /// The address the trigger server holds for the terminal, if any.
     pub fn observed_by_trigger_server(&self, t: TermId) -> Option<SocketAddr> {
         self.terminals[t]
-            .machine
+            .terminal()
             .device_id()
             .and_then(|d| self.ts.live_address(d))
     }
