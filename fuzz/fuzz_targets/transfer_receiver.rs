@@ -36,7 +36,13 @@ impl Driver {
         }
     }
 
-    fn apply(&mut self, rx: &TransferReceiver, offset: u64, data: &[u8], step: ReceiveStep<'_>) -> bool {
+    fn apply(
+        &mut self,
+        rx: &TransferReceiver,
+        offset: u64,
+        data: &[u8],
+        step: ReceiveStep<'_>,
+    ) -> bool {
         if step.accepted {
             let size = rx.header().map_or(0, |h| h.size);
             // Pieces are small: a huge announced size is only checked, never allocated.
@@ -48,7 +54,10 @@ impl Driver {
             self.held.push((offset, data.to_vec()));
         }
         if let Some(w) = step.write {
-            let size = rx.header().map(|h| h.size).expect("a write only after the header");
+            let size = rx
+                .header()
+                .map(|h| h.size)
+                .expect("a write only after the header");
             let end = w.offset + w.bytes.len() as u64;
             assert!(end <= size, "write past the announced file");
             if let Some(slot) = self.file.get_mut(w.offset as usize..end as usize) {
@@ -102,7 +111,10 @@ fn valid_stream(data: &[u8]) {
     stream.truncate(n);
     stream.extend_from_slice(file);
     stream.extend_from_slice(&digest_of(file));
-    let mut bounds: Vec<usize> = plan.iter().map(|c| usize::from(*c) * stream.len() / 256).collect();
+    let mut bounds: Vec<usize> = plan
+        .iter()
+        .map(|c| usize::from(*c) * stream.len() / 256)
+        .collect();
     bounds.push(0);
     bounds.push(stream.len());
     bounds.sort_unstable();

@@ -14,7 +14,7 @@
 //! checks:
 //! - `Output::Timeout` equals `poll_timeout()`, and no `Store` follows a
 //!   `Transmit` (the driver asserts both);
-//! - at most [`MAX_QUEUED_TRANSMITS`] transmits and [`MAX_QUEUED_EVENTS`]
+//! - at most [`MAX_TERMINAL_QUEUED_TRANSMITS`] transmits and [`MAX_TERMINAL_QUEUED_EVENTS`]
 //!   events come out of one operation;
 //! - every transmit to the trigger server or upstream decodes; a datagram
 //!   elsewhere is a peer packet of a session the harness notified; those
@@ -41,8 +41,8 @@ use tryst_core::peer::endpoint::{Endpoint, EndpointEvent, SessionIo, MAX_QUEUED_
 use tryst_core::peer::packet::is_peer_packet;
 use tryst_core::peer::session::PeerConfig;
 use tryst_core::terminal::{
-    JudgePolicy, TerminalConfig, TerminalEvent, MAX_QUEUED_EVENTS, MAX_QUEUED_TRANSMITS,
-    MAX_SESSIONS,
+    JudgePolicy, TerminalConfig, TerminalEvent, MAX_SESSIONS, MAX_TERMINAL_QUEUED_EVENTS,
+    MAX_TERMINAL_QUEUED_TRANSMITS,
 };
 use tryst_core::wire::{
     AddressNotification, DecisionMode, DeviceId, EndReason, ErrorCode, ErrorReply, ExtensionGrant,
@@ -710,11 +710,11 @@ impl Harness {
             }
         }
         assert!(
-            transmits <= MAX_QUEUED_TRANSMITS,
+            transmits <= MAX_TERMINAL_QUEUED_TRANSMITS,
             "{transmits} transmits from one input"
         );
         assert!(
-            events <= MAX_QUEUED_EVENTS.max(MAX_QUEUED_ENDPOINT_EVENTS),
+            events <= MAX_TERMINAL_QUEUED_EVENTS.max(MAX_QUEUED_ENDPOINT_EVENTS),
             "{events} events from one input"
         );
         assert!(self.t.terminal().session_count() <= MAX_SESSIONS);

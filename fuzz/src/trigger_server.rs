@@ -11,7 +11,7 @@
 //! - `Output::Timeout` equals `poll_timeout()`; the machine closes only a
 //!   connection whose link it refused in the same drain (`LinkRefused`),
 //!   and the harness then drops that link;
-//! - at most [`MAX_QUEUED_TRANSMITS`] transmits and [`MAX_QUEUED_EVENTS`]
+//! - at most [`MAX_TRIGGER_QUEUED_TRANSMITS`] transmits and [`MAX_TRIGGER_QUEUED_EVENTS`]
 //!   events come out of one operation;
 //! - every transmit decodes; nothing goes upstream; a UDP datagram is a
 //!   keepalive ack, trigger or end trigger whose tag verifies under a key
@@ -37,8 +37,8 @@ use tryst_core::crypto::udp_auth;
 use tryst_core::crypto::{Initiator, SecureChannel, StaticKeypair};
 use tryst_core::machine::{ConnectionId, Destination};
 use tryst_core::trigger_server::{
-    TriggerConfig, TriggerEvent, TriggerServer, TriggerStats, MAX_QUEUED_EVENTS,
-    MAX_QUEUED_TRANSMITS,
+    TriggerConfig, TriggerEvent, TriggerServer, TriggerStats, MAX_TRIGGER_QUEUED_EVENTS,
+    MAX_TRIGGER_QUEUED_TRANSMITS,
 };
 use tryst_core::wire::{
     AddressInquiry, DeviceId, EndTriggerRequest, HandshakeInit, KeyInstall, KeyRevoke, Message,
@@ -530,11 +530,11 @@ impl Harness {
             }
         }
         assert!(
-            transmits <= MAX_QUEUED_TRANSMITS,
+            transmits <= MAX_TRIGGER_QUEUED_TRANSMITS,
             "{transmits} transmits from one input"
         );
         assert!(
-            events <= MAX_QUEUED_EVENTS,
+            events <= MAX_TRIGGER_QUEUED_EVENTS,
             "{events} events from one input"
         );
         let config = self.ts.config();

@@ -40,7 +40,7 @@ use crate::wire::{
 };
 
 /// The Noise protocol of the control channel.
-pub const PROTOCOL_NAME: &str = "Noise_IK_25519_AESGCM_SHA256";
+pub const CONTROL_PROTOCOL_NAME: &str = "Noise_IK_25519_AESGCM_SHA256";
 /// The Noise prologue of the control channel: binds the handshake to this
 /// protocol version, so a handshake of another version cannot be replayed into it.
 pub const PROLOGUE: &[u8] = b"tryst channel v1";
@@ -855,7 +855,7 @@ mod tests {
 
     #[test]
     fn protocol_name_is_the_one_clatter_runs() {
-        assert_eq!(Hs::build_name(&noise_ik()).as_str(), PROTOCOL_NAME);
+        assert_eq!(Hs::build_name(&noise_ik()).as_str(), CONTROL_PROTOCOL_NAME);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::time::Instant;
 use crate::wire::{PublicKey, Role, SessionId, SessionKey, SESSION_ID_LEN, TAG_LEN};
 
 /// The Noise protocol of the peer channel.
-pub const PROTOCOL_NAME: &str = "Noise_KKpsk0_25519_AESGCM_SHA256";
+pub const PEER_PROTOCOL_NAME: &str = "Noise_KKpsk0_25519_AESGCM_SHA256";
 /// The start of the peer prologue; the session ID follows.
 pub const PROLOGUE_PREFIX: &[u8] = b"tryst peer v1";
 /// Length of the peer prologue: prefix and session ID.
@@ -430,7 +430,10 @@ mod tests {
 
     #[test]
     fn protocol_name_is_the_one_clatter_runs() {
-        assert_eq!(Hs::build_name(&noise_kk_psk0()).as_str(), PROTOCOL_NAME);
+        assert_eq!(
+            Hs::build_name(&noise_kk_psk0()).as_str(),
+            PEER_PROTOCOL_NAME
+        );
     }
 
     #[test]

@@ -30,9 +30,9 @@ pub const UPSTREAM_RETRY_MIN: Duration = Duration::from_secs(1);
 /// Longest wait between two handshakes on the link to the trigger server.
 pub const UPSTREAM_RETRY_MAX: Duration = Duration::from_secs(60);
 /// Most transmits waiting for the driver; beyond, the oldest is dropped (counted).
-pub const MAX_QUEUED_TRANSMITS: usize = 4096;
+pub const MAX_SESSION_QUEUED_TRANSMITS: usize = 4096;
 /// Most events waiting for the driver; beyond, the oldest is dropped (counted).
-pub const MAX_QUEUED_EVENTS: usize = 4096;
+pub const MAX_SESSION_QUEUED_EVENTS: usize = 4096;
 /// Most messages for the trigger server held while its link is being set up;
 /// beyond, the oldest is dropped (counted).
 pub const MAX_UPSTREAM_QUEUE: usize = 1024;
@@ -85,9 +85,9 @@ pub struct SessionLimits {
     pub max_connections: usize,
     /// Messages held for the trigger server while its link is down ([`MAX_UPSTREAM_QUEUE`]).
     pub max_upstream_queue: usize,
-    /// Transmits held for the driver ([`MAX_QUEUED_TRANSMITS`]).
+    /// Transmits held for the driver ([`MAX_SESSION_QUEUED_TRANSMITS`]).
     pub max_queued_transmits: usize,
-    /// Events held for the driver ([`MAX_QUEUED_EVENTS`]).
+    /// Events held for the driver ([`MAX_SESSION_QUEUED_EVENTS`]).
     pub max_queued_events: usize,
 }
 
@@ -101,8 +101,8 @@ impl Default for SessionLimits {
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_upstream_queue: MAX_UPSTREAM_QUEUE,
-            max_queued_transmits: MAX_QUEUED_TRANSMITS,
-            max_queued_events: MAX_QUEUED_EVENTS,
+            max_queued_transmits: MAX_SESSION_QUEUED_TRANSMITS,
+            max_queued_events: MAX_SESSION_QUEUED_EVENTS,
         }
     }
 }

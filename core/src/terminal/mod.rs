@@ -176,8 +176,8 @@ pub struct Terminal<R> {
     connects: Vec<PendingConnect, MAX_PENDING_REQUESTS>,
     inquiries: Vec<PendingInquiry, MAX_PENDING_INQUIRIES>,
     sessions: Vec<Session, MAX_SESSIONS>,
-    transmits: Deque<OwnedTransmit, MAX_QUEUED_TRANSMITS>,
-    events: Deque<TerminalEvent, MAX_QUEUED_EVENTS>,
+    transmits: Deque<OwnedTransmit, MAX_TERMINAL_QUEUED_TRANSMITS>,
+    events: Deque<TerminalEvent, MAX_TERMINAL_QUEUED_EVENTS>,
     stats: TerminalStats,
 }
 

@@ -1216,21 +1216,21 @@ fn bounded_tables_refuse_overflow_with_typed_errors() {
     assert_eq!(h.t.stats().inquiries_overflowed, 1);
     // Output queues: a driver that never polls loses the oldest, counted.
     h.clear();
-    for counter in 1..=(MAX_QUEUED_TRANSMITS as u64 + 3) {
+    for counter in 1..=(MAX_TERMINAL_QUEUED_TRANSMITS as u64 + 3) {
         let trigger = udp_auth::seal_trigger(&h.udp_key, 100 + counter);
         h.t.handle_udp(h.now, TS_ADDR, &encode(&trigger.into()));
     }
     // Each trigger queued an ack and a poll.
-    let queued = 2 * (MAX_QUEUED_TRANSMITS as u64 + 3);
+    let queued = 2 * (MAX_TERMINAL_QUEUED_TRANSMITS as u64 + 3);
     assert_eq!(
         h.t.stats().transmits_dropped,
-        queued - MAX_QUEUED_TRANSMITS as u64
+        queued - MAX_TERMINAL_QUEUED_TRANSMITS as u64
     );
-    for i in 0..(MAX_QUEUED_EVENTS + 2) {
+    for i in 0..(MAX_TERMINAL_QUEUED_EVENTS + 2) {
         h.t.allow("x").ok();
         h.t.disallow(&std::format!("name-{i}"));
     }
-    for q in 200..(200 + MAX_QUEUED_EVENTS as u32 + 5) {
+    for q in 200..(200 + MAX_TERMINAL_QUEUED_EVENTS as u32 + 5) {
         let inquiry = PermissionInquiry {
             query_id: q,
             requester: name("TERM3"),
@@ -1245,7 +1245,7 @@ fn bounded_tables_refuse_overflow_with_typed_errors() {
     while h.t.poll_event().is_some() {
         events += 1;
     }
-    assert_eq!(events, MAX_QUEUED_EVENTS);
+    assert_eq!(events, MAX_TERMINAL_QUEUED_EVENTS);
 }
 
 #[test]

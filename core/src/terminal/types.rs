@@ -22,10 +22,10 @@ pub const MAX_PENDING_REQUESTS: usize = 4;
 pub const MAX_PENDING_INQUIRIES: usize = 4;
 /// Most transmits waiting for the driver; beyond it the oldest is dropped
 /// (counted in [`TerminalStats::transmits_dropped`]).
-pub const MAX_QUEUED_TRANSMITS: usize = 8;
+pub const MAX_TERMINAL_QUEUED_TRANSMITS: usize = 8;
 /// Most events waiting for the app; beyond it the oldest is dropped
 /// (counted in [`TerminalStats::events_dropped`]).
-pub const MAX_QUEUED_EVENTS: usize = 16;
+pub const MAX_TERMINAL_QUEUED_EVENTS: usize = 16;
 
 /// The keepalive interval bounds the terminal shares with the trigger
 /// server (one definition, in [`crate::wire`]).

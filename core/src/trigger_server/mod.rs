@@ -67,8 +67,8 @@
 //! Devices: [`TriggerConfig::max_devices`]; pending triggers:
 //! [`MAX_PENDING_PER_DEVICE`] per device and
 //! [`TriggerConfig::max_pending_triggers`] in all; connections:
-//! [`MAX_CONNECTIONS`]; output queues: [`MAX_QUEUED_TRANSMITS`] and
-//! [`MAX_QUEUED_EVENTS`] (the oldest entry is dropped and counted). Timers
+//! [`MAX_CONNECTIONS`]; output queues: [`MAX_TRIGGER_QUEUED_TRANSMITS`] and
+//! [`MAX_TRIGGER_QUEUED_EVENTS`] (the oldest entry is dropped and counted). Timers
 //! live in one ordered index holding exactly one entry per live address and
 //! one per pending trigger, so [`TriggerServer::poll_timeout`] is one lookup
 //! whatever the number of devices.
@@ -130,9 +130,9 @@ pub const DEFAULT_MAX_PENDING_TRIGGERS: usize = 65_536;
 /// oldest connection without a link (or, if every one is linked, the oldest).
 pub const MAX_CONNECTIONS: usize = 64;
 /// The most transmits queued for the driver; beyond, the oldest is dropped.
-pub const MAX_QUEUED_TRANSMITS: usize = 1024;
+pub const MAX_TRIGGER_QUEUED_TRANSMITS: usize = 1024;
 /// The most events queued for the driver; beyond, the oldest is dropped.
-pub const MAX_QUEUED_EVENTS: usize = 4096;
+pub const MAX_TRIGGER_QUEUED_EVENTS: usize = 4096;
 /// Link handshakes per source (IPv4 address or IPv6 /64), checked before any
 /// public-key work: a burst of 8, then one per second.
 pub const LINK_HANDSHAKES: Limit = Limit::one_every(8, Duration::from_secs(1));
@@ -1024,7 +1024,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
     }
 
     fn push_transmit(&mut self, t: OwnedTransmit) {
-        if self.transmits.len() >= MAX_QUEUED_TRANSMITS {
+        if self.transmits.len() >= MAX_TRIGGER_QUEUED_TRANSMITS {
             self.transmits.pop_front();
             self.stats.transmits_dropped += 1;
         }
@@ -1032,7 +1032,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
     }
 
     fn event(&mut self, e: TriggerEvent) {
-        if self.events.len() >= MAX_QUEUED_EVENTS {
+        if self.events.len() >= MAX_TRIGGER_QUEUED_EVENTS {
             self.events.pop_front();
             self.stats.events_dropped += 1;
         }

@@ -980,20 +980,20 @@ fn output_queues_are_bounded_when_the_driver_does_not_poll() {
     });
     let mut term = Term::new(1, "203.0.113.1:1");
     h.install(&term);
-    for i in 0..(MAX_QUEUED_TRANSMITS + 10) {
+    for i in 0..(MAX_TRIGGER_QUEUED_TRANSMITS + 10) {
         let bytes = term.keepalive();
         // A new address each time, so each also makes an event.
         let from = SocketAddr::new(term.nat.ip(), (i % 60_000) as u16 + 1);
         h.ts.handle_udp(h.now, from, &bytes);
     }
-    assert_eq!(h.ts.transmits.len(), MAX_QUEUED_TRANSMITS);
+    assert_eq!(h.ts.transmits.len(), MAX_TRIGGER_QUEUED_TRANSMITS);
     assert_eq!(h.ts.stats().transmits_dropped, 10);
-    for _ in 0..MAX_QUEUED_EVENTS {
+    for _ in 0..MAX_TRIGGER_QUEUED_EVENTS {
         let bytes = term.keepalive();
         h.ts.handle_udp(h.now, addr("203.0.113.1:2"), &bytes);
         h.ts.handle_udp(h.now, addr("203.0.113.1:3"), &term.keepalive());
     }
-    assert_eq!(h.ts.events.len(), MAX_QUEUED_EVENTS);
+    assert_eq!(h.ts.events.len(), MAX_TRIGGER_QUEUED_EVENTS);
     assert!(h.ts.stats().events_dropped > 0);
 }
 
@@ -1149,8 +1149,8 @@ mod random {
         prop_assert_eq!(pending, h.ts.pending_triggers());
         let live = h.ts.devices.values().filter(|d| d.addr.is_some()).count();
         prop_assert_eq!(h.ts.timers.len(), live + pending);
-        prop_assert!(h.ts.transmits.len() <= MAX_QUEUED_TRANSMITS);
-        prop_assert!(h.ts.events.len() <= MAX_QUEUED_EVENTS);
+        prop_assert!(h.ts.transmits.len() <= MAX_TRIGGER_QUEUED_TRANSMITS);
+        prop_assert!(h.ts.events.len() <= MAX_TRIGGER_QUEUED_EVENTS);
         prop_assert!(h.ts.conns.len() <= MAX_CONNECTIONS);
         for d in h.ts.devices.values() {
             prop_assert!(d.pending.len() <= MAX_PENDING_PER_DEVICE);
