@@ -22,16 +22,23 @@
 //! - [`ratelimit`]: token buckets in bounded memory.
 //! - `names` (feature `alloc`): the session server's name bindings.
 //!
-//! The role state machines, each sans-IO under the contract of [`machine`]:
+//! The role state machines. Every role a driver runs implements the one
+//! contract of [`machine`] ([`machine::Machine`]: inputs in with
+//! `handle_input` / `handle_timeout`, then `poll_output` until
+//! [`machine::Output::Timeout`]; a durable fact comes out as
+//! [`machine::Output::Store`] before any transmit that acknowledges it; its
+//! docs show a whole driver loop):
 //!
-//! - [`terminal`]: a device (registration, keepalives, permission, sessions).
-//! - `session_server` (feature `alloc`): permission, session keys, durations, the
-//!   session log.
 //! - `trigger_server` (feature `alloc`): NAT mappings, triggers, address inquiries.
+//! - `session_server` (feature `alloc`): permission, session keys, durations, the
+//!   session log (its durable facts: `session_server::SessionFact`).
+//! - [`peer::endpoint::Endpoint`]: the terminal that ships: the control-plane
+//!   component [`terminal`] (registration, keepalives, permission, sessions)
+//!   and its peer sessions on one socket.
 //! - [`peer`]: the direct path between two terminals: the peer packets, the
 //!   KKpsk0 handshake ([`peer::handshake`]), the per-packet cipher, the
-//!   reliable stream and datagram transport, and the [`peer::endpoint`] that
-//!   puts a terminal and its peer sessions on one socket.
+//!   reliable stream and datagram transport, and the application protocol
+//!   on it ([`peer::transfer`]: the file sender and receiver machines).
 //!
 //! Dependencies run one way, from the machines down to the codec: `wire`
 //! depends on nothing else of the crate, `crypto` only on `wire` and

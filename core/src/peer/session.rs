@@ -32,10 +32,11 @@
 //!    [`EndReason::PeerLost`]. The last event is always [`PeerEvent::Ended`]
 //!    with this side's byte counts; afterwards the session is inert.
 //!
-//! # Driver contract
-//! As every machine of the crate ([`crate::machine`]): after each
-//! `handle_*`, drain [`PeerSession::poll_transmit`] until `None`, then
-//! [`PeerSession::poll_event`], then ask [`PeerSession::poll_timeout`].
+//! # Use
+//! A component of [`super::endpoint::Endpoint`], which drives it: after
+//! each `handle_*`, it drains [`PeerSession::poll_transmit`] until `None`,
+//! then [`PeerSession::poll_event`], then asks [`PeerSession::poll_timeout`]
+//! (benchmarks and the transport tests drive one directly the same way).
 
 use core::net::SocketAddr;
 use core::time::Duration;

@@ -22,9 +22,12 @@
 //! server is [`Destination::Upstream`]: the driver connects it when a
 //! transmit for it appears, feeds what comes back to
 //! [`SessionServer::handle_upstream`] and reports a loss with
-//! [`SessionServer::handle_upstream_closed`]. The driver contract is that of
-//! [`crate::machine`]: after each input drain `poll_transmit`, then
-//! `poll_event`, then ask `poll_timeout`.
+//! [`SessionServer::handle_upstream_closed`] (or all of these as
+//! [`Input`]s through [`Machine::handle_input`]). The driver contract is
+//! that of [`crate::machine`]: after each input, poll
+//! [`SessionServer::poll_output`] until [`Output::Timeout`]; every
+//! [`SessionFact`] comes out as [`Output::Store`] before any transmit, and
+//! the driver stores it before it sends the next one.
 //!
 //! A terminal's channel (numbered by its device ID) outlives streams: the
 //! server answers on the connection it last heard the channel on, and drops
@@ -32,9 +35,10 @@
 //!
 //! # Durable facts and restarts
 //!
-//! [`SessionEvent::NameBound`], [`SessionEvent::SessionStarted`],
-//! [`SessionEvent::SessionExtended`] and [`SessionEvent::SessionRecord`] are
-//! facts to store. After a restart the driver builds the
+//! The [`SessionFact`]s (a name bound, a session started, extended,
+//! recorded) are the facts to store; they sit in their own queue, which
+//! never drops one, and reach the app as the [`SessionEvent`] of the same
+//! name once stored. After a restart the driver builds the
 //! [`NameRegistry`] from the bindings and replays, with
 //! [`SessionServer::restore_session`], every started session that has no
 //! record yet: it still ends by its notifications or its timer and still

@@ -6,12 +6,14 @@
 //! a threshold of the permitted duration, forced end, end notification,
 //! S1502-S1508).
 //!
-//! It is sans-IO like every machine of this crate (see [`crate::machine`]
-//! for the driver contract): the driver feeds it datagrams from the
-//! terminal's one UDP socket ([`Terminal::handle_udp`]), whole messages from
-//! its stream to the session server ([`Terminal::handle_upstream`]) and
-//! timeouts, and drains [`Terminal::poll_transmit`], [`Terminal::poll_event`]
-//! and [`Terminal::poll_timeout`] after each. It needs no allocator: every
+//! It is a component: the terminal that drivers run is the
+//! [`crate::peer::endpoint::Endpoint`], which owns one of these beside its
+//! peer sessions and is the terminal's [`crate::machine::Machine`]. The
+//! endpoint feeds it datagrams from the terminal's one UDP socket
+//! ([`Terminal::handle_udp`]), whole messages from its stream to the session
+//! server ([`Terminal::handle_upstream`]) and timeouts, and takes its
+//! messages ([`Terminal::poll_transmit`]) and events
+//! ([`Terminal::poll_event`]) into its own outputs. It needs no allocator: every
 //! table is a fixed-capacity [`heapless`] collection bounded by a named
 //! constant ([`MAX_SESSIONS`], [`MAX_PENDING_REQUESTS`], ...), and an
 //! overflow is a typed error or a counted drop ([`TerminalStats`]).

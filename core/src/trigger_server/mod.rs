@@ -74,10 +74,12 @@
 //! whatever the number of devices.
 //!
 //! # Driver contract
-//! As in [`crate::machine`]: after every `handle_*` call drain
-//! [`TriggerServer::poll_transmit`] and [`TriggerServer::poll_event`], then
-//! call [`TriggerServer::handle_timeout`] at [`TriggerServer::poll_timeout`].
-//! Time going back is clamped ([`Clock::observe`]).
+//! That of [`crate::machine`] ([`Machine`]): after every input, poll
+//! [`TriggerServer::poll_output`] until [`Output::Timeout`], and call
+//! [`TriggerServer::handle_timeout`] then. The trigger server stores no
+//! durable facts (its table is soft state, rebuilt by keepalives); a link
+//! it refuses comes out as [`Output::Close`]. Time going back is clamped
+//! ([`Clock::observe`]).
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;

@@ -4,10 +4,10 @@
 //! across machines.
 //!
 //! The session server keeps its durable facts in `DIR/tryst.db` (see
-//! [`super::store`]): each batch of durable events is committed before the
-//! transmits of the same drain (which acknowledge them) go out, and at
+//! [`tryst_std::store`]): the facts the machine hands out are committed
+//! before the next transmit (which may acknowledge them) goes out, and at
 //! start the bindings and the live sessions are replayed into the fresh
-//! machine. SIGTERM (or Ctrl-C) ends every live session (end triggers to
+//! machine ([`tryst_std::store::Store::server_state`]). SIGTERM (or Ctrl-C) ends every live session (end triggers to
 //! both terminals, as `tryst end` does), waits for their records, and
 //! stops. Operator commands (`tryst end`, `tryst enroll`) arrive through
 //! the store's command table, polled every [`COMMAND_POLL`].
