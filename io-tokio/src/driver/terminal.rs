@@ -210,21 +210,26 @@ fn stopped<T>(_: T) -> anyhow::Error {
 }
 
 impl TerminalHandle {
+    /// Sends the command `make` builds around a reply channel; its answer.
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> TerminalCommand,
+    ) -> anyhow::Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(make(reply)).await.map_err(stopped)?;
+        answer.await.map_err(stopped)
+    }
+
     /// Asks for `target`; the answer comes as an event with the returned request ID.
     pub async fn connect(&self, target: &str, duration_secs: u32) -> anyhow::Result<u32> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(TerminalCommand::Connect {
-                target: target.to_owned(),
-                duration_secs,
-                reply,
-            })
-            .await
-            .map_err(stopped)?;
-        answer
-            .await
-            .map_err(stopped)?
-            .map_err(|e| anyhow::anyhow!("request not sent: {e}"))
+        let target = target.to_owned();
+        self.request(|reply| TerminalCommand::Connect {
+            target,
+            duration_secs,
+            reply,
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("request not sent: {e}"))
     }
 
     /// Reports a session's transfer to the terminal directly.
@@ -248,19 +253,13 @@ impl TerminalHandle {
 
     /// Ends a session's terminal side now (and its peer session with it).
     pub async fn finish(&self, session_id: SessionId, reason: EndReason) -> anyhow::Result<()> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(TerminalCommand::Finish {
-                session_id,
-                reason,
-                reply,
-            })
-            .await
-            .map_err(stopped)?;
-        answer
-            .await
-            .map_err(stopped)?
-            .map_err(|_| anyhow::anyhow!("no such session"))
+        self.request(|reply| TerminalCommand::Finish {
+            session_id,
+            reason,
+            reply,
+        })
+        .await?
+        .map_err(|_| anyhow::anyhow!("no such session"))
     }
 
     /// Closes a session through its peer channel.
@@ -278,50 +277,33 @@ impl TerminalHandle {
         source: FileSource,
         rate: Option<u64>,
     ) -> anyhow::Result<()> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(TerminalCommand::Send {
-                session_id,
-                source: Box::new(source),
-                rate,
-                reply,
-            })
-            .await
-            .map_err(stopped)?;
-        answer
-            .await
-            .map_err(stopped)?
-            .map_err(|_| anyhow::anyhow!("the session is not running"))
+        let source = Box::new(source);
+        self.request(|reply| TerminalCommand::Send {
+            session_id,
+            source,
+            rate,
+            reply,
+        })
+        .await?
+        .map_err(|_| anyhow::anyhow!("the session is not running"))
     }
 
     /// Replaces the permission list; it applies to the next request.
     pub async fn set_permissions(&self, names: Vec<String>) -> anyhow::Result<()> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(TerminalCommand::SetPermissions { names, reply })
-            .await
-            .map_err(stopped)?;
-        answer
-            .await
-            .map_err(stopped)?
+        self.request(|reply| TerminalCommand::SetPermissions { names, reply })
+            .await?
             .map_err(|e| anyhow::anyhow!("permission list refused: {e}"))
     }
 
     /// Answers a permission inquiry.
     pub async fn answer(&self, query_id: u32, verdict: Verdict) -> anyhow::Result<()> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(TerminalCommand::Answer {
-                query_id,
-                verdict,
-                reply,
-            })
-            .await
-            .map_err(stopped)?;
-        answer
-            .await
-            .map_err(stopped)?
-            .map_err(|e| anyhow::anyhow!("{e}"))
+        self.request(|reply| TerminalCommand::Answer {
+            query_id,
+            verdict,
+            reply,
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     /// Stops the terminal after its queued messages (end notifications)
