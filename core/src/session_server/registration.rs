@@ -18,7 +18,7 @@ use crate::ratelimit::SourceKey;
 use crate::time::Instant;
 use crate::wire::{
     DecisionMode, DeviceId, ErrorCode, ErrorReply, HandshakeInit, HandshakeReply, KeyInstall,
-    KeyRevoke, Message, PublicKey, RegisterAck, UdpKey,
+    KeyRevoke, Message, Name, PublicKey, Register, RegisterAck, UdpKey,
 };
 
 use super::events::RegistrationRefusal;
@@ -81,82 +81,121 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         remote: SocketAddr,
         init: &HandshakeInit<'_>,
     ) {
-        // Before any public-key work: the source's registration rate.
-        if self
-            .registration_limiter
-            .check(now, &SourceKey::from_addr(&remote))
-            .is_err()
-        {
-            self.out.counters.registrations_rate_limited += 1;
-            self.conns.remove(&conn);
-            self.out.close(conn);
+        if !self.admit_registration(now, conn, remote) {
             return;
         }
         let mut payload = [0u8; MAX_HANDSHAKE_PAYLOAD];
+        let Some((responder, register)) = self.accept_registration(now, init, &mut payload) else {
+            return;
+        };
+        let key = responder.initiator_key();
+        let name = register.name;
+        let bound = match self.check_registration(&register, key) {
+            Ok(device) => self.bind_name(name, key).map(|holds| (device, holds)),
+            Err(reason) => Err(reason),
+        };
+        let (device, holds_binding) = match bound {
+            Ok(bound) => bound,
+            Err(reason) => {
+                self.refuse_registration(conn, responder, name.as_str(), key, reason);
+                return;
+            }
+        };
+        let Some((secure, udp_key)) = self.answer_registration(conn, responder, device) else {
+            if holds_binding {
+                self.release_unconfirmed(name.as_str(), key);
+            }
+            return;
+        };
+        let channel = Channel {
+            name: name.as_str().to_string(),
+            key,
+            mode: register.mode,
+            udp_key,
+            secure,
+            conn: Some(conn),
+            live: false,
+            created: now,
+            timer: None,
+            outstanding: 0,
+            holds_binding,
+        };
+        self.keep_pending(now, device, channel);
+    }
+
+    /// Admit: the source's registration rate, before any public-key work (over it: closed).
+    fn admit_registration(&mut self, now: Instant, conn: ConnectionId, remote: SocketAddr) -> bool {
+        if self
+            .registration_limiter
+            .check(now, &SourceKey::from_addr(&remote))
+            .is_ok()
+        {
+            return true;
+        }
+        self.out.counters.registrations_rate_limited += 1;
+        self.conns.remove(&conn);
+        self.out.close(conn);
+        false
+    }
+
+    /// Accept: the Noise IK handshake and its `Register` payload, counting what fails.
+    fn accept_registration<'p>(
+        &mut self,
+        now: Instant,
+        init: &HandshakeInit<'_>,
+        payload: &'p mut [u8],
+    ) -> Option<(Responder, Register<'p>)> {
         let (responder, n) =
-            match Responder::accept(&mut self.rng, now, &self.keypair, init, &mut payload) {
+            match Responder::accept(&mut self.rng, now, &self.keypair, init, payload) {
                 Ok(accepted) => accepted,
                 Err(_) => {
                     self.out.counters.handshake_failures += 1;
-                    return;
+                    return None;
                 }
             };
-        let key = responder.initiator_key();
+        let payload: &'p [u8] = payload;
         let Some(Ok(Message::Register(register))) = payload.get(..n).map(Message::decode) else {
             self.out.counters.ignored_messages += 1;
-            return;
+            return None;
         };
-        let name = register.name;
+        Some((responder, register))
+    }
+
+    /// Check: the identity is the handshake's key, and there is room and a device ID.
+    fn check_registration(
+        &mut self,
+        register: &Register<'_>,
+        key: PublicKey,
+    ) -> Result<u64, RegistrationRefusal> {
         if register.identity != key {
-            self.refuse_registration(
-                conn,
-                responder,
-                name.as_str(),
-                key,
-                RegistrationRefusal::IdentityMismatch,
-            );
-            return;
+            return Err(RegistrationRefusal::IdentityMismatch);
         }
-        // Room for one more channel: an old unconfirmed one makes way first.
+        self.make_room_for_pending();
+        if self.reg.channels.len() >= self.config.limits.max_channels {
+            return Err(RegistrationRefusal::ServerFull);
+        }
+        self.fresh_device_id()
+            .ok_or(RegistrationRefusal::ServerFull)
+    }
+
+    /// Room for one more pending channel: the oldest unconfirmed one makes way.
+    fn make_room_for_pending(&mut self) {
         if self.reg.pending_by_age.len() >= self.config.limits.max_pending_registrations.max(1) {
             if let Some(&(_, oldest)) = self.reg.pending_by_age.first() {
                 self.forget_pending(oldest);
             }
         }
-        if self.reg.channels.len() >= self.config.limits.max_channels {
-            self.refuse_registration(
-                conn,
-                responder,
-                name.as_str(),
-                key,
-                RegistrationRefusal::ServerFull,
-            );
-            return;
-        }
-        let Some(device) = self.fresh_device_id() else {
-            self.refuse_registration(
-                conn,
-                responder,
-                name.as_str(),
-                key,
-                RegistrationRefusal::ServerFull,
-            );
-            return;
-        };
-        let holds_binding = match self.registry.register(name, key) {
+    }
+
+    /// Bind: `name` to `key` in the registry; `true` if the channel holds an unconfirmed binding.
+    fn bind_name(&mut self, name: Name<'_>, key: PublicKey) -> Result<bool, RegistrationRefusal> {
+        match self.registry.register(name, key) {
             Err(refused) => {
                 if let Some(attempt) = refused.impersonation() {
                     self.out
                         .event(SessionEvent::ImpersonationAttempt(attempt.clone()));
                 }
-                self.refuse_registration(
-                    conn,
-                    responder,
-                    name.as_str(),
-                    key,
-                    RegistrationRefusal::Registry(refused.reason),
-                );
-                return;
+                Err(RegistrationRefusal::Registry(refused.reason))
             }
             Ok(Registration::NewBinding) => {
                 *self
@@ -164,16 +203,25 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
                     .unconfirmed
                     .entry(name.as_str().to_string())
                     .or_insert(0) += 1;
-                true
+                Ok(true)
             }
             Ok(Registration::AlreadyBound) => match self.reg.unconfirmed.get_mut(name.as_str()) {
                 Some(count) => {
                     *count += 1;
-                    true
+                    Ok(true)
                 }
-                None => false,
+                None => Ok(false),
             },
-        };
+        }
+    }
+
+    /// Answer: a fresh UDP key in a `RegisterAck` in the handshake reply; `None` if sealing failed.
+    fn answer_registration(
+        &mut self,
+        conn: ConnectionId,
+        responder: Responder,
+        device: u64,
+    ) -> Option<(SecureChannel, UdpKey)> {
         let mut udp_key = UdpKey([0; 32]);
         self.rng.fill_bytes(&mut udp_key.0);
         let ack = Message::RegisterAck(RegisterAck {
@@ -189,10 +237,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             .and_then(|p| responder.reply(device, p, &mut reply).ok());
         let Some((secure, len)) = sent else {
             self.out.counters.seal_failures += 1;
-            if holds_binding {
-                self.release_unconfirmed(name.as_str(), key);
-            }
-            return;
+            return None;
         };
         self.out.transmit_message(
             Destination::Connection(conn),
@@ -201,19 +246,11 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
                 noise: reply.get(..len).unwrap_or_default(),
             }),
         );
-        let mut channel = Channel {
-            name: name.as_str().to_string(),
-            key,
-            mode: register.mode,
-            udp_key,
-            secure,
-            conn: Some(conn),
-            live: false,
-            created: now,
-            timer: None,
-            outstanding: 0,
-            holds_binding,
-        };
+        Some((secure, udp_key))
+    }
+
+    /// Keep: the channel stays pending until its first record confirms it or its timer fires.
+    fn keep_pending(&mut self, now: Instant, device: u64, mut channel: Channel) {
         self.timers.arm(
             Timer::PendingRegistration(device),
             &mut channel.timer,

@@ -7,10 +7,12 @@
 //! the cause (unknown, offline, refused, no answer): exit code 3 and
 //! nothing about the target, its address least of all.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tryst_core::peer::session::PeerEvent;
 use tryst_core::terminal::TerminalEvent;
 use tryst_core::wire::{EndReason, SessionId};
@@ -21,7 +23,7 @@ use super::CliError;
 use crate::driver::terminal::{
     self as driver, full_session_id, Event, TerminalHandle, TerminalOptions,
 };
-use tryst_std::transfer::{FileSource, HashError, OpenError};
+use tryst_std::transfer::{FileDigest, FileSource, HashError, OpenError};
 
 /// How long the terminal may take to register and be seen online.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -98,7 +100,31 @@ pub async fn run(args: ConnectArgs) -> Result<(), CliError> {
     .await
     .map_err(|e| CliError::usage(format!("cannot bind the terminal's UDP socket: {e}")))?;
 
-    // Registered with the session server and seen by the trigger server.
+    wait_online(&mut events, &args.common).await?;
+    let answer = wait_for_session(&handle, &mut events, &args.target, duration_secs).await?;
+    let Some((session_id, granted, peer_addr)) = answer else {
+        handle.shutdown(EXIT_GRACE).await;
+        return Err(CliError::NotPermitted);
+    };
+    println!(
+        "session {} with {} for {granted} s (peer at {peer_addr})",
+        full_session_id(&session_id),
+        args.target
+    );
+
+    if let Some(path) = &args.send {
+        let result = send(&handle, &mut events, session_id, path, args.limit_rate).await;
+        handle.shutdown(EXIT_GRACE).await;
+        return result;
+    }
+    hold(&handle, &mut events, session_id).await
+}
+
+/// Waits until the session server registered the terminal and the trigger server sees it.
+async fn wait_online(
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    common: &TerminalCommon,
+) -> Result<(), CliError> {
     let registered = tokio::time::timeout(REGISTER_TIMEOUT, async {
         while let Some(event) = events.recv().await {
             match event {
@@ -106,7 +132,7 @@ pub async fn run(args: ConnectArgs) -> Result<(), CliError> {
                 Event::Terminal(TerminalEvent::RegistrationRefused) => {
                     return Err(CliError::failed(format!(
                         "the session server refused the name {} for this key",
-                        args.common.name
+                        common.name
                     )))
                 }
                 _ => {}
@@ -116,16 +142,22 @@ pub async fn run(args: ConnectArgs) -> Result<(), CliError> {
     })
     .await;
     match registered {
-        Ok(result) => result?,
-        Err(_) => {
-            return Err(CliError::failed(format!(
-                "could not register with the session server at {} and the trigger server at {}",
-                args.common.server, args.common.trigger
-            )))
-        }
+        Ok(result) => result,
+        Err(_) => Err(CliError::failed(format!(
+            "could not register with the session server at {} and the trigger server at {}",
+            common.server, common.trigger
+        ))),
     }
+}
 
-    let request = handle.connect(&args.target, duration_secs).await?;
+/// Asks for `target`: the session, its duration and the peer's address, or `None` if refused.
+async fn wait_for_session(
+    handle: &TerminalHandle,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    target: &str,
+    duration_secs: u32,
+) -> Result<Option<(SessionId, u32, SocketAddr)>, CliError> {
+    let request = handle.connect(target, duration_secs).await?;
     let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
         while let Some(event) = events.recv().await {
             match event {
@@ -147,23 +179,15 @@ pub async fn run(args: ConnectArgs) -> Result<(), CliError> {
         None
     })
     .await;
-    let Ok(Some((session_id, granted, peer_addr))) = answer else {
-        handle.shutdown(EXIT_GRACE).await;
-        return Err(CliError::NotPermitted);
-    };
-    println!(
-        "session {} with {} for {granted} s (peer at {peer_addr})",
-        full_session_id(&session_id),
-        args.target
-    );
+    Ok(answer.ok().flatten())
+}
 
-    if let Some(path) = &args.send {
-        let result = send(&handle, &mut events, session_id, path, args.limit_rate).await;
-        handle.shutdown(EXIT_GRACE).await;
-        return result;
-    }
-
-    // Hold the session until it ends or the user stops it.
+/// Holds the session until it ends or the user stops it.
+async fn hold(
+    handle: &TerminalHandle,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    session_id: SessionId,
+) -> Result<(), CliError> {
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| CliError::failed(format!("cannot handle signals: {e}")))?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -202,6 +226,42 @@ async fn send(
     path: &std::path::Path,
     rate: Option<u64>,
 ) -> Result<(), CliError> {
+    let file = start_file(handle, session_id, path, rate).await?;
+    let ended = follow_transfer(handle, events, session_id, &file).await?;
+    finish_send(&file, &ended)
+}
+
+/// The file being sent.
+struct Outgoing {
+    /// Its name, as the progress and the summary show it.
+    name: String,
+    /// Its size in bytes.
+    size: u64,
+    /// Hashed as it is sent: complete once the last byte was read.
+    digest: FileDigest,
+}
+
+/// How the direct path ended, and when the transfer could start.
+struct Ended {
+    /// The reason the session ended with.
+    reason: EndReason,
+    /// Whether the receiver closed it.
+    by_peer: bool,
+    /// Payload bytes this side sent.
+    bytes_sent: u64,
+    /// When the direct path came up, if it did.
+    connected_at: Option<Instant>,
+    /// When the file was handed to the terminal.
+    started: Instant,
+}
+
+/// Opens `path` and hands it to the terminal to send on the session's stream.
+async fn start_file(
+    handle: &TerminalHandle,
+    session_id: SessionId,
+    path: &std::path::Path,
+    rate: Option<u64>,
+) -> Result<Outgoing, CliError> {
     let owned = path.to_path_buf();
     let source = tokio::task::spawn_blocking(move || FileSource::open(&owned))
         .await
@@ -211,24 +271,116 @@ async fn send(
             _ => CliError::usage(e),
         })?;
     let size = source.file_size();
-    // Hashed as it is sent: complete once the last byte was read.
     let digest = source.digest_handle();
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     handle.send_file(session_id, source, rate).await?;
-    let mut progress = Progress::new(&format!("sending {name}"), size);
-    let started = tokio::time::Instant::now();
-    let mut connected_at = None;
-    // Set once everything is acknowledged or the terminal's side ended:
-    // past it, stop waiting for the peer's close.
-    let mut give_up: Option<tokio::time::Instant> = None;
-    let mut acked_all = false;
+    Ok(Outgoing { name, size, digest })
+}
+
+/// The sender's view of the transfer while it runs.
+struct Watch {
+    /// The progress on stdout.
+    progress: Progress,
+    /// The file's size.
+    size: u64,
+    /// When the direct path came up.
+    connected_at: Option<Instant>,
+    /// Set once everything is acknowledged or the terminal's side ended:
+    /// past it, stop waiting for the peer's close.
+    give_up: Option<Instant>,
+    /// Every byte was acknowledged and the session is not yet closed.
+    acked_all: bool,
+}
+
+impl Watch {
+    /// Follows one event of the session; the direct path's end once it came.
+    fn on_event(&mut self, session_id: SessionId, event: Event) -> Option<(EndReason, bool, u64)> {
+        match event {
+            Event::Sending {
+                session_id: id,
+                acked,
+                ..
+            } if id == session_id => {
+                self.progress.set(acked);
+            }
+            Event::Peer {
+                session_id: id,
+                event,
+            } if id == session_id => {
+                return self.on_peer_event(event);
+            }
+            Event::Terminal(TerminalEvent::SessionExtended {
+                session_id: id,
+                duration_secs,
+            }) if id == session_id => {
+                self.progress.println(&format!("the transfer was still running at the threshold: session extended to {duration_secs} s"));
+            }
+            Event::Terminal(TerminalEvent::ExtensionRefused { session_id: id })
+                if id == session_id =>
+            {
+                self.progress
+                    .println("the session server refused an extension");
+            }
+            Event::Terminal(TerminalEvent::SessionEnded { session_id: id, .. })
+                if id == session_id =>
+            {
+                self.give_up.get_or_insert(Instant::now() + CONFIRM_WAIT);
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// Follows one event of the direct path; its end once it came.
+    fn on_peer_event(&mut self, event: PeerEvent) -> Option<(EndReason, bool, u64)> {
+        match event {
+            PeerEvent::Connected { peer_addr } => {
+                self.connected_at = Some(Instant::now());
+                self.progress.println(&format!(
+                    "direct path up to {peer_addr} (Noise KK, session key as PSK)"
+                ));
+            }
+            PeerEvent::StreamAcked { .. } => {
+                self.progress.set(self.size);
+                self.acked_all = true;
+                self.give_up.get_or_insert(Instant::now() + CONFIRM_WAIT);
+            }
+            PeerEvent::Ended {
+                reason,
+                by_peer,
+                bytes_sent,
+                ..
+            } => return Some((reason, by_peer, bytes_sent)),
+            _ => {}
+        }
+        None
+    }
+}
+
+/// Follows the progress until the direct path ends; closes the session once all is acked.
+async fn follow_transfer(
+    handle: &TerminalHandle,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    session_id: SessionId,
+    file: &Outgoing,
+) -> Result<Ended, CliError> {
+    let progress = Progress::new(&format!("sending {}", file.name), file.size);
+    let started = Instant::now();
+    let mut watch = Watch {
+        progress,
+        size: file.size,
+        connected_at: None,
+        give_up: None,
+        acked_all: false,
+    };
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| CliError::failed(format!("cannot handle signals: {e}")))?;
-    let ended = loop {
-        let wait = async {
+    let (reason, by_peer, bytes_sent) = loop {
+        let give_up = watch.give_up;
+        let wait = async move {
             match give_up {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
@@ -237,64 +389,55 @@ async fn send(
         tokio::select! {
             event = events.recv() => match event {
                 None => return Err(CliError::failed("the terminal's event loop stopped")),
-                Some(Event::Sending { session_id: id, acked, .. }) if id == session_id => progress.set(acked),
-                Some(Event::Peer { session_id: id, event }) if id == session_id => match event {
-                    PeerEvent::Connected { peer_addr } => {
-                        connected_at = Some(tokio::time::Instant::now());
-                        progress.println(&format!("direct path up to {peer_addr} (Noise KK, session key as PSK)"));
-                    }
-                    PeerEvent::StreamAcked { .. } => {
-                        progress.set(size);
-                        acked_all = true;
-                        give_up.get_or_insert(tokio::time::Instant::now() + CONFIRM_WAIT);
-                    }
-                    PeerEvent::Ended { reason, by_peer, bytes_sent, .. } => break (reason, by_peer, bytes_sent),
-                    _ => {}
+                Some(event) => if let Some(ended) = watch.on_event(session_id, event) {
+                    break ended;
                 },
-                Some(Event::Terminal(TerminalEvent::SessionExtended { session_id: id, duration_secs })) if id == session_id => {
-                    progress.println(&format!("the transfer was still running at the threshold: session extended to {duration_secs} s"));
-                }
-                Some(Event::Terminal(TerminalEvent::ExtensionRefused { session_id: id })) if id == session_id => {
-                    progress.println("the session server refused an extension");
-                }
-                Some(Event::Terminal(TerminalEvent::SessionEnded { session_id: id, .. })) if id == session_id => {
-                    give_up.get_or_insert(tokio::time::Instant::now() + CONFIRM_WAIT);
-                }
-                Some(_) => {}
             },
             _ = interrupt.recv() => {
-                progress.println("interrupted: closing the session");
+                watch.progress.println("interrupted: closing the session");
                 let _ = handle.close(session_id, EndReason::Cancelled).await;
-                acked_all = false;
-                give_up = Some(tokio::time::Instant::now() + CONFIRM_WAIT);
+                watch.acked_all = false;
+                watch.give_up = Some(Instant::now() + CONFIRM_WAIT);
             }
             () = wait => {
-                if acked_all {
+                if watch.acked_all {
                     let _ = handle.close(session_id, EndReason::Completed).await;
-                    give_up = Some(tokio::time::Instant::now() + CONFIRM_WAIT);
-                    acked_all = false;
+                    watch.give_up = Some(Instant::now() + CONFIRM_WAIT);
+                    watch.acked_all = false;
                 } else {
-                    progress.finish();
+                    watch.progress.finish();
                     return Err(CliError::failed("the session ended before the transfer did"));
                 }
             }
         }
     };
-    progress.finish();
-    let (reason, by_peer, bytes_sent) = ended;
+    watch.progress.finish();
+    Ok(Ended {
+        reason,
+        by_peer,
+        bytes_sent,
+        connected_at: watch.connected_at,
+        started,
+    })
+}
+
+/// The summary and the exit code: `Ok` for a completed session, the cause otherwise.
+fn finish_send(file: &Outgoing, ended: &Ended) -> Result<(), CliError> {
+    let (name, size, bytes_sent) = (&file.name, file.size, ended.bytes_sent);
     // The file could not be hashed (it shrank while it was sent): its
     // trailer never left, and the loop ended the session.
-    let digest = match digest.get() {
+    let digest = match file.digest.get() {
         Some(Ok(digest)) => hex(&digest),
         Some(Err(HashError::Cancelled)) | None => "not computed".to_owned(),
         Some(Err(e)) => return Err(CliError::failed(format!("{name} was not sent: {e}"))),
     };
-    let elapsed = connected_at
-        .unwrap_or(started)
+    let elapsed = ended
+        .connected_at
+        .unwrap_or(ended.started)
         .elapsed()
         .as_secs_f64()
         .max(1e-3);
-    match (reason, by_peer) {
+    match (ended.reason, ended.by_peer) {
         (EndReason::Completed, true) => {
             println!(
                 "sent {name}: {} in {elapsed:.1} s ({}/s); the receiver verified SHA-256 {}",
@@ -317,7 +460,7 @@ async fn send(
         (EndReason::Failed, true) => Err(CliError::failed(format!(
             "the receiver did not keep {name} (checksum mismatch, or it takes no files)"
         ))),
-        (EndReason::Failed, false) if connected_at.is_none() => Err(CliError::failed(
+        (EndReason::Failed, false) if ended.connected_at.is_none() => Err(CliError::failed(
             "no direct path to the peer: hole punching did not get through",
         )),
         (reason, _) => Err(CliError::failed(format!(

@@ -17,7 +17,7 @@ use tryst_core::names::{NameRegistry, TrustMode};
 use tryst_core::peer::session::PeerEvent;
 use tryst_core::session_server::{SessionConfig, SessionEndReason, SessionEvent, SessionRecord};
 use tryst_core::terminal::{TerminalConfig, TerminalEvent};
-use tryst_core::trigger_server::TriggerConfig;
+use tryst_core::trigger_server::{TriggerConfig, TriggerEvent};
 use tryst_core::wire::{EndReason, PublicKey, Role, SessionId, SessionKey};
 
 use crate::cli::transfer::{hex, human_bytes};
@@ -253,14 +253,46 @@ fn write_random_file(path: &Path, len: usize) -> std::io::Result<()> {
     std::fs::write(path, data)
 }
 
+/// The two servers, and the session server's events.
+struct Servers {
+    /// What the session server reports (session records among them).
+    events: Inbox<SessionEvent>,
+    session: session::SessionHandle,
+    /// Kept open for as long as the trigger server runs.
+    _trigger_events: mpsc::UnboundedReceiver<TriggerEvent>,
+    trigger: trigger::TriggerHandle,
+}
+
+/// The three terminals, and the scratch directory, dropped after them.
+struct Cast {
+    mallory: DemoTerminal,
+    phone: DemoTerminal,
+    home: DemoTerminal,
+    scratch: Scratch,
+}
+
 /// Runs the story; `Ok` only if every step did what it said.
 pub async fn run() -> anyhow::Result<()> {
     println!("tryst demo: the seed's flows on loopback, real sockets, real cryptography\n");
+    let mut servers = start_servers().await?;
+    let mut cast = register_terminals(&servers).await?;
+    let id = permitted_request(&mut cast).await?;
+    let (photo, digest) = start_transfer(&mut cast, id).await?;
+    extend_and_store(&mut cast, id, &photo, digest).await?;
+    let first = end_notifications(&mut cast, &mut servers.events, id).await?;
+    refused_requests(&mut cast.mallory).await?;
+    let forced = forced_end(&mut cast, &mut servers).await?;
+    session_log(&first, &forced)?;
+    println!("\nevery step did what it said.");
+    Ok(())
+}
 
+/// [servers]: the trigger server and the session server, on loopback.
+async fn start_servers() -> anyhow::Result<Servers> {
     println!("[servers]");
     let trigger_keys = StaticKeypair::generate(&mut OsRng);
     let session_keys = StaticKeypair::generate(&mut OsRng);
-    let (trigger, _trigger_events) = trigger::spawn(
+    let (trigger, trigger_events) = trigger::spawn(
         TriggerConfig::default(),
         trigger_keys,
         &[session_keys.public_key()],
@@ -281,7 +313,7 @@ pub async fn run() -> anyhow::Result<()> {
         LOOPBACK_ANY_PORT.parse()?,
     )
     .await?;
-    let mut server_events = Inbox::new(server_events);
+    let events = Inbox::new(server_events);
     println!(
         "  trigger server: keepalives on udp {}, server link on tcp {}, key {}",
         trigger.udp_addr,
@@ -293,27 +325,40 @@ pub async fn run() -> anyhow::Result<()> {
         session.control_addr,
         short(&session.public_key)
     );
+    Ok(Servers {
+        events,
+        session,
+        _trigger_events: trigger_events,
+        trigger,
+    })
+}
 
+/// [801-804]: TERM1 (with TERM3 on its list), TERM3 and mallory register and go online.
+async fn register_terminals(servers: &Servers) -> anyhow::Result<Cast> {
     println!("\n[801-804] terminals register with both servers over Noise IK, then keep their NAT mapping alive");
+    let (trigger_udp, session) = (servers.trigger.udp_addr, &servers.session);
     let scratch = Scratch::new()?;
     let inbox = scratch.path.join("TERM1-inbox");
     std::fs::create_dir(&inbox)?;
-    let mut home = start_terminal(
-        "TERM1",
-        &["TERM3"],
-        trigger.udp_addr,
-        &session,
-        Some(inbox.clone()),
-    )
-    .await?;
-    let mut phone = start_terminal("TERM3", &[], trigger.udp_addr, &session, None).await?;
-    let mut mallory = start_terminal("mallory", &[], trigger.udp_addr, &session, None).await?;
+    let home = start_terminal("TERM1", &["TERM3"], trigger_udp, session, Some(inbox)).await?;
+    let phone = start_terminal("TERM3", &[], trigger_udp, session, None).await?;
+    let mallory = start_terminal("mallory", &[], trigger_udp, session, None).await?;
     println!("  TERM1's permission list: TERM3");
+    Ok(Cast {
+        mallory,
+        phone,
+        home,
+        scratch,
+    })
+}
 
+/// [805-812]: TERM3 asks for TERM1 and both sides are told the same session.
+async fn permitted_request(cast: &mut Cast) -> anyhow::Result<SessionId> {
     println!("\n[805-812] TERM3 asks for TERM1; TERM1 is triggered, sends its list, the server searches it");
+    let (phone, home) = (&mut cast.phone, &mut cast.home);
     let request = phone.handle.connect("TERM1", DEMO_DURATION_SECS).await?;
-    let phone_ready = ready(&mut phone).await?;
-    let home_ready = ready(&mut home).await?;
+    let phone_ready = ready(phone).await?;
+    let home_ready = ready(home).await?;
     if phone_ready.session_id != home_ready.session_id
         || phone_ready.session_key != home_ready.session_key
     {
@@ -333,10 +378,13 @@ pub async fn run() -> anyhow::Result<()> {
         "  TERM3 was told {} is at {}; TERM1 was told {} is at {}",
         phone_ready.peer_name, phone_ready.peer_addr, home_ready.peer_name, home_ready.peer_addr
     );
+    Ok(phone_ready.session_id)
+}
 
-    let id = phone_ready.session_id;
+/// [S205-S207]: TERM3 starts sending a random file over the direct path; the file and its digest.
+async fn start_transfer(cast: &mut Cast, id: SessionId) -> anyhow::Result<(PathBuf, [u8; 32])> {
     println!("\n[S205-S207] TERM3 sends a file to TERM1 over the direct path");
-    let photo = scratch.path.join("photo.jpg");
+    let photo = cast.scratch.path.join("photo.jpg");
     write_random_file(&photo, DEMO_FILE_LEN)?;
     let (source, digest) = {
         let photo = photo.clone();
@@ -347,8 +395,12 @@ pub async fn run() -> anyhow::Result<()> {
         })
         .await??
     };
-    phone.handle.send_file(id, source, Some(DEMO_RATE)).await?;
-    let path = phone
+    cast.phone
+        .handle
+        .send_file(id, source, Some(DEMO_RATE))
+        .await?;
+    let path = cast
+        .phone
         .events
         .expect("the direct path", |e| match e {
             Event::Peer {
@@ -367,9 +419,29 @@ pub async fn run() -> anyhow::Result<()> {
         &hex(&digest)[..16],
         human_bytes(DEMO_RATE)
     );
+    Ok((photo, digest))
+}
 
+/// [S1504-S1507]: the extension at 70%, then TERM1 stores the file and closes the direct path.
+async fn extend_and_store(
+    cast: &mut Cast,
+    id: SessionId,
+    photo: &Path,
+    digest: [u8; 32],
+) -> anyhow::Result<()> {
     println!("\n[S1504-S1507] the transfer is still running at 70% of the duration: TERM3 asks for more time");
-    let granted = phone
+    let granted = extension(&mut cast.phone, id).await?;
+    if granted <= DEMO_DURATION_SECS {
+        bail!("the extension was refused");
+    }
+    println!("  granted: the session may now last {granted} s (both sides were told)");
+    stored_file(&mut cast.home, id, photo, digest).await?;
+    direct_path_completed(&mut cast.phone, id).await
+}
+
+/// The duration an extension granted, 0 if it was refused.
+async fn extension(phone: &mut DemoTerminal, id: SessionId) -> anyhow::Result<u32> {
+    phone
         .events
         .expect("an extension", |e| match e {
             Event::Terminal(TerminalEvent::SessionExtended {
@@ -383,11 +455,16 @@ pub async fn run() -> anyhow::Result<()> {
             }
             _ => None,
         })
-        .await?;
-    if granted <= DEMO_DURATION_SECS {
-        bail!("the extension was refused");
-    }
-    println!("  granted: the session may now last {granted} s (both sides were told)");
+        .await
+}
+
+/// TERM1 kept the file, and it is byte for byte the one sent.
+async fn stored_file(
+    home: &mut DemoTerminal,
+    id: SessionId,
+    photo: &Path,
+    digest: [u8; 32],
+) -> anyhow::Result<()> {
     let stored = home
         .events
         .expect("the received file", |e| match e {
@@ -399,7 +476,7 @@ pub async fn run() -> anyhow::Result<()> {
         })
         .await?
         .map_err(|why| anyhow::anyhow!("TERM1 did not keep the file: {why}"))?;
-    if stored.digest != digest || std::fs::read(&stored.path)? != std::fs::read(&photo)? {
+    if stored.digest != digest || std::fs::read(&stored.path)? != std::fs::read(photo)? {
         bail!("the stored file differs from the one sent");
     }
     println!(
@@ -411,6 +488,11 @@ pub async fn run() -> anyhow::Result<()> {
             .unwrap_or_default(),
         human_bytes(stored.size)
     );
+    Ok(())
+}
+
+/// The peer closed the direct path as `Completed`.
+async fn direct_path_completed(phone: &mut DemoTerminal, id: SessionId) -> anyhow::Result<()> {
     let (reason, by_peer) = phone
         .events
         .expect("the close of the direct path", |e| match e {
@@ -426,11 +508,19 @@ pub async fn run() -> anyhow::Result<()> {
     if reason != EndReason::Completed || !by_peer {
         bail!("the direct path ended with {reason:?} (by the peer: {by_peer})");
     }
+    Ok(())
+}
 
+/// [814/815]: both terminals end the session; the server's record of it.
+async fn end_notifications(
+    cast: &mut Cast,
+    server_events: &mut Inbox<SessionEvent>,
+    id: SessionId,
+) -> anyhow::Result<SessionRecord> {
     println!("\n[814/815] the transfer is done: both terminals send end notifications");
-    ended(&mut phone, id).await?;
-    ended(&mut home, id).await?;
-    let first = record(&mut server_events, id).await?;
+    ended(&mut cast.phone, id).await?;
+    ended(&mut cast.home, id).await?;
+    let first = record(server_events, id).await?;
     if first.reason != SessionEndReason::Completed || first.extensions != 1 {
         bail!(
             "the record says {:?} with {} extensions",
@@ -450,10 +540,14 @@ pub async fn run() -> anyhow::Result<()> {
         first.extensions,
         human_bytes(first.bytes_requester_to_target())
     );
+    Ok(first)
+}
 
+/// [S511]: mallory's two requests get the same answer after about the same time.
+async fn refused_requests(mallory: &mut DemoTerminal) -> anyhow::Result<()> {
     println!("\n[S511] requests that may not succeed get one and the same answer");
-    let denied = refused(&mut mallory, "TERM1").await?;
-    let unknown = refused(&mut mallory, "nobody").await?;
+    let denied = refused(mallory, "TERM1").await?;
+    let unknown = refused(mallory, "nobody").await?;
     println!(
         "  mallory -> TERM1 (not on its list): not permitted, after {:.1} s",
         denied.as_secs_f64()
@@ -465,28 +559,33 @@ pub async fn run() -> anyhow::Result<()> {
     if denied.abs_diff(unknown) > Duration::from_millis(500) {
         bail!("the two refusals took visibly different times");
     }
+    Ok(())
+}
 
+/// [S1604/S1605]: a second session, ended by the operator; the server's record of it.
+async fn forced_end(cast: &mut Cast, servers: &mut Servers) -> anyhow::Result<SessionRecord> {
     println!("\n[S1604/S1605] TERM3 connects again; the operator ends the session through the trigger server");
+    let (phone, home) = (&mut cast.phone, &mut cast.home);
     phone.handle.connect("TERM1", DEMO_DURATION_SECS).await?;
-    let second = ready(&mut phone).await?.session_id;
-    ready(&mut home).await?;
-    session.end_session(second).await?;
-    let (a, b) = (
-        ended(&mut phone, second).await?,
-        ended(&mut home, second).await?,
-    );
+    let second = ready(phone).await?.session_id;
+    ready(home).await?;
+    servers.session.end_session(second).await?;
+    let (a, b) = (ended(phone, second).await?, ended(home, second).await?);
     if a != EndReason::Forced || b != EndReason::Forced {
         bail!("the terminals ended with {a:?} and {b:?}, not Forced");
     }
     println!("  both terminals stopped: forced end");
-    let forced = record(&mut server_events, second).await?;
+    record(&mut servers.events, second).await
+}
 
+/// [S1606]: the session log, both records.
+fn session_log(first: &SessionRecord, forced: &SessionRecord) -> anyhow::Result<()> {
     println!("\n[S1606] the session log");
     println!(
         "  {:<9} {:<9} {:<8} {:>9} {:>10} {:>10}  end",
         "session", "who", "whom", "duration", "extensions", "bytes"
     );
-    for r in [&first, &forced] {
+    for r in [first, forced] {
         println!(
             "  {:<9} {:<9} {:<8} {:>8.1}s {:>10} {:>10}  {:?}",
             short_id(&r.session_id),
@@ -501,6 +600,5 @@ pub async fn run() -> anyhow::Result<()> {
     if forced.reason != SessionEndReason::Forced {
         bail!("the forced session's record says {:?}", forced.reason);
     }
-    println!("\nevery step did what it said.");
     Ok(())
 }
