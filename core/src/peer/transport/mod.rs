@@ -555,6 +555,7 @@ impl Transport {
     /// acceptable before any of them has an effect. Returns whether the
     /// packet is ack-eliciting, or `None` if its stream data has no room in
     /// the receive ranges (the packet is then dropped, unacknowledged).
+    #[inline(always)]
     fn validate_frames(&mut self, payload: &[u8]) -> Result<Option<bool>, FrameError> {
         let mut any = false;
         let mut eliciting = false;
@@ -587,6 +588,7 @@ impl Transport {
     /// Records a valid packet as received: its number (bounded; `false` if
     /// it falls below what the table still holds, so it is dropped), the
     /// counters, and when an acknowledgement is due.
+    #[inline(always)]
     fn record_received(&mut self, now: Instant, pn: u64, len: usize, eliciting: bool) -> bool {
         if self.received.insert(pn, pn + 1).is_err() {
             let lowest = self.received.first().map_or(0, |r| r.start);
@@ -625,6 +627,7 @@ impl Transport {
 
     /// The second pass: one validated frame's effect. Returns whether it
     /// moved the in-order stream forward.
+    #[inline(always)]
     fn apply_frame(
         &mut self,
         now: Instant,
@@ -682,6 +685,7 @@ impl Transport {
 
     /// After a packet's frames: stream progress and completion, the flow
     /// control window, and the stats.
+    #[inline(always)]
     fn after_received(&mut self, progressed: bool) {
         if progressed {
             self.progress = Some(self.recv.delivered);
@@ -1289,6 +1293,7 @@ impl Transport {
 
     /// Writes the queued datagrams that fit, oldest first, and drops those
     /// that can never fit the path again. Returns whether any was written.
+    #[inline(always)]
     fn write_datagrams(&mut self, w: &mut Writer<'_>) -> bool {
         let mut written = false;
         let max_datagram = self.max_datagram_len();
@@ -1313,6 +1318,7 @@ impl Transport {
 
     /// Writes a MAX_DATA frame and a PING (so it is acknowledged) when the
     /// receive window grew enough to announce. Returns whether it did.
+    #[inline(always)]
     fn write_urgent_max_data(&mut self, w: &mut Writer<'_>) -> bool {
         if !self.max_data_urgent {
             return false;
@@ -1329,6 +1335,7 @@ impl Transport {
     /// Writes the next stream chunk that fits the room left (keeping
     /// `reserve` bytes free), read from `source` straight into the packet.
     /// Returns its offset and length and whether it carries the FIN.
+    #[inline(always)]
     fn write_stream_chunk(
         &mut self,
         w: &mut Writer<'_>,
