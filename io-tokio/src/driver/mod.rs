@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tryst_core::machine::{ConnectionId, Destination, Input, Machine, Output, MAX_TRANSMIT_LEN};
 use tryst_core::time::Instant;
@@ -130,13 +130,6 @@ pub struct Sockets {
     /// Notified by the app's threads (a file hasher) when
     /// [`Driven::after_drain`] has work.
     pub wake: Option<Arc<Notify>>,
-}
-
-impl Sockets {
-    /// Takes a bound tokio UDP socket into the batching socket.
-    pub fn batch(udp: UdpSocket) -> std::io::Result<BatchSocket> {
-        BatchSocket::from_std(udp.into_std()?)
-    }
 }
 
 /// Runs `role` on `clock` until its commands close, a command stops it, or

@@ -364,8 +364,9 @@ pub async fn spawn_with(
     permissions: &[&str],
     options: TerminalOptions,
 ) -> io::Result<(TerminalHandle, mpsc::UnboundedReceiver<Event>)> {
+    // Bound here, so the caller learns its address; the batching socket is
+    // made inside the loop's own runtime (which must poll it).
     let std_socket = std::net::UdpSocket::bind(udp_addr)?;
-    std_socket.set_nonblocking(true)?;
     let udp_addr = std_socket.local_addr()?;
     let permissions: Vec<String> = permissions.iter().map(|p| (*p).to_owned()).collect();
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
+use tokio::net::UdpSocket;
 use tryst_core::machine::OwnedTransmit;
 
 use super::*;

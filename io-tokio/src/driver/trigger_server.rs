@@ -4,13 +4,14 @@
 use std::net::SocketAddr;
 
 use rand_core::OsRng;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tryst_core::crypto::StaticKeypair;
 use tryst_core::time::Instant;
 use tryst_core::trigger_server::{TriggerConfig, TriggerEvent, TriggerServer};
 use tryst_core::wire::PublicKey;
 
+use super::udp::BatchSocket;
 use super::{run, Driven, Flow, Sockets};
 
 /// The trigger server takes no commands yet; stopping is closing the handle.
@@ -65,7 +66,7 @@ pub async fn spawn(
     udp_addr: SocketAddr,
     link_addr: SocketAddr,
 ) -> std::io::Result<(TriggerHandle, mpsc::UnboundedReceiver<TriggerEvent>)> {
-    let udp = UdpSocket::bind(udp_addr).await?;
+    let udp = BatchSocket::bind(udp_addr)?;
     let listener = TcpListener::bind(link_addr).await?;
     let handle_addrs = (udp.local_addr()?, listener.local_addr()?);
     let public_key = keypair.public_key();
@@ -73,7 +74,7 @@ pub async fn spawn(
     let (commands, command_rx) = mpsc::channel(16);
     let (event_tx, events) = mpsc::unbounded_channel();
     let sockets = Sockets {
-        udp: Some(Sockets::batch(udp)?),
+        udp: Some(udp),
         listener: Some(listener),
         ..Sockets::default()
     };
