@@ -3,6 +3,8 @@
 //! Included by each e2e test file with `#[path]`; each uses a subset.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -1,0 +1,363 @@
+//! A server child process and in-process terminals that speak the real
+//! protocol to it: what the operator-side and abuse suites share.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use rand_core::OsRng;
+use tokio::sync::mpsc;
+use tryst_tokio::core::crypto::StaticKeypair;
+use tryst_tokio::core::terminal::{TerminalConfig, TerminalEvent};
+use tryst_tokio::core::wire::{EndReason, PublicKey, SessionId};
+use tryst_tokio::driver::terminal::{self, TerminalHandle};
+
+use super::{text, tryst, Proc};
+
+/// Longest any one step may take.
+pub const STEP: Duration = Duration::from_secs(20);
+/// Where servers and terminals bind: loopback, a port the kernel picks.
+pub const LOOPBACK_ANY: &str = "127.0.0.1:0";
+/// What a terminal asks for at 70% of its duration.
+pub const EXTENSION_ASK_SECS: u32 = 4;
+
+pub fn run(args: &[&str]) -> Output {
+    tryst().args(args).output().expect("the tryst binary runs")
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn parse_key(hex_text: &str) -> PublicKey {
+    let mut key = [0u8; 32];
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex_text[2 * i..2 * i + 2], 16).expect("hex key");
+    }
+    PublicKey(key)
+}
+
+/// Both parties finish a session as completed, `first` first. The first
+/// end notification may already have made the server end the session on
+/// the other side (an end trigger), so the second finish may find it gone.
+pub async fn finish_both(first: &Term, second: &Term, id: SessionId) {
+    first
+        .handle
+        .finish(id, EndReason::Completed)
+        .await
+        .expect("finish");
+    if let Err(e) = second.handle.finish(id, EndReason::Completed).await {
+        assert!(
+            e.to_string().contains("no such session"),
+            "the second side's finish failed for another reason: {e:#}"
+        );
+    }
+}
+
+/// A combined server on fresh ports.
+pub struct Server {
+    pub proc: Proc,
+    pub key: PublicKey,
+    pub control: SocketAddr,
+    pub trigger: SocketAddr,
+}
+
+pub fn start_server(dir: &Path, extra: &[&str], log_name: &str) -> Server {
+    let dir_s = dir.to_str().expect("utf-8 path");
+    let mut args = vec![
+        "server",
+        "--data-dir",
+        dir_s,
+        "--control",
+        LOOPBACK_ANY,
+        "--trigger",
+        LOOPBACK_ANY,
+    ];
+    args.extend_from_slice(extra);
+    let log = dir.parent().expect("parent").join(log_name);
+    let mut proc = Proc::start(&args, log, None);
+    let key = parse_key(&proc.value("server key"));
+    let control = proc.addr("control");
+    let trigger = proc.addr("trigger");
+    Server {
+        proc,
+        key,
+        control,
+        trigger,
+    }
+}
+
+/// An in-process terminal and its events.
+pub struct Term {
+    pub handle: TerminalHandle,
+    pub events: mpsc::UnboundedReceiver<TerminalEvent>,
+    pub backlog: VecDeque<TerminalEvent>,
+}
+
+impl Term {
+    pub async fn start(
+        name: &str,
+        keypair: StaticKeypair,
+        allow: &[&str],
+        control: SocketAddr,
+        trigger: SocketAddr,
+        server_key: PublicKey,
+    ) -> Term {
+        let mut config = TerminalConfig::new(name, trigger, server_key).expect("a valid name");
+        config.extension_secs = Some(EXTENSION_ASK_SECS);
+        let (handle, events) = terminal::spawn(
+            config,
+            keypair,
+            control,
+            LOOPBACK_ANY.parse().expect("addr"),
+            allow,
+        )
+        .await
+        .expect("the terminal starts");
+        Term {
+            handle,
+            events,
+            backlog: VecDeque::new(),
+        }
+    }
+
+    /// Takes the first event `pick` accepts (earlier ones stay for later).
+    pub async fn expect<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&TerminalEvent) -> Option<T>,
+    ) -> T {
+        if let Some(i) = self.backlog.iter().position(|e| pick(e).is_some()) {
+            let event = self.backlog.remove(i).expect("present");
+            return pick(&event).expect("picked");
+        }
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let event = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}; saw {:?}", self.backlog))
+                .unwrap_or_else(|| panic!("terminal stopped before {what}"));
+            match pick(&event) {
+                Some(found) => return found,
+                None => self.backlog.push_back(event),
+            }
+        }
+    }
+
+    /// Registered and reachable: its registration was confirmed (the
+    /// trigger server acknowledged a keepalive under the key installed at
+    /// confirmation), so the server acknowledged it.
+    pub async fn online(&mut self) {
+        self.expect("registration", |e| {
+            matches!(e, TerminalEvent::Registered { .. }).then_some(())
+        })
+        .await;
+        self.expect("online", |e| {
+            matches!(e, TerminalEvent::Online { .. }).then_some(())
+        })
+        .await;
+    }
+
+    /// Whether the server refused the registration (`true`) or accepted it.
+    pub async fn registration_outcome(&mut self) -> bool {
+        self.expect("a registration outcome", |e| match e {
+            TerminalEvent::RegistrationRefused => Some(true),
+            TerminalEvent::Registered { .. } => Some(false),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn ready(&mut self) -> SessionId {
+        self.expect("an address notification", |e| match e {
+            TerminalEvent::SessionReady { session_id, .. } => Some(*session_id),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn ended(&mut self, id: SessionId) -> EndReason {
+        self.expect("the end of the session", |e| match e {
+            TerminalEvent::SessionEnded {
+                session_id, reason, ..
+            } if *session_id == id => Some(*reason),
+            _ => None,
+        })
+        .await
+    }
+}
+
+/// TERM1 (allows TERM3) and TERM3, both online at `server`.
+pub async fn pair(server: &Server, home_keys: StaticKeypair) -> (Term, Term) {
+    let mut home = Term::start(
+        "TERM1",
+        home_keys,
+        &["TERM3"],
+        server.control,
+        server.trigger,
+        server.key,
+    )
+    .await;
+    home.online().await;
+    let mut phone = Term::start(
+        "TERM3",
+        StaticKeypair::generate(&mut OsRng),
+        &[],
+        server.control,
+        server.trigger,
+        server.key,
+    )
+    .await;
+    phone.online().await;
+    (home, phone)
+}
+
+/// TERM3 connects to TERM1; returns the session both were told.
+pub async fn connect(home: &mut Term, phone: &mut Term, secs: u32) -> SessionId {
+    phone
+        .handle
+        .connect("TERM1", secs)
+        .await
+        .expect("request sent");
+    let a = phone.ready().await;
+    let b = home.ready().await;
+    assert_eq!(a, b, "both sides were told the same session");
+    a
+}
+
+/// The session log as JSON.
+pub fn sessions_json(dir: &Path) -> Vec<serde_json::Value> {
+    let out = run(&[
+        "sessions",
+        "--data-dir",
+        dir.to_str().expect("path"),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "sessions failed: {}",
+        text(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).expect("JSON array")
+}
+
+pub fn row<'a>(log: &'a [serde_json::Value], id: &SessionId) -> Option<&'a serde_json::Value> {
+    let id = hex(&id.0);
+    log.iter().find(|r| r["session_id"] == id.as_str())
+}
+
+/// Waits until the log has `id` ended; returns its row.
+pub async fn recorded(dir: &Path, id: &SessionId, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let log = sessions_json(dir);
+        if let Some(r) = row(&log, id).filter(|r| r["live"] == false) {
+            return r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no record of {} in {log:?}",
+            hex(&id.0)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A raw control stream to a server, for attacks below the terminal
+/// machine: whole messages out (they are self-framed), whole messages in.
+pub struct RawStream {
+    pub socket: std::net::TcpStream,
+    frames: tryst_tokio::core::wire::FrameBuffer,
+    unread: Vec<u8>,
+}
+
+impl RawStream {
+    /// Connects to `addr` (a loopback server).
+    pub fn connect(addr: SocketAddr) -> std::io::Result<RawStream> {
+        let socket = std::net::TcpStream::connect_timeout(&addr, STEP)?;
+        socket.set_nodelay(true)?;
+        Ok(RawStream {
+            socket,
+            frames: tryst_tokio::core::wire::FrameBuffer::new(),
+            unread: Vec::new(),
+        })
+    }
+
+    /// Writes `bytes` (one or more encoded messages, or any garbage).
+    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        self.socket.write_all(bytes)
+    }
+
+    /// Encodes and writes one message.
+    pub fn send_message(
+        &mut self,
+        message: &tryst_tokio::core::wire::Message<'_>,
+    ) -> std::io::Result<()> {
+        let mut buf = vec![0u8; tryst_tokio::core::wire::MAX_MESSAGE_LEN];
+        let n = message
+            .encode(&mut buf)
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        self.send(&buf[..n])
+    }
+
+    /// The next whole message within `within`: `Ok(None)` when the server
+    /// closed the stream, `Err` (kind `WouldBlock`/`TimedOut`) when
+    /// nothing came.
+    pub fn recv(&mut self, within: Duration) -> std::io::Result<Option<Vec<u8>>> {
+        use std::io::Read;
+        let deadline = Instant::now() + within;
+        loop {
+            let mut input: &[u8] = &self.unread;
+            let got = self
+                .frames
+                .push(&mut input)
+                .map_err(|e| std::io::Error::other(format!("{e:?}")))?
+                .map(<[u8]>::to_vec);
+            let taken = self.unread.len() - input.len();
+            self.unread.drain(..taken);
+            if let Some(message) = got {
+                return Ok(Some(message));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            self.socket.set_read_timeout(Some(left))?;
+            let mut chunk = [0u8; 4096];
+            match self.socket.read(&mut chunk) {
+                Ok(0) => return Ok(None),
+                Ok(n) => self.unread.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether the server closed the stream within `within` (reading and
+    /// discarding whatever it sent first).
+    pub fn closed_within(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match self.recv(left) {
+                Ok(None) => return true,
+                Ok(Some(_)) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                    ) =>
+                {
+                    return false
+                }
+                Err(_) => return true,
+            }
+        }
+    }
+}
