@@ -264,7 +264,7 @@ fn config_of(setup: &SsSetup) -> SessionConfig {
             max_channels: limit(l[0], d.max_channels),
             max_pending_registrations: limit(l[1], d.max_pending_registrations),
             max_pending_requests: limit(l[2], d.max_pending_requests),
-            max_scheduled_denials: limit(l[3], d.max_scheduled_denials),
+            max_pending_per_target: limit(l[3], d.max_pending_per_target),
             max_sessions: limit(l[4], d.max_sessions),
             max_connections: limit(l[5], d.max_connections),
             max_upstream_queue: limit(l[6], d.max_upstream_queue),

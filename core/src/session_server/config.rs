@@ -24,6 +24,10 @@ pub const MAX_TOTAL_DURATION: Duration = Duration::from_secs(7200);
 /// How long a registration may stay unconfirmed (no sealed record from the
 /// terminal yet) before it is forgotten.
 pub const REGISTRATION_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a channel outlives the stream it was last heard on: unless it
+/// is heard on another stream by then, it is removed (and its UDP key
+/// revoked), so dead registrations do not pile up.
+pub const CHANNEL_ORPHAN_GRACE: Duration = Duration::from_secs(10);
 /// First wait before the link to the trigger server is tried again after a
 /// failed or lost handshake; doubles on each failure.
 pub const UPSTREAM_RETRY_MIN: Duration = Duration::from_secs(1);
@@ -47,9 +51,14 @@ pub const DEFAULT_MAX_CHANNELS: usize = 100_000;
 pub const DEFAULT_MAX_PENDING_REGISTRATIONS: usize = 4096;
 /// Default bound on connection requests being decided.
 pub const DEFAULT_MAX_PENDING_REQUESTS: usize = 4096;
-/// Default bound on denials of requests that never got a pending slot
-/// (rate limited, unknown target, ...), waiting for their deny time.
-pub const DEFAULT_MAX_SCHEDULED_DENIALS: usize = 8192;
+/// Default bound on the requests pending for one target: a burst beyond
+/// it pushes out the newest request of whoever holds the most of them.
+pub const DEFAULT_MAX_PENDING_PER_TARGET: usize = 64;
+/// How long a trigger or a permission list request in flight to a target
+/// is shared by the requests that arrive meanwhile; after it, the next
+/// request sends a fresh one (a target that never answers is not waited
+/// on forever).
+pub const COALESCE_WINDOW: Duration = Duration::from_secs(1);
 /// Default bound on live sessions.
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
 /// Default bound on open terminal streams.
@@ -75,10 +84,11 @@ pub struct SessionLimits {
     pub max_channels: usize,
     /// Registrations awaiting confirmation ([`DEFAULT_MAX_PENDING_REGISTRATIONS`]).
     pub max_pending_registrations: usize,
-    /// Requests being decided ([`DEFAULT_MAX_PENDING_REQUESTS`]).
+    /// Requests being decided ([`DEFAULT_MAX_PENDING_REQUESTS`]); when
+    /// full, the requester holding the most gives up its newest.
     pub max_pending_requests: usize,
-    /// Denials of requests that never got a pending slot ([`DEFAULT_MAX_SCHEDULED_DENIALS`]).
-    pub max_scheduled_denials: usize,
+    /// Requests being decided for one target ([`DEFAULT_MAX_PENDING_PER_TARGET`]).
+    pub max_pending_per_target: usize,
     /// Live sessions ([`DEFAULT_MAX_SESSIONS`]).
     pub max_sessions: usize,
     /// Open terminal streams ([`DEFAULT_MAX_CONNECTIONS`]).
@@ -97,7 +107,7 @@ impl Default for SessionLimits {
             max_channels: DEFAULT_MAX_CHANNELS,
             max_pending_registrations: DEFAULT_MAX_PENDING_REGISTRATIONS,
             max_pending_requests: DEFAULT_MAX_PENDING_REQUESTS,
-            max_scheduled_denials: DEFAULT_MAX_SCHEDULED_DENIALS,
+            max_pending_per_target: DEFAULT_MAX_PENDING_PER_TARGET,
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_upstream_queue: MAX_UPSTREAM_QUEUE,

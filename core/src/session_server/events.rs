@@ -300,8 +300,10 @@ pub struct SessionCounters {
     pub registrations_rate_limited: u64,
     /// Registrations forgotten unconfirmed (expired or evicted).
     pub registrations_unconfirmed: u64,
+    /// Channels removed because their stream closed and they were not heard again.
+    pub channels_orphaned: u64,
     /// Connection requests dropped unanswered (requester over
-    /// [`super::MAX_OUTSTANDING_PER_CHANNEL`], or the denial table full).
+    /// [`super::MAX_OUTSTANDING_PER_CHANNEL`]).
     pub requests_dropped: u64,
     /// Answers (results, lists, verdicts, notifications) that matched nothing pending.
     pub stale_answers: u64,

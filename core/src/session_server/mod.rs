@@ -107,6 +107,8 @@ enum Timer {
     Denial(u64),
     /// A session's record deadline.
     Session([u8; 16]),
+    /// A channel whose stream closed is removed.
+    ChannelOrphaned(u64),
 }
 
 /// Every armed timer, ordered by deadline. Each owner keeps the deadline it
@@ -310,8 +312,9 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
 
     /// The driver saw a terminal stream close.
     pub fn handle_connection_closed(&mut self, now: Instant, conn: ConnectionId) {
-        self.begin(now);
+        let now = self.begin(now);
         self.conns.remove(&conn);
+        self.channels_lost_connection(now, conn);
     }
 
     /// One whole message arrived on the link to the trigger server.
@@ -408,6 +411,11 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         self.requests.pending.len()
     }
 
+    /// Uniform denials waiting for their deny time.
+    pub fn scheduled_denial_count(&self) -> usize {
+        self.requests.denial_count()
+    }
+
     /// Live sessions (started, not yet recorded).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
@@ -437,6 +445,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             Timer::Request(key) => self.request_deadline(now, key),
             Timer::Denial(key) => self.denial_due(key),
             Timer::Session(id) => self.session_deadline(now, id),
+            Timer::ChannelOrphaned(device) => self.orphan_expired(device),
         }
     }
 
@@ -456,8 +465,9 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
                 return;
             }
         };
-        channel.conn = Some(conn);
-        if !channel.live {
+        let live = channel.live;
+        self.channel_heard_on(device, conn);
+        if !live {
             self.confirm_registration(now, device);
             if !self.reg.channels.contains_key(&device) {
                 return;

@@ -13,7 +13,7 @@ use super::{SessionEvent, SessionFact, SessionServer, Timer};
 use crate::crypto::channel::{Responder, REPLY_OVERHEAD};
 use crate::crypto::{SecureChannel, MAX_HANDSHAKE_PAYLOAD};
 use crate::machine::{ConnectionId, Destination};
-use crate::names::Registration;
+use crate::names::{RefusalReason, Registration, TrustMode};
 use crate::ratelimit::SourceKey;
 use crate::time::Instant;
 use crate::wire::{
@@ -23,7 +23,7 @@ use crate::wire::{
 
 use super::events::RegistrationRefusal;
 use super::upstream::UpMsg;
-use super::REGISTRATION_CONFIRM_TIMEOUT;
+use super::{CHANNEL_ORPHAN_GRACE, REGISTRATION_CONFIRM_TIMEOUT};
 
 /// Room for a handshake reply around the longest payload the server puts
 /// in one (a `RegisterAck`, 46 bytes).
@@ -56,6 +56,14 @@ pub(super) struct Channel {
     pub outstanding: u32,
     /// It counts in [`Registrations::unconfirmed`] for its name.
     pub holds_binding: bool,
+    /// A decoy: the name is another key's, yet the registration was
+    /// answered like any other (so a registration does not tell whether a
+    /// name exists). It never becomes the name's live registration, its
+    /// requests are denied, and it ends with its stream.
+    pub decoy: bool,
+    /// Its stream closed: the channel goes at this deadline unless it is
+    /// heard on another stream first.
+    pub orphan_timer: Option<Instant>,
 }
 
 /// The channel tables.
@@ -70,6 +78,10 @@ pub(super) struct Registrations {
     /// Names bound in the registry by a registration not yet confirmed, with
     /// the number of pending channels for each; unbound again if none confirms.
     pub unconfirmed: BTreeMap<String, u32>,
+    /// (connection, device): the channels last heard on each stream.
+    pub by_conn: BTreeSet<(ConnectionId, u64)>,
+    /// Decoy channels by age, the first to make way for an owner at the cap.
+    pub decoys_by_age: BTreeSet<(Instant, u64)>,
 }
 
 impl<R: RngCore + CryptoRng> SessionServer<R> {
@@ -91,12 +103,15 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         let key = responder.initiator_key();
         let name = register.name;
         let bound = match self.check_registration(&register, key) {
-            Ok(device) => self.bind_name(name, key).map(|holds| (device, holds)),
-            Err(reason) => Err(reason),
+            Ok(device) => self
+                .bind_name(name, key, device)
+                .map(|holds| (device, holds)),
+            Err(reason) => Err((None, reason)),
         };
-        let (device, holds_binding) = match bound {
-            Ok(bound) => bound,
-            Err(reason) => {
+        let (device, holds_binding, decoy) = match bound {
+            Ok((device, holds)) => (device, holds, false),
+            Err((Some(device), _)) => (device, false, true),
+            Err((None, reason)) => {
                 self.refuse_registration(conn, responder, name.as_str(), key, reason);
                 return;
             }
@@ -119,8 +134,10 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             timer: None,
             outstanding: 0,
             holds_binding,
+            decoy,
+            orphan_timer: None,
         };
-        self.keep_pending(now, device, channel);
+        self.keep_pending(now, conn, device, channel);
     }
 
     /// Admit: the source's registration rate, before any public-key work (over it: closed).
@@ -161,7 +178,10 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         Some((responder, register))
     }
 
-    /// Check: the identity is the handshake's key, and there is room and a device ID.
+    /// Check: the identity is the handshake's key, and there is room and a
+    /// device ID. At the cap, the key a name is bound to still gets in
+    /// (a decoy or the oldest unconfirmed registration makes way): a
+    /// flood of fresh registrations never locks an owner out.
     fn check_registration(
         &mut self,
         register: &Register<'_>,
@@ -171,11 +191,35 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             return Err(RegistrationRefusal::IdentityMismatch);
         }
         self.make_room_for_pending();
-        if self.reg.channels.len() >= self.config.limits.max_channels {
+        if self.reg.channels.len() >= self.config.limits.max_channels
+            && !(self.registry.key_of(register.name) == Some(key)
+                && self.make_room_for_owner(register.name.as_str()))
+        {
             return Err(RegistrationRefusal::ServerFull);
         }
         self.fresh_device_id()
             .ok_or(RegistrationRefusal::ServerFull)
+    }
+
+    /// Room at the cap for the owner of `name`: the oldest decoy goes, or
+    /// else the oldest unconfirmed registration, or else the owner's own
+    /// live channel (which its new one replaces anyway). `false` if every
+    /// channel is another owner's live one.
+    fn make_room_for_owner(&mut self, name: &str) -> bool {
+        let victim = self
+            .reg
+            .decoys_by_age
+            .first()
+            .or_else(|| self.reg.pending_by_age.first())
+            .map(|&(_, device)| device)
+            .or_else(|| self.reg.live.get(name).copied());
+        match victim {
+            Some(device) => {
+                self.end_channel(device);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Room for one more pending channel: the oldest unconfirmed one makes way.
@@ -187,15 +231,31 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         }
     }
 
-    /// Bind: `name` to `key` in the registry; `true` if the channel holds an unconfirmed binding.
-    fn bind_name(&mut self, name: Name<'_>, key: PublicKey) -> Result<bool, RegistrationRefusal> {
+    /// Bind: `name` to `key` in the registry; `true` if the channel holds
+    /// an unconfirmed binding. A refusal that would tell a fresh key that
+    /// the name exists (first key wins: bound to another key, or no room
+    /// for new names) carries the device ID of a decoy to answer with.
+    fn bind_name(
+        &mut self,
+        name: Name<'_>,
+        key: PublicKey,
+        device: u64,
+    ) -> Result<bool, (Option<u64>, RegistrationRefusal)> {
         match self.registry.register(name, key) {
             Err(refused) => {
                 if let Some(attempt) = refused.impersonation() {
                     self.out
                         .event(SessionEvent::ImpersonationAttempt(attempt.clone()));
                 }
-                Err(RegistrationRefusal::Registry(refused.reason))
+                let decoy = self.registry.mode() == TrustMode::TrustOnFirstUse
+                    && matches!(
+                        refused.reason,
+                        RefusalReason::Impersonation(_) | RefusalReason::RegistryFull
+                    );
+                Err((
+                    decoy.then_some(device),
+                    RegistrationRefusal::Registry(refused.reason),
+                ))
             }
             Ok(Registration::NewBinding) => {
                 *self
@@ -250,14 +310,89 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
     }
 
     /// Keep: the channel stays pending until its first record confirms it or its timer fires.
-    fn keep_pending(&mut self, now: Instant, device: u64, mut channel: Channel) {
+    fn keep_pending(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        device: u64,
+        mut channel: Channel,
+    ) {
         self.timers.arm(
             Timer::PendingRegistration(device),
             &mut channel.timer,
             now + REGISTRATION_CONFIRM_TIMEOUT,
         );
         self.reg.pending_by_age.insert((now, device));
+        if channel.decoy {
+            self.reg.decoys_by_age.insert((now, device));
+        }
+        self.reg.by_conn.insert((conn, device));
         self.reg.channels.insert(device, channel);
+    }
+
+    /// A record of `device`'s channel opened on `conn`: answers go there,
+    /// and a channel whose stream had closed is no longer orphaned.
+    pub(super) fn channel_heard_on(&mut self, device: u64, conn: ConnectionId) {
+        let Some(channel) = self.reg.channels.get_mut(&device) else {
+            return;
+        };
+        if let Some(old) = channel.conn.replace(conn) {
+            self.reg.by_conn.remove(&(old, device));
+        }
+        self.reg.by_conn.insert((conn, device));
+        self.timers
+            .disarm(Timer::ChannelOrphaned(device), &mut channel.orphan_timer);
+    }
+
+    /// Stream `conn` closed: each channel last heard on it goes after
+    /// [`CHANNEL_ORPHAN_GRACE`] unless it is heard on another stream first
+    /// (a terminal whose stream is lost registers again anyway).
+    pub(super) fn channels_lost_connection(&mut self, now: Instant, conn: ConnectionId) {
+        let devices: alloc::vec::Vec<u64> = self
+            .reg
+            .by_conn
+            .range((conn, 0)..=(conn, u64::MAX))
+            .map(|&(_, d)| d)
+            .collect();
+        for device in devices {
+            if let Some(channel) = self.reg.channels.get_mut(&device) {
+                self.timers.arm(
+                    Timer::ChannelOrphaned(device),
+                    &mut channel.orphan_timer,
+                    now + CHANNEL_ORPHAN_GRACE,
+                );
+            }
+        }
+    }
+
+    /// An orphaned channel's grace ended.
+    pub(super) fn orphan_expired(&mut self, device: u64) {
+        if let Some(channel) = self.reg.channels.get_mut(&device) {
+            // The timer already left the index.
+            channel.orphan_timer = None;
+        }
+        self.out.counters.channels_orphaned += 1;
+        self.end_channel(device);
+    }
+
+    /// Ends a channel for good: an unconfirmed one is forgotten, a
+    /// confirmed one's UDP key is revoked at the trigger server.
+    fn end_channel(&mut self, device: u64) {
+        let Some(channel) = self.reg.channels.get(&device) else {
+            return;
+        };
+        if !channel.live {
+            self.forget_pending(device);
+            return;
+        }
+        let now = self.clock.latest();
+        self.send_upstream(
+            now,
+            UpMsg::KeyRevoke(KeyRevoke {
+                device_id: DeviceId(device),
+            }),
+        );
+        self.drop_channel(device);
     }
 
     /// Answers a refused registration with `Error{0, RegistrationRefused}`
@@ -325,6 +460,17 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         let udp_key = channel.udp_key;
         let channel_holds_binding = channel.holds_binding;
         channel.holds_binding = false;
+        if channel.decoy {
+            // Reachable over UDP like any terminal, by no name.
+            self.send_upstream(
+                now,
+                UpMsg::KeyInstall(KeyInstall {
+                    device_id: DeviceId(device),
+                    udp_key,
+                }),
+            );
+            return;
+        }
         let Ok(wire_name) = crate::wire::Name::new(&name) else {
             self.drop_channel(device);
             return;
@@ -430,7 +576,13 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         };
         self.timers
             .disarm(Timer::PendingRegistration(device), &mut channel.timer);
+        self.timers
+            .disarm(Timer::ChannelOrphaned(device), &mut channel.orphan_timer);
         self.reg.pending_by_age.remove(&(channel.created, device));
+        self.reg.decoys_by_age.remove(&(channel.created, device));
+        if let Some(conn) = channel.conn {
+            self.reg.by_conn.remove(&(conn, device));
+        }
         if self.reg.live.get(&channel.name) == Some(&device) {
             self.reg.live.remove(&channel.name);
         }

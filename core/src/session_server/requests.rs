@@ -14,7 +14,9 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::sessions::Session;
 use super::upstream::UpMsg;
-use super::{DenyReason, SessionEvent, SessionFact, SessionServer, SessionStarted, Timer};
+use super::{
+    DenyReason, SessionEvent, SessionFact, SessionServer, SessionStarted, Timer, COALESCE_WINDOW,
+};
 use crate::time::Instant;
 use crate::wire::{
     AddressInquiry, AddressNotification, AddressReply, ConnectionRequest, DecisionMode, DeviceId,
@@ -26,14 +28,16 @@ use crate::wire::{
 /// Attempts at drawing an unused session ID.
 const SESSION_ID_ATTEMPTS: usize = 8;
 
-/// Where a request stands.
+/// Where a request stands. Requests aimed at one target share what is in
+/// flight to it (see [`TargetWork`]): the stage names the shared operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
-    /// Trigger requested; waiting for the target's `Poll` (or a failed result).
+    /// Waiting for the target's `Poll` after trigger `op` (or a failed result).
     AwaitingPoll { op: u32 },
-    /// Permission list request or inquiry sent.
+    /// Waiting for the answer to query `query_id` (a permission list request
+    /// or an inquiry about this requester).
     Querying { query_id: u32 },
-    /// Address inquiry sent.
+    /// Address inquiry `op` sent.
     Locating { op: u32 },
 }
 
@@ -60,9 +64,41 @@ pub(super) struct Denial {
     requester: String,
     target: String,
     reason: DenyReason,
-    /// Took a pending slot first (bounded by the pending limit, not the denial one).
-    from_pending: bool,
     timer: Option<Instant>,
+}
+
+/// What is in flight to one target on behalf of every request aimed at it:
+/// however many requests wait, the target gets at most one trigger and one
+/// permission list request per [`COALESCE_WINDOW`], and one inquiry per
+/// requester name, so a burst of requests never floods its stream or the
+/// link to the trigger server.
+#[derive(Default)]
+struct TargetWork {
+    /// The trigger in flight, and when it was sent.
+    trigger: Option<(u32, Instant)>,
+    /// The permission list request in flight, and when it was sent.
+    list: Option<(u32, Instant)>,
+    /// Inquiries in flight, by requester name, and when each was sent.
+    inquiries: BTreeMap<String, (u32, Instant)>,
+    /// Requests pending for this target.
+    pending: usize,
+}
+
+/// What a query ID asks of a target.
+enum Query {
+    /// Its permission list.
+    List { target: u64 },
+    /// Its verdict on one requester name.
+    Inquiry { target: u64, requester: String },
+}
+
+/// What a trigger-server operation ID is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    /// A trigger shared by the requests aimed at `target`.
+    Trigger { target: u64 },
+    /// The address inquiry of request `key`.
+    Locate { key: u64 },
 }
 
 /// The request tables.
@@ -72,14 +108,24 @@ pub(super) struct Requests {
     pub pending: BTreeMap<u64, PendingRequest>,
     /// (target device, key): the requests aimed at each device.
     by_target: BTreeSet<(u64, u64)>,
-    /// Query ID -> request key.
-    queries: BTreeMap<u32, u64>,
-    /// Trigger server operation ID -> request key.
-    pub ops: BTreeMap<u32, u64>,
+    /// (requester device, key): the pending requests of each requester.
+    by_requester: BTreeSet<(u64, u64)>,
+    /// Pending requests per requester device.
+    pending_of: BTreeMap<u64, usize>,
+    /// (pending count, requester): the heaviest requester is the last.
+    heaviest: BTreeSet<(usize, u64)>,
+    /// What is in flight to each target with pending requests.
+    targets: BTreeMap<u64, TargetWork>,
+    /// Query ID -> what it asks.
+    queries: BTreeMap<u32, Query>,
+    /// Trigger server operation ID -> what it is for.
+    ops: BTreeMap<u32, Operation>,
+    /// (target, trigger op) of every trigger whose result is awaited.
+    trigger_ops: BTreeSet<(u64, u32)>,
+    /// (target, query ID) of every query whose answer is awaited.
+    target_queries: BTreeSet<(u64, u32)>,
     /// Denials waiting for their time, by key.
     denials: BTreeMap<u64, Denial>,
-    /// Denials that never had a pending slot.
-    pub(super) immediate_denials: usize,
     next_key: u64,
     next_query: u32,
 }
@@ -98,6 +144,93 @@ impl Requests {
             }
         }
     }
+
+    /// Notes a query sent to `target`.
+    fn add_query(&mut self, query_id: u32, query: Query) {
+        let target = match &query {
+            Query::List { target } | Query::Inquiry { target, .. } => *target,
+        };
+        self.target_queries.insert((target, query_id));
+        self.queries.insert(query_id, query);
+    }
+
+    /// A trigger's result came (or no longer matters).
+    fn end_trigger(&mut self, target: u64, op: u32) {
+        self.ops.remove(&op);
+        self.trigger_ops.remove(&(target, op));
+    }
+
+    /// Whether a trigger-server operation is still wanted (a queued one
+    /// whose requests were all decided is not sent).
+    pub(super) fn wants_operation(&self, op: u32) -> bool {
+        self.ops.contains_key(&op)
+    }
+
+    /// Denials waiting for their time.
+    pub(super) fn denial_count(&self) -> usize {
+        self.denials.len()
+    }
+
+    /// Pending requests of `requester`.
+    fn pending_count(&self, requester: u64) -> usize {
+        self.pending_of.get(&requester).copied().unwrap_or(0)
+    }
+
+    /// Counts a pending request of `requester` in or out.
+    fn recount(&mut self, requester: u64, up: bool) {
+        let old = self.pending_count(requester);
+        let new = if up { old + 1 } else { old.saturating_sub(1) };
+        self.heaviest.remove(&(old, requester));
+        if new == 0 {
+            self.pending_of.remove(&requester);
+        } else {
+            self.pending_of.insert(requester, new);
+            self.heaviest.insert((new, requester));
+        }
+    }
+
+    /// The newest pending request of the requester holding the most, if it
+    /// holds more than `than` (plus the one it would take).
+    fn evictable_globally(&self, than: usize) -> Option<u64> {
+        let &(count, heavy) = self.heaviest.last()?;
+        if count <= than + 1 {
+            return None;
+        }
+        self.by_requester
+            .range((heavy, 0)..=(heavy, u64::MAX))
+            .next_back()
+            .map(|&(_, key)| key)
+    }
+
+    /// The newest pending request, at `target`, of the requester holding
+    /// the most there, if it holds more than `requester` does (plus one).
+    fn evictable_at(&self, target: u64, requester: u64) -> Option<u64> {
+        let mut counts: BTreeMap<u64, (usize, u64)> = BTreeMap::new();
+        for &(_, key) in self.by_target.range((target, 0)..=(target, u64::MAX)) {
+            if let Some(r) = self.pending.get(&key) {
+                let entry = counts.entry(r.requester).or_insert((0, key));
+                entry.0 += 1;
+                entry.1 = entry.1.max(key);
+            }
+        }
+        let mine = counts.get(&requester).map_or(0, |c| c.0);
+        let (_, &(count, newest)) = counts.iter().max_by_key(|(_, c)| c.0)?;
+        (count > mine + 1).then_some(newest)
+    }
+
+    /// The pending requests aimed at `target` now at `stage`.
+    fn at_stage(&self, target: u64, stage: Stage) -> Vec<u64> {
+        self.by_target
+            .range((target, 0)..=(target, u64::MAX))
+            .map(|&(_, key)| key)
+            .filter(|key| self.pending.get(key).is_some_and(|r| r.stage == stage))
+            .collect()
+    }
+}
+
+/// Whether something sent at `sent` may still be shared at `now`.
+fn fresh(sent: Instant, now: Instant) -> bool {
+    now < sent + COALESCE_WINDOW
 }
 
 impl<R: RngCore + CryptoRng> SessionServer<R> {
@@ -119,14 +252,14 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         channel.outstanding += 1;
         let requester_name = channel.name.clone();
         let requester_key = channel.key;
-        let well_formed = channel.live && req.requester.as_str() == requester_name;
+        let well_formed =
+            channel.live && !channel.decoy && req.requester.as_str() == requester_name;
         let deny = |reason| Denial {
             channel: device,
             request_id: req.request_id,
             requester: requester_name.clone(),
             target: req.target.as_str().to_string(),
             reason,
-            from_pending: false,
             timer: None,
         };
         if !well_formed {
@@ -152,12 +285,11 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             self.schedule_denial(now, deny_at, deny(DenyReason::TargetOffline));
             return;
         };
-        if self.requests.pending.len() >= self.config.limits.max_pending_requests {
+        if !self.make_room_for_request(now, device, target) {
             self.schedule_denial(now, deny_at, deny(DenyReason::Overloaded));
             return;
         }
         let key = self.requests.fresh_key();
-        let op = self.fresh_op();
         let mut pending = PendingRequest {
             requester: device,
             requester_name,
@@ -169,34 +301,83 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             mode,
             duration_secs: self.config.granted_duration_secs(req.duration_secs),
             deny_at,
-            stage: Stage::AwaitingPoll { op },
+            stage: Stage::AwaitingPoll { op: 0 },
             timer: None,
         };
         let decide_by = now + self.config.effective_decision_timeout();
         self.timers
             .arm(Timer::Request(key), &mut pending.timer, decide_by);
+        pending.stage = self.join_or_trigger(now, &pending);
         self.requests.pending.insert(key, pending);
         self.requests.by_target.insert((target, key));
-        self.requests.ops.insert(op, key);
+        self.requests.by_requester.insert((device, key));
+        self.requests.recount(device, true);
+        self.requests.targets.entry(target).or_default().pending += 1;
+    }
+
+    /// Room for one more pending request of `requester` aimed at `target`:
+    /// when the target's share or the whole table is full, the requester
+    /// holding the most slots gives up its newest one (denied at its deny
+    /// time, like any other failure), unless that is this requester itself.
+    /// So a flood from one requester only ever pushes out its own requests.
+    fn make_room_for_request(&mut self, now: Instant, requester: u64, target: u64) -> bool {
+        let at_target = self.requests.targets.get(&target).map_or(0, |w| w.pending);
+        if at_target >= self.config.limits.max_pending_per_target.max(1) {
+            match self.requests.evictable_at(target, requester) {
+                Some(key) => self.fail_request(now, key, DenyReason::Overloaded),
+                None => return false,
+            }
+        }
+        if self.requests.pending.len() >= self.config.limits.max_pending_requests.max(1) {
+            let mine = self.requests.pending_count(requester);
+            match self.requests.evictable_globally(mine) {
+                Some(key) => self.fail_request(now, key, DenyReason::Overloaded),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// The stage a new request starts at: it joins what is in flight to its
+    /// target (a query that will decide it, or a trigger), or a new trigger
+    /// is sent for it.
+    fn join_or_trigger(&mut self, now: Instant, req: &PendingRequest) -> Stage {
+        let work = self.requests.targets.entry(req.target).or_default();
+        let query = match req.mode {
+            DecisionMode::PermissionList => work.list,
+            DecisionMode::TerminalJudges => work.inquiries.get(&req.requester_name).copied(),
+        };
+        if let Some((query_id, _)) = query.filter(|&(_, sent)| fresh(sent, now)) {
+            return Stage::Querying { query_id };
+        }
+        if let Some((op, _)) = work.trigger.filter(|&(_, sent)| fresh(sent, now)) {
+            return Stage::AwaitingPoll { op };
+        }
+        let op = self.fresh_op();
+        if let Some(work) = self.requests.targets.get_mut(&req.target) {
+            // A stale trigger's requests still take its result.
+            work.trigger = Some((op, now));
+        }
+        self.requests
+            .ops
+            .insert(op, Operation::Trigger { target: req.target });
+        self.requests.trigger_ops.insert((req.target, op));
         self.send_upstream(
             now,
             UpMsg::Trigger(TriggerRequest {
                 op_id: op,
-                device_id: DeviceId(target),
+                device_id: DeviceId(req.target),
             }),
         );
+        Stage::AwaitingPoll { op }
     }
 
     /// Queues a uniform deny for `deny_at` (or sends it if that is now).
+    /// Denials have no table-wide bound of their own: each holds one of
+    /// its requester's [`super::MAX_OUTSTANDING_PER_CHANNEL`] slots, so
+    /// their number is charged to registered identities, and no load ever
+    /// turns one into silence.
     fn schedule_denial(&mut self, now: Instant, deny_at: Instant, mut denial: Denial) {
-        if !denial.from_pending {
-            if self.requests.immediate_denials >= self.config.limits.max_scheduled_denials {
-                self.out.counters.requests_dropped += 1;
-                self.release_outstanding(denial.channel);
-                return;
-            }
-            self.requests.immediate_denials += 1;
-        }
         if deny_at <= now {
             self.send_denial(denial);
             return;
@@ -217,9 +398,6 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
     /// Sends the uniform `Error{request_id, NotPermitted}`: the same bytes
     /// whatever the reason.
     fn send_denial(&mut self, denial: Denial) {
-        if !denial.from_pending {
-            self.requests.immediate_denials = self.requests.immediate_denials.saturating_sub(1);
-        }
         self.release_outstanding(denial.channel);
         self.send_to_device(
             denial.channel,
@@ -243,20 +421,56 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         }
     }
 
-    /// Takes a request out of every table.
+    /// Takes a request out of every table; what was in flight for its
+    /// target alone is no longer wanted.
     fn take_request(&mut self, key: u64) -> Option<PendingRequest> {
         let mut req = self.requests.pending.remove(&key)?;
         self.timers.disarm(Timer::Request(key), &mut req.timer);
         self.requests.by_target.remove(&(req.target, key));
-        match req.stage {
-            Stage::AwaitingPoll { op } | Stage::Locating { op } => {
-                self.requests.ops.remove(&op);
+        self.requests.by_requester.remove(&(req.requester, key));
+        self.requests.recount(req.requester, false);
+        if let Stage::Locating { op } = req.stage {
+            self.requests.ops.remove(&op);
+        }
+        let idle = match self.requests.targets.get_mut(&req.target) {
+            Some(work) => {
+                work.pending = work.pending.saturating_sub(1);
+                work.pending == 0
             }
-            Stage::Querying { query_id } => {
-                self.requests.queries.remove(&query_id);
-            }
+            None => false,
+        };
+        if idle {
+            self.forget_target_work(req.target);
         }
         Some(req)
+    }
+
+    /// No request waits on `target` any more: its trigger, list request and
+    /// inquiries are no longer wanted (late answers are stale).
+    fn forget_target_work(&mut self, target: u64) {
+        let Some(work) = self.requests.targets.remove(&target) else {
+            return;
+        };
+        drop(work);
+        let triggers: Vec<(u64, u32)> = self
+            .requests
+            .trigger_ops
+            .range((target, 0)..=(target, u32::MAX))
+            .copied()
+            .collect();
+        for (_, op) in triggers {
+            self.requests.end_trigger(target, op);
+        }
+        let queries: Vec<(u64, u32)> = self
+            .requests
+            .target_queries
+            .range((target, 0)..=(target, u32::MAX))
+            .copied()
+            .collect();
+        for pair in queries {
+            self.requests.target_queries.remove(&pair);
+            self.requests.queries.remove(&pair.1);
+        }
     }
 
     /// The request failed: its deny goes out at its deny time.
@@ -270,10 +484,16 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             requester: req.requester_name,
             target: req.target_name,
             reason,
-            from_pending: true,
             timer: None,
         };
         self.schedule_denial(now, req.deny_at, denial);
+    }
+
+    /// Fails every request in `keys`.
+    fn fail_all(&mut self, now: Instant, keys: Vec<u64>, reason: DenyReason) {
+        for key in keys {
+            self.fail_request(now, key, reason);
+        }
     }
 
     /// The decision deadline passed with the request undecided.
@@ -293,141 +513,209 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             .map(|&(_, k)| k)
             .collect();
         let now = self.clock.latest();
-        for key in keys {
-            self.fail_request(now, key, DenyReason::TargetGone);
-        }
-    }
-
-    /// The request that trigger-server operation `op` answers, if it is still
-    /// at `stage`; otherwise the answer is stale (counted) and `None`.
-    fn request_at(&mut self, stage: Stage, op: u32) -> Option<u64> {
-        let key = self.requests.ops.get(&op).copied();
-        let current = key.and_then(|k| self.requests.pending.get(&k).map(|r| r.stage));
-        if current != Some(stage) {
-            self.out.counters.stale_answers += 1;
-            return None;
-        }
-        key
+        self.fail_all(now, keys, DenyReason::TargetGone);
     }
 
     /// The trigger server says what became of a trigger.
     pub(super) fn on_trigger_result(&mut self, now: Instant, result: &TriggerResult) {
-        let Some(key) = self.request_at(Stage::AwaitingPoll { op: result.op_id }, result.op_id)
-        else {
+        let Some(&Operation::Trigger { target }) = self.requests.ops.get(&result.op_id) else {
+            self.out.counters.stale_answers += 1;
             return;
         };
-        match result.outcome {
+        self.requests.end_trigger(target, result.op_id);
+        let reason = match result.outcome {
             // The target's Poll does the rest.
-            TriggerOutcome::Delivered => {}
-            TriggerOutcome::Offline => self.fail_request(now, key, DenyReason::TriggerOffline),
-            TriggerOutcome::Unacknowledged => {
-                self.fail_request(now, key, DenyReason::TriggerUnacknowledged)
+            TriggerOutcome::Delivered => return,
+            TriggerOutcome::Offline => DenyReason::TriggerOffline,
+            TriggerOutcome::Unacknowledged => DenyReason::TriggerUnacknowledged,
+        };
+        if let Some(work) = self.requests.targets.get_mut(&target) {
+            if work.trigger.is_some_and(|(op, _)| op == result.op_id) {
+                work.trigger = None;
             }
         }
+        let waiting = self
+            .requests
+            .at_stage(target, Stage::AwaitingPoll { op: result.op_id });
+        self.fail_all(now, waiting, reason);
     }
 
-    /// A `Poll` from `device`: ask it about every request waiting for it
-    /// (S503 permission list request, or S1202 inquiry).
-    pub(super) fn on_poll(&mut self, _now: Instant, device: u64) {
-        let keys: Vec<u64> = self
+    /// A `Poll` from `device`: ask it about every request waiting for it,
+    /// once for all of them (S503 permission list request), or once per
+    /// requester name (S1202 inquiry).
+    pub(super) fn on_poll(&mut self, now: Instant, device: u64) {
+        let waiting: Vec<u64> = self
             .requests
             .by_target
             .range((device, 0)..=(device, u64::MAX))
             .map(|&(_, k)| k)
+            .filter(|k| {
+                self.requests
+                    .pending
+                    .get(k)
+                    .is_some_and(|r| matches!(r.stage, Stage::AwaitingPoll { .. }))
+            })
             .collect();
-        for key in keys {
-            let query_id = self.requests.fresh_query();
-            let Some(req) = self.requests.pending.get_mut(&key) else {
+        if waiting.is_empty() {
+            return;
+        }
+        if let Some(work) = self.requests.targets.get_mut(&device) {
+            if let Some((op, _)) = work.trigger.take() {
+                // Awake: a late result of this trigger changes nothing.
+                self.requests.end_trigger(device, op);
+            }
+        }
+        for key in waiting {
+            let Some((mode, requester)) = self
+                .requests
+                .pending
+                .get(&key)
+                .map(|r| (r.mode, r.requester_name.clone()))
+            else {
                 continue;
             };
-            let Stage::AwaitingPoll { op } = req.stage else {
-                continue;
+            let query_id = match mode {
+                DecisionMode::PermissionList => self.list_query(now, device),
+                DecisionMode::TerminalJudges => self.inquiry(now, device, &requester),
             };
-            req.stage = Stage::Querying { query_id };
-            self.requests.ops.remove(&op);
-            self.requests.queries.insert(query_id, key);
-            let mode = req.mode;
-            let requester = req.requester_name.clone();
-            match mode {
-                DecisionMode::PermissionList => self.send_to_device(
-                    device,
-                    &Message::PermissionListRequest(PermissionListRequest { query_id }),
-                ),
-                DecisionMode::TerminalJudges => {
-                    let Ok(name) = Name::new(&requester) else {
-                        continue;
-                    };
-                    self.send_to_device(
-                        device,
-                        &Message::PermissionInquiry(PermissionInquiry {
-                            query_id,
-                            requester: name,
-                        }),
-                    );
-                }
+            if let (Some(query_id), Some(req)) = (query_id, self.requests.pending.get_mut(&key)) {
+                req.stage = Stage::Querying { query_id };
             }
         }
     }
 
-    /// The request a query answer from `device` belongs to, if it matches.
-    fn queried_request(&mut self, device: u64, query_id: u32) -> Option<(u64, DecisionMode)> {
-        let key = self.requests.queries.get(&query_id).copied();
-        let found = key.and_then(|k| self.requests.pending.get(&k).map(|r| (k, r)));
-        match found {
-            Some((k, r)) if r.target == device && r.stage == Stage::Querying { query_id } => {
-                Some((k, r.mode))
+    /// The permission list request in flight to `target`, or a new one.
+    fn list_query(&mut self, now: Instant, target: u64) -> Option<u32> {
+        let work = self.requests.targets.get(&target)?;
+        if let Some((query_id, _)) = work.list.filter(|&(_, sent)| fresh(sent, now)) {
+            return Some(query_id);
+        }
+        let query_id = self.requests.fresh_query();
+        let work = self.requests.targets.get_mut(&target)?;
+        // A stale list request's requests still take its answer.
+        work.list = Some((query_id, now));
+        self.requests.add_query(query_id, Query::List { target });
+        self.send_to_device(
+            target,
+            &Message::PermissionListRequest(PermissionListRequest { query_id }),
+        );
+        Some(query_id)
+    }
+
+    /// The inquiry about `requester` in flight to `target`, or a new one.
+    fn inquiry(&mut self, now: Instant, target: u64, requester: &str) -> Option<u32> {
+        let name = Name::new(requester).ok()?;
+        let work = self.requests.targets.get_mut(&target)?;
+        if let Some(&(query_id, sent)) = work.inquiries.get(requester) {
+            if fresh(sent, now) {
+                return Some(query_id);
             }
+        }
+        let query_id = self.requests.fresh_query();
+        let work = self.requests.targets.get_mut(&target)?;
+        work.inquiries
+            .insert(requester.to_string(), (query_id, now));
+        self.requests.add_query(
+            query_id,
+            Query::Inquiry {
+                target,
+                requester: requester.to_string(),
+            },
+        );
+        self.send_to_device(
+            target,
+            &Message::PermissionInquiry(PermissionInquiry {
+                query_id,
+                requester: name,
+            }),
+        );
+        Some(query_id)
+    }
+
+    /// The requests that query `query_id`, answered by `device`, decides,
+    /// and what it asked; `None` (counted) for a stale or foreign answer.
+    fn answered_query(&mut self, device: u64, query_id: u32) -> Option<(Vec<u64>, bool)> {
+        let is_list = match self.requests.queries.get(&query_id) {
+            Some(Query::List { target }) if *target == device => true,
+            Some(Query::Inquiry { target, .. }) if *target == device => false,
             _ => {
                 self.out.counters.stale_answers += 1;
-                None
+                return None;
+            }
+        };
+        let query = self.requests.queries.remove(&query_id);
+        self.requests.target_queries.remove(&(device, query_id));
+        if let Some(work) = self.requests.targets.get_mut(&device) {
+            match query {
+                Some(Query::List { .. }) if work.list.is_some_and(|(q, _)| q == query_id) => {
+                    work.list = None;
+                }
+                Some(Query::Inquiry { requester, .. })
+                    if work
+                        .inquiries
+                        .get(&requester)
+                        .is_some_and(|&(q, _)| q == query_id) =>
+                {
+                    work.inquiries.remove(&requester);
+                }
+                _ => {}
             }
         }
+        let keys = self.requests.at_stage(device, Stage::Querying { query_id });
+        Some((keys, is_list))
     }
 
-    /// The target's permission list (S704, 808): search it for the
-    /// requester's name (S505).
+    /// The target's permission list (S704, 808): search it for each
+    /// waiting requester's name (S505).
     pub(super) fn on_permission_list(
         &mut self,
         now: Instant,
         device: u64,
         list: &PermissionList<'_>,
     ) {
-        let Some((key, mode)) = self.queried_request(device, list.query_id) else {
+        let Some((keys, is_list)) = self.answered_query(device, list.query_id) else {
             return;
         };
-        if mode != DecisionMode::PermissionList {
-            self.fail_request(now, key, DenyReason::WrongAnswerKind);
+        if !is_list {
+            self.fail_all(now, keys, DenyReason::WrongAnswerKind);
             return;
         }
-        let listed = self
-            .requests
-            .pending
-            .get(&key)
-            .is_some_and(|r| list.names.contains(&r.requester_name));
-        if listed {
-            self.locate(now, key);
-        } else {
-            self.fail_request(now, key, DenyReason::NotInList);
+        for key in keys {
+            let listed = self
+                .requests
+                .pending
+                .get(&key)
+                .is_some_and(|r| list.names.contains(&r.requester_name));
+            if listed {
+                self.locate(now, key);
+            } else {
+                self.fail_request(now, key, DenyReason::NotInList);
+            }
         }
     }
 
-    /// The target's verdict (S1203/S1204, S1101).
+    /// The target's verdict on one requester (S1203/S1204, S1101), for
+    /// each of its waiting requests.
     pub(super) fn on_permission_answer(
         &mut self,
         now: Instant,
         device: u64,
         answer: &PermissionAnswer,
     ) {
-        let Some((key, mode)) = self.queried_request(device, answer.query_id) else {
+        let Some((keys, is_list)) = self.answered_query(device, answer.query_id) else {
             return;
         };
-        if mode != DecisionMode::TerminalJudges {
-            self.fail_request(now, key, DenyReason::WrongAnswerKind);
+        if is_list {
+            self.fail_all(now, keys, DenyReason::WrongAnswerKind);
             return;
         }
         match answer.verdict {
-            Verdict::Permit => self.locate(now, key),
-            Verdict::Deny => self.fail_request(now, key, DenyReason::Refused),
+            Verdict::Permit => {
+                for key in keys {
+                    self.locate(now, key);
+                }
+            }
+            Verdict::Deny => self.fail_all(now, keys, DenyReason::Refused),
         }
     }
 
@@ -437,23 +725,32 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         let Some(req) = self.requests.pending.get_mut(&key) else {
             return;
         };
-        if let Stage::Querying { query_id } = req.stage {
-            self.requests.queries.remove(&query_id);
-        }
         req.stage = Stage::Locating { op };
         let inquiry = AddressInquiry {
             op_id: op,
             first: DeviceId(req.requester),
             second: DeviceId(req.target),
         };
-        self.requests.ops.insert(op, key);
+        self.requests.ops.insert(op, Operation::Locate { key });
         self.send_upstream(now, UpMsg::Address(inquiry));
     }
 
     /// The addresses (S605/S606, 810): both present starts the session.
     pub(super) fn on_address_reply(&mut self, now: Instant, reply: &AddressReply) {
-        let Some(key) = self.request_at(Stage::Locating { op: reply.op_id }, reply.op_id) else {
-            return;
+        let key = match self.requests.ops.get(&reply.op_id) {
+            Some(&Operation::Locate { key })
+                if self
+                    .requests
+                    .pending
+                    .get(&key)
+                    .is_some_and(|r| r.stage == Stage::Locating { op: reply.op_id }) =>
+            {
+                key
+            }
+            _ => {
+                self.out.counters.stale_answers += 1;
+                return;
+            }
         };
         match (reply.first, reply.second) {
             (Some(requester_addr), Some(target_addr)) => {

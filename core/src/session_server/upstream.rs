@@ -282,8 +282,8 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
     /// meanwhile is not sent.
     fn upstream_still_wanted(&self, msg: &UpMsg) -> bool {
         match msg {
-            UpMsg::Trigger(m) => self.requests.ops.contains_key(&m.op_id),
-            UpMsg::Address(m) => self.requests.ops.contains_key(&m.op_id),
+            UpMsg::Trigger(m) => self.requests.wants_operation(m.op_id),
+            UpMsg::Address(m) => self.requests.wants_operation(m.op_id),
             _ => true,
         }
     }

@@ -66,6 +66,8 @@ pub struct Term {
     pub answered: BTreeSet<u32>,
     /// Records and replies it could not open.
     pub bad_records: usize,
+    /// The wire length of the last handshake reply it got.
+    pub reply_len: Option<usize>,
 }
 
 /// The scripted trigger server.
@@ -304,6 +306,7 @@ impl World {
             inbox: Vec::new(),
             answered: BTreeSet::new(),
             bad_records: 0,
+            reply_len: None,
         });
         self.terms.len() - 1
     }
@@ -388,6 +391,7 @@ impl World {
         };
         match Message::decode(bytes).unwrap() {
             Message::HandshakeReply(reply) => {
+                term.reply_len = Some(bytes.len());
                 let Some(init) = term.initiator.as_mut() else {
                     return;
                 };

@@ -1,6 +1,7 @@
 //! Flow tests of the session server, named after the seed steps, driven by
 //! bytes built with the codec and crypto APIs (see [`harness`]).
 
+mod abuse;
 mod harness;
 mod props;
 
@@ -15,7 +16,7 @@ use harness::*;
 use super::*;
 use crate::crypto::StaticKeypair;
 use crate::machine::ConnectionId;
-use crate::names::{NameRegistry, RefusalReason, TrustMode};
+use crate::names::{NameRegistry, TrustMode};
 use crate::time::Instant;
 use crate::wire::{
     AddressNotification, DecisionMode, EndReason, ErrorCode, ErrorReply, Message, Name, Role,
@@ -123,36 +124,89 @@ fn s702_registration_binds_name_to_key_and_returns_device_id_and_udp_key() {
 }
 
 #[test]
-fn second_key_for_a_bound_name_is_refused_and_reported() {
+fn s702_second_key_for_a_bound_name_gets_a_decoy_and_is_reported() {
     let mut w = World::new(SessionConfig::default());
     let t1 = w.term("TERM1", ListMode);
     let live = w.ss.live_device("TERM1");
     let impostor = w.add_term("TERM1", ListMode);
-    w.start_registration(impostor);
-    assert_eq!(
-        w.terms[impostor].refused,
-        Some(ErrorCode::RegistrationRefused)
-    );
-    assert!(w.terms[impostor].channel.is_none());
+    w.register(impostor);
+    // Answered like any registration: the impostor cannot tell.
+    assert_eq!(w.terms[impostor].refused, None);
+    assert!(w.terms[impostor].channel.is_some());
     let presented = w.terms[impostor].kp.public_key();
     let events = w.events_since(0);
     assert!(events.iter().any(|e| matches!(
         e,
         SessionEvent::ImpersonationAttempt(a) if a.name == "TERM1" && a.presented_key == presented
     )));
-    assert!(events.iter().any(|e| matches!(
-        e,
-        SessionEvent::RegistrationRefused {
-            reason: RegistrationRefusal::Registry(RefusalReason::Impersonation(_)),
-            ..
-        }
-    )));
+    // Reachable over UDP like any terminal (its key is installed) ...
+    assert_eq!(w.ts_installs().len(), 2);
+    // ... but never the name's: the owner stays live and bound.
     assert_eq!(w.ss.live_device("TERM1"), live);
-    assert_eq!(w.ss.channel_count(), 1, "no channel is kept for a refusal");
     assert_eq!(
         w.ss.registry().key_of(Name::new("TERM1").unwrap()),
         Some(w.terms[t1].kp.public_key())
     );
+    assert!(
+        !w.facts
+            .iter()
+            .any(|f| matches!(f, SessionFact::NameBound { key, .. } if *key == presented)),
+        "a decoy binds nothing"
+    );
+    // A request aimed at the name reaches the owner; the decoy's own
+    // requests get the uniform deny.
+    let t3 = w.term("TERM3", ListMode);
+    w.connect(t3, "TERM1", 1, 0);
+    w.ts_answer_triggers(TriggerOutcome::Delivered);
+    assert!(w
+        .received(t1)
+        .iter()
+        .any(|(_, m)| matches!(m, Message::PermissionListRequest(_))));
+    assert!(!w
+        .received(impostor)
+        .iter()
+        .any(|(_, m)| matches!(m, Message::PermissionListRequest(_))));
+    w.connect(impostor, "TERM3", 9, 0);
+    w.advance(secs(6));
+    assert!(w.denials().contains(&(9, DenyReason::BadRequester)));
+}
+
+#[test]
+fn s702_registration_answer_does_not_depend_on_whether_the_name_is_bound() {
+    let mut w = World::new(SessionConfig::default());
+    w.term("TERM1", ListMode);
+    let answer = |w: &mut World, name: &str| {
+        let i = w.add_term(name, ListMode);
+        w.start_registration(i);
+        (
+            w.terms[i].reply_len,
+            w.terms[i].refused,
+            w.terms[i].channel.is_some(),
+        )
+    };
+    let bound = answer(&mut w, "TERM1");
+    let free = answer(&mut w, "TERM2");
+    assert_eq!(bound, free, "a bound and a free name answer alike");
+    assert_eq!(bound.1, None);
+}
+
+#[test]
+fn closed_registry_gives_no_decoy_only_the_same_refusal() {
+    let mut registry = NameRegistry::new(TrustMode::Closed);
+    let mut rng =
+        <rand_chacha::ChaCha20Rng as rand_chacha::rand_core::SeedableRng>::seed_from_u64(9);
+    let owner = StaticKeypair::generate(&mut rng);
+    registry
+        .enroll(Name::new("TERM1").unwrap(), owner.public_key())
+        .unwrap();
+    let mut w = World::with_registry(SessionConfig::default(), registry, 3);
+    let stranger = w.add_term("TERM1", ListMode);
+    w.start_registration(stranger);
+    assert_eq!(
+        w.terms[stranger].refused,
+        Some(ErrorCode::RegistrationRefused)
+    );
+    assert_eq!(w.ss.channel_count(), 0, "no channel is kept for a refusal");
 }
 
 #[test]

@@ -356,7 +356,7 @@ proptest! {
         }
         prop_assert_eq!(w.ss.session_count(), 0);
         prop_assert_eq!(w.ss.pending_request_count(), 0);
-        prop_assert_eq!(w.ss.requests.immediate_denials, 0);
+        prop_assert_eq!(w.ss.scheduled_denial_count(), 0);
     }
 }
 

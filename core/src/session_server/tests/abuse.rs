@@ -1,0 +1,195 @@
+//! Issue 12: what a burst of requests, a full budget, a flood of
+//! registrations or a dead stream does to the session server.
+
+use std::format;
+use std::vec::Vec;
+
+use super::harness::*;
+use super::*;
+use crate::wire::{DecisionMode, ErrorCode, Message, TriggerOutcome, Verdict};
+use DecisionMode::{PermissionList as ListMode, TerminalJudges as JudgeMode};
+
+/// `n` registered requesters named `R0`, `R1`, ...
+fn requesters(w: &mut World, n: usize) -> Vec<usize> {
+    (0..n).map(|i| w.term(&format!("R{i}"), ListMode)).collect()
+}
+
+fn count_received(w: &World, i: usize, pick: impl Fn(&Message<'_>) -> bool) -> usize {
+    w.received(i).iter().filter(|(_, m)| pick(m)).count()
+}
+
+#[test]
+fn s503_burst_for_one_target_sends_one_trigger_and_one_list_request() {
+    let mut w = World::new(SessionConfig::default());
+    let target = w.term("TERM1", ListMode);
+    let rs = requesters(&mut w, 30);
+    for (n, &r) in rs.iter().enumerate() {
+        for k in 0..3 {
+            w.connect(r, "TERM1", (n * 10 + k) as u32 + 1, 0);
+        }
+    }
+    assert_eq!(w.ss.pending_request_count(), 64, "the target's share");
+    assert_eq!(w.ts_triggers().len(), 1, "one trigger for the whole burst");
+    w.ts_answer_triggers(TriggerOutcome::Delivered);
+    assert_eq!(
+        count_received(&w, target, |m| matches!(
+            m,
+            Message::PermissionListRequest(_)
+        )),
+        1,
+        "one permission list request for the whole burst"
+    );
+    w.answer_lists(target, &["R0"]);
+    w.ts_answer_addresses();
+    let started = w.started();
+    assert!(!started.is_empty(), "R0 was permitted");
+    assert!(started.iter().all(|s| s.requester == "R0"));
+    w.advance(secs(6));
+    let denied = w.denials().len();
+    assert_eq!(
+        denied + started.len(),
+        90,
+        "every other request got the uniform deny"
+    );
+}
+
+#[test]
+fn s1202_burst_in_judge_mode_asks_once_per_requester_name() {
+    let mut w = World::new(SessionConfig::default());
+    let target = w.term("TERM1", JudgeMode);
+    let rs = requesters(&mut w, 5);
+    for (n, &r) in rs.iter().enumerate() {
+        for k in 0..4 {
+            w.connect(r, "TERM1", (n * 10 + k) as u32 + 1, 0);
+        }
+    }
+    w.ts_answer_triggers(TriggerOutcome::Delivered);
+    let asked = w.answer_inquiries(target, Verdict::Deny);
+    assert_eq!(asked.len(), 5, "one inquiry per requester: {asked:?}");
+    w.advance(secs(6));
+    assert_eq!(w.denials().len(), 20);
+}
+
+#[test]
+fn flood_from_one_requester_never_takes_another_requesters_slot_at_a_target() {
+    let mut config = SessionConfig::default();
+    config.limits.max_pending_per_target = 8;
+    let mut w = World::new(config);
+    let target = w.term("TERM1", ListMode);
+    let flooder = w.term("FLOOD", ListMode);
+    let friend = w.term("FRIEND", ListMode);
+    for id in 1..=20 {
+        w.connect(flooder, "TERM1", id, 0);
+    }
+    assert_eq!(w.ss.pending_request_count(), 8);
+    w.connect(friend, "TERM1", 100, 0);
+    assert_eq!(w.ss.pending_request_count(), 8, "the flooder gave way");
+    w.ts_answer_triggers(TriggerOutcome::Delivered);
+    w.answer_lists(target, &["FRIEND"]);
+    w.ts_answer_addresses();
+    let started = w.started();
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0].requester, "FRIEND");
+}
+
+#[test]
+fn flood_across_targets_never_takes_another_requesters_slot_in_the_table() {
+    let mut config = SessionConfig::default();
+    config.limits.max_pending_requests = 8;
+    let mut w = World::new(config);
+    let targets: Vec<usize> = (0..4).map(|i| w.term(&format!("T{i}"), ListMode)).collect();
+    let flooder = w.term("FLOOD", ListMode);
+    let friend = w.term("FRIEND", ListMode);
+    for id in 1..=20u32 {
+        w.connect(flooder, &format!("T{}", id % 4), id, 0);
+    }
+    assert_eq!(w.ss.pending_request_count(), 8);
+    w.connect(friend, "T0", 100, 0);
+    w.ts_answer_triggers(TriggerOutcome::Delivered);
+    w.answer_lists(targets[0], &["FRIEND"]);
+    w.ts_answer_addresses();
+    assert!(w.started().iter().any(|s| s.requester == "FRIEND"));
+}
+
+#[test]
+fn full_budget_answers_unknown_and_existing_names_alike() {
+    let mut config = SessionConfig::default();
+    config.limits.max_pending_requests = 2;
+    let mut w = World::new(config);
+    w.term("TERM1", ListMode);
+    let rs = requesters(&mut w, 3);
+    // Two requesters fill the table with requests that stay pending.
+    w.connect(rs[0], "TERM1", 1, 0);
+    w.connect(rs[1], "TERM1", 2, 0);
+    let start = w.now;
+    // The third asks for an existing name (table full) and an unknown one.
+    w.connect(rs[2], "TERM1", 3, 0);
+    w.connect(rs[2], "NOBODY", 4, 0);
+    w.advance(secs(6));
+    let errors = w.errors(rs[2]);
+    assert_eq!(errors.len(), 2, "both answered");
+    assert!(errors.iter().all(|(at, _, _)| *at == start + DENY_DELAY));
+    assert_eq!(errors[0].1.len(), errors[1].1.len());
+    assert_eq!(errors[0].2, errors[1].2, "the same bytes on the wire");
+}
+
+#[test]
+fn channel_whose_stream_closed_is_removed_after_the_grace() {
+    let mut w = World::new(SessionConfig::default());
+    let t1 = w.term("TERM1", ListMode);
+    let device = w.device(t1);
+    let conn = w.terms[t1].conn;
+    w.ss.handle_connection_closed(w.now, conn);
+    w.pump();
+    w.advance(CHANNEL_ORPHAN_GRACE - secs(1));
+    assert_eq!(w.ss.channel_count(), 1, "kept through the grace");
+    w.advance(secs(2));
+    assert_eq!(w.ss.channel_count(), 0);
+    assert_eq!(w.ss.live_device("TERM1"), None);
+    assert!(w.ts_revokes().iter().any(|r| r.device_id.0 == device));
+    assert_eq!(w.ss.counters().channels_orphaned, 1);
+}
+
+#[test]
+fn owner_re_registration_fits_at_the_channel_cap() {
+    let mut config = SessionConfig::default();
+    config.limits.max_channels = 2;
+    let mut w = World::new(config);
+    let t1 = w.term("TERM1", ListMode);
+    w.term("TERM2", ListMode);
+    let stranger = w.add_term("TERM3", ListMode);
+    w.start_registration(stranger);
+    assert_eq!(w.terms[stranger].refused, Some(ErrorCode::Busy));
+    // The owner of TERM1 comes back on a new stream: it fits.
+    w.reconnect(t1);
+    w.register(t1);
+    assert!(w.terms[t1].channel.is_some());
+    assert_eq!(
+        w.ss.live_device("TERM1"),
+        Some(crate::wire::DeviceId(w.device(t1)))
+    );
+}
+
+#[test]
+fn decoys_make_way_for_an_owner_at_the_cap() {
+    let mut config = SessionConfig::default();
+    config.limits.max_channels = 2;
+    let mut w = World::new(config);
+    w.term("TERM1", ListMode);
+    let t2 = w.term("TERM2", ListMode);
+    // TERM2's stream is gone and its channel with it.
+    let conn = w.terms[t2].conn;
+    w.ss.handle_connection_closed(w.now, conn);
+    w.advance(CHANNEL_ORPHAN_GRACE + secs(1));
+    // An impostor's decoy takes the free place.
+    let impostor = w.add_term("TERM1", ListMode);
+    w.register(impostor);
+    assert_eq!(w.ss.channel_count(), 2);
+    // TERM2's owner still gets in.
+    w.reconnect(t2);
+    w.register(t2);
+    assert_eq!(
+        w.ss.live_device("TERM2"),
+        Some(crate::wire::DeviceId(w.device(t2)))
+    );
+}
