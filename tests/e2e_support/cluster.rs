@@ -361,3 +361,178 @@ impl RawStream {
         }
     }
 }
+
+// ----- Abuse suite, requests part: raw registered terminals -------------
+
+/// A core time for the raw clients: microseconds since the first call.
+pub fn raw_now() -> tryst_tokio::core::time::Instant {
+    use std::sync::OnceLock;
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    let micros = u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+    tryst_tokio::core::time::Instant::from_micros(micros)
+}
+
+impl RawStream {
+    /// Connects to `server` from the loopback address `local` (any of
+    /// 127.0.0.0/8 works on Linux), so one test can play many sources.
+    pub async fn connect_from(
+        local: std::net::IpAddr,
+        server: SocketAddr,
+    ) -> std::io::Result<RawStream> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(local, 0))?;
+        let stream = tokio::time::timeout(STEP, socket.connect(server))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        let socket = stream.into_std()?;
+        socket.set_nonblocking(false)?;
+        socket.set_nodelay(true)?;
+        Ok(RawStream {
+            socket,
+            frames: tryst_tokio::core::wire::FrameBuffer::new(),
+            unread: Vec::new(),
+        })
+    }
+}
+
+/// What a raw registration got back in its handshake reply.
+#[derive(Debug)]
+pub enum RawAnswer {
+    /// A `RegisterAck`: a channel, a device ID and a UDP key.
+    Ack(RawTerminal),
+    /// An `Error` with this code.
+    Refused(tryst_tokio::core::wire::ErrorCode),
+}
+
+/// A terminal registered by hand over a [`RawStream`]: it speaks the real
+/// protocol (Noise IK, sealed records) without the terminal machine, so a
+/// test can send what a well-behaved terminal never would.
+pub struct RawTerminal {
+    pub stream: RawStream,
+    pub channel: tryst_tokio::core::crypto::SecureChannel,
+    pub device: u64,
+    pub udp_key: tryst_tokio::core::wire::UdpKey,
+    /// The wire length of the handshake reply.
+    pub reply_len: usize,
+}
+
+impl std::fmt::Debug for RawTerminal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawTerminal")
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawTerminal {
+    /// Registers `name` with `keys` at `server` from `local` (permission
+    /// list mode) and returns what the server answered; an `Ack` is
+    /// confirmed at once with a sealed `Poll`.
+    pub async fn register(
+        local: std::net::IpAddr,
+        server: SocketAddr,
+        server_key: PublicKey,
+        name: &str,
+        keys: &StaticKeypair,
+    ) -> std::io::Result<(RawAnswer, usize)> {
+        use tryst_tokio::core::crypto::Initiator;
+        use tryst_tokio::core::wire::{
+            DecisionMode, HandshakeInit, Message, Name, Poll, Register, MAX_MESSAGE_LEN,
+        };
+        let bad = |what: &str| std::io::Error::other(what.to_owned());
+        let mut stream = RawStream::connect_from(local, server).await?;
+        let mut register = vec![0u8; 256];
+        let n = Message::Register(Register {
+            mode: DecisionMode::PermissionList,
+            identity: keys.public_key(),
+            name: Name::new(name).map_err(|_| bad("bad name"))?,
+        })
+        .encode(&mut register)
+        .map_err(|_| bad("encode"))?;
+        let mut noise = vec![0u8; MAX_MESSAGE_LEN];
+        let (mut initiator, len) = Initiator::start(
+            &mut OsRng,
+            raw_now(),
+            keys,
+            &server_key,
+            &register[..n],
+            &mut noise,
+        )
+        .map_err(|_| bad("handshake start"))?;
+        stream.send_message(&Message::HandshakeInit(HandshakeInit {
+            noise: &noise[..len],
+        }))?;
+        let reply = stream
+            .recv(STEP)?
+            .ok_or_else(|| bad("closed before a reply"))?;
+        let reply_len = reply.len();
+        let Ok(Message::HandshakeReply(hs)) = Message::decode(&reply) else {
+            return Err(bad("not a handshake reply"));
+        };
+        let mut payload = vec![0u8; MAX_MESSAGE_LEN];
+        let (channel, m) = initiator
+            .finish(raw_now(), &hs, &mut payload)
+            .map_err(|_| bad("handshake finish"))?;
+        match Message::decode(&payload[..m]) {
+            Ok(Message::RegisterAck(ack)) => {
+                let mut raw = RawTerminal {
+                    stream,
+                    channel,
+                    device: ack.device_id.0,
+                    udp_key: ack.udp_key,
+                    reply_len,
+                };
+                raw.send_sealed(&Message::Poll(Poll))?;
+                Ok((RawAnswer::Ack(raw), reply_len))
+            }
+            Ok(Message::Error(e)) => Ok((RawAnswer::Refused(e.code), reply_len)),
+            _ => Err(bad("unexpected handshake payload")),
+        }
+    }
+
+    /// Seals `message` on the channel and writes it.
+    pub fn send_sealed(
+        &mut self,
+        message: &tryst_tokio::core::wire::Message<'_>,
+    ) -> std::io::Result<()> {
+        let bytes = self.seal(message)?;
+        self.stream.send(&bytes)
+    }
+
+    /// `message` sealed on the channel, as stream bytes.
+    pub fn seal(
+        &mut self,
+        message: &tryst_tokio::core::wire::Message<'_>,
+    ) -> std::io::Result<Vec<u8>> {
+        let mut plain = vec![0u8; tryst_tokio::core::wire::MAX_MESSAGE_LEN];
+        let n = message
+            .encode(&mut plain)
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        let mut sealed = vec![0u8; n + 128];
+        let m = self
+            .channel
+            .seal(&plain[..n], &mut sealed)
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        sealed.truncate(m);
+        Ok(sealed)
+    }
+
+    /// The next sealed record's plaintext within `within` (`Ok(None)`: closed).
+    pub fn recv_sealed(&mut self, within: Duration) -> std::io::Result<Option<Vec<u8>>> {
+        use tryst_tokio::core::wire::Message;
+        let Some(record) = self.stream.recv(within)? else {
+            return Ok(None);
+        };
+        let Ok(Message::Sealed(sealed)) = Message::decode(&record) else {
+            return Err(std::io::Error::other("not a sealed record"));
+        };
+        let mut plain = vec![0u8; tryst_tokio::core::wire::MAX_MESSAGE_LEN];
+        let n = self
+            .channel
+            .open(&sealed, &mut plain)
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        plain.truncate(n);
+        Ok(Some(plain))
+    }
+}

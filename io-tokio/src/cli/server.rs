@@ -23,7 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use tryst_core::identity::SecretKey;
 use tryst_core::names::TrustMode;
 use tryst_core::session_server::{
-    ExtensionPolicy, SessionConfig, SessionEvent, SessionFact, DEFAULT_DURATION, END_GRACE,
+    ExtensionPolicy, SessionConfig, SessionEvent, SessionFact, SessionLimits, DEFAULT_DURATION,
+    DEFAULT_MAX_CHANNELS, DEFAULT_MAX_PENDING_REQUESTS, END_GRACE,
 };
 use tryst_core::trigger_server::{TriggerConfig, TriggerEvent};
 use tryst_core::wire::PublicKey;
@@ -74,6 +75,14 @@ pub struct PolicyArgs {
     /// Closed deployment: only names enrolled with `tryst enroll` may register.
     #[arg(long)]
     pub closed: bool,
+    /// Most terminal registrations held (live and pending); at the cap the
+    /// owner of a bound name still gets in.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CHANNELS)]
+    pub max_channels: usize,
+    /// Most connection requests being decided at once; when full, the
+    /// requester holding the most gives way.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PENDING_REQUESTS)]
+    pub max_pending_requests: usize,
 }
 
 /// Arguments of `tryst server` (both roles in one process).
@@ -207,6 +216,11 @@ fn session_config(policy: &PolicyArgs) -> Result<SessionConfig, CliError> {
             ExtensionPolicy::Never
         } else {
             ExtensionPolicy::UpToTotal
+        },
+        limits: SessionLimits {
+            max_channels: policy.max_channels.max(1),
+            max_pending_requests: policy.max_pending_requests.max(1),
+            ..SessionLimits::default()
         },
         ..SessionConfig::default()
     })
