@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use rand_core::OsRng;
 use tryst_tokio::core::crypto::{udp_auth, StaticKeypair};
-use tryst_tokio::core::terminal::TerminalEvent;
 use tryst_tokio::core::wire::{ConnectionRequest, DeviceId, ErrorCode, Message, Name};
 
 #[path = "e2e_support/mod.rs"]
@@ -48,7 +47,7 @@ async fn strangers(server: &Server, prefix: &str, n: usize) -> Vec<RawTerminal> 
         .await
         .expect("the stranger registers");
         match answer {
-            RawAnswer::Ack(t) => out.push(t),
+            RawAnswer::Ack(t) => out.push(*t),
             RawAnswer::Refused(code) => panic!("stranger {i} refused: {code:?}"),
         }
     }
@@ -93,17 +92,6 @@ fn errors_within(
             Ok(None) | Err(_) => return out,
         }
     }
-}
-
-/// Whether `term` reported a re-registration (its stream or registration
-/// was lost) among the events so far.
-fn reregistered(term: &mut Term) -> bool {
-    while let Ok(e) = term.events.try_recv() {
-        term.backlog.push_back(e);
-    }
-    term.backlog
-        .iter()
-        .any(|e| matches!(e, TerminalEvent::Reregistering { .. }))
 }
 
 /// What the hand-played target saw while it answered for `secs`.

@@ -400,7 +400,7 @@ impl RawStream {
 #[derive(Debug)]
 pub enum RawAnswer {
     /// A `RegisterAck`: a channel, a device ID and a UDP key.
-    Ack(RawTerminal),
+    Ack(Box<RawTerminal>),
     /// An `Error` with this code.
     Refused(tryst_tokio::core::wire::ErrorCode),
 }
@@ -484,7 +484,7 @@ impl RawTerminal {
                     reply_len,
                 };
                 raw.send_sealed(&Message::Poll(Poll))?;
-                Ok((RawAnswer::Ack(raw), reply_len))
+                Ok((RawAnswer::Ack(Box::new(raw)), reply_len))
             }
             Ok(Message::Error(e)) => Ok((RawAnswer::Refused(e.code), reply_len)),
             _ => Err(bad("unexpected handshake payload")),
