@@ -257,6 +257,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             now + REGISTRATION_CONFIRM_TIMEOUT,
         );
         self.reg.pending_by_age.insert((now, device));
+        channel.conn.inspect(|&c| self.guard.attach(c));
         self.reg.channels.insert(device, channel);
     }
 
@@ -428,6 +429,9 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         let Some(mut channel) = self.reg.channels.remove(&device) else {
             return;
         };
+        channel
+            .conn
+            .inspect(|&c| self.guard.detach(self.clock.latest(), c));
         self.timers
             .disarm(Timer::PendingRegistration(device), &mut channel.timer);
         self.reg.pending_by_age.remove(&(channel.created, device));
