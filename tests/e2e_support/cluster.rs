@@ -361,3 +361,172 @@ impl RawStream {
         }
     }
 }
+
+// ---- Issue 12, part abuse-streams: terminals from a chosen loopback
+// address, servers under a low descriptor limit, split servers. ----
+
+impl Term {
+    /// [`Term::start`] with both its sockets (control stream and UDP) on
+    /// `ip` (another loopback address, e.g. 127.0.0.2, is another source).
+    pub async fn start_from(
+        ip: std::net::IpAddr,
+        name: &str,
+        keypair: StaticKeypair,
+        allow: &[&str],
+        server: &Server,
+    ) -> Term {
+        let mut config =
+            TerminalConfig::new(name, server.trigger, server.key).expect("a valid name");
+        config.extension_secs = Some(EXTENSION_ASK_SECS);
+        let options = terminal::TerminalOptions {
+            control_local: Some(ip),
+            ..terminal::TerminalOptions::default()
+        };
+        let (handle, mut all) = terminal::spawn_with(
+            config,
+            keypair,
+            server.control,
+            SocketAddr::new(ip, 0),
+            allow,
+            options,
+        )
+        .await
+        .expect("the terminal starts");
+        let (tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(event) = all.recv().await {
+                let terminal::Event::Terminal(event) = event else {
+                    continue;
+                };
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        });
+        Term {
+            handle,
+            events,
+            backlog: VecDeque::new(),
+        }
+    }
+}
+
+impl Proc {
+    /// `tryst ARGS` run by `sh` after `ulimit -Sn NOFILE` (a low soft
+    /// descriptor limit the binary inherits), stderr to `log`.
+    pub fn start_with_nofile(
+        args: &[&str],
+        nofile: u32,
+        log: std::path::PathBuf,
+        rust_log: Option<&str>,
+    ) -> Proc {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new("sh");
+        cmd.env_remove("RUST_LOG");
+        if let Some(filter) = rust_log {
+            cmd.env("RUST_LOG", filter);
+        }
+        let script = format!("ulimit -Sn {nofile} && exec \"$0\" \"$@\"");
+        let mut child = cmd
+            .arg("-c")
+            .arg(script)
+            .arg(env!("CARGO_BIN_EXE_tryst"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("sh starts the binary");
+        let out = std::io::BufReader::new(child.stdout.take().expect("stdout piped"));
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut out = out;
+            let mut line = String::new();
+            while out.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if tx.send(line.trim_end().to_owned()).is_err() {
+                    return;
+                }
+                line.clear();
+            }
+        });
+        Proc {
+            child,
+            lines,
+            seen: Vec::new(),
+            log,
+        }
+    }
+}
+
+/// A combined server under a soft descriptor limit of `nofile`.
+pub fn start_server_with_nofile(dir: &Path, extra: &[&str], nofile: u32, log_name: &str) -> Server {
+    let dir_s = dir.to_str().expect("utf-8 path");
+    let mut args = vec![
+        "server",
+        "--data-dir",
+        dir_s,
+        "--control",
+        LOOPBACK_ANY,
+        "--trigger",
+        LOOPBACK_ANY,
+    ];
+    args.extend_from_slice(extra);
+    let log = dir.parent().expect("parent").join(log_name);
+    let mut proc = Proc::start_with_nofile(&args, nofile, log, Some("info"));
+    Server {
+        key: parse_key(&proc.value("server key")),
+        control: proc.addr("control"),
+        trigger: proc.addr("trigger"),
+        proc,
+    }
+}
+
+/// A trigger server and a session server as two processes, linked; the
+/// trigger server's process is kept in the second field. Both log at
+/// `rust_log`.
+pub fn start_split_servers(root: &Path, rust_log: &str) -> (Server, Proc) {
+    let sdir = root.join("session");
+    let tdir = root.join("trigger");
+    std::fs::create_dir_all(&sdir).expect("mkdir");
+    std::fs::create_dir_all(&tdir).expect("mkdir");
+    let out = run(&[
+        "keygen",
+        "--out",
+        sdir.join("server.key").to_str().expect("path"),
+    ]);
+    assert!(out.status.success(), "keygen: {}", text(&out.stderr));
+    let session_key = text(&out.stdout).trim().to_owned();
+    let trigger_args = [
+        "trigger-server",
+        "--data-dir",
+        tdir.to_str().expect("path"),
+        "--trigger",
+        LOOPBACK_ANY,
+        "--link",
+        LOOPBACK_ANY,
+        "--session-server-key",
+        &session_key,
+    ];
+    let mut trig = Proc::start(&trigger_args, root.join("trigger.log"), Some(rust_log));
+    let trigger_udp = trig.addr("trigger");
+    let link = trig.addr("link").to_string();
+    let trigger_pub = tdir.join("trigger.pub");
+    let session_args = [
+        "session-server",
+        "--data-dir",
+        sdir.to_str().expect("path"),
+        "--control",
+        LOOPBACK_ANY,
+        "--trigger-link",
+        &link,
+        "--trigger-key",
+        trigger_pub.to_str().expect("path"),
+    ];
+    let mut sess = Proc::start(&session_args, root.join("session.log"), Some(rust_log));
+    let server = Server {
+        key: parse_key(&session_key),
+        control: sess.addr("control"),
+        trigger: trigger_udp,
+        proc: sess,
+    };
+    (server, trig)
+}

@@ -74,6 +74,12 @@ pub struct PolicyArgs {
     /// Closed deployment: only names enrolled with `tryst enroll` may register.
     #[arg(long)]
     pub closed: bool,
+    // Issue 12 (abuse-streams): the per-source stream cap.
+    /// Most control streams one source (an IPv4 address or an IPv6 /64) may
+    /// hold open at once; one more is closed at once. The default leaves
+    /// room for a carrier-grade NAT.
+    #[arg(long, value_name = "N", default_value_t = tryst_core::conn_guard::DEFAULT_STREAMS_PER_SOURCE)]
+    pub max_streams_per_source: usize,
 }
 
 /// Arguments of `tryst server` (both roles in one process).
@@ -208,8 +214,16 @@ fn session_config(policy: &PolicyArgs) -> Result<SessionConfig, CliError> {
         } else {
             ExtensionPolicy::UpToTotal
         },
+        limits: stream_cap(policy),
         ..SessionConfig::default()
     })
+}
+
+/// The default limits with the flags' per-source stream cap (at least 1).
+fn stream_cap(policy: &PolicyArgs) -> tryst_core::session_server::SessionLimits {
+    let mut limits = tryst_core::session_server::SessionLimits::default();
+    limits.streams.per_source = policy.max_streams_per_source.max(1);
+    limits
 }
 
 /// `tryst server`: both roles in one process.

@@ -1,0 +1,287 @@
+//! Issue 12, streams and internal links, against the real `tryst` binary on
+//! loopback: a burst of connection requests does not tear down the
+//! session-server <-> trigger-server link (backpressure instead of
+//! teardown); idle and trickling streams are closed after the first-message
+//! bound; one source cannot hold more than its stream cap; and a server
+//! started under a low soft descriptor limit still serves a real terminal
+//! while hundreds of idle attacker streams are open.
+
+#[path = "e2e_support/mod.rs"]
+mod support;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use rand_core::OsRng;
+use support::cluster::{
+    connect, start_server, start_server_with_nofile, start_split_servers, RawStream, Term,
+};
+use tryst_tokio::core::crypto::StaticKeypair;
+use tryst_tokio::core::terminal::TerminalEvent;
+use tryst_tokio::core::wire::{HandshakeInit, Message};
+
+/// The server's bound for a stream's first whole message (the core's
+/// `FIRST_MESSAGE_TIMEOUT`), plus scheduling slack on a slow box.
+const FIRST_MESSAGE_BOUND: Duration = Duration::from_secs(10);
+const SLACK: Duration = Duration::from_secs(5);
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().expect("an IP address")
+}
+
+/// A `HandshakeInit` that is well framed (so the server waits for the rest
+/// of it) but whose Noise bytes are junk.
+fn junk_handshake() -> Vec<u8> {
+    let noise = [0x42u8; 96];
+    let mut buf = vec![0u8; 256];
+    let n = Message::HandshakeInit(HandshakeInit { noise: &noise })
+        .encode(&mut buf)
+        .expect("encodes");
+    buf.truncate(n);
+    buf
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_one_byte_per_second_streams_are_closed_after_the_first_message_bound() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = start_server(&tmp.path().join("srv"), &[], "server.log");
+    let opened = Instant::now();
+    let mut idle: Vec<RawStream> = (0..10)
+        .map(|_| RawStream::connect(server.control).expect("connects"))
+        .collect();
+    // Trickling streams: one byte of a (long) message per second.
+    let bytes = junk_handshake();
+    let trickles: Vec<std::thread::JoinHandle<bool>> = (0..3)
+        .map(|_| {
+            let mut s = RawStream::connect(server.control).expect("connects");
+            let bytes = bytes.clone();
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + FIRST_MESSAGE_BOUND + SLACK;
+                for b in bytes {
+                    if s.send(&[b]).is_err() {
+                        return true;
+                    }
+                    if s.closed_within(Duration::from_secs(1)) {
+                        return true;
+                    }
+                    if Instant::now() > deadline {
+                        return false;
+                    }
+                }
+                false
+            })
+        })
+        .collect();
+    for (i, s) in idle.iter_mut().enumerate() {
+        let left = (FIRST_MESSAGE_BOUND + SLACK).saturating_sub(opened.elapsed());
+        assert!(s.closed_within(left), "idle stream {i} still open");
+    }
+    assert!(
+        opened.elapsed() >= FIRST_MESSAGE_BOUND - Duration::from_secs(1),
+        "closed before the bound"
+    );
+    for t in trickles {
+        assert!(
+            t.join().expect("trickler"),
+            "a trickling stream stayed open"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_beyond_the_per_source_cap_are_refused_while_another_source_registers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = start_server(
+        &tmp.path().join("srv"),
+        &["--max-streams-per-source", "8"],
+        "server.log",
+    );
+    let mut held: Vec<RawStream> = (0..8)
+        .map(|_| RawStream::connect(server.control).expect("connects"))
+        .collect();
+    // Let the server take all eight before the ones beyond.
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..4 {
+        let mut extra = RawStream::connect(server.control).expect("the kernel accepts");
+        assert!(
+            extra.closed_within(Duration::from_secs(3)),
+            "stream {} beyond the cap was kept",
+            9 + i
+        );
+    }
+    for (i, s) in held.iter_mut().enumerate() {
+        assert!(
+            !s.closed_within(Duration::from_millis(100)),
+            "stream {i} under the cap was closed"
+        );
+    }
+    // Another source registers and comes online.
+    let mut other = Term::start_from(
+        ip("127.0.0.2"),
+        "OTHER",
+        StaticKeypair::generate(&mut OsRng),
+        &[],
+        &server,
+    )
+    .await;
+    other.online().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_registers_and_connects_under_a_low_descriptor_limit_and_hundreds_of_idle_streams(
+) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut server = start_server_with_nofile(&tmp.path().join("srv"), &[], 300, "server.log");
+    server.proc.expect_line("control:");
+    // More idle streams than the inherited soft limit has descriptors.
+    let idle: Vec<RawStream> = (0..400)
+        .filter_map(|_| RawStream::connect(server.control).ok())
+        .collect();
+    assert!(
+        idle.len() > 300,
+        "the attacker opened {} streams",
+        idle.len()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let mut home = Term::start_from(
+        ip("127.0.0.2"),
+        "TERM1",
+        StaticKeypair::generate(&mut OsRng),
+        &["TERM3"],
+        &server,
+    )
+    .await;
+    home.online().await;
+    let mut phone = Term::start_from(
+        ip("127.0.0.3"),
+        "TERM3",
+        StaticKeypair::generate(&mut OsRng),
+        &[],
+        &server,
+    )
+    .await;
+    phone.online().await;
+    connect(&mut home, &mut phone, 60).await;
+    let log = server.proc.log();
+    assert!(
+        !log.contains("limit=300"),
+        "the soft descriptor limit was not raised:\n{log}"
+    );
+    drop(idle);
+}
+
+/// Throwaway requesters: this many sources, five names each (the
+/// per-source registration burst), ten requests each (the per-requester
+/// burst).
+const BURST_SOURCES: u8 = 60;
+const NAMES_PER_SOURCE: u8 = 5;
+const REQUESTS_EACH: usize = 10;
+/// Targets of the burst (none permits the requesters).
+const BURST_TARGETS: [&str; 3] = ["TGT1", "TGT2", "TGT3"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_thousands_of_requests_keeps_the_server_link_up() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (server, trig) = start_split_servers(tmp.path(), "info");
+    let mut sess = server;
+    sess.proc.expect_line("control:");
+    // The permitted pair and the burst's targets, each from its own source.
+    let mut home = Term::start_from(
+        ip("127.0.0.2"),
+        "HOME",
+        StaticKeypair::generate(&mut OsRng),
+        &["PHONE"],
+        &sess,
+    )
+    .await;
+    home.online().await;
+    let mut phone = Term::start_from(
+        ip("127.0.0.3"),
+        "PHONE",
+        StaticKeypair::generate(&mut OsRng),
+        &[],
+        &sess,
+    )
+    .await;
+    phone.online().await;
+    let mut targets = Vec::new();
+    for (i, name) in BURST_TARGETS.iter().enumerate() {
+        let mut t = Term::start_from(
+            ip(&format!("127.0.0.{}", 10 + i)),
+            name,
+            StaticKeypair::generate(&mut OsRng),
+            &[],
+            &sess,
+        )
+        .await;
+        t.online().await;
+        targets.push(t);
+    }
+    // The requesters register (registered is enough to send requests).
+    let mut requesters = Vec::new();
+    for s in 0..BURST_SOURCES {
+        for n in 0..NAMES_PER_SOURCE {
+            let t = Term::start_from(
+                ip(&format!("127.0.1.{}", 1 + s)),
+                &format!("R{s}X{n}"),
+                StaticKeypair::generate(&mut OsRng),
+                &[],
+                &sess,
+            )
+            .await;
+            requesters.push(t);
+        }
+    }
+    for t in &mut requesters {
+        t.expect("registration", |e| {
+            matches!(e, TerminalEvent::Registered { .. }).then_some(())
+        })
+        .await;
+    }
+    // The burst: every requester sends its requests at once.
+    let burst: Vec<_> = requesters
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            tokio::spawn(async move {
+                for k in 0..REQUESTS_EACH {
+                    let target = BURST_TARGETS[(i + k) % BURST_TARGETS.len()];
+                    let _ = t.handle.connect(target, 60).await;
+                }
+                t
+            })
+        })
+        .collect();
+    // During it, a new terminal registers and comes online (its key
+    // install crosses the link) and a permitted request succeeds.
+    let mut late = Term::start_from(
+        ip("127.0.0.20"),
+        "LATE",
+        StaticKeypair::generate(&mut OsRng),
+        &[],
+        &sess,
+    )
+    .await;
+    connect(&mut home, &mut phone, 60).await;
+    late.online().await;
+    let mut kept = Vec::new();
+    for b in burst {
+        kept.push(b.await.expect("burst task"));
+    }
+    // Let the answers of the burst cross the link.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let session_log = sess.proc.log();
+    let trigger_log = trig.log();
+    assert_eq!(
+        session_log.matches("linked to the trigger server").count(),
+        1,
+        "the link was lost and set up again:\n{session_log}"
+    );
+    for (who, log) in [("session", &session_log), ("trigger", &trigger_log)] {
+        assert!(
+            !log.contains("internal link closed"),
+            "the {who} server closed the link:\n{log}"
+        );
+    }
+    drop(kept);
+}
