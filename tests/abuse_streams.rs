@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rand_core::OsRng;
 use support::cluster::{
-    connect, start_server, start_server_with_nofile, start_split_servers, RawStream, Term,
+    connect, start_server, start_server_with_nofile, start_split_servers, RawStream, Server, Term,
 };
 use tryst_tokio::core::crypto::StaticKeypair;
 use tryst_tokio::core::terminal::TerminalEvent;
@@ -27,6 +27,30 @@ const SLACK: Duration = Duration::from_secs(5);
 
 fn ip(text: &str) -> IpAddr {
     text.parse().expect("an IP address")
+}
+
+/// TERM1 (allows TERM3) from 127.0.0.2 and TERM3 from 127.0.0.3, both
+/// online: sources other than the attackers' 127.0.0.1.
+async fn pair_from_other_sources(server: &Server) -> (Term, Term) {
+    let mut home = Term::start_from(
+        ip("127.0.0.2"),
+        "TERM1",
+        StaticKeypair::generate(&mut OsRng),
+        &["TERM3"],
+        server,
+    )
+    .await;
+    home.online().await;
+    let mut phone = Term::start_from(
+        ip("127.0.0.3"),
+        "TERM3",
+        StaticKeypair::generate(&mut OsRng),
+        &[],
+        server,
+    )
+    .await;
+    phone.online().await;
+    (home, phone)
 }
 
 /// A `HandshakeInit` that is well framed (so the server waits for the rest
@@ -143,24 +167,7 @@ async fn a_terminal_registers_and_connects_under_a_low_descriptor_limit_and_hund
         idle.len()
     );
     std::thread::sleep(Duration::from_millis(500));
-    let mut home = Term::start_from(
-        ip("127.0.0.2"),
-        "TERM1",
-        StaticKeypair::generate(&mut OsRng),
-        &["TERM3"],
-        &server,
-    )
-    .await;
-    home.online().await;
-    let mut phone = Term::start_from(
-        ip("127.0.0.3"),
-        "TERM3",
-        StaticKeypair::generate(&mut OsRng),
-        &[],
-        &server,
-    )
-    .await;
-    phone.online().await;
+    let (mut home, mut phone) = pair_from_other_sources(&server).await;
     connect(&mut home, &mut phone, 60).await;
     let log = server.proc.log();
     assert!(
@@ -186,24 +193,7 @@ async fn a_burst_of_requests_from_hundreds_of_names_keeps_the_server_link_up() {
     let mut sess = server;
     sess.proc.expect_line("control:");
     // The permitted pair and the burst's targets, each from its own source.
-    let mut home = Term::start_from(
-        ip("127.0.0.2"),
-        "TERM1",
-        StaticKeypair::generate(&mut OsRng),
-        &["TERM3"],
-        &sess,
-    )
-    .await;
-    home.online().await;
-    let mut phone = Term::start_from(
-        ip("127.0.0.3"),
-        "TERM3",
-        StaticKeypair::generate(&mut OsRng),
-        &[],
-        &sess,
-    )
-    .await;
-    phone.online().await;
+    let (mut home, mut phone) = pair_from_other_sources(&sess).await;
     let mut targets = Vec::new();
     for (i, name) in BURST_TARGETS.iter().enumerate() {
         let mut t = Term::start_from(
