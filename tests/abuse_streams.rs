@@ -286,3 +286,122 @@ async fn a_burst_of_requests_from_hundreds_of_names_keeps_the_server_link_up() {
     }
     drop(kept);
 }
+
+/// Registers throwaway requesters (five per source, from 127.0.1.x) and
+/// has each send `requests` connection requests to the burst's targets;
+/// returns them once every request was handed to its terminal.
+async fn burst_of_requests(server: &Server, sources: u8, requests: usize) -> Vec<Term> {
+    let mut requesters = Vec::new();
+    for s in 0..sources {
+        for n in 0..NAMES_PER_SOURCE {
+            let t = Term::start_from(
+                ip(&format!("127.0.1.{}", 1 + s)),
+                &format!("R{s}X{n}"),
+                StaticKeypair::generate(&mut OsRng),
+                &[],
+                server,
+            )
+            .await;
+            requesters.push(t);
+        }
+    }
+    for t in &mut requesters {
+        t.expect("registration", |e| {
+            matches!(e, TerminalEvent::Registered { .. }).then_some(())
+        })
+        .await;
+    }
+    for (i, t) in requesters.iter().enumerate() {
+        for k in 0..requests {
+            let target = BURST_TARGETS[(i + k) % BURST_TARGETS.len()];
+            let _ = t.handle.connect(target, 60).await;
+        }
+    }
+    requesters
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_requests_and_key_installs_flushed_at_link_setup_keeps_the_link() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    let (session_key, trigger_key) = support::cluster::split_keys(root);
+    // The session server starts first: until the trigger server is up,
+    // everything for it (key installs, triggers) waits in its queue.
+    let udp = support::cluster::free_loopback_port(true);
+    let link = support::cluster::free_loopback_port(false).to_string();
+    let mut sess = support::cluster::start_session_server(
+        root,
+        &session_key,
+        &trigger_key,
+        udp,
+        &link,
+        "info",
+    );
+    let mut targets = Vec::new();
+    for (i, name) in BURST_TARGETS.iter().enumerate() {
+        let t = Term::start_from(
+            ip(&format!("127.0.0.{}", 10 + i)),
+            name,
+            StaticKeypair::generate(&mut OsRng),
+            &[],
+            &sess,
+        )
+        .await;
+        targets.push(t);
+    }
+    let requesters = burst_of_requests(&sess, 40, 2).await;
+    // The permitted pair registers last: its key installs are the newest.
+    let mut home = Term::start_from(
+        ip("127.0.0.2"),
+        "TERM1",
+        StaticKeypair::generate(&mut OsRng),
+        &["TERM3"],
+        &sess,
+    )
+    .await;
+    let mut phone = Term::start_from(
+        ip("127.0.0.3"),
+        "TERM3",
+        StaticKeypair::generate(&mut OsRng),
+        &[],
+        &sess,
+    )
+    .await;
+    for t in [&mut home, &mut phone] {
+        t.expect("registration", |e| {
+            matches!(e, TerminalEvent::Registered { .. }).then_some(())
+        })
+        .await;
+    }
+    // The link comes up with the whole backlog to send in one go.
+    let udp_s = udp.to_string();
+    let trig = support::cluster::start_trigger_server(root, &session_key, &udp_s, &link, "info");
+    // Their key installs crossed the link: the trigger server acknowledges
+    // their keepalives.
+    for t in [&mut home, &mut phone] {
+        t.expect("online", |e| {
+            matches!(e, TerminalEvent::Online { .. }).then_some(())
+        })
+        .await;
+    }
+    connect(&mut home, &mut phone, 60).await;
+    let session_log = sess.proc.log();
+    let trigger_log = trig.log();
+    assert_eq!(
+        session_log.matches("linked to the trigger server").count(),
+        1,
+        "the link was lost and set up again:\n{session_log}"
+    );
+    // Connects refused before the trigger server was up do not count.
+    let linked = session_log
+        .split_once("linked to the trigger server")
+        .map_or("", |(_, after)| after);
+    for (who, log) in [("session", linked), ("trigger", trigger_log.as_str())] {
+        assert!(
+            !log.contains("internal link closed"),
+            "the {who} server closed the link:\n{log}"
+        );
+    }
+    sess.proc.expect_line("control:");
+    drop((requesters, targets));
+}

@@ -480,53 +480,104 @@ pub fn start_server_with_nofile(dir: &Path, extra: &[&str], nofile: u32, log_nam
     }
 }
 
-/// A trigger server and a session server as two processes, linked; the
-/// trigger server's process is kept in the second field. Both log at
-/// `rust_log`.
-pub fn start_split_servers(root: &Path, rust_log: &str) -> (Server, Proc) {
-    let sdir = root.join("session");
+/// Fresh key pairs for split servers under `root`: the session server's
+/// in `root/session`, the trigger server's in `root/trigger`; returns their
+/// public keys in hex.
+pub fn split_keys(root: &Path) -> (String, String) {
+    let mut keys = Vec::new();
+    for (dir, file) in [("session", "server.key"), ("trigger", "trigger.key")] {
+        let dir = root.join(dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let out = run(&["keygen", "--out", dir.join(file).to_str().expect("path")]);
+        assert!(out.status.success(), "keygen: {}", text(&out.stderr));
+        keys.push(text(&out.stdout).trim().to_owned());
+    }
+    let trigger = keys.pop().expect("two keys");
+    let session = keys.pop().expect("two keys");
+    (session, trigger)
+}
+
+/// `tryst trigger-server` with the keys of [`split_keys`], on `udp` and
+/// `link` (`127.0.0.1:0` for kernel-picked ports).
+pub fn start_trigger_server(
+    root: &Path,
+    session_key: &str,
+    udp: &str,
+    link: &str,
+    rust_log: &str,
+) -> Proc {
     let tdir = root.join("trigger");
-    std::fs::create_dir_all(&sdir).expect("mkdir");
-    std::fs::create_dir_all(&tdir).expect("mkdir");
-    let out = run(&[
-        "keygen",
-        "--out",
-        sdir.join("server.key").to_str().expect("path"),
-    ]);
-    assert!(out.status.success(), "keygen: {}", text(&out.stderr));
-    let session_key = text(&out.stdout).trim().to_owned();
-    let trigger_args = [
+    let args = [
         "trigger-server",
         "--data-dir",
         tdir.to_str().expect("path"),
         "--trigger",
-        LOOPBACK_ANY,
+        udp,
         "--link",
-        LOOPBACK_ANY,
+        link,
         "--session-server-key",
-        &session_key,
+        session_key,
     ];
-    let mut trig = Proc::start(&trigger_args, root.join("trigger.log"), Some(rust_log));
-    let trigger_udp = trig.addr("trigger");
-    let link = trig.addr("link").to_string();
-    let trigger_pub = tdir.join("trigger.pub");
-    let session_args = [
+    Proc::start(&args, root.join("trigger.log"), Some(rust_log))
+}
+
+/// `tryst session-server` with the keys of [`split_keys`], linked to
+/// `link` (the trigger server's key: `trigger_key`, hex); terminals are
+/// told the trigger server is at `trigger_udp`.
+pub fn start_session_server(
+    root: &Path,
+    session_key: &str,
+    trigger_key: &str,
+    trigger_udp: SocketAddr,
+    link: &str,
+    rust_log: &str,
+) -> Server {
+    let sdir = root.join("session");
+    let args = [
         "session-server",
         "--data-dir",
         sdir.to_str().expect("path"),
         "--control",
         LOOPBACK_ANY,
         "--trigger-link",
-        &link,
+        link,
         "--trigger-key",
-        trigger_pub.to_str().expect("path"),
+        trigger_key,
     ];
-    let mut sess = Proc::start(&session_args, root.join("session.log"), Some(rust_log));
-    let server = Server {
-        key: parse_key(&session_key),
-        control: sess.addr("control"),
+    let mut proc = Proc::start(&args, root.join("session.log"), Some(rust_log));
+    Server {
+        key: parse_key(session_key),
+        control: proc.addr("control"),
         trigger: trigger_udp,
-        proc: sess,
-    };
+        proc,
+    }
+}
+
+/// A loopback address with a port free right now (for a server started later).
+pub fn free_loopback_port(udp: bool) -> SocketAddr {
+    if udp {
+        std::net::UdpSocket::bind(LOOPBACK_ANY).and_then(|s| s.local_addr())
+    } else {
+        std::net::TcpListener::bind(LOOPBACK_ANY).and_then(|s| s.local_addr())
+    }
+    .expect("a free port")
+}
+
+/// A trigger server and a session server as two processes, linked; the
+/// trigger server's process is kept in the second field. Both log at
+/// `rust_log`.
+pub fn start_split_servers(root: &Path, rust_log: &str) -> (Server, Proc) {
+    let (session_key, trigger_key) = split_keys(root);
+    let mut trig = start_trigger_server(root, &session_key, LOOPBACK_ANY, LOOPBACK_ANY, rust_log);
+    let trigger_udp = trig.addr("trigger");
+    let link = trig.addr("link").to_string();
+    let server = start_session_server(
+        root,
+        &session_key,
+        &trigger_key,
+        trigger_udp,
+        &link,
+        rust_log,
+    );
     (server, trig)
 }
