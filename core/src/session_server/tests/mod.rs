@@ -3,6 +3,7 @@
 
 mod harness;
 mod props;
+mod streams;
 
 use std::string::ToString;
 use std::vec;
