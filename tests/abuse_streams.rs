@@ -155,7 +155,8 @@ async fn streams_beyond_the_per_source_cap_are_refused_while_another_source_regi
 async fn a_terminal_registers_and_connects_under_a_low_descriptor_limit_and_hundreds_of_idle_streams(
 ) {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut server = start_server_with_nofile(&tmp.path().join("srv"), &[], 300, "server.log");
+    let mut server =
+        start_server_with_nofile(&tmp.path().join("srv"), &[], "-Sn 300", "server.log");
     server.proc.expect_line("control:");
     // More idle streams than the inherited soft limit has descriptors.
     let idle: Vec<RawStream> = (0..400)
@@ -404,4 +405,61 @@ async fn a_backlog_of_requests_and_key_installs_flushed_at_link_setup_keeps_the_
     }
     sess.proc.expect_line("control:");
     drop((requesters, targets));
+}
+
+/// An idle TCP stream to `to` from `from` (any port).
+async fn idle_stream_from(
+    from: IpAddr,
+    to: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(from, 0))?;
+    tokio::time::timeout(Duration::from_secs(2), socket.connect(to))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_is_logged_and_idle_streams_free_them_for_a_real_terminal() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Soft and hard limit 200: the server cannot raise it.
+    let mut server = start_server_with_nofile(&tmp.path().join("srv"), &[], "-n 200", "server.log");
+    server.proc.expect_line("control:");
+    // 300 idle streams from ten sources, each under its per-source cap:
+    // more than the server has descriptors.
+    let mut idle = Vec::new();
+    for i in 0..300u16 {
+        let from = ip(&format!("127.0.2.{}", 1 + i % 10));
+        if let Ok(s) = idle_stream_from(from, server.control).await {
+            idle.push(s);
+        }
+    }
+    assert!(
+        idle.len() > 200,
+        "the attacker opened {} streams",
+        idle.len()
+    );
+    // The accept loop says so at WARN, rate-limited, and does not spin.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.proc.log().contains("out of file descriptors") {
+        assert!(
+            Instant::now() < deadline,
+            "no WARN about descriptors:\n{}",
+            server.proc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A real terminal gets in once the idle streams hit their first-message bound.
+    let mut term = Term::start_from(
+        ip("127.0.0.2"),
+        "REAL",
+        StaticKeypair::generate(&mut OsRng),
+        &[],
+        &server,
+    )
+    .await;
+    term.online().await;
+    let warnings = server.proc.log().matches("out of file descriptors").count();
+    assert!(warnings <= 3, "{warnings} WARN lines: not rate-limited");
+    drop(idle);
 }

@@ -412,11 +412,12 @@ impl Term {
 }
 
 impl Proc {
-    /// `tryst ARGS` run by `sh` after `ulimit -Sn NOFILE` (a low soft
-    /// descriptor limit the binary inherits), stderr to `log`.
+    /// `tryst ARGS` run by `sh` after `ulimit NOFILE` (e.g. `-Sn 300`, a
+    /// low soft descriptor limit the binary inherits, or `-n 200`, soft and
+    /// hard), stderr to `log`.
     pub fn start_with_nofile(
         args: &[&str],
-        nofile: u32,
+        nofile: &str,
         log: std::path::PathBuf,
         rust_log: Option<&str>,
     ) -> Proc {
@@ -426,7 +427,7 @@ impl Proc {
         if let Some(filter) = rust_log {
             cmd.env("RUST_LOG", filter);
         }
-        let script = format!("ulimit -Sn {nofile} && exec \"$0\" \"$@\"");
+        let script = format!("ulimit {nofile} && exec \"$0\" \"$@\"");
         let mut child = cmd
             .arg("-c")
             .arg(script)
@@ -458,7 +459,12 @@ impl Proc {
 }
 
 /// A combined server under a soft descriptor limit of `nofile`.
-pub fn start_server_with_nofile(dir: &Path, extra: &[&str], nofile: u32, log_name: &str) -> Server {
+pub fn start_server_with_nofile(
+    dir: &Path,
+    extra: &[&str],
+    nofile: &str,
+    log_name: &str,
+) -> Server {
     let dir_s = dir.to_str().expect("utf-8 path");
     let mut args = vec![
         "server",
