@@ -32,25 +32,23 @@ fn ip(text: &str) -> IpAddr {
 /// TERM1 (allows TERM3) from 127.0.0.2 and TERM3 from 127.0.0.3, both
 /// online: sources other than the attackers' 127.0.0.1.
 async fn pair_from_other_sources(server: &Server) -> (Term, Term) {
-    let mut home = Term::start_from(
-        ip("127.0.0.2"),
-        "TERM1",
-        StaticKeypair::generate(&mut OsRng),
-        &["TERM3"],
-        server,
-    )
-    .await;
+    let mut home = fresh(ip("127.0.0.2"), "TERM1", &["TERM3"], server).await;
     home.online().await;
-    let mut phone = Term::start_from(
-        ip("127.0.0.3"),
-        "TERM3",
-        StaticKeypair::generate(&mut OsRng),
-        &[],
-        server,
-    )
-    .await;
+    let mut phone = fresh(ip("127.0.0.3"), "TERM3", &[], server).await;
     phone.online().await;
     (home, phone)
+}
+
+/// A terminal with a fresh key, both its sockets on `from`.
+async fn fresh(from: IpAddr, name: &str, allow: &[&str], server: &Server) -> Term {
+    Term::start_from(
+        from,
+        name,
+        StaticKeypair::generate(&mut OsRng),
+        allow,
+        server,
+    )
+    .await
 }
 
 /// A `HandshakeInit` that is well framed (so the server waits for the rest
@@ -140,14 +138,7 @@ async fn streams_beyond_the_per_source_cap_are_refused_while_another_source_regi
         );
     }
     // Another source registers and comes online.
-    let mut other = Term::start_from(
-        ip("127.0.0.2"),
-        "OTHER",
-        StaticKeypair::generate(&mut OsRng),
-        &[],
-        &server,
-    )
-    .await;
+    let mut other = fresh(ip("127.0.0.2"), "OTHER", &[], &server).await;
     other.online().await;
 }
 
@@ -197,38 +188,12 @@ async fn a_burst_of_requests_from_hundreds_of_names_keeps_the_server_link_up() {
     let (mut home, mut phone) = pair_from_other_sources(&sess).await;
     let mut targets = Vec::new();
     for (i, name) in BURST_TARGETS.iter().enumerate() {
-        let mut t = Term::start_from(
-            ip(&format!("127.0.0.{}", 10 + i)),
-            name,
-            StaticKeypair::generate(&mut OsRng),
-            &[],
-            &sess,
-        )
-        .await;
+        let mut t = fresh(ip(&format!("127.0.0.{}", 10 + i)), name, &[], &sess).await;
         t.online().await;
         targets.push(t);
     }
     // The requesters register (registered is enough to send requests).
-    let mut requesters = Vec::new();
-    for s in 0..BURST_SOURCES {
-        for n in 0..NAMES_PER_SOURCE {
-            let t = Term::start_from(
-                ip(&format!("127.0.1.{}", 1 + s)),
-                &format!("R{s}X{n}"),
-                StaticKeypair::generate(&mut OsRng),
-                &[],
-                &sess,
-            )
-            .await;
-            requesters.push(t);
-        }
-    }
-    for t in &mut requesters {
-        t.expect("registration", |e| {
-            matches!(e, TerminalEvent::Registered { .. }).then_some(())
-        })
-        .await;
-    }
+    let requesters = register_requesters(&sess, BURST_SOURCES).await;
     // The burst: every requester sends its requests at once.
     let burst: Vec<_> = requesters
         .into_iter()
@@ -245,14 +210,7 @@ async fn a_burst_of_requests_from_hundreds_of_names_keeps_the_server_link_up() {
         .collect();
     // During it, a new terminal registers and comes online (its key
     // install crosses the link) and a permitted request succeeds.
-    let mut late = Term::start_from(
-        ip("127.0.0.20"),
-        "LATE",
-        StaticKeypair::generate(&mut OsRng),
-        &[],
-        &sess,
-    )
-    .await;
+    let mut late = fresh(ip("127.0.0.20"), "LATE", &[], &sess).await;
     connect(&mut home, &mut phone, 60).await;
     late.online().await;
     let mut kept = Vec::new();
@@ -288,22 +246,14 @@ async fn a_burst_of_requests_from_hundreds_of_names_keeps_the_server_link_up() {
     drop(kept);
 }
 
-/// Registers throwaway requesters (five per source, from 127.0.1.x) and
-/// has each send `requests` connection requests to the burst's targets;
-/// returns them once every request was handed to its terminal.
-async fn burst_of_requests(server: &Server, sources: u8, requests: usize) -> Vec<Term> {
+/// Registers throwaway requesters, five per source (the per-source
+/// registration burst), from 127.0.1.1 up.
+async fn register_requesters(server: &Server, sources: u8) -> Vec<Term> {
     let mut requesters = Vec::new();
     for s in 0..sources {
         for n in 0..NAMES_PER_SOURCE {
-            let t = Term::start_from(
-                ip(&format!("127.0.1.{}", 1 + s)),
-                &format!("R{s}X{n}"),
-                StaticKeypair::generate(&mut OsRng),
-                &[],
-                server,
-            )
-            .await;
-            requesters.push(t);
+            let from = ip(&format!("127.0.1.{}", 1 + s));
+            requesters.push(fresh(from, &format!("R{s}X{n}"), &[], server).await);
         }
     }
     for t in &mut requesters {
@@ -312,6 +262,14 @@ async fn burst_of_requests(server: &Server, sources: u8, requests: usize) -> Vec
         })
         .await;
     }
+    requesters
+}
+
+/// [`register_requesters`], then each sends `requests` connection requests
+/// to the burst's targets; returns them once every request was handed to
+/// its terminal.
+async fn burst_of_requests(server: &Server, sources: u8, requests: usize) -> Vec<Term> {
+    let requesters = register_requesters(server, sources).await;
     for (i, t) in requesters.iter().enumerate() {
         for k in 0..requests {
             let target = BURST_TARGETS[(i + k) % BURST_TARGETS.len()];
@@ -340,34 +298,13 @@ async fn a_backlog_of_requests_and_key_installs_flushed_at_link_setup_keeps_the_
     );
     let mut targets = Vec::new();
     for (i, name) in BURST_TARGETS.iter().enumerate() {
-        let t = Term::start_from(
-            ip(&format!("127.0.0.{}", 10 + i)),
-            name,
-            StaticKeypair::generate(&mut OsRng),
-            &[],
-            &sess,
-        )
-        .await;
+        let t = fresh(ip(&format!("127.0.0.{}", 10 + i)), name, &[], &sess).await;
         targets.push(t);
     }
     let requesters = burst_of_requests(&sess, 40, 2).await;
     // The permitted pair registers last: its key installs are the newest.
-    let mut home = Term::start_from(
-        ip("127.0.0.2"),
-        "TERM1",
-        StaticKeypair::generate(&mut OsRng),
-        &["TERM3"],
-        &sess,
-    )
-    .await;
-    let mut phone = Term::start_from(
-        ip("127.0.0.3"),
-        "TERM3",
-        StaticKeypair::generate(&mut OsRng),
-        &[],
-        &sess,
-    )
-    .await;
+    let mut home = fresh(ip("127.0.0.2"), "TERM1", &["TERM3"], &sess).await;
+    let mut phone = fresh(ip("127.0.0.3"), "TERM3", &[], &sess).await;
     for t in [&mut home, &mut phone] {
         t.expect("registration", |e| {
             matches!(e, TerminalEvent::Registered { .. }).then_some(())
@@ -450,14 +387,7 @@ async fn out_of_descriptors_is_logged_and_idle_streams_free_them_for_a_real_term
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A real terminal gets in once the idle streams hit their first-message bound.
-    let mut term = Term::start_from(
-        ip("127.0.0.2"),
-        "REAL",
-        StaticKeypair::generate(&mut OsRng),
-        &[],
-        &server,
-    )
-    .await;
+    let mut term = fresh(ip("127.0.0.2"), "REAL", &[], &server).await;
     term.online().await;
     let warnings = server.proc.log().matches("out of file descriptors").count();
     assert!(warnings <= 3, "{warnings} WARN lines: not rate-limited");
