@@ -80,6 +80,8 @@ macro_rules! proptest_config {
     };
 }
 
+#[cfg(feature = "alloc")]
+pub mod conn_guard;
 pub mod crypto;
 pub mod identity;
 pub mod machine;

@@ -270,6 +270,7 @@ fn config_of(setup: &SsSetup) -> SessionConfig {
             max_upstream_queue: limit(l[6], d.max_upstream_queue),
             max_queued_transmits: limit(l[7], d.max_queued_transmits),
             max_queued_events: limit(l[8], d.max_queued_events),
+            streams: d.streams,
         },
     }
 }

@@ -1,29 +1,71 @@
 //! Message streams over TCP. Each stream has one task that reads whole
 //! messages (reassembled with the core's [`FrameBuffer`]) for the machine's
-//! task and writes what the machine sends from a bounded queue, so a peer
-//! that reads slowly (or not at all) never stalls the machine's loop: when
-//! its queue is full, or one write takes longer than [`WRITE_TIMEOUT`], the
-//! stream is closed and the machine told.
+//! task and writes what the machine sends from a queue bounded in bytes,
+//! in batches (one `write_all` of every message queued, up to
+//! [`WRITE_BATCH_BYTES`]). What a full queue does is the stream's
+//! [`Overflow`] policy, chosen by the role: a terminal's stream at a server
+//! is closed (a peer that does not read must never stall the machine's
+//! loop), an internal link between the servers makes the loop wait for room
+//! (backpressure), bounded by a timeout after which it is closed too. A
+//! write that takes longer than [`WRITE_TIMEOUT`] closes the stream.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
 use tryst_core::machine::ConnectionId;
 use tryst_core::wire::FrameBuffer;
 
-/// Most messages waiting to be written on one stream; a stream whose peer
-/// lets more pile up is closed.
-pub const WRITE_QUEUE_MESSAGES: usize = 256;
-/// Longest one message's write may block on a peer that does not read
+/// Most bytes waiting to be written on a stream whose policy is
+/// [`Overflow::Close`] (a terminal's stream at a server): far above what a
+/// well-behaved terminal is ever sent at once (a few hundred bytes per
+/// request), so only a peer that stopped reading reaches it.
+pub const WRITE_QUEUE_BYTES: usize = 1 << 20;
+/// Most bytes waiting to be written on an internal link
+/// ([`Overflow::Wait`]): generous, so a burst the machine queues in one
+/// drain (thousands of requests) never has to wait at all.
+pub const LINK_QUEUE_BYTES: usize = 8 << 20;
+/// Longest the loop waits for room on an internal link whose queue is full
+/// before it closes the link (the peer stopped reading).
+pub const LINK_BACKPRESSURE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most bytes one write of a batch carries.
+pub const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// Longest one batch's write may block on a peer that does not read
 /// before the stream is closed.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest an outgoing stream's connect may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a stream whose write queue is full does with the next message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Close the stream and drop what is queued (a terminal's stream: it
+    /// must not stall the loop); the queue holds [`WRITE_QUEUE_BYTES`].
+    #[default]
+    Close,
+    /// Make the sender wait for room, at most this long, then close it (an
+    /// internal link: nothing may be lost to a burst); the queue holds
+    /// [`LINK_QUEUE_BYTES`].
+    Wait(Duration),
+}
+
+impl Overflow {
+    /// The internal links' policy: wait up to [`LINK_BACKPRESSURE_TIMEOUT`].
+    pub const LINK: Overflow = Overflow::Wait(LINK_BACKPRESSURE_TIMEOUT);
+
+    /// The queue's byte budget under this policy.
+    fn budget(self) -> usize {
+        match self {
+            Overflow::Close => WRITE_QUEUE_BYTES,
+            Overflow::Wait(_) => LINK_QUEUE_BYTES,
+        }
+    }
+}
 
 /// What a stream task tells the machine's task.
 #[derive(Debug)]
@@ -37,10 +79,14 @@ pub enum StreamInput {
     Closed(ConnectionId),
 }
 
-/// The machine's side of a stream: a bounded queue to its task.
+/// The machine's side of a stream: a queue to its task, bounded in bytes
+/// by a semaphore whose permits are the free bytes (the task gives them
+/// back once a batch is written).
 #[derive(Debug)]
 pub struct StreamWriter {
-    queue: mpsc::Sender<Vec<u8>>,
+    queue: mpsc::UnboundedSender<Vec<u8>>,
+    room: Arc<Semaphore>,
+    overflow: Overflow,
     task: AbortHandle,
 }
 
@@ -49,9 +95,32 @@ pub struct StreamWriter {
 pub struct StreamGone;
 
 impl StreamWriter {
-    /// Queues one message without waiting.
-    pub fn send(&self, message: Vec<u8>) -> Result<(), StreamGone> {
-        self.queue.try_send(message).map_err(|_| StreamGone)
+    /// Queues one message; on a full queue, closes (fails at once) or waits
+    /// for room as the stream's [`Overflow`] policy says. A message longer
+    /// than the whole budget is refused.
+    pub async fn send(&self, message: Vec<u8>) -> Result<(), StreamGone> {
+        let n = u32::try_from(message.len()).map_err(|_| StreamGone)?;
+        let permit = match self.room.try_acquire_many(n) {
+            Ok(permit) => permit,
+            Err(_) => match self.overflow {
+                Overflow::Close => return Err(StreamGone),
+                Overflow::Wait(limit) => {
+                    tracing::debug!(bytes = message.len(), "link queue full: waiting for room");
+                    match tokio::time::timeout(limit, self.room.acquire_many(n)).await {
+                        Ok(Ok(permit)) => permit,
+                        Ok(Err(_)) | Err(_) => return Err(StreamGone),
+                    }
+                }
+            },
+        };
+        // The task gives the bytes back once they are written.
+        permit.forget();
+        self.queue.send(message).map_err(|_| StreamGone)
+    }
+
+    /// This stream's policy on a full queue.
+    pub fn overflow(&self) -> Overflow {
+        self.overflow
     }
 
     /// Closes the stream at once, dropping what is still queued.
@@ -63,7 +132,7 @@ impl StreamWriter {
     /// stopping terminal's last end notification must leave), waiting at
     /// most `limit` for that.
     pub async fn close(self, limit: Duration) {
-        let StreamWriter { queue, task } = self;
+        let StreamWriter { queue, task, .. } = self;
         drop(queue);
         let deadline = tokio::time::Instant::now() + limit;
         while !task.is_finished() && tokio::time::Instant::now() < deadline {
@@ -72,19 +141,43 @@ impl StreamWriter {
     }
 }
 
+/// A writer's queue and the receiving end its task drains.
+fn queue(overflow: Overflow) -> (mpsc::UnboundedSender<Vec<u8>>, WriteQueue) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let room = Arc::new(Semaphore::new(overflow.budget()));
+    (tx, WriteQueue { rx, room })
+}
+
+/// The task's end of a writer's queue.
+struct WriteQueue {
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    room: Arc<Semaphore>,
+}
+
 /// Starts the task of a connected stream; dropping the returned writer
 /// closes the stream once its queue is written.
-fn start(conn: ConnectionId, socket: TcpStream, to: mpsc::Sender<StreamInput>) -> StreamWriter {
-    let (queue, rx) = mpsc::channel(WRITE_QUEUE_MESSAGES);
+fn start(
+    conn: ConnectionId,
+    socket: TcpStream,
+    to: mpsc::Sender<StreamInput>,
+    overflow: Overflow,
+) -> StreamWriter {
+    let (queue, rx) = queue(overflow);
+    let room = Arc::clone(&rx.room);
     let task = tokio::spawn(run_stream(conn, Ok(socket), rx, to)).abort_handle();
-    StreamWriter { queue, task }
+    StreamWriter {
+        queue,
+        room,
+        overflow,
+        task,
+    }
 }
 
 /// Reads and writes one stream until either side ends.
 async fn run_stream(
     conn: ConnectionId,
     socket: std::io::Result<TcpStream>,
-    queue: mpsc::Receiver<Vec<u8>>,
+    queue: WriteQueue,
     to: mpsc::Sender<StreamInput>,
 ) {
     let socket = match socket {
@@ -111,12 +204,22 @@ async fn run_stream(
     }
 }
 
-/// Writes queued messages until the queue closes (`false`) or a write fails
-/// or stalls (`true`).
-async fn write_messages(mut write: OwnedWriteHalf, mut queue: mpsc::Receiver<Vec<u8>>) -> bool {
-    while let Some(message) = queue.recv().await {
-        match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&message)).await {
-            Ok(Ok(())) => {}
+/// Writes queued messages in batches until the queue closes (`false`) or a
+/// write fails or stalls (`true`); each batch's bytes go back to the
+/// queue's budget once written.
+async fn write_messages(mut write: OwnedWriteHalf, mut queue: WriteQueue) -> bool {
+    let mut batch: Vec<u8> = Vec::with_capacity(WRITE_BATCH_BYTES);
+    while let Some(first) = queue.rx.recv().await {
+        batch.clear();
+        batch.extend_from_slice(&first);
+        while batch.len() < WRITE_BATCH_BYTES {
+            match queue.rx.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&batch)).await {
+            Ok(Ok(())) => queue.room.add_permits(batch.len()),
             Ok(Err(_)) | Err(_) => return true,
         }
     }
@@ -155,22 +258,57 @@ async fn read_messages(conn: ConnectionId, mut read: OwnedReadHalf, to: mpsc::Se
     }
 }
 
-/// Accepts streams forever, numbering them from 1 and starting a task for each.
-pub async fn accept_streams(listener: TcpListener, to: mpsc::Sender<StreamInput>) {
+/// Shortest time between two WARN lines about running out of descriptors.
+pub const DESCRIPTOR_WARN_EVERY: Duration = Duration::from_secs(10);
+/// How long the accept loop pauses after the process ran out of
+/// descriptors (`EMFILE`/`ENFILE`), so it cannot spin on the error.
+pub const DESCRIPTOR_PAUSE: Duration = Duration::from_millis(100);
+/// How long it pauses after any other accept error.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Whether an accept error means the process or system is out of descriptors.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == rustix::io::Errno::MFILE.raw_os_error()
+            || code == rustix::io::Errno::NFILE.raw_os_error()
+    )
+}
+
+/// Accepts streams forever, numbering them from 1 and starting a task for
+/// each, with `overflow` as its full-queue policy. Out of descriptors, it
+/// says so at WARN (at most every [`DESCRIPTOR_WARN_EVERY`]) and pauses.
+pub async fn accept_streams(
+    listener: TcpListener,
+    to: mpsc::Sender<StreamInput>,
+    overflow: Overflow,
+) {
     let mut next = 1u64;
+    let mut warned: Option<tokio::time::Instant> = None;
+    let mut failed_since_warn = 0u64;
     loop {
         let (socket, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
+            Err(e) if out_of_descriptors(&e) => {
+                failed_since_warn += 1;
+                let now = tokio::time::Instant::now();
+                if warned.is_none_or(|at| now.duration_since(at) >= DESCRIPTOR_WARN_EVERY) {
+                    tracing::warn!(error = %e, failed = failed_since_warn, "out of file descriptors: not accepting streams for now");
+                    warned = Some(now);
+                    failed_since_warn = 0;
+                }
+                tokio::time::sleep(DESCRIPTOR_PAUSE).await;
+                continue;
+            }
             Err(e) => {
-                // Out of descriptors and the like: wait instead of spinning.
                 tracing::debug!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 continue;
             }
         };
         let conn = ConnectionId(next);
         next += 1;
-        let writer = start(conn, socket, to.clone());
+        let writer = start(conn, socket, to.clone(), overflow);
         if to
             .send(StreamInput::Opened(conn, remote, writer))
             .await
@@ -181,22 +319,66 @@ pub async fn accept_streams(listener: TcpListener, to: mpsc::Sender<StreamInput>
     }
 }
 
-/// Opens an outgoing stream (a machine's `Upstream`) in the background:
+/// Connects to `addr`, from `local` (any port) if given.
+async fn connect(addr: SocketAddr, local: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(ip) = local else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = match ip {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(addr).await
+}
+
+/// Opens an outgoing stream (a machine's `Upstream`) in the background,
+/// from `local` if given, with `overflow` as its full-queue policy:
 /// messages queue at once and go out once it is connected; a failed
 /// connect comes back as [`StreamInput::Closed`].
 pub fn connect_upstream(
     addr: SocketAddr,
+    local: Option<IpAddr>,
     conn: ConnectionId,
     to: mpsc::Sender<StreamInput>,
+    overflow: Overflow,
 ) -> StreamWriter {
-    let (queue, rx) = mpsc::channel(WRITE_QUEUE_MESSAGES);
+    let (queue, rx) = queue(overflow);
+    let room = Arc::clone(&rx.room);
     let task = tokio::spawn(async move {
-        let socket = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        let socket = match tokio::time::timeout(CONNECT_TIMEOUT, connect(addr, local)).await {
             Ok(result) => result,
             Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
         };
         run_stream(conn, socket, rx, to).await;
     })
     .abort_handle();
-    StreamWriter { queue, task }
+    StreamWriter {
+        queue,
+        room,
+        overflow,
+        task,
+    }
+}
+
+/// Raises the soft limit on open file descriptors to the hard limit, so a
+/// server holds as many streams as the system lets it; returns the soft
+/// limit now in force (`None`: unlimited).
+pub fn raise_descriptor_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return limit.current;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => limit.maximum,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the descriptor limit");
+            limit.current
+        }
+    }
 }

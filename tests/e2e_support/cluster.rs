@@ -536,3 +536,228 @@ impl RawTerminal {
         Ok(Some(plain))
     }
 }
+// ---- Issue 12, part abuse-streams: terminals from a chosen loopback
+// address, servers under a low descriptor limit, split servers. ----
+
+impl Term {
+    /// [`Term::start`] with both its sockets (control stream and UDP) on
+    /// `ip` (another loopback address, e.g. 127.0.0.2, is another source).
+    pub async fn start_from(
+        ip: std::net::IpAddr,
+        name: &str,
+        keypair: StaticKeypair,
+        allow: &[&str],
+        server: &Server,
+    ) -> Term {
+        let mut config =
+            TerminalConfig::new(name, server.trigger, server.key).expect("a valid name");
+        config.extension_secs = Some(EXTENSION_ASK_SECS);
+        let options = terminal::TerminalOptions {
+            control_local: Some(ip),
+            ..terminal::TerminalOptions::default()
+        };
+        let (handle, mut all) = terminal::spawn_with(
+            config,
+            keypair,
+            server.control,
+            SocketAddr::new(ip, 0),
+            allow,
+            options,
+        )
+        .await
+        .expect("the terminal starts");
+        let (tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(event) = all.recv().await {
+                let terminal::Event::Terminal(event) = event else {
+                    continue;
+                };
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        });
+        Term {
+            handle,
+            events,
+            backlog: VecDeque::new(),
+        }
+    }
+}
+
+impl Proc {
+    /// `tryst ARGS` run by `sh` after `ulimit NOFILE` (e.g. `-Sn 300`, a
+    /// low soft descriptor limit the binary inherits, or `-n 200`, soft and
+    /// hard), stderr to `log`.
+    pub fn start_with_nofile(
+        args: &[&str],
+        nofile: &str,
+        log: std::path::PathBuf,
+        rust_log: Option<&str>,
+    ) -> Proc {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new("sh");
+        cmd.env_remove("RUST_LOG");
+        if let Some(filter) = rust_log {
+            cmd.env("RUST_LOG", filter);
+        }
+        let script = format!("ulimit {nofile} && exec \"$0\" \"$@\"");
+        let mut child = cmd
+            .arg("-c")
+            .arg(script)
+            .arg(env!("CARGO_BIN_EXE_tryst"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("sh starts the binary");
+        let out = std::io::BufReader::new(child.stdout.take().expect("stdout piped"));
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut out = out;
+            let mut line = String::new();
+            while out.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if tx.send(line.trim_end().to_owned()).is_err() {
+                    return;
+                }
+                line.clear();
+            }
+        });
+        Proc {
+            child,
+            lines,
+            seen: Vec::new(),
+            log,
+        }
+    }
+}
+
+/// A combined server under a soft descriptor limit of `nofile`.
+pub fn start_server_with_nofile(
+    dir: &Path,
+    extra: &[&str],
+    nofile: &str,
+    log_name: &str,
+) -> Server {
+    let dir_s = dir.to_str().expect("utf-8 path");
+    let mut args = vec![
+        "server",
+        "--data-dir",
+        dir_s,
+        "--control",
+        LOOPBACK_ANY,
+        "--trigger",
+        LOOPBACK_ANY,
+    ];
+    args.extend_from_slice(extra);
+    let log = dir.parent().expect("parent").join(log_name);
+    let mut proc = Proc::start_with_nofile(&args, nofile, log, Some("info"));
+    Server {
+        key: parse_key(&proc.value("server key")),
+        control: proc.addr("control"),
+        trigger: proc.addr("trigger"),
+        proc,
+    }
+}
+
+/// Fresh key pairs for split servers under `root`: the session server's
+/// in `root/session`, the trigger server's in `root/trigger`; returns their
+/// public keys in hex.
+pub fn split_keys(root: &Path) -> (String, String) {
+    let mut keys = Vec::new();
+    for (dir, file) in [("session", "server.key"), ("trigger", "trigger.key")] {
+        let dir = root.join(dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let out = run(&["keygen", "--out", dir.join(file).to_str().expect("path")]);
+        assert!(out.status.success(), "keygen: {}", text(&out.stderr));
+        keys.push(text(&out.stdout).trim().to_owned());
+    }
+    let trigger = keys.pop().expect("two keys");
+    let session = keys.pop().expect("two keys");
+    (session, trigger)
+}
+
+/// `tryst trigger-server` with the keys of [`split_keys`], on `udp` and
+/// `link` (`127.0.0.1:0` for kernel-picked ports).
+pub fn start_trigger_server(
+    root: &Path,
+    session_key: &str,
+    udp: &str,
+    link: &str,
+    rust_log: &str,
+) -> Proc {
+    let tdir = root.join("trigger");
+    let args = [
+        "trigger-server",
+        "--data-dir",
+        tdir.to_str().expect("path"),
+        "--trigger",
+        udp,
+        "--link",
+        link,
+        "--session-server-key",
+        session_key,
+    ];
+    Proc::start(&args, root.join("trigger.log"), Some(rust_log))
+}
+
+/// `tryst session-server` with the keys of [`split_keys`], linked to
+/// `link` (the trigger server's key: `trigger_key`, hex); terminals are
+/// told the trigger server is at `trigger_udp`.
+pub fn start_session_server(
+    root: &Path,
+    session_key: &str,
+    trigger_key: &str,
+    trigger_udp: SocketAddr,
+    link: &str,
+    rust_log: &str,
+) -> Server {
+    let sdir = root.join("session");
+    let args = [
+        "session-server",
+        "--data-dir",
+        sdir.to_str().expect("path"),
+        "--control",
+        LOOPBACK_ANY,
+        "--trigger-link",
+        link,
+        "--trigger-key",
+        trigger_key,
+    ];
+    let mut proc = Proc::start(&args, root.join("session.log"), Some(rust_log));
+    Server {
+        key: parse_key(session_key),
+        control: proc.addr("control"),
+        trigger: trigger_udp,
+        proc,
+    }
+}
+
+/// A loopback address with a port free right now (for a server started later).
+pub fn free_loopback_port(udp: bool) -> SocketAddr {
+    if udp {
+        std::net::UdpSocket::bind(LOOPBACK_ANY).and_then(|s| s.local_addr())
+    } else {
+        std::net::TcpListener::bind(LOOPBACK_ANY).and_then(|s| s.local_addr())
+    }
+    .expect("a free port")
+}
+
+/// A trigger server and a session server as two processes, linked; the
+/// trigger server's process is kept in the second field. Both log at
+/// `rust_log`.
+pub fn start_split_servers(root: &Path, rust_log: &str) -> (Server, Proc) {
+    let (session_key, trigger_key) = split_keys(root);
+    let mut trig = start_trigger_server(root, &session_key, LOOPBACK_ANY, LOOPBACK_ANY, rust_log);
+    let trigger_udp = trig.addr("trigger");
+    let link = trig.addr("link").to_string();
+    let server = start_session_server(
+        root,
+        &session_key,
+        &trigger_key,
+        trigger_udp,
+        &link,
+        rust_log,
+    );
+    (server, trig)
+}

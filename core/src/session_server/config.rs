@@ -99,6 +99,9 @@ pub struct SessionLimits {
     pub max_queued_transmits: usize,
     /// Events held for the driver ([`MAX_SESSION_QUEUED_EVENTS`]).
     pub max_queued_events: usize,
+    /// Bounds on terminal streams: first-message and idle deadlines, the
+    /// per-source cap ([`crate::conn_guard::StreamBounds::default`]).
+    pub streams: crate::conn_guard::StreamBounds,
 }
 
 impl Default for SessionLimits {
@@ -113,6 +116,7 @@ impl Default for SessionLimits {
             max_upstream_queue: MAX_UPSTREAM_QUEUE,
             max_queued_transmits: MAX_SESSION_QUEUED_TRANSMITS,
             max_queued_events: MAX_SESSION_QUEUED_EVENTS,
+            streams: crate::conn_guard::StreamBounds::default(),
         }
     }
 }

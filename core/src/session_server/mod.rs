@@ -73,6 +73,7 @@ use core::net::SocketAddr;
 
 use rand_core::{CryptoRng, RngCore};
 
+use crate::conn_guard::ConnGuard;
 use crate::crypto::StaticKeypair;
 use crate::machine::{ConnectionId, Destination, Input, Machine, Output, OwnedTransmit};
 use crate::names::NameRegistry;
@@ -214,6 +215,8 @@ pub struct SessionServer<R> {
     timers: Timers,
     /// Open terminal streams and their remote addresses.
     conns: BTreeMap<ConnectionId, SocketAddr>,
+    /// Their deadlines and per-source counts ([`SessionLimits::streams`]).
+    guard: ConnGuard,
     reg: Registrations,
     upstream: Upstream,
     requests: Requests,
@@ -228,6 +231,7 @@ impl<R> core::fmt::Debug for SessionServer<R> {
         f.debug_struct("SessionServer")
             .field("channels", &self.reg.channels.len())
             .field("connections", &self.conns.len())
+            .field("stream_guard", &self.guard.counters())
             .field("pending_requests", &self.requests.pending.len())
             .field("sessions", &self.sessions.len())
             .field("counters", &self.out.counters)
@@ -267,6 +271,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             clock: Clock::default(),
             timers: Timers::default(),
             conns: BTreeMap::new(),
+            guard: ConnGuard::new(config.limits.streams, config.limits.max_connections),
             reg: Registrations::default(),
             upstream: Upstream::default(),
             requests: Requests::default(),
@@ -291,6 +296,12 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             self.out.close(conn);
             return;
         }
+        // A source beyond its stream cap is refused before anything else.
+        if self.guard.open(now, conn, remote).is_err() {
+            self.out.counters.connections_refused += 1;
+            self.out.close(conn);
+            return;
+        }
         self.conns.insert(conn, remote);
     }
 
@@ -303,6 +314,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             self.out.counters.unknown_connection += 1;
             return;
         };
+        self.guard.heard(now, conn);
         match Message::decode(message) {
             Ok(Message::HandshakeInit(init)) => self.on_handshake_init(now, conn, remote, &init),
             Ok(Message::Sealed(record)) => self.on_sealed(now, conn, &record),
@@ -314,6 +326,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
     pub fn handle_connection_closed(&mut self, now: Instant, conn: ConnectionId) {
         let now = self.begin(now);
         self.conns.remove(&conn);
+        self.guard.close(conn);
         self.channels_lost_connection(now, conn);
     }
 
@@ -359,6 +372,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             return Output::Store(fact);
         }
         if let Some(conn) = self.out.closes.pop_front() {
+            self.guard.close(conn);
             return Output::Close(conn);
         }
         if let Some(event) = self.out.events.pop_front() {
@@ -376,12 +390,20 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
     /// When to call [`Self::handle_timeout`] next; `None` if no timer is armed.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        match (self.timers.next(), self.guard.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// What the server ignored or dropped so far.
     pub fn counters(&self) -> SessionCounters {
         self.out.counters
+    }
+
+    /// Streams the stream guard refused or closed so far.
+    pub fn stream_guard_counters(&self) -> crate::conn_guard::GuardCounters {
+        self.guard.counters()
     }
 
     /// The name bindings.
@@ -433,6 +455,11 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         while let Some(timer) = self.timers.pop_due(now) {
             self.fire(now, timer);
         }
+        // Streams that sent no first message in time, or carry no channel.
+        while let Some(conn) = self.guard.pop_expired(now) {
+            self.conns.remove(&conn);
+            self.out.close(conn);
+        }
         now
     }
 
@@ -466,7 +493,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             }
         };
         let live = channel.live;
-        self.channel_heard_on(device, conn);
+        self.channel_heard_on(now, device, conn);
         if !live {
             self.confirm_registration(now, device);
             if !self.reg.channels.contains_key(&device) {

@@ -327,19 +327,22 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             self.reg.decoys_by_age.insert((now, device));
         }
         self.reg.by_conn.insert((conn, device));
+        self.guard.attach(conn);
         self.reg.channels.insert(device, channel);
     }
 
     /// A record of `device`'s channel opened on `conn`: answers go there,
     /// and a channel whose stream had closed is no longer orphaned.
-    pub(super) fn channel_heard_on(&mut self, device: u64, conn: ConnectionId) {
+    pub(super) fn channel_heard_on(&mut self, now: Instant, device: u64, conn: ConnectionId) {
         let Some(channel) = self.reg.channels.get_mut(&device) else {
             return;
         };
-        if let Some(old) = channel.conn.replace(conn) {
+        let from = channel.conn.replace(conn);
+        if let Some(old) = from {
             self.reg.by_conn.remove(&(old, device));
         }
         self.reg.by_conn.insert((conn, device));
+        self.guard.moved(now, from, conn);
         self.timers
             .disarm(Timer::ChannelOrphaned(device), &mut channel.orphan_timer);
     }
@@ -574,6 +577,9 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         let Some(mut channel) = self.reg.channels.remove(&device) else {
             return;
         };
+        channel
+            .conn
+            .inspect(|&c| self.guard.detach(self.clock.latest(), c));
         self.timers
             .disarm(Timer::PendingRegistration(device), &mut channel.timer);
         self.timers

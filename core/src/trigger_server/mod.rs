@@ -163,6 +163,10 @@ pub struct TriggerConfig {
     pub max_pending_triggers: usize,
     /// Authentic keepalives allowed per device.
     pub keepalive_limit: Limit,
+    /// Bounds on accepted streams: first-message and idle (no established
+    /// link) deadlines, the per-source cap
+    /// ([`crate::conn_guard::StreamBounds::default`]).
+    pub streams: crate::conn_guard::StreamBounds,
 }
 
 impl Default for TriggerConfig {
@@ -174,6 +178,7 @@ impl Default for TriggerConfig {
             trigger_sends: TRIGGER_SENDS,
             max_pending_triggers: DEFAULT_MAX_PENDING_TRIGGERS,
             keepalive_limit: KEEPALIVES,
+            streams: crate::conn_guard::StreamBounds::default(),
         }
     }
 }
@@ -413,6 +418,8 @@ pub struct TriggerServer<R> {
     pending_total: usize,
     next_seq: u64,
     conns: BTreeMap<ConnectionId, Conn>,
+    /// Their deadlines and per-source counts ([`TriggerConfig::streams`]).
+    guard: crate::conn_guard::ConnGuard,
     /// For each linked session server (by key bytes), the connection it was
     /// last heard on.
     last_heard: BTreeMap<[u8; 32], ConnectionId>,
@@ -432,6 +439,7 @@ impl<R> core::fmt::Debug for TriggerServer<R> {
             .field("timers", &self.timers.len())
             .field("pending", &self.pending_total)
             .field("connections", &self.conns.len())
+            .field("stream_guard", &self.guard.counters())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -447,6 +455,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
         mut rng: R,
     ) -> Self {
         let seed = rng.next_u64();
+        let guard = crate::conn_guard::ConnGuard::new(config.streams, MAX_CONNECTIONS);
         TriggerServer {
             config: config.normalized(),
             keypair,
@@ -458,6 +467,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
             pending_total: 0,
             next_seq: 0,
             conns: BTreeMap::new(),
+            guard,
             last_heard: BTreeMap::new(),
             handshake_limit: RateLimiter::with_seed(LINK_HANDSHAKES, seed),
             transmits: VecDeque::new(),
@@ -523,6 +533,10 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
             self.evict_connection();
         }
         self.forget_last_heard(conn);
+        if self.guard.open(now, conn, remote).is_err() {
+            self.close_stream(conn);
+            return;
+        }
         self.conns.insert(
             conn,
             Conn {
@@ -540,6 +554,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
             self.stats.stream_ignored += 1;
             return;
         }
+        self.guard.heard(now, conn);
         match Message::decode(message) {
             Ok(Message::HandshakeInit(init)) => self.on_handshake(now, conn, &init),
             Ok(Message::Sealed(record)) => self.on_record(now, conn, &record),
@@ -551,6 +566,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
     pub fn handle_connection_closed(&mut self, now: Instant, conn: ConnectionId) {
         self.clock.observe(now);
         self.conns.remove(&conn);
+        self.guard.close(conn);
         self.forget_last_heard(conn);
     }
 
@@ -568,12 +584,22 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
                 TimerKind::Resend(seq) => self.resend(now, device_id, seq),
             }
         }
+        // Streams that sent no first message in time, or never linked.
+        while let Some(conn) = self.guard.pop_expired(now) {
+            self.conns.remove(&conn);
+            self.forget_last_heard(conn);
+            self.close_stream(conn);
+        }
     }
 
     /// When [`Self::handle_timeout`] should next be called, if ever.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|&(at, _, _)| at)
+        let timers = self.timers.first().map(|&(at, _, _)| at);
+        match (timers, self.guard.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     // ---- terminals (UDP) ----
@@ -759,7 +785,9 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
             noise: noise.get(..noise_len).unwrap_or_default(),
         });
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.link = Some(Link { key, channel });
+            if c.link.replace(Link { key, channel }).is_none() {
+                self.guard.attach(conn);
+            }
         }
         self.transmit(Destination::Connection(conn), &reply);
         self.event(TriggerEvent::SessionServerLinked { key });
@@ -991,8 +1019,17 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
         };
         if let Some(victim) = oldest(false).or_else(|| oldest(true)) {
             self.conns.remove(&victim);
+            self.guard.close(victim);
+            self.close_stream(victim);
             self.forget_last_heard(victim);
             self.stats.connections_evicted += 1;
+        }
+    }
+
+    /// Queues a close of `conn` (once; bounded by the streams tracked).
+    fn close_stream(&mut self, conn: ConnectionId) {
+        if !self.closes.contains(&conn) {
+            self.closes.push_back(conn);
         }
     }
 
@@ -1005,6 +1042,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
     /// The next output (see [`Machine::poll_output`]).
     pub fn poll_output(&mut self, buf: &mut [u8]) -> Output<Infallible, TriggerEvent> {
         if let Some(conn) = self.closes.pop_front() {
+            self.guard.close(conn);
             return Output::Close(conn);
         }
         if let Some(event) = self.events.pop_front() {

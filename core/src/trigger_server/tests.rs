@@ -1408,3 +1408,28 @@ mod random {
         }
     }
 }
+
+// ---- Issue 12 (abuse-streams): stream bounds on the link listener ----
+
+#[test]
+fn a_link_stream_that_never_sends_a_message_is_closed_at_the_first_message_bound() {
+    let mut h = Harness::linked(TriggerConfig::default());
+    let silent = ConnectionId(99);
+    h.ts.handle_connection_opened(h.now, silent, addr("10.0.0.9:40000"));
+    h.advance(crate::conn_guard::FIRST_MESSAGE_TIMEOUT - secs(1));
+    assert!(h.closed.is_empty(), "closed before the bound");
+    h.advance(secs(1));
+    assert_eq!(h.closed, vec![silent]);
+}
+
+#[test]
+fn an_established_link_outlives_the_idle_bound_and_an_unlinked_stream_does_not() {
+    let mut h = Harness::linked(TriggerConfig::default());
+    let junk = ConnectionId(98);
+    h.ts.handle_connection_opened(h.now, junk, addr("10.0.0.9:40001"));
+    h.ts.handle_stream(h.now, junk, &encode(&Poll.into()));
+    h.advance(crate::conn_guard::IDLE_STREAM_TIMEOUT + secs(1));
+    assert_eq!(h.closed, vec![junk], "only the stream without a link");
+    h.advance(crate::conn_guard::IDLE_STREAM_TIMEOUT * 10);
+    assert_eq!(h.closed, vec![junk], "the link stays");
+}

@@ -83,6 +83,11 @@ pub struct PolicyArgs {
     /// requester holding the most gives way.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PENDING_REQUESTS)]
     pub max_pending_requests: usize,
+    /// Most control streams one source (an IPv4 address or an IPv6 /64) may
+    /// hold open at once; one more is closed at once. The default leaves
+    /// room for a carrier-grade NAT.
+    #[arg(long, value_name = "N", default_value_t = tryst_core::conn_guard::DEFAULT_STREAMS_PER_SOURCE)]
+    pub max_streams_per_source: usize,
 }
 
 /// Arguments of `tryst server` (both roles in one process).
@@ -217,13 +222,21 @@ fn session_config(policy: &PolicyArgs) -> Result<SessionConfig, CliError> {
         } else {
             ExtensionPolicy::UpToTotal
         },
-        limits: SessionLimits {
-            max_channels: policy.max_channels.max(1),
-            max_pending_requests: policy.max_pending_requests.max(1),
-            ..SessionLimits::default()
-        },
+        limits: policy_limits(policy),
         ..SessionConfig::default()
     })
+}
+
+/// The default limits with the flags' per-source stream cap (at least 1).
+/// The bounds the policy flags set.
+fn policy_limits(policy: &PolicyArgs) -> SessionLimits {
+    let mut limits = SessionLimits {
+        max_channels: policy.max_channels.max(1),
+        max_pending_requests: policy.max_pending_requests.max(1),
+        ..SessionLimits::default()
+    };
+    limits.streams.per_source = policy.max_streams_per_source.max(1);
+    limits
 }
 
 /// `tryst server`: both roles in one process.

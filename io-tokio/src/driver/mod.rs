@@ -10,9 +10,12 @@
 //! - [`Output::Close`] drops a stream at once.
 //! - [`Output::Event`] goes to the role's app side ([`Driven::on_event`]).
 //! - [`Output::Transmit`] goes to the UDP socket (batched with GSO) or to a
-//!   stream's bounded writer task ([`crate::stream`]), so the loop never
-//!   waits on a slow peer; a stream that cannot take more is closed and the
-//!   machine told.
+//!   stream's writer task ([`crate::stream`]), whose queue is bounded in
+//!   bytes. What a full queue does is the role's choice ([`Sockets`]): a
+//!   terminal's stream at a server is closed (the loop never waits on a
+//!   slow terminal), an internal link makes the loop wait for room, for a
+//!   bounded time ([`Overflow::Wait`]), then it is closed; the machine is
+//!   told of every close.
 //! - [`Output::Timeout`] is the loop's next timer.
 //!
 //! The role-specific parts (which machine, what its app does with events
@@ -25,7 +28,7 @@ pub mod trigger_server;
 pub mod udp;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +38,7 @@ use tryst_core::machine::{ConnectionId, Destination, Input, Machine, Output, MAX
 use tryst_core::time::Instant;
 
 use crate::clock::DriverClock;
-use crate::stream::{accept_streams, connect_upstream, StreamInput, StreamWriter};
+use crate::stream::{accept_streams, connect_upstream, Overflow, StreamInput, StreamWriter};
 use udp::BatchSocket;
 
 /// Each outgoing stream the driver opens gets its own number from here up,
@@ -127,6 +130,16 @@ pub struct Sockets {
     pub listener: Option<TcpListener>,
     /// Where `Destination::Upstream` connects (terminal, session server).
     pub upstream: Option<SocketAddr>,
+    /// The local address the upstream stream is bound to (any port);
+    /// `None` lets the system choose.
+    pub upstream_local: Option<IpAddr>,
+    /// What a full queue does on the upstream stream: the session server's
+    /// link to the trigger server waits ([`Overflow::LINK`]).
+    pub upstream_overflow: Overflow,
+    /// What a full queue does on accepted streams: terminals' streams at
+    /// the session server close; the trigger server's accepted streams are
+    /// session-server links and wait ([`Overflow::LINK`]).
+    pub accepted_overflow: Overflow,
     /// Notified by the app's threads (a file hasher) when
     /// [`Driven::after_drain`] has work.
     pub wake: Option<Arc<Notify>>,
@@ -145,13 +158,19 @@ where
     FactOf<D>: Clone + Send,
 {
     let (stream_tx, mut stream_rx) = mpsc::channel::<StreamInput>(STREAM_INPUT_QUEUE);
-    let acceptor = sockets
-        .listener
-        .map(|listener| tokio::spawn(accept_streams(listener, stream_tx.clone())));
+    let acceptor = sockets.listener.map(|listener| {
+        tokio::spawn(accept_streams(
+            listener,
+            stream_tx.clone(),
+            sockets.accepted_overflow,
+        ))
+    });
     let wake = sockets.wake.unwrap_or_default();
     let mut udp = sockets.udp;
     let mut io = Links {
         upstream_addr: sockets.upstream,
+        upstream_local: sockets.upstream_local,
+        upstream_overflow: sockets.upstream_overflow,
         writers: BTreeMap::new(),
         stream_tx,
         upstream: None,
@@ -268,7 +287,7 @@ where
                         }
                     }
                     destination => {
-                        if let Some(lost) = io.send(destination, bytes) {
+                        if let Some(lost) = io.send(destination, bytes).await {
                             // The loss is an input; polling goes on.
                             let (machine, app_io) = role.parts();
                             machine.handle_input(now, lost, app_io);
@@ -323,6 +342,8 @@ where
 /// The loop's streams and journal.
 struct Links<F> {
     upstream_addr: Option<SocketAddr>,
+    upstream_local: Option<IpAddr>,
+    upstream_overflow: Overflow,
     writers: BTreeMap<ConnectionId, StreamWriter>,
     stream_tx: mpsc::Sender<StreamInput>,
     /// The driver's number of the live outgoing stream, if any.
@@ -358,6 +379,13 @@ impl<F> Links<F> {
             }
             StreamInput::Closed(conn) => {
                 if let Some(lost) = self.closed_input(conn) {
+                    if self
+                        .writers
+                        .get(&conn)
+                        .is_some_and(|w| w.overflow() != Overflow::Close)
+                    {
+                        tracing::warn!(?conn, "internal link closed: lost or closed by its peer");
+                    }
                     self.forget(conn);
                     machine.handle_input(now, lost, app_io);
                 }
@@ -399,9 +427,10 @@ impl<F> Links<F> {
         self.writers.remove(&conn).map(|writer| (conn, writer))
     }
 
-    /// Queues one message on a stream, opening the upstream one if needed;
-    /// the input that says the stream was lost, if it was.
-    fn send(&mut self, destination: Destination, bytes: &[u8]) -> Option<Input<'static>> {
+    /// Queues one message on a stream, opening the upstream one if needed
+    /// (and waiting for room on an internal link); the input that says the
+    /// stream was lost, if it was.
+    async fn send(&mut self, destination: Destination, bytes: &[u8]) -> Option<Input<'static>> {
         let conn = match destination {
             Destination::Udp(_) => return None,
             Destination::Connection(conn) => conn,
@@ -411,7 +440,13 @@ impl<F> Links<F> {
                     let addr = self.upstream_addr?;
                     let conn = ConnectionId(self.next_upstream);
                     self.next_upstream += 1;
-                    let writer = connect_upstream(addr, conn, self.stream_tx.clone());
+                    let writer = connect_upstream(
+                        addr,
+                        self.upstream_local,
+                        conn,
+                        self.stream_tx.clone(),
+                        self.upstream_overflow,
+                    );
                     self.writers.insert(conn, writer);
                     self.upstream = Some(conn);
                     conn
@@ -419,8 +454,15 @@ impl<F> Links<F> {
             },
         };
         let writer = self.writers.get(&conn)?;
-        if writer.send(bytes.to_vec()).is_err() {
-            tracing::debug!(?conn, "stream too slow or gone: closing it");
+        if writer.send(bytes.to_vec()).await.is_err() {
+            match writer.overflow() {
+                Overflow::Close => tracing::debug!(?conn, "stream too slow or gone: closing it"),
+                Overflow::Wait(limit) => tracing::warn!(
+                    ?conn,
+                    waited = ?limit,
+                    "internal link closed: its peer stopped reading or it is gone"
+                ),
+            }
             let lost = self.closed_input(conn);
             self.kill(conn);
             return lost;

@@ -17,6 +17,7 @@ use tryst_std::store::Store;
 
 use super::{run, Driven, Flow, Journal, JournalBatch, Sockets, Stopped};
 use crate::clock::DriverClock;
+use crate::stream::{self, Overflow};
 
 /// What the operator asks of a running session server.
 #[derive(Debug)]
@@ -189,6 +190,7 @@ pub async fn spawn_durable(
     mpsc::UnboundedReceiver<SessionEvent>,
     oneshot::Receiver<Stopped>,
 )> {
+    raise_descriptor_limit();
     let listener = TcpListener::bind(control_addr).await?;
     let control_addr = listener.local_addr()?;
     let public_key = keypair.public_key();
@@ -204,6 +206,8 @@ pub async fn spawn_durable(
     let sockets = Sockets {
         listener: Some(listener),
         upstream: Some(trigger_link),
+        // Terminals' streams close on a full queue; the link waits.
+        upstream_overflow: Overflow::LINK,
         ..Sockets::default()
     };
     let role = SessionRole {
@@ -224,6 +228,15 @@ pub async fn spawn_durable(
         events,
         stopped,
     ))
+}
+
+/// Raises the soft descriptor limit to the hard one (a server holds one
+/// descriptor per stream) and says what it is now.
+pub(super) fn raise_descriptor_limit() {
+    match stream::raise_descriptor_limit() {
+        Some(limit) => tracing::info!(limit, "open file descriptor limit"),
+        None => tracing::info!("open file descriptor limit: unlimited"),
+    }
 }
 
 /// Durable batches waiting for the journal thread.

@@ -61,6 +61,9 @@ pub struct TerminalOptions {
     pub recv_dir: Option<PathBuf>,
     /// The peer sessions' configuration.
     pub peer: PeerConfig,
+    /// The local address of its stream to the session server (any port);
+    /// `None` lets the system choose.
+    pub control_local: Option<std::net::IpAddr>,
 }
 
 /// What happened, for the app.
@@ -427,6 +430,7 @@ pub async fn spawn_with(
                 let sockets = Sockets {
                     udp: Some(udp),
                     upstream: Some(session_server),
+                    upstream_local: options.control_local,
                     wake: Some(hashed),
                     ..Sockets::default()
                 };

@@ -248,3 +248,66 @@ async fn a_peer_that_never_reads_is_closed_and_never_stalls_the_loop() {
     .await;
     assert!(drained.is_ok(), "the closed stream never ended");
 }
+
+/// Starts the toy role with a listener whose accepted streams follow
+/// `overflow`; returns its address, commands and closes.
+async fn with_listener(
+    overflow: Overflow,
+) -> (
+    SocketAddr,
+    mpsc::Sender<Cmd>,
+    mpsc::UnboundedReceiver<ConnectionId>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (commands, command_rx) = mpsc::channel(4);
+    let (role, _stored, closed) = role();
+    let sockets = Sockets {
+        listener: Some(listener),
+        accepted_overflow: overflow,
+        ..Sockets::default()
+    };
+    tokio::spawn(run(DriverClock::default(), role, sockets, command_rx, None));
+    (addr, commands, closed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_whose_peer_reads_slowly_gets_backpressure_not_a_close() {
+    let (addr, commands, mut closed) = with_listener(Overflow::Wait(Duration::from_secs(5))).await;
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // 20 MB in one drain: more than twice the link's byte budget and far
+    // more than the socket buffers hold.
+    let count = 20_000;
+    commands.send(Cmd::Flood { count }).await.unwrap();
+    let mut sink = vec![0u8; 64 * 1024];
+    let mut got = 0usize;
+    let read_all = tokio::time::timeout(Duration::from_secs(20), async {
+        while got < count * 1000 {
+            match slow.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+            // A reader slower than the loop.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    assert!(read_all.is_ok(), "the slow reader stalled at {got} bytes");
+    assert_eq!(got, count * 1000, "every queued byte arrived");
+    assert!(closed.try_recv().is_err(), "the link was closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_whose_peer_never_reads_is_closed_after_the_backpressure_timeout() {
+    let (addr, commands, mut closed) =
+        with_listener(Overflow::Wait(Duration::from_millis(500))).await;
+    let _stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    commands.send(Cmd::Flood { count: 20_000 }).await.unwrap();
+    let conn = tokio::time::timeout(Duration::from_secs(10), closed.recv())
+        .await
+        .expect("the stalled link was closed")
+        .unwrap();
+    assert_eq!(conn, ConnectionId(1));
+}

@@ -66,6 +66,7 @@ pub async fn spawn(
     udp_addr: SocketAddr,
     link_addr: SocketAddr,
 ) -> std::io::Result<(TriggerHandle, mpsc::UnboundedReceiver<TriggerEvent>)> {
+    super::session_server::raise_descriptor_limit();
     let udp = BatchSocket::bind(udp_addr)?;
     let listener = TcpListener::bind(link_addr).await?;
     let handle_addrs = (udp.local_addr()?, listener.local_addr()?);
@@ -76,6 +77,8 @@ pub async fn spawn(
     let sockets = Sockets {
         udp: Some(udp),
         listener: Some(listener),
+        // Its accepted streams are session-server links: they wait.
+        accepted_overflow: crate::stream::Overflow::LINK,
         ..Sockets::default()
     };
     let role = TriggerRole {

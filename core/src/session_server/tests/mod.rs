@@ -4,6 +4,7 @@
 mod abuse;
 mod harness;
 mod props;
+mod streams;
 
 use std::string::ToString;
 use std::vec;
