@@ -69,6 +69,7 @@ use core::time::Duration;
 use heapless::{Deque, Vec};
 use rand_core::{CryptoRng, RngCore};
 
+use crate::crypto::ticket::binder_of;
 use crate::crypto::{udp_auth, Initiator, SecureChannel, StaticKeypair, REKEY_AFTER_TIME};
 use crate::machine::{Destination, OwnedTransmit, Payload};
 use crate::time::{Clock, Instant};
@@ -76,8 +77,8 @@ use crate::wire::{
     AddressNotification, ConnectionRequest, DeviceId, EndNotification, EndReason, EndTrigger,
     ErrorCode, ErrorReply, ExtensionRequest, HandshakeInit, HandshakeReply, KeepaliveAck, Message,
     Name, NameSeq, PermissionAnswer, PermissionInquiry, PermissionList, Poll, PublicKey, Register,
-    Role, Sealed, SessionId, Trigger, UdpKey, Verdict, MAX_HANDSHAKE_LEN, MAX_MESSAGE_LEN,
-    MAX_PLAIN_MESSAGE_LEN,
+    RegistrationTicket, Role, Sealed, SessionId, TicketedHandshakeInit, Trigger, UdpKey, Verdict,
+    MAX_HANDSHAKE_LEN, MAX_MESSAGE_LEN, MAX_PLAIN_MESSAGE_LEN,
 };
 
 /// Rounds of timer processing in one `handle_timeout`; each round can only
@@ -181,6 +182,9 @@ pub struct Terminal<R> {
     transmits: Deque<OwnedTransmit, MAX_TERMINAL_QUEUED_TRANSMITS>,
     events: Deque<TerminalEvent, MAX_TERMINAL_QUEUED_EVENTS>,
     stats: TerminalStats,
+    /// The session server's last registration ticket, presented on the next
+    /// handshakes (kept in memory only: a restart starts without one).
+    ticket: Option<RegistrationTicket>,
 }
 
 impl<R> core::fmt::Debug for Terminal<R> {
@@ -292,6 +296,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
             transmits: Deque::new(),
             events: Deque::new(),
             stats: TerminalStats::default(),
+            ticket: None,
         }
     }
 
@@ -692,10 +697,21 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
                 &mut noise,
             )
             .ok()?;
-            let init = Message::HandshakeInit(HandshakeInit {
-                noise: noise.get(..n)?,
-            });
-            let transmit = OwnedTransmit::new(Destination::Upstream, &init)?;
+            let noise = noise.get(..n)?;
+            let transmit = match &self.ticket {
+                Some(t) => OwnedTransmit::new(
+                    Destination::Upstream,
+                    &Message::TicketedHandshakeInit(TicketedHandshakeInit {
+                        ticket: t.ticket,
+                        binder: binder_of(&t.secret, noise),
+                        noise,
+                    }),
+                )?,
+                None => OwnedTransmit::new(
+                    Destination::Upstream,
+                    &Message::HandshakeInit(HandshakeInit { noise }),
+                )?,
+            };
             Some((initiator, transmit))
         });
         self.stats.handshakes_started = self.stats.handshakes_started.saturating_add(1);
@@ -903,6 +919,10 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
                 true
             }
             Message::Error(e) => self.on_error(&e),
+            Message::RegistrationTicket(t) => {
+                self.ticket = Some(t);
+                true
+            }
             _ => false,
         }
     }

@@ -1591,3 +1591,41 @@ fn terminal_state_has_a_fixed_footprint() {
     // (about 46 KiB, most of it the transmit queue), whatever the input.
     assert!(core::mem::size_of::<Terminal<ChaCha20Rng>>() <= 64 * 1024);
 }
+
+#[test]
+fn terminal_presents_its_ticket_with_a_binder_when_it_registers_again() {
+    let mut h = Harness::registered(31, |_| {});
+    let ticket = crate::wire::RegistrationTicket {
+        ticket: [0x7c; crate::wire::TICKET_LEN],
+        secret: [0x5b; crate::wire::TICKET_SECRET_LEN],
+    };
+    h.ss_send(ticket.into());
+    h.clear();
+    h.t.handle_upstream_closed(h.now);
+    let raw = h.take_upstream();
+    assert_eq!(raw.len(), 1);
+    let Ok(Message::TicketedHandshakeInit(init)) = Message::decode(&raw[0]) else {
+        panic!("expected a ticketed handshake init");
+    };
+    assert_eq!(init.ticket, ticket.ticket);
+    assert_eq!(
+        init.binder,
+        crate::crypto::ticket::binder_of(&ticket.secret, init.noise)
+    );
+    // The Noise bytes inside are a real handshake for the session server.
+    let mut payload = [0u8; MAX_PLAIN_MESSAGE_LEN];
+    let accepted = Responder::accept(&mut h.ss_rng, h.now, &h.ss_key, &init.init(), &mut payload);
+    assert!(accepted.is_ok());
+}
+
+#[test]
+fn terminal_without_a_ticket_sends_a_plain_handshake_init() {
+    let mut h = Harness::registered(32, |_| {});
+    h.clear();
+    h.t.handle_upstream_closed(h.now);
+    let raw = h.take_upstream();
+    assert!(matches!(
+        Message::decode(&raw[0]),
+        Ok(Message::HandshakeInit(_))
+    ));
+}

@@ -21,8 +21,8 @@ use crate::time::Instant;
 use crate::wire::{
     AddressInquiry, AddressReply, ConnectionRequest, DecisionMode, EndNotification, EndReason,
     EndTriggerRequest, ErrorCode, ExtensionRequest, HandshakeInit, KeyInstall, KeyRevoke, Message,
-    Name, NameSeq, PermissionAnswer, PermissionList, Poll, PublicKey, Register, SessionId,
-    TriggerOutcome, TriggerRequest, TriggerResult, UdpKey, Verdict,
+    Name, NameSeq, PermissionAnswer, PermissionList, Poll, PublicKey, Register, RegistrationTicket,
+    SessionId, TriggerOutcome, TriggerRequest, TriggerResult, UdpKey, Verdict,
 };
 
 /// Start of the virtual clock (not zero, so "time going back" has room).
@@ -66,6 +66,10 @@ pub struct Term {
     pub answered: BTreeSet<u32>,
     /// Records and replies it could not open.
     pub bad_records: usize,
+    /// The last registration ticket it received (kept out of `inbox`).
+    pub ticket: Option<RegistrationTicket>,
+    /// `KeyReady` records it received (kept out of `inbox`).
+    pub key_ready: usize,
 }
 
 /// The scripted trigger server.
@@ -93,6 +97,8 @@ pub struct World {
     pub facts: Vec<SessionFact>,
     /// Streams the server closed.
     pub closed: Vec<ConnectionId>,
+    /// Terminals present their last ticket when they register again.
+    pub use_tickets: bool,
     next_conn: u64,
 }
 
@@ -143,6 +149,7 @@ impl World {
             events: Vec::new(),
             facts: Vec::new(),
             closed: Vec::new(),
+            use_tickets: true,
             next_conn: 1,
         }
     }
@@ -304,6 +311,8 @@ impl World {
             inbox: Vec::new(),
             answered: BTreeSet::new(),
             bad_records: 0,
+            ticket: None,
+            key_ready: 0,
         });
         self.terms.len() - 1
     }
@@ -337,7 +346,17 @@ impl World {
             &mut out,
         )
         .unwrap();
-        let bytes = enc(&Message::HandshakeInit(HandshakeInit { noise: &out[..n] }));
+        let noise = &out[..n];
+        let bytes = match &term.ticket {
+            Some(t) if self.use_tickets => enc(&Message::TicketedHandshakeInit(
+                crate::wire::TicketedHandshakeInit {
+                    ticket: t.ticket,
+                    binder: crate::crypto::ticket::binder_of(&t.secret, noise),
+                    noise,
+                },
+            )),
+            _ => enc(&Message::HandshakeInit(HandshakeInit { noise })),
+        };
         let conn = term.conn;
         let term = &mut self.terms[i];
         term.initiator = Some(init);
@@ -415,7 +434,11 @@ impl World {
                 match term.channel.as_mut().map(|ch| ch.open(&record, &mut plain)) {
                     Some(Ok(n)) => {
                         plain.truncate(n);
-                        term.inbox.push((now, plain, bytes.len()));
+                        match Message::decode(&plain) {
+                            Ok(Message::RegistrationTicket(t)) => term.ticket = Some(t),
+                            Ok(Message::KeyReady(_)) => term.key_ready += 1,
+                            _ => term.inbox.push((now, plain, bytes.len())),
+                        }
                     }
                     _ => term.bad_records += 1,
                 }

@@ -3,6 +3,7 @@
 
 mod harness;
 mod props;
+mod tickets;
 
 use std::string::ToString;
 use std::vec;
@@ -197,7 +198,7 @@ fn replayed_handshake_init_cannot_replace_a_live_registration() {
     let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 66)), 6666);
     w.ss.handle_connection_opened(w.now, attacker, addr);
     w.ss.handle_stream(w.now, attacker, &replay);
-    // It gets a reply it cannot read, and a pending channel it cannot confirm.
+    // It gets a reply and a ticket it cannot read, and a pending channel it cannot confirm.
     let mut replies = 0;
     for (destination, _) in w.take_transmits() {
         assert_eq!(
@@ -206,7 +207,7 @@ fn replayed_handshake_init_cannot_replace_a_live_registration() {
         );
         replies += 1;
     }
-    assert_eq!(replies, 1);
+    assert_eq!(replies, 2);
     w.pump();
     assert_eq!(w.ss.channel_count(), 2);
     assert_eq!(w.ss.live_device("TERM1"), Some(live));
