@@ -361,3 +361,55 @@ impl RawStream {
         }
     }
 }
+
+// ----- issue 12, part c (registration handshake): on-path relays ------------
+
+/// An on-path TCP relay on loopback in front of `upstream`: a terminal given
+/// its address as the control server reaches the server through it, and
+/// [`TcpRelay::cut`] closes every relayed stream at once (a lost stream, as
+/// a NAT timeout or a flaky link would cause).
+pub struct TcpRelay {
+    pub addr: SocketAddr,
+    live: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl TcpRelay {
+    /// Listens on a kernel-picked loopback port and relays to `upstream`.
+    pub fn start(upstream: SocketAddr) -> TcpRelay {
+        let listener = std::net::TcpListener::bind(LOOPBACK_ANY).expect("relay listens");
+        let addr = listener.local_addr().expect("relay address");
+        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = live.clone();
+        std::thread::spawn(move || {
+            for down in listener.incoming() {
+                let Ok(down) = down else { break };
+                let Ok(up) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let (Ok(down2), Ok(up2)) = (down.try_clone(), up.try_clone()) else {
+                    continue;
+                };
+                if let Ok(mut streams) = kept.lock() {
+                    streams.extend(down.try_clone().ok());
+                    streams.extend(up.try_clone().ok());
+                }
+                for (mut from, mut to) in [(down, up), (up2, down2)] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        TcpRelay { addr, live }
+    }
+
+    /// Closes every stream relayed so far, both ways.
+    pub fn cut(&self) {
+        if let Ok(mut streams) = self.live.lock() {
+            for s in streams.drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
