@@ -20,8 +20,8 @@ use crate::crypto::{Initiator, SecureChannel};
 use crate::machine::{Destination, OwnedTransmit};
 use crate::time::Instant;
 use crate::wire::{
-    AddressInquiry, EndTriggerRequest, HandshakeInit, HandshakeReply, KeyInstall, KeyRevoke,
-    Message, Poll, Sealed, TriggerRequest, MAX_PLAIN_MESSAGE_LEN,
+    AddressInquiry, EndTriggerRequest, HandshakeInit, HandshakeReply, KeyInstall, KeyReady,
+    KeyRevoke, Message, Poll, Sealed, TriggerRequest, MAX_PLAIN_MESSAGE_LEN,
 };
 
 /// A message for the trigger server (all fixed-size, so the queue holds
@@ -317,7 +317,18 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         match plain.get(..n).map(Message::decode) {
             Some(Ok(Message::TriggerResult(result))) => self.on_trigger_result(now, &result),
             Some(Ok(Message::AddressReply(reply))) => self.on_address_reply(now, &reply),
+            Some(Ok(Message::KeyInstallAck(ack))) => self.on_key_installed(ack.device_id.0),
             _ => self.out.counters.ignored_messages += 1,
+        }
+    }
+
+    /// The trigger server holds `device`'s key: its terminal may start
+    /// keepalives (`KeyReady`, sealed), so its first one is not dropped.
+    fn on_key_installed(&mut self, device: u64) {
+        if self.reg.channels.get(&device).is_some_and(|c| c.live) {
+            self.send_to_device(device, &Message::KeyReady(KeyReady));
+        } else {
+            self.out.counters.stale_answers += 1;
         }
     }
 }

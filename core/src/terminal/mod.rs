@@ -24,7 +24,11 @@
 //!    reply within the handshake timeout, or a lost stream: try again after
 //!    1 s, 2 s, 4 s, ... up to 60 s. `RegisterAck`: the terminal keeps the
 //!    device ID, the UDP key and the channel, sends a sealed `Poll` at once
-//!    (which confirms the channel to the server) and starts keepalives.
+//!    (which confirms the channel to the server) and starts keepalives when
+//!    the server's sealed `KeyReady` says the trigger server holds the key
+//!    (or after [`KEY_READY_TIMEOUT`] without it). A sealed
+//!    `RegistrationTicket` is kept in memory and presented on the next
+//!    handshakes, which then skip the server's per-source limit.
 //!    A refusal is reported and the terminal stops.
 //! 2. Keepalives (S701) go to the trigger server every interval (20 s until
 //!    the server's ack says otherwise, clamped to 5..=300 s); an ack is due
@@ -780,7 +784,24 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
         self.emit(TerminalEvent::Registered { device_id });
         // Confirms the channel to the server, which only then installs the key.
         let _ = self.send_sealed(&Message::Poll(Poll));
-        self.send_keepalive(now);
+        // The first keepalive waits for `KeyReady` (the trigger server holds
+        // the key: it is not dropped, so a copy cannot be replayed later),
+        // or goes at this deadline anyway.
+        if let Phase::Registered(reg) = &mut self.phase {
+            reg.keepalive.next_send = after(now, KEY_READY_TIMEOUT);
+        }
+    }
+
+    /// The session server says the trigger server holds the key: the first
+    /// keepalive goes now (once; later ones follow the schedule).
+    fn on_key_ready(&mut self, now: Instant) -> bool {
+        let Phase::Registered(reg) = &self.phase else {
+            return false;
+        };
+        if reg.keepalive.next_counter == 1 {
+            self.send_keepalive(now);
+        }
+        true
     }
 
     /// Drops the registration and starts a fresh handshake series.
@@ -919,6 +940,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
                 true
             }
             Message::Error(e) => self.on_error(&e),
+            Message::KeyReady(_) => self.on_key_ready(now),
             Message::RegistrationTicket(t) => {
                 self.ticket = Some(t);
                 true

@@ -1,7 +1,8 @@
 //! Registration tickets (issue 12, point 4): a valid ticket skips the
 //! per-source bucket and is charged to its identity; forged, expired and
 //! other-key tickets get nothing from it; every registration is charged to
-//! its proven identity.
+//! its proven identity. Also: `KeyInstallAck` from the trigger server becomes
+//! the terminal's `KeyReady`.
 
 use super::harness::*;
 use super::*;
@@ -158,4 +159,30 @@ fn one_key_cannot_reregister_in_a_loop() {
     register_again(&mut w, t);
     assert!(w.terms[t].channel.is_none());
     assert_eq!(w.ss.counters().identity_rate_limited, 1);
+}
+
+#[test]
+fn key_install_ack_tells_the_terminal_it_may_start_keepalives() {
+    let mut w = World::new(SessionConfig::default());
+    let t = w.term("TERM1", ListMode);
+    let installed = w.ts_installs();
+    assert_eq!(
+        installed.len(),
+        1,
+        "the confirmed channel's key went to the trigger server"
+    );
+    assert_eq!(
+        w.terms[t].key_ready, 0,
+        "no KeyReady before the trigger server has the key"
+    );
+    w.ts_send(&Message::KeyInstallAck(crate::wire::KeyInstallAck {
+        device_id: installed[0].device_id,
+    }));
+    assert_eq!(w.terms[t].key_ready, 1);
+    // An acknowledgement for no live channel is counted, not forwarded.
+    let stale = w.ss.counters().stale_answers;
+    w.ts_send(&Message::KeyInstallAck(crate::wire::KeyInstallAck {
+        device_id: crate::wire::DeviceId(0xdead),
+    }));
+    assert_eq!(w.ss.counters().stale_answers, stale + 1);
 }
