@@ -1,7 +1,9 @@
 //! Issue 12, the registration handshake, attacked through the real `tryst`
 //! binary (a `tryst server` child on loopback; terminals in this process):
 //! a neighbour behind the same address cannot starve a ticket holder's
-//! registrations.
+//! registrations; a terminal's first keepalive is acknowledged (the key is
+//! installed before it goes), so an on-path copy of it replayed later
+//! cannot move the address the server hands out.
 //!
 //! Declared as a test of the `tryst-tokio` package (see its Cargo.toml) so
 //! that `CARGO_BIN_EXE_tryst` names the binary that `cargo test` built.
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use rand_core::OsRng;
 use tryst_tokio::core::crypto::StaticKeypair;
 use tryst_tokio::core::terminal::TerminalEvent;
-use tryst_tokio::core::wire::{HandshakeInit, Message};
+use tryst_tokio::core::wire::{HandshakeInit, Message, MessageType};
 
 #[path = "e2e_support/mod.rs"]
 mod support;
@@ -105,4 +107,89 @@ async fn neighbour_draining_the_source_bucket_cannot_lock_out_a_ticket_holder() 
         "the neighbour's inits were refused throughout"
     );
     eprintln!("re-registered in {took:?} under the flood");
+}
+
+/// The keepalives among the datagrams a terminal sent.
+fn keepalives(datagrams: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    datagrams
+        .iter()
+        .filter(|d| Message::decode(d).is_ok_and(|m| m.message_type() == MessageType::Keepalive))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_keepalive_is_acknowledged_and_its_replay_cannot_move_the_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_server(&dir.path().join("server"), &[], "server.log");
+    let mut phone = Term::start(
+        "TERM3",
+        StaticKeypair::generate(&mut OsRng),
+        &[],
+        server.control,
+        server.trigger,
+        server.key,
+    )
+    .await;
+    phone.online().await;
+
+    // TERM1 reaches the trigger server through an on-path relay that
+    // records its datagrams.
+    let relay = UdpRelay::start(server.trigger);
+    let started = Instant::now();
+    let mut home = Term::start(
+        "TERM1",
+        StaticKeypair::generate(&mut OsRng),
+        &["TERM3"],
+        server.control,
+        relay.addr,
+        server.key,
+    )
+    .await;
+    let seen_by = Instant::now() + STEP;
+    let first = loop {
+        if let Some(k) = keepalives(&relay.sent()).into_iter().next() {
+            break k;
+        }
+        assert!(Instant::now() < seen_by, "no keepalive went");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // The attacker replays that first keepalive from its own socket once
+    // the key is surely installed, before any second keepalive is due.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let attacker = std::net::UdpSocket::bind(LOOPBACK_ANY).expect("attacker binds");
+    let attacker_addr = attacker.local_addr().expect("addr");
+    for _ in 0..3 {
+        attacker.send_to(&first, server.trigger).expect("replay");
+    }
+    home.online().await;
+    let to_online = started.elapsed();
+    let sent = keepalives(&relay.sent());
+    eprintln!("online after {to_online:?} and {} keepalive(s)", sent.len());
+    assert_eq!(
+        sent.len(),
+        1,
+        "the first keepalive was acknowledged (none dropped for want of the key)"
+    );
+
+    // The trigger server never stored the attacker's address...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = std::fs::read_to_string(dir.path().join("server.log")).expect("server log");
+    assert!(
+        !log.contains(&attacker_addr.to_string()),
+        "the replay moved the address to the attacker:\n{log}"
+    );
+    // ...and the address it hands out is the terminal's (the relay's outer side).
+    phone
+        .handle
+        .connect("TERM1", 30)
+        .await
+        .expect("request sent");
+    let peer_addr = phone
+        .expect("an address notification", |e| match e {
+            TerminalEvent::SessionReady { peer_addr, .. } => Some(*peer_addr),
+            _ => None,
+        })
+        .await;
+    assert_eq!(peer_addr, relay.outer);
 }

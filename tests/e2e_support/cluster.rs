@@ -413,3 +413,59 @@ impl TcpRelay {
         }
     }
 }
+
+/// An on-path UDP relay on loopback in front of a trigger server: a terminal
+/// given its address as `--trigger` sends through it; it records every
+/// datagram the terminal sent, so a test can replay one from another socket.
+pub struct UdpRelay {
+    /// Where the terminal sends.
+    pub addr: SocketAddr,
+    /// The relay's own address towards the server: what the server observes.
+    pub outer: SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl UdpRelay {
+    /// Binds two kernel-picked loopback sockets and relays for one terminal.
+    pub fn start(upstream: SocketAddr) -> UdpRelay {
+        use std::sync::{Arc, Mutex};
+        let front = std::net::UdpSocket::bind(LOOPBACK_ANY).expect("relay binds");
+        let back = std::net::UdpSocket::bind(LOOPBACK_ANY).expect("relay binds");
+        let addr = front.local_addr().expect("relay address");
+        let outer = back.local_addr().expect("relay address");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let client: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        let (front2, back2) = (
+            front.try_clone().expect("clone"),
+            back.try_clone().expect("clone"),
+        );
+        let (seen2, client2) = (seen.clone(), client.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = front.recv_from(&mut buf) {
+                if let Ok(mut c) = client2.lock() {
+                    *c = Some(from);
+                }
+                if let Ok(mut s) = seen2.lock() {
+                    s.push(buf[..n].to_vec());
+                }
+                let _ = back.send_to(&buf[..n], upstream);
+            }
+        });
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, _)) = back2.recv_from(&mut buf) {
+                let to = client.lock().ok().and_then(|c| *c);
+                if let Some(to) = to {
+                    let _ = front2.send_to(&buf[..n], to);
+                }
+            }
+        });
+        UdpRelay { addr, outer, seen }
+    }
+
+    /// Every datagram the terminal sent through the relay so far, in order.
+    pub fn sent(&self) -> Vec<Vec<u8>> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
