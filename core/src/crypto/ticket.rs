@@ -184,6 +184,45 @@ impl TicketKey {
     }
 }
 
+/// The salt of the device-ID key's HKDF.
+const DEVICE_ID_KDF_SALT: &[u8] = b"tryst udp device id key v1";
+
+/// The session server's key for the UDP device IDs: a terminal's device ID
+/// (in clear in its keepalives) is HMAC-SHA-256 of its stream's channel
+/// number under this key, so an observer cannot link the two flows, and
+/// the server needs no table to compute it. `Debug` never shows it.
+pub struct DeviceIdKey([u8; 32]);
+
+impl fmt::Debug for DeviceIdKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DeviceIdKey(<redacted>)")
+    }
+}
+
+impl Drop for DeviceIdKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl DeviceIdKey {
+    /// The device-ID key of a server: HKDF-SHA-256 of its static secret.
+    pub fn derive(keypair: &StaticKeypair) -> Self {
+        let (okm, _) = Sha256::hkdf(DEVICE_ID_KDF_SALT, keypair.secret_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(okm.as_slice());
+        DeviceIdKey(key)
+    }
+
+    /// The nonzero device ID of the channel numbered `channel`.
+    pub fn device_id(&self, channel: u64) -> u64 {
+        let mac = Sha256::hmac(&self.0, &channel.to_be_bytes());
+        let mut id = [0u8; 8];
+        id.copy_from_slice(mac.as_slice().get(..8).unwrap_or(&[1; 8]));
+        u64::from_be_bytes(id).max(1)
+    }
+}
+
 /// The binder of a ticketed handshake: HMAC-SHA-256 of the Noise bytes
 /// under the ticket's secret.
 pub fn binder_of(secret: &[u8], noise: &[u8]) -> [u8; TICKET_BINDER_LEN] {

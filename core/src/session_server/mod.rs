@@ -221,6 +221,8 @@ pub struct SessionServer<R> {
     registration_limiter: Box<RateLimiter<SourceKey, RATE_LIMIT_TRACKED_KEYS>>,
     /// Registration tickets and the per-identity registration bucket.
     tickets: tickets::Tickets,
+    /// The UDP device IDs of the channels.
+    udp_ids: tickets::UdpIds,
     request_limiter: Box<RateLimiter<PublicKey, RATE_LIMIT_TRACKED_KEYS>>,
     next_op: u32,
 }
@@ -252,6 +254,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         let registration_limiter = Box::new(RateLimiter::with_seed(REGISTRATIONS, rng.next_u64()));
         let request_limiter = Box::new(RateLimiter::with_seed(CONNECTION_REQUESTS, rng.next_u64()));
         let tickets = tickets::Tickets::new(&keypair, &mut rng);
+        let udp_ids = tickets::UdpIds::new(&keypair);
         SessionServer {
             out: Outputs {
                 facts: VecDeque::new(),
@@ -276,6 +279,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             sessions: BTreeMap::new(),
             registration_limiter,
             tickets,
+            udp_ids,
             request_limiter,
             next_op: 0,
         }

@@ -282,8 +282,10 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         let key = responder.initiator_key();
         let mut udp_key = UdpKey([0; 32]);
         self.rng.fill_bytes(&mut udp_key.0);
+        // The UDP device ID is a keyed hash of the channel number in the
+        // reply, so the keepalives do not name the stream's channel.
         let ack = Message::RegisterAck(RegisterAck {
-            device_id: DeviceId(device),
+            device_id: self.udp_ids.of(device),
             udp_key,
         });
         let mut ack_bytes = [0u8; 64];

@@ -1,17 +1,19 @@
 //! Registration tickets at the session server (issue 12, point 4): the
 //! ticket key, the per-identity registration bucket, and the admission of a
-//! ticketed handshake before any public-key work. See [`crate::crypto::ticket`].
+//! ticketed handshake before any public-key work; and the UDP device IDs,
+//! keyed hashes of the channel numbers. See [`crate::crypto::ticket`].
 
 use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
 use core::time::Duration;
 
 use rand_core::{CryptoRng, RngCore};
 
-use crate::crypto::ticket::{OpenedTicket, TicketError, TicketKey};
+use crate::crypto::ticket::{DeviceIdKey, OpenedTicket, TicketError, TicketKey};
 use crate::crypto::StaticKeypair;
 use crate::ratelimit::{Limit, RateLimiter};
 use crate::time::Instant;
-use crate::wire::{PublicKey, TicketedHandshakeInit};
+use crate::wire::{DeviceId, PublicKey, TicketedHandshakeInit};
 
 use super::RATE_LIMIT_TRACKED_KEYS;
 
@@ -69,5 +71,56 @@ impl Tickets {
     ) -> Option<crate::wire::RegistrationTicket> {
         let (ticket, secret) = self.key.issue(rng, now, key)?;
         Some(crate::wire::RegistrationTicket { ticket, secret })
+    }
+}
+
+/// Most `KeyInstall`s awaiting the trigger server's acknowledgement; beyond,
+/// the oldest is forgotten (its terminal starts keepalives on its timeout).
+pub const MAX_PENDING_KEY_ACKS: usize = 4096;
+
+/// The UDP device IDs (issue 12, point 6): what the trigger server and the
+/// keepalives know a terminal by is a keyed hash of its stream's channel
+/// number, never the number itself, so the two flows do not link.
+pub(super) struct UdpIds {
+    key: DeviceIdKey,
+    /// Device ID -> channel of each `KeyInstall` not yet acknowledged, in
+    /// the order sent (to answer the acknowledgement with `KeyReady`).
+    awaiting_ack: BTreeMap<u64, u64>,
+    order: VecDeque<u64>,
+}
+
+impl UdpIds {
+    /// The device IDs of a server with this static key.
+    pub(super) fn new(keypair: &StaticKeypair) -> Self {
+        UdpIds {
+            key: DeviceIdKey::derive(keypair),
+            awaiting_ack: BTreeMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// The device ID of `channel`.
+    pub(super) fn of(&self, channel: u64) -> DeviceId {
+        DeviceId(self.key.device_id(channel))
+    }
+
+    /// A `KeyInstall` for `channel` goes out: remember whose it is.
+    pub(super) fn installing(&mut self, channel: u64) {
+        let id = self.key.device_id(channel);
+        if self.awaiting_ack.insert(id, channel).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > MAX_PENDING_KEY_ACKS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.awaiting_ack.remove(&oldest);
+            }
+        }
+    }
+
+    /// The channel whose `KeyInstall` the trigger server acknowledged.
+    pub(super) fn acknowledged(&mut self, id: DeviceId) -> Option<u64> {
+        let channel = self.awaiting_ack.remove(&id.0)?;
+        self.order.retain(|x| *x != id.0);
+        Some(channel)
     }
 }

@@ -70,6 +70,8 @@ pub struct Term {
     pub ticket: Option<RegistrationTicket>,
     /// `KeyReady` records it received (kept out of `inbox`).
     pub key_ready: usize,
+    /// The channel number of its last `HandshakeReply`.
+    pub channel_no: Option<u64>,
 }
 
 /// The scripted trigger server.
@@ -313,6 +315,7 @@ impl World {
             bad_records: 0,
             ticket: None,
             key_ready: 0,
+            channel_no: None,
         });
         self.terms.len() - 1
     }
@@ -418,7 +421,9 @@ impl World {
                 term.initiator = None;
                 match Message::decode(&payload[..n]).unwrap() {
                     Message::RegisterAck(ack) => {
-                        assert_eq!(ack.device_id.0, reply.channel);
+                        // The UDP device ID is not the stream's channel number.
+                        assert_ne!(ack.device_id.0, reply.channel);
+                        term.channel_no = Some(reply.channel);
                         term.device = Some(ack.device_id.0);
                         term.udp_key = Some(ack.udp_key);
                         term.channel = Some(ch);

@@ -52,7 +52,10 @@ fn ticket_skips_the_drained_source_bucket() {
     assert!(w.terms[t].channel.is_some(), "the ticket let it in");
     assert_eq!(w.ss.counters().registrations_rate_limited, limited);
     w.send(t, &Message::Poll(crate::wire::Poll));
-    assert_eq!(w.ss.live_device("TERM1").map(|d| d.0), w.terms[t].device);
+    assert_eq!(
+        w.ss.live_device("TERM1").map(|d| d.0),
+        w.terms[t].channel_no
+    );
 }
 
 #[test]
@@ -185,4 +188,25 @@ fn key_install_ack_tells_the_terminal_it_may_start_keepalives() {
         device_id: crate::wire::DeviceId(0xdead),
     }));
     assert_eq!(w.ss.counters().stale_answers, stale + 1);
+}
+
+#[test]
+fn udp_device_id_is_not_the_streams_channel_number() {
+    let mut w = World::new(SessionConfig::default());
+    let t = w.term("TERM1", ListMode);
+    let channel = w.terms[t].channel_no.expect("channel");
+    let device = w.device(t);
+    assert_ne!(channel, device, "the keepalives would name the stream");
+    // The trigger server knows it by the device ID of its RegisterAck.
+    assert_eq!(w.ts_installs()[0].device_id.0, device);
+    // Records on the stream carry the channel number.
+    let record = w.seal(t, &Message::Poll(crate::wire::Poll));
+    let Ok(Message::Sealed(sealed)) = Message::decode(&record) else {
+        panic!("a sealed record");
+    };
+    assert_eq!(sealed.channel, channel);
+    // A second registration gets another pair, again unlinked.
+    register_again(&mut w, t);
+    assert_ne!(w.terms[t].channel_no, Some(channel));
+    assert_ne!(w.terms[t].channel_no, w.terms[t].device);
 }
