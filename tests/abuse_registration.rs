@@ -3,7 +3,8 @@
 //! a neighbour behind the same address cannot starve a ticket holder's
 //! registrations; a terminal's first keepalive is acknowledged (the key is
 //! installed before it goes), so an on-path copy of it replayed later
-//! cannot move the address the server hands out.
+//! cannot move the address the server hands out; the device ID in clear in
+//! the keepalives is not the stream's channel number.
 //!
 //! Declared as a test of the `tryst-tokio` package (see its Cargo.toml) so
 //! that `CARGO_BIN_EXE_tryst` names the binary that `cargo test` built.
@@ -192,4 +193,60 @@ async fn first_keepalive_is_acknowledged_and_its_replay_cannot_move_the_address(
         })
         .await;
     assert_eq!(peer_addr, relay.outer);
+}
+
+#[test]
+fn device_id_of_the_keepalives_is_not_the_streams_channel_number() {
+    use tryst_tokio::core::crypto::Initiator;
+    use tryst_tokio::core::time::Instant as CoreInstant;
+    use tryst_tokio::core::wire::{DecisionMode, Name, Register};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_server(&dir.path().join("server"), &[], "server.log");
+    // A raw client registers with the real handshake and reads the reply.
+    let keypair = StaticKeypair::generate(&mut OsRng);
+    let register = Message::Register(Register {
+        mode: DecisionMode::PermissionList,
+        identity: keypair.public_key(),
+        name: Name::new("TERM1").expect("name"),
+    });
+    let mut plain = [0u8; 128];
+    let n = register.encode(&mut plain).expect("encodes");
+    let mut noise = [0u8; 512];
+    let now = CoreInstant::from_micros(1);
+    let (mut initiator, m) = Initiator::start(
+        &mut OsRng,
+        now,
+        &keypair,
+        &server.key,
+        &plain[..n],
+        &mut noise,
+    )
+    .expect("handshake starts");
+    let mut stream = RawStream::connect(server.control).expect("connects");
+    stream
+        .send_message(&Message::HandshakeInit(HandshakeInit {
+            noise: &noise[..m],
+        }))
+        .expect("sends");
+    let reply = stream.recv(STEP).expect("a reply").expect("not closed");
+    let Ok(Message::HandshakeReply(reply)) = Message::decode(&reply) else {
+        panic!("expected a handshake reply");
+    };
+    let mut payload = [0u8; 256];
+    let (_channel, len) = initiator
+        .finish(now, &reply, &mut payload)
+        .expect("finishes");
+    let Ok(Message::RegisterAck(ack)) = Message::decode(&payload[..len]) else {
+        panic!("expected a RegisterAck");
+    };
+    // The keepalives name the device ID; the stream's records name the channel.
+    assert_ne!(ack.device_id.0, reply.channel);
+    // The sealed ticket that follows names the channel, not the device ID.
+    let record = stream.recv(STEP).expect("a record").expect("not closed");
+    let Ok(Message::Sealed(sealed)) = Message::decode(&record) else {
+        panic!("expected a sealed record");
+    };
+    assert_eq!(sealed.channel, reply.channel);
+    assert_ne!(sealed.channel, ack.device_id.0);
 }
