@@ -23,6 +23,18 @@ use tryst_tokio::core::wire::{HandshakeInit, Message, MessageType};
 mod support;
 use support::cluster::*;
 
+/// An in-process terminal with a fresh identity key.
+async fn fresh_term(
+    name: &str,
+    allow: &[&str],
+    control: SocketAddr,
+    trigger: SocketAddr,
+    server_key: tryst_tokio::core::wire::PublicKey,
+) -> Term {
+    let keys = StaticKeypair::generate(&mut OsRng);
+    Term::start(name, keys, allow, control, trigger, server_key).await
+}
+
 /// How long the victim may take to register again while the flood runs.
 const REREGISTER_WITHIN: Duration = Duration::from_secs(6);
 
@@ -53,15 +65,7 @@ async fn neighbour_draining_the_source_bucket_cannot_lock_out_a_ticket_holder() 
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start_server(&dir.path().join("server"), &[], "server.log");
     let relay = TcpRelay::start(server.control);
-    let mut victim = Term::start(
-        "TERM1",
-        StaticKeypair::generate(&mut OsRng),
-        &[],
-        relay.addr,
-        server.trigger,
-        server.key,
-    )
-    .await;
+    let mut victim = fresh_term("TERM1", &[], relay.addr, server.trigger, server.key).await;
     victim.online().await;
 
     // The neighbour on 127.0.0.1 empties the per-source bucket and keeps it empty.
@@ -123,30 +127,14 @@ fn keepalives(datagrams: &[Vec<u8>]) -> Vec<Vec<u8>> {
 async fn first_keepalive_is_acknowledged_and_its_replay_cannot_move_the_address() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start_server(&dir.path().join("server"), &[], "server.log");
-    let mut phone = Term::start(
-        "TERM3",
-        StaticKeypair::generate(&mut OsRng),
-        &[],
-        server.control,
-        server.trigger,
-        server.key,
-    )
-    .await;
+    let mut phone = fresh_term("TERM3", &[], server.control, server.trigger, server.key).await;
     phone.online().await;
 
     // TERM1 reaches the trigger server through an on-path relay that
     // records its datagrams.
     let relay = UdpRelay::start(server.trigger);
     let started = Instant::now();
-    let mut home = Term::start(
-        "TERM1",
-        StaticKeypair::generate(&mut OsRng),
-        &["TERM3"],
-        server.control,
-        relay.addr,
-        server.key,
-    )
-    .await;
+    let mut home = fresh_term("TERM1", &["TERM3"], server.control, relay.addr, server.key).await;
     let seen_by = Instant::now() + STEP;
     let first = loop {
         if let Some(k) = keepalives(&relay.sent()).into_iter().next() {

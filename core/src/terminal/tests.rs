@@ -69,6 +69,9 @@ struct Harness {
     /// The trigger server acknowledges every keepalive at once (and the
     /// keepalives are not kept in `udp`), so long runs stay registered.
     auto_ack: bool,
+    /// The session server sends `KeyReady` right after accepting (as the
+    /// real one does once the trigger server acknowledged the key).
+    key_ready_on_register: bool,
 }
 
 impl Harness {
@@ -92,6 +95,7 @@ impl Harness {
             upstream: Vec::new(),
             events: Vec::new(),
             auto_ack: false,
+            key_ready_on_register: true,
         }
     }
 
@@ -280,7 +284,9 @@ impl Harness {
             assert_eq!(Message::decode(&poll).unwrap(), Message::Poll(Poll));
             assert!(self.ss.as_ref().unwrap().peer_confirmed());
             // The trigger server acknowledged the key: keepalives may start.
-            self.ss_send(crate::wire::KeyReady.into());
+            if self.key_ready_on_register {
+                self.ss_send(crate::wire::KeyReady.into());
+            }
         }
     }
 
@@ -1632,42 +1638,21 @@ fn terminal_without_a_ticket_sends_a_plain_handshake_init() {
     ));
 }
 
-#[test]
-fn first_keepalive_waits_for_key_ready_then_goes_at_once() {
-    let mut h = Harness::new(33);
+/// A terminal registered by a session server that has not sent `KeyReady`.
+fn registered_without_key_ready(seed: u64) -> Harness {
+    let mut h = Harness::new(seed);
+    h.key_ready_on_register = false;
     h.t.start(h.now);
     h.drain();
-    // Play the session server by hand, without the harness's KeyReady.
-    let raw = h.take_upstream();
-    let Ok(Message::HandshakeInit(init)) = Message::decode(&raw[0]) else {
-        panic!("expected a handshake init");
-    };
-    let mut payload = [0u8; MAX_PLAIN_MESSAGE_LEN];
-    let (responder, _) =
-        Responder::accept(&mut h.ss_rng, h.now, &h.ss_key, &init, &mut payload).unwrap();
-    h.device_id = DeviceId(0x2001);
-    h.udp_key = UdpKey([9; 32]);
-    let ack: Message<'_> = RegisterAck {
-        device_id: h.device_id,
-        udp_key: h.udp_key,
-    }
-    .into();
-    let mut noise = [0u8; MAX_HANDSHAKE_LEN];
-    let (secure, m) = responder
-        .reply(h.device_id.0, &encode(&ack), &mut noise)
-        .unwrap();
-    h.ss = Some(secure);
-    let reply = encode(&Message::HandshakeReply(HandshakeReply {
-        channel: h.device_id.0,
-        noise: &noise[..m],
-    }));
-    h.t.handle_upstream(h.now, &reply);
-    h.drain();
-    assert_eq!(
-        Message::decode(&h.ss_receive_one()).unwrap(),
-        Message::Poll(Poll)
-    );
+    h.ss_handshake(true);
+    h
+}
+
+#[test]
+fn first_keepalive_waits_for_key_ready_then_goes_at_once() {
+    let mut h = registered_without_key_ready(33);
     // Registered, but no keepalive yet: the trigger server may not hold the key.
+    assert!(h.t.is_registered());
     h.advance(secs(1));
     assert!(h.keepalives().is_empty(), "a keepalive before KeyReady");
     h.ss_send(crate::wire::KeyReady.into());
@@ -1681,34 +1666,7 @@ fn first_keepalive_waits_for_key_ready_then_goes_at_once() {
 
 #[test]
 fn first_keepalive_goes_after_the_key_ready_timeout_without_one() {
-    let mut h = Harness::new(34);
-    h.t.start(h.now);
-    h.drain();
-    let raw = h.take_upstream();
-    let Ok(Message::HandshakeInit(init)) = Message::decode(&raw[0]) else {
-        panic!("expected a handshake init");
-    };
-    let mut payload = [0u8; MAX_PLAIN_MESSAGE_LEN];
-    let (responder, _) =
-        Responder::accept(&mut h.ss_rng, h.now, &h.ss_key, &init, &mut payload).unwrap();
-    h.device_id = DeviceId(0x2002);
-    h.udp_key = UdpKey([8; 32]);
-    let ack: Message<'_> = RegisterAck {
-        device_id: h.device_id,
-        udp_key: h.udp_key,
-    }
-    .into();
-    let mut noise = [0u8; MAX_HANDSHAKE_LEN];
-    let (_secure, m) = responder
-        .reply(h.device_id.0, &encode(&ack), &mut noise)
-        .unwrap();
-    let reply = encode(&Message::HandshakeReply(HandshakeReply {
-        channel: h.device_id.0,
-        noise: &noise[..m],
-    }));
-    h.t.handle_upstream(h.now, &reply);
-    h.drain();
-    h.take_upstream();
+    let mut h = registered_without_key_ready(34);
     h.advance(KEY_READY_TIMEOUT - secs(1));
     assert!(h.keepalives().is_empty());
     h.advance(secs(1));

@@ -1422,13 +1422,12 @@ mod random {
 fn key_install_is_acknowledged_before_the_first_keepalive_so_its_replay_is_refused() {
     let mut h = Harness::linked(TriggerConfig::default());
     let mut term = Term::new(61, "203.0.113.61:40001");
-    h.ss_send(
-        KeyInstall {
-            device_id: term.id,
-            udp_key: term.key,
-        }
-        .into(),
-    );
+    let install: Message<'_> = KeyInstall {
+        device_id: term.id,
+        udp_key: term.key,
+    }
+    .into();
+    h.ss_send(install.clone());
     // The session server hears that the key is in (and only then lets the
     // terminal start its keepalives).
     assert_eq!(
@@ -1448,13 +1447,7 @@ fn key_install_is_acknowledged_before_the_first_keepalive_so_its_replay_is_refus
     assert_eq!(h.ts.live_address(term.id), Some(term.nat));
     assert!(h.take_udp().is_empty(), "no ack to the attacker");
     // A repeated install (a re-sent KeyInstall) is acknowledged again.
-    h.ss_send(
-        KeyInstall {
-            device_id: term.id,
-            udp_key: term.key,
-        }
-        .into(),
-    );
+    h.ss_send(install);
     assert_eq!(
         h.take_replies(),
         [FromTs::Other(MessageType::KeyInstallAck)]
