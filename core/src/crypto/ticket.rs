@@ -50,6 +50,8 @@ pub enum TicketError {
     FromTheFuture,
     /// The binder is not the HMAC of these Noise bytes under the ticket's secret.
     BadBinder,
+    /// This very handshake (same binder) was presented before: a replay.
+    Replayed,
 }
 
 impl fmt::Display for TicketError {
@@ -59,6 +61,7 @@ impl fmt::Display for TicketError {
             TicketError::Expired => "ticket expired",
             TicketError::FromTheFuture => "ticket issued in the future",
             TicketError::BadBinder => "ticket binder does not match",
+            TicketError::Replayed => "ticketed handshake replayed",
         })
     }
 }

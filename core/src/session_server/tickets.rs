@@ -4,7 +4,7 @@
 //! keyed hashes of the channel numbers. See [`crate::crypto::ticket`].
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use core::time::Duration;
 
 use rand_core::{CryptoRng, RngCore};
@@ -13,7 +13,7 @@ use crate::crypto::ticket::{DeviceIdKey, OpenedTicket, TicketError, TicketKey};
 use crate::crypto::StaticKeypair;
 use crate::ratelimit::{Limit, RateLimiter};
 use crate::time::Instant;
-use crate::wire::{DeviceId, PublicKey, TicketedHandshakeInit};
+use crate::wire::{DeviceId, PublicKey, TicketedHandshakeInit, TICKET_BINDER_LEN};
 
 use super::RATE_LIMIT_TRACKED_KEYS;
 
@@ -30,10 +30,16 @@ pub(super) enum Admission {
     ByTicket(PublicKey),
 }
 
-/// The ticket key and the per-identity bucket.
+/// Binders of recent valid ticketed handshakes remembered to refuse a
+/// verbatim replay (which would otherwise charge the victim's identity).
+pub const MAX_RECENT_BINDERS: usize = 4096;
+
+/// The ticket key, the per-identity bucket and the recent binders.
 pub(super) struct Tickets {
     key: TicketKey,
     identities: Box<RateLimiter<PublicKey, RATE_LIMIT_TRACKED_KEYS>>,
+    recent: BTreeSet<[u8; TICKET_BINDER_LEN]>,
+    recent_order: VecDeque<[u8; TICKET_BINDER_LEN]>,
 }
 
 impl Tickets {
@@ -45,16 +51,29 @@ impl Tickets {
                 IDENTITY_REGISTRATIONS,
                 rng.next_u64(),
             )),
+            recent: BTreeSet::new(),
+            recent_order: VecDeque::new(),
         }
     }
 
-    /// Opens a presented ticket and checks its binder (one AEAD open, one HMAC).
+    /// Opens a presented ticket and checks its binder (one AEAD open, one
+    /// HMAC), then that this handshake was not presented before.
     pub(super) fn open(
-        &self,
+        &mut self,
         now: Instant,
         init: &TicketedHandshakeInit<'_>,
     ) -> Result<OpenedTicket, TicketError> {
-        self.key.open(now, &init.ticket, &init.binder, init.noise)
+        let opened = self.key.open(now, &init.ticket, &init.binder, init.noise)?;
+        if !self.recent.insert(init.binder) {
+            return Err(TicketError::Replayed);
+        }
+        self.recent_order.push_back(init.binder);
+        while self.recent_order.len() > MAX_RECENT_BINDERS {
+            if let Some(oldest) = self.recent_order.pop_front() {
+                self.recent.remove(&oldest);
+            }
+        }
+        Ok(opened)
     }
 
     /// Charges one registration to `key`; `false` if it is over its limit.

@@ -210,3 +210,29 @@ fn udp_device_id_is_not_the_streams_channel_number() {
     assert_ne!(w.terms[t].channel_no, Some(channel));
     assert_ne!(w.terms[t].channel_no, w.terms[t].device);
 }
+
+#[test]
+fn replayed_ticketed_init_is_refused_and_not_charged_to_the_identity() {
+    let mut w = World::new(SessionConfig::default());
+    let t = w.term("TERM1", ListMode);
+    register_again(&mut w, t);
+    let captured = w.terms[t].last_init.clone();
+    assert!(matches!(
+        Message::decode(&captured),
+        Ok(Message::TicketedHandshakeInit(_))
+    ));
+    // An on-path observer replays the whole ticketed init, again and again,
+    // from the victim's own address once its bucket is empty.
+    drain_source_bucket(&mut w, t);
+    for i in 0..2 * crate::session_server::IDENTITY_REGISTRATIONS.capacity() {
+        let conn = ConnectionId(60_000 + u64::from(i));
+        w.ss.handle_connection_opened(w.now, conn, w.terms[t].addr);
+        w.ss.handle_stream(w.now, conn, &captured);
+    }
+    w.pump();
+    assert!(w.ss.counters().tickets_refused >= 1);
+    assert_eq!(w.ss.counters().identity_rate_limited, 0);
+    // The victim's own next registration still fits its identity.
+    register_again(&mut w, t);
+    assert!(w.terms[t].channel.is_some());
+}
