@@ -25,8 +25,8 @@ use core::net::SocketAddr;
 
 use tryst_core::wire::{
     frame_len, DecodeError, EncodeError, Family, FrameBuffer, Header, Message, MessageType,
-    HEADER_LEN, MAGIC, MAX_BODY_LEN, MAX_HANDSHAKE_LEN, MAX_MESSAGE_LEN, MAX_SEALED_LEN, TAG_LEN,
-    VERSION,
+    HEADER_LEN, MAGIC, MAX_BODY_LEN, MAX_HANDSHAKE_LEN, MAX_MESSAGE_LEN, MAX_SEALED_LEN,
+    MAX_TICKETED_NOISE_LEN, TAG_LEN, VERSION,
 };
 
 /// Feeds `input` to every entry point that reads untrusted bytes
@@ -160,6 +160,9 @@ pub fn within_codec_bounds(message: &Message<'_>) -> bool {
         Message::HandshakeInit(init) => (1..=MAX_HANDSHAKE_LEN).contains(&init.noise.len()),
         Message::HandshakeReply(reply) => (1..=MAX_HANDSHAKE_LEN).contains(&reply.noise.len()),
         Message::Sealed(sealed) => (TAG_LEN..=MAX_SEALED_LEN).contains(&sealed.sealed.len()),
+        Message::TicketedHandshakeInit(init) => {
+            (1..=MAX_TICKETED_NOISE_LEN).contains(&init.noise.len())
+        }
         _ => true,
     }
 }

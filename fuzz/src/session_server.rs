@@ -180,8 +180,9 @@ struct Term {
     next_conn: u64,
     initiator: Option<(Initiator, String)>,
     last_init: Option<Vec<u8>>,
-    /// Channels by device ID (newest last) and the name each registered.
-    channels: Vec<(u64, SecureChannel, String)>,
+    /// Channels by device ID (newest last), the name each registered and
+    /// the stream's channel number (not the device ID).
+    channels: Vec<(u64, SecureChannel, String, u64)>,
     queries: Vec<Query>,
     sessions: Vec<SessionId>,
 }
@@ -653,7 +654,7 @@ impl Harness {
         let conn = self.ensure_conn(t);
         let now = self.now();
         let term = &mut self.terms[usize::from(t)];
-        let Some((_, channel, own_name)) = term.channels.last_mut() else {
+        let Some((_, channel, own_name, _)) = term.channels.last_mut() else {
             return;
         };
         let own_name = own_name.clone();
@@ -807,7 +808,7 @@ impl Harness {
         let now = self.now();
         let plain = encode_plain(message).expect("fits");
         let term = &mut self.terms[usize::from(t)];
-        let Some((_, channel, _)) = term.channels.iter_mut().find(|c| c.0 == device) else {
+        let Some((_, channel, _, _)) = term.channels.iter_mut().find(|c| c.0 == device) else {
             return;
         };
         if let Some(bytes) = seal(channel, &plain) {
@@ -1063,11 +1064,12 @@ impl Harness {
                 term.initiator = None;
                 match Message::decode(&payload[..n]) {
                     Ok(Message::RegisterAck(ack)) => {
-                        assert_eq!(ack.device_id.0, reply.channel);
+                        // The UDP device ID is not the stream's channel number.
+                        assert_ne!(ack.device_id.0, reply.channel);
                         push_bounded(
                             &mut term.channels,
                             3,
-                            (ack.device_id.0, channel, registered_name),
+                            (ack.device_id.0, channel, registered_name, reply.channel),
                         );
                         self.summary.registered += 1;
                     }
@@ -1077,8 +1079,8 @@ impl Harness {
             }
             Message::Sealed(record) => {
                 let term = &mut self.terms[t];
-                let Some((_, channel, own_name)) =
-                    term.channels.iter_mut().find(|c| c.0 == record.channel)
+                let Some((_, channel, own_name, _)) =
+                    term.channels.iter_mut().find(|c| c.3 == record.channel)
                 else {
                     return;
                 };
@@ -1116,7 +1118,9 @@ impl Harness {
                     }
                     Message::Error(_)
                     | Message::ExtensionGrant(_)
-                    | Message::ExtensionRefusal(_) => {}
+                    | Message::ExtensionRefusal(_)
+                    | Message::RegistrationTicket(_)
+                    | Message::KeyReady(_) => {}
                     other => panic!("the server sealed {other:?} to a terminal"),
                 }
             }

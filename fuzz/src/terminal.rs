@@ -619,6 +619,7 @@ impl Harness {
             .into(),
         )
         .expect("fits");
+        let accepted = matches!(reply_message, Message::RegisterAck(_));
         if let Message::RegisterAck(ack) = reply_message {
             self.next_device += 1;
             self.registrations.insert(
@@ -635,6 +636,10 @@ impl Harness {
         }
         self.t.handle_upstream(self.clock.now, &reply);
         push_bounded(&mut self.sent, 32, (false, reply));
+        if accepted {
+            // As the real server does once the trigger server holds the key.
+            self.ss_send(&Message::KeyReady(tryst_core::wire::KeyReady));
+        }
     }
 
     fn ss_send(&mut self, message: &Message<'_>) {

@@ -623,6 +623,8 @@ impl Harness {
                     Ok(Message::TriggerResult(_) | Message::AddressReply(_)) => {
                         self.summary.results += 1;
                     }
+                    // The acknowledgement of a key the session server installed.
+                    Ok(Message::KeyInstallAck(_)) => {}
                     other => panic!("the server sealed {other:?}"),
                 }
             }

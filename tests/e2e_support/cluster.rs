@@ -761,3 +761,111 @@ pub fn start_split_servers(root: &Path, rust_log: &str) -> (Server, Proc) {
     );
     (server, trig)
 }
+
+// ----- issue 12, part c (registration handshake): on-path relays ------------
+
+/// An on-path TCP relay on loopback in front of `upstream`: a terminal given
+/// its address as the control server reaches the server through it, and
+/// [`TcpRelay::cut`] closes every relayed stream at once (a lost stream, as
+/// a NAT timeout or a flaky link would cause).
+pub struct TcpRelay {
+    pub addr: SocketAddr,
+    live: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl TcpRelay {
+    /// Listens on a kernel-picked loopback port and relays to `upstream`.
+    pub fn start(upstream: SocketAddr) -> TcpRelay {
+        let listener = std::net::TcpListener::bind(LOOPBACK_ANY).expect("relay listens");
+        let addr = listener.local_addr().expect("relay address");
+        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = live.clone();
+        std::thread::spawn(move || {
+            for down in listener.incoming() {
+                let Ok(down) = down else { break };
+                let Ok(up) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let (Ok(down2), Ok(up2)) = (down.try_clone(), up.try_clone()) else {
+                    continue;
+                };
+                if let Ok(mut streams) = kept.lock() {
+                    streams.extend(down.try_clone().ok());
+                    streams.extend(up.try_clone().ok());
+                }
+                for (mut from, mut to) in [(down, up), (up2, down2)] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        TcpRelay { addr, live }
+    }
+
+    /// Closes every stream relayed so far, both ways.
+    pub fn cut(&self) {
+        if let Ok(mut streams) = self.live.lock() {
+            for s in streams.drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// An on-path UDP relay on loopback in front of a trigger server: a terminal
+/// given its address as `--trigger` sends through it; it records every
+/// datagram the terminal sent, so a test can replay one from another socket.
+pub struct UdpRelay {
+    /// Where the terminal sends.
+    pub addr: SocketAddr,
+    /// The relay's own address towards the server: what the server observes.
+    pub outer: SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl UdpRelay {
+    /// Binds two kernel-picked loopback sockets and relays for one terminal.
+    pub fn start(upstream: SocketAddr) -> UdpRelay {
+        use std::sync::{Arc, Mutex};
+        let front = std::net::UdpSocket::bind(LOOPBACK_ANY).expect("relay binds");
+        let back = std::net::UdpSocket::bind(LOOPBACK_ANY).expect("relay binds");
+        let addr = front.local_addr().expect("relay address");
+        let outer = back.local_addr().expect("relay address");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let client: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        let (front2, back2) = (
+            front.try_clone().expect("clone"),
+            back.try_clone().expect("clone"),
+        );
+        let (seen2, client2) = (seen.clone(), client.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = front.recv_from(&mut buf) {
+                if let Ok(mut c) = client2.lock() {
+                    *c = Some(from);
+                }
+                if let Ok(mut s) = seen2.lock() {
+                    s.push(buf[..n].to_vec());
+                }
+                let _ = back.send_to(&buf[..n], upstream);
+            }
+        });
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, _)) = back2.recv_from(&mut buf) {
+                let to = client.lock().ok().and_then(|c| *c);
+                if let Some(to) = to {
+                    let _ = front2.send_to(&buf[..n], to);
+                }
+            }
+        });
+        UdpRelay { addr, outer, seen }
+    }
+
+    /// Every datagram the terminal sent through the relay so far, in order.
+    pub fn sent(&self) -> Vec<Vec<u8>> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}

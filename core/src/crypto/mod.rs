@@ -11,6 +11,8 @@
 //!   clatter calls, the one Noise `Split()` and the typed [`HandshakeError`].
 //! - [`udp_auth`]: the AES-GCM tags of keepalives, triggers and their acks,
 //!   and the [`udp_auth::ReplayGuard`] that refuses a replayed counter.
+//! - [`ticket`]: the session server's registration tickets (AES-256-GCM
+//!   under an HKDF-derived key) and their HMAC binders.
 //! - `replay`: the sliding [`ReplayWindow`] of received nonces.
 //!
 //! Dependencies run one way: `channel` builds on `noise`, and nothing here
@@ -25,6 +27,7 @@
 pub mod channel;
 pub(crate) mod noise;
 mod replay;
+pub mod ticket;
 pub mod udp_auth;
 
 pub use channel::{

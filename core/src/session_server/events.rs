@@ -311,6 +311,13 @@ pub struct SessionCounters {
     pub connections_refused: u64,
     /// Seal failures (nonces exhausted), and encoding failures that should not happen.
     pub seal_failures: u64,
+    /// Registration tickets that did not check out (forged, expired, bad
+    /// binder); the attempt fell back to the per-source limit.
+    pub tickets_refused: u64,
+    /// Ticketed handshakes whose proven key was not the ticket's (connection closed).
+    pub ticket_key_mismatches: u64,
+    /// Registrations refused by the per-identity limit (connection closed).
+    pub identity_rate_limited: u64,
 }
 
 /// `end_session` named no live session.

@@ -59,6 +59,7 @@ mod events;
 mod registration;
 mod requests;
 mod sessions;
+mod tickets;
 mod upstream;
 
 #[cfg(test)]
@@ -66,6 +67,7 @@ mod tests;
 
 pub use config::*;
 pub use events::*;
+pub use tickets::IDENTITY_REGISTRATIONS;
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -222,6 +224,10 @@ pub struct SessionServer<R> {
     requests: Requests,
     sessions: BTreeMap<[u8; 16], Session>,
     registration_limiter: Box<RateLimiter<SourceKey, RATE_LIMIT_TRACKED_KEYS>>,
+    /// Registration tickets and the per-identity registration bucket.
+    tickets: tickets::Tickets,
+    /// The UDP device IDs of the channels.
+    udp_ids: tickets::UdpIds,
     request_limiter: Box<RateLimiter<PublicKey, RATE_LIMIT_TRACKED_KEYS>>,
     next_op: u32,
 }
@@ -253,6 +259,8 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
     ) -> Self {
         let registration_limiter = Box::new(RateLimiter::with_seed(REGISTRATIONS, rng.next_u64()));
         let request_limiter = Box::new(RateLimiter::with_seed(CONNECTION_REQUESTS, rng.next_u64()));
+        let tickets = tickets::Tickets::new(&keypair, &mut rng);
+        let udp_ids = tickets::UdpIds::new(&keypair);
         SessionServer {
             out: Outputs {
                 facts: VecDeque::new(),
@@ -277,6 +285,8 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             requests: Requests::default(),
             sessions: BTreeMap::new(),
             registration_limiter,
+            tickets,
+            udp_ids,
             request_limiter,
             next_op: 0,
         }
@@ -316,7 +326,12 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         };
         self.guard.heard(now, conn);
         match Message::decode(message) {
-            Ok(Message::HandshakeInit(init)) => self.on_handshake_init(now, conn, remote, &init),
+            Ok(Message::HandshakeInit(init)) => {
+                self.on_handshake_init(now, conn, remote, &init, None)
+            }
+            Ok(Message::TicketedHandshakeInit(ticketed)) => {
+                self.on_handshake_init(now, conn, remote, &ticketed.init(), Some(&ticketed))
+            }
             Ok(Message::Sealed(record)) => self.on_sealed(now, conn, &record),
             _ => self.out.counters.ignored_messages += 1,
         }

@@ -10,24 +10,28 @@ use core::net::SocketAddr;
 use rand_core::{CryptoRng, RngCore};
 
 use super::{SessionEvent, SessionFact, SessionServer, Timer};
-use crate::crypto::channel::{Responder, REPLY_OVERHEAD};
+use crate::crypto::channel::{Responder, REPLY_OVERHEAD, SEALED_OVERHEAD};
 use crate::crypto::{SecureChannel, MAX_HANDSHAKE_PAYLOAD};
-use crate::machine::{ConnectionId, Destination};
+use crate::machine::{ConnectionId, Destination, OwnedTransmit};
 use crate::names::{RefusalReason, Registration, TrustMode};
 use crate::ratelimit::SourceKey;
 use crate::time::Instant;
 use crate::wire::{
     DecisionMode, DeviceId, ErrorCode, ErrorReply, HandshakeInit, HandshakeReply, KeyInstall,
-    KeyRevoke, Message, Name, PublicKey, Register, RegisterAck, UdpKey,
+    KeyRevoke, Message, Name, PublicKey, Register, RegisterAck, TicketedHandshakeInit, UdpKey,
+    HEADER_LEN, TICKET_LEN, TICKET_SECRET_LEN,
 };
 
 use super::events::RegistrationRefusal;
+use super::tickets::Admission;
 use super::upstream::UpMsg;
 use super::{CHANNEL_ORPHAN_GRACE, REGISTRATION_CONFIRM_TIMEOUT};
 
 /// Room for a handshake reply around the longest payload the server puts
 /// in one (a `RegisterAck`, 46 bytes).
 const REPLY_BUF_LEN: usize = REPLY_OVERHEAD + 64;
+/// Bytes of an encoded `RegistrationTicket` message.
+const TICKET_MESSAGE_LEN: usize = HEADER_LEN + TICKET_LEN + TICKET_SECRET_LEN;
 /// Attempts at drawing an unused device ID before giving up (a collision of
 /// random 64-bit numbers is already astronomically unlikely).
 const DEVICE_ID_ATTEMPTS: usize = 8;
@@ -92,12 +96,15 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         conn: ConnectionId,
         remote: SocketAddr,
         init: &HandshakeInit<'_>,
+        ticket: Option<&TicketedHandshakeInit<'_>>,
     ) {
-        if !self.admit_registration(now, conn, remote) {
+        let Some(admission) = self.admit_registration(now, conn, remote, ticket) else {
             return;
-        }
+        };
         let mut payload = [0u8; MAX_HANDSHAKE_PAYLOAD];
-        let Some((responder, register)) = self.accept_registration(now, init, &mut payload) else {
+        let Some((responder, register)) =
+            self.accept_registration(now, conn, init, &mut payload, admission)
+        else {
             return;
         };
         let key = responder.initiator_key();
@@ -116,7 +123,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
                 return;
             }
         };
-        let Some((secure, udp_key)) = self.answer_registration(conn, responder, device) else {
+        let Some((secure, udp_key)) = self.answer_registration(now, conn, responder, device) else {
             if holds_binding {
                 self.release_unconfirmed(name.as_str(), key);
             }
@@ -140,27 +147,58 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         self.keep_pending(now, conn, device, channel);
     }
 
-    /// Admit: the source's registration rate, before any public-key work (over it: closed).
-    fn admit_registration(&mut self, now: Instant, conn: ConnectionId, remote: SocketAddr) -> bool {
+    /// Admit, before any public-key work: a valid ticket (one AEAD open, one
+    /// HMAC) is charged to its identity's bucket and skips the per-source
+    /// one; a refused ticket is counted and the attempt falls back to the
+    /// source's registration rate. Over either limit: closed.
+    fn admit_registration(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        remote: SocketAddr,
+        ticket: Option<&TicketedHandshakeInit<'_>>,
+    ) -> Option<Admission> {
+        if let Some(ticketed) = ticket {
+            match self.tickets.open(now, ticketed) {
+                Ok(opened) => {
+                    if self.tickets.charge(now, &opened.key) {
+                        return Some(Admission::ByTicket(opened.key));
+                    }
+                    self.out.counters.identity_rate_limited += 1;
+                    self.close_registration(conn);
+                    return None;
+                }
+                Err(_) => self.out.counters.tickets_refused += 1,
+            }
+        }
         if self
             .registration_limiter
             .check(now, &SourceKey::from_addr(&remote))
             .is_ok()
         {
-            return true;
+            return Some(Admission::BySource);
         }
         self.out.counters.registrations_rate_limited += 1;
-        self.conns.remove(&conn);
-        self.out.close(conn);
-        false
+        self.close_registration(conn);
+        None
     }
 
-    /// Accept: the Noise IK handshake and its `Register` payload, counting what fails.
+    /// Closes the stream of a registration attempt refused before its answer.
+    fn close_registration(&mut self, conn: ConnectionId) {
+        self.conns.remove(&conn);
+        self.out.close(conn);
+    }
+
+    /// Accept: the Noise IK handshake and its `Register` payload, counting
+    /// what fails. The proven key must be the ticket's (else closed and
+    /// counted); without a ticket it is charged to its identity's bucket now.
     fn accept_registration<'p>(
         &mut self,
         now: Instant,
+        conn: ConnectionId,
         init: &HandshakeInit<'_>,
         payload: &'p mut [u8],
+        admission: Admission,
     ) -> Option<(Responder, Register<'p>)> {
         let (responder, n) =
             match Responder::accept(&mut self.rng, now, &self.keypair, init, payload) {
@@ -170,6 +208,22 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
                     return None;
                 }
             };
+        let key = responder.initiator_key();
+        match admission {
+            Admission::ByTicket(ticket_key) if ticket_key != key => {
+                self.out.counters.ticket_key_mismatches += 1;
+                self.close_registration(conn);
+                return None;
+            }
+            Admission::ByTicket(_) => {}
+            Admission::BySource => {
+                if !self.tickets.charge(now, &key) {
+                    self.out.counters.identity_rate_limited += 1;
+                    self.close_registration(conn);
+                    return None;
+                }
+            }
+        }
         let payload: &'p [u8] = payload;
         let Some(Ok(Message::Register(register))) = payload.get(..n).map(Message::decode) else {
             self.out.counters.ignored_messages += 1;
@@ -275,17 +329,23 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         }
     }
 
-    /// Answer: a fresh UDP key in a `RegisterAck` in the handshake reply; `None` if sealing failed.
+    /// Answer: a fresh UDP key in a `RegisterAck` in the handshake reply,
+    /// then a fresh `RegistrationTicket` sealed on the new channel; `None`
+    /// if sealing failed.
     fn answer_registration(
         &mut self,
+        now: Instant,
         conn: ConnectionId,
         responder: Responder,
         device: u64,
     ) -> Option<(SecureChannel, UdpKey)> {
+        let key = responder.initiator_key();
         let mut udp_key = UdpKey([0; 32]);
         self.rng.fill_bytes(&mut udp_key.0);
+        // The UDP device ID is a keyed hash of the channel number in the
+        // reply, so the keepalives do not name the stream's channel.
         let ack = Message::RegisterAck(RegisterAck {
-            device_id: DeviceId(device),
+            device_id: self.udp_ids.of(device),
             udp_key,
         });
         let mut ack_bytes = [0u8; 64];
@@ -295,7 +355,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             .ok()
             .and_then(|len| ack_bytes.get(..len))
             .and_then(|p| responder.reply(device, p, &mut reply).ok());
-        let Some((secure, len)) = sent else {
+        let Some((mut secure, len)) = sent else {
             self.out.counters.seal_failures += 1;
             return None;
         };
@@ -306,7 +366,35 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
                 noise: reply.get(..len).unwrap_or_default(),
             }),
         );
+        self.send_ticket(now, conn, &mut secure, &key);
         Some((secure, udp_key))
+    }
+
+    /// Seals a fresh ticket for `key` on `secure` and sends it on `conn`.
+    fn send_ticket(
+        &mut self,
+        now: Instant,
+        conn: ConnectionId,
+        secure: &mut SecureChannel,
+        key: &PublicKey,
+    ) {
+        let Some(ticket) = self.tickets.issue(&mut self.rng, now, key) else {
+            self.out.counters.seal_failures += 1;
+            return;
+        };
+        let mut plain = [0u8; TICKET_MESSAGE_LEN];
+        let mut sealed = [0u8; TICKET_MESSAGE_LEN + SEALED_OVERHEAD];
+        let sent = Message::RegistrationTicket(ticket)
+            .encode(&mut plain)
+            .ok()
+            .and_then(|n| plain.get(..n))
+            .and_then(|p| secure.seal(p, &mut sealed).ok())
+            .and_then(|m| sealed.get(..m))
+            .and_then(|bytes| OwnedTransmit::from_bytes(Destination::Connection(conn), bytes));
+        match sent {
+            Some(t) => self.out.transmit(t),
+            None => self.out.counters.seal_failures += 1,
+        }
     }
 
     /// Keep: the channel stays pending until its first record confirms it or its timer fires.

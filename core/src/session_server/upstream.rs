@@ -14,14 +14,15 @@ use alloc::collections::VecDeque;
 
 use rand_core::{CryptoRng, RngCore};
 
+use super::tickets::UdpIds;
 use super::{SessionEvent, SessionServer, Timer, UPSTREAM_RETRY_MAX, UPSTREAM_RETRY_MIN};
 use crate::crypto::channel::INIT_OVERHEAD;
 use crate::crypto::{Initiator, SecureChannel};
 use crate::machine::{Destination, OwnedTransmit};
 use crate::time::Instant;
 use crate::wire::{
-    AddressInquiry, EndTriggerRequest, HandshakeInit, HandshakeReply, KeyInstall, KeyRevoke,
-    Message, Poll, Sealed, TriggerRequest, MAX_PLAIN_MESSAGE_LEN,
+    AddressInquiry, DeviceId, EndTriggerRequest, HandshakeInit, HandshakeReply, KeyInstall,
+    KeyReady, KeyRevoke, Message, Poll, Sealed, TriggerRequest, MAX_PLAIN_MESSAGE_LEN,
 };
 
 /// A message for the trigger server (all fixed-size, so the queue holds
@@ -41,13 +42,31 @@ pub(super) enum UpMsg {
 }
 
 impl UpMsg {
-    fn message(&self) -> Message<'static> {
+    /// The message for the trigger server: the channel numbers the server
+    /// tables use become the terminals' UDP device IDs.
+    fn message(&self, ids: &UdpIds) -> Message<'static> {
+        let id = |d: DeviceId| ids.of(d.0);
         match *self {
-            UpMsg::Trigger(m) => Message::TriggerRequest(m),
-            UpMsg::EndTrigger(m) => Message::EndTriggerRequest(m),
-            UpMsg::Address(m) => Message::AddressInquiry(m),
-            UpMsg::KeyInstall(m) => Message::KeyInstall(m),
-            UpMsg::KeyRevoke(m) => Message::KeyRevoke(m),
+            UpMsg::Trigger(m) => Message::TriggerRequest(TriggerRequest {
+                device_id: id(m.device_id),
+                ..m
+            }),
+            UpMsg::EndTrigger(m) => Message::EndTriggerRequest(EndTriggerRequest {
+                device_id: id(m.device_id),
+                ..m
+            }),
+            UpMsg::Address(m) => Message::AddressInquiry(AddressInquiry {
+                first: id(m.first),
+                second: id(m.second),
+                ..m
+            }),
+            UpMsg::KeyInstall(m) => Message::KeyInstall(KeyInstall {
+                device_id: id(m.device_id),
+                ..m
+            }),
+            UpMsg::KeyRevoke(m) => Message::KeyRevoke(KeyRevoke {
+                device_id: id(m.device_id),
+            }),
         }
     }
 }
@@ -102,9 +121,12 @@ impl Upstream {
 impl<R: RngCore + CryptoRng> SessionServer<R> {
     /// Sends `msg` to the trigger server, or queues it until the link is up.
     pub(super) fn send_upstream(&mut self, now: Instant, msg: UpMsg) {
+        if let UpMsg::KeyInstall(m) = msg {
+            self.udp_ids.installing(m.device_id.0);
+        }
         if let Some(channel) = self.upstream.current.as_mut() {
             let rekey = channel.needs_rekey(now);
-            if seal_into(channel, &msg.message(), &mut self.out) {
+            if seal_into(channel, &msg.message(&self.udp_ids), &mut self.out) {
                 if rekey {
                     self.ensure_handshake(now);
                 }
@@ -269,7 +291,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
                 self.upstream.queue.push_front(msg);
                 return;
             };
-            if !seal_into(channel, &msg.message(), &mut self.out) {
+            if !seal_into(channel, &msg.message(&self.udp_ids), &mut self.out) {
                 self.upstream.current = None;
                 self.upstream.queue.push_front(msg);
                 self.ensure_handshake(now);
@@ -317,7 +339,19 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         match plain.get(..n).map(Message::decode) {
             Some(Ok(Message::TriggerResult(result))) => self.on_trigger_result(now, &result),
             Some(Ok(Message::AddressReply(reply))) => self.on_address_reply(now, &reply),
+            Some(Ok(Message::KeyInstallAck(ack))) => self.on_key_installed(ack.device_id),
             _ => self.out.counters.ignored_messages += 1,
+        }
+    }
+
+    /// The trigger server holds `device`'s key: its terminal may start
+    /// keepalives (`KeyReady`, sealed), so its first one is not dropped.
+    fn on_key_installed(&mut self, id: DeviceId) {
+        match self.udp_ids.acknowledged(id) {
+            Some(device) if self.reg.channels.get(&device).is_some_and(|c| c.live) => {
+                self.send_to_device(device, &Message::KeyReady(KeyReady));
+            }
+            _ => self.out.counters.stale_answers += 1,
         }
     }
 }

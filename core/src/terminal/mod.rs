@@ -24,7 +24,11 @@
 //!    reply within the handshake timeout, or a lost stream: try again after
 //!    1 s, 2 s, 4 s, ... up to 60 s. `RegisterAck`: the terminal keeps the
 //!    device ID, the UDP key and the channel, sends a sealed `Poll` at once
-//!    (which confirms the channel to the server) and starts keepalives.
+//!    (which confirms the channel to the server) and starts keepalives when
+//!    the server's sealed `KeyReady` says the trigger server holds the key
+//!    (or after [`KEY_READY_TIMEOUT`] without it). A sealed
+//!    `RegistrationTicket` is kept in memory and presented on the next
+//!    handshakes, which then skip the server's per-source limit.
 //!    A refusal is reported and the terminal stops.
 //! 2. Keepalives (S701) go to the trigger server every interval (20 s until
 //!    the server's ack says otherwise, clamped to 5..=300 s); an ack is due
@@ -69,6 +73,7 @@ use core::time::Duration;
 use heapless::{Deque, Vec};
 use rand_core::{CryptoRng, RngCore};
 
+use crate::crypto::ticket::binder_of;
 use crate::crypto::{udp_auth, Initiator, SecureChannel, StaticKeypair, REKEY_AFTER_TIME};
 use crate::machine::{Destination, OwnedTransmit, Payload};
 use crate::time::{Clock, Instant};
@@ -76,8 +81,8 @@ use crate::wire::{
     AddressNotification, ConnectionRequest, DeviceId, EndNotification, EndReason, EndTrigger,
     ErrorCode, ErrorReply, ExtensionRequest, HandshakeInit, HandshakeReply, KeepaliveAck, Message,
     Name, NameSeq, PermissionAnswer, PermissionInquiry, PermissionList, Poll, PublicKey, Register,
-    Role, Sealed, SessionId, Trigger, UdpKey, Verdict, MAX_HANDSHAKE_LEN, MAX_MESSAGE_LEN,
-    MAX_PLAIN_MESSAGE_LEN,
+    RegistrationTicket, Role, Sealed, SessionId, TicketedHandshakeInit, Trigger, UdpKey, Verdict,
+    MAX_HANDSHAKE_LEN, MAX_MESSAGE_LEN, MAX_PLAIN_MESSAGE_LEN,
 };
 
 /// Rounds of timer processing in one `handle_timeout`; each round can only
@@ -181,6 +186,9 @@ pub struct Terminal<R> {
     transmits: Deque<OwnedTransmit, MAX_TERMINAL_QUEUED_TRANSMITS>,
     events: Deque<TerminalEvent, MAX_TERMINAL_QUEUED_EVENTS>,
     stats: TerminalStats,
+    /// The session server's last registration ticket, presented on the next
+    /// handshakes (kept in memory only: a restart starts without one).
+    ticket: Option<RegistrationTicket>,
 }
 
 impl<R> core::fmt::Debug for Terminal<R> {
@@ -292,6 +300,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
             transmits: Deque::new(),
             events: Deque::new(),
             stats: TerminalStats::default(),
+            ticket: None,
         }
     }
 
@@ -692,10 +701,21 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
                 &mut noise,
             )
             .ok()?;
-            let init = Message::HandshakeInit(HandshakeInit {
-                noise: noise.get(..n)?,
-            });
-            let transmit = OwnedTransmit::new(Destination::Upstream, &init)?;
+            let noise = noise.get(..n)?;
+            let transmit = match &self.ticket {
+                Some(t) => OwnedTransmit::new(
+                    Destination::Upstream,
+                    &Message::TicketedHandshakeInit(TicketedHandshakeInit {
+                        ticket: t.ticket,
+                        binder: binder_of(&t.secret, noise),
+                        noise,
+                    }),
+                )?,
+                None => OwnedTransmit::new(
+                    Destination::Upstream,
+                    &Message::HandshakeInit(HandshakeInit { noise }),
+                )?,
+            };
             Some((initiator, transmit))
         });
         self.stats.handshakes_started = self.stats.handshakes_started.saturating_add(1);
@@ -764,7 +784,24 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
         self.emit(TerminalEvent::Registered { device_id });
         // Confirms the channel to the server, which only then installs the key.
         let _ = self.send_sealed(&Message::Poll(Poll));
-        self.send_keepalive(now);
+        // The first keepalive waits for `KeyReady` (the trigger server holds
+        // the key: it is not dropped, so a copy cannot be replayed later),
+        // or goes at this deadline anyway.
+        if let Phase::Registered(reg) = &mut self.phase {
+            reg.keepalive.next_send = after(now, KEY_READY_TIMEOUT);
+        }
+    }
+
+    /// The session server says the trigger server holds the key: the first
+    /// keepalive goes now (once; later ones follow the schedule).
+    fn on_key_ready(&mut self, now: Instant) -> bool {
+        let Phase::Registered(reg) = &self.phase else {
+            return false;
+        };
+        if reg.keepalive.next_counter == 1 {
+            self.send_keepalive(now);
+        }
+        true
     }
 
     /// Drops the registration and starts a fresh handshake series.
@@ -903,6 +940,11 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
                 true
             }
             Message::Error(e) => self.on_error(&e),
+            Message::KeyReady(_) => self.on_key_ready(now),
+            Message::RegistrationTicket(t) => {
+                self.ticket = Some(t);
+                true
+            }
             _ => false,
         }
     }

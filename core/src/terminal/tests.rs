@@ -69,6 +69,9 @@ struct Harness {
     /// The trigger server acknowledges every keepalive at once (and the
     /// keepalives are not kept in `udp`), so long runs stay registered.
     auto_ack: bool,
+    /// The session server sends `KeyReady` right after accepting (as the
+    /// real one does once the trigger server acknowledged the key).
+    key_ready_on_register: bool,
 }
 
 impl Harness {
@@ -92,6 +95,7 @@ impl Harness {
             upstream: Vec::new(),
             events: Vec::new(),
             auto_ack: false,
+            key_ready_on_register: true,
         }
     }
 
@@ -279,6 +283,10 @@ impl Harness {
             let poll = self.ss_receive_one();
             assert_eq!(Message::decode(&poll).unwrap(), Message::Poll(Poll));
             assert!(self.ss.as_ref().unwrap().peer_confirmed());
+            // The trigger server acknowledged the key: keepalives may start.
+            if self.key_ready_on_register {
+                self.ss_send(crate::wire::KeyReady.into());
+            }
         }
     }
 
@@ -1590,4 +1598,77 @@ fn terminal_state_has_a_fixed_footprint() {
     // No allocator: the whole machine, queues included, is one value
     // (about 46 KiB, most of it the transmit queue), whatever the input.
     assert!(core::mem::size_of::<Terminal<ChaCha20Rng>>() <= 64 * 1024);
+}
+
+#[test]
+fn terminal_presents_its_ticket_with_a_binder_when_it_registers_again() {
+    let mut h = Harness::registered(31, |_| {});
+    let ticket = crate::wire::RegistrationTicket {
+        ticket: [0x7c; crate::wire::TICKET_LEN],
+        secret: [0x5b; crate::wire::TICKET_SECRET_LEN],
+    };
+    h.ss_send(ticket.into());
+    h.clear();
+    h.t.handle_upstream_closed(h.now);
+    let raw = h.take_upstream();
+    assert_eq!(raw.len(), 1);
+    let Ok(Message::TicketedHandshakeInit(init)) = Message::decode(&raw[0]) else {
+        panic!("expected a ticketed handshake init");
+    };
+    assert_eq!(init.ticket, ticket.ticket);
+    assert_eq!(
+        init.binder,
+        crate::crypto::ticket::binder_of(&ticket.secret, init.noise)
+    );
+    // The Noise bytes inside are a real handshake for the session server.
+    let mut payload = [0u8; MAX_PLAIN_MESSAGE_LEN];
+    let accepted = Responder::accept(&mut h.ss_rng, h.now, &h.ss_key, &init.init(), &mut payload);
+    assert!(accepted.is_ok());
+}
+
+#[test]
+fn terminal_without_a_ticket_sends_a_plain_handshake_init() {
+    let mut h = Harness::registered(32, |_| {});
+    h.clear();
+    h.t.handle_upstream_closed(h.now);
+    let raw = h.take_upstream();
+    assert!(matches!(
+        Message::decode(&raw[0]),
+        Ok(Message::HandshakeInit(_))
+    ));
+}
+
+/// A terminal registered by a session server that has not sent `KeyReady`.
+fn registered_without_key_ready(seed: u64) -> Harness {
+    let mut h = Harness::new(seed);
+    h.key_ready_on_register = false;
+    h.t.start(h.now);
+    h.drain();
+    h.ss_handshake(true);
+    h
+}
+
+#[test]
+fn first_keepalive_waits_for_key_ready_then_goes_at_once() {
+    let mut h = registered_without_key_ready(33);
+    // Registered, but no keepalive yet: the trigger server may not hold the key.
+    assert!(h.t.is_registered());
+    h.advance(secs(1));
+    assert!(h.keepalives().is_empty(), "a keepalive before KeyReady");
+    h.ss_send(crate::wire::KeyReady.into());
+    let first = h.keepalives();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].counter, 1);
+    // A second KeyReady starts nothing new.
+    h.ss_send(crate::wire::KeyReady.into());
+    assert!(h.keepalives().is_empty());
+}
+
+#[test]
+fn first_keepalive_goes_after_the_key_ready_timeout_without_one() {
+    let mut h = registered_without_key_ready(34);
+    h.advance(KEY_READY_TIMEOUT - secs(1));
+    assert!(h.keepalives().is_empty());
+    h.advance(secs(1));
+    assert_eq!(h.keepalives().len(), 1, "the fallback keepalive");
 }

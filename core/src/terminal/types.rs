@@ -32,6 +32,10 @@ pub const MAX_TERMINAL_QUEUED_EVENTS: usize = 16;
 pub use crate::wire::{DEFAULT_KEEPALIVE_INTERVAL, MAX_KEEPALIVE_INTERVAL, MIN_KEEPALIVE_INTERVAL};
 /// How long a keepalive waits for its ack before the terminal sends another.
 pub const KEEPALIVE_ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a fresh registration waits for the session server's `KeyReady`
+/// (the trigger server holds its key) before its first keepalive goes anyway
+/// (a server that never sends one).
+pub const KEY_READY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Keepalives in a row without an ack after which the terminal registers
 /// again (a restarted trigger server is noticed within 6 x 2 s). Six, not
 /// three: with 5% loss each way three misses in a row happen about once

@@ -97,8 +97,8 @@ use crate::ratelimit::{Limit, RateLimiter, SourceKey, TokenBucket, KEEPALIVES};
 use crate::time::{Clock, Instant};
 use crate::wire::{
     AddressInquiry, AddressReply, DeviceId, HandshakeInit, HandshakeReply, Keepalive, KeyInstall,
-    KeyRevoke, Message, Poll, PublicKey, Sealed, SessionId, TriggerAck, TriggerOutcome,
-    TriggerResult, UdpKey, MAX_PLAIN_MESSAGE_LEN,
+    KeyInstallAck, KeyRevoke, Message, Poll, PublicKey, Sealed, SessionId, TriggerAck,
+    TriggerOutcome, TriggerResult, UdpKey, MAX_PLAIN_MESSAGE_LEN,
 };
 
 #[cfg(test)]
@@ -813,7 +813,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
             return;
         };
         match message {
-            Message::KeyInstall(m) => self.key_install(now, &m),
+            Message::KeyInstall(m) => self.key_install(now, origin, &m),
             Message::KeyRevoke(m) => self.key_revoke(&m),
             Message::TriggerRequest(m) => {
                 self.start_trigger(now, origin, m.op_id, m.device_id, Kind::Trigger)
@@ -828,11 +828,18 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
         }
     }
 
-    fn key_install(&mut self, now: Instant, m: &KeyInstall) {
+    /// Installs a device's key and acknowledges it to the session server
+    /// (which then lets the terminal start its keepalives: none arrives
+    /// before the key, so none is dropped and none can be replayed later).
+    fn key_install(&mut self, now: Instant, origin: Origin, m: &KeyInstall) {
+        let ack = KeyInstallAck {
+            device_id: m.device_id,
+        };
         if let Some(existing) = self.devices.get(&m.device_id) {
             if existing.key == m.udp_key {
                 // Counters must never start again under one key.
                 self.stats.key_installs_repeated += 1;
+                self.send_to_session_server(origin, &ack.into());
                 return;
             }
             // A new key for the same number: a new registration; start afresh.
@@ -859,6 +866,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
         self.event(TriggerEvent::KeyInstalled {
             device_id: m.device_id,
         });
+        self.send_to_session_server(origin, &ack.into());
     }
 
     fn key_revoke(&mut self, m: &KeyRevoke) {

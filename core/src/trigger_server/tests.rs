@@ -236,6 +236,8 @@ impl Harness {
         out
     }
 
+    /// Installs `term`'s key and takes the trigger server's acknowledgement
+    /// (absent when the install was refused).
     fn install(&mut self, term: &Term) {
         self.ss_send(
             KeyInstall {
@@ -244,6 +246,8 @@ impl Harness {
             }
             .into(),
         );
+        self.replies
+            .retain(|r| !matches!(r, FromTs::Other(MessageType::KeyInstallAck)));
     }
 
     fn trigger(&mut self, op_id: u32, term: &Term) {
@@ -903,6 +907,11 @@ fn sealed_messages_before_the_handshake_are_ignored() {
     h.drain();
     assert_eq!(h.ts.device_count(), 1);
     assert_eq!(h.ts.stats().records_refused, 1);
+    assert_eq!(
+        h.take_replies(),
+        [FromTs::Other(MessageType::KeyInstallAck)],
+        "one install, one acknowledgement"
+    );
     // Messages for other machines are counted and ignored.
     h.ss_send(Message::TriggerResult(TriggerResult {
         op_id: 1,
@@ -1432,4 +1441,40 @@ fn an_established_link_outlives_the_idle_bound_and_an_unlinked_stream_does_not()
     assert_eq!(h.closed, vec![junk], "only the stream without a link");
     h.advance(crate::conn_guard::IDLE_STREAM_TIMEOUT * 10);
     assert_eq!(h.closed, vec![junk], "the link stays");
+}
+
+#[test]
+fn key_install_is_acknowledged_before_the_first_keepalive_so_its_replay_is_refused() {
+    let mut h = Harness::linked(TriggerConfig::default());
+    let mut term = Term::new(61, "203.0.113.61:40001");
+    let install: Message<'_> = KeyInstall {
+        device_id: term.id,
+        udp_key: term.key,
+    }
+    .into();
+    h.ss_send(install.clone());
+    // The session server hears that the key is in (and only then lets the
+    // terminal start its keepalives).
+    assert_eq!(
+        h.take_replies(),
+        [FromTs::Other(MessageType::KeyInstallAck)]
+    );
+    // So the first keepalive is accepted, not dropped...
+    let first = term.keepalive();
+    h.udp_in(term.nat, &first);
+    assert_eq!(h.ts.live_address(term.id), Some(term.nat));
+    // ...and a copy replayed later from an on-path attacker's socket is
+    // refused: the stored address stays the terminal's.
+    h.advance(secs(3));
+    h.take_udp();
+    let attacker = addr("198.51.100.66:6666");
+    h.udp_in(attacker, &first);
+    assert_eq!(h.ts.live_address(term.id), Some(term.nat));
+    assert!(h.take_udp().is_empty(), "no ack to the attacker");
+    // A repeated install (a re-sent KeyInstall) is acknowledged again.
+    h.ss_send(install);
+    assert_eq!(
+        h.take_replies(),
+        [FromTs::Other(MessageType::KeyInstallAck)]
+    );
 }

@@ -6,8 +6,9 @@ use super::put::Put;
 
 use super::error::{DecodeError, EncodeError};
 use super::fields::TAG_LEN;
-use super::message::{Body, MAX_PLAIN_MESSAGE_LEN};
+use super::message::{Body, MAX_BODY_LEN, MAX_PLAIN_MESSAGE_LEN};
 use super::reader::Reader;
+use super::registration::{TICKET_BINDER_LEN, TICKET_LEN};
 
 /// Bytes a Noise IK first message adds to its payload: ephemeral key (32),
 /// encrypted static key (32 + 16) and the payload's tag (16).
@@ -57,6 +58,53 @@ impl<'a> Body<'a> for HandshakeInit<'a> {
         self.noise.len()
     }
     fn emit<B: Put>(&self, b: &mut B) {
+        b.put_slice(self.noise);
+    }
+}
+
+/// Longest Noise message a [`TicketedHandshakeInit`] carries: what fits in
+/// [`MAX_BODY_LEN`] after the ticket and binder.
+pub const MAX_TICKETED_NOISE_LEN: usize = MAX_BODY_LEN - TICKET_LEN - TICKET_BINDER_LEN;
+
+/// Initiator -> session server: a [`HandshakeInit`] with a registration
+/// ticket in clear before the Noise bytes, and a binder that proves the
+/// sender holds the ticket's secret (so a copied ticket is useless on other
+/// Noise bytes). The server checks both before any public-key work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct TicketedHandshakeInit<'a> {
+    /// The ticket of a `RegistrationTicket`, as received.
+    pub ticket: [u8; TICKET_LEN],
+    /// HMAC-SHA-256 of `noise` under the ticket's secret.
+    pub binder: [u8; TICKET_BINDER_LEN],
+    /// The Noise message, 1..=[`MAX_TICKETED_NOISE_LEN`] bytes.
+    pub noise: &'a [u8],
+}
+
+impl<'a> TicketedHandshakeInit<'a> {
+    /// The plain handshake init inside.
+    pub fn init(&self) -> HandshakeInit<'a> {
+        HandshakeInit { noise: self.noise }
+    }
+}
+
+impl<'a> Body<'a> for TicketedHandshakeInit<'a> {
+    fn parse(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Ok(TicketedHandshakeInit {
+            ticket: r.array()?,
+            binder: r.array()?,
+            noise: opaque(r, 1, MAX_TICKETED_NOISE_LEN)?,
+        })
+    }
+    fn check(&self) -> Result<(), EncodeError> {
+        check_opaque(self.noise, 1, MAX_TICKETED_NOISE_LEN)
+    }
+    fn body_len(&self) -> usize {
+        TICKET_LEN + TICKET_BINDER_LEN + self.noise.len()
+    }
+    fn emit<B: Put>(&self, b: &mut B) {
+        b.put_slice(&self.ticket);
+        b.put_slice(&self.binder);
         b.put_slice(self.noise);
     }
 }

@@ -205,3 +205,26 @@ impl<'a> Body<'a> for KeyRevoke {
         b.put_u64(self.device_id.0);
     }
 }
+
+/// Trigger server -> session server: `device_id`'s key is installed; its
+/// keepalives are accepted from now on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct KeyInstallAck {
+    /// The device of the `KeyInstall` this answers.
+    pub device_id: DeviceId,
+}
+
+impl<'a> Body<'a> for KeyInstallAck {
+    fn parse(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Ok(KeyInstallAck {
+            device_id: DeviceId(r.u64()?),
+        })
+    }
+    fn body_len(&self) -> usize {
+        8
+    }
+    fn emit<B: Put>(&self, b: &mut B) {
+        b.put_u64(self.device_id.0);
+    }
+}

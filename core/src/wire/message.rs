@@ -143,6 +143,10 @@ messages! { 'a;
     RegisterAck(RegisterAck) = 0x02, Registration;
     /// Terminal -> session server: "you triggered me" (S703 polling, S1202).
     Poll(Poll) = 0x03, Registration;
+    /// Session server -> terminal (sealed): a ticket for its next registrations.
+    RegistrationTicket(RegistrationTicket) = 0x04, Registration;
+    /// Session server -> terminal (sealed): the UDP key is installed; keepalives may start.
+    KeyReady(KeyReady) = 0x05, Registration;
     /// Terminal -> trigger server: keep the NAT mapping alive and register the address (S701, 803/804).
     Keepalive(Keepalive) = 0x10, Udp;
     /// Trigger server -> terminal: the observed address and the wanted interval.
@@ -179,6 +183,8 @@ messages! { 'a;
     KeyInstall(KeyInstall) = 0x35, Interserver;
     /// Session server -> trigger server: forget this device and its key.
     KeyRevoke(KeyRevoke) = 0x36, Interserver;
+    /// Trigger server -> session server: the key of this device is installed.
+    KeyInstallAck(KeyInstallAck) = 0x37, Interserver;
     /// Terminal -> session server: extend this session (S1505).
     ExtensionRequest(ExtensionRequest) = 0x40, SessionLife;
     /// Session server -> terminal: the new permitted duration (S1603).
@@ -195,6 +201,8 @@ messages! { 'a;
     HandshakeReply(HandshakeReply<'a>) = 0x61, Envelope;
     /// Either direction: one message sealed under the channel's symmetric key.
     Sealed(Sealed<'a>) = 0x62, Envelope;
+    /// Terminal -> session server: a `HandshakeInit` with a registration ticket and its binder.
+    TicketedHandshakeInit(TicketedHandshakeInit<'a>) = 0x63, Envelope;
 }
 
 impl<'a> Message<'a> {

@@ -28,7 +28,8 @@ mod udp;
 pub mod vectors;
 
 pub use envelope::{
-    HandshakeInit, HandshakeReply, Sealed, MAX_HANDSHAKE_LEN, MAX_SEALED_LEN, NOISE_IK_OVERHEAD,
+    HandshakeInit, HandshakeReply, Sealed, TicketedHandshakeInit, MAX_HANDSHAKE_LEN,
+    MAX_SEALED_LEN, MAX_TICKETED_NOISE_LEN, NOISE_IK_OVERHEAD,
 };
 pub use error::{DecodeError, EncodeError, NameError};
 pub use fields::{
@@ -38,15 +39,18 @@ pub use fields::{
 };
 pub use header::{frame_len, Header, HeaderType, HEADER_LEN, MAGIC, VERSION};
 pub use interserver::{
-    AddressInquiry, AddressReply, EndTriggerRequest, KeyInstall, KeyRevoke, TriggerRequest,
-    TriggerResult,
+    AddressInquiry, AddressReply, EndTriggerRequest, KeyInstall, KeyInstallAck, KeyRevoke,
+    TriggerRequest, TriggerResult,
 };
 pub use message::{
     Family, Message, MessageType, MAX_BODY_LEN, MAX_MESSAGE_LEN, MAX_PLAIN_BODY_LEN,
     MAX_PLAIN_MESSAGE_LEN,
 };
 pub(crate) use reader::{Reader, Truncated};
-pub use registration::{Poll, Register, RegisterAck};
+pub use registration::{
+    KeyReady, Poll, Register, RegisterAck, RegistrationTicket, TICKET_BINDER_LEN, TICKET_LEN,
+    TICKET_SECRET_LEN,
+};
 pub use session::{
     EndNotification, ErrorReply, ExtensionGrant, ExtensionRefusal, ExtensionRequest,
 };

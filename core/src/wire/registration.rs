@@ -81,3 +81,56 @@ impl<'a> Body<'a> for Poll {
     }
     fn emit<B: Put>(&self, _b: &mut B) {}
 }
+
+/// Bytes of a registration ticket: a 12-byte nonce, the sealed identity key
+/// (32), issue time (8) and binder secret (32), and the 16-byte AEAD tag.
+pub const TICKET_LEN: usize = 12 + PUBLIC_KEY_LEN + 8 + TICKET_SECRET_LEN + 16;
+/// Bytes of the secret a ticket's holder proves it knows (the binder key).
+pub const TICKET_SECRET_LEN: usize = 32;
+/// Bytes of a binder: HMAC-SHA-256 of the Noise bytes under the ticket secret.
+pub const TICKET_BINDER_LEN: usize = 32;
+
+/// Session server -> terminal, sealed on its channel: a ticket to present on
+/// its next registrations, so that they skip the per-source rate limit
+/// (the server alone can open it), and the secret that binds a ticket to
+/// one handshake (see [`super::TicketedHandshakeInit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct RegistrationTicket {
+    /// Opaque to the terminal: sealed under a key only the server derives.
+    pub ticket: [u8; TICKET_LEN],
+    /// The binder key; never sent again in clear.
+    pub secret: [u8; TICKET_SECRET_LEN],
+}
+
+impl<'a> Body<'a> for RegistrationTicket {
+    fn parse(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Ok(RegistrationTicket {
+            ticket: r.array()?,
+            secret: r.array()?,
+        })
+    }
+    fn body_len(&self) -> usize {
+        TICKET_LEN + TICKET_SECRET_LEN
+    }
+    fn emit<B: Put>(&self, b: &mut B) {
+        b.put_slice(&self.ticket);
+        b.put_slice(&self.secret);
+    }
+}
+
+/// Session server -> terminal, sealed: the trigger server holds this
+/// registration's UDP key, so keepalives may start (none is dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct KeyReady;
+
+impl<'a> Body<'a> for KeyReady {
+    fn parse(_r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Ok(KeyReady)
+    }
+    fn body_len(&self) -> usize {
+        0
+    }
+    fn emit<B: Put>(&self, _b: &mut B) {}
+}

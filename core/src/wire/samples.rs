@@ -47,6 +47,15 @@ pub(crate) fn samples() -> Vec<(&'static str, Message<'static>)> {
         ),
         ("POLL", Poll.into()),
         (
+            "REGISTRATION_TICKET",
+            RegistrationTicket {
+                ticket: [0x7c; TICKET_LEN],
+                secret: [0x5b; TICKET_SECRET_LEN]
+            }
+            .into()
+        ),
+        ("KEY_READY", KeyReady.into()),
+        (
             "KEEPALIVE",
             Keepalive {
                 device_id: DeviceId(0x0102_0304_0506_0708),
@@ -195,6 +204,13 @@ pub(crate) fn samples() -> Vec<(&'static str, Message<'static>)> {
             .into()
         ),
         (
+            "KEY_INSTALL_ACK",
+            KeyInstallAck {
+                device_id: DeviceId(0x0102_0304_0506_0708)
+            }
+            .into()
+        ),
+        (
             "EXTENSION_REQUEST",
             ExtensionRequest {
                 session_id,
@@ -251,6 +267,15 @@ pub(crate) fn samples() -> Vec<(&'static str, Message<'static>)> {
                 channel: 0x0102_0304_0506_0708,
                 nonce: 1,
                 sealed: &NOISE_SAMPLE[..22]
+            }
+            .into()
+        ),
+        (
+            "TICKETED_HANDSHAKE_INIT",
+            TicketedHandshakeInit {
+                ticket: [0x7c; TICKET_LEN],
+                binder: [0xb1; TICKET_BINDER_LEN],
+                noise: &NOISE_SAMPLE
             }
             .into()
         ),

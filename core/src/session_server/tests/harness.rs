@@ -21,8 +21,8 @@ use crate::time::Instant;
 use crate::wire::{
     AddressInquiry, AddressReply, ConnectionRequest, DecisionMode, EndNotification, EndReason,
     EndTriggerRequest, ErrorCode, ExtensionRequest, HandshakeInit, KeyInstall, KeyRevoke, Message,
-    Name, NameSeq, PermissionAnswer, PermissionList, Poll, PublicKey, Register, SessionId,
-    TriggerOutcome, TriggerRequest, TriggerResult, UdpKey, Verdict,
+    Name, NameSeq, PermissionAnswer, PermissionList, Poll, PublicKey, Register, RegistrationTicket,
+    SessionId, TriggerOutcome, TriggerRequest, TriggerResult, UdpKey, Verdict,
 };
 
 /// Start of the virtual clock (not zero, so "time going back" has room).
@@ -68,6 +68,12 @@ pub struct Term {
     pub bad_records: usize,
     /// The wire length of the last handshake reply it got.
     pub reply_len: Option<usize>,
+    /// The last registration ticket it received (kept out of `inbox`).
+    pub ticket: Option<RegistrationTicket>,
+    /// `KeyReady` records it received (kept out of `inbox`).
+    pub key_ready: usize,
+    /// The channel number of its last `HandshakeReply`.
+    pub channel_no: Option<u64>,
 }
 
 /// The scripted trigger server.
@@ -95,6 +101,8 @@ pub struct World {
     pub facts: Vec<SessionFact>,
     /// Streams the server closed.
     pub closed: Vec<ConnectionId>,
+    /// Terminals present their last ticket when they register again.
+    pub use_tickets: bool,
     next_conn: u64,
 }
 
@@ -145,6 +153,7 @@ impl World {
             events: Vec::new(),
             facts: Vec::new(),
             closed: Vec::new(),
+            use_tickets: true,
             next_conn: 1,
         }
     }
@@ -307,6 +316,9 @@ impl World {
             answered: BTreeSet::new(),
             bad_records: 0,
             reply_len: None,
+            ticket: None,
+            key_ready: 0,
+            channel_no: None,
         });
         self.terms.len() - 1
     }
@@ -340,7 +352,17 @@ impl World {
             &mut out,
         )
         .unwrap();
-        let bytes = enc(&Message::HandshakeInit(HandshakeInit { noise: &out[..n] }));
+        let noise = &out[..n];
+        let bytes = match &term.ticket {
+            Some(t) if self.use_tickets => enc(&Message::TicketedHandshakeInit(
+                crate::wire::TicketedHandshakeInit {
+                    ticket: t.ticket,
+                    binder: crate::crypto::ticket::binder_of(&t.secret, noise),
+                    noise,
+                },
+            )),
+            _ => enc(&Message::HandshakeInit(HandshakeInit { noise })),
+        };
         let conn = term.conn;
         let term = &mut self.terms[i];
         term.initiator = Some(init);
@@ -403,7 +425,9 @@ impl World {
                 term.initiator = None;
                 match Message::decode(&payload[..n]).unwrap() {
                     Message::RegisterAck(ack) => {
-                        assert_eq!(ack.device_id.0, reply.channel);
+                        // The UDP device ID is not the stream's channel number.
+                        assert_ne!(ack.device_id.0, reply.channel);
+                        term.channel_no = Some(reply.channel);
                         term.device = Some(ack.device_id.0);
                         term.udp_key = Some(ack.udp_key);
                         term.channel = Some(ch);
@@ -419,7 +443,11 @@ impl World {
                 match term.channel.as_mut().map(|ch| ch.open(&record, &mut plain)) {
                     Some(Ok(n)) => {
                         plain.truncate(n);
-                        term.inbox.push((now, plain, bytes.len()));
+                        match Message::decode(&plain) {
+                            Ok(Message::RegistrationTicket(t)) => term.ticket = Some(t),
+                            Ok(Message::KeyReady(_)) => term.key_ready += 1,
+                            _ => term.inbox.push((now, plain, bytes.len())),
+                        }
                     }
                     _ => term.bad_records += 1,
                 }

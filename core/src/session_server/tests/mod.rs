@@ -5,6 +5,7 @@ mod abuse;
 mod harness;
 mod props;
 mod streams;
+mod tickets;
 
 use std::string::ToString;
 use std::vec;
@@ -68,7 +69,7 @@ fn s702_registration_binds_name_to_key_and_returns_device_id_and_udp_key() {
     let key = w.terms[t1].kp.public_key();
     assert_eq!(
         w.ss.live_device("TERM1"),
-        Some(crate::wire::DeviceId(device))
+        w.terms[t1].channel_no.map(crate::wire::DeviceId)
     );
     assert_eq!(
         w.ss.registry().key_of(Name::new("TERM1").unwrap()),
@@ -94,7 +95,8 @@ fn s702_registration_binds_name_to_key_and_returns_device_id_and_udp_key() {
             *e == SessionEvent::Registered {
                 name: "TERM1".into(),
                 key,
-                device_id: crate::wire::DeviceId(device),
+                // The server's own number for the channel (the stream's).
+                device_id: crate::wire::DeviceId(w.terms[t1].channel_no.unwrap()),
                 mode: ListMode,
             }
         })
@@ -109,7 +111,7 @@ fn s702_registration_binds_name_to_key_and_returns_device_id_and_udp_key() {
     assert_ne!(second, device);
     assert_eq!(
         w.ss.live_device("TERM1"),
-        Some(crate::wire::DeviceId(second))
+        w.terms[t1].channel_no.map(crate::wire::DeviceId)
     );
     assert_eq!(w.ts_revokes().len(), 1);
     assert_eq!(w.ts_revokes()[0].device_id.0, device);
@@ -252,7 +254,7 @@ fn replayed_handshake_init_cannot_replace_a_live_registration() {
     let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 66)), 6666);
     w.ss.handle_connection_opened(w.now, attacker, addr);
     w.ss.handle_stream(w.now, attacker, &replay);
-    // It gets a reply it cannot read, and a pending channel it cannot confirm.
+    // It gets a reply and a ticket it cannot read, and a pending channel it cannot confirm.
     let mut replies = 0;
     for (destination, _) in w.take_transmits() {
         assert_eq!(
@@ -261,7 +263,7 @@ fn replayed_handshake_init_cannot_replace_a_live_registration() {
         );
         replies += 1;
     }
-    assert_eq!(replies, 1);
+    assert_eq!(replies, 2);
     w.pump();
     assert_eq!(w.ss.channel_count(), 2);
     assert_eq!(w.ss.live_device("TERM1"), Some(live));
@@ -270,7 +272,8 @@ fn replayed_handshake_init_cannot_replace_a_live_registration() {
     // The live registration keeps working.
     let t3 = w.term("TERM3", ListMode);
     w.connect(t3, "TERM1", 1, 0);
-    assert_eq!(w.ts_triggers().last().unwrap().device_id, live);
+    assert_eq!(w.ts_triggers().last().unwrap().device_id.0, w.device(t1));
+    assert_eq!(w.terms[t1].channel_no, Some(live.0));
     // The pending one expires unconfirmed.
     w.advance(REGISTRATION_CONFIRM_TIMEOUT + secs(1));
     assert_eq!(w.ss.channel_count(), 2, "TERM1 and TERM3 only");
@@ -1052,7 +1055,7 @@ fn sealed_record_from_an_unknown_channel_is_ignored() {
     assert_eq!(w.ss.counters().unknown_channel, 1);
     // The same bytes renumbered to TERM1's channel do not open either.
     let mut forged = record.clone();
-    forged[6..14].copy_from_slice(&w.device(t1).to_be_bytes());
+    forged[6..14].copy_from_slice(&w.terms[t1].channel_no.unwrap().to_be_bytes());
     w.ss.handle_stream(w.now, conn, &forged);
     assert!(w.take_transmits().is_empty());
     assert_eq!(w.ss.counters().open_failures, 1);

@@ -1,0 +1,240 @@
+//! Issue 12, the registration handshake, attacked through the real `tryst`
+//! binary (a `tryst server` child on loopback; terminals in this process):
+//! a neighbour behind the same address cannot starve a ticket holder's
+//! registrations; a terminal's first keepalive is acknowledged (the key is
+//! installed before it goes), so an on-path copy of it replayed later
+//! cannot move the address the server hands out; the device ID in clear in
+//! the keepalives is not the stream's channel number.
+//!
+//! Declared as a test of the `tryst-tokio` package (see its Cargo.toml) so
+//! that `CARGO_BIN_EXE_tryst` names the binary that `cargo test` built.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand_core::OsRng;
+use tryst_tokio::core::crypto::StaticKeypair;
+use tryst_tokio::core::terminal::TerminalEvent;
+use tryst_tokio::core::wire::{HandshakeInit, Message, MessageType};
+
+#[path = "e2e_support/mod.rs"]
+mod support;
+use support::cluster::*;
+
+/// An in-process terminal with a fresh identity key.
+async fn fresh_term(
+    name: &str,
+    allow: &[&str],
+    control: SocketAddr,
+    trigger: SocketAddr,
+    server_key: tryst_tokio::core::wire::PublicKey,
+) -> Term {
+    let keys = StaticKeypair::generate(&mut OsRng);
+    Term::start(name, keys, allow, control, trigger, server_key).await
+}
+
+/// How long the victim may take to register again while the flood runs.
+const REREGISTER_WITHIN: Duration = Duration::from_secs(6);
+
+/// A neighbour on the same address: keyless 102-byte `HandshakeInit`s, as
+/// fast as the server takes them, until `stop`; counts the streams the
+/// server closed on it (its registration bucket was empty).
+fn flood_keyless_inits(control: SocketAddr, stop: Arc<AtomicBool>, closed: Arc<AtomicU64>) {
+    let junk = Message::HandshakeInit(HandshakeInit { noise: &[0x42; 96] });
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(mut stream) = RawStream::connect(control) else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        while !stop.load(Ordering::Relaxed) {
+            if stream.send_message(&junk).is_err() {
+                break;
+            }
+            if stream.closed_within(Duration::from_millis(100)) {
+                closed.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neighbour_draining_the_source_bucket_cannot_lock_out_a_ticket_holder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_server(&dir.path().join("server"), &[], "server.log");
+    let relay = TcpRelay::start(server.control);
+    let mut victim = fresh_term("TERM1", &[], relay.addr, server.trigger, server.key).await;
+    victim.online().await;
+
+    // The neighbour on 127.0.0.1 empties the per-source bucket and keeps it empty.
+    let stop = Arc::new(AtomicBool::new(false));
+    let closed = Arc::new(AtomicU64::new(0));
+    let flood = {
+        let (stop, closed) = (stop.clone(), closed.clone());
+        let control = server.control;
+        std::thread::spawn(move || flood_keyless_inits(control, stop, closed))
+    };
+    let drained = Instant::now() + STEP;
+    while closed.load(Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < drained,
+            "the flood never drained the bucket"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The victim loses its stream and registers again from the same address.
+    relay.cut();
+    victim
+        .expect("re-registering", |e| {
+            matches!(e, TerminalEvent::Reregistering { .. }).then_some(())
+        })
+        .await;
+    let started = Instant::now();
+    let again = tokio::time::timeout(
+        REREGISTER_WITHIN,
+        victim.expect("registered again", |e| {
+            matches!(e, TerminalEvent::Registered { .. }).then_some(())
+        }),
+    )
+    .await;
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let _ = flood.join();
+    assert!(
+        again.is_ok(),
+        "the victim did not register again within {REREGISTER_WITHIN:?} while its neighbour flooded"
+    );
+    assert!(
+        closed.load(Ordering::Relaxed) >= 2,
+        "the neighbour's inits were refused throughout"
+    );
+    eprintln!("re-registered in {took:?} under the flood");
+}
+
+/// The keepalives among the datagrams a terminal sent.
+fn keepalives(datagrams: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    datagrams
+        .iter()
+        .filter(|d| Message::decode(d).is_ok_and(|m| m.message_type() == MessageType::Keepalive))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_keepalive_is_acknowledged_and_its_replay_cannot_move_the_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_server(&dir.path().join("server"), &[], "server.log");
+    let mut phone = fresh_term("TERM3", &[], server.control, server.trigger, server.key).await;
+    phone.online().await;
+
+    // TERM1 reaches the trigger server through an on-path relay that
+    // records its datagrams.
+    let relay = UdpRelay::start(server.trigger);
+    let started = Instant::now();
+    let mut home = fresh_term("TERM1", &["TERM3"], server.control, relay.addr, server.key).await;
+    let seen_by = Instant::now() + STEP;
+    let first = loop {
+        if let Some(k) = keepalives(&relay.sent()).into_iter().next() {
+            break k;
+        }
+        assert!(Instant::now() < seen_by, "no keepalive went");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // The attacker replays that first keepalive from its own socket once
+    // the key is surely installed, before any second keepalive is due.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let attacker = std::net::UdpSocket::bind(LOOPBACK_ANY).expect("attacker binds");
+    let attacker_addr = attacker.local_addr().expect("addr");
+    for _ in 0..3 {
+        attacker.send_to(&first, server.trigger).expect("replay");
+    }
+    home.online().await;
+    let to_online = started.elapsed();
+    let sent = keepalives(&relay.sent());
+    eprintln!("online after {to_online:?} and {} keepalive(s)", sent.len());
+    assert_eq!(
+        sent.len(),
+        1,
+        "the first keepalive was acknowledged (none dropped for want of the key)"
+    );
+
+    // The trigger server never stored the attacker's address...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = std::fs::read_to_string(dir.path().join("server.log")).expect("server log");
+    assert!(
+        !log.contains(&attacker_addr.to_string()),
+        "the replay moved the address to the attacker:\n{log}"
+    );
+    // ...and the address it hands out is the terminal's (the relay's outer side).
+    phone
+        .handle
+        .connect("TERM1", 30)
+        .await
+        .expect("request sent");
+    let peer_addr = phone
+        .expect("an address notification", |e| match e {
+            TerminalEvent::SessionReady { peer_addr, .. } => Some(*peer_addr),
+            _ => None,
+        })
+        .await;
+    assert_eq!(peer_addr, relay.outer);
+}
+
+#[test]
+fn device_id_of_the_keepalives_is_not_the_streams_channel_number() {
+    use tryst_tokio::core::crypto::Initiator;
+    use tryst_tokio::core::time::Instant as CoreInstant;
+    use tryst_tokio::core::wire::{DecisionMode, Name, Register};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_server(&dir.path().join("server"), &[], "server.log");
+    // A raw client registers with the real handshake and reads the reply.
+    let keypair = StaticKeypair::generate(&mut OsRng);
+    let register = Message::Register(Register {
+        mode: DecisionMode::PermissionList,
+        identity: keypair.public_key(),
+        name: Name::new("TERM1").expect("name"),
+    });
+    let mut plain = [0u8; 128];
+    let n = register.encode(&mut plain).expect("encodes");
+    let mut noise = [0u8; 512];
+    let now = CoreInstant::from_micros(1);
+    let (mut initiator, m) = Initiator::start(
+        &mut OsRng,
+        now,
+        &keypair,
+        &server.key,
+        &plain[..n],
+        &mut noise,
+    )
+    .expect("handshake starts");
+    let mut stream = RawStream::connect(server.control).expect("connects");
+    stream
+        .send_message(&Message::HandshakeInit(HandshakeInit {
+            noise: &noise[..m],
+        }))
+        .expect("sends");
+    let reply = stream.recv(STEP).expect("a reply").expect("not closed");
+    let Ok(Message::HandshakeReply(reply)) = Message::decode(&reply) else {
+        panic!("expected a handshake reply");
+    };
+    let mut payload = [0u8; 256];
+    let (_channel, len) = initiator
+        .finish(now, &reply, &mut payload)
+        .expect("finishes");
+    let Ok(Message::RegisterAck(ack)) = Message::decode(&payload[..len]) else {
+        panic!("expected a RegisterAck");
+    };
+    // The keepalives name the device ID; the stream's records name the channel.
+    assert_ne!(ack.device_id.0, reply.channel);
+    // The sealed ticket that follows names the channel, not the device ID.
+    let record = stream.recv(STEP).expect("a record").expect("not closed");
+    let Ok(Message::Sealed(sealed)) = Message::decode(&record) else {
+        panic!("expected a sealed record");
+    };
+    assert_eq!(sealed.channel, reply.channel);
+    assert_ne!(sealed.channel, ack.device_id.0);
+}
