@@ -11,7 +11,7 @@ use std::fs;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -402,22 +402,53 @@ fn is_root() -> bool {
 /// fail before it connects anywhere).
 fn terminal_with_state(state: &Path) -> Output {
     let nowhere: SocketAddr = "127.0.0.1:9".parse().expect("addr");
-    tryst()
-        .args([
-            "terminal",
-            "--name",
-            "home",
-            "--server",
-            &nowhere.to_string(),
-            "--trigger",
-            &nowhere.to_string(),
-            "--server-key",
-            &"ab".repeat(32),
-            "--state-dir",
-            state.to_str().expect("utf-8"),
-        ])
-        .output()
-        .expect("tryst terminal runs")
+    let mut cmd = tryst();
+    cmd.args([
+        "terminal",
+        "--name",
+        "home",
+        "--server",
+        &nowhere.to_string(),
+        "--trigger",
+        &nowhere.to_string(),
+        "--server-key",
+        &"ab".repeat(32),
+        "--state-dir",
+        state.to_str().expect("utf-8"),
+    ]);
+    exit_at_once(cmd)
+}
+
+/// Runs `tryst server` on `data` (it must fail at once).
+fn server_with_data_dir(data: &Path) -> Output {
+    let mut cmd = tryst();
+    cmd.args(["server", "--data-dir", data.to_str().expect("utf-8")])
+        .args(["--control", "127.0.0.1:0", "--trigger", "127.0.0.1:0"]);
+    exit_at_once(cmd)
+}
+
+/// Runs `cmd` and returns its output; fails the test if it is still
+/// running after [`AT_ONCE`] (it was not stopped by the check).
+fn exit_at_once(mut cmd: Command) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the tryst binary starts");
+    let deadline = Instant::now() + AT_ONCE;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "still running after {AT_ONCE:?}: not refused\n{}\n{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
 }
 
 fn assert_exit_2(out: &Output, why: &str) {
@@ -443,12 +474,7 @@ fn world_or_group_writable_state_and_data_dirs_are_refused() {
         fs::set_permissions(&state, fs::Permissions::from_mode(mode)).expect("chmod");
         assert_exit_2(&terminal_with_state(&state), "writable by group or others");
         fs::set_permissions(&data, fs::Permissions::from_mode(mode)).expect("chmod");
-        let out = tryst()
-            .args(["server", "--data-dir", data.to_str().expect("utf-8")])
-            .args(["--control", "127.0.0.1:0", "--trigger", "127.0.0.1:0"])
-            .output()
-            .expect("tryst server runs");
-        assert_exit_2(&out, "writable by group or others");
+        assert_exit_2(&server_with_data_dir(&data), "writable by group or others");
     }
     // Nothing was written into them.
     assert_eq!(fs::read_dir(&state).expect("state").count(), 0);
@@ -478,10 +504,5 @@ fn key_file_or_state_dir_owned_by_another_user_is_refused() {
     std::os::unix::fs::chown(&foreign, Some(65534), None).expect("chown");
     assert_exit_2(&terminal_with_state(&foreign), "owned by uid 65534");
     // A server data dir owned by nobody.
-    let out = tryst()
-        .args(["server", "--data-dir", foreign.to_str().expect("utf-8")])
-        .args(["--control", "127.0.0.1:0", "--trigger", "127.0.0.1:0"])
-        .output()
-        .expect("tryst server runs");
-    assert_exit_2(&out, "owned by uid 65534");
+    assert_exit_2(&server_with_data_dir(&foreign), "owned by uid 65534");
 }
