@@ -287,38 +287,34 @@ fn replayed_peer_handshake_init_draws_at_most_the_cached_reply_budget() {
 /// Asserts `out` is a refusal before any request: exit 2, one line naming
 /// `why`, and no session in the server's log.
 fn assert_refused_before_request(out: &Output, took: Duration, why: &str, server_dir: &Path) {
-    let stderr = text(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "expected exit 2:\n{}\n{stderr}",
-        text(&out.stdout)
-    );
-    assert!(stderr.contains(why), "{stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert_exit_2(out, why);
     assert!(took < AT_ONCE, "took {took:?}: not before the request");
     let log = sessions_json(server_dir);
     assert!(log.is_empty(), "a session was logged: {log:?}");
 }
 
-#[test]
-fn bad_file_names_are_refused_before_a_session_is_requested() {
-    let dir = scratch("names");
-    let server_dir = dir.join("server");
-    let server = start_server(&server_dir, &[], "server.log");
+/// A server and a `tryst terminal` "home" that allows "phone" and keeps
+/// received files in the returned inbox: the scratch dir, the server, the
+/// inbox and the home.
+fn receiving_home(tag: &str) -> (PathBuf, Server, PathBuf, Proc) {
+    let dir = scratch(tag);
+    let server = start_server(&dir.join("server"), &[], "server.log");
     let inbox = dir.join("inbox");
     fs::create_dir(&inbox).expect("inbox");
-    let _home = start_home(
-        &server,
-        &dir,
-        server.trigger,
-        &[
-            "--allow",
-            "phone",
-            "--recv-dir",
-            inbox.to_str().expect("utf-8"),
-        ],
-    );
+    let recv = [
+        "--allow",
+        "phone",
+        "--recv-dir",
+        inbox.to_str().expect("utf-8"),
+    ];
+    let home = start_home(&server, &dir, server.trigger, &recv);
+    (dir, server, inbox, home)
+}
+
+#[test]
+fn bad_file_names_are_refused_before_a_session_is_requested() {
+    let (dir, server, inbox, _home) = receiving_home("names");
+    let server_dir = dir.join("server");
     let files = dir.join("files");
     fs::create_dir(&files).expect("files");
     let long = "y".repeat(MAX_STORED_FILE_NAME_LEN + 1);
@@ -345,22 +341,7 @@ fn bad_file_names_are_refused_before_a_session_is_requested() {
 
 #[test]
 fn longest_accepted_name_is_stored_twice_within_name_max() {
-    let dir = scratch("namemax");
-    let server_dir = dir.join("server");
-    let server = start_server(&server_dir, &[], "server.log");
-    let inbox = dir.join("inbox");
-    fs::create_dir(&inbox).expect("inbox");
-    let mut home = start_home(
-        &server,
-        &dir,
-        server.trigger,
-        &[
-            "--allow",
-            "phone",
-            "--recv-dir",
-            inbox.to_str().expect("utf-8"),
-        ],
-    );
+    let (dir, server, inbox, mut home) = receiving_home("namemax");
     let name = "n".repeat(MAX_STORED_FILE_NAME_LEN);
     let path = dir.join(&name);
     fs::write(&path, b"the same long name, twice").expect("write");
@@ -451,6 +432,7 @@ fn exit_at_once(mut cmd: Command) -> Output {
     child.wait_with_output().expect("output")
 }
 
+/// Asserts `out` is a usage refusal: exit 2 and one line naming `why`.
 fn assert_exit_2(out: &Output, why: &str) {
     let stderr = text(&out.stderr);
     assert_eq!(

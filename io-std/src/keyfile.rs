@@ -266,16 +266,26 @@ fn read_bounded(file: &mut File, buf: &mut [u8], path: &Path) -> Result<usize, K
     }
 }
 
+/// Mode bits of any access by group or others (refused on a secret key).
+const GROUP_OTHER_ANY: u32 = 0o077;
+/// Mode bits of writing by group or others (refused on a state or data dir).
+const GROUP_OTHER_WRITE: u32 = 0o022;
+
 /// The permission bits of `meta` if group or others have any access.
-#[cfg(unix)]
 fn insecure_mode(meta: &fs::Metadata) -> Option<u32> {
+    mode_with_any(meta, GROUP_OTHER_ANY)
+}
+
+/// The permission bits of `meta` if any of the bits of `mask` is set.
+#[cfg(unix)]
+fn mode_with_any(meta: &fs::Metadata, mask: u32) -> Option<u32> {
     let mode = meta.permissions().mode() & 0o7777;
-    (mode & 0o077 != 0).then_some(mode)
+    (mode & mask != 0).then_some(mode)
 }
 
 /// Other systems have no mode bits to check.
 #[cfg(not(unix))]
-fn insecure_mode(_meta: &fs::Metadata) -> Option<u32> {
+fn mode_with_any(_meta: &fs::Metadata, _mask: u32) -> Option<u32> {
     None
 }
 
@@ -294,7 +304,7 @@ pub fn check_private_dir(path: &Path) -> Result<(), KeyFileError> {
             source: io::Error::other("not a directory"),
         });
     }
-    if let Some(mode) = writable_by_others(&meta) {
+    if let Some(mode) = mode_with_any(&meta, GROUP_OTHER_WRITE) {
         return Err(KeyFileError::InsecureDir {
             path: path.to_path_buf(),
             mode,
@@ -312,19 +322,6 @@ pub fn check_private_dir(path: &Path) -> Result<(), KeyFileError> {
 
 /// The uid of root, which may own a directory another user's process uses.
 const ROOT_UID: u32 = 0;
-
-/// The permission bits of `meta` if group or others may write.
-#[cfg(unix)]
-fn writable_by_others(meta: &fs::Metadata) -> Option<u32> {
-    let mode = meta.permissions().mode() & 0o7777;
-    (mode & 0o022 != 0).then_some(mode)
-}
-
-/// Other systems have no mode bits to check.
-#[cfg(not(unix))]
-fn writable_by_others(_meta: &fs::Metadata) -> Option<u32> {
-    None
-}
 
 /// `(owner, this process's effective uid)` if another user owns `meta`'s file.
 #[cfg(unix)]
