@@ -4,7 +4,11 @@
 //! A secret key file is created with mode 0600, atomically (a temporary file
 //! in the same directory, written, flushed to disk, then moved into place),
 //! and is never overwritten unless the caller asks. Reading one refuses a
-//! file that its group or others may read or write, as OpenSSH does. Key
+//! file that its group or others may read or write, or that another user
+//! owns, as OpenSSH does; [`check_private_dir`] refuses a state or data
+//! directory that its group or others may write, or that another user
+//! (other than root) owns, since whoever can write there can swap the key
+//! or the store. Key
 //! bytes never appear in an error or a `Debug` output, and buffers that held
 //! them are zeroed.
 
@@ -64,6 +68,46 @@ pub enum KeyFileError {
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+    },
+    /// The secret key file belongs to another user.
+    #[error(
+        "{}: secret key file is owned by uid {owner}, not by this user (uid {uid}); \
+         refusing to use it",
+        path.display()
+    )]
+    NotOwner {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// This process's effective uid.
+        uid: u32,
+    },
+    /// A state or data directory that its group or others may write.
+    #[error(
+        "{}: directory is writable by group or others (mode {mode:03o}); \
+         refusing to use it (run `chmod 700` on it)",
+        path.display()
+    )]
+    InsecureDir {
+        /// The directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A state or data directory owned by another user (not root).
+    #[error(
+        "{}: directory is owned by uid {owner}, not by this user (uid {uid}) or root; \
+         refusing to use it",
+        path.display()
+    )]
+    DirNotOwned {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// This process's effective uid.
+        uid: u32,
     },
     /// The path is a directory or a special file.
     #[error("{}: not a regular file", path.display())]
@@ -131,6 +175,13 @@ pub fn read_secret_key(path: &Path) -> Result<SecretKey, KeyFileError> {
         return Err(KeyFileError::InsecurePermissions {
             path: path.to_path_buf(),
             mode,
+        });
+    }
+    if let Some((owner, uid)) = foreign_owner(&meta) {
+        return Err(KeyFileError::NotOwner {
+            path: path.to_path_buf(),
+            owner,
+            uid,
         });
     }
     let mut buf = [0u8; MAX_KEY_FILE_LEN];
@@ -215,16 +266,74 @@ fn read_bounded(file: &mut File, buf: &mut [u8], path: &Path) -> Result<usize, K
     }
 }
 
+/// Mode bits of any access by group or others (refused on a secret key).
+const GROUP_OTHER_ANY: u32 = 0o077;
+/// Mode bits of writing by group or others (refused on a state or data dir).
+const GROUP_OTHER_WRITE: u32 = 0o022;
+
 /// The permission bits of `meta` if group or others have any access.
-#[cfg(unix)]
 fn insecure_mode(meta: &fs::Metadata) -> Option<u32> {
+    mode_with_any(meta, GROUP_OTHER_ANY)
+}
+
+/// The permission bits of `meta` if any of the bits of `mask` is set.
+#[cfg(unix)]
+fn mode_with_any(meta: &fs::Metadata, mask: u32) -> Option<u32> {
     let mode = meta.permissions().mode() & 0o7777;
-    (mode & 0o077 != 0).then_some(mode)
+    (mode & mask != 0).then_some(mode)
 }
 
 /// Other systems have no mode bits to check.
 #[cfg(not(unix))]
-fn insecure_mode(_meta: &fs::Metadata) -> Option<u32> {
+fn mode_with_any(_meta: &fs::Metadata, _mask: u32) -> Option<u32> {
+    None
+}
+
+/// Checks a directory that holds keys or a store (a terminal's state dir,
+/// a server's data dir): it must be a directory (symlinks followed, as
+/// the callers open it), not writable by group or others, and owned by
+/// this user or root.
+pub fn check_private_dir(path: &Path) -> Result<(), KeyFileError> {
+    let meta = fs::metadata(path).map_err(|source| KeyFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(KeyFileError::Io {
+            path: path.to_path_buf(),
+            source: io::Error::other("not a directory"),
+        });
+    }
+    if let Some(mode) = mode_with_any(&meta, GROUP_OTHER_WRITE) {
+        return Err(KeyFileError::InsecureDir {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    match foreign_owner(&meta) {
+        Some((owner, uid)) if owner != ROOT_UID => Err(KeyFileError::DirNotOwned {
+            path: path.to_path_buf(),
+            owner,
+            uid,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The uid of root, which may own a directory another user's process uses.
+const ROOT_UID: u32 = 0;
+
+/// `(owner, this process's effective uid)` if another user owns `meta`'s file.
+#[cfg(unix)]
+fn foreign_owner(meta: &fs::Metadata) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = rustix::process::geteuid().as_raw();
+    (meta.uid() != uid).then_some((meta.uid(), uid))
+}
+
+/// Other systems have no owner to check.
+#[cfg(not(unix))]
+fn foreign_owner(_meta: &fs::Metadata) -> Option<(u32, u32)> {
     None
 }
 
@@ -412,6 +521,56 @@ mod tests {
         }
         fs::set_permissions(&path, Permissions::from_mode(0o400)).unwrap();
         assert!(read_secret_key(&path).is_ok());
+    }
+
+    #[test]
+    fn group_or_world_writable_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o700)).unwrap();
+        assert!(check_private_dir(dir.path()).is_ok());
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o755)).unwrap();
+        assert!(check_private_dir(dir.path()).is_ok());
+        for mode in [0o777, 0o770, 0o707, 0o1777, 0o720, 0o702] {
+            fs::set_permissions(dir.path(), Permissions::from_mode(mode)).unwrap();
+            match check_private_dir(dir.path()) {
+                Err(KeyFileError::InsecureDir { mode: found, .. }) => assert_eq!(found, mode),
+                other => panic!("mode {mode:o}: {other:?}"),
+            }
+        }
+        let file = dir.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        assert!(check_private_dir(&file).is_err());
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o700)).unwrap();
+    }
+
+    /// Whether this process may give files away (root): the owner cases
+    /// need it.
+    fn can_chown() -> bool {
+        rustix::process::geteuid().is_root()
+    }
+
+    #[test]
+    fn key_file_or_dir_of_another_user_is_refused() {
+        if !can_chown() {
+            eprintln!("not root: the other-owner case was not exercised");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        write_secret_key(&path, &key(1), IfExists::Refuse).unwrap();
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+        match read_secret_key(&path) {
+            Err(KeyFileError::NotOwner { owner: 65534, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        let sub = dir.path().join("state");
+        fs::create_dir(&sub).unwrap();
+        fs::set_permissions(&sub, Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&sub, Some(65534), None).unwrap();
+        match check_private_dir(&sub) {
+            Err(KeyFileError::DirNotOwned { owner: 65534, .. }) => {}
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -14,9 +14,13 @@
 //! 2. **Handshake.** The init is the same bytes every time (one ephemeral
 //!    key), so the connected side answers the first valid init with a reply
 //!    it caches, and answers a repeated init (lost reply) with the cached
-//!    bytes, from wherever it came (NAT rebinding), without new state. Any
-//!    other init after that, forged or replayed from another handshake, is
-//!    ignored. No handshake within [`PeerConfig::punch_window`]: the
+//!    bytes, without new state, within a budget (a replayed init must not
+//!    make this side a reflector): at most [`MAX_CACHED_REPLY_RESENDS`]
+//!    repeats per session, no two within [`CACHED_REPLY_MIN_INTERVAL`], at
+//!    most [`MAX_CACHED_REPLY_RESENDS_ELSEWHERE`] of them to a source other
+//!    than the first init's (NAT rebinding), and none once an authenticated
+//!    data packet proved that the initiator has the keys. Any other init
+//!    after that, forged or replayed from another handshake, is ignored. No handshake within [`PeerConfig::punch_window`]: the
 //!    session ends with [`EndReason::Failed`].
 //! 3. **Data.** Both sides then hold a [`PacketCipher`] and a
 //!    [`Transport`]; every packet is a `Data` packet whose plaintext is the
@@ -71,6 +75,19 @@ pub const DEFAULT_PUNCH_WINDOW: Duration = Duration::from_secs(10);
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Shortest punch interval a session accepts (a smaller one is raised to it).
 pub const MIN_PUNCH_INTERVAL: Duration = Duration::from_millis(5);
+/// Most times the connected side re-sends its cached handshake reply to a
+/// repeated init, per session: enough for a lossy path (the initiator
+/// re-sends its init every punch interval until the reply arrives), small
+/// enough that a replayed init draws almost nothing (no amplification).
+pub const MAX_CACHED_REPLY_RESENDS: u8 = 8;
+/// Of [`MAX_CACHED_REPLY_RESENDS`], most to a source other than the one the
+/// first init came from: the initiator's NAT may rebind between two inits,
+/// but a replay from a third address gets at most this many replies.
+pub const MAX_CACHED_REPLY_RESENDS_ELSEWHERE: u8 = 2;
+/// Shortest time between two re-sends of the cached reply (an init that
+/// comes sooner gets nothing): the initiator repeats at its punch interval,
+/// a replaying attacker as fast as it likes.
+pub const CACHED_REPLY_MIN_INTERVAL: Duration = Duration::from_millis(20);
 /// Shortest close timeout a session accepts (a smaller one is raised to it),
 /// so a close always leaves the CLOSE frame a chance to go out.
 pub const MIN_CLOSE_TIMEOUT: Duration = Duration::from_millis(1);
@@ -206,6 +223,9 @@ pub struct PeerStats {
     pub inits_sent: u64,
     /// Handshake replies sent (cached repeats included).
     pub replies_sent: u64,
+    /// Repeated inits that got no cached reply: over the re-send budget,
+    /// too soon after the last, or after the handshake was confirmed.
+    pub replies_suppressed: u64,
     /// Handshake messages that failed (wrong key, forged, malformed).
     pub handshake_failures: u64,
     /// Handshake messages ignored: a second different init, a reply on the
@@ -241,12 +261,41 @@ struct Initiating {
     len: usize,
 }
 
-/// The connected side's answer, cached for repeated inits.
+/// The connected side's answer, cached for repeated inits, and the budget
+/// of its re-sends.
 struct CachedReply {
     init: [u8; MAX_HANDSHAKE_PACKET_LEN],
     init_len: usize,
     reply: [u8; MAX_HANDSHAKE_PACKET_LEN],
     reply_len: usize,
+    /// Where the first init came from.
+    first_from: SocketAddr,
+    /// When the reply last went (first answer or re-send).
+    last_sent: Instant,
+    /// Re-sends so far, and how many of them went elsewhere than `first_from`.
+    resends: u8,
+    resends_elsewhere: u8,
+    /// An authenticated data packet came: the initiator has the reply, no
+    /// re-send is ever needed again.
+    confirmed: bool,
+}
+
+impl CachedReply {
+    /// Whether a repeated init from `from` at `now` may draw the cached
+    /// reply again; if so, the re-send is charged to the budget.
+    fn take_resend(&mut self, now: Instant, from: SocketAddr) -> bool {
+        let elsewhere = from != self.first_from;
+        let allowed = !self.confirmed
+            && self.resends < MAX_CACHED_REPLY_RESENDS
+            && (!elsewhere || self.resends_elsewhere < MAX_CACHED_REPLY_RESENDS_ELSEWHERE)
+            && now - self.last_sent >= CACHED_REPLY_MIN_INTERVAL;
+        if allowed {
+            self.resends += 1;
+            self.resends_elsewhere += u8::from(elsewhere);
+            self.last_sent = now;
+        }
+        allowed
+    }
 }
 
 /// The data channel once the handshake is done.
@@ -614,7 +663,7 @@ impl PeerSession {
         noise_len: usize,
         rng: &mut (impl RngCore + CryptoRng),
     ) {
-        if !self.takes_new_init(from, packet) {
+        if !self.takes_new_init(now, from, packet) {
             return;
         }
         let noise = &packet[packet.len() - noise_len..];
@@ -629,6 +678,11 @@ impl PeerSession {
             init_len: packet.len(),
             reply,
             reply_len,
+            first_from: from,
+            last_sent: now,
+            resends: 0,
+            resends_elsewhere: 0,
+            confirmed: false,
         });
         self.reply_to = Some(from);
         self.connect(now, cipher, from, None);
@@ -637,16 +691,22 @@ impl PeerSession {
     /// Whether a handshake init (the whole `packet`) from `from` should be
     /// answered with a new handshake: not on the initiating side, not while
     /// closing, and not once a reply is cached (a repeat of the same init
-    /// gets the cached reply again, to `from`; any other is ignored).
-    fn takes_new_init(&mut self, from: SocketAddr, packet: &[u8]) -> bool {
+    /// gets the cached reply again, to `from`, within the re-send budget;
+    /// any other is ignored).
+    fn takes_new_init(&mut self, now: Instant, from: SocketAddr, packet: &[u8]) -> bool {
         if initiates(self.params.role) {
             self.stats.handshake_ignored += 1;
             return false;
         }
-        if let Some(cached) = &self.cached_reply {
+        if let Some(cached) = &mut self.cached_reply {
             if cached.init[..cached.init_len] == *packet {
-                // A repeat (the reply was lost): the same reply, no new state.
-                self.reply_to = Some(from);
+                // A repeat (the reply was lost, or a replay): the same
+                // reply, no new state, if the budget allows.
+                if cached.take_resend(now, from) {
+                    self.reply_to = Some(from);
+                } else {
+                    self.stats.replies_suppressed += 1;
+                }
             } else {
                 self.stats.handshake_ignored += 1;
             }
@@ -758,6 +818,9 @@ impl PeerSession {
             }
         };
         self.stats.data_received += 1;
+        if let Some(cached) = &mut self.cached_reply {
+            cached.confirmed = true;
+        }
         if from != link.path && newest_before.is_none_or(|n| pn > n) {
             link.path = from;
             self.stats.path_changes += 1;

@@ -154,7 +154,9 @@ mod tests {
             "bell\x07",
             "new\nline",
             ".hidden",
-            &"x".repeat(256),
+            "invoice\u{202e}txt.exe",
+            "zero\u{200b}width",
+            &"x".repeat(252),
         ] {
             assert!(check_file_name(bad).is_err(), "{bad:?} accepted");
         }
@@ -253,6 +255,40 @@ mod tests {
         assert_eq!(std::fs::read(dir.join("f.bin")).unwrap(), b"mine");
         assert_eq!(std::fs::read(dir.join("f.bin.2")).unwrap(), b"theirs");
         assert!(!outside.join("target").exists());
+    }
+
+    #[test]
+    fn the_longest_accepted_name_is_stored_even_when_taken() {
+        use tryst_core::peer::transfer::{MAX_STORED_FILE_NAME_LEN, NAME_MAX};
+        let dir = tempdir("namemax");
+        let name = "n".repeat(MAX_STORED_FILE_NAME_LEN);
+        for round in 1..=3u8 {
+            let mut sink = FileSink::new(&dir);
+            sink.stream_data(0, &stream_of(&name, &[round; 10]));
+            sink.wait();
+            assert!(
+                matches!(sink.state(), ReceiveState::Complete { .. }),
+                "round {round}: {:?}",
+                sink.failure_text()
+            );
+        }
+        let stored = entries(&dir);
+        assert_eq!(
+            stored,
+            [name.clone(), format!("{name}.1"), format!("{name}.2")]
+        );
+        assert!(stored.iter().all(|n| n.len() <= NAME_MAX));
+        // One byte more is refused at the offer, before any file exists.
+        let too_long = "n".repeat(MAX_STORED_FILE_NAME_LEN + 1);
+        let mut header = b"TF\x01".to_vec();
+        header.push(u8::try_from(too_long.len()).unwrap());
+        header.extend_from_slice(too_long.as_bytes());
+        header.extend_from_slice(&10u64.to_be_bytes());
+        let mut sink = FileSink::new(&dir);
+        sink.stream_data(0, &header);
+        sink.wait();
+        assert!(matches!(sink.state(), ReceiveState::Failed(_)));
+        assert_eq!(entries(&dir).len(), 3);
     }
 
     #[test]

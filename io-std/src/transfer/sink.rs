@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tryst_core::peer::transfer::{
-    ReceiveFailure, ReceivePhase, ReceiveStep, TransferReceiver, TRAILER_LEN,
+    ReceiveFailure, ReceivePhase, ReceiveStep, TransferReceiver, MAX_COLLISION_SUFFIX_LEN,
+    TRAILER_LEN,
 };
 
 use super::hasher::{core_result, PrefixHasher, Wake, WakeSlot};
@@ -24,6 +25,12 @@ use super::hasher::{core_result, PrefixHasher, Wake, WakeSlot};
 pub const WRITE_BATCH: usize = 256 * 1024;
 /// Most numbered names tried when the file's name is taken.
 const MAX_NAME_TRIES: u32 = 1000;
+// The longest numbered name (`.999`) stays within the suffix the core's
+// name bound leaves room for, so every accepted name fits `NAME_MAX`.
+const _: () = assert!(
+    (MAX_NAME_TRIES - 1) < 10u32.pow(MAX_COLLISION_SUFFIX_LEN as u32 - 1),
+    "the collision suffix outgrows MAX_COLLISION_SUFFIX_LEN"
+);
 
 /// What the receive side has done so far.
 #[derive(Debug, Clone, PartialEq, Eq)]

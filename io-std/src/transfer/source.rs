@@ -31,8 +31,9 @@ pub enum OpenError {
     /// Not a regular file.
     #[error("{0}: not a regular file")]
     NotRegular(PathBuf),
-    /// Its name or size cannot be announced.
-    #[error("{0}: cannot be sent: {1}")]
+    /// Its name or size cannot be announced. The path is shown escaped: a
+    /// refused name may hold a bidi override that would garble the line.
+    #[error("{0:?}: cannot be sent: {1}")]
     Header(PathBuf, TransferError),
     /// The hasher thread could not start.
     #[error("{0}: cannot hash it: {1}")]

@@ -1,7 +1,10 @@
 //! `tryst connect ... TARGET [--send FILE] [--duration DUR]`: the connecting
 //! terminal (seed: terminal 3), one shot. It registers (its key lives in
 //! its state directory like a daemon's), asks the session server for
-//! TARGET, and on a yes talks to it directly.
+//! TARGET, and on a yes talks to it directly. A file to send is opened and
+//! its name checked (the one file-name policy of both sides) before
+//! anything is asked of a server, so a file that cannot be sent never
+//! costs a session.
 //!
 //! A request that does not succeed gets the one uniform answer whatever
 //! the cause (unknown, offline, refused, no answer): exit code 3 and
@@ -80,14 +83,10 @@ pub async fn run(args: ConnectArgs) -> Result<(), CliError> {
     let config = config(&args.common, Mode::List)?;
     super::terminal::check_name(&args.target)?;
     let duration_secs = duration_secs(args.duration)?;
-    if let Some(path) = &args.send {
-        if !path.is_file() {
-            return Err(CliError::usage(format!(
-                "{}: not a readable file",
-                path.display()
-            )));
-        }
-    }
+    let mut outgoing = match &args.send {
+        Some(path) => Some(open_file(path).await?),
+        None => None,
+    };
     let keypair = state.keypair()?;
     let (handle, mut events) = driver::spawn_with(
         config,
@@ -112,8 +111,16 @@ pub async fn run(args: ConnectArgs) -> Result<(), CliError> {
         args.target
     );
 
-    if let Some(path) = &args.send {
-        let result = send(&handle, &mut events, session_id, path, args.limit_rate).await;
+    if let Some((source, name)) = outgoing.take() {
+        let result = send(
+            &handle,
+            &mut events,
+            session_id,
+            source,
+            name,
+            args.limit_rate,
+        )
+        .await;
         handle.shutdown(EXIT_GRACE).await;
         return result;
     }
@@ -223,10 +230,11 @@ async fn send(
     handle: &TerminalHandle,
     events: &mut mpsc::UnboundedReceiver<Event>,
     session_id: SessionId,
-    path: &std::path::Path,
+    source: FileSource,
+    name: String,
     rate: Option<u64>,
 ) -> Result<(), CliError> {
-    let file = start_file(handle, session_id, path, rate).await?;
+    let file = start_file(handle, session_id, source, name, rate).await?;
     let ended = follow_transfer(handle, events, session_id, &file).await?;
     finish_send(&file, &ended)
 }
@@ -255,13 +263,11 @@ struct Ended {
     started: Instant,
 }
 
-/// Opens `path` and hands it to the terminal to send on the session's stream.
-async fn start_file(
-    handle: &TerminalHandle,
-    session_id: SessionId,
-    path: &std::path::Path,
-    rate: Option<u64>,
-) -> Result<Outgoing, CliError> {
+/// Opens `path` to send it, before any request: a file that cannot be
+/// read, or whose name the receiver would refuse ([`FileSource::open`]
+/// checks it with the core's file-name policy), fails here with its
+/// one-line error (exit 2). Returns the source and the file's name.
+async fn open_file(path: &std::path::Path) -> Result<(FileSource, String), CliError> {
     let owned = path.to_path_buf();
     let source = tokio::task::spawn_blocking(move || FileSource::open(&owned))
         .await
@@ -270,12 +276,23 @@ async fn start_file(
             OpenError::Hasher(..) => CliError::failed(e),
             _ => CliError::usage(e),
         })?;
-    let size = source.file_size();
-    let digest = source.digest_handle();
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    Ok((source, name))
+}
+
+/// Hands the opened file to the terminal to send on the session's stream.
+async fn start_file(
+    handle: &TerminalHandle,
+    session_id: SessionId,
+    source: FileSource,
+    name: String,
+    rate: Option<u64>,
+) -> Result<Outgoing, CliError> {
+    let size = source.file_size();
+    let digest = source.digest_handle();
     handle.send_file(session_id, source, rate).await?;
     Ok(Outgoing { name, size, digest })
 }

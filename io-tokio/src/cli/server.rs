@@ -156,10 +156,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration ({e})"))
 }
 
-/// Creates `dir` (mode 0700) if missing; refuses a path that is not a directory.
+/// Creates `dir` (mode 0700) if missing; refuses a path that is not a
+/// directory, and one that group or others may write or another user owns.
 pub fn ensure_data_dir(dir: &Path) -> Result<(), CliError> {
     if dir.is_dir() {
-        return Ok(());
+        return keyfile::check_private_dir(dir)
+            .map_err(|e| CliError::usage(format!("data dir: {e}")));
     }
     if dir.exists() {
         return Err(CliError::usage(format!(

@@ -118,7 +118,8 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// Opens `path`, creating it (mode 0700) if missing.
+    /// Opens `path`, creating it (mode 0700) if missing; refuses one that
+    /// group or others may write, or that another user owns.
     pub fn open(path: &Path) -> Result<StateDir, CliError> {
         if !path.exists() {
             let mut builder = std::fs::DirBuilder::new();
@@ -135,6 +136,8 @@ impl StateDir {
                 path.display()
             )));
         }
+        // Whoever may write here may swap the key or the permission list.
+        keyfile::check_private_dir(path).map_err(|e| CliError::usage(format!("state dir: {e}")))?;
         Ok(StateDir {
             path: path.to_path_buf(),
         })

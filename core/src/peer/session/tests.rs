@@ -806,3 +806,123 @@ mod props {
         });
     }
 }
+
+/// The first init A sends (every packet is lost, so B has seen nothing).
+fn first_init(p: &mut Pair) -> StdVec<u8> {
+    p.drop = |_, _| true;
+    p.flush();
+    let init = p.log.iter().find(|(to_a, _)| !to_a).map(|(_, b)| b.clone());
+    p.log.clear();
+    init.expect("an init")
+}
+
+/// Gives B `copies` of `init` from `from`, `spacing` apart on the clock,
+/// draining B's transmits after each; returns the handshake replies B sent
+/// to `from`.
+fn replay_init_to_b(
+    p: &mut Pair,
+    init: &[u8],
+    from: SocketAddr,
+    copies: usize,
+    spacing: Duration,
+) -> usize {
+    let mut buf = [0u8; MAX_DATAGRAM_LEN];
+    let mut replies = 0;
+    for _ in 0..copies {
+        p.now = p.now + spacing;
+        let mut bytes = init.to_vec();
+        p.b.session
+            .handle_datagram(p.now, from, &mut bytes, &mut p.b.sink, &mut p.rng);
+        while let Some((to, n)) = p.b.session.poll_transmit(p.now, &mut buf, &mut p.b.source) {
+            let reply = matches!(Packet::decode(&buf[..n]), Ok(Packet::HandshakeReply { .. }));
+            replies += usize::from(reply && to == from);
+        }
+    }
+    replies
+}
+
+#[test]
+fn replayed_init_from_a_third_address_draws_at_most_the_elsewhere_budget() {
+    big_stack(|| {
+        let mut p = Pair::new(40, PeerConfig::default(), 60);
+        let init = first_init(&mut p);
+        assert_eq!(
+            replay_init_to_b(&mut p, &init, A_ADDR, 1, Duration::ZERO),
+            1
+        );
+        let third = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)), 4444);
+        let replies = replay_init_to_b(&mut p, &init, third, 250, Duration::from_millis(30));
+        assert_eq!(replies, usize::from(MAX_CACHED_REPLY_RESENDS_ELSEWHERE));
+        assert!(p.b.session.stats().replies_suppressed >= 240);
+        // The path stays where the first init came from.
+        assert_eq!(p.b.session.peer_addr(), A_ADDR);
+    });
+}
+
+#[test]
+fn replayed_init_draws_at_most_the_session_budget_from_the_first_source() {
+    big_stack(|| {
+        let mut p = Pair::new(41, PeerConfig::default(), 60);
+        let init = first_init(&mut p);
+        let replies = replay_init_to_b(&mut p, &init, A_ADDR, 250, Duration::from_millis(30));
+        assert_eq!(replies, 1 + usize::from(MAX_CACHED_REPLY_RESENDS));
+    });
+}
+
+#[test]
+fn burst_of_repeated_inits_is_answered_once_per_interval() {
+    big_stack(|| {
+        let mut p = Pair::new(42, PeerConfig::default(), 60);
+        let init = first_init(&mut p);
+        // The first answer, then 100 copies within one interval: none.
+        assert_eq!(
+            replay_init_to_b(&mut p, &init, A_ADDR, 1, Duration::ZERO),
+            1
+        );
+        let burst = replay_init_to_b(&mut p, &init, A_ADDR, 100, Duration::from_micros(100));
+        assert_eq!(burst, 0);
+        p.now = p.now + CACHED_REPLY_MIN_INTERVAL;
+        assert_eq!(
+            replay_init_to_b(&mut p, &init, A_ADDR, 1, Duration::ZERO),
+            1
+        );
+    });
+}
+
+#[test]
+fn lost_reply_still_reaches_a_rebound_initiator() {
+    big_stack(|| {
+        let mut p = Pair::new(43, PeerConfig::default(), 60);
+        let init = first_init(&mut p);
+        // The first reply is lost; A's NAT rebinds; its next init is answered there.
+        assert_eq!(
+            replay_init_to_b(&mut p, &init, A_ADDR, 1, Duration::ZERO),
+            1
+        );
+        let rebound = SocketAddr::new(A_ADDR.ip(), 5001);
+        let again = replay_init_to_b(&mut p, &init, rebound, 1, DEFAULT_PUNCH_INTERVAL);
+        assert_eq!(again, 1);
+    });
+}
+
+#[test]
+fn no_cached_reply_once_the_initiator_proved_it_has_the_keys() {
+    big_stack(|| {
+        let mut p = Pair::new(44, PeerConfig::default(), 60);
+        p.a.source = Source(test_data(100));
+        p.a.session.stream_extend(100);
+        p.run_for(Duration::from_millis(300));
+        assert!(p.connected());
+        assert!(p.b.session.stats().data_received > 0);
+        let init = p
+            .log
+            .iter()
+            .find(|(to_a, b)| {
+                !to_a && matches!(Packet::decode(b), Ok(Packet::HandshakeInit { .. }))
+            })
+            .map(|(_, b)| b.clone())
+            .expect("an init");
+        let replies = replay_init_to_b(&mut p, &init, A_ADDR, 20, Duration::from_millis(30));
+        assert_eq!(replies, 0);
+    });
+}

@@ -12,8 +12,11 @@
 //! ([`TransferHeader::decode`] says when it needs more bytes), and knows the
 //! whole stream's length from it ([`TransferHeader::stream_len`]). A name is
 //! refused unless it is a plain file name ([`check_file_name`]): no path
-//! separators, no NUL or control characters, not `.` or `..`, no leading
-//! `.`; the receiving driver still decides where (and whether) to write it.
+//! separators, no NUL or control characters, no Unicode format (bidi,
+//! invisible) characters, not `.` or `..`, no leading `.`, and at most
+//! [`MAX_STORED_FILE_NAME_LEN`] bytes (so that it can be stored under
+//! `NAME_MAX`, collision suffix included); the receiving driver still
+//! decides where (and whether) to write it.
 //!
 //! The two sides of a transfer are sans-IO machines, like every machine of
 //! the crate, and need no allocator:
@@ -41,8 +44,20 @@ pub use send::{FileRead, SendStep, TransferSender};
 pub const TRANSFER_MAGIC: [u8; 2] = *b"TF";
 /// The transfer framing version.
 pub const TRANSFER_VERSION: u8 = 1;
-/// Longest file name, in bytes of UTF-8.
+/// Longest file name the framing can carry, in bytes of UTF-8 (its length
+/// is one byte); names are accepted only up to [`MAX_STORED_FILE_NAME_LEN`].
 pub const MAX_FILE_NAME_LEN: usize = 255;
+/// Longest file name a file system takes, in bytes: `NAME_MAX` of the Linux
+/// file systems (ext4, xfs, btrfs, tmpfs) and of APFS.
+pub const NAME_MAX: usize = 255;
+/// Longest suffix a receiving driver may add to a taken name to keep both
+/// files (`.1` to `.999`); the drivers' collision rule stays within it.
+pub const MAX_COLLISION_SUFFIX_LEN: usize = 4;
+/// Longest file name accepted by both sides, in bytes of UTF-8: the
+/// longest collision-suffixed name still fits [`NAME_MAX`], so a long name
+/// is refused before a transfer starts, not after the file crossed. (The
+/// drivers' partial-file names are short and fixed, well within it.)
+pub const MAX_STORED_FILE_NAME_LEN: usize = NAME_MAX - MAX_COLLISION_SUFFIX_LEN;
 /// Bytes of the header around the name: magic, version, name length, size.
 pub const HEADER_FIXED_LEN: usize = 2 + 1 + 1 + 8;
 /// Longest header.
@@ -57,8 +72,17 @@ pub enum TransferError {
     BadMagic,
     /// A framing version this implementation does not read.
     UnsupportedVersion(u8),
-    /// The name is empty, too long, not UTF-8, or not a plain file name.
+    /// The name is empty, not UTF-8, or not a plain file name.
     BadName,
+    /// The name is longer than [`MAX_STORED_FILE_NAME_LEN`] bytes.
+    NameTooLong {
+        /// The name's length in bytes.
+        len: usize,
+    },
+    /// The name holds a Unicode format character ([`FORMAT_CHARACTERS`]):
+    /// a bidi override or an invisible character that makes a name show as
+    /// another (`invoice\u{202e}txt.exe` shows as "invoiceexe.txt").
+    FormatCharacter(char),
     /// The size plus framing does not fit a u64.
     TooLarge,
     /// The caller's buffer cannot hold the header.
@@ -76,6 +100,15 @@ impl fmt::Display for TransferError {
             TransferError::BadMagic => f.write_str("not a tryst transfer (bad magic)"),
             TransferError::UnsupportedVersion(v) => write!(f, "unsupported transfer version {v}"),
             TransferError::BadName => f.write_str("file name is not a plain file name"),
+            TransferError::NameTooLong { len } => write!(
+                f,
+                "file name of {len} bytes is longer than {MAX_STORED_FILE_NAME_LEN} bytes"
+            ),
+            TransferError::FormatCharacter(c) => write!(
+                f,
+                "file name holds an invisible format character (U+{:04X})",
+                u32::from(*c)
+            ),
             TransferError::TooLarge => f.write_str("file size out of range"),
             TransferError::BufferTooSmall { needed, available } => {
                 write!(f, "buffer of {available} bytes cannot hold {needed}")
@@ -86,14 +119,64 @@ impl fmt::Display for TransferError {
 
 impl core::error::Error for TransferError {}
 
+/// Every code point of Unicode general category Cf (format), as inclusive
+/// ranges in ascending order: bidi embeddings, overrides and isolates, zero
+/// width characters, the soft hyphen, tags, and other invisible marks. A
+/// file name holding one can show as another name.
+pub static FORMAT_CHARACTERS: [(u32, u32); 21] = [
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
+/// Whether `c` is a Unicode format character ([`FORMAT_CHARACTERS`]).
+pub fn is_format_character(c: char) -> bool {
+    let c = u32::from(c);
+    FORMAT_CHARACTERS
+        .binary_search_by(|&(low, high)| {
+            if high < c {
+                core::cmp::Ordering::Less
+            } else if low > c {
+                core::cmp::Ordering::Greater
+            } else {
+                core::cmp::Ordering::Equal
+            }
+        })
+        .is_ok()
+}
+
 /// The one file-name policy, for both sides: `Ok` only for a plain name
-/// that stays inside the directory it is joined to: not empty, at most
-/// [`MAX_FILE_NAME_LEN`] bytes, no `/`, `\`, NUL or control characters, not
-/// `.` or `..`, and no leading `.` (no hidden files, and never the name of
-/// a driver's partial file).
+/// that stays inside the directory it is joined to and shows as what it
+/// is: not empty, at most [`MAX_STORED_FILE_NAME_LEN`] bytes, no `/`, `\`,
+/// NUL or control characters, no format characters
+/// ([`FORMAT_CHARACTERS`]), not `.` or `..`, and no leading `.` (no hidden
+/// files, and never the name of a driver's partial file).
 pub fn check_file_name(name: &str) -> Result<(), TransferError> {
+    if name.len() > MAX_STORED_FILE_NAME_LEN {
+        return Err(TransferError::NameTooLong { len: name.len() });
+    }
+    if let Some(c) = name.chars().find(|&c| is_format_character(c)) {
+        return Err(TransferError::FormatCharacter(c));
+    }
     let plain = !name.is_empty()
-        && name.len() <= MAX_FILE_NAME_LEN
         && !name.starts_with('.')
         && !name
             .chars()
@@ -260,6 +343,7 @@ impl TransferHeader {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::format;
 
     /// The header of `photo.jpg`, 1000 bytes.
     static PHOTO: [u8; 21] = [
@@ -298,7 +382,6 @@ mod tests {
             "/etc/passwd",
             ".hidden",
             "bell\x07",
-            &"x".repeat(256),
         ] {
             assert_eq!(
                 TransferHeader::new(bad, 1),
@@ -309,6 +392,74 @@ mod tests {
         for good in ["photo.jpg", "a b c.txt", "résumé.pdf", "x..y"] {
             assert!(check_file_name(good).is_ok(), "{good:?}");
             assert!(TransferHeader::new(good, 1).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn names_longer_than_the_stored_bound_are_refused() {
+        let at_bound = "x".repeat(MAX_STORED_FILE_NAME_LEN);
+        assert!(TransferHeader::new(&at_bound, 1).is_ok());
+        for len in [MAX_STORED_FILE_NAME_LEN + 1, NAME_MAX, NAME_MAX + 1] {
+            assert_eq!(
+                TransferHeader::new(&"x".repeat(len), 1),
+                Err(TransferError::NameTooLong { len }),
+                "{len}"
+            );
+        }
+        // The longest suffixed name still fits NAME_MAX.
+        assert!(format!("{at_bound}.999").len() <= NAME_MAX);
+        // A received header over the bound is refused at the offer.
+        let mut evil = b"TF\x01\xfc".to_vec();
+        evil.extend_from_slice(&[b'x'; 252]);
+        evil.extend_from_slice(&1u64.to_be_bytes());
+        assert_eq!(
+            TransferHeader::decode(&evil),
+            Err(TransferError::NameTooLong { len: 252 })
+        );
+    }
+
+    #[test]
+    fn bidi_and_format_characters_in_names_are_refused() {
+        assert_eq!(
+            check_file_name("invoice\u{202e}txt.exe"),
+            Err(TransferError::FormatCharacter('\u{202e}'))
+        );
+        // Every code point of every range, and its ends, is refused.
+        for &(low, high) in &FORMAT_CHARACTERS {
+            for cp in low..=high {
+                let c = char::from_u32(cp).expect("a scalar value");
+                let name = format!("a{c}b.txt");
+                assert_eq!(
+                    check_file_name(&name),
+                    Err(TransferError::FormatCharacter(c)),
+                    "U+{cp:04X}"
+                );
+            }
+            // The neighbours outside a range are not format characters
+            // (unless another range starts there).
+            for cp in [low - 1, high + 1] {
+                let inside = FORMAT_CHARACTERS
+                    .iter()
+                    .any(|&(l, h)| (l..=h).contains(&cp));
+                if let Some(c) = char::from_u32(cp) {
+                    assert_eq!(is_format_character(c), inside, "U+{cp:04X}");
+                }
+            }
+        }
+        // The table is sorted and disjoint (the binary search needs it).
+        assert!(FORMAT_CHARACTERS.windows(2).all(|w| w[0].1 < w[1].0));
+        // A received header with a bidi override is refused at the offer.
+        let name = "a\u{202e}b".as_bytes();
+        let mut evil = b"TF\x01".to_vec();
+        evil.push(u8::try_from(name.len()).expect("short"));
+        evil.extend_from_slice(name);
+        evil.extend_from_slice(&1u64.to_be_bytes());
+        assert_eq!(
+            TransferHeader::decode(&evil),
+            Err(TransferError::FormatCharacter('\u{202e}'))
+        );
+        for good in ["résumé.pdf", "日本語.txt", "emoji😀.png", "ملف.txt"] {
+            assert_eq!(check_file_name(good), Ok(()), "{good:?}");
         }
     }
 

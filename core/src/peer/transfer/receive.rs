@@ -69,6 +69,9 @@ impl fmt::Display for ReceiveFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ReceiveFailure::BadHeader(TransferError::BadName) => f.write_str("refused file name"),
+            ReceiveFailure::BadHeader(
+                e @ (TransferError::NameTooLong { .. } | TransferError::FormatCharacter(_)),
+            ) => write!(f, "refused file name: {e}"),
             ReceiveFailure::BadHeader(e) => write!(f, "malformed transfer header: {e}"),
             ReceiveFailure::PastEnd => f.write_str("the peer sent data past the announced file"),
             ReceiveFailure::TooScattered => f.write_str("the peer's data is scattered too widely"),
