@@ -424,3 +424,44 @@ async fn owner_re_registers_at_the_channel_cap() {
         "the owner at the cap: {again:?}"
     );
 }
+
+/// Lines of `server`'s log that contain every one of `needles`.
+fn log_lines(server: &Server, needles: &[&str]) -> usize {
+    server
+        .proc
+        .log()
+        .lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_binding_expires_and_the_name_is_free_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = start_server(&data, &["--binding-ttl", "2s"], "server.log");
+    let squatter = strangers(&server, "GONE", 1).await.remove(0);
+    squatter
+        .stream
+        .socket
+        .shutdown(std::net::Shutdown::Both)
+        .expect("closed");
+    // The channel goes 10 s after its stream, the binding 2 s unused later.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while log_lines(&server, &["binding expired unused", "GONE0"]) == 0 {
+        assert!(Instant::now() < deadline, "the binding never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A new key gets the name for real.
+    let keys = StaticKeypair::generate(&mut OsRng);
+    let (answer, _) =
+        RawTerminal::register(next_source(), server.control, server.key, "GONE0", &keys)
+            .await
+            .expect("a reply");
+    assert!(matches!(answer, RawAnswer::Ack(_)));
+    let deadline = Instant::now() + STEP;
+    while log_lines(&server, &["name bound to its first key", "GONE0"]) < 2 {
+        assert!(Instant::now() < deadline, "the name was not bound again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

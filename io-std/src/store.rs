@@ -40,7 +40,7 @@ pub const DB_FILE: &str = "tryst.db";
 /// How long a write waits for another connection's lock.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS names (
     name TEXT PRIMARY KEY,
     key TEXT NOT NULL,
     origin TEXT NOT NULL CHECK (origin IN ('tofu', 'enrolled')),
-    bound_us INTEGER NOT NULL
+    bound_us INTEGER NOT NULL,
+    seen_us INTEGER
 );
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY,
@@ -349,6 +350,17 @@ impl Store {
         if version > SCHEMA_VERSION {
             return Err(StoreError::TooNew(version));
         }
+        if create && version < 2 {
+            // Version 2: each binding's last-seen time (binding expiry).
+            self.conn
+                .execute_batch(
+                    "BEGIN;
+                     ALTER TABLE names ADD COLUMN seen_us INTEGER;
+                     UPDATE meta SET value = '2' WHERE key = 'schema';
+                     COMMIT;",
+                )
+                .map_err(|e| self.sql(e))?;
+        }
         Ok(())
     }
 
@@ -481,11 +493,47 @@ impl Store {
                 skipped.push((name, e.to_string()));
             }
         }
+        // Every binding's last-seen time first (a binding never seen since
+        // this version counts as seen now), then the live sessions.
+        let mut live = self.seen_facts()?;
+        live.extend(self.live_facts()?);
         Ok(ServerState {
             registry,
-            live: self.live_facts()?,
+            live,
             skipped,
         })
+    }
+
+    /// A `NameSeen` fact for every binding: its stored last-seen time, or
+    /// now for one that has none.
+    fn seen_facts(&self) -> Result<Vec<SessionFact>, StoreError> {
+        let now = now_us();
+        // Bindings from before last-seen times were kept start their clock now.
+        self.conn
+            .execute(
+                "UPDATE names SET seen_us = ?1 WHERE seen_us IS NULL",
+                params![to_i64(now)],
+            )
+            .map_err(|e| self.sql(e))?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, seen_us FROM names ORDER BY name")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, seen) = row.map_err(|e| self.sql(e))?;
+            let at = seen.map_or(now, to_u64);
+            out.push(SessionFact::NameSeen {
+                name,
+                at: Instant::from_micros(at),
+            });
+        }
+        Ok(out)
     }
 
     /// Stores a batch of durable facts in one transaction (one fsync).
@@ -504,6 +552,20 @@ impl Store {
                          ON CONFLICT (name) DO UPDATE SET key = excluded.key, origin = 'tofu',
                          bound_us = excluded.bound_us WHERE names.key <> excluded.key",
                         params![name, key_hex(key), to_i64(now_us())],
+                    )
+                    .map_err(sql)?;
+                }
+                SessionFact::NameSeen { name, at } => {
+                    tx.execute(
+                        "UPDATE names SET seen_us = ?2 WHERE name = ?1",
+                        params![name, to_i64(at.as_micros())],
+                    )
+                    .map_err(sql)?;
+                }
+                SessionFact::NameUnbound { name, key } => {
+                    tx.execute(
+                        "DELETE FROM names WHERE name = ?1 AND key = ?2",
+                        params![name, key_hex(key)],
                     )
                     .map_err(sql)?;
                 }
@@ -931,7 +993,75 @@ mod tests {
             .unwrap();
         let state = store.server_state(TrustMode::TrustOnFirstUse).unwrap();
         assert_eq!(state.registry.bindings().count(), 1);
-        assert_eq!(state.live, [SessionFact::SessionStarted(started)]);
+        assert!(matches!(&state.live[0], SessionFact::NameSeen { name, .. } if name == "TERM1"));
+        assert_eq!(state.live[1..], [SessionFact::SessionStarted(started)]);
         assert!(state.skipped.is_empty());
+    }
+
+    #[test]
+    fn binding_seen_times_are_kept_and_an_expired_binding_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::create(dir.path()).unwrap();
+        let at = Instant::from_micros(1_700_000_000_000_000);
+        store
+            .record(&[
+                SessionFact::NameBound {
+                    name: "TERM1".into(),
+                    key: key(1),
+                },
+                SessionFact::NameSeen {
+                    name: "TERM1".into(),
+                    at,
+                },
+            ])
+            .unwrap();
+        let state = store.server_state(TrustMode::TrustOnFirstUse).unwrap();
+        assert_eq!(
+            state.live,
+            [SessionFact::NameSeen {
+                name: "TERM1".into(),
+                at
+            }]
+        );
+        // An unbind for another key changes nothing; the bound key's removes it.
+        store
+            .record(&[SessionFact::NameUnbound {
+                name: "TERM1".into(),
+                key: key(2),
+            }])
+            .unwrap();
+        assert_eq!(store.bindings().unwrap().len(), 1);
+        store
+            .record(&[SessionFact::NameUnbound {
+                name: "TERM1".into(),
+                key: key(1),
+            }])
+            .unwrap();
+        assert!(store.bindings().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_version_1_store_gains_seen_times_and_keeps_its_bindings() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO meta VALUES ('schema', '1');
+                 CREATE TABLE names (name TEXT PRIMARY KEY, key TEXT NOT NULL,
+                     origin TEXT NOT NULL CHECK (origin IN ('tofu', 'enrolled')),
+                     bound_us INTEGER NOT NULL);",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO names VALUES ('TERM1', ?1, 'tofu', 1)",
+                params![key_hex(&key(1))],
+            )
+            .unwrap();
+        }
+        let store = Store::create(dir.path()).unwrap();
+        let state = store.server_state(TrustMode::TrustOnFirstUse).unwrap();
+        assert_eq!(state.registry.bindings().count(), 1);
+        assert!(matches!(&state.live[..], [SessionFact::NameSeen { name, .. }] if name == "TERM1"));
     }
 }

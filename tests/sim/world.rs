@@ -570,6 +570,14 @@ pub fn fact_of(event: &SessionEvent) -> Option<SessionFact> {
             name: name.clone(),
             key: *key,
         },
+        SessionEvent::NameSeen { name, at } => SessionFact::NameSeen {
+            name: name.clone(),
+            at: *at,
+        },
+        SessionEvent::NameUnbound { name, key } => SessionFact::NameUnbound {
+            name: name.clone(),
+            key: *key,
+        },
         SessionEvent::SessionStarted(s) => SessionFact::SessionStarted(s.clone()),
         SessionEvent::SessionExtended(x) => SessionFact::SessionExtended(*x),
         SessionEvent::SessionRecord(r) => SessionFact::SessionRecord(r.clone()),
@@ -607,13 +615,19 @@ impl Store {
 
     /// The name bindings, to rebuild the registry.
     pub fn bindings(&self) -> Vec<(String, PublicKey)> {
-        self.facts
-            .iter()
-            .filter_map(|(_, e)| match e {
-                SessionEvent::NameBound { name, key } => Some((name.clone(), *key)),
-                _ => None,
-            })
-            .collect()
+        let mut bound: std::collections::BTreeMap<String, PublicKey> = Default::default();
+        for (_, e) in &self.facts {
+            match e {
+                SessionEvent::NameBound { name, key } => {
+                    bound.insert(name.clone(), *key);
+                }
+                SessionEvent::NameUnbound { name, key } if bound.get(name) == Some(key) => {
+                    bound.remove(name);
+                }
+                _ => {}
+            }
+        }
+        bound.into_iter().collect()
     }
 
     /// SessionStarted / SessionExtended facts of sessions with no record

@@ -28,6 +28,16 @@ pub const REGISTRATION_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// is heard on another stream by then, it is removed (and its UDP key
 /// revoked), so dead registrations do not pile up.
 pub const CHANNEL_ORPHAN_GRACE: Duration = Duration::from_secs(10);
+/// The binding TTL a trust-on-first-use deployment should use unless it
+/// says otherwise: a name unregistered for half a year is free again.
+pub const DEFAULT_BINDING_TTL: Duration = Duration::from_secs(180 * 24 * 3600);
+/// How stale a binding's last-seen time may be before a registration
+/// stores it again: one write per name and hour at most, however often it
+/// registers.
+pub const BINDING_SEEN_RESOLUTION: Duration = Duration::from_secs(3600);
+/// Most bindings one timer run removes (the next run follows at once):
+/// after a long downtime, expiry never stalls the server.
+pub const MAX_EXPIRIES_PER_RUN: usize = 256;
 /// First wait before the link to the trigger server is tried again after a
 /// failed or lost handshake; doubles on each failure.
 pub const UPSTREAM_RETRY_MIN: Duration = Duration::from_secs(1);
@@ -142,6 +152,10 @@ pub struct SessionConfig {
     pub end_grace: Duration,
     /// Bounds on tables and queues.
     pub limits: SessionLimits,
+    /// How long a name binding may go without a confirmed registration
+    /// before it is removed (the name is free again); `None`: never. Only
+    /// bindings the server saw registered at least once expire.
+    pub binding_ttl: Option<Duration>,
 }
 
 impl Default for SessionConfig {
@@ -155,6 +169,7 @@ impl Default for SessionConfig {
             decision_timeout: DECISION_TIMEOUT,
             end_grace: END_GRACE,
             limits: SessionLimits::default(),
+            binding_ttl: None,
         }
     }
 }

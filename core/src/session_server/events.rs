@@ -59,6 +59,22 @@ pub enum SessionEvent {
         /// Why.
         reason: DenyReason,
     },
+    /// *Durable.* A binding's name registered (was confirmed) at `at`:
+    /// its last-seen time, from which it expires
+    /// ([`super::SessionConfig::binding_ttl`]).
+    NameSeen {
+        /// The name.
+        name: String,
+        /// When.
+        at: Instant,
+    },
+    /// *Durable.* A binding expired unused: the name is free again.
+    NameUnbound {
+        /// The name.
+        name: String,
+        /// The key it was bound to.
+        key: PublicKey,
+    },
     /// *Durable.* A session started (S508-S510).
     SessionStarted(SessionStarted),
     /// *Durable.* A session's permitted duration was extended (S1602/S1603).
@@ -86,6 +102,20 @@ pub enum SessionFact {
         /// The key it now belongs to.
         key: PublicKey,
     },
+    /// A binding's name registered at `at` (its last-seen time).
+    NameSeen {
+        /// The name.
+        name: String,
+        /// When.
+        at: Instant,
+    },
+    /// A binding expired unused; the name is free again.
+    NameUnbound {
+        /// The name.
+        name: String,
+        /// The key it was bound to.
+        key: PublicKey,
+    },
     /// A session started (S508-S510).
     SessionStarted(SessionStarted),
     /// A session's permitted duration was extended (S1602/S1603).
@@ -99,6 +129,8 @@ impl From<SessionFact> for SessionEvent {
     fn from(fact: SessionFact) -> SessionEvent {
         match fact {
             SessionFact::NameBound { name, key } => SessionEvent::NameBound { name, key },
+            SessionFact::NameSeen { name, at } => SessionEvent::NameSeen { name, at },
+            SessionFact::NameUnbound { name, key } => SessionEvent::NameUnbound { name, key },
             SessionFact::SessionStarted(s) => SessionEvent::SessionStarted(s),
             SessionFact::SessionExtended(x) => SessionEvent::SessionExtended(x),
             SessionFact::SessionRecord(r) => SessionEvent::SessionRecord(r),
@@ -302,6 +334,8 @@ pub struct SessionCounters {
     pub registrations_unconfirmed: u64,
     /// Channels removed because their stream closed and they were not heard again.
     pub channels_orphaned: u64,
+    /// Name bindings removed because they went unused for the TTL.
+    pub bindings_expired: u64,
     /// Connection requests dropped unanswered (requester over
     /// [`super::MAX_OUTSTANDING_PER_CHANNEL`]).
     pub requests_dropped: u64,

@@ -56,6 +56,7 @@
 
 mod config;
 mod events;
+mod expiry;
 mod registration;
 mod requests;
 mod sessions;
@@ -112,6 +113,8 @@ enum Timer {
     Session([u8; 16]),
     /// A channel whose stream closed is removed.
     ChannelOrphaned(u64),
+    /// Unused bindings expire.
+    BindingExpiry,
 }
 
 /// Every armed timer, ordered by deadline. Each owner keeps the deadline it
@@ -220,6 +223,8 @@ pub struct SessionServer<R> {
     /// Their deadlines and per-source counts ([`SessionLimits::streams`]).
     guard: ConnGuard,
     reg: Registrations,
+    /// Bindings' last-seen times, for their expiry.
+    seen: expiry::Seen,
     upstream: Upstream,
     requests: Requests,
     sessions: BTreeMap<[u8; 16], Session>,
@@ -281,6 +286,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             conns: BTreeMap::new(),
             guard: ConnGuard::new(config.limits.streams, config.limits.max_connections),
             reg: Registrations::default(),
+            seen: expiry::Seen::default(),
             upstream: Upstream::default(),
             requests: Requests::default(),
             sessions: BTreeMap::new(),
@@ -488,6 +494,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             Timer::Denial(key) => self.denial_due(key),
             Timer::Session(id) => self.session_deadline(now, id),
             Timer::ChannelOrphaned(device) => self.orphan_expired(device),
+            Timer::BindingExpiry => self.bindings_expired(now),
         }
     }
 

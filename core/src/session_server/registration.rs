@@ -590,6 +590,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
                 key,
             });
         }
+        self.binding_seen(now, &name);
         if let Some(old) = self.reg.live.insert(name.clone(), device) {
             if old != device {
                 self.send_upstream(

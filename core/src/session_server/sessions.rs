@@ -333,6 +333,10 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
                 self.rearm_session(id);
                 Ok(())
             }
+            SessionFact::NameSeen { name, at } => {
+                self.restore_binding_seen(name, *at);
+                Ok(())
+            }
             _ => Err(RestoreError::NotASessionFact),
         }
     }

@@ -23,8 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use tryst_core::identity::SecretKey;
 use tryst_core::names::TrustMode;
 use tryst_core::session_server::{
-    ExtensionPolicy, SessionConfig, SessionEvent, SessionFact, SessionLimits, DEFAULT_DURATION,
-    DEFAULT_MAX_CHANNELS, DEFAULT_MAX_PENDING_REQUESTS, END_GRACE,
+    ExtensionPolicy, SessionConfig, SessionEvent, SessionFact, SessionLimits, DEFAULT_BINDING_TTL,
+    DEFAULT_DURATION, DEFAULT_MAX_CHANNELS, DEFAULT_MAX_PENDING_REQUESTS, END_GRACE,
 };
 use tryst_core::trigger_server::{TriggerConfig, TriggerEvent};
 use tryst_core::wire::PublicKey;
@@ -75,6 +75,11 @@ pub struct PolicyArgs {
     /// Closed deployment: only names enrolled with `tryst enroll` may register.
     #[arg(long)]
     pub closed: bool,
+    /// How long a name binding may go without a registration before it is
+    /// removed and the name is free again (e.g. 90d); 0s keeps bindings
+    /// forever. Default: 180 days, or forever with --closed.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub binding_ttl: Option<Duration>,
     /// Most terminal registrations held (live and pending); at the cap the
     /// owner of a bound name still gets in.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CHANNELS)]
@@ -225,6 +230,11 @@ fn session_config(policy: &PolicyArgs) -> Result<SessionConfig, CliError> {
             ExtensionPolicy::UpToTotal
         },
         limits: policy_limits(policy),
+        binding_ttl: match policy.binding_ttl {
+            Some(ttl) if ttl.is_zero() => None,
+            Some(ttl) => Some(ttl),
+            None => (!policy.closed).then_some(DEFAULT_BINDING_TTL),
+        },
         ..SessionConfig::default()
     })
 }
@@ -674,6 +684,12 @@ pub fn log_session_event(event: &SessionEvent) {
     match event {
         SessionEvent::NameBound { name, key } => {
             tracing::info!(%name, key = %short(key), "name bound to its first key");
+        }
+        SessionEvent::NameSeen { name, .. } => {
+            tracing::debug!(%name, "binding seen");
+        }
+        SessionEvent::NameUnbound { name, key } => {
+            tracing::info!(%name, key = %short(key), "binding expired unused: the name is free");
         }
         SessionEvent::Registered {
             name,

@@ -2,6 +2,7 @@
 //! registrations or a dead stream does to the session server.
 
 use std::format;
+use std::string::{String, ToString};
 use std::vec::Vec;
 
 use super::harness::*;
@@ -192,4 +193,125 @@ fn decoys_make_way_for_an_owner_at_the_cap() {
         w.ss.live_device("TERM2"),
         w.terms[t2].channel_no.map(crate::wire::DeviceId)
     );
+}
+
+fn with_ttl(ttl: core::time::Duration) -> SessionConfig {
+    SessionConfig {
+        binding_ttl: Some(ttl),
+        ..SessionConfig::default()
+    }
+}
+
+fn unbound(w: &World, name: &str) -> bool {
+    w.facts
+        .iter()
+        .any(|f| matches!(f, SessionFact::NameUnbound { name: n, .. } if n == name))
+}
+
+#[test]
+fn unused_binding_expires_after_the_ttl_and_the_name_is_free_again() {
+    let ttl = secs(3600);
+    let mut w = World::new(with_ttl(ttl));
+    let t1 = w.term("TERM1", ListMode);
+    let conn = w.terms[t1].conn;
+    w.ss.handle_connection_closed(w.now, conn);
+    w.advance(ttl - secs(60));
+    assert!(!unbound(&w, "TERM1"), "expired before its TTL");
+    w.advance(secs(120));
+    assert!(unbound(&w, "TERM1"));
+    assert_eq!(w.ss.registry().key_of(Name::new("TERM1").unwrap()), None);
+    assert_eq!(w.ss.counters().bindings_expired, 1);
+    // Another key may take it now.
+    let newcomer = w.term("TERM1", ListMode);
+    assert_eq!(
+        w.ss.registry().key_of(Name::new("TERM1").unwrap()),
+        Some(w.terms[newcomer].kp.public_key())
+    );
+}
+
+#[test]
+fn live_binding_never_expires_and_its_seen_time_is_stored_again() {
+    let ttl = secs(3600);
+    let mut w = World::new(with_ttl(ttl));
+    let t1 = w.term("TERM1", ListMode);
+    w.advance(ttl * 3);
+    assert!(!unbound(&w, "TERM1"));
+    assert_eq!(
+        w.ss.registry().key_of(Name::new("TERM1").unwrap()),
+        Some(w.terms[t1].kp.public_key())
+    );
+    let seen = w
+        .facts
+        .iter()
+        .filter(|f| matches!(f, SessionFact::NameSeen { .. }))
+        .count();
+    assert!(seen >= 3, "seen {seen} times");
+}
+
+#[test]
+fn registrations_store_the_seen_time_at_most_once_per_resolution() {
+    let mut w = World::new(with_ttl(secs(24 * 3600)));
+    let t1 = w.term("TERM1", ListMode);
+    for _ in 0..5 {
+        w.advance(secs(60));
+        w.reconnect(t1);
+        w.register(t1);
+    }
+    let seen = |w: &World| {
+        w.facts
+            .iter()
+            .filter(|f| matches!(f, SessionFact::NameSeen { .. }))
+            .count()
+    };
+    assert_eq!(seen(&w), 1, "one write for six registrations in minutes");
+    w.advance(BINDING_SEEN_RESOLUTION);
+    w.reconnect(t1);
+    w.register(t1);
+    assert_eq!(seen(&w), 2);
+}
+
+#[test]
+fn without_a_ttl_bindings_never_expire() {
+    let mut w = World::new(SessionConfig::default());
+    let t1 = w.term("TERM1", ListMode);
+    let conn = w.terms[t1].conn;
+    w.ss.handle_connection_closed(w.now, conn);
+    w.advance(secs(400 * 24 * 3600));
+    assert!(!unbound(&w, "TERM1"));
+    assert!(w
+        .ss
+        .registry()
+        .key_of(Name::new("TERM1").unwrap())
+        .is_some());
+}
+
+#[test]
+fn restored_seen_times_expire_after_a_restart() {
+    let ttl = secs(3600);
+    let mut first = World::new(with_ttl(ttl));
+    first.term("TERM1", ListMode);
+    let bindings: Vec<(String, crate::wire::PublicKey)> = first
+        .ss
+        .registry()
+        .bindings()
+        .map(|(n, k)| (n.as_str().to_string(), k))
+        .collect();
+    let seen: Vec<SessionFact> = first
+        .facts
+        .iter()
+        .filter(|f| matches!(f, SessionFact::NameSeen { .. }))
+        .cloned()
+        .collect();
+    let registry = crate::names::NameRegistry::from_bindings(
+        crate::names::TrustMode::TrustOnFirstUse,
+        bindings.iter().map(|(n, k)| (Name::new(n).unwrap(), *k)),
+    )
+    .unwrap();
+    let mut w = World::with_registry(with_ttl(ttl), registry, 5);
+    w.now = first.now;
+    for fact in &seen {
+        w.ss.restore_session(fact).unwrap();
+    }
+    w.advance(ttl + secs(1));
+    assert!(unbound(&w, "TERM1"));
 }
