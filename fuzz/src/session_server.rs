@@ -273,6 +273,10 @@ fn config_of(setup: &SsSetup) -> SessionConfig {
             max_queued_events: limit(l[8], d.max_queued_events),
             streams: d.streams,
         },
+        // Binding expiry on in half the runs, with a short TTL (no new
+        // setup field, so the seed corpus keeps its meaning).
+        binding_ttl: (setup.decision_timeout_secs % 2 == 1)
+            .then(|| Duration::from_secs(u64::from(setup.max_duration_secs).max(1))),
     }
 }
 
