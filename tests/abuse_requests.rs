@@ -205,6 +205,7 @@ async fn burst_of_requests_for_one_target_keeps_its_stream_and_a_permitted_reque
         }
     }
     let log = target.await.expect("the target ran");
+    eprintln!("300 flooding requests and 1 permitted one: the target saw {log:?}");
     assert!(!log.closed, "the target's stream was closed in the flood");
     // One trigger and one list request per coalescing window, not one per
     // request.

@@ -304,8 +304,8 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         }));
     }
 
-    /// Replays a stored `SessionStarted` or `SessionExtended` fact into this
-    /// (fresh) machine. Replay them in the order they were emitted, and only
+    /// Replays a stored `SessionStarted` or `SessionExtended` fact (or a
+    /// binding's `NameSeen`, from which it expires) into this (fresh) machine. Replay them in the order they were emitted, and only
     /// for sessions without a stored `SessionRecord`. A restored session
     /// ends by its notifications or timer and gets exactly one record; one
     /// whose deadline already passed is recorded at the next input.
