@@ -65,8 +65,16 @@ pub struct Server {
 }
 
 pub fn start_server(dir: &Path, extra: &[&str], log_name: &str) -> Server {
+    let args = server_args(dir, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let log = dir.parent().expect("parent").join(log_name);
+    Server::of(Proc::start(&args, log, None))
+}
+
+/// The arguments of a combined server in `dir` on fresh loopback ports.
+fn server_args(dir: &Path, extra: &[&str]) -> Vec<String> {
     let dir_s = dir.to_str().expect("utf-8 path");
-    let mut args = vec![
+    let mut args: Vec<String> = [
         "server",
         "--data-dir",
         dir_s,
@@ -74,19 +82,40 @@ pub fn start_server(dir: &Path, extra: &[&str], log_name: &str) -> Server {
         LOOPBACK_ANY,
         "--trigger",
         LOOPBACK_ANY,
-    ];
-    args.extend_from_slice(extra);
-    let log = dir.parent().expect("parent").join(log_name);
-    let mut proc = Proc::start(&args, log, None);
-    let key = parse_key(&proc.value("server key"));
-    let control = proc.addr("control");
-    let trigger = proc.addr("trigger");
-    Server {
-        proc,
-        key,
-        control,
-        trigger,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+impl Server {
+    /// The server `proc` runs, once it printed its key and addresses.
+    fn of(mut proc: Proc) -> Server {
+        Server {
+            key: parse_key(&proc.value("server key")),
+            control: proc.addr("control"),
+            trigger: proc.addr("trigger"),
+            proc,
+        }
     }
+}
+
+/// An in-process terminal `name` with `keys`, allowing `allow`, started at
+/// `server` and online.
+pub async fn online_term(server: &Server, name: &str, keys: StaticKeypair, allow: &[&str]) -> Term {
+    let mut term = Term::start(
+        name,
+        keys,
+        allow,
+        server.control,
+        server.trigger,
+        server.key,
+    )
+    .await;
+    term.online().await;
+    term
 }
 
 /// An in-process terminal and its events.
@@ -191,26 +220,8 @@ impl Term {
 
 /// TERM1 (allows TERM3) and TERM3, both online at `server`.
 pub async fn pair(server: &Server, home_keys: StaticKeypair) -> (Term, Term) {
-    let mut home = Term::start(
-        "TERM1",
-        home_keys,
-        &["TERM3"],
-        server.control,
-        server.trigger,
-        server.key,
-    )
-    .await;
-    home.online().await;
-    let mut phone = Term::start(
-        "TERM3",
-        StaticKeypair::generate(&mut OsRng),
-        &[],
-        server.control,
-        server.trigger,
-        server.key,
-    )
-    .await;
-    phone.online().await;
+    let home = online_term(server, "TERM1", home_keys, &["TERM3"]).await;
+    let phone = online_term(server, "TERM3", StaticKeypair::generate(&mut OsRng), &[]).await;
     (home, phone)
 }
 
@@ -595,40 +606,17 @@ impl Proc {
         log: std::path::PathBuf,
         rust_log: Option<&str>,
     ) -> Proc {
-        use std::io::BufRead;
         let mut cmd = std::process::Command::new("sh");
         cmd.env_remove("RUST_LOG");
         if let Some(filter) = rust_log {
             cmd.env("RUST_LOG", filter);
         }
         let script = format!("ulimit {nofile} && exec \"$0\" \"$@\"");
-        let mut child = cmd
-            .arg("-c")
+        cmd.arg("-c")
             .arg(script)
             .arg(env!("CARGO_BIN_EXE_tryst"))
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("sh starts the binary");
-        let out = std::io::BufReader::new(child.stdout.take().expect("stdout piped"));
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut out = out;
-            let mut line = String::new();
-            while out.read_line(&mut line).is_ok_and(|n| n > 0) {
-                if tx.send(line.trim_end().to_owned()).is_err() {
-                    return;
-                }
-                line.clear();
-            }
-        });
-        Proc {
-            child,
-            lines,
-            seen: Vec::new(),
-            log,
-        }
+            .args(args);
+        Proc::spawn(cmd, log)
     }
 }
 
@@ -639,25 +627,10 @@ pub fn start_server_with_nofile(
     nofile: &str,
     log_name: &str,
 ) -> Server {
-    let dir_s = dir.to_str().expect("utf-8 path");
-    let mut args = vec![
-        "server",
-        "--data-dir",
-        dir_s,
-        "--control",
-        LOOPBACK_ANY,
-        "--trigger",
-        LOOPBACK_ANY,
-    ];
-    args.extend_from_slice(extra);
+    let args = server_args(dir, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let log = dir.parent().expect("parent").join(log_name);
-    let mut proc = Proc::start_with_nofile(&args, nofile, log, Some("info"));
-    Server {
-        key: parse_key(&proc.value("server key")),
-        control: proc.addr("control"),
-        trigger: proc.addr("trigger"),
-        proc,
-    }
+    Server::of(Proc::start_with_nofile(&args, nofile, log, Some("info")))
 }
 
 /// Fresh key pairs for split servers under `root`: the session server's

@@ -43,8 +43,14 @@ impl Proc {
         if let Some(filter) = rust_log {
             cmd.env("RUST_LOG", filter);
         }
+        cmd.args(args);
+        Proc::spawn(cmd, log)
+    }
+
+    /// Starts `cmd` (which runs the binary), stdout read line by line,
+    /// stderr to `log`.
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
         let mut child = cmd
-            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(fs::File::create(&log).expect("log file")))
             .spawn()

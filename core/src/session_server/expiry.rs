@@ -73,6 +73,10 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         let Some(ttl) = self.config.binding_ttl else {
             return;
         };
+        if now + ttl <= now {
+            // The end of the clock (see `bindings_expired`).
+            return;
+        }
         match self.seen.by_age.first() {
             Some((oldest, _)) => {
                 let at = (*oldest + ttl).max(now);
@@ -94,6 +98,12 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         let Some(ttl) = self.config.binding_ttl else {
             return;
         };
+        // At the end of the clock every deadline saturates to `now`: a
+        // refreshed binding would be due again at once and the timer loop
+        // would spin. Expire nothing any more.
+        if now + ttl <= now {
+            return;
+        }
         for _ in 0..MAX_EXPIRIES_PER_RUN {
             let Some((oldest, name)) = self.seen.by_age.first().cloned() else {
                 break;
@@ -129,11 +139,11 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             .by_age
             .first()
             .is_some_and(|(oldest, _)| *oldest + ttl <= now);
-        if more_due {
+        let next_run = now + core::time::Duration::from_millis(1);
+        if more_due && next_run > now {
             // The rest next run, after other inputs had their turn.
-            let at = now + core::time::Duration::from_millis(1);
             self.timers
-                .arm(Timer::BindingExpiry, &mut self.seen.timer, at);
+                .arm(Timer::BindingExpiry, &mut self.seen.timer, next_run);
         } else {
             self.arm_binding_expiry(now);
         }

@@ -394,6 +394,10 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         }
         if let Some(conn) = self.out.closes.pop_front() {
             self.guard.close(conn);
+            // The driver reports no close of a stream the server closed:
+            // its channels are orphaned here.
+            let now = self.clock.latest();
+            self.channels_lost_connection(now, conn);
             return Output::Close(conn);
         }
         if let Some(event) = self.out.events.pop_front() {

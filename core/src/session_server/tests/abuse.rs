@@ -315,3 +315,35 @@ fn restored_seen_times_expire_after_a_restart() {
     w.advance(ttl + secs(1));
     assert!(unbound(&w, "TERM1"));
 }
+
+#[test]
+fn channel_on_a_stream_the_server_closed_is_removed_after_the_grace() {
+    let mut w = World::new(SessionConfig::default());
+    let t1 = w.term("TERM1", ListMode);
+    // The same stream floods handshakes until the server closes it.
+    let conn = w.terms[t1].conn;
+    let init = w.terms[t1].last_init.clone();
+    for _ in 0..10 {
+        w.ss.handle_stream(w.now, conn, &init);
+        w.pump();
+    }
+    assert!(w.closed.contains(&conn), "the flooding stream was closed");
+    w.advance(CHANNEL_ORPHAN_GRACE + secs(1));
+    assert_eq!(w.ss.live_device("TERM1"), None);
+    // The live channel and the pending ones the replays opened.
+    assert!(w.ss.counters().channels_orphaned >= 1);
+    assert_eq!(w.ss.channel_count(), 0);
+}
+
+#[test]
+fn binding_expiry_at_the_end_of_the_clock_never_spins() {
+    let ttl = secs(3600);
+    let mut w = World::new(with_ttl(ttl));
+    w.now = Instant::from_micros(u64::MAX - 10);
+    w.term("TERM1", ListMode);
+    w.advance(secs(1));
+    // A live name refreshed at the end of time is not due again forever.
+    let facts = w.facts.len();
+    w.advance(secs(1));
+    assert_eq!(w.facts.len(), facts, "no facts pile up");
+}
