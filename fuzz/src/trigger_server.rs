@@ -182,6 +182,9 @@ struct Harness {
     proven: BTreeSet<SocketAddr>,
     /// Links refused and not closed yet.
     refused: BTreeSet<ConnectionId>,
+    /// Closes the server accounted for otherwise (evictions, the stream
+    /// guard's refusals and deadlines) as of the last settle.
+    other_closes: u64,
     records: Vec<Record>,
     datagrams: Vec<Vec<u8>>,
     summary: TsSummary,
@@ -243,6 +246,7 @@ impl Harness {
             keys: BTreeMap::new(),
             proven: BTreeSet::new(),
             refused: BTreeSet::new(),
+            other_closes: 0,
             records: Vec::new(),
             datagrams: Vec::new(),
             summary: TsSummary::default(),
@@ -473,6 +477,16 @@ impl Harness {
         );
     }
 
+    /// Closes the server counted that are not link refusals.
+    fn other_closes_so_far(&self) -> u64 {
+        let g = self.ts.stream_guard_counters();
+        self.ts.stats().connections_evicted
+            + g.refused_per_source
+            + g.refused_table_full
+            + g.closed_no_first_message
+            + g.closed_idle
+    }
+
     /// Drains the machine as a driver would and checks every output.
     fn settle(&mut self) {
         let mut outs = Vec::new();
@@ -518,17 +532,26 @@ impl Harness {
                 }
             }
         }
-        // Only a refused link is closed (its event in the same drain); the
-        // driver closes the socket, so the harness's link is gone.
+        // A stream is closed only when its link was refused (its event in
+        // the same drain), or for a reason the server counted: an eviction,
+        // or the stream guard (over its source's cap, no first message in
+        // time, no link for too long). The driver closes the socket, so the
+        // harness's link is gone.
+        let other_closes = self.other_closes_so_far();
+        let mut unexplained = 0;
         for conn in closed {
-            assert!(
-                self.refused.remove(&conn),
-                "closed {conn:?}, which was not refused"
-            );
+            if !self.refused.remove(&conn) {
+                unexplained += 1;
+            }
             if let Ok(c) = u8::try_from(conn.0) {
                 self.links.remove(&c);
             }
         }
+        assert!(
+            unexplained <= other_closes - self.other_closes,
+            "{unexplained} streams closed that were neither refused nor counted"
+        );
+        self.other_closes = other_closes;
         assert!(
             transmits <= MAX_TRIGGER_QUEUED_TRANSMITS,
             "{transmits} transmits from one input"

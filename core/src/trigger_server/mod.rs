@@ -487,6 +487,11 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
         self.keypair.public_key()
     }
 
+    /// Streams the stream guard refused or closed so far.
+    pub fn stream_guard_counters(&self) -> crate::conn_guard::GuardCounters {
+        self.guard.counters()
+    }
+
     /// Counters of drops, refusals and work done.
     pub fn stats(&self) -> &TriggerStats {
         &self.stats
