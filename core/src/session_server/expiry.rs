@@ -24,14 +24,12 @@ pub(super) struct Seen {
 }
 
 impl Seen {
-    /// Sets `name`'s last-seen time; its previous one.
-    fn set(&mut self, name: &str, at: Instant) -> Option<Instant> {
-        let old = self.at.insert(name.to_string(), at);
-        if let Some(old) = old {
+    /// Sets `name`'s last-seen time.
+    fn set(&mut self, name: &str, at: Instant) {
+        if let Some(old) = self.at.insert(name.to_string(), at) {
             self.by_age.remove(&(old, name.to_string()));
         }
         self.by_age.insert((at, name.to_string()));
-        old
     }
 
     /// Forgets `name`.
@@ -47,17 +45,17 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
     /// moves, and is stored when the stored one is older than
     /// [`BINDING_SEEN_RESOLUTION`].
     pub(super) fn binding_seen(&mut self, now: Instant, name: &str) {
-        let old = self.seen.set(name, now);
-        if old.is_none_or(|old| old + BINDING_SEEN_RESOLUTION <= now) {
-            self.out.fact(SessionFact::NameSeen {
-                name: name.to_string(),
-                at: now,
-            });
-        } else if let Some(old) = old {
-            // Not stored: keep the stored time, so the store and the
-            // machine agree on when the binding expires.
-            self.seen.set(name, old);
+        // Kept at the stored time until that is stale, so the store and the
+        // machine agree on when the binding expires.
+        let stored = self.seen.at.get(name).copied();
+        if stored.is_some_and(|at| now < at + BINDING_SEEN_RESOLUTION) {
+            return;
         }
+        self.seen.set(name, now);
+        self.out.fact(SessionFact::NameSeen {
+            name: name.to_string(),
+            at: now,
+        });
         self.arm_binding_expiry(now);
     }
 
