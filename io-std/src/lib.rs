@@ -6,6 +6,7 @@
 
 pub use tryst_core as core;
 
+pub mod drive;
 pub mod keyfile;
 pub mod store;
 pub mod transfer;

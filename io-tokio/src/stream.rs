@@ -21,51 +21,10 @@ use tokio::task::AbortHandle;
 use tryst_core::machine::ConnectionId;
 use tryst_core::wire::FrameBuffer;
 
-/// Most bytes waiting to be written on a stream whose policy is
-/// [`Overflow::Close`] (a terminal's stream at a server): far above what a
-/// well-behaved terminal is ever sent at once (a few hundred bytes per
-/// request), so only a peer that stopped reading reaches it.
-pub const WRITE_QUEUE_BYTES: usize = 1 << 20;
-/// Most bytes waiting to be written on an internal link
-/// ([`Overflow::Wait`]): generous, so a burst the machine queues in one
-/// drain (thousands of requests) never has to wait at all.
-pub const LINK_QUEUE_BYTES: usize = 8 << 20;
-/// Longest the loop waits for room on an internal link whose queue is full
-/// before it closes the link (the peer stopped reading).
-pub const LINK_BACKPRESSURE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most bytes one write of a batch carries.
-pub const WRITE_BATCH_BYTES: usize = 64 * 1024;
-/// Longest one batch's write may block on a peer that does not read
-/// before the stream is closed.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest an outgoing stream's connect may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What a stream whose write queue is full does with the next message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Overflow {
-    /// Close the stream and drop what is queued (a terminal's stream: it
-    /// must not stall the loop); the queue holds [`WRITE_QUEUE_BYTES`].
-    #[default]
-    Close,
-    /// Make the sender wait for room, at most this long, then close it (an
-    /// internal link: nothing may be lost to a burst); the queue holds
-    /// [`LINK_QUEUE_BYTES`].
-    Wait(Duration),
-}
-
-impl Overflow {
-    /// The internal links' policy: wait up to [`LINK_BACKPRESSURE_TIMEOUT`].
-    pub const LINK: Overflow = Overflow::Wait(LINK_BACKPRESSURE_TIMEOUT);
-
-    /// The queue's byte budget under this policy.
-    fn budget(self) -> usize {
-        match self {
-            Overflow::Close => WRITE_QUEUE_BYTES,
-            Overflow::Wait(_) => LINK_QUEUE_BYTES,
-        }
-    }
-}
+pub use tryst_std::drive::{
+    Overflow, CONNECT_TIMEOUT, LINK_BACKPRESSURE_TIMEOUT, LINK_QUEUE_BYTES, WRITE_BATCH_BYTES,
+    WRITE_QUEUE_BYTES, WRITE_TIMEOUT,
+};
 
 /// What a stream task tells the machine's task.
 #[derive(Debug)]

@@ -30,14 +30,17 @@ pub mod udp;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, Notify};
 use tryst_core::machine::{ConnectionId, Destination, Input, Machine, Output, MAX_TRANSMIT_LEN};
 use tryst_core::time::Instant;
 
-use crate::clock::DriverClock;
+pub use tryst_std::drive::{
+    Driven, EventOf, FactOf, Flow, IoOf, Journal, JournalBatch, Stopped, JOURNAL_GONE,
+};
+
+use crate::clock::{tokio_deadline, DriverClock};
 use crate::stream::{accept_streams, connect_upstream, Overflow, StreamInput, StreamWriter};
 use udp::BatchSocket;
 
@@ -50,76 +53,6 @@ const STREAM_INPUT_QUEUE: usize = 1024;
 /// loop looks at its sockets again (and comes straight back): app work that
 /// keeps finding more can never starve the inputs.
 const MAX_APP_ROUNDS: usize = 16;
-
-/// The fact type of a role's machine.
-pub type FactOf<D> = <<D as Driven>::Machine as Machine>::Fact;
-/// The event type of a role's machine.
-pub type EventOf<D> = <<D as Driven>::Machine as Machine>::Event;
-/// The payload side of a role's machine.
-pub type IoOf<D> = <<D as Driven>::Machine as Machine>::Io;
-
-/// What the loop does after an app command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    /// Go on.
-    Continue,
-    /// Send what is queued, close the upstream stream (waiting at most
-    /// `grace` for its queue to be written) and stop.
-    Stop {
-        /// Longest to wait for the upstream stream's queue.
-        grace: Duration,
-    },
-}
-
-/// A role as the loop runs it: its machine, the app's side of its payloads,
-/// and what the app does with events and commands. Implemented once per
-/// role ([`session_server`], [`trigger_server`], [`terminal`]).
-pub trait Driven: Send + 'static {
-    /// The core machine.
-    type Machine: Machine;
-    /// What the app asks of it.
-    type Command: Send + 'static;
-    /// The machine and the payload side it reads and writes, borrowed together.
-    fn parts(&mut self) -> (&mut Self::Machine, &mut IoOf<Self>);
-    /// An app command; the role calls the machine (the next poll picks up
-    /// what that changed) and answers the command's reply channel.
-    fn on_command(&mut self, now: Instant, command: Self::Command) -> Flow;
-    /// An event of the machine.
-    fn on_event(&mut self, now: Instant, event: EventOf<Self>);
-    /// A durable fact, once the journal stored it.
-    fn on_stored(&mut self, _fact: FactOf<Self>) {}
-    /// App work once the machine is quiet (payload bookkeeping); whether it
-    /// called the machine, so the loop polls again.
-    fn after_drain(&mut self, _now: Instant) -> bool {
-        false
-    }
-    /// When the app wants [`Self::after_drain`] again without any input.
-    fn app_deadline(&self) -> Option<tokio::time::Instant> {
-        None
-    }
-    /// The loop stopped (a [`Flow::Stop`] command, the command channel
-    /// closed, or the journal failed).
-    fn on_stopped(&mut self, _why: &Stopped) {}
-}
-
-/// One batch of durable facts and where to say they are stored (or why not).
-pub type JournalBatch<F> = (Vec<F>, oneshot::Sender<Result<(), String>>);
-
-/// Where durable facts go: a task or thread that stores each batch and
-/// answers once it is on disk. An error (or a journal that went away)
-/// stops the loop before anything that follows the batch is sent.
-pub type Journal<F> = mpsc::Sender<JournalBatch<F>>;
-
-/// Why a driver loop stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stopped {
-    /// The app closed the command channel.
-    Closed,
-    /// A command asked the loop to stop.
-    Shutdown,
-    /// The journal failed: nothing it did not store was acknowledged.
-    JournalFailed(String),
-}
 
 /// The sockets and wake-ups a role uses; each is optional.
 #[derive(Debug, Default)]
@@ -183,9 +116,9 @@ where
             Ok(next) => next,
             Err(why) => break why,
         };
-        let mut deadline = clock.deadline(next);
+        let mut deadline = tokio_deadline(&clock, next);
         if let Some(app) = role.app_deadline() {
-            deadline = deadline.min(app);
+            deadline = deadline.min(tokio_deadline(&clock, Some(app)));
         }
         tokio::select! {
             received = recv_udp(&mut udp) => match received {
@@ -475,12 +408,10 @@ impl<F> Links<F> {
         let Some(journal) = &self.journal else {
             return Ok(());
         };
-        let (done, stored) = oneshot::channel();
         journal
-            .send((batch, done))
+            .submit(batch)?
             .await
-            .map_err(|_| "the store stopped".to_owned())?;
-        stored.await.map_err(|_| "the store stopped".to_owned())?
+            .map_err(|_| JOURNAL_GONE.to_owned())?
     }
 }
 

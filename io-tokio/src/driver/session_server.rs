@@ -15,7 +15,7 @@ use tryst_core::time::Instant;
 use tryst_core::wire::{Name, PublicKey, SessionId};
 use tryst_std::store::Store;
 
-use super::{run, Driven, Flow, Journal, JournalBatch, Sockets, Stopped};
+use super::{run, Driven, Flow, Journal, Sockets, Stopped};
 use crate::clock::DriverClock;
 use crate::stream::{self, Overflow};
 
@@ -239,17 +239,14 @@ pub(super) fn raise_descriptor_limit() {
     }
 }
 
-/// Durable batches waiting for the journal thread.
-const JOURNAL_QUEUE: usize = 64;
-
 /// Starts the journal: a thread that owns `store` and writes each batch
 /// of durable facts, answering once it is committed.
 pub fn start_journal(mut store: Store) -> Journal<SessionFact> {
-    let (tx, mut rx) = mpsc::channel::<JournalBatch<SessionFact>>(JOURNAL_QUEUE);
+    let (journal, batches) = Journal::channel();
     let spawned = std::thread::Builder::new()
         .name("tryst-journal".into())
         .spawn(move || {
-            while let Some((batch, done)) = rx.blocking_recv() {
+            while let Ok((batch, done)) = batches.recv() {
                 let result = store.record(&batch).map_err(|e| e.to_string());
                 let _ = done.send(result);
             }
@@ -259,5 +256,5 @@ pub fn start_journal(mut store: Store) -> Journal<SessionFact> {
         // fails and the server stops before acknowledging it.
         tracing::error!(error = %e, "cannot start the journal thread");
     }
-    tx
+    journal
 }

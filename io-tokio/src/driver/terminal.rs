@@ -416,14 +416,13 @@ pub async fn spawn_with(
                 endpoint.start(clock.now());
                 let hashed = Arc::new(Notify::new());
                 let role = TerminalRole {
-                    clock,
                     endpoint,
                     payloads: Payloads {
                         recv_dir: options.recv_dir,
                         sessions: BTreeMap::new(),
                     },
                     events: event_tx,
-                    next_progress: tokio::time::Instant::now(),
+                    next_progress: std::time::Instant::now(),
                     hashed: Arc::clone(&hashed),
                     shutdown: None,
                 };
@@ -492,12 +491,11 @@ impl SessionIo for Payloads {
 /// The terminal as the loop runs it: the endpoint, its payloads (the
 /// files of each session), and where the app's events go.
 struct TerminalRole {
-    clock: DriverClock,
     /// Boxed: the endpoint holds every session's state inline (hundreds of KiB).
     endpoint: Box<Endpoint<OsRng>>,
     payloads: Payloads,
     events: mpsc::UnboundedSender<Event>,
-    next_progress: tokio::time::Instant,
+    next_progress: std::time::Instant,
     /// Notified by the files' hasher threads when a digest is ready.
     hashed: Arc<Notify>,
     /// Answered once the loop stopped on a shutdown command.
@@ -536,9 +534,8 @@ impl Driven for TerminalRole {
         fed || closed
     }
 
-    fn app_deadline(&self) -> Option<tokio::time::Instant> {
+    fn app_deadline(&self) -> Option<Instant> {
         self.payload_timeout()
-            .map(|at| self.clock.deadline(Some(at)))
     }
 
     fn on_stopped(&mut self, _why: &Stopped) {
@@ -844,7 +841,7 @@ impl TerminalRole {
 
     /// Progress of every transfer, at most every [`PROGRESS_INTERVAL`].
     fn report_progress(&mut self) {
-        let now = tokio::time::Instant::now();
+        let now = std::time::Instant::now();
         if now < self.next_progress {
             return;
         }

@@ -134,7 +134,16 @@ async fn durable_facts_are_stored_before_the_transmit_that_acknowledges_them() {
     let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let to = peer.local_addr().unwrap();
     let udp = BatchSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let (journal, mut batches) = mpsc::channel::<JournalBatch<u32>>(4);
+    let (journal, stored_batches) = Journal::<u32>::channel();
+    // The journal's side, on a thread as a store's is.
+    let (batch_tx, mut batches) = mpsc::unbounded_channel::<JournalBatch<u32>>();
+    std::thread::spawn(move || {
+        while let Ok(batch) = stored_batches.recv() {
+            if batch_tx.send(batch).is_err() {
+                break;
+            }
+        }
+    });
     let (commands, command_rx) = mpsc::channel(4);
     let (role, mut stored, _closed) = role();
     let sockets = Sockets {

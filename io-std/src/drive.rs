@@ -1,0 +1,274 @@
+//! What every driver loop shares, whatever runs it (the tokio driver of
+//! `tryst-tokio`, the blocking one of this crate): the [`Driven`] role a
+//! loop runs, why a loop stopped, the [`Journal`] that makes facts durable
+//! before anything acknowledges them, the [`DriverClock`] that maps the
+//! monotonic clock to the core's [`Instant`], and the [`Overflow`] policy of
+//! a stream whose write queue is full.
+//!
+//! Nothing here waits on a runtime: the journal answers through a
+//! `oneshot` channel that a blocking loop receives on and an async one
+//! awaits.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tryst_core::machine::Machine;
+use tryst_core::time::Instant;
+
+/// The fact type of a role's machine.
+pub type FactOf<D> = <<D as Driven>::Machine as Machine>::Fact;
+/// The event type of a role's machine.
+pub type EventOf<D> = <<D as Driven>::Machine as Machine>::Event;
+/// The payload side of a role's machine.
+pub type IoOf<D> = <<D as Driven>::Machine as Machine>::Io;
+
+/// What the loop does after an app command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on.
+    Continue,
+    /// Send what is queued, close the upstream stream (waiting at most
+    /// `grace` for its queue to be written) and stop.
+    Stop {
+        /// Longest to wait for the upstream stream's queue.
+        grace: Duration,
+    },
+}
+
+/// A role as a loop runs it: its machine, the app's side of its payloads,
+/// and what the app does with events and commands. Implemented once per
+/// role; both drivers run the same implementations.
+pub trait Driven: Send + 'static {
+    /// The core machine.
+    type Machine: Machine;
+    /// What the app asks of it.
+    type Command: Send + 'static;
+    /// The machine and the payload side it reads and writes, borrowed together.
+    fn parts(&mut self) -> (&mut Self::Machine, &mut IoOf<Self>);
+    /// An app command; the role calls the machine (the next poll picks up
+    /// what that changed) and answers the command's reply channel.
+    fn on_command(&mut self, now: Instant, command: Self::Command) -> Flow;
+    /// An event of the machine.
+    fn on_event(&mut self, now: Instant, event: EventOf<Self>);
+    /// A durable fact, once the journal stored it.
+    fn on_stored(&mut self, _fact: FactOf<Self>) {}
+    /// App work once the machine is quiet (payload bookkeeping); whether it
+    /// called the machine, so the loop polls again.
+    fn after_drain(&mut self, _now: Instant) -> bool {
+        false
+    }
+    /// When the app wants [`Self::after_drain`] again without any input.
+    fn app_deadline(&self) -> Option<Instant> {
+        None
+    }
+    /// The loop stopped (a [`Flow::Stop`] command, the command channel
+    /// closed, or the journal failed).
+    fn on_stopped(&mut self, _why: &Stopped) {}
+}
+
+/// Why a driver loop stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// The app closed the command channel.
+    Closed,
+    /// A command asked the loop to stop.
+    Shutdown,
+    /// The journal failed: nothing it did not store was acknowledged.
+    JournalFailed(String),
+}
+
+/// Where a journal says a batch is stored, or why it is not.
+pub type Stored = oneshot::Receiver<Result<(), String>>;
+
+/// One batch of durable facts and where to say they are stored (or why not).
+pub type JournalBatch<F> = (Vec<F>, oneshot::Sender<Result<(), String>>);
+
+/// Where durable facts go: a thread that stores each batch and answers
+/// once it is on disk. An error (or a journal that went away) stops the
+/// loop before anything that follows the batch is sent. A loop has at most
+/// one batch in flight (it waits for each answer), so the queue needs no
+/// bound of its own.
+#[derive(Debug)]
+pub struct Journal<F> {
+    batches: std::sync::mpsc::Sender<JournalBatch<F>>,
+}
+
+impl<F> Clone for Journal<F> {
+    fn clone(&self) -> Self {
+        Journal {
+            batches: self.batches.clone(),
+        }
+    }
+}
+
+/// The message of a journal that went away.
+pub const JOURNAL_GONE: &str = "the store stopped";
+
+impl<F> Journal<F> {
+    /// A journal and the receiving end its thread stores batches from.
+    pub fn channel() -> (Journal<F>, std::sync::mpsc::Receiver<JournalBatch<F>>) {
+        let (batches, rx) = std::sync::mpsc::channel();
+        (Journal { batches }, rx)
+    }
+
+    /// Hands `facts` to the journal; the answer comes on the returned
+    /// receiver (received on by a blocking loop, awaited by an async one).
+    pub fn submit(&self, facts: Vec<F>) -> Result<Stored, String> {
+        let (done, stored) = oneshot::channel();
+        self.batches
+            .send((facts, done))
+            .map_err(|_| JOURNAL_GONE.to_owned())?;
+        Ok(stored)
+    }
+
+    /// Hands `facts` to the journal and blocks until they are stored.
+    pub fn store_blocking(&self, facts: Vec<F>) -> Result<(), String> {
+        self.submit(facts)?
+            .recv()
+            .map_err(|_| JOURNAL_GONE.to_owned())?
+    }
+}
+
+/// Maps the monotonic clock to the core's microsecond [`Instant`] and back.
+///
+/// The default origin is the driver's start. A server whose durable facts
+/// carry times ([`DriverClock::wall`]) counts from the Unix epoch instead,
+/// so the times it stored before a restart still mean the same thing after.
+#[derive(Debug, Clone, Copy)]
+pub struct DriverClock {
+    origin: std::time::Instant,
+    /// The core time at `origin`, in microseconds.
+    offset_micros: u64,
+}
+
+impl Default for DriverClock {
+    fn default() -> Self {
+        DriverClock {
+            origin: std::time::Instant::now(),
+            offset_micros: 0,
+        }
+    }
+}
+
+/// How far away "never" is: a loop that also wakes on every input.
+pub const NEVER: Duration = Duration::from_secs(86_400);
+
+impl DriverClock {
+    /// A clock whose `Instant`s are microseconds since the Unix epoch (read
+    /// once from the system clock, then advanced by the monotonic clock).
+    pub fn wall() -> Self {
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        DriverClock {
+            origin: std::time::Instant::now(),
+            offset_micros: u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// The current time, for a `handle_*` call.
+    pub fn now(&self) -> Instant {
+        let micros = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+        Instant::from_micros(self.offset_micros.saturating_add(micros))
+    }
+
+    /// When to wake for a machine's `poll_timeout`; [`NEVER`] from now for
+    /// `None`.
+    pub fn deadline(&self, at: Option<Instant>) -> std::time::Instant {
+        let never = std::time::Instant::now() + NEVER;
+        match at {
+            Some(at) => {
+                let after =
+                    Duration::from_micros(at.as_micros().saturating_sub(self.offset_micros));
+                self.origin
+                    .checked_add(after)
+                    .map_or(never, |d| d.min(never))
+            }
+            None => never,
+        }
+    }
+}
+
+/// Most bytes waiting to be written on a stream whose policy is
+/// [`Overflow::Close`] (a terminal's stream at a server): far above what a
+/// well-behaved terminal is ever sent at once (a few hundred bytes per
+/// request), so only a peer that stopped reading reaches it.
+pub const WRITE_QUEUE_BYTES: usize = 1 << 20;
+/// Most bytes waiting to be written on an internal link
+/// ([`Overflow::Wait`]): generous, so a burst the machine queues in one
+/// drain (thousands of requests) never has to wait at all.
+pub const LINK_QUEUE_BYTES: usize = 8 << 20;
+/// Longest the loop waits for room on an internal link whose queue is full
+/// before it closes the link (the peer stopped reading).
+pub const LINK_BACKPRESSURE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most bytes one write of a batch carries.
+pub const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// Longest one batch's write may block on a peer that does not read
+/// before the stream is closed.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest an outgoing stream's connect may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a stream whose write queue is full does with the next message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Close the stream and drop what is queued (a terminal's stream: it
+    /// must not stall the loop); the queue holds [`WRITE_QUEUE_BYTES`].
+    #[default]
+    Close,
+    /// Make the sender wait for room, at most this long, then close it (an
+    /// internal link: nothing may be lost to a burst); the queue holds
+    /// [`LINK_QUEUE_BYTES`].
+    Wait(Duration),
+}
+
+impl Overflow {
+    /// The internal links' policy: wait up to [`LINK_BACKPRESSURE_TIMEOUT`].
+    pub const LINK: Overflow = Overflow::Wait(LINK_BACKPRESSURE_TIMEOUT);
+
+    /// The queue's byte budget under this policy.
+    pub fn budget(self) -> usize {
+        match self {
+            Overflow::Close => WRITE_QUEUE_BYTES,
+            Overflow::Wait(_) => LINK_QUEUE_BYTES,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_journal_answers_a_blocking_loop() {
+        let (journal, batches) = Journal::<u32>::channel();
+        let store = std::thread::spawn(move || {
+            let (facts, done) = batches.recv().expect("a batch");
+            let _ = done.send(if facts == [7] {
+                Ok(())
+            } else {
+                Err("wrong".into())
+            });
+            let (_, done) = batches.recv().expect("a second batch");
+            let _ = done.send(Err("disk full".into()));
+        });
+        assert_eq!(journal.store_blocking(vec![7]), Ok(()));
+        assert_eq!(journal.store_blocking(vec![8]), Err("disk full".into()));
+        store.join().expect("journal thread");
+        assert_eq!(
+            journal.store_blocking(vec![9]),
+            Err(JOURNAL_GONE.to_owned())
+        );
+    }
+
+    #[test]
+    fn clock_deadlines_round_trip_and_never_overflow() {
+        let clock = DriverClock::wall();
+        let now = clock.now();
+        let at = Instant::from_micros(now.as_micros() + 1_000_000);
+        let deadline = clock.deadline(Some(at));
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(left <= Duration::from_secs(1) && left > Duration::from_millis(500));
+        let far = clock.deadline(Some(Instant::from_micros(u64::MAX)));
+        assert!(far <= std::time::Instant::now() + NEVER);
+    }
+}
