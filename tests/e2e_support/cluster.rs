@@ -14,7 +14,7 @@ use tryst_tokio::core::terminal::{TerminalConfig, TerminalEvent};
 use tryst_tokio::core::wire::{EndReason, PublicKey, SessionId};
 use tryst_tokio::driver::terminal::{self, TerminalHandle};
 
-use super::{text, tryst, Proc};
+use super::{text, tryst_for, Proc};
 
 /// Longest any one step may take.
 pub const STEP: Duration = Duration::from_secs(20);
@@ -24,7 +24,10 @@ pub const LOOPBACK_ANY: &str = "127.0.0.1:0";
 pub const EXTENSION_ASK_SECS: u32 = 4;
 
 pub fn run(args: &[&str]) -> Output {
-    tryst().args(args).output().expect("the tryst binary runs")
+    tryst_for(args.first().copied().unwrap_or_default())
+        .args(args)
+        .output()
+        .expect("the tryst binary runs")
 }
 
 pub fn hex(bytes: &[u8]) -> String {

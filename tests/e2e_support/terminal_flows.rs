@@ -1,0 +1,540 @@
+//! The terminals' side end to end, as flows any [`Mix`] of the two
+//! binaries runs: a server, a `terminal` daemon and one-shot `connect`
+//! runs are child processes on 127.0.0.1 with ports the kernel picks; the
+//! flows read what each prints. `e2e_terminal` runs them with `tryst`
+//! everywhere; `interop_std` with `tryst-std` in each place
+//! ([`terminal_flows!`] makes one `#[test]` per flow for a mix).
+#![allow(dead_code)]
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use super::{text, tryst_for, Proc};
+
+/// Longest any one step may take.
+const STEP: Duration = Duration::from_secs(30);
+
+/// A fresh directory under the system's temp dir.
+fn scratch(tag: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("tryst-e2e-{tag}-{}-{nanos}", std::process::id()));
+    fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A `tryst server` on loopback with kernel-picked ports.
+struct Server {
+    /// Kept so the server runs as long as the test.
+    _proc: Proc,
+    data: PathBuf,
+    control: SocketAddr,
+    trigger: SocketAddr,
+    key: String,
+}
+
+impl Server {
+    fn start(dir: &Path, extra: &[&str]) -> Server {
+        let data = dir.join("server");
+        let mut args = vec![
+            "server",
+            "--data-dir",
+            data.to_str().expect("utf-8 path"),
+            "--control",
+            "127.0.0.1:0",
+            "--trigger",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let mut proc = Proc::start(&args, dir.join("server.log"), None);
+        let key = proc.value("server key");
+        let control = proc.value("control").parse().expect("control address");
+        let trigger = proc.value("trigger").parse().expect("trigger address");
+        Server {
+            _proc: proc,
+            data,
+            control,
+            trigger,
+            key,
+        }
+    }
+
+    /// The flags every terminal-side command takes, for device `name`.
+    fn terminal_flags(&self, name: &str, state: &Path) -> Vec<String> {
+        vec![
+            "--name".into(),
+            name.into(),
+            "--server".into(),
+            self.control.to_string(),
+            "--trigger".into(),
+            self.trigger.to_string(),
+            "--server-key".into(),
+            self.key.clone(),
+            "--state-dir".into(),
+            state.to_str().expect("utf-8 path").into(),
+        ]
+    }
+}
+
+/// A running `tryst terminal`, online.
+struct Daemon {
+    proc: Proc,
+    state: PathBuf,
+    /// Its address as the trigger server sees it.
+    observed: String,
+}
+
+fn start_daemon(server: &Server, dir: &Path, name: &str, extra: &[&str]) -> Daemon {
+    let state = dir.join(format!("{name}-state"));
+    let mut args = vec!["terminal".to_owned()];
+    args.extend(server.terminal_flags(name, &state));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut proc = Proc::start(&refs, dir.join(format!("{name}.log")), None);
+    let observed = proc.wait_for("the online line", |l| {
+        l.strip_prefix("online: the trigger server sees this terminal at ")
+            .map(str::to_owned)
+    });
+    Daemon {
+        proc,
+        state,
+        observed,
+    }
+}
+
+/// Runs `tryst connect` to the end.
+fn connect(server: &Server, dir: &Path, name: &str, target: &str, extra: &[&str]) -> Output {
+    let state = dir.join(format!("{name}-state"));
+    let mut cmd = tryst_for("connect");
+    // Every log line the requester can print, to show none names the target.
+    cmd.env("RUST_LOG", "trace");
+    cmd.arg("connect")
+        .args(server.terminal_flags(name, &state))
+        .arg(target)
+        .args(extra);
+    cmd.output().expect("tryst connect runs")
+}
+
+fn allow(action: &str, name: Option<&str>, state: &Path) -> Output {
+    let mut cmd = tryst_for("allow");
+    cmd.args(["allow", action]);
+    if let Some(name) = name {
+        cmd.arg(name);
+    }
+    cmd.arg("--state-dir").arg(state);
+    cmd.output().expect("tryst allow runs")
+}
+
+/// The port of an address as printed, e.g. "127.0.0.1:40001" → "40001".
+fn port_of(addr: &str) -> &str {
+    addr.rsplit(':').next().unwrap_or(addr)
+}
+
+/// Whether `text` names port `port` as in "host:port" (not as digits
+/// inside a longer number, such as a timestamp).
+fn names_port(text: &str, port: &str) -> bool {
+    let needle = format!(":{port}");
+    text.match_indices(&needle).any(|(at, _)| {
+        !text[at + needle.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+fn assert_refused_without_address(out: &Output, target: &Daemon) {
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "expected exit 3:\n{all}");
+    assert!(
+        !all.contains(&target.observed) && !names_port(&all, port_of(&target.observed)),
+        "the refused requester's output names the target's address {}:\n{all}",
+        target.observed
+    );
+    assert!(all.contains("not permitted"), "{all}");
+}
+
+pub fn s511_refused_request_exits_3_and_leaves_no_trace_of_the_target() {
+    let dir = scratch("refused");
+    let server = Server::start(&dir, &[]);
+    let home = start_daemon(&server, &dir, "home", &["--allow", "phone"]);
+    // Not on the list, and a name nobody has: the same answer.
+    let denied = connect(&server, &dir, "mallory", "home", &["--duration", "5s"]);
+    assert_refused_without_address(&denied, &home);
+    let unknown = connect(&server, &dir, "mallory", "nobody", &["--duration", "5s"]);
+    assert_refused_without_address(&unknown, &home);
+    assert_eq!(
+        text(&denied.stdout),
+        text(&unknown.stdout),
+        "the two refusals must look the same"
+    );
+}
+
+pub fn first_embodiment_allow_edits_apply_to_the_next_request_of_a_running_terminal() {
+    let dir = scratch("allow");
+    let server = Server::start(&dir, &[]);
+    let mut home = start_daemon(&server, &dir, "home", &["--mode", "list"]);
+
+    let before = connect(&server, &dir, "phone", "home", &["--duration", "1s"]);
+    assert_refused_without_address(&before, &home);
+
+    let added = allow("add", Some("phone"), &home.state);
+    let said = text(&added.stdout);
+    assert!(added.status.success(), "{said}{}", text(&added.stderr));
+    assert!(said.contains("running terminal applied"), "{said}");
+    let listed = allow("list", None, &home.state);
+    assert_eq!(text(&listed.stdout).trim(), "phone");
+
+    let permitted = connect(&server, &dir, "phone", "home", &["--duration", "1s"]);
+    let said = text(&permitted.stdout);
+    assert!(
+        permitted.status.success(),
+        "{said}{}",
+        text(&permitted.stderr)
+    );
+    assert!(said.contains("with home"), "{said}");
+    assert!(said.contains("session ended"), "{said}");
+    home.proc.expect_line("with phone");
+
+    let removed = allow("remove", Some("phone"), &home.state);
+    assert!(removed.status.success());
+    let after = connect(&server, &dir, "phone", "home", &["--duration", "1s"]);
+    assert_refused_without_address(&after, &home);
+}
+
+pub fn second_embodiment_the_terminal_judges_the_named_requester() {
+    let dir = scratch("judge");
+    let server = Server::start(&dir, &[]);
+    let mut home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &["--mode", "judge", "--allow", "phone"],
+    );
+    let permitted = connect(&server, &dir, "phone", "home", &["--duration", "1s"]);
+    let said = text(&permitted.stdout);
+    assert!(
+        permitted.status.success(),
+        "{said}{}",
+        text(&permitted.stderr)
+    );
+    home.proc.expect_line("asked about phone: Permit");
+    let denied = connect(&server, &dir, "mallory", "home", &["--duration", "1s"]);
+    assert_refused_without_address(&denied, &home);
+    home.proc.expect_line("asked about mallory: Deny");
+}
+
+pub fn allow_edits_the_stored_list_when_no_terminal_runs_and_the_key_is_private() {
+    let dir = scratch("offline");
+    let server = Server::start(&dir, &[]);
+    let mut home = start_daemon(&server, &dir, "home", &[]);
+    let state = home.state.clone();
+    // A second terminal (or a connect) on a running terminal's state dir is refused.
+    let again = Proc::start(
+        &["terminal"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(server.terminal_flags("home", &state))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        dir.join("again.log"),
+        None,
+    );
+    let (status, _, stderr) = again.finish();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("already runs"), "{stderr}");
+    assert_eq!(home.proc.term(STEP).code(), Some(0));
+    let added = allow("add", Some("phone"), &state);
+    let said = text(&added.stdout);
+    assert!(added.status.success(), "{said}");
+    assert!(said.contains("no terminal is running"), "{said}");
+    let bad = allow("add", Some(&"x".repeat(300)), &state);
+    assert_eq!(bad.status.code(), Some(2));
+    let missing = allow("list", None, &dir.join("no-such-state"));
+    assert_eq!(missing.status.code(), Some(2));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(state.join("terminal.key"))
+            .expect("key file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the key file is readable by others");
+    }
+    // The same key and the stored list on the next start.
+    let key_before = fs::read(state.join("terminal.pub")).expect("public key");
+    let home = start_daemon(&server, &dir, "home", &[]);
+    assert_eq!(fs::read(state.join("terminal.pub")).unwrap(), key_before);
+    let permitted = connect(&server, &dir, "phone", "home", &["--duration", "1s"]);
+    assert!(permitted.status.success(), "{}", text(&permitted.stderr));
+    drop(home);
+}
+
+pub fn s1604_forced_end_stops_both_terminals() {
+    let dir = scratch("forced");
+    let server = Server::start(&dir, &[]);
+    let mut home = start_daemon(&server, &dir, "home", &["--allow", "phone"]);
+    let state = dir.join("phone-state");
+    let mut args = vec!["connect".to_owned()];
+    args.extend(server.terminal_flags("phone", &state));
+    args.extend(["home".to_owned(), "--duration".to_owned(), "60s".to_owned()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut phone = Proc::start(&refs, dir.join("phone.log"), None);
+    let id = phone.wait_for("the session line", |l| {
+        l.strip_prefix("session ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+    });
+    let ended = tryst_for("end")
+        .args(["end", &id, "--data-dir"])
+        .arg(&server.data)
+        .output()
+        .expect("tryst end runs");
+    assert!(
+        ended.status.success(),
+        "{}{}",
+        text(&ended.stdout),
+        text(&ended.stderr)
+    );
+    let (status, stdout, stderr) = phone.finish();
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("session ended: Forced"), "{stdout}");
+    home.proc.expect_line("ended: Forced");
+    drop(server);
+}
+
+/// Writes `len` bytes of a pattern that no two offsets share cheaply.
+fn write_test_file(path: &Path, len: usize) {
+    let mut data = vec![0u8; len];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let bytes = x.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+    fs::write(path, data).expect("test file");
+}
+
+fn sha256_hex(path: &Path) -> String {
+    use sha2::Digest;
+    let data = fs::read(path).expect("readable");
+    sha2::Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub fn s207_a_50_mb_file_crosses_the_direct_path_with_matching_sha256() {
+    let dir = scratch("transfer");
+    let server = Server::start(&dir, &[]);
+    let inbox = dir.join("inbox");
+    let mut home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &[
+            "--allow",
+            "phone",
+            "--recv-dir",
+            inbox.to_str().expect("utf-8"),
+        ],
+    );
+    let file = dir.join("big.bin");
+    write_test_file(&file, 50 * 1000 * 1000);
+    let sent = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &["--send", file.to_str().expect("utf-8"), "--duration", "10m"],
+    );
+    let said = text(&sent.stdout);
+    assert!(sent.status.success(), "{said}\n{}", text(&sent.stderr));
+    let digest = sha256_hex(&file);
+    assert!(
+        said.contains(&format!("the receiver verified SHA-256 {digest}")),
+        "{said}"
+    );
+    let line = home.proc.expect_line("received");
+    assert!(
+        line.contains(&digest) && line.contains("verified"),
+        "{line}"
+    );
+    assert_eq!(sha256_hex(&inbox.join("big.bin")), digest);
+    // Only the file: no partial file is left beside it.
+    let names: Vec<_> = fs::read_dir(&inbox)
+        .expect("inbox")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["big.bin"]);
+}
+
+pub fn s1504_a_transfer_still_running_at_70_percent_is_extended_and_completes() {
+    let dir = scratch("extension");
+    let server = Server::start(&dir, &[]);
+    let inbox = dir.join("inbox");
+    let mut home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &[
+            "--allow",
+            "phone",
+            "--recv-dir",
+            inbox.to_str().expect("utf-8"),
+        ],
+    );
+    let file = dir.join("slow.bin");
+    write_test_file(&file, 2 << 20);
+    // 2 MiB at 512 KiB/s: about 4 s, past 70% of the 3 s asked for.
+    let sent = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &[
+            "--send",
+            file.to_str().expect("utf-8"),
+            "--duration",
+            "3s",
+            "--limit-rate",
+            "512K",
+        ],
+    );
+    let said = text(&sent.stdout);
+    assert!(sent.status.success(), "{said}\n{}", text(&sent.stderr));
+    assert!(said.contains("session extended to 6 s"), "{said}");
+    assert!(said.contains("the receiver verified"), "{said}");
+    home.proc.expect_line("extended to 6 s");
+    home.proc.expect_line("received");
+    assert_eq!(sha256_hex(&inbox.join("slow.bin")), sha256_hex(&file));
+}
+
+pub fn a_terminal_without_a_receive_dir_keeps_no_file() {
+    let dir = scratch("norecv");
+    let server = Server::start(&dir, &[]);
+    let home = start_daemon(&server, &dir, "home", &["--allow", "phone"]);
+    let file = dir.join("f.bin");
+    write_test_file(&file, 100_000);
+    let sent = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &["--send", file.to_str().expect("utf-8"), "--duration", "30s"],
+    );
+    let said = format!("{}{}", text(&sent.stdout), text(&sent.stderr));
+    assert_eq!(sent.status.code(), Some(1), "{said}");
+    assert!(said.contains("did not keep"), "{said}");
+    drop(home);
+}
+
+pub fn s1605_a_forced_end_cuts_a_running_transfer_and_keeps_no_partial_file() {
+    let dir = scratch("forcedsend");
+    let server = Server::start(&dir, &[]);
+    let inbox = dir.join("inbox");
+    let mut home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &[
+            "--allow",
+            "phone",
+            "--recv-dir",
+            inbox.to_str().expect("utf-8"),
+        ],
+    );
+    let file = dir.join("long.bin");
+    write_test_file(&file, 4 << 20);
+    let state = dir.join("phone-state");
+    let mut args = vec!["connect".to_owned()];
+    args.extend(server.terminal_flags("phone", &state));
+    args.extend(
+        [
+            "home",
+            "--duration",
+            "60s",
+            "--send",
+            file.to_str().expect("utf-8"),
+            "--limit-rate",
+            "256K",
+        ]
+        .map(str::to_owned),
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut phone = Proc::start(&refs, dir.join("phone.log"), None);
+    let id = phone.wait_for("the session line", |l| {
+        l.strip_prefix("session ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+    });
+    phone.expect_line("direct path up");
+    std::thread::sleep(Duration::from_millis(500));
+    let ended = tryst_for("end")
+        .args(["end", &id, "--data-dir"])
+        .arg(&server.data)
+        .output()
+        .expect("tryst end runs");
+    assert!(ended.status.success(), "{}", text(&ended.stderr));
+    let (status, stdout, stderr) = phone.finish();
+    assert_eq!(status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("Forced"), "{stderr}");
+    home.proc.expect_line("file not kept");
+    home.proc.expect_line("ended: Forced");
+    let left: Vec<_> = fs::read_dir(&inbox)
+        .map(|d| d.map(|e| e.expect("entry").file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in the inbox: {left:?}");
+}
+
+/// One `#[test]` per flow of [`self`], each run with the mix `$mix`
+/// (the invoking file declares `mod support` from `e2e_support/mod.rs`).
+#[macro_export]
+macro_rules! terminal_flows {
+    ($mix:expr) => {
+        #[test]
+        fn s511_refused_request_exits_3_and_leaves_no_trace_of_the_target() {
+            support::with_mix($mix, support::terminal_flows::s511_refused_request_exits_3_and_leaves_no_trace_of_the_target);
+        }
+        #[test]
+        fn first_embodiment_allow_edits_apply_to_the_next_request_of_a_running_terminal() {
+            support::with_mix($mix, support::terminal_flows::first_embodiment_allow_edits_apply_to_the_next_request_of_a_running_terminal);
+        }
+        #[test]
+        fn second_embodiment_the_terminal_judges_the_named_requester() {
+            support::with_mix($mix, support::terminal_flows::second_embodiment_the_terminal_judges_the_named_requester);
+        }
+        #[test]
+        fn allow_edits_the_stored_list_when_no_terminal_runs_and_the_key_is_private() {
+            support::with_mix($mix, support::terminal_flows::allow_edits_the_stored_list_when_no_terminal_runs_and_the_key_is_private);
+        }
+        #[test]
+        fn s1604_forced_end_stops_both_terminals() {
+            support::with_mix($mix, support::terminal_flows::s1604_forced_end_stops_both_terminals);
+        }
+        #[test]
+        fn s207_a_50_mb_file_crosses_the_direct_path_with_matching_sha256() {
+            support::with_mix($mix, support::terminal_flows::s207_a_50_mb_file_crosses_the_direct_path_with_matching_sha256);
+        }
+        #[test]
+        fn s1504_a_transfer_still_running_at_70_percent_is_extended_and_completes() {
+            support::with_mix($mix, support::terminal_flows::s1504_a_transfer_still_running_at_70_percent_is_extended_and_completes);
+        }
+        #[test]
+        fn a_terminal_without_a_receive_dir_keeps_no_file() {
+            support::with_mix($mix, support::terminal_flows::a_terminal_without_a_receive_dir_keeps_no_file);
+        }
+        #[test]
+        fn s1605_a_forced_end_cuts_a_running_transfer_and_keeps_no_partial_file() {
+            support::with_mix($mix, support::terminal_flows::s1605_a_forced_end_cuts_a_running_transfer_and_keeps_no_partial_file);
+        }
+    };
+}
