@@ -1,0 +1,336 @@
+#!/usr/bin/env bash
+# The NAT lab (issue 15): real kernel NATs in network namespaces that this
+# script creates and removes, with the real binaries inside.
+#
+#            h1 ── nat1 ─┐                 ┌─ nat2 ── h2
+#   192.168.1.2   (masq) 10.101.0.2   10.102.0.2 (masq)   192.168.2.2
+#                        └──── inet ──────┘
+#                            │       │
+#                  srv 10.100.0.2   pub 10.103.0.2
+#
+# `inet` is the internet: it routes between the homes' public addresses, the
+# server and a public host, and counts (nft counters) the bytes it forwards
+# between the two homes and to and from the server. Each home router
+# masquerades its LAN and drops unsolicited inbound packets on its public
+# side (the forward and input chains accept only established/related
+# traffic from the WAN), as home routers do. Only addresses inside these
+# namespaces are used; nothing is sent anywhere else.
+#
+# Usage: bash tests/nat-lab/run.sh [CASE...]     (as root; default: every case)
+# Environment: TRYST (default target/debug/tryst), the binary under test;
+#              LAB_KEEP=1 keeps the work dir (logs) after the run.
+# Cases: eim-direct, one-public, nat-timeout, mapping-flush.
+set -Eeuo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+TRYST="$(realpath "${TRYST:-target/debug/tryst}")"
+[[ -x "$TRYST" ]] || { echo "nat-lab: no binary at $TRYST (cargo build -p tryst-tokio)" >&2; exit 2; }
+for tool in ip nft conntrack sha256sum; do
+    command -v "$tool" >/dev/null || { echo "nat-lab: $tool is missing (apt-get install iproute2 nftables conntrack)" >&2; exit 2; }
+done
+
+# A prefix of our own, so two runs (or a leftover) never share a namespace.
+P="tl$$"
+NAMESPACES=(inet srv pub nat1 h1 nat2 h2)
+WORK="$(mktemp -d /tmp/tryst-nat-lab.XXXXXX)"
+PIDS=()
+
+# Kills every process inside the lab's namespaces (`ip netns exec` forks,
+# so the processes are found by namespace, not by the PIDs of the jobs),
+# then the jobs, then removes the namespaces (and their veth links).
+remove_world() {
+    local ns pid
+    for ns in "${NAMESPACES[@]}"; do
+        for pid in $(ip netns pids "$P$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+    done
+    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    { wait; } 2>/dev/null || true
+    PIDS=()
+    for ns in "${NAMESPACES[@]}"; do ip netns del "$P$ns" 2>/dev/null || true; done
+}
+
+cleanup() {
+    local status=$?
+    remove_world
+    if [[ $status -ne 0 || -n "${LAB_KEEP:-}" ]]; then
+        echo "nat-lab: logs in $WORK" >&2
+        if [[ $status -ne 0 ]]; then
+            for log in "$WORK"/*.log; do
+                [[ -f "$log" ]] || continue
+                echo "--- $log (last lines)" >&2
+                tail -n 15 "$log" >&2
+            done
+        fi
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+
+in_ns() { local ns="$1"; shift; ip netns exec "$P$ns" "$@"; }
+
+fail() { echo "nat-lab: FAIL ($CASE): $*" >&2; exit 1; }
+
+# link A A_IF A_ADDR/LEN B B_IF B_ADDR/LEN: a veth pair between two namespaces.
+link() {
+    ip link add "$P-$2" type veth peer name "$P-$5"
+    ip link set "$P-$2" netns "$P$1" name "$2"
+    ip link set "$P-$5" netns "$P$4" name "$5"
+    in_ns "$1" ip addr add "$3" dev "$2"
+    in_ns "$4" ip addr add "$6" dev "$5"
+    in_ns "$1" ip link set "$2" up
+    in_ns "$4" ip link set "$5" up
+}
+
+# nat NS [random]: masquerade the LAN behind the WAN, drop what was not
+# asked for on the WAN side. `random` makes the mapping depend on the
+# destination (a symmetric NAT).
+nat() {
+    local flags=""
+    [[ "${2:-}" == random ]] && flags="random"
+    in_ns "$1" sysctl -qw net.ipv4.ip_forward=1
+    in_ns "$1" nft -f - <<EOF
+table ip home {
+    chain post {
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "wan" masquerade $flags
+    }
+    chain forward {
+        type filter hook forward priority filter; policy drop;
+        ct state established,related accept
+        iifname "lan" oifname "wan" accept
+        counter comment "unsolicited from the WAN"
+    }
+    chain input {
+        type filter hook input priority filter; policy drop;
+        ct state established,related accept
+        iifname { "lo", "lan" } accept
+    }
+}
+EOF
+}
+
+build_world() {
+    for ns in "${NAMESPACES[@]}"; do
+        ip netns add "$P$ns"
+        in_ns "$ns" ip link set lo up
+    done
+    link inet isrv 10.100.0.1/24 srv wan 10.100.0.2/24
+    link inet inat1 10.101.0.1/24 nat1 wan 10.101.0.2/24
+    link inet inat2 10.102.0.1/24 nat2 wan 10.102.0.2/24
+    link inet ipub 10.103.0.1/24 pub wan 10.103.0.2/24
+    link nat1 lan 192.168.1.1/24 h1 eth 192.168.1.2/24
+    link nat2 lan 192.168.2.1/24 h2 eth 192.168.2.2/24
+    in_ns inet sysctl -qw net.ipv4.ip_forward=1
+    in_ns srv ip route add default via 10.100.0.1
+    in_ns pub ip route add default via 10.103.0.1
+    in_ns nat1 ip route add default via 10.101.0.1
+    in_ns nat2 ip route add default via 10.102.0.1
+    in_ns h1 ip route add default via 192.168.1.1
+    in_ns h2 ip route add default via 192.168.2.1
+    nat nat1
+    nat nat2
+    in_ns inet nft -f - <<'EOF'
+table ip lab {
+    counter homes {}
+    counter server {}
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+        ip saddr { 10.101.0.0/24, 10.102.0.0/24, 10.103.0.0/24 } ip daddr { 10.101.0.0/24, 10.102.0.0/24, 10.103.0.0/24 } counter name "homes"
+        ip saddr 10.100.0.0/24 counter name "server"
+        ip daddr 10.100.0.0/24 counter name "server"
+    }
+}
+EOF
+}
+
+# bytes NAME: the bytes the internet router counted under NAME so far.
+bytes() {
+    in_ns inet nft list counter ip lab "$1" | awk '/bytes/ { for (i = 1; i <= NF; i++) if ($i == "bytes") print $(i + 1) }'
+}
+
+# spawn NS LOG CMD...: a background process in NS, stdout and stderr to LOG.
+spawn() {
+    local ns="$1" log="$2"
+    shift 2
+    in_ns "$ns" env RUST_LOG="${RUST_LOG:-info}" "$@" >"$WORK/$log.log" 2>&1 &
+    PIDS+=("$!")
+}
+
+# wait_line LOG PATTERN [SECONDS]: waits for a line of LOG matching PATTERN;
+# prints it.
+wait_line() {
+    local log="$WORK/$1.log" pattern="$2" limit="${3:-20}" waited=0
+    while ! grep -qE -- "$pattern" "$log" 2>/dev/null; do
+        sleep 0.1
+        waited=$((waited + 1))
+        ((waited < limit * 10)) || fail "no line matching '$pattern' in $1.log within ${limit}s"
+    done
+    grep -m1 -E -- "$pattern" "$log"
+}
+
+SERVER_KEY=""
+start_server() {
+    spawn srv server "$TRYST" server --data-dir "$WORK/server-$CASE" \
+        --control 10.100.0.2:7400 --trigger 10.100.0.2:7401 "$@"
+    SERVER_KEY="$(wait_line server '^server key: ' | sed 's/^server key: //')"
+    wait_line server '^trigger: ' >/dev/null
+}
+
+# flags NAME: what every terminal-side command of device NAME takes.
+flags() {
+    echo --name "$1" --server 10.100.0.2:7400 --trigger 10.100.0.2:7401 \
+        --server-key "$SERVER_KEY" --state-dir "$WORK/$1-state-$CASE"
+}
+
+# daemon NS NAME ARGS...: a `tryst terminal` in NS, waited for until online.
+daemon() {
+    local ns="$1" name="$2"
+    shift 2
+    # shellcheck disable=SC2046
+    spawn "$ns" "$name" "$TRYST" terminal $(flags "$name") "$@"
+    wait_line "$name" '^online: ' >/dev/null
+}
+
+# connect NS NAME TARGET ARGS...: a one-shot `tryst connect` in NS, its
+# stdout lines stamped with the milliseconds since it started; its exit
+# status in $CONNECT_STATUS.
+CONNECT_STATUS=0
+connect() {
+    local ns="$1" name="$2" target="$3"
+    shift 3
+    local started=${EPOCHREALTIME/./}
+    set +e
+    # shellcheck disable=SC2046
+    in_ns "$ns" env RUST_LOG=warn "$TRYST" connect $(flags "$name") "$target" "$@" \
+        2>"$WORK/$name-connect.err" |
+        while IFS= read -r line; do
+            printf '%6d ms  %s\n' $(((${EPOCHREALTIME/./} - started) / 1000)) "$line"
+        done >"$WORK/$name-connect.log"
+    CONNECT_STATUS=${PIPESTATUS[0]}
+    set -e
+}
+
+# A file of N MiB of random bytes.
+make_file() {
+    head -c "$(($2 << 20))" /dev/urandom >"$1"
+}
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# check_transfer FILE INBOX: the file arrived intact and the sender says so.
+check_transfer() {
+    local digest
+    digest="$(sha "$1")"
+    ((CONNECT_STATUS == 0)) || fail "connect exited $CONNECT_STATUS: $(cat "$WORK"/*-connect.err)"
+    grep -q "the receiver verified SHA-256 $digest" "$WORK"/*-connect.log || fail "the sender did not see the digest verified"
+    [[ "$(sha "$2/$(basename "$1")")" == "$digest" ]] || fail "the stored file differs"
+}
+
+# path_report: time to the direct path and which path carried the bytes.
+path_report() {
+    local up
+    up="$(grep -m1 'direct path up' "$WORK"/*-connect.log | awk '{ print $1 }')"
+    echo "    connect to direct path up: ${up:-?} ms; $1"
+}
+
+reset_world() {
+    remove_world
+    rm -f "$WORK"/*.log "$WORK"/*.err
+    build_world
+}
+
+# Both homes behind endpoint-independent NATs: the file goes home to home,
+# and the internet router forwards its bytes between the homes, not
+# through the server.
+case_eim_direct() {
+    start_server
+    daemon h1 home --allow phone --recv-dir "$WORK/inbox-$CASE"
+    make_file "$WORK/file-$CASE.bin" 8
+    local homes_before server_before
+    homes_before=$(bytes homes)
+    server_before=$(bytes server)
+    connect h2 phone home --send "$WORK/file-$CASE.bin" --duration 2m
+    check_transfer "$WORK/file-$CASE.bin" "$WORK/inbox-$CASE"
+    local homes=$(($(bytes homes) - homes_before)) server=$(($(bytes server) - server_before))
+    ((homes >= 8 << 20)) || fail "only $homes bytes crossed between the homes"
+    ((server < 1 << 20)) || fail "$server bytes went to or from the server"
+    path_report "direct: $homes bytes home to home, $server bytes via the server"
+}
+
+# One side public, one behind a NAT, both ways round.
+case_one_public() {
+    start_server
+    daemon h1 home --allow laptop --recv-dir "$WORK/inbox-$CASE"
+    make_file "$WORK/file-$CASE.bin" 4
+    connect pub laptop home --send "$WORK/file-$CASE.bin" --duration 1m
+    check_transfer "$WORK/file-$CASE.bin" "$WORK/inbox-$CASE"
+    path_report "public to NATed: direct"
+    daemon pub office --allow phone --recv-dir "$WORK/inbox2-$CASE"
+    rm -f "$WORK"/*-connect.log
+    connect h2 phone office --send "$WORK/file-$CASE.bin" --duration 1m
+    check_transfer "$WORK/file-$CASE.bin" "$WORK/inbox2-$CASE"
+    path_report "NATed to public: direct"
+}
+
+# A home NAT whose UDP mappings expire after 10 s (far below the seed's 3
+# minutes). With the keepalive interval tryst tells terminals (here 4 s) the
+# idle terminal stays reachable; told to keep alive only every 3 minutes,
+# the same terminal is not (its NAT dropped the mapping, so the trigger
+# never reaches it and the request gets the one refusal).
+case_nat_timeout() {
+    in_ns nat1 sysctl -qw net.netfilter.nf_conntrack_udp_timeout=10 net.netfilter.nf_conntrack_udp_timeout_stream=10
+    start_server --keepalive 4s
+    daemon h1 home --allow phone
+    sleep 16
+    connect h2 phone home --duration 2s
+    ((CONNECT_STATUS == 0)) || fail "with 4 s keepalives the terminal was not reachable after 16 s idle (exit $CONNECT_STATUS)"
+    grep -q "with home" "$WORK/phone-connect.log" || fail "no session with home"
+    echo "    4 s keepalives behind a 10 s NAT timeout: reachable after 16 s idle"
+
+    reset_world
+    in_ns nat1 sysctl -qw net.netfilter.nf_conntrack_udp_timeout=10 net.netfilter.nf_conntrack_udp_timeout_stream=10
+    start_server --keepalive 180s
+    daemon h1 home --allow phone
+    sleep 16
+    connect h2 phone home --duration 2s
+    ((CONNECT_STATUS == 3)) || fail "with 3 min keepalives the terminal should be unreachable (exit $CONNECT_STATUS, want 3)"
+    echo "    3 min keepalives behind a 10 s NAT timeout: not reachable (exit 3), as expected"
+}
+
+# The home NAT forgets every mapping mid-transfer (`conntrack -F`): the
+# terminal's next keepalive registers its new address, the running
+# transfer survives, and the next request succeeds.
+case_mapping_flush() {
+    start_server --keepalive 4s
+    daemon h1 home --allow phone --recv-dir "$WORK/inbox-$CASE"
+    make_file "$WORK/file-$CASE.bin" 6
+    # 6 MiB at 1 MiB/s: the flush lands in the middle.
+    (sleep 2 && in_ns nat1 conntrack -F >/dev/null 2>&1 && in_ns nat2 conntrack -F >/dev/null 2>&1) &
+    PIDS+=("$!")
+    connect h2 phone home --send "$WORK/file-$CASE.bin" --duration 2m --limit-rate 1M
+    check_transfer "$WORK/file-$CASE.bin" "$WORK/inbox-$CASE"
+    path_report "the transfer survived the flush"
+    sleep 6
+    rm -f "$WORK"/*-connect.log
+    connect h2 phone home --duration 2s
+    ((CONNECT_STATUS == 0)) || fail "the request after the flush failed (exit $CONNECT_STATUS)"
+    echo "    the next request after the flush succeeded"
+}
+
+ALL_CASES=(eim-direct one-public nat-timeout mapping-flush)
+CASES=("$@")
+((${#CASES[@]})) || CASES=("${ALL_CASES[@]}")
+passed=0
+for CASE in "${CASES[@]}"; do
+    fn="case_${CASE//-/_}"
+    declare -F "$fn" >/dev/null || { echo "nat-lab: no case $CASE (cases: ${ALL_CASES[*]})" >&2; exit 2; }
+    echo "nat-lab: $CASE"
+    reset_world
+    started=$SECONDS
+    "$fn"
+    echo "nat-lab: $CASE passed ($((SECONDS - started)) s)"
+    passed=$((passed + 1))
+done
+echo "nat-lab: $passed of ${#CASES[@]} cases passed"
