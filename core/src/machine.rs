@@ -59,7 +59,7 @@
 //! }
 //! ```
 
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 
 use crate::peer::packet::MAX_DATAGRAM_LEN;
 use crate::time::Instant;
@@ -98,6 +98,9 @@ pub const MAX_TRANSMIT_LEN: usize = if MAX_MESSAGE_LEN > MAX_DATAGRAM_LEN {
 pub struct Transmit {
     /// Where it goes.
     pub destination: Destination,
+    /// The local address a datagram must leave from (the one its peer
+    /// last sent to); `None` lets the system choose. Streams ignore it.
+    pub local: Option<IpAddr>,
     /// How many bytes of the caller's buffer to send.
     pub len: usize,
 }
@@ -127,6 +130,11 @@ pub enum Input<'a> {
     Datagram {
         /// Its source address, as observed.
         from: SocketAddr,
+        /// The local address it arrived at, when the driver knows it
+        /// (`IP_PKTINFO`/`IPV6_PKTINFO` on a socket bound to an unspecified
+        /// address): an answer must leave from that address, or the
+        /// sender's NAT, which saw the request go to it, drops the answer.
+        local: Option<IpAddr>,
         /// Its bytes.
         bytes: &'a mut [u8],
     },
@@ -196,6 +204,8 @@ pub type Payload = heapless::Vec<u8, MAX_MESSAGE_LEN>;
 pub struct OwnedTransmit {
     /// Where it goes.
     pub destination: Destination,
+    /// The local address a datagram must leave from ([`Transmit::local`]).
+    pub local: Option<IpAddr>,
     /// The encoded message: one datagram, or one record on a stream.
     pub payload: Payload,
 }
@@ -210,6 +220,7 @@ impl OwnedTransmit {
         payload.truncate(n);
         Some(OwnedTransmit {
             destination,
+            local: None,
             payload,
         })
     }
@@ -218,8 +229,16 @@ impl OwnedTransmit {
     pub fn from_bytes(destination: Destination, bytes: &[u8]) -> Option<OwnedTransmit> {
         Some(OwnedTransmit {
             destination,
+            local: None,
             payload: Payload::from_slice(bytes).ok()?,
         })
+    }
+
+    /// The same transmit, leaving from `local` ([`Transmit::local`]).
+    #[must_use]
+    pub fn from_local(mut self, local: Option<IpAddr>) -> OwnedTransmit {
+        self.local = local;
+        self
     }
 
     /// Copies the bytes into `buf`: the [`Transmit`] that describes them,
@@ -229,6 +248,7 @@ impl OwnedTransmit {
         buf.get_mut(..len)?.copy_from_slice(&self.payload);
         Some(Transmit {
             destination: self.destination,
+            local: self.local,
             len,
         })
     }
@@ -238,6 +258,7 @@ impl core::fmt::Debug for OwnedTransmit {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("OwnedTransmit")
             .field("destination", &self.destination)
+            .field("local", &self.local)
             .field("len", &self.payload.len())
             .finish()
     }

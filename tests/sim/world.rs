@@ -350,7 +350,7 @@ impl Machine for BareTerminal {
 
     fn handle_input(&mut self, now: Instant, input: Input<'_>, _io: &mut Self::Io) {
         match input {
-            Input::Datagram { from, bytes } => self.terminal.handle_udp(now, from, bytes),
+            Input::Datagram { from, bytes, .. } => self.terminal.handle_udp(now, from, bytes),
             Input::UpstreamMessage(bytes) => self.terminal.handle_upstream(now, bytes),
             Input::UpstreamClosed => self.terminal.handle_upstream_closed(now),
             Input::ConnectionOpened { .. }
@@ -1036,6 +1036,7 @@ impl Sim {
                         node,
                         Input::Datagram {
                             from,
+                            local: None,
                             bytes: &mut payload,
                         },
                     );

@@ -433,6 +433,7 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
                     self.dirty = true;
                     return Output::Transmit(Transmit {
                         destination: Destination::Udp(to),
+                        local: None,
                         len,
                     });
                 }
@@ -599,7 +600,7 @@ impl<R: RngCore + CryptoRng> Machine for Endpoint<R> {
 
     fn handle_input(&mut self, now: Instant, input: Input<'_>, io: &mut Self::Io) {
         match input {
-            Input::Datagram { from, bytes } => self.handle_udp(now, from, bytes, io),
+            Input::Datagram { from, bytes, .. } => self.handle_udp(now, from, bytes, io),
             Input::UpstreamMessage(bytes) => self.handle_upstream(now, bytes),
             Input::UpstreamClosed => self.handle_upstream_closed(now),
             // A terminal accepts no streams.

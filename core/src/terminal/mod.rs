@@ -672,6 +672,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
         }
         self.push_transmit(OwnedTransmit {
             destination: Destination::Upstream,
+            local: None,
             payload,
         });
         true

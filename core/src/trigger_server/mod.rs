@@ -84,7 +84,7 @@
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use core::convert::Infallible;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 
 use rand_core::{CryptoRng, RngCore};
@@ -368,6 +368,9 @@ struct Device {
     limit: TokenBucket,
     /// The observed address, while live.
     addr: Option<SocketAddr>,
+    /// The local address its last valid keepalive arrived at, if the driver
+    /// knows it: its acks and triggers leave from there.
+    local: Option<IpAddr>,
     /// When the last valid keepalive came.
     last_seen: Instant,
     /// The counter of the next trigger or end trigger; starts at 1.
@@ -517,9 +520,22 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
 
     /// A datagram arrived on the UDP socket from `from`.
     pub fn handle_udp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.handle_udp_at(now, from, None, datagram);
+    }
+
+    /// [`Self::handle_udp`] for a datagram that arrived at local address
+    /// `local` (a server on an unspecified address of a host with several):
+    /// what answers it, and the device's later triggers, leave from there.
+    pub fn handle_udp_at(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        local: Option<IpAddr>,
+        datagram: &[u8],
+    ) {
         let now = self.clock.observe(now);
         match Message::decode(datagram) {
-            Ok(Message::Keepalive(k)) => self.on_keepalive(now, from, &k),
+            Ok(Message::Keepalive(k)) => self.on_keepalive(now, from, local, &k),
             Ok(Message::TriggerAck(a)) => self.on_trigger_ack(&a),
             Ok(_) => self.stats.datagrams_unexpected += 1,
             Err(_) => self.stats.datagrams_undecodable += 1,
@@ -609,7 +625,13 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
 
     // ---- terminals (UDP) ----
 
-    fn on_keepalive(&mut self, now: Instant, from: SocketAddr, k: &Keepalive) {
+    fn on_keepalive(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        local: Option<IpAddr>,
+        k: &Keepalive,
+    ) {
         let lifetime = self.config.address_lifetime();
         let Some(device) = self.devices.get_mut(&k.device_id) else {
             self.stats.unknown_device += 1;
@@ -636,13 +658,14 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
                 .remove(&(device.last_seen + lifetime, k.device_id, TimerKind::Expiry));
         }
         device.addr = Some(from);
+        device.local = local;
         device.last_seen = now;
         self.timers
             .insert((now + lifetime, k.device_id, TimerKind::Expiry));
         let interval = u16::try_from(self.config.keepalive_interval.as_secs()).unwrap_or(u16::MAX);
         let ack = udp_auth::seal_keepalive_ack(&device.key, k.counter, interval, from);
         self.stats.keepalives_accepted += 1;
-        self.transmit(Destination::Udp(from), &ack.into());
+        self.transmit_from(Destination::Udp(from), local, &ack.into());
         if changed {
             self.event(TriggerEvent::AddressChanged {
                 device_id: k.device_id,
@@ -706,6 +729,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
             return;
         }
         let kind = device.pending.get(index).map(|p| p.kind);
+        let local = device.local;
         let message = match (device.live_addr(now, lifetime), kind) {
             (Some(addr), Some(kind)) => next_trigger(device, kind).map(|m| (addr, m)),
             _ => None,
@@ -721,7 +745,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
             Some((addr, (counter, message))) => {
                 let _ = pending.sent.push(counter);
                 self.stats.triggers_sent += 1;
-                self.transmit(Destination::Udp(addr), &message);
+                self.transmit_from(Destination::Udp(addr), local, &message);
             }
             None => self.stats.resends_skipped += 1,
         }
@@ -859,6 +883,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
         self.devices.insert(
             m.device_id,
             Device {
+                local: None,
                 key: m.udp_key,
                 keepalives: ReplayGuard::new(),
                 limit: TokenBucket::new(self.config.keepalive_limit),
@@ -933,6 +958,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
             self.finish(device_id, &pending, TriggerOutcome::Offline);
             return;
         };
+        let local = device.local;
         if !under_total || device.pending.len() >= MAX_PENDING_PER_DEVICE {
             self.stats.triggers_refused += 1;
             self.finish(device_id, &pending, TriggerOutcome::Unacknowledged);
@@ -950,7 +976,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
         match message {
             Some((_, message)) => {
                 self.stats.triggers_sent += 1;
-                self.transmit(Destination::Udp(addr), &message);
+                self.transmit_from(Destination::Udp(addr), local, &message);
             }
             None => self.stats.resends_skipped += 1,
         }
@@ -1071,8 +1097,18 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
     }
 
     fn transmit(&mut self, destination: Destination, message: &Message<'_>) {
+        self.transmit_from(destination, None, message);
+    }
+
+    /// A transmit that leaves from `local` ([`Transmit::local`](crate::machine::Transmit::local)).
+    fn transmit_from(
+        &mut self,
+        destination: Destination,
+        local: Option<IpAddr>,
+        message: &Message<'_>,
+    ) {
         if let Some(t) = OwnedTransmit::new(destination, message) {
-            self.push_transmit(t);
+            self.push_transmit(t.from_local(local));
         }
     }
 
@@ -1114,7 +1150,7 @@ impl<R: RngCore + CryptoRng> Machine for TriggerServer<R> {
 
     fn handle_input(&mut self, now: Instant, input: Input<'_>, _io: &mut ()) {
         match input {
-            Input::Datagram { from, bytes } => self.handle_udp(now, from, bytes),
+            Input::Datagram { from, local, bytes } => self.handle_udp_at(now, from, local, bytes),
             Input::ConnectionOpened { conn, remote } => {
                 self.handle_connection_opened(now, conn, remote)
             }

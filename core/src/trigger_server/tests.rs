@@ -85,6 +85,8 @@ struct Harness {
     ss: Option<SecureChannel>,
     conn: ConnectionId,
     udp: Vec<(SocketAddr, Vec<u8>)>,
+    /// The local address each of `udp` leaves from.
+    udp_local: Vec<Option<IpAddr>>,
     replies: Vec<FromTs>,
     other_streams: Vec<(ConnectionId, Vec<u8>)>,
     events: Vec<TriggerEvent>,
@@ -111,6 +113,7 @@ impl Harness {
             ss: None,
             conn: SS_CONN,
             udp: Vec::new(),
+            udp_local: Vec::new(),
             replies: Vec::new(),
             other_streams: Vec::new(),
             events: Vec::new(),
@@ -181,9 +184,11 @@ impl Harness {
                 Output::Store(never) => match never {},
                 Output::Close(conn) => self.closed.push(conn),
                 Output::Event(e) => self.events.push(e),
-                Output::Transmit(t) => {
-                    out.push(OwnedTransmit::from_bytes(t.destination, &buf[..t.len]).expect("fits"))
-                }
+                Output::Transmit(t) => out.push(
+                    OwnedTransmit::from_bytes(t.destination, &buf[..t.len])
+                        .expect("fits")
+                        .from_local(t.local),
+                ),
                 Output::Timeout(at) => {
                     assert_eq!(at, self.ts.poll_timeout());
                     return out;
@@ -194,7 +199,10 @@ impl Harness {
 
     fn sort(&mut self, t: OwnedTransmit) {
         match t.destination {
-            Destination::Udp(a) => self.udp.push((a, t.payload.to_vec())),
+            Destination::Udp(a) => {
+                self.udp.push((a, t.payload.to_vec()));
+                self.udp_local.push(t.local);
+            }
             Destination::Connection(c) if c == self.conn && self.ss.is_some() => {
                 let Ok(Message::Sealed(record)) = Message::decode(&t.payload) else {
                     panic!("plain message on the link");
@@ -305,7 +313,14 @@ impl Harness {
     }
 
     fn take_udp(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.udp_local.clear();
         core::mem::take(&mut self.udp)
+    }
+
+    /// The local addresses the datagrams since the last take leave from.
+    fn take_udp_local(&mut self) -> Vec<Option<IpAddr>> {
+        self.udp.clear();
+        core::mem::take(&mut self.udp_local)
     }
 
     fn take_replies(&mut self) -> Vec<FromTs> {
@@ -537,6 +552,37 @@ fn address_expires_after_missed_keepalives() {
     h.advance(secs(60));
     assert_eq!(h.ts.live_address(term.id), Some(term.nat));
     assert_eq!(h.ts.timers.len(), 1, "one expiry entry per live address");
+}
+
+#[test]
+fn answers_and_triggers_leave_from_the_local_address_the_keepalive_arrived_at() {
+    // A trigger server on 0.0.0.0 of a host with two addresses: a terminal
+    // behind a NAT keeps alive to one of them, and its NAT only lets in
+    // what comes back from that one.
+    let mut h = Harness::linked(TriggerConfig::default());
+    let mut term = Term::new(0x0a0b, "203.0.113.7:40001");
+    h.install(&term);
+    let first: IpAddr = "192.0.2.10".parse().unwrap();
+    let second: IpAddr = "192.0.2.20".parse().unwrap();
+    let bytes = term.keepalive();
+    h.ts.handle_udp_at(h.now, term.nat, Some(first), &bytes);
+    h.drain();
+    assert_eq!(h.take_udp_local(), [Some(first)], "the ack");
+    h.trigger(1, &term);
+    assert_eq!(h.take_udp_local(), [Some(first)], "the trigger");
+    h.advance(secs(1));
+    assert_eq!(h.take_udp_local(), [Some(first)], "its resend");
+    // The terminal now keeps alive to the other address: everything follows.
+    let bytes = term.keepalive();
+    h.ts.handle_udp_at(h.now, term.nat, Some(second), &bytes);
+    h.drain();
+    assert_eq!(h.take_udp_local(), [Some(second)], "the next ack");
+    h.advance(secs(1));
+    assert_eq!(h.take_udp_local(), [Some(second)], "the next resend");
+    // A driver that does not know (a socket bound to one address) says None.
+    let bytes = term.keepalive();
+    h.udp_in(term.nat, &bytes);
+    assert_eq!(h.take_udp_local(), [None]);
 }
 
 #[test]

@@ -129,7 +129,12 @@ where
                         for slot in 0..slots {
                             let (from, datagrams) = socket.received(slot);
                             for bytes in datagrams {
-                                machine.handle_input(now, Input::Datagram { from, bytes }, app_io);
+                                let input = Input::Datagram {
+                                    from,
+                                    local: None,
+                                    bytes,
+                                };
+                                machine.handle_input(now, input, app_io);
                             }
                         }
                     }
