@@ -8,5 +8,6 @@ pub use tryst_core as core;
 
 pub mod drive;
 pub mod keyfile;
+pub mod role;
 pub mod store;
 pub mod transfer;
