@@ -101,6 +101,35 @@ impl<C> Commands<C> {
     }
 }
 
+/// Raises the soft limit on open file descriptors to the hard limit, so a
+/// server holds as many streams as the system lets it (one descriptor a
+/// stream), and logs the limit now in force; returns it (`None`: unlimited).
+/// Every driver calls it before a server binds.
+pub fn raise_descriptor_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let now = if limit.current == limit.maximum {
+        limit.current
+    } else {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => limit.maximum,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot raise the descriptor limit");
+                limit.current
+            }
+        }
+    };
+    match now {
+        Some(limit) => tracing::info!(limit, "open file descriptor limit"),
+        None => tracing::info!("open file descriptor limit: unlimited"),
+    }
+    now
+}
+
 /// Most commands waiting for a role's loop before [`Commands::send`] waits.
 pub const COMMAND_QUEUE: usize = 256;
 

@@ -17,7 +17,7 @@ pub use tryst_std::role::session_server::{
 use tryst_std::role::Commands;
 
 use super::{run, Sockets, Stopped};
-use crate::stream::{self, Overflow};
+use crate::stream::Overflow;
 
 /// Binds the control listener and starts the session server, linked to
 /// the trigger server at `trigger_link`; returns its handle and its events.
@@ -58,7 +58,7 @@ pub async fn spawn_durable(
     flume::Receiver<SessionEvent>,
     oneshot::Receiver<Stopped>,
 )> {
-    raise_descriptor_limit();
+    tryst_std::role::raise_descriptor_limit();
     let listener = TcpListener::bind(control_addr).await?;
     let control_addr = listener.local_addr()?;
     let public_key = keypair.public_key();
@@ -87,13 +87,4 @@ pub async fn spawn_durable(
         events,
         stopped,
     ))
-}
-
-/// Raises the soft descriptor limit to the hard one (a server holds one
-/// descriptor per stream) and says what it is now.
-pub(super) fn raise_descriptor_limit() {
-    match stream::raise_descriptor_limit() {
-        Some(limit) => tracing::info!(limit, "open file descriptor limit"),
-        None => tracing::info!("open file descriptor limit: unlimited"),
-    }
 }

@@ -23,7 +23,7 @@ pub async fn spawn(
     udp_addr: SocketAddr,
     link_addr: SocketAddr,
 ) -> std::io::Result<(TriggerHandle, flume::Receiver<TriggerEvent>)> {
-    super::session_server::raise_descriptor_limit();
+    tryst_std::role::raise_descriptor_limit();
     let udp = BatchSocket::bind(udp_addr)?;
     let listener = TcpListener::bind(link_addr).await?;
     let handle_addrs = (udp.local_addr()?, listener.local_addr()?);
