@@ -66,11 +66,12 @@ impl<C> Commands<C> {
         Commands { tx, wake }
     }
 
-    /// A bounded command channel ([`COMMAND_QUEUE`]) with no wake: the
-    /// sending side and the receiver a loop takes.
-    pub fn channel() -> (Commands<C>, flume::Receiver<C>) {
+    /// A bounded command channel ([`COMMAND_QUEUE`]): the sending side
+    /// (calling `wake` after each send, if given) and the receiver a loop
+    /// takes.
+    pub fn channel(wake: Option<Wake>) -> (Commands<C>, flume::Receiver<C>) {
         let (tx, rx) = flume::bounded(COMMAND_QUEUE);
-        (Commands::new(tx, None), rx)
+        (Commands::new(tx, wake), rx)
     }
 
     /// Queues `command` for the loop, then wakes it. Blocks only while the

@@ -238,7 +238,7 @@ mod tests {
     #[test]
     fn commands_answer_their_replies() {
         let (mut role, _events) = role();
-        let (commands, rx) = Commands::channel();
+        let (commands, rx) = Commands::channel(None);
         let handle = SessionHandle {
             control_addr: "127.0.0.1:1".parse().expect("addr"),
             public_key: PublicKey([1; 32]),

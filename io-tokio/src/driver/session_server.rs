@@ -65,7 +65,7 @@ pub async fn spawn_durable(
     let machine = restore(config, keypair, trigger_key, registry, &setup.restore);
     let (event_tx, events) = flume::unbounded();
     let role = SessionRole::new(machine, event_tx);
-    let (commands, command_rx) = Commands::channel();
+    let (commands, command_rx) = Commands::channel(None);
     let (stopped_tx, stopped) = oneshot::channel();
     let sockets = Sockets {
         listener: Some(listener),

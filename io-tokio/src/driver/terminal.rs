@@ -76,7 +76,7 @@ pub async fn spawn_with(
     let std_socket = std::net::UdpSocket::bind(udp_addr)?;
     let udp_addr = std_socket.local_addr()?;
     let permissions: Vec<String> = permissions.iter().map(|p| (*p).to_owned()).collect();
-    let (commands, command_rx) = Commands::channel();
+    let (commands, command_rx) = Commands::channel(None);
     let (event_tx, events) = flume::unbounded();
     let (ready_tx, ready) = oneshot::channel::<io::Result<()>>();
     std::thread::Builder::new()

@@ -30,7 +30,7 @@ pub async fn spawn(
     let public_key = keypair.public_key();
     let (event_tx, events) = flume::unbounded();
     let role = TriggerRole::new(config, keypair, session_servers, event_tx);
-    let (commands, command_rx) = Commands::channel();
+    let (commands, command_rx) = Commands::channel(None);
     let sockets = Sockets {
         udp: Some(udp),
         listener: Some(listener),
