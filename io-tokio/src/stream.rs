@@ -320,24 +320,6 @@ pub fn connect_upstream(
     }
 }
 
-/// Raises the soft limit on open file descriptors to the hard limit, so a
-/// server holds as many streams as the system lets it; returns the soft
-/// limit now in force (`None`: unlimited).
-pub fn raise_descriptor_limit() -> Option<u64> {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let limit = getrlimit(Resource::Nofile);
-    if limit.current == limit.maximum {
-        return limit.current;
-    }
-    let raised = Rlimit {
-        current: limit.maximum,
-        maximum: limit.maximum,
-    };
-    match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => limit.maximum,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot raise the descriptor limit");
-            limit.current
-        }
-    }
-}
+/// Raises the soft limit on open file descriptors (shared with the blocking
+/// driver: `tryst_std::role`).
+pub use tryst_std::role::raise_descriptor_limit;

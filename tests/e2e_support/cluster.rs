@@ -8,7 +8,6 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use rand_core::OsRng;
-use tokio::sync::mpsc;
 use tryst_tokio::core::crypto::StaticKeypair;
 use tryst_tokio::core::terminal::{TerminalConfig, TerminalEvent};
 use tryst_tokio::core::wire::{EndReason, PublicKey, SessionId};
@@ -124,7 +123,7 @@ pub async fn online_term(server: &Server, name: &str, keys: StaticKeypair, allow
 /// An in-process terminal and its events.
 pub struct Term {
     pub handle: TerminalHandle,
-    pub events: mpsc::UnboundedReceiver<TerminalEvent>,
+    pub events: flume::Receiver<TerminalEvent>,
     pub backlog: VecDeque<TerminalEvent>,
 }
 
@@ -167,10 +166,10 @@ impl Term {
         }
         let deadline = tokio::time::Instant::now() + STEP;
         loop {
-            let event = tokio::time::timeout_at(deadline, self.events.recv())
+            let event = tokio::time::timeout_at(deadline, self.events.recv_async())
                 .await
                 .unwrap_or_else(|_| panic!("timed out waiting for {what}; saw {:?}", self.backlog))
-                .unwrap_or_else(|| panic!("terminal stopped before {what}"));
+                .unwrap_or_else(|_| panic!("terminal stopped before {what}"));
             match pick(&event) {
                 Some(found) => return found,
                 None => self.backlog.push_back(event),
@@ -570,7 +569,7 @@ impl Term {
             control_local: Some(ip),
             ..terminal::TerminalOptions::default()
         };
-        let (handle, mut all) = terminal::spawn_with(
+        let (handle, all) = terminal::spawn_with(
             config,
             keypair,
             server.control,
@@ -580,9 +579,9 @@ impl Term {
         )
         .await
         .expect("the terminal starts");
-        let (tx, events) = mpsc::unbounded_channel();
+        let (tx, events) = flume::unbounded();
         tokio::spawn(async move {
-            while let Some(event) = all.recv().await {
+            while let Ok(event) = all.recv_async().await {
                 let terminal::Event::Terminal(event) = event else {
                     continue;
                 };

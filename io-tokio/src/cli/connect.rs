@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tryst_core::peer::session::PeerEvent;
 use tryst_core::terminal::TerminalEvent;
@@ -102,7 +101,7 @@ pub async fn run(args: ConnectArgs) -> Result<(), CliError> {
     wait_online(&mut events, &args.common).await?;
     let answer = wait_for_session(&handle, &mut events, &args.target, duration_secs).await?;
     let Some((session_id, granted, peer_addr)) = answer else {
-        handle.shutdown(EXIT_GRACE).await;
+        let _ = handle.shutdown(EXIT_GRACE).await;
         return Err(CliError::NotPermitted);
     };
     println!(
@@ -121,7 +120,7 @@ pub async fn run(args: ConnectArgs) -> Result<(), CliError> {
             args.limit_rate,
         )
         .await;
-        handle.shutdown(EXIT_GRACE).await;
+        let _ = handle.shutdown(EXIT_GRACE).await;
         return result;
     }
     hold(&handle, &mut events, session_id).await
@@ -129,11 +128,11 @@ pub async fn run(args: ConnectArgs) -> Result<(), CliError> {
 
 /// Waits until the session server registered the terminal and the trigger server sees it.
 async fn wait_online(
-    events: &mut mpsc::UnboundedReceiver<Event>,
+    events: &mut flume::Receiver<Event>,
     common: &TerminalCommon,
 ) -> Result<(), CliError> {
     let registered = tokio::time::timeout(REGISTER_TIMEOUT, async {
-        while let Some(event) = events.recv().await {
+        while let Ok(event) = events.recv_async().await {
             match event {
                 Event::Terminal(TerminalEvent::Online { .. }) => return Ok(()),
                 Event::Terminal(TerminalEvent::RegistrationRefused) => {
@@ -160,13 +159,13 @@ async fn wait_online(
 /// Asks for `target`: the session, its duration and the peer's address, or `None` if refused.
 async fn wait_for_session(
     handle: &TerminalHandle,
-    events: &mut mpsc::UnboundedReceiver<Event>,
+    events: &mut flume::Receiver<Event>,
     target: &str,
     duration_secs: u32,
 ) -> Result<Option<(SessionId, u32, SocketAddr)>, CliError> {
     let request = handle.connect(target, duration_secs).await?;
     let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
-        while let Some(event) = events.recv().await {
+        while let Ok(event) = events.recv_async().await {
             match event {
                 Event::Terminal(TerminalEvent::ConnectFailed { request_id })
                     if request_id == request =>
@@ -192,7 +191,7 @@ async fn wait_for_session(
 /// Holds the session until it ends or the user stops it.
 async fn hold(
     handle: &TerminalHandle,
-    events: &mut mpsc::UnboundedReceiver<Event>,
+    events: &mut flume::Receiver<Event>,
     session_id: SessionId,
 ) -> Result<(), CliError> {
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -201,13 +200,13 @@ async fn hold(
         .map_err(|e| CliError::failed(format!("cannot handle signals: {e}")))?;
     let reason = loop {
         tokio::select! {
-            event = events.recv() => match event {
-                Some(Event::Terminal(TerminalEvent::SessionEnded { session_id: id, reason, .. })) if id == session_id => break reason,
-                Some(Event::Terminal(TerminalEvent::SessionExtended { session_id: id, duration_secs })) if id == session_id => {
+            event = events.recv_async() => match event {
+                Ok(Event::Terminal(TerminalEvent::SessionEnded { session_id: id, reason, .. })) if id == session_id => break reason,
+                Ok(Event::Terminal(TerminalEvent::SessionExtended { session_id: id, duration_secs })) if id == session_id => {
                     println!("session extended to {duration_secs} s");
                 }
-                Some(_) => {}
-                None => return Err(CliError::failed("the terminal's event loop stopped")),
+                Ok(_) => {}
+                Err(_) => return Err(CliError::failed("the terminal's event loop stopped")),
             },
             _ = interrupt.recv() => {
                 let _ = handle.finish(session_id, EndReason::Cancelled).await;
@@ -218,7 +217,7 @@ async fn hold(
         }
     };
     println!("session ended: {reason:?}");
-    handle.shutdown(EXIT_GRACE).await;
+    let _ = handle.shutdown(EXIT_GRACE).await;
     Ok(())
 }
 
@@ -228,7 +227,7 @@ async fn hold(
 /// acknowledged.
 async fn send(
     handle: &TerminalHandle,
-    events: &mut mpsc::UnboundedReceiver<Event>,
+    events: &mut flume::Receiver<Event>,
     session_id: SessionId,
     source: FileSource,
     name: String,
@@ -380,7 +379,7 @@ impl Watch {
 /// Follows the progress until the direct path ends; closes the session once all is acked.
 async fn follow_transfer(
     handle: &TerminalHandle,
-    events: &mut mpsc::UnboundedReceiver<Event>,
+    events: &mut flume::Receiver<Event>,
     session_id: SessionId,
     file: &Outgoing,
 ) -> Result<Ended, CliError> {
@@ -404,9 +403,9 @@ async fn follow_transfer(
             }
         };
         tokio::select! {
-            event = events.recv() => match event {
-                None => return Err(CliError::failed("the terminal's event loop stopped")),
-                Some(event) => if let Some(ended) = watch.on_event(session_id, event) {
+            event = events.recv_async() => match event {
+                Err(_) => return Err(CliError::failed("the terminal's event loop stopped")),
+                Ok(event) => if let Some(ended) = watch.on_event(session_id, event) {
                     break ended;
                 },
             },

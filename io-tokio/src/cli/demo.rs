@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use rand_core::OsRng;
-use tokio::sync::mpsc;
 use tryst_core::crypto::StaticKeypair;
 use tryst_core::names::{NameRegistry, TrustMode};
 use tryst_core::peer::session::PeerEvent;
@@ -40,12 +39,12 @@ const DEMO_RATE: u64 = 768 << 10;
 /// Events of one machine, with a backlog so that waiting for one event
 /// never loses another that arrived first.
 struct Inbox<E> {
-    rx: mpsc::UnboundedReceiver<E>,
+    rx: flume::Receiver<E>,
     backlog: VecDeque<E>,
 }
 
 impl<E: Debug> Inbox<E> {
-    fn new(rx: mpsc::UnboundedReceiver<E>) -> Self {
+    fn new(rx: flume::Receiver<E>) -> Self {
         Inbox {
             rx,
             backlog: VecDeque::new(),
@@ -67,7 +66,7 @@ impl<E: Debug> Inbox<E> {
         }
         let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
         loop {
-            let event = tokio::time::timeout_at(deadline, self.rx.recv())
+            let event = tokio::time::timeout_at(deadline, self.rx.recv_async())
                 .await
                 .with_context(|| format!("timed out waiting for {what}"))?
                 .with_context(|| format!("machine stopped before {what}"))?;
@@ -259,7 +258,7 @@ struct Servers {
     events: Inbox<SessionEvent>,
     session: session::SessionHandle,
     /// Kept open for as long as the trigger server runs.
-    _trigger_events: mpsc::UnboundedReceiver<TriggerEvent>,
+    _trigger_events: flume::Receiver<TriggerEvent>,
     trigger: trigger::TriggerHandle,
 }
 

@@ -59,6 +59,12 @@ impl From<std::io::Error> for CliError {
     }
 }
 
+impl From<crate::driver::terminal::TerminalError> for CliError {
+    fn from(e: crate::driver::terminal::TerminalError) -> CliError {
+        CliError::failed(e)
+    }
+}
+
 impl From<anyhow::Error> for CliError {
     fn from(e: anyhow::Error) -> CliError {
         CliError::failed(format!("{e:#}"))

@@ -365,7 +365,7 @@ pub async fn run_trigger_server(args: TriggerServerArgs) -> Result<(), CliError>
         config.keepalive_interval = interval;
     }
     let key = secret.public_key();
-    let (trigger, mut events) =
+    let (trigger, events) =
         trigger::spawn(config, secret.keypair(), &allowed, args.trigger, args.link)
             .await
             .map_err(|e| bind_error("trigger", args.trigger, e))?;
@@ -375,9 +375,9 @@ pub async fn run_trigger_server(args: TriggerServerArgs) -> Result<(), CliError>
     tracing::info!(trigger = %trigger.udp_addr, link = %trigger.link_addr, "trigger server up");
     loop {
         tokio::select! {
-            event = events.recv() => match event {
-                Some(event) => log_trigger_event(&event),
-                None => return Err(CliError::failed("the trigger server stopped")),
+            event = events.recv_async() => match event {
+                Ok(event) => log_trigger_event(&event),
+                Err(_) => return Err(CliError::failed("the trigger server stopped")),
             },
             () = stop.recv() => break,
         }
@@ -404,7 +404,7 @@ fn bind_error(what: &str, addr: SocketAddr, e: std::io::Error) -> CliError {
 /// A session server running on its store.
 struct RunningSession {
     handle: SessionHandle,
-    events: mpsc::UnboundedReceiver<SessionEvent>,
+    events: flume::Receiver<SessionEvent>,
     stopped: oneshot::Receiver<Stopped>,
     dir: PathBuf,
 }
@@ -561,12 +561,11 @@ async fn apply_command(handle: &SessionHandle, command: &PendingCommand) -> Stri
             Err(e) => format!("{e:#}"),
         },
         Some(OperatorCommand::Enroll { name, key }) => match handle.enroll(name, *key).await {
-            Ok(Ok(())) => {
+            Ok(()) => {
                 tracing::info!(%name, key = %key_hex(key), "enrolled");
                 "ok".to_owned()
             }
-            Ok(Err(e)) => e.to_string(),
-            Err(e) => format!("{e:#}"),
+            Err(e) => e.to_string(),
         },
         None => "not a command this server knows".to_owned(),
     }
@@ -577,9 +576,9 @@ async fn apply_command(handle: &SessionHandle, command: &PendingCommand) -> Stri
 async fn serve(
     mut stop: StopSignal,
     mut running: RunningSession,
-    trigger: Option<(TriggerHandle, mpsc::UnboundedReceiver<TriggerEvent>)>,
+    trigger: Option<(TriggerHandle, flume::Receiver<TriggerEvent>)>,
 ) -> Result<(), CliError> {
-    let (trigger_handle, mut trigger_events) = match trigger {
+    let (trigger_handle, trigger_events) = match trigger {
         Some((h, e)) => (Some(h), Some(e)),
         None => (None, None),
     };
@@ -597,11 +596,11 @@ async fn serve(
     let poller = start_command_poller(poll_store, command_tx, stop_poller.clone());
     let result = loop {
         tokio::select! {
-            event = running.events.recv() => match event {
-                Some(event) => log_session_event(&event),
-                None => break Err(CliError::failed("the session server stopped")),
+            event = running.events.recv_async() => match event {
+                Ok(event) => log_session_event(&event),
+                Err(_) => break Err(CliError::failed("the session server stopped")),
             },
-            event = next_trigger_event(&mut trigger_events) => log_trigger_event(&event),
+            event = next_trigger_event(&trigger_events) => log_trigger_event(&event),
             Some((command, reply)) = command_rx.recv() => {
                 let answer = apply_command(&running.handle, &command).await;
                 let _ = reply.send(answer);
@@ -621,13 +620,11 @@ async fn serve(
 }
 
 /// The next trigger event, or never when there is no trigger server here.
-async fn next_trigger_event(
-    events: &mut Option<mpsc::UnboundedReceiver<TriggerEvent>>,
-) -> TriggerEvent {
+async fn next_trigger_event(events: &Option<flume::Receiver<TriggerEvent>>) -> TriggerEvent {
     match events {
-        Some(rx) => match rx.recv().await {
-            Some(e) => e,
-            None => std::future::pending().await,
+        Some(rx) => match rx.recv_async().await {
+            Ok(e) => e,
+            Err(_) => std::future::pending().await,
         },
         None => std::future::pending().await,
     }
@@ -653,14 +650,14 @@ async fn shut_down(running: &mut RunningSession) -> Result<(), CliError> {
     }
     let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
     while !waiting.is_empty() {
-        match tokio::time::timeout_at(deadline, running.events.recv()).await {
-            Ok(Some(event)) => {
+        match tokio::time::timeout_at(deadline, running.events.recv_async()).await {
+            Ok(Ok(event)) => {
                 log_session_event(&event);
                 if let SessionEvent::SessionRecord(r) = &event {
                     waiting.remove(&store::id_hex(&r.session_id));
                 }
             }
-            Ok(None) | Err(_) => break,
+            Ok(Err(_)) | Err(_) => break,
         }
     }
     if waiting.is_empty() {

@@ -381,7 +381,7 @@ pub async fn run(args: TerminalArgs) -> Result<(), CliError> {
         recv_dir: args.recv_dir.clone(),
         ..TerminalOptions::default()
     };
-    let (handle, mut events) = driver::spawn_with(
+    let (handle, events) = driver::spawn_with(
         config,
         keypair,
         args.common.server,
@@ -412,8 +412,8 @@ pub async fn run(args: TerminalArgs) -> Result<(), CliError> {
     let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
     loop {
         tokio::select! {
-            event = events.recv() => {
-                let Some(event) = event else {
+            event = events.recv_async() => {
+                let Ok(event) = event else {
                     return Err(CliError::failed("the terminal's event loop stopped"));
                 };
                 match event {
@@ -451,7 +451,7 @@ pub async fn run(args: TerminalArgs) -> Result<(), CliError> {
     for id in &live {
         let _ = handle.finish(SessionId(*id), EndReason::Cancelled).await;
     }
-    handle.shutdown(SHUTDOWN_GRACE).await;
+    let _ = handle.shutdown(SHUTDOWN_GRACE).await;
     let _ = std::fs::remove_file(state.file(CONTROL_SOCKET));
     println!("terminal {} stopped", args.common.name);
     Ok(())

@@ -18,9 +18,10 @@
 //!   told of every close.
 //! - [`Output::Timeout`] is the loop's next timer.
 //!
-//! The role-specific parts (which machine, what its app does with events
-//! and commands) are in [`session_server`], [`trigger_server`] and
-//! [`terminal`]; none of them has protocol logic.
+//! The roles (which machine, what its app does with events and commands)
+//! are `tryst_std::role`'s, shared with the blocking driver; the modules
+//! [`session_server`], [`trigger_server`] and [`terminal`] only bind their
+//! sockets and start them here. None of it has protocol logic.
 
 pub mod session_server;
 pub mod terminal;
@@ -84,7 +85,7 @@ pub async fn run<D: Driven>(
     clock: DriverClock,
     mut role: D,
     sockets: Sockets,
-    mut commands: mpsc::Receiver<D::Command>,
+    commands: flume::Receiver<D::Command>,
     journal: Option<Journal<FactOf<D>>>,
 ) -> Stopped
 where
@@ -147,8 +148,8 @@ where
                 io.on_stream(now, input, machine, app_io);
             }
             () = wake.notified() => {}
-            command = commands.recv() => match command {
-                Some(command) => {
+            command = commands.recv_async() => match command {
+                Ok(command) => {
                     if let Flow::Stop { grace } = role.on_command(clock.now(), command) {
                         if let Err(why) = drain(&clock, &mut role, &mut io, &mut udp, &mut buf).await {
                             break why;
@@ -159,7 +160,7 @@ where
                         break Stopped::Shutdown;
                     }
                 }
-                None => break Stopped::Closed,
+                Err(flume::RecvError::Disconnected) => break Stopped::Closed,
             },
             _ = tokio::time::sleep_until(deadline) => {
                 let now = clock.now();

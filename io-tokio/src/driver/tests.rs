@@ -144,7 +144,7 @@ async fn durable_facts_are_stored_before_the_transmit_that_acknowledges_them() {
             }
         }
     });
-    let (commands, command_rx) = mpsc::channel(4);
+    let (commands, command_rx) = flume::bounded(4);
     let (role, mut stored, _closed) = role();
     let sockets = Sockets {
         udp: Some(udp),
@@ -161,7 +161,7 @@ async fn durable_facts_are_stored_before_the_transmit_that_acknowledges_them() {
 
     // A transmit with no fact before it does not wait for the journal.
     let say = |durable, n| Cmd::Say { durable, n, to };
-    commands.send(say(false, 1)).await.unwrap();
+    commands.send(say(false, 1)).unwrap();
     let n = tokio::time::timeout(Duration::from_secs(5), peer.recv(&mut buf))
         .await
         .unwrap()
@@ -169,7 +169,7 @@ async fn durable_facts_are_stored_before_the_transmit_that_acknowledges_them() {
     assert_eq!(&buf[..n], &1u32.to_be_bytes());
 
     // A fact holds the transmit after it until it is stored.
-    commands.send(say(true, 2)).await.unwrap();
+    commands.send(say(true, 2)).unwrap();
     let (batch, done) = batches.recv().await.unwrap();
     assert_eq!(batch, vec![2]);
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -190,7 +190,7 @@ async fn durable_facts_are_stored_before_the_transmit_that_acknowledges_them() {
     assert_eq!(stored.recv().await, Some(2));
 
     // A failed store stops the loop with nothing sent.
-    commands.send(say(true, 3)).await.unwrap();
+    commands.send(say(true, 3)).unwrap();
     let (_, done) = batches.recv().await.unwrap();
     done.send(Err("disk full".into())).unwrap();
     let stopped = tokio::time::timeout(Duration::from_secs(5), task)
@@ -211,7 +211,7 @@ async fn a_peer_that_never_reads_is_closed_and_never_stalls_the_loop() {
     let addr = listener.local_addr().unwrap();
     let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let to = peer.local_addr().unwrap();
-    let (commands, command_rx) = mpsc::channel(4);
+    let (commands, command_rx) = flume::bounded(4);
     let (role, _stored, mut closed) = role();
     let sockets = Sockets {
         udp: Some(BatchSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap()),
@@ -223,7 +223,7 @@ async fn a_peer_that_never_reads_is_closed_and_never_stalls_the_loop() {
     let mut lazy = tokio::net::TcpStream::connect(addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Far more than the socket buffers and the queue hold.
-    commands.send(Cmd::Flood { count: 20_000 }).await.unwrap();
+    commands.send(Cmd::Flood { count: 20_000 }).unwrap();
     let conn = tokio::time::timeout(Duration::from_secs(5), closed.recv())
         .await
         .expect("the slow stream was closed")
@@ -237,7 +237,6 @@ async fn a_peer_that_never_reads_is_closed_and_never_stalls_the_loop() {
             n: 7,
             to,
         })
-        .await
         .unwrap();
     let n = tokio::time::timeout(Duration::from_secs(2), peer.recv(&mut buf))
         .await
@@ -264,12 +263,12 @@ async fn with_listener(
     overflow: Overflow,
 ) -> (
     SocketAddr,
-    mpsc::Sender<Cmd>,
+    flume::Sender<Cmd>,
     mpsc::UnboundedReceiver<ConnectionId>,
 ) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (commands, command_rx) = mpsc::channel(4);
+    let (commands, command_rx) = flume::bounded(4);
     let (role, _stored, closed) = role();
     let sockets = Sockets {
         listener: Some(listener),
@@ -288,7 +287,7 @@ async fn a_link_whose_peer_reads_slowly_gets_backpressure_not_a_close() {
     // 20 MB in one drain: more than twice the link's byte budget and far
     // more than the socket buffers hold.
     let count = 20_000;
-    commands.send(Cmd::Flood { count }).await.unwrap();
+    commands.send(Cmd::Flood { count }).unwrap();
     let mut sink = vec![0u8; 64 * 1024];
     let mut got = 0usize;
     let read_all = tokio::time::timeout(Duration::from_secs(20), async {
@@ -313,7 +312,7 @@ async fn a_link_whose_peer_never_reads_is_closed_after_the_backpressure_timeout(
         with_listener(Overflow::Wait(Duration::from_millis(500))).await;
     let _stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    commands.send(Cmd::Flood { count: 20_000 }).await.unwrap();
+    commands.send(Cmd::Flood { count: 20_000 }).unwrap();
     let conn = tokio::time::timeout(Duration::from_secs(10), closed.recv())
         .await
         .expect("the stalled link was closed")

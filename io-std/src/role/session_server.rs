@@ -1,0 +1,276 @@
+//! The session management server (seed: session management server 4) as
+//! every driver runs it: a stream listener for terminals, linked upstream
+//! to the trigger server (the driver binds and connects them), its durable
+//! facts stored by a journal thread before anything acknowledges them.
+
+use std::net::SocketAddr;
+
+use rand_core::OsRng;
+use tryst_core::crypto::StaticKeypair;
+use tryst_core::names::{EnrollError, NameRegistry};
+use tryst_core::session_server::{
+    SessionConfig, SessionEvent, SessionFact, SessionServer, UnknownSession,
+};
+use tryst_core::time::Instant;
+use tryst_core::wire::{Name, PublicKey, SessionId};
+
+use super::{Answer, Commands, Reply, RoleStopped};
+use crate::drive::{Driven, DriverClock, Flow, Journal};
+use crate::store::Store;
+
+/// What the operator asks of a running session server.
+#[derive(Debug)]
+pub enum SessionCommand {
+    /// End a live session now (S1604).
+    EndSession(SessionId, Answer<(), SessionError>),
+    /// Bind a name to a key ahead of its registration (the operator's
+    /// enrolment; the caller persists it).
+    Enroll(String, PublicKey, Answer<(), SessionError>),
+}
+
+/// Why an enrolment was refused by the running server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnrollRefused {
+    /// Not a valid device name.
+    #[error("not a valid device name")]
+    BadName,
+    /// The registry refused (bound to another key, full, weak key).
+    #[error("{0}")]
+    Registry(EnrollError),
+}
+
+/// Why a session server's command was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The server's loop stopped.
+    #[error("the session server's event loop stopped")]
+    Stopped,
+    /// No live session has that ID.
+    #[error("no live session with that ID")]
+    NoSuchSession,
+    /// The enrolment was refused.
+    #[error("{0}")]
+    Enroll(EnrollRefused),
+}
+
+impl From<RoleStopped> for SessionError {
+    fn from(_: RoleStopped) -> Self {
+        SessionError::Stopped
+    }
+}
+
+/// The session server as the loop runs it: the machine, and where its
+/// events (and its facts, once stored) go.
+pub struct SessionRole {
+    machine: SessionServer<OsRng>,
+    events: flume::Sender<SessionEvent>,
+    /// The machine's payload side: a server has none.
+    no_io: (),
+}
+
+impl std::fmt::Debug for SessionRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRole").finish_non_exhaustive()
+    }
+}
+
+impl SessionRole {
+    /// The role around `machine` (a fresh one from [`restore`]); its events
+    /// and stored facts go to `events`.
+    pub fn new(machine: SessionServer<OsRng>, events: flume::Sender<SessionEvent>) -> SessionRole {
+        SessionRole {
+            machine,
+            events,
+            no_io: (),
+        }
+    }
+}
+
+/// A fresh session server with the live sessions of `facts` (stored
+/// `SessionStarted` / `SessionExtended` facts, in the order they were
+/// emitted) restored into it; a fact that cannot be restored is logged and
+/// skipped.
+pub fn restore(
+    config: SessionConfig,
+    keypair: StaticKeypair,
+    trigger_key: PublicKey,
+    registry: NameRegistry,
+    facts: &[SessionFact],
+) -> SessionServer<OsRng> {
+    let mut machine = SessionServer::new(config, keypair, trigger_key, registry, OsRng);
+    for fact in facts {
+        if let Err(e) = machine.restore_session(fact) {
+            tracing::warn!(error = %e, "a stored session fact was not restored");
+        }
+    }
+    machine
+}
+
+impl Driven for SessionRole {
+    type Machine = SessionServer<OsRng>;
+    type Command = SessionCommand;
+
+    fn parts(&mut self) -> (&mut SessionServer<OsRng>, &mut ()) {
+        (&mut self.machine, &mut self.no_io)
+    }
+
+    fn on_command(&mut self, now: Instant, command: SessionCommand) -> Flow {
+        match command {
+            SessionCommand::EndSession(id, reply) => {
+                let result = self
+                    .machine
+                    .end_session(now, id)
+                    .map_err(|UnknownSession| SessionError::NoSuchSession);
+                let _ = reply.send(result);
+            }
+            SessionCommand::Enroll(name, key, reply) => {
+                let result = match Name::new(&name) {
+                    Ok(name) => self
+                        .machine
+                        .registry_mut()
+                        .enroll(name, key)
+                        .map_err(EnrollRefused::Registry),
+                    Err(_) => Err(EnrollRefused::BadName),
+                };
+                let _ = reply.send(result.map_err(SessionError::Enroll));
+            }
+        }
+        Flow::Continue
+    }
+
+    fn on_event(&mut self, _now: Instant, event: SessionEvent) {
+        // The app may have gone; the machine keeps running regardless.
+        let _ = self.events.send(event);
+    }
+
+    fn on_stored(&mut self, fact: SessionFact) {
+        let _ = self.events.send(SessionEvent::from(fact));
+    }
+}
+
+/// A running session server.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    /// Where terminals connect (TCP).
+    pub control_addr: SocketAddr,
+    /// Its static public key, which terminals must know.
+    pub public_key: PublicKey,
+    /// Its loop's commands.
+    pub commands: Commands<SessionCommand>,
+}
+
+impl SessionHandle {
+    /// Binds `name` to `key` in the running server's registry.
+    pub fn enroll(&self, name: &str, key: PublicKey) -> Reply<(), SessionError> {
+        let name = name.to_owned();
+        self.commands
+            .request(|reply| SessionCommand::Enroll(name, key, reply))
+    }
+
+    /// Forces a live session to end (S1604/S1605).
+    pub fn end_session(&self, id: SessionId) -> Reply<(), SessionError> {
+        self.commands
+            .request(|reply| SessionCommand::EndSession(id, reply))
+    }
+}
+
+/// What a session server that keeps its facts starts from.
+#[derive(Debug)]
+pub struct Durable {
+    /// Its clock; keep the origin across restarts ([`DriverClock::wall`]).
+    pub clock: DriverClock,
+    /// Stored `SessionStarted` / `SessionExtended` facts of sessions that
+    /// have no record yet, in the order they were emitted ([`restore`]).
+    pub restore: Vec<SessionFact>,
+    /// Where durable facts are stored before what acknowledges them is sent.
+    pub journal: Option<Journal<SessionFact>>,
+}
+
+impl Default for Durable {
+    /// A server that stores nothing: its clock starts now.
+    fn default() -> Self {
+        Durable {
+            clock: DriverClock::default(),
+            restore: Vec::new(),
+            journal: None,
+        }
+    }
+}
+
+/// Starts the journal: a thread that owns `store` and writes each batch
+/// of durable facts, answering once it is committed.
+pub fn start_journal(mut store: Store) -> Journal<SessionFact> {
+    let (journal, batches) = Journal::channel();
+    let spawned = std::thread::Builder::new()
+        .name("tryst-journal".into())
+        .spawn(move || {
+            while let Ok((batch, done)) = batches.recv() {
+                let result = store.record(&batch).map_err(|e| e.to_string());
+                let _ = done.send(result);
+            }
+        });
+    if let Err(e) = spawned {
+        // The receiver is gone with the closure: the first durable batch
+        // fails and the server stops before acknowledging it.
+        tracing::error!(error = %e, "cannot start the journal thread");
+    }
+    journal
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tryst_core::names::TrustMode;
+
+    fn role() -> (SessionRole, flume::Receiver<SessionEvent>) {
+        let trigger = StaticKeypair::generate(&mut OsRng);
+        let machine = restore(
+            SessionConfig::default(),
+            StaticKeypair::generate(&mut OsRng),
+            trigger.public_key(),
+            NameRegistry::new(TrustMode::TrustOnFirstUse),
+            &[],
+        );
+        let (events, rx) = flume::unbounded();
+        (SessionRole::new(machine, events), rx)
+    }
+
+    #[test]
+    fn commands_answer_their_replies() {
+        let (mut role, _events) = role();
+        let (commands, rx) = Commands::channel(None);
+        let handle = SessionHandle {
+            control_addr: "127.0.0.1:1".parse().expect("addr"),
+            public_key: PublicKey([1; 32]),
+            commands,
+        };
+        let ended = handle.end_session(SessionId([9; 16]));
+        let bad = handle.enroll("bad\nname", PublicKey([2; 32]));
+        let key = StaticKeypair::generate(&mut OsRng).public_key();
+        let good = handle.enroll("CAM1", key);
+        let now = Instant::from_micros(1);
+        for command in rx.try_iter() {
+            assert_eq!(role.on_command(now, command), Flow::Continue);
+        }
+        assert_eq!(ended.wait(), Err(SessionError::NoSuchSession));
+        assert_eq!(
+            bad.wait(),
+            Err(SessionError::Enroll(EnrollRefused::BadName))
+        );
+        assert_eq!(good.wait(), Ok(()));
+        // Bound now: another key for the name is refused by the registry.
+        let other = handle.enroll("CAM1", StaticKeypair::generate(&mut OsRng).public_key());
+        for command in rx.try_iter() {
+            role.on_command(now, command);
+        }
+        assert!(matches!(
+            other.wait(),
+            Err(SessionError::Enroll(EnrollRefused::Registry(_)))
+        ));
+        drop(rx);
+        assert_eq!(
+            handle.end_session(SessionId([9; 16])).wait(),
+            Err(SessionError::Stopped)
+        );
+    }
+}

@@ -1,0 +1,1076 @@
+//! The terminal (seed: terminals 1 and 3) as every driver runs it: one UDP
+//! socket for keepalives, triggers and the direct peer channel, and the
+//! stream to the session server, opened when the machine has something to
+//! say (the driver binds and opens them). The machine is the core's
+//! [`Endpoint`]: the terminal and its peer sessions, with the glue between
+//! them.
+//!
+//! File payloads are read and written by offset ([`FileSource`],
+//! [`FileSink`] of [`crate::transfer`]): the endpoint never copies or keeps
+//! them. What each stream byte is, how fast a send goes, and when a
+//! transfer ends its session are the core's transfer machines' decisions
+//! (`tryst_core::peer::transfer`); the role only applies them. Their
+//! SHA-256 runs on a thread of each file's own, which wakes the loop (the
+//! [`Wake`] the driver gives [`TerminalRole::new`]) when it is done (the
+//! sender's trailer became readable, the receiver's file can be checked).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rand_core::OsRng;
+use tryst_core::crypto::StaticKeypair;
+use tryst_core::peer::endpoint::{Endpoint, EndpointEvent, SessionIo};
+use tryst_core::peer::session::{PeerConfig, PeerEvent};
+use tryst_core::peer::transfer::{session_end, SendStep};
+use tryst_core::peer::transport::TransportStats;
+use tryst_core::terminal::{
+    ConnectError, PermissionError, TerminalConfig, TerminalEvent, UnknownQuery, UnknownSession,
+};
+use tryst_core::time::Instant;
+use tryst_core::wire::{EndReason, Role, SessionId, Verdict};
+
+use super::{Answer, Commands, Reply, RoleStopped};
+use crate::drive::{Driven, Flow, IoOf, Stopped};
+pub use crate::transfer::FileSource;
+use crate::transfer::{FileSink, ReceiveState, Wake};
+
+/// How often transfer progress is reported to the app.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// Stack of the terminal's thread: the endpoint and its sessions are large
+/// fixed-size values (no allocator in the core), and debug builds copy them.
+pub const LOOP_STACK: usize = 16 * 1024 * 1024;
+
+/// How the terminal's loop treats payloads.
+#[derive(Debug, Clone, Default)]
+pub struct TerminalOptions {
+    /// Where files from permitted peers are stored; `None` refuses them
+    /// (the session is closed, `Failed`).
+    pub recv_dir: Option<PathBuf>,
+    /// The peer sessions' configuration.
+    pub peer: PeerConfig,
+    /// The local address of its stream to the session server (any port);
+    /// `None` lets the system choose.
+    pub control_local: Option<std::net::IpAddr>,
+}
+
+/// What happened, for the app.
+#[derive(Debug)]
+pub enum Event {
+    /// The terminal's event (registration, sessions, permissions...).
+    Terminal(TerminalEvent),
+    /// A peer session's event (connected, stream acknowledged, ended...).
+    Peer {
+        /// The session.
+        session_id: SessionId,
+        /// What happened.
+        event: PeerEvent,
+    },
+    /// How a file this terminal sends is going (every [`PROGRESS_INTERVAL`]).
+    Sending {
+        /// The session.
+        session_id: SessionId,
+        /// File bytes the peer acknowledged.
+        acked: u64,
+        /// The file's size.
+        size: u64,
+    },
+    /// How a file sent to this terminal is going (every [`PROGRESS_INTERVAL`]).
+    Receiving {
+        /// The session.
+        session_id: SessionId,
+        /// The file's name as sent.
+        name: String,
+        /// File bytes stored and hashed.
+        done: u64,
+        /// The file's size.
+        size: u64,
+    },
+    /// A file sent to this terminal was stored with a matching SHA-256, or
+    /// refused (nothing kept).
+    Received {
+        /// The session.
+        session_id: SessionId,
+        /// What was stored, or why nothing was.
+        outcome: Result<ReceivedFile, String>,
+    },
+}
+
+/// A file stored in the receive directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedFile {
+    /// Where.
+    pub path: PathBuf,
+    /// Its size.
+    pub size: u64,
+    /// Its SHA-256, which matched the sender's.
+    pub digest: [u8; 32],
+}
+
+/// What the app asks of a running terminal.
+#[derive(Debug)]
+pub enum TerminalCommand {
+    /// Ask the session server for `target` (S203/S204).
+    Connect {
+        /// The name to reach.
+        target: String,
+        /// Seconds asked for.
+        duration_secs: u32,
+        /// The request ID, or why no request was sent.
+        reply: Answer<u32, TerminalError>,
+    },
+    /// Report a session's transfer to the terminal directly (for sessions
+    /// whose payload does not go through the peer channel).
+    Progress {
+        /// The session.
+        session_id: SessionId,
+        /// Payload bytes sent so far.
+        bytes_sent: u64,
+        /// Payload bytes received so far.
+        bytes_received: u64,
+        /// Whether the transfer is still running.
+        active: bool,
+    },
+    /// End a session's terminal side now and send the end notification
+    /// with the last reported counts (S1508, 814/815); the peer session,
+    /// if any, closes with it.
+    Finish {
+        /// The session.
+        session_id: SessionId,
+        /// Why.
+        reason: EndReason,
+        /// Whether the session was known.
+        reply: Answer<(), TerminalError>,
+    },
+    /// Close a session through its peer channel (CLOSE to the peer, then
+    /// the end notification with the channel's byte counts).
+    Close {
+        /// The session.
+        session_id: SessionId,
+        /// Why.
+        reason: EndReason,
+    },
+    /// Send a file on a session's stream, optionally at most `rate` bytes a second.
+    Send {
+        /// The session.
+        session_id: SessionId,
+        /// The file.
+        source: Box<FileSource>,
+        /// Bytes per second; `None` as fast as the path allows.
+        rate: Option<u64>,
+        /// Whether the session runs.
+        reply: Answer<(), TerminalError>,
+    },
+    /// Replace the permission list L; it applies to the next request.
+    SetPermissions {
+        /// The whole new list.
+        names: Vec<String>,
+        /// Whether the list was taken (on error it is unchanged).
+        reply: Answer<(), TerminalError>,
+    },
+    /// The app's verdict on a permission inquiry (judge policy `Ask`).
+    Answer {
+        /// The inquiry.
+        query_id: u32,
+        /// Yes or no.
+        verdict: Verdict,
+        /// Whether the inquiry was still waiting.
+        reply: Answer<(), TerminalError>,
+    },
+    /// Stop: send what is queued (end notifications), close the stream to
+    /// the session server, and end the loop.
+    Shutdown {
+        /// Longest to wait for the queued records to leave.
+        grace: Duration,
+        /// Answered when the loop has stopped.
+        reply: Answer<()>,
+    },
+}
+
+/// Why a terminal's command was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TerminalError {
+    /// The terminal's loop stopped (before it answered).
+    #[error("the terminal's event loop stopped")]
+    Stopped,
+    /// The connection request was not sent.
+    #[error("request not sent: {0}")]
+    Connect(ConnectError),
+    /// No session has that ID.
+    #[error("no such session")]
+    NoSuchSession,
+    /// The session a file was to go on is not running.
+    #[error("the session is not running")]
+    NotRunning,
+    /// The permission list was refused (it is unchanged).
+    #[error("permission list refused: {0}")]
+    Permissions(PermissionError),
+    /// The inquiry answered is not waiting.
+    #[error("{0}")]
+    Query(UnknownQuery),
+}
+
+impl From<RoleStopped> for TerminalError {
+    fn from(_: RoleStopped) -> Self {
+        TerminalError::Stopped
+    }
+}
+
+/// A running terminal. Each method returns a [`Reply`] at once: `.await`
+/// it (async) or `.wait()` on it (blocking).
+#[derive(Debug, Clone)]
+pub struct TerminalHandle {
+    /// Its UDP socket's local address (keepalives and the peer path).
+    pub udp_addr: SocketAddr,
+    /// Its loop's commands.
+    pub commands: Commands<TerminalCommand>,
+}
+
+impl TerminalHandle {
+    /// Asks for `target`; the answer is the request ID, and the outcome
+    /// comes as an event with it.
+    pub fn connect(&self, target: &str, duration_secs: u32) -> Reply<u32, TerminalError> {
+        let target = target.to_owned();
+        self.commands.request(|reply| TerminalCommand::Connect {
+            target,
+            duration_secs,
+            reply,
+        })
+    }
+
+    /// Reports a session's transfer to the terminal directly; the reply
+    /// says it was queued.
+    pub fn progress(
+        &self,
+        session_id: SessionId,
+        bytes_sent: u64,
+        bytes_received: u64,
+        active: bool,
+    ) -> Reply<(), TerminalError> {
+        self.commands.tell(TerminalCommand::Progress {
+            session_id,
+            bytes_sent,
+            bytes_received,
+            active,
+        })
+    }
+
+    /// Ends a session's terminal side now (and its peer session with it).
+    pub fn finish(&self, session_id: SessionId, reason: EndReason) -> Reply<(), TerminalError> {
+        self.commands.request(|reply| TerminalCommand::Finish {
+            session_id,
+            reason,
+            reply,
+        })
+    }
+
+    /// Closes a session through its peer channel; the reply says it was
+    /// queued.
+    pub fn close(&self, session_id: SessionId, reason: EndReason) -> Reply<(), TerminalError> {
+        self.commands
+            .tell(TerminalCommand::Close { session_id, reason })
+    }
+
+    /// Sends a file on a session's stream, at most `rate` bytes a second.
+    pub fn send_file(
+        &self,
+        session_id: SessionId,
+        source: FileSource,
+        rate: Option<u64>,
+    ) -> Reply<(), TerminalError> {
+        let source = Box::new(source);
+        self.commands.request(|reply| TerminalCommand::Send {
+            session_id,
+            source,
+            rate,
+            reply,
+        })
+    }
+
+    /// Replaces the permission list; it applies to the next request.
+    pub fn set_permissions(&self, names: Vec<String>) -> Reply<(), TerminalError> {
+        self.commands
+            .request(|reply| TerminalCommand::SetPermissions { names, reply })
+    }
+
+    /// Answers a permission inquiry.
+    pub fn answer(&self, query_id: u32, verdict: Verdict) -> Reply<(), TerminalError> {
+        self.commands.request(|reply| TerminalCommand::Answer {
+            query_id,
+            verdict,
+            reply,
+        })
+    }
+
+    /// Stops the terminal after its queued messages (end notifications)
+    /// left, waiting at most `grace` for them; answered once the loop
+    /// stopped (`RoleStopped` if it had stopped already).
+    pub fn shutdown(&self, grace: Duration) -> Reply<()> {
+        self.commands
+            .request(|reply| TerminalCommand::Shutdown { grace, reply })
+    }
+}
+
+/// One session's payloads: the file it sends and the one it receives
+/// (each the core's machine with its files, `tryst_std::transfer`).
+#[derive(Default)]
+struct Payload {
+    outgoing: Option<FileSource>,
+    incoming: Option<FileSink>,
+    /// The peer sent stream bytes that nothing here takes.
+    stray: bool,
+    /// The transfer ended the session (and its outcome was reported).
+    reported: bool,
+}
+
+/// Every session's payloads, as the endpoint reads and writes them.
+struct Payloads {
+    recv_dir: Option<PathBuf>,
+    sessions: BTreeMap<[u8; 16], Payload>,
+}
+
+impl SessionIo for Payloads {
+    fn read_at(&mut self, session: &SessionId, offset: u64, buf: &mut [u8]) -> usize {
+        match self
+            .sessions
+            .get_mut(&session.0)
+            .and_then(|p| p.outgoing.as_mut())
+        {
+            Some(source) => source.read_at(offset, buf),
+            None => 0,
+        }
+    }
+
+    fn stream_data(&mut self, session: &SessionId, offset: u64, data: &[u8]) {
+        let Some(payload) = self.sessions.get_mut(&session.0) else {
+            return;
+        };
+        match payload.incoming.as_mut() {
+            Some(sink) => sink.stream_data(offset, data),
+            None => payload.stray = true,
+        }
+    }
+
+    fn datagram(&mut self, _session: &SessionId, _data: &[u8]) {
+        // Real-time datagrams have no consumer in the file tool yet.
+    }
+}
+
+/// The terminal as the loop runs it: the endpoint, its payloads (the
+/// files of each session), and where the app's events go.
+pub struct TerminalRole {
+    /// Boxed: the endpoint holds every session's state inline (hundreds of KiB).
+    endpoint: Box<Endpoint<OsRng>>,
+    payloads: Payloads,
+    events: flume::Sender<Event>,
+    next_progress: std::time::Instant,
+    /// Notified by the files' hasher threads when a digest is ready.
+    hashed: Wake,
+    /// Answered once the loop stopped on a shutdown command.
+    shutdown: Option<Answer<()>>,
+}
+
+impl std::fmt::Debug for TerminalRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TerminalRole")
+            .field("sessions", &self.payloads.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TerminalRole {
+    /// A terminal with this identity and permission list, its endpoint
+    /// (boxed) started at `now`: it registers at once. Its events go to
+    /// `events`; `wake` is what a file's hasher thread calls when its digest
+    /// is ready (the loop then runs [`Driven::after_drain`]). Only
+    /// `recv_dir` and `peer` of `options` are the role's (the driver binds
+    /// `control_local`).
+    pub fn new(
+        config: TerminalConfig,
+        keypair: StaticKeypair,
+        permissions: &[&str],
+        options: &TerminalOptions,
+        events: flume::Sender<Event>,
+        wake: Wake,
+        now: Instant,
+    ) -> Result<TerminalRole, PermissionError> {
+        let mut endpoint = Box::new(Endpoint::new(
+            config,
+            keypair,
+            OsRng,
+            OsRng,
+            options.peer.clone(),
+        ));
+        endpoint.set_permissions(permissions)?;
+        endpoint.start(now);
+        Ok(TerminalRole {
+            endpoint,
+            payloads: Payloads {
+                recv_dir: options.recv_dir.clone(),
+                sessions: BTreeMap::new(),
+            },
+            events,
+            next_progress: std::time::Instant::now(),
+            hashed: wake,
+            shutdown: None,
+        })
+    }
+}
+
+impl Driven for TerminalRole {
+    type Machine = Endpoint<OsRng>;
+    type Command = TerminalCommand;
+
+    fn parts(&mut self) -> (&mut Endpoint<OsRng>, &mut IoOf<Self>) {
+        (&mut self.endpoint, &mut self.payloads)
+    }
+
+    fn on_command(&mut self, now: Instant, command: TerminalCommand) -> Flow {
+        match command {
+            TerminalCommand::Shutdown { grace, reply } => {
+                self.shutdown = Some(reply);
+                Flow::Stop { grace }
+            }
+            command => {
+                self.apply(now, command);
+                Flow::Continue
+            }
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, event: EndpointEvent) {
+        TerminalRole::on_event(self, now, event);
+    }
+
+    fn after_drain(&mut self, now: Instant) -> bool {
+        let fed = self.feed_outgoing(now);
+        let closed = self.check_payloads(now);
+        self.report_progress();
+        fed || closed
+    }
+
+    fn app_deadline(&self) -> Option<Instant> {
+        self.payload_timeout()
+    }
+
+    fn on_stopped(&mut self, _why: &Stopped) {
+        if let Some(reply) = self.shutdown.take() {
+            let _ = reply.send(Ok(()));
+        }
+    }
+}
+
+impl TerminalRole {
+    /// An app command other than shutdown.
+    fn apply(&mut self, now: Instant, command: TerminalCommand) {
+        match command {
+            TerminalCommand::Connect {
+                target,
+                duration_secs,
+                reply,
+            } => {
+                let result = self.endpoint.connect(now, &target, duration_secs);
+                let _ = reply.send(result.map_err(TerminalError::Connect));
+            }
+            TerminalCommand::Progress {
+                session_id,
+                bytes_sent,
+                bytes_received,
+                active,
+            } => {
+                let _ = self.endpoint.transfer_progress(
+                    &session_id,
+                    bytes_sent,
+                    bytes_received,
+                    active,
+                );
+            }
+            TerminalCommand::Finish {
+                session_id,
+                reason,
+                reply,
+            } => {
+                let result = self.endpoint.end_session(now, &session_id, reason);
+                let _ = reply.send(result.map_err(|UnknownSession| TerminalError::NoSuchSession));
+            }
+            TerminalCommand::Close { session_id, reason } => {
+                let _ = self.endpoint.end_session(now, &session_id, reason);
+            }
+            TerminalCommand::Send {
+                session_id,
+                source,
+                rate,
+                reply,
+            } => {
+                let result = self.start_send(now, session_id, *source, rate);
+                let _ = reply.send(result.map_err(|UnknownSession| TerminalError::NotRunning));
+            }
+            TerminalCommand::SetPermissions { names, reply } => {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let result = self.endpoint.set_permissions(&names);
+                if result.is_ok() {
+                    tracing::info!(count = names.len(), "permission list updated");
+                }
+                let _ = reply.send(result.map_err(TerminalError::Permissions));
+            }
+            TerminalCommand::Answer {
+                query_id,
+                verdict,
+                reply,
+            } => {
+                let result = self.endpoint.answer(now, query_id, verdict);
+                let _ = reply.send(result.map_err(TerminalError::Query));
+            }
+            // `on_command` takes it before it gets here.
+            TerminalCommand::Shutdown { reply, .. } => {
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    /// Puts a file on a session's stream: all of it at once, or (throttled)
+    /// a growing prefix once the data channel is up.
+    fn start_send(
+        &mut self,
+        now: Instant,
+        session_id: SessionId,
+        source: FileSource,
+        rate: Option<u64>,
+    ) -> Result<(), UnknownSession> {
+        let Some(session) = self.endpoint.session(&session_id) else {
+            return Err(UnknownSession);
+        };
+        let connected = session.is_connected();
+        let mut source = source;
+        source.set_rate(rate);
+        if connected {
+            source.start(now);
+        }
+        source.set_wake(self.hash_wake());
+        let payload = self.payloads.sessions.entry(session_id.0).or_default();
+        payload.outgoing = Some(source);
+        // The header and the file at once (unthrottled); the trailer when
+        // the hash is ready.
+        self.feed_outgoing(now);
+        Ok(())
+    }
+
+    /// What a file's hasher thread calls when its digest is ready.
+    fn hash_wake(&self) -> Wake {
+        std::sync::Arc::clone(&self.hashed)
+    }
+
+    /// When the first throttled send next needs the clock (its machine says).
+    fn payload_timeout(&self) -> Option<tryst_core::time::Instant> {
+        self.payloads
+            .sessions
+            .values()
+            .filter_map(|p| p.outgoing.as_ref())
+            .filter_map(FileSource::poll_timeout)
+            .min()
+    }
+
+    /// Tells each session what its file's machine makes available: all
+    /// that is readable (the trailer once the hash is ready), or at its
+    /// rate when throttled. Whether it told the endpoint anything (or a
+    /// file could not be hashed: [`TerminalRole::check_payloads`] closes it).
+    fn feed_outgoing(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        for (id, payload) in &mut self.payloads.sessions {
+            let Some(source) = payload.outgoing.as_mut() else {
+                continue;
+            };
+            let id = SessionId(*id);
+            if self.endpoint.session(&id).is_none() {
+                continue;
+            }
+            while let Some(step) = source.poll(now) {
+                any = true;
+                match step {
+                    SendStep::Extend(available) => {
+                        let _ = self.endpoint.stream_extend(&id, available);
+                    }
+                    // A fresh stream: its length is always acceptable.
+                    SendStep::Finish(total) => {
+                        let _ = self.endpoint.stream_finish(&id, total);
+                    }
+                    SendStep::Fail(why) => {
+                        tracing::warn!(session = %short_session_id(&id), error = %why, "file not sent");
+                    }
+                }
+            }
+        }
+        any
+    }
+
+    fn on_event(&mut self, now: Instant, event: EndpointEvent) {
+        match event {
+            EndpointEvent::Terminal(event) => {
+                log_event(&event);
+                match &event {
+                    TerminalEvent::SessionReady {
+                        session_id, role, ..
+                    } => {
+                        let incoming = match (role, &self.payloads.recv_dir) {
+                            (Role::Connected, Some(dir)) => {
+                                Some(FileSink::with_wake(dir, self.hash_wake()))
+                            }
+                            _ => None,
+                        };
+                        self.payloads.sessions.insert(
+                            session_id.0,
+                            Payload {
+                                incoming,
+                                ..Payload::default()
+                            },
+                        );
+                    }
+                    TerminalEvent::SessionEnded { session_id, .. }
+                        if self.endpoint.session(session_id).is_none() =>
+                    {
+                        self.end_payload(session_id, "the session ended");
+                    }
+                    _ => {}
+                }
+                let _ = self.events.send(Event::Terminal(event));
+            }
+            EndpointEvent::Peer { session_id, event } => {
+                log_peer_event(&session_id, &event);
+                if matches!(
+                    event,
+                    PeerEvent::Ended { .. }
+                        | PeerEvent::StreamAcked { .. }
+                        | PeerEvent::StreamReceived { .. }
+                ) {
+                    if let Some(stats) = self
+                        .endpoint
+                        .session(&session_id)
+                        .and_then(|s| s.transport_stats())
+                    {
+                        log_path_stats(&session_id, stats);
+                    }
+                }
+                match event {
+                    PeerEvent::Connected { .. } => {
+                        if let Some(source) = self
+                            .payloads
+                            .sessions
+                            .get_mut(&session_id.0)
+                            .and_then(|p| p.outgoing.as_mut())
+                        {
+                            source.start(now);
+                        }
+                    }
+                    PeerEvent::Ended { reason, .. } => {
+                        self.end_payload(&session_id, &format!("the session ended ({reason:?})"));
+                    }
+                    _ => {}
+                }
+                let _ = self.events.send(Event::Peer { session_id, event });
+            }
+        }
+    }
+
+    /// A session is over: an unfinished incoming file is thrown away.
+    fn end_payload(&mut self, session_id: &SessionId, why: &str) {
+        let Some(mut payload) = self.payloads.sessions.remove(&session_id.0) else {
+            return;
+        };
+        if let Some(sink) = payload.incoming.as_mut() {
+            if !payload.reported && sink.file_size().is_some() {
+                sink.abort();
+                let _ = self.events.send(Event::Received {
+                    session_id: *session_id,
+                    outcome: Err(format!("transfer cut: {why}")),
+                });
+            }
+        }
+    }
+
+    /// Closes the sessions whose transfer ended them, as the core's
+    /// [`session_end`] says: the receiver `Completed` once the file is
+    /// stored and checked (the sender learns it from the close), `Failed`
+    /// otherwise; `Failed` for a peer that sends to a terminal taking no
+    /// files, and for a file that could not be hashed. Reports received
+    /// files. Whether any session was closed.
+    fn check_payloads(&mut self, now: Instant) -> bool {
+        let mut closes = Vec::new();
+        for (id, payload) in &mut self.payloads.sessions {
+            let session_id = SessionId(*id);
+            if payload.reported {
+                continue;
+            }
+            if let Some(sink) = payload.incoming.as_mut() {
+                sink.poll();
+            }
+            let Some(reason) = session_end(
+                payload.outgoing.as_ref().map(FileSource::sender),
+                payload.incoming.as_ref().map(FileSink::receiver),
+                payload.stray,
+            ) else {
+                continue;
+            };
+            payload.reported = true;
+            closes.push((session_id, reason));
+            let Some(sink) = payload.incoming.as_ref() else {
+                if payload.stray {
+                    tracing::info!(session = %short_session_id(&session_id), "peer sent a file; this terminal takes none");
+                }
+                continue;
+            };
+            let outcome = match sink.state() {
+                ReceiveState::Complete { path, digest, size } => Ok(ReceivedFile {
+                    path: path.clone(),
+                    size: *size,
+                    digest: *digest,
+                }),
+                _ => Err(sink
+                    .failure_text()
+                    .unwrap_or_else(|| "the transfer failed".to_owned())),
+            };
+            match &outcome {
+                Ok(file) => tracing::info!(
+                    session = %short_session_id(&session_id),
+                    path = %file.path.display(),
+                    size = file.size,
+                    "file received, checksum verified"
+                ),
+                Err(why) => tracing::warn!(
+                    session = %short_session_id(&session_id),
+                    error = %why,
+                    "file refused"
+                ),
+            }
+            let _ = self.events.send(Event::Received {
+                session_id,
+                outcome,
+            });
+        }
+        let any = !closes.is_empty();
+        for (id, reason) in closes {
+            let _ = self.endpoint.end_session(now, &id, reason);
+        }
+        any
+    }
+
+    /// Progress of every transfer, at most every [`PROGRESS_INTERVAL`].
+    fn report_progress(&mut self) {
+        let now = std::time::Instant::now();
+        if now < self.next_progress {
+            return;
+        }
+        self.next_progress = now + PROGRESS_INTERVAL;
+        for (id, payload) in &self.payloads.sessions {
+            let session_id = SessionId(*id);
+            if let Some(source) = &payload.outgoing {
+                let acked = self
+                    .endpoint
+                    .session(&session_id)
+                    .and_then(|s| s.transport_stats())
+                    .map_or(0, |s| s.stream_bytes_acked);
+                let _ = self.events.send(Event::Sending {
+                    session_id,
+                    acked: source.file_bytes_in(acked),
+                    size: source.file_size(),
+                });
+            }
+            if let Some(sink) = &payload.incoming {
+                if let (ReceiveState::Receiving { name, size }, false) =
+                    (sink.state(), payload.reported)
+                {
+                    let _ = self.events.send(Event::Receiving {
+                        session_id,
+                        name: name.clone(),
+                        done: sink.file_bytes_done(),
+                        size: *size,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The first bytes of a session ID, enough to tell sessions apart in logs.
+pub fn short_session_id(id: &SessionId) -> String {
+    id.0.iter().take(4).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A session ID as 32 hex digits (what `tryst end` and `tryst sessions` take).
+pub fn full_session_id(id: &SessionId) -> String {
+    id.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One log line per peer-session event, at info (progress at debug).
+fn log_peer_event(id: &SessionId, event: &PeerEvent) {
+    let session = short_session_id(id);
+    match event {
+        PeerEvent::Connected { peer_addr } => {
+            tracing::info!(%session, %peer_addr, "direct path up (handshake done)");
+        }
+        PeerEvent::PathChanged { peer_addr } => {
+            tracing::info!(%session, %peer_addr, "peer moved");
+        }
+        PeerEvent::StreamAcked { len } => {
+            tracing::info!(%session, len, "everything sent was acknowledged");
+        }
+        PeerEvent::StreamReceived { len } => {
+            tracing::info!(%session, len, "everything the peer sent arrived");
+        }
+        PeerEvent::StreamProgress { contiguous } => {
+            tracing::trace!(%session, contiguous, "stream progress");
+        }
+        PeerEvent::MtuChanged { mtu } => {
+            tracing::debug!(%session, mtu, "path MTU");
+        }
+        PeerEvent::Ended {
+            reason,
+            by_peer,
+            bytes_sent,
+            bytes_received,
+        } => {
+            tracing::info!(
+                %session,
+                ?reason,
+                by_peer,
+                bytes_sent,
+                bytes_received,
+                "direct path closed"
+            );
+        }
+    }
+}
+
+/// How the direct path went, at debug: packets, losses, round trip, window.
+fn log_path_stats(id: &SessionId, stats: &TransportStats) {
+    tracing::debug!(
+        session = %short_session_id(id),
+        packets_sent = stats.packets_sent,
+        packets_received = stats.packets_received,
+        packets_lost = stats.packets_lost,
+        spurious_losses = stats.spurious_losses,
+        retransmitted = stats.stream_bytes_retransmitted,
+        congestion_events = stats.congestion_events,
+        pto_fired = stats.pto_fired,
+        rtt_us = u64::try_from(stats.rtt.as_micros()).unwrap_or(u64::MAX),
+        min_rtt_us = u64::try_from(stats.min_rtt.as_micros()).unwrap_or(u64::MAX),
+        cwnd = stats.cwnd,
+        mtu = stats.mtu,
+        "direct path statistics"
+    );
+}
+
+/// One log line per protocol event, at info; keys never appear.
+fn log_event(event: &TerminalEvent) {
+    match event {
+        TerminalEvent::Registered { device_id } => {
+            tracing::info!(device = %format_args!("{:016x}", device_id.0), "registered with the session server");
+        }
+        TerminalEvent::RegistrationRefused => {
+            tracing::warn!("the session server refused this name or key");
+        }
+        TerminalEvent::Reregistering { cause } => {
+            tracing::info!(?cause, "registering again");
+        }
+        TerminalEvent::Online { observed } => {
+            tracing::info!(%observed, "keepalive acknowledged: reachable");
+        }
+        TerminalEvent::PermissionAsked {
+            query_id,
+            requester,
+        } => {
+            tracing::info!(query_id, requester = %requester, "permission asked");
+        }
+        TerminalEvent::PermissionAnswered {
+            query_id,
+            requester,
+            verdict,
+        } => {
+            tracing::info!(query_id, requester = %requester, ?verdict, "permission answered");
+        }
+        TerminalEvent::SessionReady {
+            session_id,
+            role,
+            request_id,
+            peer_name,
+            peer_addr,
+            duration_secs,
+            ..
+        } => {
+            tracing::info!(
+                session = %short_session_id(session_id),
+                ?role,
+                request_id,
+                peer = %peer_name,
+                %peer_addr,
+                duration_secs,
+                "session ready"
+            );
+        }
+        TerminalEvent::ConnectFailed { request_id } => {
+            tracing::info!(request_id, "connection request not permitted");
+        }
+        TerminalEvent::ExtensionRequested {
+            session_id,
+            extra_secs,
+        } => {
+            tracing::info!(session = %short_session_id(session_id), extra_secs, "extension requested");
+        }
+        TerminalEvent::SessionExtended {
+            session_id,
+            duration_secs,
+        } => {
+            tracing::info!(session = %short_session_id(session_id), duration_secs, "session extended");
+        }
+        TerminalEvent::ExtensionRefused { session_id } => {
+            tracing::info!(session = %short_session_id(session_id), "extension refused");
+        }
+        TerminalEvent::SessionEnded {
+            session_id,
+            reason,
+            bytes_sent,
+            bytes_received,
+            duration_ms,
+        } => {
+            tracing::info!(
+                session = %short_session_id(session_id),
+                ?reason,
+                bytes_sent,
+                bytes_received,
+                duration_ms,
+                "session ended"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tryst_core::wire::PublicKey;
+
+    /// Runs `test` on a thread with the loop's stack (the endpoint is large).
+    fn on_loop_stack(test: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(LOOP_STACK)
+            .spawn(test)
+            .expect("thread")
+            .join()
+            .expect("the test passed");
+    }
+
+    fn role(events: flume::Sender<Event>, wake: Wake) -> TerminalRole {
+        let config = TerminalConfig::new(
+            "CAM1",
+            "127.0.0.1:9".parse().expect("addr"),
+            PublicKey([3; 32]),
+        )
+        .expect("config");
+        let keypair = StaticKeypair::generate(&mut OsRng);
+        let options = TerminalOptions::default();
+        TerminalRole::new(
+            config,
+            keypair,
+            &["TERM3"],
+            &options,
+            events,
+            wake,
+            Instant::from_micros(1),
+        )
+        .expect("a valid list")
+    }
+
+    #[test]
+    fn a_bad_permission_list_refuses_the_role() {
+        on_loop_stack(|| {
+            let (events, _rx) = flume::unbounded();
+            let config = TerminalConfig::new(
+                "CAM1",
+                "127.0.0.1:9".parse().expect("addr"),
+                PublicKey([3; 32]),
+            )
+            .expect("config");
+            let refused = TerminalRole::new(
+                config,
+                StaticKeypair::generate(&mut OsRng),
+                &[""],
+                &TerminalOptions::default(),
+                events,
+                Arc::new(|| {}),
+                Instant::from_micros(1),
+            );
+            assert!(matches!(refused, Err(PermissionError::InvalidName(_))));
+        });
+    }
+
+    #[test]
+    fn commands_answer_their_replies_and_shutdown_stops_the_loop() {
+        on_loop_stack(|| {
+            let (events, _event_rx) = flume::unbounded();
+            let woken = Arc::new(AtomicUsize::new(0));
+            let count = Arc::clone(&woken);
+            let mut role = role(events, Arc::new(|| {}));
+            let (tx, rx) = flume::bounded(super::super::COMMAND_QUEUE);
+            let handle = TerminalHandle {
+                udp_addr: "127.0.0.1:1".parse().expect("addr"),
+                commands: Commands::new(
+                    tx,
+                    Some(Arc::new(move || {
+                        count.fetch_add(1, Ordering::SeqCst);
+                    })),
+                ),
+            };
+            let unknown = SessionId([7; 16]);
+            // Not registered yet (nothing was sent): the request is refused.
+            let connect = handle.connect("TERM1", 60);
+            let finish = handle.finish(unknown, EndReason::Completed);
+            let list = handle.set_permissions(vec!["TERM1".into(), "TERM3".into()]);
+            let bad_list = handle.set_permissions(vec!["bad\nname".into()]);
+            let answer = handle.answer(42, Verdict::Permit);
+            let progress = handle.progress(unknown, 1, 2, true);
+            let shutdown = handle.shutdown(Duration::from_millis(10));
+            assert_eq!(woken.load(Ordering::SeqCst), 7, "one wake per command");
+            let now = Instant::from_micros(2);
+            let mut flows = Vec::new();
+            for command in rx.try_iter() {
+                flows.push(role.on_command(now, command));
+            }
+            assert_eq!(
+                connect.wait(),
+                Err(TerminalError::Connect(ConnectError::NotRegistered))
+            );
+            assert_eq!(finish.wait(), Err(TerminalError::NoSuchSession));
+            assert_eq!(list.wait(), Ok(()));
+            assert!(matches!(
+                bad_list.wait(),
+                Err(TerminalError::Permissions(PermissionError::InvalidName(_)))
+            ));
+            assert_eq!(answer.wait(), Err(TerminalError::Query(UnknownQuery)));
+            assert_eq!(progress.wait(), Ok(()));
+            // Shutdown stops the loop; it is answered once the loop stopped.
+            assert_eq!(
+                flows.last(),
+                Some(&Flow::Stop {
+                    grace: Duration::from_millis(10)
+                })
+            );
+            assert!(flows[..flows.len() - 1]
+                .iter()
+                .all(|f| *f == Flow::Continue));
+            role.on_stopped(&Stopped::Shutdown);
+            assert_eq!(shutdown.wait(), Ok(()));
+            // A loop that is gone answers everything with "stopped".
+            drop(rx);
+            assert_eq!(
+                handle.connect("TERM1", 60).wait(),
+                Err(TerminalError::Stopped)
+            );
+            assert_eq!(
+                handle.close(unknown, EndReason::Cancelled).wait(),
+                Err(TerminalError::Stopped)
+            );
+        });
+    }
+}

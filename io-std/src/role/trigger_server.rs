@@ -1,0 +1,83 @@
+//! The trigger server (seed: trigger server 5) as every driver runs it: a
+//! UDP socket for terminals and a stream listener for the session
+//! server's link (the driver binds both).
+
+use std::net::SocketAddr;
+
+use rand_core::OsRng;
+use tryst_core::crypto::StaticKeypair;
+use tryst_core::time::Instant;
+use tryst_core::trigger_server::{TriggerConfig, TriggerEvent, TriggerServer};
+use tryst_core::wire::PublicKey;
+
+use super::Commands;
+use crate::drive::{Driven, Flow};
+
+/// The trigger server takes no commands yet; stopping is dropping every
+/// handle (the command channel closes).
+#[derive(Debug)]
+pub enum TriggerCommand {}
+
+/// The trigger server as the loop runs it: the machine, and where its
+/// events go.
+pub struct TriggerRole {
+    machine: TriggerServer<OsRng>,
+    events: flume::Sender<TriggerEvent>,
+    /// The machine's payload side: a server has none.
+    no_io: (),
+}
+
+impl std::fmt::Debug for TriggerRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TriggerRole").finish_non_exhaustive()
+    }
+}
+
+impl TriggerRole {
+    /// A fresh trigger server that accepts links from `session_servers`;
+    /// its events go to `events`.
+    pub fn new(
+        config: TriggerConfig,
+        keypair: StaticKeypair,
+        session_servers: &[PublicKey],
+        events: flume::Sender<TriggerEvent>,
+    ) -> TriggerRole {
+        TriggerRole {
+            machine: TriggerServer::new(config, keypair, session_servers, OsRng),
+            events,
+            no_io: (),
+        }
+    }
+}
+
+impl Driven for TriggerRole {
+    type Machine = TriggerServer<OsRng>;
+    type Command = TriggerCommand;
+
+    fn parts(&mut self) -> (&mut TriggerServer<OsRng>, &mut ()) {
+        (&mut self.machine, &mut self.no_io)
+    }
+
+    fn on_command(&mut self, _now: Instant, command: TriggerCommand) -> Flow {
+        match command {}
+    }
+
+    fn on_event(&mut self, _now: Instant, event: TriggerEvent) {
+        // The app may have gone; the machine keeps running regardless.
+        let _ = self.events.send(event);
+    }
+}
+
+/// A running trigger server; dropping it (every clone of its commands)
+/// stops the loop.
+#[derive(Debug)]
+pub struct TriggerHandle {
+    /// Where terminals send keepalives.
+    pub udp_addr: SocketAddr,
+    /// Where the session server links (TCP).
+    pub link_addr: SocketAddr,
+    /// Its static public key.
+    pub public_key: PublicKey,
+    /// Its loop's commands (none yet; held so the loop runs).
+    pub commands: Commands<TriggerCommand>,
+}
