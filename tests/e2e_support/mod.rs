@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod server_flows;
 pub mod terminal_flows;
 
 use std::cell::Cell;
@@ -112,6 +113,17 @@ pub fn tryst_for(subcommand: &str) -> Command {
     let mut c = Command::new(bin.path());
     c.env_remove("RUST_LOG");
     c
+}
+
+/// Runs `flow` to its end on a two-worker runtime; the main future runs on
+/// this thread (where [`with_mix`] set the mix).
+pub fn block_on<T>(flow: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(flow)
 }
 
 /// The `tryst` binary, with no inherited `RUST_LOG`.
