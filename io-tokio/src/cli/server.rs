@@ -28,6 +28,7 @@ use tryst_core::session_server::{
 };
 use tryst_core::trigger_server::{TriggerConfig, TriggerEvent};
 use tryst_core::wire::PublicKey;
+use tryst_std::datadir::DataDirLock;
 use tryst_std::keyfile::{self, IfExists};
 
 use super::end::{blocking, store_error};
@@ -186,6 +187,14 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), CliError> {
     })
 }
 
+/// [`ensure_data_dir`], then takes the data dir's lock (held by the
+/// caller for the server's life): a second server on one dir refuses to
+/// start (exit 2) instead of sharing the store and the keys.
+pub fn ensure_locked_data_dir(dir: &Path) -> Result<DataDirLock, CliError> {
+    ensure_data_dir(dir)?;
+    DataDirLock::take(dir).map_err(CliError::usage)
+}
+
 /// Reads `dir/secret_name`, or creates it; (re)writes `dir/public_name`.
 /// Returns the key and whether it is new.
 fn server_key(
@@ -256,11 +265,11 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
     let stop = StopSignal::install();
     let config = session_config(&args.policy)?;
     let dir = args.data_dir.clone();
-    let (session_secret, created) = {
+    let ((session_secret, created), _lock) = {
         let dir = dir.clone();
         blocking(move || {
-            ensure_data_dir(&dir)?;
-            server_key(&dir, SERVER_KEY_FILE, SERVER_PUB_FILE)
+            let lock = ensure_locked_data_dir(&dir)?;
+            Ok((server_key(&dir, SERVER_KEY_FILE, SERVER_PUB_FILE)?, lock))
         })
         .await?
     };
@@ -317,11 +326,11 @@ pub async fn run_session_server(args: SessionServerArgs) -> Result<(), CliError>
     let config = session_config(&args.policy)?;
     let trigger_key = public_key_arg(&args.trigger_key)?;
     let dir = args.data_dir.clone();
-    let (secret, created) = {
+    let ((secret, created), _lock) = {
         let dir = dir.clone();
         blocking(move || {
-            ensure_data_dir(&dir)?;
-            server_key(&dir, SERVER_KEY_FILE, SERVER_PUB_FILE)
+            let lock = ensure_locked_data_dir(&dir)?;
+            Ok((server_key(&dir, SERVER_KEY_FILE, SERVER_PUB_FILE)?, lock))
         })
         .await?
     };
@@ -352,11 +361,11 @@ pub async fn run_trigger_server(args: TriggerServerArgs) -> Result<(), CliError>
         .map(|k| public_key_arg(k))
         .collect::<Result<Vec<PublicKey>, CliError>>()?;
     let dir = args.data_dir.clone();
-    let (secret, created) = {
+    let ((secret, created), _lock) = {
         let dir = dir.clone();
         blocking(move || {
-            ensure_data_dir(&dir)?;
-            server_key(&dir, TRIGGER_KEY_FILE, TRIGGER_PUB_FILE)
+            let lock = ensure_locked_data_dir(&dir)?;
+            Ok((server_key(&dir, TRIGGER_KEY_FILE, TRIGGER_PUB_FILE)?, lock))
         })
         .await?
     };
