@@ -6,6 +6,7 @@
 
 pub use tryst_core as core;
 
+pub mod cli;
 pub mod datadir;
 pub mod drive;
 pub mod keyfile;
