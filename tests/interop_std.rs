@@ -12,15 +12,14 @@
 //! `cargo build -p tryst-tokio --bin tryst && cargo test -p tryst-std --test interop_std`.
 //! A missing `tryst` fails the test (it never passes without running).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::Duration;
 
-/// Longest a child may take to print an awaited line.
-const WAIT: Duration = Duration::from_secs(30);
+#[path = "e2e_support/proc.rs"]
+mod proc;
+use proc::{text, Proc, WAIT};
 
 /// The `tryst` binary: `$TRYST_BIN`, or `tryst` beside the test's `deps/`.
 fn tryst_path() -> PathBuf {
@@ -59,10 +58,6 @@ fn run(mut cmd: Command, args: &[&str]) -> Output {
     cmd.args(args).output().expect("the binary runs")
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 fn ok(out: &Output) -> String {
     assert!(out.status.success(), "failed: {}", text(&out.stderr));
     text(&out.stdout)
@@ -72,67 +67,10 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-/// A long-running child whose stdout lines the test reads; killed when dropped.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn start(mut cmd: Command, args: &[&str]) -> Proc {
-        let mut child = cmd
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the binary starts");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first stdout line (old or new) for which `pick` gives a value.
-    fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(&str) -> Option<T>) -> T {
-        if let Some(v) = self.seen.iter().find_map(|l| pick(l)) {
-            return v;
-        }
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(WAIT)
-                .unwrap_or_else(|_| panic!("no {what} line; stdout so far: {:#?}", self.seen));
-            let value = pick(&line);
-            self.seen.push(line);
-            if let Some(v) = value {
-                return v;
-            }
-        }
-    }
-
-    fn value(&mut self, label: &str) -> String {
-        let prefix = format!("{label}: ");
-        self.wait_for(label, |l| l.strip_prefix(&prefix).map(str::to_owned))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `cmd ARGS` (a long-running command), stderr to `log`.
+fn start(mut cmd: Command, args: &[&str], log: PathBuf) -> Proc {
+    cmd.args(args);
+    Proc::spawn(cmd, log)
 }
 
 /// A private (0700) directory, as a state dir must be.
@@ -273,7 +211,7 @@ fn long_running_commands_say_they_are_not_yet_available() {
 fn one_shot_commands_reach_a_running_tryst_server_and_terminal() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut server = Proc::start(
+    let mut server = start(
         tryst(),
         &[
             "server",
@@ -284,6 +222,7 @@ fn one_shot_commands_reach_a_running_tryst_server_and_terminal() {
             "--trigger",
             "127.0.0.1:0",
         ],
+        dir.path().join("server.log"),
     );
     let key = server.value("server key");
     let control: SocketAddr = server.value("control").parse().expect("addr");
@@ -308,7 +247,7 @@ fn one_shot_commands_reach_a_running_tryst_server_and_terminal() {
     let mut args = vec!["terminal".to_owned()];
     args.extend(flags("home", &home_state));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut home = Proc::start(tryst(), &refs);
+    let mut home = start(tryst(), &refs, dir.path().join("home.log"));
     home.wait_for("online", |l| l.starts_with("online: ").then_some(()));
 
     // tryst-std allows the phone on the running tryst terminal.
@@ -325,7 +264,7 @@ fn one_shot_commands_reach_a_running_tryst_server_and_terminal() {
     args.extend(flags("phone", &dir.path().join("phone-state")));
     args.extend(["home", "--duration", "60s"].map(str::to_owned));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut phone = Proc::start(tryst(), &refs);
+    let mut phone = start(tryst(), &refs, dir.path().join("phone.log"));
     let id = phone.wait_for("the session line", |l| {
         l.strip_prefix("session ")
             .and_then(|rest| rest.split_whitespace().next())
