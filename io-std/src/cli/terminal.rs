@@ -15,6 +15,7 @@
 //! - `control.sock`: the running daemon's control socket;
 //! - `allow.lock`: held while `tryst allow` edits the list.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -25,10 +26,12 @@ use std::os::unix::net::UnixStream;
 use crate::keyfile::{self, IfExists, KeyFileError};
 use tryst_core::crypto::StaticKeypair;
 use tryst_core::identity::SecretKey;
-use tryst_core::terminal::{JudgePolicy, TerminalConfig, MAX_PERMISSIONS};
-use tryst_core::wire::{DecisionMode, Name, PublicKey};
+use tryst_core::terminal::{JudgePolicy, TerminalConfig, TerminalEvent, MAX_PERMISSIONS};
+use tryst_core::wire::{DecisionMode, Name, PublicKey, SessionId};
 
+use super::transfer::{hex, human_bytes};
 use super::CliError;
+use crate::store::id_hex;
 
 /// The terminal's secret key file in its state directory.
 pub const KEY_FILE: &str = "terminal.key";
@@ -429,5 +432,196 @@ pub fn reload_daemon(state: &StateDir) -> Result<Option<usize>, CliError> {
             "the running terminal refused the list: {}",
             line.strip_prefix("error ").unwrap_or(line)
         ))),
+    }
+}
+
+/// What `tryst terminal` starts from, read and checked before any socket
+/// is bound: its state dir, configuration, key pair and permission list
+/// (the stored list plus the `--allow` names, stored back).
+pub struct TerminalSetup {
+    /// The state directory.
+    pub state: StateDir,
+    /// The terminal's configuration from the flags.
+    pub config: TerminalConfig,
+    /// Its identity (created on first start).
+    pub keypair: StaticKeypair,
+    /// The permission list it starts with.
+    pub names: Vec<String>,
+}
+
+impl std::fmt::Debug for TerminalSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key pair holds the secret key: never printed.
+        f.debug_struct("TerminalSetup")
+            .field("state", &self.state)
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks the flags, opens the state dir, reads or creates the key, and
+/// merges `--allow` into the stored permission list (under its edit lock).
+pub fn prepare_terminal(args: &TerminalArgs) -> Result<TerminalSetup, CliError> {
+    let state = StateDir::open(&args.common.state_dir)?;
+    let config = config(&args.common, args.mode)?;
+    for name in &args.allow {
+        check_name(name)?;
+    }
+    if let Some(dir) = &args.recv_dir {
+        crate::transfer::check_recv_dir(dir).map_err(CliError::usage)?;
+    }
+    let keypair = state.keypair()?;
+    // The stored list plus the names given now, stored back.
+    let names = {
+        let _lock = state.lock()?;
+        let mut names = state.permissions()?;
+        for name in &args.allow {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        if names.len() > MAX_PERMISSIONS {
+            return Err(CliError::usage(format!(
+                "more than {MAX_PERMISSIONS} names on the permission list"
+            )));
+        }
+        state.store_permissions(&names)?;
+        names
+    };
+    Ok(TerminalSetup {
+        state,
+        config,
+        keypair,
+        names,
+    })
+}
+
+/// What a running terminal prints for its operator (stdout, one line an
+/// event), and which of its sessions are live (to end them at a stop).
+/// The live set holds only sessions the core made ready, so the core's
+/// own session bound bounds it.
+#[derive(Debug)]
+pub struct TerminalLines {
+    name: String,
+    live: BTreeSet<[u8; 16]>,
+}
+
+impl TerminalLines {
+    /// Lines for the terminal called `name`.
+    pub fn new(name: &str) -> TerminalLines {
+        TerminalLines {
+            name: name.to_owned(),
+            live: BTreeSet::new(),
+        }
+    }
+
+    /// The first lines, once the UDP socket is bound: key, address, list.
+    pub fn started(&self, public: &PublicKey, udp: SocketAddr, names: &[String]) {
+        println!(
+            "terminal {}: public key {}",
+            self.name,
+            tryst_core::identity::format_public_key(public).hex()
+        );
+        println!(
+            "  udp {udp}, permission list: {}",
+            if names.is_empty() {
+                "(empty)".to_owned()
+            } else {
+                names.join(", ")
+            }
+        );
+    }
+
+    /// Prints what a terminal event means for the operator; `Some` stops
+    /// the daemon (its name was refused for its key).
+    pub fn terminal_event(&mut self, event: TerminalEvent) -> Option<CliError> {
+        match event {
+            TerminalEvent::Registered { device_id } => {
+                println!("registered as {} (device {:016x})", self.name, device_id.0);
+            }
+            TerminalEvent::Online { observed } => {
+                println!("online: the trigger server sees this terminal at {observed}");
+            }
+            TerminalEvent::RegistrationRefused => {
+                return Some(CliError::failed(format!(
+                    "the session server refused the name {} for this key",
+                    self.name
+                )));
+            }
+            TerminalEvent::PermissionAnswered {
+                requester, verdict, ..
+            } => {
+                println!("asked about {requester}: {verdict:?}");
+            }
+            TerminalEvent::SessionReady {
+                session_id,
+                peer_name,
+                duration_secs,
+                ..
+            } => {
+                self.live.insert(session_id.0);
+                println!(
+                    "session {} with {peer_name} for {duration_secs} s",
+                    id_hex(&session_id)
+                );
+            }
+            TerminalEvent::SessionExtended {
+                session_id,
+                duration_secs,
+            } => {
+                println!(
+                    "session {} extended to {duration_secs} s",
+                    id_hex(&session_id)
+                );
+            }
+            TerminalEvent::SessionEnded {
+                session_id,
+                reason,
+                bytes_received,
+                ..
+            } => {
+                self.live.remove(&session_id.0);
+                println!(
+                    "session {} ended: {reason:?} ({bytes_received} bytes received)",
+                    id_hex(&session_id)
+                );
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// A session's direct path is up.
+    pub fn direct_path(&self, session_id: &SessionId, peer_addr: SocketAddr) {
+        println!(
+            "session {}: direct path up to {peer_addr}",
+            id_hex(session_id)
+        );
+    }
+
+    /// A received file was stored (its digest matched).
+    pub fn received(&self, session_id: &SessionId, path: &Path, size: u64, digest: &[u8]) {
+        println!(
+            "session {}: received {} ({}), SHA-256 {} verified",
+            id_hex(session_id),
+            path.display(),
+            human_bytes(size),
+            hex(digest)
+        );
+    }
+
+    /// A received file was not kept, and why.
+    pub fn not_kept(&self, session_id: &SessionId, why: &str) {
+        println!("session {}: file not kept: {why}", id_hex(session_id));
+    }
+
+    /// The sessions live now (to end at a stop).
+    pub fn live(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.live.iter().map(|id| SessionId(*id))
+    }
+
+    /// The last line.
+    pub fn stopped(&self) {
+        println!("terminal {} stopped", self.name);
     }
 }
