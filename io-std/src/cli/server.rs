@@ -31,7 +31,7 @@ use tryst_core::trigger_server::{TriggerConfig, TriggerEvent};
 use tryst_core::wire::PublicKey;
 
 use super::end::store_error;
-use super::keygen::key_error;
+use super::keygen::{key_error, public_key_arg};
 use super::CliError;
 use crate::datadir::DataDirLock;
 use crate::keyfile::{self, IfExists};
@@ -94,7 +94,7 @@ pub struct PolicyArgs {
 }
 
 /// Arguments of `tryst server` (both roles in one process).
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
     /// Where the keys and the store live (created if missing, mode 0700).
     #[arg(long, value_name = "DIR")]
@@ -115,7 +115,7 @@ pub struct ServerArgs {
 }
 
 /// Arguments of `tryst session-server` (the session role alone).
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct SessionServerArgs {
     /// Where the keys and the store live (created if missing, mode 0700).
     #[arg(long, value_name = "DIR")]
@@ -135,7 +135,7 @@ pub struct SessionServerArgs {
 }
 
 /// Arguments of `tryst trigger-server` (the trigger role alone).
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct TriggerServerArgs {
     /// Where its key lives (`trigger.key`, `trigger.pub`; created if missing).
     #[arg(long, value_name = "DIR")]
@@ -360,6 +360,163 @@ pub fn trigger_config(keepalive: Option<Duration>) -> TriggerConfig {
         config.keepalive_interval = interval;
     }
     config
+}
+
+/// A server's identity in its data dir: the dir's lock (held for the
+/// server's life) and its secret key, read or created.
+#[derive(Debug)]
+pub struct ServerIdentity {
+    /// The data dir's lock: drop it only when the server has stopped.
+    pub lock: DataDirLock,
+    /// The server's secret key.
+    pub secret: SecretKey,
+    /// Whether the key was created now.
+    pub created: bool,
+}
+
+/// Creates and locks `dir`, then reads or creates the key `secret_name`
+/// (its public half rewritten to `public_name`).
+pub fn server_identity(
+    dir: &Path,
+    secret_name: &str,
+    public_name: &str,
+) -> Result<ServerIdentity, CliError> {
+    let lock = ensure_locked_data_dir(dir)?;
+    let (secret, created) = server_key(dir, secret_name, public_name)?;
+    Ok(ServerIdentity {
+        lock,
+        secret,
+        created,
+    })
+}
+
+/// What `server` starts from, checked in the order errors are reported:
+/// the policy, then the data dir, its lock and both keys.
+#[derive(Debug)]
+pub struct CombinedSetup {
+    /// The session policy.
+    pub config: SessionConfig,
+    /// The session server's identity (and the dir's lock).
+    pub session: ServerIdentity,
+    /// The trigger server's secret key (same data dir).
+    pub trigger_secret: SecretKey,
+    /// The trigger server's configuration.
+    pub trigger_config: TriggerConfig,
+}
+
+/// Checks `server`'s flags and prepares its data dir and keys.
+pub fn prepare_server(args: &ServerArgs) -> Result<CombinedSetup, CliError> {
+    let config = session_config(&args.policy)?;
+    let session = server_identity(&args.data_dir, SERVER_KEY_FILE, SERVER_PUB_FILE)?;
+    let (trigger_secret, _) = server_key(&args.data_dir, TRIGGER_KEY_FILE, TRIGGER_PUB_FILE)?;
+    Ok(CombinedSetup {
+        config,
+        session,
+        trigger_secret,
+        trigger_config: trigger_config(args.keepalive),
+    })
+}
+
+/// What `session-server` starts from.
+#[derive(Debug)]
+pub struct SessionSetup {
+    /// The session policy.
+    pub config: SessionConfig,
+    /// The trigger server's key it links to.
+    pub trigger_key: PublicKey,
+    /// Its identity (and the dir's lock).
+    pub identity: ServerIdentity,
+}
+
+/// Checks `session-server`'s flags (policy, then the trigger key) and
+/// prepares its data dir and key.
+pub fn prepare_session_server(args: &SessionServerArgs) -> Result<SessionSetup, CliError> {
+    let config = session_config(&args.policy)?;
+    let trigger_key = public_key_arg(&args.trigger_key)?;
+    let identity = server_identity(&args.data_dir, SERVER_KEY_FILE, SERVER_PUB_FILE)?;
+    Ok(SessionSetup {
+        config,
+        trigger_key,
+        identity,
+    })
+}
+
+/// What `trigger-server` starts from.
+#[derive(Debug)]
+pub struct TriggerSetup {
+    /// The session servers allowed to link.
+    pub allowed: Vec<PublicKey>,
+    /// Its identity (and the dir's lock).
+    pub identity: ServerIdentity,
+    /// Its configuration.
+    pub config: TriggerConfig,
+}
+
+/// Checks `trigger-server`'s flags (the allowed keys) and prepares its
+/// data dir and key.
+pub fn prepare_trigger_server(args: &TriggerServerArgs) -> Result<TriggerSetup, CliError> {
+    let allowed = args
+        .session_server_keys
+        .iter()
+        .map(|k| public_key_arg(k))
+        .collect::<Result<Vec<PublicKey>, CliError>>()?;
+    let identity = server_identity(&args.data_dir, TRIGGER_KEY_FILE, TRIGGER_PUB_FILE)?;
+    Ok(TriggerSetup {
+        allowed,
+        identity,
+        config: trigger_config(args.keepalive),
+    })
+}
+
+/// `server`'s first lines once both roles listen.
+pub fn combined_up(
+    args: &ServerArgs,
+    key: &PublicKey,
+    created: bool,
+    control: SocketAddr,
+    trigger: SocketAddr,
+) {
+    announce_key(
+        "server key",
+        key,
+        created,
+        &args.data_dir.join(SERVER_PUB_FILE),
+    );
+    println!("control: {control}");
+    println!("trigger: {trigger}");
+    tracing::info!(%control, %trigger, closed = args.policy.closed, "servers up");
+}
+
+/// `session-server`'s first lines once it listens.
+pub fn session_up(args: &SessionServerArgs, key: &PublicKey, created: bool, control: SocketAddr) {
+    announce_key(
+        "server key",
+        key,
+        created,
+        &args.data_dir.join(SERVER_PUB_FILE),
+    );
+    println!("control: {control}");
+    println!("trigger link: {}", args.trigger_link);
+    tracing::info!(%control, trigger_link = %args.trigger_link, "session server up");
+}
+
+/// `trigger-server`'s first lines once it listens.
+pub fn trigger_up(
+    args: &TriggerServerArgs,
+    key: &PublicKey,
+    created: bool,
+    udp: SocketAddr,
+    link: SocketAddr,
+) {
+    announce_key(
+        "trigger key",
+        key,
+        created,
+        &args.data_dir.join(TRIGGER_PUB_FILE),
+    );
+    println!("trigger: {udp}");
+    println!("link: {link}");
+    tracing::info!(trigger = %udp, %link, "trigger server up");
 }
 
 /// The answer stored for an operator command this server cannot read.

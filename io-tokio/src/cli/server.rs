@@ -17,12 +17,11 @@ use tryst_core::session_server::{SessionConfig, SessionEvent};
 use tryst_core::trigger_server::TriggerEvent;
 use tryst_core::wire::PublicKey;
 use tryst_std::cli::end::store_error;
-use tryst_std::cli::keygen::public_key_arg;
 use tryst_std::cli::server::{
-    announce_key, bind_error, ensure_locked_data_dir, load_server_store, log_session_event,
-    log_trigger_event, open_poll_store, server_key, session_config, start_command_poller,
-    trigger_config, ServerArgs, SessionServerArgs, TriggerServerArgs, SERVER_KEY_FILE,
-    SERVER_PUB_FILE, SHUTDOWN_WAIT, TRIGGER_KEY_FILE, TRIGGER_PUB_FILE, UNKNOWN_COMMAND,
+    bind_error, combined_up, load_server_store, log_session_event, log_trigger_event,
+    open_poll_store, prepare_server, prepare_session_server, prepare_trigger_server, session_up,
+    start_command_poller, trigger_up, CombinedSetup, ServerArgs, SessionServerArgs, SessionSetup,
+    TriggerServerArgs, TriggerSetup, SHUTDOWN_WAIT, UNKNOWN_COMMAND,
 };
 
 use super::{blocking, CliError};
@@ -35,24 +34,20 @@ use tryst_std::store::{self, key_hex, parse_id, OperatorCommand, PendingCommand,
 /// `tryst server`: both roles in one process.
 pub async fn run(args: ServerArgs) -> Result<(), CliError> {
     let stop = StopSignal::install();
-    let config = session_config(&args.policy)?;
-    let dir = args.data_dir.clone();
-    let ((session_secret, created), _lock) = {
-        let dir = dir.clone();
-        blocking(move || {
-            let lock = ensure_locked_data_dir(&dir)?;
-            Ok((server_key(&dir, SERVER_KEY_FILE, SERVER_PUB_FILE)?, lock))
-        })
-        .await?
+    let setup = {
+        let args = args.clone();
+        blocking(move || prepare_server(&args)).await?
     };
-    let (trigger_secret, _) = {
-        let dir = dir.clone();
-        blocking(move || server_key(&dir, TRIGGER_KEY_FILE, TRIGGER_PUB_FILE)).await?
-    };
-    let session_key = session_secret.public_key();
+    let CombinedSetup {
+        config,
+        session: identity,
+        trigger_secret,
+        trigger_config,
+    } = setup;
+    let session_key = identity.secret.public_key();
     let loopback_any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
     let (trigger, trigger_events) = trigger::spawn(
-        trigger_config(args.keepalive),
+        trigger_config,
         trigger_secret.keypair(),
         &[session_key],
         args.trigger,
@@ -61,92 +56,84 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
     .await
     .map_err(|e| bind_error("trigger", args.trigger, e))?;
     let running = start_session_server(
-        &dir,
+        &args.data_dir,
         config,
-        session_secret,
+        identity.secret,
         args.policy.closed,
         trigger.public_key,
         trigger.link_addr,
         args.control,
     )
     .await?;
-    announce_key(
-        "server key",
+    combined_up(
+        &args,
         &session_key,
-        created,
-        &dir.join(SERVER_PUB_FILE),
+        identity.created,
+        running.handle.control_addr,
+        trigger.udp_addr,
     );
-    println!("control: {}", running.handle.control_addr);
-    println!("trigger: {}", trigger.udp_addr);
-    tracing::info!(
-        control = %running.handle.control_addr,
-        trigger = %trigger.udp_addr,
-        closed = args.policy.closed,
-        "servers up"
-    );
-    serve(stop, running, Some((trigger, trigger_events))).await
+    let result = serve(stop, running, Some((trigger, trigger_events))).await;
+    drop(identity.lock);
+    result
 }
 
 /// `tryst session-server`: the session role alone, linked to a trigger
 /// server over the authenticated channel.
 pub async fn run_session_server(args: SessionServerArgs) -> Result<(), CliError> {
     let stop = StopSignal::install();
-    let config = session_config(&args.policy)?;
-    let trigger_key = public_key_arg(&args.trigger_key)?;
-    let dir = args.data_dir.clone();
-    let ((secret, created), _lock) = {
-        let dir = dir.clone();
-        blocking(move || {
-            let lock = ensure_locked_data_dir(&dir)?;
-            Ok((server_key(&dir, SERVER_KEY_FILE, SERVER_PUB_FILE)?, lock))
-        })
-        .await?
-    };
-    let key = secret.public_key();
-    let running = start_session_server(
-        &dir,
+    let SessionSetup {
         config,
-        secret,
+        trigger_key,
+        identity,
+    } = {
+        let args = args.clone();
+        blocking(move || prepare_session_server(&args)).await?
+    };
+    let key = identity.secret.public_key();
+    let running = start_session_server(
+        &args.data_dir,
+        config,
+        identity.secret,
         args.policy.closed,
         trigger_key,
         args.trigger_link,
         args.control,
     )
     .await?;
-    announce_key("server key", &key, created, &dir.join(SERVER_PUB_FILE));
-    println!("control: {}", running.handle.control_addr);
-    println!("trigger link: {}", args.trigger_link);
-    tracing::info!(control = %running.handle.control_addr, trigger_link = %args.trigger_link, "session server up");
-    serve(stop, running, None).await
+    session_up(&args, &key, identity.created, running.handle.control_addr);
+    let result = serve(stop, running, None).await;
+    drop(identity.lock);
+    result
 }
 
 /// `tryst trigger-server`: the trigger role alone.
 pub async fn run_trigger_server(args: TriggerServerArgs) -> Result<(), CliError> {
     let mut stop = StopSignal::install();
-    let allowed = args
-        .session_server_keys
-        .iter()
-        .map(|k| public_key_arg(k))
-        .collect::<Result<Vec<PublicKey>, CliError>>()?;
-    let dir = args.data_dir.clone();
-    let ((secret, created), _lock) = {
-        let dir = dir.clone();
-        blocking(move || {
-            let lock = ensure_locked_data_dir(&dir)?;
-            Ok((server_key(&dir, TRIGGER_KEY_FILE, TRIGGER_PUB_FILE)?, lock))
-        })
-        .await?
+    let TriggerSetup {
+        allowed,
+        identity,
+        config,
+    } = {
+        let args = args.clone();
+        blocking(move || prepare_trigger_server(&args)).await?
     };
-    let config = trigger_config(args.keepalive);
-    let key = secret.public_key();
-    let (trigger, mut events) =
-        trigger::spawn(config, secret.keypair(), &allowed, args.trigger, args.link)
-            .await
-            .map_err(|e| bind_error("trigger", args.trigger, e))?;
-    announce_key("trigger key", &key, created, &dir.join(TRIGGER_PUB_FILE));
-    println!("trigger: {}", trigger.udp_addr);
-    println!("link: {}", trigger.link_addr);
-    tracing::info!(trigger = %trigger.udp_addr, link = %trigger.link_addr, "trigger server up");
+    let key = identity.secret.public_key();
+    let (trigger, mut events) = trigger::spawn(
+        config,
+        identity.secret.keypair(),
+        &allowed,
+        args.trigger,
+        args.link,
+    )
+    .await
+    .map_err(|e| bind_error("trigger", args.trigger, e))?;
+    trigger_up(
+        &args,
+        &key,
+        identity.created,
+        trigger.udp_addr,
+        trigger.link_addr,
+    );
     loop {
         tokio::select! {
             event = events.recv() => match event {
@@ -158,6 +145,7 @@ pub async fn run_trigger_server(args: TriggerServerArgs) -> Result<(), CliError>
     }
     tracing::info!("trigger server stopped");
     drop(trigger);
+    drop(identity.lock);
     Ok(())
 }
 
