@@ -11,6 +11,8 @@
 pub use flume;
 pub use tryst_core as core;
 
+pub mod cli;
+pub mod datadir;
 pub mod drive;
 pub mod keyfile;
 pub mod role;

@@ -479,34 +479,15 @@ impl Store {
         Ok(facts)
     }
 
-    /// Rebuilds what a session server starts from, in `mode`: the registry
-    /// from the bindings, and the live sessions' facts.
+    /// Rebuilds what a session server starts from, in `mode` (see
+    /// [`ServerStore::server_state`]).
     pub fn server_state(&self, mode: TrustMode) -> Result<ServerState, StoreError> {
-        let mut registry = NameRegistry::new(mode);
-        let mut skipped = Vec::new();
-        for (name, key, _) in self.bindings()? {
-            let Ok(wire_name) = Name::new(&name) else {
-                skipped.push((name, "not a valid device name".to_owned()));
-                continue;
-            };
-            if let Err(e) = registry.enroll(wire_name, key) {
-                skipped.push((name, e.to_string()));
-            }
-        }
-        // Every binding's last-seen time first (a binding never seen since
-        // this version counts as seen now), then the live sessions.
-        let mut live = self.seen_facts()?;
-        live.extend(self.live_facts()?);
-        Ok(ServerState {
-            registry,
-            live,
-            skipped,
-        })
+        ServerStore::server_state(self, mode)
     }
 
     /// A `NameSeen` fact for every binding: its stored last-seen time, or
     /// now for one that has none.
-    fn seen_facts(&self) -> Result<Vec<SessionFact>, StoreError> {
+    pub fn seen_facts(&self) -> Result<Vec<SessionFact>, StoreError> {
         let now = now_us();
         // Bindings from before last-seen times were kept start their clock now.
         self.conn
@@ -847,6 +828,140 @@ fn record_row(tx: &rusqlite::Transaction<'_>, r: &SessionRecord) -> rusqlite::Re
     Ok(())
 }
 
+/// What the servers and the one-shot commands need of a durable store:
+/// the session server's facts and their restore, the name bindings and
+/// enrolments, the session log, and the operator-command table through
+/// which `end` and `enroll` reach a running server. [`Store`] (SQLite, one
+/// file in the data dir) is the default implementation; another backend
+/// (PostgreSQL, a later issue) implements this trait and nothing above it
+/// changes. Every method blocks.
+pub trait ServerStore: Send {
+    /// Stores a batch of durable facts atomically; on `Ok` they are durable
+    /// (the driver sends what acknowledges them only after this).
+    fn record(&mut self, facts: &[SessionFact]) -> Result<(), StoreError>;
+    /// Every name binding: name, key, where it came from.
+    fn bindings(&self) -> Result<Vec<(String, PublicKey, Origin)>, StoreError>;
+    /// The key bound to `name`, if any.
+    fn key_of(&self, name: &str) -> Result<Option<PublicKey>, StoreError>;
+    /// Binds `name` to `key` as an enrolment; `false` if it is bound to
+    /// another key (a binding to the same key is left as it is).
+    fn enroll(&self, name: &str, key: &PublicKey) -> Result<bool, StoreError>;
+    /// A `NameSeen` fact for every binding (its last confirmed registration).
+    fn seen_facts(&self) -> Result<Vec<SessionFact>, StoreError>;
+    /// The facts of the sessions that have no record yet, in order.
+    fn live_facts(&self) -> Result<Vec<SessionFact>, StoreError>;
+    /// The session log, oldest first.
+    fn log(&self) -> Result<Vec<LogRow>, StoreError>;
+    /// The IDs (hex) of the sessions that have no record yet.
+    fn live_ids(&self) -> Result<Vec<String>, StoreError>;
+    /// The sessions whose ID starts with `prefix` (lower-case hex): ID and
+    /// whether it is live.
+    fn find_sessions(&self, prefix: &str) -> Result<Vec<(String, bool)>, StoreError>;
+    /// Makes this handle's writes cheap (no sync per write): for the
+    /// heartbeat and command answers, never for facts.
+    fn relax_durability(&self) -> Result<(), StoreError>;
+    /// Notes that a server runs on this store (now), or that none does.
+    fn set_heartbeat(&self, at_us: Option<u64>) -> Result<(), StoreError>;
+    /// Whether a server noted a heartbeat within `fresh`.
+    fn server_running(&self, fresh: Duration) -> Result<bool, StoreError>;
+    /// Queues an operator command for the running server; its row ID.
+    fn push_command(&self, command: &OperatorCommand) -> Result<i64, StoreError>;
+    /// The running server's answer to command `id`, once there is one.
+    fn command_result(&self, id: i64) -> Result<Option<String>, StoreError>;
+    /// Withdraws unanswered command `id`; `false` if it was answered meanwhile.
+    fn withdraw_command(&self, id: i64) -> Result<bool, StoreError>;
+    /// The commands waiting for the server, oldest first.
+    fn pending_commands(&self) -> Result<Vec<PendingCommand>, StoreError>;
+    /// Stores the server's answer to command `id`.
+    fn finish_command(&self, id: i64, result: &str) -> Result<(), StoreError>;
+    /// Removes answered commands older than `age`.
+    fn prune_commands(&self, age: Duration) -> Result<(), StoreError>;
+
+    /// Rebuilds what a session server starts from, in `mode`: the registry
+    /// from the bindings, then every binding's last-seen time and the live
+    /// sessions' facts to replay. The same for every backend.
+    fn server_state(&self, mode: TrustMode) -> Result<ServerState, StoreError> {
+        let mut registry = NameRegistry::new(mode);
+        let mut skipped = Vec::new();
+        for (name, key, _) in self.bindings()? {
+            let Ok(wire_name) = Name::new(&name) else {
+                skipped.push((name, "not a valid device name".to_owned()));
+                continue;
+            };
+            if let Err(e) = registry.enroll(wire_name, key) {
+                skipped.push((name, e.to_string()));
+            }
+        }
+        // Every binding's last-seen time first (a binding never seen since
+        // this version counts as seen now), then the live sessions.
+        let mut live = self.seen_facts()?;
+        live.extend(self.live_facts()?);
+        Ok(ServerState {
+            registry,
+            live,
+            skipped,
+        })
+    }
+}
+
+/// The SQLite store behind the trait: each method is the inherent one.
+impl ServerStore for Store {
+    fn record(&mut self, facts: &[SessionFact]) -> Result<(), StoreError> {
+        Store::record(self, facts)
+    }
+    fn bindings(&self) -> Result<Vec<(String, PublicKey, Origin)>, StoreError> {
+        Store::bindings(self)
+    }
+    fn key_of(&self, name: &str) -> Result<Option<PublicKey>, StoreError> {
+        Store::key_of(self, name)
+    }
+    fn enroll(&self, name: &str, key: &PublicKey) -> Result<bool, StoreError> {
+        Store::enroll(self, name, key)
+    }
+    fn seen_facts(&self) -> Result<Vec<SessionFact>, StoreError> {
+        Store::seen_facts(self)
+    }
+    fn live_facts(&self) -> Result<Vec<SessionFact>, StoreError> {
+        Store::live_facts(self)
+    }
+    fn log(&self) -> Result<Vec<LogRow>, StoreError> {
+        Store::log(self)
+    }
+    fn live_ids(&self) -> Result<Vec<String>, StoreError> {
+        Store::live_ids(self)
+    }
+    fn find_sessions(&self, prefix: &str) -> Result<Vec<(String, bool)>, StoreError> {
+        Store::find_sessions(self, prefix)
+    }
+    fn relax_durability(&self) -> Result<(), StoreError> {
+        Store::relax_durability(self)
+    }
+    fn set_heartbeat(&self, at_us: Option<u64>) -> Result<(), StoreError> {
+        Store::set_heartbeat(self, at_us)
+    }
+    fn server_running(&self, fresh: Duration) -> Result<bool, StoreError> {
+        Store::server_running(self, fresh)
+    }
+    fn push_command(&self, command: &OperatorCommand) -> Result<i64, StoreError> {
+        Store::push_command(self, command)
+    }
+    fn command_result(&self, id: i64) -> Result<Option<String>, StoreError> {
+        Store::command_result(self, id)
+    }
+    fn withdraw_command(&self, id: i64) -> Result<bool, StoreError> {
+        Store::withdraw_command(self, id)
+    }
+    fn pending_commands(&self) -> Result<Vec<PendingCommand>, StoreError> {
+        Store::pending_commands(self)
+    }
+    fn finish_command(&self, id: i64, result: &str) -> Result<(), StoreError> {
+        Store::finish_command(self, id, result)
+    }
+    fn prune_commands(&self, age: Duration) -> Result<(), StoreError> {
+        Store::prune_commands(self, age)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1063,5 +1178,44 @@ mod tests {
         let state = store.server_state(TrustMode::TrustOnFirstUse).unwrap();
         assert_eq!(state.registry.bindings().count(), 1);
         assert!(matches!(&state.live[..], [SessionFact::NameSeen { name, .. }] if name == "TERM1"));
+    }
+
+    /// The trait is what a server or command holds: a boxed backend
+    /// records, restores, enrols and answers commands as the store does.
+    #[test]
+    fn the_store_works_behind_the_trait_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store: Box<dyn ServerStore> = Box::new(Store::create(dir.path()).unwrap());
+        let started = SessionStarted {
+            session_id: SessionId([9; 16]),
+            requester: "TERM2".into(),
+            requester_key: key(2),
+            target: "TERM1".into(),
+            target_key: key(1),
+            start: Instant::from_micros(1_700_000_000_000_000),
+            duration_secs: 30,
+        };
+        store
+            .record(&[SessionFact::SessionStarted(started.clone())])
+            .unwrap();
+        assert!(store.enroll("TERM1", &key(1)).unwrap());
+        assert!(!store.enroll("TERM1", &key(4)).unwrap());
+        let state = store.server_state(TrustMode::Closed).unwrap();
+        assert_eq!(state.registry.bindings().count(), 1);
+        assert_eq!(
+            state.live.last(),
+            Some(&SessionFact::SessionStarted(started))
+        );
+        assert_eq!(store.live_ids().unwrap(), vec![id_hex(&SessionId([9; 16]))]);
+        assert_eq!(store.log().unwrap().len(), 1);
+        let id = store
+            .push_command(&OperatorCommand::End(SessionId([9; 16])))
+            .unwrap();
+        assert_eq!(store.pending_commands().unwrap().len(), 1);
+        store.finish_command(id, "ok").unwrap();
+        assert_eq!(store.command_result(id).unwrap().as_deref(), Some("ok"));
+        assert!(!store.server_running(Duration::from_secs(5)).unwrap());
+        store.set_heartbeat(Some(now_us())).unwrap();
+        assert!(store.server_running(Duration::from_secs(5)).unwrap());
     }
 }

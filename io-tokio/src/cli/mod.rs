@@ -1,83 +1,73 @@
-//! The `tryst` binary's subcommands: each module has a `clap::Args` struct
-//! and an async `run` returning [`CliError`], which carries the exit code.
+//! The `tryst` binary's long-running subcommands on tokio. The CLI itself
+//! (flags, the one-shot commands, errors and exit codes, `main`) is shared
+//! with `tryst-std`: [`tryst_std::cli`]. [`TokioRuntime`] is what this
+//! binary plugs into it: each long-running subcommand runs in a fresh tokio
+//! runtime on the async driver.
 
-pub mod allow;
 pub mod connect;
 pub mod demo;
-pub mod end;
-pub mod enroll;
-pub mod keygen;
 pub mod server;
-pub mod sessions;
 pub mod terminal;
-pub mod transfer;
 
-use std::fmt::Display;
+pub use tryst_std::cli::{allow, end, enroll, keygen, sessions, transfer, CliError, Runtime};
 
-/// Why a subcommand failed; each kind has its exit code (issue 6):
-/// 2 usage or configuration, 3 not permitted, 1 anything else.
-/// Displayed as one line (the binary prints `tryst: <error>`).
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// Bad arguments or configuration (a missing or unreadable key file,
-    /// a bad address, a data dir that is not one): exit code 2.
-    #[error("{0}")]
-    Usage(String),
-    /// The one uniform answer for a request that did not succeed (unknown,
-    /// offline, refused, no answer): exit code 3.
-    #[error("not permitted")]
-    NotPermitted,
-    /// Anything else (I/O, a server that stopped, a store that failed): exit code 1.
-    #[error("{0}")]
-    Failed(String),
-}
+use std::future::Future;
+use std::time::Duration;
 
-impl CliError {
-    /// A usage or configuration error (exit 2).
-    pub fn usage(message: impl Display) -> CliError {
-        CliError::Usage(one_line(message))
-    }
+use tryst_std::cli::connect::ConnectArgs;
+use tryst_std::cli::server::{ServerArgs, SessionServerArgs, TriggerServerArgs};
+use tryst_std::cli::terminal::TerminalArgs;
 
-    /// Any other failure (exit 1).
-    pub fn failed(message: impl Display) -> CliError {
-        CliError::Failed(one_line(message))
-    }
+/// How long background tasks (stream writers, pollers) may hold the exit.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(200);
 
-    /// The process exit code for this error.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            CliError::Usage(_) => 2,
-            CliError::NotPermitted => 3,
-            CliError::Failed(_) => 1,
-        }
+/// The tokio driver as the shared CLI's [`Runtime`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioRuntime;
+
+impl TokioRuntime {
+    /// Runs `future` to its end in a new multi-threaded runtime.
+    fn block_on<F: Future<Output = Result<(), CliError>>>(future: F) -> Result<(), CliError> {
+        let runtime = tokio::runtime::Runtime::new()
+            .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
+        let result = runtime.block_on(future);
+        // Background tasks (stream writers, pollers) must not hold the exit.
+        runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+        result
     }
 }
 
-impl From<std::io::Error> for CliError {
-    fn from(e: std::io::Error) -> CliError {
-        CliError::failed(e)
+impl Runtime for TokioRuntime {
+    fn server(&self, args: ServerArgs) -> Result<(), CliError> {
+        Self::block_on(server::run(args))
+    }
+
+    fn session_server(&self, args: SessionServerArgs) -> Result<(), CliError> {
+        Self::block_on(server::run_session_server(args))
+    }
+
+    fn trigger_server(&self, args: TriggerServerArgs) -> Result<(), CliError> {
+        Self::block_on(server::run_trigger_server(args))
+    }
+
+    fn terminal(&self, args: TerminalArgs) -> Result<(), CliError> {
+        Self::block_on(terminal::run(args))
+    }
+
+    fn connect(&self, args: ConnectArgs) -> Result<(), CliError> {
+        Self::block_on(connect::run(args))
+    }
+
+    fn demo(&self) -> Result<(), CliError> {
+        Self::block_on(async { demo::run().await.map_err(CliError::from) })
     }
 }
 
-impl From<crate::driver::terminal::TerminalError> for CliError {
-    fn from(e: crate::driver::terminal::TerminalError) -> CliError {
-        CliError::failed(e)
-    }
-}
-
-impl From<anyhow::Error> for CliError {
-    fn from(e: anyhow::Error) -> CliError {
-        CliError::failed(format!("{e:#}"))
-    }
-}
-
-/// `message` on one line: line breaks become "; ", so an error never
-/// spreads over several lines.
-fn one_line(message: impl Display) -> String {
-    let text = message.to_string();
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
+/// Runs a blocking store or file operation off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CliError> + Send + 'static,
+) -> Result<T, CliError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CliError::failed(format!("store task failed: {e}")))?
 }

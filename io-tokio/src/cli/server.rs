@@ -1,279 +1,51 @@
-//! `tryst server`, `tryst session-server` and `tryst trigger-server`: the
-//! operator's side. `server` runs both roles in one process, linked over
-//! loopback with the same authenticated channel the split roles use
-//! across machines.
-//!
-//! The session server keeps its durable facts in `DIR/tryst.db` (see
-//! [`tryst_std::store`]): the facts the machine hands out are committed
-//! before the next transmit (which may acknowledge them) goes out, and at
-//! start the bindings and the live sessions are replayed into the fresh
-//! machine ([`tryst_std::store::Store::server_state`]). SIGTERM (or Ctrl-C) ends every live session (end triggers to
-//! both terminals, as `tryst end` does), waits for their records, and
-//! stops. Operator commands (`tryst end`, `tryst enroll`) arrive through
-//! the store's command table, polled every [`COMMAND_POLL`].
+//! `tryst server`, `tryst session-server` and `tryst trigger-server` on
+//! tokio. Flags, data dir, keys, policy, store loading, the command poller
+//! and the log lines are shared ([`tryst_std::cli::server`]); this runs the
+//! roles on the async driver. SIGTERM (or Ctrl-C) ends every live session
+//! (end triggers to both terminals, as `tryst end` does), waits for their
+//! records, and stops.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tryst_core::identity::SecretKey;
-use tryst_core::names::TrustMode;
-use tryst_core::session_server::{
-    ExtensionPolicy, SessionConfig, SessionEvent, SessionFact, SessionLimits, DEFAULT_BINDING_TTL,
-    DEFAULT_DURATION, DEFAULT_MAX_CHANNELS, DEFAULT_MAX_PENDING_REQUESTS, END_GRACE,
-};
-use tryst_core::trigger_server::{TriggerConfig, TriggerEvent};
+use tryst_core::session_server::{SessionConfig, SessionEvent};
+use tryst_core::trigger_server::TriggerEvent;
 use tryst_core::wire::PublicKey;
-use tryst_std::keyfile::{self, IfExists};
+use tryst_std::cli::end::store_error;
+use tryst_std::cli::server::{
+    bind_error, combined_up, load_server_store, log_session_event, log_trigger_event,
+    open_poll_store, prepare_server, prepare_session_server, prepare_trigger_server, session_up,
+    start_command_poller, trigger_up, CombinedSetup, ServerArgs, SessionServerArgs, SessionSetup,
+    TriggerServerArgs, TriggerSetup, SHUTDOWN_WAIT, UNKNOWN_COMMAND,
+};
 
-use super::end::{blocking, store_error};
-use super::keygen::{key_error, public_key_arg};
-use super::CliError;
+use super::{blocking, CliError};
 use crate::clock::DriverClock;
 use crate::driver::session_server::{self as session, Durable, SessionHandle};
 use crate::driver::trigger_server::{self as trigger, TriggerHandle};
 use crate::driver::Stopped;
 use tryst_std::store::{self, key_hex, parse_id, OperatorCommand, PendingCommand, Store};
 
-/// How often the server looks for operator commands in the store.
-pub const COMMAND_POLL: Duration = Duration::from_millis(200);
-/// How often the server notes in the store that it runs.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
-/// How long a stopping server waits for the records of the sessions it ended.
-pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(END_GRACE.as_secs() + 3);
-/// Answered commands are kept this long, then pruned.
-const COMMAND_KEEP: Duration = Duration::from_secs(3600);
-/// The session server's secret key in the data dir.
-pub const SERVER_KEY_FILE: &str = "server.key";
-/// The session server's public key in the data dir (what terminals need).
-pub const SERVER_PUB_FILE: &str = "server.pub";
-/// The trigger server's secret key in the data dir.
-pub const TRIGGER_KEY_FILE: &str = "trigger.key";
-/// The trigger server's public key in the data dir.
-pub const TRIGGER_PUB_FILE: &str = "trigger.pub";
-/// Default control address (TCP, terminals to the session server).
-pub const DEFAULT_CONTROL: &str = "127.0.0.1:7400";
-/// Default trigger address (UDP, keepalives and triggers).
-pub const DEFAULT_TRIGGER: &str = "127.0.0.1:7401";
-/// Default link address (TCP, session server to trigger server, split mode).
-pub const DEFAULT_LINK: &str = "127.0.0.1:7402";
-
-/// The session policy flags both session-server commands take.
-#[derive(Debug, Clone, clap::Args)]
-pub struct PolicyArgs {
-    /// Longest duration one connection request is granted (e.g. 90s, 5m, 1h).
-    #[arg(long, value_name = "DUR", default_value = "1h", value_parser = parse_duration)]
-    pub max_duration: Duration,
-    /// How much time extensions may add to a session in total beyond
-    /// --max-duration; 0s refuses every extension.
-    #[arg(long, value_name = "DUR", default_value = "1h", value_parser = parse_duration)]
-    pub extension: Duration,
-    /// Closed deployment: only names enrolled with `tryst enroll` may register.
-    #[arg(long)]
-    pub closed: bool,
-    /// How long a name binding may go without a registration before it is
-    /// removed and the name is free again (e.g. 90d); 0s keeps bindings
-    /// forever. Default: 180 days, or forever with --closed.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    pub binding_ttl: Option<Duration>,
-    /// Most terminal registrations held (live and pending); at the cap the
-    /// owner of a bound name still gets in.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CHANNELS)]
-    pub max_channels: usize,
-    /// Most connection requests being decided at once; when full, the
-    /// requester holding the most gives way.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PENDING_REQUESTS)]
-    pub max_pending_requests: usize,
-    /// Most control streams one source (an IPv4 address or an IPv6 /64) may
-    /// hold open at once; one more is closed at once. The default leaves
-    /// room for a carrier-grade NAT.
-    #[arg(long, value_name = "N", default_value_t = tryst_core::conn_guard::DEFAULT_STREAMS_PER_SOURCE)]
-    pub max_streams_per_source: usize,
-}
-
-/// Arguments of `tryst server` (both roles in one process).
-#[derive(Debug, clap::Args)]
-pub struct ServerArgs {
-    /// Where the keys and the store live (created if missing, mode 0700).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: PathBuf,
-    /// Where terminals reach the session server (TCP).
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_CONTROL)]
-    pub control: SocketAddr,
-    /// Where terminals send keepalives to the trigger server (UDP).
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_TRIGGER)]
-    pub trigger: SocketAddr,
-    /// Keepalive interval told to terminals (e.g. 25s; the core's default
-    /// suits common NATs).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    pub keepalive: Option<Duration>,
-    /// Session policy.
-    #[command(flatten)]
-    pub policy: PolicyArgs,
-}
-
-/// Arguments of `tryst session-server` (the session role alone).
-#[derive(Debug, clap::Args)]
-pub struct SessionServerArgs {
-    /// Where the keys and the store live (created if missing, mode 0700).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: PathBuf,
-    /// Where terminals reach the session server (TCP).
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_CONTROL)]
-    pub control: SocketAddr,
-    /// The trigger server's link address (TCP).
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LINK)]
-    pub trigger_link: SocketAddr,
-    /// The trigger server's public key: 64 hex digits or a public key file.
-    #[arg(long, value_name = "KEY|FILE")]
-    pub trigger_key: String,
-    /// Session policy.
-    #[command(flatten)]
-    pub policy: PolicyArgs,
-}
-
-/// Arguments of `tryst trigger-server` (the trigger role alone).
-#[derive(Debug, clap::Args)]
-pub struct TriggerServerArgs {
-    /// Where its key lives (`trigger.key`, `trigger.pub`; created if missing).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: PathBuf,
-    /// Where terminals send keepalives (UDP).
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_TRIGGER)]
-    pub trigger: SocketAddr,
-    /// Where session servers link (TCP).
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LINK)]
-    pub link: SocketAddr,
-    /// A session server allowed to link: its public key (hex or file). Repeatable.
-    #[arg(long = "session-server-key", value_name = "KEY|FILE", required = true)]
-    pub session_server_keys: Vec<String>,
-    /// Keepalive interval told to terminals (e.g. 25s).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    pub keepalive: Option<Duration>,
-}
-
-/// Parses `90s`, `5m`, `1h`, `1h 30m`, ...
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration ({e})"))
-}
-
-/// Creates `dir` (mode 0700) if missing; refuses a path that is not a
-/// directory, and one that group or others may write or another user owns.
-pub fn ensure_data_dir(dir: &Path) -> Result<(), CliError> {
-    if dir.is_dir() {
-        return keyfile::check_private_dir(dir)
-            .map_err(|e| CliError::usage(format!("data dir: {e}")));
-    }
-    if dir.exists() {
-        return Err(CliError::usage(format!(
-            "{}: not a directory",
-            dir.display()
-        )));
-    }
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|e| {
-        CliError::usage(format!(
-            "{}: cannot create the data dir: {e}",
-            dir.display()
-        ))
-    })
-}
-
-/// Reads `dir/secret_name`, or creates it; (re)writes `dir/public_name`.
-/// Returns the key and whether it is new.
-fn server_key(
-    dir: &Path,
-    secret_name: &str,
-    public_name: &str,
-) -> Result<(SecretKey, bool), CliError> {
-    let secret_path = dir.join(secret_name);
-    let created = !secret_path.exists();
-    let secret = if created {
-        let secret = SecretKey::generate(&mut rand_core::OsRng);
-        keyfile::write_secret_key(&secret_path, &secret, IfExists::Refuse).map_err(key_error)?;
-        secret
-    } else {
-        keyfile::read_secret_key(&secret_path).map_err(key_error)?
-    };
-    keyfile::write_public_key(
-        &dir.join(public_name),
-        &secret.public_key(),
-        IfExists::Replace,
-    )
-    .map_err(key_error)?;
-    Ok((secret, created))
-}
-
-/// The session server's policy from the flags.
-fn session_config(policy: &PolicyArgs) -> Result<SessionConfig, CliError> {
-    if policy.max_duration < Duration::from_secs(1) {
-        return Err(CliError::usage("--max-duration must be at least 1s"));
-    }
-    let max_total = policy
-        .max_duration
-        .checked_add(policy.extension)
-        .ok_or_else(|| CliError::usage("--extension is too long"))?;
-    Ok(SessionConfig {
-        max_duration: policy.max_duration,
-        default_duration: DEFAULT_DURATION.min(policy.max_duration),
-        max_total_duration: max_total,
-        extension_policy: if policy.extension.is_zero() {
-            ExtensionPolicy::Never
-        } else {
-            ExtensionPolicy::UpToTotal
-        },
-        limits: policy_limits(policy),
-        binding_ttl: match policy.binding_ttl {
-            Some(ttl) if ttl.is_zero() => None,
-            Some(ttl) => Some(ttl),
-            None => (!policy.closed).then_some(DEFAULT_BINDING_TTL),
-        },
-        ..SessionConfig::default()
-    })
-}
-
-/// The default limits with the flags' per-source stream cap (at least 1).
-/// The bounds the policy flags set.
-fn policy_limits(policy: &PolicyArgs) -> SessionLimits {
-    let mut limits = SessionLimits {
-        max_channels: policy.max_channels.max(1),
-        max_pending_requests: policy.max_pending_requests.max(1),
-        ..SessionLimits::default()
-    };
-    limits.streams.per_source = policy.max_streams_per_source.max(1);
-    limits
-}
-
 /// `tryst server`: both roles in one process.
 pub async fn run(args: ServerArgs) -> Result<(), CliError> {
     let stop = StopSignal::install();
-    let config = session_config(&args.policy)?;
-    let dir = args.data_dir.clone();
-    let (session_secret, created) = {
-        let dir = dir.clone();
-        blocking(move || {
-            ensure_data_dir(&dir)?;
-            server_key(&dir, SERVER_KEY_FILE, SERVER_PUB_FILE)
-        })
-        .await?
+    let setup = {
+        let args = args.clone();
+        blocking(move || prepare_server(&args)).await?
     };
-    let (trigger_secret, _) = {
-        let dir = dir.clone();
-        blocking(move || server_key(&dir, TRIGGER_KEY_FILE, TRIGGER_PUB_FILE)).await?
-    };
-    let session_key = session_secret.public_key();
+    let CombinedSetup {
+        config,
+        session: identity,
+        trigger_secret,
+        trigger_config,
+    } = setup;
+    let session_key = identity.secret.public_key();
     let loopback_any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut trigger_config = TriggerConfig::default();
-    if let Some(interval) = args.keepalive {
-        trigger_config.keepalive_interval = interval;
-    }
     let (trigger, trigger_events) = trigger::spawn(
         trigger_config,
         trigger_secret.keypair(),
@@ -284,95 +56,84 @@ pub async fn run(args: ServerArgs) -> Result<(), CliError> {
     .await
     .map_err(|e| bind_error("trigger", args.trigger, e))?;
     let running = start_session_server(
-        &dir,
+        &args.data_dir,
         config,
-        session_secret,
+        identity.secret,
         args.policy.closed,
         trigger.public_key,
         trigger.link_addr,
         args.control,
     )
     .await?;
-    announce_key(
-        "server key",
+    combined_up(
+        &args,
         &session_key,
-        created,
-        &dir.join(SERVER_PUB_FILE),
+        identity.created,
+        running.handle.control_addr,
+        trigger.udp_addr,
     );
-    println!("control: {}", running.handle.control_addr);
-    println!("trigger: {}", trigger.udp_addr);
-    tracing::info!(
-        control = %running.handle.control_addr,
-        trigger = %trigger.udp_addr,
-        closed = args.policy.closed,
-        "servers up"
-    );
-    serve(stop, running, Some((trigger, trigger_events))).await
+    let result = serve(stop, running, Some((trigger, trigger_events))).await;
+    drop(identity.lock);
+    result
 }
 
 /// `tryst session-server`: the session role alone, linked to a trigger
 /// server over the authenticated channel.
 pub async fn run_session_server(args: SessionServerArgs) -> Result<(), CliError> {
     let stop = StopSignal::install();
-    let config = session_config(&args.policy)?;
-    let trigger_key = public_key_arg(&args.trigger_key)?;
-    let dir = args.data_dir.clone();
-    let (secret, created) = {
-        let dir = dir.clone();
-        blocking(move || {
-            ensure_data_dir(&dir)?;
-            server_key(&dir, SERVER_KEY_FILE, SERVER_PUB_FILE)
-        })
-        .await?
-    };
-    let key = secret.public_key();
-    let running = start_session_server(
-        &dir,
+    let SessionSetup {
         config,
-        secret,
+        trigger_key,
+        identity,
+    } = {
+        let args = args.clone();
+        blocking(move || prepare_session_server(&args)).await?
+    };
+    let key = identity.secret.public_key();
+    let running = start_session_server(
+        &args.data_dir,
+        config,
+        identity.secret,
         args.policy.closed,
         trigger_key,
         args.trigger_link,
         args.control,
     )
     .await?;
-    announce_key("server key", &key, created, &dir.join(SERVER_PUB_FILE));
-    println!("control: {}", running.handle.control_addr);
-    println!("trigger link: {}", args.trigger_link);
-    tracing::info!(control = %running.handle.control_addr, trigger_link = %args.trigger_link, "session server up");
-    serve(stop, running, None).await
+    session_up(&args, &key, identity.created, running.handle.control_addr);
+    let result = serve(stop, running, None).await;
+    drop(identity.lock);
+    result
 }
 
 /// `tryst trigger-server`: the trigger role alone.
 pub async fn run_trigger_server(args: TriggerServerArgs) -> Result<(), CliError> {
     let mut stop = StopSignal::install();
-    let allowed = args
-        .session_server_keys
-        .iter()
-        .map(|k| public_key_arg(k))
-        .collect::<Result<Vec<PublicKey>, CliError>>()?;
-    let dir = args.data_dir.clone();
-    let (secret, created) = {
-        let dir = dir.clone();
-        blocking(move || {
-            ensure_data_dir(&dir)?;
-            server_key(&dir, TRIGGER_KEY_FILE, TRIGGER_PUB_FILE)
-        })
-        .await?
+    let TriggerSetup {
+        allowed,
+        identity,
+        config,
+    } = {
+        let args = args.clone();
+        blocking(move || prepare_trigger_server(&args)).await?
     };
-    let mut config = TriggerConfig::default();
-    if let Some(interval) = args.keepalive {
-        config.keepalive_interval = interval;
-    }
-    let key = secret.public_key();
-    let (trigger, events) =
-        trigger::spawn(config, secret.keypair(), &allowed, args.trigger, args.link)
-            .await
-            .map_err(|e| bind_error("trigger", args.trigger, e))?;
-    announce_key("trigger key", &key, created, &dir.join(TRIGGER_PUB_FILE));
-    println!("trigger: {}", trigger.udp_addr);
-    println!("link: {}", trigger.link_addr);
-    tracing::info!(trigger = %trigger.udp_addr, link = %trigger.link_addr, "trigger server up");
+    let key = identity.secret.public_key();
+    let (trigger, events) = trigger::spawn(
+        config,
+        identity.secret.keypair(),
+        &allowed,
+        args.trigger,
+        args.link,
+    )
+    .await
+    .map_err(|e| bind_error("trigger", args.trigger, e))?;
+    trigger_up(
+        &args,
+        &key,
+        identity.created,
+        trigger.udp_addr,
+        trigger.link_addr,
+    );
     loop {
         tokio::select! {
             event = events.recv_async() => match event {
@@ -384,21 +145,8 @@ pub async fn run_trigger_server(args: TriggerServerArgs) -> Result<(), CliError>
     }
     tracing::info!("trigger server stopped");
     drop(trigger);
+    drop(identity.lock);
     Ok(())
-}
-
-fn announce_key(label: &str, key: &PublicKey, created: bool, public_file: &Path) {
-    println!("{label}: {}", key_hex(key));
-    if created {
-        println!(
-            "created a new key; its public half is in {}",
-            public_file.display()
-        );
-    }
-}
-
-fn bind_error(what: &str, addr: SocketAddr, e: std::io::Error) -> CliError {
-    CliError::usage(format!("cannot listen on {addr} ({what}): {e}"))
 }
 
 /// A session server running on its store.
@@ -420,31 +168,9 @@ async fn start_session_server(
     trigger_link: SocketAddr,
     control: SocketAddr,
 ) -> Result<RunningSession, CliError> {
-    let mode = if closed {
-        TrustMode::Closed
-    } else {
-        TrustMode::TrustOnFirstUse
-    };
     let dir2 = dir.to_path_buf();
-    let (state, journal_store) = blocking(move || {
-        let store = Store::create(&dir2).map_err(store_error)?;
-        let state = store.server_state(mode).map_err(store_error)?;
-        Ok((state, store))
-    })
-    .await?;
-    for (name, why) in &state.skipped {
-        tracing::warn!(%name, error = %why, "stored binding not restored");
-    }
+    let (state, journal_store) = blocking(move || load_server_store(&dir2, closed)).await?;
     let (registry, facts) = (state.registry, state.live);
-    let live = facts
-        .iter()
-        .filter(|f| matches!(f, SessionFact::SessionStarted(_)))
-        .count();
-    tracing::info!(
-        names = registry.bindings().count(),
-        live_sessions = live,
-        "store loaded"
-    );
     let setup = Durable {
         clock: DriverClock::wall(),
         restore: facts,
@@ -503,52 +229,11 @@ impl StopSignal {
     }
 }
 
+/// A pending operator command and where its answer goes.
 type CommandRequest = (PendingCommand, oneshot::Sender<String>);
 
-/// Polls the store's command table and keeps the heartbeat, on its own
-/// thread (SQLite calls block); stops when `stop` is set.
-fn start_command_poller(
-    store: Store,
-    to: mpsc::Sender<CommandRequest>,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut last_beat: Option<std::time::Instant> = None;
-        let mut last_prune = std::time::Instant::now();
-        while !stop.load(Ordering::Relaxed) {
-            if last_beat.is_none_or(|at| at.elapsed() >= HEARTBEAT_EVERY) {
-                if let Err(e) = store.set_heartbeat(Some(store::now_us())) {
-                    tracing::warn!(error = %e, "heartbeat not written");
-                }
-                last_beat = Some(std::time::Instant::now());
-            }
-            if last_prune.elapsed() >= COMMAND_KEEP / 4 {
-                let _ = store.prune_commands(COMMAND_KEEP);
-                last_prune = std::time::Instant::now();
-            }
-            match store.pending_commands() {
-                Ok(pending) => {
-                    for command in pending {
-                        let id = command.id;
-                        let (reply, answer) = oneshot::channel();
-                        if to.blocking_send((command, reply)).is_err() {
-                            return;
-                        }
-                        let result = answer
-                            .blocking_recv()
-                            .unwrap_or_else(|_| "the server is stopping".to_owned());
-                        if let Err(e) = store.finish_command(id, &result) {
-                            tracing::warn!(error = %e, "command result not written");
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot read operator commands"),
-            }
-            std::thread::sleep(COMMAND_POLL);
-        }
-        let _ = store.set_heartbeat(None);
-    })
-}
+/// Operator commands queued from the poller thread to the server's loop.
+const COMMAND_QUEUE: usize = 16;
 
 /// Carries out one operator command; returns the answer for the store.
 async fn apply_command(handle: &SessionHandle, command: &PendingCommand) -> String {
@@ -567,7 +252,7 @@ async fn apply_command(handle: &SessionHandle, command: &PendingCommand) -> Stri
             }
             Err(e) => e.to_string(),
         },
-        None => "not a command this server knows".to_owned(),
+        None => UNKNOWN_COMMAND.to_owned(),
     }
 }
 
@@ -584,16 +269,23 @@ async fn serve(
     };
     let poll_store = {
         let dir = running.dir.clone();
-        blocking(move || {
-            let store = Store::open(&dir).map_err(store_error)?;
-            store.relax_durability().map_err(store_error)?;
-            Ok(store)
-        })
-        .await?
+        blocking(move || open_poll_store(&dir)).await?
     };
-    let (command_tx, mut command_rx) = mpsc::channel::<CommandRequest>(16);
+    let (command_tx, mut command_rx) = mpsc::channel::<CommandRequest>(COMMAND_QUEUE);
     let stop_poller = Arc::new(AtomicBool::new(false));
-    let poller = start_command_poller(poll_store, command_tx, stop_poller.clone());
+    let poller = start_command_poller(
+        poll_store,
+        move |command| {
+            let (reply, answer) = oneshot::channel();
+            command_tx.blocking_send((command, reply)).ok()?;
+            Some(
+                answer
+                    .blocking_recv()
+                    .unwrap_or_else(|_| "the server is stopping".to_owned()),
+            )
+        },
+        stop_poller.clone(),
+    );
     let result = loop {
         tokio::select! {
             event = running.events.recv_async() => match event {
@@ -669,125 +361,4 @@ async fn shut_down(running: &mut RunningSession) -> Result<(), CliError> {
         );
     }
     Ok(())
-}
-
-fn short(key: &PublicKey) -> String {
-    key_hex(key).chars().take(16).collect()
-}
-
-/// One info line per protocol event of the session server (no secrets:
-/// events carry public keys and names only).
-pub fn log_session_event(event: &SessionEvent) {
-    match event {
-        SessionEvent::NameBound { name, key } => {
-            tracing::info!(%name, key = %short(key), "name bound to its first key");
-        }
-        SessionEvent::NameSeen { name, .. } => {
-            tracing::debug!(%name, "binding seen");
-        }
-        SessionEvent::NameUnbound { name, key } => {
-            tracing::info!(%name, key = %short(key), "binding expired unused: the name is free");
-        }
-        SessionEvent::Registered {
-            name,
-            device_id,
-            mode,
-            ..
-        } => {
-            tracing::info!(%name, device = format_args!("{:016x}", device_id.0), ?mode, "registered (S702, 801/802)");
-        }
-        SessionEvent::RegistrationRefused { name, key, reason } => {
-            tracing::info!(%name, key = %short(key), ?reason, "registration refused");
-        }
-        SessionEvent::ImpersonationAttempt(a) => {
-            tracing::warn!(name = %a.name, key = %short(&a.presented_key), "impersonation attempt");
-        }
-        SessionEvent::RequestDenied {
-            requester,
-            target,
-            request_id,
-            reason,
-        } => {
-            tracing::info!(%requester, %target, request_id, ?reason, "request denied (S511)");
-        }
-        SessionEvent::SessionStarted(s) => {
-            tracing::info!(session = %store::id_hex(&s.session_id), requester = %s.requester, target = %s.target, duration_secs = s.duration_secs, "session started (S508-S510)");
-        }
-        SessionEvent::SessionExtended(x) => {
-            tracing::info!(session = %store::id_hex(&x.session_id), duration_secs = x.duration_secs, extensions = x.extensions, "session extended (S1602/S1603)");
-        }
-        SessionEvent::SessionRecord(r) => {
-            tracing::info!(
-                session = %store::id_hex(&r.session_id),
-                requester = %r.requester,
-                target = %r.target,
-                duration_ms = r.duration.as_millis() as u64,
-                extensions = r.extensions,
-                bytes = r.bytes_requester_to_target().saturating_add(r.bytes_target_to_requester()),
-                reason = store::reason_name(r.reason),
-                "session recorded (S1606)"
-            );
-        }
-        SessionEvent::UpstreamEstablished => tracing::info!("linked to the trigger server"),
-    }
-}
-
-/// One info line per protocol event of the trigger server.
-pub fn log_trigger_event(event: &TriggerEvent) {
-    match event {
-        TriggerEvent::AddressChanged { device_id, addr } => {
-            tracing::info!(device = format_args!("{:016x}", device_id.0), %addr, "observed address (keepalive)");
-        }
-        TriggerEvent::AddressExpired { device_id } => {
-            tracing::info!(
-                device = format_args!("{:016x}", device_id.0),
-                "address expired: device offline"
-            );
-        }
-        TriggerEvent::KeyInstalled { device_id } => {
-            tracing::info!(
-                device = format_args!("{:016x}", device_id.0),
-                "udp key installed"
-            );
-        }
-        TriggerEvent::KeyInstallRefused { device_id } => {
-            tracing::warn!(
-                device = format_args!("{:016x}", device_id.0),
-                "udp key refused: table full"
-            );
-        }
-        TriggerEvent::KeyRevoked { device_id } => {
-            tracing::info!(
-                device = format_args!("{:016x}", device_id.0),
-                "udp key revoked"
-            );
-        }
-        TriggerEvent::SessionServerLinked { key } => {
-            tracing::info!(key = %short(key), "session server linked");
-        }
-        TriggerEvent::LinkRefused { key, .. } => {
-            tracing::warn!(key = %short(key), "link refused: unknown session server key");
-        }
-        TriggerEvent::TriggerDelivered { op_id, device_id } => {
-            tracing::info!(
-                op_id,
-                device = format_args!("{:016x}", device_id.0),
-                "trigger delivered (S603, 807)"
-            );
-        }
-        TriggerEvent::TriggerUnacknowledged { op_id, device_id } => {
-            tracing::info!(
-                op_id,
-                device = format_args!("{:016x}", device_id.0),
-                "trigger unacknowledged"
-            );
-        }
-        TriggerEvent::Offline { op_id, device_id } => {
-            tracing::info!(
-                op_id,
-                device = format_args!("{:016x}", device_id.0),
-                "trigger for an offline device"
-            );
-        }
-    }
 }

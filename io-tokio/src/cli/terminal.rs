@@ -1,381 +1,34 @@
-//! `tryst terminal`: the long-running device (seed: connected terminal 1).
-//!
-//! It keeps its key and its permission list L in its state directory
-//! (created on first start, mode 0700), registers with the session server,
-//! keeps its NAT mapping alive with the trigger server, answers triggers
-//! and accepts the peers its list permits. `tryst allow` edits the list of
-//! a running terminal through a unix socket in the state directory (the
-//! list file is the truth; the socket only says "read it again").
-//!
-//! Files in the state directory:
-//! - `terminal.key` (mode 0600) and `terminal.pub`: the terminal's identity;
-//! - `allow.list`: the permission list, one name a line;
-//! - `control.sock`: the running daemon's control socket;
-//! - `allow.lock`: held while `tryst allow` edits the list.
+//! `tryst terminal` on tokio: the long-running device (seed: connected
+//! terminal 1). Its flags, state dir and control protocol are shared
+//! ([`tryst_std::cli::terminal`]); this runs the device on the async
+//! driver and serves the control socket `tryst allow` talks to.
 
-use std::collections::BTreeSet;
-use std::io::Write;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
-use tryst_core::crypto::StaticKeypair;
-use tryst_core::identity::SecretKey;
-use tryst_core::terminal::{JudgePolicy, TerminalConfig, TerminalEvent, MAX_PERMISSIONS};
-use tryst_core::wire::{DecisionMode, EndReason, Name, PublicKey, SessionId};
-use tryst_std::keyfile::{self, IfExists, KeyFileError};
+use tokio::net::UnixListener;
+use tryst_core::wire::EndReason;
+use tryst_std::cli::terminal::{
+    bind_addr, control_error, control_ok, control_request, prepare_control_socket,
+    prepare_terminal, StateDir, TerminalArgs, TerminalLines, TerminalSetup, CONTROL_SOCKET,
+    CONTROL_TIMEOUT, MAX_CONTROL_LINE, SHUTDOWN_GRACE,
+};
 
-use super::transfer::{hex, human_bytes};
 use super::CliError;
 use crate::driver::terminal::{self as driver, Event, TerminalHandle, TerminalOptions};
 use tryst_core::peer::session::PeerEvent;
 
-/// The terminal's secret key file in its state directory.
-pub const KEY_FILE: &str = "terminal.key";
-/// The terminal's public key file in its state directory.
-pub const PUBLIC_KEY_FILE: &str = "terminal.pub";
-/// The permission list file in the state directory: one name a line.
-pub const PERMISSIONS_FILE: &str = "allow.list";
-/// The running daemon's control socket in the state directory.
-pub const CONTROL_SOCKET: &str = "control.sock";
-/// The lock file `tryst allow` holds while it edits the list.
-pub const LOCK_FILE: &str = "allow.lock";
-/// Longest the permission list file may be (every name at its longest).
-pub const MAX_PERMISSIONS_FILE_LEN: u64 = 64 * 1024;
-/// How long a daemon has to answer a control request.
-pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a stopping terminal waits for its end notifications to leave.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
-/// Who judges the requests aimed at this terminal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    /// First embodiment: the session server fetches this terminal's list and searches it.
-    List,
-    /// Second embodiment: the server names the requester and this terminal answers from its list.
-    Judge,
-}
-
-/// Where and how to reach the servers, and where the terminal keeps its state:
-/// the flags `tryst terminal` and `tryst connect` share.
-#[derive(Debug, Clone, clap::Args)]
-pub struct TerminalCommon {
-    /// This terminal's device name.
-    #[arg(long, value_name = "NAME")]
-    pub name: String,
-    /// The session server's control address (TCP), e.g. 127.0.0.1:7400.
-    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
-    pub server: SocketAddr,
-    /// The trigger server's address (UDP), e.g. 127.0.0.1:7401.
-    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
-    pub trigger: SocketAddr,
-    /// The session server's public key: 64 hex digits, or a file holding it
-    /// (the server writes `server.pub` in its data dir).
-    #[arg(long = "server-key", value_name = "KEY|FILE")]
-    pub server_key: String,
-    /// Where the terminal keeps its key and permission list (created if missing).
-    #[arg(long = "state-dir", value_name = "DIR")]
-    pub state_dir: PathBuf,
-    /// The local UDP address (keepalives and the peer path); any port by default.
-    #[arg(long, value_name = "ADDR")]
-    pub bind: Option<SocketAddr>,
-}
-
-/// `tryst terminal`: run the device.
-#[derive(Debug, clap::Args)]
-pub struct TerminalArgs {
-    #[command(flatten)]
-    pub common: TerminalCommon,
-    /// A name that may connect (added to the stored permission list); repeatable.
-    #[arg(long = "allow", value_name = "NAME")]
-    pub allow: Vec<String>,
-    /// Who judges requests: `list` (the server searches this terminal's
-    /// list) or `judge` (the terminal is asked and answers from its list).
-    #[arg(long, value_enum, default_value_t = Mode::List)]
-    pub mode: Mode,
-    /// Where files sent by permitted peers are stored.
-    #[arg(long = "recv-dir", value_name = "DIR")]
-    pub recv_dir: Option<PathBuf>,
-}
-
-/// Parses `host:port` (an IP address or a name resolved now).
-pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = text.parse() {
-        return Ok(addr);
-    }
-    text.to_socket_addrs()
-        .map_err(|e| format!("not an address: {e}"))?
-        .next()
-        .ok_or_else(|| "the name has no address".to_owned())
-}
-
-/// The terminal's state directory.
-#[derive(Debug, Clone)]
-pub struct StateDir {
-    path: PathBuf,
-}
-
-impl StateDir {
-    /// Opens `path`, creating it (mode 0700) if missing; refuses one that
-    /// group or others may write, or that another user owns.
-    pub fn open(path: &Path) -> Result<StateDir, CliError> {
-        if !path.exists() {
-            let mut builder = std::fs::DirBuilder::new();
-            builder.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-            builder.create(path).map_err(|e| {
-                CliError::usage(format!("cannot create state dir {}: {e}", path.display()))
-            })?;
-        }
-        if !path.is_dir() {
-            return Err(CliError::usage(format!(
-                "state dir {} is not a directory",
-                path.display()
-            )));
-        }
-        // Whoever may write here may swap the key or the permission list.
-        keyfile::check_private_dir(path).map_err(|e| CliError::usage(format!("state dir: {e}")))?;
-        Ok(StateDir {
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// A file in the directory.
-    pub fn file(&self, name: &str) -> PathBuf {
-        self.path.join(name)
-    }
-
-    /// The terminal's key pair: read from `terminal.key`, or created there
-    /// (mode 0600, with `terminal.pub` beside it) on first start.
-    pub fn keypair(&self) -> Result<StaticKeypair, CliError> {
-        let path = self.file(KEY_FILE);
-        match keyfile::read_secret_key(&path) {
-            Ok(secret) => return Ok(secret.keypair()),
-            Err(KeyFileError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(CliError::usage(e)),
-        }
-        let secret = SecretKey::generate(&mut rand_core::OsRng);
-        match keyfile::write_secret_key(&path, &secret, IfExists::Refuse) {
-            Ok(()) => {}
-            // Another process created it first: use that one.
-            Err(KeyFileError::AlreadyExists { .. }) => {
-                return keyfile::read_secret_key(&path)
-                    .map(|s| s.keypair())
-                    .map_err(CliError::usage)
-            }
-            Err(e) => return Err(CliError::usage(e)),
-        }
-        keyfile::write_public_key(
-            &self.file(PUBLIC_KEY_FILE),
-            &secret.public_key(),
-            IfExists::Replace,
-        )
-        .map_err(CliError::usage)?;
-        tracing::info!(path = %path.display(), "created the terminal's key");
-        Ok(secret.keypair())
-    }
-
-    /// The stored permission list (empty if there is none yet).
-    pub fn permissions(&self) -> Result<Vec<String>, CliError> {
-        read_permissions(&self.file(PERMISSIONS_FILE))
-    }
-
-    /// Stores the permission list atomically.
-    pub fn store_permissions(&self, names: &[String]) -> Result<(), CliError> {
-        write_permissions(&self.file(PERMISSIONS_FILE), names)
-    }
-
-    /// Takes the edit lock of the permission list.
-    pub fn lock(&self) -> Result<EditLock, CliError> {
-        EditLock::take(self.file(LOCK_FILE))
-    }
-}
-
-/// Checks a device name for the permission list (which also must not
-/// start with `#` or blank space, so it reads back from the list file as
-/// it was written).
-pub fn check_name(name: &str) -> Result<(), CliError> {
-    Name::new(name)
-        .map_err(|e| CliError::usage(format!("{name:?} is not a valid device name: {e}")))?;
-    if name.starts_with('#') || name.trim() != name {
-        return Err(CliError::usage(format!(
-            "{name:?}: a name on the permission list may not start with '#' or blank space"
-        )));
-    }
-    Ok(())
-}
-
-/// Reads a permission list file: one name a line, blank lines and lines
-/// starting with `#` ignored, duplicates kept once.
-pub fn read_permissions(path: &Path) -> Result<Vec<String>, CliError> {
-    let text = match std::fs::metadata(path) {
-        Ok(meta) if meta.len() > MAX_PERMISSIONS_FILE_LEN => {
-            return Err(CliError::usage(format!(
-                "{}: too large for a permission list",
-                path.display()
-            )))
-        }
-        Ok(_) => std::fs::read_to_string(path)
-            .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(CliError::usage(format!("{}: {e}", path.display()))),
-    };
-    let mut names = Vec::new();
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        check_name(line).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
-        if !names.iter().any(|n| n == line) {
-            names.push(line.to_owned());
-        }
-    }
-    if names.len() > MAX_PERMISSIONS {
-        return Err(CliError::usage(format!(
-            "{}: more than {MAX_PERMISSIONS} names",
-            path.display()
-        )));
-    }
-    Ok(names)
-}
-
-/// Writes a permission list file atomically: a temporary file in the same
-/// directory, flushed to disk, renamed over the old one, directory synced.
-pub fn write_permissions(path: &Path, names: &[String]) -> Result<(), CliError> {
-    let fail = |e: std::io::Error| CliError::failed(format!("{}: {e}", path.display()));
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{PERMISSIONS_FILE}.{}.tmp", std::process::id()));
-    let mut text = String::from("# tryst permission list: names that may connect, one a line\n");
-    for name in names {
-        text.push_str(name);
-        text.push('\n');
-    }
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(fail)
-}
-
-/// The permission list's edit lock: a file created exclusively, removed on drop.
-#[derive(Debug)]
-pub struct EditLock {
-    path: PathBuf,
-}
-
-/// How long `tryst allow` waits for another edit to finish.
-const LOCK_WAIT: Duration = Duration::from_secs(5);
-/// A lock file older than this was left by a process that died.
-const STALE_LOCK: Duration = Duration::from_secs(30);
-
-impl EditLock {
-    fn take(path: PathBuf) -> Result<EditLock, CliError> {
-        let started = std::time::Instant::now();
-        loop {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(_) => return Ok(EditLock { path }),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let stale = std::fs::metadata(&path)
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| t.elapsed().ok())
-                        .is_some_and(|age| age > STALE_LOCK);
-                    if stale {
-                        let _ = std::fs::remove_file(&path);
-                        continue;
-                    }
-                    if started.elapsed() > LOCK_WAIT {
-                        return Err(CliError::failed(format!(
-                            "{} is held by another edit",
-                            path.display()
-                        )));
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => return Err(CliError::failed(format!("{}: {e}", path.display()))),
-            }
-        }
-    }
-}
-
-impl Drop for EditLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// The terminal configuration both `tryst terminal` and `tryst connect` use.
-pub fn config(common: &TerminalCommon, mode: Mode) -> Result<TerminalConfig, CliError> {
-    let server_key: PublicKey =
-        keyfile::read_public_key(&common.server_key).map_err(CliError::usage)?;
-    let mut config =
-        TerminalConfig::new(&common.name, common.trigger, server_key).map_err(|e| {
-            CliError::usage(format!("{:?} is not a valid device name: {e}", common.name))
-        })?;
-    config.mode = match mode {
-        Mode::List => DecisionMode::PermissionList,
-        Mode::Judge => DecisionMode::TerminalJudges,
-    };
-    config.judge = JudgePolicy::List;
-    Ok(config)
-}
-
-/// The local UDP address: `--bind`, or any port on the trigger server's family.
-pub fn bind_addr(common: &TerminalCommon) -> SocketAddr {
-    common.bind.unwrap_or_else(|| {
-        if common.trigger.is_ipv4() {
-            SocketAddr::from(([0, 0, 0, 0], 0))
-        } else {
-            SocketAddr::from(([0u16; 8], 0))
-        }
-    })
-}
-
 /// Runs the terminal until SIGINT or SIGTERM; live sessions are ended
 /// (and their end notifications sent) before it exits.
 pub async fn run(args: TerminalArgs) -> Result<(), CliError> {
-    let state = StateDir::open(&args.common.state_dir)?;
-    let config = config(&args.common, args.mode)?;
-    for name in &args.allow {
-        check_name(name)?;
-    }
-    if let Some(dir) = &args.recv_dir {
-        tryst_std::transfer::check_recv_dir(dir).map_err(CliError::usage)?;
-    }
-    let keypair = state.keypair()?;
+    let TerminalSetup {
+        state,
+        config,
+        keypair,
+        names,
+    } = prepare_terminal(&args)?;
     let public = keypair.public_key();
-    // The stored list plus the names given now, stored back.
-    let names = {
-        let _lock = state.lock()?;
-        let mut names = state.permissions()?;
-        for name in &args.allow {
-            if !names.contains(name) {
-                names.push(name.clone());
-            }
-        }
-        if names.len() > MAX_PERMISSIONS {
-            return Err(CliError::usage(format!(
-                "more than {MAX_PERMISSIONS} names on the permission list"
-            )));
-        }
-        state.store_permissions(&names)?;
-        names
-    };
-    let control = bind_control_socket(&state).await?;
+    let control = bind_control_socket(&state)?;
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let options = TerminalOptions {
         recv_dir: args.recv_dir.clone(),
@@ -391,23 +44,10 @@ pub async fn run(args: TerminalArgs) -> Result<(), CliError> {
     )
     .await
     .map_err(|e| CliError::usage(format!("cannot bind the terminal's UDP socket: {e}")))?;
-    println!(
-        "terminal {}: public key {}",
-        args.common.name,
-        tryst_core::identity::format_public_key(&public).hex()
-    );
-    println!(
-        "  udp {}, permission list: {}",
-        handle.udp_addr,
-        if names.is_empty() {
-            "(empty)".to_owned()
-        } else {
-            names.join(", ")
-        }
-    );
+    let mut lines = TerminalLines::new(&args.common.name);
+    lines.started(&public, handle.udp_addr, &names);
     tokio::spawn(serve_control(control, state.clone(), handle.clone()));
 
-    let mut live: BTreeSet<[u8; 16]> = BTreeSet::new();
     let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
     loop {
@@ -418,28 +58,16 @@ pub async fn run(args: TerminalArgs) -> Result<(), CliError> {
                 };
                 match event {
                     Event::Terminal(event) => {
-                        if let Some(stop) = on_terminal_event(&args, &mut live, event) {
+                        if let Some(stop) = lines.terminal_event(event) {
                             return Err(stop);
                         }
                     }
                     Event::Peer { session_id, event: PeerEvent::Connected { peer_addr } } => {
-                        println!(
-                            "session {}: direct path up to {peer_addr}",
-                            driver::full_session_id(&session_id)
-                        );
+                        lines.direct_path(&session_id, peer_addr);
                     }
                     Event::Received { session_id, outcome } => match outcome {
-                        Ok(file) => println!(
-                            "session {}: received {} ({}), SHA-256 {} verified",
-                            driver::full_session_id(&session_id),
-                            file.path.display(),
-                            human_bytes(file.size),
-                            hex(&file.digest)
-                        ),
-                        Err(why) => println!(
-                            "session {}: file not kept: {why}",
-                            driver::full_session_id(&session_id)
-                        ),
+                        Ok(file) => lines.received(&session_id, &file.path, file.size, &file.digest),
+                        Err(why) => lines.not_kept(&session_id, &why),
                     },
                     _ => {}
                 }
@@ -448,78 +76,13 @@ pub async fn run(args: TerminalArgs) -> Result<(), CliError> {
             _ = interrupt.recv() => break,
         }
     }
-    for id in &live {
-        let _ = handle.finish(SessionId(*id), EndReason::Cancelled).await;
+    for id in lines.live() {
+        let _ = handle.finish(id, EndReason::Cancelled).await;
     }
     let _ = handle.shutdown(SHUTDOWN_GRACE).await;
     let _ = std::fs::remove_file(state.file(CONTROL_SOCKET));
-    println!("terminal {} stopped", args.common.name);
+    lines.stopped();
     Ok(())
-}
-
-/// Prints what a terminal event means for the operator; `Some` stops the daemon.
-fn on_terminal_event(
-    args: &TerminalArgs,
-    live: &mut BTreeSet<[u8; 16]>,
-    event: TerminalEvent,
-) -> Option<CliError> {
-    match event {
-        TerminalEvent::Registered { device_id } => {
-            println!(
-                "registered as {} (device {:016x})",
-                args.common.name, device_id.0
-            );
-        }
-        TerminalEvent::Online { observed } => {
-            println!("online: the trigger server sees this terminal at {observed}");
-        }
-        TerminalEvent::RegistrationRefused => {
-            return Some(CliError::failed(format!(
-                "the session server refused the name {} for this key",
-                args.common.name
-            )));
-        }
-        TerminalEvent::PermissionAnswered {
-            requester, verdict, ..
-        } => {
-            println!("asked about {requester}: {verdict:?}");
-        }
-        TerminalEvent::SessionReady {
-            session_id,
-            peer_name,
-            duration_secs,
-            ..
-        } => {
-            live.insert(session_id.0);
-            println!(
-                "session {} with {peer_name} for {duration_secs} s",
-                driver::full_session_id(&session_id)
-            );
-        }
-        TerminalEvent::SessionExtended {
-            session_id,
-            duration_secs,
-        } => {
-            println!(
-                "session {} extended to {duration_secs} s",
-                driver::full_session_id(&session_id)
-            );
-        }
-        TerminalEvent::SessionEnded {
-            session_id,
-            reason,
-            bytes_received,
-            ..
-        } => {
-            live.remove(&session_id.0);
-            println!(
-                "session {} ended: {reason:?} ({bytes_received} bytes received)",
-                driver::full_session_id(&session_id)
-            );
-        }
-        _ => {}
-    }
-    None
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal, CliError> {
@@ -527,29 +90,9 @@ fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::
         .map_err(|e| CliError::failed(format!("cannot handle signals: {e}")))
 }
 
-/// Refuses a state directory that a running terminal uses: two terminals
-/// with one key would take each other's registration.
-pub async fn refuse_if_running(state: &StateDir) -> Result<(), CliError> {
-    if UnixStream::connect(state.file(CONTROL_SOCKET))
-        .await
-        .is_ok()
-    {
-        return Err(CliError::usage(format!(
-            "a terminal already runs with state dir {}; give this one its own --state-dir",
-            state.path.display()
-        )));
-    }
-    Ok(())
-}
-
 /// Binds the control socket; refuses if a daemon already answers on it.
-async fn bind_control_socket(state: &StateDir) -> Result<UnixListener, CliError> {
-    let path = state.file(CONTROL_SOCKET);
-    if path.exists() {
-        refuse_if_running(state).await?;
-        // Left by a terminal that did not stop cleanly.
-        let _ = std::fs::remove_file(&path);
-    }
+fn bind_control_socket(state: &StateDir) -> Result<UnixListener, CliError> {
+    let path = prepare_control_socket(state)?;
     UnixListener::bind(&path)
         .map_err(|e| CliError::usage(format!("cannot bind {}: {e}", path.display())))
 }
@@ -570,64 +113,23 @@ async fn serve_control(listener: UnixListener, state: StateDir, handle: Terminal
             let mut line = String::new();
             let read = tokio::time::timeout(
                 CONTROL_TIMEOUT,
-                BufReader::new(read.take(1024)).read_line(&mut line),
+                BufReader::new(read.take(MAX_CONTROL_LINE)).read_line(&mut line),
             )
             .await;
             if !matches!(read, Ok(Ok(_))) {
                 return;
             }
-            let answer = match line.trim() {
-                "reload" => match state.permissions() {
-                    Ok(names) => {
-                        let count = names.len();
-                        match handle.set_permissions(names).await {
-                            Ok(()) => format!("ok {count}\n"),
-                            Err(e) => format!("error {e}\n"),
-                        }
+            let answer = match control_request(&line, &state) {
+                Ok(names) => {
+                    let count = names.len();
+                    match handle.set_permissions(names).await {
+                        Ok(()) => control_ok(count),
+                        Err(e) => control_error(&e),
                     }
-                    Err(e) => format!("error {e}\n"),
-                },
-                other => format!("error unknown request {other:?}\n"),
+                }
+                Err(answer) => answer,
             };
             let _ = write.write_all(answer.as_bytes()).await;
         });
-    }
-}
-
-/// Asks the daemon with this state directory, if one runs, to read its
-/// permission list again. `Ok(None)`: no daemon runs; `Ok(Some(count))`: it
-/// applied the list of `count` names.
-pub async fn reload_daemon(state: &StateDir) -> Result<Option<usize>, CliError> {
-    let path = state.file(CONTROL_SOCKET);
-    let stream = match UnixStream::connect(&path).await {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => return Err(CliError::failed(format!("{}: {e}", path.display()))),
-    };
-    let (read, mut write) = stream.into_split();
-    let exchange = async {
-        write.write_all(b"reload\n").await?;
-        let mut line = String::new();
-        BufReader::new(read.take(1024)).read_line(&mut line).await?;
-        Ok::<_, std::io::Error>(line)
-    };
-    let line = tokio::time::timeout(CONTROL_TIMEOUT, exchange)
-        .await
-        .map_err(|_| CliError::failed("the running terminal did not answer"))?
-        .map_err(|e| CliError::failed(format!("the running terminal: {e}")))?;
-    let line = line.trim();
-    match line.strip_prefix("ok ") {
-        Some(count) => Ok(Some(count.parse().unwrap_or(0))),
-        None => Err(CliError::failed(format!(
-            "the running terminal refused the list: {}",
-            line.strip_prefix("error ").unwrap_or(line)
-        ))),
     }
 }

@@ -10,10 +10,10 @@
 //! server running the command fails at once instead of waiting.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::CliError;
-use tryst_std::store::{parse_id, OperatorCommand, Store, StoreError};
+use crate::store::{parse_id, OperatorCommand, ServerStore, Store, StoreError};
 
 /// How long `end` and `enroll` wait for the running server's answer.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,54 +44,31 @@ pub fn store_error(e: StoreError) -> CliError {
     }
 }
 
-/// Runs a blocking store operation off the async threads.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, CliError> + Send + 'static,
-) -> Result<T, CliError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| CliError::failed(format!("store task failed: {e}")))?
+/// What the running server answered to a command, or `None` when no server
+/// runs on `dir` (the command was withdrawn, or never queued). The store is
+/// the only channel to the server, so the answer is looked for every
+/// [`ANSWER_POLL`] until [`ANSWER_TIMEOUT`].
+pub fn ask_server(dir: &Path, command: OperatorCommand) -> Result<Option<String>, CliError> {
+    let store = Store::open(dir).map_err(store_error)?;
+    ask(&store, &command)
 }
 
-/// What the running server answered to a command, or `None` when no server
-/// runs on `dir` (the command was withdrawn, or never queued).
-pub async fn ask_server(dir: &Path, command: OperatorCommand) -> Result<Option<String>, CliError> {
-    let dir = dir.to_path_buf();
-    let queued = blocking(move || {
-        let store = Store::open(&dir).map_err(store_error)?;
-        if !store.server_running(HEARTBEAT_FRESH).map_err(store_error)? {
-            return Ok(None);
-        }
-        let id = store.push_command(&command).map_err(store_error)?;
-        Ok(Some((dir, id)))
-    })
-    .await?;
-    let Some((dir, id)) = queued else {
+/// [`ask_server`] on an open store (any backend).
+pub fn ask(store: &dyn ServerStore, command: &OperatorCommand) -> Result<Option<String>, CliError> {
+    if !store.server_running(HEARTBEAT_FRESH).map_err(store_error)? {
         return Ok(None);
-    };
-    let deadline = tokio::time::Instant::now() + ANSWER_TIMEOUT;
+    }
+    let id = store.push_command(command).map_err(store_error)?;
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
     loop {
-        let dir2 = dir.clone();
-        let answer = blocking(move || {
-            let store = Store::open(&dir2).map_err(store_error)?;
-            store.command_result(id).map_err(store_error)
-        })
-        .await?;
+        let answer = store.command_result(id).map_err(store_error)?;
         if answer.is_some() {
             return Ok(answer);
         }
-        if tokio::time::Instant::now() >= deadline {
-            let dir2 = dir.clone();
-            let withdrawn = blocking(move || {
-                let store = Store::open(&dir2).map_err(store_error)?;
-                store.withdraw_command(id).map_err(store_error)
-            })
-            .await?;
-            if withdrawn {
-                return Ok(None);
-            }
+        if Instant::now() >= deadline && store.withdraw_command(id).map_err(store_error)? {
+            return Ok(None);
         }
-        tokio::time::sleep(ANSWER_POLL).await;
+        std::thread::sleep(ANSWER_POLL);
     }
 }
 
@@ -107,7 +84,7 @@ fn resolve(dir: &Path, text: &str) -> Result<(String, bool), CliError> {
         )));
     }
     let store = Store::open(dir).map_err(store_error)?;
-    let mut found = store.find_sessions(&prefix).map_err(store_error)?;
+    let mut found = ServerStore::find_sessions(&store, &prefix).map_err(store_error)?;
     match found.len() {
         0 => Err(CliError::usage(format!("no session {prefix} in the log"))),
         1 => Ok(found.remove(0)),
@@ -118,16 +95,14 @@ fn resolve(dir: &Path, text: &str) -> Result<(String, bool), CliError> {
 }
 
 /// Asks the running server to end the session.
-pub async fn run(args: EndArgs) -> Result<(), CliError> {
-    let dir = args.data_dir.clone();
-    let text = args.session_id.clone();
-    let (id, live) = blocking(move || resolve(&dir, &text)).await?;
+pub fn run(args: EndArgs) -> Result<(), CliError> {
+    let (id, live) = resolve(&args.data_dir, &args.session_id)?;
     if !live {
         return Err(CliError::failed(format!("session {id} has already ended")));
     }
     let session_id =
         parse_id(&id).ok_or_else(|| CliError::failed(format!("bad stored id {id}")))?;
-    match ask_server(&args.data_dir, OperatorCommand::End(session_id)).await? {
+    match ask_server(&args.data_dir, OperatorCommand::End(session_id))? {
         None => Err(CliError::failed(format!(
             "no server is running on {}",
             args.data_dir.display()

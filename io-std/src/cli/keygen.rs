@@ -5,13 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::keyfile::{self, IfExists, KeyFileError};
 use rand_core::OsRng;
 use tryst_core::identity::SecretKey;
 use tryst_core::wire::PublicKey;
-use tryst_std::keyfile::{self, IfExists, KeyFileError};
 
 use super::CliError;
-use tryst_std::store::key_hex;
+use crate::store::key_hex;
 
 /// Arguments of `tryst keygen`.
 #[derive(Debug, clap::Args)]
@@ -25,7 +25,7 @@ pub struct KeygenArgs {
 }
 
 /// Writes the key pair and prints the public key.
-pub async fn run(args: KeygenArgs) -> Result<(), CliError> {
+pub fn run(args: KeygenArgs) -> Result<(), CliError> {
     let if_exists = if args.force {
         IfExists::Replace
     } else {

@@ -46,7 +46,7 @@ pub enum AllowAction {
 }
 
 /// Runs `tryst allow`.
-pub async fn run(args: AllowArgs) -> Result<(), CliError> {
+pub fn run(args: AllowArgs) -> Result<(), CliError> {
     match args.action {
         AllowAction::List { state_dir } => {
             let state = existing(&state_dir)?;
@@ -70,7 +70,6 @@ pub async fn run(args: AllowArgs) -> Result<(), CliError> {
                 names.push(name.clone());
                 Ok(true)
             })
-            .await
             .map(|changed| report(&name, changed, "added", "was already on the list"))
         }
         AllowAction::Remove { name, state_dir } => {
@@ -80,7 +79,6 @@ pub async fn run(args: AllowArgs) -> Result<(), CliError> {
                 names.retain(|n| *n != name);
                 Ok(names.len() != before)
             })
-            .await
             .map(|changed| report(&name, changed, "removed", "was not on the list"))
         }
     }
@@ -121,7 +119,7 @@ fn report(name: &str, edited: Edited, done: &str, unchanged: &str) {
 
 /// Applies `change` to the stored list under the edit lock, stores it if it
 /// changed, and has a running terminal reload it.
-async fn edit(
+fn edit(
     state: &StateDir,
     change: impl FnOnce(&mut Vec<String>) -> Result<bool, CliError>,
 ) -> Result<Edited, CliError> {
@@ -131,7 +129,7 @@ async fn edit(
     if changed {
         state.store_permissions(&names)?;
     }
-    let applied_by = reload_daemon(state).await?;
+    let applied_by = reload_daemon(state)?;
     Ok(Edited {
         changed,
         applied_by,

@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use tryst_core::identity::is_weak_public_key;
 use tryst_core::wire::Name;
 
-use super::end::{ask_server, blocking, store_error};
+use super::end::{ask_server, store_error};
 use super::keygen::public_key_arg;
 use super::server::ensure_data_dir;
 use super::CliError;
-use tryst_std::store::{OperatorCommand, Store};
+use crate::store::{OperatorCommand, Store};
 
 /// Arguments of `tryst enroll`.
 #[derive(Debug, clap::Args)]
@@ -32,7 +32,7 @@ pub struct EnrollArgs {
 }
 
 /// Enrolls the pair.
-pub async fn run(args: EnrollArgs) -> Result<(), CliError> {
+pub fn run(args: EnrollArgs) -> Result<(), CliError> {
     if let Err(e) = Name::new(&args.name) {
         return Err(CliError::usage(format!(
             "{:?} is not a device name: {e}",
@@ -45,13 +45,10 @@ pub async fn run(args: EnrollArgs) -> Result<(), CliError> {
             "that key is a small-order point and can never be an identity",
         ));
     }
-    let (dir, name) = (args.data_dir.clone(), args.name.clone());
-    let enrolled = blocking(move || {
-        ensure_data_dir(&dir)?;
-        let store = Store::create(&dir).map_err(store_error)?;
-        store.enroll(&name, &key).map_err(store_error)
-    })
-    .await?;
+    ensure_data_dir(&args.data_dir)?;
+    let store = Store::create(&args.data_dir).map_err(store_error)?;
+    let enrolled = store.enroll(&args.name, &key).map_err(store_error)?;
+    drop(store);
     if !enrolled {
         return Err(CliError::failed(format!(
             "{} is already bound to another key",
@@ -62,7 +59,7 @@ pub async fn run(args: EnrollArgs) -> Result<(), CliError> {
         name: args.name.clone(),
         key,
     };
-    match ask_server(&args.data_dir, command).await? {
+    match ask_server(&args.data_dir, command)? {
         None => println!(
             "enrolled {} (the server applies it when it starts)",
             args.name

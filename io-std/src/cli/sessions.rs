@@ -7,9 +7,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::json;
 
-use super::end::{blocking, store_error};
+use super::end::store_error;
 use super::CliError;
-use tryst_std::store::{LogRow, Store};
+use crate::store::{LogRow, ServerStore, Store};
 
 /// Arguments of `tryst sessions`.
 #[derive(Debug, clap::Args)]
@@ -23,10 +23,10 @@ pub struct SessionsArgs {
 }
 
 /// Prints the log.
-pub async fn run(args: SessionsArgs) -> Result<(), CliError> {
-    let dir = args.data_dir.clone();
-    let rows =
-        blocking(move || Store::open(&dir).and_then(|s| s.log()).map_err(store_error)).await?;
+pub fn run(args: SessionsArgs) -> Result<(), CliError> {
+    let rows = Store::open(&args.data_dir)
+        .and_then(|s| ServerStore::log(&s))
+        .map_err(store_error)?;
     if args.json {
         let list: Vec<serde_json::Value> = rows.iter().map(to_json).collect();
         let text = serde_json::to_string_pretty(&list).map_err(CliError::failed)?;

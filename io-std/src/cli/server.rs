@@ -1,0 +1,644 @@
+//! The shared half of `tryst server`, `tryst session-server` and `tryst
+//! trigger-server` (the operator's side): flags, data dir, keys, policy,
+//! store loading, the operator-command poller and the log lines; each
+//! binary runs the roles on its driver. `server` runs both roles in one process, linked over
+//! loopback with the same authenticated channel the split roles use
+//! across machines.
+//!
+//! The session server keeps its durable facts in `DIR/tryst.db` (see
+//! [`crate::store`]): the facts the machine hands out are committed
+//! before the next transmit (which may acknowledge them) goes out, and at
+//! start the bindings and the live sessions are replayed into the fresh
+//! machine ([`crate::store::Store::server_state`]). SIGTERM (or Ctrl-C) ends every live session (end triggers to
+//! both terminals, as `tryst end` does), waits for their records, and
+//! stops. Operator commands (`tryst end`, `tryst enroll`) arrive through
+//! the store's command table, polled every [`COMMAND_POLL`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tryst_core::identity::SecretKey;
+use tryst_core::names::TrustMode;
+use tryst_core::session_server::{
+    ExtensionPolicy, SessionConfig, SessionEvent, SessionFact, SessionLimits, DEFAULT_BINDING_TTL,
+    DEFAULT_DURATION, DEFAULT_MAX_CHANNELS, DEFAULT_MAX_PENDING_REQUESTS, END_GRACE,
+};
+use tryst_core::trigger_server::{TriggerConfig, TriggerEvent};
+use tryst_core::wire::PublicKey;
+
+use super::end::store_error;
+use super::keygen::{key_error, public_key_arg};
+use super::CliError;
+use crate::datadir::DataDirLock;
+use crate::keyfile::{self, IfExists};
+use crate::store::{self, key_hex, PendingCommand, ServerState, ServerStore, Store};
+
+/// How often the server looks for operator commands in the store.
+pub const COMMAND_POLL: Duration = Duration::from_millis(200);
+/// How often the server notes in the store that it runs.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// How long a stopping server waits for the records of the sessions it ended.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(END_GRACE.as_secs() + 3);
+/// Answered commands are kept this long, then pruned.
+const COMMAND_KEEP: Duration = Duration::from_secs(3600);
+/// The session server's secret key in the data dir.
+pub const SERVER_KEY_FILE: &str = "server.key";
+/// The session server's public key in the data dir (what terminals need).
+pub const SERVER_PUB_FILE: &str = "server.pub";
+/// The trigger server's secret key in the data dir.
+pub const TRIGGER_KEY_FILE: &str = "trigger.key";
+/// The trigger server's public key in the data dir.
+pub const TRIGGER_PUB_FILE: &str = "trigger.pub";
+/// Default control address (TCP, terminals to the session server).
+pub const DEFAULT_CONTROL: &str = "127.0.0.1:7400";
+/// Default trigger address (UDP, keepalives and triggers).
+pub const DEFAULT_TRIGGER: &str = "127.0.0.1:7401";
+/// Default link address (TCP, session server to trigger server, split mode).
+pub const DEFAULT_LINK: &str = "127.0.0.1:7402";
+
+/// The session policy flags both session-server commands take.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyArgs {
+    /// Longest duration one connection request is granted (e.g. 90s, 5m, 1h).
+    #[arg(long, value_name = "DUR", default_value = "1h", value_parser = parse_duration)]
+    pub max_duration: Duration,
+    /// How much time extensions may add to a session in total beyond
+    /// --max-duration; 0s refuses every extension.
+    #[arg(long, value_name = "DUR", default_value = "1h", value_parser = parse_duration)]
+    pub extension: Duration,
+    /// Closed deployment: only names enrolled with `tryst enroll` may register.
+    #[arg(long)]
+    pub closed: bool,
+    /// How long a name binding may go without a registration before it is
+    /// removed and the name is free again (e.g. 90d); 0s keeps bindings
+    /// forever. Default: 180 days, or forever with --closed.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub binding_ttl: Option<Duration>,
+    /// Most terminal registrations held (live and pending); at the cap the
+    /// owner of a bound name still gets in.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CHANNELS)]
+    pub max_channels: usize,
+    /// Most connection requests being decided at once; when full, the
+    /// requester holding the most gives way.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PENDING_REQUESTS)]
+    pub max_pending_requests: usize,
+    /// Most control streams one source (an IPv4 address or an IPv6 /64) may
+    /// hold open at once; one more is closed at once. The default leaves
+    /// room for a carrier-grade NAT.
+    #[arg(long, value_name = "N", default_value_t = tryst_core::conn_guard::DEFAULT_STREAMS_PER_SOURCE)]
+    pub max_streams_per_source: usize,
+}
+
+/// Arguments of `tryst server` (both roles in one process).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Where the keys and the store live (created if missing, mode 0700).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Where terminals reach the session server (TCP).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_CONTROL)]
+    pub control: SocketAddr,
+    /// Where terminals send keepalives to the trigger server (UDP).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_TRIGGER)]
+    pub trigger: SocketAddr,
+    /// Keepalive interval told to terminals (e.g. 25s; the core's default
+    /// suits common NATs).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub keepalive: Option<Duration>,
+    /// Session policy.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// Arguments of `tryst session-server` (the session role alone).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SessionServerArgs {
+    /// Where the keys and the store live (created if missing, mode 0700).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Where terminals reach the session server (TCP).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_CONTROL)]
+    pub control: SocketAddr,
+    /// The trigger server's link address (TCP).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LINK)]
+    pub trigger_link: SocketAddr,
+    /// The trigger server's public key: 64 hex digits or a public key file.
+    #[arg(long, value_name = "KEY|FILE")]
+    pub trigger_key: String,
+    /// Session policy.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// Arguments of `tryst trigger-server` (the trigger role alone).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TriggerServerArgs {
+    /// Where its key lives (`trigger.key`, `trigger.pub`; created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Where terminals send keepalives (UDP).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_TRIGGER)]
+    pub trigger: SocketAddr,
+    /// Where session servers link (TCP).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LINK)]
+    pub link: SocketAddr,
+    /// A session server allowed to link: its public key (hex or file). Repeatable.
+    #[arg(long = "session-server-key", value_name = "KEY|FILE", required = true)]
+    pub session_server_keys: Vec<String>,
+    /// Keepalive interval told to terminals (e.g. 25s).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub keepalive: Option<Duration>,
+}
+
+/// Parses `90s`, `5m`, `1h`, `1h 30m`, ...
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration ({e})"))
+}
+
+/// Creates `dir` (mode 0700) if missing; refuses a path that is not a
+/// directory, and one that group or others may write or another user owns.
+pub fn ensure_data_dir(dir: &Path) -> Result<(), CliError> {
+    if dir.is_dir() {
+        return keyfile::check_private_dir(dir)
+            .map_err(|e| CliError::usage(format!("data dir: {e}")));
+    }
+    if dir.exists() {
+        return Err(CliError::usage(format!(
+            "{}: not a directory",
+            dir.display()
+        )));
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| {
+        CliError::usage(format!(
+            "{}: cannot create the data dir: {e}",
+            dir.display()
+        ))
+    })
+}
+
+/// [`ensure_data_dir`], then takes the data dir's lock (held by the
+/// caller for the server's life): a second server on one dir refuses to
+/// start (exit 2) instead of sharing the store and the keys.
+pub fn ensure_locked_data_dir(dir: &Path) -> Result<DataDirLock, CliError> {
+    ensure_data_dir(dir)?;
+    DataDirLock::take(dir).map_err(CliError::usage)
+}
+
+/// Reads `dir/secret_name`, or creates it; (re)writes `dir/public_name`.
+/// Returns the key and whether it is new.
+pub fn server_key(
+    dir: &Path,
+    secret_name: &str,
+    public_name: &str,
+) -> Result<(SecretKey, bool), CliError> {
+    let secret_path = dir.join(secret_name);
+    let created = !secret_path.exists();
+    let secret = if created {
+        let secret = SecretKey::generate(&mut rand_core::OsRng);
+        keyfile::write_secret_key(&secret_path, &secret, IfExists::Refuse).map_err(key_error)?;
+        secret
+    } else {
+        keyfile::read_secret_key(&secret_path).map_err(key_error)?
+    };
+    keyfile::write_public_key(
+        &dir.join(public_name),
+        &secret.public_key(),
+        IfExists::Replace,
+    )
+    .map_err(key_error)?;
+    Ok((secret, created))
+}
+
+/// The session server's policy from the flags.
+pub fn session_config(policy: &PolicyArgs) -> Result<SessionConfig, CliError> {
+    if policy.max_duration < Duration::from_secs(1) {
+        return Err(CliError::usage("--max-duration must be at least 1s"));
+    }
+    let max_total = policy
+        .max_duration
+        .checked_add(policy.extension)
+        .ok_or_else(|| CliError::usage("--extension is too long"))?;
+    Ok(SessionConfig {
+        max_duration: policy.max_duration,
+        default_duration: DEFAULT_DURATION.min(policy.max_duration),
+        max_total_duration: max_total,
+        extension_policy: if policy.extension.is_zero() {
+            ExtensionPolicy::Never
+        } else {
+            ExtensionPolicy::UpToTotal
+        },
+        limits: policy_limits(policy),
+        binding_ttl: match policy.binding_ttl {
+            Some(ttl) if ttl.is_zero() => None,
+            Some(ttl) => Some(ttl),
+            None => (!policy.closed).then_some(DEFAULT_BINDING_TTL),
+        },
+        ..SessionConfig::default()
+    })
+}
+
+/// The bounds the policy flags set.
+pub fn policy_limits(policy: &PolicyArgs) -> SessionLimits {
+    let mut limits = SessionLimits {
+        max_channels: policy.max_channels.max(1),
+        max_pending_requests: policy.max_pending_requests.max(1),
+        ..SessionLimits::default()
+    };
+    limits.streams.per_source = policy.max_streams_per_source.max(1);
+    limits
+}
+
+/// Prints a server's public key, and where its public half went if the
+/// key is new.
+pub fn announce_key(label: &str, key: &PublicKey, created: bool, public_file: &Path) {
+    println!("{label}: {}", key_hex(key));
+    if created {
+        println!(
+            "created a new key; its public half is in {}",
+            public_file.display()
+        );
+    }
+}
+
+/// A listen address that cannot be bound: a configuration error.
+pub fn bind_error(what: &str, addr: SocketAddr, e: std::io::Error) -> CliError {
+    CliError::usage(format!("cannot listen on {addr} ({what}): {e}"))
+}
+
+/// Polls the store's command table and keeps the heartbeat, on its own
+/// thread (store calls block), every [`COMMAND_POLL`], until `stop` is
+/// set. Each pending command goes to `apply`, which carries it out on the
+/// running server and gives the answer to store, or `None` when the server
+/// is gone (the poller then stops). The heartbeat is cleared at the end.
+pub fn start_command_poller<S, A>(store: S, mut apply: A, stop: Arc<AtomicBool>) -> JoinHandle<()>
+where
+    S: ServerStore + 'static,
+    A: FnMut(PendingCommand) -> Option<String> + Send + 'static,
+{
+    std::thread::spawn(move || {
+        let mut last_beat: Option<std::time::Instant> = None;
+        let mut last_prune = std::time::Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            if last_beat.is_none_or(|at| at.elapsed() >= HEARTBEAT_EVERY) {
+                if let Err(e) = store.set_heartbeat(Some(store::now_us())) {
+                    tracing::warn!(error = %e, "heartbeat not written");
+                }
+                last_beat = Some(std::time::Instant::now());
+            }
+            if last_prune.elapsed() >= COMMAND_KEEP / 4 {
+                let _ = store.prune_commands(COMMAND_KEEP);
+                last_prune = std::time::Instant::now();
+            }
+            match store.pending_commands() {
+                Ok(pending) => {
+                    for command in pending {
+                        let id = command.id;
+                        let Some(result) = apply(command) else {
+                            return;
+                        };
+                        if let Err(e) = store.finish_command(id, &result) {
+                            tracing::warn!(error = %e, "command result not written");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read operator commands"),
+            }
+            std::thread::sleep(COMMAND_POLL);
+        }
+        let _ = store.set_heartbeat(None);
+    })
+}
+
+/// The store connection the command poller uses (cheap commits: it writes
+/// only heartbeats and answers).
+pub fn open_poll_store(dir: &Path) -> Result<Store, CliError> {
+    let store = Store::open(dir).map_err(store_error)?;
+    store.relax_durability().map_err(store_error)?;
+    Ok(store)
+}
+
+/// Opens (creating if needed) the session server's store in `dir` and
+/// rebuilds what it starts from (bindings in the trust mode `--closed`
+/// chose, live sessions), logging what was skipped and loaded. Returns the
+/// state and the store for the journal.
+pub fn load_server_store(dir: &Path, closed: bool) -> Result<(ServerState, Store), CliError> {
+    let mode = if closed {
+        TrustMode::Closed
+    } else {
+        TrustMode::TrustOnFirstUse
+    };
+    let store = Store::create(dir).map_err(store_error)?;
+    let state = store.server_state(mode).map_err(store_error)?;
+    for (name, why) in &state.skipped {
+        tracing::warn!(%name, error = %why, "stored binding not restored");
+    }
+    let live = state
+        .live
+        .iter()
+        .filter(|f| matches!(f, SessionFact::SessionStarted(_)))
+        .count();
+    tracing::info!(
+        names = state.registry.bindings().count(),
+        live_sessions = live,
+        "store loaded"
+    );
+    Ok((state, store))
+}
+
+/// The trigger server's configuration from `--keepalive`.
+pub fn trigger_config(keepalive: Option<Duration>) -> TriggerConfig {
+    let mut config = TriggerConfig::default();
+    if let Some(interval) = keepalive {
+        config.keepalive_interval = interval;
+    }
+    config
+}
+
+/// A server's identity in its data dir: the dir's lock (held for the
+/// server's life) and its secret key, read or created.
+#[derive(Debug)]
+pub struct ServerIdentity {
+    /// The data dir's lock: drop it only when the server has stopped.
+    pub lock: DataDirLock,
+    /// The server's secret key.
+    pub secret: SecretKey,
+    /// Whether the key was created now.
+    pub created: bool,
+}
+
+/// Creates and locks `dir`, then reads or creates the key `secret_name`
+/// (its public half rewritten to `public_name`).
+pub fn server_identity(
+    dir: &Path,
+    secret_name: &str,
+    public_name: &str,
+) -> Result<ServerIdentity, CliError> {
+    let lock = ensure_locked_data_dir(dir)?;
+    let (secret, created) = server_key(dir, secret_name, public_name)?;
+    Ok(ServerIdentity {
+        lock,
+        secret,
+        created,
+    })
+}
+
+/// What `server` starts from, checked in the order errors are reported:
+/// the policy, then the data dir, its lock and both keys.
+#[derive(Debug)]
+pub struct CombinedSetup {
+    /// The session policy.
+    pub config: SessionConfig,
+    /// The session server's identity (and the dir's lock).
+    pub session: ServerIdentity,
+    /// The trigger server's secret key (same data dir).
+    pub trigger_secret: SecretKey,
+    /// The trigger server's configuration.
+    pub trigger_config: TriggerConfig,
+}
+
+/// Checks `server`'s flags and prepares its data dir and keys.
+pub fn prepare_server(args: &ServerArgs) -> Result<CombinedSetup, CliError> {
+    let config = session_config(&args.policy)?;
+    let session = server_identity(&args.data_dir, SERVER_KEY_FILE, SERVER_PUB_FILE)?;
+    let (trigger_secret, _) = server_key(&args.data_dir, TRIGGER_KEY_FILE, TRIGGER_PUB_FILE)?;
+    Ok(CombinedSetup {
+        config,
+        session,
+        trigger_secret,
+        trigger_config: trigger_config(args.keepalive),
+    })
+}
+
+/// What `session-server` starts from.
+#[derive(Debug)]
+pub struct SessionSetup {
+    /// The session policy.
+    pub config: SessionConfig,
+    /// The trigger server's key it links to.
+    pub trigger_key: PublicKey,
+    /// Its identity (and the dir's lock).
+    pub identity: ServerIdentity,
+}
+
+/// Checks `session-server`'s flags (policy, then the trigger key) and
+/// prepares its data dir and key.
+pub fn prepare_session_server(args: &SessionServerArgs) -> Result<SessionSetup, CliError> {
+    let config = session_config(&args.policy)?;
+    let trigger_key = public_key_arg(&args.trigger_key)?;
+    let identity = server_identity(&args.data_dir, SERVER_KEY_FILE, SERVER_PUB_FILE)?;
+    Ok(SessionSetup {
+        config,
+        trigger_key,
+        identity,
+    })
+}
+
+/// What `trigger-server` starts from.
+#[derive(Debug)]
+pub struct TriggerSetup {
+    /// The session servers allowed to link.
+    pub allowed: Vec<PublicKey>,
+    /// Its identity (and the dir's lock).
+    pub identity: ServerIdentity,
+    /// Its configuration.
+    pub config: TriggerConfig,
+}
+
+/// Checks `trigger-server`'s flags (the allowed keys) and prepares its
+/// data dir and key.
+pub fn prepare_trigger_server(args: &TriggerServerArgs) -> Result<TriggerSetup, CliError> {
+    let allowed = args
+        .session_server_keys
+        .iter()
+        .map(|k| public_key_arg(k))
+        .collect::<Result<Vec<PublicKey>, CliError>>()?;
+    let identity = server_identity(&args.data_dir, TRIGGER_KEY_FILE, TRIGGER_PUB_FILE)?;
+    Ok(TriggerSetup {
+        allowed,
+        identity,
+        config: trigger_config(args.keepalive),
+    })
+}
+
+/// `server`'s first lines once both roles listen.
+pub fn combined_up(
+    args: &ServerArgs,
+    key: &PublicKey,
+    created: bool,
+    control: SocketAddr,
+    trigger: SocketAddr,
+) {
+    announce_key(
+        "server key",
+        key,
+        created,
+        &args.data_dir.join(SERVER_PUB_FILE),
+    );
+    println!("control: {control}");
+    println!("trigger: {trigger}");
+    tracing::info!(%control, %trigger, closed = args.policy.closed, "servers up");
+}
+
+/// `session-server`'s first lines once it listens.
+pub fn session_up(args: &SessionServerArgs, key: &PublicKey, created: bool, control: SocketAddr) {
+    announce_key(
+        "server key",
+        key,
+        created,
+        &args.data_dir.join(SERVER_PUB_FILE),
+    );
+    println!("control: {control}");
+    println!("trigger link: {}", args.trigger_link);
+    tracing::info!(%control, trigger_link = %args.trigger_link, "session server up");
+}
+
+/// `trigger-server`'s first lines once it listens.
+pub fn trigger_up(
+    args: &TriggerServerArgs,
+    key: &PublicKey,
+    created: bool,
+    udp: SocketAddr,
+    link: SocketAddr,
+) {
+    announce_key(
+        "trigger key",
+        key,
+        created,
+        &args.data_dir.join(TRIGGER_PUB_FILE),
+    );
+    println!("trigger: {udp}");
+    println!("link: {link}");
+    tracing::info!(trigger = %udp, %link, "trigger server up");
+}
+
+/// The answer stored for an operator command this server cannot read.
+pub const UNKNOWN_COMMAND: &str = "not a command this server knows";
+
+fn short(key: &PublicKey) -> String {
+    key_hex(key).chars().take(16).collect()
+}
+
+/// One info line per protocol event of the session server (no secrets:
+/// events carry public keys and names only).
+pub fn log_session_event(event: &SessionEvent) {
+    match event {
+        SessionEvent::NameBound { name, key } => {
+            tracing::info!(%name, key = %short(key), "name bound to its first key");
+        }
+        SessionEvent::NameSeen { name, .. } => {
+            tracing::debug!(%name, "binding seen");
+        }
+        SessionEvent::NameUnbound { name, key } => {
+            tracing::info!(%name, key = %short(key), "binding expired unused: the name is free");
+        }
+        SessionEvent::Registered {
+            name,
+            device_id,
+            mode,
+            ..
+        } => {
+            tracing::info!(%name, device = format_args!("{:016x}", device_id.0), ?mode, "registered (S702, 801/802)");
+        }
+        SessionEvent::RegistrationRefused { name, key, reason } => {
+            tracing::info!(%name, key = %short(key), ?reason, "registration refused");
+        }
+        SessionEvent::ImpersonationAttempt(a) => {
+            tracing::warn!(name = %a.name, key = %short(&a.presented_key), "impersonation attempt");
+        }
+        SessionEvent::RequestDenied {
+            requester,
+            target,
+            request_id,
+            reason,
+        } => {
+            tracing::info!(%requester, %target, request_id, ?reason, "request denied (S511)");
+        }
+        SessionEvent::SessionStarted(s) => {
+            tracing::info!(session = %store::id_hex(&s.session_id), requester = %s.requester, target = %s.target, duration_secs = s.duration_secs, "session started (S508-S510)");
+        }
+        SessionEvent::SessionExtended(x) => {
+            tracing::info!(session = %store::id_hex(&x.session_id), duration_secs = x.duration_secs, extensions = x.extensions, "session extended (S1602/S1603)");
+        }
+        SessionEvent::SessionRecord(r) => {
+            tracing::info!(
+                session = %store::id_hex(&r.session_id),
+                requester = %r.requester,
+                target = %r.target,
+                duration_ms = r.duration.as_millis() as u64,
+                extensions = r.extensions,
+                bytes = r.bytes_requester_to_target().saturating_add(r.bytes_target_to_requester()),
+                reason = store::reason_name(r.reason),
+                "session recorded (S1606)"
+            );
+        }
+        SessionEvent::UpstreamEstablished => tracing::info!("linked to the trigger server"),
+    }
+}
+
+/// One info line per protocol event of the trigger server.
+pub fn log_trigger_event(event: &TriggerEvent) {
+    match event {
+        TriggerEvent::AddressChanged { device_id, addr } => {
+            tracing::info!(device = format_args!("{:016x}", device_id.0), %addr, "observed address (keepalive)");
+        }
+        TriggerEvent::AddressExpired { device_id } => {
+            tracing::info!(
+                device = format_args!("{:016x}", device_id.0),
+                "address expired: device offline"
+            );
+        }
+        TriggerEvent::KeyInstalled { device_id } => {
+            tracing::info!(
+                device = format_args!("{:016x}", device_id.0),
+                "udp key installed"
+            );
+        }
+        TriggerEvent::KeyInstallRefused { device_id } => {
+            tracing::warn!(
+                device = format_args!("{:016x}", device_id.0),
+                "udp key refused: table full"
+            );
+        }
+        TriggerEvent::KeyRevoked { device_id } => {
+            tracing::info!(
+                device = format_args!("{:016x}", device_id.0),
+                "udp key revoked"
+            );
+        }
+        TriggerEvent::SessionServerLinked { key } => {
+            tracing::info!(key = %short(key), "session server linked");
+        }
+        TriggerEvent::LinkRefused { key, .. } => {
+            tracing::warn!(key = %short(key), "link refused: unknown session server key");
+        }
+        TriggerEvent::TriggerDelivered { op_id, device_id } => {
+            tracing::info!(
+                op_id,
+                device = format_args!("{:016x}", device_id.0),
+                "trigger delivered (S603, 807)"
+            );
+        }
+        TriggerEvent::TriggerUnacknowledged { op_id, device_id } => {
+            tracing::info!(
+                op_id,
+                device = format_args!("{:016x}", device_id.0),
+                "trigger unacknowledged"
+            );
+        }
+        TriggerEvent::Offline { op_id, device_id } => {
+            tracing::info!(
+                op_id,
+                device = format_args!("{:016x}", device_id.0),
+                "trigger for an offline device"
+            );
+        }
+    }
+}

@@ -1,0 +1,627 @@
+//! `tryst terminal`'s shared half: its flags, its state dir and the
+//! control-socket protocol (each binary runs the device on its driver).
+//! The terminal is the long-running device (seed: connected terminal 1).
+//!
+//! It keeps its key and its permission list L in its state directory
+//! (created on first start, mode 0700), registers with the session server,
+//! keeps its NAT mapping alive with the trigger server, answers triggers
+//! and accepts the peers its list permits. `tryst allow` edits the list of
+//! a running terminal through a unix socket in the state directory (the
+//! list file is the truth; the socket only says "read it again").
+//!
+//! Files in the state directory:
+//! - `terminal.key` (mode 0600) and `terminal.pub`: the terminal's identity;
+//! - `allow.list`: the permission list, one name a line;
+//! - `control.sock`: the running daemon's control socket;
+//! - `allow.lock`: held while `tryst allow` edits the list.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use std::os::unix::net::UnixStream;
+
+use crate::keyfile::{self, IfExists, KeyFileError};
+use tryst_core::crypto::StaticKeypair;
+use tryst_core::identity::SecretKey;
+use tryst_core::terminal::{JudgePolicy, TerminalConfig, TerminalEvent, MAX_PERMISSIONS};
+use tryst_core::wire::{DecisionMode, Name, PublicKey, SessionId};
+
+use super::transfer::{hex, human_bytes};
+use super::CliError;
+use crate::store::id_hex;
+
+/// The terminal's secret key file in its state directory.
+pub const KEY_FILE: &str = "terminal.key";
+/// The terminal's public key file in its state directory.
+pub const PUBLIC_KEY_FILE: &str = "terminal.pub";
+/// The permission list file in the state directory: one name a line.
+pub const PERMISSIONS_FILE: &str = "allow.list";
+/// The running daemon's control socket in the state directory.
+pub const CONTROL_SOCKET: &str = "control.sock";
+/// The lock file `tryst allow` holds while it edits the list.
+pub const LOCK_FILE: &str = "allow.lock";
+/// Longest the permission list file may be (every name at its longest).
+pub const MAX_PERMISSIONS_FILE_LEN: u64 = 64 * 1024;
+/// How long a daemon has to answer a control request.
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a stopping terminal waits for its end notifications to leave.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Who judges the requests aimed at this terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// First embodiment: the session server fetches this terminal's list and searches it.
+    List,
+    /// Second embodiment: the server names the requester and this terminal answers from its list.
+    Judge,
+}
+
+/// Where and how to reach the servers, and where the terminal keeps its state:
+/// the flags `tryst terminal` and `tryst connect` share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TerminalCommon {
+    /// This terminal's device name.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// The session server's control address (TCP), e.g. 127.0.0.1:7400.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    pub server: SocketAddr,
+    /// The trigger server's address (UDP), e.g. 127.0.0.1:7401.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    pub trigger: SocketAddr,
+    /// The session server's public key: 64 hex digits, or a file holding it
+    /// (the server writes `server.pub` in its data dir).
+    #[arg(long = "server-key", value_name = "KEY|FILE")]
+    pub server_key: String,
+    /// Where the terminal keeps its key and permission list (created if missing).
+    #[arg(long = "state-dir", value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// The local UDP address (keepalives and the peer path); any port by default.
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<SocketAddr>,
+}
+
+/// `tryst terminal`: run the device.
+#[derive(Debug, clap::Args)]
+pub struct TerminalArgs {
+    #[command(flatten)]
+    pub common: TerminalCommon,
+    /// A name that may connect (added to the stored permission list); repeatable.
+    #[arg(long = "allow", value_name = "NAME")]
+    pub allow: Vec<String>,
+    /// Who judges requests: `list` (the server searches this terminal's
+    /// list) or `judge` (the terminal is asked and answers from its list).
+    #[arg(long, value_enum, default_value_t = Mode::List)]
+    pub mode: Mode,
+    /// Where files sent by permitted peers are stored.
+    #[arg(long = "recv-dir", value_name = "DIR")]
+    pub recv_dir: Option<PathBuf>,
+}
+
+/// Parses `host:port` (an IP address or a name resolved now).
+pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    text.to_socket_addrs()
+        .map_err(|e| format!("not an address: {e}"))?
+        .next()
+        .ok_or_else(|| "the name has no address".to_owned())
+}
+
+/// The terminal's state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    path: PathBuf,
+}
+
+impl StateDir {
+    /// Opens `path`, creating it (mode 0700) if missing; refuses one that
+    /// group or others may write, or that another user owns.
+    pub fn open(path: &Path) -> Result<StateDir, CliError> {
+        if !path.exists() {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(path).map_err(|e| {
+                CliError::usage(format!("cannot create state dir {}: {e}", path.display()))
+            })?;
+        }
+        if !path.is_dir() {
+            return Err(CliError::usage(format!(
+                "state dir {} is not a directory",
+                path.display()
+            )));
+        }
+        // Whoever may write here may swap the key or the permission list.
+        keyfile::check_private_dir(path).map_err(|e| CliError::usage(format!("state dir: {e}")))?;
+        Ok(StateDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// A file in the directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// The terminal's key pair: read from `terminal.key`, or created there
+    /// (mode 0600, with `terminal.pub` beside it) on first start.
+    pub fn keypair(&self) -> Result<StaticKeypair, CliError> {
+        let path = self.file(KEY_FILE);
+        match keyfile::read_secret_key(&path) {
+            Ok(secret) => return Ok(secret.keypair()),
+            Err(KeyFileError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(CliError::usage(e)),
+        }
+        let secret = SecretKey::generate(&mut rand_core::OsRng);
+        match keyfile::write_secret_key(&path, &secret, IfExists::Refuse) {
+            Ok(()) => {}
+            // Another process created it first: use that one.
+            Err(KeyFileError::AlreadyExists { .. }) => {
+                return keyfile::read_secret_key(&path)
+                    .map(|s| s.keypair())
+                    .map_err(CliError::usage)
+            }
+            Err(e) => return Err(CliError::usage(e)),
+        }
+        keyfile::write_public_key(
+            &self.file(PUBLIC_KEY_FILE),
+            &secret.public_key(),
+            IfExists::Replace,
+        )
+        .map_err(CliError::usage)?;
+        tracing::info!(path = %path.display(), "created the terminal's key");
+        Ok(secret.keypair())
+    }
+
+    /// The stored permission list (empty if there is none yet).
+    pub fn permissions(&self) -> Result<Vec<String>, CliError> {
+        read_permissions(&self.file(PERMISSIONS_FILE))
+    }
+
+    /// Stores the permission list atomically.
+    pub fn store_permissions(&self, names: &[String]) -> Result<(), CliError> {
+        write_permissions(&self.file(PERMISSIONS_FILE), names)
+    }
+
+    /// Takes the edit lock of the permission list.
+    pub fn lock(&self) -> Result<EditLock, CliError> {
+        EditLock::take(self.file(LOCK_FILE))
+    }
+}
+
+/// Checks a device name for the permission list (which also must not
+/// start with `#` or blank space, so it reads back from the list file as
+/// it was written).
+pub fn check_name(name: &str) -> Result<(), CliError> {
+    Name::new(name)
+        .map_err(|e| CliError::usage(format!("{name:?} is not a valid device name: {e}")))?;
+    if name.starts_with('#') || name.trim() != name {
+        return Err(CliError::usage(format!(
+            "{name:?}: a name on the permission list may not start with '#' or blank space"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a permission list file: one name a line, blank lines and lines
+/// starting with `#` ignored, duplicates kept once.
+pub fn read_permissions(path: &Path) -> Result<Vec<String>, CliError> {
+    let text = match std::fs::metadata(path) {
+        Ok(meta) if meta.len() > MAX_PERMISSIONS_FILE_LEN => {
+            return Err(CliError::usage(format!(
+                "{}: too large for a permission list",
+                path.display()
+            )))
+        }
+        Ok(_) => std::fs::read_to_string(path)
+            .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(CliError::usage(format!("{}: {e}", path.display()))),
+    };
+    let mut names = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        check_name(line).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+        if !names.iter().any(|n| n == line) {
+            names.push(line.to_owned());
+        }
+    }
+    if names.len() > MAX_PERMISSIONS {
+        return Err(CliError::usage(format!(
+            "{}: more than {MAX_PERMISSIONS} names",
+            path.display()
+        )));
+    }
+    Ok(names)
+}
+
+/// Writes a permission list file atomically: a temporary file in the same
+/// directory, flushed to disk, renamed over the old one, directory synced.
+pub fn write_permissions(path: &Path, names: &[String]) -> Result<(), CliError> {
+    let fail = |e: std::io::Error| CliError::failed(format!("{}: {e}", path.display()));
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{PERMISSIONS_FILE}.{}.tmp", std::process::id()));
+    let mut text = String::from("# tryst permission list: names that may connect, one a line\n");
+    for name in names {
+        text.push_str(name);
+        text.push('\n');
+    }
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(fail)
+}
+
+/// The permission list's edit lock: a file created exclusively, removed on drop.
+#[derive(Debug)]
+pub struct EditLock {
+    path: PathBuf,
+}
+
+/// How long `tryst allow` waits for another edit to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// A lock file older than this was left by a process that died.
+const STALE_LOCK: Duration = Duration::from_secs(30);
+
+impl EditLock {
+    fn take(path: PathBuf) -> Result<EditLock, CliError> {
+        let started = std::time::Instant::now();
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(_) => return Ok(EditLock { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let stale = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > STALE_LOCK);
+                    if stale {
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
+                    if started.elapsed() > LOCK_WAIT {
+                        return Err(CliError::failed(format!(
+                            "{} is held by another edit",
+                            path.display()
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(CliError::failed(format!("{}: {e}", path.display()))),
+            }
+        }
+    }
+}
+
+impl Drop for EditLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The terminal configuration both `tryst terminal` and `tryst connect` use.
+pub fn config(common: &TerminalCommon, mode: Mode) -> Result<TerminalConfig, CliError> {
+    let server_key: PublicKey =
+        keyfile::read_public_key(&common.server_key).map_err(CliError::usage)?;
+    let mut config =
+        TerminalConfig::new(&common.name, common.trigger, server_key).map_err(|e| {
+            CliError::usage(format!("{:?} is not a valid device name: {e}", common.name))
+        })?;
+    config.mode = match mode {
+        Mode::List => DecisionMode::PermissionList,
+        Mode::Judge => DecisionMode::TerminalJudges,
+    };
+    config.judge = JudgePolicy::List;
+    Ok(config)
+}
+
+/// The local UDP address: `--bind`, or any port on the trigger server's family.
+pub fn bind_addr(common: &TerminalCommon) -> SocketAddr {
+    common.bind.unwrap_or_else(|| {
+        if common.trigger.is_ipv4() {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            SocketAddr::from(([0u16; 8], 0))
+        }
+    })
+}
+
+/// Longest control request or answer line read.
+pub const MAX_CONTROL_LINE: u64 = 1024;
+/// The control request that has a daemon read its permission list again.
+pub const RELOAD_REQUEST: &str = "reload";
+
+/// Refuses a state directory that a running terminal uses: two terminals
+/// with one key would take each other's registration.
+pub fn refuse_if_running(state: &StateDir) -> Result<(), CliError> {
+    if UnixStream::connect(state.file(CONTROL_SOCKET)).is_ok() {
+        return Err(CliError::usage(format!(
+            "a terminal already runs with state dir {}; give this one its own --state-dir",
+            state.path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Makes way for a daemon's control socket: refuses if a daemon already
+/// answers on it, removes one left by a terminal that did not stop
+/// cleanly. The caller binds [`CONTROL_SOCKET`] next.
+pub fn prepare_control_socket(state: &StateDir) -> Result<PathBuf, CliError> {
+    let path = state.file(CONTROL_SOCKET);
+    if path.exists() {
+        refuse_if_running(state)?;
+        let _ = std::fs::remove_file(&path);
+    }
+    Ok(path)
+}
+
+/// What a daemon does with one control request line: the permission list
+/// to apply for `reload`, or the error answer to send back.
+pub fn control_request(line: &str, state: &StateDir) -> Result<Vec<String>, String> {
+    match line.trim() {
+        RELOAD_REQUEST => state.permissions().map_err(|e| control_error(&e)),
+        other => Err(control_error(&format!("unknown request {other:?}"))),
+    }
+}
+
+/// The answer line once the daemon applied a list of `count` names.
+pub fn control_ok(count: usize) -> String {
+    format!("ok {count}\n")
+}
+
+/// The answer line for a request that failed.
+pub fn control_error(why: &dyn std::fmt::Display) -> String {
+    format!("error {why}\n")
+}
+
+/// Asks the daemon with this state directory, if one runs, to read its
+/// permission list again. `Ok(None)`: no daemon runs; `Ok(Some(count))`: it
+/// applied the list of `count` names.
+pub fn reload_daemon(state: &StateDir) -> Result<Option<usize>, CliError> {
+    let path = state.file(CONTROL_SOCKET);
+    let mut stream = match UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(CliError::failed(format!("{}: {e}", path.display()))),
+    };
+    let exchange = (|| {
+        stream.set_read_timeout(Some(CONTROL_TIMEOUT))?;
+        stream.set_write_timeout(Some(CONTROL_TIMEOUT))?;
+        stream.write_all(format!("{RELOAD_REQUEST}\n").as_bytes())?;
+        let mut line = String::new();
+        BufReader::new((&stream).take(MAX_CONTROL_LINE)).read_line(&mut line)?;
+        Ok::<_, std::io::Error>(line)
+    })();
+    let line = exchange.map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            CliError::failed("the running terminal did not answer")
+        }
+        _ => CliError::failed(format!("the running terminal: {e}")),
+    })?;
+    let line = line.trim();
+    match line.strip_prefix("ok ") {
+        Some(count) => Ok(Some(count.parse().unwrap_or(0))),
+        None => Err(CliError::failed(format!(
+            "the running terminal refused the list: {}",
+            line.strip_prefix("error ").unwrap_or(line)
+        ))),
+    }
+}
+
+/// What `tryst terminal` starts from, read and checked before any socket
+/// is bound: its state dir, configuration, key pair and permission list
+/// (the stored list plus the `--allow` names, stored back).
+pub struct TerminalSetup {
+    /// The state directory.
+    pub state: StateDir,
+    /// The terminal's configuration from the flags.
+    pub config: TerminalConfig,
+    /// Its identity (created on first start).
+    pub keypair: StaticKeypair,
+    /// The permission list it starts with.
+    pub names: Vec<String>,
+}
+
+impl std::fmt::Debug for TerminalSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key pair holds the secret key: never printed.
+        f.debug_struct("TerminalSetup")
+            .field("state", &self.state)
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks the flags, opens the state dir, reads or creates the key, and
+/// merges `--allow` into the stored permission list (under its edit lock).
+pub fn prepare_terminal(args: &TerminalArgs) -> Result<TerminalSetup, CliError> {
+    let state = StateDir::open(&args.common.state_dir)?;
+    let config = config(&args.common, args.mode)?;
+    for name in &args.allow {
+        check_name(name)?;
+    }
+    if let Some(dir) = &args.recv_dir {
+        crate::transfer::check_recv_dir(dir).map_err(CliError::usage)?;
+    }
+    let keypair = state.keypair()?;
+    // The stored list plus the names given now, stored back.
+    let names = {
+        let _lock = state.lock()?;
+        let mut names = state.permissions()?;
+        for name in &args.allow {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        if names.len() > MAX_PERMISSIONS {
+            return Err(CliError::usage(format!(
+                "more than {MAX_PERMISSIONS} names on the permission list"
+            )));
+        }
+        state.store_permissions(&names)?;
+        names
+    };
+    Ok(TerminalSetup {
+        state,
+        config,
+        keypair,
+        names,
+    })
+}
+
+/// What a running terminal prints for its operator (stdout, one line an
+/// event), and which of its sessions are live (to end them at a stop).
+/// The live set holds only sessions the core made ready, so the core's
+/// own session bound bounds it.
+#[derive(Debug)]
+pub struct TerminalLines {
+    name: String,
+    live: BTreeSet<[u8; 16]>,
+}
+
+impl TerminalLines {
+    /// Lines for the terminal called `name`.
+    pub fn new(name: &str) -> TerminalLines {
+        TerminalLines {
+            name: name.to_owned(),
+            live: BTreeSet::new(),
+        }
+    }
+
+    /// The first lines, once the UDP socket is bound: key, address, list.
+    pub fn started(&self, public: &PublicKey, udp: SocketAddr, names: &[String]) {
+        println!(
+            "terminal {}: public key {}",
+            self.name,
+            tryst_core::identity::format_public_key(public).hex()
+        );
+        println!(
+            "  udp {udp}, permission list: {}",
+            if names.is_empty() {
+                "(empty)".to_owned()
+            } else {
+                names.join(", ")
+            }
+        );
+    }
+
+    /// Prints what a terminal event means for the operator; `Some` stops
+    /// the daemon (its name was refused for its key).
+    pub fn terminal_event(&mut self, event: TerminalEvent) -> Option<CliError> {
+        match event {
+            TerminalEvent::Registered { device_id } => {
+                println!("registered as {} (device {:016x})", self.name, device_id.0);
+            }
+            TerminalEvent::Online { observed } => {
+                println!("online: the trigger server sees this terminal at {observed}");
+            }
+            TerminalEvent::RegistrationRefused => {
+                return Some(CliError::failed(format!(
+                    "the session server refused the name {} for this key",
+                    self.name
+                )));
+            }
+            TerminalEvent::PermissionAnswered {
+                requester, verdict, ..
+            } => {
+                println!("asked about {requester}: {verdict:?}");
+            }
+            TerminalEvent::SessionReady {
+                session_id,
+                peer_name,
+                duration_secs,
+                ..
+            } => {
+                self.live.insert(session_id.0);
+                println!(
+                    "session {} with {peer_name} for {duration_secs} s",
+                    id_hex(&session_id)
+                );
+            }
+            TerminalEvent::SessionExtended {
+                session_id,
+                duration_secs,
+            } => {
+                println!(
+                    "session {} extended to {duration_secs} s",
+                    id_hex(&session_id)
+                );
+            }
+            TerminalEvent::SessionEnded {
+                session_id,
+                reason,
+                bytes_received,
+                ..
+            } => {
+                self.live.remove(&session_id.0);
+                println!(
+                    "session {} ended: {reason:?} ({bytes_received} bytes received)",
+                    id_hex(&session_id)
+                );
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// A session's direct path is up.
+    pub fn direct_path(&self, session_id: &SessionId, peer_addr: SocketAddr) {
+        println!(
+            "session {}: direct path up to {peer_addr}",
+            id_hex(session_id)
+        );
+    }
+
+    /// A received file was stored (its digest matched).
+    pub fn received(&self, session_id: &SessionId, path: &Path, size: u64, digest: &[u8]) {
+        println!(
+            "session {}: received {} ({}), SHA-256 {} verified",
+            id_hex(session_id),
+            path.display(),
+            human_bytes(size),
+            hex(digest)
+        );
+    }
+
+    /// A received file was not kept, and why.
+    pub fn not_kept(&self, session_id: &SessionId, why: &str) {
+        println!("session {}: file not kept: {why}", id_hex(session_id));
+    }
+
+    /// The sessions live now (to end at a stop).
+    pub fn live(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.live.iter().map(|id| SessionId(*id))
+    }
+
+    /// The last line.
+    pub fn stopped(&self) {
+        println!("terminal {} stopped", self.name);
+    }
+}
