@@ -16,6 +16,7 @@
 
 pub mod allow;
 pub mod connect;
+pub mod driver;
 pub mod end;
 pub mod enroll;
 pub mod keygen;

@@ -6,6 +6,7 @@
 
 pub mod connect;
 pub mod demo;
+pub mod driver;
 pub mod server;
 pub mod terminal;
 
