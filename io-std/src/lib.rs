@@ -19,5 +19,7 @@ pub mod driver;
 pub mod keyfile;
 pub mod role;
 pub mod store;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testkit;
 pub mod transfer;
 pub mod udp;

@@ -37,18 +37,14 @@ use tryst_core::machine::{ConnectionId, Destination, Input, Machine, Output, MAX
 use tryst_core::time::Instant;
 
 use crate::descriptors::AcceptErrors;
-use crate::drive::{Driven, DriverClock, FactOf, Flow, Journal, Overflow, Stopped};
+use crate::drive::{
+    closed_input, quiet, settle, Driven, DriverClock, FactOf, Flow, Journal, Overflow, Stopped,
+    FIRST_UPSTREAM_STREAM,
+};
 use crate::transfer::Wake;
 use crate::udp::BatchSocket;
 use stream::{Ended, Full, ReadRound, Stream, READ_CHUNK};
 
-/// Each outgoing stream the driver opens gets its own number from here up,
-/// so a late message or close from an old one is never taken for the new one.
-pub const FIRST_UPSTREAM_STREAM: u64 = 1 << 63;
-/// Most rounds of [`Driven::after_drain`] work one drain runs before the
-/// loop looks at its sockets again (and comes straight back): app work that
-/// keeps finding more can never starve the inputs.
-pub const MAX_APP_ROUNDS: usize = 16;
 /// Most app commands taken per loop round (more: the loop comes straight
 /// back, after the sockets had their turn).
 pub const MAX_COMMANDS_PER_ROUND: usize = 64;
@@ -382,7 +378,7 @@ where
         let (machine, app_io) = role.parts();
         // Streams found lost (while writing, or by the poller) first.
         while let Some(lost) = io.lost.pop_front() {
-            machine.handle_input(now, lost.input(), app_io);
+            machine.handle_input(now, lost, app_io);
         }
         match machine.poll_output(now, buf, app_io) {
             Output::Store(fact) => facts.push(fact),
@@ -409,15 +405,9 @@ where
                     continue;
                 }
                 now = clock.now();
-                if role.after_drain(now) {
-                    app_rounds += 1;
-                    if app_rounds < MAX_APP_ROUNDS {
-                        continue;
-                    }
-                    // More app work, after the inputs had their turn.
-                    return Ok(Some(now));
+                if let Some(next) = quiet(role, now, &mut app_rounds, next) {
+                    return Ok(next);
                 }
-                return Ok(next);
             }
         }
     }
@@ -437,34 +427,11 @@ where
         return Ok(());
     }
     let batch = std::mem::take(facts);
-    if let Some(journal) = &io.journal {
-        if let Err(e) = journal.store_blocking(batch.clone()) {
-            tracing::error!(error = %e, "durable facts not stored: stopping before acknowledging them");
-            return Err(Stopped::JournalFailed(e));
-        }
-    }
-    for fact in batch {
-        role.on_stored(fact);
-    }
-    Ok(())
-}
-
-/// A stream's end the machine must hear of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Lost {
-    /// An accepted stream.
-    Connection(ConnectionId),
-    /// The live upstream stream.
-    Upstream,
-}
-
-impl Lost {
-    fn input(self) -> Input<'static> {
-        match self {
-            Lost::Connection(conn) => Input::ConnectionClosed(conn),
-            Lost::Upstream => Input::UpstreamClosed,
-        }
-    }
+    let stored = match &io.journal {
+        Some(journal) => journal.store_blocking(batch.clone()),
+        None => Ok(()),
+    };
+    settle(role, batch, stored)
 }
 
 /// The loop's poller, sockets, streams and journal, with the readiness
@@ -500,7 +467,7 @@ struct Io<F> {
     /// Streams with a write or a connect under a deadline.
     timed: BTreeSet<ConnectionId>,
     /// Ends to tell the machine, oldest first (at most one per stream).
-    lost: VecDeque<Lost>,
+    lost: VecDeque<Input<'static>>,
     /// The last command round stopped at its bound.
     commands_waiting: bool,
     journal: Option<Journal<F>>,
@@ -714,7 +681,7 @@ impl<F> Io<F> {
             }
             Err(e) => {
                 tracing::debug!(%addr, error = %e, "upstream stream not opened");
-                self.lost.push_back(Lost::Upstream);
+                self.lost.push_back(Input::UpstreamClosed);
                 None
             }
         }
@@ -916,11 +883,7 @@ impl<F> Io<F> {
         let Some(stream) = self.streams.get(&conn) else {
             return;
         };
-        let lost = if conn.0 >= FIRST_UPSTREAM_STREAM {
-            (self.upstream == Some(conn)).then_some(Lost::Upstream)
-        } else {
-            Some(Lost::Connection(conn))
-        };
+        let lost = closed_input(conn, self.upstream);
         if stream.overflow != Overflow::Close {
             tracing::warn!(
                 ?conn,

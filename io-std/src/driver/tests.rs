@@ -4,133 +4,15 @@
 //! link gets backpressure (then a close), the loop sleeps when idle and
 //! wakes at once for a command, and outgoing streams are numbered anew.
 
-use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use tryst_core::machine::OwnedTransmit;
-
 use super::*;
 use crate::drive::JournalBatch;
-
-/// What the toy machine tells its app.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Heard {
-    Closed(ConnectionId),
-    Upstream(Vec<u8>),
-    UpstreamClosed,
-}
-
-/// A machine that, on a command, stores a fact (when asked) and transmits;
-/// it reports each stream that closed and what its upstream stream says.
-#[derive(Default)]
-struct Echo {
-    facts: VecDeque<u32>,
-    heard: VecDeque<Heard>,
-    out: VecDeque<OwnedTransmit>,
-    opened: Option<ConnectionId>,
-}
-
-impl Machine for Echo {
-    type Fact = u32;
-    type Event = Heard;
-    type Io = ();
-    fn handle_input(&mut self, _now: Instant, input: Input<'_>, _io: &mut ()) {
-        match input {
-            Input::ConnectionOpened { conn, .. } => self.opened = Some(conn),
-            Input::ConnectionClosed(conn) => self.heard.push_back(Heard::Closed(conn)),
-            Input::UpstreamMessage(bytes) => self.heard.push_back(Heard::Upstream(bytes.to_vec())),
-            Input::UpstreamClosed => self.heard.push_back(Heard::UpstreamClosed),
-            _ => {}
-        }
-    }
-    fn handle_timeout(&mut self, _now: Instant) {}
-    fn poll_output(&mut self, _now: Instant, buf: &mut [u8], _io: &mut ()) -> Output<u32, Heard> {
-        if let Some(fact) = self.facts.pop_front() {
-            return Output::Store(fact);
-        }
-        if let Some(heard) = self.heard.pop_front() {
-            return Output::Event(heard);
-        }
-        match self.out.pop_front() {
-            Some(t) => match t.write_into(buf) {
-                Some(t) => Output::Transmit(t),
-                None => Output::Timeout(None),
-            },
-            None => Output::Timeout(None),
-        }
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        None
-    }
-}
-
-enum Cmd {
-    Say {
-        durable: bool,
-        n: u32,
-        to: SocketAddr,
-    },
-    Flood {
-        count: usize,
-    },
-    Up(Vec<u8>),
-}
-
-struct EchoRole {
-    machine: Echo,
-    stored: mpsc::Sender<u32>,
-    heard: mpsc::Sender<Heard>,
-    drains: Arc<AtomicUsize>,
-    no_io: (),
-}
-
-impl Driven for EchoRole {
-    type Machine = Echo;
-    type Command = Cmd;
-    fn parts(&mut self) -> (&mut Echo, &mut ()) {
-        (&mut self.machine, &mut self.no_io)
-    }
-    fn on_command(&mut self, _now: Instant, command: Cmd) -> Flow {
-        match command {
-            Cmd::Say { durable, n, to } => {
-                if durable {
-                    self.machine.facts.push_back(n);
-                }
-                let t = OwnedTransmit::from_bytes(Destination::Udp(to), &n.to_be_bytes());
-                self.machine.out.extend(t);
-            }
-            Cmd::Flood { count } => {
-                let Some(conn) = self.machine.opened else {
-                    return Flow::Continue;
-                };
-                let bytes = vec![0x55; 1000];
-                for _ in 0..count {
-                    let t = OwnedTransmit::from_bytes(Destination::Connection(conn), &bytes);
-                    self.machine.out.extend(t);
-                }
-            }
-            Cmd::Up(bytes) => {
-                let t = OwnedTransmit::from_bytes(Destination::Upstream, &bytes);
-                self.machine.out.extend(t);
-            }
-        }
-        Flow::Continue
-    }
-    fn on_event(&mut self, _now: Instant, heard: Heard) {
-        let _ = self.heard.send(heard);
-    }
-    fn on_stored(&mut self, fact: u32) {
-        let _ = self.stored.send(fact);
-    }
-    fn after_drain(&mut self, _now: Instant) -> bool {
-        self.drains.fetch_add(1, Ordering::Relaxed);
-        false
-    }
-}
+use crate::testkit::{frame, EchoCommand as Cmd, EchoRole, Heard};
 
 /// A running toy loop and what its app hears.
 struct Running {
@@ -146,14 +28,14 @@ fn start(sockets: Sockets, journal: Option<Journal<u32>>) -> Running {
     let (commands, command_rx) = command_channel(wake, 4);
     let (stored, stored_rx) = mpsc::channel();
     let (heard, heard_rx) = mpsc::channel();
-    let drains = Arc::new(AtomicUsize::new(0));
-    let role = EchoRole {
-        machine: Echo::default(),
-        stored,
-        heard,
-        drains: Arc::clone(&drains),
-        no_io: (),
-    };
+    let (role, drains) = EchoRole::new(
+        Box::new(move |fact| {
+            let _ = stored.send(fact);
+        }),
+        Box::new(move |heard_| {
+            let _ = heard.send(heard_);
+        }),
+    );
     let thread = std::thread::spawn(move || {
         run(
             DriverClock::default(),
@@ -190,14 +72,6 @@ fn udp_sockets() -> Sockets {
         udp: Some(BatchSocket::bind(localhost()).expect("bind")),
         ..Sockets::default()
     }
-}
-
-/// One tryst frame (a header the stream framing accepts) with `body` zero bytes.
-fn frame(body: u16, fill: u8) -> Vec<u8> {
-    let mut bytes = vec![b'T', b'Y', 1, 0x01];
-    bytes.extend_from_slice(&body.to_be_bytes());
-    bytes.resize(6 + usize::from(body), fill);
-    bytes
 }
 
 #[test]
