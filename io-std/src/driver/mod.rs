@@ -19,8 +19,8 @@
 //! - [`Output::Timeout`] is the poller's timeout.
 //!
 //! Apps send commands on a `flume` channel and wake the loop with the
-//! [`Wake`] its [`Poller`] gives ([`command_channel`] does both); the
-//! role's threads (a file hasher) wake it the same way.
+//! [`Wake`] its [`Poller`] gives (`role::Commands::channel(Some(wake))`
+//! does both); the role's threads (a file hasher) wake it the same way.
 
 mod stream;
 #[cfg(test)]
@@ -93,73 +93,6 @@ impl Poller {
             let _ = waker.wake();
         })
     }
-}
-
-/// An app's end of a blocking loop's commands: a bounded `flume` sender
-/// that wakes the loop after each command, and when the last one is
-/// dropped (so the loop sees the channel closed).
-pub struct CommandSender<C> {
-    commands: flume::Sender<C>,
-    wake: Wake,
-}
-
-impl<C> std::fmt::Debug for CommandSender<C> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CommandSender")
-            .field("queued", &self.commands.len())
-            .finish()
-    }
-}
-
-impl<C> Clone for CommandSender<C> {
-    fn clone(&self) -> Self {
-        CommandSender {
-            commands: self.commands.clone(),
-            wake: Arc::clone(&self.wake),
-        }
-    }
-}
-
-impl<C> CommandSender<C> {
-    /// Sends a command (blocking while the queue is full) and wakes the
-    /// loop; the command back if the loop is gone.
-    pub fn send(&self, command: C) -> Result<(), flume::SendError<C>> {
-        self.commands.send(command)?;
-        (self.wake)();
-        Ok(())
-    }
-
-    /// Sends a command if there is room, and wakes the loop.
-    pub fn try_send(&self, command: C) -> Result<(), flume::TrySendError<C>> {
-        self.commands.try_send(command)?;
-        (self.wake)();
-        Ok(())
-    }
-
-    /// The raw sender (its sends must be followed by [`Self::wake`]).
-    pub fn sender(&self) -> &flume::Sender<C> {
-        &self.commands
-    }
-
-    /// Wakes the loop.
-    pub fn wake(&self) {
-        (self.wake)();
-    }
-}
-
-impl<C> Drop for CommandSender<C> {
-    fn drop(&mut self) {
-        // The loop looks at the channel on every wake: the last sender gone
-        // is how it learns the app closed it.
-        (self.wake)();
-    }
-}
-
-/// A bounded command channel (`bound` commands) whose sender wakes the
-/// loop through `wake`.
-pub fn command_channel<C>(wake: Wake, bound: usize) -> (CommandSender<C>, flume::Receiver<C>) {
-    let (commands, rx) = flume::bounded(bound);
-    (CommandSender { commands, wake }, rx)
 }
 
 /// The sockets a role uses; each is optional (the same meaning as the

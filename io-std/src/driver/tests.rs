@@ -12,11 +12,12 @@ use std::thread::JoinHandle;
 
 use super::*;
 use crate::drive::JournalBatch;
+use crate::role::Commands;
 use crate::testkit::{frame, EchoCommand as Cmd, EchoRole, Heard};
 
 /// A running toy loop and what its app hears.
 struct Running {
-    commands: CommandSender<Cmd>,
+    commands: Commands<Cmd>,
     stored: mpsc::Receiver<u32>,
     heard: mpsc::Receiver<Heard>,
     drains: Arc<AtomicUsize>,
@@ -25,7 +26,7 @@ struct Running {
 
 fn start(sockets: Sockets, journal: Option<Journal<u32>>) -> Running {
     let (poller, wake) = Poller::new().expect("poller");
-    let (commands, command_rx) = command_channel(wake, 4);
+    let (commands, command_rx) = Commands::channel(Some(wake));
     let (stored, stored_rx) = mpsc::channel();
     let (heard, heard_rx) = mpsc::channel();
     let (role, drains) = EchoRole::new(
