@@ -22,9 +22,12 @@
 //! [`Wake`] its [`Poller`] gives (`role::Commands::channel(Some(wake))`
 //! does both); the role's threads (a file hasher) wake it the same way.
 
+pub mod session_server;
 mod stream;
+pub mod terminal;
 #[cfg(test)]
 mod tests;
+pub mod trigger_server;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
@@ -115,6 +118,46 @@ pub struct Sockets {
     /// the session server close; the trigger server's accepted streams are
     /// session-server links and wait ([`Overflow::LINK`]).
     pub accepted_overflow: Overflow,
+}
+
+/// Starts [`run`] on a thread of its own named `name` (with `stack` bytes
+/// of stack if given), on the role `make` builds there (a terminal's
+/// machine is large: it is built on the loop's own stack, not the
+/// caller's); returns once the role is built, or why it could not be. The
+/// thread returns why the loop stopped.
+#[allow(clippy::too_many_arguments)]
+pub fn start<D: Driven>(
+    name: &str,
+    stack: Option<usize>,
+    clock: DriverClock,
+    make: impl FnOnce() -> io::Result<D> + Send + 'static,
+    sockets: Sockets,
+    commands: flume::Receiver<D::Command>,
+    journal: Option<Journal<FactOf<D>>>,
+    poller: Poller,
+) -> io::Result<std::thread::JoinHandle<Stopped>>
+where
+    FactOf<D>: Clone + Send,
+{
+    let mut thread = std::thread::Builder::new().name(name.to_owned());
+    if let Some(stack) = stack {
+        thread = thread.stack_size(stack);
+    }
+    let (ready_tx, ready) = std::sync::mpsc::channel::<io::Result<()>>();
+    let thread = thread.spawn(move || match make() {
+        Ok(role) => {
+            let _ = ready_tx.send(Ok(()));
+            run(clock, role, sockets, commands, journal, poller)
+        }
+        Err(e) => {
+            let _ = ready_tx.send(Err(e));
+            Stopped::Closed
+        }
+    })?;
+    ready
+        .recv()
+        .map_err(|_| io::Error::other("the loop's thread stopped"))??;
+    Ok(thread)
 }
 
 /// Runs `role` on `clock` in this thread until its commands close, a

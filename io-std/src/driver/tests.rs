@@ -354,3 +354,107 @@ fn each_upstream_stream_is_new_and_an_old_ones_close_is_told_once() {
     running.commands.send(Cmd::Up(frame(1, 5))).expect("sent");
     assert_eq!(next_heard(&running, within), Some(Heard::UpstreamClosed));
 }
+
+mod roles {
+    //! The three roles on the blocking driver, in one process: two
+    //! terminals register through the session server, come online at the
+    //! trigger server, and one reaches the other with its permission.
+
+    use rand_core::OsRng;
+    use tryst_core::crypto::StaticKeypair;
+    use tryst_core::names::{NameRegistry, TrustMode};
+    use tryst_core::session_server::SessionConfig;
+    use tryst_core::terminal::{TerminalConfig, TerminalEvent};
+    use tryst_core::trigger_server::TriggerConfig;
+
+    use super::super::{session_server, terminal, trigger_server};
+    use super::localhost;
+    use crate::role::session_server::Durable;
+    use crate::role::terminal::{Event, TerminalOptions};
+
+    use std::time::{Duration, Instant};
+
+    /// Waits for the first terminal event `pick` accepts.
+    fn expect<T>(
+        events: &flume::Receiver<Event>,
+        what: &str,
+        mut pick: impl FnMut(&TerminalEvent) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match events.recv_timeout(left) {
+                Ok(Event::Terminal(event)) => {
+                    if let Some(found) = pick(&event) {
+                        return found;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => panic!("timed out waiting for {what}"),
+            }
+        }
+    }
+
+    #[test]
+    fn terminals_register_come_online_and_connect_on_the_blocking_driver() {
+        let trigger_keys = StaticKeypair::generate(&mut OsRng);
+        let session_keys = StaticKeypair::generate(&mut OsRng);
+        let (trigger, _trigger_events) = trigger_server::spawn(
+            TriggerConfig::default(),
+            trigger_keys,
+            &[session_keys.public_key()],
+            localhost(),
+            localhost(),
+        )
+        .expect("the trigger server starts");
+        let (session, _session_events, _thread) = session_server::spawn(
+            SessionConfig::default(),
+            session_keys,
+            NameRegistry::new(TrustMode::TrustOnFirstUse),
+            trigger.public_key,
+            trigger.link_addr,
+            localhost(),
+            Durable::default(),
+        )
+        .expect("the session server starts");
+        let start = |name: &str, allow: &[&str]| {
+            let config = TerminalConfig::new(name, trigger.udp_addr, session.public_key)
+                .expect("a valid name");
+            terminal::spawn(
+                config,
+                StaticKeypair::generate(&mut OsRng),
+                session.control_addr,
+                localhost(),
+                allow,
+                TerminalOptions::default(),
+            )
+            .expect("the terminal starts")
+        };
+        let (camera, camera_events) = start("camera", &["phone"]);
+        let (phone, phone_events) = start("phone", &[]);
+        for events in [&camera_events, &phone_events] {
+            expect(events, "registration", |e| {
+                matches!(e, TerminalEvent::Registered { .. }).then_some(())
+            });
+            expect(events, "online", |e| {
+                matches!(e, TerminalEvent::Online { .. }).then_some(())
+            });
+        }
+        // The phone reaches the camera, which allows it.
+        phone
+            .connect("camera", 60)
+            .wait()
+            .expect("the connect was sent");
+        expect(&phone_events, "the session", |e| {
+            matches!(e, TerminalEvent::SessionReady { .. }).then_some(())
+        });
+        expect(&camera_events, "the session", |e| {
+            matches!(e, TerminalEvent::SessionReady { .. }).then_some(())
+        });
+        // A stopped terminal stops its loop.
+        camera
+            .shutdown(Duration::from_millis(200))
+            .wait()
+            .expect("stopped");
+    }
+}
