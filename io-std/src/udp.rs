@@ -15,6 +15,8 @@ use std::net::SocketAddr;
 use std::os::fd::AsFd;
 
 use quinn_udp::{RecvMeta, UdpSocketState, BATCH_SIZE};
+use tryst_core::machine::{Input, Machine};
+use tryst_core::time::Instant;
 
 /// Bytes of one receive slot: room for a GRO batch of full-sized datagrams
 /// (the kernel never coalesces more than 64 KiB).
@@ -90,6 +92,30 @@ impl UdpBatch {
             .get_mut(start..start.saturating_add(len))
             .unwrap_or_default();
         (meta.addr, data.chunks_mut(meta.stride.max(1)))
+    }
+
+    /// Feeds `machine` every datagram of the first `slots` receive slots
+    /// (what [`Self::try_recv`] filled), in place.
+    pub fn deliver<M: Machine + ?Sized>(
+        &mut self,
+        slots: usize,
+        now: Instant,
+        machine: &mut M,
+        io: &mut M::Io,
+    ) {
+        for slot in 0..slots {
+            let (from, datagrams) = self.received(slot);
+            for bytes in datagrams {
+                // The arrival address is not read yet: answers leave from
+                // the address the system chooses.
+                let input = Input::Datagram {
+                    from,
+                    local: None,
+                    bytes,
+                };
+                machine.handle_input(now, input, io);
+            }
+        }
     }
 
     /// Sends one whole buffer (one datagram, or a GSO batch of
@@ -210,6 +236,17 @@ impl BatchSocket {
     /// [`UdpBatch::received`].
     pub fn received(&mut self, slot: usize) -> (SocketAddr, std::slice::ChunksMut<'_, u8>) {
         self.batch.received(slot)
+    }
+
+    /// [`UdpBatch::deliver`].
+    pub fn deliver<M: Machine + ?Sized>(
+        &mut self,
+        slots: usize,
+        now: Instant,
+        machine: &mut M,
+        io: &mut M::Io,
+    ) {
+        self.batch.deliver(slots, now, machine, io);
     }
 
     /// [`UdpBatch::try_queue`] on this socket.

@@ -215,21 +215,8 @@ where
             };
             match socket.try_recv() {
                 Ok(slots) => {
-                    let now = clock.now();
                     let (machine, app_io) = role.parts();
-                    for slot in 0..slots {
-                        let (from, datagrams) = socket.received(slot);
-                        for bytes in datagrams {
-                            // As the tokio driver: the arrival address is
-                            // not read yet (answers leave as the system chooses).
-                            let input = Input::Datagram {
-                                from,
-                                local: None,
-                                bytes,
-                            };
-                            machine.handle_input(now, input, app_io);
-                        }
-                    }
+                    socket.deliver(slots, clock.now(), machine, app_io);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.udp_readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

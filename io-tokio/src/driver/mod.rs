@@ -119,20 +119,9 @@ where
         tokio::select! {
             received = recv_udp(&mut udp) => match received {
                 Ok(slots) => {
-                    let now = clock.now();
                     if let Some(socket) = udp.as_mut() {
                         let (machine, app_io) = role.parts();
-                        for slot in 0..slots {
-                            let (from, datagrams) = socket.received(slot);
-                            for bytes in datagrams {
-                                let input = Input::Datagram {
-                                    from,
-                                    local: None,
-                                    bytes,
-                                };
-                                machine.handle_input(now, input, app_io);
-                            }
-                        }
+                        socket.deliver(slots, clock.now(), machine, app_io);
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "udp receive failed"),

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
+use tryst_core::machine::Machine;
+use tryst_core::time::Instant;
 use tryst_std::udp::UdpBatch;
 
 /// The UDP socket with its batching state and buffers.
@@ -43,6 +45,17 @@ impl BatchSocket {
     /// them), each mutable so the endpoint can decrypt in place.
     pub fn received(&mut self, slot: usize) -> (SocketAddr, std::slice::ChunksMut<'_, u8>) {
         self.batch.received(slot)
+    }
+
+    /// Feeds `machine` the datagrams [`Self::recv`] received, in place.
+    pub fn deliver<M: Machine + ?Sized>(
+        &mut self,
+        slots: usize,
+        now: Instant,
+        machine: &mut M,
+        io: &mut M::Io,
+    ) {
+        self.batch.deliver(slots, now, machine, io);
     }
 
     /// Sends the pending GSO batch, if any.
