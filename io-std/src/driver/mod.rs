@@ -162,6 +162,8 @@ where
 
 /// Runs `role` on `clock` in this thread until its commands close, a
 /// command stops it, or its journal fails; returns why it stopped.
+/// Sockets the poller cannot take stop it at once ([`Stopped::Closed`],
+/// logged).
 /// `poller` is the one whose [`Wake`] the app and the role were given.
 pub fn run<D: Driven>(
     clock: DriverClock,
@@ -681,11 +683,7 @@ impl<F> Io<F> {
                             .get_mut(&conn)
                             .map_or(Err(Ended::Lost), |s| s.push(bytes).map_err(|_| Ended::Lost))
                     } else if self.streams.contains_key(&conn) {
-                        tracing::warn!(
-                            ?conn,
-                            waited = ?limit,
-                            "internal link closed: its peer stopped reading"
-                        );
+                        tracing::debug!(?conn, waited = ?limit, "link queue still full");
                         Err(Ended::TimedOut)
                     } else {
                         // It ended while the loop waited (and was reported).
@@ -848,11 +846,9 @@ impl<F> Io<F> {
         };
         let lost = closed_input(conn, self.upstream);
         if stream.overflow != Overflow::Close {
-            tracing::warn!(
-                ?conn,
-                ?why,
-                "internal link closed: lost or closed by its peer"
-            );
+            // Lost: gone or closed by its peer; TimedOut: its peer stopped
+            // reading (the queue stayed full, or a write stalled).
+            tracing::warn!(?conn, ?why, "internal link closed");
         } else {
             tracing::debug!(?conn, ?why, "stream ended");
         }

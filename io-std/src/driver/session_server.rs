@@ -16,10 +16,33 @@ use crate::role::session_server::{restore, Durable, SessionHandle, SessionRole};
 use crate::role::Commands;
 
 /// Binds the control listener and starts the session server, linked to
-/// the trigger server at `trigger_link`, restoring its live sessions and
-/// storing its durable facts as `setup` says; returns its handle, its
-/// events and the loop's thread (joined: why it stopped).
+/// the trigger server at `trigger_link`; returns its handle and its events.
+/// Nothing is stored: for a server that keeps its facts, see [`spawn_durable`].
 pub fn spawn(
+    config: SessionConfig,
+    keypair: StaticKeypair,
+    registry: NameRegistry,
+    trigger_key: PublicKey,
+    trigger_link: SocketAddr,
+    control_addr: SocketAddr,
+) -> std::io::Result<(SessionHandle, flume::Receiver<SessionEvent>)> {
+    let setup = Durable::default();
+    spawn_durable(
+        config,
+        keypair,
+        registry,
+        trigger_key,
+        trigger_link,
+        control_addr,
+        setup,
+    )
+    .map(|(handle, events, _thread)| (handle, events))
+}
+
+/// [`spawn`] for a server that restores its live sessions and stores its
+/// durable facts as `setup` says; also returns the loop's thread (joined:
+/// why it stopped).
+pub fn spawn_durable(
     config: SessionConfig,
     keypair: StaticKeypair,
     registry: NameRegistry,

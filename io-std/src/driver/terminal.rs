@@ -8,7 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use tryst_core::crypto::StaticKeypair;
-use tryst_core::terminal::TerminalConfig;
+use tryst_core::terminal::{TerminalConfig, TerminalEvent};
 
 use super::{start, Poller, Sockets};
 use crate::drive::DriverClock;
@@ -16,10 +16,45 @@ use crate::role::terminal::{Event, TerminalHandle, TerminalOptions, TerminalRole
 use crate::role::Commands;
 use crate::udp::BatchSocket;
 
+/// Binds the terminal's UDP socket and starts it with this permission list
+/// and default options (files from peers refused): it registers at once.
+/// Returns its handle and the terminal's events (peer events are left out,
+/// by a thread that forwards the rest).
+pub fn spawn(
+    config: TerminalConfig,
+    keypair: StaticKeypair,
+    session_server: SocketAddr,
+    udp_addr: SocketAddr,
+    permissions: &[&str],
+) -> io::Result<(TerminalHandle, flume::Receiver<TerminalEvent>)> {
+    let options = TerminalOptions::default();
+    let (handle, all) = spawn_with(
+        config,
+        keypair,
+        session_server,
+        udp_addr,
+        permissions,
+        options,
+    )?;
+    let (tx, events) = flume::unbounded();
+    std::thread::Builder::new()
+        .name("tryst-terminal-events".to_owned())
+        .spawn(move || {
+            for event in all.iter() {
+                if let Event::Terminal(event) = event {
+                    if tx.send(event).is_err() {
+                        break;
+                    }
+                }
+            }
+        })?;
+    Ok((handle, events))
+}
+
 /// Binds the terminal's UDP socket and starts it: it registers at once.
 /// Returns its handle and all its events; the loop runs until every handle
 /// is dropped or one asks it to shut down.
-pub fn spawn(
+pub fn spawn_with(
     config: TerminalConfig,
     keypair: StaticKeypair,
     session_server: SocketAddr,

@@ -407,7 +407,7 @@ mod roles {
             localhost(),
         )
         .expect("the trigger server starts");
-        let (session, _session_events, _thread) = session_server::spawn(
+        let (session, _session_events, _thread) = session_server::spawn_durable(
             SessionConfig::default(),
             session_keys,
             NameRegistry::new(TrustMode::TrustOnFirstUse),
@@ -420,7 +420,7 @@ mod roles {
         let start = |name: &str, allow: &[&str]| {
             let config = TerminalConfig::new(name, trigger.udp_addr, session.public_key)
                 .expect("a valid name");
-            terminal::spawn(
+            terminal::spawn_with(
                 config,
                 StaticKeypair::generate(&mut OsRng),
                 session.control_addr,
