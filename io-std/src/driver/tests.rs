@@ -370,9 +370,30 @@ mod roles {
     use super::super::{session_server, terminal, trigger_server};
     use super::localhost;
     use crate::role::session_server::Durable;
-    use crate::role::terminal::{Event, TerminalOptions};
+    use crate::role::terminal::{Event, FileSource, TerminalOptions};
+    use sha2::Digest;
 
     use std::time::{Duration, Instant};
+
+    /// Waits for the first event `pick` accepts.
+    fn expect_any<T>(
+        events: &flume::Receiver<Event>,
+        what: &str,
+        mut pick: impl FnMut(&Event) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match events.recv_timeout(left) {
+                Ok(event) => {
+                    if let Some(found) = pick(&event) {
+                        return found;
+                    }
+                }
+                Err(_) => panic!("timed out waiting for {what}"),
+            }
+        }
+    }
 
     /// Waits for the first terminal event `pick` accepts.
     fn expect<T>(
@@ -380,19 +401,10 @@ mod roles {
         what: &str,
         mut pick: impl FnMut(&TerminalEvent) -> Option<T>,
     ) -> T {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match events.recv_timeout(left) {
-                Ok(Event::Terminal(event)) => {
-                    if let Some(found) = pick(&event) {
-                        return found;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => panic!("timed out waiting for {what}"),
-            }
-        }
+        expect_any(events, what, |event| match event {
+            Event::Terminal(event) => pick(event),
+            _ => None,
+        })
     }
 
     #[test]
@@ -417,7 +429,8 @@ mod roles {
             Durable::default(),
         )
         .expect("the session server starts");
-        let start = |name: &str, allow: &[&str]| {
+        let inbox = tempfile::tempdir().expect("a receive folder");
+        let start = |name: &str, allow: &[&str], recv_dir: Option<std::path::PathBuf>| {
             let config = TerminalConfig::new(name, trigger.udp_addr, session.public_key)
                 .expect("a valid name");
             terminal::spawn_with(
@@ -426,12 +439,15 @@ mod roles {
                 session.control_addr,
                 localhost(),
                 allow,
-                TerminalOptions::default(),
+                TerminalOptions {
+                    recv_dir,
+                    ..TerminalOptions::default()
+                },
             )
             .expect("the terminal starts")
         };
-        let (camera, camera_events) = start("camera", &["phone"]);
-        let (phone, phone_events) = start("phone", &[]);
+        let (camera, camera_events) = start("camera", &["phone"], Some(inbox.path().into()));
+        let (phone, phone_events) = start("phone", &[], None);
         for events in [&camera_events, &phone_events] {
             expect(events, "registration", |e| {
                 matches!(e, TerminalEvent::Registered { .. }).then_some(())
@@ -445,12 +461,35 @@ mod roles {
             .connect("camera", 60)
             .wait()
             .expect("the connect was sent");
-        expect(&phone_events, "the session", |e| {
-            matches!(e, TerminalEvent::SessionReady { .. }).then_some(())
+        let session_id = expect(&phone_events, "the session", |e| match e {
+            TerminalEvent::SessionReady { session_id, .. } => Some(*session_id),
+            _ => None,
         });
         expect(&camera_events, "the session", |e| {
             matches!(e, TerminalEvent::SessionReady { .. }).then_some(())
         });
+        // A file crosses the direct path (its hashers wake the loops
+        // through their pollers) and is stored with the sender's digest.
+        let outbox = tempfile::tempdir().expect("a send folder");
+        let photo = outbox.path().join("photo.jpg");
+        let bytes: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(&photo, &bytes).expect("written");
+        let source = FileSource::open(&photo).expect("opened");
+        phone
+            .send_file(session_id, source, None)
+            .wait()
+            .expect("the send was queued");
+        let stored = expect_any(&camera_events, "the stored file", |e| match e {
+            Event::Received { outcome, .. } => Some(outcome.clone()),
+            _ => None,
+        })
+        .expect("the file was stored");
+        let digest: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+        assert_eq!(stored.digest, digest);
+        assert_eq!(stored.size, bytes.len() as u64);
+        assert_eq!(std::fs::read(&stored.path).expect("stored"), bytes);
         // A stopped terminal stops its loop.
         camera
             .shutdown(Duration::from_millis(200))
