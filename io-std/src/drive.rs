@@ -11,7 +11,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tryst_core::machine::Machine;
+use tryst_core::machine::{ConnectionId, Input, Machine};
 use tryst_core::time::Instant;
 
 /// The fact type of a role's machine.
@@ -126,6 +126,64 @@ impl<F> Journal<F> {
             .recv()
             .map_err(|_| JOURNAL_GONE.to_owned())?
     }
+}
+
+/// Each outgoing stream a driver opens gets its own number from here up,
+/// so a late message or close from an old one is never taken for the new one.
+pub const FIRST_UPSTREAM_STREAM: u64 = 1 << 63;
+
+/// Most rounds of [`Driven::after_drain`] work one drain runs before the
+/// loop looks at its sockets again (and comes straight back): app work that
+/// keeps finding more can never starve the inputs.
+pub const MAX_APP_ROUNDS: usize = 16;
+
+/// The input that tells a machine stream `conn` ended, given the live
+/// upstream stream's number; `None` for an old outgoing stream, whose end
+/// nobody waits for.
+pub fn closed_input(conn: ConnectionId, upstream: Option<ConnectionId>) -> Option<Input<'static>> {
+    if conn.0 >= FIRST_UPSTREAM_STREAM {
+        (upstream == Some(conn)).then_some(Input::UpstreamClosed)
+    } else {
+        Some(Input::ConnectionClosed(conn))
+    }
+}
+
+/// The end of a drain, once the machine is quiet and its facts stored:
+/// runs the app's [`Driven::after_drain`] work. `None`: poll the machine
+/// again; `Some(next)`: the drain is over, wake at `next` (at once after
+/// [`MAX_APP_ROUNDS`] rounds that kept finding work, so the inputs get
+/// their turn).
+pub fn quiet<D: Driven>(
+    role: &mut D,
+    now: Instant,
+    rounds: &mut usize,
+    next: Option<Instant>,
+) -> Option<Option<Instant>> {
+    if !role.after_drain(now) {
+        return Some(next);
+    }
+    *rounds += 1;
+    if *rounds < MAX_APP_ROUNDS {
+        return None;
+    }
+    Some(Some(now))
+}
+
+/// The journal's answer for `batch`: the app hears each fact once it is
+/// stored; a failure stops the loop before anything acknowledges them.
+pub fn settle<D: Driven>(
+    role: &mut D,
+    batch: Vec<FactOf<D>>,
+    stored: Result<(), String>,
+) -> Result<(), Stopped> {
+    if let Err(e) = stored {
+        tracing::error!(error = %e, "durable facts not stored: stopping before acknowledging them");
+        return Err(Stopped::JournalFailed(e));
+    }
+    for fact in batch {
+        role.on_stored(fact);
+    }
+    Ok(())
 }
 
 /// Maps the monotonic clock to the core's microsecond [`Instant`] and back.

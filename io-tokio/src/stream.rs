@@ -217,22 +217,8 @@ async fn read_messages(conn: ConnectionId, mut read: OwnedReadHalf, to: mpsc::Se
     }
 }
 
-/// Shortest time between two WARN lines about running out of descriptors.
-pub const DESCRIPTOR_WARN_EVERY: Duration = Duration::from_secs(10);
-/// How long the accept loop pauses after the process ran out of
-/// descriptors (`EMFILE`/`ENFILE`), so it cannot spin on the error.
-pub const DESCRIPTOR_PAUSE: Duration = Duration::from_millis(100);
-/// How long it pauses after any other accept error.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
-
-/// Whether an accept error means the process or system is out of descriptors.
-fn out_of_descriptors(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(code) if code == rustix::io::Errno::MFILE.raw_os_error()
-            || code == rustix::io::Errno::NFILE.raw_os_error()
-    )
-}
+use tryst_std::descriptors::AcceptErrors;
+pub use tryst_std::descriptors::{ACCEPT_ERROR_PAUSE, DESCRIPTOR_PAUSE, DESCRIPTOR_WARN_EVERY};
 
 /// Accepts streams forever, numbering them from 1 and starting a task for
 /// each, with `overflow` as its full-queue policy. Out of descriptors, it
@@ -243,25 +229,12 @@ pub async fn accept_streams(
     overflow: Overflow,
 ) {
     let mut next = 1u64;
-    let mut warned: Option<tokio::time::Instant> = None;
-    let mut failed_since_warn = 0u64;
+    let mut errors = AcceptErrors::default();
     loop {
         let (socket, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
-            Err(e) if out_of_descriptors(&e) => {
-                failed_since_warn += 1;
-                let now = tokio::time::Instant::now();
-                if warned.is_none_or(|at| now.duration_since(at) >= DESCRIPTOR_WARN_EVERY) {
-                    tracing::warn!(error = %e, failed = failed_since_warn, "out of file descriptors: not accepting streams for now");
-                    warned = Some(now);
-                    failed_since_warn = 0;
-                }
-                tokio::time::sleep(DESCRIPTOR_PAUSE).await;
-                continue;
-            }
             Err(e) => {
-                tracing::debug!(error = %e, "accept failed");
-                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                tokio::time::sleep(errors.failed(&e)).await;
                 continue;
             }
         };

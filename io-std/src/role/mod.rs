@@ -51,6 +51,16 @@ impl<C> Clone for Commands<C> {
     }
 }
 
+impl<C> Drop for Commands<C> {
+    fn drop(&mut self) {
+        // A blocking loop looks at the channel when woken: the last sender
+        // gone is how it learns the app closed it.
+        if let Some(wake) = &self.wake {
+            wake();
+        }
+    }
+}
+
 impl<C> std::fmt::Debug for Commands<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Commands")
@@ -285,13 +295,17 @@ mod tests {
         let (tx, rx) = flume::bounded::<u8>(COMMAND_QUEUE);
         let commands = Commands::new(tx, Some(wake));
         assert_eq!(commands.send(1), Ok(()));
-        assert_eq!(commands.clone().send(2), Ok(()));
+        let other = commands.clone();
+        assert_eq!(other.send(2), Ok(()));
         assert_eq!(woken.load(Ordering::SeqCst), 2);
+        // A dropped sender wakes the loop too (it may be the last one).
+        drop(other);
+        assert_eq!(woken.load(Ordering::SeqCst), 3);
         assert_eq!(rx.try_recv(), Ok(1));
         assert_eq!(rx.try_recv(), Ok(2));
         drop(rx);
         assert_eq!(commands.send(3), Err(RoleStopped));
-        assert_eq!(woken.load(Ordering::SeqCst), 2, "woken for a lost command");
+        assert_eq!(woken.load(Ordering::SeqCst), 3, "woken for a lost command");
         // A request to a loop that is gone resolves to "stopped".
         let reply: Reply<u8> = commands.request(|_answer| 4);
         assert_eq!(reply.wait(), Err(RoleStopped));

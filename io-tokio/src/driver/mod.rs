@@ -37,23 +37,18 @@ use tokio::sync::{mpsc, Notify};
 use tryst_core::machine::{ConnectionId, Destination, Input, Machine, Output, MAX_TRANSMIT_LEN};
 use tryst_core::time::Instant;
 
+use tryst_std::drive::{closed_input, quiet, settle};
 pub use tryst_std::drive::{
-    Driven, EventOf, FactOf, Flow, IoOf, Journal, JournalBatch, Stopped, JOURNAL_GONE,
+    Driven, EventOf, FactOf, Flow, IoOf, Journal, JournalBatch, Stopped, FIRST_UPSTREAM_STREAM,
+    JOURNAL_GONE, MAX_APP_ROUNDS,
 };
 
 use crate::clock::{tokio_deadline, DriverClock};
 use crate::stream::{accept_streams, connect_upstream, Overflow, StreamInput, StreamWriter};
 use udp::BatchSocket;
 
-/// Each outgoing stream the driver opens gets its own number from here up,
-/// so a late message or close from an old one is never taken for the new one.
-const FIRST_UPSTREAM_STREAM: u64 = 1 << 63;
 /// Most stream inputs (messages, opens, closes) waiting for the loop.
 const STREAM_INPUT_QUEUE: usize = 1024;
-/// Most rounds of [`Driven::after_drain`] work one drain runs before the
-/// loop looks at its sockets again (and comes straight back): app work that
-/// keeps finding more can never starve the inputs.
-const MAX_APP_ROUNDS: usize = 16;
 
 /// The sockets and wake-ups a role uses; each is optional.
 #[derive(Debug, Default)]
@@ -124,20 +119,9 @@ where
         tokio::select! {
             received = recv_udp(&mut udp) => match received {
                 Ok(slots) => {
-                    let now = clock.now();
                     if let Some(socket) = udp.as_mut() {
                         let (machine, app_io) = role.parts();
-                        for slot in 0..slots {
-                            let (from, datagrams) = socket.received(slot);
-                            for bytes in datagrams {
-                                let input = Input::Datagram {
-                                    from,
-                                    local: None,
-                                    bytes,
-                                };
-                                machine.handle_input(now, input, app_io);
-                            }
-                        }
+                        socket.deliver(slots, clock.now(), machine, app_io);
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "udp receive failed"),
@@ -240,15 +224,9 @@ where
                     socket.flush().await;
                 }
                 now = clock.now();
-                if role.after_drain(now) {
-                    app_rounds += 1;
-                    if app_rounds < MAX_APP_ROUNDS {
-                        continue;
-                    }
-                    // More app work, after the inputs had their turn.
-                    return Ok(Some(now));
+                if let Some(next) = quiet(role, now, &mut app_rounds, next) {
+                    return Ok(next);
                 }
-                return Ok(next);
             }
         }
     }
@@ -268,14 +246,8 @@ where
         return Ok(());
     }
     let batch = std::mem::take(facts);
-    if let Err(e) = io.store(batch.clone()).await {
-        tracing::error!(error = %e, "durable facts not stored: stopping before acknowledging them");
-        return Err(Stopped::JournalFailed(e));
-    }
-    for fact in batch {
-        role.on_stored(fact);
-    }
-    Ok(())
+    let stored = io.store(batch.clone()).await;
+    settle(role, batch, stored)
 }
 
 /// The loop's streams and journal.
@@ -335,13 +307,8 @@ impl<F> Links<F> {
     /// The input that says stream `conn` ended; `None` for a stream that is
     /// gone (or an old outgoing one).
     fn closed_input(&self, conn: ConnectionId) -> Option<Input<'static>> {
-        if conn.0 >= FIRST_UPSTREAM_STREAM {
-            (self.upstream == Some(conn)).then_some(Input::UpstreamClosed)
-        } else {
-            self.writers
-                .contains_key(&conn)
-                .then_some(Input::ConnectionClosed(conn))
-        }
+        closed_input(conn, self.upstream)
+            .filter(|_| conn.0 >= FIRST_UPSTREAM_STREAM || self.writers.contains_key(&conn))
     }
 
     /// Drops a stream: its task writes what is queued, then closes it.

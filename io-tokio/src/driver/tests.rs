@@ -1,117 +1,15 @@
-//! The loop against a toy machine: durable facts are stored before the
-//! transmit that follows them, a failed store sends nothing, and a stream
-//! whose peer never reads is closed without stalling the loop.
+//! The loop against the toy role both drivers' tests run
+//! ([`tryst_std::testkit`]): durable facts are stored before the transmit
+//! that follows them, a failed store sends nothing, and a stream whose
+//! peer never reads is closed without stalling the loop.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::UdpSocket;
-use tryst_core::machine::OwnedTransmit;
+use tryst_std::testkit::{EchoCommand as Cmd, EchoRole, Heard};
 
 use super::*;
-
-/// A machine that, on a command, stores a fact (when asked) and transmits
-/// `count` copies of a payload; it reports each stream that closed.
-#[derive(Default)]
-struct Echo {
-    facts: VecDeque<u32>,
-    closed: VecDeque<ConnectionId>,
-    out: VecDeque<OwnedTransmit>,
-    opened: Option<ConnectionId>,
-}
-
-impl Machine for Echo {
-    type Fact = u32;
-    type Event = ConnectionId;
-    type Io = ();
-    fn handle_input(&mut self, _now: Instant, input: Input<'_>, _io: &mut ()) {
-        if let Input::ConnectionOpened { conn, .. } = input {
-            self.opened = Some(conn);
-        }
-        if let Input::ConnectionClosed(conn) = input {
-            self.closed.push_back(conn);
-        }
-    }
-    fn handle_timeout(&mut self, _now: Instant) {}
-    fn poll_output(
-        &mut self,
-        _now: Instant,
-        buf: &mut [u8],
-        _io: &mut (),
-    ) -> Output<u32, ConnectionId> {
-        if let Some(fact) = self.facts.pop_front() {
-            return Output::Store(fact);
-        }
-        if let Some(conn) = self.closed.pop_front() {
-            return Output::Event(conn);
-        }
-        match self.out.pop_front() {
-            Some(t) => match t.write_into(buf) {
-                Some(t) => Output::Transmit(t),
-                None => Output::Timeout(None),
-            },
-            None => Output::Timeout(None),
-        }
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        None
-    }
-}
-
-enum Cmd {
-    Say {
-        durable: bool,
-        n: u32,
-        to: SocketAddr,
-    },
-    Flood {
-        count: usize,
-    },
-}
-
-struct EchoRole {
-    machine: Echo,
-    stored: mpsc::UnboundedSender<u32>,
-    closed: mpsc::UnboundedSender<ConnectionId>,
-    no_io: (),
-}
-
-impl Driven for EchoRole {
-    type Machine = Echo;
-    type Command = Cmd;
-    fn parts(&mut self) -> (&mut Echo, &mut ()) {
-        (&mut self.machine, &mut self.no_io)
-    }
-    fn on_command(&mut self, _now: Instant, command: Cmd) -> Flow {
-        match command {
-            Cmd::Say { durable, n, to } => {
-                if durable {
-                    self.machine.facts.push_back(n);
-                }
-                let t = OwnedTransmit::from_bytes(Destination::Udp(to), &n.to_be_bytes());
-                self.machine.out.extend(t);
-            }
-            Cmd::Flood { count } => {
-                let Some(conn) = self.machine.opened else {
-                    return Flow::Continue;
-                };
-                let bytes = vec![0x55; 1000];
-                for _ in 0..count {
-                    let t = OwnedTransmit::from_bytes(Destination::Connection(conn), &bytes);
-                    self.machine.out.extend(t);
-                }
-            }
-        }
-        Flow::Continue
-    }
-    fn on_event(&mut self, _now: Instant, conn: ConnectionId) {
-        let _ = self.closed.send(conn);
-    }
-    fn on_stored(&mut self, fact: u32) {
-        let _ = self.stored.send(fact);
-    }
-}
 
 fn role() -> (
     EchoRole,
@@ -120,12 +18,16 @@ fn role() -> (
 ) {
     let (stored, stored_rx) = mpsc::unbounded_channel();
     let (closed, closed_rx) = mpsc::unbounded_channel();
-    let role = EchoRole {
-        machine: Echo::default(),
-        stored,
-        closed,
-        no_io: (),
-    };
+    let (role, _drains) = EchoRole::new(
+        Box::new(move |fact| {
+            let _ = stored.send(fact);
+        }),
+        Box::new(move |heard| {
+            if let Heard::Closed(conn) = heard {
+                let _ = closed.send(conn);
+            }
+        }),
+    );
     (role, stored_rx, closed_rx)
 }
 

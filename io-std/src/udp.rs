@@ -1,0 +1,454 @@
+//! The batched UDP socket both drivers use: batched receive (recvmmsg,
+//! GRO) into one buffer whose datagrams the machine decrypts in place, and
+//! batched send (GSO: equal-sized segments to one destination, under the
+//! kernel's 64 KiB payload limit), through `quinn-udp`.
+//!
+//! [`UdpBatch`] is the batching state without a socket: its methods act on
+//! a non-blocking socket they are given and return
+//! [`io::ErrorKind::WouldBlock`] when it is not ready, so each driver waits
+//! for readiness its own way (the blocking driver on its poller, the tokio
+//! driver with `try_io`, as quinn does). [`BatchSocket`] is a std socket
+//! with its batch, for the blocking driver.
+
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+
+use quinn_udp::{RecvMeta, UdpSocketState, BATCH_SIZE};
+use tryst_core::machine::{Input, Machine};
+use tryst_core::time::Instant;
+
+/// Bytes of one receive slot: room for a GRO batch of full-sized datagrams
+/// (the kernel never coalesces more than 64 KiB).
+pub const RECV_SLOT_LEN: usize = 64 * 1024;
+/// Room per datagram in a GSO batch: an Ethernet-sized datagram; a larger
+/// one is sent alone.
+pub const BATCH_SLOT_LEN: usize = 1500;
+/// Most bytes one GSO send may carry in all: a UDP payload's limit over
+/// IPv6 (65535 - 40 - 8); the kernel refuses a larger batch with EMSGSIZE.
+pub const MAX_GSO_PAYLOAD: usize = 65_487;
+/// Socket buffer size asked of the kernel for each direction, so a burst
+/// of paced packets is not dropped by the socket itself.
+pub const SOCKET_BUFFER_LEN: usize = 4 * 1024 * 1024;
+
+/// Whether an error only says the socket is not ready.
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// The batching state of one UDP socket: quinn-udp's socket state, the
+/// receive slots with their metadata, and the GSO batch waiting to go out.
+#[derive(Debug)]
+pub struct UdpBatch {
+    state: UdpSocketState,
+    /// `BATCH_SIZE` receive slots of [`RECV_SLOT_LEN`] bytes, one buffer.
+    recv_buf: Vec<u8>,
+    recv_meta: [RecvMeta; BATCH_SIZE],
+    /// Datagrams waiting to go out as one GSO batch.
+    batch: SendBatch,
+}
+
+impl UdpBatch {
+    /// Sets `socket` up for batching (non-blocking, buffers of
+    /// [`SOCKET_BUFFER_LEN`] where the system allows: best effort, a
+    /// smaller buffer still works, it only drops sooner) and makes its state.
+    pub fn new<S: AsFd>(socket: &S) -> io::Result<UdpBatch> {
+        quinn_udp::UdpSockRef::from(socket).set_nonblocking(true)?;
+        let state = UdpSocketState::new(socket.into())?;
+        let _ = state.set_recv_buffer_size(socket.into(), SOCKET_BUFFER_LEN);
+        let _ = state.set_send_buffer_size(socket.into(), SOCKET_BUFFER_LEN);
+        let max_segments = state.max_gso_segments().max(1);
+        tracing::debug!(
+            gso_segments = max_segments,
+            gro_segments = state.gro_segments(),
+            "udp socket ready"
+        );
+        Ok(UdpBatch {
+            state,
+            recv_buf: vec![0; BATCH_SIZE * RECV_SLOT_LEN],
+            recv_meta: [RecvMeta::default(); BATCH_SIZE],
+            batch: SendBatch::new(max_segments),
+        })
+    }
+
+    /// Receives what is waiting on `socket`; how many slots were filled,
+    /// or `WouldBlock` when nothing is.
+    pub fn try_recv<S: AsFd>(&mut self, socket: &S) -> io::Result<usize> {
+        let mut slots = self.recv_buf.chunks_mut(RECV_SLOT_LEN);
+        let mut iovs: [IoSliceMut<'_>; BATCH_SIZE] =
+            std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
+        self.state
+            .recv(socket.into(), &mut iovs, &mut self.recv_meta)
+    }
+
+    /// The datagrams of receive slot `slot` (several when GRO coalesced
+    /// them), each mutable so the endpoint can decrypt in place.
+    pub fn received(&mut self, slot: usize) -> (SocketAddr, std::slice::ChunksMut<'_, u8>) {
+        let meta = self.recv_meta.get(slot).copied().unwrap_or_default();
+        let start = slot.saturating_mul(RECV_SLOT_LEN);
+        let len = meta.len.min(RECV_SLOT_LEN);
+        let data = self
+            .recv_buf
+            .get_mut(start..start.saturating_add(len))
+            .unwrap_or_default();
+        (meta.addr, data.chunks_mut(meta.stride.max(1)))
+    }
+
+    /// Feeds `machine` every datagram of the first `slots` receive slots
+    /// (what [`Self::try_recv`] filled), in place.
+    pub fn deliver<M: Machine + ?Sized>(
+        &mut self,
+        slots: usize,
+        now: Instant,
+        machine: &mut M,
+        io: &mut M::Io,
+    ) {
+        for slot in 0..slots {
+            let (from, datagrams) = self.received(slot);
+            for bytes in datagrams {
+                // The arrival address is not read yet: answers leave from
+                // the address the system chooses.
+                let input = Input::Datagram {
+                    from,
+                    local: None,
+                    bytes,
+                };
+                machine.handle_input(now, input, io);
+            }
+        }
+    }
+
+    /// Sends one whole buffer (one datagram, or a GSO batch of
+    /// `segment`-sized ones); `WouldBlock` when the send buffer is full.
+    /// Any other failure is logged and the datagrams dropped (UDP: the
+    /// protocol above retransmits; a datagram too big for the path, a PMTU
+    /// probe, is expected).
+    fn send<S: AsFd>(
+        state: &UdpSocketState,
+        socket: &S,
+        to: SocketAddr,
+        contents: &[u8],
+        segment: Option<usize>,
+    ) -> io::Result<()> {
+        let transmit = quinn_udp::Transmit {
+            destination: to,
+            ecn: None,
+            contents,
+            segment_size: segment.filter(|s| *s < contents.len()),
+            src_ip: None,
+        };
+        match state.try_send(socket.into(), &transmit) {
+            Err(e) if would_block(&e) => Err(e),
+            Err(e) => {
+                tracing::debug!(%to, len = contents.len(), error = %e, "datagram not sent");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Whether a GSO batch is waiting to be sent.
+    pub fn has_pending(&self) -> bool {
+        self.batch.count > 0
+    }
+
+    /// Sends the pending GSO batch, if any; `WouldBlock` (the batch kept)
+    /// when the socket is not ready.
+    pub fn try_flush<S: AsFd>(&mut self, socket: &S) -> io::Result<()> {
+        let Some((to, len, segment)) = self.batch.peek() else {
+            return Ok(());
+        };
+        let contents = self.batch.buf.get(..len).unwrap_or_default();
+        UdpBatch::send(&self.state, socket, to, contents, Some(segment))?;
+        self.batch.clear();
+        Ok(())
+    }
+
+    /// Takes a datagram for `to`: adds it to the GSO batch, sending the
+    /// batch first if the datagram cannot join it (one larger than the
+    /// batch buffer goes alone). `Ok` once it is taken (a batch it filled
+    /// is sent then, or kept for the next call if the socket is not
+    /// ready); `WouldBlock` when it was not taken: wait until the socket
+    /// is writable and offer it again.
+    pub fn try_queue<S: AsFd>(
+        &mut self,
+        socket: &S,
+        to: SocketAddr,
+        datagram: &[u8],
+    ) -> io::Result<()> {
+        if !self.batch.push(to, datagram) {
+            self.try_flush(socket)?;
+            if !self.batch.push(to, datagram) {
+                return UdpBatch::send(&self.state, socket, to, datagram, None);
+            }
+        }
+        if self.batch.is_full() {
+            match self.try_flush(socket) {
+                Err(e) if !would_block(&e) => return Err(e),
+                // Taken: a batch the socket had no room for goes next time.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Most datagrams one GSO send carries on this socket.
+    pub fn max_segments(&self) -> usize {
+        self.batch.max_segments
+    }
+}
+
+/// A std UDP socket (non-blocking) with its batching state: the blocking
+/// driver's socket, polled for readiness by its loop.
+#[derive(Debug)]
+pub struct BatchSocket {
+    socket: std::net::UdpSocket,
+    batch: UdpBatch,
+}
+
+impl BatchSocket {
+    /// Binds a batching socket to `addr`.
+    pub fn bind(addr: SocketAddr) -> io::Result<BatchSocket> {
+        BatchSocket::from_std(std::net::UdpSocket::bind(addr)?)
+    }
+
+    /// Takes a bound socket (made non-blocking).
+    pub fn from_std(socket: std::net::UdpSocket) -> io::Result<BatchSocket> {
+        let batch = UdpBatch::new(&socket)?;
+        Ok(BatchSocket { socket, batch })
+    }
+
+    /// The socket, for a poller to watch.
+    pub fn socket(&self) -> &std::net::UdpSocket {
+        &self.socket
+    }
+
+    /// The socket's local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// [`UdpBatch::try_recv`] on this socket.
+    pub fn try_recv(&mut self) -> io::Result<usize> {
+        self.batch.try_recv(&self.socket)
+    }
+
+    /// [`UdpBatch::received`].
+    pub fn received(&mut self, slot: usize) -> (SocketAddr, std::slice::ChunksMut<'_, u8>) {
+        self.batch.received(slot)
+    }
+
+    /// [`UdpBatch::deliver`].
+    pub fn deliver<M: Machine + ?Sized>(
+        &mut self,
+        slots: usize,
+        now: Instant,
+        machine: &mut M,
+        io: &mut M::Io,
+    ) {
+        self.batch.deliver(slots, now, machine, io);
+    }
+
+    /// [`UdpBatch::try_queue`] on this socket.
+    pub fn try_queue(&mut self, to: SocketAddr, datagram: &[u8]) -> io::Result<()> {
+        self.batch.try_queue(&self.socket, to, datagram)
+    }
+
+    /// [`UdpBatch::try_flush`] on this socket.
+    pub fn try_flush(&mut self) -> io::Result<()> {
+        self.batch.try_flush(&self.socket)
+    }
+
+    /// Whether a GSO batch is waiting to be sent.
+    pub fn has_pending(&self) -> bool {
+        self.batch.has_pending()
+    }
+}
+
+/// Datagrams to one destination, all `segment` bytes long except possibly
+/// the last (the GSO rule), laid end to end in one buffer.
+#[derive(Debug)]
+struct SendBatch {
+    buf: Vec<u8>,
+    len: usize,
+    segment: usize,
+    count: usize,
+    max_segments: usize,
+    destination: Option<SocketAddr>,
+    /// The last segment was shorter: nothing more may join.
+    closed: bool,
+}
+
+impl SendBatch {
+    fn new(max_segments: usize) -> SendBatch {
+        SendBatch {
+            // The kernel refuses a GSO send whose whole UDP payload passes
+            // 64 KiB (EMSGSIZE): the batch never grows past that.
+            buf: vec![0; (max_segments * BATCH_SLOT_LEN).min(MAX_GSO_PAYLOAD)],
+            len: 0,
+            segment: 0,
+            count: 0,
+            max_segments,
+            destination: None,
+            closed: false,
+        }
+    }
+
+    /// Whether a datagram of `len` bytes to `to` may join the batch.
+    fn fits(&self, to: SocketAddr, len: usize) -> bool {
+        self.count > 0
+            && !self.closed
+            && self.destination == Some(to)
+            && self.count < self.max_segments
+            && len <= self.segment
+            && self.len + len <= self.buf.len()
+    }
+
+    /// Adds a datagram if it may join (an empty batch takes any that fits
+    /// the buffer); whether it did.
+    fn push(&mut self, to: SocketAddr, datagram: &[u8]) -> bool {
+        if self.count == 0 {
+            if datagram.len() > self.buf.len() || datagram.is_empty() {
+                return false;
+            }
+            self.destination = Some(to);
+            self.segment = datagram.len();
+            self.closed = false;
+            self.len = 0;
+        } else if !self.fits(to, datagram.len()) {
+            return false;
+        }
+        let Some(slot) = self.buf.get_mut(self.len..self.len + datagram.len()) else {
+            return false;
+        };
+        slot.copy_from_slice(datagram);
+        self.len += datagram.len();
+        self.count += 1;
+        if datagram.len() < self.segment {
+            self.closed = true;
+        }
+        true
+    }
+
+    /// Whether the batch can take nothing more.
+    fn is_full(&self) -> bool {
+        self.count >= self.max_segments || self.closed || self.len + self.segment > self.buf.len()
+    }
+
+    /// The batch, if any: (destination, bytes, segment size).
+    fn peek(&self) -> Option<(SocketAddr, usize, usize)> {
+        if self.count == 0 {
+            return None;
+        }
+        Some((self.destination?, self.len, self.segment))
+    }
+
+    /// Empties the batch (it was sent).
+    fn clear(&mut self) {
+        self.count = 0;
+        self.len = 0;
+        self.closed = false;
+    }
+
+    /// Empties the batch: (destination, bytes, segment size).
+    #[cfg(test)]
+    fn take(&mut self) -> Option<(SocketAddr, usize, usize)> {
+        let out = self.peek();
+        self.clear();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn gso_batch_takes_equal_segments_to_one_destination() {
+        let mut batch = SendBatch::new(4);
+        assert!(batch.push(addr(1), &[1; 100]));
+        assert!(batch.push(addr(1), &[2; 100]));
+        // Another destination, or a larger datagram, cannot join.
+        assert!(!batch.push(addr(2), &[3; 100]));
+        assert!(!batch.push(addr(1), &[3; 101]));
+        // A shorter one can, and ends the batch.
+        assert!(batch.push(addr(1), &[4; 50]));
+        assert!(batch.is_full());
+        assert!(!batch.push(addr(1), &[5; 50]));
+        assert_eq!(batch.take(), Some((addr(1), 250, 100)));
+        assert_eq!(batch.take(), None);
+    }
+
+    #[test]
+    fn gso_batch_is_full_at_the_kernel_segment_limit() {
+        let mut batch = SendBatch::new(2);
+        assert!(batch.push(addr(1), &[0; 10]));
+        assert!(!batch.is_full());
+        assert!(batch.push(addr(1), &[0; 10]));
+        assert!(batch.is_full());
+        assert!(!batch.push(addr(1), &[0; 10]));
+    }
+
+    #[test]
+    fn gso_batch_never_passes_the_kernels_64_kib_payload_limit() {
+        // 64 segments of 1452 bytes would be 92,928 bytes: the kernel
+        // refuses such a send whole (EMSGSIZE), losing every packet in it.
+        let mut batch = SendBatch::new(64);
+        let mut pushed = 0;
+        while !batch.is_full() && batch.push(addr(1), &[7; 1452]) {
+            pushed += 1;
+        }
+        assert_eq!(pushed, MAX_GSO_PAYLOAD / 1452);
+        let (_, len, segment) = batch.take().expect("a batch");
+        assert!(len <= MAX_GSO_PAYLOAD);
+        assert_eq!(segment, 1452);
+    }
+
+    #[test]
+    fn batched_socket_delivers_a_gso_batch_as_separate_datagrams() {
+        let mut a = BatchSocket::bind(addr(0)).expect("bind");
+        let b = std::net::UdpSocket::bind(addr(0)).expect("bind");
+        let to = b.local_addr().expect("addr");
+        let from = a.local_addr().expect("addr");
+        let n = a.batch.max_segments().min(3);
+        for i in 0..n as u8 {
+            a.try_queue(to, &[i; 1200]).expect("queued");
+        }
+        // A batch the kernel's segment limit did not fill waits for a flush.
+        assert_eq!(a.has_pending(), a.batch.max_segments() > n);
+        a.try_flush().expect("sent");
+        assert!(!a.has_pending());
+        b.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0u8; 2000];
+        for i in 0..n as u8 {
+            let (len, src) = b.recv_from(&mut buf).expect("datagram");
+            assert_eq!((len, src), (1200, from));
+            assert!(buf[..len].iter().all(|x| *x == i));
+        }
+        // Nothing waiting: the non-blocking receive says so at once.
+        let nothing = a.try_recv().expect_err("nothing yet");
+        assert_eq!(nothing.kind(), io::ErrorKind::WouldBlock);
+        // And the batched receive side splits what arrives.
+        b.send_to(&[9; 700], from).expect("sent");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let slots = loop {
+            match a.try_recv() {
+                Ok(n) => break n,
+                Err(e) if would_block(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("receive failed: {e}"),
+            }
+        };
+        assert_eq!(slots, 1);
+        let (src, mut datagrams) = a.received(0);
+        assert_eq!(src, to);
+        assert_eq!(datagrams.next().map(|d| d.len()), Some(700));
+    }
+}
