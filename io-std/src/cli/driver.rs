@@ -65,3 +65,72 @@ pub trait Driver {
         link_addr: SocketAddr,
     ) -> io::Result<(TriggerHandle, flume::Receiver<TriggerEvent>)>;
 }
+
+/// The blocking driver ([`crate::driver`]) as the shared CLI's
+/// [`Driver`]: each role on a thread of its own, no async runtime.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StdDriver;
+
+impl Driver for StdDriver {
+    fn terminal(
+        &self,
+        config: TerminalConfig,
+        keypair: StaticKeypair,
+        session_server: SocketAddr,
+        udp_addr: SocketAddr,
+        permissions: &[&str],
+        options: TerminalOptions,
+    ) -> io::Result<(TerminalHandle, flume::Receiver<Event>)> {
+        crate::driver::terminal::spawn_with(
+            config,
+            keypair,
+            session_server,
+            udp_addr,
+            permissions,
+            options,
+        )
+    }
+
+    fn session_server(
+        &self,
+        config: SessionConfig,
+        keypair: StaticKeypair,
+        registry: NameRegistry,
+        trigger_key: PublicKey,
+        trigger_link: SocketAddr,
+        control_addr: SocketAddr,
+        setup: Durable,
+    ) -> io::Result<(SessionHandle, flume::Receiver<SessionEvent>, Reply<Stopped>)> {
+        let (handle, events, thread) = crate::driver::session_server::spawn_durable(
+            config,
+            keypair,
+            registry,
+            trigger_key,
+            trigger_link,
+            control_addr,
+            setup,
+        )?;
+        let (answer, stopped) = Reply::channel();
+        // The loop's thread says why it stopped when it ends; a loop that
+        // panicked leaves the answer unsent, which reads as stopped too.
+        std::thread::Builder::new()
+            .name("tryst-session-watch".into())
+            .spawn(move || {
+                if let Ok(why) = thread.join() {
+                    let _ = answer.send(Ok(why));
+                }
+            })?;
+        Ok((handle, events, stopped))
+    }
+
+    fn trigger_server(
+        &self,
+        config: TriggerConfig,
+        keypair: StaticKeypair,
+        session_servers: &[PublicKey],
+        udp_addr: SocketAddr,
+        link_addr: SocketAddr,
+    ) -> io::Result<(TriggerHandle, flume::Receiver<TriggerEvent>)> {
+        crate::driver::trigger_server::spawn(config, keypair, session_servers, udp_addr, link_addr)
+    }
+}
