@@ -11,7 +11,7 @@
 //! with its batch, for the blocking driver.
 
 use std::io::{self, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 
 use quinn_udp::{RecvMeta, UdpSocketState, BATCH_SIZE};
@@ -104,15 +104,17 @@ impl UdpBatch {
         io: &mut M::Io,
     ) {
         for slot in 0..slots {
+            // Where it arrived (IP_PKTINFO, which quinn-udp turns on): on a
+            // socket bound to an unspecified address of a host with several,
+            // the machine answers from there.
+            let local = self
+                .recv_meta
+                .get(slot)
+                .and_then(|meta| meta.dst_ip)
+                .filter(|ip| answerable_from(*ip));
             let (from, datagrams) = self.received(slot);
             for bytes in datagrams {
-                // The arrival address is not read yet: answers leave from
-                // the address the system chooses.
-                let input = Input::Datagram {
-                    from,
-                    local: None,
-                    bytes,
-                };
+                let input = Input::Datagram { from, local, bytes };
                 machine.handle_input(now, input, io);
             }
         }
@@ -126,7 +128,7 @@ impl UdpBatch {
     fn send<S: AsFd>(
         state: &UdpSocketState,
         socket: &S,
-        to: SocketAddr,
+        (to, local): Path,
         contents: &[u8],
         segment: Option<usize>,
     ) -> io::Result<()> {
@@ -135,7 +137,7 @@ impl UdpBatch {
             ecn: None,
             contents,
             segment_size: segment.filter(|s| *s < contents.len()),
-            src_ip: None,
+            src_ip: local,
         };
         match state.try_send(socket.into(), &transmit) {
             Err(e) if would_block(&e) => Err(e),
@@ -155,31 +157,35 @@ impl UdpBatch {
     /// Sends the pending GSO batch, if any; `WouldBlock` (the batch kept)
     /// when the socket is not ready.
     pub fn try_flush<S: AsFd>(&mut self, socket: &S) -> io::Result<()> {
-        let Some((to, len, segment)) = self.batch.peek() else {
+        let Some((path, len, segment)) = self.batch.peek() else {
             return Ok(());
         };
         let contents = self.batch.buf.get(..len).unwrap_or_default();
-        UdpBatch::send(&self.state, socket, to, contents, Some(segment))?;
+        UdpBatch::send(&self.state, socket, path, contents, Some(segment))?;
         self.batch.clear();
         Ok(())
     }
 
-    /// Takes a datagram for `to`: adds it to the GSO batch, sending the
-    /// batch first if the datagram cannot join it (one larger than the
-    /// batch buffer goes alone). `Ok` once it is taken (a batch it filled
-    /// is sent then, or kept for the next call if the socket is not
-    /// ready); `WouldBlock` when it was not taken: wait until the socket
-    /// is writable and offer it again.
+    /// Takes a datagram for `to`, to leave from local address `local`
+    /// (`None`: the system chooses; see
+    /// [`Transmit::local`](tryst_core::machine::Transmit::local)): adds it
+    /// to the GSO batch, sending the batch first if the datagram cannot
+    /// join it (one larger than the batch buffer goes alone). `Ok` once it
+    /// is taken (a batch it filled is sent then, or kept for the next call
+    /// if the socket is not ready); `WouldBlock` when it was not taken:
+    /// wait until the socket is writable and offer it again.
     pub fn try_queue<S: AsFd>(
         &mut self,
         socket: &S,
         to: SocketAddr,
+        local: Option<IpAddr>,
         datagram: &[u8],
     ) -> io::Result<()> {
-        if !self.batch.push(to, datagram) {
+        let path = (to, local);
+        if !self.batch.push(path, datagram) {
             self.try_flush(socket)?;
-            if !self.batch.push(to, datagram) {
-                return UdpBatch::send(&self.state, socket, to, datagram, None);
+            if !self.batch.push(path, datagram) {
+                return UdpBatch::send(&self.state, socket, path, datagram, None);
             }
         }
         if self.batch.is_full() {
@@ -250,8 +256,13 @@ impl BatchSocket {
     }
 
     /// [`UdpBatch::try_queue`] on this socket.
-    pub fn try_queue(&mut self, to: SocketAddr, datagram: &[u8]) -> io::Result<()> {
-        self.batch.try_queue(&self.socket, to, datagram)
+    pub fn try_queue(
+        &mut self,
+        to: SocketAddr,
+        local: Option<IpAddr>,
+        datagram: &[u8],
+    ) -> io::Result<()> {
+        self.batch.try_queue(&self.socket, to, local, datagram)
     }
 
     /// [`UdpBatch::try_flush`] on this socket.
@@ -265,6 +276,20 @@ impl BatchSocket {
     }
 }
 
+/// Where a datagram goes and the local address it leaves from (`None`: the
+/// system chooses); one GSO batch has one path.
+type Path = (SocketAddr, Option<IpAddr>);
+
+/// Whether an answer can leave from `ip`, the address a datagram arrived
+/// at: a unicast address (never a broadcast or multicast one, which no
+/// datagram can be sent from).
+fn answerable_from(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast()),
+        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
+    }
+}
+
 /// Datagrams to one destination, all `segment` bytes long except possibly
 /// the last (the GSO rule), laid end to end in one buffer.
 #[derive(Debug)]
@@ -274,7 +299,7 @@ struct SendBatch {
     segment: usize,
     count: usize,
     max_segments: usize,
-    destination: Option<SocketAddr>,
+    destination: Option<Path>,
     /// The last segment was shorter: nothing more may join.
     closed: bool,
 }
@@ -294,8 +319,8 @@ impl SendBatch {
         }
     }
 
-    /// Whether a datagram of `len` bytes to `to` may join the batch.
-    fn fits(&self, to: SocketAddr, len: usize) -> bool {
+    /// Whether a datagram of `len` bytes on `to` may join the batch.
+    fn fits(&self, to: Path, len: usize) -> bool {
         self.count > 0
             && !self.closed
             && self.destination == Some(to)
@@ -306,7 +331,7 @@ impl SendBatch {
 
     /// Adds a datagram if it may join (an empty batch takes any that fits
     /// the buffer); whether it did.
-    fn push(&mut self, to: SocketAddr, datagram: &[u8]) -> bool {
+    fn push(&mut self, to: Path, datagram: &[u8]) -> bool {
         if self.count == 0 {
             if datagram.len() > self.buf.len() || datagram.is_empty() {
                 return false;
@@ -335,8 +360,8 @@ impl SendBatch {
         self.count >= self.max_segments || self.closed || self.len + self.segment > self.buf.len()
     }
 
-    /// The batch, if any: (destination, bytes, segment size).
-    fn peek(&self) -> Option<(SocketAddr, usize, usize)> {
+    /// The batch, if any: (path, bytes, segment size).
+    fn peek(&self) -> Option<(Path, usize, usize)> {
         if self.count == 0 {
             return None;
         }
@@ -350,9 +375,9 @@ impl SendBatch {
         self.closed = false;
     }
 
-    /// Empties the batch: (destination, bytes, segment size).
+    /// Empties the batch: (path, bytes, segment size).
     #[cfg(test)]
-    fn take(&mut self) -> Option<(SocketAddr, usize, usize)> {
+    fn take(&mut self) -> Option<(Path, usize, usize)> {
         let out = self.peek();
         self.clear();
         out
@@ -371,27 +396,27 @@ mod tests {
     #[test]
     fn gso_batch_takes_equal_segments_to_one_destination() {
         let mut batch = SendBatch::new(4);
-        assert!(batch.push(addr(1), &[1; 100]));
-        assert!(batch.push(addr(1), &[2; 100]));
+        assert!(batch.push((addr(1), None), &[1; 100]));
+        assert!(batch.push((addr(1), None), &[2; 100]));
         // Another destination, or a larger datagram, cannot join.
-        assert!(!batch.push(addr(2), &[3; 100]));
-        assert!(!batch.push(addr(1), &[3; 101]));
+        assert!(!batch.push((addr(2), None), &[3; 100]));
+        assert!(!batch.push((addr(1), None), &[3; 101]));
         // A shorter one can, and ends the batch.
-        assert!(batch.push(addr(1), &[4; 50]));
+        assert!(batch.push((addr(1), None), &[4; 50]));
         assert!(batch.is_full());
-        assert!(!batch.push(addr(1), &[5; 50]));
-        assert_eq!(batch.take(), Some((addr(1), 250, 100)));
+        assert!(!batch.push((addr(1), None), &[5; 50]));
+        assert_eq!(batch.take(), Some(((addr(1), None), 250, 100)));
         assert_eq!(batch.take(), None);
     }
 
     #[test]
     fn gso_batch_is_full_at_the_kernel_segment_limit() {
         let mut batch = SendBatch::new(2);
-        assert!(batch.push(addr(1), &[0; 10]));
+        assert!(batch.push((addr(1), None), &[0; 10]));
         assert!(!batch.is_full());
-        assert!(batch.push(addr(1), &[0; 10]));
+        assert!(batch.push((addr(1), None), &[0; 10]));
         assert!(batch.is_full());
-        assert!(!batch.push(addr(1), &[0; 10]));
+        assert!(!batch.push((addr(1), None), &[0; 10]));
     }
 
     #[test]
@@ -400,7 +425,7 @@ mod tests {
         // refuses such a send whole (EMSGSIZE), losing every packet in it.
         let mut batch = SendBatch::new(64);
         let mut pushed = 0;
-        while !batch.is_full() && batch.push(addr(1), &[7; 1452]) {
+        while !batch.is_full() && batch.push((addr(1), None), &[7; 1452]) {
             pushed += 1;
         }
         assert_eq!(pushed, MAX_GSO_PAYLOAD / 1452);
@@ -417,7 +442,7 @@ mod tests {
         let from = a.local_addr().expect("addr");
         let n = a.batch.max_segments().min(3);
         for i in 0..n as u8 {
-            a.try_queue(to, &[i; 1200]).expect("queued");
+            a.try_queue(to, None, &[i; 1200]).expect("queued");
         }
         // A batch the kernel's segment limit did not fill waits for a flush.
         assert_eq!(a.has_pending(), a.batch.max_segments() > n);
@@ -450,5 +475,90 @@ mod tests {
         let (src, mut datagrams) = a.received(0);
         assert_eq!(src, to);
         assert_eq!(datagrams.next().map(|d| d.len()), Some(700));
+    }
+
+    /// Answers each datagram to its sender, from where it arrived.
+    #[derive(Default)]
+    struct Answerer {
+        heard: Vec<(SocketAddr, Option<IpAddr>)>,
+        out: Vec<tryst_core::machine::OwnedTransmit>,
+    }
+
+    impl Machine for Answerer {
+        type Fact = ();
+        type Event = ();
+        type Io = ();
+        fn handle_input(&mut self, _now: Instant, input: Input<'_>, _io: &mut ()) {
+            if let Input::Datagram { from, local, bytes } = input {
+                self.heard.push((from, local));
+                let to = tryst_core::machine::Destination::Udp(from);
+                self.out.extend(
+                    tryst_core::machine::OwnedTransmit::from_bytes(to, bytes)
+                        .map(|t| t.from_local(local)),
+                );
+            }
+        }
+        fn handle_timeout(&mut self, _now: Instant) {}
+        fn poll_output(
+            &mut self,
+            _now: Instant,
+            buf: &mut [u8],
+            _io: &mut (),
+        ) -> tryst_core::machine::Output<(), ()> {
+            match self.out.pop().and_then(|t| t.write_into(buf)) {
+                Some(t) => tryst_core::machine::Output::Transmit(t),
+                None => tryst_core::machine::Output::Timeout(None),
+            }
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+    }
+
+    #[test]
+    fn an_answer_leaves_from_the_address_its_request_arrived_at() {
+        // A server on 0.0.0.0 of a host with two addresses (127.0.0.1 and
+        // 127.0.0.2 on loopback); a client talks to the second. Without the
+        // arrival address the kernel would answer from 127.0.0.1 (the one it
+        // picks for the client), which a NAT in front of the client drops.
+        let mut server = BatchSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0))).expect("bind");
+        let port = server.local_addr().expect("addr").port();
+        let second = SocketAddr::from(([127, 0, 0, 2], port));
+        let client = std::net::UdpSocket::bind(addr(0)).expect("bind");
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        client.send_to(b"hello", second).expect("sent");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let slots = loop {
+            match server.try_recv() {
+                Ok(n) => break n,
+                Err(e) if would_block(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("receive failed: {e}"),
+            }
+        };
+        let mut machine = Answerer::default();
+        let now = Instant::from_micros(1);
+        server.deliver(slots, now, &mut machine, &mut ());
+        let client_addr = client.local_addr().expect("addr");
+        assert_eq!(machine.heard, [(client_addr, Some(second.ip()))]);
+        let mut buf = [0u8; 64];
+        while let tryst_core::machine::Output::Transmit(t) =
+            machine.poll_output(now, &mut buf, &mut ())
+        {
+            let tryst_core::machine::Destination::Udp(to) = t.destination else {
+                panic!("not a datagram");
+            };
+            server
+                .try_queue(to, t.local, &buf[..t.len])
+                .expect("queued");
+        }
+        server.try_flush().expect("sent");
+        let mut answer = [0u8; 64];
+        let (n, from) = client.recv_from(&mut answer).expect("an answer");
+        assert_eq!(&answer[..n], b"hello");
+        assert_eq!(from, second, "answered from the wrong address");
     }
 }

@@ -19,7 +19,7 @@
 # Usage: bash tests/nat-lab/run.sh [CASE...]     (as root; default: every case)
 # Environment: TRYST (default target/debug/tryst), the binary under test;
 #              LAB_KEEP=1 keeps the work dir (logs) after the run.
-# Cases: eim-direct, one-public, nat-timeout, mapping-flush.
+# Cases: eim-direct, one-public, nat-timeout, mapping-flush, two-address-server.
 set -Eeuo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -171,16 +171,19 @@ wait_line() {
 }
 
 SERVER_KEY=""
+# The address terminals use for the servers, and the one the servers bind.
+SERVER_IP=10.100.0.2
+SERVER_BIND=10.100.0.2
 start_server() {
     spawn srv server "$TRYST" server --data-dir "$WORK/server-$CASE" \
-        --control 10.100.0.2:7400 --trigger 10.100.0.2:7401 "$@"
+        --control "$SERVER_BIND:7400" --trigger "$SERVER_BIND:7401" "$@"
     SERVER_KEY="$(wait_line server '^server key: ' | sed 's/^server key: //')"
     wait_line server '^trigger: ' >/dev/null
 }
 
 # flags NAME: what every terminal-side command of device NAME takes.
 flags() {
-    echo --name "$1" --server 10.100.0.2:7400 --trigger 10.100.0.2:7401 \
+    echo --name "$1" --server "$SERVER_IP:7400" --trigger "$SERVER_IP:7401" \
         --server-key "$SERVER_KEY" --state-dir "$WORK/$1-state-$CASE"
 }
 
@@ -236,6 +239,8 @@ path_report() {
 }
 
 reset_world() {
+    SERVER_IP=10.100.0.2
+    SERVER_BIND=10.100.0.2
     remove_world
     rm -f "$WORK"/*.log "$WORK"/*.err
     build_world
@@ -319,7 +324,23 @@ case_mapping_flush() {
     echo "    the next request after the flush succeeded"
 }
 
-ALL_CASES=(eim-direct one-public nat-timeout mapping-flush)
+# Servers on 0.0.0.0 of a host with two addresses; the terminals use the
+# second. Keepalive acks and triggers must leave from the address the
+# terminal sent to (its NAT let in only answers from there), or the
+# terminal is never triggered and every request is refused.
+case_two_address_server() {
+    in_ns srv ip addr add 10.100.0.3/24 dev wan
+    SERVER_BIND=0.0.0.0
+    SERVER_IP=10.100.0.3
+    start_server
+    daemon h1 home --allow phone --recv-dir "$WORK/inbox-$CASE"
+    make_file "$WORK/file-$CASE.bin" 2
+    connect h2 phone home --send "$WORK/file-$CASE.bin" --duration 1m
+    check_transfer "$WORK/file-$CASE.bin" "$WORK/inbox-$CASE"
+    path_report "servers on 0.0.0.0, reached at their second address: answered from it"
+}
+
+ALL_CASES=(eim-direct one-public nat-timeout mapping-flush two-address-server)
 CASES=("$@")
 ((${#CASES[@]})) || CASES=("${ALL_CASES[@]}")
 passed=0

@@ -358,7 +358,7 @@ where
                     continue;
                 };
                 match t.destination {
-                    Destination::Udp(to) => io.send_udp(to, bytes),
+                    Destination::Udp(to) => io.send_udp(to, t.local, bytes),
                     destination => io.send(destination, bytes),
                 }
             }
@@ -732,15 +732,16 @@ impl<F> Io<F> {
         }
     }
 
-    /// Sends one datagram, through the GSO batch; waits for room in the
-    /// socket's buffer at most [`UDP_SEND_WAIT`].
-    fn send_udp(&mut self, to: SocketAddr, bytes: &[u8]) {
+    /// Sends one datagram (from local address `local`, if set), through
+    /// the GSO batch; waits for room in the socket's buffer at most
+    /// [`UDP_SEND_WAIT`].
+    fn send_udp(&mut self, to: SocketAddr, local: Option<IpAddr>, bytes: &[u8]) {
         let until = StdInstant::now() + UDP_SEND_WAIT;
         loop {
             let Some(socket) = self.udp.as_mut() else {
                 return;
             };
-            match socket.try_queue(to, bytes) {
+            match socket.try_queue(to, local, bytes) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.udp_writable = false;
                     if !self.wait_udp_writable(until) {

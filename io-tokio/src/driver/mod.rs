@@ -206,7 +206,7 @@ where
                 match t.destination {
                     Destination::Udp(to) => {
                         if let Some(socket) = udp.as_mut() {
-                            socket.queue(to, bytes).await;
+                            socket.queue(to, t.local, bytes).await;
                         }
                     }
                     destination => {

@@ -3,7 +3,7 @@
 //! waiting for readiness with `try_io` as quinn does.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -71,10 +71,12 @@ impl BatchSocket {
 
     /// Adds a datagram to the GSO batch, sending the batch first if the
     /// datagram cannot join it, and after if it is full.
-    pub async fn queue(&mut self, to: SocketAddr, datagram: &[u8]) {
+    pub async fn queue(&mut self, to: SocketAddr, local: Option<IpAddr>, datagram: &[u8]) {
         let (socket, batch) = (&self.socket, &mut self.batch);
         if let Err(e) = socket
-            .async_io(Interest::WRITABLE, || batch.try_queue(socket, to, datagram))
+            .async_io(Interest::WRITABLE, || {
+                batch.try_queue(socket, to, local, datagram)
+            })
             .await
         {
             tracing::debug!(%to, error = %e, "datagram not sent");
@@ -104,7 +106,7 @@ mod tests {
         let from = a.local_addr().unwrap();
         let n = a.batch.max_segments().min(3);
         for i in 0..n as u8 {
-            a.queue(to, &[i; 1200]).await;
+            a.queue(to, None, &[i; 1200]).await;
         }
         a.flush().await;
         b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
