@@ -310,7 +310,7 @@ pub fn s1604_forced_end_stops_both_terminals() {
 }
 
 /// Writes `len` bytes of a pattern that no two offsets share cheaply.
-fn write_test_file(path: &Path, len: usize) {
+pub fn write_test_file(path: &Path, len: usize) {
     let mut data = vec![0u8; len];
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for chunk in data.chunks_mut(8) {
@@ -323,7 +323,7 @@ fn write_test_file(path: &Path, len: usize) {
     fs::write(path, data).expect("test file");
 }
 
-fn sha256_hex(path: &Path) -> String {
+pub fn sha256_hex(path: &Path) -> String {
     use sha2::Digest;
     let data = fs::read(path).expect("readable");
     sha2::Sha256::digest(&data)
