@@ -1,0 +1,113 @@
+//! The keepalive baseline: a minimal UDP echo responder (std, one
+//! `recv_from` and one `send_to` per datagram, no crypto, no state) and a
+//! load on it shaped like the keepalive load: many sockets on distinct
+//! loopback sources, each with one datagram of a keepalive's size in
+//! flight at a time.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::run::{source, MAX_TERMINALS};
+use crate::stats::Tally;
+
+/// Bytes of each echo datagram: a keepalive's size on the wire (shared
+/// header, device ID, counter, AES-GCM tag; the ack is a little larger).
+pub const ECHO_DATAGRAM_LEN: usize = 48;
+/// How long an echo may take before it counts as an error.
+pub const ECHO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Room for one datagram at the responder.
+const RESPONDER_BUF: usize = 2048;
+
+/// Answers every datagram on `socket` with itself, forever (until killed).
+pub fn serve(socket: &UdpSocket) -> std::io::Result<()> {
+    let mut buf = [0u8; RESPONDER_BUF];
+    loop {
+        let (n, from) = socket.recv_from(&mut buf)?;
+        // A send that fails (the sender's buffer is gone) is a lost echo.
+        let _ = socket.send_to(buf.get(..n).unwrap_or_default(), from);
+    }
+}
+
+/// Drives the responder at `target` from `sockets` sockets from `start` to `end`,
+/// closed loop (each socket sends its next datagram when the last came
+/// back) or open loop at `rate` datagrams per second in total.
+pub async fn load(
+    target: SocketAddr,
+    sockets: usize,
+    start: Instant,
+    end: Instant,
+    rate: Option<f64>,
+) -> Tally {
+    let sockets = sockets.clamp(1, MAX_TERMINALS);
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for index in 0..sockets {
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let Ok(socket) = tokio::net::UdpSocket::bind(SocketAddr::new(source(index), 0)).await
+            else {
+                tally.error();
+                return tally;
+            };
+            if socket.connect(target).await.is_err() {
+                tally.error();
+                return tally;
+            }
+            tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
+            let mut out = [0u8; ECHO_DATAGRAM_LEN];
+            let mut back = [0u8; RESPONDER_BUF];
+            let mut counter: u64 = 0;
+            loop {
+                let t0 = match rate.filter(|r| *r > 0.0) {
+                    None => Instant::now(),
+                    Some(r) => {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let at = start + Duration::from_secs_f64(k as f64 / r);
+                        if at >= end {
+                            break;
+                        }
+                        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+                        at
+                    }
+                };
+                if t0 >= end {
+                    break;
+                }
+                counter += 1;
+                if let Some(head) = out.get_mut(..8) {
+                    head.copy_from_slice(&counter.to_le_bytes());
+                }
+                if socket.send(&out).await.is_err() {
+                    tally.error();
+                    continue;
+                }
+                let deadline = tokio::time::Instant::from_std(t0 + ECHO_TIMEOUT);
+                let got = loop {
+                    tokio::select! {
+                        r = socket.recv(&mut back) => match r {
+                            Ok(n) if back.get(..8) == out.get(..8) && n == ECHO_DATAGRAM_LEN => break true,
+                            Ok(_) => {}
+                            Err(_) => break false,
+                        },
+                        () = tokio::time::sleep_until(deadline) => break false,
+                    }
+                };
+                if got {
+                    tally.complete(t0.elapsed());
+                } else {
+                    tally.error();
+                }
+            }
+            tally
+        }));
+    }
+    let mut tally = Tally::default();
+    for task in tasks {
+        if let Ok(t) = task.await {
+            tally.merge(t);
+        }
+    }
+    tally
+}
