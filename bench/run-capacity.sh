@@ -12,7 +12,8 @@
 # Environment: TRYST (default target/release/tryst), KAMAILIO_ANCHOR (default
 # ../shared/anchors/kamailio/run.sh beside the repository), SETUP_TERMINALS,
 # REG_TERMINALS, KA_TERMINALS, ECHO_SOCKETS, KAM_CALLS, KAM_REG (rates
-# offered to Kamailio, one step each), OUT (results file).
+# offered to Kamailio, one step each), OUT (results file), SCRATCH (the
+# servers' data dirs, default /dev/shm), DISK (the setups-disk row's, /tmp).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
@@ -36,6 +37,10 @@ ECHO_SOCKETS="${ECHO_SOCKETS:-256}"
 KAM_CALLS="${KAM_CALLS:-3000 6000}"
 KAM_REG="${KAM_REG:-10000 20000}"
 OUT="${OUT:-$(mktemp /tmp/tryst-capacity.XXXXXX.jsonl)}"
+# The spawned servers' data dirs: tmpfs by default, like Kamailio's in-memory
+# location table (no fsync); the "setups-disk" row puts the store on $DISK.
+SCRATCH="${SCRATCH:-/dev/shm}"
+DISK="${DISK:-/tmp}"
 
 [ -x "$TRYST" ] || cargo build --release -p tryst-tokio --bin tryst
 [ -x "$LOAD" ] || cargo build --release --manifest-path bench/load/Cargo.toml
@@ -44,7 +49,7 @@ echo "results in $OUT" >&2
 
 tryst_row() { # label mode args...
     local label=$1 mode=$2; shift 2
-    "$LOAD" "$mode" --spawn "$TRYST" --seconds "$SECS" --json "$@" \
+    "$LOAD" "$mode" --spawn "$TRYST" --scratch "$SCRATCH" --seconds "$SECS" --json "$@" \
         | sed "s/^{/{\"row\":\"$label\",/" >> "$OUT" || echo "{\"row\":\"$label\",\"failed\":true}" >> "$OUT"
 }
 
@@ -76,6 +81,7 @@ for run in $(seq 1 "$RUNS"); do
     echo "round $run/$RUNS" >&2
     tryst_row setups setups --terminals "$SETUP_TERMINALS"
     tryst_row setups-inquiry setups --inquiry --terminals "$SETUP_TERMINALS"
+    SCRATCH="$DISK" tryst_row setups-disk setups --terminals "$SETUP_TERMINALS"
     kamailio_row kamailio-calls calls "$KAM_CALLS"
     tryst_row registrations registrations --terminals "$REG_TERMINALS"
     kamailio_row kamailio-register register "$KAM_REG"
@@ -129,6 +135,7 @@ for name, samples in rows.items():
           f"{f(m['server_cpu_us_per_op'],'{:.1f}'):>10}")
 print()
 for row, base in (("setups", "kamailio-calls"), ("setups-inquiry", "kamailio-calls"),
+                  ("setups-disk", "kamailio-calls"),
                   ("registrations", "kamailio-register"), ("keepalives", "echo")):
     a, b = summary.get(row), summary.get(base)
     if not a or not b:

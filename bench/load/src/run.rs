@@ -170,10 +170,18 @@ impl Pace {
     }
 }
 
+/// The local mirror of a server's per-identity `limit`, a tenth slower to
+/// refill: the server's clock starts its bucket a little later than ours
+/// and a request reaches it a little after we checked, so an exact mirror
+/// would now and then be denied where the server is right to deny.
+fn mirror(limit: Limit) -> Limit {
+    Limit::one_every(limit.capacity(), limit.interval() + limit.interval() / 10)
+}
+
 /// A bucket with `limit` that has already spent one token (the
 /// preparation's registration or keepalive).
 fn spent_bucket(limit: Limit, origin: StdInstant) -> TokenBucket {
-    let mut bucket = TokenBucket::new(limit);
+    let mut bucket = TokenBucket::new(mirror(limit));
     let _ = bucket.check(core_now(origin));
     bucket
 }
@@ -348,7 +356,7 @@ async fn pair_task(
         return tally;
     };
     // The preparation sent no connection request: a full bucket.
-    let mut bucket = TokenBucket::new(CONNECTION_REQUESTS);
+    let mut bucket = TokenBucket::new(mirror(CONNECTION_REQUESTS));
     let mut b_ready: Vec<SessionId> = Vec::new();
     while let Some(t0) = pace.next_op().await {
         let Some(t0) = pace.take(t0, &mut bucket, origin, &mut tally).await else {
