@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::run::{source, MAX_TERMINALS};
+use crate::run::{source, Pace, MAX_TERMINALS};
 use crate::stats::Tally;
 
 /// Bytes of each echo datagram: a keepalive's size on the wire (shared
@@ -40,10 +40,10 @@ pub async fn load(
     rate: Option<f64>,
 ) -> Tally {
     let sockets = sockets.clamp(1, MAX_TERMINALS);
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let pace = Arc::new(Pace::new(start, end, rate));
     let mut tasks = Vec::new();
     for index in 0..sockets {
-        let next = next.clone();
+        let pace = pace.clone();
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             let Ok(socket) = tokio::net::UdpSocket::bind(SocketAddr::new(source(index), 0)).await
@@ -60,21 +60,9 @@ pub async fn load(
             let mut back = [0u8; RESPONDER_BUF];
             let mut counter: u64 = 0;
             loop {
-                let t0 = match rate.filter(|r| *r > 0.0) {
-                    None => Instant::now(),
-                    Some(r) => {
-                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let at = start + Duration::from_secs_f64(k as f64 / r);
-                        if at >= end {
-                            break;
-                        }
-                        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
-                        at
-                    }
-                };
-                if t0 >= end {
+                let Some(t0) = pace.next_op().await else {
                     break;
-                }
+                };
                 counter += 1;
                 if let Some(head) = out.get_mut(..8) {
                     head.copy_from_slice(&counter.to_le_bytes());

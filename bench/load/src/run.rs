@@ -104,7 +104,7 @@ fn core_now(origin: StdInstant) -> Instant {
 /// When operations may start: at once while the window lasts (closed
 /// loop), or on a shared schedule of `rate` per second (open loop; an
 /// operation's latency counts from its slot, so a late start is seen).
-struct Pace {
+pub struct Pace {
     start: StdInstant,
     end: StdInstant,
     rate: Option<f64>,
@@ -112,9 +112,20 @@ struct Pace {
 }
 
 impl Pace {
+    /// A window from `start` to `end`, open loop at `rate` per second in
+    /// total, or closed loop.
+    pub fn new(start: StdInstant, end: StdInstant, rate: Option<f64>) -> Pace {
+        Pace {
+            start,
+            end,
+            rate: rate.filter(|r| *r > 0.0),
+            next: AtomicU64::new(0),
+        }
+    }
+
     /// The start of the next operation, after waiting for its slot; `None`
     /// once the window is over.
-    async fn next_op(&self) -> Option<StdInstant> {
+    pub async fn next_op(&self) -> Option<StdInstant> {
         match self.rate {
             None => {
                 let now = StdInstant::now();
@@ -243,12 +254,7 @@ pub async fn run(plan: Plan) -> Outcome {
     let prepare_s = origin.elapsed().as_secs_f64();
     let start = StdInstant::now() + Duration::from_millis(50);
     let end = start + Duration::from_secs_f64(plan.seconds.max(0.1));
-    let pace = Arc::new(Pace {
-        start,
-        end,
-        rate: plan.rate.filter(|r| *r > 0.0),
-        next: AtomicU64::new(0),
-    });
+    let pace = Arc::new(Pace::new(start, end, plan.rate));
     let _ = start_tx.send(Some(pace));
     let sampler = tokio::spawn(crate::procs::sample_window(plan.server_pid, start, end));
     let mut outcome = Outcome {
@@ -420,6 +426,30 @@ async fn pair_task(
     tally
 }
 
+/// One terminal of `unit`, brought up (registered; `online`: its first
+/// keepalive acked), the window's pace once it opens, and the mirror of
+/// the server's `limit` on it; `None` if it did not come up.
+async fn solo_start(
+    plan: &Plan,
+    unit: usize,
+    tag: u32,
+    origin: StdInstant,
+    gate: &Gate,
+    online: bool,
+    limit: Limit,
+) -> Option<(Node, Arc<Pace>, TokenBucket)> {
+    let Some(mut node) = make_node(plan, unit, tag, origin, DecisionMode::PermissionList).await
+    else {
+        gate.failed.fetch_add(1, Ordering::Relaxed);
+        return None;
+    };
+    if !prepare(gate, &mut [&mut node], online).await {
+        return None;
+    }
+    let pace = gate.wait().await?;
+    Some((node, pace, spent_bucket(limit, origin)))
+}
+
 /// Terminal `unit` registers again and again, each time on a new stream
 /// (as after a lost one: the machine presents its registration ticket).
 async fn registration_task(
@@ -430,18 +460,11 @@ async fn registration_task(
     gate: &Gate,
 ) -> Tally {
     let mut tally = Tally::default();
-    let Some(mut node) = make_node(plan, unit, tag, origin, DecisionMode::PermissionList).await
+    let Some((mut node, pace, mut bucket)) =
+        solo_start(plan, unit, tag, origin, gate, false, IDENTITY_REGISTRATIONS).await
     else {
-        gate.failed.fetch_add(1, Ordering::Relaxed);
         return tally;
     };
-    if !prepare(gate, &mut [&mut node], false).await {
-        return tally;
-    }
-    let Some(pace) = gate.wait().await else {
-        return tally;
-    };
-    let mut bucket = spent_bucket(IDENTITY_REGISTRATIONS, origin);
     while let Some(t0) = pace.next_op().await {
         let Some(t0) = pace.take(t0, &mut bucket, origin, &mut tally).await else {
             break;
@@ -491,18 +514,11 @@ async fn keepalive_task(
     gate: &Gate,
 ) -> Tally {
     let mut tally = Tally::default();
-    let Some(mut node) = make_node(plan, unit, tag, origin, DecisionMode::PermissionList).await
+    let Some((mut node, pace, mut bucket)) =
+        solo_start(plan, unit, tag, origin, gate, true, KEEPALIVES).await
     else {
-        gate.failed.fetch_add(1, Ordering::Relaxed);
         return tally;
     };
-    if !prepare(gate, &mut [&mut node], true).await {
-        return tally;
-    }
-    let Some(pace) = gate.wait().await else {
-        return tally;
-    };
-    let mut bucket = spent_bucket(KEEPALIVES, origin);
     while let Some(t0) = pace.next_op().await {
         let Some(t0) = pace.take(t0, &mut bucket, origin, &mut tally).await else {
             break;
