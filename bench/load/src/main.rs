@@ -303,9 +303,13 @@ fn run_echo(target: Option<SocketAddr>, common: CommonArgs) -> Result<bool, Load
             let mut command = Command::new(exe);
             command.args(["echo-server", "--bind", "127.0.0.1:0"]);
             let log = procs::scratch_path(&std::env::temp_dir(), "echo").with_extension("log");
-            let spawned = procs::spawn_announcing("echo-server", command, &log, &["echo"], None)?;
-            let _ = std::fs::remove_file(&log);
-            Some(spawned)
+            Some(procs::spawn_announcing(
+                "echo-server",
+                command,
+                &log,
+                &["echo"],
+                None,
+            )?)
         }
     };
     let target = match (&spawned, target) {

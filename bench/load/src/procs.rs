@@ -81,6 +81,8 @@ pub fn raise_nofile() -> u64 {
 pub struct Spawned {
     child: Child,
     scratch: Option<PathBuf>,
+    /// Its stderr log, removed with it (kept when it failed to start).
+    log: Option<PathBuf>,
     /// The stdout lines it printed before it was ready.
     pub lines: Vec<String>,
 }
@@ -109,6 +111,9 @@ impl Drop for Spawned {
         let _ = self.child.wait();
         if let Some(dir) = &self.scratch {
             let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(log) = &self.log {
+            let _ = std::fs::remove_file(log);
         }
     }
 }
@@ -159,6 +164,7 @@ pub fn spawn_announcing(
     let mut spawned = Spawned {
         child,
         scratch,
+        log: Some(log.to_path_buf()),
         lines: Vec::new(),
     };
     let deadline = Instant::now() + SPAWN_TIMEOUT;
@@ -168,12 +174,13 @@ pub fn spawn_announcing(
             match rx.recv_timeout(left) {
                 Ok(line) => spawned.lines.push(line),
                 Err(_) => {
+                    spawned.log = None;
                     return Err(ProcError::NoAnnouncement {
                         what,
                         missing: label,
                         secs: SPAWN_TIMEOUT.as_secs(),
                         log: log.display().to_string(),
-                    })
+                    });
                 }
             }
         }
