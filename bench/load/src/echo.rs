@@ -99,3 +99,42 @@ pub async fn load(
     }
     tally
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_echo_of_a_closed_loop_comes_back() {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let target = socket.local_addr().expect("addr");
+        std::thread::spawn(move || serve(&socket));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let start = Instant::now() + Duration::from_millis(20);
+        let end = start + Duration::from_millis(300);
+        let tally = runtime.block_on(load(target, 3, start, end, None));
+        assert!(tally.completed > 10, "{tally:?}");
+        assert_eq!(tally.errors, 0);
+        assert_eq!(tally.latencies_us.len() as u64, tally.completed);
+    }
+
+    #[test]
+    fn an_open_loop_offers_its_rate_and_stops_at_the_end() {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let target = socket.local_addr().expect("addr");
+        std::thread::spawn(move || serve(&socket));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let start = Instant::now() + Duration::from_millis(20);
+        let end = start + Duration::from_millis(500);
+        // 200/s for 0.5 s: slots 0..100, whatever the number of sockets.
+        let tally = runtime.block_on(load(target, 8, start, end, Some(200.0)));
+        assert_eq!(tally.completed + tally.errors, 100, "{tally:?}");
+        assert!(Instant::now() < end + ECHO_TIMEOUT);
+    }
+}

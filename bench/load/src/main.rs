@@ -423,3 +423,41 @@ fn report(
     }
     tally.completed > 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_targets_are_accepted() {
+        for ok in ["127.0.0.1:7400", "127.9.8.7:1", "[::1]:7401"] {
+            assert!(loopback(ok.parse().expect("addr")).is_ok(), "{ok}");
+        }
+        for bad in [
+            "10.0.0.1:7400",
+            "192.168.1.2:1",
+            "8.8.8.8:53",
+            "[2001:db8::1]:1",
+        ] {
+            assert!(
+                matches!(
+                    loopback(bad.parse().expect("addr")),
+                    Err(LoadError::NotLoopback(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_server_key_is_read_from_hex_or_a_file() {
+        let hex = "11".repeat(32);
+        let key = read_key(&hex).expect("hex key");
+        let file = std::env::temp_dir().join(format!("tryst-load-key-{}", std::process::id()));
+        std::fs::write(&file, format!("{hex}\n")).expect("write");
+        let from_file = read_key(file.to_str().expect("path"));
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(from_file.expect("file key"), key);
+        assert!(read_key("not-a-key-and-no-such-file").is_err());
+    }
+}
