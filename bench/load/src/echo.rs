@@ -104,8 +104,8 @@ pub async fn load(
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_echo_of_a_closed_loop_comes_back() {
+    /// A responder on a thread of its own, and a runtime for the load.
+    fn responder() -> (SocketAddr, tokio::runtime::Runtime) {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let target = socket.local_addr().expect("addr");
         std::thread::spawn(move || serve(&socket));
@@ -113,6 +113,12 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime");
+        (target, runtime)
+    }
+
+    #[test]
+    fn every_echo_of_a_closed_loop_comes_back() {
+        let (target, runtime) = responder();
         let start = Instant::now() + Duration::from_millis(20);
         let end = start + Duration::from_millis(300);
         let tally = runtime.block_on(load(target, 3, start, end, None));
@@ -123,13 +129,7 @@ mod tests {
 
     #[test]
     fn an_open_loop_offers_its_rate_and_stops_at_the_end() {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let target = socket.local_addr().expect("addr");
-        std::thread::spawn(move || serve(&socket));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let (target, runtime) = responder();
         let start = Instant::now() + Duration::from_millis(20);
         let end = start + Duration::from_millis(500);
         // 200/s for 0.5 s: slots 0..100, whatever the number of sockets.

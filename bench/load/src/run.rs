@@ -426,10 +426,13 @@ async fn pair_task(
     tally
 }
 
-/// One terminal of `unit`, brought up (registered; `online`: its first
-/// keepalive acked), the window's pace once it opens, and the mirror of
-/// the server's `limit` on it; `None` if it did not come up.
-async fn solo_start(
+/// One terminal of `unit` doing `op` over and over through the window:
+/// brought up first (registered; `online`: its first keepalive acked),
+/// each operation after a token of the local mirror of the server's
+/// `limit`. `op` gets the node and the operation's start and says whether
+/// it completed.
+#[allow(clippy::too_many_arguments)]
+async fn solo_loop(
     plan: &Plan,
     unit: usize,
     tag: u32,
@@ -437,17 +440,32 @@ async fn solo_start(
     gate: &Gate,
     online: bool,
     limit: Limit,
-) -> Option<(Node, Arc<Pace>, TokenBucket)> {
+    mut op: impl AsyncFnMut(&mut Node, StdInstant) -> bool,
+) -> Tally {
+    let mut tally = Tally::default();
     let Some(mut node) = make_node(plan, unit, tag, origin, DecisionMode::PermissionList).await
     else {
         gate.failed.fetch_add(1, Ordering::Relaxed);
-        return None;
+        return tally;
     };
     if !prepare(gate, &mut [&mut node], online).await {
-        return None;
+        return tally;
     }
-    let pace = gate.wait().await?;
-    Some((node, pace, spent_bucket(limit, origin)))
+    let Some(pace) = gate.wait().await else {
+        return tally;
+    };
+    let mut bucket = spent_bucket(limit, origin);
+    while let Some(t0) = pace.next_op().await {
+        let Some(t0) = pace.take(t0, &mut bucket, origin, &mut tally).await else {
+            break;
+        };
+        if op(&mut node, t0).await {
+            tally.complete(t0.elapsed());
+        } else {
+            tally.error();
+        }
+    }
+    tally
 }
 
 /// Terminal `unit` registers again and again, each time on a new stream
@@ -459,47 +477,31 @@ async fn registration_task(
     origin: StdInstant,
     gate: &Gate,
 ) -> Tally {
-    let mut tally = Tally::default();
-    let Some((mut node, pace, mut bucket)) =
-        solo_start(plan, unit, tag, origin, gate, false, IDENTITY_REGISTRATIONS).await
-    else {
-        return tally;
-    };
-    while let Some(t0) = pace.next_op().await {
-        let Some(t0) = pace.take(t0, &mut bucket, origin, &mut tally).await else {
-            break;
-        };
+    let register = async |node: &mut Node, t0: StdInstant| -> bool {
         node.drop_stream();
         let deadline = tokio::time::Instant::from_std(t0 + OP_TIMEOUT);
-        let mut outcome = None;
-        while outcome.is_none() {
+        let registered = 'op: loop {
             while let Some(event) = node.term.poll_event() {
                 match event {
-                    TerminalEvent::Registered { .. } => outcome = Some(true),
-                    TerminalEvent::RegistrationRefused => outcome = Some(false),
+                    TerminalEvent::Registered { .. } => break 'op true,
+                    TerminalEvent::RegistrationRefused => break 'op false,
                     _ => {}
                 }
             }
-            if outcome.is_some() {
-                break;
-            }
             tokio::select! {
                 () = node.turn() => {}
-                () = tokio::time::sleep_until(deadline) => outcome = Some(false),
+                () = tokio::time::sleep_until(deadline) => break 'op false,
             }
+        };
+        if !registered && !node.term.is_registered() {
+            // Refused or stuck: start over for the next operation.
+            let now = node.now();
+            node.term.start(now);
         }
-        if outcome == Some(true) {
-            tally.complete(t0.elapsed());
-        } else {
-            tally.error();
-            if !node.term.is_registered() {
-                // Refused or stuck: start over on the next operation.
-                let now = node.now();
-                node.term.start(now);
-            }
-        }
-    }
-    tally
+        registered
+    };
+    let limit = IDENTITY_REGISTRATIONS;
+    solo_loop(plan, unit, tag, origin, gate, false, limit, register).await
 }
 
 /// Terminal `unit` sends keepalives as fast as the trigger server's
@@ -513,16 +515,7 @@ async fn keepalive_task(
     origin: StdInstant,
     gate: &Gate,
 ) -> Tally {
-    let mut tally = Tally::default();
-    let Some((mut node, pace, mut bucket)) =
-        solo_start(plan, unit, tag, origin, gate, true, KEEPALIVES).await
-    else {
-        return tally;
-    };
-    while let Some(t0) = pace.next_op().await {
-        let Some(t0) = pace.take(t0, &mut bucket, origin, &mut tally).await else {
-            break;
-        };
+    let keepalive = async |node: &mut Node, t0: StdInstant| -> bool {
         node.keepalive_sent = None;
         node.keepalive_acked = None;
         for _ in 0..KEEPALIVE_JUMPS {
@@ -531,28 +524,22 @@ async fn keepalive_task(
             }
         }
         let Some((counter, _)) = node.keepalive_sent else {
-            tally.error();
             tokio::time::sleep(ERROR_PAUSE).await;
-            continue;
+            return false;
         };
         let deadline = tokio::time::Instant::from_std(t0 + KEEPALIVE_OP_TIMEOUT);
-        let acked = loop {
+        loop {
             if node.keepalive_acked.is_some_and(|(c, _)| c == counter) {
-                break true;
+                return true;
             }
             while node.term.poll_event().is_some() {}
             tokio::select! {
                 () = node.turn() => {}
-                () = tokio::time::sleep_until(deadline) => break false,
+                () = tokio::time::sleep_until(deadline) => return false,
             }
-        };
-        if acked {
-            tally.complete(t0.elapsed());
-        } else {
-            tally.error();
         }
-    }
-    tally
+    };
+    solo_loop(plan, unit, tag, origin, gate, true, KEEPALIVES, keepalive).await
 }
 
 #[cfg(test)]
