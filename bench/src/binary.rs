@@ -26,6 +26,12 @@ pub fn default_tryst() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/tryst")
 }
 
+/// `../target/release/tryst-std` next to this crate: the release build of
+/// the same CLI on the blocking std driver (`cargo build --release -p tryst-std --bin tryst-std`).
+pub fn default_tryst_std() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/tryst-std")
+}
+
 /// Checks that `tryst` exists and has the three subcommands this needs;
 /// the error says what is missing.
 pub fn check(tryst: &Path) -> Result<()> {

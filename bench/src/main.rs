@@ -39,6 +39,8 @@ enum Cmd {
     Machine(Common),
     /// tryst through the real binary: server, terminal --recv-dir, connect --send.
     Binary(BinaryArgs),
+    /// The same through tryst-std, the binary on the blocking std driver.
+    StdBinary(BinaryArgs),
     /// AES-256-GCM per packet: aes-gcm (tryst-core's) beside ring (quinn's), no I/O.
     Aead {
         /// Bytes to seal with each.
@@ -87,6 +89,10 @@ struct BinaryArgs {
     /// The tryst binary (default: ../target/release/tryst next to this crate).
     #[arg(long)]
     tryst: Option<PathBuf>,
+    /// The tryst-std binary, the same CLI on the blocking std driver
+    /// (default: ../target/release/tryst-std next to this crate).
+    #[arg(long)]
+    tryst_std: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -95,13 +101,14 @@ enum Which {
     Quinn,
     Machine,
     Binary,
+    StdBinary,
 }
 
 #[derive(Debug, Clone, Args)]
 struct RunArgs {
     #[command(flatten)]
     binary: BinaryArgs,
-    /// Only these paths (comma-separated); default all four.
+    /// Only these paths (comma-separated); default all five.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Which>,
 }
@@ -134,6 +141,7 @@ fn name(p: Which) -> &'static str {
         Which::Quinn => "quinn",
         Which::Machine => "tryst-machine",
         Which::Binary => "tryst-binary",
+        Which::StdBinary => "tryst-std-binary",
     }
 }
 
@@ -163,14 +171,26 @@ fn bench(paths: &[Which], args: &BinaryArgs) -> Result<()> {
     }
     let work = work_dir(c)?;
     let tryst = args.tryst.clone().unwrap_or_else(binary::default_tryst);
+    let tryst_std = args
+        .tryst_std
+        .clone()
+        .unwrap_or_else(binary::default_tryst_std);
     let mut rows: Vec<Row> = paths.iter().map(|&p| Row::new(name(p))).collect();
     // A path that cannot run at all (tool or API missing) is reported once.
     let mut unavailable: Vec<Option<String>> = vec![None; paths.len()];
     let file = work.0.join("tryst-bench.dat");
-    if let Some(i) = paths.iter().position(|&p| p == Which::Binary) {
-        match binary::check(&tryst).and_then(|()| binary::make_file(&file, c.size)) {
-            Ok(()) => {}
-            Err(e) => unavailable[i] = Some(format!("{e:#}")),
+    for (which, bin) in [(Which::Binary, &tryst), (Which::StdBinary, &tryst_std)] {
+        if let Some(i) = paths.iter().position(|&p| p == which) {
+            let ready = binary::check(bin).and_then(|()| {
+                if file.exists() {
+                    Ok(())
+                } else {
+                    binary::make_file(&file, c.size)
+                }
+            });
+            if let Err(e) = ready {
+                unavailable[i] = Some(format!("{e:#}"));
+            }
         }
     }
     println!(
@@ -193,6 +213,7 @@ fn bench(paths: &[Which], args: &BinaryArgs) -> Result<()> {
                 Which::Quinn => quic::run_once(c.size, &work.0),
                 Which::Machine => machine::run_once(c.size),
                 Which::Binary => binary::run_once(&tryst, &file, c.size, &work.0),
+                Which::StdBinary => binary::run_once(&tryst_std, &file, c.size, &work.0),
             };
             match result {
                 Ok(s) => {
@@ -249,7 +270,13 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Cmd::Run(a) => {
             let paths = if a.only.is_empty() {
-                vec![Which::Iperf3, Which::Quinn, Which::Machine, Which::Binary]
+                vec![
+                    Which::Iperf3,
+                    Which::Quinn,
+                    Which::Machine,
+                    Which::Binary,
+                    Which::StdBinary,
+                ]
             } else {
                 a.only.clone()
             };
@@ -260,6 +287,7 @@ fn main() -> std::process::ExitCode {
             &BinaryArgs {
                 common: c,
                 tryst: None,
+                tryst_std: None,
             },
         ),
         Cmd::Quinn(c) => bench(
@@ -267,6 +295,7 @@ fn main() -> std::process::ExitCode {
             &BinaryArgs {
                 common: c,
                 tryst: None,
+                tryst_std: None,
             },
         ),
         Cmd::Machine(c) => bench(
@@ -274,9 +303,11 @@ fn main() -> std::process::ExitCode {
             &BinaryArgs {
                 common: c,
                 tryst: None,
+                tryst_std: None,
             },
         ),
         Cmd::Binary(a) => bench(&[Which::Binary], &a),
+        Cmd::StdBinary(a) => bench(&[Which::StdBinary], &a),
         Cmd::Aead { size, packet } => aead::run(size, packet.max(1)),
         Cmd::QuinnRecv { cert_out } => quic::receiver(&cert_out),
         Cmd::QuinnSend {
