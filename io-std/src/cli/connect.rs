@@ -23,8 +23,9 @@ use tryst_core::wire::{EndReason, SessionId};
 
 use super::driver::Driver;
 use super::signals::{self, Next, StopSignal, StopSignals};
-use super::terminal::TerminalCommon;
-use super::terminal::{bind_addr, check_name, config, refuse_if_running, Mode, StateDir};
+use super::terminal::{
+    self, check_name, config, refuse_if_running, Mode, StateDir, TerminalCommon,
+};
 use super::transfer::{hex, human_bytes, parse_rate, Progress};
 use super::CliError;
 use crate::role::terminal::{full_session_id, Event, TerminalHandle, TerminalOptions};
@@ -91,16 +92,14 @@ pub fn run<D: Driver>(driver: &D, args: ConnectArgs) -> Result<(), CliError> {
         None => None,
     };
     let keypair = state.keypair()?;
-    let (handle, events) = driver
-        .terminal(
-            config,
-            keypair,
-            args.common.server,
-            bind_addr(&args.common),
-            &[],
-            TerminalOptions::default(),
-        )
-        .map_err(|e| CliError::usage(format!("cannot bind the terminal's UDP socket: {e}")))?;
+    let (handle, events) = terminal::start(
+        driver,
+        &args.common,
+        config,
+        keypair,
+        &[],
+        TerminalOptions::default(),
+    )?;
 
     wait_online(&events, &args.common)?;
     let answer = wait_for_session(&handle, &events, &args.target, duration_secs)?;

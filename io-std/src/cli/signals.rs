@@ -219,6 +219,16 @@ mod tests {
     }
 
     #[test]
+    fn a_raised_sigterm_arrives_on_the_channel() {
+        let signals = StopSignals::listen(&[StopSignal::Terminate]).expect("listen");
+        signal_hook::low_level::raise(SIGTERM).expect("raise");
+        assert_eq!(
+            signals.receiver().recv_timeout(Duration::from_secs(5)),
+            Ok(StopSignal::Terminate)
+        );
+    }
+
+    #[test]
     fn signal_numbers_map_both_ways() {
         for signal in [StopSignal::Interrupt, StopSignal::Terminate] {
             assert_eq!(StopSignal::from_number(signal.number()), Some(signal));

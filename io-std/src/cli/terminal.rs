@@ -648,16 +648,7 @@ pub fn run<D: Driver>(driver: &D, args: TerminalArgs) -> Result<(), CliError> {
         recv_dir: args.recv_dir.clone(),
         ..TerminalOptions::default()
     };
-    let (handle, events) = driver
-        .terminal(
-            config,
-            keypair,
-            args.common.server,
-            bind_addr(&args.common),
-            &name_refs,
-            options,
-        )
-        .map_err(|e| CliError::usage(format!("cannot bind the terminal's UDP socket: {e}")))?;
+    let (handle, events) = start(driver, &args.common, config, keypair, &name_refs, options)?;
     let mut lines = TerminalLines::new(&args.common.name);
     lines.started(&public, handle.udp_addr, &names);
     let control = ControlServer::start(control, state.clone(), handle.clone())?;
@@ -694,6 +685,29 @@ pub fn run<D: Driver>(driver: &D, args: TerminalArgs) -> Result<(), CliError> {
     let _ = std::fs::remove_file(state.file(CONTROL_SOCKET));
     lines.stopped();
     Ok(())
+}
+
+/// Starts a terminal (`tryst terminal`'s or `tryst connect`'s) on
+/// `driver`, at the flags' addresses; a socket that cannot be bound is a
+/// configuration error (exit 2).
+pub fn start<D: Driver>(
+    driver: &D,
+    common: &TerminalCommon,
+    config: TerminalConfig,
+    keypair: StaticKeypair,
+    permissions: &[&str],
+    options: TerminalOptions,
+) -> Result<(TerminalHandle, flume::Receiver<Event>), CliError> {
+    driver
+        .terminal(
+            config,
+            keypair,
+            common.server,
+            bind_addr(common),
+            permissions,
+            options,
+        )
+        .map_err(|e| CliError::usage(format!("cannot bind the terminal's UDP socket: {e}")))
 }
 
 /// Binds the control socket; refuses if a daemon already answers on it.
@@ -801,4 +815,64 @@ fn read_control_line(mut stream: &UnixStream, deadline: Instant) -> Option<Strin
         }
     }
     String::from_utf8(line).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (UnixStream, UnixStream) {
+        UnixStream::pair().expect("a socket pair")
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_millis(200)
+    }
+
+    #[test]
+    fn a_control_line_is_read_to_its_end() {
+        let (mut client, server) = pair();
+        client.write_all(b"reload\nmore").expect("write");
+        assert_eq!(
+            read_control_line(&server, soon()).as_deref(),
+            Some("reload\n")
+        );
+    }
+
+    #[test]
+    fn a_line_cut_by_the_close_is_what_came() {
+        let (mut client, server) = pair();
+        client.write_all(b"rel").expect("write");
+        drop(client);
+        assert_eq!(read_control_line(&server, soon()).as_deref(), Some("rel"));
+    }
+
+    #[test]
+    fn a_control_line_stops_at_its_bound() {
+        let (mut client, server) = pair();
+        let long = vec![b'a'; 4 * MAX_CONTROL_LINE as usize];
+        let writer = std::thread::spawn(move || {
+            let _ = client.write_all(&long);
+        });
+        let line = read_control_line(&server, soon()).expect("a line");
+        assert_eq!(line.len() as u64, MAX_CONTROL_LINE);
+        drop(server);
+        assert!(writer.join().is_ok());
+    }
+
+    #[test]
+    fn a_silent_client_is_dropped_at_the_deadline() {
+        let (mut client, server) = pair();
+        client.write_all(b"rel").expect("write");
+        let started = Instant::now();
+        assert_eq!(read_control_line(&server, soon()), None);
+        assert!(started.elapsed() >= Duration::from_millis(150));
+    }
+
+    #[test]
+    fn a_line_that_is_not_text_is_dropped() {
+        let (mut client, server) = pair();
+        client.write_all(b"\xff\xfe\n").expect("write");
+        assert_eq!(read_control_line(&server, soon()), None);
+    }
 }
