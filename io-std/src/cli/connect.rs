@@ -1,5 +1,5 @@
-//! `tryst connect`'s shared half: its flags and their parsing (each binary
-//! runs the connection on its driver).
+//! `tryst connect`, written once for both binaries: its flags and
+//! [`run`], blocking code over the binary's [`Driver`].
 //!
 //! `tryst connect ... TARGET [--send FILE] [--duration DUR]`: the connecting
 //! terminal (seed: terminal 3), one shot. It registers (its key lives in
@@ -13,12 +13,23 @@
 //! the cause (unknown, offline, refused, no answer): exit code 3 and
 //! nothing about the target, its address least of all.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::terminal::TerminalCommon;
-use super::transfer::parse_rate;
+use tryst_core::peer::session::PeerEvent;
+use tryst_core::terminal::TerminalEvent;
+use tryst_core::wire::{EndReason, SessionId};
+
+use super::driver::Driver;
+use super::signals::{self, Next, StopSignal, StopSignals};
+use super::terminal::{
+    self, check_name, config, refuse_if_running, Mode, StateDir, TerminalCommon,
+};
+use super::transfer::{hex, human_bytes, parse_rate, Progress};
 use super::CliError;
+use crate::role::terminal::{full_session_id, Event, TerminalHandle, TerminalOptions};
+use crate::transfer::{FileDigest, FileSource, HashError, OpenError};
 
 /// How long the terminal may take to register and be seen online.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -66,4 +77,390 @@ pub fn duration_secs(d: Option<Duration>) -> Result<u32, CliError> {
     let Some(d) = d else { return Ok(0) };
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     u32::try_from(secs.max(1)).map_err(|_| CliError::usage("--duration is too long"))
+}
+
+/// Runs `tryst connect` on `driver`: registers, asks for the target, then
+/// sends the file or holds the session; the error decides the exit code.
+pub fn run<D: Driver>(driver: &D, args: ConnectArgs) -> Result<(), CliError> {
+    let state = StateDir::open(&args.common.state_dir)?;
+    refuse_if_running(&state)?;
+    let config = config(&args.common, Mode::List)?;
+    check_name(&args.target)?;
+    let duration_secs = duration_secs(args.duration)?;
+    let mut outgoing = match &args.send {
+        Some(path) => Some(open_file(path)?),
+        None => None,
+    };
+    let keypair = state.keypair()?;
+    let (handle, events) = terminal::start(
+        driver,
+        &args.common,
+        config,
+        keypair,
+        &[],
+        TerminalOptions::default(),
+    )?;
+
+    wait_online(&events, &args.common)?;
+    let answer = wait_for_session(&handle, &events, &args.target, duration_secs)?;
+    let Some((session_id, granted, peer_addr)) = answer else {
+        let _ = handle.shutdown(EXIT_GRACE).wait();
+        return Err(CliError::NotPermitted);
+    };
+    println!(
+        "session {} with {} for {granted} s (peer at {peer_addr})",
+        full_session_id(&session_id),
+        args.target
+    );
+
+    if let Some((source, name)) = outgoing.take() {
+        let result = send(&handle, &events, session_id, source, name, args.limit_rate);
+        let _ = handle.shutdown(EXIT_GRACE).wait();
+        return result;
+    }
+    hold(&handle, &events, session_id)
+}
+
+/// Waits until the session server registered the terminal and the trigger server sees it.
+fn wait_online(events: &flume::Receiver<Event>, common: &TerminalCommon) -> Result<(), CliError> {
+    let deadline = Instant::now() + REGISTER_TIMEOUT;
+    loop {
+        match events.recv_deadline(deadline) {
+            Ok(Event::Terminal(TerminalEvent::Online { .. })) => return Ok(()),
+            Ok(Event::Terminal(TerminalEvent::RegistrationRefused)) => {
+                return Err(CliError::failed(format!(
+                    "the session server refused the name {} for this key",
+                    common.name
+                )))
+            }
+            Ok(_) => {}
+            Err(flume::RecvTimeoutError::Disconnected) => {
+                return Err(CliError::failed("the terminal's event loop stopped"))
+            }
+            Err(flume::RecvTimeoutError::Timeout) => {
+                return Err(CliError::failed(format!(
+                    "could not register with the session server at {} and the trigger server at {}",
+                    common.server, common.trigger
+                )))
+            }
+        }
+    }
+}
+
+/// Asks for `target`: the session, its duration and the peer's address, or `None` if refused.
+fn wait_for_session(
+    handle: &TerminalHandle,
+    events: &flume::Receiver<Event>,
+    target: &str,
+    duration_secs: u32,
+) -> Result<Option<(SessionId, u32, SocketAddr)>, CliError> {
+    let request = handle.connect(target, duration_secs).wait()?;
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    // A stopped loop or no answer in time: the one uniform answer.
+    while let Ok(event) = events.recv_deadline(deadline) {
+        match event {
+            Event::Terminal(TerminalEvent::ConnectFailed { request_id })
+                if request_id == request =>
+            {
+                return Ok(None);
+            }
+            Event::Terminal(TerminalEvent::SessionReady {
+                request_id,
+                session_id,
+                duration_secs,
+                peer_addr,
+                ..
+            }) if request_id == request => return Ok(Some((session_id, duration_secs, peer_addr))),
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+/// Holds the session until it ends or the user stops it.
+fn hold(
+    handle: &TerminalHandle,
+    events: &flume::Receiver<Event>,
+    session_id: SessionId,
+) -> Result<(), CliError> {
+    let signals = StopSignals::listen(&[StopSignal::Interrupt, StopSignal::Terminate])?;
+    let reason = loop {
+        match signals::next(events, signals.receiver(), None) {
+            Next::Event(Event::Terminal(TerminalEvent::SessionEnded {
+                session_id: id,
+                reason,
+                ..
+            })) if id == session_id => break reason,
+            Next::Event(Event::Terminal(TerminalEvent::SessionExtended {
+                session_id: id,
+                duration_secs,
+            })) if id == session_id => {
+                println!("session extended to {duration_secs} s");
+            }
+            Next::Event(_) | Next::Timeout => {}
+            Next::Closed => return Err(CliError::failed("the terminal's event loop stopped")),
+            Next::Signal(_) => {
+                let _ = handle.finish(session_id, EndReason::Cancelled).wait();
+            }
+        }
+    };
+    println!("session ended: {reason:?}");
+    let _ = handle.shutdown(EXIT_GRACE).wait();
+    Ok(())
+}
+
+/// Sends `path` on the session's stream and waits for the end: `Ok` once
+/// the receiver closed the session as `Completed` (it stores the file only
+/// when the SHA-256 matches), or, failing its word, once every byte was
+/// acknowledged.
+fn send(
+    handle: &TerminalHandle,
+    events: &flume::Receiver<Event>,
+    session_id: SessionId,
+    source: FileSource,
+    name: String,
+    rate: Option<u64>,
+) -> Result<(), CliError> {
+    let file = start_file(handle, session_id, source, name, rate)?;
+    let ended = follow_transfer(handle, events, session_id, &file)?;
+    finish_send(&file, &ended)
+}
+
+/// The file being sent.
+struct Outgoing {
+    /// Its name, as the progress and the summary show it.
+    name: String,
+    /// Its size in bytes.
+    size: u64,
+    /// Hashed as it is sent: complete once the last byte was read.
+    digest: FileDigest,
+}
+
+/// How the direct path ended, and when the transfer could start.
+struct Ended {
+    /// The reason the session ended with.
+    reason: EndReason,
+    /// Whether the receiver closed it.
+    by_peer: bool,
+    /// Payload bytes this side sent.
+    bytes_sent: u64,
+    /// When the direct path came up, if it did.
+    connected_at: Option<Instant>,
+    /// When the file was handed to the terminal.
+    started: Instant,
+}
+
+/// Opens `path` to send it, before any request: a file that cannot be
+/// read, or whose name the receiver would refuse ([`FileSource::open`]
+/// checks it with the core's file-name policy), fails here with its
+/// one-line error (exit 2). Returns the source and the file's name.
+fn open_file(path: &std::path::Path) -> Result<(FileSource, String), CliError> {
+    let source = FileSource::open(path).map_err(|e| match e {
+        OpenError::Hasher(..) => CliError::failed(e),
+        _ => CliError::usage(e),
+    })?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok((source, name))
+}
+
+/// Hands the opened file to the terminal to send on the session's stream.
+fn start_file(
+    handle: &TerminalHandle,
+    session_id: SessionId,
+    source: FileSource,
+    name: String,
+    rate: Option<u64>,
+) -> Result<Outgoing, CliError> {
+    let size = source.file_size();
+    let digest = source.digest_handle();
+    handle.send_file(session_id, source, rate).wait()?;
+    Ok(Outgoing { name, size, digest })
+}
+
+/// The sender's view of the transfer while it runs.
+struct Watch {
+    /// The progress on stdout.
+    progress: Progress,
+    /// The file's size.
+    size: u64,
+    /// When the direct path came up.
+    connected_at: Option<Instant>,
+    /// Set once everything is acknowledged or the terminal's side ended:
+    /// past it, stop waiting for the peer's close.
+    give_up: Option<Instant>,
+    /// Every byte was acknowledged and the session is not yet closed.
+    acked_all: bool,
+}
+
+impl Watch {
+    /// Follows one event of the session; the direct path's end once it came.
+    fn on_event(&mut self, session_id: SessionId, event: Event) -> Option<(EndReason, bool, u64)> {
+        match event {
+            Event::Sending {
+                session_id: id,
+                acked,
+                ..
+            } if id == session_id => {
+                self.progress.set(acked);
+            }
+            Event::Peer {
+                session_id: id,
+                event,
+            } if id == session_id => {
+                return self.on_peer_event(event);
+            }
+            Event::Terminal(TerminalEvent::SessionExtended {
+                session_id: id,
+                duration_secs,
+            }) if id == session_id => {
+                self.progress.println(&format!("the transfer was still running at the threshold: session extended to {duration_secs} s"));
+            }
+            Event::Terminal(TerminalEvent::ExtensionRefused { session_id: id })
+                if id == session_id =>
+            {
+                self.progress
+                    .println("the session server refused an extension");
+            }
+            Event::Terminal(TerminalEvent::SessionEnded { session_id: id, .. })
+                if id == session_id =>
+            {
+                self.give_up.get_or_insert(Instant::now() + CONFIRM_WAIT);
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// Follows one event of the direct path; its end once it came.
+    fn on_peer_event(&mut self, event: PeerEvent) -> Option<(EndReason, bool, u64)> {
+        match event {
+            PeerEvent::Connected { peer_addr } => {
+                self.connected_at = Some(Instant::now());
+                self.progress.println(&format!(
+                    "direct path up to {peer_addr} (Noise KK, session key as PSK)"
+                ));
+            }
+            PeerEvent::StreamAcked { .. } => {
+                self.progress.set(self.size);
+                self.acked_all = true;
+                self.give_up.get_or_insert(Instant::now() + CONFIRM_WAIT);
+            }
+            PeerEvent::Ended {
+                reason,
+                by_peer,
+                bytes_sent,
+                ..
+            } => return Some((reason, by_peer, bytes_sent)),
+            _ => {}
+        }
+        None
+    }
+}
+
+/// Follows the progress until the direct path ends; closes the session once all is acked.
+fn follow_transfer(
+    handle: &TerminalHandle,
+    events: &flume::Receiver<Event>,
+    session_id: SessionId,
+    file: &Outgoing,
+) -> Result<Ended, CliError> {
+    let progress = Progress::new(&format!("sending {}", file.name), file.size);
+    let started = Instant::now();
+    let mut watch = Watch {
+        progress,
+        size: file.size,
+        connected_at: None,
+        give_up: None,
+        acked_all: false,
+    };
+    let signals = StopSignals::listen(&[StopSignal::Interrupt])?;
+    let (reason, by_peer, bytes_sent) = loop {
+        match signals::next(events, signals.receiver(), watch.give_up) {
+            Next::Closed => return Err(CliError::failed("the terminal's event loop stopped")),
+            Next::Event(event) => {
+                if let Some(ended) = watch.on_event(session_id, event) {
+                    break ended;
+                }
+            }
+            Next::Signal(_) => {
+                watch.progress.println("interrupted: closing the session");
+                let _ = handle.close(session_id, EndReason::Cancelled).wait();
+                watch.acked_all = false;
+                watch.give_up = Some(Instant::now() + CONFIRM_WAIT);
+            }
+            Next::Timeout => {
+                if watch.acked_all {
+                    let _ = handle.close(session_id, EndReason::Completed).wait();
+                    watch.give_up = Some(Instant::now() + CONFIRM_WAIT);
+                    watch.acked_all = false;
+                } else {
+                    watch.progress.finish();
+                    return Err(CliError::failed(
+                        "the session ended before the transfer did",
+                    ));
+                }
+            }
+        }
+    };
+    watch.progress.finish();
+    Ok(Ended {
+        reason,
+        by_peer,
+        bytes_sent,
+        connected_at: watch.connected_at,
+        started,
+    })
+}
+
+/// The summary and the exit code: `Ok` for a completed session, the cause otherwise.
+fn finish_send(file: &Outgoing, ended: &Ended) -> Result<(), CliError> {
+    let (name, size, bytes_sent) = (&file.name, file.size, ended.bytes_sent);
+    // The file could not be hashed (it shrank while it was sent): its
+    // trailer never left, and the loop ended the session.
+    let digest = match file.digest.get() {
+        Some(Ok(digest)) => hex(&digest),
+        Some(Err(HashError::Cancelled)) | None => "not computed".to_owned(),
+        Some(Err(e)) => return Err(CliError::failed(format!("{name} was not sent: {e}"))),
+    };
+    let elapsed = ended
+        .connected_at
+        .unwrap_or(ended.started)
+        .elapsed()
+        .as_secs_f64()
+        .max(1e-3);
+    match (ended.reason, ended.by_peer) {
+        (EndReason::Completed, true) => {
+            println!(
+                "sent {name}: {} in {elapsed:.1} s ({}/s); the receiver verified SHA-256 {}",
+                human_bytes(size),
+                human_bytes((size as f64 / elapsed) as u64),
+                digest
+            );
+            println!("session ended: Completed ({bytes_sent} payload bytes sent)");
+            Ok(())
+        }
+        (EndReason::Completed, false) => {
+            println!(
+                "sent {name}: {} in {elapsed:.1} s, every byte acknowledged (SHA-256 {}; the receiver did not confirm it)",
+                human_bytes(size),
+                digest
+            );
+            println!("session ended: Completed ({bytes_sent} payload bytes sent)");
+            Ok(())
+        }
+        (EndReason::Failed, true) => Err(CliError::failed(format!(
+            "the receiver did not keep {name} (checksum mismatch, or it takes no files)"
+        ))),
+        (EndReason::Failed, false) if ended.connected_at.is_none() => Err(CliError::failed(
+            "no direct path to the peer: hole punching did not get through",
+        )),
+        (reason, _) => Err(CliError::failed(format!(
+            "the transfer was cut: session ended ({reason:?}) after {} of {}",
+            human_bytes(bytes_sent.min(size)),
+            human_bytes(size)
+        ))),
+    }
 }

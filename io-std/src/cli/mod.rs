@@ -22,6 +22,7 @@ pub mod enroll;
 pub mod keygen;
 pub mod server;
 pub mod sessions;
+pub mod signals;
 pub mod terminal;
 pub mod transfer;
 

@@ -1,5 +1,6 @@
-//! `tryst terminal`'s shared half: its flags, its state dir and the
-//! control-socket protocol (each binary runs the device on its driver).
+//! `tryst terminal`, written once for both binaries: its flags, its state
+//! dir, the control-socket protocol and [`run`], blocking code over the
+//! binary's [`Driver`].
 //! The terminal is the long-running device (seed: connected terminal 1).
 //!
 //! It keeps its key and its permission list L in its state directory
@@ -18,19 +19,24 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::keyfile::{self, IfExists, KeyFileError};
 use tryst_core::crypto::StaticKeypair;
 use tryst_core::identity::SecretKey;
+use tryst_core::peer::session::PeerEvent;
 use tryst_core::terminal::{JudgePolicy, TerminalConfig, TerminalEvent, MAX_PERMISSIONS};
-use tryst_core::wire::{DecisionMode, Name, PublicKey, SessionId};
+use tryst_core::wire::{DecisionMode, EndReason, Name, PublicKey, SessionId};
 
+use super::driver::Driver;
+use super::signals::{self, Next, StopSignal, StopSignals};
 use super::transfer::{hex, human_bytes};
 use super::CliError;
+use crate::role::terminal::{Event, TerminalHandle, TerminalOptions};
 use crate::store::id_hex;
 
 /// The terminal's secret key file in its state directory.
@@ -623,5 +629,250 @@ impl TerminalLines {
     /// The last line.
     pub fn stopped(&self) {
         println!("terminal {} stopped", self.name);
+    }
+}
+
+/// Runs `tryst terminal` on `driver` until SIGINT or SIGTERM; live
+/// sessions are ended (and their end notifications sent) before it exits.
+pub fn run<D: Driver>(driver: &D, args: TerminalArgs) -> Result<(), CliError> {
+    let TerminalSetup {
+        state,
+        config,
+        keypair,
+        names,
+    } = prepare_terminal(&args)?;
+    let public = keypair.public_key();
+    let control = bind_control_socket(&state)?;
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let options = TerminalOptions {
+        recv_dir: args.recv_dir.clone(),
+        ..TerminalOptions::default()
+    };
+    let (handle, events) = start(driver, &args.common, config, keypair, &name_refs, options)?;
+    let mut lines = TerminalLines::new(&args.common.name);
+    lines.started(&public, handle.udp_addr, &names);
+    let control = ControlServer::start(control, state.clone(), handle.clone())?;
+
+    let signals = StopSignals::listen(&[StopSignal::Terminate, StopSignal::Interrupt])?;
+    loop {
+        match signals::next(&events, signals.receiver(), None) {
+            Next::Event(Event::Terminal(event)) => {
+                if let Some(stop) = lines.terminal_event(event) {
+                    return Err(stop);
+                }
+            }
+            Next::Event(Event::Peer {
+                session_id,
+                event: PeerEvent::Connected { peer_addr },
+            }) => lines.direct_path(&session_id, peer_addr),
+            Next::Event(Event::Received {
+                session_id,
+                outcome,
+            }) => match outcome {
+                Ok(file) => lines.received(&session_id, &file.path, file.size, &file.digest),
+                Err(why) => lines.not_kept(&session_id, &why),
+            },
+            Next::Event(_) | Next::Timeout => {}
+            Next::Closed => return Err(CliError::failed("the terminal's event loop stopped")),
+            Next::Signal(_) => break,
+        }
+    }
+    for id in lines.live() {
+        let _ = handle.finish(id, EndReason::Cancelled).wait();
+    }
+    let _ = handle.shutdown(SHUTDOWN_GRACE).wait();
+    drop(control);
+    let _ = std::fs::remove_file(state.file(CONTROL_SOCKET));
+    lines.stopped();
+    Ok(())
+}
+
+/// Starts a terminal (`tryst terminal`'s or `tryst connect`'s) on
+/// `driver`, at the flags' addresses; a socket that cannot be bound is a
+/// configuration error (exit 2).
+pub fn start<D: Driver>(
+    driver: &D,
+    common: &TerminalCommon,
+    config: TerminalConfig,
+    keypair: StaticKeypair,
+    permissions: &[&str],
+    options: TerminalOptions,
+) -> Result<(TerminalHandle, flume::Receiver<Event>), CliError> {
+    driver
+        .terminal(
+            config,
+            keypair,
+            common.server,
+            bind_addr(common),
+            permissions,
+            options,
+        )
+        .map_err(|e| CliError::usage(format!("cannot bind the terminal's UDP socket: {e}")))
+}
+
+/// Binds the control socket; refuses if a daemon already answers on it.
+fn bind_control_socket(state: &StateDir) -> Result<UnixListener, CliError> {
+    let path = prepare_control_socket(state)?;
+    UnixListener::bind(&path)
+        .map_err(|e| CliError::usage(format!("cannot bind {}: {e}", path.display())))
+}
+
+/// The control socket's thread: it answers one connection at a time
+/// (each bounded by [`CONTROL_TIMEOUT`] and [`MAX_CONTROL_LINE`]), so a
+/// client holds nothing but its own turn. Dropping it ends the thread.
+struct ControlServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+/// How long the control thread waits before it accepts again after a failed accept.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+impl ControlServer {
+    /// Serves `listener` on a thread of its own.
+    fn start(
+        listener: UnixListener,
+        state: StateDir,
+        handle: TerminalHandle,
+    ) -> Result<ControlServer, CliError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = ControlServer {
+            path: state.file(CONTROL_SOCKET),
+            stop: Arc::clone(&stop),
+        };
+        std::thread::Builder::new()
+            .name("tryst-control".to_owned())
+            .spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    match listener.accept() {
+                        Ok((stream, _)) if !stop.load(Ordering::Acquire) => {
+                            serve_control(stream, &state, &handle);
+                        }
+                        Ok(_) => {}
+                        Err(_) => std::thread::sleep(ACCEPT_RETRY),
+                    }
+                }
+            })
+            .map_err(|e| CliError::failed(format!("cannot start the control socket: {e}")))?;
+        Ok(server)
+    }
+}
+
+impl Drop for ControlServer {
+    /// Ends the thread (it drops its terminal handle): wakes its accept.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = UnixStream::connect(&self.path);
+    }
+}
+
+/// Answers one control request, one line:
+/// `reload` → the daemon reads the permission list file again and applies it,
+/// answering `ok <count>` once the next request will see it, or `error <why>`.
+fn serve_control(mut stream: UnixStream, state: &StateDir, handle: &TerminalHandle) {
+    let Some(line) = read_control_line(&stream, Instant::now() + CONTROL_TIMEOUT) else {
+        return;
+    };
+    let answer = match control_request(&line, state) {
+        Ok(names) => {
+            let count = names.len();
+            match handle.set_permissions(names).wait() {
+                Ok(()) => control_ok(count),
+                Err(e) => control_error(&e),
+            }
+        }
+        Err(answer) => answer,
+    };
+    let _ = stream.set_write_timeout(Some(CONTROL_TIMEOUT));
+    let _ = stream.write_all(answer.as_bytes());
+}
+
+/// Reads one request line (at most [`MAX_CONTROL_LINE`] bytes, the line
+/// so far if longer) before `deadline`; `None` if it did not come, or
+/// is not text.
+fn read_control_line(mut stream: &UnixStream, deadline: Instant) -> Option<String> {
+    let mut line = Vec::new();
+    let mut buf = [0u8; 256];
+    while (line.len() as u64) < MAX_CONTROL_LINE {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        if left.is_zero() {
+            return None;
+        }
+        stream.set_read_timeout(Some(left)).ok()?;
+        let want = buf
+            .len()
+            .min(usize::try_from(MAX_CONTROL_LINE).unwrap_or(usize::MAX) - line.len());
+        let n = match stream.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        };
+        line.extend_from_slice(&buf[..n]);
+        if let Some(end) = line.iter().position(|&b| b == b'\n') {
+            line.truncate(end + 1);
+            break;
+        }
+    }
+    String::from_utf8(line).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (UnixStream, UnixStream) {
+        UnixStream::pair().expect("a socket pair")
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_millis(200)
+    }
+
+    #[test]
+    fn a_control_line_is_read_to_its_end() {
+        let (mut client, server) = pair();
+        client.write_all(b"reload\nmore").expect("write");
+        assert_eq!(
+            read_control_line(&server, soon()).as_deref(),
+            Some("reload\n")
+        );
+    }
+
+    #[test]
+    fn a_line_cut_by_the_close_is_what_came() {
+        let (mut client, server) = pair();
+        client.write_all(b"rel").expect("write");
+        drop(client);
+        assert_eq!(read_control_line(&server, soon()).as_deref(), Some("rel"));
+    }
+
+    #[test]
+    fn a_control_line_stops_at_its_bound() {
+        let (mut client, server) = pair();
+        let long = vec![b'a'; 4 * MAX_CONTROL_LINE as usize];
+        let writer = std::thread::spawn(move || {
+            let _ = client.write_all(&long);
+        });
+        let line = read_control_line(&server, soon()).expect("a line");
+        assert_eq!(line.len() as u64, MAX_CONTROL_LINE);
+        drop(server);
+        assert!(writer.join().is_ok());
+    }
+
+    #[test]
+    fn a_silent_client_is_dropped_at_the_deadline() {
+        let (mut client, server) = pair();
+        client.write_all(b"rel").expect("write");
+        let started = Instant::now();
+        assert_eq!(read_control_line(&server, soon()), None);
+        assert!(started.elapsed() >= Duration::from_millis(150));
+    }
+
+    #[test]
+    fn a_line_that_is_not_text_is_dropped() {
+        let (mut client, server) = pair();
+        client.write_all(b"\xff\xfe\n").expect("write");
+        assert_eq!(read_control_line(&server, soon()), None);
     }
 }

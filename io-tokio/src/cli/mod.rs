@@ -4,13 +4,13 @@
 //! binary plugs into it: each long-running subcommand runs in a fresh tokio
 //! runtime on the async driver.
 
-pub mod connect;
 pub mod demo;
 pub mod driver;
 pub mod server;
-pub mod terminal;
 
 pub use tryst_std::cli::{allow, end, enroll, keygen, sessions, transfer, CliError, Runtime};
+// `terminal` and `connect` are written once, blocking, over the driver.
+pub use tryst_std::cli::{connect, terminal};
 
 use std::future::Future;
 use std::time::Duration;
@@ -36,6 +36,12 @@ impl TokioRuntime {
         runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
         result
     }
+
+    /// The tokio driver the shared blocking runners start roles on.
+    fn driver() -> Result<driver::TokioDriver, CliError> {
+        driver::TokioDriver::new()
+            .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))
+    }
 }
 
 impl Runtime for TokioRuntime {
@@ -52,11 +58,11 @@ impl Runtime for TokioRuntime {
     }
 
     fn terminal(&self, args: TerminalArgs) -> Result<(), CliError> {
-        Self::block_on(terminal::run(args))
+        terminal::run(&Self::driver()?, args)
     }
 
     fn connect(&self, args: ConnectArgs) -> Result<(), CliError> {
-        Self::block_on(connect::run(args))
+        connect::run(&Self::driver()?, args)
     }
 
     fn demo(&self) -> Result<(), CliError> {
