@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use tryst_std::cli::connect::ConnectArgs;
 use tryst_std::cli::server::{ServerArgs, SessionServerArgs, TriggerServerArgs};
 use tryst_std::cli::terminal::TerminalArgs;
+use tryst_std::cli::driver::StdDriver;
 use tryst_std::cli::{self, CliError, Runtime};
 
 /// The name errors and help use.
@@ -41,12 +42,12 @@ impl Runtime for StdRuntime {
         unavailable("trigger-server")
     }
 
-    fn terminal(&self, _args: TerminalArgs) -> Result<(), CliError> {
-        unavailable("terminal")
+    fn terminal(&self, args: TerminalArgs) -> Result<(), CliError> {
+        cli::terminal::run(&StdDriver, args)
     }
 
-    fn connect(&self, _args: ConnectArgs) -> Result<(), CliError> {
-        unavailable("connect")
+    fn connect(&self, args: ConnectArgs) -> Result<(), CliError> {
+        cli::connect::run(&StdDriver, args)
     }
 
     fn demo(&self) -> Result<(), CliError> {
