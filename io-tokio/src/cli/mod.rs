@@ -7,7 +7,6 @@
 pub mod connect;
 pub mod demo;
 pub mod driver;
-pub mod server;
 pub mod terminal;
 
 pub use tryst_std::cli::{allow, end, enroll, keygen, sessions, transfer, CliError, Runtime};
@@ -16,7 +15,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use tryst_std::cli::connect::ConnectArgs;
-use tryst_std::cli::server::{ServerArgs, SessionServerArgs, TriggerServerArgs};
+use tryst_std::cli::server::{self, ServerArgs, SessionServerArgs, TriggerServerArgs};
 use tryst_std::cli::terminal::TerminalArgs;
 
 /// How long background tasks (stream writers, pollers) may hold the exit.
@@ -40,15 +39,15 @@ impl TokioRuntime {
 
 impl Runtime for TokioRuntime {
     fn server(&self, args: ServerArgs) -> Result<(), CliError> {
-        Self::block_on(server::run(args))
+        server::run(&tokio_driver()?, args)
     }
 
     fn session_server(&self, args: SessionServerArgs) -> Result<(), CliError> {
-        Self::block_on(server::run_session_server(args))
+        server::run_session_server(&tokio_driver()?, args)
     }
 
     fn trigger_server(&self, args: TriggerServerArgs) -> Result<(), CliError> {
-        Self::block_on(server::run_trigger_server(args))
+        server::run_trigger_server(&tokio_driver()?, args)
     }
 
     fn terminal(&self, args: TerminalArgs) -> Result<(), CliError> {
@@ -62,6 +61,13 @@ impl Runtime for TokioRuntime {
     fn demo(&self) -> Result<(), CliError> {
         Self::block_on(async { demo::run().await.map_err(CliError::from) })
     }
+}
+
+/// A [`driver::TokioDriver`] for a server subcommand (the shared runners
+/// in [`tryst_std::cli::server`] run on it).
+fn tokio_driver() -> Result<driver::TokioDriver, CliError> {
+    driver::TokioDriver::new()
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))
 }
 
 /// Runs a blocking store or file operation off the async threads.
