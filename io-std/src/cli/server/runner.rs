@@ -25,8 +25,8 @@ use tryst_core::wire::PublicKey;
 use super::{
     bind_error, combined_up, load_server_store, log_session_event, log_trigger_event,
     open_poll_store, prepare_server, prepare_session_server, prepare_trigger_server, session_up,
-    start_command_poller, trigger_up, CombinedSetup, ServerArgs, SessionServerArgs, SessionSetup,
-    TriggerServerArgs, TriggerSetup, SHUTDOWN_WAIT, UNKNOWN_COMMAND,
+    start_command_poller, trigger_up, CombinedSetup, ServerArgs, ServerIdentity, SessionServerArgs,
+    SessionSetup, TriggerServerArgs, TriggerSetup, SHUTDOWN_WAIT, UNKNOWN_COMMAND,
 };
 use crate::cli::driver::Driver;
 use crate::cli::end::store_error;
@@ -58,28 +58,23 @@ pub fn run<D: Driver + ?Sized>(driver: &D, args: ServerArgs) -> Result<(), CliEr
             loopback_any,
         )
         .map_err(|e| bind_error("trigger", args.trigger, e))?;
-    let running = start_session_server(
+    let trigger_udp = trigger.udp_addr;
+    let start = SessionStart {
+        config,
+        closed: args.policy.closed,
+        trigger_key: trigger.public_key,
+        trigger_link: trigger.link_addr,
+        control: args.control,
+    };
+    run_session(
         driver,
+        &stop,
         &args.data_dir,
-        SessionStart {
-            config,
-            secret: identity.secret,
-            closed: args.policy.closed,
-            trigger_key: trigger.public_key,
-            trigger_link: trigger.link_addr,
-            control: args.control,
-        },
-    )?;
-    combined_up(
-        &args,
-        &session_key,
-        identity.created,
-        running.handle.control_addr,
-        trigger.udp_addr,
-    );
-    let result = serve(&stop, running, Some((trigger, trigger_events)));
-    drop(identity.lock);
-    result
+        identity,
+        start,
+        |key, created, control| combined_up(&args, key, created, control, trigger_udp),
+        Some((trigger, trigger_events)),
+    )
 }
 
 /// `session-server`: the session role alone on `driver`, linked to a
@@ -94,22 +89,46 @@ pub fn run_session_server<D: Driver + ?Sized>(
         trigger_key,
         identity,
     } = prepare_session_server(&args)?;
-    let key = identity.secret.public_key();
-    let running = start_session_server(
+    let start = SessionStart {
+        config,
+        closed: args.policy.closed,
+        trigger_key,
+        trigger_link: args.trigger_link,
+        control: args.control,
+    };
+    run_session(
         driver,
+        &stop,
         &args.data_dir,
-        SessionStart {
-            config,
-            secret: identity.secret,
-            closed: args.policy.closed,
-            trigger_key,
-            trigger_link: args.trigger_link,
-            control: args.control,
-        },
-    )?;
-    session_up(&args, &key, identity.created, running.handle.control_addr);
-    let result = serve(&stop, running, None);
-    drop(identity.lock);
+        identity,
+        start,
+        |key, created, control| session_up(&args, key, created, control),
+        None,
+    )
+}
+
+/// Starts the session server of `identity` on `driver`, tells `up` its
+/// key, whether the key is new, and its control address, serves until it
+/// stops, and only then releases the data dir's lock.
+fn run_session<D: Driver + ?Sized>(
+    driver: &D,
+    stop: &StopSignal,
+    dir: &Path,
+    identity: ServerIdentity,
+    start: SessionStart,
+    up: impl FnOnce(&PublicKey, bool, SocketAddr),
+    trigger: Option<(TriggerHandle, flume::Receiver<TriggerEvent>)>,
+) -> Result<(), CliError> {
+    let ServerIdentity {
+        lock,
+        secret,
+        created,
+    } = identity;
+    let key = secret.public_key();
+    let running = start_session_server(driver, dir, secret, start)?;
+    up(&key, created, running.handle.control_addr);
+    let result = serve(stop, running, trigger);
+    drop(lock);
     result
 }
 
@@ -184,7 +203,6 @@ enum Wake {
 /// How the session server is started (besides its store and driver).
 struct SessionStart {
     config: SessionConfig,
-    secret: SecretKey,
     closed: bool,
     trigger_key: PublicKey,
     trigger_link: SocketAddr,
@@ -205,6 +223,7 @@ struct RunningSession {
 fn start_session_server<D: Driver + ?Sized>(
     driver: &D,
     dir: &Path,
+    secret: SecretKey,
     start: SessionStart,
 ) -> Result<RunningSession, CliError> {
     let (state, journal_store) = load_server_store(dir, start.closed)?;
@@ -216,7 +235,7 @@ fn start_session_server<D: Driver + ?Sized>(
     let (handle, events, stopped) = driver
         .session_server(
             start.config,
-            start.secret.keypair(),
+            secret.keypair(),
             state.registry,
             start.trigger_key,
             start.trigger_link,
