@@ -185,15 +185,31 @@ fn allow_edits_a_state_dir_the_other_binary_wrote() {
     );
 }
 
-/// The long-running commands are not in `tryst-std` yet: one line, exit 1.
+/// `terminal` and `connect` are not in `tryst-std` yet: one line, exit 1.
 #[test]
 fn long_running_commands_say_they_are_not_yet_available() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = run(tryst_std(), &["server", "--data-dir", path(dir.path())]);
+    let key = "00".repeat(32);
+    let out = run(
+        tryst_std(),
+        &[
+            "terminal",
+            "--name",
+            "home",
+            "--server",
+            "127.0.0.1:1",
+            "--trigger",
+            "127.0.0.1:1",
+            "--server-key",
+            &key,
+            "--state-dir",
+            path(dir.path()),
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr),
-        "tryst-std: `server` is not yet available in tryst-std (use `tryst server`)\n"
+        "tryst-std: `terminal` is not yet available in tryst-std (use `tryst terminal`)\n"
     );
     assert!(out.stdout.is_empty());
     // Bad flags are still a usage error, named for this binary.

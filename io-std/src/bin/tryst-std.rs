@@ -3,15 +3,18 @@
 //! flags, output, exit codes and files as `tryst` (the CLI is
 //! [`tryst_std::cli`], shared).
 //!
-//! For now only the one-shot commands (`keygen`, `allow`, `sessions`,
-//! `end`, `enroll`) run here; the long-running ones answer "not yet
-//! available" (exit 1) until the std driver is wired into [`StdRuntime`].
+//! The one-shot commands (`keygen`, `allow`, `sessions`, `end`, `enroll`)
+//! and the servers (`server`, `session-server`, `trigger-server`, the
+//! shared runners on [`StdDriver`]) run here; `terminal` and `connect`
+//! answer "not yet available" (exit 1) until they are wired into
+//! [`StdRuntime`].
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
 use tryst_std::cli::connect::ConnectArgs;
-use tryst_std::cli::server::{ServerArgs, SessionServerArgs, TriggerServerArgs};
+use tryst_std::cli::driver::StdDriver;
+use tryst_std::cli::server::{self, ServerArgs, SessionServerArgs, TriggerServerArgs};
 use tryst_std::cli::terminal::TerminalArgs;
 use tryst_std::cli::{self, CliError, Runtime};
 
@@ -29,16 +32,16 @@ fn unavailable(command: &str) -> Result<(), CliError> {
 }
 
 impl Runtime for StdRuntime {
-    fn server(&self, _args: ServerArgs) -> Result<(), CliError> {
-        unavailable("server")
+    fn server(&self, args: ServerArgs) -> Result<(), CliError> {
+        server::run(&StdDriver, args)
     }
 
-    fn session_server(&self, _args: SessionServerArgs) -> Result<(), CliError> {
-        unavailable("session-server")
+    fn session_server(&self, args: SessionServerArgs) -> Result<(), CliError> {
+        server::run_session_server(&StdDriver, args)
     }
 
-    fn trigger_server(&self, _args: TriggerServerArgs) -> Result<(), CliError> {
-        unavailable("trigger-server")
+    fn trigger_server(&self, args: TriggerServerArgs) -> Result<(), CliError> {
+        server::run_trigger_server(&StdDriver, args)
     }
 
     fn terminal(&self, _args: TerminalArgs) -> Result<(), CliError> {
