@@ -4,8 +4,8 @@
 //! [`tryst_std::cli`], shared).
 //!
 //! The one-shot commands (`keygen`, `allow`, `sessions`, `end`, `enroll`)
-//! and the servers (`server`, `session-server`, `trigger-server`, the
-//! shared runners on [`StdDriver`]) run here; `terminal` and `connect`
+//! and the servers (`server`, `session-server`, `trigger-server`: the
+//! shared runners on [`StdDriver`], this binary's [`Runtime::Driver`]) run here; `terminal` and `connect`
 //! answer "not yet available" (exit 1) until they are wired into
 //! [`StdRuntime`].
 #![forbid(unsafe_code)]
@@ -14,7 +14,6 @@ use std::process::ExitCode;
 
 use tryst_std::cli::connect::ConnectArgs;
 use tryst_std::cli::driver::StdDriver;
-use tryst_std::cli::server::{self, ServerArgs, SessionServerArgs, TriggerServerArgs};
 use tryst_std::cli::terminal::TerminalArgs;
 use tryst_std::cli::{self, CliError, Runtime};
 
@@ -32,16 +31,10 @@ fn unavailable(command: &str) -> Result<(), CliError> {
 }
 
 impl Runtime for StdRuntime {
-    fn server(&self, args: ServerArgs) -> Result<(), CliError> {
-        server::run(&StdDriver, args)
-    }
+    type Driver = StdDriver;
 
-    fn session_server(&self, args: SessionServerArgs) -> Result<(), CliError> {
-        server::run_session_server(&StdDriver, args)
-    }
-
-    fn trigger_server(&self, args: TriggerServerArgs) -> Result<(), CliError> {
-        server::run_trigger_server(&StdDriver, args)
+    fn driver(&self) -> Result<StdDriver, CliError> {
+        Ok(StdDriver)
     }
 
     fn terminal(&self, _args: TerminalArgs) -> Result<(), CliError> {

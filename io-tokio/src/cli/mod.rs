@@ -15,7 +15,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use tryst_std::cli::connect::ConnectArgs;
-use tryst_std::cli::server::{self, ServerArgs, SessionServerArgs, TriggerServerArgs};
 use tryst_std::cli::terminal::TerminalArgs;
 
 /// How long background tasks (stream writers, pollers) may hold the exit.
@@ -38,16 +37,11 @@ impl TokioRuntime {
 }
 
 impl Runtime for TokioRuntime {
-    fn server(&self, args: ServerArgs) -> Result<(), CliError> {
-        server::run(&tokio_driver()?, args)
-    }
+    type Driver = driver::TokioDriver;
 
-    fn session_server(&self, args: SessionServerArgs) -> Result<(), CliError> {
-        server::run_session_server(&tokio_driver()?, args)
-    }
-
-    fn trigger_server(&self, args: TriggerServerArgs) -> Result<(), CliError> {
-        server::run_trigger_server(&tokio_driver()?, args)
+    fn driver(&self) -> Result<driver::TokioDriver, CliError> {
+        driver::TokioDriver::new()
+            .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))
     }
 
     fn terminal(&self, args: TerminalArgs) -> Result<(), CliError> {
@@ -61,13 +55,6 @@ impl Runtime for TokioRuntime {
     fn demo(&self) -> Result<(), CliError> {
         Self::block_on(async { demo::run().await.map_err(CliError::from) })
     }
-}
-
-/// A [`driver::TokioDriver`] for a server subcommand (the shared runners
-/// in [`tryst_std::cli::server`] run on it).
-fn tokio_driver() -> Result<driver::TokioDriver, CliError> {
-    driver::TokioDriver::new()
-        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))
 }
 
 /// Runs a blocking store or file operation off the async threads.
