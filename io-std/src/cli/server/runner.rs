@@ -177,12 +177,16 @@ pub fn run_trigger_server<D: Driver + ?Sized>(
         }
     };
     if result.is_ok() {
-        tracing::info!("trigger server stopped");
+        tracing::info!(target: LOG_TARGET, "trigger server stopped");
     }
     drop(trigger);
     drop(identity.lock);
     result
 }
+
+/// The log target of every server line, shared with the set-up's lines
+/// (`servers up`, the events): one name for an operator's filter.
+const LOG_TARGET: &str = "tryst_std::cli::server";
 
 /// What wakes a running server.
 enum Wake {
@@ -332,14 +336,14 @@ fn apply_command(handle: &SessionHandle, command: &PendingCommand) -> String {
     match &command.command {
         Some(OperatorCommand::End(id)) => match handle.end_session(*id).wait() {
             Ok(()) => {
-                tracing::info!(session = %store::id_hex(id), "operator ended the session (S1604)");
+                tracing::info!(target: LOG_TARGET, session = %store::id_hex(id), "operator ended the session (S1604)");
                 "ok".to_owned()
             }
             Err(e) => format!("{e:#}"),
         },
         Some(OperatorCommand::Enroll { name, key }) => match handle.enroll(name, *key).wait() {
             Ok(()) => {
-                tracing::info!(%name, key = %key_hex(key), "enrolled");
+                tracing::info!(target: LOG_TARGET, %name, key = %key_hex(key), "enrolled");
                 "ok".to_owned()
             }
             Err(e) => e.to_string(),
@@ -422,7 +426,7 @@ fn shut_down(running: &RunningSession) -> Result<(), CliError> {
     let live = Store::open(&running.dir)
         .and_then(|s| s.live_ids())
         .map_err(store_error)?;
-    tracing::info!(live_sessions = live.len(), "stopping: ending live sessions");
+    tracing::info!(target: LOG_TARGET, live_sessions = live.len(), "stopping: ending live sessions");
     let mut waiting: BTreeSet<String> = BTreeSet::new();
     for id in live {
         if let Some(session_id) = parse_id(&id) {
@@ -444,9 +448,10 @@ fn shut_down(running: &RunningSession) -> Result<(), CliError> {
         }
     }
     if waiting.is_empty() {
-        tracing::info!("stopped: every live session ended and recorded");
+        tracing::info!(target: LOG_TARGET, "stopped: every live session ended and recorded");
     } else {
         tracing::warn!(
+            target: LOG_TARGET,
             unrecorded = waiting.len(),
             "stopped before every record came; those sessions are restored at the next start"
         );
