@@ -1,8 +1,10 @@
 //! The `tryst` binary's long-running subcommands on tokio. The CLI itself
 //! (flags, the one-shot commands, errors and exit codes, `main`) is shared
 //! with `tryst-std`: [`tryst_std::cli`]. [`TokioRuntime`] is what this
-//! binary plugs into it: each long-running subcommand runs in a fresh tokio
-//! runtime on the async driver.
+//! binary plugs into it: its driver ([`driver::TokioDriver`], the roles on
+//! one tokio runtime), on which the shared blocking server runners
+//! ([`tryst_std::cli::server`]) run, and the async `terminal`, `connect`
+//! and `demo`, each in a fresh tokio runtime.
 
 pub mod connect;
 pub mod demo;
