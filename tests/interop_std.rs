@@ -185,18 +185,9 @@ fn allow_edits_a_state_dir_the_other_binary_wrote() {
     );
 }
 
-/// The long-running commands are not in `tryst-std` yet: one line, exit 1.
+/// A usage error is one line, exit 2, named for this binary.
 #[test]
-fn long_running_commands_say_they_are_not_yet_available() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = run(tryst_std(), &["server", "--data-dir", path(dir.path())]);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(
-        text(&out.stderr),
-        "tryst-std: `server` is not yet available in tryst-std (use `tryst server`)\n"
-    );
-    assert!(out.stdout.is_empty());
-    // Bad flags are still a usage error, named for this binary.
+fn bad_flags_are_a_usage_error_named_for_this_binary() {
     let bad = run(tryst_std(), &["server", "--bogus"]);
     assert_eq!(bad.status.code(), Some(2));
     let err = text(&bad.stderr);

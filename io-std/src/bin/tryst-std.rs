@@ -3,16 +3,12 @@
 //! flags, output, exit codes and files as `tryst` (the CLI is
 //! [`tryst_std::cli`], shared).
 //!
-//! For now only the one-shot commands (`keygen`, `allow`, `sessions`,
-//! `end`, `enroll`) run here; the long-running ones answer "not yet
-//! available" (exit 1) until the std driver is wired into [`StdRuntime`].
+//! Every subcommand but `demo` runs here: the shared runners on
+//! [`StdDriver`] (each role on a thread of its own, one `mio` poller each).
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
-use tryst_std::cli::connect::ConnectArgs;
-use tryst_std::cli::server::{ServerArgs, SessionServerArgs, TriggerServerArgs};
-use tryst_std::cli::terminal::TerminalArgs;
 use tryst_std::cli::driver::StdDriver;
 use tryst_std::cli::{self, CliError, Runtime};
 
@@ -22,32 +18,11 @@ const BINARY: &str = "tryst-std";
 /// Runs the long-running subcommands on the std driver.
 struct StdRuntime;
 
-/// The answer of a subcommand this binary does not run (yet).
-fn unavailable(command: &str) -> Result<(), CliError> {
-    Err(CliError::failed(format!(
-        "`{command}` is not yet available in {BINARY} (use `tryst {command}`)"
-    )))
-}
-
 impl Runtime for StdRuntime {
-    fn server(&self, _args: ServerArgs) -> Result<(), CliError> {
-        unavailable("server")
-    }
+    type Driver = StdDriver;
 
-    fn session_server(&self, _args: SessionServerArgs) -> Result<(), CliError> {
-        unavailable("session-server")
-    }
-
-    fn trigger_server(&self, _args: TriggerServerArgs) -> Result<(), CliError> {
-        unavailable("trigger-server")
-    }
-
-    fn terminal(&self, args: TerminalArgs) -> Result<(), CliError> {
-        cli::terminal::run(&StdDriver, args)
-    }
-
-    fn connect(&self, args: ConnectArgs) -> Result<(), CliError> {
-        cli::connect::run(&StdDriver, args)
+    fn driver(&self) -> Result<StdDriver, CliError> {
+        Ok(StdDriver)
     }
 
     fn demo(&self) -> Result<(), CliError> {

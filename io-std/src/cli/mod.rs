@@ -102,18 +102,14 @@ fn one_line(message: impl Display) -> String {
 
 /// What a binary supplies to the shared CLI: its driver for the
 /// long-running subcommands. Each runs until it ends (or a stop signal)
-/// and returns the error that decides the exit code.
+/// and returns the error that decides the exit code. The servers are the
+/// shared runners ([`server::run`] and its siblings) on [`Runtime::driver`].
 pub trait Runtime {
-    /// `server`: the session server and the trigger server in one process.
-    fn server(&self, args: server::ServerArgs) -> Result<(), CliError>;
-    /// `session-server`: the session role alone.
-    fn session_server(&self, args: server::SessionServerArgs) -> Result<(), CliError>;
-    /// `trigger-server`: the trigger role alone.
-    fn trigger_server(&self, args: server::TriggerServerArgs) -> Result<(), CliError>;
-    /// `terminal`: the long-running device.
-    fn terminal(&self, args: terminal::TerminalArgs) -> Result<(), CliError>;
-    /// `connect`: reach a device by name and send it a file.
-    fn connect(&self, args: connect::ConnectArgs) -> Result<(), CliError>;
+    /// The driver the shared runners start the roles on.
+    type Driver: driver::Driver;
+    /// A driver for one long-running subcommand (it lives as long as the
+    /// subcommand runs).
+    fn driver(&self) -> Result<Self::Driver, CliError>;
     /// `demo`: both servers and three terminals on loopback (a binary
     /// without it answers with a failure).
     fn demo(&self) -> Result<(), CliError>;
@@ -175,14 +171,14 @@ impl Command {
         match self {
             Command::Demo => runtime.demo(),
             Command::Keygen(args) => keygen::run(args),
-            Command::Server(args) => runtime.server(args),
-            Command::SessionServer(args) => runtime.session_server(args),
-            Command::TriggerServer(args) => runtime.trigger_server(args),
+            Command::Server(args) => server::run(&runtime.driver()?, args),
+            Command::SessionServer(args) => server::run_session_server(&runtime.driver()?, args),
+            Command::TriggerServer(args) => server::run_trigger_server(&runtime.driver()?, args),
             Command::Enroll(args) => enroll::run(args),
             Command::Sessions(args) => sessions::run(args),
             Command::End(args) => end::run(args),
-            Command::Terminal(args) => runtime.terminal(args),
-            Command::Connect(args) => runtime.connect(args),
+            Command::Terminal(args) => terminal::run(&runtime.driver()?, args),
+            Command::Connect(args) => connect::run(&runtime.driver()?, args),
             Command::Allow(args) => allow::run(args),
         }
     }

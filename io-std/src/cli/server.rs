@@ -1,9 +1,10 @@
-//! The shared half of `tryst server`, `tryst session-server` and `tryst
-//! trigger-server` (the operator's side): flags, data dir, keys, policy,
-//! store loading, the operator-command poller and the log lines; each
-//! binary runs the roles on its driver. `server` runs both roles in one process, linked over
-//! loopback with the same authenticated channel the split roles use
-//! across machines.
+//! `tryst server`, `tryst session-server` and `tryst trigger-server` (the
+//! operator's side), written once for both binaries: flags, data dir,
+//! keys, policy, store loading, the operator-command poller, the log lines
+//! and the blocking runners ([`run`], [`run_session_server`],
+//! [`run_trigger_server`]) over a binary's [`crate::cli::driver::Driver`].
+//! `server` runs both roles in one process, linked over loopback with the
+//! same authenticated channel the split roles use across machines.
 //!
 //! The session server keeps its durable facts in `DIR/tryst.db` (see
 //! [`crate::store`]): the facts the machine hands out are committed
@@ -13,6 +14,10 @@
 //! both terminals, as `tryst end` does), waits for their records, and
 //! stops. Operator commands (`tryst end`, `tryst enroll`) arrive through
 //! the store's command table, polled every [`COMMAND_POLL`].
+
+mod runner;
+
+pub use runner::{run, run_session_server, run_trigger_server};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -16,7 +16,7 @@ use tryst_core::wire::{Name, PublicKey, SessionId};
 
 use super::{Answer, Commands, Reply, RoleStopped};
 use crate::drive::{Driven, DriverClock, Flow, Journal};
-use crate::store::Store;
+use crate::store::ServerStore;
 
 /// What the operator asks of a running session server.
 #[derive(Debug)]
@@ -197,9 +197,10 @@ impl Default for Durable {
     }
 }
 
-/// Starts the journal: a thread that owns `store` and writes each batch
-/// of durable facts, answering once it is committed.
-pub fn start_journal(mut store: Store) -> Journal<SessionFact> {
+/// Starts the journal: a thread that owns `store` (any [`ServerStore`]
+/// backend) and writes each batch of durable facts, answering once it is
+/// committed.
+pub fn start_journal<S: ServerStore + 'static>(mut store: S) -> Journal<SessionFact> {
     let (journal, batches) = Journal::channel();
     let spawned = std::thread::Builder::new()
         .name("tryst-journal".into())

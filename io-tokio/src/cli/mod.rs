@@ -1,12 +1,12 @@
 //! The `tryst` binary's long-running subcommands on tokio. The CLI itself
 //! (flags, the one-shot commands, errors and exit codes, `main`) is shared
 //! with `tryst-std`: [`tryst_std::cli`]. [`TokioRuntime`] is what this
-//! binary plugs into it: each long-running subcommand runs in a fresh tokio
-//! runtime on the async driver.
+//! binary plugs into it: its driver ([`driver::TokioDriver`], the roles on
+//! one tokio runtime), on which the shared blocking runners of every
+//! long-running subcommand run, and the async `demo`.
 
 pub mod demo;
 pub mod driver;
-pub mod server;
 
 pub use tryst_std::cli::{allow, end, enroll, keygen, sessions, transfer, CliError, Runtime};
 // `terminal` and `connect` are written once, blocking, over the driver.
@@ -14,10 +14,6 @@ pub use tryst_std::cli::{connect, terminal};
 
 use std::future::Future;
 use std::time::Duration;
-
-use tryst_std::cli::connect::ConnectArgs;
-use tryst_std::cli::server::{ServerArgs, SessionServerArgs, TriggerServerArgs};
-use tryst_std::cli::terminal::TerminalArgs;
 
 /// How long background tasks (stream writers, pollers) may hold the exit.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(200);
@@ -36,33 +32,14 @@ impl TokioRuntime {
         runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
         result
     }
-
-    /// The tokio driver the shared blocking runners start roles on.
-    fn driver() -> Result<driver::TokioDriver, CliError> {
-        driver::TokioDriver::new()
-            .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))
-    }
 }
 
 impl Runtime for TokioRuntime {
-    fn server(&self, args: ServerArgs) -> Result<(), CliError> {
-        Self::block_on(server::run(args))
-    }
+    type Driver = driver::TokioDriver;
 
-    fn session_server(&self, args: SessionServerArgs) -> Result<(), CliError> {
-        Self::block_on(server::run_session_server(args))
-    }
-
-    fn trigger_server(&self, args: TriggerServerArgs) -> Result<(), CliError> {
-        Self::block_on(server::run_trigger_server(args))
-    }
-
-    fn terminal(&self, args: TerminalArgs) -> Result<(), CliError> {
-        terminal::run(&Self::driver()?, args)
-    }
-
-    fn connect(&self, args: ConnectArgs) -> Result<(), CliError> {
-        connect::run(&Self::driver()?, args)
+    fn driver(&self) -> Result<driver::TokioDriver, CliError> {
+        driver::TokioDriver::new()
+            .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))
     }
 
     fn demo(&self) -> Result<(), CliError> {

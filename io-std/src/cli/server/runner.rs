@@ -1,0 +1,460 @@
+//! The long-running server subcommands, written once as blocking code
+//! over a binary's [`Driver`]: `server` (both roles), `session-server`
+//! and `trigger-server`. Each takes the data dir's lock and keys
+//! ([`prepare_server`] and its siblings), starts its roles on the driver,
+//! prints its first lines, then logs every event until SIGTERM or SIGINT
+//! (listened for from before the first line, so an early signal is never
+//! missed) or until its loop stops. A stopping session server ends every
+//! live session (end triggers to both terminals, as `tryst end` does) and
+//! waits for their records ([`SHUTDOWN_WAIT`]); the lock is released only
+//! once the roles are dropped.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tryst_core::identity::SecretKey;
+use tryst_core::session_server::{SessionConfig, SessionEvent};
+use tryst_core::trigger_server::TriggerEvent;
+use tryst_core::wire::PublicKey;
+
+use super::{
+    bind_error, combined_up, load_server_store, log_session_event, log_trigger_event,
+    open_poll_store, prepare_server, prepare_session_server, prepare_trigger_server, session_up,
+    start_command_poller, trigger_up, CombinedSetup, ServerArgs, ServerIdentity, SessionServerArgs,
+    SessionSetup, TriggerServerArgs, TriggerSetup, SHUTDOWN_WAIT, UNKNOWN_COMMAND,
+};
+use crate::cli::driver::Driver;
+use crate::cli::end::store_error;
+use crate::cli::CliError;
+use crate::drive::{DriverClock, Stopped};
+use crate::role::session_server::{start_journal, Durable, SessionHandle};
+use crate::role::trigger_server::TriggerHandle;
+use crate::role::Reply;
+use crate::store::{self, key_hex, parse_id, OperatorCommand, PendingCommand, Store};
+
+/// `server`: both roles in one process on `driver`, the session server
+/// linked to the trigger server over loopback.
+pub fn run<D: Driver + ?Sized>(driver: &D, args: ServerArgs) -> Result<(), CliError> {
+    let stop = StopSignal::install()?;
+    let CombinedSetup {
+        config,
+        session: identity,
+        trigger_secret,
+        trigger_config,
+    } = prepare_server(&args)?;
+    let session_key = identity.secret.public_key();
+    let loopback_any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let (trigger, trigger_events) = driver
+        .trigger_server(
+            trigger_config,
+            trigger_secret.keypair(),
+            &[session_key],
+            args.trigger,
+            loopback_any,
+        )
+        .map_err(|e| bind_error("trigger", args.trigger, e))?;
+    let trigger_udp = trigger.udp_addr;
+    let start = SessionStart {
+        config,
+        closed: args.policy.closed,
+        trigger_key: trigger.public_key,
+        trigger_link: trigger.link_addr,
+        control: args.control,
+    };
+    run_session(
+        driver,
+        &stop,
+        &args.data_dir,
+        identity,
+        start,
+        |key, created, control| combined_up(&args, key, created, control, trigger_udp),
+        Some((trigger, trigger_events)),
+    )
+}
+
+/// `session-server`: the session role alone on `driver`, linked to a
+/// trigger server over the authenticated channel.
+pub fn run_session_server<D: Driver + ?Sized>(
+    driver: &D,
+    args: SessionServerArgs,
+) -> Result<(), CliError> {
+    let stop = StopSignal::install()?;
+    let SessionSetup {
+        config,
+        trigger_key,
+        identity,
+    } = prepare_session_server(&args)?;
+    let start = SessionStart {
+        config,
+        closed: args.policy.closed,
+        trigger_key,
+        trigger_link: args.trigger_link,
+        control: args.control,
+    };
+    run_session(
+        driver,
+        &stop,
+        &args.data_dir,
+        identity,
+        start,
+        |key, created, control| session_up(&args, key, created, control),
+        None,
+    )
+}
+
+/// Starts the session server of `identity` on `driver`, tells `up` its
+/// key, whether the key is new, and its control address, serves until it
+/// stops, and only then releases the data dir's lock.
+fn run_session<D: Driver + ?Sized>(
+    driver: &D,
+    stop: &StopSignal,
+    dir: &Path,
+    identity: ServerIdentity,
+    start: SessionStart,
+    up: impl FnOnce(&PublicKey, bool, SocketAddr),
+    trigger: Option<(TriggerHandle, flume::Receiver<TriggerEvent>)>,
+) -> Result<(), CliError> {
+    let ServerIdentity {
+        lock,
+        secret,
+        created,
+    } = identity;
+    let key = secret.public_key();
+    let running = start_session_server(driver, dir, secret, start)?;
+    up(&key, created, running.handle.control_addr);
+    let result = serve(stop, running, trigger);
+    drop(lock);
+    result
+}
+
+/// `trigger-server`: the trigger role alone on `driver`.
+pub fn run_trigger_server<D: Driver + ?Sized>(
+    driver: &D,
+    args: TriggerServerArgs,
+) -> Result<(), CliError> {
+    let stop = StopSignal::install()?;
+    let TriggerSetup {
+        allowed,
+        identity,
+        config,
+    } = prepare_trigger_server(&args)?;
+    let key = identity.secret.public_key();
+    let (trigger, events) = driver
+        .trigger_server(
+            config,
+            identity.secret.keypair(),
+            &allowed,
+            args.trigger,
+            args.link,
+        )
+        .map_err(|e| bind_error("trigger", args.trigger, e))?;
+    trigger_up(
+        &args,
+        &key,
+        identity.created,
+        trigger.udp_addr,
+        trigger.link_addr,
+    );
+    let result = loop {
+        let wake = flume::Selector::new()
+            .recv(&events, |event| match event {
+                Ok(event) => Wake::Trigger(event),
+                Err(_) => Wake::TriggerGone,
+            })
+            .recv(&stop.rx, |_| Wake::Signal)
+            .wait();
+        match wake {
+            Wake::Trigger(event) => log_trigger_event(&event),
+            Wake::TriggerGone => break Err(CliError::failed("the trigger server stopped")),
+            Wake::Signal => break Ok(()),
+            // Not selected here.
+            Wake::Session(_) | Wake::SessionGone | Wake::Stopped(_) => {}
+        }
+    };
+    if result.is_ok() {
+        tracing::info!(target: LOG_TARGET, "trigger server stopped");
+    }
+    drop(trigger);
+    drop(identity.lock);
+    result
+}
+
+/// The log target of every server line, shared with the set-up's lines
+/// (`servers up`, the events): one name for an operator's filter.
+const LOG_TARGET: &str = "tryst_std::cli::server";
+
+/// What wakes a running server.
+enum Wake {
+    /// A session server event to log.
+    Session(SessionEvent),
+    /// The session server's event channel closed: its loop is gone.
+    SessionGone,
+    /// A trigger server event to log.
+    Trigger(TriggerEvent),
+    /// The trigger server's event channel closed.
+    TriggerGone,
+    /// The session server's loop stopped, and why.
+    Stopped(Option<Stopped>),
+    /// SIGTERM or SIGINT.
+    Signal,
+}
+
+/// How the session server is started (besides its store and driver).
+struct SessionStart {
+    config: SessionConfig,
+    closed: bool,
+    trigger_key: PublicKey,
+    trigger_link: SocketAddr,
+    control: SocketAddr,
+}
+
+/// A session server running on its store.
+struct RunningSession {
+    handle: SessionHandle,
+    events: flume::Receiver<SessionEvent>,
+    /// Why its loop stopped, forwarded from its [`Reply`] (one message).
+    stopped: flume::Receiver<Option<Stopped>>,
+    dir: PathBuf,
+}
+
+/// Opens the store, rebuilds the registry and the live sessions, and
+/// starts the session server with its journal on `driver`.
+fn start_session_server<D: Driver + ?Sized>(
+    driver: &D,
+    dir: &Path,
+    secret: SecretKey,
+    start: SessionStart,
+) -> Result<RunningSession, CliError> {
+    let (state, journal_store) = load_server_store(dir, start.closed)?;
+    let setup = Durable {
+        clock: DriverClock::wall(),
+        restore: state.live,
+        journal: Some(start_journal(journal_store)),
+    };
+    let (handle, events, stopped) = driver
+        .session_server(
+            start.config,
+            secret.keypair(),
+            state.registry,
+            start.trigger_key,
+            start.trigger_link,
+            start.control,
+            setup,
+        )
+        .map_err(|e| bind_error("control", start.control, e))?;
+    Ok(RunningSession {
+        handle,
+        events,
+        stopped: forward_stopped(stopped)?,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// Waits for `stopped` on a thread of its own and hands the answer (none
+/// if the loop went without one) to a channel a [`flume::Selector`] can
+/// wait on. The thread ends when the loop stops, which the server's
+/// handles being dropped makes happen.
+fn forward_stopped(stopped: Reply<Stopped>) -> Result<flume::Receiver<Option<Stopped>>, CliError> {
+    let (tx, rx) = flume::bounded(1);
+    std::thread::Builder::new()
+        .name("tryst-stopped".into())
+        .spawn(move || {
+            let _ = tx.send(stopped.wait().ok());
+        })
+        .map_err(|e| CliError::failed(format!("cannot start a thread: {e}")))?;
+    Ok(rx)
+}
+
+/// SIGTERM or SIGINT, listened for from the moment it is made: made
+/// before the server says it is up, so an early signal is never missed.
+/// A thread turns each signal into a message on `rx`; dropping this
+/// closes the listener and ends the thread.
+struct StopSignal {
+    rx: flume::Receiver<()>,
+    #[cfg(unix)]
+    handle: signal_hook::iterator::Handle,
+    /// Keeps `rx` open where no signal ever sends on it.
+    #[cfg(not(unix))]
+    _never: flume::Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StopSignal {
+    #[cfg(unix)]
+    fn install() -> Result<StopSignal, CliError> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+            .map_err(|e| CliError::failed(format!("cannot listen for signals: {e}")))?;
+        let handle = signals.handle();
+        let (tx, rx) = flume::bounded(1);
+        let thread = std::thread::Builder::new()
+            .name("tryst-signals".into())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    // One pending stop is enough: a full queue already says it.
+                    let _ = tx.try_send(());
+                }
+            })
+            .map_err(|e| CliError::failed(format!("cannot start a thread: {e}")))?;
+        Ok(StopSignal {
+            rx,
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    /// Without unix signals nothing stops the server but its loop.
+    #[cfg(not(unix))]
+    fn install() -> Result<StopSignal, CliError> {
+        let (tx, rx) = flume::bounded(1);
+        Ok(StopSignal {
+            rx,
+            _never: tx,
+            thread: None,
+        })
+    }
+}
+
+impl Drop for StopSignal {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        self.handle.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Carries out one operator command on the running server (blocking until
+/// its loop answers); returns the answer for the store.
+fn apply_command(handle: &SessionHandle, command: &PendingCommand) -> String {
+    match &command.command {
+        Some(OperatorCommand::End(id)) => match handle.end_session(*id).wait() {
+            Ok(()) => {
+                tracing::info!(target: LOG_TARGET, session = %store::id_hex(id), "operator ended the session (S1604)");
+                "ok".to_owned()
+            }
+            Err(e) => format!("{e:#}"),
+        },
+        Some(OperatorCommand::Enroll { name, key }) => match handle.enroll(name, *key).wait() {
+            Ok(()) => {
+                tracing::info!(target: LOG_TARGET, %name, key = %key_hex(key), "enrolled");
+                "ok".to_owned()
+            }
+            Err(e) => e.to_string(),
+        },
+        None => UNKNOWN_COMMAND.to_owned(),
+    }
+}
+
+/// Runs until a stop signal (then ends live sessions and waits for their
+/// records) or until the session server fails.
+fn serve(
+    stop: &StopSignal,
+    running: RunningSession,
+    trigger: Option<(TriggerHandle, flume::Receiver<TriggerEvent>)>,
+) -> Result<(), CliError> {
+    let (trigger_handle, mut trigger_events) = match trigger {
+        Some((h, e)) => (Some(h), Some(e)),
+        None => (None, None),
+    };
+    let poll_store = open_poll_store(&running.dir)?;
+    let stop_poller = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let handle = running.handle.clone();
+        start_command_poller(
+            poll_store,
+            move |command| Some(apply_command(&handle, &command)),
+            stop_poller.clone(),
+        )
+    };
+    let result = loop {
+        let mut selector = flume::Selector::new()
+            .recv(&running.events, |event| match event {
+                Ok(event) => Wake::Session(event),
+                Err(_) => Wake::SessionGone,
+            })
+            .recv(&running.stopped, |why| Wake::Stopped(why.ok().flatten()))
+            .recv(&stop.rx, |_| Wake::Signal);
+        if let Some(events) = &trigger_events {
+            selector = selector.recv(events, |event| match event {
+                Ok(event) => Wake::Trigger(event),
+                Err(_) => Wake::TriggerGone,
+            });
+        }
+        match selector.wait() {
+            Wake::Session(event) => log_session_event(&event),
+            Wake::Trigger(event) => log_trigger_event(&event),
+            // Nothing more comes from it; the session server goes on.
+            Wake::TriggerGone => trigger_events = None,
+            // The events go with the loop: say why it stopped if it says so soon.
+            Wake::SessionGone => {
+                let why = running.stopped.recv_timeout(STOPPED_WAIT).ok().flatten();
+                break Err(stopped_error(why));
+            }
+            Wake::Stopped(why) => break Err(stopped_error(why)),
+            Wake::Signal => break shut_down(&running),
+        }
+    };
+    stop_poller.store(true, Ordering::Relaxed);
+    let _ = poller.join();
+    drop(running);
+    drop(trigger_handle);
+    result
+}
+
+/// How long a server whose events ended waits to hear why its loop stopped.
+const STOPPED_WAIT: Duration = Duration::from_secs(1);
+
+/// The error of a session server whose loop stopped (`why`, if it said).
+fn stopped_error(why: Option<Stopped>) -> CliError {
+    match why {
+        Some(Stopped::JournalFailed(e)) => {
+            CliError::failed(format!("the store failed, stopping: {e}"))
+        }
+        _ => CliError::failed("the session server stopped"),
+    }
+}
+
+/// Ends every live session and waits for their records (or [`SHUTDOWN_WAIT`]).
+fn shut_down(running: &RunningSession) -> Result<(), CliError> {
+    let live = Store::open(&running.dir)
+        .and_then(|s| s.live_ids())
+        .map_err(store_error)?;
+    tracing::info!(target: LOG_TARGET, live_sessions = live.len(), "stopping: ending live sessions");
+    let mut waiting: BTreeSet<String> = BTreeSet::new();
+    for id in live {
+        if let Some(session_id) = parse_id(&id) {
+            if running.handle.end_session(session_id).wait().is_ok() {
+                waiting.insert(id);
+            }
+        }
+    }
+    let deadline = Instant::now() + SHUTDOWN_WAIT;
+    while !waiting.is_empty() {
+        match running.events.recv_deadline(deadline) {
+            Ok(event) => {
+                log_session_event(&event);
+                if let SessionEvent::SessionRecord(r) = &event {
+                    waiting.remove(&store::id_hex(&r.session_id));
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    if waiting.is_empty() {
+        tracing::info!(target: LOG_TARGET, "stopped: every live session ended and recorded");
+    } else {
+        tracing::warn!(
+            target: LOG_TARGET,
+            unrecorded = waiting.len(),
+            "stopped before every record came; those sessions are restored at the next start"
+        );
+    }
+    Ok(())
+}
