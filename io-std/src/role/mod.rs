@@ -38,25 +38,32 @@ pub struct RoleStopped;
 /// (a blocking loop wakes its poller with it; an async loop awaits the
 /// channel and needs none).
 pub struct Commands<C> {
+    // Declared before `wake`, so it is dropped first: the loop must find the
+    // sender gone when the drop's wake arrives, or it sleeps on forever.
     tx: flume::Sender<C>,
-    wake: Option<Wake>,
+    wake: WakeOnDrop,
+}
+
+/// The optional [`Wake`] of a [`Commands`], called once more when that
+/// handle is dropped: a blocking loop looks at the channel when woken, and
+/// the last sender gone is how it learns the app closed it. A field of its
+/// own, declared after the sender, so the wake comes after the sender is
+/// gone (a `Drop` on `Commands` itself would run before its fields drop).
+struct WakeOnDrop(Option<Wake>);
+
+impl Drop for WakeOnDrop {
+    fn drop(&mut self) {
+        if let Some(wake) = &self.0 {
+            wake();
+        }
+    }
 }
 
 impl<C> Clone for Commands<C> {
     fn clone(&self) -> Self {
         Commands {
             tx: self.tx.clone(),
-            wake: self.wake.clone(),
-        }
-    }
-}
-
-impl<C> Drop for Commands<C> {
-    fn drop(&mut self) {
-        // A blocking loop looks at the channel when woken: the last sender
-        // gone is how it learns the app closed it.
-        if let Some(wake) = &self.wake {
-            wake();
+            wake: WakeOnDrop(self.wake.0.clone()),
         }
     }
 }
@@ -65,7 +72,7 @@ impl<C> std::fmt::Debug for Commands<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Commands")
             .field("queued", &self.tx.len())
-            .field("wakes", &self.wake.is_some())
+            .field("wakes", &self.wake.0.is_some())
             .finish()
     }
 }
@@ -73,7 +80,10 @@ impl<C> std::fmt::Debug for Commands<C> {
 impl<C> Commands<C> {
     /// Wraps `tx`; `wake` (if any) is called after each command is queued.
     pub fn new(tx: flume::Sender<C>, wake: Option<Wake>) -> Self {
-        Commands { tx, wake }
+        Commands {
+            tx,
+            wake: WakeOnDrop(wake),
+        }
     }
 
     /// A bounded command channel ([`COMMAND_QUEUE`]): the sending side
@@ -89,7 +99,7 @@ impl<C> Commands<C> {
     /// queues commands without waiting for their replies reaches).
     pub fn send(&self, command: C) -> Result<(), RoleStopped> {
         self.tx.send(command).map_err(|_| RoleStopped)?;
-        if let Some(wake) = &self.wake {
+        if let Some(wake) = &self.wake.0 {
             wake();
         }
         Ok(())
@@ -283,6 +293,28 @@ mod tests {
         assert_eq!(block_on(reply.into_future()), Err(RoleStopped));
         let (_answer, reply) = Reply::<u32>::channel();
         assert_eq!(reply.wait_timeout(Duration::from_millis(10)), None);
+    }
+
+    #[test]
+    fn the_last_sender_dropped_wakes_the_loop_after_the_channel_is_closed() {
+        // The loop checks the channel when woken: if the wake came while the
+        // sender still existed, it would see an open channel and sleep on.
+        let (tx, rx) = flume::bounded::<u8>(COMMAND_QUEUE);
+        let watched = rx.clone();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        let wake: Wake = Arc::new(move || {
+            if let Ok(mut seen) = record.lock() {
+                seen.push(watched.is_disconnected());
+            }
+        });
+        let commands = Commands::new(tx, Some(wake));
+        let other = commands.clone();
+        drop(other);
+        drop(commands);
+        let seen = seen.lock().expect("not poisoned").clone();
+        assert_eq!(seen, vec![false, true], "the last drop woke before closing");
+        assert!(rx.is_disconnected());
     }
 
     #[test]
