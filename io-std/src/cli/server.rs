@@ -114,6 +114,13 @@ pub struct ServerArgs {
     /// suits common NATs).
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub keepalive: Option<Duration>,
+    /// The host devices reach this server at (an IP address or a DNS
+    /// name), put in the invite; needed when it listens on 0.0.0.0 or [::].
+    #[arg(long, value_name = "HOST", value_parser = super::invite::Host::parse)]
+    pub public_addr: Option<super::invite::Host>,
+    /// Also show the invite as a QR code.
+    #[arg(long)]
+    pub qr: bool,
     /// Session policy.
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -489,7 +496,33 @@ pub fn combined_up(
     );
     println!("control: {control}");
     println!("trigger: {trigger}");
+    announce_invite(args, key, control, trigger);
     tracing::info!(%control, %trigger, closed = args.policy.closed, "servers up");
+}
+
+/// `server`'s invite: stored in the data dir and printed, or why there is none.
+fn announce_invite(args: &ServerArgs, key: &PublicKey, control: SocketAddr, trigger: SocketAddr) {
+    use super::invite;
+    let invite = invite::server_invite(control, trigger, args.public_addr.as_ref(), key);
+    if let Err(e) = invite::store_invite(&args.data_dir, invite.as_ref()) {
+        tracing::warn!(error = %e, "invite not stored");
+    }
+    match &invite {
+        Some(invite) => {
+            if let Err(e) = invite::print_invite(invite, args.qr) {
+                tracing::warn!(error = %e, "invite not shown");
+            }
+        }
+        None => println!(
+            "invite: none: the server listens on every address; give --public-addr HOST (the address devices reach it at) for an invite"
+        ),
+    }
+    if args.policy.closed {
+        println!(
+            "closed server: enrol each device's key first (`tryst enroll NAME PUBKEY --data-dir {}`)",
+            args.data_dir.display()
+        );
+    }
 }
 
 /// `session-server`'s first lines once it listens.
