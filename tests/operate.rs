@@ -563,3 +563,16 @@ fn log_format_json_lines_name_devices_next_to_their_ids() {
         });
     }
 }
+
+#[test]
+fn dist_example_configs_have_only_known_keys_and_good_values() {
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist");
+    for (sub, file) in [("server", "server.toml"), ("terminal", "terminal.toml")] {
+        let path = dist.join(file);
+        assert!(path.exists(), "{}", path.display());
+        let args: Vec<OsString> = vec!["tryst".into(), sub.into(), "--config".into(), path.into()];
+        if let Err(e) = config::apply(tryst_std::cli::command(), &args, &|_| None) {
+            panic!("dist/{file}: {e}");
+        }
+    }
+}
