@@ -76,7 +76,8 @@ pub struct TerminalCommon {
     /// This terminal's device name.
     #[arg(long, value_name = "NAME")]
     pub name: String,
-    /// The session server's control address (TCP), e.g. 127.0.0.1:7400.
+    /// The session server's control address (TCP), e.g. 127.0.0.1:7400
+    /// (not needed with --invite).
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     pub server: SocketAddr,
     /// The trigger server's address (UDP), e.g. 127.0.0.1:7401.
