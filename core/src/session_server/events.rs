@@ -32,6 +32,10 @@ pub enum SessionEvent {
         key: PublicKey,
         /// Its device ID (= channel number); the trigger server knows its UDP key.
         device_id: DeviceId,
+        /// The device ID the terminal and the trigger server know it by (a
+        /// keyed hash of `device_id`, in `RegisterAck` and the keepalives):
+        /// what an operator's log puts next to the name.
+        udp_device_id: DeviceId,
         /// Who judges requests aimed at it.
         mode: DecisionMode,
     },

@@ -613,6 +613,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             name,
             key,
             device_id: DeviceId(device),
+            udp_device_id: self.udp_ids.of(device),
             mode,
         });
     }

@@ -12,13 +12,19 @@
 //! else. Errors are one line on stderr (`BINARY: ...`), never a backtrace.
 //! Logs go to stderr through `tracing`; `RUST_LOG` sets the filter (the
 //! long-running roles default to `info`, one line per protocol event; the
-//! one-shot commands to `warn`).
+//! one-shot commands to `warn`). `--log-format json` (every subcommand)
+//! writes one JSON object a line instead, for machines.
+//!
+//! The long-running subcommands also read `--config FILE` (TOML) and
+//! `TRYST_*` environment variables, equal to their flags (see [`config`]).
 
 pub mod allow;
+pub mod config;
 pub mod connect;
 pub mod driver;
 pub mod end;
 pub mod enroll;
+pub mod invite;
 pub mod keygen;
 pub mod server;
 pub mod sessions;
@@ -141,6 +147,9 @@ pub enum Command {
     TriggerServer(server::TriggerServerArgs),
     /// Enrolls a terminal's public key for a name (for --closed servers).
     Enroll(enroll::EnrollArgs),
+    /// Prints a server's invite again (what a device needs to join), as
+    /// text and, with --qr, as a QR code.
+    Invite(invite::InviteArgs),
     /// Prints the session log.
     Sessions(sessions::SessionsArgs),
     /// Forces a live session to end.
@@ -175,6 +184,7 @@ impl Command {
             Command::SessionServer(args) => server::run_session_server(&runtime.driver()?, args),
             Command::TriggerServer(args) => server::run_trigger_server(&runtime.driver()?, args),
             Command::Enroll(args) => enroll::run(args),
+            Command::Invite(args) => invite::run(args),
             Command::Sessions(args) => sessions::run(args),
             Command::End(args) => end::run(args),
             Command::Terminal(args) => terminal::run(&runtime.driver()?, args),
@@ -197,21 +207,97 @@ pub fn usage_line(binary_name: &str, e: &clap::Error) -> String {
     format!("{first} (see `{binary_name} --help`)")
 }
 
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line an event.
+    #[default]
+    Text,
+    /// One JSON object a line (`timestamp`, `level`, `fields`, `target`).
+    Json,
+}
+
+/// The long name (and id) of the log format flag every subcommand takes.
+pub const LOG_FORMAT_FLAG: &str = "log-format";
+
+/// The whole CLI as a [`clap::Command`]: the derived subcommands, with
+/// `--log-format` on every one and `--config` on the long-running ones.
+pub fn command() -> clap::Command {
+    let command = Cli::command().mut_subcommands(|sub| {
+        sub.arg(
+            clap::Arg::new(LOG_FORMAT_FLAG)
+                .long(LOG_FORMAT_FLAG)
+                .value_name("FORMAT")
+                .value_parser(clap::builder::EnumValueParser::<LogFormat>::new())
+                .default_value("text")
+                .help("How log lines (stderr) are written: text, or json (one object a line)"),
+        )
+    });
+    config::with_config_flag(command)
+}
+
+/// A parsed command line: the subcommand and how to log.
+#[derive(Debug)]
+pub struct Invocation {
+    /// The subcommand.
+    pub command: Command,
+    /// `--log-format`.
+    pub log_format: LogFormat,
+}
+
 /// Parses `args` (the first is the program) as the CLI of `binary_name`:
 /// the command, or the exit code to leave with at once (help and version
-/// printed, or one usage line on stderr).
+/// printed, or one usage line on stderr). The environment is not read.
 pub fn parse<I, T>(binary_name: &'static str, args: I) -> Result<Command, ExitCode>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let parsed = Cli::command()
+    parse_with_env(binary_name, args, &|_| None).map(|i| i.command)
+}
+
+/// [`parse`] with the config file and the `TRYST_*` variables `env` gives
+/// (flags beat the environment, which beats the file).
+pub fn parse_with_env<I, T>(
+    binary_name: &'static str,
+    args: I,
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<Invocation, ExitCode>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let command = match config::apply(command(), &args, env) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("{binary_name}: {}", one_line(e));
+            return Err(ExitCode::from(2));
+        }
+    };
+    let command = match invite::apply(command, &args) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("{binary_name}: {e}");
+            return Err(ExitCode::from(e.exit_code()));
+        }
+    };
+    let parsed = command
         .name(binary_name)
         .bin_name(binary_name)
         .try_get_matches_from(args)
-        .and_then(|m| Cli::from_arg_matches(&m));
+        .and_then(|m| {
+            let log_format = m
+                .subcommand()
+                .and_then(|(_, sub)| sub.get_one::<LogFormat>(LOG_FORMAT_FLAG).copied())
+                .unwrap_or_default();
+            Cli::from_arg_matches(&m).map(|cli| (cli, log_format))
+        });
     match parsed {
-        Ok(cli) => Ok(cli.command),
+        Ok((cli, log_format)) => Ok(Invocation {
+            command: cli.command,
+            log_format,
+        }),
         Err(e) => {
             use clap::error::ErrorKind;
             Err(match e.kind() {
@@ -232,9 +318,24 @@ where
     }
 }
 
+/// Sets up the log subscriber: stderr, `RUST_LOG` or `default_filter`,
+/// text or JSON lines.
+pub fn init_logs(format: LogFormat, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+}
+
 /// A binary's whole `main`: a panic becomes one `BINARY: internal error`
-/// line, the arguments are parsed, logs set up (stderr, `RUST_LOG` or the
-/// command's default), the command run (long-running ones on `runtime`),
+/// line, the arguments are parsed (with the config file and `TRYST_*`
+/// variables), logs set up (stderr, `RUST_LOG` or the command's default,
+/// `--log-format`), the command run (long-running ones on `runtime`),
 /// and its error printed as one `BINARY: ...` line with its exit code.
 pub fn main<R: Runtime>(binary_name: &'static str, runtime: R) -> ExitCode {
     // A bug must still end in one line, not a backtrace.
@@ -243,19 +344,14 @@ pub fn main<R: Runtime>(binary_name: &'static str, runtime: R) -> ExitCode {
         let message = info.to_string().replace('\n', " ");
         eprintln!("{name}: internal error: {message}");
     }));
-    let command = match parse(binary_name, std::env::args_os()) {
-        Ok(command) => command,
+    let invocation = match parse_with_env(binary_name, std::env::args_os(), &|name| {
+        std::env::var_os(name)
+    }) {
+        Ok(invocation) => invocation,
         Err(code) => return code,
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(command.default_log_filter())
-            }),
-        )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    let command = invocation.command;
+    init_logs(invocation.log_format, command.default_log_filter());
     match command.run(&runtime) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -114,6 +114,13 @@ pub struct ServerArgs {
     /// suits common NATs).
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub keepalive: Option<Duration>,
+    /// The host devices reach this server at (an IP address or a DNS
+    /// name), put in the invite; needed when it listens on 0.0.0.0 or [::].
+    #[arg(long, value_name = "HOST", value_parser = super::invite::Host::parse)]
+    pub public_addr: Option<super::invite::Host>,
+    /// Also show the invite as a QR code.
+    #[arg(long)]
+    pub qr: bool,
     /// Session policy.
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -489,7 +496,33 @@ pub fn combined_up(
     );
     println!("control: {control}");
     println!("trigger: {trigger}");
+    announce_invite(args, key, control, trigger);
     tracing::info!(%control, %trigger, closed = args.policy.closed, "servers up");
+}
+
+/// `server`'s invite: stored in the data dir and printed, or why there is none.
+fn announce_invite(args: &ServerArgs, key: &PublicKey, control: SocketAddr, trigger: SocketAddr) {
+    use super::invite;
+    let invite = invite::server_invite(control, trigger, args.public_addr.as_ref(), key);
+    if let Err(e) = invite::store_invite(&args.data_dir, invite.as_ref()) {
+        tracing::warn!(error = %e, "invite not stored");
+    }
+    match &invite {
+        Some(invite) => {
+            if let Err(e) = invite::print_invite(invite, args.qr) {
+                tracing::warn!(error = %e, "invite not shown");
+            }
+        }
+        None => println!(
+            "invite: none: the server listens on every address; give --public-addr HOST (the address devices reach it at) for an invite"
+        ),
+    }
+    if args.policy.closed {
+        println!(
+            "closed server: enrol each device's key first (`tryst enroll NAME PUBKEY --data-dir {}`)",
+            args.data_dir.display()
+        );
+    }
 }
 
 /// `session-server`'s first lines once it listens.
@@ -527,12 +560,50 @@ pub fn trigger_up(
 /// The answer stored for an operator command this server cannot read.
 pub const UNKNOWN_COMMAND: &str = "not a command this server knows";
 
-fn short(key: &PublicKey) -> String {
+/// A key in log lines: its first 16 hex digits (enough to tell keys apart).
+pub fn short(key: &PublicKey) -> String {
     key_hex(key).chars().take(16).collect()
 }
 
+/// A device ID in log lines and output: 16 hex digits, as the terminal prints it.
+pub fn device_hex(device_id: tryst_core::wire::DeviceId) -> String {
+    format!("{:016x}", device_id.0)
+}
+
+/// Most device names a combined server remembers for its trigger log lines.
+pub const MAX_DEVICE_NAMES: usize = 1 << 16;
+
+/// The names of the devices that registered, by device ID, so a trigger
+/// server line can name the device next to its ID (only the combined
+/// `server` knows both; a lone trigger server prints `-`). Bounded by
+/// [`MAX_DEVICE_NAMES`]: past it, new devices go unnamed in the log.
+#[derive(Debug, Default)]
+pub struct DeviceNames(std::collections::BTreeMap<u64, String>);
+
+impl DeviceNames {
+    /// Notes a registration's name for its device ID.
+    pub fn note(&mut self, event: &SessionEvent) {
+        if let SessionEvent::Registered {
+            name,
+            udp_device_id,
+            ..
+        } = event
+        {
+            if self.0.len() < MAX_DEVICE_NAMES || self.0.contains_key(&udp_device_id.0) {
+                self.0.insert(udp_device_id.0, name.to_string());
+            }
+        }
+    }
+
+    /// The name of `device_id`, or `-` if unknown here.
+    pub fn of(&self, device_id: tryst_core::wire::DeviceId) -> &str {
+        self.0.get(&device_id.0).map_or("-", String::as_str)
+    }
+}
+
 /// One info line per protocol event of the session server (no secrets:
-/// events carry public keys and names only).
+/// events carry public keys and names only). Keys are [`short`], device
+/// IDs [`device_hex`], durations in seconds.
 pub fn log_session_event(event: &SessionEvent) {
     match event {
         SessionEvent::NameBound { name, key } => {
@@ -544,13 +615,14 @@ pub fn log_session_event(event: &SessionEvent) {
         SessionEvent::NameUnbound { name, key } => {
             tracing::info!(%name, key = %short(key), "binding expired unused: the name is free");
         }
+        // Seed S702, 801/802.
         SessionEvent::Registered {
             name,
-            device_id,
+            udp_device_id,
             mode,
             ..
         } => {
-            tracing::info!(%name, device = format_args!("{:016x}", device_id.0), ?mode, "registered (S702, 801/802)");
+            tracing::info!(%name, device = %device_hex(*udp_device_id), ?mode, "registered");
         }
         SessionEvent::RegistrationRefused { name, key, reason } => {
             tracing::info!(%name, key = %short(key), ?reason, "registration refused");
@@ -558,65 +630,58 @@ pub fn log_session_event(event: &SessionEvent) {
         SessionEvent::ImpersonationAttempt(a) => {
             tracing::warn!(name = %a.name, key = %short(&a.presented_key), "impersonation attempt");
         }
+        // Seed S511.
         SessionEvent::RequestDenied {
             requester,
             target,
             request_id,
             reason,
         } => {
-            tracing::info!(%requester, %target, request_id, ?reason, "request denied (S511)");
+            tracing::info!(%requester, %target, request_id, ?reason, "request denied");
         }
+        // Seed S508-S510.
         SessionEvent::SessionStarted(s) => {
-            tracing::info!(session = %store::id_hex(&s.session_id), requester = %s.requester, target = %s.target, duration_secs = s.duration_secs, "session started (S508-S510)");
+            tracing::info!(session = %store::id_hex(&s.session_id), requester = %s.requester, target = %s.target, duration_secs = s.duration_secs, "session started");
         }
+        // Seed S1602/S1603.
         SessionEvent::SessionExtended(x) => {
-            tracing::info!(session = %store::id_hex(&x.session_id), duration_secs = x.duration_secs, extensions = x.extensions, "session extended (S1602/S1603)");
+            tracing::info!(session = %store::id_hex(&x.session_id), duration_secs = x.duration_secs, extensions = x.extensions, "session extended");
         }
+        // Seed S1606.
         SessionEvent::SessionRecord(r) => {
             tracing::info!(
                 session = %store::id_hex(&r.session_id),
                 requester = %r.requester,
                 target = %r.target,
-                duration_ms = r.duration.as_millis() as u64,
+                duration_secs = r.duration.as_secs(),
                 extensions = r.extensions,
                 bytes = r.bytes_requester_to_target().saturating_add(r.bytes_target_to_requester()),
                 reason = store::reason_name(r.reason),
-                "session recorded (S1606)"
+                "session recorded"
             );
         }
         SessionEvent::UpstreamEstablished => tracing::info!("linked to the trigger server"),
     }
 }
 
-/// One info line per protocol event of the trigger server.
-pub fn log_trigger_event(event: &TriggerEvent) {
+/// One info line per protocol event of the trigger server; `names` puts
+/// the device's name next to its ID where this process knows it.
+pub fn log_trigger_event(event: &TriggerEvent, names: &DeviceNames) {
     match event {
         TriggerEvent::AddressChanged { device_id, addr } => {
-            tracing::info!(device = format_args!("{:016x}", device_id.0), %addr, "observed address (keepalive)");
+            tracing::info!(device = %device_hex(*device_id), name = names.of(*device_id), %addr, "observed address (keepalive)");
         }
         TriggerEvent::AddressExpired { device_id } => {
-            tracing::info!(
-                device = format_args!("{:016x}", device_id.0),
-                "address expired: device offline"
-            );
+            tracing::info!(device = %device_hex(*device_id), name = names.of(*device_id), "address expired: device offline");
         }
         TriggerEvent::KeyInstalled { device_id } => {
-            tracing::info!(
-                device = format_args!("{:016x}", device_id.0),
-                "udp key installed"
-            );
+            tracing::info!(device = %device_hex(*device_id), name = names.of(*device_id), "udp key installed");
         }
         TriggerEvent::KeyInstallRefused { device_id } => {
-            tracing::warn!(
-                device = format_args!("{:016x}", device_id.0),
-                "udp key refused: table full"
-            );
+            tracing::warn!(device = %device_hex(*device_id), name = names.of(*device_id), "udp key refused: table full");
         }
         TriggerEvent::KeyRevoked { device_id } => {
-            tracing::info!(
-                device = format_args!("{:016x}", device_id.0),
-                "udp key revoked"
-            );
+            tracing::info!(device = %device_hex(*device_id), name = names.of(*device_id), "udp key revoked");
         }
         TriggerEvent::SessionServerLinked { key } => {
             tracing::info!(key = %short(key), "session server linked");
@@ -624,26 +689,15 @@ pub fn log_trigger_event(event: &TriggerEvent) {
         TriggerEvent::LinkRefused { key, .. } => {
             tracing::warn!(key = %short(key), "link refused: unknown session server key");
         }
+        // Seed S603, 807.
         TriggerEvent::TriggerDelivered { op_id, device_id } => {
-            tracing::info!(
-                op_id,
-                device = format_args!("{:016x}", device_id.0),
-                "trigger delivered (S603, 807)"
-            );
+            tracing::info!(op_id, device = %device_hex(*device_id), name = names.of(*device_id), "trigger delivered");
         }
         TriggerEvent::TriggerUnacknowledged { op_id, device_id } => {
-            tracing::info!(
-                op_id,
-                device = format_args!("{:016x}", device_id.0),
-                "trigger unacknowledged"
-            );
+            tracing::info!(op_id, device = %device_hex(*device_id), name = names.of(*device_id), "trigger unacknowledged");
         }
         TriggerEvent::Offline { op_id, device_id } => {
-            tracing::info!(
-                op_id,
-                device = format_args!("{:016x}", device_id.0),
-                "trigger for an offline device"
-            );
+            tracing::info!(op_id, device = %device_hex(*device_id), name = names.of(*device_id), "trigger for an offline device");
         }
     }
 }

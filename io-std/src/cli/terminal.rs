@@ -69,10 +69,15 @@ pub enum Mode {
 /// the flags `tryst terminal` and `tryst connect` share.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TerminalCommon {
+    /// The invite `tryst server` or `tryst invite` printed: it gives
+    /// --server, --trigger, --server-key (and --name if it names the device).
+    #[arg(long, value_name = "INVITE", conflicts_with_all = ["server", "trigger", "server_key"])]
+    pub invite: Option<String>,
     /// This terminal's device name.
     #[arg(long, value_name = "NAME")]
     pub name: String,
-    /// The session server's control address (TCP), e.g. 127.0.0.1:7400.
+    /// The session server's control address (TCP), e.g. 127.0.0.1:7400
+    /// (not needed with --invite).
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     pub server: SocketAddr,
     /// The trigger server's address (UDP), e.g. 127.0.0.1:7401.

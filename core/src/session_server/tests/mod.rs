@@ -92,13 +92,16 @@ fn s702_registration_binds_name_to_key_and_returns_device_id_and_udp_key() {
     let registered = events
         .iter()
         .position(|e| {
-            *e == SessionEvent::Registered {
-                name: "TERM1".into(),
-                key,
+            matches!(e, SessionEvent::Registered {
+                name,
+                key: k,
                 // The server's own number for the channel (the stream's).
-                device_id: crate::wire::DeviceId(w.terms[t1].channel_no.unwrap()),
+                device_id,
+                udp_device_id,
                 mode: ListMode,
-            }
+            } if name == "TERM1" && *k == key
+                && *device_id == crate::wire::DeviceId(w.terms[t1].channel_no.unwrap())
+                && udp_device_id != device_id)
         })
         .expect("Registered");
     assert!(bound < registered);

@@ -25,8 +25,9 @@ use tryst_core::wire::PublicKey;
 use super::{
     bind_error, combined_up, load_server_store, log_session_event, log_trigger_event,
     open_poll_store, prepare_server, prepare_session_server, prepare_trigger_server, session_up,
-    start_command_poller, trigger_up, CombinedSetup, ServerArgs, ServerIdentity, SessionServerArgs,
-    SessionSetup, TriggerServerArgs, TriggerSetup, SHUTDOWN_WAIT, UNKNOWN_COMMAND,
+    start_command_poller, trigger_up, CombinedSetup, DeviceNames, ServerArgs, ServerIdentity,
+    SessionServerArgs, SessionSetup, TriggerServerArgs, TriggerSetup, SHUTDOWN_WAIT,
+    UNKNOWN_COMMAND,
 };
 use crate::cli::driver::Driver;
 use crate::cli::end::store_error;
@@ -35,7 +36,7 @@ use crate::drive::{DriverClock, Stopped};
 use crate::role::session_server::{start_journal, Durable, SessionHandle};
 use crate::role::trigger_server::TriggerHandle;
 use crate::role::Reply;
-use crate::store::{self, key_hex, parse_id, OperatorCommand, PendingCommand, Store};
+use crate::store::{self, parse_id, OperatorCommand, PendingCommand, Store};
 
 /// `server`: both roles in one process on `driver`, the session server
 /// linked to the trigger server over loopback.
@@ -169,7 +170,7 @@ pub fn run_trigger_server<D: Driver + ?Sized>(
             .recv(&stop.rx, |_| Wake::Signal)
             .wait();
         match wake {
-            Wake::Trigger(event) => log_trigger_event(&event),
+            Wake::Trigger(event) => log_trigger_event(&event, &DeviceNames::default()),
             Wake::TriggerGone => break Err(CliError::failed("the trigger server stopped")),
             Wake::Signal => break Ok(()),
             // Not selected here.
@@ -336,14 +337,15 @@ fn apply_command(handle: &SessionHandle, command: &PendingCommand) -> String {
     match &command.command {
         Some(OperatorCommand::End(id)) => match handle.end_session(*id).wait() {
             Ok(()) => {
-                tracing::info!(target: LOG_TARGET, session = %store::id_hex(id), "operator ended the session (S1604)");
+                // Seed S1604.
+                tracing::info!(target: LOG_TARGET, session = %store::id_hex(id), "operator ended the session");
                 "ok".to_owned()
             }
             Err(e) => format!("{e:#}"),
         },
         Some(OperatorCommand::Enroll { name, key }) => match handle.enroll(name, *key).wait() {
             Ok(()) => {
-                tracing::info!(target: LOG_TARGET, %name, key = %key_hex(key), "enrolled");
+                tracing::info!(target: LOG_TARGET, %name, key = %super::short(key), "enrolled");
                 "ok".to_owned()
             }
             Err(e) => e.to_string(),
@@ -373,6 +375,7 @@ fn serve(
             stop_poller.clone(),
         )
     };
+    let mut names = DeviceNames::default();
     let result = loop {
         let mut selector = flume::Selector::new()
             .recv(&running.events, |event| match event {
@@ -388,8 +391,11 @@ fn serve(
             });
         }
         match selector.wait() {
-            Wake::Session(event) => log_session_event(&event),
-            Wake::Trigger(event) => log_trigger_event(&event),
+            Wake::Session(event) => {
+                names.note(&event);
+                log_session_event(&event);
+            }
+            Wake::Trigger(event) => log_trigger_event(&event, &names),
             // Nothing more comes from it; the session server goes on.
             Wake::TriggerGone => trigger_events = None,
             // The events go with the loop: say why it stopped if it says so soon.
