@@ -40,7 +40,7 @@ use super::keygen::{key_error, public_key_arg};
 use super::CliError;
 use crate::datadir::DataDirLock;
 use crate::keyfile::{self, IfExists};
-use crate::store::{self, key_hex, PendingCommand, ServerState, ServerStore, Store};
+use crate::store::{self, key_hex, PendingCommand, ServerState, ServerStore, StoreLocation};
 
 /// How often the server looks for operator commands in the store.
 pub const COMMAND_POLL: Duration = Duration::from_millis(200);
@@ -117,6 +117,11 @@ pub struct ServerArgs {
     /// Session policy.
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// Where the durable store is: `postgres://USER@HOST/DB` for a
+    /// PostgreSQL database that several servers share; default (or
+    /// `sqlite`): `tryst.db` in the data dir.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
 }
 
 /// Arguments of `tryst session-server` (the session role alone).
@@ -137,6 +142,11 @@ pub struct SessionServerArgs {
     /// Session policy.
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// Where the durable store is: `postgres://USER@HOST/DB` for a
+    /// PostgreSQL database that several servers share; default (or
+    /// `sqlite`): `tryst.db` in the data dir.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
 }
 
 /// Arguments of `tryst trigger-server` (the trigger role alone).
@@ -322,25 +332,41 @@ where
     })
 }
 
+/// Where a server's store is: `--store` if given, else the data dir's file.
+pub fn server_store_location(
+    data_dir: &Path,
+    store: Option<&str>,
+) -> Result<StoreLocation, CliError> {
+    StoreLocation::from_args(Some(data_dir), store).map_err(CliError::usage)
+}
+
 /// The store connection the command poller uses (cheap commits: it writes
-/// only heartbeats and answers).
-pub fn open_poll_store(dir: &Path) -> Result<Store, CliError> {
-    let store = Store::open(dir).map_err(store_error)?;
+/// only heartbeats and answers); `owner` as for [`load_server_store`].
+pub fn open_poll_store(
+    location: &StoreLocation,
+    owner: &str,
+) -> Result<Box<dyn ServerStore>, CliError> {
+    let store = location.open(owner).map_err(store_error)?;
     store.relax_durability().map_err(store_error)?;
     Ok(store)
 }
 
-/// Opens (creating if needed) the session server's store in `dir` and
+/// Opens (creating or migrating if needed) the session server's store and
 /// rebuilds what it starts from (bindings in the trust mode `--closed`
-/// chose, live sessions), logging what was skipped and loaded. Returns the
-/// state and the store for the journal.
-pub fn load_server_store(dir: &Path, closed: bool) -> Result<(ServerState, Store), CliError> {
+/// chose, live sessions), logging what was skipped and loaded. `owner`
+/// names this server in a shared store (its public key): it restores the
+/// live sessions it started. Returns the state and the store for the journal.
+pub fn load_server_store(
+    location: &StoreLocation,
+    owner: &str,
+    closed: bool,
+) -> Result<(ServerState, Box<dyn ServerStore>), CliError> {
     let mode = if closed {
         TrustMode::Closed
     } else {
         TrustMode::TrustOnFirstUse
     };
-    let store = Store::create(dir).map_err(store_error)?;
+    let store = location.create(owner).map_err(store_error)?;
     let state = store.server_state(mode).map_err(store_error)?;
     for (name, why) in &state.skipped {
         tracing::warn!(%name, error = %why, "stored binding not restored");
@@ -351,6 +377,7 @@ pub fn load_server_store(dir: &Path, closed: bool) -> Result<(ServerState, Store
         .filter(|f| matches!(f, SessionFact::SessionStarted(_)))
         .count();
     tracing::info!(
+        store = %location.describe(),
         names = state.registry.bindings().count(),
         live_sessions = live,
         "store loaded"
