@@ -367,3 +367,40 @@ fn pg_each_server_restores_its_own_sessions_and_gets_its_ends() {
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].id, end_b);
 }
+
+/// `--store` picks the backend: a `postgres://` URL, or `sqlite` (and by
+/// default) the data dir's file; anything else is refused.
+#[test]
+fn store_location_comes_from_store_or_the_data_dir() {
+    let dir = std::path::Path::new("/var/lib/tryst");
+    let url = "postgres://tryst:pw@db/tryst";
+    assert_eq!(
+        StoreLocation::from_args(Some(dir), Some(url)),
+        Ok(StoreLocation::Postgres(url.to_owned()))
+    );
+    assert_eq!(
+        StoreLocation::from_args(None, Some("postgresql://h/d")),
+        Ok(StoreLocation::Postgres("postgresql://h/d".to_owned()))
+    );
+    for store in [None, Some("sqlite")] {
+        assert_eq!(
+            StoreLocation::from_args(Some(dir), store),
+            Ok(StoreLocation::DataDir(dir.to_path_buf()))
+        );
+    }
+    assert!(StoreLocation::from_args(None, None).is_err());
+    assert!(StoreLocation::from_args(None, Some("sqlite")).is_err());
+    assert!(StoreLocation::from_args(Some(dir), Some("mysql://h/d")).is_err());
+    // The password never shows.
+    let shown = StoreLocation::Postgres(url.to_owned()).describe();
+    assert_eq!(shown, "postgres://tryst@db/tryst");
+}
+
+/// A database nobody listens on is a typed error that shows no password.
+#[test]
+fn an_unreachable_database_is_a_typed_error_without_the_password() {
+    let at = StoreLocation::Postgres("postgres://tryst:hunter2@127.0.0.1:1/tryst".to_owned());
+    let err = at.open("").expect_err("nothing listens on port 1");
+    assert!(matches!(err, StoreError::Postgres { .. }), "{err:?}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}

@@ -30,8 +30,8 @@ pub struct EnrollArgs {
     #[arg(long, value_name = "DIR", required_unless_present = "store")]
     pub data_dir: Option<PathBuf>,
     /// The server's store instead: a `postgres://USER@HOST/DB` URL (or
-    /// `sqlite` for the data dir's file).
-    #[arg(long, value_name = "URL")]
+    /// `sqlite` for the data dir's file); or `TRYST_STORE`.
+    #[arg(long, value_name = "URL", env = "TRYST_STORE")]
     pub store: Option<String>,
 }
 

@@ -119,8 +119,8 @@ pub struct ServerArgs {
     pub policy: PolicyArgs,
     /// Where the durable store is: `postgres://USER@HOST/DB` for a
     /// PostgreSQL database that several servers share; default (or
-    /// `sqlite`): `tryst.db` in the data dir.
-    #[arg(long, value_name = "URL")]
+    /// `sqlite`): `tryst.db` in the data dir. Also read from `TRYST_STORE`.
+    #[arg(long, value_name = "URL", env = "TRYST_STORE")]
     pub store: Option<String>,
 }
 
@@ -144,8 +144,8 @@ pub struct SessionServerArgs {
     pub policy: PolicyArgs,
     /// Where the durable store is: `postgres://USER@HOST/DB` for a
     /// PostgreSQL database that several servers share; default (or
-    /// `sqlite`): `tryst.db` in the data dir.
-    #[arg(long, value_name = "URL")]
+    /// `sqlite`): `tryst.db` in the data dir. Also read from `TRYST_STORE`.
+    #[arg(long, value_name = "URL", env = "TRYST_STORE")]
     pub store: Option<String>,
 }
 
