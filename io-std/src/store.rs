@@ -956,6 +956,13 @@ pub trait ServerStore: Send {
     /// Removes answered commands older than `age`.
     fn prune_commands(&self, age: Duration) -> Result<(), StoreError>;
 
+    /// The bindings made at or after `since_us` (µs since the epoch, the
+    /// binding server's clock) by any server sharing the store: name, key,
+    /// when. A store only one server uses has nothing to tell (the default).
+    fn bound_since(&self, _since_us: u64) -> Result<Vec<(String, PublicKey, u64)>, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// Rebuilds what a session server starts from, in `mode`: the registry
     /// from the bindings, then every binding's last-seen time and the live
     /// sessions' facts to replay. The same for every backend.
@@ -1038,6 +1045,9 @@ impl<S: ServerStore + ?Sized> ServerStore for Box<S> {
     }
     fn prune_commands(&self, age: Duration) -> Result<(), StoreError> {
         (**self).prune_commands(age)
+    }
+    fn bound_since(&self, since_us: u64) -> Result<Vec<(String, PublicKey, u64)>, StoreError> {
+        (**self).bound_since(since_us)
     }
 }
 

@@ -288,12 +288,29 @@ pub fn bind_error(what: &str, addr: SocketAddr, e: std::io::Error) -> CliError {
     CliError::usage(format!("cannot listen on {addr} ({what}): {e}"))
 }
 
+/// How far back a server looks for bindings other servers made on a
+/// shared store, beyond its last look (commit delays, clock skew).
+pub const LEARN_MARGIN: Duration = Duration::from_secs(10);
+
+/// What a server does with a binding another server made on a shared
+/// store (applies it to its registry).
+pub type Learn = Box<dyn FnMut(String, PublicKey) + Send>;
+
 /// Polls the store's command table and keeps the heartbeat, on its own
 /// thread (store calls block), every [`COMMAND_POLL`], until `stop` is
 /// set. Each pending command goes to `apply`, which carries it out on the
 /// running server and gives the answer to store, or `None` when the server
-/// is gone (the poller then stops). The heartbeat is cleared at the end.
-pub fn start_command_poller<S, A>(store: S, mut apply: A, stop: Arc<AtomicBool>) -> JoinHandle<()>
+/// is gone (the poller then stops). With `learn`, every [`HEARTBEAT_EVERY`]
+/// the bindings other servers made on a shared store go to it, so this
+/// server holds their names against other keys before it would try to
+/// bind them (the database refuses that, and the server stops rather than
+/// acknowledge it). The heartbeat is cleared at the end.
+pub fn start_command_poller<S, A>(
+    store: S,
+    mut apply: A,
+    mut learn: Option<Learn>,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()>
 where
     S: ServerStore + 'static,
     A: FnMut(PendingCommand) -> Option<String> + Send + 'static,
@@ -301,12 +318,36 @@ where
     std::thread::spawn(move || {
         let mut last_beat: Option<std::time::Instant> = None;
         let mut last_prune = std::time::Instant::now();
+        let margin = u64::try_from(LEARN_MARGIN.as_micros()).unwrap_or(u64::MAX);
+        let mut looked_at = store::now_us();
+        // What was applied since the last look's margin (nothing twice).
+        let mut learned: std::collections::HashMap<String, (PublicKey, u64)> =
+            std::collections::HashMap::new();
         while !stop.load(Ordering::Relaxed) {
             if last_beat.is_none_or(|at| at.elapsed() >= HEARTBEAT_EVERY) {
                 if let Err(e) = store.set_heartbeat(Some(store::now_us())) {
                     tracing::warn!(error = %e, "heartbeat not written");
                 }
                 last_beat = Some(std::time::Instant::now());
+                if let Some(learn) = learn.as_mut() {
+                    let since = looked_at.saturating_sub(margin);
+                    let now = store::now_us();
+                    match store.bound_since(since) {
+                        Ok(rows) => {
+                            for (name, key, at) in rows {
+                                if learned.get(&name).is_some_and(|(k, _)| *k == key) {
+                                    continue;
+                                }
+                                tracing::info!(%name, key = %key_hex(&key), "binding from the shared store applied");
+                                learned.insert(name.clone(), (key, at));
+                                learn(name, key);
+                            }
+                            learned.retain(|_, (_, at)| *at >= since);
+                            looked_at = now;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot read the shared bindings"),
+                    }
+                }
             }
             if last_prune.elapsed() >= COMMAND_KEEP / 4 {
                 let _ = store.prune_commands(COMMAND_KEEP);

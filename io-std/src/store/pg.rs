@@ -86,7 +86,7 @@ pub const MIGRATIONS: &[&str] = &[
 pub const PG_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// The advisory lock key the migrations run under ("tryst" in ASCII).
-const MIGRATION_LOCK: i64 = 0x7472_7973_74;
+const MIGRATION_LOCK: i64 = 0x0074_7279_7374;
 
 /// Whether `text` names a PostgreSQL store (a `postgres://` or
 /// `postgresql://` URL).
@@ -617,6 +617,16 @@ impl ServerStore for PgStore {
             &[&id, &to_i64(now_us()), &result],
         )?;
         Ok(())
+    }
+
+    fn bound_since(&self, since_us: u64) -> Result<Vec<(String, PublicKey, u64)>, StoreError> {
+        let rows = self.query(
+            "SELECT name, key, bound_us FROM names WHERE bound_us >= $1 ORDER BY bound_us LIMIT 10000",
+            &[&to_i64(since_us)],
+        )?;
+        rows.iter()
+            .map(|r| Ok((r.get(0), parse_key(r.get(1))?, to_u64(r.get(2)))))
+            .collect()
     }
 
     fn prune_commands(&self, age: Duration) -> Result<(), StoreError> {

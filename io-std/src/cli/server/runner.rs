@@ -24,8 +24,8 @@ use tryst_core::wire::PublicKey;
 use super::{
     bind_error, combined_up, load_server_store, log_session_event, log_trigger_event,
     open_poll_store, prepare_server, prepare_session_server, prepare_trigger_server,
-    server_store_location, session_up, start_command_poller, trigger_up, CombinedSetup, ServerArgs,
-    ServerIdentity, SessionServerArgs, SessionSetup, TriggerServerArgs, TriggerSetup,
+    server_store_location, session_up, start_command_poller, trigger_up, CombinedSetup, Learn,
+    ServerArgs, ServerIdentity, SessionServerArgs, SessionSetup, TriggerServerArgs, TriggerSetup,
     SHUTDOWN_WAIT, UNKNOWN_COMMAND,
 };
 use crate::cli::driver::Driver;
@@ -374,9 +374,22 @@ fn serve(
     let stop_poller = Arc::new(AtomicBool::new(false));
     let poller = {
         let handle = running.handle.clone();
+        // A shared store: other servers' bindings are held here too.
+        let learn: Option<Learn> = match &running.location {
+            StoreLocation::Postgres(_) => {
+                let handle = running.handle.clone();
+                Some(Box::new(move |name: String, key| {
+                    if let Err(e) = handle.enroll(&name, key).wait() {
+                        tracing::warn!(target: LOG_TARGET, %name, error = %e, "a shared binding was not applied");
+                    }
+                }))
+            }
+            StoreLocation::DataDir(_) => None,
+        };
         start_command_poller(
             poll_store,
             move |command| Some(apply_command(&handle, &command)),
+            learn,
             stop_poller.clone(),
         )
     };
