@@ -10,7 +10,8 @@
 //! [`crate::store`]): the facts the machine hands out are committed
 //! before the next transmit (which may acknowledge them) goes out, and at
 //! start the bindings and the live sessions are replayed into the fresh
-//! machine ([`crate::store::Store::server_state`]). SIGTERM (or Ctrl-C) ends every live session (end triggers to
+//! machine ([`crate::store::ServerStore::server_state`]); `--store postgres://...` puts the store in a
+//! shared PostgreSQL database instead ([`crate::store::pg`]). SIGTERM (or Ctrl-C) ends every live session (end triggers to
 //! both terminals, as `tryst end` does), waits for their records, and
 //! stops. Operator commands (`tryst end`, `tryst enroll`) arrive through
 //! the store's command table, polled every [`COMMAND_POLL`].
