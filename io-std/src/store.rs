@@ -21,7 +21,11 @@
 //! Times are microseconds since the Unix epoch (the session server runs on
 //! wall clock (microseconds since the epoch), so its `Instant`s are these).
 //!
-//! The store is blocking (rusqlite); every driver shares it.
+//! The store is blocking (rusqlite); every driver shares it. A shared
+//! PostgreSQL database is the other backend ([`pg`], `--store
+//! postgres://...`); [`StoreLocation`] says which one a command uses.
+
+pub mod pg;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -100,8 +104,83 @@ pub enum StoreError {
     #[error("store: bad row: {0}")]
     Corrupt(String),
     /// The store was written by a newer tryst.
-    #[error("store: schema version {0} is newer than this tryst ({SCHEMA_VERSION})")]
+    #[error("store: schema version {0} is newer than this tryst")]
     TooNew(i64),
+    /// PostgreSQL failed (the URL is shown without its password).
+    #[error("store {url}: {source}")]
+    Postgres {
+        /// The database URL, redacted.
+        url: String,
+        /// The client's error.
+        source: ::postgres::Error,
+    },
+    /// The database holds no tryst schema (no server ever ran on it).
+    #[error("{0}: no tryst store here (start `tryst server --store` on it first)")]
+    MissingDatabase(String),
+    /// The database has bound this name to another key (another server
+    /// bound it first): the batch was not stored.
+    #[error("store: the name {0:?} is bound to another key in the shared store")]
+    NameTaken(String),
+}
+
+/// Where a command's store is: the SQLite file in a data dir (the
+/// default), or a PostgreSQL database several servers share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// `DIR/tryst.db`.
+    DataDir(PathBuf),
+    /// A `postgres://` URL.
+    Postgres(String),
+}
+
+impl StoreLocation {
+    /// The location `--store` (if given) or `--data-dir` names; `None`
+    /// when neither is given. `--store` takes a `postgres://` URL, or
+    /// `sqlite` for the data dir's file.
+    pub fn from_args(
+        data_dir: Option<&Path>,
+        store: Option<&str>,
+    ) -> Result<StoreLocation, String> {
+        match (store, data_dir) {
+            (Some(url), _) if pg::is_postgres_url(url) => {
+                Ok(StoreLocation::Postgres(url.to_owned()))
+            }
+            (Some("sqlite") | None, Some(dir)) => Ok(StoreLocation::DataDir(dir.to_path_buf())),
+            (Some("sqlite") | None, None) => {
+                Err("give --data-dir DIR or --store postgres://...".into())
+            }
+            (Some(other), _) => Err(format!(
+                "--store {other:?}: expected a postgres:// URL or `sqlite`"
+            )),
+        }
+    }
+
+    /// How messages name it (a URL without its password).
+    pub fn describe(&self) -> String {
+        match self {
+            StoreLocation::DataDir(dir) => dir.display().to_string(),
+            StoreLocation::Postgres(url) => pg::redact(url),
+        }
+    }
+
+    /// Opens the store, creating (or migrating) it if needed: for the
+    /// servers and `enroll`. `owner` names the server in a shared store
+    /// (its control address); empty for a one-shot tool.
+    pub fn create(&self, owner: &str) -> Result<Box<dyn ServerStore>, StoreError> {
+        Ok(match self {
+            StoreLocation::DataDir(dir) => Box::new(Store::create(dir)?),
+            StoreLocation::Postgres(url) => Box::new(pg::PgStore::create(url)?.with_owner(owner)),
+        })
+    }
+
+    /// Opens the existing store (for `sessions`, `end`, the server's
+    /// command poller); `owner` as for [`StoreLocation::create`].
+    pub fn open(&self, owner: &str) -> Result<Box<dyn ServerStore>, StoreError> {
+        Ok(match self {
+            StoreLocation::DataDir(dir) => Box::new(Store::open(dir)?),
+            StoreLocation::Postgres(url) => Box::new(pg::PgStore::open(url)?.with_owner(owner)),
+        })
+    }
 }
 
 /// Where a binding came from.
@@ -833,8 +912,8 @@ fn record_row(tx: &rusqlite::Transaction<'_>, r: &SessionRecord) -> rusqlite::Re
 /// enrolments, the session log, and the operator-command table through
 /// which `end` and `enroll` reach a running server. [`Store`] (SQLite, one
 /// file in the data dir) is the default implementation; another backend
-/// (PostgreSQL, a later issue) implements this trait and nothing above it
-/// changes. Every method blocks.
+/// implements this trait and nothing above it
+/// changes; [`pg::PgStore`] is the shared PostgreSQL one. Every method blocks.
 pub trait ServerStore: Send {
     /// Stores a batch of durable facts atomically; on `Ok` they are durable
     /// (the driver sends what acknowledges them only after this).
@@ -877,6 +956,13 @@ pub trait ServerStore: Send {
     /// Removes answered commands older than `age`.
     fn prune_commands(&self, age: Duration) -> Result<(), StoreError>;
 
+    /// The bindings made at or after `since_us` (µs since the epoch, the
+    /// binding server's clock) by any server sharing the store: name, key,
+    /// when. A store only one server uses has nothing to tell (the default).
+    fn bound_since(&self, _since_us: u64) -> Result<Vec<(String, PublicKey, u64)>, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// Rebuilds what a session server starts from, in `mode`: the registry
     /// from the bindings, then every binding's last-seen time and the live
     /// sessions' facts to replay. The same for every backend.
@@ -901,6 +987,67 @@ pub trait ServerStore: Send {
             live,
             skipped,
         })
+    }
+}
+
+/// A boxed backend is a backend (what [`StoreLocation`] opens).
+impl<S: ServerStore + ?Sized> ServerStore for Box<S> {
+    fn record(&mut self, facts: &[SessionFact]) -> Result<(), StoreError> {
+        (**self).record(facts)
+    }
+    fn bindings(&self) -> Result<Vec<(String, PublicKey, Origin)>, StoreError> {
+        (**self).bindings()
+    }
+    fn key_of(&self, name: &str) -> Result<Option<PublicKey>, StoreError> {
+        (**self).key_of(name)
+    }
+    fn enroll(&self, name: &str, key: &PublicKey) -> Result<bool, StoreError> {
+        (**self).enroll(name, key)
+    }
+    fn seen_facts(&self) -> Result<Vec<SessionFact>, StoreError> {
+        (**self).seen_facts()
+    }
+    fn live_facts(&self) -> Result<Vec<SessionFact>, StoreError> {
+        (**self).live_facts()
+    }
+    fn log(&self) -> Result<Vec<LogRow>, StoreError> {
+        (**self).log()
+    }
+    fn live_ids(&self) -> Result<Vec<String>, StoreError> {
+        (**self).live_ids()
+    }
+    fn find_sessions(&self, prefix: &str) -> Result<Vec<(String, bool)>, StoreError> {
+        (**self).find_sessions(prefix)
+    }
+    fn relax_durability(&self) -> Result<(), StoreError> {
+        (**self).relax_durability()
+    }
+    fn set_heartbeat(&self, at_us: Option<u64>) -> Result<(), StoreError> {
+        (**self).set_heartbeat(at_us)
+    }
+    fn server_running(&self, fresh: Duration) -> Result<bool, StoreError> {
+        (**self).server_running(fresh)
+    }
+    fn push_command(&self, command: &OperatorCommand) -> Result<i64, StoreError> {
+        (**self).push_command(command)
+    }
+    fn command_result(&self, id: i64) -> Result<Option<String>, StoreError> {
+        (**self).command_result(id)
+    }
+    fn withdraw_command(&self, id: i64) -> Result<bool, StoreError> {
+        (**self).withdraw_command(id)
+    }
+    fn pending_commands(&self) -> Result<Vec<PendingCommand>, StoreError> {
+        (**self).pending_commands()
+    }
+    fn finish_command(&self, id: i64, result: &str) -> Result<(), StoreError> {
+        (**self).finish_command(id, result)
+    }
+    fn prune_commands(&self, age: Duration) -> Result<(), StoreError> {
+        (**self).prune_commands(age)
+    }
+    fn bound_since(&self, since_us: u64) -> Result<Vec<(String, PublicKey, u64)>, StoreError> {
+        (**self).bound_since(since_us)
     }
 }
 

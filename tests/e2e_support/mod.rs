@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+#[path = "../pg_support/mod.rs"]
+pub mod pg;
 pub mod proc;
 pub mod server_flows;
 pub mod terminal_flows;
@@ -103,12 +105,31 @@ pub fn with_mix<T>(mix: Mix, flow: impl FnOnce() -> T) -> T {
     out
 }
 
+thread_local! {
+    /// The shared store of the test running on this thread (a
+    /// `postgres://` URL), if it runs on one.
+    static STORE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `flow` with every command it starts on the store at `url`
+/// (through `TRYST_STORE`, which `--store` reads), on this thread.
+pub fn with_store<T>(url: &str, flow: impl FnOnce() -> T) -> T {
+    let before = STORE.with(|s| s.replace(Some(url.to_owned())));
+    let out = flow();
+    STORE.with(|s| *s.borrow_mut() = before);
+    out
+}
+
 /// The binary this thread's mix runs `subcommand` with, with no inherited
-/// `RUST_LOG` (the subcommand is not added).
+/// `RUST_LOG` (the subcommand is not added), on this thread's store.
 pub fn tryst_for(subcommand: &str) -> Command {
     let bin = MIX.with(|m| m.get()).binary_for(subcommand);
     let mut c = Command::new(bin.path());
     c.env_remove("RUST_LOG");
+    match STORE.with(|s| s.borrow().clone()) {
+        Some(url) => c.env("TRYST_STORE", url),
+        None => c.env_remove("TRYST_STORE"),
+    };
     c
 }
 

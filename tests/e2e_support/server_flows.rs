@@ -68,6 +68,8 @@ pub fn bad_flags_exit_2_with_one_line() {
         vec!["server", "--data-dir", d, "--max-duration", "banana"],
         vec!["server", "--data-dir", d, "--control", "not-an-address"],
         vec!["sessions", "--data-dir", d],
+        vec!["sessions", "--store", "mysql://nobody@nowhere/db"],
+        vec!["end", "0123456789abcdef", "--store", "sqlite"],
         vec!["end", "xyz", "--data-dir", d],
         vec!["enroll", "TERM1", "not-a-key", "--data-dir", d],
         vec!["keygen"],
@@ -555,5 +557,35 @@ macro_rules! server_flows {
         fn extension_0s_refuses_every_extension() {
             support::with_mix($mix, || support::block_on(support::server_flows::extension_0s_refuses_every_extension()));
         }
+    };
+}
+
+/// The flows that read or write the store, each on a PostgreSQL database
+/// of its own (`--store postgres://...`, through `TRYST_STORE`); skipped,
+/// saying why, when `TRYST_TEST_POSTGRES` is unset.
+#[macro_export]
+macro_rules! server_flows_on_postgres {
+    ($mix:expr) => {
+        $crate::server_flows_on_postgres!(@flows $mix;
+            kill_9_loses_no_acknowledged_binding_or_record,
+            tryst_end_forces_a_live_session_to_end_s1604,
+            sigterm_ends_live_sessions_cleanly_and_records_them,
+            closed_server_admits_only_enrolled_names,
+            split_servers_link_over_the_authenticated_channel,
+            s1602_extension_is_granted_within_the_extension_allowance_and_logged,
+        );
+    };
+    (@flows $mix:expr; $($flow:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $flow() {
+                let Some(db) = support::pg::test_db(stringify!($flow)) else {
+                    return;
+                };
+                support::with_store(&db.url, || {
+                    support::with_mix($mix, || support::block_on(support::server_flows::$flow()))
+                });
+            }
+        )*
     };
 }

@@ -1,4 +1,4 @@
-//! `tryst end SESSION_ID --data-dir DIR`: the operator forces a live
+//! `tryst end SESSION_ID --data-dir DIR | --store URL`: the operator forces a live
 //! session to end (seed S1604/S1605).
 //!
 //! How it reaches the server: through the store. The command writes a row
@@ -10,10 +10,11 @@
 //! server running the command fails at once instead of waiting.
 
 use std::path::{Path, PathBuf};
+
 use std::time::{Duration, Instant};
 
 use super::CliError;
-use crate::store::{parse_id, OperatorCommand, ServerStore, Store, StoreError};
+use crate::store::{parse_id, OperatorCommand, ServerStore, StoreError, StoreLocation};
 
 /// How long `end` and `enroll` wait for the running server's answer.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,26 +32,43 @@ pub struct EndArgs {
     /// digits, or a unique prefix of at least 8).
     #[arg(value_name = "SESSION_ID")]
     pub session_id: String,
-    /// The server's data dir.
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: PathBuf,
+    /// The server's data dir (its `tryst.db`).
+    #[arg(long, value_name = "DIR", required_unless_present = "store")]
+    pub data_dir: Option<PathBuf>,
+    /// The server's store instead: a `postgres://USER@HOST/DB` URL (or
+    /// `sqlite` for the data dir's file); or `TRYST_STORE`.
+    #[arg(long, value_name = "URL", env = "TRYST_STORE")]
+    pub store: Option<String>,
 }
 
 /// Store errors: a missing store is a usage error, the rest failures.
 pub fn store_error(e: StoreError) -> CliError {
     match e {
-        StoreError::Missing(_) | StoreError::TooNew(_) => CliError::usage(e),
+        StoreError::Missing(_) | StoreError::MissingDatabase(_) | StoreError::TooNew(_) => {
+            CliError::usage(e)
+        }
         _ => CliError::failed(e),
     }
 }
 
+/// Where a one-shot tool's store is: `--store` if given, else `--data-dir`.
+pub fn store_location(
+    data_dir: Option<&Path>,
+    store: Option<&str>,
+) -> Result<StoreLocation, CliError> {
+    StoreLocation::from_args(data_dir, store).map_err(CliError::usage)
+}
+
 /// What the running server answered to a command, or `None` when no server
-/// runs on `dir` (the command was withdrawn, or never queued). The store is
+/// runs on the store (the command was withdrawn, or never queued). The store is
 /// the only channel to the server, so the answer is looked for every
 /// [`ANSWER_POLL`] until [`ANSWER_TIMEOUT`].
-pub fn ask_server(dir: &Path, command: OperatorCommand) -> Result<Option<String>, CliError> {
-    let store = Store::open(dir).map_err(store_error)?;
-    ask(&store, &command)
+pub fn ask_server(
+    location: &StoreLocation,
+    command: OperatorCommand,
+) -> Result<Option<String>, CliError> {
+    let store = location.open("").map_err(store_error)?;
+    ask(&*store, &command)
 }
 
 /// [`ask_server`] on an open store (any backend).
@@ -73,7 +91,7 @@ pub fn ask(store: &dyn ServerStore, command: &OperatorCommand) -> Result<Option<
 }
 
 /// Finds the one session `text` names; its full ID and whether it is live.
-fn resolve(dir: &Path, text: &str) -> Result<(String, bool), CliError> {
+fn resolve(location: &StoreLocation, text: &str) -> Result<(String, bool), CliError> {
     let prefix = text.trim().to_ascii_lowercase();
     if prefix.len() < MIN_ID_PREFIX
         || prefix.len() > 32
@@ -83,8 +101,8 @@ fn resolve(dir: &Path, text: &str) -> Result<(String, bool), CliError> {
             "{text:?} is not a session ID (32 hex digits, or a prefix of at least {MIN_ID_PREFIX})"
         )));
     }
-    let store = Store::open(dir).map_err(store_error)?;
-    let mut found = ServerStore::find_sessions(&store, &prefix).map_err(store_error)?;
+    let store = location.open("").map_err(store_error)?;
+    let mut found = store.find_sessions(&prefix).map_err(store_error)?;
     match found.len() {
         0 => Err(CliError::usage(format!("no session {prefix} in the log"))),
         1 => Ok(found.remove(0)),
@@ -96,16 +114,17 @@ fn resolve(dir: &Path, text: &str) -> Result<(String, bool), CliError> {
 
 /// Asks the running server to end the session.
 pub fn run(args: EndArgs) -> Result<(), CliError> {
-    let (id, live) = resolve(&args.data_dir, &args.session_id)?;
+    let location = store_location(args.data_dir.as_deref(), args.store.as_deref())?;
+    let (id, live) = resolve(&location, &args.session_id)?;
     if !live {
         return Err(CliError::failed(format!("session {id} has already ended")));
     }
     let session_id =
         parse_id(&id).ok_or_else(|| CliError::failed(format!("bad stored id {id}")))?;
-    match ask_server(&args.data_dir, OperatorCommand::End(session_id))? {
+    match ask_server(&location, OperatorCommand::End(session_id))? {
         None => Err(CliError::failed(format!(
             "no server is running on {}",
-            args.data_dir.display()
+            location.describe()
         ))),
         Some(answer) if answer == "ok" => {
             println!(

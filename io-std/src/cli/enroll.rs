@@ -1,4 +1,4 @@
-//! `tryst enroll NAME PUBKEY --data-dir DIR`: the operator binds a name to
+//! `tryst enroll NAME PUBKEY --data-dir DIR | --store URL`: the operator binds a name to
 //! a terminal's public key ahead of its first registration: the only way a
 //! name gets bound on a `--closed` server; on an open one it reserves the
 //! name. The binding is written to the store at once (creating the data
@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use tryst_core::identity::is_weak_public_key;
 use tryst_core::wire::Name;
 
-use super::end::{ask_server, store_error};
+use super::end::{ask_server, store_error, store_location};
 use super::keygen::public_key_arg;
 use super::server::ensure_data_dir;
 use super::CliError;
-use crate::store::{OperatorCommand, Store};
+use crate::store::{OperatorCommand, StoreLocation};
 
 /// Arguments of `tryst enroll`.
 #[derive(Debug, clap::Args)]
@@ -26,9 +26,13 @@ pub struct EnrollArgs {
     /// Its public key: 64 hex digits (as `tryst keygen` prints), or a public key file.
     #[arg(value_name = "PUBKEY")]
     pub key: String,
-    /// The server's data dir.
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: PathBuf,
+    /// The server's data dir (its `tryst.db`).
+    #[arg(long, value_name = "DIR", required_unless_present = "store")]
+    pub data_dir: Option<PathBuf>,
+    /// The server's store instead: a `postgres://USER@HOST/DB` URL (or
+    /// `sqlite` for the data dir's file); or `TRYST_STORE`.
+    #[arg(long, value_name = "URL", env = "TRYST_STORE")]
+    pub store: Option<String>,
 }
 
 /// Enrolls the pair.
@@ -45,8 +49,11 @@ pub fn run(args: EnrollArgs) -> Result<(), CliError> {
             "that key is a small-order point and can never be an identity",
         ));
     }
-    ensure_data_dir(&args.data_dir)?;
-    let store = Store::create(&args.data_dir).map_err(store_error)?;
+    let location = store_location(args.data_dir.as_deref(), args.store.as_deref())?;
+    if let StoreLocation::DataDir(dir) = &location {
+        ensure_data_dir(dir)?;
+    }
+    let store = location.create("").map_err(store_error)?;
     let enrolled = store.enroll(&args.name, &key).map_err(store_error)?;
     drop(store);
     if !enrolled {
@@ -59,7 +66,7 @@ pub fn run(args: EnrollArgs) -> Result<(), CliError> {
         name: args.name.clone(),
         key,
     };
-    match ask_server(&args.data_dir, command)? {
+    match ask_server(&location, command)? {
         None => println!(
             "enrolled {} (the server applies it when it starts)",
             args.name

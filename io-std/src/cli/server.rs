@@ -10,7 +10,8 @@
 //! [`crate::store`]): the facts the machine hands out are committed
 //! before the next transmit (which may acknowledge them) goes out, and at
 //! start the bindings and the live sessions are replayed into the fresh
-//! machine ([`crate::store::Store::server_state`]). SIGTERM (or Ctrl-C) ends every live session (end triggers to
+//! machine ([`crate::store::ServerStore::server_state`]); `--store postgres://...` puts the store in a
+//! shared PostgreSQL database instead ([`crate::store::pg`]). SIGTERM (or Ctrl-C) ends every live session (end triggers to
 //! both terminals, as `tryst end` does), waits for their records, and
 //! stops. Operator commands (`tryst end`, `tryst enroll`) arrive through
 //! the store's command table, polled every [`COMMAND_POLL`].
@@ -40,7 +41,7 @@ use super::keygen::{key_error, public_key_arg};
 use super::CliError;
 use crate::datadir::DataDirLock;
 use crate::keyfile::{self, IfExists};
-use crate::store::{self, key_hex, PendingCommand, ServerState, ServerStore, Store};
+use crate::store::{self, key_hex, PendingCommand, ServerState, ServerStore, StoreLocation};
 
 /// How often the server looks for operator commands in the store.
 pub const COMMAND_POLL: Duration = Duration::from_millis(200);
@@ -124,6 +125,11 @@ pub struct ServerArgs {
     /// Session policy.
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// Where the durable store is: `postgres://USER@HOST/DB` for a
+    /// PostgreSQL database that several servers share; default (or
+    /// `sqlite`): `tryst.db` in the data dir. Also read from `TRYST_STORE`.
+    #[arg(long, value_name = "URL", env = "TRYST_STORE")]
+    pub store: Option<String>,
 }
 
 /// Arguments of `tryst session-server` (the session role alone).
@@ -144,6 +150,11 @@ pub struct SessionServerArgs {
     /// Session policy.
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// Where the durable store is: `postgres://USER@HOST/DB` for a
+    /// PostgreSQL database that several servers share; default (or
+    /// `sqlite`): `tryst.db` in the data dir. Also read from `TRYST_STORE`.
+    #[arg(long, value_name = "URL", env = "TRYST_STORE")]
+    pub store: Option<String>,
 }
 
 /// Arguments of `tryst trigger-server` (the trigger role alone).
@@ -285,12 +296,29 @@ pub fn bind_error(what: &str, addr: SocketAddr, e: std::io::Error) -> CliError {
     CliError::usage(format!("cannot listen on {addr} ({what}): {e}"))
 }
 
+/// How far back a server looks for bindings other servers made on a
+/// shared store, beyond its last look (commit delays, clock skew).
+pub const LEARN_MARGIN: Duration = Duration::from_secs(10);
+
+/// What a server does with a binding another server made on a shared
+/// store (applies it to its registry).
+pub type Learn = Box<dyn FnMut(String, PublicKey) + Send>;
+
 /// Polls the store's command table and keeps the heartbeat, on its own
 /// thread (store calls block), every [`COMMAND_POLL`], until `stop` is
 /// set. Each pending command goes to `apply`, which carries it out on the
 /// running server and gives the answer to store, or `None` when the server
-/// is gone (the poller then stops). The heartbeat is cleared at the end.
-pub fn start_command_poller<S, A>(store: S, mut apply: A, stop: Arc<AtomicBool>) -> JoinHandle<()>
+/// is gone (the poller then stops). With `learn`, every [`HEARTBEAT_EVERY`]
+/// the bindings other servers made on a shared store go to it, so this
+/// server holds their names against other keys before it would try to
+/// bind them (the database refuses that, and the server stops rather than
+/// acknowledge it). The heartbeat is cleared at the end.
+pub fn start_command_poller<S, A>(
+    store: S,
+    mut apply: A,
+    mut learn: Option<Learn>,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()>
 where
     S: ServerStore + 'static,
     A: FnMut(PendingCommand) -> Option<String> + Send + 'static,
@@ -298,12 +326,36 @@ where
     std::thread::spawn(move || {
         let mut last_beat: Option<std::time::Instant> = None;
         let mut last_prune = std::time::Instant::now();
+        let margin = u64::try_from(LEARN_MARGIN.as_micros()).unwrap_or(u64::MAX);
+        let mut looked_at = store::now_us();
+        // What was applied since the last look's margin (nothing twice).
+        let mut learned: std::collections::HashMap<String, (PublicKey, u64)> =
+            std::collections::HashMap::new();
         while !stop.load(Ordering::Relaxed) {
             if last_beat.is_none_or(|at| at.elapsed() >= HEARTBEAT_EVERY) {
                 if let Err(e) = store.set_heartbeat(Some(store::now_us())) {
                     tracing::warn!(error = %e, "heartbeat not written");
                 }
                 last_beat = Some(std::time::Instant::now());
+                if let Some(learn) = learn.as_mut() {
+                    let since = looked_at.saturating_sub(margin);
+                    let now = store::now_us();
+                    match store.bound_since(since) {
+                        Ok(rows) => {
+                            for (name, key, at) in rows {
+                                if learned.get(&name).is_some_and(|(k, _)| *k == key) {
+                                    continue;
+                                }
+                                tracing::info!(%name, key = %key_hex(&key), "binding from the shared store applied");
+                                learned.insert(name.clone(), (key, at));
+                                learn(name, key);
+                            }
+                            learned.retain(|_, (_, at)| *at >= since);
+                            looked_at = now;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot read the shared bindings"),
+                    }
+                }
             }
             if last_prune.elapsed() >= COMMAND_KEEP / 4 {
                 let _ = store.prune_commands(COMMAND_KEEP);
@@ -329,25 +381,41 @@ where
     })
 }
 
+/// Where a server's store is: `--store` if given, else the data dir's file.
+pub fn server_store_location(
+    data_dir: &Path,
+    store: Option<&str>,
+) -> Result<StoreLocation, CliError> {
+    StoreLocation::from_args(Some(data_dir), store).map_err(CliError::usage)
+}
+
 /// The store connection the command poller uses (cheap commits: it writes
-/// only heartbeats and answers).
-pub fn open_poll_store(dir: &Path) -> Result<Store, CliError> {
-    let store = Store::open(dir).map_err(store_error)?;
+/// only heartbeats and answers); `owner` as for [`load_server_store`].
+pub fn open_poll_store(
+    location: &StoreLocation,
+    owner: &str,
+) -> Result<Box<dyn ServerStore>, CliError> {
+    let store = location.open(owner).map_err(store_error)?;
     store.relax_durability().map_err(store_error)?;
     Ok(store)
 }
 
-/// Opens (creating if needed) the session server's store in `dir` and
+/// Opens (creating or migrating if needed) the session server's store and
 /// rebuilds what it starts from (bindings in the trust mode `--closed`
-/// chose, live sessions), logging what was skipped and loaded. Returns the
-/// state and the store for the journal.
-pub fn load_server_store(dir: &Path, closed: bool) -> Result<(ServerState, Store), CliError> {
+/// chose, live sessions), logging what was skipped and loaded. `owner`
+/// names this server in a shared store (its public key): it restores the
+/// live sessions it started. Returns the state and the store for the journal.
+pub fn load_server_store(
+    location: &StoreLocation,
+    owner: &str,
+    closed: bool,
+) -> Result<(ServerState, Box<dyn ServerStore>), CliError> {
     let mode = if closed {
         TrustMode::Closed
     } else {
         TrustMode::TrustOnFirstUse
     };
-    let store = Store::create(dir).map_err(store_error)?;
+    let store = location.create(owner).map_err(store_error)?;
     let state = store.server_state(mode).map_err(store_error)?;
     for (name, why) in &state.skipped {
         tracing::warn!(%name, error = %why, "stored binding not restored");
@@ -358,6 +426,7 @@ pub fn load_server_store(dir: &Path, closed: bool) -> Result<(ServerState, Store
         .filter(|f| matches!(f, SessionFact::SessionStarted(_)))
         .count();
     tracing::info!(
+        store = %location.describe(),
         names = state.registry.bindings().count(),
         live_sessions = live,
         "store loaded"

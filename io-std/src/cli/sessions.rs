@@ -1,4 +1,4 @@
-//! `tryst sessions --data-dir DIR [--json]`: the session log (S1606) as a
+//! `tryst sessions --data-dir DIR | --store URL [--json]`: the session log (S1606) as a
 //! table, or as JSON for scripts. It reads the store through its own
 //! connection, so it works while the server runs (WAL mode).
 
@@ -7,16 +7,20 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::json;
 
-use super::end::store_error;
+use super::end::{store_error, store_location};
 use super::CliError;
-use crate::store::{LogRow, ServerStore, Store};
+use crate::store::LogRow;
 
 /// Arguments of `tryst sessions`.
 #[derive(Debug, clap::Args)]
 pub struct SessionsArgs {
-    /// The server's data dir.
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: PathBuf,
+    /// The server's data dir (its `tryst.db`).
+    #[arg(long, value_name = "DIR", required_unless_present = "store")]
+    pub data_dir: Option<PathBuf>,
+    /// The server's store instead: a `postgres://USER@HOST/DB` URL (or
+    /// `sqlite` for the data dir's file); or `TRYST_STORE`.
+    #[arg(long, value_name = "URL", env = "TRYST_STORE")]
+    pub store: Option<String>,
     /// One JSON array of session objects instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -24,8 +28,10 @@ pub struct SessionsArgs {
 
 /// Prints the log.
 pub fn run(args: SessionsArgs) -> Result<(), CliError> {
-    let rows = Store::open(&args.data_dir)
-        .and_then(|s| ServerStore::log(&s))
+    let location = store_location(args.data_dir.as_deref(), args.store.as_deref())?;
+    let rows = location
+        .open("")
+        .and_then(|s| s.log())
         .map_err(store_error)?;
     if args.json {
         let list: Vec<serde_json::Value> = rows.iter().map(to_json).collect();

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,10 +23,10 @@ use tryst_core::wire::PublicKey;
 
 use super::{
     bind_error, combined_up, load_server_store, log_session_event, log_trigger_event,
-    open_poll_store, prepare_server, prepare_session_server, prepare_trigger_server, session_up,
-    start_command_poller, trigger_up, CombinedSetup, DeviceNames, ServerArgs, ServerIdentity,
-    SessionServerArgs, SessionSetup, TriggerServerArgs, TriggerSetup, SHUTDOWN_WAIT,
-    UNKNOWN_COMMAND,
+    open_poll_store, prepare_server, prepare_session_server, prepare_trigger_server,
+    server_store_location, session_up, start_command_poller, trigger_up, CombinedSetup,
+    DeviceNames, Learn, ServerArgs, ServerIdentity, SessionServerArgs, SessionSetup,
+    TriggerServerArgs, TriggerSetup, SHUTDOWN_WAIT, UNKNOWN_COMMAND,
 };
 use crate::cli::driver::Driver;
 use crate::cli::end::store_error;
@@ -36,7 +35,7 @@ use crate::drive::{DriverClock, Stopped};
 use crate::role::session_server::{start_journal, Durable, SessionHandle};
 use crate::role::trigger_server::TriggerHandle;
 use crate::role::Reply;
-use crate::store::{self, parse_id, OperatorCommand, PendingCommand, Store};
+use crate::store::{self, key_hex, parse_id, OperatorCommand, PendingCommand, StoreLocation};
 
 /// `server`: both roles in one process on `driver`, the session server
 /// linked to the trigger server over loopback.
@@ -67,10 +66,11 @@ pub fn run<D: Driver + ?Sized>(driver: &D, args: ServerArgs) -> Result<(), CliEr
         trigger_link: trigger.link_addr,
         control: args.control,
     };
+    let location = server_store_location(&args.data_dir, args.store.as_deref())?;
     run_session(
         driver,
         &stop,
-        &args.data_dir,
+        &location,
         identity,
         start,
         |key, created, control| combined_up(&args, key, created, control, trigger_udp),
@@ -97,10 +97,11 @@ pub fn run_session_server<D: Driver + ?Sized>(
         trigger_link: args.trigger_link,
         control: args.control,
     };
+    let location = server_store_location(&args.data_dir, args.store.as_deref())?;
     run_session(
         driver,
         &stop,
-        &args.data_dir,
+        &location,
         identity,
         start,
         |key, created, control| session_up(&args, key, created, control),
@@ -114,7 +115,7 @@ pub fn run_session_server<D: Driver + ?Sized>(
 fn run_session<D: Driver + ?Sized>(
     driver: &D,
     stop: &StopSignal,
-    dir: &Path,
+    location: &StoreLocation,
     identity: ServerIdentity,
     start: SessionStart,
     up: impl FnOnce(&PublicKey, bool, SocketAddr),
@@ -126,7 +127,7 @@ fn run_session<D: Driver + ?Sized>(
         created,
     } = identity;
     let key = secret.public_key();
-    let running = start_session_server(driver, dir, secret, start)?;
+    let running = start_session_server(driver, location, secret, start)?;
     up(&key, created, running.handle.control_addr);
     let result = serve(stop, running, trigger);
     drop(lock);
@@ -220,18 +221,22 @@ struct RunningSession {
     events: flume::Receiver<SessionEvent>,
     /// Why its loop stopped, forwarded from its [`Reply`] (one message).
     stopped: flume::Receiver<Option<Stopped>>,
-    dir: PathBuf,
+    /// Its store.
+    location: StoreLocation,
+    /// Who it is in a shared store (its public key, hex).
+    owner: String,
 }
 
 /// Opens the store, rebuilds the registry and the live sessions, and
 /// starts the session server with its journal on `driver`.
 fn start_session_server<D: Driver + ?Sized>(
     driver: &D,
-    dir: &Path,
+    location: &StoreLocation,
     secret: SecretKey,
     start: SessionStart,
 ) -> Result<RunningSession, CliError> {
-    let (state, journal_store) = load_server_store(dir, start.closed)?;
+    let owner = key_hex(&secret.public_key());
+    let (state, journal_store) = load_server_store(location, &owner, start.closed)?;
     let setup = Durable {
         clock: DriverClock::wall(),
         restore: state.live,
@@ -252,7 +257,8 @@ fn start_session_server<D: Driver + ?Sized>(
         handle,
         events,
         stopped: forward_stopped(stopped)?,
-        dir: dir.to_path_buf(),
+        location: location.clone(),
+        owner,
     })
 }
 
@@ -365,13 +371,26 @@ fn serve(
         Some((h, e)) => (Some(h), Some(e)),
         None => (None, None),
     };
-    let poll_store = open_poll_store(&running.dir)?;
+    let poll_store = open_poll_store(&running.location, &running.owner)?;
     let stop_poller = Arc::new(AtomicBool::new(false));
     let poller = {
         let handle = running.handle.clone();
+        // A shared store: other servers' bindings are held here too.
+        let learn: Option<Learn> = match &running.location {
+            StoreLocation::Postgres(_) => {
+                let handle = running.handle.clone();
+                Some(Box::new(move |name: String, key| {
+                    if let Err(e) = handle.enroll(&name, key).wait() {
+                        tracing::warn!(target: LOG_TARGET, %name, error = %e, "a shared binding was not applied");
+                    }
+                }))
+            }
+            StoreLocation::DataDir(_) => None,
+        };
         start_command_poller(
             poll_store,
             move |command| Some(apply_command(&handle, &command)),
+            learn,
             stop_poller.clone(),
         )
     };
@@ -429,7 +448,9 @@ fn stopped_error(why: Option<Stopped>) -> CliError {
 
 /// Ends every live session and waits for their records (or [`SHUTDOWN_WAIT`]).
 fn shut_down(running: &RunningSession) -> Result<(), CliError> {
-    let live = Store::open(&running.dir)
+    let live = running
+        .location
+        .open(&running.owner)
         .and_then(|s| s.live_ids())
         .map_err(store_error)?;
     tracing::info!(target: LOG_TARGET, live_sessions = live.len(), "stopping: ending live sessions");

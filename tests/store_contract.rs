@@ -1,0 +1,408 @@
+//! The contract of `ServerStore`, run against both backends: the embedded
+//! SQLite store and the shared PostgreSQL one. Each contract is one
+//! function over a `StoreLocation`; the `contract!` macro runs it once per
+//! backend. The PostgreSQL runs skip (saying why) when
+//! `TRYST_TEST_POSTGRES` is unset; `.ci/run` always sets it. After the
+//! contract: what only the shared store promises (the database decides a
+//! name binding between servers, migrations, owners).
+//!
+//! Declared as a test of the `tryst-std` package (see its Cargo.toml).
+
+#[path = "pg_support/mod.rs"]
+mod pg_support;
+
+use std::time::Duration;
+
+use tryst_core::names::TrustMode;
+use tryst_core::session_server::{
+    SessionEndReason, SessionExtended, SessionFact, SessionRecord, SessionStarted,
+};
+use tryst_core::time::Instant;
+use tryst_core::wire::{PublicKey, SessionId};
+use tryst_std::store::pg::{PgStore, PG_SCHEMA_VERSION};
+use tryst_std::store::{
+    id_hex, now_us, parse_id, OperatorCommand, Origin, ServerStore, StoreError, StoreLocation,
+};
+
+fn key(b: u8) -> PublicKey {
+    PublicKey([b; 32])
+}
+
+fn started(id: u8, requester: &str, target: &str) -> SessionStarted {
+    SessionStarted {
+        session_id: SessionId([id; 16]),
+        requester: requester.into(),
+        requester_key: key(3),
+        target: target.into(),
+        target_key: key(1),
+        start: Instant::from_micros(1_700_000_000_000_000 + u64::from(id)),
+        duration_secs: 60,
+    }
+}
+
+fn record_of(s: &SessionStarted, secs: u64) -> SessionRecord {
+    SessionRecord {
+        session_id: s.session_id,
+        requester: s.requester.clone(),
+        target: s.target.clone(),
+        start: s.start,
+        end: s.start + core::time::Duration::from_secs(secs),
+        duration: core::time::Duration::from_secs(secs),
+        permitted_secs: 120,
+        extensions: 1,
+        requester_side: None,
+        target_side: None,
+        reason: SessionEndReason::Forced,
+    }
+}
+
+/// Started, extended and recorded sessions survive a reopen; the live
+/// ones are the ones without a record.
+fn sessions_round_trip_and_survive_a_reopen(at: &StoreLocation) {
+    let s = started(7, "TERM3", "TERM1");
+    {
+        let mut store = at.create("a").expect("create");
+        store
+            .record(&[
+                SessionFact::NameBound {
+                    name: "TERM1".into(),
+                    key: key(1),
+                },
+                SessionFact::SessionStarted(s.clone()),
+                SessionFact::SessionExtended(SessionExtended {
+                    session_id: s.session_id,
+                    duration_secs: 120,
+                    extensions: 1,
+                    at: s.start + core::time::Duration::from_secs(42),
+                }),
+            ])
+            .expect("record");
+    }
+    let mut store = at.create("a").expect("reopen");
+    assert_eq!(
+        store.bindings().expect("bindings"),
+        vec![("TERM1".to_owned(), key(1), Origin::Tofu)]
+    );
+    let facts = store.live_facts().expect("live facts");
+    assert_eq!(facts.len(), 2);
+    // The row holds the current duration; the extension fact restores the count.
+    assert_eq!(
+        facts[0],
+        SessionFact::SessionStarted(SessionStarted {
+            duration_secs: 120,
+            ..s.clone()
+        })
+    );
+    assert!(matches!(&facts[1], SessionFact::SessionExtended(x) if x.duration_secs == 120));
+    assert_eq!(
+        store.live_ids().expect("live ids"),
+        vec![id_hex(&s.session_id)]
+    );
+    let prefix = &id_hex(&s.session_id)[..8];
+    assert_eq!(
+        store.find_sessions(prefix).expect("find"),
+        vec![(id_hex(&s.session_id), true)]
+    );
+    store
+        .record(&[SessionFact::SessionRecord(record_of(&s, 90))])
+        .expect("record");
+    assert!(store.live_facts().expect("live facts").is_empty());
+    assert!(store.live_ids().expect("live ids").is_empty());
+    let log = store.log().expect("log");
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].reason.as_deref(), Some("forced"));
+    assert_eq!(log[0].duration_us, Some(90_000_000));
+    assert_eq!(log[0].permitted_secs, 120);
+    assert_eq!(parse_id(&log[0].id), Some(s.session_id));
+    assert_eq!(
+        store.find_sessions(prefix).expect("find"),
+        vec![(id_hex(&s.session_id), false)]
+    );
+    // A one-shot tool's read-only open sees the same log.
+    assert_eq!(at.open("").expect("open").log().expect("log"), log);
+}
+
+/// An enrolment holds its name against any other key.
+fn enrolment_refuses_a_name_bound_to_another_key(at: &StoreLocation) {
+    let store = at.create("").expect("create");
+    assert!(store.enroll("cam", &key(1)).expect("enroll"));
+    assert!(store.enroll("cam", &key(1)).expect("enroll again"));
+    assert!(!store.enroll("cam", &key(2)).expect("enroll another key"));
+    assert_eq!(store.key_of("cam").expect("key_of"), Some(key(1)));
+    assert_eq!(store.key_of("nobody").expect("key_of"), None);
+    assert_eq!(
+        store.bindings().expect("bindings"),
+        vec![("cam".to_owned(), key(1), Origin::Enrolled)]
+    );
+}
+
+/// Commands are answered once, and withdrawn only while unanswered.
+fn commands_are_answered_once_and_withdrawn_only_unanswered(at: &StoreLocation) {
+    let store = at.create("").expect("create");
+    let end = OperatorCommand::End(SessionId([0xab; 16]));
+    let enroll = OperatorCommand::Enroll {
+        name: "TERM1".into(),
+        key: key(4),
+    };
+    let a = store.push_command(&end).expect("push");
+    let b = store.push_command(&enroll).expect("push");
+    let pending: Vec<_> = store
+        .pending_commands()
+        .expect("pending")
+        .into_iter()
+        .map(|p| p.command)
+        .collect();
+    assert_eq!(pending, [Some(end), Some(enroll)]);
+    assert_eq!(store.command_result(a).expect("result"), None);
+    store.finish_command(a, "ok").expect("finish");
+    assert_eq!(
+        store.command_result(a).expect("result").as_deref(),
+        Some("ok")
+    );
+    assert!(!store.withdraw_command(a).expect("withdraw"));
+    assert!(store.withdraw_command(b).expect("withdraw"));
+    assert!(store.pending_commands().expect("pending").is_empty());
+    store.prune_commands(Duration::ZERO).expect("prune");
+}
+
+/// What a server starts from: the registry, every binding's last-seen
+/// time, then the live sessions; an unbind removes only the bound key's
+/// binding.
+fn server_state_rebuilds_bindings_seen_times_and_live_sessions(at: &StoreLocation) {
+    let mut store = at.create("a").expect("create");
+    let s = started(5, "TERM3", "TERM1");
+    let seen = Instant::from_micros(1_700_000_000_000_000);
+    store
+        .record(&[
+            SessionFact::NameBound {
+                name: "TERM1".into(),
+                key: key(1),
+            },
+            SessionFact::NameSeen {
+                name: "TERM1".into(),
+                at: seen,
+            },
+            SessionFact::SessionStarted(s.clone()),
+        ])
+        .expect("record");
+    let state = store
+        .server_state(TrustMode::TrustOnFirstUse)
+        .expect("state");
+    assert_eq!(state.registry.bindings().count(), 1);
+    assert!(state.skipped.is_empty());
+    assert_eq!(
+        state.live,
+        [
+            SessionFact::NameSeen {
+                name: "TERM1".into(),
+                at: seen
+            },
+            SessionFact::SessionStarted(s)
+        ]
+    );
+    store
+        .record(&[SessionFact::NameUnbound {
+            name: "TERM1".into(),
+            key: key(2),
+        }])
+        .expect("unbind other key");
+    assert_eq!(store.bindings().expect("bindings").len(), 1);
+    store
+        .record(&[SessionFact::NameUnbound {
+            name: "TERM1".into(),
+            key: key(1),
+        }])
+        .expect("unbind");
+    assert!(store.bindings().expect("bindings").is_empty());
+}
+
+/// A heartbeat says a server runs; clearing it says none does.
+fn the_heartbeat_says_whether_a_server_runs(at: &StoreLocation) {
+    let store = at.create("a").expect("create");
+    let fresh = Duration::from_secs(5);
+    assert!(!store.server_running(fresh).expect("running"));
+    store.set_heartbeat(Some(now_us())).expect("beat");
+    let tool = at.open("").expect("open");
+    assert!(tool.server_running(fresh).expect("running"));
+    store
+        .set_heartbeat(Some(now_us() - 60_000_000))
+        .expect("old beat");
+    assert!(!tool.server_running(fresh).expect("running"));
+    store.set_heartbeat(None).expect("clear");
+    assert!(!tool.server_running(fresh).expect("running"));
+    store.relax_durability().expect("relax");
+    store.set_heartbeat(Some(now_us())).expect("beat");
+    assert!(tool.server_running(fresh).expect("running"));
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    super::$name(&super::StoreLocation::DataDir(dir.path().to_path_buf()));
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    let Some(db) = super::pg_support::test_db(stringify!($name)) else {
+                        return;
+                    };
+                    super::$name(&super::StoreLocation::Postgres(db.url.clone()));
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    sessions_round_trip_and_survive_a_reopen,
+    enrolment_refuses_a_name_bound_to_another_key,
+    commands_are_answered_once_and_withdrawn_only_unanswered,
+    server_state_rebuilds_bindings_seen_times_and_live_sessions,
+    the_heartbeat_says_whether_a_server_runs,
+);
+
+/// Two servers bind one name at once, each for its own key: the database
+/// lets exactly one commit, and the other's whole batch fails (its start
+/// fact with it), so nothing of it is acknowledged.
+#[test]
+fn pg_two_servers_never_bind_one_name_to_two_keys() {
+    let Some(db) = pg_support::test_db("pg_two_servers_never_bind") else {
+        return;
+    };
+    let mut a = PgStore::create(&db.url).expect("a").with_owner("a");
+    let mut b = PgStore::create(&db.url).expect("b").with_owner("b");
+    let bind = |k: u8| SessionFact::NameBound {
+        name: "CAM".into(),
+        key: key(k),
+    };
+    // Both at once: each on its own thread, through the unique key.
+    let (ra, rb) = std::thread::scope(|scope| {
+        let ta = scope.spawn(|| a.record(&[bind(1)]));
+        let tb = scope
+            .spawn(|| b.record(&[bind(2), SessionFact::SessionStarted(started(9, "X", "CAM"))]));
+        (ta.join().expect("a joins"), tb.join().expect("b joins"))
+    });
+    let won: Vec<bool> = [&ra, &rb].iter().map(|r| r.is_ok()).collect();
+    assert_eq!(
+        won.iter().filter(|w| **w).count(),
+        1,
+        "one commits: {ra:?} {rb:?}"
+    );
+    let lost = if ra.is_ok() { rb } else { ra };
+    assert!(
+        matches!(lost, Err(StoreError::NameTaken(ref n)) if n == "CAM"),
+        "{lost:?}"
+    );
+    let bound = a.key_of("CAM").expect("key_of").expect("bound");
+    assert!(bound == key(1) || bound == key(2));
+    // The same key again is no conflict; the other key still is.
+    let winner = if bound == key(1) { 1 } else { 2 };
+    a.record(&[bind(winner)]).expect("same key again");
+    assert!(matches!(
+        b.record(&[bind(3 - winner)]),
+        Err(StoreError::NameTaken(_))
+    ));
+    if winner == 1 {
+        // b's batch rolled back whole: its session start is not there.
+        assert!(a.log().expect("log").is_empty());
+    }
+}
+
+/// Migrations are numbered and applied once, whoever starts first; a
+/// tool's read-only open of a database no server set up is refused.
+#[test]
+fn pg_migrations_are_versioned_and_run_once() {
+    let Some(db) = pg_support::test_db("pg_migrations") else {
+        return;
+    };
+    assert!(matches!(
+        PgStore::open(&db.url),
+        Err(StoreError::MissingDatabase(_))
+    ));
+    let a = PgStore::create(&db.url).expect("first start");
+    let b = PgStore::create(&db.url).expect("second start");
+    let all: Vec<i64> = (1..=PG_SCHEMA_VERSION).collect();
+    assert_eq!(a.applied_versions().expect("versions"), all);
+    assert_eq!(b.applied_versions().expect("versions"), all);
+    PgStore::open(&db.url).expect("open after set-up");
+}
+
+/// In a shared store each server restores only the live sessions it
+/// started, and an `end` goes to the owner of the session.
+#[test]
+fn pg_each_server_restores_its_own_sessions_and_gets_its_ends() {
+    let Some(db) = pg_support::test_db("pg_owners") else {
+        return;
+    };
+    let mut a = PgStore::create(&db.url).expect("a").with_owner("a");
+    let mut b = PgStore::create(&db.url).expect("b").with_owner("b");
+    let sa = started(1, "P", "Q");
+    let sb = started(2, "R", "S");
+    a.record(&[SessionFact::SessionStarted(sa.clone())])
+        .expect("a");
+    b.record(&[SessionFact::SessionStarted(sb.clone())])
+        .expect("b");
+    assert_eq!(
+        a.live_facts().expect("a live"),
+        [SessionFact::SessionStarted(sa.clone())]
+    );
+    assert_eq!(
+        b.live_facts().expect("b live"),
+        [SessionFact::SessionStarted(sb.clone())]
+    );
+    let tool = PgStore::open(&db.url).expect("tool");
+    assert_eq!(tool.live_ids().expect("all live").len(), 2);
+    let end_b = tool
+        .push_command(&OperatorCommand::End(sb.session_id))
+        .expect("push");
+    assert!(a.pending_commands().expect("a pending").is_empty());
+    let pending = b.pending_commands().expect("b pending");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].id, end_b);
+}
+
+/// `--store` picks the backend: a `postgres://` URL, or `sqlite` (and by
+/// default) the data dir's file; anything else is refused.
+#[test]
+fn store_location_comes_from_store_or_the_data_dir() {
+    let dir = std::path::Path::new("/var/lib/tryst");
+    let url = "postgres://tryst:pw@db/tryst";
+    assert_eq!(
+        StoreLocation::from_args(Some(dir), Some(url)),
+        Ok(StoreLocation::Postgres(url.to_owned()))
+    );
+    assert_eq!(
+        StoreLocation::from_args(None, Some("postgresql://h/d")),
+        Ok(StoreLocation::Postgres("postgresql://h/d".to_owned()))
+    );
+    for store in [None, Some("sqlite")] {
+        assert_eq!(
+            StoreLocation::from_args(Some(dir), store),
+            Ok(StoreLocation::DataDir(dir.to_path_buf()))
+        );
+    }
+    assert!(StoreLocation::from_args(None, None).is_err());
+    assert!(StoreLocation::from_args(None, Some("sqlite")).is_err());
+    assert!(StoreLocation::from_args(Some(dir), Some("mysql://h/d")).is_err());
+    // The password never shows.
+    let shown = StoreLocation::Postgres(url.to_owned()).describe();
+    assert_eq!(shown, "postgres://tryst@db/tryst");
+}
+
+/// A database nobody listens on is a typed error that shows no password.
+#[test]
+fn an_unreachable_database_is_a_typed_error_without_the_password() {
+    let at = StoreLocation::Postgres("postgres://tryst:hunter2@127.0.0.1:1/tryst".to_owned());
+    let Err(err) = at.open("") else {
+        panic!("nothing listens on port 1");
+    };
+    assert!(matches!(err, StoreError::Postgres { .. }), "{err:?}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
