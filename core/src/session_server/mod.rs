@@ -448,6 +448,15 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         self.reg.live.get(name).map(|&d| crate::wire::DeviceId(d))
     }
 
+    /// The names with a live (confirmed) registration and their device
+    /// IDs, in name order: the operator's list of live terminals.
+    pub fn live_terminals(&self) -> impl Iterator<Item = (&str, crate::wire::DeviceId)> + '_ {
+        self.reg
+            .live
+            .iter()
+            .map(|(name, &d)| (name.as_str(), crate::wire::DeviceId(d)))
+    }
+
     /// Terminal channels held, live and pending.
     pub fn channel_count(&self) -> usize {
         self.reg.channels.len()
