@@ -73,11 +73,12 @@ pub fn build(session: &SessionSnapshot, trigger: Option<&TriggerSnapshot>) -> St
     let terminals = session
         .terminals
         .iter()
-        .map(|(name, device)| {
-            let seen = trigger.and_then(|t| t.devices.iter().find(|d| d.device_id == *device));
+        .map(|t| {
+            let seen =
+                trigger.and_then(|tr| tr.devices.iter().find(|d| d.device_id == t.udp_device_id));
             TerminalRow {
-                name: name.clone(),
-                device: format!("{:016x}", device.0),
+                name: t.name.clone(),
+                device: format!("{:016x}", t.device_id.0),
                 last_keepalive_secs: seen
                     .and_then(|d| d.last_keepalive_ago)
                     .map(|d| d.as_secs_f64()),

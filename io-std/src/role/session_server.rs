@@ -32,13 +32,24 @@ pub enum SessionCommand {
     Snapshot(Answer<SessionSnapshot, SessionError>),
 }
 
+/// A name with a live registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveTerminal {
+    /// The name.
+    pub name: String,
+    /// Its channel's device ID (the control stream's).
+    pub device_id: DeviceId,
+    /// The device ID the trigger server knows it by (its keepalives').
+    pub udp_device_id: DeviceId,
+}
+
 /// The session server's state as the operator sees it, taken in its loop.
 #[derive(Debug, Clone)]
 pub struct SessionSnapshot {
     /// When it was taken (the server's clock).
     pub now: Instant,
-    /// Names with a live registration and their device IDs.
-    pub terminals: Vec<(String, DeviceId)>,
+    /// Names with a live registration.
+    pub terminals: Vec<LiveTerminal>,
     /// The live sessions.
     pub sessions: Vec<LiveSession>,
     /// What the server ignored, dropped or refused so far.
@@ -161,7 +172,11 @@ impl Driven for SessionRole {
                     now,
                     terminals: m
                         .live_terminals()
-                        .map(|(name, d)| (name.to_owned(), d))
+                        .map(|(name, d)| LiveTerminal {
+                            name: name.to_owned(),
+                            device_id: d,
+                            udp_device_id: m.udp_device_id(d),
+                        })
                         .collect(),
                     sessions: m.live_sessions().collect(),
                     counters: m.counters(),
