@@ -276,6 +276,21 @@ fn check_screenshot(png_bytes: &[u8], name: &str) {
     );
 }
 
+/// The element `locator` finds, once the page (after a click) shows it.
+async fn appears(
+    browser: &Client,
+    locator: Locator<'_>,
+    what: &str,
+) -> fantoccini::elements::Element {
+    match browser.wait().at_most(STEP).for_element(locator).await {
+        Ok(element) => element,
+        Err(e) => {
+            let source = browser.source().await.unwrap_or_default();
+            panic!("{what} never showed ({e}):\n{source}")
+        }
+    }
+}
+
 /// Reloads `/` until `ready` finds what it waits for in the page source.
 async fn reload_until(browser: &Client, base: &str, what: &str, ready: impl Fn(&str) -> bool) {
     let deadline = Instant::now() + STEP;
@@ -315,10 +330,7 @@ fn status_page_in_chromium_shows_a_live_session_and_its_end_button_ends_it() {
             .click()
             .await
             .expect("click");
-        let error = browser
-            .find(Locator::Id("error"))
-            .await
-            .expect("an error line");
+        let error = appears(&browser, Locator::Id("error"), "the login error").await;
         assert_eq!(error.text().await.expect("text"), "wrong operator token");
         // The right token: the status page.
         let field = browser
@@ -333,10 +345,7 @@ fn status_page_in_chromium_shows_a_live_session_and_its_end_button_ends_it() {
             .click()
             .await
             .expect("click");
-        browser
-            .find(Locator::Id("sessions"))
-            .await
-            .expect("the sessions table");
+        appears(&browser, Locator::Id("sessions"), "the sessions table").await;
 
         let (mut home, mut phone) = pair(&server, StaticKeypair::generate(&mut OsRng)).await;
         let id = connect(&mut home, &mut phone, 120).await;

@@ -144,7 +144,9 @@ fn guarded(mut r: HttpResponse) -> HttpResponse {
     for (name, value) in [
         ("Cache-Control", "no-store"),
         ("X-Frame-Options", "DENY"),
-        ("Referrer-Policy", "no-referrer"),
+        // Not `no-referrer`: under it a browser sends `Origin: null` on the
+        // page's own POSTs, which the origin check refuses.
+        ("Referrer-Policy", "same-origin"),
         (
             "Content-Security-Policy",
             "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'",
