@@ -217,7 +217,7 @@ pub struct LogRow {
     pub reason: Option<String>,
 }
 
-/// What the operator asks of the running server (`tryst end`, `tryst enroll`).
+/// What the operator asks of the running server (`tryst end`, `tryst enroll`, `tryst status`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OperatorCommand {
     /// End a live session now (S1604).
@@ -229,6 +229,8 @@ pub enum OperatorCommand {
         /// Its identity key.
         key: PublicKey,
     },
+    /// Its live terminals, sessions and counters, answered as JSON.
+    Status,
 }
 
 impl OperatorCommand {
@@ -237,6 +239,7 @@ impl OperatorCommand {
         match self {
             OperatorCommand::End(id) => ("end", id_hex(id)),
             OperatorCommand::Enroll { name, key } => ("enroll", format!("{} {name}", key_hex(key))),
+            OperatorCommand::Status => ("status", String::new()),
         }
     }
 
@@ -253,6 +256,7 @@ impl OperatorCommand {
                     key,
                 })
             }
+            "status" => Some(OperatorCommand::Status),
             _ => None,
         }
     }
@@ -1199,11 +1203,13 @@ mod tests {
         };
         let a = store.push_command(&end).unwrap();
         let b = store.push_command(&enroll).unwrap();
+        let c = store.push_command(&OperatorCommand::Status).unwrap();
         let pending = store.pending_commands().unwrap();
         let commands: Vec<_> = pending.iter().map(|p| p.command.clone()).collect();
+        assert!(store.withdraw_command(c).unwrap());
         assert_eq!(
             commands,
-            [Some(end), Some(enroll)],
+            [Some(end), Some(enroll), Some(OperatorCommand::Status)],
             "typed commands round-trip"
         );
         store.finish_command(a, "ok").unwrap();

@@ -88,6 +88,15 @@ pub enum SessionEvent {
     SessionRecord(SessionRecord),
     /// The secure link to the trigger server is (again) established.
     UpstreamEstablished,
+    /// A request became a session: how long its set-up took, from the
+    /// request's arrival to the session's start (for the operator's
+    /// metrics; follows the session's `SessionStarted`).
+    SessionSetUp {
+        /// The session.
+        session_id: SessionId,
+        /// Arrival of the request to the start of the session.
+        took: Duration,
+    },
 }
 
 /// A durable fact: the driver stores it before it sends anything that
@@ -356,6 +365,25 @@ pub struct SessionCounters {
     pub ticket_key_mismatches: u64,
     /// Registrations refused by the per-identity limit (connection closed).
     pub identity_rate_limited: u64,
+}
+
+/// A live session as the operator sees it ([`super::SessionServer::live_sessions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSession {
+    /// The session.
+    pub session_id: SessionId,
+    /// The requester's name.
+    pub requester: String,
+    /// The target's name.
+    pub target: String,
+    /// When it started.
+    pub start: Instant,
+    /// The permitted duration now, from `start`, in seconds.
+    pub duration_secs: u32,
+    /// Extensions granted so far.
+    pub extensions: u32,
+    /// The operator ended it; its record is awaited.
+    pub forced: bool,
 }
 
 /// `end_session` named no live session.

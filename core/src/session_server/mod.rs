@@ -448,6 +448,23 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         self.reg.live.get(name).map(|&d| crate::wire::DeviceId(d))
     }
 
+    /// The names with a live (confirmed) registration and their device
+    /// IDs, in name order: the operator's list of live terminals.
+    pub fn live_terminals(&self) -> impl Iterator<Item = (&str, crate::wire::DeviceId)> + '_ {
+        self.reg
+            .live
+            .iter()
+            .map(|(name, &d)| (name.as_str(), crate::wire::DeviceId(d)))
+    }
+
+    /// The device ID the trigger server and the keepalives know the
+    /// terminal of channel `device` by (a keyed hash of the channel number,
+    /// so the two flows do not link; for the operator's status, which
+    /// joins the two).
+    pub fn udp_device_id(&self, device: crate::wire::DeviceId) -> crate::wire::DeviceId {
+        self.udp_ids.of(device.0)
+    }
+
     /// Terminal channels held, live and pending.
     pub fn channel_count(&self) -> usize {
         self.reg.channels.len()

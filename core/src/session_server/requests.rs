@@ -53,6 +53,8 @@ pub(super) struct PendingRequest {
     mode: DecisionMode,
     duration_secs: u32,
     deny_at: Instant,
+    /// When the request arrived (the set-up time starts here).
+    received: Instant,
     stage: Stage,
     timer: Option<Instant>,
 }
@@ -301,6 +303,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             mode,
             duration_secs: self.config.granted_duration_secs(req.duration_secs),
             deny_at,
+            received: now,
             stage: Stage::AwaitingPoll { op: 0 },
             timer: None,
         };
@@ -800,6 +803,10 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         };
         self.insert_session(Session::from_started(&started), id);
         self.out.fact(SessionFact::SessionStarted(started));
+        self.out.event(SessionEvent::SessionSetUp {
+            session_id,
+            took: now.saturating_duration_since(req.received),
+        });
         if let Ok(requester_name) = Name::new(&req.requester_name) {
             // S509: the target learns the requester's address.
             self.send_to_device(

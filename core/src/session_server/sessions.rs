@@ -20,8 +20,8 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::upstream::UpMsg;
 use super::{
-    whole_secs, ExtensionPolicy, RestoreError, SessionEndReason, SessionExtended, SessionFact,
-    SessionRecord, SessionServer, SessionStarted, SideReport, Timer, UnknownSession,
+    whole_secs, ExtensionPolicy, LiveSession, RestoreError, SessionEndReason, SessionExtended,
+    SessionFact, SessionRecord, SessionServer, SessionStarted, SideReport, Timer, UnknownSession,
 };
 use crate::time::Instant;
 use crate::wire::{
@@ -114,6 +114,20 @@ impl Session {
 }
 
 impl<R: RngCore + CryptoRng> SessionServer<R> {
+    /// The live sessions (started, not yet recorded), for the operator's
+    /// status page and `tryst status`.
+    pub fn live_sessions(&self) -> impl Iterator<Item = LiveSession> + '_ {
+        self.sessions.iter().map(|(id, s)| LiveSession {
+            session_id: SessionId(*id),
+            requester: s.requester.clone(),
+            target: s.target.clone(),
+            start: s.start,
+            duration_secs: s.duration_secs,
+            extensions: s.extensions,
+            forced: s.forced_at.is_some(),
+        })
+    }
+
     /// Holds `session` and arms its record deadline.
     pub(super) fn insert_session(&mut self, mut session: Session, id: [u8; 16]) {
         let at = session.record_deadline(self.config.end_grace);

@@ -272,6 +272,17 @@ pub enum TriggerEvent {
     },
 }
 
+/// One device of the trigger server's table ([`TriggerServer::devices`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceView {
+    /// The device.
+    pub device_id: DeviceId,
+    /// Its observed address, while live.
+    pub addr: Option<SocketAddr>,
+    /// When its last valid keepalive came (`None`: none yet).
+    pub last_keepalive: Option<Instant>,
+}
+
 /// Counters of everything dropped or refused, and of the work done.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TriggerStats {
@@ -508,6 +519,18 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
     /// Triggers and end triggers waiting for an ack or their verdict.
     pub fn pending_triggers(&self) -> usize {
         self.pending_total
+    }
+
+    /// Every device whose key is installed, as the operator sees it: its
+    /// live observed address and when its last valid keepalive came.
+    pub fn devices(&self) -> impl Iterator<Item = DeviceView> + '_ {
+        let lifetime = self.config.address_lifetime();
+        let now = self.clock.latest();
+        self.devices.iter().map(move |(&device_id, d)| DeviceView {
+            device_id,
+            addr: d.live_addr(now, lifetime),
+            last_keepalive: d.addr.map(|_| d.last_seen),
+        })
     }
 
     /// The device's live observed address at the latest time seen, if any.

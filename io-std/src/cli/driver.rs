@@ -6,6 +6,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tryst_core::crypto::StaticKeypair;
 use tryst_core::names::NameRegistry;
@@ -15,6 +16,7 @@ use tryst_core::trigger_server::{TriggerConfig, TriggerEvent};
 use tryst_core::wire::PublicKey;
 
 use crate::drive::Stopped;
+use crate::observe::http::{HttpApp, HttpListener};
 use crate::role::session_server::{Durable, SessionHandle};
 use crate::role::terminal::{Event, TerminalHandle, TerminalOptions};
 use crate::role::trigger_server::TriggerHandle;
@@ -64,6 +66,14 @@ pub trait Driver {
         udp_addr: SocketAddr,
         link_addr: SocketAddr,
     ) -> io::Result<(TriggerHandle, flume::Receiver<TriggerEvent>)>;
+
+    /// Serves the operator's HTTP `app` (the status page) on `addr` until
+    /// the listener is dropped. The default is the blocking listener of
+    /// [`crate::observe::http`] on a thread; an async driver serves the
+    /// same app on its runtime.
+    fn http(&self, addr: SocketAddr, app: Arc<dyn HttpApp>) -> io::Result<HttpListener> {
+        crate::observe::http::serve_blocking(addr, app)
+    }
 }
 
 /// The blocking driver ([`crate::driver`]) as the shared CLI's

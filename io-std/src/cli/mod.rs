@@ -1,7 +1,7 @@
 //! The CLI both binaries share (`tryst` on tokio, `tryst-std` on threads):
 //! every subcommand's flags (`clap::Args` structs), the one-shot commands
 //! that need no network loop (`keygen`, `allow`, `sessions`, `end`,
-//! `enroll`, blocking code), the error type with its exit codes, and
+//! `enroll`, `status`, blocking code), the error type with its exit codes, and
 //! [`main`], the entry each binary calls with its [`Runtime`], which runs
 //! the long-running subcommands on that binary's driver. So the two
 //! binaries take the same flags, print the same lines, exit with the same
@@ -29,6 +29,7 @@ pub mod keygen;
 pub mod server;
 pub mod sessions;
 pub mod signals;
+pub mod status;
 pub mod terminal;
 pub mod transfer;
 
@@ -154,6 +155,8 @@ pub enum Command {
     Sessions(sessions::SessionsArgs),
     /// Forces a live session to end.
     End(end::EndArgs),
+    /// Shows a running server's live terminals, sessions and counters.
+    Status(status::StatusArgs),
     /// Runs a terminal (the device that others connect to).
     Terminal(terminal::TerminalArgs),
     /// Connects to a peer by name and sends it a file (one shot).
@@ -187,6 +190,7 @@ impl Command {
             Command::Invite(args) => invite::run(args),
             Command::Sessions(args) => sessions::run(args),
             Command::End(args) => end::run(args),
+            Command::Status(args) => status::run(args),
             Command::Terminal(args) => terminal::run(&runtime.driver()?, args),
             Command::Connect(args) => connect::run(&runtime.driver()?, args),
             Command::Allow(args) => allow::run(args),

@@ -17,6 +17,7 @@
 //! the store's command table, polled every [`COMMAND_POLL`].
 
 mod runner;
+pub mod watch;
 
 pub use runner::{run, run_session_server, run_trigger_server};
 
@@ -99,6 +100,18 @@ pub struct PolicyArgs {
     pub max_streams_per_source: usize,
 }
 
+/// How an operator watches a session server (`server`, `session-server`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ObserveArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9400).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Serve the operator's status page at http://ADDR/ (login with the
+    /// token in DATA_DIR/operator.token).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+}
+
 /// Arguments of `tryst server` (both roles in one process).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
@@ -130,6 +143,9 @@ pub struct ServerArgs {
     /// `sqlite`): `tryst.db` in the data dir. Also read from `TRYST_STORE`.
     #[arg(long, value_name = "URL", env = "TRYST_STORE")]
     pub store: Option<String>,
+    /// Metrics and the status page.
+    #[command(flatten)]
+    pub observe: ObserveArgs,
 }
 
 /// Arguments of `tryst session-server` (the session role alone).
@@ -155,6 +171,9 @@ pub struct SessionServerArgs {
     /// `sqlite`): `tryst.db` in the data dir. Also read from `TRYST_STORE`.
     #[arg(long, value_name = "URL", env = "TRYST_STORE")]
     pub store: Option<String>,
+    /// Metrics and the status page.
+    #[command(flatten)]
+    pub observe: ObserveArgs,
 }
 
 /// Arguments of `tryst trigger-server` (the trigger role alone).
@@ -175,6 +194,9 @@ pub struct TriggerServerArgs {
     /// Keepalive interval told to terminals (e.g. 25s).
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub keepalive: Option<Duration>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Parses `90s`, `5m`, `1h`, `1h 30m`, ...
@@ -730,6 +752,9 @@ pub fn log_session_event(event: &SessionEvent) {
             );
         }
         SessionEvent::UpstreamEstablished => tracing::info!("linked to the trigger server"),
+        SessionEvent::SessionSetUp { session_id, took } => {
+            tracing::debug!(session = %store::id_hex(session_id), took_ms = took.as_millis() as u64, "session set up");
+        }
     }
 }
 

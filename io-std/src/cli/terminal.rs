@@ -36,6 +36,8 @@ use super::driver::Driver;
 use super::signals::{self, Next, StopSignal, StopSignals};
 use super::transfer::{hex, human_bytes};
 use super::CliError;
+use crate::observe::http::{serve_blocking, HttpListener, HttpRequest, HttpResponse};
+use crate::observe::metrics::{self, TerminalMetrics};
 use crate::role::terminal::{Event, TerminalHandle, TerminalOptions};
 use crate::store::id_hex;
 
@@ -110,6 +112,9 @@ pub struct TerminalArgs {
     /// Where files sent by permitted peers are stored.
     #[arg(long = "recv-dir", value_name = "DIR")]
     pub recv_dir: Option<PathBuf>,
+    /// Serve this terminal's Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Parses `host:port` (an IP address or a name resolved now).
@@ -657,11 +662,17 @@ pub fn run<D: Driver>(driver: &D, args: TerminalArgs) -> Result<(), CliError> {
     let mut lines = TerminalLines::new(&args.common.name);
     lines.started(&public, handle.udp_addr, &names);
     let control = ControlServer::start(control, state.clone(), handle.clone())?;
+    let metrics = Arc::new(TerminalMetrics::new());
+    let metrics_listener = match args.metrics {
+        Some(addr) => Some(start_terminal_metrics(addr, Arc::clone(&metrics))?),
+        None => None,
+    };
 
     let signals = StopSignals::listen(&[StopSignal::Terminate, StopSignal::Interrupt])?;
     loop {
         match signals::next(&events, signals.receiver(), None) {
             Next::Event(Event::Terminal(event)) => {
+                metrics.observe(&event);
                 if let Some(stop) = lines.terminal_event(event) {
                     return Err(stop);
                 }
@@ -686,10 +697,28 @@ pub fn run<D: Driver>(driver: &D, args: TerminalArgs) -> Result<(), CliError> {
         let _ = handle.finish(id, EndReason::Cancelled).wait();
     }
     let _ = handle.shutdown(SHUTDOWN_GRACE).wait();
+    drop(metrics_listener);
     drop(control);
     let _ = std::fs::remove_file(state.file(CONTROL_SOCKET));
     lines.stopped();
     Ok(())
+}
+
+/// Serves `metrics` at http://ADDR/metrics and prints where.
+fn start_terminal_metrics(
+    addr: SocketAddr,
+    metrics: Arc<TerminalMetrics>,
+) -> Result<HttpListener, CliError> {
+    let app = move |req: HttpRequest| {
+        if req.method != "GET" || req.path != "/metrics" {
+            return HttpResponse::text(404, "not found: try /metrics");
+        }
+        HttpResponse::new(200, metrics::CONTENT_TYPE, metrics.encode())
+    };
+    let listener = serve_blocking(addr, Arc::new(app))
+        .map_err(|e| CliError::usage(format!("cannot listen on {addr} (metrics): {e}")))?;
+    println!("metrics: http://{}/metrics", listener.addr);
+    Ok(listener)
 }
 
 /// Starts a terminal (`tryst terminal`'s or `tryst connect`'s) on

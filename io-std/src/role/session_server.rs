@@ -9,10 +9,11 @@ use rand_core::OsRng;
 use tryst_core::crypto::StaticKeypair;
 use tryst_core::names::{EnrollError, NameRegistry};
 use tryst_core::session_server::{
-    SessionConfig, SessionEvent, SessionFact, SessionServer, UnknownSession,
+    LiveSession, SessionConfig, SessionCounters, SessionEvent, SessionFact, SessionServer,
+    UnknownSession,
 };
 use tryst_core::time::Instant;
-use tryst_core::wire::{Name, PublicKey, SessionId};
+use tryst_core::wire::{DeviceId, Name, PublicKey, SessionId};
 
 use super::{Answer, Commands, Reply, RoleStopped};
 use crate::drive::{Driven, DriverClock, Flow, Journal};
@@ -26,6 +27,37 @@ pub enum SessionCommand {
     /// Bind a name to a key ahead of its registration (the operator's
     /// enrolment; the caller persists it).
     Enroll(String, PublicKey, Answer<(), SessionError>),
+    /// What the server holds now: live terminals, live sessions, counters
+    /// (the operator's status page, `tryst status`, the metrics).
+    Snapshot(Answer<SessionSnapshot, SessionError>),
+}
+
+/// A name with a live registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveTerminal {
+    /// The name.
+    pub name: String,
+    /// Its channel's device ID (the control stream's).
+    pub device_id: DeviceId,
+    /// The device ID the trigger server knows it by (its keepalives').
+    pub udp_device_id: DeviceId,
+}
+
+/// The session server's state as the operator sees it, taken in its loop.
+#[derive(Debug, Clone)]
+pub struct SessionSnapshot {
+    /// When it was taken (the server's clock).
+    pub now: Instant,
+    /// Names with a live registration.
+    pub terminals: Vec<LiveTerminal>,
+    /// The live sessions.
+    pub sessions: Vec<LiveSession>,
+    /// What the server ignored, dropped or refused so far.
+    pub counters: SessionCounters,
+    /// Terminal channels held, live and pending.
+    pub channels: usize,
+    /// Connection requests being decided.
+    pub pending_requests: usize,
 }
 
 /// Why an enrolment was refused by the running server.
@@ -134,6 +166,24 @@ impl Driven for SessionRole {
                 };
                 let _ = reply.send(result.map_err(SessionError::Enroll));
             }
+            SessionCommand::Snapshot(reply) => {
+                let m = &self.machine;
+                let _ = reply.send(Ok(SessionSnapshot {
+                    now,
+                    terminals: m
+                        .live_terminals()
+                        .map(|(name, d)| LiveTerminal {
+                            name: name.to_owned(),
+                            device_id: d,
+                            udp_device_id: m.udp_device_id(d),
+                        })
+                        .collect(),
+                    sessions: m.live_sessions().collect(),
+                    counters: m.counters(),
+                    channels: m.channel_count(),
+                    pending_requests: m.pending_request_count(),
+                }));
+            }
         }
         Flow::Continue
     }
@@ -165,6 +215,11 @@ impl SessionHandle {
         let name = name.to_owned();
         self.commands
             .request(|reply| SessionCommand::Enroll(name, key, reply))
+    }
+
+    /// What the running server holds now (terminals, sessions, counters).
+    pub fn snapshot(&self) -> Reply<SessionSnapshot, SessionError> {
+        self.commands.request(SessionCommand::Snapshot)
     }
 
     /// Forces a live session to end (S1604/S1605).
@@ -200,13 +255,25 @@ impl Default for Durable {
 /// Starts the journal: a thread that owns `store` (any [`ServerStore`]
 /// backend) and writes each batch of durable facts, answering once it is
 /// committed.
-pub fn start_journal<S: ServerStore + 'static>(mut store: S) -> Journal<SessionFact> {
+pub fn start_journal<S: ServerStore + 'static>(store: S) -> Journal<SessionFact> {
+    start_timed_journal(store, |_| {})
+}
+
+/// [`start_journal`], telling `took` how long each batch's write took (the
+/// store write latency of the metrics).
+pub fn start_timed_journal<S, T>(mut store: S, took: T) -> Journal<SessionFact>
+where
+    S: ServerStore + 'static,
+    T: Fn(std::time::Duration) + Send + 'static,
+{
     let (journal, batches) = Journal::channel();
     let spawned = std::thread::Builder::new()
         .name("tryst-journal".into())
         .spawn(move || {
             while let Ok((batch, done)) = batches.recv() {
+                let started = std::time::Instant::now();
                 let result = store.record(&batch).map_err(|e| e.to_string());
+                took(started.elapsed());
                 let _ = done.send(result);
             }
         });

@@ -5,18 +5,43 @@
 use std::net::SocketAddr;
 
 use rand_core::OsRng;
+use std::time::Duration;
 use tryst_core::crypto::StaticKeypair;
 use tryst_core::time::Instant;
-use tryst_core::trigger_server::{TriggerConfig, TriggerEvent, TriggerServer};
-use tryst_core::wire::PublicKey;
 
-use super::Commands;
+use tryst_core::trigger_server::{TriggerConfig, TriggerEvent, TriggerServer, TriggerStats};
+use tryst_core::wire::{DeviceId, PublicKey};
+
+use super::{Answer, Commands, Reply};
 use crate::drive::{Driven, Flow};
 
-/// The trigger server takes no commands yet; stopping is dropping every
-/// handle (the command channel closes).
+/// What the operator asks of a running trigger server; stopping is
+/// dropping every handle (the command channel closes).
 #[derive(Debug)]
-pub enum TriggerCommand {}
+pub enum TriggerCommand {
+    /// Its device table and counters now.
+    Snapshot(Answer<TriggerSnapshot>),
+}
+
+/// One device of a [`TriggerSnapshot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceStatus {
+    /// The device.
+    pub device_id: DeviceId,
+    /// Its observed address, while live (for the operator only).
+    pub addr: Option<SocketAddr>,
+    /// How long ago its last valid keepalive came (`None`: none yet).
+    pub last_keepalive_ago: Option<Duration>,
+}
+
+/// The trigger server's state as the operator sees it, taken in its loop.
+#[derive(Debug, Clone)]
+pub struct TriggerSnapshot {
+    /// Every device whose key is installed.
+    pub devices: Vec<DeviceStatus>,
+    /// Its counters of work done, drops and refusals.
+    pub stats: TriggerStats,
+}
 
 /// The trigger server as the loop runs it: the machine, and where its
 /// events go.
@@ -58,8 +83,27 @@ impl Driven for TriggerRole {
         (&mut self.machine, &mut self.no_io)
     }
 
-    fn on_command(&mut self, _now: Instant, command: TriggerCommand) -> Flow {
-        match command {}
+    fn on_command(&mut self, now: Instant, command: TriggerCommand) -> Flow {
+        match command {
+            TriggerCommand::Snapshot(reply) => {
+                let devices = self
+                    .machine
+                    .devices()
+                    .map(|d| DeviceStatus {
+                        device_id: d.device_id,
+                        addr: d.addr,
+                        last_keepalive_ago: d
+                            .last_keepalive
+                            .map(|at| now.saturating_duration_since(at)),
+                    })
+                    .collect();
+                let _ = reply.send(Ok(TriggerSnapshot {
+                    devices,
+                    stats: *self.machine.stats(),
+                }));
+            }
+        }
+        Flow::Continue
     }
 
     fn on_event(&mut self, _now: Instant, event: TriggerEvent) {
@@ -70,7 +114,7 @@ impl Driven for TriggerRole {
 
 /// A running trigger server; dropping it (every clone of its commands)
 /// stops the loop.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TriggerHandle {
     /// Where terminals send keepalives.
     pub udp_addr: SocketAddr,
@@ -78,6 +122,13 @@ pub struct TriggerHandle {
     pub link_addr: SocketAddr,
     /// Its static public key.
     pub public_key: PublicKey,
-    /// Its loop's commands (none yet; held so the loop runs).
+    /// Its loop's commands (held so the loop runs).
     pub commands: Commands<TriggerCommand>,
+}
+
+impl TriggerHandle {
+    /// Its device table and counters now.
+    pub fn snapshot(&self) -> Reply<TriggerSnapshot> {
+        self.commands.request(TriggerCommand::Snapshot)
+    }
 }

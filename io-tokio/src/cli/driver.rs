@@ -5,6 +5,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tryst_core::crypto::StaticKeypair;
@@ -15,6 +16,7 @@ use tryst_core::trigger_server::{TriggerConfig, TriggerEvent};
 use tryst_core::wire::PublicKey;
 use tryst_std::cli::driver::Driver;
 use tryst_std::drive::Stopped;
+use tryst_std::observe::http::{HttpApp, HttpListener};
 use tryst_std::role::session_server::{Durable, SessionHandle};
 use tryst_std::role::terminal::{Event, TerminalHandle, TerminalOptions};
 use tryst_std::role::trigger_server::TriggerHandle;
@@ -56,6 +58,11 @@ impl Drop for TokioDriver {
 }
 
 impl Driver for TokioDriver {
+    /// The status page on this runtime, with axum ([`super::http`]).
+    fn http(&self, addr: SocketAddr, app: Arc<dyn HttpApp>) -> io::Result<HttpListener> {
+        super::http::serve(self.runtime()?, addr, app)
+    }
+
     fn terminal(
         &self,
         config: TerminalConfig,

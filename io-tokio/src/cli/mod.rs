@@ -7,6 +7,7 @@
 
 pub mod demo;
 pub mod driver;
+pub mod http;
 
 pub use tryst_std::cli::{allow, end, enroll, keygen, sessions, transfer, CliError, Runtime};
 // `terminal` and `connect` are written once, blocking, over the driver.

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -21,18 +22,21 @@ use tryst_core::session_server::{SessionConfig, SessionEvent};
 use tryst_core::trigger_server::TriggerEvent;
 use tryst_core::wire::PublicKey;
 
+use super::watch::{start_metrics, start_page, status_answer, Roles};
 use super::{
     bind_error, combined_up, load_server_store, log_session_event, log_trigger_event,
     open_poll_store, prepare_server, prepare_session_server, prepare_trigger_server,
     server_store_location, session_up, start_command_poller, trigger_up, CombinedSetup,
-    DeviceNames, Learn, ServerArgs, ServerIdentity, SessionServerArgs, SessionSetup,
+    DeviceNames, Learn, ObserveArgs, ServerArgs, ServerIdentity, SessionServerArgs, SessionSetup,
     TriggerServerArgs, TriggerSetup, SHUTDOWN_WAIT, UNKNOWN_COMMAND,
 };
 use crate::cli::driver::Driver;
 use crate::cli::end::store_error;
 use crate::cli::CliError;
 use crate::drive::{DriverClock, Stopped};
-use crate::role::session_server::{start_journal, Durable, SessionHandle};
+use crate::observe::http::HttpListener;
+use crate::observe::metrics::ServerMetrics;
+use crate::role::session_server::{start_timed_journal, Durable, SessionHandle};
 use crate::role::trigger_server::TriggerHandle;
 use crate::role::Reply;
 use crate::store::{self, key_hex, parse_id, OperatorCommand, PendingCommand, StoreLocation};
@@ -71,10 +75,12 @@ pub fn run<D: Driver + ?Sized>(driver: &D, args: ServerArgs) -> Result<(), CliEr
         driver,
         &stop,
         &location,
+        &args.data_dir,
         identity,
         start,
         |key, created, control| combined_up(&args, key, created, control, trigger_udp),
         Some((trigger, trigger_events)),
+        &args.observe,
     )
 }
 
@@ -102,24 +108,30 @@ pub fn run_session_server<D: Driver + ?Sized>(
         driver,
         &stop,
         &location,
+        &args.data_dir,
         identity,
         start,
         |key, created, control| session_up(&args, key, created, control),
         None,
+        &args.observe,
     )
 }
 
 /// Starts the session server of `identity` on `driver`, tells `up` its
 /// key, whether the key is new, and its control address, serves until it
-/// stops, and only then releases the data dir's lock.
+/// stops, and only then releases the data dir's lock. The metrics and
+/// the status page (`observe`) start once it is up.
+#[allow(clippy::too_many_arguments)]
 fn run_session<D: Driver + ?Sized>(
     driver: &D,
     stop: &StopSignal,
     location: &StoreLocation,
+    dir: &Path,
     identity: ServerIdentity,
     start: SessionStart,
     up: impl FnOnce(&PublicKey, bool, SocketAddr),
     trigger: Option<(TriggerHandle, flume::Receiver<TriggerEvent>)>,
+    observe: &ObserveArgs,
 ) -> Result<(), CliError> {
     let ServerIdentity {
         lock,
@@ -127,11 +139,36 @@ fn run_session<D: Driver + ?Sized>(
         created,
     } = identity;
     let key = secret.public_key();
-    let running = start_session_server(driver, location, secret, start)?;
+    let metrics = Arc::new(ServerMetrics::new());
+    let running = start_session_server(driver, location, secret, start, &metrics)?;
     up(&key, created, running.handle.control_addr);
-    let result = serve(stop, running, trigger);
+    let roles = Roles {
+        session: Some(running.handle.clone()),
+        trigger: trigger.as_ref().map(|(t, _)| t.clone()),
+    };
+    let mut listeners = Vec::new();
+    if let Some(addr) = observe.metrics {
+        listeners.push(start_metrics(addr, Arc::clone(&metrics), roles.clone())?);
+    }
+    if let Some(addr) = observe.http {
+        listeners.push(start_page(driver, addr, dir, roles.clone())?);
+    }
+    let watch = Watch {
+        metrics,
+        roles,
+        _listeners: listeners,
+    };
+    let result = serve(stop, running, trigger, watch);
     drop(lock);
     result
+}
+
+/// The watchers of a running session server: its metrics, the roles
+/// they read, and the HTTP listeners (dropped before the roles are).
+struct Watch {
+    metrics: Arc<ServerMetrics>,
+    roles: Roles,
+    _listeners: Vec<HttpListener>,
 }
 
 /// `trigger-server`: the trigger role alone on `driver`.
@@ -162,6 +199,17 @@ pub fn run_trigger_server<D: Driver + ?Sized>(
         trigger.udp_addr,
         trigger.link_addr,
     );
+    let metrics = Arc::new(ServerMetrics::new());
+    let listener = match args.metrics {
+        Some(addr) => {
+            let roles = Roles {
+                session: None,
+                trigger: Some(trigger.clone()),
+            };
+            Some(start_metrics(addr, metrics, roles)?)
+        }
+        None => None,
+    };
     let result = loop {
         let wake = flume::Selector::new()
             .recv(&events, |event| match event {
@@ -181,6 +229,7 @@ pub fn run_trigger_server<D: Driver + ?Sized>(
     if result.is_ok() {
         tracing::info!(target: LOG_TARGET, "trigger server stopped");
     }
+    drop(listener);
     drop(trigger);
     drop(identity.lock);
     result
@@ -234,13 +283,17 @@ fn start_session_server<D: Driver + ?Sized>(
     location: &StoreLocation,
     secret: SecretKey,
     start: SessionStart,
+    metrics: &Arc<ServerMetrics>,
 ) -> Result<RunningSession, CliError> {
     let owner = key_hex(&secret.public_key());
     let (state, journal_store) = load_server_store(location, &owner, start.closed)?;
+    let timing = Arc::clone(metrics);
     let setup = Durable {
         clock: DriverClock::wall(),
         restore: state.live,
-        journal: Some(start_journal(journal_store)),
+        journal: Some(start_timed_journal(journal_store, move |took| {
+            timing.observe_store_write(took)
+        })),
     };
     let (handle, events, stopped) = driver
         .session_server(
@@ -339,8 +392,9 @@ impl Drop for StopSignal {
 
 /// Carries out one operator command on the running server (blocking until
 /// its loop answers); returns the answer for the store.
-fn apply_command(handle: &SessionHandle, command: &PendingCommand) -> String {
+fn apply_command(handle: &SessionHandle, roles: &Roles, command: &PendingCommand) -> String {
     match &command.command {
+        Some(OperatorCommand::Status) => status_answer(roles),
         Some(OperatorCommand::End(id)) => match handle.end_session(*id).wait() {
             Ok(()) => {
                 // Seed S1604.
@@ -366,6 +420,7 @@ fn serve(
     stop: &StopSignal,
     running: RunningSession,
     trigger: Option<(TriggerHandle, flume::Receiver<TriggerEvent>)>,
+    watch: Watch,
 ) -> Result<(), CliError> {
     let (trigger_handle, mut trigger_events) = match trigger {
         Some((h, e)) => (Some(h), Some(e)),
@@ -387,9 +442,10 @@ fn serve(
             }
             StoreLocation::DataDir(_) => None,
         };
+        let roles = watch.roles.clone();
         start_command_poller(
             poll_store,
-            move |command| Some(apply_command(&handle, &command)),
+            move |command| Some(apply_command(&handle, &roles, &command)),
             learn,
             stop_poller.clone(),
         )
@@ -412,6 +468,7 @@ fn serve(
         match selector.wait() {
             Wake::Session(event) => {
                 names.note(&event);
+                watch.metrics.observe_session_event(&event);
                 log_session_event(&event);
             }
             Wake::Trigger(event) => log_trigger_event(&event, &names),
@@ -423,11 +480,13 @@ fn serve(
                 break Err(stopped_error(why));
             }
             Wake::Stopped(why) => break Err(stopped_error(why)),
-            Wake::Signal => break shut_down(&running),
+            Wake::Signal => break shut_down(&running, &watch.metrics),
         }
     };
     stop_poller.store(true, Ordering::Relaxed);
     let _ = poller.join();
+    // The listeners hold role handles: gone before the roles are.
+    drop(watch);
     drop(running);
     drop(trigger_handle);
     result
@@ -447,7 +506,7 @@ fn stopped_error(why: Option<Stopped>) -> CliError {
 }
 
 /// Ends every live session and waits for their records (or [`SHUTDOWN_WAIT`]).
-fn shut_down(running: &RunningSession) -> Result<(), CliError> {
+fn shut_down(running: &RunningSession, metrics: &ServerMetrics) -> Result<(), CliError> {
     let live = running
         .location
         .open(&running.owner)
@@ -466,6 +525,7 @@ fn shut_down(running: &RunningSession) -> Result<(), CliError> {
     while !waiting.is_empty() {
         match running.events.recv_deadline(deadline) {
             Ok(event) => {
+                metrics.observe_session_event(&event);
                 log_session_event(&event);
                 if let SessionEvent::SessionRecord(r) = &event {
                     waiting.remove(&store::id_hex(&r.session_id));
