@@ -30,7 +30,7 @@ fn every_test_security_md_names_exists() {
     let root = repo_root();
     let doc = fs::read_to_string(root.join("SECURITY.md")).expect("SECURITY.md is readable");
     let mut files = Vec::new();
-    for dir in ["core", "io-std", "io-tokio", "tests"] {
+    for dir in ["core", "io-std", "io-tokio", "tests", "ffi"] {
         rust_files(&root.join(dir), &mut files);
     }
     let source: String = files

@@ -24,6 +24,9 @@
 //! lists for the main flows, each checked to read back as written and to
 //! reach what it is for when run through its harness.
 //!
+//! `ffi_terminal` gets `tryst_fuzz::ffi_terminal::seeds`: the vectors on
+//! the C API's TCP and UDP inputs, and every call once.
+//!
 //! Run it again after a vector changes:
 //! `cargo run --manifest-path fuzz/Cargo.toml --example write_seed_corpus`
 //! (an optional argument names another output directory: CI writes there and
@@ -71,6 +74,9 @@ fn main() {
     }
     write_longest_message_seeds(&corpus_root);
     write_stream_seeds(&corpus_root.join("stream_reassembly"));
+    for (name, bytes) in tryst_fuzz::ffi_terminal::seeds() {
+        write_seed(&corpus_root.join("ffi_terminal"), name, &bytes);
+    }
     let operation_seeds = tryst_fuzz::seeds::all();
     for seed in &operation_seeds {
         write_seed(&corpus_root.join(seed.target), seed.name, &seed.bytes);

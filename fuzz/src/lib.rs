@@ -9,6 +9,7 @@
 //! targets and the whole-system target live in the modules below; each
 //! target file under `fuzz_targets/` is one call into them.
 
+pub mod ffi_terminal;
 pub mod noise_channel;
 pub mod ops;
 pub mod peer_packet;
