@@ -105,6 +105,11 @@ pub struct TerminalArgs {
     /// Where files sent by permitted peers are stored.
     #[arg(long = "recv-dir", value_name = "DIR")]
     pub recv_dir: Option<PathBuf>,
+    /// A folder permitted peers may list and fetch from (`tryst connect
+    /// --list`, `--get`), read-only: hidden files and symlinks are never
+    /// listed or served, and nothing outside it is.
+    #[arg(long = "share", value_name = "DIR")]
+    pub share: Option<PathBuf>,
 }
 
 /// Parses `host:port` (an IP address or a name resolved now).
@@ -476,6 +481,9 @@ pub fn prepare_terminal(args: &TerminalArgs) -> Result<TerminalSetup, CliError> 
     if let Some(dir) = &args.recv_dir {
         crate::transfer::check_recv_dir(dir).map_err(CliError::usage)?;
     }
+    if let Some(dir) = &args.share {
+        crate::transfer::share::Share::open(dir).map_err(CliError::usage)?;
+    }
     let keypair = state.keypair()?;
     // The stored list plus the names given now, stored back.
     let names = {
@@ -646,6 +654,7 @@ pub fn run<D: Driver>(driver: &D, args: TerminalArgs) -> Result<(), CliError> {
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let options = TerminalOptions {
         recv_dir: args.recv_dir.clone(),
+        share: args.share.clone(),
         ..TerminalOptions::default()
     };
     let (handle, events) = start(driver, &args.common, config, keypair, &name_refs, options)?;

@@ -22,12 +22,15 @@
 use std::path::{Path, PathBuf};
 
 mod hasher;
+mod incoming;
+pub mod share;
 mod sink;
 mod source;
 
 pub use hasher::{
     file_sha256, FileDigest, HashError, PrefixHasher, Wake, HASH_CHUNK, HASH_WAKE_STEP,
 };
+pub use incoming::Incoming;
 pub use sink::{FileSink, ReceiveState, WRITE_BATCH};
 pub use source::{FileSource, OpenError, READ_AHEAD};
 pub use tryst_core::peer::transfer::{
