@@ -655,6 +655,9 @@ pub fn send_several_files_and_a_folder_in_one_connect() {
     let dir = scratch("multisend");
     let server = Server::start(&dir, &[]);
     let inbox = dir.join("inbox");
+    // A partial file a killed terminal left: swept when the terminal starts.
+    fs::create_dir_all(&inbox).expect("inbox");
+    fs::write(inbox.join(".tryst-partial-0123456789abcdef"), b"half").expect("partial");
     let mut home = start_daemon(
         &server,
         &dir,
@@ -675,7 +678,6 @@ pub fn send_several_files_and_a_folder_in_one_connect() {
     fs::write(out.join("album/.hidden"), b"no").expect("hidden");
     std::os::unix::fs::symlink(out.join("one.bin"), out.join("album/link.bin")).expect("symlink");
     // one.bin is taken at the receiver: the sender learns the other name.
-    fs::create_dir_all(&inbox).expect("inbox");
     fs::write(inbox.join("one.bin"), b"already here").expect("taken");
     let p = |n: &str| out.join(n).to_str().expect("utf-8").to_owned();
     let sent = connect(
@@ -716,6 +718,7 @@ pub fn send_several_files_and_a_folder_in_one_connect() {
     assert!(said.contains("link.bin: a symlink"), "{said}");
     assert!(!inbox.join("album/.hidden").exists());
     assert!(!inbox.join("album/link.bin").exists());
+    assert!(!inbox.join(".tryst-partial-0123456789abcdef").exists());
     assert_eq!(
         fs::read(inbox.join("one.bin")).expect("kept"),
         b"already here"

@@ -112,6 +112,10 @@ pub fn run<D: Driver>(driver: &D, args: ConnectArgs) -> Result<(), CliError> {
     let outgoing = plan_send(&args.send)?;
     if let Some(dir) = &args.recv_dir {
         crate::transfer::check_recv_dir(dir).map_err(CliError::usage)?;
+        let swept = crate::transfer::sweep_partials(dir);
+        if swept > 0 {
+            println!("removed {swept} partial file(s) of interrupted transfers");
+        }
     }
     let keypair = state.keypair()?;
     let options = TerminalOptions {

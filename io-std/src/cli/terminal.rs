@@ -480,6 +480,10 @@ pub fn prepare_terminal(args: &TerminalArgs) -> Result<TerminalSetup, CliError> 
     }
     if let Some(dir) = &args.recv_dir {
         crate::transfer::check_recv_dir(dir).map_err(CliError::usage)?;
+        let swept = crate::transfer::sweep_partials(dir);
+        if swept > 0 {
+            println!("removed {swept} partial file(s) of interrupted transfers");
+        }
     }
     if let Some(dir) = &args.share {
         crate::transfer::share::Share::open(dir).map_err(CliError::usage)?;
