@@ -295,18 +295,19 @@ fn print_listing(files: &[SharedFile]) {
     }
 }
 
+/// What a session brought back: the peer's share answer and the file
+/// fetched (stored, or why not), each if it came.
+type Answered = (
+    Option<ShareAnswer>,
+    Option<Result<crate::role::terminal::ReceivedFile, String>>,
+);
+
 /// Waits for one share answer on the session, or its end.
 fn wait_answer(
     events: &flume::Receiver<Event>,
     session_id: SessionId,
     progress: &mut Option<Progress>,
-) -> Result<
-    (
-        Option<ShareAnswer>,
-        Option<Result<crate::role::terminal::ReceivedFile, String>>,
-    ),
-    CliError,
-> {
+) -> Result<Answered, CliError> {
     let mut answer = None;
     let mut received = None;
     let deadline = Instant::now() + ANSWER_TIMEOUT;

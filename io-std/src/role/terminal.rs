@@ -765,17 +765,16 @@ impl TerminalRole {
                             source.start(now);
                         }
                     }
-                    PeerEvent::StreamAcked { .. } => {
+                    PeerEvent::StreamAcked { .. }
                         if self
                             .payloads
                             .sessions
                             .get(&session_id.0)
-                            .is_some_and(|p| p.close_on_ack)
-                        {
-                            let _ =
-                                self.endpoint
-                                    .end_session(now, &session_id, EndReason::Completed);
-                        }
+                            .is_some_and(|p| p.close_on_ack) =>
+                    {
+                        let _ = self
+                            .endpoint
+                            .end_session(now, &session_id, EndReason::Completed);
                     }
                     PeerEvent::Ended { reason, .. } => {
                         self.end_payload(&session_id, &format!("the session ended ({reason:?})"));
@@ -916,7 +915,7 @@ impl TerminalRole {
             let _ = self.endpoint.end_session(now, &id, reason);
         }
         for (id, source) in answers {
-            let _ = self.start_send(now, id, source, None);
+            let _ = self.start_send(now, id, *source, None);
         }
         self.feed_outgoing(now) || any
     }
@@ -963,7 +962,7 @@ enum ShareStep {
     /// Send this message as the stream (a listing, "no such file").
     Reply(Vec<u8>),
     /// Send this shared file.
-    SendFile(FileSource),
+    SendFile(Box<FileSource>),
     /// Tell the app (an answer to this terminal's own request).
     Answer(ShareAnswer),
     /// Close `Failed` (a malformed message, or one out of place).
@@ -1001,7 +1000,7 @@ fn on_share_message(
             match share.and_then(|s| s.open_file(path)) {
                 Some(source) => {
                     tracing::info!(%path, "shared file requested");
-                    ShareStep::SendFile(source)
+                    ShareStep::SendFile(Box::new(source))
                 }
                 None => {
                     tracing::info!("requested file not shared: no such file");

@@ -29,7 +29,7 @@ pub enum Incoming {
         held_bytes: usize,
     },
     /// A file.
-    File(FileSink),
+    File(Box<FileSink>),
     /// A share message.
     Message(Box<MessageReader>),
     /// A file to a terminal that takes none.
@@ -110,7 +110,7 @@ impl Incoming {
                         let held = std::mem::take(held);
                         let mut next = match (kind, recv_dir.as_deref()) {
                             (StreamKind::File, Some(dir)) => {
-                                Incoming::File(FileSink::with_wake(dir, wake.clone()))
+                                Incoming::File(Box::new(FileSink::with_wake(dir, wake.clone())))
                             }
                             (StreamKind::File, None) => Incoming::Stray,
                             (StreamKind::Message, _) => {
@@ -131,7 +131,7 @@ impl Incoming {
     /// The file being received, once the stream is one.
     pub fn sink(&self) -> Option<&FileSink> {
         match self {
-            Incoming::File(sink) => Some(sink),
+            Incoming::File(sink) => Some(&**sink),
             _ => None,
         }
     }
@@ -139,7 +139,7 @@ impl Incoming {
     /// The file being received, once the stream is one.
     pub fn sink_mut(&mut self) -> Option<&mut FileSink> {
         match self {
-            Incoming::File(sink) => Some(sink),
+            Incoming::File(sink) => Some(&mut **sink),
             _ => None,
         }
     }
