@@ -56,6 +56,18 @@ impl std::fmt::Debug for Incoming {
     }
 }
 
+/// Extends the in-order first bytes with `data` at `offset`, if it continues them.
+fn extend_prefix(prefix: &mut [u8; 2], have: &mut usize, offset: u64, data: &[u8]) {
+    let end = offset.saturating_add(data.len() as u64);
+    let at = *have as u64;
+    if offset <= at && end > at {
+        let from = (at - offset) as usize;
+        let n = (2 - *have).min(data.len() - from);
+        prefix[*have..*have + n].copy_from_slice(&data[from..from + n]);
+        *have += n;
+    }
+}
+
 impl Incoming {
     /// A stream not yet started; files go to `recv_dir` (refused without one).
     pub fn new(recv_dir: Option<&Path>, wake: Wake) -> Incoming {
@@ -88,13 +100,15 @@ impl Incoming {
                 if data.is_empty() {
                     return;
                 }
-                let end = offset.saturating_add(data.len() as u64);
-                let at = *have as u64;
-                if offset <= at && end > at {
-                    let from = (at - offset) as usize;
-                    let n = (2 - *have).min(data.len() - from);
-                    prefix[*have..*have + n].copy_from_slice(&data[from..from + n]);
-                    *have += n;
+                extend_prefix(prefix, have, offset, data);
+                // Kept copies may continue the prefix now.
+                let mut grown = true;
+                while grown && *have < 2 {
+                    let before = *have;
+                    for (at, bytes) in held.iter() {
+                        extend_prefix(prefix, have, *at, bytes);
+                    }
+                    grown = *have > before;
                 }
                 match StreamKind::classify(&prefix[..*have]) {
                     Err(e) => *self = Incoming::Bad(e),
