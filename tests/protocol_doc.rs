@@ -79,6 +79,50 @@ fn every_peer_packet_example_in_protocol_md_is_its_test_vector() {
 }
 
 #[test]
+fn every_share_message_example_in_protocol_md_is_its_test_vector() {
+    use tryst_core::peer::share;
+    let examples = hex_examples(&protocol_md(), "share-vector:");
+    assert_eq!(
+        examples.len(),
+        share::vectors::ALL.len(),
+        "one example per share vector"
+    );
+    for (name, bytes) in share::vectors::ALL {
+        let shown = examples
+            .get(name)
+            .unwrap_or_else(|| panic!("PROTOCOL.md lacks the {name} example"));
+        assert_eq!(shown.as_slice(), bytes, "{name} differs from the doc");
+        assert!(
+            matches!(share::ShareMessage::decode(shown), Ok(Some(_))),
+            "{name} decodes"
+        );
+    }
+    let doc = protocol_md();
+    for (name, value) in [
+        ("SHARE_HEADER_LEN", share::SHARE_HEADER_LEN),
+        ("MAX_PATH_LEN", share::MAX_PATH_LEN),
+        ("MAX_PATH_DEPTH", share::MAX_PATH_DEPTH),
+        ("MAX_LISTING_ENTRIES", share::MAX_LISTING_ENTRIES),
+        ("MAX_SHARE_BODY_LEN", share::MAX_SHARE_BODY_LEN),
+        ("MAX_SHARE_MESSAGE_LEN", share::MAX_SHARE_MESSAGE_LEN),
+    ] {
+        let prefix = format!("| `{name}` | ");
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("share bounds table lacks {name}"));
+        let shown: String = row[prefix.len()..]
+            .split('|')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect();
+        assert_eq!(shown, value.to_string(), "{name}");
+    }
+}
+
+#[test]
 fn every_message_type_is_in_the_type_table() {
     let doc = protocol_md();
     for ty in wire::MessageType::ALL {

@@ -13,6 +13,9 @@
 //! every vector back to back, a message followed by one cut short, and a
 //! message followed by foreign bytes.
 //!
+//! `share_message` gets the share protocol's vectors
+//! (`tryst_core::peer::share::vectors::ALL`), each after a mode byte 0.
+//!
 //! Three more seeds are the longest messages the codec accepts (a permission
 //! list of 64 names of 64 bytes, a handshake reply and a sealed record at
 //! their payload limits), for `decode_any` and their family targets: a seed
@@ -70,6 +73,15 @@ fn main() {
             &corpus_root.join("peer_packet"),
             &label.to_lowercase(),
             wire,
+        );
+    }
+    for (label, wire) in tryst_core::peer::share::vectors::ALL {
+        let mut seed = vec![0u8];
+        seed.extend_from_slice(wire);
+        write_seed(
+            &corpus_root.join("share_message"),
+            &label.to_lowercase(),
+            &seed,
         );
     }
     write_longest_message_seeds(&corpus_root);

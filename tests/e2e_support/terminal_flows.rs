@@ -495,6 +495,237 @@ pub fn s1605_a_forced_end_cuts_a_running_transfer_and_keeps_no_partial_file() {
     assert!(left.is_empty(), "left in the inbox: {left:?}");
 }
 
+/// A home share: two pictures, a folder of two, and what must never be
+/// served: a hidden file, a hidden folder, a symlink out of the share.
+/// Returns the share and a file outside it.
+fn home_share(dir: &Path) -> (PathBuf, PathBuf) {
+    let share = dir.join("share");
+    let outside = dir.join("outside");
+    fs::create_dir_all(share.join("trip")).expect("share");
+    fs::create_dir_all(share.join(".private")).expect("hidden folder");
+    fs::create_dir_all(&outside).expect("outside");
+    write_test_file(&share.join("a.jpg"), 300_000);
+    write_test_file(&share.join("b.jpg"), 70_000);
+    write_test_file(&share.join("trip/c.jpg"), 1_500_000);
+    write_test_file(&share.join("trip/d.jpg"), 10);
+    fs::write(share.join(".secret"), b"hidden").expect("hidden");
+    fs::write(share.join(".private/key"), b"hidden").expect("hidden");
+    let secret = outside.join("secret.txt");
+    fs::write(&secret, b"outside the share").expect("outside");
+    std::os::unix::fs::symlink(&secret, share.join("link.txt")).expect("symlink");
+    (share, secret)
+}
+
+pub fn s207_fetch_a_phone_fetches_two_pictures_and_a_folder_from_homes_share() {
+    let dir = scratch("fetch");
+    let server = Server::start(&dir, &[]);
+    let (share, _) = home_share(&dir);
+    let mut home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &[
+            "--allow",
+            "phone",
+            "--share",
+            share.to_str().expect("utf-8"),
+        ],
+    );
+    let inbox = dir.join("phone-inbox");
+    let got = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &[
+            "--get",
+            "a.jpg",
+            "b.jpg",
+            "trip",
+            "--recv-dir",
+            inbox.to_str().expect("utf-8"),
+            "--duration",
+            "1m",
+        ],
+    );
+    let said = text(&got.stdout);
+    assert!(got.status.success(), "{said}\n{}", text(&got.stderr));
+    for name in ["a.jpg", "b.jpg", "trip/c.jpg", "trip/d.jpg"] {
+        assert_eq!(
+            sha256_hex(&inbox.join(name)),
+            sha256_hex(&share.join(name)),
+            "{name}"
+        );
+        let digest = sha256_hex(&share.join(name));
+        assert!(
+            said.contains(&format!("fetched {name}:")) && said.contains(&digest),
+            "{said}"
+        );
+    }
+    let mut top: Vec<_> = fs::read_dir(&inbox)
+        .expect("inbox")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    assert_eq!(top, ["a.jpg", "b.jpg", "trip"]);
+    home.proc.expect_line("ended: Completed");
+}
+
+pub fn fetch_list_prints_the_share_without_hidden_files_or_symlinks() {
+    let dir = scratch("list");
+    let server = Server::start(&dir, &[]);
+    let (share, _) = home_share(&dir);
+    let _home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &[
+            "--allow",
+            "phone",
+            "--share",
+            share.to_str().expect("utf-8"),
+        ],
+    );
+    let listed = connect(&server, &dir, "phone", "home", &["--list"]);
+    let said = text(&listed.stdout);
+    assert!(listed.status.success(), "{said}\n{}", text(&listed.stderr));
+    assert!(said.contains("4 shared files"), "{said}");
+    for (name, size) in [
+        ("a.jpg", 300_000),
+        ("b.jpg", 70_000),
+        ("trip/c.jpg", 1_500_000),
+        ("trip/d.jpg", 10),
+    ] {
+        let line = said
+            .lines()
+            .find(|l| l.ends_with(&format!("  {name}")))
+            .unwrap_or_else(|| panic!("{name} not listed: {said}"));
+        assert!(line.trim_start().starts_with(&format!("{size} ")), "{line}");
+        // The modification time, in UTC.
+        assert!(line.contains('T') && line.contains('Z'), "{line}");
+    }
+    for never in [".secret", ".private", "link.txt", "secret.txt"] {
+        assert!(!said.contains(never), "{never} listed: {said}");
+    }
+}
+
+pub fn fetch_an_escaping_name_a_symlink_out_and_a_hidden_file_get_the_one_answer() {
+    let dir = scratch("escape");
+    let server = Server::start(&dir, &[]);
+    let (share, _) = home_share(&dir);
+    let _home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &[
+            "--allow",
+            "phone",
+            "--share",
+            share.to_str().expect("utf-8"),
+        ],
+    );
+    let inbox = dir.join("phone-inbox");
+    let refused = [
+        "../outside/secret.txt",
+        "link.txt",
+        ".secret",
+        ".private/key",
+        "missing.jpg",
+    ];
+    let mut args = vec!["--get"];
+    args.extend(refused);
+    args.extend(["--recv-dir", inbox.to_str().expect("utf-8")]);
+    let got = connect(&server, &dir, "phone", "home", &args);
+    let said = text(&got.stdout);
+    assert_eq!(got.status.code(), Some(1), "{said}\n{}", text(&got.stderr));
+    for name in refused {
+        assert!(
+            said.contains(&format!("{name}: no such file")),
+            "{name}: {said}"
+        );
+    }
+    assert!(!said.contains("fetched"), "{said}");
+    let kept: Vec<_> = fs::read_dir(&inbox)
+        .map(|d| d.map(|e| e.expect("entry").file_name()).collect())
+        .unwrap_or_default();
+    assert!(kept.is_empty(), "kept: {kept:?}");
+}
+
+pub fn send_several_files_and_a_folder_in_one_connect() {
+    let dir = scratch("multisend");
+    let server = Server::start(&dir, &[]);
+    let inbox = dir.join("inbox");
+    // A partial file a killed terminal left: swept when the terminal starts.
+    fs::create_dir_all(&inbox).expect("inbox");
+    fs::write(inbox.join(".tryst-partial-0123456789abcdef"), b"half").expect("partial");
+    let mut home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &[
+            "--allow",
+            "phone",
+            "--recv-dir",
+            inbox.to_str().expect("utf-8"),
+        ],
+    );
+    let out = dir.join("out");
+    fs::create_dir_all(out.join("album/day1")).expect("folder");
+    write_test_file(&out.join("one.bin"), 200_000);
+    write_test_file(&out.join("two.bin"), 1000);
+    write_test_file(&out.join("album/x.jpg"), 50_000);
+    write_test_file(&out.join("album/day1/y.jpg"), 60_000);
+    fs::write(out.join("album/.hidden"), b"no").expect("hidden");
+    std::os::unix::fs::symlink(out.join("one.bin"), out.join("album/link.bin")).expect("symlink");
+    // one.bin is taken at the receiver: the sender learns the other name.
+    fs::write(inbox.join("one.bin"), b"already here").expect("taken");
+    let p = |n: &str| out.join(n).to_str().expect("utf-8").to_owned();
+    let sent = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &[
+            "--send",
+            &p("one.bin"),
+            &p("two.bin"),
+            &p("album"),
+            "--duration",
+            "1m",
+        ],
+    );
+    let said = text(&sent.stdout);
+    assert!(sent.status.success(), "{said}\n{}", text(&sent.stderr));
+    for (sent_name, stored) in [
+        ("one.bin", "one.bin.1"),
+        ("two.bin", "two.bin"),
+        ("album/x.jpg", "album/x.jpg"),
+        ("album/day1/y.jpg", "album/day1/y.jpg"),
+    ] {
+        assert!(
+            said.contains(&format!("the receiver stored {sent_name} as {stored}")),
+            "{sent_name}: {said}"
+        );
+        assert_eq!(
+            sha256_hex(&inbox.join(stored)),
+            sha256_hex(&out.join(sent_name))
+        );
+    }
+    assert!(
+        said.contains("skipping") && said.contains(".hidden"),
+        "{said}"
+    );
+    assert!(said.contains("link.bin: a symlink"), "{said}");
+    assert!(!inbox.join("album/.hidden").exists());
+    assert!(!inbox.join("album/link.bin").exists());
+    assert!(!inbox.join(".tryst-partial-0123456789abcdef").exists());
+    assert_eq!(
+        fs::read(inbox.join("one.bin")).expect("kept"),
+        b"already here"
+    );
+    home.proc.expect_line("received");
+}
+
 /// One `#[test]` per flow of [`self`], each run with the mix `$mix`
 /// (the invoking file declares `mod support` from `e2e_support/mod.rs`).
 #[macro_export]
@@ -535,6 +766,22 @@ macro_rules! terminal_flows {
         #[test]
         fn s1605_a_forced_end_cuts_a_running_transfer_and_keeps_no_partial_file() {
             support::with_mix($mix, support::terminal_flows::s1605_a_forced_end_cuts_a_running_transfer_and_keeps_no_partial_file);
+        }
+        #[test]
+        fn s207_fetch_a_phone_fetches_two_pictures_and_a_folder_from_homes_share() {
+            support::with_mix($mix, support::terminal_flows::s207_fetch_a_phone_fetches_two_pictures_and_a_folder_from_homes_share);
+        }
+        #[test]
+        fn fetch_list_prints_the_share_without_hidden_files_or_symlinks() {
+            support::with_mix($mix, support::terminal_flows::fetch_list_prints_the_share_without_hidden_files_or_symlinks);
+        }
+        #[test]
+        fn fetch_an_escaping_name_a_symlink_out_and_a_hidden_file_get_the_one_answer() {
+            support::with_mix($mix, support::terminal_flows::fetch_an_escaping_name_a_symlink_out_and_a_hidden_file_get_the_one_answer);
+        }
+        #[test]
+        fn send_several_files_and_a_folder_in_one_connect() {
+            support::with_mix($mix, support::terminal_flows::send_several_files_and_a_folder_in_one_connect);
         }
     };
 }

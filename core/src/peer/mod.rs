@@ -17,6 +17,8 @@
 //!   on one socket, the glue every driver needs.
 //! - [`transfer`]: the file-transfer header and trailer carried on the stream,
 //!   and the sender and receiver machines of a transfer.
+//! - [`share`]: the share protocol on the stream: list and get requests to a
+//!   terminal that shares a folder, its answers, and the stored-name receipt.
 //!
 //! Like every machine of the crate it is sans-IO and needs no allocator.
 
@@ -25,5 +27,6 @@ pub mod endpoint;
 pub mod handshake;
 pub mod packet;
 pub mod session;
+pub mod share;
 pub mod transfer;
 pub mod transport;

@@ -1,13 +1,19 @@
 //! `tryst connect`, written once for both binaries: its flags and
 //! [`run`], blocking code over the binary's [`Driver`].
 //!
-//! `tryst connect ... TARGET [--send FILE] [--duration DUR]`: the connecting
-//! terminal (seed: terminal 3), one shot. It registers (its key lives in
+//! `tryst connect ... TARGET [--send PATH...] [--list] [--get NAME...
+//! --recv-dir DIR] [--duration DUR]`: the connecting terminal (seed:
+//! terminal 3), one shot. It registers (its key lives in
 //! its state directory like a daemon's), asks the session server for
 //! TARGET, and on a yes talks to it directly. A file to send is opened and
 //! its name checked (the one file-name policy of both sides) before
 //! anything is asked of a server, so a file that cannot be sent never
 //! costs a session.
+//!
+//! Several files (and folders, their trees recreated under the receiver's
+//! folder) go one session each, in turn, on the one registration; so does
+//! each file fetched from a peer's share (`--get`, a folder fetching every
+//! file under it as the peer's listing shows them).
 //!
 //! A request that does not succeed gets the one uniform answer whatever
 //! the cause (unknown, offline, refused, no answer): exit code 3 and
@@ -28,8 +34,11 @@ use super::terminal::{
 };
 use super::transfer::{hex, human_bytes, parse_rate, Progress};
 use super::CliError;
-use crate::role::terminal::{full_session_id, Event, TerminalHandle, TerminalOptions};
+use crate::role::terminal::{full_session_id, Event, ShareAnswer, TerminalHandle, TerminalOptions};
+use crate::transfer::share::SharedFile;
 use crate::transfer::{FileDigest, FileSource, HashError, OpenError};
+use tryst_core::peer::share::ShareMessage;
+use tryst_core::peer::transfer::{check_file_name, check_relative_path};
 
 /// How long the terminal may take to register and be seen online.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -50,10 +59,22 @@ pub struct ConnectArgs {
     /// The device name to reach.
     #[arg(value_name = "TARGET")]
     pub target: String,
-    /// The file to send over the direct path. Without it the session is
-    /// held open until its duration ends, it is ended, or Ctrl-C.
-    #[arg(long, value_name = "FILE")]
-    pub send: Option<PathBuf>,
+    /// Files and folders to send over the direct path (a folder's tree is
+    /// recreated under the receiver's folder; hidden files and symlinks are
+    /// skipped). Without `--send`, `--list` or `--get` the session is held
+    /// open until its duration ends, it is ended, or Ctrl-C.
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    pub send: Vec<PathBuf>,
+    /// Print the target's shared files (name, size, modification time).
+    #[arg(long, conflicts_with_all = ["send", "get"])]
+    pub list: bool,
+    /// A file or folder of the target's share to fetch into `--recv-dir`;
+    /// repeatable.
+    #[arg(long, value_name = "NAME", num_args = 1.., requires = "recv_dir", conflicts_with = "send")]
+    pub get: Vec<String>,
+    /// Where fetched files are stored (created if missing).
+    #[arg(long = "recv-dir", value_name = "DIR")]
+    pub recv_dir: Option<PathBuf>,
     /// The duration to ask for (e.g. 90s, 5m, 1h; bare numbers are
     /// seconds); the server's default when absent.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
@@ -80,45 +101,311 @@ pub fn duration_secs(d: Option<Duration>) -> Result<u32, CliError> {
 }
 
 /// Runs `tryst connect` on `driver`: registers, asks for the target, then
-/// sends the file or holds the session; the error decides the exit code.
+/// sends the files, lists or fetches, or holds the session; the error
+/// decides the exit code.
 pub fn run<D: Driver>(driver: &D, args: ConnectArgs) -> Result<(), CliError> {
     let state = StateDir::open(&args.common.state_dir)?;
     refuse_if_running(&state)?;
     let config = config(&args.common, Mode::List)?;
     check_name(&args.target)?;
     let duration_secs = duration_secs(args.duration)?;
-    let mut outgoing = match &args.send {
-        Some(path) => Some(open_file(path)?),
-        None => None,
-    };
+    let outgoing = plan_send(&args.send)?;
+    if let Some(dir) = &args.recv_dir {
+        crate::transfer::check_recv_dir(dir).map_err(CliError::usage)?;
+        let swept = crate::transfer::sweep_partials(dir);
+        if swept > 0 {
+            println!("removed {swept} partial file(s) of interrupted transfers");
+        }
+    }
     let keypair = state.keypair()?;
-    let (handle, events) = terminal::start(
-        driver,
-        &args.common,
-        config,
-        keypair,
-        &[],
-        TerminalOptions::default(),
-    )?;
+    let options = TerminalOptions {
+        recv_dir: args.recv_dir.clone(),
+        ..TerminalOptions::default()
+    };
+    let (handle, events) = terminal::start(driver, &args.common, config, keypair, &[], options)?;
 
     wait_online(&events, &args.common)?;
-    let answer = wait_for_session(&handle, &events, &args.target, duration_secs)?;
-    let Some((session_id, granted, peer_addr)) = answer else {
-        let _ = handle.shutdown(EXIT_GRACE).wait();
-        return Err(CliError::NotPermitted);
+    let session = |events: &flume::Receiver<Event>| -> Result<SessionId, CliError> {
+        let answer = wait_for_session(&handle, events, &args.target, duration_secs)?;
+        let Some((session_id, granted, peer_addr)) = answer else {
+            let _ = handle.shutdown(EXIT_GRACE).wait();
+            return Err(CliError::NotPermitted);
+        };
+        println!(
+            "session {} with {} for {granted} s (peer at {peer_addr})",
+            full_session_id(&session_id),
+            args.target
+        );
+        Ok(session_id)
     };
-    println!(
-        "session {} with {} for {granted} s (peer at {peer_addr})",
-        full_session_id(&session_id),
-        args.target
-    );
 
-    if let Some((source, name)) = outgoing.take() {
-        let result = send(&handle, &events, session_id, source, name, args.limit_rate);
+    if !outgoing.is_empty() {
+        let mut result = Ok(());
+        for (path, name) in outgoing {
+            let source = open_file(&path, &name)?;
+            let session_id = session(&events)?;
+            result = send(&handle, &events, session_id, source, name, args.limit_rate);
+            if result.is_err() {
+                break;
+            }
+        }
         let _ = handle.shutdown(EXIT_GRACE).wait();
         return result;
     }
+    if args.list {
+        let session_id = session(&events)?;
+        let files = list(&handle, &events, session_id);
+        let _ = handle.shutdown(EXIT_GRACE).wait();
+        print_listing(&files?);
+        return Ok(());
+    }
+    if !args.get.is_empty() {
+        // The listing first: a folder fetches what the share lists under it.
+        let session_id = session(&events)?;
+        let files = list(&handle, &events, session_id)?;
+        let wanted = expand_gets(&args.get, &files);
+        let mut missing = Vec::new();
+        let mut result = Ok(());
+        for name in wanted {
+            let session_id = session(&events)?;
+            match fetch(&handle, &events, session_id, &name) {
+                Ok(true) => {}
+                Ok(false) => missing.push(name),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let _ = handle.shutdown(EXIT_GRACE).wait();
+        result?;
+        if !missing.is_empty() {
+            return Err(CliError::failed(format!(
+                "no such file in {}'s share: {}",
+                args.target,
+                missing.join(", ")
+            )));
+        }
+        return Ok(());
+    }
+    let session_id = session(&events)?;
     hold(&handle, &events, session_id)
+}
+
+/// The files `--send` names, each with the name it travels under (a file
+/// inside a folder under its path from that folder's parent), checked with
+/// the core's path policy before any request. Hidden files and symlinks
+/// inside folders are skipped with a note; a path given that is neither a
+/// file nor a folder is a usage error.
+fn plan_send(paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>, CliError> {
+    let mut plan = Vec::new();
+    for path in paths {
+        let meta = std::fs::symlink_metadata(path)
+            .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| CliError::usage(format!("{}: not a file name", path.display())))?
+            .to_owned();
+        if meta.file_type().is_symlink() {
+            // A symlink named on the command line is followed, as a shell user expects.
+            let meta = std::fs::metadata(path)
+                .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+            if meta.is_dir() {
+                walk_send(path, &name, &mut plan);
+                continue;
+            }
+        } else if meta.is_dir() {
+            walk_send(path, &name, &mut plan);
+            continue;
+        }
+        check_relative_path(&name)
+            .map_err(|e| CliError::usage(format!("{:?}: cannot be sent: {e}", path)))?;
+        plan.push((path.clone(), name));
+    }
+    Ok(plan)
+}
+
+/// Adds the files under folder `dir` (sent as `prefix/...`), in name order.
+fn walk_send(dir: &std::path::Path, prefix: &str, plan: &mut Vec<(PathBuf, String)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        println!("skipping {}: cannot read it", dir.display());
+        return;
+    };
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            println!("skipping {}: not a UTF-8 name", path.display());
+            continue;
+        };
+        if kind.is_symlink() {
+            println!("skipping {}: a symlink", path.display());
+            continue;
+        }
+        if check_file_name(&name).is_err() {
+            println!("skipping {}: hidden or not a plain name", path.display());
+            continue;
+        }
+        let rel = format!("{prefix}/{name}");
+        if kind.is_dir() {
+            walk_send(&path, &rel, plan);
+        } else if kind.is_file() {
+            match check_relative_path(&rel) {
+                Ok(()) => plan.push((path, rel)),
+                Err(e) => println!("skipping {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
+/// What `--get` names, as files: a name the listing has is fetched; a
+/// folder fetches every listed file under it; another name is asked for
+/// as it is (the peer answers "no such file").
+fn expand_gets(names: &[String], files: &[SharedFile]) -> Vec<String> {
+    let mut wanted = Vec::new();
+    for name in names {
+        let folder = format!("{}/", name.trim_end_matches('/'));
+        let under: Vec<String> = files
+            .iter()
+            .filter(|f| f.path.starts_with(&folder))
+            .map(|f| f.path.clone())
+            .collect();
+        if files.iter().any(|f| &f.path == name) || under.is_empty() {
+            wanted.push(name.clone());
+        } else {
+            wanted.extend(under);
+        }
+    }
+    wanted
+}
+
+/// Prints a listing: size, modification time (UTC) and path, one a line.
+fn print_listing(files: &[SharedFile]) {
+    println!("{} shared files", files.len());
+    for file in files {
+        let mtime = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_secs(file.mtime),
+        );
+        println!("{:>12}  {mtime}  {}", file.size, file.path);
+    }
+}
+
+/// What a session brought back: the peer's share answer and the file
+/// fetched (stored, or why not), each if it came.
+type Answered = (
+    Option<ShareAnswer>,
+    Option<Result<crate::role::terminal::ReceivedFile, String>>,
+);
+
+/// Waits for one share answer on the session, or its end.
+fn wait_answer(
+    events: &flume::Receiver<Event>,
+    session_id: SessionId,
+    progress: &mut Option<Progress>,
+) -> Result<Answered, CliError> {
+    let mut answer = None;
+    let mut received = None;
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    loop {
+        let event = match events.recv_deadline(deadline) {
+            Ok(event) => event,
+            Err(flume::RecvTimeoutError::Disconnected) => {
+                return Err(CliError::failed("the terminal's event loop stopped"))
+            }
+            Err(flume::RecvTimeoutError::Timeout) if answer.is_some() || received.is_some() => {
+                return Ok((answer, received))
+            }
+            Err(flume::RecvTimeoutError::Timeout) => {
+                return Err(CliError::failed("the peer did not answer"))
+            }
+        };
+        match event {
+            Event::Answer {
+                session_id: id,
+                answer: a,
+            } if id == session_id => answer = Some(a),
+            Event::Receiving {
+                session_id: id,
+                name,
+                done,
+                size,
+            } if id == session_id => {
+                progress
+                    .get_or_insert_with(|| Progress::new(&format!("fetching {name}"), size))
+                    .set(done);
+            }
+            Event::Received {
+                session_id: id,
+                outcome,
+            } if id == session_id => received = Some(outcome),
+            Event::Peer {
+                session_id: id,
+                event: PeerEvent::Ended { .. },
+            } if id == session_id => return Ok((answer, received)),
+            _ => {}
+        }
+    }
+}
+
+/// Lists the peer's share on the session.
+fn list(
+    handle: &TerminalHandle,
+    events: &flume::Receiver<Event>,
+    session_id: SessionId,
+) -> Result<Vec<SharedFile>, CliError> {
+    handle.request(session_id, &ShareMessage::List).wait()?;
+    match wait_answer(events, session_id, &mut None)? {
+        (Some(ShareAnswer::Listing(files)), _) => Ok(files),
+        _ => Err(CliError::failed("the peer sent no listing")),
+    }
+}
+
+/// Fetches `name` from the peer's share on the session: `Ok(true)` once it
+/// is stored with a matching SHA-256, `Ok(false)` for "no such file".
+fn fetch(
+    handle: &TerminalHandle,
+    events: &flume::Receiver<Event>,
+    session_id: SessionId,
+    name: &str,
+) -> Result<bool, CliError> {
+    if name.is_empty() || name.len() > tryst_core::peer::share::MAX_PATH_LEN {
+        println!("{name:?}: no such file");
+        return Ok(false);
+    }
+    handle
+        .request(session_id, &ShareMessage::Get(name))
+        .wait()?;
+    let mut progress = None;
+    let started = Instant::now();
+    let (answer, received) = wait_answer(events, session_id, &mut progress)?;
+    if let Some(p) = &progress {
+        p.finish();
+    }
+    match (answer, received) {
+        (_, Some(Ok(file))) => {
+            let elapsed = started.elapsed().as_secs_f64().max(1e-3);
+            println!(
+                "fetched {name}: {} in {elapsed:.1} s, stored as {}, SHA-256 {} verified",
+                human_bytes(file.size),
+                file.path.display(),
+                hex(&file.digest)
+            );
+            Ok(true)
+        }
+        (_, Some(Err(why))) => Err(CliError::failed(format!("{name} was not kept: {why}"))),
+        (Some(ShareAnswer::NoSuchFile), None) => {
+            println!("{name}: no such file");
+            Ok(false)
+        }
+        _ => Err(CliError::failed(format!(
+            "the session ended before {name} arrived"
+        ))),
+    }
 }
 
 /// Waits until the session server registered the terminal and the trigger server sees it.
@@ -238,6 +525,8 @@ struct Outgoing {
 
 /// How the direct path ended, and when the transfer could start.
 struct Ended {
+    /// The name the receiver stored the file under, if it said.
+    stored: Option<String>,
     /// The reason the session ended with.
     reason: EndReason,
     /// Whether the receiver closed it.
@@ -251,19 +540,16 @@ struct Ended {
 }
 
 /// Opens `path` to send it, before any request: a file that cannot be
-/// read, or whose name the receiver would refuse ([`FileSource::open`]
-/// checks it with the core's file-name policy), fails here with its
-/// one-line error (exit 2). Returns the source and the file's name.
-fn open_file(path: &std::path::Path) -> Result<(FileSource, String), CliError> {
-    let source = FileSource::open(path).map_err(|e| match e {
+/// read, or whose name the receiver would refuse (the core's path policy),
+/// fails here with its one-line error (exit 2), before its session is asked
+/// for. `name` is what it travels under.
+fn open_file(path: &std::path::Path, name: &str) -> Result<FileSource, CliError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+    FileSource::from_file(path, file, name).map_err(|e| match e {
         OpenError::Hasher(..) => CliError::failed(e),
         _ => CliError::usage(e),
-    })?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    Ok((source, name))
+    })
 }
 
 /// Hands the opened file to the terminal to send on the session's stream.
@@ -293,6 +579,8 @@ struct Watch {
     give_up: Option<Instant>,
     /// Every byte was acknowledged and the session is not yet closed.
     acked_all: bool,
+    /// The name the receiver stored the file under, once it said.
+    stored: Option<String>,
 }
 
 impl Watch {
@@ -305,6 +593,12 @@ impl Watch {
                 ..
             } if id == session_id => {
                 self.progress.set(acked);
+            }
+            Event::Answer {
+                session_id: id,
+                answer: ShareAnswer::Stored(name),
+            } if id == session_id => {
+                self.stored = Some(name);
             }
             Event::Peer {
                 session_id: id,
@@ -375,6 +669,7 @@ fn follow_transfer(
         connected_at: None,
         give_up: None,
         acked_all: false,
+        stored: None,
     };
     let signals = StopSignals::listen(&[StopSignal::Interrupt])?;
     let (reason, by_peer, bytes_sent) = loop {
@@ -407,6 +702,7 @@ fn follow_transfer(
     };
     watch.progress.finish();
     Ok(Ended {
+        stored: watch.stored,
         reason,
         by_peer,
         bytes_sent,
@@ -439,6 +735,9 @@ fn finish_send(file: &Outgoing, ended: &Ended) -> Result<(), CliError> {
                 human_bytes((size as f64 / elapsed) as u64),
                 digest
             );
+            if let Some(stored) = &ended.stored {
+                println!("the receiver stored {name} as {stored}");
+            }
             println!("session ended: Completed ({bytes_sent} payload bytes sent)");
             Ok(())
         }

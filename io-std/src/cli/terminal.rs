@@ -115,6 +115,11 @@ pub struct TerminalArgs {
     /// Serve this terminal's Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// A folder permitted peers may list and fetch from (`tryst connect
+    /// --list`, `--get`), read-only: hidden files and symlinks are never
+    /// listed or served, and nothing outside it is.
+    #[arg(long = "share", value_name = "DIR")]
+    pub share: Option<PathBuf>,
 }
 
 /// Parses `host:port` (an IP address or a name resolved now).
@@ -485,6 +490,13 @@ pub fn prepare_terminal(args: &TerminalArgs) -> Result<TerminalSetup, CliError> 
     }
     if let Some(dir) = &args.recv_dir {
         crate::transfer::check_recv_dir(dir).map_err(CliError::usage)?;
+        let swept = crate::transfer::sweep_partials(dir);
+        if swept > 0 {
+            println!("removed {swept} partial file(s) of interrupted transfers");
+        }
+    }
+    if let Some(dir) = &args.share {
+        crate::transfer::share::Share::open(dir).map_err(CliError::usage)?;
     }
     let keypair = state.keypair()?;
     // The stored list plus the names given now, stored back.
@@ -656,6 +668,7 @@ pub fn run<D: Driver>(driver: &D, args: TerminalArgs) -> Result<(), CliError> {
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let options = TerminalOptions {
         recv_dir: args.recv_dir.clone(),
+        share: args.share.clone(),
         ..TerminalOptions::default()
     };
     let (handle, events) = start(driver, &args.common, config, keypair, &name_refs, options)?;

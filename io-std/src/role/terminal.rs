@@ -23,6 +23,7 @@ use rand_core::OsRng;
 use tryst_core::crypto::StaticKeypair;
 use tryst_core::peer::endpoint::{Endpoint, EndpointEvent, SessionIo};
 use tryst_core::peer::session::{PeerConfig, PeerEvent};
+use tryst_core::peer::share::ShareMessage;
 use tryst_core::peer::transfer::{session_end, SendStep};
 use tryst_core::peer::transport::TransportStats;
 use tryst_core::terminal::{
@@ -33,8 +34,9 @@ use tryst_core::wire::{EndReason, Role, SessionId, Verdict};
 
 use super::{Answer, Commands, Reply, RoleStopped};
 use crate::drive::{Driven, Flow, IoOf, Stopped};
+use crate::transfer::share::{listed_files, Share, SharedFile};
 pub use crate::transfer::FileSource;
-use crate::transfer::{FileSink, ReceiveState, Wake};
+use crate::transfer::{FileSink, Incoming, ReceiveState, Wake};
 
 /// How often transfer progress is reported to the app.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
@@ -48,6 +50,10 @@ pub struct TerminalOptions {
     /// Where files from permitted peers are stored; `None` refuses them
     /// (the session is closed, `Failed`).
     pub recv_dir: Option<PathBuf>,
+    /// The folder permitted peers may list and fetch from, read-only
+    /// (`tryst terminal --share`); `None` shares nothing (a listing is
+    /// empty, every file is "no such file").
+    pub share: Option<PathBuf>,
     /// The peer sessions' configuration.
     pub peer: PeerConfig,
     /// The local address of its stream to the session server (any port);
@@ -87,6 +93,14 @@ pub enum Event {
         /// The file's size.
         size: u64,
     },
+    /// The peer's share message on a session this terminal asked for: a
+    /// listing, "no such file", or the name a sent file was stored under.
+    Answer {
+        /// The session.
+        session_id: SessionId,
+        /// What the peer said.
+        answer: ShareAnswer,
+    },
     /// A file sent to this terminal was stored with a matching SHA-256, or
     /// refused (nothing kept).
     Received {
@@ -95,6 +109,18 @@ pub enum Event {
         /// What was stored, or why nothing was.
         outcome: Result<ReceivedFile, String>,
     },
+}
+
+/// A peer's answer on the share protocol (`tryst_core::peer::share`), owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShareAnswer {
+    /// The peer's shared files.
+    Listing(Vec<SharedFile>),
+    /// The one answer for a file the peer does not share.
+    NoSuchFile,
+    /// The file this terminal sent was stored under this path (relative to
+    /// the peer's receive folder).
+    Stored(String),
 }
 
 /// A file stored in the receive directory.
@@ -159,6 +185,16 @@ pub enum TerminalCommand {
         source: Box<FileSource>,
         /// Bytes per second; `None` as fast as the path allows.
         rate: Option<u64>,
+        /// Whether the session runs.
+        reply: Answer<(), TerminalError>,
+    },
+    /// Send a share message (a list or get request, encoded by the core's
+    /// `ShareMessage`) as a session's whole stream.
+    Request {
+        /// The session.
+        session_id: SessionId,
+        /// The encoded message.
+        message: Vec<u8>,
         /// Whether the session runs.
         reply: Answer<(), TerminalError>,
     },
@@ -288,6 +324,28 @@ impl TerminalHandle {
         })
     }
 
+    /// Sends a share request on a session's stream; the peer's answer
+    /// comes as [`Event::Answer`] (or, for a file, as [`Event::Received`]).
+    pub fn request(
+        &self,
+        session_id: SessionId,
+        message: &ShareMessage<'_>,
+    ) -> Reply<(), TerminalError> {
+        let mut bytes = vec![0u8; tryst_core::peer::share::MAX_SHARE_MESSAGE_LEN];
+        let message = match message.encode(&mut bytes) {
+            Ok(n) => {
+                bytes.truncate(n);
+                bytes
+            }
+            Err(_) => Vec::new(),
+        };
+        self.commands.request(|reply| TerminalCommand::Request {
+            session_id,
+            message,
+            reply,
+        })
+    }
+
     /// Replaces the permission list; it applies to the next request.
     pub fn set_permissions(&self, names: Vec<String>) -> Reply<(), TerminalError> {
         self.commands
@@ -312,14 +370,21 @@ impl TerminalHandle {
     }
 }
 
-/// One session's payloads: the file it sends and the one it receives
-/// (each the core's machine with its files, `tryst_std::transfer`).
-#[derive(Default)]
+/// One session's payloads: the file or share message it sends and what it
+/// receives (each the core's machine with its files, `tryst_std::transfer`).
 struct Payload {
+    /// Which side of the session this terminal is.
+    role: Role,
     outgoing: Option<FileSource>,
-    incoming: Option<FileSink>,
-    /// The peer sent stream bytes that nothing here takes.
-    stray: bool,
+    /// A share message sent as the whole stream, and whether its end was
+    /// announced to the endpoint.
+    message: Option<(Vec<u8>, bool)>,
+    incoming: Incoming,
+    /// The peer's share message was acted on.
+    answered: bool,
+    /// Close `Completed` once the peer acknowledged the stream (the stored
+    /// name's receipt arrived).
+    close_on_ack: bool,
     /// The transfer ended the session (and its outcome was reported).
     reported: bool,
 }
@@ -327,28 +392,33 @@ struct Payload {
 /// Every session's payloads, as the endpoint reads and writes them.
 struct Payloads {
     recv_dir: Option<PathBuf>,
+    share: Option<Share>,
     sessions: BTreeMap<[u8; 16], Payload>,
 }
 
 impl SessionIo for Payloads {
     fn read_at(&mut self, session: &SessionId, offset: u64, buf: &mut [u8]) -> usize {
-        match self
-            .sessions
-            .get_mut(&session.0)
-            .and_then(|p| p.outgoing.as_mut())
-        {
-            Some(source) => source.read_at(offset, buf),
-            None => 0,
+        let Some(payload) = self.sessions.get_mut(&session.0) else {
+            return 0;
+        };
+        if let Some(source) = payload.outgoing.as_mut() {
+            return source.read_at(offset, buf);
         }
+        let Some(rest) = payload
+            .message
+            .as_ref()
+            .and_then(|(m, _)| usize::try_from(offset).ok().and_then(|at| m.get(at..)))
+        else {
+            return 0;
+        };
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        n
     }
 
     fn stream_data(&mut self, session: &SessionId, offset: u64, data: &[u8]) {
-        let Some(payload) = self.sessions.get_mut(&session.0) else {
-            return;
-        };
-        match payload.incoming.as_mut() {
-            Some(sink) => sink.stream_data(offset, data),
-            None => payload.stray = true,
+        if let Some(payload) = self.sessions.get_mut(&session.0) {
+            payload.incoming.stream_data(offset, data);
         }
     }
 
@@ -408,6 +478,16 @@ impl TerminalRole {
             endpoint,
             payloads: Payloads {
                 recv_dir: options.recv_dir.clone(),
+                share: options
+                    .share
+                    .as_deref()
+                    .and_then(|dir| match Share::open(dir) {
+                        Ok(share) => Some(share),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "sharing nothing");
+                            None
+                        }
+                    }),
                 sessions: BTreeMap::new(),
             },
             events,
@@ -506,6 +586,21 @@ impl TerminalRole {
                 let result = self.start_send(now, session_id, *source, rate);
                 let _ = reply.send(result.map_err(|UnknownSession| TerminalError::NotRunning));
             }
+            TerminalCommand::Request {
+                session_id,
+                message,
+                reply,
+            } => {
+                let result = match self.payloads.sessions.get_mut(&session_id.0) {
+                    Some(payload) if self.endpoint.session(&session_id).is_some() => {
+                        payload.message = Some((message, false));
+                        Ok(())
+                    }
+                    _ => Err(TerminalError::NotRunning),
+                };
+                self.feed_outgoing(now);
+                let _ = reply.send(result);
+            }
             TerminalCommand::SetPermissions { names, reply } => {
                 let names: Vec<&str> = names.iter().map(String::as_str).collect();
                 let result = self.endpoint.set_permissions(&names);
@@ -548,7 +643,9 @@ impl TerminalRole {
             source.start(now);
         }
         source.set_wake(self.hash_wake());
-        let payload = self.payloads.sessions.entry(session_id.0).or_default();
+        let Some(payload) = self.payloads.sessions.get_mut(&session_id.0) else {
+            return Err(UnknownSession);
+        };
         payload.outgoing = Some(source);
         // The header and the file at once (unthrottled); the trailer when
         // the hash is ready.
@@ -578,13 +675,18 @@ impl TerminalRole {
     fn feed_outgoing(&mut self, now: Instant) -> bool {
         let mut any = false;
         for (id, payload) in &mut self.payloads.sessions {
-            let Some(source) = payload.outgoing.as_mut() else {
-                continue;
-            };
             let id = SessionId(*id);
             if self.endpoint.session(&id).is_none() {
                 continue;
             }
+            if let Some((message, announced @ false)) = payload.message.as_mut() {
+                *announced = true;
+                any = true;
+                let _ = self.endpoint.stream_finish(&id, message.len() as u64);
+            }
+            let Some(source) = payload.outgoing.as_mut() else {
+                continue;
+            };
             while let Some(step) = source.poll(now) {
                 any = true;
                 match step {
@@ -612,17 +714,18 @@ impl TerminalRole {
                     TerminalEvent::SessionReady {
                         session_id, role, ..
                     } => {
-                        let incoming = match (role, &self.payloads.recv_dir) {
-                            (Role::Connected, Some(dir)) => {
-                                Some(FileSink::with_wake(dir, self.hash_wake()))
-                            }
-                            _ => None,
-                        };
+                        let incoming =
+                            Incoming::new(self.payloads.recv_dir.as_deref(), self.hash_wake());
                         self.payloads.sessions.insert(
                             session_id.0,
                             Payload {
+                                role: *role,
+                                outgoing: None,
+                                message: None,
                                 incoming,
-                                ..Payload::default()
+                                answered: false,
+                                close_on_ack: false,
+                                reported: false,
                             },
                         );
                     }
@@ -662,6 +765,17 @@ impl TerminalRole {
                             source.start(now);
                         }
                     }
+                    PeerEvent::StreamAcked { .. }
+                        if self
+                            .payloads
+                            .sessions
+                            .get(&session_id.0)
+                            .is_some_and(|p| p.close_on_ack) =>
+                    {
+                        let _ = self
+                            .endpoint
+                            .end_session(now, &session_id, EndReason::Completed);
+                    }
                     PeerEvent::Ended { reason, .. } => {
                         self.end_payload(&session_id, &format!("the session ended ({reason:?})"));
                     }
@@ -677,7 +791,7 @@ impl TerminalRole {
         let Some(mut payload) = self.payloads.sessions.remove(&session_id.0) else {
             return;
         };
-        if let Some(sink) = payload.incoming.as_mut() {
+        if let Some(sink) = payload.incoming.sink_mut() {
             if !payload.reported && sink.file_size().is_some() {
                 sink.abort();
                 let _ = self.events.send(Event::Received {
@@ -696,25 +810,47 @@ impl TerminalRole {
     /// files. Whether any session was closed.
     fn check_payloads(&mut self, now: Instant) -> bool {
         let mut closes = Vec::new();
+        let mut answers = Vec::new();
         for (id, payload) in &mut self.payloads.sessions {
             let session_id = SessionId(*id);
             if payload.reported {
                 continue;
             }
-            if let Some(sink) = payload.incoming.as_mut() {
+            if !payload.answered {
+                if let Some(message) = payload.incoming.message() {
+                    payload.answered = true;
+                    match on_share_message(payload.role, message, self.payloads.share.as_ref()) {
+                        ShareStep::Reply(bytes) => payload.message = Some((bytes, false)),
+                        ShareStep::SendFile(source) => answers.push((session_id, source)),
+                        ShareStep::Answer(answer) => {
+                            let _ = self.events.send(Event::Answer { session_id, answer });
+                            if payload.outgoing.is_none() {
+                                payload.reported = true;
+                                closes.push((session_id, EndReason::Completed));
+                            }
+                        }
+                        ShareStep::Refuse => {
+                            payload.reported = true;
+                            closes.push((session_id, EndReason::Failed));
+                        }
+                    }
+                    continue;
+                }
+            }
+            if let Some(sink) = payload.incoming.sink_mut() {
                 sink.poll();
             }
             let Some(reason) = session_end(
                 payload.outgoing.as_ref().map(FileSource::sender),
-                payload.incoming.as_ref().map(FileSink::receiver),
-                payload.stray,
+                payload.incoming.sink().map(FileSink::receiver),
+                payload.incoming.is_stray(),
             ) else {
                 continue;
             };
             payload.reported = true;
-            closes.push((session_id, reason));
-            let Some(sink) = payload.incoming.as_ref() else {
-                if payload.stray {
+            let Some(sink) = payload.incoming.sink() else {
+                closes.push((session_id, reason));
+                if payload.incoming.is_stray() {
                     tracing::info!(session = %short_session_id(&session_id), "peer sent a file; this terminal takes none");
                 }
                 continue;
@@ -730,28 +866,58 @@ impl TerminalRole {
                     .unwrap_or_else(|| "the transfer failed".to_owned())),
             };
             match &outcome {
-                Ok(file) => tracing::info!(
-                    session = %short_session_id(&session_id),
-                    path = %file.path.display(),
-                    size = file.size,
-                    "file received, checksum verified"
-                ),
-                Err(why) => tracing::warn!(
-                    session = %short_session_id(&session_id),
-                    error = %why,
-                    "file refused"
-                ),
+                Ok(file) => {
+                    tracing::info!(
+                        session = %short_session_id(&session_id),
+                        path = %file.path.display(),
+                        size = file.size,
+                        "file received, checksum verified"
+                    );
+                    // The sender is told the name it was stored under; the
+                    // session closes once that receipt is acknowledged.
+                    let stored = self
+                        .payloads
+                        .recv_dir
+                        .as_deref()
+                        .and_then(|dir| file.path.strip_prefix(dir).ok())
+                        .and_then(|p| p.to_str())
+                        .map(str::to_owned);
+                    match stored {
+                        Some(name) if payload.role == Role::Connected => {
+                            let mut bytes = vec![0u8; 8 + name.len()];
+                            match ShareMessage::Stored(&name).encode(&mut bytes) {
+                                Ok(_) => {
+                                    payload.message = Some((bytes, false));
+                                    payload.close_on_ack = true;
+                                }
+                                Err(_) => closes.push((session_id, reason)),
+                            }
+                        }
+                        _ => closes.push((session_id, reason)),
+                    }
+                }
+                Err(why) => {
+                    closes.push((session_id, reason));
+                    tracing::warn!(
+                        session = %short_session_id(&session_id),
+                        error = %why,
+                        "file refused"
+                    );
+                }
             }
             let _ = self.events.send(Event::Received {
                 session_id,
                 outcome,
             });
         }
-        let any = !closes.is_empty();
+        let any = !closes.is_empty() || !answers.is_empty();
         for (id, reason) in closes {
             let _ = self.endpoint.end_session(now, &id, reason);
         }
-        any
+        for (id, source) in answers {
+            let _ = self.start_send(now, id, *source, None);
+        }
+        self.feed_outgoing(now) || any
     }
 
     /// Progress of every transfer, at most every [`PROGRESS_INTERVAL`].
@@ -775,7 +941,7 @@ impl TerminalRole {
                     size: source.file_size(),
                 });
             }
-            if let Some(sink) = &payload.incoming {
+            if let Some(sink) = payload.incoming.sink() {
                 if let (ReceiveState::Receiving { name, size }, false) =
                     (sink.state(), payload.reported)
                 {
@@ -788,6 +954,70 @@ impl TerminalRole {
                 }
             }
         }
+    }
+}
+
+/// What a share message asks of this terminal.
+enum ShareStep {
+    /// Send this message as the stream (a listing, "no such file").
+    Reply(Vec<u8>),
+    /// Send this shared file.
+    SendFile(Box<FileSource>),
+    /// Tell the app (an answer to this terminal's own request).
+    Answer(ShareAnswer),
+    /// Close `Failed` (a malformed message, or one out of place).
+    Refuse,
+}
+
+/// The share protocol's decisions for one message: the connected side
+/// answers requests from its share (the one "no such file" for anything not
+/// shared), the connecting side takes answers.
+fn on_share_message(
+    role: Role,
+    message: Result<ShareMessage<'_>, tryst_core::peer::share::ShareError>,
+    share: Option<&Share>,
+) -> ShareStep {
+    let no_such_file = || {
+        let mut bytes = vec![0u8; tryst_core::peer::share::SHARE_HEADER_LEN];
+        match ShareMessage::NoSuchFile.encode(&mut bytes) {
+            Ok(_) => ShareStep::Reply(bytes),
+            Err(_) => ShareStep::Refuse,
+        }
+    };
+    match (role, message) {
+        (_, Err(e)) => {
+            tracing::warn!(error = %e, "malformed share message");
+            ShareStep::Refuse
+        }
+        (Role::Connected, Ok(ShareMessage::List)) => {
+            tracing::info!("share listed");
+            match share {
+                Some(share) => ShareStep::Reply(share.listing()),
+                None => ShareStep::Reply(Share::empty_listing()),
+            }
+        }
+        (Role::Connected, Ok(ShareMessage::Get(path))) => {
+            match share.and_then(|s| s.open_file(path)) {
+                Some(source) => {
+                    tracing::info!(%path, "shared file requested");
+                    ShareStep::SendFile(Box::new(source))
+                }
+                None => {
+                    tracing::info!("requested file not shared: no such file");
+                    no_such_file()
+                }
+            }
+        }
+        (Role::Connecting, Ok(m @ ShareMessage::Listing(_))) => {
+            ShareStep::Answer(ShareAnswer::Listing(listed_files(&m)))
+        }
+        (Role::Connecting, Ok(ShareMessage::NoSuchFile)) => {
+            ShareStep::Answer(ShareAnswer::NoSuchFile)
+        }
+        (Role::Connecting, Ok(ShareMessage::Stored(name))) => {
+            ShareStep::Answer(ShareAnswer::Stored(name.to_owned()))
+        }
+        (_, Ok(_)) => ShareStep::Refuse,
     }
 }
 

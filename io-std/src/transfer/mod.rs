@@ -22,12 +22,15 @@
 use std::path::{Path, PathBuf};
 
 mod hasher;
+mod incoming;
+pub mod share;
 mod sink;
 mod source;
 
 pub use hasher::{
     file_sha256, FileDigest, HashError, PrefixHasher, Wake, HASH_CHUNK, HASH_WAKE_STEP,
 };
+pub use incoming::Incoming;
 pub use sink::{FileSink, ReceiveState, WRITE_BATCH};
 pub use source::{FileSource, OpenError, READ_AHEAD};
 pub use tryst_core::peer::transfer::{
@@ -60,6 +63,31 @@ pub fn check_recv_dir(dir: &Path) -> Result<(), RecvDirError> {
         return Err(RecvDirError::NotADirectory(dir.to_path_buf()));
     }
     Ok(())
+}
+
+/// The prefix of every partial file a receiving terminal writes.
+pub const PARTIAL_PREFIX: &str = ".tryst-partial-";
+
+/// Removes the partial files a terminal killed mid-transfer left in `dir`
+/// (a `kill -9` or a power cut runs no cleanup); how many. No transfer
+/// resumes from one, so every one found at start is swept. Only regular
+/// files named `.tryst-partial-*` are touched (never a symlink's target).
+pub fn sweep_partials(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut swept = 0;
+    for entry in entries.flatten() {
+        let is_partial = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(PARTIAL_PREFIX));
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_partial && is_file && std::fs::remove_file(entry.path()).is_ok() {
+            swept += 1;
+        }
+    }
+    swept
 }
 
 #[cfg(test)]

@@ -348,7 +348,8 @@ impl FileSink {
             None => return Err(io::Error::other("no header")),
         };
         let stored = (|| {
-            let path = link_no_clobber(&partial, &self.dir, &name)?;
+            let (folder, leaf) = make_folders(&self.dir, &name)?;
+            let path = link_no_clobber(&partial, &folder, leaf)?;
             std::fs::remove_file(&partial)?;
             if let Ok(dir) = File::open(&self.dir) {
                 let _ = dir.sync_all();
@@ -368,6 +369,38 @@ impl Drop for FileSink {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// The folder a file called `name` (a relative path, checked by the core)
+/// goes in under `dir`, created (mode 0700) component by component where
+/// missing, and its leaf name. A component that exists must be a real
+/// folder: a symlink or a file there refuses the file (nothing is followed
+/// out of `dir`).
+fn make_folders<'n>(dir: &Path, name: &'n str) -> io::Result<(PathBuf, &'n str)> {
+    let (folders, leaf) = match name.rsplit_once('/') {
+        Some((folders, leaf)) => (Some(folders), leaf),
+        None => (None, name),
+    };
+    let mut at = dir.to_path_buf();
+    for component in folders.into_iter().flat_map(|f| f.split('/')) {
+        at.push(component);
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        match builder.create(&at) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let meta = std::fs::symlink_metadata(&at)?;
+        if !meta.file_type().is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{component}: exists and is not a folder"),
+            ));
+        }
+    }
+    Ok((at, leaf))
 }
 
 /// Gives `partial` the name `name` in `dir` (or `name.1`, `name.2`, ...

@@ -99,12 +99,19 @@ impl FileSource {
     /// hash follows the reads. Blocking (file system calls): call it off
     /// an event loop.
     pub fn open(path: &Path) -> Result<FileSource, OpenError> {
-        let owned = || path.to_path_buf();
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
-            .ok_or_else(|| OpenError::NoName(owned()))?;
-        let file = File::open(path).map_err(|e| OpenError::Io(owned(), e))?;
+            .ok_or_else(|| OpenError::NoName(path.to_path_buf()))?;
+        let file = File::open(path).map_err(|e| OpenError::Io(path.to_path_buf(), e))?;
+        FileSource::from_file(path, file, name)
+    }
+
+    /// Prepares the stream of an open `file` (found at `path`) under `name`,
+    /// a relative path ([`tryst_core::peer::transfer::check_relative_path`]):
+    /// a file inside a sent or shared folder travels under its path in it.
+    pub fn from_file(path: &Path, file: File, name: &str) -> Result<FileSource, OpenError> {
+        let owned = || path.to_path_buf();
         let meta = file.metadata().map_err(|e| OpenError::Io(owned(), e))?;
         if !meta.is_file() {
             return Err(OpenError::NotRegular(owned()));

@@ -188,6 +188,27 @@ pub fn check_file_name(name: &str) -> Result<(), TransferError> {
     }
 }
 
+/// The one relative-path policy, for both sides: `Ok` only for 1 to
+/// [`crate::peer::share::MAX_PATH_DEPTH`] components joined by `/`, each a
+/// plain file name ([`check_file_name`]: so no `..`, no empty or hidden
+/// component, no leading `/`), at most [`MAX_FILE_NAME_LEN`] bytes in all.
+/// A file inside a sent folder, or inside a shared folder, travels under
+/// such a path; the receiver recreates the folders under its own.
+pub fn check_relative_path(path: &str) -> Result<(), TransferError> {
+    if path.len() > MAX_FILE_NAME_LEN {
+        return Err(TransferError::NameTooLong { len: path.len() });
+    }
+    let mut depth = 0;
+    for component in path.split('/') {
+        depth += 1;
+        if depth > crate::peer::share::MAX_PATH_DEPTH {
+            return Err(TransferError::BadName);
+        }
+        check_file_name(component)?;
+    }
+    Ok(())
+}
+
 /// Whether `name` passes [`check_file_name`].
 pub fn is_plain_file_name(name: &str) -> bool {
     check_file_name(name).is_ok()
@@ -244,7 +265,8 @@ pub fn session_end(
         .map(|_| EndReason::Failed)
 }
 
-/// What is being sent: the file's name and size.
+/// What is being sent: the file's name (a relative path,
+/// [`check_relative_path`]) and size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferHeader {
     name: heapless::String<MAX_FILE_NAME_LEN>,
@@ -255,7 +277,7 @@ pub struct TransferHeader {
 impl TransferHeader {
     /// A header for a file called `name` of `size` bytes.
     pub fn new(name: &str, size: u64) -> Result<TransferHeader, TransferError> {
-        check_file_name(name)?;
+        check_relative_path(name)?;
         let mut owned = heapless::String::new();
         owned.push_str(name).map_err(|_| TransferError::BadName)?;
         let header = TransferHeader { name: owned, size };
@@ -375,7 +397,10 @@ mod tests {
             "",
             ".",
             "..",
-            "a/b",
+            "a/../b",
+            "a//b",
+            "a/",
+            "a/.git",
             "..\\x",
             "nul\0",
             "line\nbreak",
@@ -393,6 +418,14 @@ mod tests {
             assert!(check_file_name(good).is_ok(), "{good:?}");
             assert!(TransferHeader::new(good, 1).is_ok(), "{good:?}");
         }
+        for good in ["pics/a.jpg", "a/b/c/d.txt"] {
+            assert!(check_file_name(good).is_err(), "{good:?}");
+            assert!(TransferHeader::new(good, 1).is_ok(), "{good:?}");
+        }
+        assert_eq!(
+            TransferHeader::new("a/b/c/d/e/f/g/h/i", 1),
+            Err(TransferError::BadName)
+        );
     }
 
     #[test]
