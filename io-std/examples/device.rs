@@ -1,7 +1,7 @@
 //! What a device vendor writes to put the blocking std terminal inside a
 //! program of its own (no async runtime): register as a name, allow one
-//! peer, receive one file with progress, exit once it is stored and its
-//! SHA-256 matched.
+//! peer, receive one file with progress, exit once it is stored, its
+//! SHA-256 matched and the sender was told (the session's end).
 //!
 //! ```sh
 //! cargo run -p tryst-std --example device -- \
@@ -34,15 +34,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         recv_dir: Some(PathBuf::from(recv_dir)),
         ..TerminalOptions::default()
     };
-    let any_port = "0.0.0.0:0".parse()?;
-    let (terminal, events) = spawn_with(
-        config,
-        keypair,
-        server.parse()?,
-        any_port,
-        &[allow],
-        options,
-    )?;
+    let (server, any_port) = (server.parse()?, "0.0.0.0:0".parse()?);
+    let (terminal, events) = spawn_with(config, keypair, server, any_port, &[allow], options)?;
+    let mut stored = None;
     for event in events.iter() {
         match event {
             Event::Terminal(TerminalEvent::Online { observed }) => {
@@ -54,14 +48,15 @@ fn main() -> Result<(), Box<dyn Error>> {
                 println!("receiving {name}: {done} of {size} bytes");
             }
             Event::Received {
-                outcome: Ok(file), ..
+                session_id,
+                outcome: Ok(file),
             } => {
-                println!(
-                    "stored {} ({} bytes, SHA-256 verified)",
-                    file.path.display(),
-                    file.size
-                );
-                // Tells the sender (the session's end) before the program exits.
+                println!("stored {} ({} bytes)", file.path.display(), file.size);
+                stored = Some(session_id); // the sender is told, then the session ends
+            }
+            Event::Terminal(TerminalEvent::SessionEnded { session_id, .. })
+                if stored == Some(session_id) =>
+            {
                 terminal.shutdown(Duration::from_secs(2)).wait()?;
                 return Ok(());
             }
