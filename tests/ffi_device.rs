@@ -17,7 +17,7 @@ use std::process::Command;
 
 use support::cluster::{hex, start_server};
 use support::terminal_flows::{sha256_hex, write_test_file};
-use support::{text, tryst, Proc};
+use support::Proc;
 
 #[test]
 fn ffi_c_device_registers_answers_the_trigger_and_receives_a_file_intact() {
@@ -50,24 +50,7 @@ fn ffi_c_device_registers_answers_the_trigger_and_receives_a_file_intact() {
     device.expect_line("online as home");
     let file = dir.join("picture.bin");
     write_test_file(&file, 3 << 20);
-    let sent = tryst()
-        .args(["connect", "--name", "phone", "--server"])
-        .arg(server.control.to_string())
-        .arg("--trigger")
-        .arg(server.trigger.to_string())
-        .args(["--server-key", &key, "--state-dir"])
-        .arg(dir.join("phone-state"))
-        .args(["home", "--send"])
-        .arg(&file)
-        .output()
-        .expect("tryst connect runs");
-    let said = text(&sent.stdout);
-    assert!(sent.status.success(), "{said}{}", text(&sent.stderr));
-    let digest = sha256_hex(&file);
-    assert!(
-        said.contains(&format!("the receiver verified SHA-256 {digest}")),
-        "{said}"
-    );
+    let digest = server.send_verified(&dir.join("phone-state"), "phone", "home", &file);
     let (status, stdout, stderr) = device.finish();
     assert!(status.success(), "{stdout}\n{stderr}");
     assert!(

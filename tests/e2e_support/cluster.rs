@@ -93,6 +93,31 @@ fn server_args(dir: &Path, extra: &[&str]) -> Vec<String> {
 }
 
 impl Server {
+    /// `tryst connect --name NAME ... TARGET --send FILE` through this
+    /// server from `state_dir`: asserts that it succeeded and that the
+    /// receiver verified the file's SHA-256, and returns that digest.
+    pub fn send_verified(&self, state_dir: &Path, name: &str, target: &str, file: &Path) -> String {
+        let sent = super::tryst()
+            .args(["connect", "--name", name, "--server"])
+            .arg(self.control.to_string())
+            .arg("--trigger")
+            .arg(self.trigger.to_string())
+            .args(["--server-key", &hex(&self.key.0), "--state-dir"])
+            .arg(state_dir)
+            .args([target, "--send"])
+            .arg(file)
+            .output()
+            .expect("tryst connect runs");
+        let said = text(&sent.stdout);
+        assert!(sent.status.success(), "{said}{}", text(&sent.stderr));
+        let digest = super::terminal_flows::sha256_hex(file);
+        assert!(
+            said.contains(&format!("the receiver verified SHA-256 {digest}")),
+            "{said}"
+        );
+        digest
+    }
+
     /// The server `proc` runs, once it printed its key and addresses.
     fn of(mut proc: Proc) -> Server {
         Server {
