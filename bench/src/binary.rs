@@ -140,70 +140,149 @@ fn dir_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// A `tryst server` and a receiving `tryst terminal --recv-dir` on
+/// loopback, started fresh in one scratch folder; both are stopped when
+/// this is dropped.
+pub struct Stack {
+    /// Kept for its `Drop`: stops the server and the terminal.
+    _processes: Killer,
+    /// The receiving terminal's process id (for its CPU time).
+    pub term_pid: u32,
+    /// `--name bench-send ...`: what a sender passes to `tryst connect`.
+    pub sender_args: Vec<OsString>,
+    /// The receiver's folder.
+    pub recv_dir: PathBuf,
+    /// The scratch folder (logs are written here).
+    pub dir: PathBuf,
+}
+
+impl Stack {
+    /// Starts the server and the receiving terminal in `work/<name>`
+    /// (removed first), once the server wrote its public key.
+    pub fn start(tryst: &Path, work: &Path, name: &str) -> Result<Stack> {
+        let dir = work.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        let (data, recv_state, send_state, recv_dir) = (
+            dir.join("server"),
+            dir.join("recv-state"),
+            dir.join("send-state"),
+            dir.join("recv"),
+        );
+        for d in [&data, &recv_state, &send_state, &recv_dir] {
+            std::fs::create_dir_all(d)?;
+        }
+        let control = format!("127.0.0.1:{}", procs::free_port()?);
+        let trigger = format!("127.0.0.1:{}", procs::free_port()?);
+        let mut guard = Killer(Vec::new());
+        guard.0.push(
+            Command::new(tryst)
+                .arg("server")
+                .arg("--data-dir")
+                .arg(&data)
+                .args(["--control", &control, "--trigger", &trigger])
+                .stdout(log(&dir, "server.out")?)
+                .stderr(log(&dir, "server.err")?)
+                .spawn()
+                .context("starting tryst server")?,
+        );
+        let server_pub = data.join("server.pub");
+        let t = Instant::now();
+        while !server_pub.exists() {
+            if t.elapsed() > Duration::from_secs(10) {
+                bail!("tryst server wrote no {} in 10 s", server_pub.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let role_args = |name: &str, state: &Path| -> Vec<OsString> {
+            let mut v: Vec<OsString> =
+                ["--name", name, "--server", &control, "--trigger", &trigger]
+                    .iter()
+                    .map(OsString::from)
+                    .collect();
+            v.extend([
+                OsString::from("--server-key"),
+                server_pub.clone().into(),
+                OsString::from("--state-dir"),
+                state.into(),
+            ]);
+            v
+        };
+        guard.0.push(
+            Command::new(tryst)
+                .arg("terminal")
+                .args(role_args("bench-recv", &recv_state))
+                .args(["--allow", "bench-send", "--recv-dir"])
+                .arg(&recv_dir)
+                .stdout(log(&dir, "terminal.out")?)
+                .stderr(log(&dir, "terminal.err")?)
+                .spawn()
+                .context("starting tryst terminal")?,
+        );
+        let term_pid = guard.0[1].id();
+        Ok(Stack {
+            _processes: guard,
+            term_pid,
+            sender_args: role_args("bench-send", &send_state),
+            recv_dir,
+            dir,
+        })
+    }
+
+    /// Starts `tryst connect ... bench-recv --send FILE` (logs in the scratch folder).
+    pub fn spawn_connect(&self, tryst: &Path, file: &Path) -> Result<Child> {
+        Command::new(tryst)
+            .arg("connect")
+            .args(&self.sender_args)
+            .arg("bench-recv")
+            .arg("--send")
+            .arg(file)
+            .stdout(log(&self.dir, "connect.out")?)
+            .stderr(log(&self.dir, "connect.err")?)
+            .spawn()
+            .context("starting tryst connect")
+    }
+
+    /// The last line the last connect printed on stderr.
+    pub fn connect_error(&self) -> String {
+        let err = std::fs::read_to_string(self.dir.join("connect.err")).unwrap_or_default();
+        err.lines().last().unwrap_or("").to_owned()
+    }
+}
+
+/// A log file in `dir` as a child's stdout or stderr.
+fn log(dir: &Path, name: &str) -> Result<Stdio> {
+    Ok(File::create(dir.join(name))?.into())
+}
+
+/// Polls the receive folder until a received file has bytes; whether it did before `connect` ended.
+pub fn first_byte_or_exit(
+    connect: &Child,
+    recv_dir: &Path,
+    every: Duration,
+) -> Result<(Option<Instant>, procs::Exit)> {
+    let start = Instant::now();
+    loop {
+        if let Some(exit) = procs::try_wait(connect)? {
+            return Ok((None, exit));
+        }
+        if dir_bytes(recv_dir) > 0 {
+            return Ok((Some(Instant::now()), procs::wait(connect)?));
+        }
+        if start.elapsed() > Duration::from_secs(900) {
+            procs::kill(connect);
+            let _ = procs::wait(connect);
+            bail!("tryst connect ran for 15 minutes");
+        }
+        std::thread::sleep(every);
+    }
+}
+
 /// One transfer of `file` (`size` bytes) through fresh server, terminal and
 /// connect processes in `work/binary-run`.
 pub fn run_once(tryst: &Path, file: &Path, size: u64, work: &Path) -> Result<Sample> {
-    let dir = work.join("binary-run");
-    let _ = std::fs::remove_dir_all(&dir);
-    let (data, recv_state, send_state, recv_dir) = (
-        dir.join("server"),
-        dir.join("recv-state"),
-        dir.join("send-state"),
-        dir.join("recv"),
-    );
-    for d in [&data, &recv_state, &send_state, &recv_dir] {
-        std::fs::create_dir_all(d)?;
-    }
-    let control = format!("127.0.0.1:{}", procs::free_port()?);
-    let trigger = format!("127.0.0.1:{}", procs::free_port()?);
-    let log = |name: &str| -> Result<Stdio> { Ok(File::create(dir.join(name))?.into()) };
-    let mut guard = Killer(Vec::new());
-    guard.0.push(
-        Command::new(tryst)
-            .arg("server")
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--control", &control, "--trigger", &trigger])
-            .stdout(log("server.out")?)
-            .stderr(log("server.err")?)
-            .spawn()
-            .context("starting tryst server")?,
-    );
-    let server_pub = data.join("server.pub");
-    let t = Instant::now();
-    while !server_pub.exists() {
-        if t.elapsed() > Duration::from_secs(10) {
-            bail!("tryst server wrote no {} in 10 s", server_pub.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(100));
-    let role_args = |name: &str, state: &Path| -> Vec<OsString> {
-        let mut v: Vec<OsString> = ["--name", name, "--server", &control, "--trigger", &trigger]
-            .iter()
-            .map(OsString::from)
-            .collect();
-        v.extend([
-            OsString::from("--server-key"),
-            server_pub.clone().into(),
-            OsString::from("--state-dir"),
-            state.into(),
-        ]);
-        v
-    };
-    guard.0.push(
-        Command::new(tryst)
-            .arg("terminal")
-            .args(role_args("bench-recv", &recv_state))
-            .args(["--allow", "bench-send", "--recv-dir"])
-            .arg(&recv_dir)
-            .stdout(log("terminal.out")?)
-            .stderr(log("terminal.err")?)
-            .spawn()
-            .context("starting tryst terminal")?,
-    );
-    let term_pid = guard.0[1].id();
-    let sender_args = role_args("bench-send", &send_state);
+    let stack = Stack::start(tryst, work, "binary-run")?;
+    let recv_dir = &stack.recv_dir;
     // The terminal needs a moment to register; connect answers "not permitted"
     // (exit 3) until it has, so retry a few times.
     let received = recv_dir.join(file.file_name().context("file name")?);
@@ -211,24 +290,15 @@ pub fn run_once(tryst: &Path, file: &Path, size: u64, work: &Path) -> Result<Sam
     loop {
         attempt += 1;
         std::thread::sleep(Duration::from_millis(if attempt == 1 { 500 } else { 300 }));
-        let rcv_cpu0 = procs::proc_cpu_secs(term_pid)?;
+        let rcv_cpu0 = procs::proc_cpu_secs(stack.term_pid)?;
         let start = Instant::now();
-        let connect = Command::new(tryst)
-            .arg("connect")
-            .args(&sender_args)
-            .arg("bench-recv")
-            .arg("--send")
-            .arg(file)
-            .stdout(log("connect.out")?)
-            .stderr(log("connect.err")?)
-            .spawn()
-            .context("starting tryst connect")?;
+        let connect = stack.spawn_connect(tryst, file)?;
         let (mut first, mut last) = (None, None);
         let exit = loop {
             if let Some(e) = procs::try_wait(&connect)? {
                 break e;
             }
-            let n = dir_bytes(&recv_dir);
+            let n = dir_bytes(recv_dir);
             if n > 0 && first.is_none() {
                 first = Some(Instant::now());
             }
@@ -247,11 +317,10 @@ pub fn run_once(tryst: &Path, file: &Path, size: u64, work: &Path) -> Result<Sam
             continue;
         }
         if !exit.success() {
-            let err = std::fs::read_to_string(dir.join("connect.err")).unwrap_or_default();
             bail!(
                 "tryst connect exited {:?}: {}",
                 exit.code,
-                err.lines().last().unwrap_or("")
+                stack.connect_error()
             );
         }
         // The terminal may still be checking and linking the file.
@@ -266,7 +335,7 @@ pub fn run_once(tryst: &Path, file: &Path, size: u64, work: &Path) -> Result<Sam
         if first.is_none() {
             bail!("never saw the file being written in {}", recv_dir.display());
         }
-        let rcv_cpu = procs::proc_cpu_secs(term_pid)? - rcv_cpu0;
+        let rcv_cpu = procs::proc_cpu_secs(stack.term_pid)? - rcv_cpu0;
         let first = first.unwrap_or(start);
         let ok = same_contents(file, &received)?;
         if !ok {
@@ -280,4 +349,9 @@ pub fn run_once(tryst: &Path, file: &Path, size: u64, work: &Path) -> Result<Sam
             note: format!("connect wall {:.3} s incl. setup", wall.as_secs_f64()),
         });
     }
+}
+
+/// Whether `a` and `b` hold the same bytes.
+pub fn same_file(a: &Path, b: &Path) -> Result<bool> {
+    same_contents(a, b)
 }

@@ -10,6 +10,7 @@ mod machine;
 mod procs;
 mod quic;
 mod report;
+mod ttfb;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,23 @@ enum Cmd {
     Binary(BinaryArgs),
     /// The same through tryst-std, the binary on the blocking std driver.
     StdBinary(BinaryArgs),
+    /// Time to first byte of a one-shot `tryst connect --send`, beside
+    /// `tryst --version` (a process's start and exit) in the same run.
+    Ttfb {
+        /// Bytes of the file sent each run.
+        #[arg(long, default_value = "1M", value_parser = parse_size)]
+        size: u64,
+        /// Measured runs (after one warm-up send); medians are printed.
+        #[arg(long, default_value_t = 9)]
+        runs: usize,
+        /// The binary (default: ../target/release/tryst next to this crate;
+        /// pass target/release/tryst-std for the blocking driver).
+        #[arg(long)]
+        tryst: Option<PathBuf>,
+        /// Scratch directory (default: /dev/shm when present).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
     /// AES-256-GCM per packet: aes-gcm (tryst-core's) beside ring (quinn's), no I/O.
     Aead {
         /// Bytes to seal with each.
@@ -265,6 +283,20 @@ fn utc_now() -> String {
     )
 }
 
+/// `tryst-bench ttfb`: at least one run, in a scratch folder removed after.
+fn ttfb_main(size: u64, runs: usize, tryst: Option<PathBuf>, dir: Option<PathBuf>) -> Result<()> {
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let work = work_dir(&Common {
+        size,
+        runs,
+        work_dir: dir,
+    })?;
+    let tryst = tryst.unwrap_or_else(binary::default_tryst);
+    ttfb::run(&tryst, size, runs, &work.0)
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -308,6 +340,12 @@ fn main() -> std::process::ExitCode {
         ),
         Cmd::Binary(a) => bench(&[Which::Binary], &a),
         Cmd::StdBinary(a) => bench(&[Which::StdBinary], &a),
+        Cmd::Ttfb {
+            size,
+            runs,
+            tryst,
+            work_dir: dir,
+        } => ttfb_main(size, runs, tryst, dir),
         Cmd::Aead { size, packet } => aead::run(size, packet.max(1)),
         Cmd::QuinnRecv { cert_out } => quic::receiver(&cert_out),
         Cmd::QuinnSend {

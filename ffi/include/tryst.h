@@ -184,6 +184,11 @@ enum TrystEventKind
   // past end, 3 too scattered, 4 too many early bytes, 5 checksum
   // mismatch, 6 hash, 7 storage, 8 cut).
   TRYST_EVENT_KIND_FILE_FAILED = 22,
+  // A registration handshake failed (`id` the attempt, `value` the
+  // milliseconds until the next): `code` 1 the stream closed before a
+  // reply (nothing listens, or a wrong server key), 2 no reply in time,
+  // 3 refused or garbled, 4 the server key cannot start one.
+  TRYST_EVENT_KIND_HANDSHAKE_FAILED = 23,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

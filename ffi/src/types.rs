@@ -6,7 +6,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tryst_core::peer::endpoint::EndpointEvent;
 use tryst_core::peer::session::PeerEvent;
-use tryst_core::terminal::{ReregisterCause, TerminalEvent};
+use tryst_core::terminal::{HandshakeFailure, ReregisterCause, TerminalEvent};
 
 /// Address family value of an IPv4 [`TrystAddr`].
 pub const TRYST_AF_INET: u8 = 4;
@@ -248,6 +248,11 @@ pub enum TrystEventKind {
     /// past end, 3 too scattered, 4 too many early bytes, 5 checksum
     /// mismatch, 6 hash, 7 storage, 8 cut).
     FileFailed = 22,
+    /// A registration handshake failed (`id` the attempt, `value` the
+    /// milliseconds until the next): `code` 1 the stream closed before a
+    /// reply (nothing listens, or a wrong server key), 2 no reply in time,
+    /// 3 refused or garbled, 4 the server key cannot start one.
+    HandshakeFailed = 23,
 }
 
 /// Bytes of [`TrystEvent::name`] (a file name of 255 bytes and its NUL).
@@ -337,6 +342,21 @@ impl TrystEvent {
                         ReregisterCause::UpstreamLost => 3,
                         ReregisterCause::SessionServerSilent => 4,
                     };
+                }
+                TerminalEvent::HandshakeFailed {
+                    attempt,
+                    cause,
+                    retry_in,
+                } => {
+                    e.kind = K::HandshakeFailed;
+                    e.id = *attempt;
+                    e.code = match cause {
+                        HandshakeFailure::StreamClosed => 1,
+                        HandshakeFailure::NoReply => 2,
+                        HandshakeFailure::Rejected => 3,
+                        HandshakeFailure::BadServerKey => 4,
+                    };
+                    e.value = u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX);
                 }
                 TerminalEvent::Online { observed } => {
                     e.kind = K::Online;

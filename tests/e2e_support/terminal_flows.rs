@@ -726,6 +726,116 @@ pub fn send_several_files_and_a_folder_in_one_connect() {
     home.proc.expect_line("received");
 }
 
+/// Runs `tryst connect` as `name` with these server flags instead of a
+/// server's own, to a target nobody has.
+fn connect_with(dir: &Path, control: &str, trigger: &str, key: &str) -> (Option<i32>, String) {
+    let state = dir.join("phone-state");
+    let out = tryst_for("connect")
+        .args([
+            "connect",
+            "--name",
+            "phone",
+            "--server",
+            control,
+            "--trigger",
+            trigger,
+        ])
+        .args(["--server-key", key, "--state-dir"])
+        .arg(&state)
+        .arg("home")
+        .output()
+        .expect("tryst connect runs");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    (out.status.code(), all)
+}
+
+/// A key nobody serves: 32 bytes of a real public key's form.
+const STRANGER_KEY: &str = "e25d550aef3139d66593855ad7a587a031fe022d254b1575217516e44f252c7e";
+
+/// The message of the registration timeout, which the causes below must
+/// be told apart from.
+const TIMEOUT_MESSAGE: &str = "could not register";
+
+pub fn a_missing_required_argument_is_named_in_the_error() {
+    let out = tryst_for("connect")
+        .args(["connect", "home"])
+        .output()
+        .expect("tryst connect runs");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    for flag in [
+        "--name",
+        "--server",
+        "--trigger",
+        "--server-key",
+        "--state-dir",
+    ] {
+        assert!(err.contains(flag), "the error names {flag}: {err}");
+    }
+}
+
+pub fn a_refused_tcp_connection_is_reported_as_refused() {
+    let dir = scratch("refused-tcp");
+    // A port that was free a moment ago: nothing listens there now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let (code, all) = connect_with(&dir, &port, "127.0.0.1:9", STRANGER_KEY);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("connection refused"), "{all}");
+    assert!(all.contains(&port), "names the address: {all}");
+    assert!(
+        !all.contains(TIMEOUT_MESSAGE),
+        "not left to the timeout: {all}"
+    );
+}
+
+pub fn a_wrong_server_key_is_reported_as_such() {
+    let dir = scratch("wrong-key");
+    let server = Server::start(&dir, &[]);
+    let (code, all) = connect_with(
+        &dir,
+        &server.control.to_string(),
+        &server.trigger.to_string(),
+        STRANGER_KEY,
+    );
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("wrong server key"), "{all}");
+    assert!(!all.contains(TIMEOUT_MESSAGE), "{all}");
+}
+
+pub fn a_server_that_never_answers_the_handshake_is_reported() {
+    let dir = scratch("silent-server");
+    // Accepts, reads, never answers: not a tryst server.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let addr = listener.local_addr().expect("address").to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten().take(8) {
+            held.push(stream);
+        }
+    });
+    let (code, all) = connect_with(&dir, &addr, "127.0.0.1:9", STRANGER_KEY);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("not a tryst server"), "{all}");
+    assert!(!all.contains(TIMEOUT_MESSAGE), "{all}");
+}
+
+pub fn a_trigger_port_that_never_acknowledges_is_reported() {
+    let dir = scratch("silent-trigger");
+    let server = Server::start(&dir, &[]);
+    // A UDP socket that takes keepalives and never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp socket");
+    let trigger = silent.local_addr().expect("address").to_string();
+    let (code, all) = connect_with(&dir, &server.control.to_string(), &trigger, &server.key);
+    drop(silent);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("never acknowledged a keepalive"), "{all}");
+    assert!(all.contains(&trigger), "names the address: {all}");
+}
+
 /// One `#[test]` per flow of [`self`], each run with the mix `$mix`
 /// (the invoking file declares `mod support` from `e2e_support/mod.rs`).
 #[macro_export]
@@ -782,6 +892,26 @@ macro_rules! terminal_flows {
         #[test]
         fn send_several_files_and_a_folder_in_one_connect() {
             support::with_mix($mix, support::terminal_flows::send_several_files_and_a_folder_in_one_connect);
+        }
+        #[test]
+        fn a_missing_required_argument_is_named_in_the_error() {
+            support::with_mix($mix, support::terminal_flows::a_missing_required_argument_is_named_in_the_error);
+        }
+        #[test]
+        fn a_refused_tcp_connection_is_reported_as_refused() {
+            support::with_mix($mix, support::terminal_flows::a_refused_tcp_connection_is_reported_as_refused);
+        }
+        #[test]
+        fn a_wrong_server_key_is_reported_as_such() {
+            support::with_mix($mix, support::terminal_flows::a_wrong_server_key_is_reported_as_such);
+        }
+        #[test]
+        fn a_server_that_never_answers_the_handshake_is_reported() {
+            support::with_mix($mix, support::terminal_flows::a_server_that_never_answers_the_handshake_is_reported);
+        }
+        #[test]
+        fn a_trigger_port_that_never_acknowledges_is_reported() {
+            support::with_mix($mix, support::terminal_flows::a_trigger_port_that_never_acknowledges_is_reported);
         }
     };
 }

@@ -565,7 +565,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
         match &self.phase {
             Phase::Handshaking { attempt, .. } => {
                 let attempt = *attempt;
-                self.handshake_failed(now, attempt);
+                self.handshake_failed(now, attempt, HandshakeFailure::StreamClosed);
             }
             Phase::Registered(_) => self.reregister(now, ReregisterCause::UpstreamLost),
             Phase::Idle | Phase::Backoff { .. } | Phase::Refused => {}
@@ -726,16 +726,22 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
                 self.phase = Phase::Handshaking { initiator, attempt };
             }
             // Only a weak session server key gets here: retry slowly.
-            None => self.handshake_failed(now, attempt),
+            None => self.handshake_failed(now, attempt, HandshakeFailure::BadServerKey),
         }
     }
 
     /// Handshake `attempt` failed: wait, then try again.
-    fn handshake_failed(&mut self, now: Instant, attempt: u32) {
+    fn handshake_failed(&mut self, now: Instant, attempt: u32, cause: HandshakeFailure) {
+        let retry_in = backoff(attempt);
         self.phase = Phase::Backoff {
-            retry_at: after(now, backoff(attempt)),
+            retry_at: after(now, retry_in),
             attempt,
         };
+        self.emit(TerminalEvent::HandshakeFailed {
+            attempt,
+            cause,
+            retry_in,
+        });
     }
 
     fn on_handshake_reply(&mut self, now: Instant, reply: &HandshakeReply<'_>) -> bool {
@@ -761,7 +767,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
                 self.emit(TerminalEvent::RegistrationRefused);
             }
             // Busy, or an answer that makes no sense: try again later.
-            _ => self.handshake_failed(now, attempt),
+            _ => self.handshake_failed(now, attempt, HandshakeFailure::Rejected),
         }
         true
     }
@@ -1165,7 +1171,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
             Phase::Handshaking { initiator, attempt } => {
                 if initiator.is_expired(now) {
                     let attempt = *attempt;
-                    self.handshake_failed(now, attempt);
+                    self.handshake_failed(now, attempt, HandshakeFailure::NoReply);
                 }
             }
             Phase::Backoff { retry_at, attempt } => {

@@ -456,6 +456,38 @@ fn registration_is_retried_with_backoff() {
 }
 
 #[test]
+fn a_failed_handshake_is_an_event_that_says_why_and_when_the_next_goes() {
+    // Unanswered: no reply, the next in 1 s; then the stream closes on the
+    // second: closed, the next in 2 s.
+    let mut h = Harness::new(2);
+    h.t.start(h.now);
+    h.clear();
+    h.advance(HANDSHAKE_TIMEOUT_FOR_TEST);
+    assert_eq!(
+        h.take_events(),
+        [TerminalEvent::HandshakeFailed {
+            attempt: 1,
+            cause: HandshakeFailure::NoReply,
+            retry_in: secs(1),
+        }]
+    );
+    h.advance(secs(1));
+    assert_eq!(h.take_upstream().len(), 1, "the second handshake");
+    h.t.handle_upstream_closed(h.now);
+    assert_eq!(
+        h.take_events(),
+        [TerminalEvent::HandshakeFailed {
+            attempt: 2,
+            cause: HandshakeFailure::StreamClosed,
+            retry_in: secs(2),
+        }]
+    );
+    // A close while waiting for the retry is no second failure.
+    h.t.handle_upstream_closed(h.now);
+    assert_eq!(h.take_events(), []);
+}
+
+#[test]
 fn keepalive_interval_follows_the_trigger_server_and_is_clamped() {
     let mut h = Harness::registered(3, |_| {});
     h.auto_ack = false;

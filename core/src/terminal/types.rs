@@ -157,6 +157,24 @@ pub enum ReregisterCause {
     SessionServerSilent,
 }
 
+/// Why a registration handshake failed. The terminal retries after a
+/// backoff either way; the cause lets an app say what is wrong (a one-shot
+/// `connect` gives up with a message instead of waiting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The stream to the session server closed before any reply: nothing
+    /// listens at the address, or the server dropped the handshake (it was
+    /// made to another key, or it is not a tryst server).
+    StreamClosed,
+    /// No reply within the handshake timeout.
+    NoReply,
+    /// The server answered busy, or with something that did not make sense.
+    Rejected,
+    /// The configured session server key cannot start a handshake (a weak
+    /// key, such as all zeros).
+    BadServerKey,
+}
+
 /// What happened, for the app. Drained with
 /// [`crate::terminal::Terminal::poll_event`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,6 +187,15 @@ pub enum TerminalEvent {
     /// The session server refused the name or the key; the terminal stops
     /// (no retry loop) until the app calls `start` again.
     RegistrationRefused,
+    /// A registration handshake failed; the next follows in `retry_in`.
+    HandshakeFailed {
+        /// Handshakes in this series so far, this one included.
+        attempt: u32,
+        /// Why it failed.
+        cause: HandshakeFailure,
+        /// When the next one starts.
+        retry_in: Duration,
+    },
     /// The registration was dropped and a new handshake started.
     Reregistering {
         /// Why.

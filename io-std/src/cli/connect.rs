@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tryst_core::peer::session::PeerEvent;
-use tryst_core::terminal::TerminalEvent;
+use tryst_core::terminal::{HandshakeFailure, TerminalEvent};
 use tryst_core::wire::{EndReason, SessionId};
 
 use super::driver::Driver;
@@ -408,27 +408,81 @@ fn fetch(
     }
 }
 
-/// Waits until the session server registered the terminal and the trigger server sees it.
+/// Waits until the session server registered the terminal and the trigger
+/// server sees it. A failure is reported as soon as it is clear, naming what
+/// is wrong: nothing listening at `--server`, a server that drops or does
+/// not answer the handshake (a wrong `--server-key`, or not a tryst
+/// server), or a trigger server that never acknowledges a keepalive.
 fn wait_online(events: &flume::Receiver<Event>, common: &TerminalCommon) -> Result<(), CliError> {
     let deadline = Instant::now() + REGISTER_TIMEOUT;
+    let mut registered = false;
     loop {
         match events.recv_deadline(deadline) {
             Ok(Event::Terminal(TerminalEvent::Online { .. })) => return Ok(()),
+            Ok(Event::Terminal(TerminalEvent::Registered { .. })) => registered = true,
             Ok(Event::Terminal(TerminalEvent::RegistrationRefused)) => {
                 return Err(CliError::failed(format!(
                     "the session server refused the name {} for this key",
                     common.name
                 )))
             }
+            Ok(Event::Terminal(TerminalEvent::HandshakeFailed { cause, .. })) => {
+                if let Some(message) = handshake_failure_message(common.server, cause) {
+                    return Err(CliError::failed(message));
+                }
+            }
             Ok(_) => {}
             Err(flume::RecvTimeoutError::Disconnected) => {
                 return Err(CliError::failed("the terminal's event loop stopped"))
+            }
+            Err(flume::RecvTimeoutError::Timeout) if registered => {
+                return Err(CliError::failed(format!(
+                    "registered with the session server, but the trigger server at {} never \
+                     acknowledged a keepalive: is --trigger its UDP address, and does UDP reach it?",
+                    common.trigger
+                )))
             }
             Err(flume::RecvTimeoutError::Timeout) => {
                 return Err(CliError::failed(format!(
                     "could not register with the session server at {} and the trigger server at {}",
                     common.server, common.trigger
                 )))
+            }
+        }
+    }
+}
+
+/// How long the check of a failed handshake's TCP connection may take.
+const DIAGNOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What to tell the user about a failed registration handshake with the
+/// session server at `server`, or `None` to wait for the next attempt (a
+/// busy server). A stream that closed before any reply is told apart by
+/// connecting once more: refused (nothing listens there) or accepted (the
+/// server dropped the handshake: a wrong key, or not a tryst server).
+fn handshake_failure_message(server: SocketAddr, cause: HandshakeFailure) -> Option<String> {
+    let wrong_key = || {
+        format!(
+            "the server at {server} did not complete the handshake: wrong server key \
+             (--server-key), or not a tryst server"
+        )
+    };
+    match cause {
+        HandshakeFailure::Rejected => None,
+        HandshakeFailure::BadServerKey => Some(
+            "the session server key cannot be used (a weak key): check --server-key".to_owned(),
+        ),
+        HandshakeFailure::NoReply => Some(wrong_key()),
+        HandshakeFailure::StreamClosed => {
+            match std::net::TcpStream::connect_timeout(&server, DIAGNOSE_TIMEOUT) {
+                Ok(_) => Some(wrong_key()),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(format!(
+                    "nothing accepts connections at {server} (connection refused): is the \
+                     session server running, and is --server its control port?"
+                )),
+                Err(e) => Some(format!(
+                    "could not reach the session server at {server}: {e}"
+                )),
             }
         }
     }

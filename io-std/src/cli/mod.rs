@@ -198,17 +198,27 @@ impl Command {
     }
 }
 
-/// A clap error as one line: its first line without the `error: ` prefix,
-/// pointing at `BINARY --help`.
+/// A clap error as one line: its first paragraph without the `error: `
+/// prefix (the lines clap indents under it, such as the names of missing
+/// arguments, joined with commas), pointing at `BINARY --help`.
 pub fn usage_line(binary_name: &str, e: &clap::Error) -> String {
     let text = e.render().to_string();
-    let first = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("bad arguments");
+    let mut lines = text.lines().skip_while(|l| l.trim().is_empty());
+    let first = lines.next().map(str::trim).unwrap_or("bad arguments");
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    format!("{first} (see `{binary_name} --help`)")
+    let details: Vec<&str> = lines
+        .take_while(|l| l.starts_with(' ') && !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    if details.is_empty() {
+        format!("{first} (see `{binary_name} --help`)")
+    } else {
+        let first = first.trim_end_matches(':');
+        format!(
+            "{first}: {} (see `{binary_name} --help`)",
+            details.join(", ")
+        )
+    }
 }
 
 /// How log lines are written (`--log-format`).
@@ -419,5 +429,18 @@ mod tests {
         assert!(!line.contains('\n'), "{line:?}");
         assert!(line.ends_with("(see `tryst-std --help`)"), "{line:?}");
         assert!(!line.starts_with("error: "), "{line:?}");
+    }
+
+    #[test]
+    fn a_missing_required_argument_is_named_in_the_usage_line() {
+        let e = Cli::command()
+            .name("tryst")
+            .try_get_matches_from(["tryst", "connect", "home"])
+            .expect_err("required flags are missing");
+        let line = usage_line("tryst", &e);
+        assert!(!line.contains('\n'), "{line:?}");
+        assert!(line.contains("--name <NAME>"), "{line:?}");
+        assert!(line.contains("--state-dir <DIR>"), "{line:?}");
+        assert!(line.ends_with("(see `tryst --help`)"), "{line:?}");
     }
 }

@@ -490,6 +490,9 @@ impl TerminalMetrics {
             TerminalEvent::Reregistering { .. } => {
                 self.online.set(0);
             }
+            TerminalEvent::HandshakeFailed { .. } => {
+                one(&self.registrations, vec![("outcome", "handshake_failed")]);
+            }
             TerminalEvent::Online { .. } => {
                 self.online.set(1);
             }

@@ -1102,6 +1102,22 @@ fn log_event(event: &TerminalEvent) {
         TerminalEvent::Reregistering { cause } => {
             tracing::info!(?cause, "registering again");
         }
+        TerminalEvent::HandshakeFailed {
+            attempt,
+            cause,
+            retry_in,
+        } => {
+            // Once in a series and then at every eighth: a server that is
+            // down for hours must not fill the log.
+            if *attempt == 1 || *attempt % 8 == 0 {
+                tracing::warn!(
+                    attempt,
+                    ?cause,
+                    retry_in_secs = retry_in.as_secs(),
+                    "registration handshake with the session server failed; retrying"
+                );
+            }
+        }
         TerminalEvent::Online { observed } => {
             tracing::info!(%observed, "keepalive acknowledged: reachable");
         }
