@@ -184,11 +184,17 @@ enum TrystEventKind
   // past end, 3 too scattered, 4 too many early bytes, 5 checksum
   // mismatch, 6 hash, 7 storage, 8 cut).
   TRYST_EVENT_KIND_FILE_FAILED = 22,
+  // Ping `id` on `session` was answered in `value` microseconds (the
+  // round trip, the peer's ack delay subtracted). The C API starts no
+  // pings yet; the kind is reserved for the core's event.
+  TRYST_EVENT_KIND_PEER_PONG = 23,
+  // Ping `id` on `session` got no answer in time.
+  TRYST_EVENT_KIND_PEER_PING_LOST = 24,
   // A registration handshake failed (`id` the attempt, `value` the
   // milliseconds until the next): `code` 1 the stream closed before a
   // reply (nothing listens, or a wrong server key), 2 no reply in time,
   // 3 refused or garbled, 4 the server key cannot start one.
-  TRYST_EVENT_KIND_HANDSHAKE_FAILED = 23,
+  TRYST_EVENT_KIND_HANDSHAKE_FAILED = 25,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -248,11 +248,17 @@ pub enum TrystEventKind {
     /// past end, 3 too scattered, 4 too many early bytes, 5 checksum
     /// mismatch, 6 hash, 7 storage, 8 cut).
     FileFailed = 22,
+    /// Ping `id` on `session` was answered in `value` microseconds (the
+    /// round trip, the peer's ack delay subtracted). The C API starts no
+    /// pings yet; the kind is reserved for the core's event.
+    PeerPong = 23,
+    /// Ping `id` on `session` got no answer in time.
+    PeerPingLost = 24,
     /// A registration handshake failed (`id` the attempt, `value` the
     /// milliseconds until the next): `code` 1 the stream closed before a
     /// reply (nothing listens, or a wrong server key), 2 no reply in time,
     /// 3 refused or garbled, 4 the server key cannot start one.
-    HandshakeFailed = 23,
+    HandshakeFailed = 25,
 }
 
 /// Bytes of [`TrystEvent::name`] (a file name of 255 bytes and its NUL).
@@ -459,6 +465,15 @@ impl TrystEvent {
                     PeerEvent::MtuChanged { mtu } => {
                         e.kind = K::PeerMtuChanged;
                         e.value = *mtu as u64;
+                    }
+                    PeerEvent::Pong { id, rtt } => {
+                        e.kind = K::PeerPong;
+                        e.id = *id;
+                        e.value = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+                    }
+                    PeerEvent::PingLost { id } => {
+                        e.kind = K::PeerPingLost;
+                        e.id = *id;
                     }
                     PeerEvent::Ended {
                         reason,

@@ -58,7 +58,7 @@ pub struct Mix {
     pub server: Bin,
     /// `terminal`.
     pub daemon: Bin,
-    /// `connect`.
+    /// `connect` (and `ping`, the other one-shot connecting terminal).
     pub connect: Bin,
     /// Every other subcommand.
     pub tool: Bin,
@@ -85,7 +85,7 @@ impl Mix {
         match subcommand {
             "server" | "session-server" | "trigger-server" => self.server,
             "terminal" => self.daemon,
-            "connect" => self.connect,
+            "connect" | "ping" => self.connect,
             _ => self.tool,
         }
     }

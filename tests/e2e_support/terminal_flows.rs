@@ -120,6 +120,19 @@ fn connect(server: &Server, dir: &Path, name: &str, target: &str, extra: &[&str]
     cmd.output().expect("tryst connect runs")
 }
 
+/// Runs `tryst ping` to the end.
+fn ping(server: &Server, dir: &Path, name: &str, target: &str, extra: &[&str]) -> Output {
+    let state = dir.join(format!("{name}-state"));
+    let mut cmd = tryst_for("ping");
+    // Every log line the requester can print, to show none names the target.
+    cmd.env("RUST_LOG", "trace");
+    cmd.arg("ping")
+        .args(server.terminal_flags(name, &state))
+        .arg(target)
+        .args(extra);
+    cmd.output().expect("tryst ping runs")
+}
+
 fn allow(action: &str, name: Option<&str>, state: &Path) -> Output {
     let mut cmd = tryst_for("allow");
     cmd.args(["allow", action]);
@@ -307,6 +320,74 @@ pub fn s1604_forced_end_stops_both_terminals() {
     assert!(stdout.contains("session ended: Forced"), "{stdout}");
     home.proc.expect_line("ended: Forced");
     drop(server);
+}
+
+pub fn ping_a_permitted_peer_prints_one_pong_a_ping_and_exits_0() {
+    let dir = scratch("ping");
+    let server = Server::start(&dir, &[]);
+    let mut home = start_daemon(&server, &dir, "home", &["--allow", "phone"]);
+    let out = ping(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &["--count", "3", "--interval", "200ms", "--timeout", "2s"],
+    );
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
+    let pongs: Vec<&str> = said
+        .lines()
+        .filter(|l| l.starts_with("pong from home ("))
+        .collect();
+    assert_eq!(pongs.len(), 3, "{said}");
+    for pong in &pongs {
+        // e.g. `pong from home (127.0.0.1:40001) via direct in 0.42 ms`
+        let (addr, rest) = pong["pong from home (".len()..]
+            .split_once(") via direct in ")
+            .unwrap_or_else(|| panic!("{pong:?}"));
+        assert_eq!(addr, home.observed, "{pong:?}");
+        let ms: f64 = rest
+            .strip_suffix(" ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{pong:?}"));
+        assert!(ms > 0.0 && ms < 500.0, "a loopback round trip of {ms} ms");
+    }
+    assert!(said.contains("--- home ping statistics ---"), "{said}");
+    assert!(said.contains("3 sent, 3 received, 0% loss"), "{said}");
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("round trip min/median/max = ") && l.ends_with(" ms")),
+        "{said}"
+    );
+    // The daemon answered from its transport alone, and runs on.
+    home.proc.expect_line("with phone");
+    let again = ping(&server, &dir, "phone", "home", &["--count", "1"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+}
+
+pub fn ping_a_peer_that_does_not_permit_gets_connects_uniform_refusal() {
+    let dir = scratch("ping-refused");
+    let server = Server::start(&dir, &[]);
+    let home = start_daemon(&server, &dir, "home", &["--allow", "phone"]);
+    let denied = ping(&server, &dir, "mallory", "home", &["--count", "2"]);
+    assert_refused_without_address(&denied, &home);
+    let unknown = ping(&server, &dir, "mallory", "nobody", &["--count", "2"]);
+    assert_refused_without_address(&unknown, &home);
+    let connected = connect(&server, &dir, "mallory", "home", &["--duration", "5s"]);
+    assert_refused_without_address(&connected, &home);
+    assert_eq!(text(&denied.stdout), text(&unknown.stdout));
+    assert_eq!(
+        text(&denied.stdout),
+        text(&connected.stdout),
+        "ping's refusal must look like connect's"
+    );
+    let last_line = |out: &Output| text(&out.stderr).lines().last().map(str::to_owned);
+    assert_eq!(last_line(&denied), last_line(&connected));
+    assert!(
+        !text(&denied.stdout).contains("pong"),
+        "{}",
+        text(&denied.stdout)
+    );
 }
 
 /// Writes `len` bytes of a pattern that no two offsets share cheaply.
@@ -888,6 +969,14 @@ macro_rules! terminal_flows {
         #[test]
         fn fetch_an_escaping_name_a_symlink_out_and_a_hidden_file_get_the_one_answer() {
             support::with_mix($mix, support::terminal_flows::fetch_an_escaping_name_a_symlink_out_and_a_hidden_file_get_the_one_answer);
+        }
+        #[test]
+        fn ping_a_permitted_peer_prints_one_pong_a_ping_and_exits_0() {
+            support::with_mix($mix, support::terminal_flows::ping_a_permitted_peer_prints_one_pong_a_ping_and_exits_0);
+        }
+        #[test]
+        fn ping_a_peer_that_does_not_permit_gets_connects_uniform_refusal() {
+            support::with_mix($mix, support::terminal_flows::ping_a_peer_that_does_not_permit_gets_connects_uniform_refusal);
         }
         #[test]
         fn send_several_files_and_a_folder_in_one_connect() {

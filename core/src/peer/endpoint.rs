@@ -30,7 +30,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::packet::{is_peer_packet, peek_channel};
 use super::session::{PeerConfig, PeerEvent, PeerSession, SendError, SessionParams};
-use super::transport::{PeerSink, StreamError, StreamSource};
+use super::transport::{PeerSink, PingError, StreamError, StreamSource};
 use crate::crypto::StaticKeypair;
 use crate::machine::{Destination, Input, Machine, Output, Transmit, MAX_TRANSMIT_LEN};
 use crate::terminal::{
@@ -307,6 +307,21 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
         self.session_mut(id)
             .ok_or(UnknownSession)
             .map(|s| s.stream_finish(total_len))
+    }
+
+    /// Pings a session's peer over its data channel
+    /// ([`PeerSession::ping`]): the answer comes as
+    /// [`PeerEvent::Pong`] or [`PeerEvent::PingLost`] with the returned id.
+    pub fn ping(
+        &mut self,
+        now: Instant,
+        id: &SessionId,
+        timeout: core::time::Duration,
+    ) -> Result<Result<u32, PingError>, UnknownSession> {
+        let now = self.clock.observe(now);
+        self.session_mut(id)
+            .ok_or(UnknownSession)
+            .map(|s| s.ping(now, timeout))
     }
 
     /// Queues a real-time datagram on a session (never retransmitted).

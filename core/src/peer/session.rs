@@ -54,8 +54,8 @@ use super::packet::{
     MAX_PEER_HANDSHAKE_PAYLOAD, PROBE_LEN,
 };
 use super::transport::{
-    DatagramError, PeerSink, StreamError, StreamSource, Transport, TransportConfig, TransportEvent,
-    TransportStats,
+    DatagramError, PeerSink, PingError, StreamError, StreamSource, Transport, TransportConfig,
+    TransportEvent, TransportStats,
 };
 use crate::crypto::{HandshakeError, StaticKeypair};
 use crate::peer::handshake::{channel_id, initiates, PeerInitiator, PeerParams, PeerResponder};
@@ -178,6 +178,19 @@ pub enum PeerEvent {
     MtuChanged {
         /// The UDP payload size now used.
         mtu: usize,
+    },
+    /// Ping `id` ([`PeerSession::ping`]) was answered: its packet was
+    /// acknowledged.
+    Pong {
+        /// The ping.
+        id: u32,
+        /// The round trip, the peer's ack delay subtracted.
+        rtt: Duration,
+    },
+    /// Ping `id` got no answer within its timeout (or the path closed first).
+    PingLost {
+        /// The ping.
+        id: u32,
     },
     /// The session ended; nothing more will happen on it.
     Ended {
@@ -589,6 +602,24 @@ impl PeerSession {
                 .send_datagram(data)
                 .map_err(SendError::Datagram),
             _ => Err(SendError::NotConnected),
+        }
+    }
+
+    /// Measures the round trip over the data channel: the next packet is
+    /// ack-eliciting and its acknowledgement, the peer's reported ack delay
+    /// subtracted, comes back as [`PeerEvent::Pong`] with the returned id;
+    /// none within `timeout` is [`PeerEvent::PingLost`]. The receiving side
+    /// needs nothing beyond its transport (see
+    /// [`super::transport::ping`] for why the ACK is the answer rather than
+    /// an echo). Refused before the data channel is up, while closing and
+    /// once ended.
+    pub fn ping(&mut self, now: Instant, timeout: Duration) -> Result<u32, PingError> {
+        let now = self.clock.observe(now);
+        match &mut self.link {
+            Some(link) if !self.ended && self.closing.is_none() => {
+                link.transport.ping(now, timeout)
+            }
+            _ => Err(PingError::NotConnected),
         }
     }
 
@@ -1028,6 +1059,8 @@ impl PeerSession {
                     self.emit(PeerEvent::StreamProgress { contiguous })
                 }
                 TransportEvent::MtuChanged { mtu } => self.emit(PeerEvent::MtuChanged { mtu }),
+                TransportEvent::Pong { id, rtt } => self.emit(PeerEvent::Pong { id, rtt }),
+                TransportEvent::PingLost { id } => self.emit(PeerEvent::PingLost { id }),
                 TransportEvent::PeerSilent => {
                     let reason = self.closing.map_or(EndReason::PeerLost, |(r, _)| r);
                     self.end(reason, false);

@@ -27,6 +27,7 @@ pub const CONFIGURABLE: &[&str] = &[
     "trigger-server",
     "terminal",
     "connect",
+    "ping",
 ];
 /// The long name (and id) of the flag that names the config file.
 pub const CONFIG_FLAG: &str = "config";

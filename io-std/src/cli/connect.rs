@@ -104,10 +104,7 @@ pub fn duration_secs(d: Option<Duration>) -> Result<u32, CliError> {
 /// sends the files, lists or fetches, or holds the session; the error
 /// decides the exit code.
 pub fn run<D: Driver>(driver: &D, args: ConnectArgs) -> Result<(), CliError> {
-    let state = StateDir::open(&args.common.state_dir)?;
-    refuse_if_running(&state)?;
-    let config = config(&args.common, Mode::List)?;
-    check_name(&args.target)?;
+    let checked = Checked::new(&args.common, &args.target)?;
     let duration_secs = duration_secs(args.duration)?;
     let outgoing = plan_send(&args.send)?;
     if let Some(dir) = &args.recv_dir {
@@ -117,26 +114,13 @@ pub fn run<D: Driver>(driver: &D, args: ConnectArgs) -> Result<(), CliError> {
             println!("removed {swept} partial file(s) of interrupted transfers");
         }
     }
-    let keypair = state.keypair()?;
     let options = TerminalOptions {
         recv_dir: args.recv_dir.clone(),
         ..TerminalOptions::default()
     };
-    let (handle, events) = terminal::start(driver, &args.common, config, keypair, &[], options)?;
-
-    wait_online(&events, &args.common)?;
+    let (handle, events) = checked.start(driver, options)?;
     let session = |events: &flume::Receiver<Event>| -> Result<SessionId, CliError> {
-        let answer = wait_for_session(&handle, events, &args.target, duration_secs)?;
-        let Some((session_id, granted, peer_addr)) = answer else {
-            let _ = handle.shutdown(EXIT_GRACE).wait();
-            return Err(CliError::NotPermitted);
-        };
-        println!(
-            "session {} with {} for {granted} s (peer at {peer_addr})",
-            full_session_id(&session_id),
-            args.target
-        );
-        Ok(session_id)
+        open_session(&handle, events, &args.target, duration_secs)
     };
 
     if !outgoing.is_empty() {
@@ -190,6 +174,69 @@ pub fn run<D: Driver>(driver: &D, args: ConnectArgs) -> Result<(), CliError> {
     }
     let session_id = session(&events)?;
     hold(&handle, &events, session_id)
+}
+
+/// A connecting terminal's flags, checked before anything is started:
+/// its state directory (no daemon runs on it), its configuration and the
+/// target's name. `tryst connect` and `tryst ping` both begin here.
+pub(crate) struct Checked<'a> {
+    /// The flags.
+    common: &'a TerminalCommon,
+    /// The state directory.
+    state: StateDir,
+    /// The terminal's configuration.
+    config: tryst_core::terminal::TerminalConfig,
+}
+
+impl<'a> Checked<'a> {
+    /// Checks the flags and `target` (a usage error, exit 2, before any
+    /// network).
+    pub(crate) fn new(common: &'a TerminalCommon, target: &str) -> Result<Checked<'a>, CliError> {
+        let state = StateDir::open(&common.state_dir)?;
+        refuse_if_running(&state)?;
+        let config = config(common, Mode::List)?;
+        check_name(target)?;
+        Ok(Checked {
+            common,
+            state,
+            config,
+        })
+    }
+
+    /// Starts the terminal on `driver` and waits until it is registered
+    /// and online.
+    pub(crate) fn start<D: Driver>(
+        self,
+        driver: &D,
+        options: TerminalOptions,
+    ) -> Result<(TerminalHandle, flume::Receiver<Event>), CliError> {
+        let keypair = self.state.keypair()?;
+        let (handle, events) =
+            terminal::start(driver, self.common, self.config, keypair, &[], options)?;
+        wait_online(&events, self.common)?;
+        Ok((handle, events))
+    }
+}
+
+/// Asks for `target` and prints the session granted; a request that does
+/// not succeed shuts the terminal down and is the one uniform answer
+/// ([`CliError::NotPermitted`], exit 3).
+pub(crate) fn open_session(
+    handle: &TerminalHandle,
+    events: &flume::Receiver<Event>,
+    target: &str,
+    duration_secs: u32,
+) -> Result<SessionId, CliError> {
+    let answer = wait_for_session(handle, events, target, duration_secs)?;
+    let Some((session_id, granted, peer_addr)) = answer else {
+        let _ = handle.shutdown(EXIT_GRACE).wait();
+        return Err(CliError::NotPermitted);
+    };
+    println!(
+        "session {} with {target} for {granted} s (peer at {peer_addr})",
+        full_session_id(&session_id),
+    );
+    Ok(session_id)
 }
 
 /// The files `--send` names, each with the name it travels under (a file

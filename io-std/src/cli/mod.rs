@@ -26,6 +26,7 @@ pub mod end;
 pub mod enroll;
 pub mod invite;
 pub mod keygen;
+pub mod ping;
 pub mod server;
 pub mod sessions;
 pub mod signals;
@@ -161,6 +162,9 @@ pub enum Command {
     Terminal(terminal::TerminalArgs),
     /// Connects to a peer by name and sends it a file (one shot).
     Connect(connect::ConnectArgs),
+    /// Measures the round trip to a peer over the direct path (like
+    /// `tailscale ping`).
+    Ping(ping::PingArgs),
     /// Edits the permission list of a running terminal.
     Allow(allow::AllowArgs),
 }
@@ -193,6 +197,7 @@ impl Command {
             Command::Status(args) => status::run(args),
             Command::Terminal(args) => terminal::run(&runtime.driver()?, args),
             Command::Connect(args) => connect::run(&runtime.driver()?, args),
+            Command::Ping(args) => ping::run(&runtime.driver()?, args),
             Command::Allow(args) => allow::run(args),
         }
     }

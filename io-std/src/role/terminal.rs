@@ -25,7 +25,7 @@ use tryst_core::peer::endpoint::{Endpoint, EndpointEvent, SessionIo};
 use tryst_core::peer::session::{PeerConfig, PeerEvent};
 use tryst_core::peer::share::ShareMessage;
 use tryst_core::peer::transfer::{session_end, SendStep};
-use tryst_core::peer::transport::TransportStats;
+use tryst_core::peer::transport::{PingError, TransportStats};
 use tryst_core::terminal::{
     ConnectError, PermissionError, TerminalConfig, TerminalEvent, UnknownQuery, UnknownSession,
 };
@@ -198,6 +198,16 @@ pub enum TerminalCommand {
         /// Whether the session runs.
         reply: Answer<(), TerminalError>,
     },
+    /// Ping a session's peer over its direct path; the answer comes as
+    /// [`PeerEvent::Pong`] or [`PeerEvent::PingLost`] with the ping's id.
+    Ping {
+        /// The session.
+        session_id: SessionId,
+        /// How long the answer may take before the ping counts as lost.
+        timeout: Duration,
+        /// The ping's id, or why it was not sent.
+        reply: Answer<u32, TerminalError>,
+    },
     /// Replace the permission list L; it applies to the next request.
     SetPermissions {
         /// The whole new list.
@@ -245,6 +255,10 @@ pub enum TerminalError {
     /// The inquiry answered is not waiting.
     #[error("{0}")]
     Query(UnknownQuery),
+    /// The ping was not sent (the direct path is not up, or too many pings
+    /// wait for their answer).
+    #[error("ping not sent: {0}")]
+    Ping(PingError),
 }
 
 impl From<RoleStopped> for TerminalError {
@@ -342,6 +356,17 @@ impl TerminalHandle {
         self.commands.request(|reply| TerminalCommand::Request {
             session_id,
             message,
+            reply,
+        })
+    }
+
+    /// Pings a session's peer over its direct path: the ping's id; its
+    /// answer comes as [`Event::Peer`] with [`PeerEvent::Pong`] (the round
+    /// trip) or [`PeerEvent::PingLost`] (none within `timeout`).
+    pub fn ping(&self, session_id: SessionId, timeout: Duration) -> Reply<u32, TerminalError> {
+        self.commands.request(|reply| TerminalCommand::Ping {
+            session_id,
+            timeout,
             reply,
         })
     }
@@ -599,6 +624,18 @@ impl TerminalRole {
                     _ => Err(TerminalError::NotRunning),
                 };
                 self.feed_outgoing(now);
+                let _ = reply.send(result);
+            }
+            TerminalCommand::Ping {
+                session_id,
+                timeout,
+                reply,
+            } => {
+                let result = match self.endpoint.ping(now, &session_id, timeout) {
+                    Ok(Ok(id)) => Ok(id),
+                    Ok(Err(e)) => Err(TerminalError::Ping(e)),
+                    Err(UnknownSession) => Err(TerminalError::NoSuchSession),
+                };
                 let _ = reply.send(result);
             }
             TerminalCommand::SetPermissions { names, reply } => {
@@ -1052,6 +1089,12 @@ fn log_peer_event(id: &SessionId, event: &PeerEvent) {
         }
         PeerEvent::MtuChanged { mtu } => {
             tracing::debug!(%session, mtu, "path MTU");
+        }
+        PeerEvent::Pong { id, rtt } => {
+            tracing::debug!(%session, id, rtt_us = rtt.as_micros() as u64, "pong");
+        }
+        PeerEvent::PingLost { id } => {
+            tracing::debug!(%session, id, "ping lost");
         }
         PeerEvent::Ended {
             reason,

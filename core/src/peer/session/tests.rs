@@ -926,3 +926,114 @@ fn no_cached_reply_once_the_initiator_proved_it_has_the_keys() {
         assert_eq!(replies, 0);
     });
 }
+
+/// The pongs and lost pings among `events`.
+fn ping_outcomes(events: &[PeerEvent]) -> StdVec<PeerEvent> {
+    events
+        .iter()
+        .filter(|e| matches!(e, PeerEvent::Pong { .. } | PeerEvent::PingLost { .. }))
+        .copied()
+        .collect()
+}
+
+fn drop_to_b(to_a: bool, _: &[u8]) -> bool {
+    !to_a
+}
+
+#[test]
+fn ping_measures_the_round_trip_of_the_simulated_path() {
+    big_stack(|| {
+        let mut p = Pair::new(40, PeerConfig::default(), 600);
+        p.run_for(Duration::from_millis(200));
+        assert!(p.connected());
+        let now = p.now;
+        let id = p.a.session.ping(now, Duration::from_secs(1)).expect("sent");
+        p.run_for(Duration::from_millis(500));
+        // The peer held its ACK up to its ack delay; that is subtracted.
+        assert_eq!(
+            ping_outcomes(&p.a.events),
+            [PeerEvent::Pong {
+                id,
+                rtt: LATENCY * 2
+            }]
+        );
+        // A second ping has its own id and its own answer.
+        let now = p.now;
+        let second = p.a.session.ping(now, Duration::from_secs(1)).expect("sent");
+        assert_ne!(second, id);
+        p.run_for(Duration::from_millis(500));
+        assert_eq!(ping_outcomes(&p.a.events).len(), 2);
+        assert!(ping_outcomes(&p.b.events).is_empty(), "B pinged nothing");
+    });
+}
+
+#[test]
+fn lost_ping_times_out_and_is_reported_lost() {
+    big_stack(|| {
+        let mut p = Pair::new(41, PeerConfig::default(), 600);
+        p.run_for(Duration::from_millis(200));
+        assert!(p.connected());
+        p.drop = drop_to_b;
+        let asked = p.now;
+        let timeout = Duration::from_millis(300);
+        let id = p.a.session.ping(asked, timeout).expect("sent");
+        p.run_until(asked + (timeout - Duration::from_millis(1)));
+        assert!(ping_outcomes(&p.a.events).is_empty(), "not lost yet");
+        p.run_until(asked + timeout);
+        assert_eq!(ping_outcomes(&p.a.events), [PeerEvent::PingLost { id }]);
+        // The path heals: the next ping is answered, the lost one stays lost.
+        p.drop = keep;
+        let now = p.now;
+        let next = p.a.session.ping(now, timeout).expect("sent");
+        p.run_for(Duration::from_millis(200));
+        assert!(matches!(
+            ping_outcomes(&p.a.events)[..],
+            [PeerEvent::PingLost { .. }, PeerEvent::Pong { id: n, .. }] if n == next
+        ));
+    });
+}
+
+#[test]
+fn pings_before_the_handshake_and_after_close_are_refused_without_panic() {
+    big_stack(|| {
+        let mut p = Pair::new(42, PeerConfig::default(), 600);
+        let now = p.now;
+        assert_eq!(
+            p.a.session.ping(now, Duration::from_secs(1)),
+            Err(PingError::NotConnected)
+        );
+        p.run_for(Duration::from_millis(200));
+        let now = p.now;
+        p.drop = drop_to_b;
+        let waiting = p.a.session.ping(now, Duration::from_secs(1)).expect("sent");
+        p.run_for(Duration::from_millis(5));
+        p.drop = keep;
+        let now = p.now;
+        p.a.session.close(now, EndReason::Completed);
+        p.flush();
+        // The waiting ping is lost at the close, before the end.
+        assert_eq!(
+            ping_outcomes(&p.a.events),
+            [PeerEvent::PingLost { id: waiting }]
+        );
+        assert_eq!(
+            p.a.session.ping(now, Duration::from_secs(1)),
+            Err(PingError::NotConnected)
+        );
+        p.run_for(Duration::from_secs(4));
+        assert!(p.a.session.is_ended() && p.b.session.is_ended());
+        let now = p.now;
+        for _ in 0..100 {
+            assert_eq!(
+                p.a.session.ping(now, Duration::ZERO),
+                Err(PingError::NotConnected)
+            );
+            assert_eq!(
+                p.b.session.ping(now, Duration::MAX),
+                Err(PingError::NotConnected)
+            );
+        }
+        assert_eq!(p.a.session.poll_timeout(), None);
+        assert_eq!(ping_outcomes(&p.a.events).len(), 1);
+    });
+}

@@ -32,6 +32,7 @@
 pub mod congestion;
 pub mod datagram;
 pub mod frame;
+pub mod ping;
 pub mod pmtu;
 pub mod ranges;
 pub mod recovery;
@@ -51,6 +52,8 @@ use datagram::DatagramQueue;
 pub use datagram::{DatagramError, MAX_APP_DATAGRAM_LEN, MAX_QUEUED_DATAGRAMS};
 use frame::{Frame, Frames, Writer};
 pub use frame::{FrameError, MAX_ACK_RANGES};
+pub use ping::{PingError, MAX_PENDING_PINGS};
+use ping::{PingOutcome, PingTable};
 use pmtu::PmtuSearch;
 use ranges::RangeSet;
 pub use recovery::MAX_PACKETS_IN_FLIGHT;
@@ -213,6 +216,20 @@ pub enum TransportEvent {
         /// The new UDP payload size.
         mtu: usize,
     },
+    /// The packet carrying ping `id` ([`Transport::ping`]) was
+    /// acknowledged: the round trip, the peer's ack delay subtracted.
+    Pong {
+        /// The ping.
+        id: u32,
+        /// The round trip.
+        rtt: Duration,
+    },
+    /// Ping `id` got no answer within its timeout, or the transport closed
+    /// before it did.
+    PingLost {
+        /// The ping.
+        id: u32,
+    },
 }
 
 /// Counters and current values, for progress, logs and tests.
@@ -331,6 +348,7 @@ pub struct Transport {
     send: SendStream,
     recv: RecvStream,
     datagrams: DatagramQueue,
+    pings: PingTable,
     pmtu: PmtuSearch,
     mtu: usize,
 
@@ -392,6 +410,7 @@ impl Transport {
             send: SendStream::new(),
             recv: RecvStream::new(config.receive_window),
             datagrams: DatagramQueue::new(),
+            pings: PingTable::default(),
             pmtu: PmtuSearch::new(mtu, config.max_mtu),
             mtu,
             events: Deque::new(),
@@ -445,9 +464,32 @@ impl Transport {
     }
 
     fn push_event(&mut self, event: TransportEvent) {
-        if self.events.push_back(event).is_err() {
-            self.stats.events_dropped += 1;
+        push_event(&mut self.events, &mut self.stats, event);
+    }
+
+    /// Sends a ping: the next packet is ack-eliciting (a PING frame if
+    /// nothing else makes it so), and when it is acknowledged
+    /// [`TransportEvent::Pong`] carries the round trip; with no
+    /// acknowledgement within `timeout` (at least
+    /// [`ping::MIN_PING_TIMEOUT`]), [`TransportEvent::PingLost`]. Returns
+    /// the ping's id. See [`ping`] for why the ACK is the answer.
+    pub fn ping(&mut self, now: Instant, timeout: Duration) -> Result<u32, PingError> {
+        let now = self.clock.observe(now);
+        if self.state != State::Open {
+            return Err(PingError::NotConnected);
         }
+        self.pings.start(now, timeout)
+    }
+
+    /// Reports every waiting ping as lost (the transport closes).
+    fn fail_pings(&mut self) {
+        let Transport {
+            pings,
+            events,
+            stats,
+            ..
+        } = self;
+        pings.fail_all(|o| push_event(events, stats, ping_event(o)));
     }
 
     /// The next event, if any.
@@ -502,6 +544,7 @@ impl Transport {
             next: now,
         };
         self.stats.datagrams_dropped += self.datagrams.clear() as u64;
+        self.fail_pings();
     }
 
     fn bytes_sent_total(&self) -> u64 {
@@ -671,6 +714,7 @@ impl Transport {
             } => {
                 if self.state != State::Closed {
                     self.state = State::Closed;
+                    self.fail_pings();
                     self.push_event(TransportEvent::Closed {
                         by_peer: true,
                         reason,
@@ -757,6 +801,18 @@ impl Transport {
         }
         if !self.recent_lost.is_empty() {
             self.detect_spurious(ack);
+        }
+        let ack_delay = Duration::from_micros(ack.ack_delay_us);
+        for (low, high) in ack.ranges() {
+            let Transport {
+                pings,
+                events,
+                stats,
+                ..
+            } = self;
+            pings.on_acked(now, low, high, ack_delay, |o| {
+                push_event(events, stats, ping_event(o))
+            });
         }
         if smallest_newly.is_none() {
             return;
@@ -943,6 +999,7 @@ impl Transport {
 
     fn wants_eliciting(&self, now: Instant) -> bool {
         self.ping_pending
+            || self.pings.unsent()
             || self.pto_probes > 0
             || self.max_data_urgent
             || !self.datagrams.is_empty()
@@ -990,6 +1047,7 @@ impl Transport {
                     }
                 };
                 consider(self.loss_time.or_else(|| self.pto_deadline()));
+                consider(self.pings.next_deadline());
                 if self.ack_pending && !self.ack_now {
                     consider(self.ack_deadline);
                 }
@@ -1054,6 +1112,13 @@ impl Transport {
         if now >= self.last_eliciting_sent + self.config.keepalive_interval {
             self.ping_pending = true;
         }
+        let Transport {
+            pings,
+            events,
+            stats,
+            ..
+        } = self;
+        pings.expire(now, |o| push_event(events, stats, ping_event(o)));
         self.refresh_stats();
     }
 
@@ -1251,7 +1316,7 @@ impl Transport {
             stream = Some((offset, len));
             eliciting = true;
         }
-        if !eliciting && (self.ping_pending || probing) {
+        if !eliciting && (self.ping_pending || probing || self.pings.unsent()) {
             w.u8(frame::TYPE_PING)?;
             eliciting = true;
         }
@@ -1285,6 +1350,7 @@ impl Transport {
                 outstanding: true,
             },
         );
+        self.pings.on_sent(now, pn);
         if probing {
             self.pto_probes -= 1;
         }
@@ -1401,5 +1467,24 @@ impl Transport {
         self.ping_pending = false;
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += size;
+    }
+}
+
+/// Queues `event`, or counts it dropped when the queue is full.
+fn push_event(
+    events: &mut Deque<TransportEvent, MAX_EVENTS>,
+    stats: &mut TransportStats,
+    event: TransportEvent,
+) {
+    if events.push_back(event).is_err() {
+        stats.events_dropped += 1;
+    }
+}
+
+/// A ping's outcome as the event for the session.
+fn ping_event(outcome: PingOutcome) -> TransportEvent {
+    match outcome {
+        PingOutcome::Answered { id, rtt } => TransportEvent::Pong { id, rtt },
+        PingOutcome::Lost { id } => TransportEvent::PingLost { id },
     }
 }

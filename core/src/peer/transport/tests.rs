@@ -1046,3 +1046,119 @@ fn measure_heavy_jitter() {
         );
     }
 }
+
+/// The pongs and lost pings among a side's events.
+fn ping_outcomes(side: &Side) -> Vec<TransportEvent> {
+    side.events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                TransportEvent::Pong { .. } | TransportEvent::PingLost { .. }
+            )
+        })
+        .copied()
+        .collect()
+}
+
+#[test]
+fn ping_rtt_through_an_asymmetric_delay_excludes_the_ack_delay() {
+    let mut sim = Sim::new(21);
+    sim.forward.push(Link::clean(10));
+    sim.back = Link::clean(15);
+    sim.add_flow(config(), 0, 0);
+    sim.run_until(1_000_000, |_| false);
+    let asked = sim.now;
+    let id = sim.flows[0]
+        .0
+        .t
+        .ping(Instant::from_micros(asked), Duration::from_secs(1))
+        .expect("sent");
+    let mut answered_at = None;
+    sim.run_until(asked + 2_000_000, |s| {
+        !ping_outcomes(&s.flows[0].0).is_empty()
+    });
+    if !ping_outcomes(&sim.flows[0].0).is_empty() {
+        answered_at = Some(sim.now);
+    }
+    assert_eq!(
+        ping_outcomes(&sim.flows[0].0),
+        [TransportEvent::Pong {
+            id,
+            rtt: Duration::from_millis(25)
+        }]
+    );
+    // The answer itself came later: the receiver held its ACK (one
+    // ack-eliciting packet waits for the ack delay), which the peer reported
+    // and the round trip does not include.
+    let waited = answered_at.expect("answered") - asked;
+    assert!(waited >= 25_000 + 20_000, "answered after {waited} µs");
+}
+
+#[test]
+fn ping_rides_on_stream_packets_and_is_answered_during_a_transfer() {
+    let mut sim = Sim::new(22);
+    sim.forward.push(Link::clean(10));
+    sim.add_flow(config(), 2 << 20, 0);
+    sim.run_until(100_000, |_| false);
+    let now = Instant::from_micros(sim.now);
+    let id = sim.flows[0]
+        .0
+        .t
+        .ping(now, Duration::from_secs(2))
+        .expect("sent");
+    sim.run_until(sim.now + 3_000_000, |s| {
+        !ping_outcomes(&s.flows[0].0).is_empty()
+    });
+    match ping_outcomes(&sim.flows[0].0)[..] {
+        [TransportEvent::Pong { id: got, rtt }] => {
+            assert_eq!(got, id);
+            // 20 ms of path plus what the bottleneck-free pipe queues: none.
+            assert!(rtt >= Duration::from_millis(20), "{rtt:?}");
+            assert!(rtt < Duration::from_millis(60), "{rtt:?}");
+        }
+        ref other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn lost_ping_is_reported_at_its_timeout_and_pings_are_bounded() {
+    let mut sim = Sim::new(23);
+    sim.forward.push(Link::clean(10));
+    sim.add_flow(config(), 0, 0);
+    sim.run_until(500_000, |_| false);
+    sim.forward[0].loss = 1.0;
+    let asked = sim.now;
+    let t = &mut sim.flows[0].0.t;
+    let timeout = Duration::from_millis(400);
+    let first = t.ping(Instant::from_micros(asked), timeout).expect("sent");
+    for _ in 1..MAX_PENDING_PINGS {
+        t.ping(Instant::from_micros(asked), timeout).expect("room");
+    }
+    assert_eq!(
+        t.ping(Instant::from_micros(asked), timeout),
+        Err(PingError::TooMany)
+    );
+    sim.run_until(asked + 400_000, |s| {
+        !ping_outcomes(&s.flows[0].0).is_empty()
+    });
+    let lost = ping_outcomes(&sim.flows[0].0);
+    assert_eq!(lost.len(), MAX_PENDING_PINGS);
+    assert_eq!(lost[0], TransportEvent::PingLost { id: first });
+    assert!(lost
+        .iter()
+        .all(|e| matches!(e, TransportEvent::PingLost { .. })));
+    assert_eq!(sim.now, asked + 400_000, "lost exactly at the timeout");
+}
+
+#[test]
+fn pings_waiting_at_close_are_lost_and_later_ones_refused() {
+    let mut t = Transport::new(Instant::ZERO, config());
+    let id = t.ping(Instant::ZERO, Duration::from_secs(1)).expect("open");
+    t.close(Instant::ZERO, 0);
+    assert_eq!(t.poll_event(), Some(TransportEvent::PingLost { id }));
+    assert_eq!(
+        t.ping(Instant::ZERO, Duration::from_secs(1)),
+        Err(PingError::NotConnected)
+    );
+}
