@@ -1570,7 +1570,10 @@ fn nat_guess_compares_the_local_address_with_the_observed_one() {
     );
     // A server on a dual-stack socket sees IPv4 as mapped IPv6.
     assert_eq!(
-        guess(Some("203.0.113.7:40001"), Some("[::ffff:203.0.113.7]:40001")),
+        guess(
+            Some("203.0.113.7:40001"),
+            Some("[::ffff:203.0.113.7]:40001")
+        ),
         NatGuess::Public
     );
     // The address translated, the port kept.

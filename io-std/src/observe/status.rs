@@ -85,10 +85,7 @@ pub fn build(session: &SessionSnapshot, trigger: Option<&TriggerSnapshot>) -> St
                     .and_then(|d| d.last_keepalive_ago)
                     .map(|d| d.as_secs_f64()),
                 observed: seen.and_then(|d| d.addr).map(|a: SocketAddr| a.to_string()),
-                nat: seen
-                    .map_or(NatGuess::Unknown, |d| d.nat)
-                    .label()
-                    .to_owned(),
+                nat: seen.map_or(NatGuess::Unknown, |d| d.nat).label().to_owned(),
             }
         })
         .collect();
