@@ -197,6 +197,7 @@ fn device_id_of_the_keepalives_is_not_the_streams_channel_number() {
         mode: DecisionMode::PermissionList,
         identity: keypair.public_key(),
         name: Name::new("TERM1").expect("name"),
+        local: None,
     });
     let mut plain = [0u8; 128];
     let n = register.encode(&mut plain).expect("encodes");

@@ -193,6 +193,8 @@ fn server_metrics_move_with_registrations_setups_refusals_and_bad_handshakes() {
                     .is_some_and(|a| a.starts_with("127.0.0.1:")),
                 "{t}"
             );
+            // In-process terminals on loopback: nothing translates.
+            assert_eq!(t["nat"], "none (public address)", "{t}");
         }
         let sessions = status["sessions"].as_array().expect("sessions");
         assert_eq!(sessions.len(), 1);
@@ -226,6 +228,73 @@ fn metrics_server_counts_the_same_on_tryst_std() {
         mix,
         server_metrics_move_with_registrations_setups_refusals_and_bad_handshakes,
     );
+}
+
+/// A `tryst terminal` daemon (the mix's daemon binary) on loopback: the
+/// servers' NAT type guess compares the local address its registration
+/// named (0.0.0.0 resolved toward the trigger server: 127.0.0.1) with the
+/// source its keepalives come from, and loopback translates nothing, so
+/// `tryst status` (table and --json) and the metrics say "no NAT".
+fn status_guesses_no_nat_for_a_daemon_on_loopback() {
+    let root = scratch("nat");
+    let dir = root.join("server");
+    let mut server = start_server(&dir, &["--metrics", LOOPBACK_ANY], "server.log");
+    let metrics = metrics_addr(&mut server.proc);
+    let key = hex(&server.key.0);
+    let control = server.control.to_string();
+    let trigger = server.trigger.to_string();
+    let state = root.join("home-state");
+    let args = [
+        "terminal",
+        "--name",
+        "home",
+        "--server",
+        &control,
+        "--trigger",
+        &trigger,
+        "--server-key",
+        &key,
+        "--state-dir",
+        state.to_str().expect("utf-8"),
+    ];
+    let mut daemon = Proc::start(&args, root.join("home.log"), None);
+    daemon.expect_line("online:");
+    let data_dir = dir.to_str().expect("utf-8");
+    let deadline = Instant::now() + STEP;
+    let home = loop {
+        let out = run(&["status", "--json", "--data-dir", data_dir]);
+        assert!(out.status.success(), "{}", support::text(&out.stderr));
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let home = status["terminals"]
+            .as_array()
+            .and_then(|ts| ts.iter().find(|t| t["name"] == "home").cloned());
+        if let Some(home) = home.filter(|t| t["observed"].is_string()) {
+            break home;
+        }
+        assert!(Instant::now() < deadline, "home never observed: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(home["nat"], "none (public address)", "{home}");
+    let out = run(&["status", "--data-dir", data_dir]);
+    let table = support::text(&out.stdout);
+    assert!(table.contains("none (public address)"), "{table}");
+    let m = scrape_until(metrics, "the guess", |m| {
+        sample(m, "tryst_terminals{nat=\"public\"}") == 1.0
+    });
+    assert_eq!(sample(&m, "tryst_terminals{nat=\"unknown\"}"), 0.0, "{m}");
+    assert!(m.contains("# TYPE tryst_terminals gauge"), "{m}");
+    drop(daemon);
+    drop(server);
+}
+
+#[test]
+fn status_nat_guess_on_loopback_is_no_nat() {
+    status_guesses_no_nat_for_a_daemon_on_loopback();
+}
+
+#[test]
+fn status_nat_guess_on_loopback_is_no_nat_on_tryst_std() {
+    with_mix(Mix::STD, status_guesses_no_nat_for_a_daemon_on_loopback);
 }
 
 #[test]

@@ -84,12 +84,19 @@ fn outcome() -> impl Strategy<Value = TriggerOutcome> {
 /// Any message of any type, with every field drawn from its whole range.
 fn message() -> impl Strategy<Value = Message<'static>> {
     let registration = prop_oneof![
-        (mode(), any::<[u8; 32]>(), name()).prop_map(|(mode, k, name)| Register {
-            mode,
-            identity: PublicKey(k),
-            name
-        }
-        .into()),
+        (
+            mode(),
+            any::<[u8; 32]>(),
+            name(),
+            proptest::option::of(addr())
+        )
+            .prop_map(|(mode, k, name, local)| Register {
+                mode,
+                identity: PublicKey(k),
+                name,
+                local
+            }
+            .into()),
         (device(), any::<[u8; 32]>()).prop_map(|(device_id, k)| RegisterAck {
             device_id,
             udp_key: UdpKey(k)
@@ -219,11 +226,14 @@ fn message() -> impl Strategy<Value = Message<'static>> {
                 second
             }
             .into()),
-        (device(), any::<[u8; 32]>()).prop_map(|(device_id, k)| KeyInstall {
-            device_id,
-            udp_key: UdpKey(k)
-        }
-        .into()),
+        (device(), any::<[u8; 32]>(), proptest::option::of(addr())).prop_map(
+            |(device_id, k, local)| KeyInstall {
+                device_id,
+                udp_key: UdpKey(k),
+                local
+            }
+            .into()
+        ),
         device().prop_map(|device_id| KeyRevoke { device_id }.into()),
     ];
     let session = prop_oneof![

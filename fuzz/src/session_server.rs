@@ -630,6 +630,7 @@ impl Harness {
                 mode,
                 identity,
                 name: Name::new(name).expect("a listed name"),
+                local: None,
             }
             .into(),
         )

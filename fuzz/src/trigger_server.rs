@@ -299,7 +299,15 @@ impl Harness {
                 }
                 let udp_key = self.term_key(t);
                 let device_id = self.terms[usize::from(t)].id;
-                self.send_sealed(*conn, &KeyInstall { device_id, udp_key }.into());
+                self.send_sealed(
+                    *conn,
+                    &KeyInstall {
+                        device_id,
+                        udp_key,
+                        local: None,
+                    }
+                    .into(),
+                );
             }
             TsOp::Revoke { conn, term } => {
                 let device_id = self.terms[usize::from(term % TERMS)].id;

@@ -18,6 +18,26 @@ use quinn_udp::{RecvMeta, UdpSocketState, BATCH_SIZE};
 use tryst_core::machine::{Input, Machine};
 use tryst_core::time::Instant;
 
+/// The local address that datagrams from a socket bound to `bound` carry
+/// toward `toward`: `bound` itself, or, when its IP is unspecified, its port
+/// with the source address the host's routing picks for `toward` (asked of
+/// a throwaway connected socket; nothing is sent). `None` if the routing
+/// has no answer. A terminal tells this to the servers for the operator's
+/// NAT type guess ([`tryst_core::trigger_server::NatGuess`]).
+pub fn local_address_toward(bound: SocketAddr, toward: SocketAddr) -> Option<SocketAddr> {
+    if !bound.ip().is_unspecified() {
+        return Some(bound);
+    }
+    let any: SocketAddr = match toward {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let probe = std::net::UdpSocket::bind(any).ok()?;
+    probe.connect(toward).ok()?;
+    let ip = probe.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(SocketAddr::new(ip, bound.port()))
+}
+
 /// Bytes of one receive slot: room for a GRO batch of full-sized datagrams
 /// (the kernel never coalesces more than 64 KiB).
 pub const RECV_SLOT_LEN: usize = 64 * 1024;
@@ -391,6 +411,18 @@ mod tests {
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn local_address_toward_fills_in_an_unspecified_bind_from_the_route() {
+        // A specific bind is its own answer.
+        assert_eq!(
+            local_address_toward(addr(4000), addr(7401)),
+            Some(addr(4000))
+        );
+        // 0.0.0.0 toward loopback: the loopback source, the bound port.
+        let any = SocketAddr::from(([0, 0, 0, 0], 4000));
+        assert_eq!(local_address_toward(any, addr(7401)), Some(addr(4000)));
     }
 
     #[test]

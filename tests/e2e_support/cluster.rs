@@ -485,6 +485,7 @@ impl RawTerminal {
             mode: DecisionMode::PermissionList,
             identity: keys.public_key(),
             name: Name::new(name).map_err(|_| bad("bad name"))?,
+            local: None,
         })
         .encode(&mut register)
         .map_err(|_| bad("encode"))?;

@@ -19,7 +19,8 @@
 # Usage: bash tests/nat-lab/run.sh [CASE...]     (as root; default: every case)
 # Environment: TRYST (default target/debug/tryst), the binary under test;
 #              LAB_KEEP=1 keeps the work dir (logs) after the run.
-# Cases: eim-direct, one-public, nat-timeout, mapping-flush, two-address-server.
+# Cases: eim-direct, one-public, nat-timeout, mapping-flush, two-address-server,
+#        nat-guess.
 set -Eeuo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -340,7 +341,39 @@ case_two_address_server() {
     path_report "servers on 0.0.0.0, reached at their second address: answered from it"
 }
 
-ALL_CASES=(eim-direct one-public nat-timeout mapping-flush two-address-server)
+# nat_row NAME WANT: waits (up to 10 s) until `tryst status` shows device
+# NAME's row with WANT in it (its NAT type guess), and prints the row.
+nat_row() {
+    local name="$1" want="$2" row="" waited=0
+    while ((waited < 100)); do
+        row="$(in_ns srv "$TRYST" status --data-dir "$WORK/server-$CASE" 2>/dev/null | grep -E "^$name +" || true)"
+        [[ "$row" == *"$want"* ]] && { echo "    $row"; return 0; }
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    fail "status never showed '$want' for $name (last row: ${row:-none})"
+}
+
+# The servers' NAT type guess (operator only) on `tryst status`: a
+# terminal on the public host, one behind the ordinary home NAT (Linux
+# masquerade keeps the source port), and one behind `masquerade random`
+# (a symmetric NAT: a random port per destination).
+case_nat_guess() {
+    in_ns nat2 nft delete table ip home
+    nat nat2 random
+    start_server
+    daemon pub office
+    daemon h1 home
+    daemon h2 phone
+    nat_row office "none (public address)"
+    nat_row home "NAT, port preserved"
+    nat_row phone "NAT, port rewritten"
+    in_ns srv "$TRYST" status --json --data-dir "$WORK/server-$CASE" >"$WORK/status.json"
+    grep -q '"nat":"NAT, port rewritten"\|"nat": "NAT, port rewritten"' "$WORK/status.json" ||
+        fail "status --json has no rewritten-port guess: $(cat "$WORK/status.json")"
+}
+
+ALL_CASES=(eim-direct one-public nat-timeout mapping-flush two-address-server nat-guess)
 CASES=("$@")
 ((${#CASES[@]})) || CASES=("${ALL_CASES[@]}")
 passed=0

@@ -46,6 +46,9 @@ pub(super) struct Channel {
     pub mode: DecisionMode,
     /// The key of its authenticated UDP, installed at the trigger server.
     pub udp_key: UdpKey,
+    /// Its UDP socket's local address, as its `Register` said: passed on in
+    /// the `KeyInstall` for the trigger server's NAT type guess.
+    pub local: Option<core::net::SocketAddr>,
     /// The sealed-record channel.
     pub secure: SecureChannel,
     /// The connection it was last heard on.
@@ -134,6 +137,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             key,
             mode: register.mode,
             udp_key,
+            local: register.local,
             secure,
             conn: Some(conn),
             live: false,
@@ -549,6 +553,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         let key = channel.key;
         let mode = channel.mode;
         let udp_key = channel.udp_key;
+        let local = channel.local;
         let channel_holds_binding = channel.holds_binding;
         channel.holds_binding = false;
         if channel.decoy {
@@ -558,6 +563,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
                 UpMsg::KeyInstall(KeyInstall {
                     device_id: DeviceId(device),
                     udp_key,
+                    local,
                 }),
             );
             return;
@@ -607,6 +613,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             UpMsg::KeyInstall(KeyInstall {
                 device_id: DeviceId(device),
                 udp_key,
+                local,
             }),
         );
         self.out.event(SessionEvent::Registered {

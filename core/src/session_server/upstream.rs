@@ -359,12 +359,14 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
 /// Seals `message` on `channel` into a transmit for the upstream link;
 /// false if the channel cannot seal any more.
 fn seal_into(channel: &mut SecureChannel, message: &Message<'_>, out: &mut super::Outputs) -> bool {
-    let mut plain = [0u8; 64];
+    // The largest message for the trigger server is a `KeyInstall` with an
+    // IPv6 local address (65 bytes).
+    let mut plain = [0u8; 80];
     let Ok(n) = message.encode(&mut plain) else {
         out.counters.seal_failures += 1;
         return true;
     };
-    let mut sealed = [0u8; 64 + crate::crypto::channel::SEALED_OVERHEAD];
+    let mut sealed = [0u8; 80 + crate::crypto::channel::SEALED_OVERHEAD];
     match channel.seal(plain.get(..n).unwrap_or_default(), &mut sealed) {
         Ok(m) => {
             match OwnedTransmit::from_bytes(

@@ -90,8 +90,9 @@ use crate::wire::{
 /// safety net against a loop.
 const TIMER_ROUNDS: usize = 16;
 
-/// Bytes of the largest `Register` message: header, mode, key, a 64-byte name.
-const REGISTER_BUF_LEN: usize = 6 + 1 + 32 + 1 + 64;
+/// Bytes of the largest `Register` message: header, mode, key, a 64-byte
+/// name, an IPv6 local address.
+const REGISTER_BUF_LEN: usize = 6 + 1 + 32 + 1 + 64 + 19;
 
 /// What a registered terminal holds: the fruit of one `RegisterAck`.
 struct Registered {
@@ -690,6 +691,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
                 mode: self.config.mode,
                 identity: self.keypair.public_key(),
                 name,
+                local: self.config.local_udp,
             });
             let len = message.encode(&mut register).ok()?;
             let payload = register.get(..len)?;

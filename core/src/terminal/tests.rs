@@ -80,6 +80,7 @@ impl Harness {
         let ss_key = StaticKeypair::generate(&mut rng);
         let term_key = StaticKeypair::generate(&mut rng);
         let mut config = TerminalConfig::new("TERM1", TS_ADDR, ss_key.public_key()).unwrap();
+        config.local_udp = Some("192.168.1.2:40000".parse().unwrap());
         configure(&mut config);
         Harness {
             t: Terminal::new(config, term_key, ChaCha20Rng::seed_from_u64(seed ^ 0x7e57)),
@@ -247,6 +248,8 @@ impl Harness {
         assert_eq!(register.identity, self.t.public_key());
         assert_eq!(register.name.as_str(), self.t.config().name());
         assert_eq!(register.mode, self.t.config().mode);
+        // The local UDP address the driver gave, for the NAT type guess.
+        assert_eq!(register.local, self.t.config().local_udp);
         let answer: Message<'static> = if accept {
             self.registrations += 1;
             self.device_id = DeviceId(0x1000 + self.registrations);
@@ -422,6 +425,20 @@ fn s701_s702_terminal_registers_and_starts_keepalives() {
 
 /// The handshake timeout of the control channel.
 const HANDSHAKE_TIMEOUT_FOR_TEST: Duration = crate::crypto::HANDSHAKE_TIMEOUT;
+
+#[test]
+fn register_names_the_local_udp_address_the_driver_gave_or_none() {
+    // The harness's session server checks the Register's `local` against
+    // the config: a given address, and none when the driver knows none.
+    for local in [Some("10.0.0.5:4242".parse().unwrap()), None] {
+        let mut h = Harness::with(3, |c| c.local_udp = local);
+        h.t.start(h.now);
+        h.drain();
+        h.ss_handshake(true);
+        assert!(h.t.is_registered());
+        assert_eq!(h.t.config().local_udp, local);
+    }
+}
 
 #[test]
 fn registration_is_retried_with_backoff() {

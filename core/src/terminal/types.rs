@@ -112,6 +112,12 @@ pub struct TerminalConfig {
     pub connect_timeout: Duration,
     /// How long the app has to answer a permission inquiry.
     pub ask_timeout: Duration,
+    /// The local address of the terminal's UDP socket, if the driver knows
+    /// it (its bound address, with the address the host would send to the
+    /// trigger server from when bound to an unspecified one). Told to the
+    /// session server in the `Register` (encrypted) for the operator's NAT
+    /// type guess only; `None` (the default) leaves the guess "unknown".
+    pub local_udp: Option<SocketAddr>,
 }
 
 impl TerminalConfig {
@@ -133,6 +139,7 @@ impl TerminalConfig {
             extension_secs: None,
             connect_timeout: CONNECT_TIMEOUT,
             ask_timeout: ASK_TIMEOUT,
+            local_udp: None,
         })
     }
 

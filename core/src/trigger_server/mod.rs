@@ -18,6 +18,9 @@
 //!   is the datagram's *observed* source address; nothing in a keepalive
 //!   claims one. The reply, a [`KeepaliveAck`](crate::wire::KeepaliveAck),
 //!   goes to that same address.
+//! - For the operator only, each device's [`NatGuess`] compares the
+//!   terminal's own local UDP address (from its `KeyInstall`) with that
+//!   observed address ([`TriggerServer::devices`]); it changes nothing sent.
 //! - An address expires [`MISSED_KEEPALIVES`] intervals plus
 //!   [`ADDRESS_GRACE`] after the last valid keepalive; the key stays until
 //!   the session server revokes it.
@@ -140,9 +143,10 @@ pub const MAX_TRIGGER_QUEUED_EVENTS: usize = 4096;
 pub const LINK_HANDSHAKES: Limit = Limit::one_every(8, Duration::from_secs(1));
 /// Sources whose link handshakes are tracked by the rate limiter.
 const TRACKED_LINK_SOURCES: usize = 64;
-/// Room for one plain message between the servers (the largest is an
-/// `AddressReply` with two IPv6 addresses, 48 bytes).
-const INTERSERVER_PLAIN_LEN: usize = 64;
+/// Room for one plain message between the servers (the largest is a
+/// `KeyInstall` with an IPv6 local address, 65 bytes; the largest the
+/// trigger server sends, an `AddressReply` with two IPv6 addresses, 48).
+const INTERSERVER_PLAIN_LEN: usize = 80;
 
 /// How the trigger server behaves; [`Default`] gives the documented values.
 /// Out-of-range values are clamped by [`TriggerServer::new`].
@@ -281,6 +285,92 @@ pub struct DeviceView {
     pub addr: Option<SocketAddr>,
     /// When its last valid keepalive came (`None`: none yet).
     pub last_keepalive: Option<Instant>,
+    /// What the trigger server guesses of the NAT in front of it.
+    pub nat: NatGuess,
+}
+
+/// The trigger server's guess at the NAT in front of a terminal, for the
+/// operator only (`tryst status`, the status page, metrics): it never
+/// changes what the servers do.
+///
+/// # How it is decided
+/// From two observations of one UDP socket, both authenticated: the
+/// socket's local address as the terminal itself knows it (its
+/// `Register`, inside the Noise handshake, passed on by the session server
+/// in the `KeyInstall`) and the source address its keepalives arrive from
+/// (each one's tag verified). Equal: nothing translated the packets, the
+/// terminal has a public address. The address differs but the port is
+/// kept: a NAT that preserves ports. The port differs: a NAT (or firewall)
+/// that rewrites ports.
+///
+/// # Why no more than that
+/// This is the smallest design that is correct with what the servers see:
+/// the terminal sends UDP to one server address only (keepalives and
+/// trigger acks, both to the trigger server's one socket), so whether the
+/// NAT's mapping depends on the destination (endpoint-dependent,
+/// "symmetric", where direct punching is unlikely) cannot be observed; that
+/// needs the mapping seen from two server addresses, a second socket and
+/// more traffic. A NAT that rewrites ports often maps per destination too
+/// (Linux `masquerade random` does), but not always (many carrier-grade
+/// NATs rewrite ports into a fixed block and are endpoint-independent), so
+/// [`NatGuess::PortRewritten`] claims no more than the rewrite. The local
+/// address travels only encrypted, so no on-path observer learns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NatGuess {
+    /// Not enough to tell: no live observed address, or the terminal did
+    /// not say its local address (or said one with an unspecified IP and
+    /// the same port as observed: public and port-preserving look alike).
+    Unknown,
+    /// The keepalives come from the terminal's own local address: no NAT.
+    Public,
+    /// The address was translated and the source port kept.
+    PortPreserved,
+    /// The source port was rewritten (the address too, usually).
+    PortRewritten,
+}
+
+impl NatGuess {
+    /// Every guess, in the order the operator's views list them.
+    pub const ALL: [NatGuess; 4] = [
+        NatGuess::Unknown,
+        NatGuess::Public,
+        NatGuess::PortPreserved,
+        NatGuess::PortRewritten,
+    ];
+
+    /// The guess from a terminal's local address (`local`, its own claim)
+    /// and the address its keepalives are observed from (`observed`). IPv4
+    /// addresses mapped into IPv6 (a server on a dual-stack socket) compare
+    /// as IPv4.
+    pub fn from_addresses(local: Option<SocketAddr>, observed: Option<SocketAddr>) -> NatGuess {
+        let (Some(local), Some(observed)) = (local, observed) else {
+            return NatGuess::Unknown;
+        };
+        if local.port() == 0 {
+            return NatGuess::Unknown;
+        }
+        if local.port() != observed.port() {
+            return NatGuess::PortRewritten;
+        }
+        let local_ip = local.ip().to_canonical();
+        if local_ip.is_unspecified() {
+            NatGuess::Unknown
+        } else if local_ip == observed.ip().to_canonical() {
+            NatGuess::Public
+        } else {
+            NatGuess::PortPreserved
+        }
+    }
+
+    /// What the operator reads.
+    pub fn label(self) -> &'static str {
+        match self {
+            NatGuess::Unknown => "unknown",
+            NatGuess::Public => "none (public address)",
+            NatGuess::PortPreserved => "NAT, port preserved",
+            NatGuess::PortRewritten => "NAT, port rewritten",
+        }
+    }
 }
 
 /// Counters of everything dropped or refused, and of the work done.
@@ -382,6 +472,8 @@ struct Device {
     /// The local address its last valid keepalive arrived at, if the driver
     /// knows it: its acks and triggers leave from there.
     local: Option<IpAddr>,
+    /// The terminal's own local UDP address, as its `KeyInstall` said.
+    terminal_local: Option<SocketAddr>,
     /// When the last valid keepalive came.
     last_seen: Instant,
     /// The counter of the next trigger or end trigger; starts at 1.
@@ -530,6 +622,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
             device_id,
             addr: d.live_addr(now, lifetime),
             last_keepalive: d.addr.map(|_| d.last_seen),
+            nat: NatGuess::from_addresses(d.terminal_local, d.live_addr(now, lifetime)),
         })
     }
 
@@ -887,9 +980,10 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
         let ack = KeyInstallAck {
             device_id: m.device_id,
         };
-        if let Some(existing) = self.devices.get(&m.device_id) {
+        if let Some(existing) = self.devices.get_mut(&m.device_id) {
             if existing.key == m.udp_key {
                 // Counters must never start again under one key.
+                existing.terminal_local = m.local;
                 self.stats.key_installs_repeated += 1;
                 self.send_to_session_server(origin, &ack.into());
                 return;
@@ -907,6 +1001,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
             m.device_id,
             Device {
                 local: None,
+                terminal_local: m.local,
                 key: m.udp_key,
                 keepalives: ReplayGuard::new(),
                 limit: TokenBucket::new(self.config.keepalive_limit),

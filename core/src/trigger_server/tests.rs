@@ -251,11 +251,35 @@ impl Harness {
             KeyInstall {
                 device_id: term.id,
                 udp_key: term.key,
+                local: None,
             }
             .into(),
         );
         self.replies
             .retain(|r| !matches!(r, FromTs::Other(MessageType::KeyInstallAck)));
+    }
+
+    /// [`Self::install`] with the local UDP address the terminal's
+    /// `Register` named.
+    fn install_with_local(&mut self, term: &Term, local: Option<SocketAddr>) {
+        self.ss_send(
+            KeyInstall {
+                device_id: term.id,
+                udp_key: term.key,
+                local,
+            }
+            .into(),
+        );
+        self.replies
+            .retain(|r| !matches!(r, FromTs::Other(MessageType::KeyInstallAck)));
+    }
+
+    /// The trigger server's NAT type guess for `term`.
+    fn nat_guess(&self, term: &Term) -> Option<NatGuess> {
+        self.ts
+            .devices()
+            .find(|d| d.device_id == term.id)
+            .map(|d| d.nat)
     }
 
     fn trigger(&mut self, op_id: u32, term: &Term) {
@@ -924,6 +948,7 @@ fn sealed_messages_before_the_handshake_are_ignored() {
         &KeyInstall {
             device_id: term.id,
             udp_key: term.key,
+            local: None,
         }
         .into(),
     );
@@ -938,6 +963,7 @@ fn sealed_messages_before_the_handshake_are_ignored() {
         &KeyInstall {
             device_id: term.id,
             udp_key: term.key,
+            local: None,
         }
         .into(),
     );
@@ -1496,6 +1522,7 @@ fn key_install_is_acknowledged_before_the_first_keepalive_so_its_replay_is_refus
     let install: Message<'_> = KeyInstall {
         device_id: term.id,
         udp_key: term.key,
+        local: None,
     }
     .into();
     h.ss_send(install.clone());
@@ -1523,4 +1550,132 @@ fn key_install_is_acknowledged_before_the_first_keepalive_so_its_replay_is_refus
         h.take_replies(),
         [FromTs::Other(MessageType::KeyInstallAck)]
     );
+}
+
+// ---- NAT type guess ----
+
+#[test]
+fn nat_guess_compares_the_local_address_with_the_observed_one() {
+    let guess = |local: Option<&str>, observed: Option<&str>| {
+        NatGuess::from_addresses(local.map(addr), observed.map(addr))
+    };
+    // Nothing translated: a public address.
+    assert_eq!(
+        guess(Some("203.0.113.7:40001"), Some("203.0.113.7:40001")),
+        NatGuess::Public
+    );
+    assert_eq!(
+        guess(Some("[2001:db8::7]:40001"), Some("[2001:db8::7]:40001")),
+        NatGuess::Public
+    );
+    // A server on a dual-stack socket sees IPv4 as mapped IPv6.
+    assert_eq!(
+        guess(
+            Some("203.0.113.7:40001"),
+            Some("[::ffff:203.0.113.7]:40001")
+        ),
+        NatGuess::Public
+    );
+    // The address translated, the port kept.
+    assert_eq!(
+        guess(Some("192.168.1.2:40001"), Some("203.0.113.7:40001")),
+        NatGuess::PortPreserved
+    );
+    // The port rewritten (with or without the address).
+    assert_eq!(
+        guess(Some("192.168.1.2:40001"), Some("203.0.113.7:61234")),
+        NatGuess::PortRewritten
+    );
+    assert_eq!(
+        guess(Some("203.0.113.7:40001"), Some("203.0.113.7:61234")),
+        NatGuess::PortRewritten
+    );
+    // An unspecified local IP: a rewritten port still shows, a kept one
+    // cannot tell public from NAT.
+    assert_eq!(
+        guess(Some("0.0.0.0:40001"), Some("203.0.113.7:61234")),
+        NatGuess::PortRewritten
+    );
+    assert_eq!(
+        guess(Some("0.0.0.0:40001"), Some("203.0.113.7:40001")),
+        NatGuess::Unknown
+    );
+    // Not enough to tell.
+    assert_eq!(guess(None, Some("203.0.113.7:40001")), NatGuess::Unknown);
+    assert_eq!(guess(Some("192.168.1.2:40001"), None), NatGuess::Unknown);
+    assert_eq!(
+        guess(Some("192.168.1.2:0"), Some("203.0.113.7:40001")),
+        NatGuess::Unknown
+    );
+    // Every guess has its own label; "unknown" is the unknown one's.
+    let labels: BTreeSet<&str> = NatGuess::ALL.iter().map(|g| g.label()).collect();
+    assert_eq!(labels.len(), NatGuess::ALL.len());
+    assert_eq!(NatGuess::Unknown.label(), "unknown");
+    assert_eq!(NatGuess::Public.label(), "none (public address)");
+}
+
+#[test]
+fn nat_guess_public_when_keepalives_come_from_the_terminals_own_address() {
+    let mut h = Harness::linked(TriggerConfig::default());
+    let mut term = Term::new(90, "203.0.113.90:40001");
+    h.install_with_local(&term, Some(term.nat));
+    // Installed, no keepalive yet: nothing observed, nothing to tell.
+    assert_eq!(h.nat_guess(&term), Some(NatGuess::Unknown));
+    h.keepalive(&mut term);
+    assert_eq!(h.nat_guess(&term), Some(NatGuess::Public));
+}
+
+#[test]
+fn nat_guess_port_preserved_behind_a_nat_that_keeps_the_port() {
+    let mut h = Harness::linked(TriggerConfig::default());
+    let mut term = Term::new(91, "203.0.113.91:40001");
+    h.install_with_local(&term, Some(addr("192.168.1.2:40001")));
+    h.keepalive(&mut term);
+    assert_eq!(h.nat_guess(&term), Some(NatGuess::PortPreserved));
+}
+
+#[test]
+fn nat_guess_port_rewritten_follows_the_latest_observed_address() {
+    let mut h = Harness::linked(TriggerConfig::default());
+    let mut term = Term::new(92, "203.0.113.92:40001");
+    h.install_with_local(&term, Some(addr("192.168.1.2:40001")));
+    h.keepalive(&mut term);
+    assert_eq!(h.nat_guess(&term), Some(NatGuess::PortPreserved));
+    // The NAT lost the mapping and made a new one on another port.
+    term.nat = addr("203.0.113.92:55555");
+    h.keepalive(&mut term);
+    assert_eq!(h.nat_guess(&term), Some(NatGuess::PortRewritten));
+}
+
+#[test]
+fn nat_guess_is_unknown_without_a_local_address_or_once_the_address_expired() {
+    let mut h = Harness::linked(TriggerConfig::default());
+    let mut silent = Term::new(93, "203.0.113.93:40001");
+    h.install(&silent);
+    h.keepalive(&mut silent);
+    assert_eq!(h.nat_guess(&silent), Some(NatGuess::Unknown));
+    let mut term = Term::new(94, "203.0.113.94:40001");
+    h.install_with_local(&term, Some(term.nat));
+    h.keepalive(&mut term);
+    assert_eq!(h.nat_guess(&term), Some(NatGuess::Public));
+    h.advance(h.ts.config().address_lifetime() + secs(1));
+    assert_eq!(h.ts.live_address(term.id), None);
+    assert_eq!(h.nat_guess(&term), Some(NatGuess::Unknown));
+}
+
+#[test]
+fn nat_guess_changes_nothing_the_terminal_is_sent() {
+    // The same keepalives with and without a local address get the same
+    // acks to the same address: the guess is only reported.
+    let run = |local: Option<SocketAddr>| {
+        let mut h = Harness::linked(TriggerConfig::default());
+        let mut term = Term::new(95, "203.0.113.95:40001");
+        h.install_with_local(&term, local);
+        h.keepalive(&mut term);
+        h.trigger(1, &term);
+        h.take_udp()
+    };
+    let with = run(Some(addr("192.168.1.2:1")));
+    assert!(!with.is_empty());
+    assert_eq!(with, run(None));
 }

@@ -166,6 +166,11 @@ pub struct KeyInstall {
     pub device_id: DeviceId,
     /// Its UDP key.
     pub udp_key: UdpKey,
+    /// The local address of its UDP socket, as its `Register` said
+    /// (`None`: unknown): beside the address its keepalives are observed
+    /// from, the trigger server's NAT type guess
+    /// ([`crate::trigger_server::NatGuess`]).
+    pub local: Option<SocketAddr>,
 }
 
 impl<'a> Body<'a> for KeyInstall {
@@ -173,14 +178,16 @@ impl<'a> Body<'a> for KeyInstall {
         Ok(KeyInstall {
             device_id: DeviceId(r.u64()?),
             udp_key: UdpKey(r.array()?),
+            local: r.opt_addr()?,
         })
     }
     fn body_len(&self) -> usize {
-        8 + UDP_KEY_LEN
+        8 + UDP_KEY_LEN + fields::opt_addr_wire_len(&self.local)
     }
     fn emit<B: Put>(&self, b: &mut B) {
         b.put_u64(self.device_id.0);
         b.put_slice(&self.udp_key.0);
+        fields::emit_opt_addr(&self.local, b);
     }
 }
 

@@ -1,10 +1,14 @@
 //! Registration of a terminal with the session server (seed S702, 801/802)
 //! and the terminal's poll after a trigger (S703, S1202).
 
+use core::net::SocketAddr;
+
 use super::put::Put;
 
 use super::error::DecodeError;
-use super::fields::{DecisionMode, DeviceId, Name, PublicKey, UdpKey, PUBLIC_KEY_LEN, UDP_KEY_LEN};
+use super::fields::{
+    self, DecisionMode, DeviceId, Name, PublicKey, UdpKey, PUBLIC_KEY_LEN, UDP_KEY_LEN,
+};
 use super::message::Body;
 use super::reader::Reader;
 
@@ -19,6 +23,11 @@ pub struct Register<'a> {
     pub identity: PublicKey,
     /// The device name (seed: "device name").
     pub name: Name<'a>,
+    /// The local address of the terminal's UDP socket, as the terminal
+    /// knows it (`None`: unknown). Sent only here, inside the Noise
+    /// handshake (never in clear), and used only for the operator's NAT
+    /// type guess ([`crate::trigger_server::NatGuess`]).
+    pub local: Option<SocketAddr>,
 }
 
 impl<'a> Body<'a> for Register<'a> {
@@ -27,15 +36,17 @@ impl<'a> Body<'a> for Register<'a> {
             mode: DecisionMode::from_wire(r.u8()?)?,
             identity: PublicKey(r.array()?),
             name: r.name()?,
+            local: r.opt_addr()?,
         })
     }
     fn body_len(&self) -> usize {
-        1 + PUBLIC_KEY_LEN + self.name.wire_len()
+        1 + PUBLIC_KEY_LEN + self.name.wire_len() + fields::opt_addr_wire_len(&self.local)
     }
     fn emit<B: Put>(&self, b: &mut B) {
         b.put_u8(self.mode.to_wire());
         b.put_slice(&self.identity.0);
         self.name.emit(b);
+        fields::emit_opt_addr(&self.local, b);
     }
 }
 

@@ -33,7 +33,8 @@ pub(crate) fn samples() -> Vec<(&'static str, Message<'static>)> {
             Register {
                 mode: DecisionMode::PermissionList,
                 identity: PublicKey([0x11; 32]),
-                name: name(TERM1)
+                name: name(TERM1),
+                local: Some(addr("192.168.1.2:40000"))
             }
             .into()
         ),
@@ -192,7 +193,8 @@ pub(crate) fn samples() -> Vec<(&'static str, Message<'static>)> {
             "KEY_INSTALL",
             KeyInstall {
                 device_id: DeviceId(0x0102_0304_0506_0708),
-                udp_key: UdpKey([0x77; 32])
+                udp_key: UdpKey([0x77; 32]),
+                local: Some(addr("192.168.1.2:40000"))
             }
             .into()
         ),

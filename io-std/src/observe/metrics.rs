@@ -22,6 +22,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use tryst_core::session_server::{DenyReason, RegistrationRefusal, SessionEvent};
 use tryst_core::terminal::TerminalEvent;
+use tryst_core::trigger_server::NatGuess;
 use tryst_core::wire::EndReason;
 
 use crate::role::session_server::SessionSnapshot;
@@ -30,6 +31,16 @@ use crate::store::reason_name;
 
 /// The label set of every family: static names and values.
 pub type Labels = Vec<(&'static str, &'static str)>;
+
+/// The `nat` label of `tryst_terminals`: a guess as a label value.
+pub fn nat_name(guess: NatGuess) -> &'static str {
+    match guess {
+        NatGuess::Unknown => "unknown",
+        NatGuess::Public => "public",
+        NatGuess::PortPreserved => "port_preserved",
+        NatGuess::PortRewritten => "port_rewritten",
+    }
+}
 
 /// The path every session takes today (no relay exists yet): the `path`
 /// label of the session counters.
@@ -53,6 +64,7 @@ pub struct ServerMetrics {
     channels: Gauge,
     pending_requests: Gauge,
     trigger_devices: Gauge,
+    terminals_by_nat: Family<Labels, Gauge>,
     keepalives: Counter,
     keepalives_refused: Family<Labels, Counter>,
     rate_limited: Family<Labels, Counter>,
@@ -104,6 +116,7 @@ impl ServerMetrics {
             channels: Gauge::default(),
             pending_requests: Gauge::default(),
             trigger_devices: Gauge::default(),
+            terminals_by_nat: Family::default(),
             keepalives: Counter::default(),
             keepalives_refused: Family::default(),
             rate_limited: Family::default(),
@@ -177,6 +190,11 @@ impl ServerMetrics {
             "tryst_trigger_devices",
             "Devices whose UDP key the trigger server holds",
             m.trigger_devices.clone(),
+        );
+        registry.register(
+            "tryst_terminals",
+            "Devices with a live observed address, by the trigger server's NAT type guess (unknown, public, port_preserved, port_rewritten)",
+            m.terminals_by_nat.clone(),
         );
         registry.register(
             "tryst_keepalives",
@@ -295,6 +313,19 @@ impl ServerMetrics {
     /// The trigger server's table and counters, at scrape time.
     pub fn observe_trigger(&self, t: &TriggerSnapshot) {
         set_count(&self.trigger_devices, t.devices.len());
+        for guess in NatGuess::ALL {
+            let live = t
+                .devices
+                .iter()
+                .filter(|d| d.addr.is_some() && d.nat == guess)
+                .count();
+            set_count(
+                &self
+                    .terminals_by_nat
+                    .get_or_create(&vec![("nat", nat_name(guess))]),
+                live,
+            );
+        }
         let s = &t.stats;
         set_total(&self.keepalives, s.keepalives_accepted);
         set_total(&self.triggers_sent, s.triggers_sent);

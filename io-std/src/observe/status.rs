@@ -13,12 +13,14 @@ use serde_json::{json, Value};
 use crate::role::session_server::{SessionHandle, SessionSnapshot};
 use crate::role::trigger_server::{TriggerHandle, TriggerSnapshot};
 use crate::store::id_hex;
+use tryst_core::trigger_server::NatGuess;
 
 /// How long a gather waits for each role's loop.
 pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
 
-/// The NAT type column when nothing is known: one observed address does
-/// not tell a NAT's type (that needs probes from two server addresses).
+/// The NAT type column when nothing is known (no trigger server here, or
+/// it cannot tell: [`NatGuess::Unknown`]); the guess itself is the trigger
+/// server's ([`NatGuess`], which says how it is made).
 pub const NAT_UNKNOWN: &str = "unknown";
 
 /// One live terminal.
@@ -83,7 +85,7 @@ pub fn build(session: &SessionSnapshot, trigger: Option<&TriggerSnapshot>) -> St
                     .and_then(|d| d.last_keepalive_ago)
                     .map(|d| d.as_secs_f64()),
                 observed: seen.and_then(|d| d.addr).map(|a: SocketAddr| a.to_string()),
-                nat: NAT_UNKNOWN.to_owned(),
+                nat: seen.map_or(NatGuess::Unknown, |d| d.nat).label().to_owned(),
             }
         })
         .collect();

@@ -9,7 +9,9 @@ use std::time::Duration;
 use tryst_core::crypto::StaticKeypair;
 use tryst_core::time::Instant;
 
-use tryst_core::trigger_server::{TriggerConfig, TriggerEvent, TriggerServer, TriggerStats};
+use tryst_core::trigger_server::{
+    NatGuess, TriggerConfig, TriggerEvent, TriggerServer, TriggerStats,
+};
 use tryst_core::wire::{DeviceId, PublicKey};
 
 use super::{Answer, Commands, Reply};
@@ -32,6 +34,8 @@ pub struct DeviceStatus {
     pub addr: Option<SocketAddr>,
     /// How long ago its last valid keepalive came (`None`: none yet).
     pub last_keepalive_ago: Option<Duration>,
+    /// The trigger server's guess at its NAT (for the operator only).
+    pub nat: NatGuess,
 }
 
 /// The trigger server's state as the operator sees it, taken in its loop.
@@ -95,6 +99,7 @@ impl Driven for TriggerRole {
                         last_keepalive_ago: d
                             .last_keepalive
                             .map(|at| now.saturating_duration_since(at)),
+                        nat: d.nat,
                     })
                     .collect();
                 let _ = reply.send(Ok(TriggerSnapshot {

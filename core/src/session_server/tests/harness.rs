@@ -51,6 +51,8 @@ pub struct Term {
     pub addr: SocketAddr,
     /// Whether the fake trigger server knows its address.
     pub online: bool,
+    /// The local UDP address its `Register` says (`None` by default).
+    pub local: Option<SocketAddr>,
     pub channel: Option<SecureChannel>,
     pub device: Option<u64>,
     pub udp_key: Option<UdpKey>,
@@ -306,6 +308,7 @@ impl World {
             conn,
             addr,
             online: true,
+            local: None,
             channel: None,
             device: None,
             udp_key: None,
@@ -341,6 +344,7 @@ impl World {
             mode: term.mode,
             identity: term.kp.public_key(),
             name,
+            local: term.local,
         }));
         let mut out = vec![0u8; 4096];
         let (init, n) = Initiator::start(

@@ -49,6 +49,30 @@ fn count<T>(v: &[T], f: impl Fn(&T) -> bool) -> usize {
 // ------------------------------------------------------------ registration
 
 #[test]
+fn registration_passes_the_terminals_local_udp_address_on_in_its_key_install() {
+    // The local address a terminal's Register names (for the operator's
+    // NAT type guess) reaches the trigger server with its key, and only
+    // that terminal's.
+    let mut w = World::new(SessionConfig::default());
+    let t1 = w.add_term("TERM1", ListMode);
+    let t2 = w.add_term("TERM2", ListMode);
+    let local: SocketAddr = "192.168.1.2:40000".parse().unwrap();
+    w.terms[t1].local = Some(local);
+    w.register(t1);
+    w.register(t2);
+    let installs = w.ts_installs();
+    assert_eq!(installs.len(), 2);
+    let of = |i: usize| {
+        installs
+            .iter()
+            .find(|k| k.device_id.0 == w.device(i))
+            .map(|k| k.local)
+    };
+    assert_eq!(of(t1), Some(Some(local)));
+    assert_eq!(of(t2), Some(None));
+}
+
+#[test]
 fn s702_registration_binds_name_to_key_and_returns_device_id_and_udp_key() {
     let mut w = World::new(SessionConfig::default());
     let t1 = w.add_term("TERM1", ListMode);
