@@ -7,6 +7,9 @@
 //! `tryst --version`, process start to exit. Each run is interleaved with a
 //! baseline run, so both see the same load.
 //!
+//! Runs are paced [`PACE`] apart, under the server's per-identity
+//! registration limit.
+//!
 //! The receive folder is polled every 200 us, so the first-byte time is
 //! late by at most that (plus one scheduling delay).
 
@@ -23,6 +26,11 @@ use crate::procs;
 const POLL: Duration = Duration::from_micros(200);
 /// Most tries of the warm-up connect while the terminal registers.
 const WARM_UP_TRIES: usize = 20;
+/// The least time between two measured runs' starts: the session server
+/// lets one identity register 5 times at once and then once every 10 s
+/// (`IDENTITY_REGISTRATIONS`), and each one-shot `connect` registers, so
+/// faster runs would measure the limit's backoff, not the set-up.
+const PACE: Duration = Duration::from_millis(10_500);
 
 /// One run's three clocks, in seconds from the sender's spawn.
 struct Times {
@@ -44,7 +52,12 @@ pub fn run(tryst: &Path, size: u64, runs: usize, work: &Path) -> Result<()> {
         tryst.display()
     );
     let mut all = Vec::with_capacity(runs);
+    let mut last_start: Option<Instant> = None;
     for run in 1..=runs {
+        if let Some(at) = last_start {
+            std::thread::sleep(PACE.saturating_sub(at.elapsed()));
+        }
+        last_start = Some(Instant::now());
         let t = once(tryst, &stack, &file)?;
         println!(
             "  run {run}: first byte {:7.1} ms, connect exit {:7.1} ms, baseline (tryst --version) {:5.1} ms",

@@ -463,6 +463,7 @@ fn fetch(
 fn wait_online(events: &flume::Receiver<Event>, common: &TerminalCommon) -> Result<(), CliError> {
     let deadline = Instant::now() + REGISTER_TIMEOUT;
     let mut registered = false;
+    let mut dropped = false;
     loop {
         match events.recv_deadline(deadline) {
             Ok(Event::Terminal(TerminalEvent::Online { .. })) => return Ok(()),
@@ -474,13 +475,23 @@ fn wait_online(events: &flume::Receiver<Event>, common: &TerminalCommon) -> Resu
                 )))
             }
             Ok(Event::Terminal(TerminalEvent::HandshakeFailed { cause, .. })) => {
-                if let Some(message) = handshake_failure_message(common.server, cause) {
-                    return Err(CliError::failed(message));
+                match handshake_failure(common.server, cause) {
+                    HandshakeVerdict::Retry => {}
+                    HandshakeVerdict::Dropped => dropped = true,
+                    HandshakeVerdict::Fatal(message) => return Err(CliError::failed(message)),
                 }
             }
             Ok(_) => {}
             Err(flume::RecvTimeoutError::Disconnected) => {
                 return Err(CliError::failed("the terminal's event loop stopped"))
+            }
+            Err(flume::RecvTimeoutError::Timeout) if dropped && !registered => {
+                return Err(CliError::failed(format!(
+                    "the server at {} accepted the connection but dropped every handshake: wrong \
+                     server key (--server-key), not a tryst server, or it limits registrations \
+                     from this device (try again in a minute)",
+                    common.server
+                )))
             }
             Err(flume::RecvTimeoutError::Timeout) if registered => {
                 return Err(CliError::failed(format!(
@@ -502,32 +513,44 @@ fn wait_online(events: &flume::Receiver<Event>, common: &TerminalCommon) -> Resu
 /// How long the check of a failed handshake's TCP connection may take.
 const DIAGNOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What to tell the user about a failed registration handshake with the
-/// session server at `server`, or `None` to wait for the next attempt (a
-/// busy server). A stream that closed before any reply is told apart by
-/// connecting once more: refused (nothing listens there) or accepted (the
-/// server dropped the handshake: a wrong key, or not a tryst server).
-fn handshake_failure_message(server: SocketAddr, cause: HandshakeFailure) -> Option<String> {
-    let wrong_key = || {
-        format!(
-            "the server at {server} did not complete the handshake: wrong server key \
-             (--server-key), or not a tryst server"
-        )
-    };
+/// What a failed registration handshake means for a one-shot command.
+enum HandshakeVerdict {
+    /// Wait for the next attempt (a busy server).
+    Retry,
+    /// The server accepted the stream and dropped the handshake: a wrong
+    /// key or not a tryst server, but also a server limiting this device's
+    /// registrations, which a later attempt passes; told at the timeout.
+    Dropped,
+    /// Give up now with this message.
+    Fatal(String),
+}
+
+/// What a failed registration handshake with the session server at
+/// `server` means. A stream that closed before any reply is told apart by
+/// connecting once more: refused (nothing listens there, fatal at once) or
+/// accepted (the server dropped the handshake).
+fn handshake_failure(server: SocketAddr, cause: HandshakeFailure) -> HandshakeVerdict {
     match cause {
-        HandshakeFailure::Rejected => None,
-        HandshakeFailure::BadServerKey => Some(
+        HandshakeFailure::Rejected => HandshakeVerdict::Retry,
+        HandshakeFailure::BadServerKey => HandshakeVerdict::Fatal(
             "the session server key cannot be used (a weak key): check --server-key".to_owned(),
         ),
-        HandshakeFailure::NoReply => Some(wrong_key()),
+        // A tryst server with this key answers within the handshake
+        // timeout, busy or not.
+        HandshakeFailure::NoReply => HandshakeVerdict::Fatal(format!(
+            "the server at {server} accepted the connection but never answered the handshake: \
+             wrong server key (--server-key), or not a tryst server"
+        )),
         HandshakeFailure::StreamClosed => {
             match std::net::TcpStream::connect_timeout(&server, DIAGNOSE_TIMEOUT) {
-                Ok(_) => Some(wrong_key()),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(format!(
-                    "nothing accepts connections at {server} (connection refused): is the \
-                     session server running, and is --server its control port?"
-                )),
-                Err(e) => Some(format!(
+                Ok(_) => HandshakeVerdict::Dropped,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    HandshakeVerdict::Fatal(format!(
+                        "nothing accepts connections at {server} (connection refused): is the \
+                         session server running, and is --server its control port?"
+                    ))
+                }
+                Err(e) => HandshakeVerdict::Fatal(format!(
                     "could not reach the session server at {server}: {e}"
                 )),
             }
