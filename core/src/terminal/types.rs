@@ -6,7 +6,7 @@ use core::time::Duration;
 
 use crate::wire::{
     DecisionMode, DeviceId, EndReason, Name, NameError, PublicKey, Role, SessionId, SessionKey,
-    Verdict, MAX_NAME_LEN, MAX_PERMISSION_ENTRIES,
+    Verdict, ENROL_CODE_LEN, MAX_NAME_LEN, MAX_PERMISSION_ENTRIES,
 };
 
 /// Most names the permission list holds: as many as one `PermissionList` carries.
@@ -112,6 +112,10 @@ pub struct TerminalConfig {
     pub connect_timeout: Duration,
     /// How long the app has to answer a permission inquiry.
     pub ask_timeout: Duration,
+    /// An invite's one-time enrolment code: sent with every registration
+    /// (an `EnrolRegister`) so that a closed server enrols this key for the
+    /// name on first use; a server that already knows the key ignores it.
+    pub enrol_code: Option<[u8; ENROL_CODE_LEN]>,
 }
 
 impl TerminalConfig {
@@ -133,6 +137,7 @@ impl TerminalConfig {
             extension_secs: None,
             connect_timeout: CONNECT_TIMEOUT,
             ask_timeout: ASK_TIMEOUT,
+            enrol_code: None,
         })
     }
 

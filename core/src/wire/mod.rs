@@ -48,7 +48,7 @@ pub use message::{
 };
 pub(crate) use reader::{Reader, Truncated};
 pub use registration::{
-    KeyReady, Poll, Register, RegisterAck, RegistrationTicket, TICKET_BINDER_LEN, TICKET_LEN,
+    EnrolRegister, KeyReady, ENROL_CODE_LEN, Poll, Register, RegisterAck, RegistrationTicket, TICKET_BINDER_LEN, TICKET_LEN,
     TICKET_SECRET_LEN,
 };
 pub use session::{
