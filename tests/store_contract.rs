@@ -261,7 +261,10 @@ fn enrol_codes_are_kept_by_hash_until_spent_or_expired(at: &StoreLocation) {
     let command = OperatorCommand::EnrolCode(home.clone());
     let id = store.push_command(&command).expect("push");
     let pending = store.pending_commands().expect("pending");
-    assert_eq!(pending.last().map(|p| (p.id, p.command.clone())), Some((id, Some(command))));
+    assert_eq!(
+        pending.last().map(|p| (p.id, p.command.clone())),
+        Some((id, Some(command)))
+    );
     let state = store.server_state(TrustMode::Closed).expect("state");
     assert_eq!(state.enrol_codes.len(), 1);
     assert_eq!(state.enrol_codes[0].name, "home");
@@ -285,7 +288,9 @@ fn enrol_codes_are_kept_by_hash_until_spent_or_expired(at: &StoreLocation) {
         .expect("state");
     assert!(state.enrol_codes.is_empty());
     assert_eq!(
-        state.registry.key_of(tryst_core::wire::Name::new("home").expect("name")),
+        state
+            .registry
+            .key_of(tryst_core::wire::Name::new("home").expect("name")),
         Some(key(7))
     );
 }

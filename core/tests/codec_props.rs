@@ -96,17 +96,17 @@ fn message() -> impl Strategy<Value = Message<'static>> {
         }
         .into()),
         Just(Poll.into()),
-        (mode(), any::<[u8; 32]>(), name(), any::<[u8; 16]>()).prop_map(
-            |(mode, k, name, code)| EnrolRegister {
+        (mode(), any::<[u8; 32]>(), name(), any::<[u8; 16]>()).prop_map(|(mode, k, name, code)| {
+            EnrolRegister {
                 register: Register {
                     mode,
                     identity: PublicKey(k),
-                    name
+                    name,
                 },
-                code
+                code,
             }
             .into()
-        ),
+        }),
     ];
     let udp = prop_oneof![
         (device(), any::<u64>(), tag()).prop_map(|(device_id, counter, tag)| Keepalive {

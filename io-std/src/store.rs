@@ -38,7 +38,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tryst_core::identity;
 use tryst_core::names::{NameRegistry, TrustMode};
 use tryst_core::session_server::{
-    EnrolCode, SessionEndReason, SessionExtended, SessionFact, SessionRecord, SessionStarted, SideReport,
+    EnrolCode, SessionEndReason, SessionExtended, SessionFact, SessionRecord, SessionStarted,
+    SideReport,
 };
 use tryst_core::time::Instant;
 use tryst_core::wire::{EndReason, Name, PublicKey, SessionId};

@@ -68,9 +68,7 @@ mod upstream;
 mod tests;
 
 pub use config::*;
-pub use enrol::{
-    enrol_code_hash, EnrolCode, EnrolCodeError, ENROL_CODE_HASH_LEN, MAX_ENROL_CODES,
-};
+pub use enrol::{enrol_code_hash, EnrolCode, EnrolCodeError, ENROL_CODE_HASH_LEN, MAX_ENROL_CODES};
 pub use events::*;
 pub use tickets::IDENTITY_REGISTRATIONS;
 

@@ -78,11 +78,12 @@ use crate::crypto::{udp_auth, Initiator, SecureChannel, StaticKeypair, REKEY_AFT
 use crate::machine::{Destination, OwnedTransmit, Payload};
 use crate::time::{Clock, Instant};
 use crate::wire::{
-    AddressNotification, ConnectionRequest, DeviceId, EndNotification, EnrolRegister, EndReason, EndTrigger,
-    ErrorCode, ErrorReply, ExtensionRequest, HandshakeInit, HandshakeReply, KeepaliveAck, Message,
-    Name, NameSeq, PermissionAnswer, PermissionInquiry, PermissionList, Poll, PublicKey, Register,
-    RegistrationTicket, Role, Sealed, SessionId, TicketedHandshakeInit, Trigger, UdpKey, Verdict,
-    ENROL_CODE_LEN, MAX_HANDSHAKE_LEN, MAX_MESSAGE_LEN, MAX_PLAIN_MESSAGE_LEN,
+    AddressNotification, ConnectionRequest, DeviceId, EndNotification, EndReason, EndTrigger,
+    EnrolRegister, ErrorCode, ErrorReply, ExtensionRequest, HandshakeInit, HandshakeReply,
+    KeepaliveAck, Message, Name, NameSeq, PermissionAnswer, PermissionInquiry, PermissionList,
+    Poll, PublicKey, Register, RegistrationTicket, Role, Sealed, SessionId, TicketedHandshakeInit,
+    Trigger, UdpKey, Verdict, ENROL_CODE_LEN, MAX_HANDSHAKE_LEN, MAX_MESSAGE_LEN,
+    MAX_PLAIN_MESSAGE_LEN,
 };
 
 /// Rounds of timer processing in one `handle_timeout`; each round can only

@@ -229,7 +229,9 @@ impl Invite {
             return Err(InviteError::Malformed("unknown flags"));
         }
         if flags & FLAG_CODE != 0 && flags & FLAG_NAME == 0 {
-            return Err(InviteError::Malformed("an enrolment code without a device name"));
+            return Err(InviteError::Malformed(
+                "an enrolment code without a device name",
+            ));
         }
         let control_host = cursor.host()?;
         let control_port = cursor.port()?;

@@ -67,14 +67,7 @@ pub fn spawn_durable(
         enrol_codes,
     } = setup;
     let make = move || {
-        let machine = restore(
-            config,
-            keypair,
-            trigger_key,
-            registry,
-            &facts,
-            &enrol_codes,
-        );
+        let machine = restore(config, keypair, trigger_key, registry, &facts, &enrol_codes);
         Ok(SessionRole::new(machine, event_tx))
     };
     let (poller, wake) = Poller::new()?;

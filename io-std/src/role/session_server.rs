@@ -9,8 +9,8 @@ use rand_core::OsRng;
 use tryst_core::crypto::StaticKeypair;
 use tryst_core::names::{EnrollError, NameRegistry};
 use tryst_core::session_server::{
-    EnrolCode, EnrolCodeError, LiveSession, SessionConfig, SessionCounters, SessionEvent, SessionFact, SessionServer,
-    UnknownSession,
+    EnrolCode, EnrolCodeError, LiveSession, SessionConfig, SessionCounters, SessionEvent,
+    SessionFact, SessionServer, UnknownSession,
 };
 use tryst_core::time::Instant;
 use tryst_core::wire::{DeviceId, Name, PublicKey, SessionId};

@@ -101,12 +101,7 @@ fn enrol_code_fact_comes_out_before_any_transmit() {
     let payload = enc(&Message::EnrolRegister(register));
     let mut noise = vec![0u8; 4096];
     let (_init, n) = crate::crypto::Initiator::start(
-        &mut w.rng,
-        w.now,
-        &term.kp,
-        &w.ss_key,
-        &payload,
-        &mut noise,
+        &mut w.rng, w.now, &term.kp, &w.ss_key, &payload, &mut noise,
     )
     .unwrap();
     let bytes = enc(&Message::HandshakeInit(crate::wire::HandshakeInit {
@@ -191,18 +186,12 @@ fn enrol_code_for_another_name_or_a_wrong_code_is_refused() {
     hold(&mut w, "home", &CODE, secs(3600));
     let other = enrolling(&mut w, "garage", CODE);
     w.start_registration(other);
-    assert_eq!(
-        w.terms[other].refused,
-        Some(ErrorCode::RegistrationRefused)
-    );
+    assert_eq!(w.terms[other].refused, Some(ErrorCode::RegistrationRefused));
     let mut wrong = CODE;
     wrong[0] ^= 1;
     let guess = enrolling(&mut w, "home", wrong);
     w.start_registration(guess);
-    assert_eq!(
-        w.terms[guess].refused,
-        Some(ErrorCode::RegistrationRefused)
-    );
+    assert_eq!(w.terms[guess].refused, Some(ErrorCode::RegistrationRefused));
     assert!(code_facts(&w).is_empty());
     assert_eq!(w.ss.counters().enrol_codes_refused, 2);
     // The real one still works afterwards: failed tries do not spend it.
