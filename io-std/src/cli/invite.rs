@@ -590,7 +590,7 @@ mod tests {
         assert_eq!(Invite::decode(&text), Ok(invite.clone()));
         // Flags 0x02 alone (a code without a name), checksum recomputed.
         let mut bytes = BASE32_NOPAD
-            .decode(text[PREFIX.len()..].as_bytes())
+            .decode(&text.as_bytes()[PREFIX.len()..])
             .expect("base32");
         bytes.truncate(bytes.len() - CHECKSUM_LEN);
         bytes[0] = FLAG_CODE;
@@ -605,7 +605,7 @@ mod tests {
         );
         // Cut short: the code's bytes missing.
         let mut short = BASE32_NOPAD
-            .decode(text[PREFIX.len()..].as_bytes())
+            .decode(&text.as_bytes()[PREFIX.len()..])
             .expect("base32");
         short.truncate(short.len() - CHECKSUM_LEN - 1);
         let sum = Sha256::digest(&short);

@@ -325,6 +325,7 @@ mod tests {
             trigger.public_key(),
             NameRegistry::new(TrustMode::TrustOnFirstUse),
             &[],
+            &[],
         );
         let (events, rx) = flume::unbounded();
         (SessionRole::new(machine, events), rx)
