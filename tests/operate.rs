@@ -6,7 +6,8 @@
 //! and from the environment), invites (`server` prints one, `tryst invite`
 //! prints it again, a terminal joins with `--invite` alone, a corrupted or
 //! foreign invite is refused with a clear line, an unspecified listen
-//! address needs `--public-addr`, `--qr` draws it) and JSON logs
+//! address needs `--public-addr`, `--qr` draws it, `--enrol` mints a
+//! one-time enrolment code a `--closed` server accepts once) and JSON logs
 //! (`--log-format json`: every stderr line is an object, registrations and
 //! keepalives name the device next to its ID, no seed step numbers).
 //!
@@ -364,6 +365,151 @@ fn invite_lets_a_terminal_join_with_nothing_else() {
             hall.expect_line("registered as hall");
         });
     }
+}
+
+/// `tryst invite --data-dir DIR --enrol NAME [--expires DUR]` on a running
+/// server: the invite line and the one-time code's line.
+fn enrol_invite(data: &Path, name: &str, expires: Option<&str>) -> String {
+    let mut c = cmd("invite");
+    c.args(["--data-dir", path_str(data), "--enrol", name]);
+    if let Some(expires) = expires {
+        c.args(["--expires", expires]);
+    }
+    let out = output(c);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains(&format!("one-time enrolment code for {name}")),
+        "{shown}"
+    );
+    shown
+        .lines()
+        .find_map(|l| l.strip_prefix("invite: "))
+        .expect("an invite line")
+        .to_owned()
+}
+
+/// A terminal with `invite` in `state` that the closed server must refuse:
+/// it exits with the line that says the code was not accepted.
+fn refused_with_the_code_message(invite: &str, state: &Path) {
+    let mut c = cmd("terminal");
+    c.args(["--invite", invite, "--state-dir", path_str(state)]);
+    let out = output(c);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("the enrolment code was not accepted (used, expired or wrong)")
+            && err.contains("ask the operator for a new invite"),
+        "{err}"
+    );
+}
+
+#[test]
+fn invite_enrol_code_enrols_once_and_refuses_reuse_and_expiry() {
+    for mix in MIXES {
+        with_mix(mix, || {
+            let root = tempfile::tempdir().expect("tempdir");
+            let file = server_config(root.path(), "127.0.0.1", "closed = true\n");
+            let mut c = cmd("server");
+            c.args(["--config", path_str(&file)]);
+            let mut server = Proc::spawn(c, root.path().join("server.log"));
+            let plain = printed_invite(&mut server);
+            server.expect_line("--enrol NAME");
+            let data = root.path().join("data");
+            // Without a code, the closed server refuses an unenrolled name.
+            let mut c = cmd("terminal");
+            c.args([
+                "--invite",
+                &plain,
+                "--name",
+                "home",
+                "--state-dir",
+                path_str(&root.path().join("stranger")),
+            ]);
+            let out = output(c);
+            assert!(!out.status.success());
+            let err = text(&out.stderr);
+            assert!(err.contains("refused the name home"), "{err}");
+            assert!(!err.contains("enrolment code"), "{err}");
+
+            let home_invite = enrol_invite(&data, "home", None);
+            let phone_invite = enrol_invite(&data, "phone", Some("10m"));
+            assert_ne!(home_invite, plain);
+            let mut c = cmd("terminal");
+            c.args([
+                "--invite",
+                &home_invite,
+                "--state-dir",
+                path_str(&root.path().join("home")),
+                "--allow",
+                "phone",
+            ]);
+            let mut home = Proc::spawn(c, root.path().join("home.log"));
+            home.expect_line("registered as home");
+            home.expect_line("online:");
+            // Reachable: the phone, enrolled by its own invite, connects.
+            let mut c = cmd("connect");
+            c.args([
+                "--invite",
+                &phone_invite,
+                "--state-dir",
+                path_str(&root.path().join("phone")),
+                "home",
+                "--duration",
+                "60s",
+            ]);
+            let mut phone = Proc::spawn(c, root.path().join("phone.log"));
+            phone.expect_line("with home for");
+            phone.term(Duration::from_secs(10));
+
+            // The same invite on another state dir (another key): refused.
+            refused_with_the_code_message(&home_invite, &root.path().join("home2"));
+            // The enrolled device restarts with its invite: still home.
+            home.term(Duration::from_secs(10));
+            let mut c = cmd("terminal");
+            c.args([
+                "--invite",
+                &home_invite,
+                "--state-dir",
+                path_str(&root.path().join("home")),
+            ]);
+            let mut again = Proc::spawn(c, root.path().join("home-again.log"));
+            again.expect_line("registered as home");
+            again.term(Duration::from_secs(10));
+
+            // An expired code: refused, and nothing is enrolled.
+            let late = enrol_invite(&data, "garage", Some("1s"));
+            std::thread::sleep(Duration::from_millis(1500));
+            refused_with_the_code_message(&late, &root.path().join("garage"));
+
+            // The store holds the codes' hashes, never a code: the invites'
+            // codes are not in the database file.
+            let db = std::fs::read(data.join("tryst.db")).expect("the store");
+            let wal = std::fs::read(data.join("tryst.db-wal")).unwrap_or_default();
+            for invite in [&home_invite, &phone_invite, &late] {
+                let code = code_of(invite);
+                for bytes in [&db, &wal] {
+                    assert!(
+                        !bytes.windows(code.len()).any(|w| w == code.as_slice()),
+                        "a raw code is in the store"
+                    );
+                }
+                let hex: String = code.iter().map(|b| format!("{b:02x}")).collect();
+                for bytes in [&db, &wal] {
+                    assert!(
+                        !bytes.windows(hex.len()).any(|w| w == hex.as_bytes()),
+                        "a code's hex is in the store"
+                    );
+                }
+            }
+        });
+    }
+}
+
+/// The 16-byte enrolment code of an invite (the field before the checksum).
+fn code_of(invite: &str) -> Vec<u8> {
+    let parsed = tryst_std::cli::invite::Invite::decode(invite).expect("an invite");
+    parsed.code.expect("a code").to_vec()
 }
 
 #[test]

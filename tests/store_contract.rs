@@ -22,6 +22,7 @@ use tryst_core::wire::{PublicKey, SessionId};
 use tryst_std::store::pg::{PgStore, PG_SCHEMA_VERSION};
 use tryst_std::store::{
     id_hex, now_us, parse_id, OperatorCommand, Origin, ServerStore, StoreError, StoreLocation,
+    StoredEnrolCode,
 };
 
 fn key(b: u8) -> PublicKey {
@@ -235,6 +236,68 @@ fn the_heartbeat_says_whether_a_server_runs(at: &StoreLocation) {
     assert!(tool.server_running(fresh).expect("running"));
 }
 
+/// One-time enrolment codes: stored by their hash with an expiry, listed
+/// while unspent and unexpired, carried by the operator command, and spent
+/// by the `EnrolCodeUsed` fact, which enrols the name for the key.
+fn enrol_codes_are_kept_by_hash_until_spent_or_expired(at: &StoreLocation) {
+    let mut store = at.create("a").expect("create");
+    let now = now_us();
+    let home = StoredEnrolCode {
+        hash: [0xa1; 32],
+        name: "home".into(),
+        expires_us: now + 3_600_000_000,
+    };
+    let stale = StoredEnrolCode {
+        hash: [0xb2; 32],
+        name: "garage".into(),
+        expires_us: now - 1,
+    };
+    store.add_enrol_code(&home).expect("add");
+    store.add_enrol_code(&stale).expect("add expired");
+    assert_eq!(
+        store.enrol_codes(now).expect("codes"),
+        std::slice::from_ref(&home)
+    );
+    // The same hash twice is refused (a code is minted once).
+    assert!(store.add_enrol_code(&home).is_err());
+    // What `tryst invite --enrol` tells the running server.
+    let command = OperatorCommand::EnrolCode(home.clone());
+    let id = store.push_command(&command).expect("push");
+    let pending = store.pending_commands().expect("pending");
+    assert_eq!(
+        pending.last().map(|p| (p.id, p.command.clone())),
+        Some((id, Some(command)))
+    );
+    let state = store.server_state(TrustMode::Closed).expect("state");
+    assert_eq!(state.enrol_codes.len(), 1);
+    assert_eq!(state.enrol_codes[0].name, "home");
+    assert_eq!(state.enrol_codes[0].hash, [0xa1; 32]);
+    store
+        .record(&[SessionFact::EnrolCodeUsed {
+            name: "home".into(),
+            key: key(7),
+            hash: [0xa1; 32],
+        }])
+        .expect("spend");
+    assert!(store.enrol_codes(now).expect("codes").is_empty());
+    assert_eq!(
+        store.bindings().expect("bindings"),
+        vec![("home".to_owned(), key(7), Origin::Enrolled)]
+    );
+    let state = at
+        .open("")
+        .expect("open")
+        .server_state(TrustMode::Closed)
+        .expect("state");
+    assert!(state.enrol_codes.is_empty());
+    assert_eq!(
+        state
+            .registry
+            .key_of(tryst_core::wire::Name::new("home").expect("name")),
+        Some(key(7))
+    );
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -266,7 +329,36 @@ contract!(
     commands_are_answered_once_and_withdrawn_only_unanswered,
     server_state_rebuilds_bindings_seen_times_and_live_sessions,
     the_heartbeat_says_whether_a_server_runs,
+    enrol_codes_are_kept_by_hash_until_spent_or_expired,
 );
+
+/// Two servers spend one enrolment code at once (each for its own key):
+/// only one batch commits, so the code enrols exactly one key.
+#[test]
+fn pg_an_enrolment_code_is_spent_once_across_servers() {
+    let Some(db) = pg_support::test_db("pg_enrol_code_spent_once") else {
+        return;
+    };
+    let mut a = PgStore::create(&db.url).expect("a").with_owner("a");
+    let mut b = PgStore::create(&db.url).expect("b").with_owner("b");
+    a.add_enrol_code(&StoredEnrolCode {
+        hash: [0xc3; 32],
+        name: "home".into(),
+        expires_us: now_us() + 3_600_000_000,
+    })
+    .expect("add");
+    let spend = |k: u8| SessionFact::EnrolCodeUsed {
+        name: "home".into(),
+        key: key(k),
+        hash: [0xc3; 32],
+    };
+    a.record(&[spend(1)]).expect("first spends");
+    assert!(matches!(
+        b.record(&[spend(2)]),
+        Err(StoreError::NameTaken(ref n)) if n == "home"
+    ));
+    assert_eq!(a.key_of("home").expect("key_of"), Some(key(1)));
+}
 
 /// Two servers bind one name at once, each for its own key: the database
 /// lets exactly one commit, and the other's whole batch fails (its start

@@ -103,6 +103,25 @@ fn message() -> impl Strategy<Value = Message<'static>> {
         }
         .into()),
         Just(Poll.into()),
+        (
+            mode(),
+            any::<[u8; 32]>(),
+            name(),
+            proptest::option::of(addr()),
+            any::<[u8; 16]>()
+        )
+            .prop_map(|(mode, k, name, local, code)| {
+                EnrolRegister {
+                    register: Register {
+                        mode,
+                        identity: PublicKey(k),
+                        name,
+                        local,
+                    },
+                    code,
+                }
+                .into()
+            }),
     ];
     let udp = prop_oneof![
         (device(), any::<u64>(), tag()).prop_map(|(device_id, counter, tag)| Keepalive {

@@ -14,7 +14,11 @@
 //!   written at `SessionStarted`, updated at each `SessionExtended`, closed
 //!   by its `SessionRecord`. Rows with `ended = 0` are replayed into the
 //!   machine at start.
-//! - `commands(id PRIMARY KEY, kind 'end'|'enroll', arg, created_us,
+//! - `enrol_codes(hash PRIMARY KEY, name, created_us, expires_us, used_us,
+//!   used_key)`: the one-time enrolment codes of `tryst invite --enrol`, by
+//!   the hex SHA-256 of the code (never the code); `used_us` and `used_key`
+//!   are set when a registration spends it (the `EnrolCodeUsed` fact).
+//! - `commands(id PRIMARY KEY, kind 'end'|'enroll'|'enrol-code', arg, created_us,
 //!   done_us, result)`: what `tryst end` and `tryst enroll` ask of the
 //!   running server, which polls this table and writes the result.
 //!
@@ -34,7 +38,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tryst_core::identity;
 use tryst_core::names::{NameRegistry, TrustMode};
 use tryst_core::session_server::{
-    SessionEndReason, SessionExtended, SessionFact, SessionRecord, SessionStarted, SideReport,
+    EnrolCode, SessionEndReason, SessionExtended, SessionFact, SessionRecord, SessionStarted,
+    SideReport,
 };
 use tryst_core::time::Instant;
 use tryst_core::wire::{EndReason, Name, PublicKey, SessionId};
@@ -44,7 +49,7 @@ pub const DB_FILE: &str = "tryst.db";
 /// How long a write waits for another connection's lock.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -76,6 +81,14 @@ CREATE TABLE IF NOT EXISTS sessions (
     t_reason TEXT, t_sent INTEGER, t_received INTEGER, t_duration_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS sessions_live ON sessions (ended, start_us);
+CREATE TABLE IF NOT EXISTS enrol_codes (
+    hash TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_us INTEGER NOT NULL,
+    expires_us INTEGER NOT NULL,
+    used_us INTEGER,
+    used_key TEXT
+);
 CREATE TABLE IF NOT EXISTS commands (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
@@ -217,6 +230,17 @@ pub struct LogRow {
     pub reason: Option<String>,
 }
 
+/// One stored enrolment code (its hash, never the code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEnrolCode {
+    /// SHA-256 of the code.
+    pub hash: [u8; 32],
+    /// The device name it enrols.
+    pub name: String,
+    /// It is refused from this time on (µs since the Unix epoch).
+    pub expires_us: u64,
+}
+
 /// What the operator asks of the running server (`tryst end`, `tryst enroll`, `tryst status`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OperatorCommand {
@@ -231,6 +255,8 @@ pub enum OperatorCommand {
     },
     /// Its live terminals, sessions and counters, answered as JSON.
     Status,
+    /// Hold a fresh one-time enrolment code (`tryst invite --enrol`).
+    EnrolCode(StoredEnrolCode),
 }
 
 impl OperatorCommand {
@@ -240,6 +266,10 @@ impl OperatorCommand {
             OperatorCommand::End(id) => ("end", id_hex(id)),
             OperatorCommand::Enroll { name, key } => ("enroll", format!("{} {name}", key_hex(key))),
             OperatorCommand::Status => ("status", String::new()),
+            OperatorCommand::EnrolCode(code) => (
+                "enrol-code",
+                format!("{} {} {}", hash_hex(&code.hash), code.expires_us, code.name),
+            ),
         }
     }
 
@@ -257,6 +287,17 @@ impl OperatorCommand {
                 })
             }
             "status" => Some(OperatorCommand::Status),
+            "enrol-code" => {
+                let mut parts = arg.splitn(3, ' ');
+                let hash = parse_hash(parts.next()?).ok()?;
+                let expires_us = parts.next()?.parse().ok()?;
+                let name = parts.next()?.to_owned();
+                Some(OperatorCommand::EnrolCode(StoredEnrolCode {
+                    hash,
+                    name,
+                    expires_us,
+                }))
+            }
             _ => None,
         }
     }
@@ -283,6 +324,17 @@ pub struct ServerState {
     /// Stored names that could not be restored (invalid, or refused by
     /// the registry), with why.
     pub skipped: Vec<(String, String)>,
+    /// The one-time enrolment codes neither spent nor expired.
+    pub enrol_codes: Vec<EnrolCode>,
+}
+
+/// A stored code as the session server holds it.
+pub fn core_enrol_code(code: &StoredEnrolCode) -> EnrolCode {
+    EnrolCode {
+        name: code.name.clone(),
+        hash: code.hash,
+        expires: Instant::from_micros(code.expires_us),
+    }
 }
 
 /// A connection to the store.
@@ -333,6 +385,24 @@ pub fn parse_id(text: &str) -> Option<SessionId> {
         *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(SessionId(id))
+}
+
+/// A code's SHA-256 as 64 hex digits.
+pub fn hash_hex(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_hash(text: &str) -> Result<[u8; 32], StoreError> {
+    let bad = || StoreError::Corrupt(format!("enrolment code hash {text:?}"));
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut hash = [0u8; 32];
+    for (i, byte) in hash.iter_mut().enumerate() {
+        let pair = text.get(2 * i..2 * i + 2).ok_or_else(bad)?;
+        *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+    }
+    Ok(hash)
 }
 
 fn parse_key(text: &str) -> Result<PublicKey, StoreError> {
@@ -444,6 +514,24 @@ impl Store {
                 )
                 .map_err(|e| self.sql(e))?;
         }
+        if create && version < 3 {
+            // Version 3: one-time enrolment codes (the table is in SCHEMA).
+            self.conn
+                .execute_batch(
+                    "BEGIN;
+                     CREATE TABLE IF NOT EXISTS enrol_codes (
+                         hash TEXT PRIMARY KEY,
+                         name TEXT NOT NULL,
+                         created_us INTEGER NOT NULL,
+                         expires_us INTEGER NOT NULL,
+                         used_us INTEGER,
+                         used_key TEXT
+                     );
+                     UPDATE meta SET value = '3' WHERE key = 'schema';
+                     COMMIT;",
+                )
+                .map_err(|e| self.sql(e))?;
+        }
         Ok(())
     }
 
@@ -504,6 +592,52 @@ impl Store {
                 Ok(true)
             }
         }
+    }
+
+    /// Stores a fresh one-time enrolment code for `name` by its hash.
+    pub fn add_enrol_code(&self, code: &StoredEnrolCode) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO enrol_codes (hash, name, created_us, expires_us) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    hash_hex(&code.hash),
+                    code.name,
+                    to_i64(now_us()),
+                    to_i64(code.expires_us)
+                ],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// The enrolment codes neither spent nor expired at `now_us`.
+    pub fn enrol_codes(&self, now_us: u64) -> Result<Vec<StoredEnrolCode>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT hash, name, expires_us FROM enrol_codes
+                 WHERE used_us IS NULL AND expires_us > ?1 ORDER BY created_us, hash",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map(params![to_i64(now_us)], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (hash, name, expires) = row.map_err(|e| self.sql(e))?;
+            out.push(StoredEnrolCode {
+                hash: parse_hash(&hash)?,
+                name,
+                expires_us: to_u64(expires),
+            });
+        }
+        Ok(out)
     }
 
     /// The stored facts of every session without a record, in the order
@@ -615,6 +749,20 @@ impl Store {
                         "INSERT INTO names (name, key, origin, bound_us) VALUES (?1, ?2, 'tofu', ?3)
                          ON CONFLICT (name) DO UPDATE SET key = excluded.key, origin = 'tofu',
                          bound_us = excluded.bound_us WHERE names.key <> excluded.key",
+                        params![name, key_hex(key), to_i64(now_us())],
+                    )
+                    .map_err(sql)?;
+                }
+                SessionFact::EnrolCodeUsed { name, key, hash } => {
+                    tx.execute(
+                        "UPDATE enrol_codes SET used_us = ?3, used_key = ?4
+                         WHERE hash = ?1 AND name = ?2 AND used_us IS NULL",
+                        params![hash_hex(hash), name, to_i64(now_us()), key_hex(key)],
+                    )
+                    .map_err(sql)?;
+                    tx.execute(
+                        "INSERT INTO names (name, key, origin, bound_us) VALUES (?1, ?2, 'enrolled', ?3)
+                         ON CONFLICT (name) DO NOTHING",
                         params![name, key_hex(key), to_i64(now_us())],
                     )
                     .map_err(sql)?;
@@ -929,6 +1077,10 @@ pub trait ServerStore: Send {
     /// Binds `name` to `key` as an enrolment; `false` if it is bound to
     /// another key (a binding to the same key is left as it is).
     fn enroll(&self, name: &str, key: &PublicKey) -> Result<bool, StoreError>;
+    /// Stores a fresh one-time enrolment code (by its hash).
+    fn add_enrol_code(&self, code: &StoredEnrolCode) -> Result<(), StoreError>;
+    /// The enrolment codes neither spent nor expired at `now_us`.
+    fn enrol_codes(&self, now_us: u64) -> Result<Vec<StoredEnrolCode>, StoreError>;
     /// A `NameSeen` fact for every binding (its last confirmed registration).
     fn seen_facts(&self) -> Result<Vec<SessionFact>, StoreError>;
     /// The facts of the sessions that have no record yet, in order.
@@ -986,10 +1138,16 @@ pub trait ServerStore: Send {
         // this version counts as seen now), then the live sessions.
         let mut live = self.seen_facts()?;
         live.extend(self.live_facts()?);
+        let enrol_codes = self
+            .enrol_codes(now_us())?
+            .iter()
+            .map(core_enrol_code)
+            .collect();
         Ok(ServerState {
             registry,
             live,
             skipped,
+            enrol_codes,
         })
     }
 }
@@ -1007,6 +1165,12 @@ impl<S: ServerStore + ?Sized> ServerStore for Box<S> {
     }
     fn enroll(&self, name: &str, key: &PublicKey) -> Result<bool, StoreError> {
         (**self).enroll(name, key)
+    }
+    fn add_enrol_code(&self, code: &StoredEnrolCode) -> Result<(), StoreError> {
+        (**self).add_enrol_code(code)
+    }
+    fn enrol_codes(&self, now_us: u64) -> Result<Vec<StoredEnrolCode>, StoreError> {
+        (**self).enrol_codes(now_us)
     }
     fn seen_facts(&self) -> Result<Vec<SessionFact>, StoreError> {
         (**self).seen_facts()
@@ -1068,6 +1232,12 @@ impl ServerStore for Store {
     }
     fn enroll(&self, name: &str, key: &PublicKey) -> Result<bool, StoreError> {
         Store::enroll(self, name, key)
+    }
+    fn add_enrol_code(&self, code: &StoredEnrolCode) -> Result<(), StoreError> {
+        Store::add_enrol_code(self, code)
+    }
+    fn enrol_codes(&self, now_us: u64) -> Result<Vec<StoredEnrolCode>, StoreError> {
+        Store::enrol_codes(self, now_us)
     }
     fn seen_facts(&self) -> Result<Vec<SessionFact>, StoreError> {
         Store::seen_facts(self)
@@ -1331,6 +1501,15 @@ mod tests {
         let state = store.server_state(TrustMode::TrustOnFirstUse).unwrap();
         assert_eq!(state.registry.bindings().count(), 1);
         assert!(matches!(&state.live[..], [SessionFact::NameSeen { name, .. }] if name == "TERM1"));
+        // Version 3 on the way: the enrolment codes' table.
+        let version: String = store
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION.to_string());
+        assert!(store.enrol_codes(0).unwrap().is_empty());
     }
 
     /// The trait is what a server or command holds: a boxed backend

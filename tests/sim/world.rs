@@ -570,6 +570,11 @@ pub fn fact_of(event: &SessionEvent) -> Option<SessionFact> {
             name: name.clone(),
             key: *key,
         },
+        SessionEvent::EnrolCodeUsed { name, key, hash } => SessionFact::EnrolCodeUsed {
+            name: name.clone(),
+            key: *key,
+            hash: *hash,
+        },
         SessionEvent::NameSeen { name, at } => SessionFact::NameSeen {
             name: name.clone(),
             at: *at,

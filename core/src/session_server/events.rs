@@ -24,6 +24,15 @@ pub enum SessionEvent {
         /// The key it now belongs to.
         key: PublicKey,
     },
+    /// *Durable.* A one-time enrolment code enrolled `name` for `key`.
+    EnrolCodeUsed {
+        /// The name.
+        name: String,
+        /// The key enrolled for it.
+        key: PublicKey,
+        /// SHA-256 of the code spent.
+        hash: [u8; 32],
+    },
     /// A registration was confirmed and is now the name's live one (S702, 801/802).
     Registered {
         /// The name.
@@ -115,6 +124,17 @@ pub enum SessionFact {
         /// The key it now belongs to.
         key: PublicKey,
     },
+    /// A one-time enrolment code was spent: `name` is enrolled for `key`
+    /// (as the operator's enrolment would), and the code with this hash
+    /// is used. Stored before the registration is acknowledged.
+    EnrolCodeUsed {
+        /// The name.
+        name: String,
+        /// The key enrolled for it.
+        key: PublicKey,
+        /// SHA-256 of the code spent.
+        hash: [u8; 32],
+    },
     /// A binding's name registered at `at` (its last-seen time).
     NameSeen {
         /// The name.
@@ -142,6 +162,9 @@ impl From<SessionFact> for SessionEvent {
     fn from(fact: SessionFact) -> SessionEvent {
         match fact {
             SessionFact::NameBound { name, key } => SessionEvent::NameBound { name, key },
+            SessionFact::EnrolCodeUsed { name, key, hash } => {
+                SessionEvent::EnrolCodeUsed { name, key, hash }
+            }
             SessionFact::NameSeen { name, at } => SessionEvent::NameSeen { name, at },
             SessionFact::NameUnbound { name, key } => SessionEvent::NameUnbound { name, key },
             SessionFact::SessionStarted(s) => SessionEvent::SessionStarted(s),
@@ -365,6 +388,11 @@ pub struct SessionCounters {
     pub ticket_key_mismatches: u64,
     /// Registrations refused by the per-identity limit (connection closed).
     pub identity_rate_limited: u64,
+    /// One-time enrolment codes spent (a key enrolled by its invite).
+    pub enrol_codes_used: u64,
+    /// Enrolment codes sent for an unbound name that matched no unspent,
+    /// unexpired code for it (spent, expired, wrong, another name's).
+    pub enrol_codes_refused: u64,
 }
 
 /// A live session as the operator sees it ([`super::SessionServer::live_sessions`]).

@@ -55,6 +55,7 @@
 //! the number of terminals.
 
 mod config;
+mod enrol;
 mod events;
 mod expiry;
 mod registration;
@@ -67,6 +68,7 @@ mod upstream;
 mod tests;
 
 pub use config::*;
+pub use enrol::{enrol_code_hash, EnrolCode, EnrolCodeError, ENROL_CODE_HASH_LEN, MAX_ENROL_CODES};
 pub use events::*;
 pub use tickets::IDENTITY_REGISTRATIONS;
 
@@ -231,6 +233,8 @@ pub struct SessionServer<R> {
     registration_limiter: Box<RateLimiter<SourceKey, RATE_LIMIT_TRACKED_KEYS>>,
     /// Registration tickets and the per-identity registration bucket.
     tickets: tickets::Tickets,
+    /// The operator's unspent one-time enrolment codes.
+    enrol: enrol::EnrolCodes,
     /// The UDP device IDs of the channels.
     udp_ids: tickets::UdpIds,
     request_limiter: Box<RateLimiter<PublicKey, RATE_LIMIT_TRACKED_KEYS>>,
@@ -292,6 +296,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             sessions: BTreeMap::new(),
             registration_limiter,
             tickets,
+            enrol: enrol::EnrolCodes::default(),
             udp_ids,
             request_limiter,
             next_op: 0,

@@ -19,7 +19,7 @@ use crate::time::Instant;
 use crate::wire::{
     DecisionMode, DeviceId, ErrorCode, ErrorReply, HandshakeInit, HandshakeReply, KeyInstall,
     KeyRevoke, Message, Name, PublicKey, Register, RegisterAck, TicketedHandshakeInit, UdpKey,
-    HEADER_LEN, TICKET_LEN, TICKET_SECRET_LEN,
+    ENROL_CODE_LEN, HEADER_LEN, TICKET_LEN, TICKET_SECRET_LEN,
 };
 
 use super::events::RegistrationRefusal;
@@ -105,13 +105,18 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             return;
         };
         let mut payload = [0u8; MAX_HANDSHAKE_PAYLOAD];
-        let Some((responder, register)) =
+        let Some((responder, register, code)) =
             self.accept_registration(now, conn, init, &mut payload, admission)
         else {
             return;
         };
         let key = responder.initiator_key();
         let name = register.name;
+        if let Some(code) = &code {
+            if register.identity == key {
+                self.redeem_enrol_code(now, name, key, code);
+            }
+        }
         let bound = match self.check_registration(&register, key) {
             Ok(device) => self
                 .bind_name(name, key, device)
@@ -203,7 +208,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         init: &HandshakeInit<'_>,
         payload: &'p mut [u8],
         admission: Admission,
-    ) -> Option<(Responder, Register<'p>)> {
+    ) -> Option<(Responder, Register<'p>, Option<[u8; ENROL_CODE_LEN]>)> {
         let (responder, n) =
             match Responder::accept(&mut self.rng, now, &self.keypair, init, payload) {
                 Ok(accepted) => accepted,
@@ -229,11 +234,16 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             }
         }
         let payload: &'p [u8] = payload;
-        let Some(Ok(Message::Register(register))) = payload.get(..n).map(Message::decode) else {
-            self.out.counters.ignored_messages += 1;
-            return None;
-        };
-        Some((responder, register))
+        match payload.get(..n).map(Message::decode) {
+            Some(Ok(Message::Register(register))) => Some((responder, register, None)),
+            Some(Ok(Message::EnrolRegister(enrol))) => {
+                Some((responder, enrol.register, Some(enrol.code)))
+            }
+            _ => {
+                self.out.counters.ignored_messages += 1;
+                None
+            }
+        }
     }
 
     /// Check: the identity is the handshake's key, and there is room and a

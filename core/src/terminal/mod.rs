@@ -79,10 +79,11 @@ use crate::machine::{Destination, OwnedTransmit, Payload};
 use crate::time::{Clock, Instant};
 use crate::wire::{
     AddressNotification, ConnectionRequest, DeviceId, EndNotification, EndReason, EndTrigger,
-    ErrorCode, ErrorReply, ExtensionRequest, HandshakeInit, HandshakeReply, KeepaliveAck, Message,
-    Name, NameSeq, PermissionAnswer, PermissionInquiry, PermissionList, Poll, PublicKey, Register,
-    RegistrationTicket, Role, Sealed, SessionId, TicketedHandshakeInit, Trigger, UdpKey, Verdict,
-    MAX_HANDSHAKE_LEN, MAX_MESSAGE_LEN, MAX_PLAIN_MESSAGE_LEN,
+    EnrolRegister, ErrorCode, ErrorReply, ExtensionRequest, HandshakeInit, HandshakeReply,
+    KeepaliveAck, Message, Name, NameSeq, PermissionAnswer, PermissionInquiry, PermissionList,
+    Poll, PublicKey, Register, RegistrationTicket, Role, Sealed, SessionId, TicketedHandshakeInit,
+    Trigger, UdpKey, Verdict, ENROL_CODE_LEN, MAX_HANDSHAKE_LEN, MAX_MESSAGE_LEN,
+    MAX_PLAIN_MESSAGE_LEN,
 };
 
 /// Rounds of timer processing in one `handle_timeout`; each round can only
@@ -91,8 +92,8 @@ use crate::wire::{
 const TIMER_ROUNDS: usize = 16;
 
 /// Bytes of the largest `Register` message: header, mode, key, a 64-byte
-/// name, an IPv6 local address.
-const REGISTER_BUF_LEN: usize = 6 + 1 + 32 + 1 + 64 + 19;
+/// name, an IPv6 local address (and an `EnrolRegister`'s code).
+const REGISTER_BUF_LEN: usize = 6 + 1 + 32 + 1 + 64 + 19 + ENROL_CODE_LEN;
 
 /// What a registered terminal holds: the fruit of one `RegisterAck`.
 struct Registered {
@@ -687,12 +688,19 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
         let mut noise = [0u8; MAX_HANDSHAKE_LEN];
         let own_name = self.config.name.clone();
         let started = Name::new(&own_name).ok().and_then(|name| {
-            let message = Message::Register(Register {
+            let fields = Register {
                 mode: self.config.mode,
                 identity: self.keypair.public_key(),
                 name,
                 local: self.config.local_udp,
-            });
+            };
+            let message = match self.config.enrol_code {
+                Some(code) => Message::EnrolRegister(EnrolRegister {
+                    register: fields,
+                    code,
+                }),
+                None => Message::Register(fields),
+            };
             let len = message.encode(&mut register).ok()?;
             let payload = register.get(..len)?;
             let (initiator, n) = Initiator::start(

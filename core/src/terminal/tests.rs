@@ -72,6 +72,8 @@ struct Harness {
     /// The session server sends `KeyReady` right after accepting (as the
     /// real one does once the trigger server acknowledged the key).
     key_ready_on_register: bool,
+    /// The enrolment code of the last registration (an `EnrolRegister`).
+    last_code: Option<[u8; ENROL_CODE_LEN]>,
 }
 
 impl Harness {
@@ -97,6 +99,7 @@ impl Harness {
             events: Vec::new(),
             auto_ack: false,
             key_ready_on_register: true,
+            last_code: None,
         }
     }
 
@@ -241,9 +244,12 @@ impl Harness {
             &mut payload,
         )
         .unwrap();
-        let Ok(Message::Register(register)) = Message::decode(&payload[..n]) else {
-            panic!("expected a Register payload");
+        let (register, code) = match Message::decode(&payload[..n]) {
+            Ok(Message::Register(register)) => (register, None),
+            Ok(Message::EnrolRegister(enrol)) => (enrol.register, Some(enrol.code)),
+            _ => panic!("expected a Register payload"),
         };
+        self.last_code = code;
         assert_eq!(register.identity, responder.initiator_key());
         assert_eq!(register.identity, self.t.public_key());
         assert_eq!(register.name.as_str(), self.t.config().name());
@@ -438,6 +444,25 @@ fn register_names_the_local_udp_address_the_driver_gave_or_none() {
         assert!(h.t.is_registered());
         assert_eq!(h.t.config().local_udp, local);
     }
+}
+
+#[test]
+fn an_enrol_code_goes_with_every_registration_and_a_refusal_stops() {
+    let h = Harness::registered(5, |c| c.enrol_code = Some([0x3c; ENROL_CODE_LEN]));
+    assert_eq!(h.last_code, Some([0x3c; ENROL_CODE_LEN]));
+    assert!(h.t.is_registered());
+    // Without a code, a plain Register.
+    let h = Harness::registered(5, |_| {});
+    assert_eq!(h.last_code, None);
+    // A refused code: the terminal stops, as for any refusal.
+    let mut h = Harness::with(6, |c| c.enrol_code = Some([0x3c; ENROL_CODE_LEN]));
+    h.t.start(h.now);
+    h.drain();
+    h.ss_handshake(false);
+    assert_eq!(h.last_code, Some([0x3c; ENROL_CODE_LEN]));
+    assert_eq!(h.take_events(), [TerminalEvent::RegistrationRefused]);
+    h.advance(secs(60));
+    assert!(h.take_upstream().is_empty(), "no retry after a refusal");
 }
 
 #[test]

@@ -6,7 +6,7 @@ use core::time::Duration;
 
 use crate::wire::{
     DecisionMode, DeviceId, EndReason, Name, NameError, PublicKey, Role, SessionId, SessionKey,
-    Verdict, MAX_NAME_LEN, MAX_PERMISSION_ENTRIES,
+    Verdict, ENROL_CODE_LEN, MAX_NAME_LEN, MAX_PERMISSION_ENTRIES,
 };
 
 /// Most names the permission list holds: as many as one `PermissionList` carries.
@@ -118,6 +118,10 @@ pub struct TerminalConfig {
     /// session server in the `Register` (encrypted) for the operator's NAT
     /// type guess only; `None` (the default) leaves the guess "unknown".
     pub local_udp: Option<SocketAddr>,
+    /// An invite's one-time enrolment code: sent with every registration
+    /// (an `EnrolRegister`) so that a closed server enrols this key for the
+    /// name on first use; a server that already knows the key ignores it.
+    pub enrol_code: Option<[u8; ENROL_CODE_LEN]>,
 }
 
 impl TerminalConfig {
@@ -140,6 +144,7 @@ impl TerminalConfig {
             connect_timeout: CONNECT_TIMEOUT,
             ask_timeout: ASK_TIMEOUT,
             local_udp: None,
+            enrol_code: None,
         })
     }
 

@@ -147,6 +147,8 @@ messages! { 'a;
     RegistrationTicket(RegistrationTicket) = 0x04, Registration;
     /// Session server -> terminal (sealed): the UDP key is installed; keepalives may start.
     KeyReady(KeyReady) = 0x05, Registration;
+    /// Terminal -> session server: a registration with an invite's one-time enrolment code.
+    EnrolRegister(EnrolRegister<'a>) = 0x06, Registration;
     /// Terminal -> trigger server: keep the NAT mapping alive and register the address (S701, 803/804).
     Keepalive(Keepalive) = 0x10, Udp;
     /// Trigger server -> terminal: the observed address and the wanted interval.

@@ -50,6 +50,39 @@ impl<'a> Body<'a> for Register<'a> {
     }
 }
 
+/// Bytes of a one-time enrolment code (an invite's, for a `--closed` server).
+pub const ENROL_CODE_LEN: usize = 16;
+
+/// Terminal -> session server, as the handshake payload instead of a
+/// [`Register`]: the same registration, plus the one-time enrolment code of
+/// an invite. A closed server that holds an unused, unexpired code for this
+/// name (by its SHA-256) enrols the handshake's key for the name, once.
+/// Inside the Noise channel like `Register`, so the code is never in clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct EnrolRegister<'a> {
+    /// The registration.
+    pub register: Register<'a>,
+    /// The invite's one-time code.
+    pub code: [u8; ENROL_CODE_LEN],
+}
+
+impl<'a> Body<'a> for EnrolRegister<'a> {
+    fn parse(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Ok(EnrolRegister {
+            register: Register::parse(r)?,
+            code: r.array()?,
+        })
+    }
+    fn body_len(&self) -> usize {
+        self.register.body_len() + ENROL_CODE_LEN
+    }
+    fn emit<B: Put>(&self, b: &mut B) {
+        self.register.emit(b);
+        b.put_slice(&self.code);
+    }
+}
+
 /// Session server -> terminal: registered. The device ID keys the trigger
 /// server's address table; the UDP key authenticates keepalives and triggers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

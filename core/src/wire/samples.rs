@@ -57,6 +57,19 @@ pub(crate) fn samples() -> Vec<(&'static str, Message<'static>)> {
         ),
         ("KEY_READY", KeyReady.into()),
         (
+            "ENROL_REGISTER",
+            EnrolRegister {
+                register: Register {
+                    mode: DecisionMode::PermissionList,
+                    identity: PublicKey([0x11; 32]),
+                    name: name(TERM1),
+                    local: None
+                },
+                code: [0xc0; ENROL_CODE_LEN]
+            }
+            .into()
+        ),
+        (
             "KEEPALIVE",
             Keepalive {
                 device_id: DeviceId(0x0102_0304_0506_0708),

@@ -469,10 +469,15 @@ fn wait_online(events: &flume::Receiver<Event>, common: &TerminalCommon) -> Resu
             Ok(Event::Terminal(TerminalEvent::Online { .. })) => return Ok(()),
             Ok(Event::Terminal(TerminalEvent::Registered { .. })) => registered = true,
             Ok(Event::Terminal(TerminalEvent::RegistrationRefused)) => {
-                return Err(CliError::failed(format!(
-                    "the session server refused the name {} for this key",
-                    common.name
-                )))
+                let enrolling = common
+                    .invite
+                    .as_deref()
+                    .and_then(|text| super::invite::Invite::decode(text).ok())
+                    .is_some_and(|invite| invite.code.is_some());
+                return Err(CliError::failed(super::terminal::refused_message(
+                    &common.name,
+                    enrolling,
+                )));
             }
             Ok(Event::Terminal(TerminalEvent::HandshakeFailed { cause, .. })) => {
                 match handshake_failure(common.server, cause) {

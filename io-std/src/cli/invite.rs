@@ -7,29 +7,42 @@
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 1 | flags: bit 0 a device name follows the key; other bits 0 |
+//! | 1 | flags: bit 0 a device name follows the key; bit 1 a one-time enrolment code follows the name (needs bit 0); other bits 0 |
 //! | 1+n | the control host (TCP): kind 4 + 4 bytes, kind 6 + 16 bytes, or kind 0 + 1-byte length + a DNS name |
 //! | 2 | the control port, big-endian |
 //! | 1+n | the trigger host (UDP), as the control host |
 //! | 2 | the trigger port, big-endian |
 //! | 32 | the session server's public key |
 //! | 1+n | (flag bit 0) the device name: 1-byte length + UTF-8 |
+//! | 16 | (flag bit 1) the one-time enrolment code for that name (`tryst invite --enrol NAME`) |
 //! | 4 | checksum: the first 4 bytes of SHA-256 of everything before it |
 //!
 //! `1` in the prefix is the version; the prefix is read in any case. The
 //! upper-case form fits a QR code's alphanumeric mode (`tryst invite
 //! --qr`). `tryst server` writes the invite to `DIR/invite` at every start
 //! (for `tryst invite --data-dir DIR` to print again) and prints it.
+//!
+//! `tryst invite --enrol NAME` mints a one-time enrolment code for a
+//! `--closed` server: 16 random bytes, stored in the server's store only
+//! as their SHA-256 with an expiry (`--expires`, 24 h by default), and put
+//! in the invite. A terminal started with that invite sends the code inside
+//! its Noise handshake; the server enrols its key for NAME once.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use data_encoding::BASE32_NOPAD;
+use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
-use tryst_core::wire::{Name, PublicKey};
+use tryst_core::session_server::enrol_code_hash;
+use tryst_core::wire::{Name, PublicKey, ENROL_CODE_LEN};
 
+use super::connect::parse_duration;
+use super::end::{ask_server, store_error};
+use super::server::ensure_data_dir;
 use super::CliError;
-use crate::store::key_hex;
+use crate::store::{key_hex, now_us, OperatorCommand, StoreLocation, StoredEnrolCode};
 
 /// The invite's prefix (its version is the `1`).
 pub const PREFIX: &str = "TRYST1:";
@@ -45,6 +58,10 @@ pub const MAX_HOST_LEN: usize = 253;
 pub const MAX_INVITE_LEN: usize = 1024;
 /// Flag bit: a device name follows the key.
 const FLAG_NAME: u8 = 0x01;
+/// Flag bit: a one-time enrolment code follows the name.
+const FLAG_CODE: u8 = 0x02;
+/// How long an enrolment code is valid unless `--expires` says.
+pub const DEFAULT_CODE_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Host kinds.
 const HOST_NAME: u8 = 0;
 const HOST_V4: u8 = 4;
@@ -129,6 +146,8 @@ pub struct Invite {
     pub server_key: PublicKey,
     /// The device name it is meant for, if the operator gave one.
     pub name: Option<String>,
+    /// The one-time enrolment code for that name (`--enrol`); only with a name.
+    pub code: Option<[u8; ENROL_CODE_LEN]>,
 }
 
 impl Invite {
@@ -144,7 +163,13 @@ impl Invite {
 
     /// The invite as text (`TRYST1:` and upper-case base32).
     pub fn encode(&self) -> String {
-        let mut bytes = vec![if self.name.is_some() { FLAG_NAME } else { 0 }];
+        let code = self.code.filter(|_| self.name.is_some());
+        let flags = match (&self.name, code) {
+            (Some(_), Some(_)) => FLAG_NAME | FLAG_CODE,
+            (Some(_), None) => FLAG_NAME,
+            (None, _) => 0,
+        };
+        let mut bytes = vec![flags];
         put_host(&mut bytes, &self.control_host);
         bytes.extend_from_slice(&self.control_port.to_be_bytes());
         put_host(&mut bytes, &self.trigger_host);
@@ -155,6 +180,9 @@ impl Invite {
             let name = &name.as_bytes()[..name.len().min(u8::MAX as usize)];
             bytes.push(name.len() as u8);
             bytes.extend_from_slice(name);
+        }
+        if let Some(code) = code {
+            bytes.extend_from_slice(&code);
         }
         let sum = Sha256::digest(&bytes);
         bytes.extend_from_slice(&sum[..CHECKSUM_LEN]);
@@ -197,8 +225,13 @@ impl Invite {
         }
         let mut cursor = Cursor(content);
         let flags = cursor.byte()?;
-        if flags & !FLAG_NAME != 0 {
+        if flags & !(FLAG_NAME | FLAG_CODE) != 0 {
             return Err(InviteError::Malformed("unknown flags"));
+        }
+        if flags & FLAG_CODE != 0 && flags & FLAG_NAME == 0 {
+            return Err(InviteError::Malformed(
+                "an enrolment code without a device name",
+            ));
         }
         let control_host = cursor.host()?;
         let control_port = cursor.port()?;
@@ -215,6 +248,13 @@ impl Invite {
         } else {
             None
         };
+        let code = if flags & FLAG_CODE != 0 {
+            let mut code = [0u8; ENROL_CODE_LEN];
+            code.copy_from_slice(cursor.take(ENROL_CODE_LEN)?);
+            Some(code)
+        } else {
+            None
+        };
         if !cursor.0.is_empty() {
             return Err(InviteError::Malformed("bytes after the end"));
         }
@@ -225,6 +265,7 @@ impl Invite {
             trigger_port,
             server_key: PublicKey(key),
             name,
+            code,
         })
     }
 }
@@ -322,6 +363,7 @@ pub fn server_invite(
         trigger_port: trigger.port(),
         server_key: *key,
         name: None,
+        code: None,
     })
 }
 
@@ -362,8 +404,17 @@ pub struct InviteArgs {
     pub data_dir: PathBuf,
     /// The device the invite is for: a terminal that uses it takes this
     /// name unless it is given --name.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", conflicts_with = "enrol")]
     pub name: Option<String>,
+    /// Mint a one-time enrolment code for the device NAME (for a
+    /// `--closed` server): the first terminal that registers as NAME with
+    /// this invite is enrolled for its key; the store keeps only the
+    /// code's SHA-256.
+    #[arg(long, value_name = "NAME")]
+    pub enrol: Option<String>,
+    /// How long the enrolment code is valid (with --enrol): `24h`, `30m`, ...
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "enrol")]
+    pub expires: Option<Duration>,
     /// Also show the invite as a QR code.
     #[arg(long)]
     pub qr: bool,
@@ -385,12 +436,54 @@ pub fn run(args: InviteArgs) -> Result<(), CliError> {
     };
     let mut invite =
         Invite::decode(&text).map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
-    if let Some(name) = &args.name {
+    if let Some(name) = args.name.as_ref().or(args.enrol.as_ref()) {
         Name::new(name)
             .map_err(|e| CliError::usage(format!("{name:?} is not a device name: {e}")))?;
         invite.name = Some(name.clone());
     }
+    if let Some(name) = &args.enrol {
+        let lifetime = args.expires.unwrap_or(DEFAULT_CODE_LIFETIME);
+        invite.code = Some(mint_code(&args.data_dir, name, lifetime)?);
+        print_invite(&invite, args.qr)?;
+        println!(
+            "  one-time enrolment code for {name}: valid once, for {}",
+            humantime::format_duration(lifetime)
+        );
+        return Ok(());
+    }
     print_invite(&invite, args.qr)
+}
+
+/// Mints a one-time enrolment code for `name`, valid for `lifetime`:
+/// stores its SHA-256 and expiry in the store of `dir` and tells a running
+/// server; returns the code (the only copy, for the invite).
+fn mint_code(dir: &Path, name: &str, lifetime: Duration) -> Result<[u8; ENROL_CODE_LEN], CliError> {
+    if lifetime.is_zero() {
+        return Err(CliError::usage("--expires must be longer than 0"));
+    }
+    let mut code = [0u8; ENROL_CODE_LEN];
+    OsRng.fill_bytes(&mut code);
+    let lifetime_us = u64::try_from(lifetime.as_micros()).unwrap_or(u64::MAX);
+    let stored = StoredEnrolCode {
+        hash: enrol_code_hash(&code),
+        name: name.to_owned(),
+        expires_us: now_us().saturating_add(lifetime_us),
+    };
+    let location = StoreLocation::DataDir(dir.to_path_buf());
+    ensure_data_dir(dir)?;
+    let store = location.create("").map_err(store_error)?;
+    store.add_enrol_code(&stored).map_err(store_error)?;
+    drop(store);
+    match ask_server(&location, OperatorCommand::EnrolCode(stored))? {
+        None => {}
+        Some(answer) if answer == "ok" => {}
+        Some(answer) => {
+            return Err(CliError::failed(format!(
+                "the running server refused the enrolment code: {answer}"
+            )))
+        }
+    }
+    Ok(code)
 }
 
 /// Prints `invite: STRING`, the servers it points at, and the QR code if asked.
@@ -485,7 +578,43 @@ mod tests {
             trigger_port: 7401,
             server_key: PublicKey([7; 32]),
             name: name.map(str::to_owned),
+            code: None,
         }
+    }
+
+    #[test]
+    fn an_enrolment_code_round_trips_and_needs_a_name() {
+        let mut invite = sample(Some("home"));
+        invite.code = Some([0x5a; ENROL_CODE_LEN]);
+        let text = invite.encode();
+        assert_eq!(Invite::decode(&text), Ok(invite.clone()));
+        // Flags 0x02 alone (a code without a name), checksum recomputed.
+        let mut bytes = BASE32_NOPAD
+            .decode(&text.as_bytes()[PREFIX.len()..])
+            .expect("base32");
+        bytes.truncate(bytes.len() - CHECKSUM_LEN);
+        bytes[0] = FLAG_CODE;
+        let sum = Sha256::digest(&bytes);
+        bytes.extend_from_slice(&sum[..CHECKSUM_LEN]);
+        let forged = format!("{PREFIX}{}", BASE32_NOPAD.encode(&bytes));
+        assert_eq!(
+            Invite::decode(&forged),
+            Err(InviteError::Malformed(
+                "an enrolment code without a device name"
+            ))
+        );
+        // Cut short: the code's bytes missing.
+        let mut short = BASE32_NOPAD
+            .decode(&text.as_bytes()[PREFIX.len()..])
+            .expect("base32");
+        short.truncate(short.len() - CHECKSUM_LEN - 1);
+        let sum = Sha256::digest(&short);
+        short.extend_from_slice(&sum[..CHECKSUM_LEN]);
+        let cut = format!("{PREFIX}{}", BASE32_NOPAD.encode(&short));
+        assert_eq!(
+            Invite::decode(&cut),
+            Err(InviteError::Malformed("cut short"))
+        );
     }
 
     #[test]

@@ -610,7 +610,8 @@ fn announce_invite(args: &ServerArgs, key: &PublicKey, control: SocketAddr, trig
     }
     if args.policy.closed {
         println!(
-            "closed server: enrol each device's key first (`tryst enroll NAME PUBKEY --data-dir {}`)",
+            "closed server: enrol each device's key first (`tryst enroll NAME PUBKEY --data-dir {}`), or give a device a one-time invite (`tryst invite --data-dir {} --enrol NAME`)",
+            args.data_dir.display(),
             args.data_dir.display()
         );
     }
@@ -699,6 +700,9 @@ pub fn log_session_event(event: &SessionEvent) {
     match event {
         SessionEvent::NameBound { name, key } => {
             tracing::info!(%name, key = %short(key), "name bound to its first key");
+        }
+        SessionEvent::EnrolCodeUsed { name, key, .. } => {
+            tracing::info!(%name, key = %short(key), "enrolled by a one-time invite code");
         }
         SessionEvent::NameSeen { name, .. } => {
             tracing::debug!(%name, "binding seen");

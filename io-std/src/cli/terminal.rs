@@ -353,7 +353,25 @@ pub fn config(common: &TerminalCommon, mode: Mode) -> Result<TerminalConfig, Cli
         Mode::Judge => DecisionMode::TerminalJudges,
     };
     config.judge = JudgePolicy::List;
+    if let Some(text) = &common.invite {
+        let invite = super::invite::Invite::decode(text)
+            .map_err(|e| CliError::usage(format!("--invite: {e}")))?;
+        config.enrol_code = invite.code;
+    }
     Ok(config)
+}
+
+/// What a refused registration means for the operator: the name is not
+/// this key's, or (when the terminal sent an invite's enrolment code) the
+/// code was not accepted.
+pub fn refused_message(name: &str, enrolling: bool) -> String {
+    if enrolling {
+        format!(
+            "the session server refused the name {name} for this key: the enrolment code was not accepted (used, expired or wrong); ask the operator for a new invite (`tryst invite --enrol {name}`)"
+        )
+    } else {
+        format!("the session server refused the name {name} for this key")
+    }
 }
 
 /// The local UDP address: `--bind`, or any port on the trigger server's family.
@@ -532,6 +550,8 @@ pub fn prepare_terminal(args: &TerminalArgs) -> Result<TerminalSetup, CliError> 
 pub struct TerminalLines {
     name: String,
     live: BTreeSet<[u8; 16]>,
+    /// It registers with an invite's enrolment code.
+    enrolling: bool,
 }
 
 impl TerminalLines {
@@ -540,7 +560,15 @@ impl TerminalLines {
         TerminalLines {
             name: name.to_owned(),
             live: BTreeSet::new(),
+            enrolling: false,
         }
+    }
+
+    /// Says the terminal registers with an enrolment code (so a refusal
+    /// says the code was not accepted).
+    pub fn with_enrol_code(mut self, enrolling: bool) -> TerminalLines {
+        self.enrolling = enrolling;
+        self
     }
 
     /// The first lines, once the UDP socket is bound: key, address, list.
@@ -571,9 +599,9 @@ impl TerminalLines {
                 println!("online: the trigger server sees this terminal at {observed}");
             }
             TerminalEvent::RegistrationRefused => {
-                return Some(CliError::failed(format!(
-                    "the session server refused the name {} for this key",
-                    self.name
+                return Some(CliError::failed(refused_message(
+                    &self.name,
+                    self.enrolling,
                 )));
             }
             TerminalEvent::PermissionAnswered {
@@ -671,8 +699,9 @@ pub fn run<D: Driver>(driver: &D, args: TerminalArgs) -> Result<(), CliError> {
         share: args.share.clone(),
         ..TerminalOptions::default()
     };
+    let enrolling = config.enrol_code.is_some();
     let (handle, events) = start(driver, &args.common, config, keypair, &name_refs, options)?;
-    let mut lines = TerminalLines::new(&args.common.name);
+    let mut lines = TerminalLines::new(&args.common.name).with_enrol_code(enrolling);
     lines.started(&public, handle.udp_addr, &names);
     let control = ControlServer::start(control, state.clone(), handle.clone())?;
     let metrics = Arc::new(TerminalMetrics::new());

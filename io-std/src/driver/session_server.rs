@@ -64,9 +64,10 @@ pub fn spawn_durable(
         clock,
         restore: facts,
         journal,
+        enrol_codes,
     } = setup;
     let make = move || {
-        let machine = restore(config, keypair, trigger_key, registry, &facts);
+        let machine = restore(config, keypair, trigger_key, registry, &facts, &enrol_codes);
         Ok(SessionRole::new(machine, event_tx))
     };
     let (poller, wake) = Poller::new()?;

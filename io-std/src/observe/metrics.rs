@@ -258,6 +258,7 @@ impl ServerMetrics {
                 self.count(&self.sessions_ended, "reason", reason_name(r.reason));
             }
             SessionEvent::NameBound { .. }
+            | SessionEvent::EnrolCodeUsed { .. }
             | SessionEvent::NameSeen { .. }
             | SessionEvent::NameUnbound { .. }
             | SessionEvent::UpstreamEstablished => {}

@@ -9,8 +9,8 @@ use rand_core::OsRng;
 use tryst_core::crypto::StaticKeypair;
 use tryst_core::names::{EnrollError, NameRegistry};
 use tryst_core::session_server::{
-    LiveSession, SessionConfig, SessionCounters, SessionEvent, SessionFact, SessionServer,
-    UnknownSession,
+    EnrolCode, EnrolCodeError, LiveSession, SessionConfig, SessionCounters, SessionEvent,
+    SessionFact, SessionServer, UnknownSession,
 };
 use tryst_core::time::Instant;
 use tryst_core::wire::{DeviceId, Name, PublicKey, SessionId};
@@ -27,6 +27,8 @@ pub enum SessionCommand {
     /// Bind a name to a key ahead of its registration (the operator's
     /// enrolment; the caller persists it).
     Enroll(String, PublicKey, Answer<(), SessionError>),
+    /// Hold a one-time enrolment code (`tryst invite --enrol`).
+    EnrolCode(EnrolCode, Answer<(), SessionError>),
     /// What the server holds now: live terminals, live sessions, counters
     /// (the operator's status page, `tryst status`, the metrics).
     Snapshot(Answer<SessionSnapshot, SessionError>),
@@ -69,6 +71,9 @@ pub enum EnrollRefused {
     /// The registry refused (bound to another key, full, weak key).
     #[error("{0}")]
     Registry(EnrollError),
+    /// The enrolment code was refused (expired, too many held).
+    #[error("{0}")]
+    Code(EnrolCodeError),
 }
 
 /// Why a session server's command was not carried out.
@@ -128,11 +133,17 @@ pub fn restore(
     trigger_key: PublicKey,
     registry: NameRegistry,
     facts: &[SessionFact],
+    codes: &[EnrolCode],
 ) -> SessionServer<OsRng> {
     let mut machine = SessionServer::new(config, keypair, trigger_key, registry, OsRng);
     for fact in facts {
         if let Err(e) = machine.restore_session(fact) {
             tracing::warn!(error = %e, "a stored session fact was not restored");
+        }
+    }
+    for code in codes {
+        if let Err(e) = machine.add_enrol_code(code.clone()) {
+            tracing::warn!(name = %code.name, error = %e, "a stored enrolment code was not restored");
         }
     }
     machine
@@ -165,6 +176,13 @@ impl Driven for SessionRole {
                     Err(_) => Err(EnrollRefused::BadName),
                 };
                 let _ = reply.send(result.map_err(SessionError::Enroll));
+            }
+            SessionCommand::EnrolCode(code, reply) => {
+                let result = self
+                    .machine
+                    .add_enrol_code(code)
+                    .map_err(|e| SessionError::Enroll(EnrollRefused::Code(e)));
+                let _ = reply.send(result);
             }
             SessionCommand::Snapshot(reply) => {
                 let m = &self.machine;
@@ -217,6 +235,12 @@ impl SessionHandle {
             .request(|reply| SessionCommand::Enroll(name, key, reply))
     }
 
+    /// Holds a one-time enrolment code on the running server.
+    pub fn enrol_code(&self, code: EnrolCode) -> Reply<(), SessionError> {
+        self.commands
+            .request(|reply| SessionCommand::EnrolCode(code, reply))
+    }
+
     /// What the running server holds now (terminals, sessions, counters).
     pub fn snapshot(&self) -> Reply<SessionSnapshot, SessionError> {
         self.commands.request(SessionCommand::Snapshot)
@@ -239,6 +263,8 @@ pub struct Durable {
     pub restore: Vec<SessionFact>,
     /// Where durable facts are stored before what acknowledges them is sent.
     pub journal: Option<Journal<SessionFact>>,
+    /// The stored one-time enrolment codes neither spent nor expired.
+    pub enrol_codes: Vec<EnrolCode>,
 }
 
 impl Default for Durable {
@@ -248,6 +274,7 @@ impl Default for Durable {
             clock: DriverClock::default(),
             restore: Vec::new(),
             journal: None,
+            enrol_codes: Vec::new(),
         }
     }
 }
@@ -297,6 +324,7 @@ mod tests {
             StaticKeypair::generate(&mut OsRng),
             trigger.public_key(),
             NameRegistry::new(TrustMode::TrustOnFirstUse),
+            &[],
             &[],
         );
         let (events, rx) = flume::unbounded();

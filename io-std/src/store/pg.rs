@@ -30,8 +30,9 @@ use tryst_core::time::Instant;
 use tryst_core::wire::PublicKey;
 
 use super::{
-    id_hex, key_hex, now_us, parse_id, parse_key, reason_name, side_reason_name, to_i64, to_u32,
-    to_u64, LogRow, OperatorCommand, Origin, PendingCommand, ServerStore, StoreError,
+    hash_hex, id_hex, key_hex, now_us, parse_hash, parse_id, parse_key, reason_name,
+    side_reason_name, to_i64, to_u32, to_u64, LogRow, OperatorCommand, Origin, PendingCommand,
+    ServerStore, StoreError, StoredEnrolCode,
 };
 
 /// The migrations, in order: migration `i` brings the schema to version `i + 1`.
@@ -79,6 +80,16 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TABLE heartbeats (
         server TEXT PRIMARY KEY,
         at_us BIGINT NOT NULL
+    );",
+    // Version 2: one-time enrolment codes (`tryst invite --enrol`), by the
+    // hex SHA-256 of the code; spent once, by the first server to commit.
+    "CREATE TABLE enrol_codes (
+        hash TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_us BIGINT NOT NULL,
+        expires_us BIGINT NOT NULL,
+        used_us BIGINT,
+        used_key TEXT
     );",
 ];
 
@@ -300,6 +311,30 @@ fn record_fact(
                 return Ok(Err(name.clone()));
             }
         }
+        SessionFact::EnrolCodeUsed { name, key, hash } => {
+            let hex = key_hex(key);
+            // Spent once: a second server spending the same code updates
+            // nothing, and its batch fails like a name taken.
+            let spent = tx.execute(
+                "UPDATE enrol_codes SET used_us = $3, used_key = $4
+                 WHERE hash = $1 AND name = $2 AND used_us IS NULL",
+                &[&hash_hex(hash), name, &to_i64(now_us()), &hex],
+            )?;
+            if spent != 1 {
+                return Ok(Err(name.clone()));
+            }
+            tx.execute(
+                "INSERT INTO names (name, key, origin, bound_us) VALUES ($1, $2, 'enrolled', $3)
+                 ON CONFLICT (name) DO NOTHING",
+                &[name, &hex, &to_i64(now_us())],
+            )?;
+            let bound: String = tx
+                .query_one("SELECT key FROM names WHERE name = $1", &[name])?
+                .get(0);
+            if bound != hex {
+                return Ok(Err(name.clone()));
+            }
+        }
         SessionFact::NameSeen { name, at } => {
             tx.execute(
                 "UPDATE names SET seen_us = $2 WHERE name = $1",
@@ -429,6 +464,36 @@ impl ServerStore for PgStore {
             &[&name, &hex, &to_i64(now_us())],
         )?;
         Ok(self.key_of(name)? == Some(*key))
+    }
+
+    fn add_enrol_code(&self, code: &StoredEnrolCode) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO enrol_codes (hash, name, created_us, expires_us) VALUES ($1, $2, $3, $4)",
+            &[
+                &hash_hex(&code.hash),
+                &code.name,
+                &to_i64(now_us()),
+                &to_i64(code.expires_us),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn enrol_codes(&self, now_us: u64) -> Result<Vec<StoredEnrolCode>, StoreError> {
+        let rows = self.query(
+            "SELECT hash, name, expires_us FROM enrol_codes
+             WHERE used_us IS NULL AND expires_us > $1 ORDER BY created_us, hash",
+            &[&to_i64(now_us)],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredEnrolCode {
+                    hash: parse_hash(r.get(0))?,
+                    name: r.get(1),
+                    expires_us: to_u64(r.get(2)),
+                })
+            })
+            .collect()
     }
 
     fn seen_facts(&self) -> Result<Vec<SessionFact>, StoreError> {

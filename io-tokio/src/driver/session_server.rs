@@ -62,7 +62,14 @@ pub async fn spawn_durable(
     let listener = TcpListener::bind(control_addr).await?;
     let control_addr = listener.local_addr()?;
     let public_key = keypair.public_key();
-    let machine = restore(config, keypair, trigger_key, registry, &setup.restore);
+    let machine = restore(
+        config,
+        keypair,
+        trigger_key,
+        registry,
+        &setup.restore,
+        &setup.enrol_codes,
+    );
     let (event_tx, events) = flume::unbounded();
     let role = SessionRole::new(machine, event_tx);
     let (commands, command_rx) = Commands::channel(None);

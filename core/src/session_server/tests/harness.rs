@@ -76,6 +76,8 @@ pub struct Term {
     pub key_ready: usize,
     /// The channel number of its last `HandshakeReply`.
     pub channel_no: Option<u64>,
+    /// An invite's enrolment code, sent in an `EnrolRegister`.
+    pub enrol_code: Option<[u8; crate::wire::ENROL_CODE_LEN]>,
 }
 
 /// The scripted trigger server.
@@ -322,6 +324,7 @@ impl World {
             ticket: None,
             key_ready: 0,
             channel_no: None,
+            enrol_code: None,
         });
         self.terms.len() - 1
     }
@@ -340,12 +343,19 @@ impl World {
     pub fn start_registration(&mut self, i: usize) {
         let term = &self.terms[i];
         let name = Name::new(&term.name).unwrap();
-        let register = enc(&Message::Register(Register {
+        let plain = Register {
             mode: term.mode,
             identity: term.kp.public_key(),
             name,
             local: term.local,
-        }));
+        };
+        let register = match term.enrol_code {
+            Some(code) => enc(&Message::EnrolRegister(crate::wire::EnrolRegister {
+                register: plain,
+                code,
+            })),
+            None => enc(&Message::Register(plain)),
+        };
         let mut out = vec![0u8; 4096];
         let (init, n) = Initiator::start(
             &mut self.rng,

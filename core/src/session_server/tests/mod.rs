@@ -2,6 +2,7 @@
 //! bytes built with the codec and crypto APIs (see [`harness`]).
 
 mod abuse;
+mod enrol;
 mod harness;
 mod props;
 mod streams;

@@ -291,6 +291,7 @@ fn start_session_server<D: Driver + ?Sized>(
     let setup = Durable {
         clock: DriverClock::wall(),
         restore: state.live,
+        enrol_codes: state.enrol_codes,
         journal: Some(start_timed_journal(journal_store, move |took| {
             timing.observe_store_write(took)
         })),
@@ -403,6 +404,15 @@ fn apply_command(handle: &SessionHandle, roles: &Roles, command: &PendingCommand
             }
             Err(e) => format!("{e:#}"),
         },
+        Some(OperatorCommand::EnrolCode(code)) => {
+            match handle.enrol_code(store::core_enrol_code(code)).wait() {
+                Ok(()) => {
+                    tracing::info!(target: LOG_TARGET, name = %code.name, "enrolment code held");
+                    "ok".to_owned()
+                }
+                Err(e) => e.to_string(),
+            }
+        }
         Some(OperatorCommand::Enroll { name, key }) => match handle.enroll(name, *key).wait() {
             Ok(()) => {
                 tracing::info!(target: LOG_TARGET, %name, key = %super::short(key), "enrolled");
