@@ -917,6 +917,58 @@ pub fn a_trigger_port_that_never_acknowledges_is_reported() {
     assert!(all.contains(&trigger), "names the address: {all}");
 }
 
+pub fn session_durations_are_checked_and_a_clamp_is_reported() {
+    let dir = scratch("durations");
+    let server = Server::start(&dir, &["--max-duration", "30s"]);
+    // Refused before anything is asked: zero, negative.
+    for (value, says) in [("0", "more than 0 s"), ("-5s", "cannot be negative")] {
+        let out = connect(
+            &server,
+            &dir,
+            "phone",
+            "home",
+            &[&format!("--duration={value}")],
+        );
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--duration {value}: {err}");
+        assert!(err.contains(says), "--duration {value}: {err}");
+    }
+    // Asked for more than the server's maximum: granted 30 s, and told so.
+    let inbox = dir.join("inbox");
+    let _home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &[
+            "--allow",
+            "phone",
+            "--recv-dir",
+            inbox.to_str().expect("utf-8"),
+        ],
+    );
+    let file = dir.join("small.bin");
+    write_test_file(&file, 1000);
+    let sent = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &[
+            "--send",
+            file.to_str().expect("utf-8"),
+            "--duration",
+            "99999h",
+        ],
+    );
+    let said = text(&sent.stdout);
+    assert!(sent.status.success(), "{said}\n{}", text(&sent.stderr));
+    assert!(said.contains("for 30 s"), "{said}");
+    assert!(
+        said.contains("asked for 359996400 s, granted 30 s: the server's maximum"),
+        "{said}"
+    );
+}
+
 /// One `#[test]` per flow of [`self`], each run with the mix `$mix`
 /// (the invoking file declares `mod support` from `e2e_support/mod.rs`).
 #[macro_export]
@@ -1001,6 +1053,10 @@ macro_rules! terminal_flows {
         #[test]
         fn a_trigger_port_that_never_acknowledges_is_reported() {
             support::with_mix($mix, support::terminal_flows::a_trigger_port_that_never_acknowledges_is_reported);
+        }
+        #[test]
+        fn session_durations_are_checked_and_a_clamp_is_reported() {
+            support::with_mix($mix, support::terminal_flows::session_durations_are_checked_and_a_clamp_is_reported);
         }
     };
 }

@@ -77,7 +77,7 @@ pub struct ConnectArgs {
     pub recv_dir: Option<PathBuf>,
     /// The duration to ask for (e.g. 90s, 5m, 1h; bare numbers are
     /// seconds); the server's default when absent.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_session_duration)]
     pub duration: Option<Duration>,
     /// Send at most this many bytes a second (e.g. 500K, 2M), as fast as
     /// the path allows without it.
@@ -90,7 +90,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(text).map_err(|e| format!("not a duration: {e}"))
+    if text.trim_start().starts_with('-') {
+        return Err("a duration cannot be negative (e.g. 90s, 5m, 1h30m)".to_owned());
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("not a duration (e.g. 90s, 5m, 1h30m): {e}"))
+}
+
+/// Parses the duration a session is asked for: as [`parse_duration`], and
+/// more than zero (a zero would silently become the server's default).
+pub fn parse_session_duration(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d.is_zero() {
+        return Err(
+            "a session must last more than 0 s (leave --duration out for the server's default)"
+                .to_owned(),
+        );
+    }
+    Ok(d)
 }
 
 /// Whole seconds for the request, at least 1 (0 would ask for the default).
@@ -236,6 +253,9 @@ pub(crate) fn open_session(
         "session {} with {target} for {granted} s (peer at {peer_addr})",
         full_session_id(&session_id),
     );
+    if duration_secs > granted {
+        println!("asked for {duration_secs} s, granted {granted} s: the server's maximum");
+    }
     Ok(session_id)
 }
 
@@ -890,5 +910,28 @@ fn finish_send(file: &Outgoing, ended: &Ended) -> Result<(), CliError> {
             human_bytes(bytes_sent.min(size)),
             human_bytes(size)
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_negative_and_zero_sessions() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("-5s")
+            .unwrap_err()
+            .contains("cannot be negative"));
+        assert!(parse_duration("soon")
+            .unwrap_err()
+            .contains("not a duration"));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_session_duration("0")
+            .unwrap_err()
+            .contains("more than 0 s"));
+        assert!(parse_session_duration("0s").is_err());
+        assert_eq!(parse_session_duration("5m"), Ok(Duration::from_secs(300)));
     }
 }
