@@ -184,6 +184,13 @@ pub fn as_carried_by_wire<'a>(message: &Message<'a>) -> Message<'a> {
                 .chain(reply.second.iter_mut())
                 .for_each(drop_ipv6_flow_and_scope);
         }
+        Message::Register(register) => register.local.iter_mut().for_each(drop_ipv6_flow_and_scope),
+        Message::EnrolRegister(enrol) => enrol
+            .register
+            .local
+            .iter_mut()
+            .for_each(drop_ipv6_flow_and_scope),
+        Message::KeyInstall(install) => install.local.iter_mut().for_each(drop_ipv6_flow_and_scope),
         _ => {}
     }
     carried
