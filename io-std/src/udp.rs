@@ -38,6 +38,15 @@ pub fn local_address_toward(bound: SocketAddr, toward: SocketAddr) -> Option<Soc
     (!ip.is_unspecified()).then_some(SocketAddr::new(ip, bound.port()))
 }
 
+/// Fills in `config.local_udp` for a terminal whose UDP socket is bound to
+/// `bound`, unless the app gave one ([`local_address_toward`] the trigger
+/// server). Both drivers call it once, after binding.
+pub fn fill_local_udp(config: &mut tryst_core::terminal::TerminalConfig, bound: SocketAddr) {
+    if config.local_udp.is_none() {
+        config.local_udp = local_address_toward(bound, config.trigger_server);
+    }
+}
+
 /// Bytes of one receive slot: room for a GRO batch of full-sized datagrams
 /// (the kernel never coalesces more than 64 KiB).
 pub const RECV_SLOT_LEN: usize = 64 * 1024;

@@ -65,9 +65,7 @@ pub fn spawn_with(
     let udp = BatchSocket::bind(udp_addr)?;
     let udp_addr = udp.local_addr()?;
     let mut config = config;
-    if config.local_udp.is_none() {
-        config.local_udp = crate::udp::local_address_toward(udp_addr, config.trigger_server);
-    }
+    crate::udp::fill_local_udp(&mut config, udp_addr);
     let (poller, wake) = Poller::new()?;
     let (commands, command_rx) = Commands::channel(Some(poller.wake()));
     let (event_tx, events) = flume::unbounded();

@@ -76,9 +76,7 @@ pub async fn spawn_with(
     let std_socket = std::net::UdpSocket::bind(udp_addr)?;
     let udp_addr = std_socket.local_addr()?;
     let mut config = config;
-    if config.local_udp.is_none() {
-        config.local_udp = tryst_std::udp::local_address_toward(udp_addr, config.trigger_server);
-    }
+    tryst_std::udp::fill_local_udp(&mut config, udp_addr);
     let permissions: Vec<String> = permissions.iter().map(|p| (*p).to_owned()).collect();
     let (commands, command_rx) = Commands::channel(None);
     let (event_tx, events) = flume::unbounded();
