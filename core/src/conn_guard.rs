@@ -81,6 +81,8 @@ pub struct GuardCounters {
     pub closed_no_first_message: u64,
     /// Streams closed because they carried no channel for too long.
     pub closed_idle: u64,
+    /// Streams closed after the owner's last answer on them ([`ConnGuard::linger`]).
+    pub closed_after_answer: u64,
 }
 
 /// What the guard knows of one open stream.
@@ -91,6 +93,8 @@ struct Guarded {
     deadline: Option<Instant>,
     /// Whether its first whole message arrived.
     heard: bool,
+    /// Answered and waiting to be closed ([`ConnGuard::linger`]).
+    lingering: bool,
     /// Channels that point at it.
     channels: u32,
 }
@@ -175,6 +179,7 @@ impl ConnGuard {
             source,
             deadline: None,
             heard: false,
+            lingering: false,
             channels: 0,
         };
         let at = now.saturating_add(self.bounds.first_message);
@@ -212,6 +217,7 @@ impl ConnGuard {
         };
         g.channels = g.channels.saturating_add(1);
         g.heard = true;
+        g.lingering = false;
         if let Some(old) = g.deadline.take() {
             self.deadlines.remove(&(old, conn));
         }
@@ -256,6 +262,24 @@ impl ConnGuard {
         }
     }
 
+    /// The owner answered `conn` and will close it: it stays tracked (and
+    /// counted against its source) until `now + within`, when
+    /// [`Self::pop_expired`] hands it back for closing, so that the answer
+    /// leaves before the close drops it. A stream already lingering keeps
+    /// its deadline (more answers never keep it open longer); a channel
+    /// attached meanwhile cancels the close. Nothing if it is not tracked.
+    pub fn linger(&mut self, now: Instant, conn: ConnectionId, within: Duration) {
+        let Some(g) = self.streams.get_mut(&conn) else {
+            return;
+        };
+        if g.lingering && g.deadline.is_some() {
+            return;
+        }
+        g.heard = true;
+        g.lingering = true;
+        self.arm(conn, now.saturating_add(within));
+    }
+
     /// The earliest deadline of any stream.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.first().map(|(at, _)| *at)
@@ -268,8 +292,13 @@ impl ConnGuard {
         if at > now {
             return None;
         }
-        let heard = self.streams.get(&conn).is_some_and(|g| g.heard);
-        if heard {
+        let (heard, lingering) = self
+            .streams
+            .get(&conn)
+            .map_or((false, false), |g| (g.heard, g.lingering));
+        if lingering {
+            self.counters.closed_after_answer += 1;
+        } else if heard {
             self.counters.closed_idle += 1;
         } else {
             self.counters.closed_no_first_message += 1;
@@ -307,6 +336,30 @@ mod tests {
 
     fn guard() -> ConnGuard {
         ConnGuard::new(StreamBounds::default(), 1000)
+    }
+
+    #[test]
+    fn a_lingering_stream_closes_at_its_first_linger_deadline_unless_a_channel_takes_it() {
+        let mut g = guard();
+        let (a, b) = (ConnectionId(1), ConnectionId(2));
+        g.open(at(0), a, addr("192.0.2.1:1")).unwrap();
+        g.open(at(0), b, addr("192.0.2.1:2")).unwrap();
+        g.heard(at(0), a);
+        g.linger(at(1), a, Duration::from_secs(2));
+        // More answers never keep it open longer.
+        g.linger(at(2), a, Duration::from_secs(2));
+        assert_eq!(g.from_source(&addr("192.0.2.1:9")), 2, "still counted");
+        assert_eq!(g.pop_expired(at(2)), None);
+        assert_eq!(g.pop_expired(at(3)), Some(a));
+        assert_eq!(g.counters().closed_after_answer, 1);
+        assert_eq!(g.counters().closed_idle, 0);
+        // A channel attached before the deadline cancels the close.
+        g.linger(at(3), b, Duration::from_secs(2));
+        g.attach(b);
+        assert_eq!(g.pop_expired(at(100)), None);
+        g.detach(at(100), b);
+        assert_eq!(g.pop_expired(at(100 + 60)), Some(b));
+        assert_eq!(g.counters().closed_idle, 1, "an idle close, not a linger");
     }
 
     #[test]

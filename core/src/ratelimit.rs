@@ -49,9 +49,12 @@ use crate::time::{Clock, Instant};
 /// Connection requests, per authenticated requester: a burst of 10, then one
 /// per second.
 pub const CONNECTION_REQUESTS: Limit = Limit::one_every(10, Duration::from_secs(1));
-/// Registrations (Noise handshakes), per source ([`SourceKey`]): a burst of
-/// 5, then one per 10 seconds.
-pub const REGISTRATIONS: Limit = Limit::one_every(5, Duration::from_secs(10));
+/// Registrations (Noise handshakes), per source ([`SourceKey`]), charged
+/// before any public-key work: a burst of 64, then one per 50 ms (20 a
+/// second), room for a NAT full of devices coming back at once, while one
+/// address gets a small share of a core's handshakes. The identity, once
+/// proven, has its own tighter bucket (`session_server::IDENTITY_REGISTRATIONS`).
+pub const REGISTRATIONS: Limit = Limit::one_every(64, Duration::from_millis(50));
 /// Keepalives, per authenticated device: a burst of 4, then one per 5
 /// seconds (far above any sane keepalive interval, far below a flood).
 pub const KEEPALIVES: Limit = Limit::one_every(4, Duration::from_secs(5));
@@ -688,8 +691,8 @@ mod tests {
     fn named_defaults_have_the_documented_burst_and_rate() {
         assert_eq!(CONNECTION_REQUESTS.capacity(), 10);
         assert_eq!(CONNECTION_REQUESTS.interval(), Duration::from_secs(1));
-        assert_eq!(REGISTRATIONS.capacity(), 5);
-        assert_eq!(REGISTRATIONS.interval(), Duration::from_secs(10));
+        assert_eq!(REGISTRATIONS.capacity(), 64);
+        assert_eq!(REGISTRATIONS.interval(), Duration::from_millis(50));
         assert_eq!(KEEPALIVES.capacity(), 4);
         assert_eq!(KEEPALIVES.interval(), Duration::from_secs(5));
     }

@@ -193,7 +193,8 @@ enum TrystEventKind
   // A registration handshake failed (`id` the attempt, `value` the
   // milliseconds until the next): `code` 1 the stream closed before a
   // reply (nothing listens, or a wrong server key), 2 no reply in time,
-  // 3 refused or garbled, 4 the server key cannot start one.
+  // 3 refused or garbled, 4 the server key cannot start one, 5 rate
+  // limited by the server (`value` is the wait it asked for).
   TRYST_EVENT_KIND_HANDSHAKE_FAILED = 25,
 };
 #ifndef __cplusplus

@@ -257,7 +257,8 @@ pub enum TrystEventKind {
     /// A registration handshake failed (`id` the attempt, `value` the
     /// milliseconds until the next): `code` 1 the stream closed before a
     /// reply (nothing listens, or a wrong server key), 2 no reply in time,
-    /// 3 refused or garbled, 4 the server key cannot start one.
+    /// 3 refused or garbled, 4 the server key cannot start one, 5 rate
+    /// limited by the server (`value` is the wait it asked for).
     HandshakeFailed = 25,
 }
 
@@ -361,6 +362,7 @@ impl TrystEvent {
                         HandshakeFailure::NoReply => 2,
                         HandshakeFailure::Rejected => 3,
                         HandshakeFailure::BadServerKey => 4,
+                        HandshakeFailure::RateLimited => 5,
                     };
                     e.value = u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX);
                 }

@@ -3,7 +3,7 @@
 
 use core::time::Duration;
 
-use crate::ratelimit::DEFAULT_TRACKED_KEYS;
+use crate::ratelimit::{Limit, DEFAULT_TRACKED_KEYS};
 
 /// Delay of the uniform deny: every connection request that does not succeed
 /// gets its `Error{NotPermitted}` exactly this long after it arrived, never
@@ -131,6 +131,36 @@ impl Default for SessionLimits {
     }
 }
 
+/// How long a stream answered `RetryLater` stays open before the server
+/// closes it, so that the answer leaves first (the terminal closes it at once).
+pub const RETRY_LATER_LINGER: Duration = Duration::from_secs(2);
+
+/// The rate limits of the session server: what one source or one proven
+/// identity may spend. Every bucket starts full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimits {
+    /// Registrations per source address (an IPv4 address or an IPv6 /64),
+    /// charged before any public-key work to attempts without a valid
+    /// ticket ([`crate::ratelimit::REGISTRATIONS`]).
+    pub registrations_per_source: Limit,
+    /// Registrations per identity, charged once the handshake proved it (or
+    /// a valid ticket names it) ([`super::IDENTITY_REGISTRATIONS`]).
+    pub registrations_per_identity: Limit,
+    /// Connection requests per registered requester
+    /// ([`crate::ratelimit::CONNECTION_REQUESTS`]); over it, the uniform deny.
+    pub requests_per_identity: Limit,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            registrations_per_source: crate::ratelimit::REGISTRATIONS,
+            registrations_per_identity: super::IDENTITY_REGISTRATIONS,
+            requests_per_identity: crate::ratelimit::CONNECTION_REQUESTS,
+        }
+    }
+}
+
 /// The session server's policies. Durations are whole seconds on the wire;
 /// sub-second parts are dropped and zero durations are taken as one second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -152,6 +182,8 @@ pub struct SessionConfig {
     pub end_grace: Duration,
     /// Bounds on tables and queues.
     pub limits: SessionLimits,
+    /// What one source or one identity may spend.
+    pub rates: RateLimits,
     /// How long a name binding may go without a confirmed registration
     /// before it is removed (the name is free again); `None`: never. Only
     /// bindings the server saw registered at least once expire.
@@ -169,6 +201,7 @@ impl Default for SessionConfig {
             decision_timeout: DECISION_TIMEOUT,
             end_grace: END_GRACE,
             limits: SessionLimits::default(),
+            rates: RateLimits::default(),
             binding_ttl: None,
         }
     }

@@ -364,7 +364,7 @@ pub struct SessionCounters {
     pub open_failures: u64,
     /// Handshakes refused before or by the Noise layer.
     pub handshake_failures: u64,
-    /// Handshakes refused by the per-source rate limit (connection closed).
+    /// Handshakes refused by the per-source rate limit (answered `RetryLater`).
     pub registrations_rate_limited: u64,
     /// Registrations forgotten unconfirmed (expired or evicted).
     pub registrations_unconfirmed: u64,
@@ -386,7 +386,7 @@ pub struct SessionCounters {
     pub tickets_refused: u64,
     /// Ticketed handshakes whose proven key was not the ticket's (connection closed).
     pub ticket_key_mismatches: u64,
-    /// Registrations refused by the per-identity limit (connection closed).
+    /// Registrations refused by the per-identity limit (answered `RetryLater`).
     pub identity_rate_limited: u64,
     /// One-time enrolment codes spent (a key enrolled by its invite).
     pub enrol_codes_used: u64,

@@ -82,7 +82,7 @@ use crate::conn_guard::ConnGuard;
 use crate::crypto::StaticKeypair;
 use crate::machine::{ConnectionId, Destination, Input, Machine, Output, OwnedTransmit};
 use crate::names::NameRegistry;
-use crate::ratelimit::{RateLimiter, SourceKey, CONNECTION_REQUESTS, REGISTRATIONS};
+use crate::ratelimit::{RateLimiter, SourceKey};
 use crate::time::{Clock, Instant};
 use crate::wire::{Message, PublicKey, Sealed, SessionId, MAX_PLAIN_MESSAGE_LEN};
 
@@ -266,9 +266,16 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         registry: NameRegistry,
         mut rng: R,
     ) -> Self {
-        let registration_limiter = Box::new(RateLimiter::with_seed(REGISTRATIONS, rng.next_u64()));
-        let request_limiter = Box::new(RateLimiter::with_seed(CONNECTION_REQUESTS, rng.next_u64()));
-        let tickets = tickets::Tickets::new(&keypair, &mut rng);
+        let rates = config.rates;
+        let registration_limiter = Box::new(RateLimiter::with_seed(
+            rates.registrations_per_source,
+            rng.next_u64(),
+        ));
+        let request_limiter = Box::new(RateLimiter::with_seed(
+            rates.requests_per_identity,
+            rng.next_u64(),
+        ));
+        let tickets = tickets::Tickets::new(&keypair, rates.registrations_per_identity, &mut rng);
         let udp_ids = tickets::UdpIds::new(&keypair);
         SessionServer {
             out: Outputs {

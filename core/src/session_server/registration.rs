@@ -14,18 +14,18 @@ use crate::crypto::channel::{Responder, REPLY_OVERHEAD, SEALED_OVERHEAD};
 use crate::crypto::{SecureChannel, MAX_HANDSHAKE_PAYLOAD};
 use crate::machine::{ConnectionId, Destination, OwnedTransmit};
 use crate::names::{RefusalReason, Registration, TrustMode};
-use crate::ratelimit::SourceKey;
+use crate::ratelimit::{RateLimited, SourceKey};
 use crate::time::Instant;
 use crate::wire::{
     DecisionMode, DeviceId, ErrorCode, ErrorReply, HandshakeInit, HandshakeReply, KeyInstall,
-    KeyRevoke, Message, Name, PublicKey, Register, RegisterAck, TicketedHandshakeInit, UdpKey,
-    ENROL_CODE_LEN, HEADER_LEN, TICKET_LEN, TICKET_SECRET_LEN,
+    KeyRevoke, Message, Name, PublicKey, Register, RegisterAck, RetryLater, TicketedHandshakeInit,
+    UdpKey, ENROL_CODE_LEN, HEADER_LEN, MAX_RETRY_AFTER_SECS, TICKET_LEN, TICKET_SECRET_LEN,
 };
 
 use super::events::RegistrationRefusal;
 use super::tickets::Admission;
 use super::upstream::UpMsg;
-use super::{CHANNEL_ORPHAN_GRACE, REGISTRATION_CONFIRM_TIMEOUT};
+use super::{CHANNEL_ORPHAN_GRACE, REGISTRATION_CONFIRM_TIMEOUT, RETRY_LATER_LINGER};
 
 /// Room for a handshake reply around the longest payload the server puts
 /// in one (a `RegisterAck`, 46 bytes).
@@ -169,27 +169,45 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
     ) -> Option<Admission> {
         if let Some(ticketed) = ticket {
             match self.tickets.open(now, ticketed) {
-                Ok(opened) => {
-                    if self.tickets.charge(now, &opened.key) {
-                        return Some(Admission::ByTicket(opened.key));
+                Ok(opened) => match self.tickets.charge(now, &opened.key) {
+                    Ok(()) => return Some(Admission::ByTicket(opened.key)),
+                    Err(limited) => {
+                        self.out.counters.identity_rate_limited += 1;
+                        self.retry_later(now, conn, limited);
+                        return None;
                     }
-                    self.out.counters.identity_rate_limited += 1;
-                    self.close_registration(conn);
-                    return None;
-                }
+                },
                 Err(_) => self.out.counters.tickets_refused += 1,
             }
         }
-        if self
+        match self
             .registration_limiter
             .check(now, &SourceKey::from_addr(&remote))
-            .is_ok()
         {
-            return Some(Admission::BySource);
+            Ok(()) => Some(Admission::BySource),
+            Err(limited) => {
+                self.out.counters.registrations_rate_limited += 1;
+                self.retry_later(now, conn, limited);
+                None
+            }
         }
-        self.out.counters.registrations_rate_limited += 1;
-        self.close_registration(conn);
-        None
+    }
+
+    /// Answers a registration attempt a rate limit refused with `RetryLater`
+    /// in clear (no cryptography spent on it) and closes its stream
+    /// [`RETRY_LATER_LINGER`] later, so that the answer leaves first. Until
+    /// then a new attempt on the stream is taken like any other (charged
+    /// again); one that registers keeps the stream.
+    fn retry_later(&mut self, now: Instant, conn: ConnectionId, limited: RateLimited) {
+        let secs = limited.retry_after.as_micros().div_ceil(1_000_000);
+        let retry_after_secs = u16::try_from(secs)
+            .unwrap_or(u16::MAX)
+            .clamp(1, MAX_RETRY_AFTER_SECS);
+        self.out.transmit_message(
+            Destination::Connection(conn),
+            &Message::RetryLater(RetryLater { retry_after_secs }),
+        );
+        self.guard.linger(now, conn, RETRY_LATER_LINGER);
     }
 
     /// Closes the stream of a registration attempt refused before its answer.
@@ -226,9 +244,9 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             }
             Admission::ByTicket(_) => {}
             Admission::BySource => {
-                if !self.tickets.charge(now, &key) {
+                if let Err(limited) = self.tickets.charge(now, &key) {
                     self.out.counters.identity_rate_limited += 1;
-                    self.close_registration(conn);
+                    self.retry_later(now, conn, limited);
                     return None;
                 }
             }

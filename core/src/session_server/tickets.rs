@@ -11,15 +11,17 @@ use rand_core::{CryptoRng, RngCore};
 
 use crate::crypto::ticket::{DeviceIdKey, OpenedTicket, TicketError, TicketKey};
 use crate::crypto::StaticKeypair;
-use crate::ratelimit::{Limit, RateLimiter};
+use crate::ratelimit::{Limit, RateLimited, RateLimiter};
 use crate::time::Instant;
 use crate::wire::{DeviceId, PublicKey, TicketedHandshakeInit, TICKET_BINDER_LEN};
 
 use super::RATE_LIMIT_TRACKED_KEYS;
 
-/// Registrations per proven identity (ticketed or not): a burst of 5, then
-/// one per 10 seconds, so one key cannot re-register in a loop.
-pub const IDENTITY_REGISTRATIONS: Limit = Limit::one_every(5, Duration::from_secs(10));
+/// Registrations per proven identity (ticketed or not), the default of
+/// [`super::RateLimits::registrations_per_identity`]: a burst of 10, then
+/// one per 2 seconds, so a household's back-to-back `connect`s get through
+/// while one key cannot re-register in a loop.
+pub const IDENTITY_REGISTRATIONS: Limit = Limit::one_every(10, Duration::from_secs(2));
 
 /// How a registration attempt was let in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,14 +45,16 @@ pub(super) struct Tickets {
 }
 
 impl Tickets {
-    /// The tickets of a server with this static key.
-    pub(super) fn new<R: RngCore + CryptoRng>(keypair: &StaticKeypair, rng: &mut R) -> Self {
+    /// The tickets of a server with this static key, charging each proven
+    /// identity at most `per_identity`.
+    pub(super) fn new<R: RngCore + CryptoRng>(
+        keypair: &StaticKeypair,
+        per_identity: Limit,
+        rng: &mut R,
+    ) -> Self {
         Tickets {
             key: TicketKey::derive(keypair),
-            identities: Box::new(RateLimiter::with_seed(
-                IDENTITY_REGISTRATIONS,
-                rng.next_u64(),
-            )),
+            identities: Box::new(RateLimiter::with_seed(per_identity, rng.next_u64())),
             recent: BTreeSet::new(),
             recent_order: VecDeque::new(),
         }
@@ -76,9 +80,9 @@ impl Tickets {
         Ok(opened)
     }
 
-    /// Charges one registration to `key`; `false` if it is over its limit.
-    pub(super) fn charge(&mut self, now: Instant, key: &PublicKey) -> bool {
-        self.identities.check(now, key).is_ok()
+    /// Charges one registration to `key`; over its limit, when it may try again.
+    pub(super) fn charge(&mut self, now: Instant, key: &PublicKey) -> Result<(), RateLimited> {
+        self.identities.check(now, key)
     }
 
     /// A fresh ticket for `key` and its binder secret.

@@ -81,9 +81,9 @@ use crate::wire::{
     AddressNotification, ConnectionRequest, DeviceId, EndNotification, EndReason, EndTrigger,
     EnrolRegister, ErrorCode, ErrorReply, ExtensionRequest, HandshakeInit, HandshakeReply,
     KeepaliveAck, Message, Name, NameSeq, PermissionAnswer, PermissionInquiry, PermissionList,
-    Poll, PublicKey, Register, RegistrationTicket, Role, Sealed, SessionId, TicketedHandshakeInit,
-    Trigger, UdpKey, Verdict, ENROL_CODE_LEN, MAX_HANDSHAKE_LEN, MAX_MESSAGE_LEN,
-    MAX_PLAIN_MESSAGE_LEN,
+    Poll, PublicKey, Register, RegistrationTicket, RetryLater, Role, Sealed, SessionId,
+    TicketedHandshakeInit, Trigger, UdpKey, Verdict, ENROL_CODE_LEN, MAX_HANDSHAKE_LEN,
+    MAX_MESSAGE_LEN, MAX_PLAIN_MESSAGE_LEN, MAX_RETRY_AFTER_SECS,
 };
 
 /// Rounds of timer processing in one `handle_timeout`; each round can only
@@ -549,6 +549,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
         let now = self.clock.observe(now);
         let handled = match Message::decode(message) {
             Ok(Message::HandshakeReply(reply)) => self.on_handshake_reply(now, &reply),
+            Ok(Message::RetryLater(retry)) => self.on_retry_later(now, retry),
             Ok(Message::Sealed(record)) => self.on_sealed(now, &record),
             _ => false,
         };
@@ -742,7 +743,32 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
 
     /// Handshake `attempt` failed: wait, then try again.
     fn handshake_failed(&mut self, now: Instant, attempt: u32, cause: HandshakeFailure) {
-        let retry_in = backoff(attempt);
+        self.handshake_failed_for(now, attempt, cause, backoff(attempt));
+    }
+
+    /// A `RetryLater` in clear while a handshake is in flight: the attempt
+    /// failed, and the next waits what the server asked (bounded; never
+    /// less than the backoff). Only the waiting is taken from it: the
+    /// in-flight handshake would be answered by nothing else anyway.
+    fn on_retry_later(&mut self, now: Instant, retry: RetryLater) -> bool {
+        let Phase::Handshaking { attempt, .. } = &self.phase else {
+            return false;
+        };
+        let attempt = *attempt;
+        let asked =
+            Duration::from_secs(u64::from(retry.retry_after_secs.min(MAX_RETRY_AFTER_SECS)));
+        let wait = asked.max(backoff(attempt));
+        self.handshake_failed_for(now, attempt, HandshakeFailure::RateLimited, wait);
+        true
+    }
+
+    fn handshake_failed_for(
+        &mut self,
+        now: Instant,
+        attempt: u32,
+        cause: HandshakeFailure,
+        retry_in: Duration,
+    ) {
         self.phase = Phase::Backoff {
             retry_at: after(now, retry_in),
             attempt,

@@ -530,6 +530,70 @@ fn a_failed_handshake_is_an_event_that_says_why_and_when_the_next_goes() {
 }
 
 #[test]
+fn a_rate_limited_registration_waits_what_the_server_asked_within_a_bound() {
+    let retry_later = |secs: u16| {
+        let mut buf = [0u8; 16];
+        let n = Message::RetryLater(crate::wire::RetryLater {
+            retry_after_secs: secs,
+        })
+        .encode(&mut buf)
+        .unwrap();
+        buf[..n].to_vec()
+    };
+    let mut h = Harness::new(2);
+    h.t.start(h.now);
+    h.clear();
+    h.t.handle_upstream(h.now, &retry_later(8));
+    assert_eq!(
+        h.take_events(),
+        [TerminalEvent::HandshakeFailed {
+            attempt: 1,
+            cause: HandshakeFailure::RateLimited,
+            retry_in: secs(8),
+        }]
+    );
+    // The close that follows is no second failure; nothing goes early.
+    h.t.handle_upstream_closed(h.now);
+    assert_eq!(h.take_events(), []);
+    h.advance(secs(7));
+    assert!(h.take_upstream().is_empty(), "a handshake before the 8 s");
+    h.advance(secs(1));
+    assert_eq!(h.take_upstream().len(), 1, "the next handshake at 8 s");
+    // A hint of 18 hours is taken as the bound; one of 0 as the backoff.
+    h.t.handle_upstream(h.now, &retry_later(u16::MAX));
+    let events = h.take_events();
+    assert!(
+        matches!(events.as_slice(), [TerminalEvent::HandshakeFailed { retry_in, .. }]
+            if *retry_in == secs(u64::from(crate::wire::MAX_RETRY_AFTER_SECS))),
+        "{events:?}"
+    );
+    h.advance(secs(u64::from(crate::wire::MAX_RETRY_AFTER_SECS)));
+    assert_eq!(h.take_upstream().len(), 1);
+    h.t.handle_upstream(h.now, &retry_later(0));
+    let events = h.take_events();
+    assert!(
+        matches!(events.as_slice(), [TerminalEvent::HandshakeFailed { attempt: 3, retry_in, .. }]
+            if *retry_in == secs(4)),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_retry_later_outside_a_handshake_is_ignored() {
+    let mut h = Harness::registered(3, |_| {});
+    h.clear();
+    let mut buf = [0u8; 16];
+    let n = Message::RetryLater(crate::wire::RetryLater {
+        retry_after_secs: 30,
+    })
+    .encode(&mut buf)
+    .unwrap();
+    h.t.handle_upstream(h.now, &buf[..n]);
+    assert!(h.t.is_registered(), "a message in clear moved nothing");
+    assert_eq!(h.take_events(), []);
+}
+
+#[test]
 fn keepalive_interval_follows_the_trigger_server_and_is_clamped() {
     let mut h = Harness::registered(3, |_| {});
     h.auto_ack = false;

@@ -185,6 +185,11 @@ pub enum HandshakeFailure {
     /// The configured session server key cannot start a handshake (a weak
     /// key, such as all zeros).
     BadServerKey,
+    /// The server refused the attempt by a rate limit (of this address or
+    /// of this identity) and said when to try again (`RetryLater`, a hint in
+    /// clear): the event's `retry_in` is that wait, bounded by
+    /// [`crate::wire::MAX_RETRY_AFTER_SECS`] and at least the backoff.
+    RateLimited,
 }
 
 /// What happened, for the app. Drained with

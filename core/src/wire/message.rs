@@ -149,6 +149,8 @@ messages! { 'a;
     KeyReady(KeyReady) = 0x05, Registration;
     /// Terminal -> session server: a registration with an invite's one-time enrolment code.
     EnrolRegister(EnrolRegister<'a>) = 0x06, Registration;
+    /// Session server -> terminal, in clear: rate limited, retry later.
+    RetryLater(RetryLater) = 0x07, Registration;
     /// Terminal -> trigger server: keep the NAT mapping alive and register the address (S701, 803/804).
     Keepalive(Keepalive) = 0x10, Udp;
     /// Trigger server -> terminal: the observed address and the wanted interval.

@@ -178,3 +178,36 @@ impl<'a> Body<'a> for KeyReady {
     }
     fn emit<B: Put>(&self, _b: &mut B) {}
 }
+
+/// The longest wait a [`RetryLater`] may ask for; a terminal waits at most
+/// this long on one answer, whatever the field says.
+pub const MAX_RETRY_AFTER_SECS: u16 = 600;
+
+/// Session server -> terminal, **in clear** on the control stream instead of
+/// a `HandshakeReply`, then the stream is closed: the registration was
+/// refused by a rate limit (of its source address, before any public-key
+/// work, or of its identity once the handshake proved it) and may be tried
+/// again in `retry_after_secs`. It is a hint, never trusted for anything
+/// else: a terminal waits `min(retry_after_secs, MAX_RETRY_AFTER_SECS)` (at
+/// least its own backoff), which an attacker on the path could force anyway
+/// by dropping the stream. Sending it costs the server no cryptography.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct RetryLater {
+    /// Seconds until the same registration would be let in (at least 1).
+    pub retry_after_secs: u16,
+}
+
+impl<'a> Body<'a> for RetryLater {
+    fn parse(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Ok(RetryLater {
+            retry_after_secs: r.u16()?,
+        })
+    }
+    fn body_len(&self) -> usize {
+        2
+    }
+    fn emit<B: Put>(&self, b: &mut B) {
+        b.put_u16(self.retry_after_secs);
+    }
+}

@@ -70,6 +70,13 @@ pub(crate) fn samples() -> Vec<(&'static str, Message<'static>)> {
             .into()
         ),
         (
+            "RETRY_LATER",
+            RetryLater {
+                retry_after_secs: 8
+            }
+            .into()
+        ),
+        (
             "KEEPALIVE",
             Keepalive {
                 device_id: DeviceId(0x0102_0304_0506_0708),

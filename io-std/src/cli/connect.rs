@@ -499,6 +499,22 @@ fn wait_online(events: &flume::Receiver<Event>, common: &TerminalCommon) -> Resu
                     enrolling,
                 )));
             }
+            Ok(Event::Terminal(TerminalEvent::HandshakeFailed {
+                cause: HandshakeFailure::RateLimited,
+                retry_in,
+                ..
+            })) => {
+                let secs = retry_in.as_secs_f64().ceil();
+                if Instant::now() + retry_in + RATE_LIMIT_MARGIN >= deadline {
+                    return Err(CliError::failed(format!(
+                        "the session server at {} limits registrations from this address or                          this device: try again in {secs:.0} s",
+                        common.server
+                    )));
+                }
+                eprintln!(
+                    "the session server limits registrations from this address or this device:                      retrying in {secs:.0} s"
+                );
+            }
             Ok(Event::Terminal(TerminalEvent::HandshakeFailed { cause, .. })) => {
                 match handshake_failure(common.server, cause) {
                     HandshakeVerdict::Retry => {}
@@ -513,8 +529,7 @@ fn wait_online(events: &flume::Receiver<Event>, common: &TerminalCommon) -> Resu
             Err(flume::RecvTimeoutError::Timeout) if dropped && !registered => {
                 return Err(CliError::failed(format!(
                     "the server at {} accepted the connection but dropped every handshake: wrong \
-                     server key (--server-key), not a tryst server, or it limits registrations \
-                     from this device (try again in a minute)",
+                     server key (--server-key), or not a tryst server",
                     common.server
                 )))
             }
@@ -535,6 +550,10 @@ fn wait_online(events: &flume::Receiver<Event>, common: &TerminalCommon) -> Resu
     }
 }
 
+/// Time left after a rate limit's wait for the registration to finish; a
+/// wait that leaves less gives up at once, saying when to try again.
+const RATE_LIMIT_MARGIN: Duration = Duration::from_secs(3);
+
 /// How long the check of a failed handshake's TCP connection may take.
 const DIAGNOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -543,8 +562,8 @@ enum HandshakeVerdict {
     /// Wait for the next attempt (a busy server).
     Retry,
     /// The server accepted the stream and dropped the handshake: a wrong
-    /// key or not a tryst server, but also a server limiting this device's
-    /// registrations, which a later attempt passes; told at the timeout.
+    /// key or not a tryst server (a rate limit says `RetryLater` instead);
+    /// told at the timeout, since a later attempt may still pass.
     Dropped,
     /// Give up now with this message.
     Fatal(String),
@@ -556,7 +575,7 @@ enum HandshakeVerdict {
 /// accepted (the server dropped the handshake).
 fn handshake_failure(server: SocketAddr, cause: HandshakeFailure) -> HandshakeVerdict {
     match cause {
-        HandshakeFailure::Rejected => HandshakeVerdict::Retry,
+        HandshakeFailure::Rejected | HandshakeFailure::RateLimited => HandshakeVerdict::Retry,
         HandshakeFailure::BadServerKey => HandshakeVerdict::Fatal(
             "the session server key cannot be used (a weak key): check --server-key".to_owned(),
         ),

@@ -30,9 +30,11 @@ use std::time::Duration;
 
 use tryst_core::identity::SecretKey;
 use tryst_core::names::TrustMode;
+use tryst_core::ratelimit::Limit;
 use tryst_core::session_server::{
-    ExtensionPolicy, SessionConfig, SessionEvent, SessionFact, SessionLimits, DEFAULT_BINDING_TTL,
-    DEFAULT_DURATION, DEFAULT_MAX_CHANNELS, DEFAULT_MAX_PENDING_REQUESTS, END_GRACE,
+    ExtensionPolicy, RateLimits, SessionConfig, SessionEvent, SessionFact, SessionLimits,
+    DEFAULT_BINDING_TTL, DEFAULT_DURATION, DEFAULT_MAX_CHANNELS, DEFAULT_MAX_PENDING_REQUESTS,
+    END_GRACE,
 };
 use tryst_core::trigger_server::{TriggerConfig, TriggerEvent};
 use tryst_core::wire::PublicKey;
@@ -98,6 +100,40 @@ pub struct PolicyArgs {
     /// room for a carrier-grade NAT.
     #[arg(long, value_name = "N", default_value_t = tryst_core::conn_guard::DEFAULT_STREAMS_PER_SOURCE)]
     pub max_streams_per_source: usize,
+    /// Registrations one source address (an IPv4 address or an IPv6 /64)
+    /// may start, checked before any public-key work: a burst, then one
+    /// every interval (BURST,EVERY). Size it for the most devices behind one
+    /// NAT; over it, the terminal is told when to retry.
+    #[arg(long, value_name = "BURST,EVERY", default_value = "64,50ms", value_parser = parse_limit)]
+    pub registrations_per_source: Limit,
+    /// Registrations one identity (a terminal's key, once its handshake
+    /// proved it) may make: a burst, then one every interval (BURST,EVERY).
+    #[arg(long, value_name = "BURST,EVERY", default_value = "10,2s", value_parser = parse_limit)]
+    pub registrations_per_identity: Limit,
+    /// Connection requests one registered terminal may make: a burst, then
+    /// one every interval (BURST,EVERY); over it, the one uniform refusal.
+    #[arg(long, value_name = "BURST,EVERY", default_value = "10,1s", value_parser = parse_limit)]
+    pub requests_per_identity: Limit,
+}
+
+/// Parses a rate limit `BURST,EVERY`: at most BURST at once (at least 1),
+/// then one more every EVERY (a duration above zero), e.g. `64,50ms`.
+pub fn parse_limit(text: &str) -> Result<Limit, String> {
+    let usage = "a limit is BURST,EVERY: a burst, then one every interval (e.g. 64,50ms)";
+    let (burst, every) = text.split_once(',').ok_or_else(|| usage.to_owned())?;
+    let burst: u32 = burst
+        .trim()
+        .parse()
+        .map_err(|_| format!("{usage}; {:?} is not a whole number", burst.trim()))?;
+    if burst == 0 {
+        return Err(format!("{usage}; a burst of 0 would refuse everything"));
+    }
+    let every = humantime::parse_duration(every.trim())
+        .map_err(|e| format!("{usage}; {:?} is not a duration ({e})", every.trim()))?;
+    if every.is_zero() {
+        return Err(format!("{usage}; an interval of 0 is no limit"));
+    }
+    Ok(Limit::one_every(burst, every))
 }
 
 /// How an operator watches a session server (`server`, `session-server`).
@@ -281,6 +317,11 @@ pub fn session_config(policy: &PolicyArgs) -> Result<SessionConfig, CliError> {
             ExtensionPolicy::UpToTotal
         },
         limits: policy_limits(policy),
+        rates: RateLimits {
+            registrations_per_source: policy.registrations_per_source,
+            registrations_per_identity: policy.registrations_per_identity,
+            requests_per_identity: policy.requests_per_identity,
+        },
         binding_ttl: match policy.binding_ttl {
             Some(ttl) if ttl.is_zero() => None,
             Some(ttl) => Some(ttl),

@@ -6,6 +6,7 @@
 //! page with axum over the same [`http::HttpApp`], `tryst-std` with the
 //! blocking listener; `/metrics` is the blocking listener in both.
 
+pub mod drops;
 pub mod http;
 pub mod metrics;
 pub mod page;

@@ -17,6 +17,7 @@ use tryst_core::wire::{DeviceId, Name, PublicKey, SessionId};
 
 use super::{Answer, Commands, Reply, RoleStopped};
 use crate::drive::{Driven, DriverClock, Flow, Journal};
+use crate::observe::drops::{DropReport, DROP_REPORT_PERIOD};
 use crate::store::ServerStore;
 
 /// What the operator asks of a running session server.
@@ -103,6 +104,8 @@ pub struct SessionRole {
     events: flume::Sender<SessionEvent>,
     /// The machine's payload side: a server has none.
     no_io: (),
+    /// Refused registrations, told at WARN at most once a period.
+    drops: DropReport<3>,
 }
 
 impl std::fmt::Debug for SessionRole {
@@ -119,6 +122,7 @@ impl SessionRole {
             machine,
             events,
             no_io: (),
+            drops: DropReport::default(),
         }
     }
 }
@@ -213,6 +217,29 @@ impl Driven for SessionRole {
 
     fn on_stored(&mut self, fact: SessionFact) {
         let _ = self.events.send(SessionEvent::from(fact));
+    }
+
+    fn after_drain(&mut self, now: Instant) -> bool {
+        let c = self.machine.counters();
+        let counts = [
+            c.handshake_failures,
+            c.registrations_rate_limited,
+            c.identity_rate_limited,
+        ];
+        if let Some([failed, by_source, by_identity]) = self.drops.observe(now, counts) {
+            tracing::warn!(
+                failed_handshakes = failed,
+                rate_limited_by_source = by_source,
+                rate_limited_by_identity = by_identity,
+                "registrations refused since the last report (told at most once every {} s)",
+                DROP_REPORT_PERIOD.as_secs()
+            );
+        }
+        false
+    }
+
+    fn app_deadline(&self) -> Option<Instant> {
+        self.drops.deadline()
     }
 }
 

@@ -16,6 +16,7 @@ use tryst_core::wire::{DeviceId, PublicKey};
 
 use super::{Answer, Commands, Reply};
 use crate::drive::{Driven, Flow};
+use crate::observe::drops::{DropReport, DROP_REPORT_PERIOD};
 
 /// What the operator asks of a running trigger server; stopping is
 /// dropping every handle (the command channel closes).
@@ -54,6 +55,8 @@ pub struct TriggerRole {
     events: flume::Sender<TriggerEvent>,
     /// The machine's payload side: a server has none.
     no_io: (),
+    /// Refused keepalives, told at WARN at most once a period.
+    drops: DropReport<3>,
 }
 
 impl std::fmt::Debug for TriggerRole {
@@ -75,6 +78,7 @@ impl TriggerRole {
             machine: TriggerServer::new(config, keypair, session_servers, OsRng),
             events,
             no_io: (),
+            drops: DropReport::default(),
         }
     }
 }
@@ -114,6 +118,29 @@ impl Driven for TriggerRole {
     fn on_event(&mut self, _now: Instant, event: TriggerEvent) {
         // The app may have gone; the machine keeps running regardless.
         let _ = self.events.send(event);
+    }
+
+    fn after_drain(&mut self, now: Instant) -> bool {
+        let s = self.machine.stats();
+        let counts = [
+            s.keepalives_forged,
+            s.keepalives_replayed,
+            s.keepalives_rate_limited,
+        ];
+        if let Some([forged, replayed, limited]) = self.drops.observe(now, counts) {
+            tracing::warn!(
+                forged_keepalives = forged,
+                replayed_keepalives = replayed,
+                rate_limited_keepalives = limited,
+                "keepalives refused since the last report (told at most once every {} s)",
+                DROP_REPORT_PERIOD.as_secs()
+            );
+        }
+        false
+    }
+
+    fn app_deadline(&self) -> Option<Instant> {
+        self.drops.deadline()
     }
 }
 

@@ -323,10 +323,13 @@ fn channel_on_a_stream_the_server_closed_is_removed_after_the_grace() {
     // The same stream floods handshakes until the server closes it.
     let conn = w.terms[t1].conn;
     let init = w.terms[t1].last_init.clone();
-    for _ in 0..10 {
+    for _ in 0..2 * crate::session_server::IDENTITY_REGISTRATIONS.capacity() {
         w.ss.handle_stream(w.now, conn, &init);
         w.pump();
     }
+    // Over the identity's limit: told to retry later, then closed.
+    assert!(w.terms[t1].retry_later.is_some());
+    w.advance(crate::session_server::RETRY_LATER_LINGER);
     assert!(w.closed.contains(&conn), "the flooding stream was closed");
     w.advance(CHANNEL_ORPHAN_GRACE + secs(1));
     assert_eq!(w.ss.live_device("TERM1"), None);

@@ -61,6 +61,8 @@ pub struct Term {
     pub last_init: Vec<u8>,
     /// The code of an Error received in a handshake reply.
     pub refused: Option<ErrorCode>,
+    /// The wait of the last `RetryLater` it got, in seconds.
+    pub retry_later: Option<u16>,
     /// Plaintexts of the sealed records it received, with the time and the
     /// length of the record on the wire.
     pub inbox: Vec<(Instant, Vec<u8>, usize)>,
@@ -317,6 +319,7 @@ impl World {
             initiator: None,
             last_init: Vec::new(),
             refused: None,
+            retry_later: None,
             inbox: Vec::new(),
             answered: BTreeSet::new(),
             bad_records: 0,
@@ -466,6 +469,7 @@ impl World {
                     _ => term.bad_records += 1,
                 }
             }
+            Message::RetryLater(r) => term.retry_later = Some(r.retry_after_secs),
             other => panic!("unexpected message to a terminal: {other:?}"),
         }
     }

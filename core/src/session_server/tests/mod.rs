@@ -347,14 +347,19 @@ fn registration_is_rate_limited_per_source_before_public_key_work() {
     }
     w.pump();
     assert_eq!(w.ss.counters().handshake_failures, u64::from(burst));
-    // The next one, even a valid one, is refused before any Noise work and
-    // its stream is closed without a reply.
+    // The next one, even a valid one, is refused before any Noise work,
+    // told in clear when to retry, and its stream closed once that left.
     w.start_registration(t);
+    w.pump();
     assert!(w.terms[t].channel.is_none() && w.terms[t].refused.is_none());
     assert_eq!(w.ss.counters().registrations_rate_limited, 1);
     assert_eq!(w.ss.counters().handshake_failures, u64::from(burst));
-    w.pump();
+    // One token every 50 ms: the wait rounds up to a whole second.
+    assert_eq!(w.terms[t].retry_later, Some(1));
+    assert!(!w.closed.contains(&conn), "closed before the answer left");
+    w.advance(crate::session_server::RETRY_LATER_LINGER);
     assert!(w.closed.contains(&conn));
+    assert_eq!(w.ss.stream_guard_counters().closed_after_answer, 1);
     // The stream is forgotten; another source is not affected.
     w.ss.handle_stream(w.now, conn, &junk);
     assert_eq!(w.ss.counters().unknown_connection, 1);
@@ -1156,4 +1161,53 @@ fn time_going_back_never_moves_timers_backwards() {
     w.ss.handle_timeout(asked + DENY_DELAY);
     w.pump();
     assert_eq!(w.errors(t3).len(), 1);
+}
+
+#[test]
+fn registrations_are_limited_per_proven_identity_as_configured_and_told_when_to_retry() {
+    use crate::ratelimit::Limit;
+    let mut config = SessionConfig::default();
+    config.rates.registrations_per_identity = Limit::one_every(2, secs(30));
+    let mut w = World::new(config);
+    let t = w.term("TERM1", ListMode);
+    w.reconnect(t);
+    w.register(t);
+    // The third within the burst's refill is refused once the key is
+    // proven, told to come back when a token is there, and the stream
+    // stays until that answer left.
+    w.reconnect(t);
+    w.start_registration(t);
+    assert_eq!(w.ss.counters().identity_rate_limited, 1);
+    assert_eq!(w.terms[t].retry_later, Some(30));
+    let conn = w.terms[t].conn;
+    assert!(!w.closed.contains(&conn));
+    // Another identity from anywhere is not charged for it.
+    let other = w.term("TERM3", ListMode);
+    assert!(w.terms[other].channel.is_some());
+    w.advance(RETRY_LATER_LINGER);
+    assert!(w.closed.contains(&conn));
+    // When the server said, it gets in.
+    w.advance(secs(30) - RETRY_LATER_LINGER);
+    w.reconnect(t);
+    w.register(t);
+    assert!(w.ss.live_device("TERM1").is_some());
+}
+
+#[test]
+fn a_second_attempt_on_a_lingering_stream_is_taken_and_keeps_the_stream() {
+    use crate::ratelimit::Limit;
+    let mut config = SessionConfig::default();
+    config.rates.registrations_per_identity = Limit::one_every(1, secs(1));
+    let mut w = World::new(config);
+    let t = w.term("TERM1", ListMode);
+    w.reconnect(t);
+    w.start_registration(t);
+    assert_eq!(w.terms[t].retry_later, Some(1));
+    // It retries on the same stream as told, before the linger ran out.
+    w.advance(secs(1));
+    w.register(t);
+    w.advance(RETRY_LATER_LINGER * 2);
+    let conn = w.terms[t].conn;
+    assert!(!w.closed.contains(&conn), "a registered stream was closed");
+    assert!(w.ss.live_device("TERM1").is_some());
 }
