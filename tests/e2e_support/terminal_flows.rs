@@ -64,6 +64,11 @@ impl Server {
         }
     }
 
+    /// What the server wrote to stderr so far (its log).
+    fn log(&self) -> String {
+        self._proc.log()
+    }
+
     /// The flags every terminal-side command takes, for device `name`.
     fn terminal_flags(&self, name: &str, state: &Path) -> Vec<String> {
         vec![
@@ -397,6 +402,177 @@ pub fn ping_a_peer_that_does_not_permit_gets_connects_uniform_refusal() {
         !text(&denied.stdout).contains("pong"),
         "{}",
         text(&denied.stdout)
+    );
+}
+
+/// Item 10 of issue 14: a household's devices share one address, and a
+/// one-shot command registers each time; six back-to-back pings after the
+/// daemon's own registration all get through (the old five-per-address
+/// limit refused the fifth).
+pub fn registration_limits_let_a_household_ping_back_to_back() {
+    let dir = scratch("household");
+    let server = Server::start(&dir, &[]);
+    let _home = start_daemon(&server, &dir, "home", &["--allow", "phone"]);
+    for round in 1..=6 {
+        let out = ping(&server, &dir, "phone", "home", &["--count", "1"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "ping {round}:\n{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+    assert!(
+        !server.log().contains("registrations refused"),
+        "{}",
+        server.log()
+    );
+}
+
+/// Item 9: a registration over the server's per-identity limit is told so
+/// and when to try again, and the server says it refused one at WARN.
+pub fn a_rate_limited_registration_says_so_and_when_to_retry() {
+    let dir = scratch("rate-limited");
+    let server = Server::start(&dir, &["--registrations-per-identity", "2,40s"]);
+    let mut home = start_daemon(&server, &dir, "home", &["--allow", "phone"]);
+    for _ in 0..2 {
+        let out = ping(&server, &dir, "phone", "home", &["--count", "1"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let limited = ping(&server, &dir, "phone", "home", &["--count", "1"]);
+    let said = text(&limited.stderr);
+    assert_eq!(limited.status.code(), Some(1), "{said}");
+    let last = said
+        .lines()
+        .filter(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
+        .last()
+        .unwrap_or_default();
+    let wait: u64 = last
+        .split_once("limits registrations from this address or this device: try again in ")
+        .and_then(|(_, rest)| rest.strip_suffix(" s"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no retry time in {last:?}"));
+    assert!(
+        (20..=40).contains(&wait),
+        "asked to wait {wait} s of 40: {last:?}"
+    );
+    // The server told its operator, once, at WARN.
+    let log = server.log();
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("registrations refused since the last report"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{log}");
+    assert!(warned[0].contains("WARN"), "{}", warned[0]);
+    assert!(
+        warned[0].contains("rate_limited_by_identity=1"),
+        "{}",
+        warned[0]
+    );
+    // The daemon of another identity at the same address is untouched.
+    home.proc.expect_line("online: ");
+}
+
+/// A folder nobody may create files in while it lives, root included:
+/// `chattr +i` as root (who ignores modes), mode 0500 otherwise.
+struct ReadOnlyDir(PathBuf);
+
+impl ReadOnlyDir {
+    fn new(path: PathBuf) -> ReadOnlyDir {
+        fs::create_dir_all(&path).expect("dir");
+        if is_root() {
+            let ok = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(&path)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "chattr +i {} (root needs it to make a folder read-only)",
+                path.display()
+            );
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o500)).expect("chmod");
+        }
+        ReadOnlyDir(path)
+    }
+}
+
+impl Drop for ReadOnlyDir {
+    fn drop(&mut self) {
+        if is_root() {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = fs::set_permissions(&self.0, fs::Permissions::from_mode(0o700));
+        }
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| text(&o.stdout).trim() == "0")
+}
+
+/// Runs `cmd` to its end, at most `within`; `None` (killed) if it ran on.
+fn run_within(mut cmd: std::process::Command, within: Duration) -> Option<Output> {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().expect("wait").is_some() {
+            return Some(child.wait_with_output().expect("output"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Item 9: a receive folder no file can be created in is refused when the
+/// daemon or `connect --get` starts, not at the first file.
+pub fn a_recv_dir_that_is_not_writable_is_refused_at_start() {
+    let dir = scratch("recv-ro");
+    let server = Server::start(&dir, &[]);
+    let ro = ReadOnlyDir::new(dir.join("inbox"));
+    let ro_path = ro.0.to_str().expect("utf-8").to_owned();
+    let mut daemon = tryst_for("terminal");
+    daemon
+        .arg("terminal")
+        .args(server.terminal_flags("home", &dir.join("home-state")))
+        .args(["--recv-dir", &ro_path]);
+    let out = run_within(daemon, Duration::from_secs(10))
+        .expect("the daemon ran on with a receive dir it cannot write");
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains(&format!("receive dir {ro_path} is not writable")),
+        "{said}"
+    );
+    let mut get = tryst_for("connect");
+    get.arg("connect")
+        .args(server.terminal_flags("phone", &dir.join("phone-state")))
+        .args(["home", "--get", "a.jpg", "--recv-dir", &ro_path]);
+    let out = run_within(get, Duration::from_secs(20)).expect("connect ran on");
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("is not writable"), "{said}");
+    drop(ro);
+    assert_eq!(
+        fs::read_dir(dir.join("inbox")).expect("inbox").count(),
+        0,
+        "the check left a file behind"
     );
 }
 
@@ -1035,6 +1211,18 @@ macro_rules! terminal_flows {
         #[test]
         fn ping_a_permitted_peer_prints_one_pong_a_ping_and_exits_0() {
             support::with_mix($mix, support::terminal_flows::ping_a_permitted_peer_prints_one_pong_a_ping_and_exits_0);
+        }
+        #[test]
+        fn registration_limits_let_a_household_ping_back_to_back() {
+            support::with_mix($mix, support::terminal_flows::registration_limits_let_a_household_ping_back_to_back);
+        }
+        #[test]
+        fn a_rate_limited_registration_says_so_and_when_to_retry() {
+            support::with_mix($mix, support::terminal_flows::a_rate_limited_registration_says_so_and_when_to_retry);
+        }
+        #[test]
+        fn a_recv_dir_that_is_not_writable_is_refused_at_start() {
+            support::with_mix($mix, support::terminal_flows::a_recv_dir_that_is_not_writable_is_refused_at_start);
         }
         #[test]
         fn ping_a_peer_that_does_not_permit_gets_connects_uniform_refusal() {

@@ -507,12 +507,14 @@ fn wait_online(events: &flume::Receiver<Event>, common: &TerminalCommon) -> Resu
                 let secs = retry_in.as_secs_f64().ceil();
                 if Instant::now() + retry_in + RATE_LIMIT_MARGIN >= deadline {
                     return Err(CliError::failed(format!(
-                        "the session server at {} limits registrations from this address or                          this device: try again in {secs:.0} s",
+                        "the session server at {} limits registrations from this address or \
+                         this device: try again in {secs:.0} s",
                         common.server
                     )));
                 }
                 eprintln!(
-                    "the session server limits registrations from this address or this device:                      retrying in {secs:.0} s"
+                    "the session server limits registrations from this address or this device: \
+                     retrying in {secs:.0} s"
                 );
             }
             Ok(Event::Terminal(TerminalEvent::HandshakeFailed { cause, .. })) => {
@@ -918,8 +920,11 @@ fn finish_send(file: &Outgoing, ended: &Ended) -> Result<(), CliError> {
             println!("session ended: Completed ({bytes_sent} payload bytes sent)");
             Ok(())
         }
+        // The receiver's log says which; a write error is never called a
+        // checksum mismatch here.
         (EndReason::Failed, true) => Err(CliError::failed(format!(
-            "the receiver did not keep {name} (checksum mismatch, or it takes no files)"
+            "the receiver did not keep {name}: it takes no files, could not write it, or the \
+             bytes did not match their SHA-256 (the receiver's log says which)"
         ))),
         (EndReason::Failed, false) if ended.connected_at.is_none() => Err(CliError::failed(
             "no direct path to the peer: hole punching did not get through",

@@ -46,6 +46,9 @@ pub enum RecvDirError {
     /// It is not a directory.
     #[error("receive dir {0} is not a directory")]
     NotADirectory(PathBuf),
+    /// No file can be created in it (permissions, a read-only mount).
+    #[error("receive dir {0} is not writable: {1}")]
+    NotWritable(PathBuf, std::io::Error),
 }
 
 /// The receive directory: created (mode 0700) if missing, and a directory.
@@ -62,8 +65,18 @@ pub fn check_recv_dir(dir: &Path) -> Result<(), RecvDirError> {
     if !dir.is_dir() {
         return Err(RecvDirError::NotADirectory(dir.to_path_buf()));
     }
-    Ok(())
+    // Refused at start, not at the first file: a file is created (and
+    // removed at once) the way a transfer's partial file would be, so a
+    // read-only mount or a folder of another user is caught too.
+    tempfile::Builder::new()
+        .prefix(PROBE_PREFIX)
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| RecvDirError::NotWritable(dir.to_path_buf(), e))
 }
+
+/// The prefix of the file [`check_recv_dir`] creates and removes at once.
+const PROBE_PREFIX: &str = ".tryst-probe-";
 
 /// The prefix of every partial file a receiving terminal writes.
 pub const PARTIAL_PREFIX: &str = ".tryst-partial-";
