@@ -37,8 +37,10 @@ use rand_chacha::ChaCha8Rng;
 use tryst_core::crypto::{Initiator, Responder, SecureChannel, StaticKeypair};
 use tryst_core::machine::{ConnectionId, Destination};
 use tryst_core::names::{NameRegistry, TrustMode};
+use tryst_core::ratelimit::Limit;
 use tryst_core::session_server::{
-    ExtensionPolicy, SessionConfig, SessionCounters, SessionEvent, SessionLimits, SessionServer,
+    ExtensionPolicy, RateLimits, SessionConfig, SessionCounters, SessionEvent, SessionLimits,
+    SessionServer,
 };
 use tryst_core::time::Instant;
 use tryst_core::wire::{
@@ -272,6 +274,17 @@ fn config_of(setup: &SsSetup) -> SessionConfig {
             max_queued_transmits: limit(l[7], d.max_queued_transmits),
             max_queued_events: limit(l[8], d.max_queued_events),
             streams: d.streams,
+        },
+        // Tight registration limits in half the runs, so that `RetryLater`
+        // and its lingering stream are reached (no new setup field).
+        rates: if setup.end_grace_secs % 2 == 1 {
+            RateLimits {
+                registrations_per_source: Limit::one_every(2, Duration::from_secs(3)),
+                registrations_per_identity: Limit::one_every(2, Duration::from_secs(5)),
+                requests_per_identity: Limit::one_every(3, Duration::from_secs(1)),
+            }
+        } else {
+            RateLimits::default()
         },
         // Binding expiry on in half the runs, with a short TTL (no new
         // setup field, so the seed corpus keeps its meaning).
@@ -1055,6 +1068,12 @@ impl Harness {
         assert!(t < u64::from(TERMS), "a transmit to a stream never opened");
         let t = t as usize;
         match message {
+            // Rate limited: told in clear when to retry, within the bound.
+            Message::RetryLater(r) => assert!(
+                (1..=tryst_core::wire::MAX_RETRY_AFTER_SECS).contains(&r.retry_after_secs),
+                "RetryLater of {} s",
+                r.retry_after_secs
+            ),
             Message::HandshakeReply(reply) => {
                 let term = &mut self.terms[t];
                 let Some((initiator, registered_name)) = term.initiator.as_mut() else {
