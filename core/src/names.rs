@@ -24,15 +24,37 @@
 //! Memory is bounded by [`MAX_BOUND_NAMES`] names of at most
 //! [`MAX_NAME_LEN`](crate::wire::MAX_NAME_LEN) bytes each; past that,
 //! registrations of new names are refused (and reported as
-//! [`RefusalReason::RegistryFull`]). Names compare byte for byte: `TERM1`
-//! and `term1` are two names.
+//! [`RefusalReason::RegistryFull`]).
+//!
+//! Names people cannot tell apart are one name: the session server takes
+//! every name it is given (a registration's, a request's target and
+//! requester, a permission list's entries) in its [`canonical`] form
+//! (Unicode NFKC and full case folding) before it binds or compares it, so
+//! `HOME`, `home` and `ｈｏｍｅ` (fullwidth) are the same device and no
+//! second key can take a look-alike of a bound name.
 
 use alloc::collections::BTreeMap;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use core::fmt;
 
 use crate::identity::is_weak_public_key;
-use crate::wire::{ErrorCode, Name, PublicKey};
+use crate::wire::{ErrorCode, Name, NameError, PublicKey};
+
+/// The canonical form of a device name, the one the server binds and
+/// compares: NFKC, then full Unicode case folding, then NFKC again (folding
+/// can undo a composition), so that it is stable under a second pass. A
+/// name whose canonical form is not a valid [`Name`] (longer than
+/// [`MAX_NAME_LEN`](crate::wire::MAX_NAME_LEN) bytes once expanded, a
+/// control character) is refused with the reason.
+pub fn canonical(name: &str) -> Result<String, NameError> {
+    let nfkc = icu_normalizer::ComposingNormalizerBorrowed::new_nfkc();
+    let folded = icu_casemap::CaseMapperBorrowed::new()
+        .fold_string(&nfkc.normalize(name))
+        .into_owned();
+    let canonical = nfkc.normalize(&folded).into_owned();
+    Name::new(&canonical)?;
+    Ok(canonical)
+}
 
 /// The most names a registry binds (about 15 MB of table at most).
 pub const MAX_BOUND_NAMES: usize = 100_000;
@@ -89,6 +111,9 @@ pub enum RefusalReason {
     RegistryFull,
     /// The key is a small-order point, which anyone could "prove" to own.
     WeakKey,
+    /// The name's [`canonical`] form is not a valid name (too long once
+    /// expanded).
+    BadName(NameError),
 }
 
 /// A refused registration: the uniform answer for the terminal and the
@@ -129,6 +154,7 @@ impl fmt::Display for Refused {
             RefusalReason::NotEnrolled => f.write_str("registration refused: not enrolled"),
             RefusalReason::RegistryFull => f.write_str("registration refused: registry full"),
             RefusalReason::WeakKey => f.write_str("registration refused: weak public key"),
+            RefusalReason::BadName(e) => write!(f, "registration refused: {e} once normalised"),
         }
     }
 }
@@ -144,15 +170,20 @@ pub enum EnrollError {
     RegistryFull,
     /// The key is a small-order point and can never be an identity.
     WeakKey,
+    /// The name's [`canonical`] form is not a valid name.
+    BadName(NameError),
 }
 
 impl fmt::Display for EnrollError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            EnrollError::BoundToAnotherKey => "the name is bound to another key (unbind it first)",
-            EnrollError::RegistryFull => "the name registry is full",
-            EnrollError::WeakKey => "the key is a small-order point",
-        })
+        match self {
+            EnrollError::BoundToAnotherKey => {
+                f.write_str("the name is bound to another key (unbind it first)")
+            }
+            EnrollError::RegistryFull => f.write_str("the name registry is full"),
+            EnrollError::WeakKey => f.write_str("the key is a small-order point"),
+            EnrollError::BadName(e) => write!(f, "{e} once normalised"),
+        }
     }
 }
 
@@ -197,11 +228,13 @@ impl NameRegistry {
     /// Handles a terminal's registration of `name` with the key its Noise
     /// handshake proved.
     pub fn register(&mut self, name: Name<'_>, key: PublicKey) -> Result<Registration, Refused> {
-        match self.bound.get(name.as_str()) {
+        let name =
+            canonical(name.as_str()).map_err(|e| Refused::because(RefusalReason::BadName(e)))?;
+        match self.bound.get(&name) {
             Some(bound) if *bound == key => Ok(Registration::AlreadyBound),
             Some(_) => Err(Refused::because(RefusalReason::Impersonation(
                 ImpersonationAttempt {
-                    name: name.as_str().to_string(),
+                    name,
                     presented_key: key,
                 },
             ))),
@@ -211,6 +244,7 @@ impl NameRegistry {
                     self.bind(name, key).map_err(|e| {
                         Refused::because(match e {
                             EnrollError::WeakKey => RefusalReason::WeakKey,
+                            EnrollError::BadName(e) => RefusalReason::BadName(e),
                             // A free name cannot be bound to another key.
                             EnrollError::RegistryFull | EnrollError::BoundToAnotherKey => {
                                 RefusalReason::RegistryFull
@@ -228,7 +262,8 @@ impl NameRegistry {
     /// twice is fine; re-keying a name takes an explicit
     /// [`unbind`](NameRegistry::unbind) first.
     pub fn enroll(&mut self, name: Name<'_>, key: PublicKey) -> Result<(), EnrollError> {
-        match self.bound.get(name.as_str()) {
+        let name = canonical(name.as_str()).map_err(EnrollError::BadName)?;
+        match self.bound.get(&name) {
             Some(bound) if *bound == key => Ok(()),
             Some(_) => Err(EnrollError::BoundToAnotherKey),
             None => self.bind(name, key),
@@ -238,12 +273,12 @@ impl NameRegistry {
     /// The operator frees `name` (a lost or retired device); returns the key
     /// it was bound to.
     pub fn unbind(&mut self, name: Name<'_>) -> Option<PublicKey> {
-        self.bound.remove(name.as_str())
+        self.bound.remove(&canonical(name.as_str()).ok()?)
     }
 
-    /// The key `name` is bound to.
+    /// The key `name` (in any of its spellings) is bound to.
     pub fn key_of(&self, name: Name<'_>) -> Option<PublicKey> {
-        self.bound.get(name.as_str()).copied()
+        self.bound.get(&canonical(name.as_str()).ok()?).copied()
     }
 
     /// Every binding, in name order, for a driver to persist.
@@ -274,15 +309,15 @@ impl NameRegistry {
         self.limit
     }
 
-    /// Binds a free name.
-    fn bind(&mut self, name: Name<'_>, key: PublicKey) -> Result<(), EnrollError> {
+    /// Binds a free name, already canonical.
+    fn bind(&mut self, name: String, key: PublicKey) -> Result<(), EnrollError> {
         if is_weak_public_key(&key) {
             return Err(EnrollError::WeakKey);
         }
         if self.bound.len() >= self.limit {
             return Err(EnrollError::RegistryFull);
         }
-        self.bound.insert(name.as_str().to_string(), key);
+        self.bound.insert(name, key);
         Ok(())
     }
 }
@@ -291,7 +326,70 @@ impl NameRegistry {
 mod tests {
     use super::*;
     use crate::identity::SecretKey;
+    use alloc::string::ToString;
     use alloc::vec::Vec;
+
+    #[test]
+    fn canonical_names_fold_case_and_compatibility_forms() {
+        for (spelled, canonical_form) in [
+            ("home", "home"),
+            ("HOME", "home"),
+            ("Home", "home"),
+            ("\u{ff28}\u{ff2f}\u{ff2d}\u{ff25}", "home"), // fullwidth ＨＯＭＥ
+            ("Stra\u{df}e", "strasse"),                   // ß folds to ss
+            ("Cafe\u{301}", "caf\u{e9}"),                 // e + combining acute: é
+            ("CAF\u{c9}", "caf\u{e9}"),
+            ("\u{2160}", "i"),                              // Roman numeral one
+            ("\u{212b}ngstr\u{f6}m", "\u{e5}ngstr\u{f6}m"), // Angstrom sign
+        ] {
+            assert_eq!(
+                canonical(spelled).as_deref(),
+                Ok(canonical_form),
+                "{spelled:?}"
+            );
+            // Stable: the canonical form is its own canonical form.
+            assert_eq!(canonical(canonical_form).as_deref(), Ok(canonical_form));
+        }
+        // Distinct names stay distinct.
+        assert_ne!(canonical("home1"), canonical("home2"));
+    }
+
+    #[test]
+    fn a_name_too_long_once_folded_or_with_a_control_character_is_refused() {
+        // Three Arabic ligatures are 9 bytes; NFKC spells each out in 33.
+        let long = "\u{fdfa}\u{fdfa}\u{fdfa}";
+        assert!(Name::new(long).is_ok());
+        assert_eq!(canonical(long), Err(NameError::TooLong));
+        assert_eq!(canonical("a\u{7}b"), Err(NameError::ControlCharacter));
+        assert_eq!(canonical(""), Err(NameError::Empty));
+    }
+
+    #[test]
+    fn a_look_alike_of_a_bound_name_is_the_same_name() {
+        let mut r = NameRegistry::new(TrustMode::TrustOnFirstUse);
+        let owner = SecretKey::from_bytes([3; 32]).public_key();
+        let other = SecretKey::from_bytes([4; 32]).public_key();
+        let name = |s| Name::new(s).unwrap();
+        assert_eq!(
+            r.register(name("home"), owner),
+            Ok(Registration::NewBinding)
+        );
+        assert_eq!(
+            r.register(name("HOME"), owner),
+            Ok(Registration::AlreadyBound)
+        );
+        let refused = r.register(name("\u{ff48}ome"), other).unwrap_err();
+        assert!(matches!(refused.reason, RefusalReason::Impersonation(_)));
+        assert_eq!(r.key_of(name("Home")), Some(owner));
+        assert_eq!(
+            r.bindings()
+                .map(|(n, _)| n.as_str().to_string())
+                .collect::<Vec<_>>(),
+            ["home"]
+        );
+        assert_eq!(r.unbind(name("HoMe")), Some(owner));
+        assert!(r.is_empty());
+    }
 
     fn name(s: &str) -> Name<'_> {
         Name::new(s).unwrap()
@@ -326,7 +424,8 @@ mod tests {
         assert_eq!(
             refused.impersonation(),
             Some(&ImpersonationAttempt {
-                name: "TERM1".into(),
+                // Reported in its canonical form.
+                name: "term1".into(),
                 presented_key: key(2),
             })
         );
@@ -339,11 +438,12 @@ mod tests {
     }
 
     #[test]
-    fn one_key_may_hold_several_names_but_names_are_case_sensitive() {
+    fn one_key_may_hold_several_names_and_case_does_not_make_another_name() {
         let mut r = NameRegistry::new(TrustMode::TrustOnFirstUse);
         r.register(name("TERM1"), key(1)).unwrap();
+        assert!(r.register(name("term1"), key(2)).is_err());
         assert_eq!(
-            r.register(name("term1"), key(2)),
+            r.register(name("term2"), key(2)),
             Ok(Registration::NewBinding)
         );
         assert_eq!(

@@ -391,8 +391,7 @@ pub fn ping_a_peer_that_does_not_permit_gets_connects_uniform_refusal() {
     let last_said = |out: &Output| {
         text(&out.stderr)
             .lines()
-            .filter(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
-            .last()
+            .rfind(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
             .map(str::to_owned)
     };
     let said = last_said(&denied).unwrap_or_default();
@@ -445,8 +444,7 @@ pub fn a_rate_limited_registration_says_so_and_when_to_retry() {
     assert_eq!(limited.status.code(), Some(1), "{said}");
     let last = said
         .lines()
-        .filter(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
-        .last()
+        .rfind(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
         .unwrap_or_default();
     let wait: u64 = last
         .split_once("limits registrations from this address or this device: try again in ")

@@ -98,11 +98,10 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
     /// the store's unspent codes, or at run time from `tryst invite
     /// --enrol`). A code with the hash of one already held replaces it.
     /// Expiry is judged by the latest time the server was given.
-    pub fn add_enrol_code(&mut self, code: EnrolCode) -> Result<(), EnrolCodeError> {
+    pub fn add_enrol_code(&mut self, mut code: EnrolCode) -> Result<(), EnrolCodeError> {
         let now = self.clock.latest();
-        if Name::new(&code.name).is_err() {
-            return Err(EnrolCodeError::BadName);
-        }
+        // Held under the name's canonical form, as registrations arrive.
+        code.name = crate::names::canonical(&code.name).map_err(|_| EnrolCodeError::BadName)?;
         if code.expires <= now {
             return Err(EnrolCodeError::Expired);
         }

@@ -455,9 +455,11 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         &mut self.registry
     }
 
-    /// The device ID of `name`'s live (confirmed) registration.
+    /// The device ID of `name`'s live (confirmed) registration, in any of
+    /// the name's spellings ([`crate::names::canonical`]).
     pub fn live_device(&self, name: &str) -> Option<crate::wire::DeviceId> {
-        self.reg.live.get(name).map(|&d| crate::wire::DeviceId(d))
+        let name = crate::names::canonical(name).ok()?;
+        self.reg.live.get(&name).map(|&d| crate::wire::DeviceId(d))
     }
 
     /// The names with a live (confirmed) registration and their device

@@ -111,7 +111,20 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             return;
         };
         let key = responder.initiator_key();
-        let name = register.name;
+        // Every name is bound and compared in its canonical form (NFKC and
+        // case folding): `HOME` registers as `home`.
+        let canonical = match crate::names::canonical(register.name.as_str()) {
+            Ok(canonical) => canonical,
+            Err(e) => {
+                let reason = RegistrationRefusal::Registry(RefusalReason::BadName(e));
+                self.refuse_registration(conn, responder, register.name.as_str(), key, reason);
+                return;
+            }
+        };
+        let Ok(name) = Name::new(&canonical) else {
+            return;
+        };
+        let register = Register { name, ..register };
         if let Some(code) = &code {
             if register.identity == key {
                 self.redeem_enrol_code(now, name, key, code);

@@ -254,8 +254,11 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         channel.outstanding += 1;
         let requester_name = channel.name.clone();
         let requester_key = channel.key;
-        let well_formed =
-            channel.live && !channel.decoy && req.requester.as_str() == requester_name;
+        // Names are compared in their canonical form (the channel's is).
+        let target_canonical = crate::names::canonical(req.target.as_str()).ok();
+        let well_formed = channel.live
+            && !channel.decoy
+            && crate::names::canonical(req.requester.as_str()).is_ok_and(|r| r == requester_name);
         let deny = |reason| Denial {
             channel: device,
             request_id: req.request_id,
@@ -268,6 +271,10 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             self.schedule_denial(now, deny_at, deny(DenyReason::BadRequester));
             return;
         }
+        let Some(target_name) = target_canonical else {
+            self.schedule_denial(now, deny_at, deny(DenyReason::UnknownTarget));
+            return;
+        };
         if self.request_limiter.check(now, &requester_key).is_err() {
             self.schedule_denial(now, deny_at, deny(DenyReason::RateLimited));
             return;
@@ -276,11 +283,11 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             self.schedule_denial(now, deny_at, deny(DenyReason::UnknownTarget));
             return;
         };
-        if req.target.as_str() == requester_name {
+        if target_name == requester_name {
             self.schedule_denial(now, deny_at, deny(DenyReason::SelfTarget));
             return;
         }
-        let target = self.reg.live.get(req.target.as_str()).copied();
+        let target = self.reg.live.get(&target_name).copied();
         let Some((target, mode)) =
             target.and_then(|t| self.reg.channels.get(&t).map(|c| (t, c.mode)))
         else {
@@ -298,7 +305,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             requester_key,
             request_id: req.request_id,
             target,
-            target_name: req.target.as_str().to_string(),
+            target_name,
             target_key,
             mode,
             duration_secs: self.config.granted_duration_secs(req.duration_secs),
@@ -684,11 +691,12 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             return;
         }
         for key in keys {
-            let listed = self
-                .requests
-                .pending
-                .get(&key)
-                .is_some_and(|r| list.names.contains(&r.requester_name));
+            let listed = self.requests.pending.get(&key).is_some_and(|r| {
+                list.names.iter().any(|entry| {
+                    crate::names::canonical(entry.as_str())
+                        .is_ok_and(|entry| entry == r.requester_name)
+                })
+            });
             if listed {
                 self.locate(now, key);
             } else {

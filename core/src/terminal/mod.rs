@@ -378,6 +378,11 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
     }
 
     /// Whether `name` is on the permission list.
+    ///
+    /// Names compare byte for byte here (the terminal has no allocator):
+    /// the session server sends every requester name in its canonical
+    /// form (`names::canonical`, NFKC and case folding), so a list must
+    /// hold canonical names; the std layer stores them so.
     pub fn is_allowed(&self, name: &str) -> bool {
         self.permissions.iter().any(|n| n.as_str() == name)
     }

@@ -3,7 +3,7 @@
 use core::fmt;
 
 /// Why a name was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NameError {
     /// A name has at least one byte.
     Empty,

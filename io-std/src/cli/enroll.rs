@@ -36,13 +36,20 @@ pub struct EnrollArgs {
 }
 
 /// Enrolls the pair.
-pub fn run(args: EnrollArgs) -> Result<(), CliError> {
+pub fn run(mut args: EnrollArgs) -> Result<(), CliError> {
     if let Err(e) = Name::new(&args.name) {
         return Err(CliError::usage(format!(
             "{:?} is not a device name: {e}",
             args.name
         )));
     }
+    // Stored as the server binds it: `HOME` enrols `home`.
+    args.name = tryst_core::names::canonical(&args.name).map_err(|e| {
+        CliError::usage(format!(
+            "{:?} is not a device name: {e} once normalised",
+            args.name
+        ))
+    })?;
     let key = public_key_arg(&args.key)?;
     if is_weak_public_key(&key) {
         return Err(CliError::usage(

@@ -252,8 +252,13 @@ pub fn read_permissions(path: &Path) -> Result<Vec<String>, CliError> {
             continue;
         }
         check_name(line).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
-        if !names.iter().any(|n| n == line) {
-            names.push(line.to_owned());
+        // Held in the canonical form the server sends requester names in,
+        // so `Phone` on the list permits the device `phone`.
+        let name = tryst_core::names::canonical(line).map_err(|e| {
+            CliError::usage(format!("{}: {line:?}: {e} once normalised", path.display()))
+        })?;
+        if !names.contains(&name) {
+            names.push(name);
         }
     }
     if names.len() > MAX_PERMISSIONS {

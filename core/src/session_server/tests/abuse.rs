@@ -22,11 +22,11 @@ fn count_received(w: &World, i: usize, pick: impl Fn(&Message<'_>) -> bool) -> u
 #[test]
 fn s503_burst_for_one_target_sends_one_trigger_and_one_list_request() {
     let mut w = World::new(SessionConfig::default());
-    let target = w.term("TERM1", ListMode);
+    let target = w.term("term1", ListMode);
     let rs = requesters(&mut w, 30);
     for (n, &r) in rs.iter().enumerate() {
         for k in 0..3 {
-            w.connect(r, "TERM1", (n * 10 + k) as u32 + 1, 0);
+            w.connect(r, "term1", (n * 10 + k) as u32 + 1, 0);
         }
     }
     assert_eq!(w.ss.pending_request_count(), 64, "the target's share");
@@ -40,11 +40,11 @@ fn s503_burst_for_one_target_sends_one_trigger_and_one_list_request() {
         1,
         "one permission list request for the whole burst"
     );
-    w.answer_lists(target, &["R0"]);
+    w.answer_lists(target, &["r0"]);
     w.ts_answer_addresses();
     let started = w.started();
     assert!(!started.is_empty(), "R0 was permitted");
-    assert!(started.iter().all(|s| s.requester == "R0"));
+    assert!(started.iter().all(|s| s.requester == "r0"));
     w.advance(secs(6));
     let denied = w.denials().len();
     assert_eq!(
@@ -57,11 +57,11 @@ fn s503_burst_for_one_target_sends_one_trigger_and_one_list_request() {
 #[test]
 fn s1202_burst_in_judge_mode_asks_once_per_requester_name() {
     let mut w = World::new(SessionConfig::default());
-    let target = w.term("TERM1", JudgeMode);
+    let target = w.term("term1", JudgeMode);
     let rs = requesters(&mut w, 5);
     for (n, &r) in rs.iter().enumerate() {
         for k in 0..4 {
-            w.connect(r, "TERM1", (n * 10 + k) as u32 + 1, 0);
+            w.connect(r, "term1", (n * 10 + k) as u32 + 1, 0);
         }
     }
     w.ts_answer_triggers(TriggerOutcome::Delivered);
@@ -76,21 +76,21 @@ fn flood_from_one_requester_never_takes_another_requesters_slot_at_a_target() {
     let mut config = SessionConfig::default();
     config.limits.max_pending_per_target = 8;
     let mut w = World::new(config);
-    let target = w.term("TERM1", ListMode);
+    let target = w.term("term1", ListMode);
     let flooder = w.term("FLOOD", ListMode);
-    let friend = w.term("FRIEND", ListMode);
+    let friend = w.term("friend", ListMode);
     for id in 1..=20 {
-        w.connect(flooder, "TERM1", id, 0);
+        w.connect(flooder, "term1", id, 0);
     }
     assert_eq!(w.ss.pending_request_count(), 8);
-    w.connect(friend, "TERM1", 100, 0);
+    w.connect(friend, "term1", 100, 0);
     assert_eq!(w.ss.pending_request_count(), 8, "the flooder gave way");
     w.ts_answer_triggers(TriggerOutcome::Delivered);
-    w.answer_lists(target, &["FRIEND"]);
+    w.answer_lists(target, &["friend"]);
     w.ts_answer_addresses();
     let started = w.started();
     assert_eq!(started.len(), 1);
-    assert_eq!(started[0].requester, "FRIEND");
+    assert_eq!(started[0].requester, "friend");
 }
 
 #[test]
@@ -100,16 +100,16 @@ fn flood_across_targets_never_takes_another_requesters_slot_in_the_table() {
     let mut w = World::new(config);
     let targets: Vec<usize> = (0..4).map(|i| w.term(&format!("T{i}"), ListMode)).collect();
     let flooder = w.term("FLOOD", ListMode);
-    let friend = w.term("FRIEND", ListMode);
+    let friend = w.term("friend", ListMode);
     for id in 1..=20u32 {
         w.connect(flooder, &format!("T{}", id % 4), id, 0);
     }
     assert_eq!(w.ss.pending_request_count(), 8);
     w.connect(friend, "T0", 100, 0);
     w.ts_answer_triggers(TriggerOutcome::Delivered);
-    w.answer_lists(targets[0], &["FRIEND"]);
+    w.answer_lists(targets[0], &["friend"]);
     w.ts_answer_addresses();
-    assert!(w.started().iter().any(|s| s.requester == "FRIEND"));
+    assert!(w.started().iter().any(|s| s.requester == "friend"));
 }
 
 #[test]
@@ -117,14 +117,14 @@ fn full_budget_answers_unknown_and_existing_names_alike() {
     let mut config = SessionConfig::default();
     config.limits.max_pending_requests = 2;
     let mut w = World::new(config);
-    w.term("TERM1", ListMode);
+    w.term("term1", ListMode);
     let rs = requesters(&mut w, 3);
     // Two requesters fill the table with requests that stay pending.
-    w.connect(rs[0], "TERM1", 1, 0);
-    w.connect(rs[1], "TERM1", 2, 0);
+    w.connect(rs[0], "term1", 1, 0);
+    w.connect(rs[1], "term1", 2, 0);
     let start = w.now;
     // The third asks for an existing name (table full) and an unknown one.
-    w.connect(rs[2], "TERM1", 3, 0);
+    w.connect(rs[2], "term1", 3, 0);
     w.connect(rs[2], "NOBODY", 4, 0);
     w.advance(secs(6));
     let errors = w.errors(rs[2]);
@@ -137,7 +137,7 @@ fn full_budget_answers_unknown_and_existing_names_alike() {
 #[test]
 fn channel_whose_stream_closed_is_removed_after_the_grace() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
+    let t1 = w.term("term1", ListMode);
     let device = w.device(t1);
     let conn = w.terms[t1].conn;
     w.ss.handle_connection_closed(w.now, conn);
@@ -146,7 +146,7 @@ fn channel_whose_stream_closed_is_removed_after_the_grace() {
     assert_eq!(w.ss.channel_count(), 1, "kept through the grace");
     w.advance(secs(2));
     assert_eq!(w.ss.channel_count(), 0);
-    assert_eq!(w.ss.live_device("TERM1"), None);
+    assert_eq!(w.ss.live_device("term1"), None);
     assert!(w.ts_revokes().iter().any(|r| r.device_id.0 == device));
     assert_eq!(w.ss.counters().channels_orphaned, 1);
 }
@@ -156,9 +156,9 @@ fn owner_re_registration_fits_at_the_channel_cap() {
     let mut config = SessionConfig::default();
     config.limits.max_channels = 2;
     let mut w = World::new(config);
-    let t1 = w.term("TERM1", ListMode);
-    w.term("TERM2", ListMode);
-    let stranger = w.add_term("TERM3", ListMode);
+    let t1 = w.term("term1", ListMode);
+    w.term("term2", ListMode);
+    let stranger = w.add_term("term3", ListMode);
     w.start_registration(stranger);
     assert_eq!(w.terms[stranger].refused, Some(ErrorCode::Busy));
     // The owner of TERM1 comes back on a new stream: it fits.
@@ -166,7 +166,7 @@ fn owner_re_registration_fits_at_the_channel_cap() {
     w.register(t1);
     assert!(w.terms[t1].channel.is_some());
     assert_eq!(
-        w.ss.live_device("TERM1"),
+        w.ss.live_device("term1"),
         w.terms[t1].channel_no.map(crate::wire::DeviceId)
     );
 }
@@ -176,21 +176,21 @@ fn decoys_make_way_for_an_owner_at_the_cap() {
     let mut config = SessionConfig::default();
     config.limits.max_channels = 2;
     let mut w = World::new(config);
-    w.term("TERM1", ListMode);
-    let t2 = w.term("TERM2", ListMode);
+    w.term("term1", ListMode);
+    let t2 = w.term("term2", ListMode);
     // TERM2's stream is gone and its channel with it.
     let conn = w.terms[t2].conn;
     w.ss.handle_connection_closed(w.now, conn);
     w.advance(CHANNEL_ORPHAN_GRACE + secs(1));
     // An impostor's decoy takes the free place.
-    let impostor = w.add_term("TERM1", ListMode);
+    let impostor = w.add_term("term1", ListMode);
     w.register(impostor);
     assert_eq!(w.ss.channel_count(), 2);
     // TERM2's owner still gets in.
     w.reconnect(t2);
     w.register(t2);
     assert_eq!(
-        w.ss.live_device("TERM2"),
+        w.ss.live_device("term2"),
         w.terms[t2].channel_no.map(crate::wire::DeviceId)
     );
 }
@@ -212,19 +212,19 @@ fn unbound(w: &World, name: &str) -> bool {
 fn unused_binding_expires_after_the_ttl_and_the_name_is_free_again() {
     let ttl = secs(3600);
     let mut w = World::new(with_ttl(ttl));
-    let t1 = w.term("TERM1", ListMode);
+    let t1 = w.term("term1", ListMode);
     let conn = w.terms[t1].conn;
     w.ss.handle_connection_closed(w.now, conn);
     w.advance(ttl - secs(60));
-    assert!(!unbound(&w, "TERM1"), "expired before its TTL");
+    assert!(!unbound(&w, "term1"), "expired before its TTL");
     w.advance(secs(120));
-    assert!(unbound(&w, "TERM1"));
-    assert_eq!(w.ss.registry().key_of(Name::new("TERM1").unwrap()), None);
+    assert!(unbound(&w, "term1"));
+    assert_eq!(w.ss.registry().key_of(Name::new("term1").unwrap()), None);
     assert_eq!(w.ss.counters().bindings_expired, 1);
     // Another key may take it now.
-    let newcomer = w.term("TERM1", ListMode);
+    let newcomer = w.term("term1", ListMode);
     assert_eq!(
-        w.ss.registry().key_of(Name::new("TERM1").unwrap()),
+        w.ss.registry().key_of(Name::new("term1").unwrap()),
         Some(w.terms[newcomer].kp.public_key())
     );
 }
@@ -233,11 +233,11 @@ fn unused_binding_expires_after_the_ttl_and_the_name_is_free_again() {
 fn live_binding_never_expires_and_its_seen_time_is_stored_again() {
     let ttl = secs(3600);
     let mut w = World::new(with_ttl(ttl));
-    let t1 = w.term("TERM1", ListMode);
+    let t1 = w.term("term1", ListMode);
     w.advance(ttl * 3);
-    assert!(!unbound(&w, "TERM1"));
+    assert!(!unbound(&w, "term1"));
     assert_eq!(
-        w.ss.registry().key_of(Name::new("TERM1").unwrap()),
+        w.ss.registry().key_of(Name::new("term1").unwrap()),
         Some(w.terms[t1].kp.public_key())
     );
     let seen = w
@@ -251,7 +251,7 @@ fn live_binding_never_expires_and_its_seen_time_is_stored_again() {
 #[test]
 fn registrations_store_the_seen_time_at_most_once_per_resolution() {
     let mut w = World::new(with_ttl(secs(24 * 3600)));
-    let t1 = w.term("TERM1", ListMode);
+    let t1 = w.term("term1", ListMode);
     for _ in 0..5 {
         w.advance(secs(60));
         w.reconnect(t1);
@@ -273,15 +273,15 @@ fn registrations_store_the_seen_time_at_most_once_per_resolution() {
 #[test]
 fn without_a_ttl_bindings_never_expire() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
+    let t1 = w.term("term1", ListMode);
     let conn = w.terms[t1].conn;
     w.ss.handle_connection_closed(w.now, conn);
     w.advance(secs(400 * 24 * 3600));
-    assert!(!unbound(&w, "TERM1"));
+    assert!(!unbound(&w, "term1"));
     assert!(w
         .ss
         .registry()
-        .key_of(Name::new("TERM1").unwrap())
+        .key_of(Name::new("term1").unwrap())
         .is_some());
 }
 
@@ -289,7 +289,7 @@ fn without_a_ttl_bindings_never_expire() {
 fn restored_seen_times_expire_after_a_restart() {
     let ttl = secs(3600);
     let mut first = World::new(with_ttl(ttl));
-    first.term("TERM1", ListMode);
+    first.term("term1", ListMode);
     let bindings: Vec<(String, crate::wire::PublicKey)> = first
         .ss
         .registry()
@@ -313,13 +313,13 @@ fn restored_seen_times_expire_after_a_restart() {
         w.ss.restore_session(fact).unwrap();
     }
     w.advance(ttl + secs(1));
-    assert!(unbound(&w, "TERM1"));
+    assert!(unbound(&w, "term1"));
 }
 
 #[test]
 fn channel_on_a_stream_the_server_closed_is_removed_after_the_grace() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
+    let t1 = w.term("term1", ListMode);
     // The same stream floods handshakes until the server closes it.
     let conn = w.terms[t1].conn;
     let init = w.terms[t1].last_init.clone();
@@ -332,7 +332,7 @@ fn channel_on_a_stream_the_server_closed_is_removed_after_the_grace() {
     w.advance(crate::session_server::RETRY_LATER_LINGER);
     assert!(w.closed.contains(&conn), "the flooding stream was closed");
     w.advance(CHANNEL_ORPHAN_GRACE + secs(1));
-    assert_eq!(w.ss.live_device("TERM1"), None);
+    assert_eq!(w.ss.live_device("term1"), None);
     // The live channel and the pending ones the replays opened.
     assert!(w.ss.counters().channels_orphaned >= 1);
     assert_eq!(w.ss.channel_count(), 0);
@@ -343,7 +343,7 @@ fn binding_expiry_at_the_end_of_the_clock_never_spins() {
     let ttl = secs(3600);
     let mut w = World::new(with_ttl(ttl));
     w.now = Instant::from_micros(u64::MAX - 10);
-    w.term("TERM1", ListMode);
+    w.term("term1", ListMode);
     w.advance(secs(1));
     // A live name refreshed at the end of time is not due again forever.
     let facts = w.facts.len();

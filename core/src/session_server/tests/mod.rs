@@ -55,8 +55,8 @@ fn registration_passes_the_terminals_local_udp_address_on_in_its_key_install() {
     // NAT type guess) reaches the trigger server with its key, and only
     // that terminal's.
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.add_term("TERM1", ListMode);
-    let t2 = w.add_term("TERM2", ListMode);
+    let t1 = w.add_term("term1", ListMode);
+    let t2 = w.add_term("term2", ListMode);
     let local: SocketAddr = "192.168.1.2:40000".parse().unwrap();
     w.terms[t1].local = Some(local);
     w.register(t1);
@@ -76,14 +76,14 @@ fn registration_passes_the_terminals_local_udp_address_on_in_its_key_install() {
 #[test]
 fn s702_registration_binds_name_to_key_and_returns_device_id_and_udp_key() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.add_term("TERM1", ListMode);
+    let t1 = w.add_term("term1", ListMode);
     w.start_registration(t1);
     let device = w.device(t1);
     let udp_key = w.terms[t1].udp_key.unwrap();
     assert_ne!(device, 0);
     // Pending until the terminal proves it holds the keys: nothing is live
     // and nothing is installed at the trigger server yet.
-    assert_eq!(w.ss.live_device("TERM1"), None);
+    assert_eq!(w.ss.live_device("term1"), None);
     assert!(w.ts_installs().is_empty());
     assert!(!w
         .events
@@ -93,11 +93,11 @@ fn s702_registration_binds_name_to_key_and_returns_device_id_and_udp_key() {
     w.send(t1, &Message::Poll(crate::wire::Poll));
     let key = w.terms[t1].kp.public_key();
     assert_eq!(
-        w.ss.live_device("TERM1"),
+        w.ss.live_device("term1"),
         w.terms[t1].channel_no.map(crate::wire::DeviceId)
     );
     assert_eq!(
-        w.ss.registry().key_of(Name::new("TERM1").unwrap()),
+        w.ss.registry().key_of(Name::new("term1").unwrap()),
         Some(key)
     );
     let installs = w.ts_installs();
@@ -109,7 +109,7 @@ fn s702_registration_binds_name_to_key_and_returns_device_id_and_udp_key() {
         .iter()
         .position(|e| {
             *e == SessionEvent::NameBound {
-                name: "TERM1".into(),
+                name: "term1".into(),
                 key,
             }
         })
@@ -124,7 +124,7 @@ fn s702_registration_binds_name_to_key_and_returns_device_id_and_udp_key() {
                 device_id,
                 udp_device_id,
                 mode: ListMode,
-            } if name == "TERM1" && *k == key
+            } if name == "term1" && *k == key
                 && *device_id == crate::wire::DeviceId(w.terms[t1].channel_no.unwrap())
                 && udp_device_id != device_id)
         })
@@ -138,7 +138,7 @@ fn s702_registration_binds_name_to_key_and_returns_device_id_and_udp_key() {
     let second = w.device(t1);
     assert_ne!(second, device);
     assert_eq!(
-        w.ss.live_device("TERM1"),
+        w.ss.live_device("term1"),
         w.terms[t1].channel_no.map(crate::wire::DeviceId)
     );
     assert_eq!(w.ts_revokes().len(), 1);
@@ -157,9 +157,9 @@ fn s702_registration_binds_name_to_key_and_returns_device_id_and_udp_key() {
 #[test]
 fn s702_second_key_for_a_bound_name_gets_a_decoy_and_is_reported() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
-    let live = w.ss.live_device("TERM1");
-    let impostor = w.add_term("TERM1", ListMode);
+    let t1 = w.term("term1", ListMode);
+    let live = w.ss.live_device("term1");
+    let impostor = w.add_term("term1", ListMode);
     w.register(impostor);
     // Answered like any registration: the impostor cannot tell.
     assert_eq!(w.terms[impostor].refused, None);
@@ -168,14 +168,14 @@ fn s702_second_key_for_a_bound_name_gets_a_decoy_and_is_reported() {
     let events = w.events_since(0);
     assert!(events.iter().any(|e| matches!(
         e,
-        SessionEvent::ImpersonationAttempt(a) if a.name == "TERM1" && a.presented_key == presented
+        SessionEvent::ImpersonationAttempt(a) if a.name == "term1" && a.presented_key == presented
     )));
     // Reachable over UDP like any terminal (its key is installed) ...
     assert_eq!(w.ts_installs().len(), 2);
     // ... but never the name's: the owner stays live and bound.
-    assert_eq!(w.ss.live_device("TERM1"), live);
+    assert_eq!(w.ss.live_device("term1"), live);
     assert_eq!(
-        w.ss.registry().key_of(Name::new("TERM1").unwrap()),
+        w.ss.registry().key_of(Name::new("term1").unwrap()),
         Some(w.terms[t1].kp.public_key())
     );
     assert!(
@@ -186,8 +186,8 @@ fn s702_second_key_for_a_bound_name_gets_a_decoy_and_is_reported() {
     );
     // A request aimed at the name reaches the owner; the decoy's own
     // requests get the uniform deny.
-    let t3 = w.term("TERM3", ListMode);
-    w.connect(t3, "TERM1", 1, 0);
+    let t3 = w.term("term3", ListMode);
+    w.connect(t3, "term1", 1, 0);
     w.ts_answer_triggers(TriggerOutcome::Delivered);
     assert!(w
         .received(t1)
@@ -197,7 +197,7 @@ fn s702_second_key_for_a_bound_name_gets_a_decoy_and_is_reported() {
         .received(impostor)
         .iter()
         .any(|(_, m)| matches!(m, Message::PermissionListRequest(_))));
-    w.connect(impostor, "TERM3", 9, 0);
+    w.connect(impostor, "term3", 9, 0);
     w.advance(secs(6));
     assert!(w.denials().contains(&(9, DenyReason::BadRequester)));
 }
@@ -205,7 +205,7 @@ fn s702_second_key_for_a_bound_name_gets_a_decoy_and_is_reported() {
 #[test]
 fn s702_registration_answer_does_not_depend_on_whether_the_name_is_bound() {
     let mut w = World::new(SessionConfig::default());
-    w.term("TERM1", ListMode);
+    w.term("term1", ListMode);
     let answer = |w: &mut World, name: &str| {
         let i = w.add_term(name, ListMode);
         w.start_registration(i);
@@ -215,8 +215,8 @@ fn s702_registration_answer_does_not_depend_on_whether_the_name_is_bound() {
             w.terms[i].channel.is_some(),
         )
     };
-    let bound = answer(&mut w, "TERM1");
-    let free = answer(&mut w, "TERM2");
+    let bound = answer(&mut w, "term1");
+    let free = answer(&mut w, "term2");
     assert_eq!(bound, free, "a bound and a free name answer alike");
     assert_eq!(bound.1, None);
 }
@@ -228,10 +228,10 @@ fn closed_registry_gives_no_decoy_only_the_same_refusal() {
         <rand_chacha::ChaCha20Rng as rand_chacha::rand_core::SeedableRng>::seed_from_u64(9);
     let owner = StaticKeypair::generate(&mut rng);
     registry
-        .enroll(Name::new("TERM1").unwrap(), owner.public_key())
+        .enroll(Name::new("term1").unwrap(), owner.public_key())
         .unwrap();
     let mut w = World::with_registry(SessionConfig::default(), registry, 3);
-    let stranger = w.add_term("TERM1", ListMode);
+    let stranger = w.add_term("term1", ListMode);
     w.start_registration(stranger);
     assert_eq!(
         w.terms[stranger].refused,
@@ -274,8 +274,8 @@ fn closed_registry_refuses_unenrolled_names_with_the_same_answer() {
 #[test]
 fn replayed_handshake_init_cannot_replace_a_live_registration() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
-    let live = w.ss.live_device("TERM1").unwrap();
+    let t1 = w.term("term1", ListMode);
+    let live = w.ss.live_device("term1").unwrap();
     let replay = w.terms[t1].last_init.clone();
     // An attacker replays the captured handshake from its own stream.
     let attacker = ConnectionId(9_999);
@@ -294,23 +294,23 @@ fn replayed_handshake_init_cannot_replace_a_live_registration() {
     assert_eq!(replies, 2);
     w.pump();
     assert_eq!(w.ss.channel_count(), 2);
-    assert_eq!(w.ss.live_device("TERM1"), Some(live));
+    assert_eq!(w.ss.live_device("term1"), Some(live));
     assert!(w.ts_revokes().is_empty());
     assert_eq!(w.ts_installs().len(), 1);
     // The live registration keeps working.
-    let t3 = w.term("TERM3", ListMode);
-    w.connect(t3, "TERM1", 1, 0);
+    let t3 = w.term("term3", ListMode);
+    w.connect(t3, "term1", 1, 0);
     assert_eq!(w.ts_triggers().last().unwrap().device_id.0, w.device(t1));
     assert_eq!(w.terms[t1].channel_no, Some(live.0));
     // The pending one expires unconfirmed.
     w.advance(REGISTRATION_CONFIRM_TIMEOUT + secs(1));
     assert_eq!(w.ss.channel_count(), 2, "TERM1 and TERM3 only");
-    assert_eq!(w.ss.live_device("TERM1"), Some(live));
+    assert_eq!(w.ss.live_device("term1"), Some(live));
     assert_eq!(w.ss.counters().registrations_unconfirmed, 1);
     assert!(w
         .ss
         .registry()
-        .key_of(Name::new("TERM1").unwrap())
+        .key_of(Name::new("term1").unwrap())
         .is_some());
 }
 
@@ -336,7 +336,7 @@ fn unconfirmed_new_binding_is_released_when_it_expires() {
 #[test]
 fn registration_is_rate_limited_per_source_before_public_key_work() {
     let mut w = World::new(SessionConfig::default());
-    let t = w.add_term("TERM1", ListMode);
+    let t = w.add_term("term1", ListMode);
     let conn = w.terms[t].conn;
     let junk = enc(&Message::HandshakeInit(crate::wire::HandshakeInit {
         noise: &[0x42; 120],
@@ -363,13 +363,13 @@ fn registration_is_rate_limited_per_source_before_public_key_work() {
     // The stream is forgotten; another source is not affected.
     w.ss.handle_stream(w.now, conn, &junk);
     assert_eq!(w.ss.counters().unknown_connection, 1);
-    let other = w.term("TERM3", ListMode);
+    let other = w.term("term3", ListMode);
     assert!(w.terms[other].channel.is_some());
     // After the refill interval the source may register again.
     w.advance(crate::ratelimit::REGISTRATIONS.interval());
     w.reconnect(t);
     w.register(t);
-    assert!(w.ss.live_device("TERM1").is_some());
+    assert!(w.ss.live_device("term1").is_some());
 }
 
 // ----------------------------------------------------------- trigger link
@@ -377,10 +377,10 @@ fn registration_is_rate_limited_per_source_before_public_key_work() {
 #[test]
 fn s503_trigger_is_requested_for_the_target() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
-    let t3 = w.term("TERM3", ListMode);
+    let t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
     assert_eq!(w.ts.handshakes, 1, "one link for everything so far");
-    w.connect(t3, "TERM1", 7, 0);
+    w.connect(t3, "term1", 7, 0);
     let triggers = w.ts_triggers();
     assert_eq!(triggers.len(), 1);
     assert_eq!(triggers[0].device_id.0, w.device(t1));
@@ -391,8 +391,8 @@ fn s503_trigger_is_requested_for_the_target() {
 fn upstream_link_queues_while_down_and_handshakes_again_when_needed() {
     let mut w = World::new(SessionConfig::default());
     w.ts.accepting = false;
-    let t1 = w.term("TERM1", ListMode);
-    let t3 = w.term("TERM3", ListMode);
+    let t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
     // No reply from the trigger server: both key installs wait in the queue.
     assert!(!w.ss.upstream_established());
     assert!(w.ts_installs().is_empty());
@@ -414,7 +414,7 @@ fn upstream_link_queues_while_down_and_handshakes_again_when_needed() {
         w.ts.handshakes, handshakes,
         "no handshake while nothing is needed"
     );
-    w.connect(t3, "TERM1", 1, 0);
+    w.connect(t3, "term1", 1, 0);
     assert_eq!(w.ts.handshakes, handshakes + 1);
     assert_eq!(w.ts_triggers().len(), 1);
     assert_eq!(w.ts_installs().len(), 2);
@@ -427,7 +427,7 @@ fn upstream_link_queues_while_down_and_handshakes_again_when_needed() {
 fn upstream_link_does_not_spin_at_the_end_of_the_clock() {
     let mut w = World::new(SessionConfig::default());
     w.ts.accepting = false;
-    w.term("TERM1", ListMode);
+    w.term("term1", ListMode);
     assert!(!w.ss.upstream_established());
     assert!(w.ss.poll_timeout().is_some(), "the handshake is in flight");
     w.ss.handle_timeout(Instant::MAX);
@@ -463,16 +463,16 @@ fn upstream_queue_is_bounded() {
 #[test]
 fn s505_s506_permission_list_search_permits_a_listed_requester() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
-    let t3 = w.term("TERM3", ListMode);
-    w.connect(t3, "TERM1", 7, 0);
+    let t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
+    w.connect(t3, "term1", 7, 0);
     w.ts_answer_triggers(TriggerOutcome::Delivered);
     // S503: the target is asked for its list after it polled.
     assert!(w
         .received(t1)
         .iter()
         .any(|(_, m)| matches!(m, Message::PermissionListRequest(_))));
-    w.answer_lists(t1, &["phone-of-anna", "TERM3"]);
+    w.answer_lists(t1, &["phone-of-anna", "term3"]);
     let inquiries = w.ts_inquiries();
     assert_eq!(inquiries.len(), 1);
     assert_eq!(inquiries[0].first.0, w.device(t3));
@@ -489,12 +489,49 @@ fn s505_s506_permission_list_search_permits_a_listed_requester() {
 }
 
 #[test]
+fn s505_names_are_compared_in_their_canonical_form_everywhere() {
+    let mut w = World::new(SessionConfig::default());
+    // Registered as "Home", bound and shown as "home".
+    let home = w.term("Home", ListMode);
+    let phone = w.term("phone", ListMode);
+    let live = w.ss.live_device("HOME");
+    assert!(live.is_some());
+    assert_eq!(
+        w.ss.live_terminals().map(|(n, _)| n).collect::<Vec<_>>(),
+        ["home", "phone"]
+    );
+    // Asked for as fullwidth "ＨＯＭＥ", listed as "PHONE": one name each.
+    w.connect(phone, "\u{ff28}\u{ff2f}\u{ff2d}\u{ff25}", 7, 0);
+    w.ts_answer_triggers(TriggerOutcome::Delivered);
+    w.answer_lists(home, &["PHONE"]);
+    w.ts_answer_addresses();
+    let started = w.started();
+    assert_eq!(started.len(), 1, "{:?}", w.denials());
+    assert_eq!(
+        (started[0].requester.as_str(), started[0].target.as_str()),
+        ("phone", "home")
+    );
+    // A look-alike from another key cannot take the bound name.
+    let other = w.add_term("HOME", ListMode);
+    w.register(other);
+    assert!(w.events.iter().any(|(_, e)| matches!(
+        e,
+        SessionEvent::ImpersonationAttempt(a) if a.name == "home"
+    )));
+    assert_eq!(
+        w.ss.live_device("home"),
+        live,
+        "the owner's registration stays"
+    );
+}
+
+#[test]
 fn s503_permission_list_search_denies_unknown_requester() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
-    let t3 = w.term("TERM3", ListMode);
+    let t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
     let asked = w.now;
-    w.connect(t3, "TERM1", 7, 0);
+    w.connect(t3, "term1", 7, 0);
     w.ts_answer_triggers(TriggerOutcome::Delivered);
     w.answer_lists(t1, &["phone-of-anna"]);
     assert!(w.ts_inquiries().is_empty(), "no address is looked up");
@@ -511,13 +548,13 @@ fn s503_permission_list_search_denies_unknown_requester() {
 #[test]
 fn s1101_terminal_verdict_permit_starts_a_session() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", JudgeMode);
-    let t3 = w.term("TERM3", ListMode);
-    w.connect(t3, "TERM1", 7, 0);
+    let t1 = w.term("term1", JudgeMode);
+    let t3 = w.term("term3", ListMode);
+    w.connect(t3, "term1", 7, 0);
     w.ts_answer_triggers(TriggerOutcome::Delivered);
     // S1202: the target is told who asks.
     let asked = w.answer_inquiries(t1, Verdict::Permit);
-    assert_eq!(asked, vec!["TERM3".to_string()]);
+    assert_eq!(asked, vec!["term3".to_string()]);
     assert!(!w
         .received(t1)
         .iter()
@@ -525,8 +562,8 @@ fn s1101_terminal_verdict_permit_starts_a_session() {
     w.ts_answer_addresses();
     let started = w.started();
     assert_eq!(started.len(), 1);
-    assert_eq!(started[0].requester, "TERM3");
-    assert_eq!(started[0].target, "TERM1");
+    assert_eq!(started[0].requester, "term3");
+    assert_eq!(started[0].target, "term1");
     assert_eq!(notifications(&w, t3).len(), 1);
 }
 
@@ -547,11 +584,11 @@ fn failing_scenario(kind: DenyReason) -> (Vec<u8>, usize, core::time::Duration) 
     } else {
         ListMode
     };
-    let t1 = w.term("TERM1", mode);
-    let t3 = w.term("TERM3", ListMode);
+    let t1 = w.term("term1", mode);
+    let t3 = w.term("term3", ListMode);
     if kind == DenyReason::TargetOffline {
         w.ss.registry
-            .enroll(Name::new("TERM9").unwrap(), w.terms[t1].kp.public_key())
+            .enroll(Name::new("term9").unwrap(), w.terms[t1].kp.public_key())
             .unwrap();
     }
     if kind == DenyReason::RateLimited {
@@ -564,12 +601,12 @@ fn failing_scenario(kind: DenyReason) -> (Vec<u8>, usize, core::time::Duration) 
     }
     let target = match kind {
         DenyReason::UnknownTarget | DenyReason::RateLimited => "nobody",
-        DenyReason::TargetOffline => "TERM9",
-        _ => "TERM1",
+        DenyReason::TargetOffline => "term9",
+        _ => "term1",
     };
     let asked = w.now;
     if kind == DenyReason::BadRequester {
-        w.connect_as(t3, "TERM1", target, 7, 0);
+        w.connect_as(t3, "term1", target, 7, 0);
     } else {
         w.connect(t3, target, 7, 0);
     }
@@ -586,7 +623,7 @@ fn failing_scenario(kind: DenyReason) -> (Vec<u8>, usize, core::time::Duration) 
         }
         DenyReason::AddressMissing => {
             w.ts_answer_triggers(TriggerOutcome::Delivered);
-            w.answer_lists(t1, &["TERM3"]);
+            w.answer_lists(t1, &["term3"]);
             w.ts_answer_addresses();
         }
         DenyReason::NoAnswer => {
@@ -653,12 +690,12 @@ fn s511_every_failure_gives_identical_error_bytes_at_the_same_time() {
 #[test]
 fn requester_name_must_match_its_channel() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
-    let t3 = w.term("TERM3", ListMode);
-    let _victim = w.term("TERM5", ListMode);
+    let t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
+    let _victim = w.term("term5", ListMode);
     let asked = w.now;
     // TERM3 claims to be TERM5, whom TERM1 would permit.
-    w.connect_as(t3, "TERM5", "TERM1", 7, 0);
+    w.connect_as(t3, "term5", "term1", 7, 0);
     assert!(
         w.ts_triggers().is_empty(),
         "the target is not even triggered"
@@ -675,7 +712,7 @@ fn requester_name_must_match_its_channel() {
 #[test]
 fn requests_beyond_the_per_channel_bound_are_dropped_unanswered() {
     let mut w = World::new(SessionConfig::default());
-    let t3 = w.term("TERM3", ListMode);
+    let t3 = w.term("term3", ListMode);
     for id in 0..MAX_OUTSTANDING_PER_CHANNEL + 5 {
         w.connect(t3, "nobody", id, 0);
     }
@@ -692,8 +729,8 @@ fn requests_beyond_the_per_channel_bound_are_dropped_unanswered() {
 #[test]
 fn s508_session_id_key_and_duration_are_fresh_and_bounded() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
-    let t3 = w.term("TERM3", ListMode);
+    let t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
     let a = w.establish(t3, t1, 1, 0);
     let b = w.establish(t3, t1, 2, 100_000);
     let c = w.establish(t3, t1, 3, 30);
@@ -721,8 +758,8 @@ fn s508_session_id_key_and_duration_are_fresh_and_bounded() {
 #[test]
 fn s509_s510_each_side_is_notified_with_the_other_sides_address() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
-    let t3 = w.term("TERM3", ListMode);
+    let t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
     let id = w.establish(t3, t1, 42, 0);
     let to_target = notifications(&w, t1);
     let to_requester = notifications(&w, t3);
@@ -733,14 +770,14 @@ fn s509_s510_each_side_is_notified_with_the_other_sides_address() {
     assert_eq!(n1.request_id, 0);
     assert_eq!(n1.role, Role::Connected);
     assert_eq!(n1.peer_addr, w.terms[t3].addr);
-    assert_eq!(n1.peer_name.as_str(), "TERM3");
+    assert_eq!(n1.peer_name.as_str(), "term3");
     assert_eq!(n1.peer_key, w.terms[t3].kp.public_key());
     let (_, n3) = &to_requester[0];
     assert_eq!(n3.session_id, id);
     assert_eq!(n3.request_id, 42);
     assert_eq!(n3.role, Role::Connecting);
     assert_eq!(n3.peer_addr, w.terms[t1].addr);
-    assert_eq!(n3.peer_name.as_str(), "TERM1");
+    assert_eq!(n3.peer_name.as_str(), "term1");
     assert_eq!(n3.peer_key, w.terms[t1].kp.public_key());
 }
 
@@ -764,8 +801,8 @@ fn refusals(w: &World, i: usize) -> usize {
 #[test]
 fn s1602_s1603_extension_is_granted_within_policy_and_refused_beyond() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
-    let t3 = w.term("TERM3", ListMode);
+    let t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
     let id = w.establish(t3, t1, 1, 3600);
     let start = w.started()[0].start;
     w.run_until(start + secs(2520)); // 70 %
@@ -813,8 +850,8 @@ fn s1602_s1603_extension_is_granted_within_policy_and_refused_beyond() {
         ..SessionConfig::default()
     };
     let mut w = World::new(config);
-    let t1 = w.term("TERM1", ListMode);
-    let t3 = w.term("TERM3", ListMode);
+    let t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
     let id = w.establish(t3, t1, 1, 100);
     w.advance(secs(70));
     w.extend(t3, id, 100);
@@ -825,9 +862,9 @@ fn s1602_s1603_extension_is_granted_within_policy_and_refused_beyond() {
 #[test]
 fn extension_from_a_stranger_is_ignored() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
-    let t3 = w.term("TERM3", ListMode);
-    let t5 = w.term("TERM5", ListMode);
+    let t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
+    let t5 = w.term("term5", ListMode);
     let id = w.establish(t3, t1, 1, 100);
     w.advance(secs(90));
     w.extend(t5, id, 100);
@@ -840,8 +877,8 @@ fn extension_from_a_stranger_is_ignored() {
 #[test]
 fn s1604_s1605_forced_end_triggers_both_parties() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
-    let t3 = w.term("TERM3", ListMode);
+    let t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
     let id = w.establish(t3, t1, 1, 600);
     assert_eq!(
         w.ss.end_session(w.now, SessionId([9; 16])),
@@ -882,8 +919,8 @@ fn s1604_s1605_forced_end_triggers_both_parties() {
 #[test]
 fn s1601_s1606_both_end_notifications_make_one_record() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
-    let t3 = w.term("TERM3", ListMode);
+    let t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
     let id = w.establish(t3, t1, 1, 600);
     let start = w.started()[0].start;
     w.advance(secs(120));
@@ -897,8 +934,8 @@ fn s1601_s1606_both_end_notifications_make_one_record() {
     assert_eq!(records.len(), 1, "recorded at the second notification");
     let r = &records[0];
     assert_eq!(r.session_id, id);
-    assert_eq!(r.requester, "TERM3");
-    assert_eq!(r.target, "TERM1");
+    assert_eq!(r.requester, "term3");
+    assert_eq!(r.target, "term1");
     assert_eq!(r.start, start);
     assert_eq!(r.end, first);
     assert_eq!(r.duration, secs(120));
@@ -921,8 +958,8 @@ fn s1601_s1606_both_end_notifications_make_one_record() {
 #[test]
 fn vanished_terminal_still_gets_a_record_after_the_timeout() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
-    let t3 = w.term("TERM3", ListMode);
+    let t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
     // One side notifies, the other vanished: recorded END_GRACE later.
     let id = w.establish(t3, t1, 1, 600);
     w.advance(secs(30));
@@ -967,8 +1004,8 @@ fn restart_mid_session_resumes_and_records_once() {
         ss_kp.clone(),
         ts_kp.clone(),
     );
-    let t1 = w.term("TERM1", ListMode);
-    let t3 = w.term("TERM3", ListMode);
+    let t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
     let ended = w.establish(t3, t1, 1, 600);
     let talking = w.establish(t3, t1, 2, 600);
     let silent = w.establish(t3, t1, 3, 600);
@@ -1032,8 +1069,8 @@ fn restart_mid_session_resumes_and_records_once() {
     // The terminals re-register with the new server (same keys and names).
     let k1 = w.terms[t1].kp.clone();
     let k3 = w.terms[t3].kp.clone();
-    let n1 = v.add_term_with("TERM1", ListMode, k1, w.terms[t1].addr);
-    let n3 = v.add_term_with("TERM3", ListMode, k3, w.terms[t3].addr);
+    let n1 = v.add_term_with("term1", ListMode, k1, w.terms[t1].addr);
+    let n3 = v.add_term_with("term3", ListMode, k3, w.terms[t3].addr);
     v.register(n1);
     v.register(n3);
     assert!(
@@ -1067,21 +1104,21 @@ fn restart_mid_session_resumes_and_records_once() {
 #[test]
 fn sealed_record_from_an_unknown_channel_is_ignored() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
+    let t1 = w.term("term1", ListMode);
     // A terminal registered with another server: valid record, unknown channel.
     let mut other = World::with_registry(
         SessionConfig::default(),
         NameRegistry::new(TrustMode::TrustOnFirstUse),
         42,
     );
-    let stranger = other.term("TERM3", ListMode);
+    let stranger = other.term("term3", ListMode);
     let record = other.seal(
         stranger,
         &Message::ConnectionRequest(crate::wire::ConnectionRequest {
             request_id: 1,
             duration_secs: 0,
-            requester: Name::new("TERM3").unwrap(),
-            target: Name::new("TERM1").unwrap(),
+            requester: Name::new("term3").unwrap(),
+            target: Name::new("term1").unwrap(),
         }),
     );
     let before = w.events.len();
@@ -1105,8 +1142,8 @@ fn sealed_record_from_an_unknown_channel_is_ignored() {
 #[test]
 fn messages_to_a_closed_connection_are_dropped_and_counted() {
     let mut w = World::new(SessionConfig::default());
-    let _t1 = w.term("TERM1", ListMode);
-    let t3 = w.term("TERM3", ListMode);
+    let _t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
     w.connect(t3, "nobody", 1, 0);
     let conn = w.terms[t3].conn;
     w.ss.handle_connection_closed(w.now, conn);
@@ -1126,7 +1163,7 @@ fn output_queue_is_bounded_and_drops_the_oldest() {
     let mut config = SessionConfig::default();
     config.limits.max_queued_transmits = 3;
     let mut w = World::new(config);
-    let t3 = w.term("TERM3", ListMode);
+    let t3 = w.term("term3", ListMode);
     for id in 0..6 {
         w.connect(t3, "nobody", id, 0);
     }
@@ -1149,7 +1186,7 @@ fn output_queue_is_bounded_and_drops_the_oldest() {
 #[test]
 fn time_going_back_never_moves_timers_backwards() {
     let mut w = World::new(SessionConfig::default());
-    let t3 = w.term("TERM3", ListMode);
+    let t3 = w.term("term3", ListMode);
     let asked = w.now;
     w.connect(t3, "nobody", 1, 0);
     w.ss.handle_timeout(Instant::ZERO);
@@ -1169,7 +1206,7 @@ fn registrations_are_limited_per_proven_identity_as_configured_and_told_when_to_
     let mut config = SessionConfig::default();
     config.rates.registrations_per_identity = Limit::one_every(2, secs(30));
     let mut w = World::new(config);
-    let t = w.term("TERM1", ListMode);
+    let t = w.term("term1", ListMode);
     w.reconnect(t);
     w.register(t);
     // The third within the burst's refill is refused once the key is
@@ -1182,7 +1219,7 @@ fn registrations_are_limited_per_proven_identity_as_configured_and_told_when_to_
     let conn = w.terms[t].conn;
     assert!(!w.closed.contains(&conn));
     // Another identity from anywhere is not charged for it.
-    let other = w.term("TERM3", ListMode);
+    let other = w.term("term3", ListMode);
     assert!(w.terms[other].channel.is_some());
     w.advance(RETRY_LATER_LINGER);
     assert!(w.closed.contains(&conn));
@@ -1190,7 +1227,7 @@ fn registrations_are_limited_per_proven_identity_as_configured_and_told_when_to_
     w.advance(secs(30) - RETRY_LATER_LINGER);
     w.reconnect(t);
     w.register(t);
-    assert!(w.ss.live_device("TERM1").is_some());
+    assert!(w.ss.live_device("term1").is_some());
 }
 
 #[test]
@@ -1199,7 +1236,7 @@ fn a_second_attempt_on_a_lingering_stream_is_taken_and_keeps_the_stream() {
     let mut config = SessionConfig::default();
     config.rates.registrations_per_identity = Limit::one_every(1, secs(1));
     let mut w = World::new(config);
-    let t = w.term("TERM1", ListMode);
+    let t = w.term("term1", ListMode);
     w.reconnect(t);
     w.start_registration(t);
     assert_eq!(w.terms[t].retry_later, Some(1));
@@ -1209,5 +1246,5 @@ fn a_second_attempt_on_a_lingering_stream_is_taken_and_keeps_the_stream() {
     w.advance(RETRY_LATER_LINGER * 2);
     let conn = w.terms[t].conn;
     assert!(!w.closed.contains(&conn), "a registered stream was closed");
-    assert!(w.ss.live_device("TERM1").is_some());
+    assert!(w.ss.live_device("term1").is_some());
 }

@@ -18,7 +18,7 @@ use crate::wire::{
 };
 
 /// Terminal names of the random worlds.
-const NAMES: [&str; 4] = ["TERM1", "TERM3", "camera", "phone"];
+const NAMES: [&str; 4] = ["term1", "term3", "camera", "phone"];
 
 /// Checks the driver contract right after a `handle_timeout(now)`.
 fn check_timeout(w: &World) {
@@ -104,8 +104,8 @@ proptest! {
     #[test]
     fn arbitrary_stream_messages_never_panic(inputs in proptest::collection::vec(input(), 1..40)) {
         let mut w = World::new(SessionConfig::default());
-        let a = w.term("TERM1", DecisionMode::PermissionList);
-        let b = w.term("TERM3", DecisionMode::TerminalJudges);
+        let a = w.term("term1", DecisionMode::PermissionList);
+        let b = w.term("term3", DecisionMode::TerminalJudges);
         let vectors = genuine_vectors();
         let conn_of = |i: u8| ConnectionId(u64::from(i) + 1);
         for input in inputs {

@@ -41,7 +41,7 @@ fn register_again(w: &mut World, t: usize) {
 #[test]
 fn ticket_skips_the_drained_source_bucket() {
     let mut w = World::new(SessionConfig::default());
-    let t = w.term("TERM1", ListMode);
+    let t = w.term("term1", ListMode);
     assert!(
         w.terms[t].ticket.is_some(),
         "a registration hands out a ticket"
@@ -53,7 +53,7 @@ fn ticket_skips_the_drained_source_bucket() {
     assert_eq!(w.ss.counters().registrations_rate_limited, limited);
     w.send(t, &Message::Poll(crate::wire::Poll));
     assert_eq!(
-        w.ss.live_device("TERM1").map(|d| d.0),
+        w.ss.live_device("term1").map(|d| d.0),
         w.terms[t].channel_no
     );
 }
@@ -62,7 +62,7 @@ fn ticket_skips_the_drained_source_bucket() {
 fn without_a_ticket_the_drained_source_bucket_locks_the_victim_out() {
     let mut w = World::new(SessionConfig::default());
     w.use_tickets = false;
-    let t = w.term("TERM1", ListMode);
+    let t = w.term("term1", ListMode);
     drain_source_bucket(&mut w, t);
     register_again(&mut w, t);
     assert!(w.terms[t].channel.is_none());
@@ -71,7 +71,7 @@ fn without_a_ticket_the_drained_source_bucket_locks_the_victim_out() {
 #[test]
 fn forged_ticket_is_counted_and_falls_back_to_the_source_bucket() {
     let mut w = World::new(SessionConfig::default());
-    let t = w.term("TERM1", ListMode);
+    let t = w.term("term1", ListMode);
     if let Some(ticket) = w.terms[t].ticket.as_mut() {
         ticket.ticket = [0x7c; TICKET_LEN];
     }
@@ -93,7 +93,7 @@ fn forged_ticket_is_counted_and_falls_back_to_the_source_bucket() {
 #[test]
 fn expired_ticket_is_refused() {
     let mut w = World::new(SessionConfig::default());
-    let t = w.term("TERM1", ListMode);
+    let t = w.term("term1", ListMode);
     let ticket = w.terms[t].ticket;
     w.advance(TICKET_LIFETIME + secs(1));
     w.terms[t].ticket = ticket;
@@ -109,21 +109,21 @@ fn expired_ticket_is_refused() {
 #[test]
 fn ticket_of_another_key_is_refused_after_the_handshake() {
     let mut w = World::new(SessionConfig::default());
-    let victim = w.term("TERM1", ListMode);
-    let thief = w.add_term("TERM3", ListMode);
+    let victim = w.term("term1", ListMode);
+    let thief = w.add_term("term3", ListMode);
     // The thief holds the victim's ticket and even its secret.
     w.terms[thief].ticket = w.terms[victim].ticket;
     w.start_registration(thief);
     assert!(w.terms[thief].channel.is_none());
     assert_eq!(w.ss.counters().ticket_key_mismatches, 1);
     assert!(w.closed.contains(&w.terms[thief].conn));
-    assert!(w.ss.live_device("TERM3").is_none());
+    assert!(w.ss.live_device("term3").is_none());
 }
 
 #[test]
 fn copied_ticket_on_garbage_noise_is_refused_before_any_public_key_work() {
     let mut w = World::new(SessionConfig::default());
-    let t = w.term("TERM1", ListMode);
+    let t = w.term("term1", ListMode);
     let ticket = w.terms[t].ticket.expect("ticket");
     let conn = ConnectionId(55_555);
     w.ss.handle_connection_opened(w.now, conn, w.terms[t].addr);
@@ -143,7 +143,7 @@ fn copied_ticket_on_garbage_noise_is_refused_before_any_public_key_work() {
 fn one_key_cannot_reregister_in_a_loop() {
     let mut w = World::new(SessionConfig::default());
     w.use_tickets = false;
-    let t = w.term("TERM1", ListMode);
+    let t = w.term("term1", ListMode);
     for i in 1..crate::session_server::IDENTITY_REGISTRATIONS.capacity() {
         // A fresh source each time: only the identity bucket can stop it.
         w.terms[t]
@@ -167,7 +167,7 @@ fn one_key_cannot_reregister_in_a_loop() {
 #[test]
 fn key_install_ack_tells_the_terminal_it_may_start_keepalives() {
     let mut w = World::new(SessionConfig::default());
-    let t = w.term("TERM1", ListMode);
+    let t = w.term("term1", ListMode);
     let installed = w.ts_installs();
     assert_eq!(
         installed.len(),
@@ -193,7 +193,7 @@ fn key_install_ack_tells_the_terminal_it_may_start_keepalives() {
 #[test]
 fn udp_device_id_is_not_the_streams_channel_number() {
     let mut w = World::new(SessionConfig::default());
-    let t = w.term("TERM1", ListMode);
+    let t = w.term("term1", ListMode);
     let channel = w.terms[t].channel_no.expect("channel");
     let device = w.device(t);
     assert_ne!(channel, device, "the keepalives would name the stream");
@@ -214,7 +214,7 @@ fn udp_device_id_is_not_the_streams_channel_number() {
 #[test]
 fn replayed_ticketed_init_is_refused_and_not_charged_to_the_identity() {
     let mut w = World::new(SessionConfig::default());
-    let t = w.term("TERM1", ListMode);
+    let t = w.term("term1", ListMode);
     register_again(&mut w, t);
     let captured = w.terms[t].last_init.clone();
     assert!(matches!(
