@@ -106,7 +106,7 @@ impl Model {
 
 /// The name of terminal `i` in model runs.
 pub fn name(i: usize) -> String {
-    format!("T{i}")
+    format!("t{i}")
 }
 
 /// Sessions a terminal was told of and has not seen end.
