@@ -387,8 +387,7 @@ pub fn ping_a_peer_that_does_not_permit_gets_connects_uniform_refusal() {
     let last_said = |out: &Output| {
         text(&out.stderr)
             .lines()
-            .filter(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
-            .last()
+            .rfind(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
             .map(str::to_owned)
     };
     let said = last_said(&denied).unwrap_or_default();
@@ -991,11 +990,19 @@ pub fn a_daemon_run_terminal_sends_through_its_control_socket_on_its_one_registr
     let dir = scratch("control-send");
     let server = Server::start(&dir, &[]);
     let inbox = dir.join("inbox");
+    let (share, _) = home_share(&dir);
     let mut home = start_daemon(
         &server,
         &dir,
         "home",
-        &["--allow", "phone", "--recv-dir", inbox.to_str().expect("utf-8")],
+        &[
+            "--allow",
+            "phone",
+            "--recv-dir",
+            inbox.to_str().expect("utf-8"),
+            "--share",
+            share.to_str().expect("utf-8"),
+        ],
     );
     // phone runs a daemon of its own (reachable by nobody yet) and reaches home from it.
     let mut phone = start_daemon(&server, &dir, "phone", &[]);
@@ -1020,7 +1027,10 @@ pub fn a_daemon_run_terminal_sends_through_its_control_socket_on_its_one_registr
         said.contains(&format!("the receiver verified SHA-256 {digest}")),
         "{said}"
     );
-    assert!(said.contains("the receiver stored picture.jpg as picture.jpg"), "{said}");
+    assert!(
+        said.contains("the receiver stored picture.jpg as picture.jpg"),
+        "{said}"
+    );
     assert!(said.contains("session ended: Completed"), "{said}");
     assert_eq!(sha256_hex(&inbox.join("picture.jpg")), digest);
     home.proc.expect_line("received");
@@ -1032,9 +1042,45 @@ pub fn a_daemon_run_terminal_sends_through_its_control_socket_on_its_one_registr
         "the connect registered phone a second time"
     );
 
+    // Fetching through the daemon stores into the connect's --recv-dir
+    // (the daemon has none of its own), checked as every received file is.
+    let fetched = dir.join("phone-fetched");
+    let got = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &[
+            "--get",
+            "a.jpg",
+            "trip",
+            "--recv-dir",
+            fetched.to_str().expect("utf-8"),
+        ],
+    );
+    let said = text(&got.stdout);
+    assert!(got.status.success(), "{said}\n{}", text(&got.stderr));
+    for name in ["a.jpg", "trip/c.jpg", "trip/d.jpg"] {
+        let digest = sha256_hex(&share.join(name));
+        assert_eq!(sha256_hex(&fetched.join(name)), digest, "{name}");
+        assert!(said.contains(&format!("fetched {name}:")), "{said}");
+    }
+    assert!(
+        said.contains(&format!("stored as {}", fetched.join("a.jpg").display())),
+        "{said}"
+    );
+    let listed = connect(&server, &dir, "phone", "home", &["--list"]);
+    assert!(
+        text(&listed.stdout).contains("trip/c.jpg"),
+        "{}",
+        text(&listed.stdout)
+    );
+    assert_eq!(registrations_of(&dir, "phone"), 1);
+
     // The same send by a terminal that runs alone, for the comparison.
     let mut args = vec!["--allow", "phone", "--allow", "tablet"];
     args.extend(["--recv-dir", inbox.to_str().expect("utf-8")]);
+    args.extend(["--share", share.to_str().expect("utf-8")]);
     drop(home);
     let _home = start_daemon(&server, &dir, "home", &args);
     let alone_started = std::time::Instant::now();
@@ -1152,7 +1198,10 @@ s = socket.socket(socket.AF_UNIX)
 s.settimeout(10)
 s.connect(sys.argv[1])
 b = b'{"op":"hello","version":1}'
-s.sendall(struct.pack('>I', len(b)) + b)
+try:
+    s.sendall(struct.pack('>I', len(b)) + b)
+except OSError:
+    pass  # refused before it spoke: the answer is still there to read
 h = s.recv(4)
 n = struct.unpack('>I', h)[0] if len(h) == 4 else 0
 d = b''

@@ -31,9 +31,7 @@ use tryst_core::wire::{EndReason, SessionId};
 
 use super::driver::Driver;
 use super::signals::{self, Next, StopSignal, StopSignals};
-use super::terminal::{
-    self, check_name, config, Mode, StateDir, TerminalCommon,
-};
+use super::terminal::{self, check_name, config, Mode, StateDir, TerminalCommon};
 use super::transfer::{hex, human_bytes, parse_rate, Progress};
 use super::CliError;
 use crate::role::terminal::{full_session_id, Event, ShareAnswer, TerminalHandle, TerminalOptions};

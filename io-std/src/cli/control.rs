@@ -277,7 +277,7 @@ fn hex_bytes(bytes: &[u8]) -> String {
 }
 
 fn parse_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || !text.is_ascii() {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
         return None;
     }
     (0..text.len())
@@ -732,7 +732,11 @@ pub fn serve_client(stream: UnixStream, ctx: &ControlContext) {
     };
     if !peer_is_same_user(&stream) {
         tracing::warn!("control socket: refused a client of another user");
-        refuse(stream, "forbidden", "the control socket serves its owner only");
+        refuse(
+            stream,
+            "forbidden",
+            "the control socket serves its owner only",
+        );
         return;
     }
     if ctx.hub.clients.fetch_add(1, Ordering::AcqRel) >= MAX_CONTROL_CLIENTS {
@@ -853,7 +857,10 @@ fn serve_op(
     };
     match op {
         "reload" => {
-            let names = ctx.state.permissions().map_err(|e| ("failed", e.to_string()))?;
+            let names = ctx
+                .state
+                .permissions()
+                .map_err(|e| ("failed", e.to_string()))?;
             let count = names.len();
             ctx.handle.set_permissions(names).wait().map_err(refused)?;
             Ok(Value::from(count))
@@ -899,8 +906,7 @@ fn serve_op(
                     if !dir.is_absolute() {
                         return Err(bad("recv_dir is not absolute"));
                     }
-                    crate::transfer::check_recv_dir(&dir)
-                        .map_err(|e| ("failed", e.to_string()))?;
+                    crate::transfer::check_recv_dir(&dir).map_err(|e| ("failed", e.to_string()))?;
                     Some(dir)
                 }
                 None => None,
@@ -956,7 +962,13 @@ pub enum AttachError {
 impl Client {
     /// Connects to the daemon of `state`, if one listens; a socket file no
     /// one listens on is removed (`None`, as if there were none).
-    fn open(state: &StateDir, events: Option<flume::Sender<Event>>) -> Result<Option<Client>, AttachError> {
+    /// A received file's path under `rewrite.0` is shown under `rewrite.1`
+    /// (the folder as the user gave it).
+    fn open(
+        state: &StateDir,
+        events: Option<flume::Sender<Event>>,
+        rewrite: Option<(PathBuf, PathBuf)>,
+    ) -> Result<Option<Client>, AttachError> {
         let path = state.file(CONTROL_SOCKET);
         let stream = match UnixStream::connect(&path) {
             Ok(s) => s,
@@ -979,7 +991,18 @@ impl Client {
                 while let Ok(frame) = reader.read(None) {
                     if frame.get("ev").is_some() {
                         match (decode_event(&frame), &events) {
-                            (Some(event), Some(events)) => {
+                            (Some(mut event), Some(events)) => {
+                                if let (
+                                    Event::Received {
+                                        outcome: Ok(file), ..
+                                    },
+                                    Some((from, to)),
+                                ) = (&mut event, &rewrite)
+                                {
+                                    if let Ok(rest) = file.path.strip_prefix(from) {
+                                        file.path = to.join(rest);
+                                    }
+                                }
                                 if events.send(event).is_err() {
                                     break;
                                 }
@@ -1013,7 +1036,9 @@ impl Client {
     ) -> Result<Value, AttachError> {
         let frame = encode_frame(request);
         let io = |e: std::io::Error| AttachError::NoAnswer(e.to_string());
-        self.stream.set_write_timeout(Some(CONTROL_TIMEOUT)).map_err(io)?;
+        self.stream
+            .set_write_timeout(Some(CONTROL_TIMEOUT))
+            .map_err(io)?;
         match fd {
             Some(file) => {
                 let fds = [file.as_fd()];
@@ -1051,7 +1076,7 @@ fn error_text(answer: &Value) -> String {
 /// Has the daemon of `state`, if one runs, read its permission list again:
 /// `Ok(None)`: no daemon runs; `Ok(Some(count))`: it applied `count` names.
 pub fn reload(state: &StateDir) -> Result<Option<usize>, CliError> {
-    let Some(mut client) = Client::open(state, None).map_err(CliError::failed)? else {
+    let Some(mut client) = Client::open(state, None, None).map_err(CliError::failed)? else {
         return Ok(None);
     };
     let answer = client
@@ -1078,17 +1103,20 @@ pub fn attach(
     recv_dir: Option<&Path>,
 ) -> Result<Option<(TerminalHandle, flume::Receiver<Event>)>, CliError> {
     let (events_tx, events) = flume::unbounded();
-    let client = match Client::open(state, Some(events_tx)) {
+    // The daemon runs elsewhere: it is given the folder as an absolute path.
+    let rewrite = match recv_dir {
+        Some(dir) => Some((
+            std::path::absolute(dir)
+                .map_err(|e| CliError::usage(format!("{}: {e}", dir.display())))?,
+            dir.to_path_buf(),
+        )),
+        None => None,
+    };
+    let recv_dir = rewrite.as_ref().map(|(absolute, _)| absolute.clone());
+    let client = match Client::open(state, Some(events_tx), rewrite) {
         Ok(Some(client)) => client,
         Ok(None) => return Ok(None),
         Err(e) => return Err(CliError::failed(e)),
-    };
-    let recv_dir = match recv_dir {
-        Some(dir) => Some(
-            std::fs::canonicalize(dir)
-                .map_err(|e| CliError::usage(format!("{}: {e}", dir.display())))?,
-        ),
-        None => None,
     };
     let (commands, rx) = Commands::channel(None);
     std::thread::Builder::new()
@@ -1294,11 +1322,12 @@ mod tests {
         let (a, b) = pair();
         let file = tempfile::tempfile().expect("a file");
         let (_tx, answers) = flume::bounded(1);
-        let mut client = Client {
-            stream: a,
-            answers,
-        };
-        let _ = client.call(&json!({"op": "send"}), Some(&file), Duration::from_millis(1));
+        let mut client = Client { stream: a, answers };
+        let _ = client.call(
+            &json!({"op": "send"}),
+            Some(&file),
+            Duration::from_millis(1),
+        );
         let mut reader = FrameReader::new(b);
         let frame = reader.read(Some(Duration::from_secs(1))).expect("a frame");
         assert_eq!(str_field(&frame, "op"), Some("send"));

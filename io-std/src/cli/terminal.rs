@@ -32,10 +32,10 @@ use tryst_core::peer::session::PeerEvent;
 use tryst_core::terminal::{JudgePolicy, TerminalConfig, TerminalEvent, MAX_PERMISSIONS};
 use tryst_core::wire::{DecisionMode, EndReason, Name, PublicKey, SessionId};
 
+use super::control::{ControlContext, ControlHub};
 use super::driver::Driver;
 use super::signals::{self, Next, StopSignal, StopSignals};
 use super::transfer::{hex, human_bytes};
-use super::control::{ControlContext, ControlHub};
 use super::CliError;
 use crate::observe::http::{serve_blocking, HttpListener, HttpRequest, HttpResponse};
 use crate::observe::metrics::{self, TerminalMetrics};
