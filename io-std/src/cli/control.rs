@@ -552,6 +552,11 @@ struct Subscriber {
     requests: BTreeSet<u32>,
     sessions: BTreeSet<[u8; 16]>,
     tx: flume::Sender<Vec<u8>>,
+    /// Its connection, shut down when it falls behind (its thread then
+    /// ends its sessions).
+    conn: Option<UnixStream>,
+    /// It fell behind: nothing more is routed to it.
+    dead: bool,
 }
 
 #[derive(Default)]
@@ -604,6 +609,9 @@ impl ControlHub {
             Owner::Request(id) => c.requests.contains(&id),
             Owner::Session(id) => c.sessions.contains(&id),
         });
+        if index.is_some_and(|i| state.clients[i].dead) {
+            return;
+        }
         let Some(index) = index else {
             if let Owner::Request(id) = owner {
                 if state.unclaimed.len() == UNCLAIMED {
@@ -629,11 +637,14 @@ impl ControlHub {
         if client.tx.try_send(frame).is_err() {
             // Not reading its events: dropped, its sessions ended by its thread.
             tracing::warn!("a control client fell behind its events: dropped");
-            state.clients.remove(index);
+            client.dead = true;
+            if let Some(conn) = &client.conn {
+                let _ = conn.shutdown(std::net::Shutdown::Both);
+            }
         }
     }
 
-    fn subscribe(&self, tx: flume::Sender<Vec<u8>>) -> u64 {
+    fn subscribe(&self, tx: flume::Sender<Vec<u8>>, conn: Option<UnixStream>) -> u64 {
         let mut state = self.lock();
         state.next_id += 1;
         let id = state.next_id;
@@ -642,6 +653,8 @@ impl ControlHub {
             requests: BTreeSet::new(),
             sessions: BTreeSet::new(),
             tx,
+            conn,
+            dead: false,
         });
         id
     }
@@ -778,7 +791,7 @@ fn client_thread(stream: UnixStream, ctx: &ControlContext) {
     let Ok(write_thread) = write_thread else {
         return;
     };
-    let id = ctx.hub.subscribe(tx.clone());
+    let id = ctx.hub.subscribe(tx.clone(), stream.try_clone().ok());
     let mut reader = FrameReader::new(stream);
     let answer = |frame: Value| {
         let _ = tx.send_timeout(encode_frame(&frame), CONTROL_TIMEOUT);
@@ -1368,5 +1381,75 @@ mod tests {
             let back = decode_event(&frame).expect("decoded");
             assert_eq!(format!("{event:?}"), format!("{back:?}"));
         }
+    }
+    fn ready(request_id: u32, session: u8) -> Event {
+        Event::Terminal(TerminalEvent::SessionReady {
+            session_id: SessionId([session; 16]),
+            role: Role::Connecting,
+            request_id,
+            peer_name: tryst_core::terminal::NameBuf::try_from("home").expect("a name"),
+            peer_key: PublicKey([1; 32]),
+            peer_addr: SocketAddr::from(([127, 0, 0, 1], 9)),
+            session_key: SessionKey([2; 32]),
+            duration_secs: 30,
+        })
+    }
+
+    fn sending(session: u8) -> Event {
+        Event::Sending {
+            session_id: SessionId([session; 16]),
+            acked: 1,
+            size: 2,
+        }
+    }
+
+    #[test]
+    fn events_go_to_the_client_that_asked_and_an_early_outcome_waits_for_its_claim() {
+        let hub = ControlHub::default();
+        let (tx_a, rx_a) = flume::bounded(CLIENT_QUEUE);
+        let (tx_b, rx_b) = flume::bounded(CLIENT_QUEUE);
+        let a = hub.subscribe(tx_a, None);
+        let b = hub.subscribe(tx_b, None);
+        hub.claim(a, 1);
+        hub.dispatch(&ready(1, 0xa));
+        // b's outcome comes before b claimed its request id.
+        hub.dispatch(&ready(2, 0xb));
+        hub.claim(b, 2);
+        hub.dispatch(&sending(0xa));
+        hub.dispatch(&sending(0xb));
+        hub.dispatch(&sending(0xc));
+        assert_eq!(rx_a.len(), 2);
+        assert_eq!(rx_b.len(), 2);
+        let first = rx_a.try_recv().expect("a frame");
+        // Never the session key.
+        assert!(!String::from_utf8_lossy(&first).contains("0202"));
+        assert!(hub.owns(a, &SessionId([0xa; 16])));
+        assert!(!hub.owns(a, &SessionId([0xb; 16])));
+        assert_eq!(hub.unsubscribe(b), vec![SessionId([0xb; 16])]);
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_is_dropped_without_blocking_the_daemon() {
+        let hub = ControlHub::default();
+        let (tx_slow, _rx_slow) = flume::bounded(CLIENT_QUEUE);
+        let (tx_ok, rx_ok) = flume::bounded(CLIENT_QUEUE);
+        let (conn, mut other_end) = pair();
+        let slow = hub.subscribe(tx_slow, Some(conn));
+        let ok = hub.subscribe(tx_ok, None);
+        hub.claim(slow, 1);
+        hub.claim(ok, 2);
+        hub.dispatch(&ready(1, 1));
+        hub.dispatch(&ready(2, 2));
+        let started = Instant::now();
+        for _ in 0..CLIENT_QUEUE + 10 {
+            hub.dispatch(&sending(1));
+        }
+        hub.dispatch(&sending(2));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(rx_ok.len(), 2);
+        // Its connection was shut down; its thread still ends its session.
+        let mut byte = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut other_end, &mut byte).ok(), Some(0));
+        assert_eq!(hub.unsubscribe(slow), vec![SessionId([1; 16])]);
     }
 }
