@@ -1109,6 +1109,15 @@ pub fn a_daemon_run_terminal_sends_through_its_control_socket_on_its_one_registr
     assert_eq!(pinged.status.code(), Some(0), "{}", text(&pinged.stderr));
     assert!(text(&pinged.stdout).contains("pong from home ("));
     assert_eq!(registrations_of(&dir, "phone"), 1);
+
+    // A daemon that died leaves its socket: the next connect removes it and runs alone.
+    let socket = phone.state.join("control.sock");
+    phone.proc.kill9();
+    assert!(socket.exists());
+    let alone = connect(&server, &dir, "phone", "home", &["--duration", "1s"]);
+    assert!(alone.status.success(), "{}", text(&alone.stderr));
+    assert!(!socket.exists(), "the stale socket was left");
+    assert_eq!(registrations_of(&dir, "phone"), 2);
 }
 
 /// Sends `bytes` to a control socket and reads the answer frame's body
