@@ -959,6 +959,8 @@ fn serve_op(
 struct Client {
     stream: UnixStream,
     answers: flume::Receiver<Value>,
+    /// The daemon's UDP address, as its `hello` said.
+    udp: Option<SocketAddr>,
 }
 
 /// Why a daemon could not be used.
@@ -1028,7 +1030,11 @@ impl Client {
                 }
             })
             .map_err(|e| AttachError::NoAnswer(e.to_string()))?;
-        let mut client = Client { stream, answers };
+        let mut client = Client {
+            stream,
+            answers,
+            udp: None,
+        };
         let hello = client.call(
             &json!({"op": "hello", "version": CONTROL_VERSION}),
             None,
@@ -1037,6 +1043,7 @@ impl Client {
         if hello.get("error").is_some() {
             return Err(AttachError::Refused(error_text(&hello)));
         }
+        client.udp = addr_field(&hello, "udp");
         Ok(Some(client))
     }
 
@@ -1131,16 +1138,16 @@ pub fn attach(
         Ok(None) => return Ok(None),
         Err(e) => return Err(CliError::failed(e)),
     };
+    let udp_addr = client
+        .udp
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let (commands, rx) = Commands::channel(None);
     std::thread::Builder::new()
         .name("tryst-control-relay".to_owned())
         .spawn(move || relay(client, &rx, recv_dir.as_deref()))
         .map_err(|e| CliError::failed(format!("cannot start the control relay: {e}")))?;
-    let handle = TerminalHandle {
-        // The daemon's socket moves the bytes; this side binds none.
-        udp_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        commands,
-    };
+    // The daemon's socket moves the bytes; this side binds none.
+    let handle = TerminalHandle { udp_addr, commands };
     Ok(Some((handle, events)))
 }
 
@@ -1335,7 +1342,11 @@ mod tests {
         let (a, b) = pair();
         let file = tempfile::tempfile().expect("a file");
         let (_tx, answers) = flume::bounded(1);
-        let mut client = Client { stream: a, answers };
+        let mut client = Client {
+            stream: a,
+            answers,
+            udp: None,
+        };
         let _ = client.call(
             &json!({"op": "send"}),
             Some(&file),
