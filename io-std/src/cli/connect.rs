@@ -4,7 +4,9 @@
 //! `tryst connect ... TARGET [--send PATH...] [--list] [--get NAME...
 //! --recv-dir DIR] [--duration DUR]`: the connecting terminal (seed:
 //! terminal 3), one shot. It registers (its key lives in
-//! its state directory like a daemon's), asks the session server for
+//! its state directory like a daemon's; when a daemon, `tryst terminal`,
+//! runs on that state dir, the daemon makes the requests and moves the
+//! bytes on its own registration, through its control socket), asks the session server for
 //! TARGET, and on a yes talks to it directly. A file to send is opened and
 //! its name checked (the one file-name policy of both sides) before
 //! anything is asked of a server, so a file that cannot be sent never
@@ -29,9 +31,7 @@ use tryst_core::wire::{EndReason, SessionId};
 
 use super::driver::Driver;
 use super::signals::{self, Next, StopSignal, StopSignals};
-use super::terminal::{
-    self, check_name, config, refuse_if_running, Mode, StateDir, TerminalCommon,
-};
+use super::terminal::{self, check_name, config, Mode, StateDir, TerminalCommon};
 use super::transfer::{hex, human_bytes, parse_rate, Progress};
 use super::CliError;
 use crate::role::terminal::{full_session_id, Event, ShareAnswer, TerminalHandle, TerminalOptions};
@@ -210,7 +210,6 @@ impl<'a> Checked<'a> {
     /// network).
     pub(crate) fn new(common: &'a TerminalCommon, target: &str) -> Result<Checked<'a>, CliError> {
         let state = StateDir::open(&common.state_dir)?;
-        refuse_if_running(&state)?;
         let config = config(common, Mode::List)?;
         check_name(target)?;
         Ok(Checked {
@@ -221,12 +220,18 @@ impl<'a> Checked<'a> {
     }
 
     /// Starts the terminal on `driver` and waits until it is registered
-    /// and online.
+    /// and online; or, when a daemon runs on the state dir, uses the
+    /// daemon's terminal through its control socket (its registration, no
+    /// wait; a stale socket is removed and the terminal runs alone).
     pub(crate) fn start<D: Driver>(
         self,
         driver: &D,
         options: TerminalOptions,
     ) -> Result<(TerminalHandle, flume::Receiver<Event>), CliError> {
+        if let Some(daemon) = super::control::attach(&self.state, options.recv_dir.as_deref())? {
+            tracing::info!("a terminal runs on this state dir: requests go through it");
+            return Ok(daemon);
+        }
         let keypair = self.state.keypair()?;
         let (handle, events) =
             terminal::start(driver, self.common, self.config, keypair, &[], options)?;

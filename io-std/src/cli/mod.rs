@@ -21,6 +21,7 @@
 pub mod allow;
 pub mod config;
 pub mod connect;
+pub mod control;
 pub mod driver;
 pub mod end;
 pub mod enroll;

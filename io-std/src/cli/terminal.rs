@@ -17,13 +17,13 @@
 //! - `allow.lock`: held while `tryst allow` edits the list.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::keyfile::{self, IfExists, KeyFileError};
 use tryst_core::crypto::StaticKeypair;
@@ -32,6 +32,7 @@ use tryst_core::peer::session::PeerEvent;
 use tryst_core::terminal::{JudgePolicy, TerminalConfig, TerminalEvent, MAX_PERMISSIONS};
 use tryst_core::wire::{DecisionMode, EndReason, Name, PublicKey, SessionId};
 
+use super::control::{ControlContext, ControlHub};
 use super::driver::Driver;
 use super::signals::{self, Next, StopSignal, StopSignals};
 use super::transfer::{hex, human_bytes};
@@ -390,11 +391,6 @@ pub fn bind_addr(common: &TerminalCommon) -> SocketAddr {
     })
 }
 
-/// Longest control request or answer line read.
-pub const MAX_CONTROL_LINE: u64 = 1024;
-/// The control request that has a daemon read its permission list again.
-pub const RELOAD_REQUEST: &str = "reload";
-
 /// Refuses a state directory that a running terminal uses: two terminals
 /// with one key would take each other's registration.
 pub fn refuse_if_running(state: &StateDir) -> Result<(), CliError> {
@@ -419,64 +415,11 @@ pub fn prepare_control_socket(state: &StateDir) -> Result<PathBuf, CliError> {
     Ok(path)
 }
 
-/// What a daemon does with one control request line: the permission list
-/// to apply for `reload`, or the error answer to send back.
-pub fn control_request(line: &str, state: &StateDir) -> Result<Vec<String>, String> {
-    match line.trim() {
-        RELOAD_REQUEST => state.permissions().map_err(|e| control_error(&e)),
-        other => Err(control_error(&format!("unknown request {other:?}"))),
-    }
-}
-
-/// The answer line once the daemon applied a list of `count` names.
-pub fn control_ok(count: usize) -> String {
-    format!("ok {count}\n")
-}
-
-/// The answer line for a request that failed.
-pub fn control_error(why: &dyn std::fmt::Display) -> String {
-    format!("error {why}\n")
-}
-
 /// Asks the daemon with this state directory, if one runs, to read its
 /// permission list again. `Ok(None)`: no daemon runs; `Ok(Some(count))`: it
 /// applied the list of `count` names.
 pub fn reload_daemon(state: &StateDir) -> Result<Option<usize>, CliError> {
-    let path = state.file(CONTROL_SOCKET);
-    let mut stream = match UnixStream::connect(&path) {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => return Err(CliError::failed(format!("{}: {e}", path.display()))),
-    };
-    let exchange = (|| {
-        stream.set_read_timeout(Some(CONTROL_TIMEOUT))?;
-        stream.set_write_timeout(Some(CONTROL_TIMEOUT))?;
-        stream.write_all(format!("{RELOAD_REQUEST}\n").as_bytes())?;
-        let mut line = String::new();
-        BufReader::new((&stream).take(MAX_CONTROL_LINE)).read_line(&mut line)?;
-        Ok::<_, std::io::Error>(line)
-    })();
-    let line = exchange.map_err(|e| match e.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-            CliError::failed("the running terminal did not answer")
-        }
-        _ => CliError::failed(format!("the running terminal: {e}")),
-    })?;
-    let line = line.trim();
-    match line.strip_prefix("ok ") {
-        Some(count) => Ok(Some(count.parse().unwrap_or(0))),
-        None => Err(CliError::failed(format!(
-            "the running terminal refused the list: {}",
-            line.strip_prefix("error ").unwrap_or(line)
-        ))),
-    }
+    super::control::reload(state)
 }
 
 /// What `tryst terminal` starts from, read and checked before any socket
@@ -708,7 +651,15 @@ pub fn run<D: Driver>(driver: &D, args: TerminalArgs) -> Result<(), CliError> {
     let (handle, events) = start(driver, &args.common, config, keypair, &name_refs, options)?;
     let mut lines = TerminalLines::new(&args.common.name).with_enrol_code(enrolling);
     lines.started(&public, handle.udp_addr, &names);
-    let control = ControlServer::start(control, state.clone(), handle.clone())?;
+    let hub = Arc::new(ControlHub::default());
+    let control = ControlServer::start(
+        control,
+        ControlContext {
+            state: state.clone(),
+            handle: handle.clone(),
+            hub: Arc::clone(&hub),
+        },
+    )?;
     let metrics = Arc::new(TerminalMetrics::new());
     let metrics_listener = match args.metrics {
         Some(addr) => Some(start_terminal_metrics(addr, Arc::clone(&metrics))?),
@@ -717,7 +668,12 @@ pub fn run<D: Driver>(driver: &D, args: TerminalArgs) -> Result<(), CliError> {
 
     let signals = StopSignals::listen(&[StopSignal::Terminate, StopSignal::Interrupt])?;
     loop {
-        match signals::next(&events, signals.receiver(), None) {
+        let next = signals::next(&events, signals.receiver(), None);
+        if let Next::Event(event) = &next {
+            // The events of a `tryst connect` served through the control socket.
+            hub.dispatch(event);
+        }
+        match next {
             Next::Event(Event::Terminal(event)) => {
                 metrics.observe(&event);
                 if let Some(stop) = lines.terminal_event(event) {
@@ -794,13 +750,17 @@ pub fn start<D: Driver>(
 /// Binds the control socket; refuses if a daemon already answers on it.
 fn bind_control_socket(state: &StateDir) -> Result<UnixListener, CliError> {
     let path = prepare_control_socket(state)?;
-    UnixListener::bind(&path)
-        .map_err(|e| CliError::usage(format!("cannot bind {}: {e}", path.display())))
+    let listener = UnixListener::bind(&path)
+        .map_err(|e| CliError::usage(format!("cannot bind {}: {e}", path.display())))?;
+    // Its owner only (the state dir is 0700 too; each client's uid is checked).
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| CliError::usage(format!("cannot restrict {}: {e}", path.display())))?;
+    Ok(listener)
 }
 
-/// The control socket's thread: it answers one connection at a time
-/// (each bounded by [`CONTROL_TIMEOUT`] and [`MAX_CONTROL_LINE`]), so a
-/// client holds nothing but its own turn. Dropping it ends the thread.
+/// The control socket's accept thread: each client is served on threads
+/// of its own ([`super::control`]), so a client holds nothing but itself.
+/// Dropping it ends the thread.
 struct ControlServer {
     path: PathBuf,
     stop: Arc<AtomicBool>,
@@ -811,14 +771,10 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
 impl ControlServer {
     /// Serves `listener` on a thread of its own.
-    fn start(
-        listener: UnixListener,
-        state: StateDir,
-        handle: TerminalHandle,
-    ) -> Result<ControlServer, CliError> {
+    fn start(listener: UnixListener, ctx: ControlContext) -> Result<ControlServer, CliError> {
         let stop = Arc::new(AtomicBool::new(false));
         let server = ControlServer {
-            path: state.file(CONTROL_SOCKET),
+            path: ctx.state.file(CONTROL_SOCKET),
             stop: Arc::clone(&stop),
         };
         std::thread::Builder::new()
@@ -827,7 +783,7 @@ impl ControlServer {
                 while !stop.load(Ordering::Acquire) {
                     match listener.accept() {
                         Ok((stream, _)) if !stop.load(Ordering::Acquire) => {
-                            serve_control(stream, &state, &handle);
+                            super::control::serve_client(stream, &ctx);
                         }
                         Ok(_) => {}
                         Err(_) => std::thread::sleep(ACCEPT_RETRY),
@@ -844,116 +800,5 @@ impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         let _ = UnixStream::connect(&self.path);
-    }
-}
-
-/// Answers one control request, one line:
-/// `reload` → the daemon reads the permission list file again and applies it,
-/// answering `ok <count>` once the next request will see it, or `error <why>`.
-fn serve_control(mut stream: UnixStream, state: &StateDir, handle: &TerminalHandle) {
-    let Some(line) = read_control_line(&stream, Instant::now() + CONTROL_TIMEOUT) else {
-        return;
-    };
-    let answer = match control_request(&line, state) {
-        Ok(names) => {
-            let count = names.len();
-            match handle.set_permissions(names).wait() {
-                Ok(()) => control_ok(count),
-                Err(e) => control_error(&e),
-            }
-        }
-        Err(answer) => answer,
-    };
-    let _ = stream.set_write_timeout(Some(CONTROL_TIMEOUT));
-    let _ = stream.write_all(answer.as_bytes());
-}
-
-/// Reads one request line (at most [`MAX_CONTROL_LINE`] bytes, the line
-/// so far if longer) before `deadline`; `None` if it did not come, or
-/// is not text.
-fn read_control_line(mut stream: &UnixStream, deadline: Instant) -> Option<String> {
-    let mut line = Vec::new();
-    let mut buf = [0u8; 256];
-    while (line.len() as u64) < MAX_CONTROL_LINE {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        if left.is_zero() {
-            return None;
-        }
-        stream.set_read_timeout(Some(left)).ok()?;
-        let want = buf
-            .len()
-            .min(usize::try_from(MAX_CONTROL_LINE).unwrap_or(usize::MAX) - line.len());
-        let n = match stream.read(&mut buf[..want]) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return None,
-        };
-        line.extend_from_slice(&buf[..n]);
-        if let Some(end) = line.iter().position(|&b| b == b'\n') {
-            line.truncate(end + 1);
-            break;
-        }
-    }
-    String::from_utf8(line).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pair() -> (UnixStream, UnixStream) {
-        UnixStream::pair().expect("a socket pair")
-    }
-
-    fn soon() -> Instant {
-        Instant::now() + Duration::from_millis(200)
-    }
-
-    #[test]
-    fn a_control_line_is_read_to_its_end() {
-        let (mut client, server) = pair();
-        client.write_all(b"reload\nmore").expect("write");
-        assert_eq!(
-            read_control_line(&server, soon()).as_deref(),
-            Some("reload\n")
-        );
-    }
-
-    #[test]
-    fn a_line_cut_by_the_close_is_what_came() {
-        let (mut client, server) = pair();
-        client.write_all(b"rel").expect("write");
-        drop(client);
-        assert_eq!(read_control_line(&server, soon()).as_deref(), Some("rel"));
-    }
-
-    #[test]
-    fn a_control_line_stops_at_its_bound() {
-        let (mut client, server) = pair();
-        let long = vec![b'a'; 4 * MAX_CONTROL_LINE as usize];
-        let writer = std::thread::spawn(move || {
-            let _ = client.write_all(&long);
-        });
-        let line = read_control_line(&server, soon()).expect("a line");
-        assert_eq!(line.len() as u64, MAX_CONTROL_LINE);
-        drop(server);
-        assert!(writer.join().is_ok());
-    }
-
-    #[test]
-    fn a_silent_client_is_dropped_at_the_deadline() {
-        let (mut client, server) = pair();
-        client.write_all(b"rel").expect("write");
-        let started = Instant::now();
-        assert_eq!(read_control_line(&server, soon()), None);
-        assert!(started.elapsed() >= Duration::from_millis(150));
-    }
-
-    #[test]
-    fn a_line_that_is_not_text_is_dropped() {
-        let (mut client, server) = pair();
-        client.write_all(b"\xff\xfe\n").expect("write");
-        assert_eq!(read_control_line(&server, soon()), None);
     }
 }

@@ -195,6 +195,10 @@ pub enum TerminalCommand {
         session_id: SessionId,
         /// The encoded message.
         message: Vec<u8>,
+        /// Where a file the peer sends back is stored, instead of the
+        /// terminal's own receive folder (a `tryst connect --recv-dir`
+        /// served by a daemon through its control socket).
+        recv_dir: Option<PathBuf>,
         /// Whether the session runs.
         reply: Answer<(), TerminalError>,
     },
@@ -353,9 +357,22 @@ impl TerminalHandle {
             }
             Err(_) => Vec::new(),
         };
+        self.request_bytes(session_id, message, None)
+    }
+
+    /// Sends an encoded share request on a session's stream, a file the
+    /// peer sends back stored in `recv_dir` (the terminal's own receive
+    /// folder when `None`), checked as every received file is.
+    pub fn request_bytes(
+        &self,
+        session_id: SessionId,
+        message: Vec<u8>,
+        recv_dir: Option<PathBuf>,
+    ) -> Reply<(), TerminalError> {
         self.commands.request(|reply| TerminalCommand::Request {
             session_id,
             message,
+            recv_dir,
             reply,
         })
     }
@@ -614,10 +631,16 @@ impl TerminalRole {
             TerminalCommand::Request {
                 session_id,
                 message,
+                recv_dir,
                 reply,
             } => {
+                let wake = self.hash_wake();
                 let result = match self.payloads.sessions.get_mut(&session_id.0) {
                     Some(payload) if self.endpoint.session(&session_id).is_some() => {
+                        if let Some(dir) = recv_dir {
+                            // Nothing was received yet: the request goes first.
+                            payload.incoming = Incoming::new(Some(&dir), wake);
+                        }
                         payload.message = Some((message, false));
                         Ok(())
                     }

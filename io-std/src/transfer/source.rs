@@ -89,6 +89,8 @@ impl FileRead for FileReader {
 /// read-ahead and its hasher thread.
 #[derive(Debug)]
 pub struct FileSource {
+    /// The name it travels under.
+    name: String,
     sender: TransferSender,
     reader: FileReader,
     hasher: PrefixHasher,
@@ -123,6 +125,7 @@ impl FileSource {
             .and_then(|clone| PrefixHasher::spawn(clone, size, false, None))
             .map_err(|e| OpenError::Hasher(owned(), e))?;
         Ok(FileSource {
+            name: name.to_owned(),
             sender: TransferSender::new(&header, None),
             reader: FileReader {
                 file,
@@ -132,6 +135,22 @@ impl FileSource {
             },
             hasher,
         })
+    }
+
+    /// The name the file travels under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The open file (a daemon's control client hands it on).
+    pub fn file(&self) -> &File {
+        &self.reader.file
+    }
+
+    /// Hashes the whole file now, not as it is sent (the file is sent by
+    /// another process, and this side still reports its SHA-256).
+    pub fn hash_all(&mut self) {
+        self.hasher.advance(self.file_size());
     }
 
     /// The core's machine of this send.
