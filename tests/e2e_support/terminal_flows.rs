@@ -386,8 +386,7 @@ pub fn ping_a_peer_that_does_not_permit_gets_connects_uniform_refusal() {
     let last_said = |out: &Output| {
         text(&out.stderr)
             .lines()
-            .filter(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
-            .last()
+            .rfind(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
             .map(str::to_owned)
     };
     let said = last_said(&denied).unwrap_or_default();
@@ -398,6 +397,170 @@ pub fn ping_a_peer_that_does_not_permit_gets_connects_uniform_refusal() {
         "{}",
         text(&denied.stdout)
     );
+}
+
+/// The live source of the live flows: `frames` frames of 160 bytes every
+/// 20 ms, each `SEQ NANOS` (its sequence number and the wall clock in ns
+/// when written) padded with spaces and a newline; `sleep_first` seconds
+/// of silence first.
+fn live_script(frames: u32, sleep_first: u32) -> String {
+    format!(
+        "sleep {sleep_first}; i=0; while [ $i -lt {frames} ]; do \
+         printf '%-159s\\n' \"$i $(date +%s%N)\"; i=$((i+1)); sleep 0.02; done"
+    )
+}
+
+/// What a `--live` connect received: frames in order of arrival, each
+/// (sequence number, one-way delay in µs), and how it exited.
+struct LiveRun {
+    frames: Vec<(u32, f64)>,
+    code: Option<i32>,
+    stderr: String,
+}
+
+/// Runs `tryst connect --live` with `stdin` (a file, or nothing), reading
+/// its stdout as it comes and timestamping each 160-byte frame.
+fn connect_live(
+    server: &Server,
+    dir: &Path,
+    name: &str,
+    target: &str,
+    extra: &[&str],
+    stdin: Option<&Path>,
+) -> LiveRun {
+    use std::io::Read;
+    let state = dir.join(format!("{name}-state"));
+    let log = dir.join(format!("{name}-live.log"));
+    let mut cmd = tryst_for("connect");
+    cmd.arg("connect")
+        .args(server.terminal_flags(name, &state))
+        .arg(target)
+        .arg("--live")
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(fs::File::create(&log).expect("log"));
+    match stdin {
+        Some(path) => cmd.stdin(fs::File::open(path).expect("stdin file")),
+        None => cmd.stdin(std::process::Stdio::null()),
+    };
+    let mut child = cmd.spawn().expect("tryst connect runs");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut frames = Vec::new();
+    let mut frame = [0u8; 160];
+    while out.read_exact(&mut frame).is_ok() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos() as f64;
+        let line = String::from_utf8_lossy(&frame);
+        let mut fields = line.split_whitespace();
+        let seq: u32 = fields
+            .next()
+            .and_then(|f| f.parse().ok())
+            .expect("a sequence number");
+        let sent: f64 = fields
+            .next()
+            .and_then(|f| f.parse().ok())
+            .expect("a timestamp");
+        frames.push((seq, (now - sent) / 1000.0));
+    }
+    let code = child.wait().expect("exit").code();
+    LiveRun {
+        frames,
+        code,
+        stderr: fs::read_to_string(&log).unwrap_or_default(),
+    }
+}
+
+/// The `q` quantile of `values` (sorted here).
+pub fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Waits until `proc`'s log (its stderr) contains `needle`.
+fn wait_log(proc: &super::Proc, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let log = proc.log();
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} in:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn live_stream_of_a_20ms_cadence_arrives_whole_and_in_order_on_loopback() {
+    let dir = scratch("live");
+    let server = Server::start(&dir, &[]);
+    const FRAMES: u32 = 100;
+    let home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &["--allow", "phone", "--live-from", &live_script(FRAMES, 0)],
+    );
+    // Two-way: the phone's stdin (ten frames) goes to home as datagrams.
+    let talk = dir.join("talk.raw");
+    fs::write(&talk, vec![b'x'; 1600]).expect("stdin file");
+    let run = connect_live(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &["--duration", "60s"],
+        Some(&talk),
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let seqs: Vec<u32> = run.frames.iter().map(|f| f.0).collect();
+    assert_eq!(
+        seqs,
+        (0..FRAMES).collect::<Vec<_>>(),
+        "every frame, in order, on loopback"
+    );
+    let delays: Vec<f64> = run.frames.iter().map(|f| f.1).collect();
+    let (p50, p99) = (quantile(&delays, 0.5), quantile(&delays, 0.99));
+    println!(
+        "live loopback ({}): {FRAMES} frames of 160 B every 20 ms, loss 0/{FRAMES}, one-way delay p50 {:.0} us, p99 {:.0} us",
+        super::current_mix(),
+        p50,
+        p99
+    );
+    // Loopback on one clock: a frame takes far less than its cadence
+    // times ten (no speed is asserted, only that nothing waits behind).
+    assert!(p50 >= 0.0 && p99 < 200_000.0, "p50 {p50} us, p99 {p99} us");
+    assert!(
+        run.stderr
+            .contains("session ended: Completed; 100 datagrams received"),
+        "{}",
+        run.stderr
+    );
+    // The daemon's source ended the session, and it heard the phone.
+    let log = wait_log(&home.proc, "peer datagrams ignored");
+    assert!(log.contains("datagrams=10"), "{log}");
+    assert!(log.contains("live source ended"), "{log}");
+}
+
+pub fn live_request_to_a_terminal_without_a_source_is_no_such_stream() {
+    let dir = scratch("live-none");
+    let server = Server::start(&dir, &[]);
+    let _home = start_daemon(&server, &dir, "home", &["--allow", "phone"]);
+    let run = connect_live(&server, &dir, "phone", "home", &[], None);
+    assert_ne!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("home has no live stream"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.frames.is_empty());
 }
 
 /// Writes `len` bytes of a pattern that no two offsets share cheaply.
@@ -1063,6 +1226,14 @@ macro_rules! terminal_flows {
         #[test]
         fn a_trigger_port_that_never_acknowledges_is_reported() {
             support::with_mix($mix, support::terminal_flows::a_trigger_port_that_never_acknowledges_is_reported);
+        }
+        #[test]
+        fn live_stream_of_a_20ms_cadence_arrives_whole_and_in_order_on_loopback() {
+            support::with_mix($mix, support::terminal_flows::live_stream_of_a_20ms_cadence_arrives_whole_and_in_order_on_loopback);
+        }
+        #[test]
+        fn live_request_to_a_terminal_without_a_source_is_no_such_stream() {
+            support::with_mix($mix, support::terminal_flows::live_request_to_a_terminal_without_a_source_is_no_such_stream);
         }
         #[test]
         fn session_durations_are_checked_and_a_clamp_is_reported() {

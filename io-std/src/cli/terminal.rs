@@ -120,6 +120,25 @@ pub struct TerminalArgs {
     /// listed or served, and nothing outside it is.
     #[arg(long = "share", value_name = "DIR")]
     pub share: Option<PathBuf>,
+    /// A command (run with `sh -c`, no stdin, its stderr to this log) whose
+    /// stdout a permitted peer gets as real-time datagrams when it asks
+    /// (`tryst connect --live`); it starts with the peer's request and is
+    /// killed when the session ends.
+    #[arg(long = "live-from", value_name = "CMD")]
+    pub live_from: Option<String>,
+    /// Bytes of each live datagram (1 to 1200).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::transfer::live::DEFAULT_FRAME,
+          value_parser = parse_frame)]
+    pub frame: usize,
+}
+
+/// Parses a live frame size: 1 to [`crate::transfer::live::MAX_FRAME`] bytes.
+pub fn parse_frame(text: &str) -> Result<usize, String> {
+    let max = crate::transfer::live::MAX_FRAME;
+    match text.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("a frame is 1 to {max} bytes")),
+    }
 }
 
 /// Parses `host:port` (an IP address or a name resolved now).
@@ -697,6 +716,13 @@ pub fn run<D: Driver>(driver: &D, args: TerminalArgs) -> Result<(), CliError> {
     let options = TerminalOptions {
         recv_dir: args.recv_dir.clone(),
         share: args.share.clone(),
+        live: args
+            .live_from
+            .as_ref()
+            .map(|command| crate::transfer::live::LiveSource {
+                command: command.clone(),
+                frame: args.frame,
+            }),
         ..TerminalOptions::default()
     };
     let enrolling = config.enrol_code.is_some();
