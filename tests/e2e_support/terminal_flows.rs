@@ -549,6 +549,76 @@ pub fn live_stream_of_a_20ms_cadence_arrives_whole_and_in_order_on_loopback() {
     assert!(log.contains("live source ended"), "{log}");
 }
 
+pub fn s1504_a_live_only_session_outlives_its_duration_and_a_silent_one_ends_at_it() {
+    let dir = scratch("live-extension");
+    let server = Server::start(&dir, &[]);
+    const FRAMES: u32 = 200;
+    let mut home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &["--allow", "phone", "--live-from", &live_script(FRAMES, 0)],
+    );
+    // 200 frames every 20 ms: 4 s and more, past the 3 s asked for; at 50%
+    // of it the session is in use (datagrams flowing, --live holding it).
+    let started = std::time::Instant::now();
+    let run = connect_live(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &[
+            "--duration",
+            "3s",
+            "--extension-threshold",
+            "50",
+            "--extension-step",
+            "3s",
+        ],
+        None,
+    );
+    let took = started.elapsed();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("session extended to "),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "session ended: Completed; {FRAMES} datagrams received"
+        )),
+        "the source's end, not the duration, ended it:\n{}",
+        run.stderr
+    );
+    assert_eq!(run.frames.len(), FRAMES as usize);
+    assert!(
+        took > Duration::from_secs(3),
+        "it outlived its 3 s ({took:?})"
+    );
+    home.proc.expect_line("extended to");
+    // Without traffic (a held session, no stream, no datagram): it ends at
+    // its duration, never extended.
+    let quiet = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &[
+            "--duration",
+            "2s",
+            "--extension-threshold",
+            "50",
+            "--extension-step",
+            "3s",
+        ],
+    );
+    let said = text(&quiet.stdout);
+    assert!(quiet.status.success(), "{said}{}", text(&quiet.stderr));
+    assert!(said.contains("session ended: DurationExpired"), "{said}");
+    assert!(!said.contains("extended"), "{said}");
+}
+
 pub fn live_request_to_a_terminal_without_a_source_is_no_such_stream() {
     let dir = scratch("live-none");
     let server = Server::start(&dir, &[]);
@@ -1090,6 +1160,41 @@ pub fn a_trigger_port_that_never_acknowledges_is_reported() {
     assert!(all.contains(&trigger), "names the address: {all}");
 }
 
+pub fn the_servers_default_duration_and_the_extension_flags_are_flags() {
+    let dir = scratch("default-duration");
+    // Longer than the maximum, or zero: refused at start, naming the flag.
+    for bad in [["--default-duration", "2h"], ["--default-duration", "0s"]] {
+        let data = dir.join(format!("bad-{}", bad[1]));
+        let out = tryst_for("server")
+            .args(["server", "--data-dir", data.to_str().expect("utf-8")])
+            .args(["--control", "127.0.0.1:0", "--trigger", "127.0.0.1:0"])
+            .args(bad)
+            .output()
+            .expect("tryst server runs");
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {err}");
+        assert!(err.contains("--default-duration"), "{bad:?}: {err}");
+    }
+    let server = Server::start(&dir, &["--default-duration", "7s"]);
+    let _home = start_daemon(&server, &dir, "home", &["--allow", "phone"]);
+    // A request that names no duration gets the server's default; the
+    // terminal's extension flags are checked like every value.
+    let held = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &["--extension-threshold", "90"],
+    );
+    let said = text(&held.stdout);
+    assert!(held.status.success(), "{said}{}", text(&held.stderr));
+    assert!(said.contains("for 7 s"), "{said}");
+    for bad in [["--extension-threshold", "0"], ["--extension-step", "0s"]] {
+        let out = connect(&server, &dir, "phone", "home", &bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out.stderr));
+    }
+}
+
 pub fn session_durations_are_checked_and_a_clamp_is_reported() {
     let dir = scratch("durations");
     let server = Server::start(&dir, &["--max-duration", "30s"]);
@@ -1232,8 +1337,16 @@ macro_rules! terminal_flows {
             support::with_mix($mix, support::terminal_flows::live_stream_of_a_20ms_cadence_arrives_whole_and_in_order_on_loopback);
         }
         #[test]
+        fn s1504_a_live_only_session_outlives_its_duration_and_a_silent_one_ends_at_it() {
+            support::with_mix($mix, support::terminal_flows::s1504_a_live_only_session_outlives_its_duration_and_a_silent_one_ends_at_it);
+        }
+        #[test]
         fn live_request_to_a_terminal_without_a_source_is_no_such_stream() {
             support::with_mix($mix, support::terminal_flows::live_request_to_a_terminal_without_a_source_is_no_such_stream);
+        }
+        #[test]
+        fn the_servers_default_duration_and_the_extension_flags_are_flags() {
+            support::with_mix($mix, support::terminal_flows::the_servers_default_duration_and_the_extension_flags_are_flags);
         }
         #[test]
         fn session_durations_are_checked_and_a_clamp_is_reported() {

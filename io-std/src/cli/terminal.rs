@@ -95,6 +95,17 @@ pub struct TerminalCommon {
     /// The local UDP address (keepalives and the peer path); any port by default.
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<SocketAddr>,
+    /// Share of a session's permitted duration, in percent (1-100), at
+    /// which a session still in use (a file moving, datagrams in the last
+    /// 5 s, or `connect --live` holding it) asks for more time.
+    #[arg(long = "extension-threshold", value_name = "PERCENT",
+          default_value_t = tryst_core::terminal::DEFAULT_EXTENSION_THRESHOLD_PERCENT,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub extension_threshold: u8,
+    /// How much more time an extension asks for (e.g. 30s, 5m); the
+    /// session's original duration when absent.
+    #[arg(long = "extension-step", value_name = "DUR", value_parser = super::connect::parse_session_duration)]
+    pub extension_step: Option<std::time::Duration>,
 }
 
 /// `tryst terminal`: run the device.
@@ -372,6 +383,14 @@ pub fn config(common: &TerminalCommon, mode: Mode) -> Result<TerminalConfig, Cli
         Mode::Judge => DecisionMode::TerminalJudges,
     };
     config.judge = JudgePolicy::List;
+    config.extension_threshold_percent = common.extension_threshold;
+    config.extension_secs = match common.extension_step {
+        None => None,
+        Some(step) => Some(
+            super::connect::duration_secs(Some(step))
+                .map_err(|_| CliError::usage("--extension-step is too long"))?,
+        ),
+    };
     if let Some(text) = &common.invite {
         let invite = super::invite::Invite::decode(text)
             .map_err(|e| CliError::usage(format!("--invite: {e}")))?;

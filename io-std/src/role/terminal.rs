@@ -668,7 +668,10 @@ impl TerminalRole {
                 let result = match self.payloads.sessions.get_mut(&session_id.0) {
                     Some(payload) if self.endpoint.session(&session_id).is_some() => {
                         if message == tryst_core::peer::share::vectors::LIVE {
+                            // The app plays the stream for as long as it
+                            // runs: the session is in use (S1504).
                             payload.live_wanted = true;
+                            let _ = self.endpoint.hold_open(&session_id, true);
                         }
                         payload.message = Some((message, false));
                         Ok(())
