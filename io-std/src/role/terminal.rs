@@ -446,6 +446,8 @@ struct Payload {
     live: Option<LiveChild>,
     /// Datagrams of the peer this terminal threw away (none asked for).
     datagrams_ignored: u64,
+    /// Live frames the session refused (closing, or larger than the path).
+    live_refused: u64,
 }
 
 /// Every session's payloads, as the endpoint reads and writes them.
@@ -828,6 +830,7 @@ impl TerminalRole {
                                 live_wanted: false,
                                 live: None,
                                 datagrams_ignored: 0,
+                                live_refused: 0,
                             },
                         );
                     }
@@ -897,6 +900,7 @@ impl TerminalRole {
             tracing::info!(
                 session = %short_session_id(session_id),
                 dropped_before_sending = live.dropped(),
+                refused = payload.live_refused,
                 "live source stopped"
             );
         }
@@ -1070,7 +1074,9 @@ impl TerminalRole {
                 any = true;
                 match chunk {
                     LiveChunk::Frame(frame) => {
-                        let _ = self.endpoint.send_datagram(&id, &frame);
+                        if !matches!(self.endpoint.send_datagram(&id, &frame), Ok(Ok(()))) {
+                            payload.live_refused += 1;
+                        }
                     }
                     LiveChunk::End => {
                         ended.push(id);
@@ -1269,6 +1275,9 @@ fn log_path_stats(id: &SessionId, stats: &TransportStats) {
         packets_lost = stats.packets_lost,
         spurious_losses = stats.spurious_losses,
         retransmitted = stats.stream_bytes_retransmitted,
+        datagrams_sent = stats.datagrams_sent,
+        datagrams_received = stats.datagrams_received,
+        datagrams_dropped = stats.datagrams_dropped,
         congestion_events = stats.congestion_events,
         pto_fired = stats.pto_fired,
         rtt_us = u64::try_from(stats.rtt.as_micros()).unwrap_or(u64::MAX),
