@@ -619,6 +619,65 @@ pub fn s1504_a_live_only_session_outlives_its_duration_and_a_silent_one_ends_at_
     assert!(!said.contains("extended"), "{said}");
 }
 
+pub fn live_ctrl_c_ends_the_session_and_the_daemon_kills_its_source() {
+    let dir = scratch("live-kill");
+    let server = Server::start(&dir, &[]);
+    let pidfile = dir.join("source.pid");
+    // A source that says nothing for a minute (held open by --live, so it
+    // is extended rather than ended at its duration).
+    let source = format!("echo $$ > {}; exec sleep 60", pidfile.display());
+    let mut home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &["--allow", "phone", "--live-from", &source],
+    );
+    let state = dir.join("phone-state");
+    let mut cmd = tryst_for("connect");
+    cmd.arg("connect")
+        .args(server.terminal_flags("phone", &state))
+        .args(["home", "--live", "--duration", "30s"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(dir.join("phone.log")).expect("log"));
+    let mut phone = cmd.spawn().expect("tryst connect runs");
+    let deadline = std::time::Instant::now() + STEP;
+    let pid = loop {
+        if let Some(pid) = fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+        {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the source never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &phone.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(interrupted.success());
+    let status = phone.wait().expect("exit");
+    let said = fs::read_to_string(dir.join("phone.log")).unwrap_or_default();
+    assert!(status.success(), "{said}");
+    assert!(said.contains("session ended: Cancelled"), "{said}");
+    // The daemon's side ended with it, and its source is gone (killed and reaped).
+    wait_log(&home.proc, "live source stopped");
+    let deadline = std::time::Instant::now() + STEP;
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "source {pid} still runs"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    home.proc.expect_line("ended: Cancelled");
+}
+
 pub fn live_request_to_a_terminal_without_a_source_is_no_such_stream() {
     let dir = scratch("live-none");
     let server = Server::start(&dir, &[]);
@@ -1339,6 +1398,10 @@ macro_rules! terminal_flows {
         #[test]
         fn s1504_a_live_only_session_outlives_its_duration_and_a_silent_one_ends_at_it() {
             support::with_mix($mix, support::terminal_flows::s1504_a_live_only_session_outlives_its_duration_and_a_silent_one_ends_at_it);
+        }
+        #[test]
+        fn live_ctrl_c_ends_the_session_and_the_daemon_kills_its_source() {
+            support::with_mix($mix, support::terminal_flows::live_ctrl_c_ends_the_session_and_the_daemon_kills_its_source);
         }
         #[test]
         fn live_request_to_a_terminal_without_a_source_is_no_such_stream() {
