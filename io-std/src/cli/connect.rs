@@ -2,7 +2,8 @@
 //! [`run`], blocking code over the binary's [`Driver`].
 //!
 //! `tryst connect ... TARGET [--send PATH...] [--list] [--get NAME...
-//! --recv-dir DIR] [--duration DUR]`: the connecting terminal (seed:
+//! --recv-dir DIR] [--live [--frame BYTES]] [--duration DUR]`: the
+//! connecting terminal (seed:
 //! terminal 3), one shot. It registers (its key lives in
 //! its state directory like a daemon's), asks the session server for
 //! TARGET, and on a yes talks to it directly. A file to send is opened and
