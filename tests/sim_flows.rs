@@ -829,6 +829,73 @@ fn a_seed_replays_the_whole_run_exactly() {
     });
 }
 
+/// Whether `t` logged an extension request for `id`.
+fn asked_extension(sim: &Sim, t: TermId, id: &SessionId) -> bool {
+    sim.terminal_log(t).iter().any(
+        |e| matches!(e, TerminalEvent::ExtensionRequested { session_id, .. } if session_id == id),
+    )
+}
+
+#[test]
+fn s1504_a_live_only_session_whose_datagrams_flow_is_extended_and_a_silent_one_is_not() {
+    on_every_seed(|seed| {
+        let mut sim = Sim::new(seed, config(0.0));
+        let alice = sim.add_terminal(TerminalSpec::new("alice"));
+        let bob = sim.add_terminal(TerminalSpec::new("bob").allow(&["alice"]));
+        online(&mut sim);
+        // Live: bob sends a 160-byte frame every 20 ms past the 70% point of 10 s.
+        let (a, _) = connect_until_ready(&mut sim, alice, bob, 10);
+        let id = a.session_id;
+        let ready_at = sim.now();
+        while sim.now() < ready_at + secs(8) {
+            sim.send_datagram(bob, &id, &[0x55; 160]);
+            sim.run_for(Duration::from_millis(20));
+        }
+        assert!(
+            sim.app(alice)
+                .datagrams
+                .get(&id)
+                .is_some_and(|d| d.len() > 300),
+            "the frames arrived"
+        );
+        for t in [alice, bob] {
+            assert!(asked_extension(&sim, t, &id), "{t:?} asked for more time");
+            assert!(sim.terminal_log(t).iter().any(|e| matches!(e,
+                TerminalEvent::SessionExtended { session_id, duration_secs: 20 } if *session_id == id)));
+        }
+        // The stream stops: more than the window before the next threshold
+        // (14 s), so the new deadline (20 s) ends it.
+        sim.run_until(ready_at + secs(25));
+        for t in [alice, bob] {
+            assert_eq!(
+                sim.sessions_ended(t),
+                vec![(id, EndReason::DurationExpired)]
+            );
+        }
+
+        // Silent: no stream, no datagram, not held: it ends at its duration.
+        let (b, _) = connect_until_ready(&mut sim, alice, bob, 10);
+        let quiet = b.session_id;
+        let ready_at = sim.now();
+        sim.run_until(ready_at + secs(12));
+        for t in [alice, bob] {
+            assert!(!asked_extension(&sim, t, &quiet));
+            assert!(sim
+                .sessions_ended(t)
+                .contains(&(quiet, EndReason::DurationExpired)));
+        }
+
+        // Held open by the app (`--live` with nothing flowing yet): extended.
+        let (c, _) = connect_until_ready(&mut sim, alice, bob, 10);
+        let held = c.session_id;
+        assert!(sim.hold_open(alice, &held, true));
+        let ready_at = sim.now();
+        sim.run_until(ready_at + secs(8));
+        assert!(asked_extension(&sim, alice, &held));
+        assert!(!asked_extension(&sim, bob, &held), "bob does not hold it");
+    });
+}
+
 // ----- durability: nothing acknowledges a fact before the driver stored it ---
 
 /// Alice asks bob for 100 s and keeps the transfer running until the

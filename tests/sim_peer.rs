@@ -389,6 +389,64 @@ fn datagrams_keep_flowing_while_a_big_stream_is_queued() {
     });
 }
 
+/// The `q` quantile of `values` (sorted here).
+fn quantile(values: &mut [Duration], q: f64) -> Duration {
+    values.sort();
+    values[((values.len() - 1) as f64 * q).round() as usize]
+}
+
+#[test]
+fn live_frames_at_a_20ms_cadence_lose_what_the_link_loses_and_wait_no_longer_than_its_jitter() {
+    big_stack(|| {
+        // A's uplink: 5% loss, 10 ms latency, 0-40 ms jitter; B's: clean 10 ms.
+        // A frame's one-way delay is 20 ms plus up to 40 ms of jitter.
+        const FRAMES: u32 = 1000;
+        const LOSS: f64 = 0.05;
+        let lossy = LinkConfig {
+            duplicate: 0.0,
+            ..LinkConfig::lossy(LOSS)
+        };
+        let mut p = PeerPair::new(21, lossy, LinkConfig::clean(), PeerConfig::default(), 3600);
+        p.run_until(p.now + Duration::from_secs(2), |p| p.connected());
+        assert!(p.connected());
+        p.run_for(Duration::from_millis(200));
+        let mut sent = Vec::new();
+        for i in 0..FRAMES {
+            let mut frame = vec![0u8; 160];
+            frame[..4].copy_from_slice(&i.to_be_bytes());
+            p.a.session.send_datagram(&frame).expect("queued");
+            sent.push(p.now);
+            p.run_for(Duration::from_millis(20));
+        }
+        p.run_for(Duration::from_millis(500));
+        let got = &p.b.app.datagrams;
+        let mut seen = std::collections::BTreeSet::new();
+        let mut delays = Vec::new();
+        for (at, frame) in got {
+            let seq = u32::from_be_bytes(frame[..4].try_into().expect("4 bytes"));
+            assert!(seen.insert(seq), "frame {seq} delivered twice");
+            delays.push(*at - sent[seq as usize]);
+        }
+        let loss = 1.0 - got.len() as f64 / f64::from(FRAMES);
+        let p50 = quantile(&mut delays, 0.5);
+        let p99 = quantile(&mut delays, 0.99);
+        println!(
+            "live sim: {FRAMES} frames of 160 B every 20 ms, link loss {:.0}%, jitter 0-40 ms: \
+             loss {:.1}%, one-way delay p50 {:.1} ms, p99 {:.1} ms (base 20 ms)",
+            LOSS * 100.0,
+            loss * 100.0,
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3
+        );
+        // Never retransmitted: the loss is the link's (1000 draws of 5%:
+        // 2.5% to 8% is more than five standard deviations wide).
+        assert!((0.025..0.08).contains(&loss), "loss {loss}");
+        // Nothing waits: base latency plus the jitter plus a 10 ms margin.
+        assert!(p50 >= Duration::from_millis(20), "p50 {p50:?}");
+        assert!(p99 <= Duration::from_millis(70), "p99 {p99:?}");
+    });
+}
+
 /// Punching through one symmetric NAT (a new public port per destination),
 /// which a probe's source reveals to the other side; `Failed` through two.
 fn punch_through(nat_a: NatConfig, nat_b: NatConfig, check: fn(&PeerPair)) {

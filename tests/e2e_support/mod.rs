@@ -96,6 +96,15 @@ thread_local! {
     static MIX: Cell<Mix> = const { Cell::new(Mix::TRYST) };
 }
 
+/// The mix of the test running on this thread, for its printed figures.
+pub fn current_mix() -> String {
+    let m = MIX.with(|m| m.get());
+    format!(
+        "server {:?}, daemon {:?}, connect {:?}",
+        m.server, m.daemon, m.connect
+    )
+}
+
 /// Runs `flow` with `mix` deciding which binary runs each subcommand it
 /// starts (on this thread).
 pub fn with_mix<T>(mix: Mix, flow: impl FnOnce() -> T) -> T {

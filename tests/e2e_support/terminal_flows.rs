@@ -575,6 +575,299 @@ pub fn a_recv_dir_that_is_not_writable_is_refused_at_start() {
     );
 }
 
+/// The live source of the live flows: `frames` frames of 160 bytes every
+/// 20 ms, each `SEQ NANOS` (its sequence number and the wall clock in ns
+/// when written) padded with spaces and a newline; `sleep_first` seconds
+/// of silence first.
+fn live_script(frames: u32, sleep_first: u32) -> String {
+    format!(
+        "sleep {sleep_first}; i=0; while [ $i -lt {frames} ]; do \
+         printf '%-159s\\n' \"$i $(date +%s%N)\"; i=$((i+1)); sleep 0.02; done"
+    )
+}
+
+/// What a `--live` connect received: frames in order of arrival, each
+/// (sequence number, one-way delay in µs), and how it exited.
+struct LiveRun {
+    frames: Vec<(u32, f64)>,
+    code: Option<i32>,
+    stderr: String,
+}
+
+/// Runs `tryst connect --live` with `stdin` (a file, or nothing), reading
+/// its stdout as it comes and timestamping each 160-byte frame.
+fn connect_live(
+    server: &Server,
+    dir: &Path,
+    name: &str,
+    target: &str,
+    extra: &[&str],
+    stdin: Option<&Path>,
+) -> LiveRun {
+    use std::io::Read;
+    let state = dir.join(format!("{name}-state"));
+    let log = dir.join(format!("{name}-live.log"));
+    let mut cmd = tryst_for("connect");
+    cmd.arg("connect")
+        .args(server.terminal_flags(name, &state))
+        .arg(target)
+        .arg("--live")
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(fs::File::create(&log).expect("log"));
+    match stdin {
+        Some(path) => cmd.stdin(fs::File::open(path).expect("stdin file")),
+        None => cmd.stdin(std::process::Stdio::null()),
+    };
+    let mut child = cmd.spawn().expect("tryst connect runs");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut frames = Vec::new();
+    let mut frame = [0u8; 160];
+    while out.read_exact(&mut frame).is_ok() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos() as f64;
+        let line = String::from_utf8_lossy(&frame);
+        let mut fields = line.split_whitespace();
+        let seq: u32 = fields
+            .next()
+            .and_then(|f| f.parse().ok())
+            .expect("a sequence number");
+        let sent: f64 = fields
+            .next()
+            .and_then(|f| f.parse().ok())
+            .expect("a timestamp");
+        frames.push((seq, (now - sent) / 1000.0));
+    }
+    let code = child.wait().expect("exit").code();
+    LiveRun {
+        frames,
+        code,
+        stderr: fs::read_to_string(&log).unwrap_or_default(),
+    }
+}
+
+/// The `q` quantile of `values` (sorted here).
+pub fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Waits until `proc`'s log (its stderr) contains `needle`.
+fn wait_log(proc: &super::Proc, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let log = proc.log();
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} in:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn live_stream_of_a_20ms_cadence_arrives_whole_and_in_order_on_loopback() {
+    let dir = scratch("live");
+    let server = Server::start(&dir, &[]);
+    const FRAMES: u32 = 100;
+    let home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &["--allow", "phone", "--live-from", &live_script(FRAMES, 0)],
+    );
+    // Two-way: the phone's stdin (ten frames) goes to home as datagrams.
+    let talk = dir.join("talk.raw");
+    fs::write(&talk, vec![b'x'; 1600]).expect("stdin file");
+    let run = connect_live(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &["--duration", "60s"],
+        Some(&talk),
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let seqs: Vec<u32> = run.frames.iter().map(|f| f.0).collect();
+    assert_eq!(
+        seqs,
+        (0..FRAMES).collect::<Vec<_>>(),
+        "every frame, in order, on loopback"
+    );
+    let delays: Vec<f64> = run.frames.iter().map(|f| f.1).collect();
+    let (p50, p99) = (quantile(&delays, 0.5), quantile(&delays, 0.99));
+    println!(
+        "live loopback ({}): {FRAMES} frames of 160 B every 20 ms, loss 0/{FRAMES}, one-way delay p50 {:.0} us, p99 {:.0} us",
+        super::current_mix(),
+        p50,
+        p99
+    );
+    // Loopback on one clock: a frame takes far less than its cadence
+    // times ten (no speed is asserted, only that nothing waits behind).
+    assert!(p50 >= 0.0 && p99 < 200_000.0, "p50 {p50} us, p99 {p99} us");
+    assert!(
+        run.stderr
+            .contains("session ended: Completed; 100 datagrams received"),
+        "{}",
+        run.stderr
+    );
+    // The daemon's source ended the session, and it heard the phone.
+    let log = wait_log(&home.proc, "peer datagrams ignored");
+    assert!(log.contains("datagrams=10"), "{log}");
+    assert!(log.contains("live source ended"), "{log}");
+}
+
+pub fn s1504_a_live_only_session_outlives_its_duration_and_a_silent_one_ends_at_it() {
+    let dir = scratch("live-extension");
+    let server = Server::start(&dir, &[]);
+    const FRAMES: u32 = 200;
+    let mut home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &["--allow", "phone", "--live-from", &live_script(FRAMES, 0)],
+    );
+    // 200 frames every 20 ms: 4 s and more, past the 3 s asked for; at 50%
+    // of it the session is in use (datagrams flowing, --live holding it).
+    let started = std::time::Instant::now();
+    let run = connect_live(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &[
+            "--duration",
+            "3s",
+            "--extension-threshold",
+            "50",
+            "--extension-step",
+            "3s",
+        ],
+        None,
+    );
+    let took = started.elapsed();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("session extended to "),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "session ended: Completed; {FRAMES} datagrams received"
+        )),
+        "the source's end, not the duration, ended it:\n{}",
+        run.stderr
+    );
+    assert_eq!(run.frames.len(), FRAMES as usize);
+    assert!(
+        took > Duration::from_secs(3),
+        "it outlived its 3 s ({took:?})"
+    );
+    home.proc.expect_line("extended to");
+    // Without traffic (a held session, no stream, no datagram): it ends at
+    // its duration, never extended.
+    let quiet = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &[
+            "--duration",
+            "2s",
+            "--extension-threshold",
+            "50",
+            "--extension-step",
+            "3s",
+        ],
+    );
+    let said = text(&quiet.stdout);
+    assert!(quiet.status.success(), "{said}{}", text(&quiet.stderr));
+    assert!(said.contains("session ended: DurationExpired"), "{said}");
+    assert!(!said.contains("extended"), "{said}");
+}
+
+pub fn live_ctrl_c_ends_the_session_and_the_daemon_kills_its_source() {
+    let dir = scratch("live-kill");
+    let server = Server::start(&dir, &[]);
+    let pidfile = dir.join("source.pid");
+    // A source that says nothing for a minute (held open by --live, so it
+    // is extended rather than ended at its duration).
+    let source = format!("echo $$ > {}; exec sleep 60", pidfile.display());
+    let mut home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &["--allow", "phone", "--live-from", &source],
+    );
+    let state = dir.join("phone-state");
+    let mut cmd = tryst_for("connect");
+    cmd.arg("connect")
+        .args(server.terminal_flags("phone", &state))
+        .args(["home", "--live", "--duration", "30s"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(dir.join("phone.log")).expect("log"));
+    let mut phone = cmd.spawn().expect("tryst connect runs");
+    let deadline = std::time::Instant::now() + STEP;
+    let pid = loop {
+        if let Some(pid) = fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+        {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the source never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &phone.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(interrupted.success());
+    let status = phone.wait().expect("exit");
+    let said = fs::read_to_string(dir.join("phone.log")).unwrap_or_default();
+    assert!(status.success(), "{said}");
+    assert!(said.contains("session ended: Cancelled"), "{said}");
+    // The daemon's side ended with it, and its source is gone (killed and reaped).
+    wait_log(&home.proc, "live source stopped");
+    let deadline = std::time::Instant::now() + STEP;
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "source {pid} still runs"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    home.proc.expect_line("ended: Cancelled");
+}
+
+pub fn live_request_to_a_terminal_without_a_source_is_no_such_stream() {
+    let dir = scratch("live-none");
+    let server = Server::start(&dir, &[]);
+    let _home = start_daemon(&server, &dir, "home", &["--allow", "phone"]);
+    let run = connect_live(&server, &dir, "phone", "home", &[], None);
+    assert_ne!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("home has no live stream"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.frames.is_empty());
+}
+
 /// Writes `len` bytes of a pattern that no two offsets share cheaply.
 pub fn write_test_file(path: &Path, len: usize) {
     let mut data = vec![0u8; len];
@@ -1102,6 +1395,41 @@ pub fn a_trigger_port_that_never_acknowledges_is_reported() {
     assert!(all.contains(&trigger), "names the address: {all}");
 }
 
+pub fn the_servers_default_duration_and_the_extension_flags_are_flags() {
+    let dir = scratch("default-duration");
+    // Longer than the maximum, or zero: refused at start, naming the flag.
+    for bad in [["--default-duration", "2h"], ["--default-duration", "0s"]] {
+        let data = dir.join(format!("bad-{}", bad[1]));
+        let out = tryst_for("server")
+            .args(["server", "--data-dir", data.to_str().expect("utf-8")])
+            .args(["--control", "127.0.0.1:0", "--trigger", "127.0.0.1:0"])
+            .args(bad)
+            .output()
+            .expect("tryst server runs");
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {err}");
+        assert!(err.contains("--default-duration"), "{bad:?}: {err}");
+    }
+    let server = Server::start(&dir, &["--default-duration", "7s"]);
+    let _home = start_daemon(&server, &dir, "home", &["--allow", "phone"]);
+    // A request that names no duration gets the server's default; the
+    // terminal's extension flags are checked like every value.
+    let held = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &["--extension-threshold", "90"],
+    );
+    let said = text(&held.stdout);
+    assert!(held.status.success(), "{said}{}", text(&held.stderr));
+    assert!(said.contains("for 7 s"), "{said}");
+    for bad in [["--extension-threshold", "0"], ["--extension-step", "0s"]] {
+        let out = connect(&server, &dir, "phone", "home", &bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out.stderr));
+    }
+}
+
 pub fn session_durations_are_checked_and_a_clamp_is_reported() {
     let dir = scratch("durations");
     let server = Server::start(&dir, &["--max-duration", "30s"]);
@@ -1513,6 +1841,26 @@ macro_rules! terminal_flows {
         #[test]
         fn the_control_socket_refuses_garbage_and_clients_of_another_user() {
             support::with_mix($mix, support::terminal_flows::the_control_socket_refuses_garbage_and_clients_of_another_user);
+        }
+        #[test]
+        fn live_stream_of_a_20ms_cadence_arrives_whole_and_in_order_on_loopback() {
+            support::with_mix($mix, support::terminal_flows::live_stream_of_a_20ms_cadence_arrives_whole_and_in_order_on_loopback);
+        }
+        #[test]
+        fn s1504_a_live_only_session_outlives_its_duration_and_a_silent_one_ends_at_it() {
+            support::with_mix($mix, support::terminal_flows::s1504_a_live_only_session_outlives_its_duration_and_a_silent_one_ends_at_it);
+        }
+        #[test]
+        fn live_ctrl_c_ends_the_session_and_the_daemon_kills_its_source() {
+            support::with_mix($mix, support::terminal_flows::live_ctrl_c_ends_the_session_and_the_daemon_kills_its_source);
+        }
+        #[test]
+        fn live_request_to_a_terminal_without_a_source_is_no_such_stream() {
+            support::with_mix($mix, support::terminal_flows::live_request_to_a_terminal_without_a_source_is_no_such_stream);
+        }
+        #[test]
+        fn the_servers_default_duration_and_the_extension_flags_are_flags() {
+            support::with_mix($mix, support::terminal_flows::the_servers_default_duration_and_the_extension_flags_are_flags);
         }
         #[test]
         fn session_durations_are_checked_and_a_clamp_is_reported() {

@@ -1444,6 +1444,25 @@ impl Sim {
         self.app_call(t, |m, now| m.end_session(now, session_id, reason))
     }
 
+    /// The app sends one real-time datagram on a session (an endpoint
+    /// terminal's; `false` if it was not queued).
+    pub fn send_datagram(&mut self, t: TermId, session_id: &SessionId, data: &[u8]) -> bool {
+        self.app_call(t, |m, _| match m {
+            TerminalMachine::Endpoint(e) => {
+                matches!(e.send_datagram(session_id, data), Ok(Ok(())))
+            }
+            TerminalMachine::Bare(_) => false,
+        })
+    }
+
+    /// The app holds a session open (an endpoint terminal's, S1504).
+    pub fn hold_open(&mut self, t: TermId, session_id: &SessionId, held: bool) -> bool {
+        self.app_call(t, |m, _| match m {
+            TerminalMachine::Endpoint(e) => e.hold_open(session_id, held).is_ok(),
+            TerminalMachine::Bare(_) => false,
+        })
+    }
+
     /// The operator ends a session (S1604).
     pub fn end_session(
         &mut self,

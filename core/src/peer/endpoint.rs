@@ -7,7 +7,9 @@
 //!   packets (types `0x80..=0x8F`) to the session whose channel they name;
 //!   anything else to the terminal, which counts it.
 //! - After every input the endpoint reports each session's byte counts and
-//!   whether its transfer is active to the terminal
+//!   whether it is in use to the terminal (a stream running, datagrams
+//!   sent or received within [`LIVE_ACTIVE_WINDOW`], or the app holding it
+//!   open, [`Endpoint::hold_open`])
 //!   ([`Terminal::transfer_progress`], which decides the extension request
 //!   at the threshold, S1504), applies granted extensions
 //!   ([`TerminalEvent::SessionExtended`] → [`PeerSession::extend`]) and
@@ -46,6 +48,10 @@ pub const MAX_QUEUED_ENDPOINT_EVENTS: usize = 32;
 /// Size of the buffer [`Endpoint::poll_output`] needs: the largest
 /// terminal message or peer datagram.
 pub const ENDPOINT_BUF_LEN: usize = MAX_TRANSMIT_LEN;
+/// How long after its last datagram (sent or received) a session still
+/// counts as in use: a live stream that flowed this recently is extended
+/// at the threshold (S1504).
+pub const LIVE_ACTIVE_WINDOW: core::time::Duration = core::time::Duration::from_secs(5);
 
 /// The app's side of every session's payload: stream bytes to send (read by
 /// offset, so the endpoint never copies or stores them) and what arrived.
@@ -119,6 +125,12 @@ struct Slot {
     /// The app reports this session's counts itself
     /// ([`Endpoint::transfer_progress`]): the channel's never replace them.
     app_reports: bool,
+    /// Datagrams sent and received when last looked at.
+    datagrams_seen: u64,
+    /// When that count last grew.
+    last_datagram: Option<Instant>,
+    /// The app holds the session open ([`Endpoint::hold_open`]): in use.
+    held: bool,
 }
 
 /// A terminal and up to [`MAX_SESSIONS`] peer sessions on one socket.
@@ -291,6 +303,21 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
         }
     }
 
+    /// Marks a session as held open by the app (`tryst connect --live`):
+    /// while held it counts as in use, and is extended at the threshold
+    /// like a running transfer (S1504).
+    pub fn hold_open(&mut self, id: &SessionId, held: bool) -> Result<(), UnknownSession> {
+        let slot = self
+            .slots
+            .iter_mut()
+            .flatten()
+            .find(|s| s.id == *id)
+            .ok_or(UnknownSession)?;
+        slot.held = held;
+        self.dirty = true;
+        Ok(())
+    }
+
     /// Makes the local stream's bytes up to `available` sendable.
     pub fn stream_extend(&mut self, id: &SessionId, available: u64) -> Result<(), UnknownSession> {
         self.session_mut(id)
@@ -391,8 +418,11 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
     }
 
     /// Runs every timer due at `now`, the terminal's and each session's.
+    /// Whether each session is in use is brought up to `now` first (a live
+    /// stream that stopped a while ago no longer counts at the threshold).
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.observe(now);
+        self.pump(now);
         if self.terminal.poll_timeout().is_some_and(|t| t <= now) {
             self.terminal.handle_timeout(now);
         }
@@ -524,6 +554,9 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
                     reported: (0, 0, false),
                     terminal_ended: false,
                     app_reports: false,
+                    datagrams_seen: 0,
+                    last_datagram: None,
+                    held: false,
                 });
                 self.stats.sessions_started += 1;
             }
@@ -571,7 +604,18 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
             }
         }
         let (sent, received) = slot.session.bytes();
-        let active = slot.session.transfer_active();
+        let datagrams = slot
+            .session
+            .transport_stats()
+            .map_or(0, |s| s.datagrams_sent.saturating_add(s.datagrams_received));
+        if datagrams != slot.datagrams_seen {
+            slot.datagrams_seen = datagrams;
+            slot.last_datagram = Some(now);
+        }
+        let live = slot
+            .last_datagram
+            .is_some_and(|at| now < at.saturating_add(LIVE_ACTIVE_WINDOW));
+        let active = slot.session.transfer_active() || live || slot.held;
         let report = (sent, received, active && ended.is_none());
         let terminal_ended = slot.terminal_ended;
         let app_reports = slot.app_reports;

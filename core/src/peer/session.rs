@@ -537,8 +537,13 @@ impl PeerSession {
     /// Whether a transfer runs: the local stream is not yet all
     /// acknowledged, or the peer's stream started and is not complete. The
     /// terminal asks for an extension at its threshold only then (S1504).
+    /// Datagrams do not count here (a peer that sent one is not "sending a
+    /// stream" forever after): the endpoint counts recent ones itself.
     pub fn transfer_active(&self) -> bool {
-        let receiving = self.bytes().1 > 0 && !self.peer_stream_done;
+        let stream_received = self
+            .transport_stats()
+            .map_or(0, |s| s.stream_bytes_received);
+        let receiving = stream_received > 0 && !self.peer_stream_done;
         self.stream_active() || receiving
     }
 

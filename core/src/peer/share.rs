@@ -14,7 +14,14 @@
 //!                    entry: path length u8 · path · size u64 BE · mtime u64 BE
 //! kind 4 NoSuchFile  body empty                           sharer -> requester
 //! kind 5 Stored      body: path (UTF-8)                   receiver -> sender
+//! kind 6 Live        body empty                           requester -> sharer
 //! ```
+//!
+//! A `Live` request asks the sharer for its live stream: real-time
+//! datagrams on the session (never retransmitted, never behind the
+//! stream), sent until the session ends; the requester may send its own
+//! the same way. A sharer with no live source answers the one
+//! `NoSuchFile`.
 //!
 //! A path is relative: 1 to [`MAX_PATH_DEPTH`] components joined by `/`,
 //! each a plain file name ([`super::transfer::check_file_name`]: no `..`,
@@ -133,6 +140,7 @@ mod kind {
     pub const LISTING: u8 = 3;
     pub const NO_SUCH_FILE: u8 = 4;
     pub const STORED: u8 = 5;
+    pub const LIVE: u8 = 6;
 }
 
 /// One file of a listing.
@@ -237,6 +245,8 @@ pub enum ShareMessage<'a> {
     NoSuchFile,
     /// Receiver: the file was stored under this path (relative to its folder).
     Stored(&'a str),
+    /// Requester: send me your live stream as datagrams until the session ends.
+    Live,
 }
 
 /// The length a message announces, from its first bytes: `Ok(None)` until
@@ -256,7 +266,7 @@ pub fn message_len(prefix: &[u8]) -> Result<Option<usize>, ShareError> {
         return Ok(None);
     };
     let max = match kind {
-        kind::LIST | kind::NO_SUCH_FILE => 0,
+        kind::LIST | kind::NO_SUCH_FILE | kind::LIVE => 0,
         kind::GET | kind::STORED => MAX_PATH_LEN,
         kind::LISTING => MAX_SHARE_BODY_LEN,
         other => return Err(ShareError::UnknownKind(other)),
@@ -292,6 +302,7 @@ impl<'a> ShareMessage<'a> {
         let message = match bytes[3] {
             kind::LIST => ShareMessage::List,
             kind::NO_SUCH_FILE => ShareMessage::NoSuchFile,
+            kind::LIVE => ShareMessage::Live,
             kind::GET => ShareMessage::Get(
                 core::str::from_utf8(body)
                     .ok()
@@ -327,6 +338,7 @@ impl<'a> ShareMessage<'a> {
         let (kind, body): (u8, &[u8]) = match self {
             ShareMessage::List => (kind::LIST, &[]),
             ShareMessage::NoSuchFile => (kind::NO_SUCH_FILE, &[]),
+            ShareMessage::Live => (kind::LIVE, &[]),
             ShareMessage::Get(path) => {
                 if path.is_empty() || path.len() > MAX_PATH_LEN {
                     return Err(ShareError::BadPath(TransferError::BadName));
@@ -543,13 +555,16 @@ pub mod vectors {
     pub const STORED: [u8; 15] = [
         0x54, 0x53, 0x01, 0x05, 0x00, 0x00, 0x00, 0x07, 0x61, 0x2e, 0x6a, 0x70, 0x67, 0x2e, 0x31,
     ];
+    /// A Live request.
+    pub const LIVE: [u8; 8] = [0x54, 0x53, 0x01, 0x06, 0x00, 0x00, 0x00, 0x00];
     /// Every vector with its name in PROTOCOL.md.
-    pub const ALL: [(&str, &[u8]); 5] = [
+    pub const ALL: [(&str, &[u8]); 6] = [
         ("ShareList", &LIST),
         ("ShareGet", &GET),
         ("ShareListing", &LISTING),
         ("ShareNoSuchFile", &NO_SUCH_FILE),
         ("ShareStored", &STORED),
+        ("ShareLive", &LIVE),
     ];
 }
 
@@ -572,6 +587,7 @@ mod tests {
         assert_eq!(encoded(&ShareMessage::Get("pics/a.jpg")), vectors::GET);
         assert_eq!(encoded(&ShareMessage::NoSuchFile), vectors::NO_SUCH_FILE);
         assert_eq!(encoded(&ShareMessage::Stored("a.jpg.1")), vectors::STORED);
+        assert_eq!(encoded(&ShareMessage::Live), vectors::LIVE);
         let mut out = [0u8; 64];
         let mut w = ListingWriter::new(&mut out).unwrap();
         w.push(&ListEntry {
@@ -625,6 +641,11 @@ mod tests {
         // A List with a body, a Get longer than a path, a listing too long.
         assert_eq!(
             ShareMessage::decode(b"TS\x01\x01\x00\x00\x00\x01x"),
+            Err(ShareError::TooLong)
+        );
+        // A Live request with a body.
+        assert_eq!(
+            ShareMessage::decode(b"TS\x01\x06\x00\x00\x00\x01x"),
             Err(ShareError::TooLong)
         );
         assert_eq!(
@@ -737,7 +758,7 @@ mod tests {
         /// Any split, order and duplication of a message gives it back.
         #[test]
         fn any_split_or_order_reads_the_message(
-            which in 0usize..5,
+            which in 0usize..vectors::ALL.len(),
             cuts in proptest::collection::vec(any::<u8>(), 0..8),
             order in proptest::collection::vec(any::<u8>(), 0..16),
         ) {

@@ -2,7 +2,8 @@
 //! [`run`], blocking code over the binary's [`Driver`].
 //!
 //! `tryst connect ... TARGET [--send PATH...] [--list] [--get NAME...
-//! --recv-dir DIR] [--duration DUR]`: the connecting terminal (seed:
+//! --recv-dir DIR] [--live [--frame BYTES]] [--duration DUR]`: the
+//! connecting terminal (seed:
 //! terminal 3), one shot. It registers (its key lives in
 //! its state directory like a daemon's; when a daemon, `tryst terminal`,
 //! runs on that state dir, the daemon makes the requests and moves the
@@ -83,6 +84,16 @@ pub struct ConnectArgs {
     /// the path allows without it.
     #[arg(long = "limit-rate", value_name = "RATE", value_parser = parse_rate)]
     pub limit_rate: Option<u64>,
+    /// Ask for the target's live stream (`tryst terminal --live-from`):
+    /// its datagrams go to stdout as they arrive (e.g. `| aplay`), and
+    /// stdin, when it is not a terminal, is sent the same way, until
+    /// Ctrl-C or the session's end. Messages go to stderr.
+    #[arg(long, conflicts_with_all = ["send", "list", "get"])]
+    pub live: bool,
+    /// Bytes of each datagram `--live` sends from stdin (1 to 1200).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::transfer::live::DEFAULT_FRAME,
+          value_parser = super::terminal::parse_frame, requires = "live")]
+    pub frame: usize,
 }
 
 /// Parses a duration: `90`, `90s`, `5m`, `1h30m`.
@@ -137,7 +148,7 @@ pub fn run<D: Driver>(driver: &D, args: ConnectArgs) -> Result<(), CliError> {
     };
     let (handle, events) = checked.start(driver, options)?;
     let session = |events: &flume::Receiver<Event>| -> Result<SessionId, CliError> {
-        open_session(&handle, events, &args.target, duration_secs)
+        open_session_to(&handle, events, &args.target, duration_secs, args.live)
     };
 
     if !outgoing.is_empty() {
@@ -190,7 +201,82 @@ pub fn run<D: Driver>(driver: &D, args: ConnectArgs) -> Result<(), CliError> {
         return Ok(());
     }
     let session_id = session(&events)?;
+    if args.live {
+        return live(&handle, &events, session_id, &args.target, args.frame);
+    }
     hold(&handle, &events, session_id)
+}
+
+/// Plays the peer's live stream: asks for it, writes each datagram to
+/// stdout as it arrives, and sends stdin (when it is not a terminal) as
+/// datagrams of `frame` bytes, until the session ends or Ctrl-C.
+fn live(
+    handle: &TerminalHandle,
+    events: &flume::Receiver<Event>,
+    session_id: SessionId,
+    target: &str,
+    frame: usize,
+) -> Result<(), CliError> {
+    use std::io::{IsTerminal, Write};
+    let signals = StopSignals::listen(&[StopSignal::Interrupt, StopSignal::Terminate])?;
+    handle.request(session_id, &ShareMessage::Live).wait()?;
+    // Stdin is sent once the direct path is up (the request's
+    // acknowledgement or the peer's first datagram shows it).
+    let mut stdin_pending = !std::io::stdin().is_terminal();
+    let mut stdout = std::io::stdout().lock();
+    let mut received = 0u64;
+    let mut stdout_open = true;
+    let reason = loop {
+        match signals::next(events, signals.receiver(), None) {
+            Next::Event(Event::Datagram {
+                session_id: id,
+                data,
+            }) if id == session_id => {
+                if std::mem::take(&mut stdin_pending) {
+                    send_stdin(handle, session_id, frame);
+                }
+                received += 1;
+                // A reader that went away (`| head`) ends the output, not the session.
+                if stdout_open && (stdout.write_all(&data).is_err() || stdout.flush().is_err()) {
+                    stdout_open = false;
+                }
+            }
+            Next::Event(Event::Answer {
+                session_id: id,
+                answer: ShareAnswer::NoSuchFile,
+            }) if id == session_id => {
+                let _ = handle.shutdown(EXIT_GRACE).wait();
+                return Err(CliError::failed(format!("{target} has no live stream")));
+            }
+            Next::Event(Event::Peer {
+                session_id: id,
+                event: PeerEvent::StreamAcked { .. },
+            }) if id == session_id => {
+                if std::mem::take(&mut stdin_pending) {
+                    send_stdin(handle, session_id, frame);
+                }
+            }
+            Next::Event(Event::Terminal(TerminalEvent::SessionEnded {
+                session_id: id,
+                reason,
+                ..
+            })) if id == session_id => break reason,
+            Next::Event(Event::Terminal(TerminalEvent::SessionExtended {
+                session_id: id,
+                duration_secs,
+            })) if id == session_id => {
+                eprintln!("session extended to {duration_secs} s");
+            }
+            Next::Event(_) | Next::Timeout => {}
+            Next::Closed => return Err(CliError::failed("the terminal's event loop stopped")),
+            Next::Signal(_) => {
+                let _ = handle.finish(session_id, EndReason::Cancelled).wait();
+            }
+        }
+    };
+    eprintln!("session ended: {reason:?}; {received} datagrams received");
+    let _ = handle.shutdown(EXIT_GRACE).wait();
+    Ok(())
 }
 
 /// A connecting terminal's flags, checked before anything is started:
@@ -249,17 +335,38 @@ pub(crate) fn open_session(
     target: &str,
     duration_secs: u32,
 ) -> Result<SessionId, CliError> {
+    open_session_to(handle, events, target, duration_secs, false)
+}
+
+/// [`open_session`], its lines on stderr when `to_stderr` (stdout carries
+/// a live stream).
+fn open_session_to(
+    handle: &TerminalHandle,
+    events: &flume::Receiver<Event>,
+    target: &str,
+    duration_secs: u32,
+    to_stderr: bool,
+) -> Result<SessionId, CliError> {
+    let say = |line: String| {
+        if to_stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
     let answer = wait_for_session(handle, events, target, duration_secs)?;
     let Some((session_id, granted, peer_addr)) = answer else {
         let _ = handle.shutdown(EXIT_GRACE).wait();
         return Err(CliError::NotPermitted);
     };
-    println!(
+    say(format!(
         "session {} with {target} for {granted} s (peer at {peer_addr})",
         full_session_id(&session_id),
-    );
+    ));
     if duration_secs > granted {
-        println!("asked for {duration_secs} s, granted {granted} s: the server's maximum");
+        say(format!(
+            "asked for {duration_secs} s, granted {granted} s: the server's maximum"
+        ));
     }
     Ok(session_id)
 }
@@ -637,6 +744,40 @@ fn wait_for_session(
         }
     }
     Ok(None)
+}
+
+/// Sends stdin as datagrams of `frame` bytes on the session, from a
+/// detached thread (it ends with stdin's end or the process).
+fn send_stdin(handle: &TerminalHandle, session_id: SessionId, frame: usize) {
+    use std::io::Read;
+    let handle = handle.clone();
+    // Detached: it ends with stdin's end or the process.
+    let _ = std::thread::Builder::new()
+        .name("tryst-live-stdin".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = vec![0u8; frame];
+            loop {
+                let mut filled = 0;
+                while filled < frame {
+                    match stdin.read(&mut buf[filled..]) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => filled += n,
+                    }
+                }
+                if filled == 0
+                    || handle
+                        .datagram(session_id, buf[..filled].to_vec())
+                        .wait()
+                        .is_err()
+                {
+                    return;
+                }
+                if filled < frame {
+                    return;
+                }
+            }
+        });
 }
 
 /// Holds the session until it ends or the user stops it.

@@ -361,6 +361,11 @@ fn encode_event(event: &Event) -> Option<(Owner, Value)> {
             ),
             _ => return None,
         },
+        // A live stream's datagram, for the client whose session it is.
+        Event::Datagram { session_id, data } => (
+            Owner::Session(session_id.0),
+            json!({"ev": "datagram", "session": s(session_id), "data": hex_bytes(data)}),
+        ),
         Event::Peer { session_id, event } => {
             let body = match event {
                 PeerEvent::Connected { peer_addr } => {
@@ -448,6 +453,10 @@ fn decode_event(v: &Value) -> Option<Event> {
         })
     };
     Some(match kind {
+        "datagram" => Event::Datagram {
+            session_id: session_field(v)?,
+            data: parse_hex(str_field(v, "data")?)?,
+        },
         "connect_failed" => Event::Terminal(TerminalEvent::ConnectFailed {
             request_id: request()?,
         }),
@@ -930,6 +939,16 @@ fn serve_op(
                 .map_err(refused)?;
             Ok(Value::Null)
         }
+        "datagram" => {
+            let session = session_field(frame).ok_or_else(|| bad("no session"))?;
+            owned(&session)?;
+            let data = str_field(frame, "data")
+                .and_then(parse_hex)
+                .filter(|d| d.len() <= crate::transfer::live::MAX_FRAME)
+                .ok_or_else(|| bad("no datagram, or one longer than a live frame"))?;
+            ctx.handle.datagram(session, data).wait().map_err(refused)?;
+            Ok(Value::Null)
+        }
         "ping" => {
             let session = session_field(frame).ok_or_else(|| bad("no session"))?;
             owned(&session)?;
@@ -1257,6 +1276,13 @@ fn relay(mut client: Client, rx: &flume::Receiver<TerminalCommand>, recv_dir: Op
                     RELAY_TIMEOUT,
                 );
                 let _ = reply.send(relayed(answer).map(drop));
+            }
+            TerminalCommand::Datagram { session_id, data } => {
+                let _ = client.call(
+                    &json!({"op": "datagram", "session": s(&session_id), "data": hex_bytes(&data)}),
+                    None,
+                    RELAY_TIMEOUT,
+                );
             }
             TerminalCommand::Close { session_id, reason } => {
                 let _ = client.call(

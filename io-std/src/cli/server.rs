@@ -79,6 +79,10 @@ pub struct PolicyArgs {
     /// --max-duration; 0s refuses every extension.
     #[arg(long, value_name = "DUR", default_value = "1h", value_parser = parse_duration)]
     pub extension: Duration,
+    /// The duration granted to a request that names none (at most
+    /// --max-duration); 10m, or --max-duration if shorter, when absent.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub default_duration: Option<Duration>,
     /// Closed deployment: only names enrolled with `tryst enroll` may register.
     #[arg(long)]
     pub closed: bool,
@@ -303,13 +307,27 @@ pub fn session_config(policy: &PolicyArgs) -> Result<SessionConfig, CliError> {
     if policy.max_duration < Duration::from_secs(1) {
         return Err(CliError::usage("--max-duration must be at least 1s"));
     }
+    let default_duration = match policy.default_duration {
+        None => DEFAULT_DURATION.min(policy.max_duration),
+        Some(d) if d < Duration::from_secs(1) => {
+            return Err(CliError::usage("--default-duration must be at least 1s"))
+        }
+        Some(d) if d > policy.max_duration => {
+            return Err(CliError::usage(format!(
+                "--default-duration ({}) is longer than --max-duration ({})",
+                humantime::format_duration(d),
+                humantime::format_duration(policy.max_duration)
+            )))
+        }
+        Some(d) => d,
+    };
     let max_total = policy
         .max_duration
         .checked_add(policy.extension)
         .ok_or_else(|| CliError::usage("--extension is too long"))?;
     Ok(SessionConfig {
         max_duration: policy.max_duration,
-        default_duration: DEFAULT_DURATION.min(policy.max_duration),
+        default_duration,
         max_total_duration: max_total,
         extension_policy: if policy.extension.is_zero() {
             ExtensionPolicy::Never

@@ -96,6 +96,17 @@ pub struct TerminalCommon {
     /// The local UDP address (keepalives and the peer path); any port by default.
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<SocketAddr>,
+    /// Share of a session's permitted duration, in percent (1-100), at
+    /// which a session still in use (a file moving, datagrams in the last
+    /// 5 s, or `connect --live` holding it) asks for more time.
+    #[arg(long = "extension-threshold", value_name = "PERCENT",
+          default_value_t = tryst_core::terminal::DEFAULT_EXTENSION_THRESHOLD_PERCENT,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub extension_threshold: u8,
+    /// How much more time an extension asks for (e.g. 30s, 5m); the
+    /// session's original duration when absent.
+    #[arg(long = "extension-step", value_name = "DUR", value_parser = super::connect::parse_session_duration)]
+    pub extension_step: Option<std::time::Duration>,
 }
 
 /// `tryst terminal`: run the device.
@@ -121,6 +132,25 @@ pub struct TerminalArgs {
     /// listed or served, and nothing outside it is.
     #[arg(long = "share", value_name = "DIR")]
     pub share: Option<PathBuf>,
+    /// A command (run with `sh -c`, no stdin, its stderr to this log) whose
+    /// stdout a permitted peer gets as real-time datagrams when it asks
+    /// (`tryst connect --live`); it starts with the peer's request and is
+    /// killed when the session ends.
+    #[arg(long = "live-from", value_name = "CMD")]
+    pub live_from: Option<String>,
+    /// Bytes of each live datagram (1 to 1200).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::transfer::live::DEFAULT_FRAME,
+          value_parser = parse_frame)]
+    pub frame: usize,
+}
+
+/// Parses a live frame size: 1 to [`crate::transfer::live::MAX_FRAME`] bytes.
+pub fn parse_frame(text: &str) -> Result<usize, String> {
+    let max = crate::transfer::live::MAX_FRAME;
+    match text.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("a frame is 1 to {max} bytes")),
+    }
 }
 
 /// Parses `host:port` (an IP address or a name resolved now).
@@ -359,6 +389,14 @@ pub fn config(common: &TerminalCommon, mode: Mode) -> Result<TerminalConfig, Cli
         Mode::Judge => DecisionMode::TerminalJudges,
     };
     config.judge = JudgePolicy::List;
+    config.extension_threshold_percent = common.extension_threshold;
+    config.extension_secs = match common.extension_step {
+        None => None,
+        Some(step) => Some(
+            super::connect::duration_secs(Some(step))
+                .map_err(|_| CliError::usage("--extension-step is too long"))?,
+        ),
+    };
     if let Some(text) = &common.invite {
         let invite = super::invite::Invite::decode(text)
             .map_err(|e| CliError::usage(format!("--invite: {e}")))?;
@@ -645,6 +683,13 @@ pub fn run<D: Driver>(driver: &D, args: TerminalArgs) -> Result<(), CliError> {
     let options = TerminalOptions {
         recv_dir: args.recv_dir.clone(),
         share: args.share.clone(),
+        live: args
+            .live_from
+            .as_ref()
+            .map(|command| crate::transfer::live::LiveSource {
+                command: command.clone(),
+                frame: args.frame,
+            }),
         ..TerminalOptions::default()
     };
     let enrolling = config.enrol_code.is_some();

@@ -34,6 +34,7 @@ use tryst_core::wire::{EndReason, Role, SessionId, Verdict};
 
 use super::{Answer, Commands, Reply, RoleStopped};
 use crate::drive::{Driven, Flow, IoOf, Stopped};
+use crate::transfer::live::{LiveChild, LiveChunk, LiveSource};
 use crate::transfer::share::{listed_files, Share, SharedFile};
 pub use crate::transfer::FileSource;
 use crate::transfer::{FileSink, Incoming, ReceiveState, Wake};
@@ -54,6 +55,9 @@ pub struct TerminalOptions {
     /// (`tryst terminal --share`); `None` shares nothing (a listing is
     /// empty, every file is "no such file").
     pub share: Option<PathBuf>,
+    /// The live source a permitted peer may ask for (`tryst terminal
+    /// --live-from`); `None` answers a live request "no such file".
+    pub live: Option<LiveSource>,
     /// The peer sessions' configuration.
     pub peer: PeerConfig,
     /// The local address of its stream to the session server (any port);
@@ -100,6 +104,14 @@ pub enum Event {
         session_id: SessionId,
         /// What the peer said.
         answer: ShareAnswer,
+    },
+    /// A real-time datagram of the peer, on a session whose live stream
+    /// this terminal asked for (the sharer's side counts and drops them).
+    Datagram {
+        /// The session.
+        session_id: SessionId,
+        /// Its bytes.
+        data: Vec<u8>,
     },
     /// A file sent to this terminal was stored with a matching SHA-256, or
     /// refused (nothing kept).
@@ -201,6 +213,14 @@ pub enum TerminalCommand {
         recv_dir: Option<PathBuf>,
         /// Whether the session runs.
         reply: Answer<(), TerminalError>,
+    },
+    /// Send one real-time datagram on a session (never retransmitted; one
+    /// that cannot go is dropped and counted in the path's statistics).
+    Datagram {
+        /// The session.
+        session_id: SessionId,
+        /// Its bytes.
+        data: Vec<u8>,
     },
     /// Ping a session's peer over its direct path; the answer comes as
     /// [`PeerEvent::Pong`] or [`PeerEvent::PingLost`] with the ping's id.
@@ -377,6 +397,13 @@ impl TerminalHandle {
         })
     }
 
+    /// Sends one real-time datagram on a session; the reply says it was
+    /// queued for the loop (whether it left is the path's business).
+    pub fn datagram(&self, session_id: SessionId, data: Vec<u8>) -> Reply<(), TerminalError> {
+        self.commands
+            .tell(TerminalCommand::Datagram { session_id, data })
+    }
+
     /// Pings a session's peer over its direct path: the ping's id; its
     /// answer comes as [`Event::Peer`] with [`PeerEvent::Pong`] (the round
     /// trip) or [`PeerEvent::PingLost`] (none within `timeout`).
@@ -429,12 +456,23 @@ struct Payload {
     close_on_ack: bool,
     /// The transfer ended the session (and its outcome was reported).
     reported: bool,
+    /// This terminal asked for the peer's live stream: its datagrams go to
+    /// the app.
+    live_wanted: bool,
+    /// The live source running for the peer.
+    live: Option<LiveChild>,
+    /// Datagrams of the peer this terminal threw away (none asked for).
+    datagrams_ignored: u64,
+    /// Live frames the session refused (closing, or larger than the path).
+    live_refused: u64,
 }
 
 /// Every session's payloads, as the endpoint reads and writes them.
 struct Payloads {
     recv_dir: Option<PathBuf>,
     share: Option<Share>,
+    live: Option<LiveSource>,
+    events: flume::Sender<Event>,
     sessions: BTreeMap<[u8; 16], Payload>,
 }
 
@@ -464,8 +502,18 @@ impl SessionIo for Payloads {
         }
     }
 
-    fn datagram(&mut self, _session: &SessionId, _data: &[u8]) {
-        // Real-time datagrams have no consumer in the file tool yet.
+    fn datagram(&mut self, session: &SessionId, data: &[u8]) {
+        let Some(payload) = self.sessions.get_mut(&session.0) else {
+            return;
+        };
+        if payload.live_wanted {
+            let _ = self.events.send(Event::Datagram {
+                session_id: *session,
+                data: data.to_vec(),
+            });
+        } else {
+            payload.datagrams_ignored += 1;
+        }
     }
 }
 
@@ -530,6 +578,8 @@ impl TerminalRole {
                             None
                         }
                     }),
+                live: options.live.clone(),
+                events: events.clone(),
                 sessions: BTreeMap::new(),
             },
             events,
@@ -566,7 +616,8 @@ impl Driven for TerminalRole {
     }
 
     fn after_drain(&mut self, now: Instant) -> bool {
-        let fed = self.feed_outgoing(now);
+        let live = self.pump_live(now);
+        let fed = self.feed_outgoing(now) || live;
         let closed = self.check_payloads(now);
         self.report_progress();
         fed || closed
@@ -641,6 +692,12 @@ impl TerminalRole {
                             // Nothing was received yet: the request goes first.
                             payload.incoming = Incoming::new(Some(&dir), wake);
                         }
+                        if message == tryst_core::peer::share::vectors::LIVE {
+                            // The app plays the stream for as long as it
+                            // runs: the session is in use (S1504).
+                            payload.live_wanted = true;
+                            let _ = self.endpoint.hold_open(&session_id, true);
+                        }
                         payload.message = Some((message, false));
                         Ok(())
                     }
@@ -648,6 +705,13 @@ impl TerminalRole {
                 };
                 self.feed_outgoing(now);
                 let _ = reply.send(result);
+            }
+            TerminalCommand::Datagram { session_id, data } => {
+                // A refused one (not connected, too large) is counted by
+                // nobody but the app's own loss: real-time data is not retried.
+                if let Ok(Err(e)) = self.endpoint.send_datagram(&session_id, &data) {
+                    tracing::trace!(session = %short_session_id(&session_id), error = %e, "datagram not sent");
+                }
             }
             TerminalCommand::Ping {
                 session_id,
@@ -786,6 +850,10 @@ impl TerminalRole {
                                 answered: false,
                                 close_on_ack: false,
                                 reported: false,
+                                live_wanted: false,
+                                live: None,
+                                datagrams_ignored: 0,
+                                live_refused: 0,
                             },
                         );
                     }
@@ -851,6 +919,21 @@ impl TerminalRole {
         let Some(mut payload) = self.payloads.sessions.remove(&session_id.0) else {
             return;
         };
+        if let Some(live) = payload.live.take() {
+            tracing::info!(
+                session = %short_session_id(session_id),
+                dropped_before_sending = live.dropped(),
+                refused = payload.live_refused,
+                "live source stopped"
+            );
+        }
+        if payload.datagrams_ignored > 0 {
+            tracing::info!(
+                session = %short_session_id(session_id),
+                datagrams = payload.datagrams_ignored,
+                "peer datagrams ignored (this terminal plays none)"
+            );
+        }
         if let Some(sink) = payload.incoming.sink_mut() {
             if !payload.reported && sink.file_size().is_some() {
                 sink.abort();
@@ -879,9 +962,27 @@ impl TerminalRole {
             if !payload.answered {
                 if let Some(message) = payload.incoming.message() {
                     payload.answered = true;
-                    match on_share_message(payload.role, message, self.payloads.share.as_ref()) {
+                    match on_share_message(
+                        payload.role,
+                        message,
+                        self.payloads.share.as_ref(),
+                        self.payloads.live.as_ref(),
+                    ) {
                         ShareStep::Reply(bytes) => payload.message = Some((bytes, false)),
                         ShareStep::SendFile(source) => answers.push((session_id, source)),
+                        ShareStep::Live(source) => {
+                            match LiveChild::spawn(&source, std::sync::Arc::clone(&self.hashed)) {
+                                Ok(child) => {
+                                    tracing::info!(session = %short_session_id(&session_id), "live stream started");
+                                    payload.live = Some(child);
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "live source did not start");
+                                    payload.reported = true;
+                                    closes.push((session_id, EndReason::Failed));
+                                }
+                            }
+                        }
                         ShareStep::Answer(answer) => {
                             let _ = self.events.send(Event::Answer { session_id, answer });
                             if payload.outgoing.is_none() {
@@ -980,6 +1081,44 @@ impl TerminalRole {
         self.feed_outgoing(now) || any
     }
 
+    /// Sends what each live source produced, one datagram a frame (one
+    /// the path cannot take now is dropped and counted by the transport);
+    /// closes `Completed` a session whose source ended. Whether anything
+    /// was sent or closed.
+    fn pump_live(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        let mut ended = Vec::new();
+        for (id, payload) in &mut self.payloads.sessions {
+            let Some(live) = payload.live.as_ref() else {
+                continue;
+            };
+            let id = SessionId(*id);
+            while let Some(chunk) = live.next() {
+                any = true;
+                match chunk {
+                    LiveChunk::Frame(frame) => {
+                        if !matches!(self.endpoint.send_datagram(&id, &frame), Ok(Ok(()))) {
+                            payload.live_refused += 1;
+                        }
+                    }
+                    LiveChunk::End => {
+                        ended.push(id);
+                        break;
+                    }
+                }
+            }
+        }
+        for id in ended {
+            tracing::info!(session = %short_session_id(&id), "live source ended");
+            if let Some(payload) = self.payloads.sessions.get_mut(&id.0) {
+                payload.live = None;
+                payload.reported = true;
+            }
+            let _ = self.endpoint.end_session(now, &id, EndReason::Completed);
+        }
+        any
+    }
+
     /// Progress of every transfer, at most every [`PROGRESS_INTERVAL`].
     fn report_progress(&mut self) {
         let now = std::time::Instant::now();
@@ -1023,6 +1162,8 @@ enum ShareStep {
     Reply(Vec<u8>),
     /// Send this shared file.
     SendFile(Box<FileSource>),
+    /// Start the live source for the peer.
+    Live(LiveSource),
     /// Tell the app (an answer to this terminal's own request).
     Answer(ShareAnswer),
     /// Close `Failed` (a malformed message, or one out of place).
@@ -1036,6 +1177,7 @@ fn on_share_message(
     role: Role,
     message: Result<ShareMessage<'_>, tryst_core::peer::share::ShareError>,
     share: Option<&Share>,
+    live: Option<&LiveSource>,
 ) -> ShareStep {
     let no_such_file = || {
         let mut bytes = vec![0u8; tryst_core::peer::share::SHARE_HEADER_LEN];
@@ -1068,6 +1210,16 @@ fn on_share_message(
                 }
             }
         }
+        (Role::Connected, Ok(ShareMessage::Live)) => match live {
+            Some(source) => {
+                tracing::info!("live stream requested");
+                ShareStep::Live(source.clone())
+            }
+            None => {
+                tracing::info!("live stream requested; none here: no such file");
+                no_such_file()
+            }
+        },
         (Role::Connecting, Ok(m @ ShareMessage::Listing(_))) => {
             ShareStep::Answer(ShareAnswer::Listing(listed_files(&m)))
         }
@@ -1146,6 +1298,9 @@ fn log_path_stats(id: &SessionId, stats: &TransportStats) {
         packets_lost = stats.packets_lost,
         spurious_losses = stats.spurious_losses,
         retransmitted = stats.stream_bytes_retransmitted,
+        datagrams_sent = stats.datagrams_sent,
+        datagrams_received = stats.datagrams_received,
+        datagrams_dropped = stats.datagrams_dropped,
         congestion_events = stats.congestion_events,
         pto_fired = stats.pto_fired,
         rtt_us = u64::try_from(stats.rtt.as_micros()).unwrap_or(u64::MAX),

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 mod hasher;
 mod incoming;
+pub mod live;
 pub mod share;
 mod sink;
 mod source;
