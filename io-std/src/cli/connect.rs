@@ -695,10 +695,12 @@ struct Ended {
 fn open_file(path: &std::path::Path, name: &str) -> Result<FileSource, CliError> {
     let file = std::fs::File::open(path)
         .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
-    FileSource::from_file(path, file, name).map_err(|e| match e {
-        OpenError::Hasher(..) => CliError::failed(e),
-        _ => CliError::usage(e),
-    })
+    FileSource::from_file(path, file, name)
+        .map(FileSource::resumable)
+        .map_err(|e| match e {
+            OpenError::Hasher(..) => CliError::failed(e),
+            _ => CliError::usage(e),
+        })
 }
 
 /// Hands the opened file to the terminal to send on the session's stream.
@@ -748,6 +750,18 @@ impl Watch {
                 answer: ShareAnswer::Stored(name),
             } if id == session_id => {
                 self.stored = Some(name);
+            }
+            Event::Resumed {
+                session_id: id,
+                offset,
+                size,
+            } if id == session_id && offset > 0 => {
+                self.progress.println(&format!(
+                    "resuming at byte {offset}: the receiver already holds {} of {} from a cut transfer",
+                    human_bytes(offset),
+                    human_bytes(size)
+                ));
+                self.progress.set(offset);
             }
             Event::Peer {
                 session_id: id,
