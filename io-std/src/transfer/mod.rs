@@ -13,7 +13,9 @@
 //!   only then linked under its final name; an existing file is never
 //!   replaced (a numbered name is taken instead);
 //! - the partial file is removed on any failure, so nothing is left under
-//!   the final name that was not checked.
+//!   the final name that was not checked; only a resumable transfer that
+//!   was cut keeps its hidden partial, with a record of what it holds
+//!   ([`resume`]), for the same file from the same peer to continue.
 //!
 //! SHA-256 never runs on the event loop: on each side a [`PrefixHasher`]
 //! thread reads back, from the file (the page cache), the prefix the
