@@ -678,6 +678,10 @@ pub fn resume_after_kill_9_of_the_receiving_daemon_sends_only_the_rest() {
         resumed_at > 10_000_000 && resumed_at < SIZE,
         "resumed at {resumed_at}"
     );
+    assert!(
+        said.contains(&format!("(resumed at byte {resumed_at})")),
+        "{said}"
+    );
     // Less than the whole file crossed the second time, by both counts.
     let sent_bytes = count_before(&said, "session ended: Completed");
     assert!(

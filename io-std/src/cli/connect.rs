@@ -676,6 +676,8 @@ struct Outgoing {
 struct Ended {
     /// The name the receiver stored the file under, if it said.
     stored: Option<String>,
+    /// The file offset the send resumed at (0: from the start).
+    resumed: u64,
     /// The reason the session ended with.
     reason: EndReason,
     /// Whether the receiver closed it.
@@ -732,6 +734,8 @@ struct Watch {
     acked_all: bool,
     /// The name the receiver stored the file under, once it said.
     stored: Option<String>,
+    /// The file offset the send resumed at (0: from the start).
+    resumed: u64,
 }
 
 impl Watch {
@@ -762,6 +766,7 @@ impl Watch {
                     human_bytes(size)
                 ));
                 self.progress.set(offset);
+                self.resumed = offset;
             }
             Event::Peer {
                 session_id: id,
@@ -833,6 +838,7 @@ fn follow_transfer(
         give_up: None,
         acked_all: false,
         stored: None,
+        resumed: 0,
     };
     let signals = StopSignals::listen(&[StopSignal::Interrupt])?;
     let (reason, by_peer, bytes_sent) = loop {
@@ -866,6 +872,7 @@ fn follow_transfer(
     watch.progress.finish();
     Ok(Ended {
         stored: watch.stored,
+        resumed: watch.resumed,
         reason,
         by_peer,
         bytes_sent,
@@ -892,10 +899,21 @@ fn finish_send(file: &Outgoing, ended: &Ended) -> Result<(), CliError> {
         .max(1e-3);
     match (ended.reason, ended.by_peer) {
         (EndReason::Completed, true) => {
+            // A resumed send moved only the rest of the file.
+            let moved = size - ended.resumed.min(size);
+            let what = if ended.resumed > 0 {
+                format!(
+                    "{} of {} (resumed at byte {})",
+                    human_bytes(moved),
+                    human_bytes(size),
+                    ended.resumed
+                )
+            } else {
+                human_bytes(size)
+            };
             println!(
-                "sent {name}: {} in {elapsed:.1} s ({}/s); the receiver verified SHA-256 {}",
-                human_bytes(size),
-                human_bytes((size as f64 / elapsed) as u64),
+                "sent {name}: {what} in {elapsed:.1} s ({}/s); the receiver verified SHA-256 {}",
+                human_bytes((moved as f64 / elapsed) as u64),
                 digest
             );
             if let Some(stored) = &ended.stored {
