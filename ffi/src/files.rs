@@ -72,7 +72,13 @@ struct Incoming {
     /// `end` was called.
     ended: bool,
     hold: Hold,
+    /// A resumable (version 2) file's answer, `Resume(0)` (this side keeps
+    /// no partial files), and whether the stream's end was told.
+    offer: Option<(ResumeMessage, bool)>,
 }
+
+/// The bytes of a share `Resume` message.
+type ResumeMessage = [u8; tryst_core::peer::share::SHARE_HEADER_LEN + 8];
 
 /// A file being sent.
 struct Outgoing {
@@ -172,6 +178,7 @@ fn failure_code(why: ReceiveFailure) -> u8 {
         ReceiveFailure::Hash(_) => 6,
         ReceiveFailure::Storage => 7,
         ReceiveFailure::Cut => 8,
+        ReceiveFailure::BeforeOffer => 9,
     }
 }
 
@@ -209,6 +216,7 @@ impl Files {
             begun: false,
             ended: false,
             hold: Hold::new(),
+            offer: None,
         });
         let slot = Slot {
             id,
@@ -320,6 +328,13 @@ impl Files {
                     }
                 }
             }
+            if let Some((message, told @ false)) =
+                slot.incoming.as_mut().and_then(|i| i.offer.as_mut())
+            {
+                *told = true;
+                any = true;
+                let _ = endpoint.stream_finish(&slot.id, message.len() as u64);
+            }
             if slot.reported {
                 continue;
             }
@@ -418,6 +433,17 @@ fn apply(
             return false;
         }
         push_event(events, started);
+        // A resumable sender waits for word of where to start: here, 0.
+        if inc.rx.needs_offer() {
+            let _ = inc.rx.start_at(0);
+            let mut message: ResumeMessage = [0; tryst_core::peer::share::SHARE_HEADER_LEN + 8];
+            if tryst_core::peer::share::ShareMessage::Resume(0)
+                .encode(&mut message)
+                .is_ok()
+            {
+                inc.offer = Some((message, false));
+            }
+        }
     }
     if step.hold && !data.is_empty() && !inc.hold.push(offset, data) {
         inc.rx.fail(ReceiveFailure::TooManyEarlyBytes);
@@ -502,13 +528,19 @@ impl SessionIo for Files {
         let Some(io) = self.io.as_ref() else {
             return 0;
         };
-        let Some(out) = self
-            .slots
-            .iter_mut()
-            .flatten()
-            .find(|s| s.id == *session)
-            .and_then(|s| s.outgoing.as_mut())
-        else {
+        let Some(slot) = self.slots.iter_mut().flatten().find(|s| s.id == *session) else {
+            return 0;
+        };
+        if let Some((message, _)) = slot.incoming.as_ref().and_then(|i| i.offer.as_ref()) {
+            let rest = usize::try_from(offset)
+                .ok()
+                .and_then(|at| message.get(at..))
+                .unwrap_or(&[]);
+            let n = rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            return n;
+        }
+        let Some(out) = slot.outgoing.as_mut() else {
             return 0;
         };
         let mut reader = Reader {

@@ -246,7 +246,7 @@ pub enum TrystEventKind {
     FileReceived = 21,
     /// The file on `session` was not kept: `code` why (1 bad header, 2
     /// past end, 3 too scattered, 4 too many early bytes, 5 checksum
-    /// mismatch, 6 hash, 7 storage, 8 cut).
+    /// mismatch, 6 hash, 7 storage, 8 cut, 9 file bytes before the resume offer).
     FileFailed = 22,
     /// Ping `id` on `session` was answered in `value` microseconds (the
     /// round trip, the peer's ack delay subtracted). The C API starts no

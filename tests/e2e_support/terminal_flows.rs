@@ -996,7 +996,7 @@ pub fn a_terminal_without_a_receive_dir_keeps_no_file() {
     drop(home);
 }
 
-pub fn s1605_a_forced_end_cuts_a_running_transfer_and_keeps_no_partial_file() {
+pub fn s1605_a_forced_end_cuts_a_running_transfer_and_stores_no_file() {
     let dir = scratch("forcedsend");
     let server = Server::start(&dir, &[]);
     let inbox = dir.join("inbox");
@@ -1048,10 +1048,124 @@ pub fn s1605_a_forced_end_cuts_a_running_transfer_and_keeps_no_partial_file() {
     assert!(stderr.contains("Forced"), "{stderr}");
     home.proc.expect_line("file not kept");
     home.proc.expect_line("ended: Forced");
-    let left: Vec<_> = fs::read_dir(&inbox)
-        .map(|d| d.map(|e| e.expect("entry").file_name()).collect())
+    // Nothing under a visible name: at most the hidden partial file and its
+    // record, kept for a resume of the same file from the same peer.
+    let left: Vec<String> = fs::read_dir(&inbox)
+        .map(|d| {
+            d.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
-    assert!(left.is_empty(), "left in the inbox: {left:?}");
+    assert!(
+        left.iter().all(|n| n.starts_with(".tryst-partial-")),
+        "left in the inbox: {left:?}"
+    );
+}
+
+/// The number in the last line of `text` that holds `marker` and ends
+/// with `(N ...)`.
+fn count_before(text: &str, marker: &str) -> u64 {
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no line with {marker:?} in:\n{text}"));
+    line.rsplit_once('(')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line:?}"))
+}
+
+pub fn resume_after_kill_9_of_the_receiving_daemon_sends_only_the_rest() {
+    let dir = scratch("resume");
+    let server = Server::start(&dir, &[]);
+    let inbox = dir.join("inbox");
+    let inbox_arg = inbox.to_str().expect("utf-8").to_owned();
+    let home_args = ["--allow", "phone", "--recv-dir", inbox_arg.as_str()];
+    let mut home = start_daemon(&server, &dir, "home", &home_args);
+    let file = dir.join("big.bin");
+    const SIZE: u64 = 50 * 1000 * 1000;
+    write_test_file(&file, SIZE as usize);
+    // The first send, throttled so that the kill lands midway.
+    let state = dir.join("phone-state");
+    let mut args = vec!["connect".to_owned()];
+    args.extend(server.terminal_flags("phone", &state));
+    args.extend(
+        [
+            "home",
+            "--duration",
+            "10m",
+            "--send",
+            file.to_str().expect("utf-8"),
+            "--limit-rate",
+            "20M",
+        ]
+        .map(str::to_owned),
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut phone = Proc::start(&refs, dir.join("phone-1.log"), None);
+    phone.expect_line("direct path up");
+    phone.expect_line("sending big.bin: 40%");
+    home.proc.kill9();
+    phone.kill9();
+    drop(phone);
+    drop(home);
+    // What the killed daemon left: its partial file and the record.
+    let left: Vec<String> = fs::read_dir(&inbox)
+        .expect("inbox")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.iter().all(|n| n.starts_with(".tryst-partial-")),
+        "{left:?}"
+    );
+    // The daemon starts again on the same folder: its start sweep keeps them.
+    let mut home = start_daemon(&server, &dir, "home", &home_args);
+    let sent = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &["--send", file.to_str().expect("utf-8"), "--duration", "10m"],
+    );
+    let said = text(&sent.stdout);
+    assert!(sent.status.success(), "{said}\n{}", text(&sent.stderr));
+    let digest = sha256_hex(&file);
+    assert!(
+        said.contains(&format!("the receiver verified SHA-256 {digest}")),
+        "{said}"
+    );
+    // The sender is told where it resumed.
+    let resumed_at: u64 = said
+        .lines()
+        .find_map(|l| l.strip_prefix("resuming at byte "))
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no resume line in:\n{said}"));
+    assert!(
+        resumed_at > 10_000_000 && resumed_at < SIZE,
+        "resumed at {resumed_at}"
+    );
+    assert!(
+        said.contains(&format!("(resumed at byte {resumed_at})")),
+        "{said}"
+    );
+    // Less than the whole file crossed the second time, by both counts.
+    let sent_bytes = count_before(&said, "session ended: Completed");
+    assert!(
+        sent_bytes < SIZE - resumed_at + 1_000_000,
+        "{sent_bytes} bytes sent after resuming at {resumed_at}"
+    );
+    let line = home.proc.expect_line("ended: Completed");
+    let received = count_before(&line, "ended: Completed");
+    assert!(received < SIZE, "{line}");
+    assert_eq!(sha256_hex(&inbox.join("big.bin")), digest);
+    let names: Vec<_> = fs::read_dir(&inbox)
+        .expect("inbox")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["big.bin"], "no partial file or record is left");
 }
 
 /// A home share: two pictures, a folder of two, and what must never be
@@ -1775,8 +1889,12 @@ macro_rules! terminal_flows {
             support::with_mix($mix, support::terminal_flows::a_terminal_without_a_receive_dir_keeps_no_file);
         }
         #[test]
-        fn s1605_a_forced_end_cuts_a_running_transfer_and_keeps_no_partial_file() {
-            support::with_mix($mix, support::terminal_flows::s1605_a_forced_end_cuts_a_running_transfer_and_keeps_no_partial_file);
+        fn s1605_a_forced_end_cuts_a_running_transfer_and_stores_no_file() {
+            support::with_mix($mix, support::terminal_flows::s1605_a_forced_end_cuts_a_running_transfer_and_stores_no_file);
+        }
+        #[test]
+        fn resume_after_kill_9_of_the_receiving_daemon_sends_only_the_rest() {
+            support::with_mix($mix, support::terminal_flows::resume_after_kill_9_of_the_receiving_daemon_sends_only_the_rest);
         }
         #[test]
         fn s207_fetch_a_phone_fetches_two_pictures_and_a_folder_from_homes_share() {

@@ -15,6 +15,7 @@
 //! kind 4 NoSuchFile  body empty                           sharer -> requester
 //! kind 5 Stored      body: path (UTF-8)                   receiver -> sender
 //! kind 6 Live        body empty                           requester -> sharer
+//! kind 7 Resume      body: offset u64 BE                  receiver -> sender
 //! ```
 //!
 //! A `Live` request asks the sharer for its live stream: real-time
@@ -22,6 +23,13 @@
 //! stream), sent until the session ends; the requester may send its own
 //! the same way. A sharer with no live source answers the one
 //! `NoSuchFile`.
+//!
+//! A stream may carry several messages back to back: the receiver of a
+//! resumable file (a version 2 transfer header) answers its header with
+//! `Resume` (where the file's bytes start: what it already holds and
+//! verified, or 0), and a receiver that tells the stored name sends
+//! `Stored` after it on the same stream. [`MessageReader::message_at`]
+//! reads the message that starts at an offset.
 //!
 //! A path is relative: 1 to [`MAX_PATH_DEPTH`] components joined by `/`,
 //! each a plain file name ([`super::transfer::check_file_name`]: no `..`,
@@ -141,7 +149,11 @@ mod kind {
     pub const NO_SUCH_FILE: u8 = 4;
     pub const STORED: u8 = 5;
     pub const LIVE: u8 = 6;
+    pub const RESUME: u8 = 7;
 }
+
+/// Length of a `Resume` body: the offset.
+pub const RESUME_BODY_LEN: usize = 8;
 
 /// One file of a listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,6 +259,9 @@ pub enum ShareMessage<'a> {
     Stored(&'a str),
     /// Requester: send me your live stream as datagrams until the session ends.
     Live,
+    /// Receiver of a resumable file: its bytes start at this offset (what
+    /// it already holds and verified; 0 for nothing).
+    Resume(u64),
 }
 
 /// The length a message announces, from its first bytes: `Ok(None)` until
@@ -267,6 +282,7 @@ pub fn message_len(prefix: &[u8]) -> Result<Option<usize>, ShareError> {
     };
     let max = match kind {
         kind::LIST | kind::NO_SUCH_FILE | kind::LIVE => 0,
+        kind::RESUME => RESUME_BODY_LEN,
         kind::GET | kind::STORED => MAX_PATH_LEN,
         kind::LISTING => MAX_SHARE_BODY_LEN,
         other => return Err(ShareError::UnknownKind(other)),
@@ -310,6 +326,12 @@ impl<'a> ShareMessage<'a> {
                     .ok_or(ShareError::BadPath(TransferError::BadName))?,
             ),
             kind::STORED => ShareMessage::Stored(path_of(body)?),
+            kind::RESUME => ShareMessage::Resume(u64::from_be_bytes(
+                *body
+                    .first_chunk::<RESUME_BODY_LEN>()
+                    .filter(|_| body.len() == RESUME_BODY_LEN)
+                    .ok_or(ShareError::BadLength)?,
+            )),
             kind::LISTING => {
                 let (count, entries) =
                     body.split_first_chunk::<2>().ok_or(ShareError::BadLength)?;
@@ -335,7 +357,12 @@ impl<'a> ShareMessage<'a> {
     /// Writes this message into `out`; its length. A listing is written
     /// with [`ListingWriter`] (this copies a decoded one).
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, ShareError> {
+        let offset_bytes;
         let (kind, body): (u8, &[u8]) = match self {
+            ShareMessage::Resume(offset) => {
+                offset_bytes = offset.to_be_bytes();
+                (kind::RESUME, &offset_bytes)
+            }
             ShareMessage::List => (kind::LIST, &[]),
             ShareMessage::NoSuchFile => (kind::NO_SUCH_FILE, &[]),
             ShareMessage::Live => (kind::LIVE, &[]),
@@ -487,8 +514,9 @@ impl MessageReader {
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or(ShareError::PastEnd)?;
-        let limit = self.total.unwrap_or(MAX_SHARE_MESSAGE_LEN) as u64;
-        if end > limit {
+        // A stream's messages together fit the buffer; a listing, the one
+        // long message, comes alone.
+        if end > MAX_SHARE_MESSAGE_LEN as u64 {
             return Err(ShareError::PastEnd);
         }
         if !data.is_empty() {
@@ -505,13 +533,37 @@ impl MessageReader {
         };
         if self.total.is_none() {
             self.total = message_len(&self.buf[..contiguous.min(SHARE_HEADER_LEN)])?;
-            if let (Some(total), Some(last)) = (self.total, self.ranges.last()) {
-                if last.end > total as u64 {
-                    return Err(ShareError::PastEnd);
-                }
+        }
+        // Every message whose header arrived must be one this side reads.
+        let mut at = 0;
+        while at < contiguous {
+            match message_len(&self.buf[at..contiguous])? {
+                Some(len) => at += len,
+                None => break,
             }
         }
         Ok(self.total.is_some_and(|t| contiguous >= t))
+    }
+
+    /// The message starting at stream offset `start` (0 for the first; the
+    /// end of one for the next), once all of it arrived, with its end.
+    pub fn message_at(
+        &self,
+        start: usize,
+    ) -> Option<Result<(ShareMessage<'_>, usize), ShareError>> {
+        if let Some(e) = self.failed {
+            return Some(Err(e));
+        }
+        let contiguous = match self.ranges.first() {
+            Some(r) if r.start == 0 => r.end as usize,
+            _ => 0,
+        };
+        let bytes = self.buf.get(start..contiguous)?;
+        match ShareMessage::decode(bytes) {
+            Ok(Some((message, len))) => Some(Ok((message, start + len))),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
     }
 
     /// The whole message, once it arrived (decoded and checked).
@@ -557,14 +609,20 @@ pub mod vectors {
     ];
     /// A Live request.
     pub const LIVE: [u8; 8] = [0x54, 0x53, 0x01, 0x06, 0x00, 0x00, 0x00, 0x00];
+    /// A resumable file's receiver: start at offset 1 048 576.
+    pub const RESUME: [u8; 16] = [
+        0x54, 0x53, 0x01, 0x07, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00,
+        0x00,
+    ];
     /// Every vector with its name in PROTOCOL.md.
-    pub const ALL: [(&str, &[u8]); 6] = [
+    pub const ALL: [(&str, &[u8]); 7] = [
         ("ShareList", &LIST),
         ("ShareGet", &GET),
         ("ShareListing", &LISTING),
         ("ShareNoSuchFile", &NO_SUCH_FILE),
         ("ShareStored", &STORED),
         ("ShareLive", &LIVE),
+        ("ShareResume", &RESUME),
     ];
 }
 
@@ -588,6 +646,7 @@ mod tests {
         assert_eq!(encoded(&ShareMessage::NoSuchFile), vectors::NO_SUCH_FILE);
         assert_eq!(encoded(&ShareMessage::Stored("a.jpg.1")), vectors::STORED);
         assert_eq!(encoded(&ShareMessage::Live), vectors::LIVE);
+        assert_eq!(encoded(&ShareMessage::Resume(1 << 20)), vectors::RESUME);
         let mut out = [0u8; 64];
         let mut w = ListingWriter::new(&mut out).unwrap();
         w.push(&ListEntry {
@@ -699,6 +758,35 @@ mod tests {
     }
 
     #[test]
+    fn a_resume_then_a_stored_receipt_on_one_stream_are_read_in_turn() {
+        let mut stream = vectors::RESUME.to_vec();
+        stream.extend_from_slice(&vectors::STORED);
+        let mut r = std::boxed::Box::new(MessageReader::new());
+        // The receipt's bytes first, then the offer's.
+        assert_eq!(r.stream_data(16, &stream[16..]), Ok(false));
+        assert_eq!(r.message_at(0), None);
+        assert_eq!(r.stream_data(0, &stream[..16]), Ok(true));
+        assert_eq!(
+            r.message_at(0),
+            Some(Ok((ShareMessage::Resume(1 << 20), 16)))
+        );
+        assert_eq!(
+            r.message_at(16),
+            Some(Ok((ShareMessage::Stored("a.jpg.1"), stream.len())))
+        );
+        assert_eq!(r.message_at(stream.len()), None);
+        // A Resume body of another length is refused.
+        assert_eq!(
+            ShareMessage::decode(b"TS\x01\x06\x00\x00\x00\x04\x00\x00\x00\x01"),
+            Err(ShareError::BadLength)
+        );
+        assert_eq!(
+            ShareMessage::decode(b"TS\x01\x06\x00\x00\x00\x09"),
+            Err(ShareError::TooLong)
+        );
+    }
+
+    #[test]
     fn classify_tells_files_from_messages() {
         assert_eq!(StreamKind::classify(b""), Ok(None));
         assert_eq!(StreamKind::classify(b"T"), Ok(None));
@@ -741,9 +829,10 @@ mod tests {
 
     #[test]
     fn the_reader_refuses_bytes_past_the_message() {
+        // Bytes after a message are the next message's: garbage is refused.
         let mut r = std::boxed::Box::new(MessageReader::new());
         assert_eq!(r.stream_data(8, b"x"), Ok(false));
-        assert_eq!(r.stream_data(0, &vectors::LIST), Err(ShareError::PastEnd));
+        assert_eq!(r.stream_data(0, &vectors::LIST), Err(ShareError::BadMagic));
         let mut r = std::boxed::Box::new(MessageReader::new());
         assert_eq!(
             r.stream_data(MAX_SHARE_MESSAGE_LEN as u64, b"x"),

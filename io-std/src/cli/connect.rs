@@ -843,6 +843,8 @@ struct Outgoing {
 struct Ended {
     /// The name the receiver stored the file under, if it said.
     stored: Option<String>,
+    /// The file offset the send resumed at (0: from the start).
+    resumed: u64,
     /// The reason the session ended with.
     reason: EndReason,
     /// Whether the receiver closed it.
@@ -862,10 +864,12 @@ struct Ended {
 fn open_file(path: &std::path::Path, name: &str) -> Result<FileSource, CliError> {
     let file = std::fs::File::open(path)
         .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
-    FileSource::from_file(path, file, name).map_err(|e| match e {
-        OpenError::Hasher(..) => CliError::failed(e),
-        _ => CliError::usage(e),
-    })
+    FileSource::from_file(path, file, name)
+        .map(FileSource::resumable)
+        .map_err(|e| match e {
+            OpenError::Hasher(..) => CliError::failed(e),
+            _ => CliError::usage(e),
+        })
 }
 
 /// Hands the opened file to the terminal to send on the session's stream.
@@ -897,6 +901,8 @@ struct Watch {
     acked_all: bool,
     /// The name the receiver stored the file under, once it said.
     stored: Option<String>,
+    /// The file offset the send resumed at (0: from the start).
+    resumed: u64,
 }
 
 impl Watch {
@@ -915,6 +921,19 @@ impl Watch {
                 answer: ShareAnswer::Stored(name),
             } if id == session_id => {
                 self.stored = Some(name);
+            }
+            Event::Resumed {
+                session_id: id,
+                offset,
+                size,
+            } if id == session_id && offset > 0 => {
+                self.progress.println(&format!(
+                    "resuming at byte {offset}: the receiver already holds {} of {} from a cut transfer",
+                    human_bytes(offset),
+                    human_bytes(size)
+                ));
+                self.progress.set(offset);
+                self.resumed = offset;
             }
             Event::Peer {
                 session_id: id,
@@ -986,6 +1005,7 @@ fn follow_transfer(
         give_up: None,
         acked_all: false,
         stored: None,
+        resumed: 0,
     };
     let signals = StopSignals::listen(&[StopSignal::Interrupt])?;
     let (reason, by_peer, bytes_sent) = loop {
@@ -1019,6 +1039,7 @@ fn follow_transfer(
     watch.progress.finish();
     Ok(Ended {
         stored: watch.stored,
+        resumed: watch.resumed,
         reason,
         by_peer,
         bytes_sent,
@@ -1045,10 +1066,21 @@ fn finish_send(file: &Outgoing, ended: &Ended) -> Result<(), CliError> {
         .max(1e-3);
     match (ended.reason, ended.by_peer) {
         (EndReason::Completed, true) => {
+            // A resumed send moved only the rest of the file.
+            let moved = size - ended.resumed.min(size);
+            let what = if ended.resumed > 0 {
+                format!(
+                    "{} of {} (resumed at byte {})",
+                    human_bytes(moved),
+                    human_bytes(size),
+                    ended.resumed
+                )
+            } else {
+                human_bytes(size)
+            };
             println!(
-                "sent {name}: {} in {elapsed:.1} s ({}/s); the receiver verified SHA-256 {}",
-                human_bytes(size),
-                human_bytes((size as f64 / elapsed) as u64),
+                "sent {name}: {what} in {elapsed:.1} s ({}/s); the receiver verified SHA-256 {}",
+                human_bytes((moved as f64 / elapsed) as u64),
                 digest
             );
             if let Some(stored) = &ended.stored {

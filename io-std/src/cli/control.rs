@@ -361,6 +361,15 @@ fn encode_event(event: &Event) -> Option<(Owner, Value)> {
             ),
             _ => return None,
         },
+        // The receiver held part of the file being sent: where it resumes.
+        Event::Resumed {
+            session_id,
+            offset,
+            size,
+        } => (
+            Owner::Session(session_id.0),
+            json!({"ev": "resumed", "session": s(session_id), "offset": offset, "size": size}),
+        ),
         // A live stream's datagram, for the client whose session it is.
         Event::Datagram { session_id, data } => (
             Owner::Session(session_id.0),
@@ -453,6 +462,11 @@ fn decode_event(v: &Value) -> Option<Event> {
         })
     };
     Some(match kind {
+        "resumed" => Event::Resumed {
+            session_id: session_field(v)?,
+            offset: u64_field(v, "offset")?,
+            size: u64_field(v, "size")?,
+        },
         "datagram" => Event::Datagram {
             session_id: session_field(v)?,
             data: parse_hex(str_field(v, "data")?)?,

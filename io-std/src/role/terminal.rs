@@ -113,6 +113,16 @@ pub enum Event {
         /// Its bytes.
         data: Vec<u8>,
     },
+    /// The receiver of a file this terminal sends already held part of it
+    /// (a cut transfer's partial file): the send starts at `offset`.
+    Resumed {
+        /// The session.
+        session_id: SessionId,
+        /// The file offset the bytes start at (what the receiver held).
+        offset: u64,
+        /// The file's size.
+        size: u64,
+    },
     /// A file sent to this terminal was stored with a matching SHA-256, or
     /// refused (nothing kept).
     Received {
@@ -445,12 +455,14 @@ struct Payload {
     /// Which side of the session this terminal is.
     role: Role,
     outgoing: Option<FileSource>,
-    /// A share message sent as the whole stream, and whether its end was
-    /// announced to the endpoint.
-    message: Option<(Vec<u8>, bool)>,
+    /// The share messages this side sends as its stream, back to back.
+    outbox: Outbox,
     incoming: Incoming,
     /// The peer's share message was acted on.
     answered: bool,
+    /// Stream offset of the peer's next share message (past the `Resume`
+    /// offers taken).
+    consumed: usize,
     /// Close `Completed` once the peer acknowledged the stream (the stored
     /// name's receipt arrived).
     close_on_ack: bool,
@@ -465,6 +477,35 @@ struct Payload {
     datagrams_ignored: u64,
     /// Live frames the session refused (closing, or larger than the path).
     live_refused: u64,
+}
+
+/// Share messages a session's stream carries, back to back: one request or
+/// answer, or a receiver's `Resume` offer and then its `Stored` receipt.
+#[derive(Default)]
+struct Outbox {
+    /// Every message so far.
+    bytes: Vec<u8>,
+    /// Bytes told to the endpoint.
+    told: usize,
+    /// No message follows the last one.
+    done: bool,
+    /// The stream's end was told.
+    done_told: bool,
+}
+
+impl Outbox {
+    /// Adds a message; `last`: none follows it.
+    fn send(&mut self, message: &[u8], last: bool) {
+        if !self.done {
+            self.bytes.extend_from_slice(message);
+            self.done = last;
+        }
+    }
+
+    /// Whether it carries anything.
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
 }
 
 /// Every session's payloads, as the endpoint reads and writes them.
@@ -484,10 +525,12 @@ impl SessionIo for Payloads {
         if let Some(source) = payload.outgoing.as_mut() {
             return source.read_at(offset, buf);
         }
-        let Some(rest) = payload
-            .message
-            .as_ref()
-            .and_then(|(m, _)| usize::try_from(offset).ok().and_then(|at| m.get(at..)))
+        if payload.outbox.is_empty() {
+            return 0;
+        }
+        let Some(rest) = usize::try_from(offset)
+            .ok()
+            .and_then(|at| payload.outbox.bytes.get(at..))
         else {
             return 0;
         };
@@ -698,7 +741,7 @@ impl TerminalRole {
                             payload.live_wanted = true;
                             let _ = self.endpoint.hold_open(&session_id, true);
                         }
-                        payload.message = Some((message, false));
+                        payload.outbox.send(&message, true);
                         Ok(())
                     }
                     _ => Err(TerminalError::NotRunning),
@@ -803,10 +846,17 @@ impl TerminalRole {
             if self.endpoint.session(&id).is_none() {
                 continue;
             }
-            if let Some((message, announced @ false)) = payload.message.as_mut() {
-                *announced = true;
+            let outbox = &mut payload.outbox;
+            if outbox.bytes.len() > outbox.told || (outbox.done && !outbox.done_told) {
                 any = true;
-                let _ = self.endpoint.stream_finish(&id, message.len() as u64);
+                outbox.told = outbox.bytes.len();
+                let len = outbox.told as u64;
+                if outbox.done {
+                    outbox.done_told = true;
+                    let _ = self.endpoint.stream_finish(&id, len);
+                } else {
+                    let _ = self.endpoint.stream_extend(&id, len);
+                }
             }
             let Some(source) = payload.outgoing.as_mut() else {
                 continue;
@@ -836,18 +886,23 @@ impl TerminalRole {
                 log_event(&event);
                 match &event {
                     TerminalEvent::SessionReady {
-                        session_id, role, ..
+                        session_id,
+                        role,
+                        peer_key,
+                        ..
                     } => {
-                        let incoming =
+                        let mut incoming =
                             Incoming::new(self.payloads.recv_dir.as_deref(), self.hash_wake());
+                        incoming.set_peer(peer_key.0);
                         self.payloads.sessions.insert(
                             session_id.0,
                             Payload {
                                 role: *role,
                                 outgoing: None,
-                                message: None,
+                                outbox: Outbox::default(),
                                 incoming,
                                 answered: false,
+                                consumed: 0,
                                 close_on_ack: false,
                                 reported: false,
                                 live_wanted: false,
@@ -959,8 +1014,36 @@ impl TerminalRole {
             if payload.reported {
                 continue;
             }
+            // A receiver's offers: where the file this side sends starts.
+            while let Some(Ok((ShareMessage::Resume(offset), end))) =
+                payload.incoming.message_at(payload.consumed)
+            {
+                let Some(source) = payload
+                    .outgoing
+                    .as_mut()
+                    .filter(|s| s.sender().awaiting_offer())
+                else {
+                    break;
+                };
+                payload.consumed = end;
+                if let Some(offset) = source.resume_at(offset) {
+                    if offset > 0 {
+                        tracing::info!(session = %short_session_id(&session_id), offset, "the receiver holds part of the file: resuming");
+                    }
+                    let size = source.file_size();
+                    let _ = self.events.send(Event::Resumed {
+                        session_id,
+                        offset,
+                        size,
+                    });
+                }
+            }
             if !payload.answered {
-                if let Some(message) = payload.incoming.message() {
+                let next = payload
+                    .incoming
+                    .message_at(payload.consumed)
+                    .map(|r| r.map(|(m, _)| m));
+                if let Some(message) = next {
                     payload.answered = true;
                     match on_share_message(
                         payload.role,
@@ -968,7 +1051,7 @@ impl TerminalRole {
                         self.payloads.share.as_ref(),
                         self.payloads.live.as_ref(),
                     ) {
-                        ShareStep::Reply(bytes) => payload.message = Some((bytes, false)),
+                        ShareStep::Reply(bytes) => payload.outbox.send(&bytes, true),
                         ShareStep::SendFile(source) => answers.push((session_id, source)),
                         ShareStep::Live(source) => {
                             match LiveChild::spawn(&source, std::sync::Arc::clone(&self.hashed)) {
@@ -1000,6 +1083,20 @@ impl TerminalRole {
             }
             if let Some(sink) = payload.incoming.sink_mut() {
                 sink.poll();
+                // A resumable file: tell the sender where its bytes start.
+                if let Some(offset) = sink.take_offer() {
+                    let mut bytes = [0u8; tryst_core::peer::share::SHARE_HEADER_LEN + 8];
+                    if payload.outbox.done {
+                        // This side's stream already ended (a request): no
+                        // word can reach the sender.
+                        sink.abort();
+                    } else if let Ok(n) = ShareMessage::Resume(offset).encode(&mut bytes) {
+                        // The connected side's receipt follows it.
+                        payload
+                            .outbox
+                            .send(&bytes[..n], payload.role == Role::Connecting);
+                    }
+                }
             }
             let Some(reason) = session_end(
                 payload.outgoing.as_ref().map(FileSource::sender),
@@ -1048,7 +1145,7 @@ impl TerminalRole {
                             let mut bytes = vec![0u8; 8 + name.len()];
                             match ShareMessage::Stored(&name).encode(&mut bytes) {
                                 Ok(_) => {
-                                    payload.message = Some((bytes, false));
+                                    payload.outbox.send(&bytes, true);
                                     payload.close_on_ack = true;
                                 }
                                 Err(_) => closes.push((session_id, reason)),

@@ -57,6 +57,11 @@ struct HashShared {
     /// File bytes hashed so far.
     hashed: AtomicU64,
     cancelled: AtomicBool,
+    /// The digest of the prefix hashed so far (its length and SHA-256),
+    /// after every chunk: what a resumable receiver records.
+    checkpoint: Mutex<(u64, [u8; TRAILER_LEN])>,
+    /// Call the wake at every checkpoint, not only at the end.
+    wake_on_checkpoint: AtomicBool,
     result: OnceLock<Result<[u8; TRAILER_LEN], HashError>>,
     /// Signalled when `result` is set, for [`PrefixHasher::wait`].
     done: (Mutex<()>, Condvar),
@@ -97,6 +102,8 @@ impl PrefixHasher {
             target: AtomicU64::new(0),
             hashed: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
+            checkpoint: Mutex::new((0, Sha256::new().finalize().into())),
+            wake_on_checkpoint: AtomicBool::new(false),
             result: OnceLock::new(),
             done: (Mutex::new(()), Condvar::new()),
             wake: Mutex::new(wake),
@@ -141,6 +148,35 @@ impl PrefixHasher {
             self.woken_at = upto;
             self.thread.unpark();
         }
+    }
+
+    /// File bytes `[0, upto)` are in place: as [`PrefixHasher::advance`],
+    /// and the thread is woken now, and wakes the owner at every
+    /// checkpoint until [`PrefixHasher::quiet`] (a receiver verifying a
+    /// partial file's prefix waits for the checkpoint at `upto`).
+    pub fn advance_and_tell(&mut self, upto: u64) {
+        self.shared
+            .wake_on_checkpoint
+            .store(true, Ordering::Release);
+        self.advance(upto);
+        self.woken_at = self.target;
+        self.thread.unpark();
+    }
+
+    /// The owner is woken at the end only again.
+    pub fn quiet(&self) {
+        self.shared
+            .wake_on_checkpoint
+            .store(false, Ordering::Release);
+    }
+
+    /// The last checkpoint: the length of the prefix hashed and its SHA-256.
+    pub fn checkpoint(&self) -> (u64, [u8; TRAILER_LEN]) {
+        *self
+            .shared
+            .checkpoint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sets the wake called when the digest is ready (replacing any).
@@ -218,7 +254,18 @@ fn hash_prefix(
             Ok(n) => {
                 hasher.update(&buf[..n]);
                 hashed += n as u64;
+                let digest: [u8; TRAILER_LEN] = hasher.clone().finalize().into();
+                *shared
+                    .checkpoint
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = (hashed, digest);
                 shared.hashed.store(hashed, Ordering::Release);
+                if shared.wake_on_checkpoint.load(Ordering::Acquire) {
+                    let wake = shared.wake.lock().unwrap_or_else(PoisonError::into_inner);
+                    if let Some(wake) = wake.as_ref() {
+                        wake();
+                    }
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(HashError::Io(Arc::new(e))),

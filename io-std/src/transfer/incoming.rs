@@ -27,6 +27,8 @@ pub enum Incoming {
         held: Vec<(u64, Vec<u8>)>,
         /// Their bytes.
         held_bytes: usize,
+        /// The sender's public key, for a resumable file.
+        peer: Option<[u8; 32]>,
     },
     /// A file.
     File(Box<FileSink>),
@@ -78,6 +80,15 @@ impl Incoming {
             have: 0,
             held: Vec::new(),
             held_bytes: 0,
+            peer: None,
+        }
+    }
+
+    /// The peer's public key: a resumable file from it keeps its partial
+    /// when cut and continues one it left (before any byte arrived).
+    pub fn set_peer(&mut self, key: [u8; 32]) {
+        if let Incoming::Undecided { peer, .. } = self {
+            *peer = Some(key);
         }
     }
 
@@ -96,6 +107,7 @@ impl Incoming {
                 have,
                 held,
                 held_bytes,
+                peer,
             } => {
                 if data.is_empty() {
                     return;
@@ -124,7 +136,11 @@ impl Incoming {
                         let held = std::mem::take(held);
                         let mut next = match (kind, recv_dir.as_deref()) {
                             (StreamKind::File, Some(dir)) => {
-                                Incoming::File(Box::new(FileSink::with_wake(dir, wake.clone())))
+                                let mut sink = FileSink::with_wake(dir, wake.clone());
+                                if let Some(key) = peer {
+                                    sink.set_peer(*key);
+                                }
+                                Incoming::File(Box::new(sink))
                             }
                             (StreamKind::File, None) => Incoming::Stray,
                             (StreamKind::Message, _) => {
@@ -162,6 +178,19 @@ impl Incoming {
     pub fn message(&self) -> Option<Result<ShareMessage<'_>, ShareError>> {
         match self {
             Incoming::Message(reader) => reader.message(),
+            Incoming::Bad(e) => Some(Err(*e)),
+            _ => None,
+        }
+    }
+
+    /// The share message starting at stream offset `start` (messages come
+    /// back to back), with its end, once all of it arrived.
+    pub fn message_at(
+        &self,
+        start: usize,
+    ) -> Option<Result<(ShareMessage<'_>, usize), ShareError>> {
+        match self {
+            Incoming::Message(reader) => reader.message_at(start),
             Incoming::Bad(e) => Some(Err(*e)),
             _ => None,
         }

@@ -13,7 +13,9 @@
 //!   only then linked under its final name; an existing file is never
 //!   replaced (a numbered name is taken instead);
 //! - the partial file is removed on any failure, so nothing is left under
-//!   the final name that was not checked.
+//!   the final name that was not checked; only a resumable transfer that
+//!   was cut keeps its hidden partial, with a record of what it holds
+//!   ([`resume`]), for the same file from the same peer to continue.
 //!
 //! SHA-256 never runs on the event loop: on each side a [`PrefixHasher`]
 //! thread reads back, from the file (the page cache), the prefix the
@@ -24,6 +26,7 @@ use std::path::{Path, PathBuf};
 mod hasher;
 mod incoming;
 pub mod live;
+pub mod resume;
 pub mod share;
 mod sink;
 mod source;
@@ -82,26 +85,67 @@ const PROBE_PREFIX: &str = ".tryst-probe-";
 /// The prefix of every partial file a receiving terminal writes.
 pub const PARTIAL_PREFIX: &str = ".tryst-partial-";
 
-/// Removes the partial files a terminal killed mid-transfer left in `dir`
-/// (a `kill -9` or a power cut runs no cleanup); how many. No transfer
-/// resumes from one, so every one found at start is swept. Only regular
-/// files named `.tryst-partial-*` are touched (never a symlink's target).
+/// Removes the partial files of transfers that cannot resume from `dir`,
+/// as a terminal starts; how many partial files (their records not counted). A terminal killed mid-transfer (a
+/// `kill -9`, a power cut) runs no cleanup, so this is where they go:
+/// - a partial with a record ([`resume::ResumeRecord`]) that parses, whose
+///   file has the recorded size, and that was written within
+///   [`resume::PARTIAL_MAX_AGE`], stays: the same file from the same peer
+///   continues it;
+/// - every other `.tryst-partial-*` regular file goes (no record, a torn or
+///   changed one, too old, a version 1 transfer's), and so does a record
+///   or a half-written record whose partial is gone.
+///
+/// Partials a transfer of this process holds are left alone; only regular
+/// files are touched (never a symlink's target).
 pub fn sweep_partials(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
     let mut swept = 0;
     for entry in entries.flatten() {
-        let is_partial = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(PARTIAL_PREFIX));
-        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-        if is_partial && is_file && std::fs::remove_file(entry.path()).is_ok() {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !name.starts_with(PARTIAL_PREFIX) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let path = entry.path();
+        if let Some(partial) = name
+            .strip_suffix(resume::RECORD_TMP_SUFFIX)
+            .or_else(|| name.strip_suffix(resume::RECORD_SUFFIX))
+        {
+            // A record: it goes with its partial, or when that is gone.
+            if !dir.join(partial).is_file() {
+                let _ = std::fs::remove_file(&path);
+            }
+            continue;
+        }
+        if resume::in_use(&path) || resumable(&path) {
+            continue;
+        }
+        if std::fs::remove_file(&path).is_ok() {
             swept += 1;
         }
+        resume::remove_record(&path);
     }
     swept
+}
+
+/// Whether the partial file `partial` can still resume: its record parses,
+/// its size is the recorded one, and the record is recent enough.
+fn resumable(partial: &Path) -> bool {
+    let Some(record) = resume::ResumeRecord::read(partial) else {
+        return false;
+    };
+    let fresh = std::fs::metadata(resume::record_path(partial))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age <= resume::PARTIAL_MAX_AGE);
+    let sized =
+        std::fs::symlink_metadata(partial).is_ok_and(|m| m.is_file() && m.len() == record.size);
+    fresh && sized && record.verified > 0
 }
 
 #[cfg(test)]
@@ -180,6 +224,182 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    /// The version 2 stream of `data` from file offset `from`.
+    fn resumable_stream(name: &str, data: &[u8], mtime: u64, from: usize) -> (Vec<u8>, usize) {
+        let header = TransferHeader::new(name, data.len() as u64)
+            .unwrap()
+            .resumable(mtime);
+        let mut s = vec![0u8; header.encoded_len()];
+        header.encode(&mut s).unwrap();
+        let hl = s.len();
+        s.extend_from_slice(&data[from..]);
+        s.extend_from_slice(&Sha256::digest(data));
+        (s, hl)
+    }
+
+    /// Polls `sink` until it has an offer for the sender.
+    fn offer_of(sink: &mut FileSink) -> u64 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            sink.poll();
+            if let Some(offset) = sink.take_offer() {
+                return offset;
+            }
+            assert!(std::time::Instant::now() < deadline, "no offer");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// Receives `data` up to about `cut` bytes from `peer` and cuts it:
+    /// the partial and its record stay.
+    fn cut_transfer(dir: &Path, peer: [u8; 32], data: &[u8], cut: usize) {
+        let (s, hl) = resumable_stream("big.bin", data, 42, 0);
+        let mut sink = FileSink::new(dir);
+        sink.set_peer(peer);
+        sink.stream_data(0, &s[..hl]);
+        assert_eq!(offer_of(&mut sink), 0);
+        for (i, c) in s[hl..hl + cut].chunks(1200).enumerate() {
+            sink.stream_data((hl + i * 1200) as u64, c);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while sink.file_bytes_hashed() <= resume::CHECKPOINT_STEP {
+            assert!(std::time::Instant::now() < deadline, "not hashed");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        sink.abort();
+    }
+
+    #[test]
+    fn a_cut_resumable_transfer_keeps_its_partial_and_the_next_one_resumes_from_it() {
+        let dir = tempdir("resume");
+        let data = pattern(3 * resume::CHECKPOINT_STEP as usize + 5000, 11);
+        cut_transfer(
+            &dir,
+            [1; 32],
+            &data,
+            2 * resume::CHECKPOINT_STEP as usize + 777,
+        );
+        assert_eq!(
+            entries(&dir).len(),
+            2,
+            "the partial and its record: {:?}",
+            entries(&dir)
+        );
+        // The sweep at a terminal's start keeps a resumable partial.
+        assert_eq!(sweep_partials(&dir), 0);
+        assert_eq!(entries(&dir).len(), 2);
+        // The same file from the same peer: offered from what is held.
+        let mut sink = FileSink::new(&dir);
+        sink.set_peer([1; 32]);
+        let (head, hl) = resumable_stream("big.bin", &data, 42, 0);
+        sink.stream_data(0, &head[..hl]);
+        let offset = offer_of(&mut sink) as usize;
+        assert!(offset > resume::CHECKPOINT_STEP as usize, "{offset}");
+        assert!(offset <= 2 * resume::CHECKPOINT_STEP as usize + 777);
+        assert_eq!(sink.resumed_from(), offset as u64);
+        let (s, _) = resumable_stream("big.bin", &data, 42, offset);
+        for (i, c) in s[hl..].chunks(1200).enumerate() {
+            sink.stream_data((hl + i * 1200) as u64, c);
+        }
+        sink.wait();
+        assert!(
+            matches!(sink.state(), ReceiveState::Complete { .. }),
+            "{:?}",
+            sink.failure_text()
+        );
+        assert_eq!(std::fs::read(dir.join("big.bin")).unwrap(), data);
+        assert_eq!(entries(&dir), ["big.bin"], "partial and record are gone");
+    }
+
+    #[test]
+    fn a_tampered_partial_or_another_peer_or_file_is_not_resumed() {
+        let dir = tempdir("resume-no");
+        let data = pattern(3 * resume::CHECKPOINT_STEP as usize, 12);
+        cut_transfer(
+            &dir,
+            [1; 32],
+            &data,
+            2 * resume::CHECKPOINT_STEP as usize + 10,
+        );
+        let (head, hl) = resumable_stream("big.bin", &data, 42, 0);
+        // Another peer, or another mtime: offered 0, the partial untouched.
+        for (peer, mtime) in [([2; 32], 42), ([1; 32], 43)] {
+            let mut sink = FileSink::new(&dir);
+            sink.set_peer(peer);
+            let (h, _) = resumable_stream("big.bin", &data, mtime, 0);
+            sink.stream_data(0, &h[..hl]);
+            assert_eq!(offer_of(&mut sink), 0);
+            drop(sink);
+        }
+        assert_eq!(entries(&dir).len(), 2, "{:?}", entries(&dir));
+        // A byte of the partial changed on disk: offered 0, and the file
+        // still arrives whole and right.
+        let partial = entries(&dir)
+            .into_iter()
+            .find(|n| !n.ends_with(resume::RECORD_SUFFIX))
+            .unwrap();
+        let file = OpenOptions::new()
+            .write(true)
+            .open(dir.join(&partial))
+            .unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, b"X", 1000).unwrap();
+        drop(file);
+        let mut sink = FileSink::new(&dir);
+        sink.set_peer([1; 32]);
+        sink.stream_data(0, &head[..hl]);
+        assert_eq!(offer_of(&mut sink), 0);
+        for (i, c) in head[hl..].chunks(1200).enumerate() {
+            sink.stream_data((hl + i * 1200) as u64, c);
+        }
+        sink.wait();
+        assert!(
+            matches!(sink.state(), ReceiveState::Complete { .. }),
+            "{:?}",
+            sink.failure_text()
+        );
+        assert_eq!(std::fs::read(dir.join("big.bin")).unwrap(), data);
+        assert_eq!(entries(&dir), ["big.bin"]);
+    }
+
+    #[test]
+    fn the_sweep_removes_partials_that_cannot_resume_and_keeps_the_rest() {
+        let dir = tempdir("sweep");
+        let data = pattern(3 * resume::CHECKPOINT_STEP as usize, 13);
+        cut_transfer(
+            &dir,
+            [1; 32],
+            &data,
+            2 * resume::CHECKPOINT_STEP as usize + 10,
+        );
+        // A partial without a record (a version 1 transfer, a kill before
+        // the first checkpoint), a record whose partial is gone, a torn one.
+        std::fs::write(dir.join(".tryst-partial-0000"), b"x").unwrap();
+        std::fs::write(dir.join(".tryst-partial-1111.resume"), b"y").unwrap();
+        std::fs::write(dir.join(".tryst-partial-2222"), b"z").unwrap();
+        std::fs::write(dir.join(".tryst-partial-2222.resume"), b"torn").unwrap();
+        std::fs::write(dir.join("kept.txt"), b"mine").unwrap();
+        assert_eq!(sweep_partials(&dir), 2, "{:?}", entries(&dir));
+        let left = entries(&dir);
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(left.contains(&"kept.txt".to_owned()));
+        // A record older than the limit: its partial goes too.
+        let record = left
+            .iter()
+            .find(|n| n.ends_with(resume::RECORD_SUFFIX))
+            .unwrap();
+        let old = std::time::SystemTime::now()
+            - resume::PARTIAL_MAX_AGE
+            - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(dir.join(record))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(sweep_partials(&dir), 1, "{:?}", entries(&dir));
+        assert_eq!(entries(&dir), ["kept.txt"]);
     }
 
     #[test]

@@ -5,6 +5,13 @@
 //! [`PrefixHasher`] thread, keeps bytes that overtook the header when the
 //! machine says so, and links the file under its final name (never
 //! replacing anything) only after the digest matched.
+//!
+//! A resumable transfer (version 2 header, [`super::resume`]) keeps its
+//! partial file when it is cut, with a record of the prefix it holds; the
+//! same file from the same peer later continues it: the partial is
+//! re-hashed up to the recorded length on the hasher thread, and only if
+//! that matches is the length offered ([`FileSink::take_offer`]: the
+//! share `Resume` message); otherwise the partial is overwritten from 0.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -19,6 +26,8 @@ use tryst_core::peer::transfer::{
 };
 
 use super::hasher::{core_result, PrefixHasher, Wake, WakeSlot};
+use super::resume::{self, ResumeRecord, CHECKPOINT_STEP, MAX_RECORDS_SCANNED, RECORD_SUFFIX};
+use super::PARTIAL_PREFIX;
 
 /// In-order bytes the receive side gathers before it writes them in one
 /// call (not one system call per packet).
@@ -74,6 +83,19 @@ pub struct FileSink {
     held: Vec<(u64, Vec<u8>)>,
     /// The file system error behind a [`ReceiveFailure::Storage`].
     io_error: Option<Arc<io::Error>>,
+    /// The sender's public key: a resumable transfer's partial is kept,
+    /// and found again, under it.
+    peer: Option<[u8; 32]>,
+    /// A resumable transfer's record, written at checkpoints.
+    record: Option<ResumeRecord>,
+    /// The verified length last written to the record.
+    recorded: u64,
+    /// A partial being verified: the length and SHA-256 its record claims.
+    verifying: Option<(u64, [u8; TRAILER_LEN])>,
+    /// Where the sender's bytes start, to tell it, once decided.
+    offer: Option<u64>,
+    /// The offset a resumed transfer started at (what was already held).
+    resumed_from: u64,
 }
 
 impl FileSink {
@@ -92,7 +114,30 @@ impl FileSink {
             pending_start: 0,
             held: Vec::new(),
             io_error: None,
+            peer: None,
+            record: None,
+            recorded: 0,
+            verifying: None,
+            offer: None,
+            resumed_from: 0,
         }
+    }
+
+    /// The sender's public key (from the session): a resumable transfer
+    /// from it keeps its partial when cut, and continues one it left.
+    pub fn set_peer(&mut self, peer: [u8; 32]) {
+        self.peer = Some(peer);
+    }
+
+    /// The offset to tell the sender of a resumable file (the share
+    /// `Resume` message), once: what this side holds and verified, or 0.
+    pub fn take_offer(&mut self) -> Option<u64> {
+        self.offer.take()
+    }
+
+    /// The file offset a resumed transfer started at (0 if it was not).
+    pub fn resumed_from(&self) -> u64 {
+        self.resumed_from
     }
 
     /// A sink that calls `wake` when its hash is ready, so an event loop
@@ -169,6 +214,7 @@ impl FileSink {
             }
         }
         self.settle();
+        self.checkpoint(false);
     }
 
     /// Applies one step of the machine; whether it asks for a replay.
@@ -230,12 +276,30 @@ impl FileSink {
         Ok(())
     }
 
-    /// The header was accepted: create the partial file and its hasher.
+    /// The header was accepted: create the partial file and its hasher (or,
+    /// for a resumable transfer this side holds part of, take that partial
+    /// and verify its prefix).
     fn start(&mut self) -> io::Result<()> {
         let Some(header) = self.machine.header() else {
             return Err(io::Error::other("no header"));
         };
-        let (name, size) = (header.name().to_owned(), header.size);
+        let (name, size, mtime) = (header.name().to_owned(), header.size, header.mtime);
+        let resumable = mtime.zip(self.peer);
+        if let Some((mtime, peer)) = resumable {
+            if let Some((path, file, record)) = self.find_partial(&peer, &name, size, mtime) {
+                let hashed_file = file.try_clone();
+                self.partial = Some((path, file));
+                let mut hasher =
+                    PrefixHasher::spawn(hashed_file?, size, true, self.wake.0.clone())?;
+                hasher.advance_and_tell(record.verified);
+                self.hasher = Some(hasher);
+                self.verifying = Some((record.verified, record.prefix_sha256));
+                self.recorded = record.verified;
+                self.record = Some(record);
+                self.state = ReceiveState::Receiving { name, size };
+                return Ok(());
+            }
+        }
         let mut nonce = [0u8; 8];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
         let tag: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
@@ -245,6 +309,7 @@ impl FileSink {
         #[cfg(unix)]
         options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
         let file = options.open(&path)?;
+        resume::claim(&path);
         // Kept before anything can fail, so a failure removes the file.
         let hashed_file = file.try_clone();
         self.partial = Some((path, file));
@@ -257,13 +322,166 @@ impl FileSink {
         if let Some((_, file)) = &self.partial {
             file.set_len(size)?;
         }
+        if let Some((mtime, peer)) = resumable {
+            self.record = Some(ResumeRecord {
+                peer,
+                name: name.clone(),
+                size,
+                mtime,
+                verified: 0,
+                prefix_sha256: [0; TRAILER_LEN],
+            });
+        }
+        if self.machine.needs_offer() {
+            let _ = self.machine.start_at(0);
+            self.offer = Some(0);
+        }
         self.state = ReceiveState::Receiving { name, size };
         Ok(())
+    }
+
+    /// A partial file of this transfer (same peer, name, size and mtime)
+    /// that no other transfer holds, opened and claimed, with its record.
+    fn find_partial(
+        &self,
+        peer: &[u8; 32],
+        name: &str,
+        size: u64,
+        mtime: u64,
+    ) -> Option<(PathBuf, File, ResumeRecord)> {
+        let entries = std::fs::read_dir(&self.dir).ok()?;
+        for entry in entries.flatten().take(MAX_RECORDS_SCANNED * 2) {
+            let file_name = entry.file_name();
+            let Some(partial_name) = file_name
+                .to_str()
+                .filter(|n| n.starts_with(PARTIAL_PREFIX))
+                .and_then(|n| n.strip_suffix(RECORD_SUFFIX))
+            else {
+                continue;
+            };
+            let partial = self.dir.join(partial_name);
+            let Some(record) = ResumeRecord::read(&partial) else {
+                continue;
+            };
+            if !record.names(peer, name, size, mtime) || record.verified == 0 {
+                continue;
+            }
+            let mut options = OpenOptions::new();
+            options.write(true).read(true);
+            #[cfg(unix)]
+            options.custom_flags(libc::O_NOFOLLOW);
+            let Ok(file) = options.open(&partial) else {
+                continue;
+            };
+            let usable = file
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.len() == size);
+            if usable && resume::claim(&partial) {
+                return Some((partial, file, record));
+            }
+        }
+        None
+    }
+
+    /// A partial being verified: once the hasher reached the recorded
+    /// length, the offer (that length if its SHA-256 matches, else 0 and
+    /// the partial is overwritten, hashed from the start again).
+    fn verify(&mut self) -> io::Result<()> {
+        let Some((verified, digest)) = self.verifying else {
+            return Ok(());
+        };
+        let Some(hasher) = self.hasher.as_ref() else {
+            return Ok(());
+        };
+        let (hashed, at) = hasher.checkpoint();
+        let failed = matches!(hasher.result(), Some(Err(_)));
+        if hashed < verified && !failed {
+            return Ok(());
+        }
+        hasher.quiet();
+        self.verifying = None;
+        if hashed == verified && at == digest && !failed {
+            let _ = self.machine.start_at(verified);
+            self.offer = Some(verified);
+            self.resumed_from = verified;
+            tracing::info!(
+                offset = verified,
+                "resuming a cut transfer from the partial file"
+            );
+            return Ok(());
+        }
+        tracing::warn!("a partial file no longer matches its record: receiving it whole");
+        self.hasher = None;
+        let size = self.machine.header().map_or(0, |h| h.size);
+        let Some((path, file)) = self.partial.as_ref() else {
+            return Err(io::Error::other("no partial file"));
+        };
+        resume::remove_record(path);
+        self.hasher = Some(PrefixHasher::spawn(
+            file.try_clone()?,
+            size,
+            true,
+            self.wake.0.clone(),
+        )?);
+        self.recorded = 0;
+        if let Some(record) = self.record.as_mut() {
+            record.verified = 0;
+        }
+        let _ = self.machine.start_at(0);
+        self.offer = Some(0);
+        Ok(())
+    }
+
+    /// Writes the record of a resumable transfer when the hashed prefix
+    /// grew by [`CHECKPOINT_STEP`] (or at all, with `force`).
+    fn checkpoint(&mut self, force: bool) {
+        if self.verifying.is_some() {
+            return;
+        }
+        let (Some(record), Some(hasher), Some((path, _))) = (
+            self.record.as_mut(),
+            self.hasher.as_ref(),
+            self.partial.as_ref(),
+        ) else {
+            return;
+        };
+        let hashed = hasher.hashed();
+        if hashed <= self.recorded || (!force && hashed < self.recorded + CHECKPOINT_STEP) {
+            return;
+        }
+        let (verified, digest) = hasher.checkpoint();
+        record.verified = verified;
+        record.prefix_sha256 = digest;
+        match record.write(path) {
+            Ok(()) => self.recorded = verified,
+            Err(e) => tracing::debug!(error = %e, "resume record not written"),
+        }
+    }
+
+    /// Lets go of the partial file: kept with its record when the transfer
+    /// was cut and is resumable (a verified prefix recorded), else removed.
+    fn drop_partial(&mut self, cut: bool) {
+        if cut {
+            self.checkpoint(true);
+        }
+        let keep = cut && self.record.is_some() && self.verifying.is_none() && self.recorded > 0;
+        if let Some((path, file)) = self.partial.take() {
+            drop(file);
+            if !keep {
+                let _ = std::fs::remove_file(&path);
+                resume::remove_record(&path);
+            }
+            resume::release(&path);
+        }
     }
 
     /// Finishes the transfer if every byte arrived and the hash is ready:
     /// checked, then stored or thrown away. Cheap; call it on every wake.
     pub fn poll(&mut self) {
+        if let Err(e) = self.verify() {
+            self.io_error = Some(Arc::new(e));
+            self.machine.fail(ReceiveFailure::Storage);
+        }
         if self.machine.phase() == ReceivePhase::Checking {
             if let Some(result) = self.hasher.as_ref().and_then(PrefixHasher::result) {
                 let result = core_result(result);
@@ -316,12 +534,17 @@ impl FileSink {
     fn settle(&mut self) {
         match self.machine.phase() {
             ReceivePhase::Failed(why) if !matches!(self.state, ReceiveState::Failed(_)) => {
+                // What arrived in order is kept for a resume when cut.
+                let cut = why == ReceiveFailure::Cut;
+                if cut && self.flush().is_ok() {
+                    if let Some(hasher) = self.hasher.as_mut() {
+                        hasher.advance(self.machine.contiguous());
+                    }
+                }
+                self.drop_partial(cut);
                 self.hasher = None;
                 self.pending = Vec::new();
                 self.held = Vec::new();
-                if let Some((path, _)) = self.partial.take() {
-                    let _ = std::fs::remove_file(path);
-                }
                 self.state = ReceiveState::Failed(why);
             }
             // Every byte is in (and, by the machine's last `hash_to`, on
@@ -351,6 +574,8 @@ impl FileSink {
             let (folder, leaf) = make_folders(&self.dir, &name)?;
             let path = link_no_clobber(&partial, &folder, leaf)?;
             std::fs::remove_file(&partial)?;
+            resume::remove_record(&partial);
+            resume::release(&partial);
             if let Ok(dir) = File::open(&self.dir) {
                 let _ = dir.sync_all();
             }
@@ -358,6 +583,8 @@ impl FileSink {
         })();
         if stored.is_err() {
             let _ = std::fs::remove_file(&partial);
+            resume::remove_record(&partial);
+            resume::release(&partial);
         }
         stored
     }
@@ -365,9 +592,15 @@ impl FileSink {
 
 impl Drop for FileSink {
     fn drop(&mut self) {
-        if let Some((path, _)) = self.partial.take() {
-            let _ = std::fs::remove_file(path);
+        // A transfer still running when its terminal stops (Ctrl-C of the
+        // daemon) counts as cut: a resumable one keeps what it holds.
+        let cut = !self.machine.is_done();
+        if cut && self.flush().is_ok() {
+            if let Some(hasher) = self.hasher.as_mut() {
+                hasher.advance(self.machine.contiguous());
+            }
         }
+        self.drop_partial(cut);
     }
 }
 

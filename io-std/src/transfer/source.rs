@@ -94,6 +94,10 @@ pub struct FileSource {
     sender: TransferSender,
     reader: FileReader,
     hasher: PrefixHasher,
+    /// The header, kept to make the send resumable.
+    header: TransferHeader,
+    /// The file's modification time, ns since the Unix epoch (0 unknown).
+    mtime: u64,
 }
 
 impl FileSource {
@@ -119,6 +123,11 @@ impl FileSource {
             return Err(OpenError::NotRegular(owned()));
         }
         let size = meta.len();
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let header = TransferHeader::new(name, size).map_err(|e| OpenError::Header(owned(), e))?;
         let hasher = file
             .try_clone()
@@ -134,6 +143,8 @@ impl FileSource {
                 cache_start: 0,
             },
             hasher,
+            header,
+            mtime,
         })
     }
 
@@ -151,6 +162,25 @@ impl FileSource {
     /// another process, and this side still reports its SHA-256).
     pub fn hash_all(&mut self) {
         self.hasher.advance(self.file_size());
+    }
+
+    /// This send as a resumable one (a version 2 header with the file's
+    /// mtime): it waits for the receiver's word, then sends from there
+    /// ([`FileSource::resume_at`]). Before it is handed to a terminal.
+    pub fn resumable(mut self) -> FileSource {
+        let header = self.header.clone().resumable(self.mtime);
+        self.sender = TransferSender::new(&header, None);
+        self.header = header;
+        self
+    }
+
+    /// The receiver's word on a resumable send: its file bytes start at
+    /// `offset`. The start taken (`None` if it was not waiting); the
+    /// skipped prefix is hashed too, so the trailer covers the whole file.
+    pub fn resume_at(&mut self, offset: u64) -> Option<u64> {
+        let start = self.sender.resume_at(offset)?;
+        self.hasher.advance(self.sender.hash_target());
+        Some(start)
     }
 
     /// The core's machine of this send.

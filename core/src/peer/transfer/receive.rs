@@ -19,6 +19,13 @@
 //! ([`TransferReceiver::digest`]), stores the file when it matched
 //! ([`ReceivePhase::Verified`], then [`TransferReceiver::stored`]), and
 //! closes the session as [`super::session_end`] says.
+//!
+//! A resumable header (version 2) is followed by nothing until this side
+//! said where the file's bytes start: the driver looks for a partial file
+//! of the same transfer, verifies it, and calls
+//! [`TransferReceiver::start_at`] with the length it holds (0 for none),
+//! then tells the sender that offset (the share `Resume` message). File
+//! bytes before that are a protocol error ([`ReceiveFailure::BeforeOffer`]).
 
 use core::fmt;
 
@@ -63,6 +70,9 @@ pub enum ReceiveFailure {
     Storage,
     /// The transfer was cut before it finished (the session ended).
     Cut,
+    /// A resumable sender sent file bytes before this side said where to
+    /// start.
+    BeforeOffer,
 }
 
 impl fmt::Display for ReceiveFailure {
@@ -84,6 +94,9 @@ impl fmt::Display for ReceiveFailure {
             ReceiveFailure::Hash(e) => write!(f, "{e}"),
             ReceiveFailure::Storage => f.write_str("the file could not be written or stored"),
             ReceiveFailure::Cut => f.write_str("the transfer was cut"),
+            ReceiveFailure::BeforeOffer => {
+                f.write_str("the peer sent file bytes before it was told where to start")
+            }
         }
     }
 }
@@ -148,6 +161,9 @@ pub struct TransferReceiver {
     header: Option<TransferHeader>,
     header_len: u64,
     size: u64,
+    /// The file offset the stream's file bytes start at; `None` while a
+    /// resumable transfer waits for [`TransferReceiver::start_at`].
+    start: Option<u64>,
     /// File bytes `[0, contiguous)` arrived; never written again.
     contiguous: u64,
     /// The last `hash_to` given.
@@ -178,6 +194,7 @@ impl TransferReceiver {
             header: None,
             header_len: 0,
             size: 0,
+            start: None,
             contiguous: 0,
             hash_mark: 0,
             ranges: RangeSet::new(),
@@ -197,9 +214,35 @@ impl TransferReceiver {
         self.header.as_ref()
     }
 
-    /// File bytes received in order (the contiguous prefix).
+    /// File bytes received in order (the contiguous prefix, a resumed
+    /// transfer's start included).
     pub fn contiguous(&self) -> u64 {
         self.contiguous
+    }
+
+    /// Whether a resumable transfer waits for [`TransferReceiver::start_at`].
+    pub fn needs_offer(&self) -> bool {
+        self.phase == ReceivePhase::Receiving && self.start.is_none()
+    }
+
+    /// The file offset the stream's file bytes start at, once known.
+    pub fn start(&self) -> Option<u64> {
+        self.start
+    }
+
+    /// This side's word on a resumable transfer: file bytes `[0, offset)`
+    /// are in place already (verified by the driver), and the stream's
+    /// file bytes start there. Taken once, while [`Self::needs_offer`]; an
+    /// offset past the end counts as the end. The offset taken.
+    pub fn start_at(&mut self, offset: u64) -> Option<u64> {
+        if !self.needs_offer() {
+            return None;
+        }
+        let offset = offset.min(self.size);
+        self.start = Some(offset);
+        self.contiguous = offset;
+        self.hash_mark = offset;
+        Some(offset)
     }
 
     /// Stream bytes seen (the highest offset reached).
@@ -282,7 +325,12 @@ impl TransferReceiver {
         if self.have < HEADER_LEN_KNOWN {
             HEADER_LEN_KNOWN
         } else {
-            HEADER_FIXED_LEN + usize::from(self.prefix[HEADER_LEN_KNOWN - 1])
+            let extra = if self.prefix[2] == super::TRANSFER_VERSION_RESUMABLE {
+                super::RESUMABLE_EXTRA_LEN
+            } else {
+                0
+            };
+            HEADER_FIXED_LEN + usize::from(self.prefix[HEADER_LEN_KNOWN - 1]) + extra
         }
     }
 
@@ -332,6 +380,7 @@ impl TransferReceiver {
         };
         self.header_len = header.data_offset();
         self.size = header.size;
+        self.start = if header.is_resumable() { None } else { Some(0) };
         self.header = Some(header);
         self.phase = ReceivePhase::Receiving;
         step.accepted = true;
@@ -346,18 +395,24 @@ impl TransferReceiver {
     /// After the header: file bytes and trailer bytes.
     fn take_body<'a>(&mut self, offset: u64, data: &'a [u8], step: &mut ReceiveStep<'a>) {
         let data_start = self.header_len;
-        let data_end = data_start + self.size;
         let end = offset.saturating_add(data.len() as u64);
+        let Some(start) = self.start else {
+            if end > data_start {
+                self.fail(ReceiveFailure::BeforeOffer);
+            }
+            return;
+        };
+        let data_end = data_start + (self.size - start);
         if end > data_end + TRAILER_LEN as u64 {
             self.fail(ReceiveFailure::PastEnd);
             return;
         }
         // The part inside the file's bytes, past the contiguous prefix.
-        let lo = offset.max(data_start + self.contiguous);
+        let lo = offset.max(data_start + (self.contiguous - start));
         let hi = end.min(data_end);
         if lo < hi {
             let bytes = &data[(lo - offset) as usize..(hi - offset) as usize];
-            let (file_lo, file_hi) = (lo - data_start, hi - data_start);
+            let (file_lo, file_hi) = (start + (lo - data_start), start + (hi - data_start));
             if file_lo > self.contiguous {
                 if self.ranges.insert(file_lo, file_hi).is_err() {
                     self.fail(ReceiveFailure::TooScattered);
@@ -791,6 +846,145 @@ mod tests {
         let (rx, d) = receive(&pieces);
         assert_eq!(rx.phase(), ReceivePhase::Completed);
         assert_eq!(d.file, data);
+    }
+
+    /// A file in memory, for the sender.
+    struct Mem<'a>(&'a [u8]);
+
+    impl super::super::FileRead for Mem<'_> {
+        fn read_file_at(&mut self, offset: u64, buf: &mut [u8]) -> usize {
+            let rest = &self.0[offset as usize..];
+            let n = rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            n
+        }
+    }
+
+    /// Moves stream bytes from `tx` to `rx` in 1200-byte packets until the
+    /// receiver's contiguous file prefix reaches `cut` (or the stream ends);
+    /// the stream bytes moved.
+    fn pump(
+        tx: &mut TransferSender,
+        rx: &mut TransferReceiver,
+        d: &mut Driver,
+        data: &[u8],
+        from: u64,
+        cut: u64,
+    ) -> u64 {
+        let mut at = from;
+        let mut buf = [0u8; 1200];
+        let mut moved = 0;
+        while rx.contiguous() < cut || rx.header().is_none() {
+            let n = tx.read(at, &mut buf, &mut Mem(data));
+            if n == 0 {
+                break;
+            }
+            d.feed(rx, at, &buf[..n]);
+            at += n as u64;
+            moved += n as u64;
+        }
+        moved
+    }
+
+    #[test]
+    fn a_cut_resumable_transfer_resumes_from_the_offset_the_receiver_holds() {
+        let data = pattern(300_000);
+        let header = TransferHeader::new("f.bin", data.len() as u64)
+            .unwrap()
+            .resumable(7);
+        // The first attempt: the header alone until the receiver's word.
+        let mut tx = TransferSender::new(&header, None);
+        let mut rx = TransferReceiver::new();
+        let mut d = Driver::default();
+        let hl = tx.header_len();
+        assert_eq!(tx.readable_len(), hl);
+        assert_eq!(pump(&mut tx, &mut rx, &mut d, &data, 0, 0), hl);
+        assert!(rx.needs_offer());
+        assert_eq!(rx.start_at(0), Some(0));
+        assert_eq!(tx.resume_at(0), Some(0));
+        // Cut after 120 000 file bytes.
+        pump(&mut tx, &mut rx, &mut d, &data, hl, 120_000);
+        rx.abort();
+        let held = rx.contiguous();
+        assert!(held >= 120_000 && held < data.len() as u64);
+        let partial = d.file[..held as usize].to_vec();
+        assert_eq!(partial, data[..held as usize]);
+
+        // The second attempt starts where the receiver's partial ends.
+        let mut tx = TransferSender::new(&header, None);
+        tx.hashed(Ok(digest_of(&data)));
+        let mut rx = TransferReceiver::new();
+        let mut d = Driver::default();
+        pump(&mut tx, &mut rx, &mut d, &data, 0, 0);
+        d.file[..held as usize].copy_from_slice(&partial);
+        d.written[..held as usize].fill(true);
+        d.hashed_to = held;
+        assert_eq!(rx.start_at(held), Some(held));
+        assert_eq!(tx.resume_at(held), Some(held));
+        assert_eq!(tx.file_bytes_in(hl), held);
+        let moved = pump(&mut tx, &mut rx, &mut d, &data, hl, u64::MAX);
+        d.finish(&mut rx);
+        assert_eq!(rx.phase(), ReceivePhase::Completed);
+        assert_eq!(d.file, data);
+        assert_eq!(d.rewrites, 0);
+        // Only the rest crossed: the file's tail and the trailer.
+        assert_eq!(moved, data.len() as u64 - held + TRAILER_LEN as u64);
+        assert_eq!(tx.stream_len(), hl + moved);
+    }
+
+    #[test]
+    fn a_tampered_partial_is_not_resumed_and_the_file_still_arrives_whole() {
+        let data = pattern(100_000);
+        let header = TransferHeader::new("f.bin", data.len() as u64)
+            .unwrap()
+            .resumable(7);
+        let mut tx = TransferSender::new(&header, None);
+        tx.hashed(Ok(digest_of(&data)));
+        let mut rx = TransferReceiver::new();
+        let mut d = Driver::default();
+        pump(&mut tx, &mut rx, &mut d, &data, 0, 0);
+        // The driver's partial holds 40 000 bytes, one of them changed on
+        // disk: its prefix hash no longer checks, so it offers 0.
+        let mut tampered = data[..40_000].to_vec();
+        tampered[1234] ^= 0x55;
+        d.file[..40_000].copy_from_slice(&tampered);
+        assert_eq!(rx.start_at(0), Some(0));
+        assert_eq!(tx.resume_at(0), Some(0));
+        let hl = tx.header_len();
+        let moved = pump(&mut tx, &mut rx, &mut d, &data, hl, u64::MAX);
+        d.finish(&mut rx);
+        assert_eq!(rx.phase(), ReceivePhase::Completed);
+        assert_eq!(d.file, data, "every byte was sent again and overwritten");
+        assert_eq!(moved, data.len() as u64 + TRAILER_LEN as u64);
+    }
+
+    #[test]
+    fn file_bytes_before_the_receivers_word_fail_and_a_version_1_header_needs_none() {
+        let data = pattern(5000);
+        let header = TransferHeader::new("f.bin", 5000).unwrap().resumable(1);
+        let mut out = std::vec![0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut out).unwrap();
+        out.truncate(n);
+        out.extend_from_slice(&data[..100]);
+        let (rx, _) = receive(&[(0, &out)]);
+        assert_eq!(
+            rx.phase(),
+            ReceivePhase::Failed(ReceiveFailure::BeforeOffer)
+        );
+        // A version 1 stream never waits for an offer.
+        let s = stream("f.bin", &data, digest_of(&data));
+        let mut rx = TransferReceiver::new();
+        let _ = rx.stream_data(0, &s[..30]);
+        assert!(!rx.needs_offer());
+        assert_eq!(rx.start_at(10), None);
+        // An offer past the end counts as the end; a sender told an
+        // offset past its file starts from 0.
+        let mut rx = TransferReceiver::new();
+        let _ = rx.stream_data(0, &out[..n]);
+        assert_eq!(rx.start_at(9999), Some(5000));
+        let mut tx = TransferSender::new(&header, None);
+        assert_eq!(tx.resume_at(9999), Some(0));
+        assert_eq!(tx.resume_at(10), None, "taken once");
     }
 
     proptest! {

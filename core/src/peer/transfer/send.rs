@@ -8,6 +8,13 @@
 //! is none ([`TransferSender::hashed`]). After every input it polls
 //! ([`TransferSender::poll`]) until `None` and applies each [`SendStep`] to
 //! the session, and arms a timer for [`TransferSender::poll_timeout`].
+//!
+//! A resumable sender (its header is version 2) offers only its header
+//! until the receiver said where to start ([`TransferSender::resume_at`],
+//! from the receiver's share `Resume` message): then the stream's file
+//! part is `[offset, size)` of the file, and the trailer is still the
+//! SHA-256 of the whole file (the driver hashes the skipped prefix too:
+//! [`TransferSender::hash_target`] covers it).
 
 use core::time::Duration;
 
@@ -54,6 +61,9 @@ pub struct TransferSender {
     started: Option<Instant>,
     /// File bytes `[0, frontier)` were read at least once.
     frontier: u64,
+    /// The file offset the stream's file part starts at; `None` while a
+    /// resumable sender waits for the receiver's word.
+    start: Option<u64>,
     digest: Option<[u8; TRAILER_LEN]>,
     failure: Option<HashFailure>,
     /// Stream bytes made available so far.
@@ -76,6 +86,7 @@ impl TransferSender {
             rate: rate.map(|r| r.max(1)),
             started: None,
             frontier: 0,
+            start: if header.is_resumable() { None } else { Some(0) },
             digest: None,
             failure: None,
             available: 0,
@@ -105,30 +116,67 @@ impl TransferSender {
         self.header_len as u64
     }
 
-    /// The stream's whole length: header, file, trailer.
-    pub fn stream_len(&self) -> u64 {
-        self.header_len() + self.size + TRAILER_LEN as u64
+    /// The receiver's word: the file's bytes start at `offset` (what it
+    /// already holds and verified). Taken once, and only by a resumable
+    /// sender that waits for it; an offset past the file's end (no honest
+    /// receiver sends one) counts as 0. What it took: the start offset, or
+    /// `None` when it was not waiting.
+    pub fn resume_at(&mut self, offset: u64) -> Option<u64> {
+        if self.start.is_some() {
+            return None;
+        }
+        let start = if offset > self.size { 0 } else { offset };
+        self.start = Some(start);
+        self.frontier = self.frontier.max(start);
+        Some(start)
     }
 
-    /// How many file bytes the first `stream_bytes` of the stream hold.
+    /// Whether this resumable sender still waits for the receiver's word.
+    pub fn awaiting_offer(&self) -> bool {
+        self.start.is_none()
+    }
+
+    /// The file offset the stream's file bytes start at (0 unless
+    /// resumed); `None` while it waits for the receiver's word.
+    pub fn start_offset(&self) -> Option<u64> {
+        self.start
+    }
+
+    /// File bytes the stream carries (the part not skipped).
+    fn carried(&self) -> u64 {
+        self.size - self.start.unwrap_or(0)
+    }
+
+    /// The stream's whole length: header, file (from the start offset), trailer.
+    pub fn stream_len(&self) -> u64 {
+        self.header_len() + self.carried() + TRAILER_LEN as u64
+    }
+
+    /// The file offset reached once the first `stream_bytes` of the
+    /// stream crossed (the start offset of a resumed send included).
     pub fn file_bytes_in(&self, stream_bytes: u64) -> u64 {
-        stream_bytes
-            .saturating_sub(self.header_len())
-            .min(self.size)
+        self.start.unwrap_or(0)
+            + stream_bytes
+                .saturating_sub(self.header_len())
+                .min(self.carried())
     }
 
     /// The stream bytes readable now: all of them once the digest is
-    /// known, the header and the file before.
+    /// known, the header and the file before (only the header while a
+    /// resumable sender waits for the receiver's word).
     pub fn readable_len(&self) -> u64 {
-        if self.digest.is_some() {
+        if self.start.is_none() {
+            self.header_len()
+        } else if self.digest.is_some() {
             self.stream_len()
         } else {
-            self.header_len() + self.size
+            self.header_len() + self.carried()
         }
     }
 
-    /// File bytes `[0, n)` were read at least once and may be hashed (a
-    /// retransmission re-reads old offsets: this only grows).
+    /// File bytes `[0, n)` were read at least once, or skipped because the
+    /// receiver holds them, and may be hashed (a retransmission re-reads
+    /// old offsets: this only grows).
     pub fn hash_target(&self) -> u64 {
         self.frontier
     }
@@ -164,8 +212,13 @@ impl TransferSender {
         file: &mut F,
     ) -> usize {
         let header_len = self.header_len();
-        let data_end = header_len + self.size;
-        let total = self.stream_len();
+        let data_end = header_len + self.carried();
+        let start = self.start.unwrap_or(0);
+        let total = if self.start.is_some() {
+            self.stream_len()
+        } else {
+            header_len
+        };
         let mut done = 0;
         let mut at = offset;
         while done < buf.len() && at < total {
@@ -175,9 +228,9 @@ impl TransferSender {
             } else if at < data_end {
                 let want = usize::try_from(data_end - at).map_or(out.len(), |w| w.min(out.len()));
                 let n = file
-                    .read_file_at(at - header_len, &mut out[..want])
+                    .read_file_at(start + at - header_len, &mut out[..want])
                     .min(want);
-                let end = at - header_len + n as u64;
+                let end = start + at - header_len + n as u64;
                 self.frontier = self.frontier.max(end);
                 n
             } else {
