@@ -38,8 +38,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tryst_core::identity;
 use tryst_core::names::{NameRegistry, TrustMode};
 use tryst_core::session_server::{
-    EnrolCode, SessionEndReason, SessionExtended, SessionFact, SessionRecord, SessionStarted,
-    SideReport,
+    EnrolCode, Party, SessionEndReason, SessionExtended, SessionFact, SessionRecord,
+    SessionStarted, SideReport,
 };
 use tryst_core::time::Instant;
 use tryst_core::wire::{EndReason, Name, PublicKey, SessionId};
@@ -811,6 +811,21 @@ impl Store {
                     .map_err(sql)?;
                 }
                 SessionFact::SessionRecord(r) => record_row(&tx, r).map_err(sql)?,
+                SessionFact::LateReport(l) => {
+                    let (side, sent_col, received_col) = late_columns(l.party);
+                    let (reason, sent, received, ms) = side_params(Some(l.report));
+                    tx.execute(
+                        &format!(
+                            "UPDATE sessions SET {side}_reason = ?2, {side}_sent = ?3,
+                             {side}_received = ?4, {side}_duration_ms = ?5,
+                             {sent_col} = MAX(COALESCE({sent_col}, 0), ?3),
+                             {received_col} = MAX(COALESCE({received_col}, 0), ?4)
+                             WHERE id = ?1 AND {side}_reason IS NULL"
+                        ),
+                        params![id_hex(&l.session_id), reason, sent, received, ms],
+                    )
+                    .map_err(sql)?;
+                }
             }
         }
         tx.commit().map_err(sql)
@@ -1011,6 +1026,15 @@ fn side_params(
             Some(to_i64(s.duration_ms)),
         ),
         None => (None, None, None, None),
+    }
+}
+
+/// A late report's columns: its side's prefix (`r`/`t`), the byte column
+/// its sent count goes to and the one its received count goes to.
+pub(crate) fn late_columns(party: Party) -> (&'static str, &'static str, &'static str) {
+    match party {
+        Party::Requester => ("r", "bytes_r2t", "bytes_t2r"),
+        Party::Target => ("t", "bytes_t2r", "bytes_r2t"),
     }
 }
 

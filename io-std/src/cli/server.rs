@@ -755,6 +755,21 @@ pub fn log_session_event(event: &SessionEvent) {
                 "session recorded"
             );
         }
+        // Seed S1606: a side's report after the record joins it.
+        SessionEvent::LateReport(l) => {
+            tracing::info!(session = %store::id_hex(&l.session_id), party = ?l.party, bytes_sent = l.report.bytes_sent, bytes_received = l.report.bytes_received, "late end notification added to the record");
+        }
+        // Seed S1605.
+        SessionEvent::ForcedEndSettled(f) => {
+            tracing::info!(
+                session = %store::id_hex(&f.session_id),
+                requester = %f.requester,
+                requester_end = ?f.requester_end,
+                target = %f.target,
+                target_end = ?f.target_end,
+                "forced end settled"
+            );
+        }
         SessionEvent::UpstreamEstablished => tracing::info!("linked to the trigger server"),
         SessionEvent::SessionSetUp { session_id, took } => {
             tracing::debug!(session = %store::id_hex(session_id), took_ms = took.as_millis() as u64, "session set up");

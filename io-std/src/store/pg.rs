@@ -376,6 +376,20 @@ fn record_fact(
                 ],
             )?;
         }
+        SessionFact::LateReport(l) => {
+            let (side, sent_col, received_col) = super::late_columns(l.party);
+            let (reason, sent, received, ms) = side_values(Some(l.report));
+            tx.execute(
+                &format!(
+                    "UPDATE sessions SET {side}_reason = $2, {side}_sent = $3,
+                     {side}_received = $4, {side}_duration_ms = $5,
+                     {sent_col} = GREATEST(COALESCE({sent_col}, 0), $3),
+                     {received_col} = GREATEST(COALESCE({received_col}, 0), $4)
+                     WHERE id = $1 AND {side}_reason IS NULL"
+                ),
+                &[&id_hex(&l.session_id), &reason, &sent, &received, &ms],
+            )?;
+        }
         SessionFact::SessionRecord(r) => {
             let id = id_hex(&r.session_id);
             tx.execute(

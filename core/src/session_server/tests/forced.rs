@@ -49,7 +49,10 @@ fn s1604_s1605_forced_end_is_confirmed_by_both_delivered_triggers() {
     let s = settled(&w);
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].session_id, id);
-    assert_eq!((s[0].requester.as_str(), s[0].target.as_str()), ("TERM3", "TERM1"));
+    assert_eq!(
+        (s[0].requester.as_str(), s[0].target.as_str()),
+        ("TERM3", "TERM1")
+    );
     assert_eq!(s[0].requester_end, EndConfirmation::Confirmed);
     assert_eq!(s[0].target_end, EndConfirmation::Confirmed);
     assert_eq!(s[0].waited, secs(1));
@@ -74,7 +77,11 @@ fn s1605_lost_end_trigger_is_sent_again_and_then_confirmed() {
         .into_iter()
         .filter(|e| e.device_id.0 == d1)
         .collect();
-    assert_eq!(to_target.len(), 2, "the lost end trigger was not sent again");
+    assert_eq!(
+        to_target.len(),
+        2,
+        "the lost end trigger was not sent again"
+    );
     assert_ne!(to_target[0].op_id, to_target[1].op_id);
     assert!(settled(&w).is_empty());
     // A late result of the superseded attempt changes nothing.

@@ -396,14 +396,19 @@ impl Drop for StopSignal {
 fn apply_command(handle: &SessionHandle, roles: &Roles, command: &PendingCommand) -> String {
     match &command.command {
         Some(OperatorCommand::Status) => status_answer(roles),
-        Some(OperatorCommand::End(id)) => match handle.end_session(*id).wait() {
-            Ok(()) => {
-                // Seed S1604.
-                tracing::info!(target: LOG_TARGET, session = %store::id_hex(id), "operator ended the session");
-                "ok".to_owned()
+        Some(OperatorCommand::End(id)) => {
+            // Seed S1604: answered once both terminals confirmed, or the
+            // record was written without (the end grace).
+            tracing::info!(target: LOG_TARGET, session = %store::id_hex(id), "operator ends the session");
+            match handle
+                .end_session_confirmed(*id)
+                .wait_timeout(super::super::end::SETTLE_WAIT)
+            {
+                Some(Ok(settled)) => super::super::end::settled_answer(&settled),
+                Some(Err(e)) => format!("{e:#}"),
+                None => super::super::end::UNSETTLED.to_owned(),
             }
-            Err(e) => format!("{e:#}"),
-        },
+        }
         Some(OperatorCommand::EnrolCode(code)) => {
             match handle.enrol_code(store::core_enrol_code(code)).wait() {
                 Ok(()) => {
