@@ -315,10 +315,65 @@ pub fn s1604_forced_end_stops_both_terminals() {
         text(&ended.stdout),
         text(&ended.stderr)
     );
+    // Both terminals acknowledged their end triggers (S1605).
+    assert_eq!(
+        text(&ended.stdout),
+        format!("session {id} ended: phone confirmed, home confirmed\n")
+    );
     let (status, stdout, stderr) = phone.finish();
     assert!(status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("session ended: Forced"), "{stdout}");
     home.proc.expect_line("ended: Forced");
+    drop(server);
+}
+
+pub fn s1605_forced_end_names_the_terminal_that_did_not_confirm() {
+    let dir = scratch("unconfirmed");
+    let server = Server::start(&dir, &[]);
+    let home = start_daemon(&server, &dir, "home", &["--allow", "phone"]);
+    let state = dir.join("phone-state");
+    let mut args = vec!["connect".to_owned()];
+    args.extend(server.terminal_flags("phone", &state));
+    args.extend(["home".to_owned(), "--duration".to_owned(), "60s".to_owned()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut phone = Proc::start(&refs, dir.join("phone.log"), None);
+    let id = phone.wait_for("the session line", |l| {
+        l.strip_prefix("session ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+    });
+    // Home is frozen: it never acknowledges its end trigger nor reports.
+    home.proc.signal("STOP");
+    let started = std::time::Instant::now();
+    let ended = tryst_for("end")
+        .args(["end", &id, "--data-dir"])
+        .arg(&server.data)
+        .output()
+        .expect("tryst end runs");
+    let waited = started.elapsed();
+    home.proc.signal("CONT");
+    let said = text(&ended.stdout);
+    assert!(ended.status.success(), "{said}{}", text(&ended.stderr));
+    assert!(
+        said.starts_with(&format!(
+            "session {id} ended: phone confirmed, home did not confirm"
+        )),
+        "{said}"
+    );
+    // It waited for home (resends, then the end grace), not forever.
+    assert!(
+        waited >= Duration::from_secs(2),
+        "answered after {waited:?}: {said}"
+    );
+    assert!(
+        waited < Duration::from_secs(20),
+        "answered after {waited:?}"
+    );
+    eprintln!("tryst end answered after {waited:?}: {said}");
+    let (status, stdout, stderr) = phone.finish();
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("session ended: Forced"), "{stdout}");
+    drop(home);
     drop(server);
 }
 
@@ -1003,6 +1058,10 @@ macro_rules! terminal_flows {
         #[test]
         fn s1604_forced_end_stops_both_terminals() {
             support::with_mix($mix, support::terminal_flows::s1604_forced_end_stops_both_terminals);
+        }
+        #[test]
+        fn s1605_forced_end_names_the_terminal_that_did_not_confirm() {
+            support::with_mix($mix, support::terminal_flows::s1605_forced_end_names_the_terminal_that_did_not_confirm);
         }
         #[test]
         fn s207_a_50_mb_file_crosses_the_direct_path_with_matching_sha256() {
