@@ -442,6 +442,8 @@ fn serve(
         None => (None, None),
     };
     let poll_store = open_poll_store(&running.location, &running.owner)?;
+    // Refused requests go to the operator's log with their reasons.
+    let refusal_store = open_poll_store(&running.location, &running.owner)?;
     let stop_poller = Arc::new(AtomicBool::new(false));
     let poller = {
         let handle = running.handle.clone();
@@ -485,6 +487,7 @@ fn serve(
                 names.note(&event);
                 watch.metrics.observe_session_event(&event);
                 log_session_event(&event);
+                keep_refusal(&*refusal_store, &event);
             }
             Wake::Trigger(event) => log_trigger_event(&event, &names),
             // Nothing more comes from it; the session server goes on.
@@ -505,6 +508,30 @@ fn serve(
     drop(running);
     drop(trigger_handle);
     result
+}
+
+/// Keeps a refused request in the store with its real reason (for the
+/// operator's `tryst sessions --refused`; the requester got the uniform
+/// answer). A failed write is logged, never fatal.
+fn keep_refusal(store: &dyn store::ServerStore, event: &SessionEvent) {
+    let SessionEvent::RequestDenied {
+        requester,
+        target,
+        reason,
+        ..
+    } = event
+    else {
+        return;
+    };
+    let row = store::RefusalRow {
+        at_us: store::now_us(),
+        requester: requester.clone(),
+        target: target.clone(),
+        reason: store::refusal_reason(*reason).to_owned(),
+    };
+    if let Err(e) = store.record_refusal(&row) {
+        tracing::warn!(target: LOG_TARGET, error = %e, "a refused request was not kept in the store");
+    }
 }
 
 /// How long a server whose events ended waits to hear why its loop stopped.
