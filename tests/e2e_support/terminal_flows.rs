@@ -187,6 +187,173 @@ pub fn s511_refused_request_exits_3_and_leaves_no_trace_of_the_target() {
     );
 }
 
+/// `tryst sessions ARGS --data-dir DATA` (this thread's binary) to the end.
+fn sessions(server: &Server, args: &[&str]) -> Output {
+    tryst_for("sessions")
+        .arg("sessions")
+        .args(args)
+        .arg("--data-dir")
+        .arg(&server.data)
+        .output()
+        .expect("tryst sessions runs")
+}
+
+/// `tryst connect` to the end with no log variables: what a user sees.
+fn connect_plain(server: &Server, dir: &Path, name: &str, target: &str) -> Output {
+    let state = dir.join(format!("{name}-state"));
+    tryst_for("connect")
+        .env_remove("RUST_LOG")
+        .arg("connect")
+        .args(server.terminal_flags(name, &state))
+        .args([target, "--duration", "5s"])
+        .output()
+        .expect("tryst connect runs")
+}
+
+pub fn s511_operator_sees_the_real_refusal_reasons_the_requesters_never_do() {
+    let dir = scratch("refusals");
+    let server = Server::start(&dir, &[]);
+    let _home = start_daemon(&server, &dir, "home", &["--allow", "phone"]);
+    // Two strangers: one not on home's list, one asking for a name nobody has.
+    let denied = connect_plain(&server, &dir, "mallory", "home");
+    let unknown = connect_plain(&server, &dir, "eve", "nobody");
+    assert_eq!(denied.status.code(), Some(3), "{}", text(&denied.stderr));
+    assert_eq!(unknown.status.code(), Some(3), "{}", text(&unknown.stderr));
+    assert_eq!(denied.stdout, unknown.stdout, "stdout differs");
+    assert_eq!(denied.stderr, unknown.stderr, "stderr differs");
+    // The operator sees why (the server keeps the row as it answers).
+    let deadline = std::time::Instant::now() + STEP;
+    let table = loop {
+        let out = sessions(&server, &["--refused"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let table = text(&out.stdout);
+        if table.lines().count() >= 3 || std::time::Instant::now() > deadline {
+            break table;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let row = |who: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(who))
+            .unwrap_or_else(|| panic!("no row for {who}:\n{table}"))
+            .to_owned()
+    };
+    assert!(row("mallory").contains("home"), "{table}");
+    assert!(
+        row("mallory").ends_with("not permitted (not in the target's list)"),
+        "{table}"
+    );
+    assert!(row("eve").contains("nobody"), "{table}");
+    assert!(row("eve").ends_with("unknown target"), "{table}");
+    // Filters apply; JSON says the same.
+    let mallory = text(&sessions(&server, &["--refused", "--name", "mallory", "--json"]).stdout);
+    let list: serde_json::Value = serde_json::from_str(&mallory).expect("json");
+    let list = list.as_array().expect("array");
+    assert_eq!(list.len(), 1, "{mallory}");
+    assert_eq!(list[0]["whom"], "home");
+    assert_eq!(
+        list[0]["reason"],
+        "not permitted (not in the target's list)"
+    );
+    let none = text(&sessions(&server, &["--refused", "--since", "2099-01-01T00:00:00Z"]).stdout);
+    assert_eq!(none, "at  who  whom  reason\n(no refused requests)\n");
+    // The session log holds no session for either.
+    let log = text(&sessions(&server, &[]).stdout);
+    assert!(!log.contains("mallory") && !log.contains("eve"), "{log}");
+}
+
+pub fn s1606_sessions_shows_each_sides_end_and_filters_live_name_since() {
+    let dir = scratch("sessionlog");
+    let server = Server::start(&dir, &[]);
+    let _home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &["--allow", "phone", "--allow", "cam"],
+    );
+    // A session that runs out its duration: both sides report.
+    let done = connect(&server, &dir, "phone", "home", &["--duration", "1s"]);
+    assert!(done.status.success(), "{}", text(&done.stderr));
+    // A second one stays live.
+    let state = dir.join("cam-state");
+    let mut args = vec!["connect".to_owned()];
+    args.extend(server.terminal_flags("cam", &state));
+    args.extend(["home".to_owned(), "--duration".to_owned(), "60s".to_owned()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cam = Proc::start(&refs, dir.join("cam.log"), None);
+    let live_id = cam.wait_for("the session line", |l| {
+        l.strip_prefix("session ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+    });
+    let json = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = sessions(&server, &all);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .expect("json")
+            .as_array()
+            .expect("array")
+            .clone()
+    };
+    // The ended session's record holds both sides (wait for it).
+    let deadline = std::time::Instant::now() + STEP;
+    let ended = loop {
+        let rows = json(&["--name", "phone"]);
+        if rows.len() == 1 && rows[0]["live"] == false && !rows[0]["whom_end"].is_null() {
+            break rows[0].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never recorded: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for side in ["who_end", "whom_end"] {
+        assert_eq!(ended[side]["reason"], "duration-expired", "{ended}");
+        let secs = ended[side]["duration_secs"].as_f64().expect("duration");
+        assert!((0.5..5.0).contains(&secs), "{side}: {secs} s in {ended}");
+    }
+    // The table shows them too.
+    let table = text(&sessions(&server, &["--name", "phone"]).stdout);
+    let header = table.lines().next().expect("header");
+    assert!(
+        header.contains("who end") && header.contains("whom end"),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.matches("duration-expired").count() == 3),
+        "{table}"
+    );
+    // --live: only cam's.
+    let live = json(&["--live"]);
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0]["session_id"], live_id.as_str());
+    assert_eq!(live[0]["who_end"], serde_json::Value::Null);
+    // --name either side; --since a duration or a time.
+    assert_eq!(json(&["--name", "home"]).len(), 2);
+    assert_eq!(json(&["--name", "nobody"]).len(), 0);
+    assert_eq!(json(&["--since", "1h"]).len(), 2);
+    assert_eq!(
+        json(&["--since", "2020-01-01T00:00:00Z", "--name", "cam"]).len(),
+        1
+    );
+    assert_eq!(json(&["--since", "2099-01-01T00:00:00Z"]).len(), 0);
+    let bad = sessions(&server, &["--since", "yesterday"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("neither a duration"),
+        "{}",
+        text(&bad.stderr)
+    );
+    drop(cam);
+}
+
 pub fn first_embodiment_allow_edits_apply_to_the_next_request_of_a_running_terminal() {
     let dir = scratch("allow");
     let server = Server::start(&dir, &[]);
@@ -1042,6 +1209,14 @@ macro_rules! terminal_flows {
         #[test]
         fn s511_refused_request_exits_3_and_leaves_no_trace_of_the_target() {
             support::with_mix($mix, support::terminal_flows::s511_refused_request_exits_3_and_leaves_no_trace_of_the_target);
+        }
+        #[test]
+        fn s511_operator_sees_the_real_refusal_reasons_the_requesters_never_do() {
+            support::with_mix($mix, support::terminal_flows::s511_operator_sees_the_real_refusal_reasons_the_requesters_never_do);
+        }
+        #[test]
+        fn s1606_sessions_shows_each_sides_end_and_filters_live_name_since() {
+            support::with_mix($mix, support::terminal_flows::s1606_sessions_shows_each_sides_end_and_filters_live_name_since);
         }
         #[test]
         fn first_embodiment_allow_edits_apply_to_the_next_request_of_a_running_terminal() {
