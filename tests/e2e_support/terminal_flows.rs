@@ -608,8 +608,7 @@ pub fn ping_a_peer_that_does_not_permit_gets_connects_uniform_refusal() {
     let last_said = |out: &Output| {
         text(&out.stderr)
             .lines()
-            .filter(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
-            .last()
+            .rfind(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
             .map(str::to_owned)
     };
     let said = last_said(&denied).unwrap_or_default();
