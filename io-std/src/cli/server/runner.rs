@@ -442,8 +442,6 @@ fn serve(
         None => (None, None),
     };
     let poll_store = open_poll_store(&running.location, &running.owner)?;
-    // Refused requests go to the operator's log with their reasons.
-    let refusal_store = open_poll_store(&running.location, &running.owner)?;
     let stop_poller = Arc::new(AtomicBool::new(false));
     let poller = {
         let handle = running.handle.clone();
@@ -466,6 +464,16 @@ fn serve(
             learn,
             stop_poller.clone(),
         )
+    };
+    // Refused requests go to the operator's log with their reasons (opened
+    // once the poller runs: its first heartbeat says the server is up).
+    let refusal_store = match open_poll_store(&running.location, &running.owner) {
+        Ok(store) => store,
+        Err(e) => {
+            stop_poller.store(true, Ordering::Relaxed);
+            let _ = poller.join();
+            return Err(e);
+        }
     };
     let mut names = DeviceNames::default();
     let result = loop {
