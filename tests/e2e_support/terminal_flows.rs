@@ -512,11 +512,28 @@ pub fn s1605_forced_end_names_the_terminal_that_did_not_confirm() {
     // Home is frozen: it never acknowledges its end trigger nor reports.
     home.proc.signal("STOP");
     let started = std::time::Instant::now();
-    let ended = tryst_for("end")
+    let waiting = tryst_for("end")
         .args(["end", &id, "--data-dir"])
         .arg(&server.data)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("tryst end runs");
+    // While the end waits for home, the server still answers other
+    // commands and keeps its heartbeat (older than 5 s would say "no server").
+    std::thread::sleep(Duration::from_secs(6));
+    let status = tryst_for("status")
+        .args(["status", "--data-dir"])
+        .arg(&server.data)
+        .output()
+        .expect("tryst status runs");
+    assert!(
+        status.status.success(),
+        "status while an end waits: {}{}",
+        text(&status.stdout),
+        text(&status.stderr)
+    );
+    let ended = waiting.wait_with_output().expect("tryst end finishes");
     let waited = started.elapsed();
     home.proc.signal("CONT");
     let said = text(&ended.stdout);
@@ -529,7 +546,7 @@ pub fn s1605_forced_end_names_the_terminal_that_did_not_confirm() {
     );
     // It waited for home (resends, then the end grace), not forever.
     assert!(
-        waited >= Duration::from_secs(2),
+        waited >= Duration::from_secs(6),
         "answered after {waited:?}: {said}"
     );
     assert!(

@@ -26,7 +26,7 @@ use super::watch::{start_metrics, start_page, status_answer, Roles};
 use super::{
     bind_error, combined_up, load_server_store, log_session_event, log_trigger_event,
     open_poll_store, prepare_server, prepare_session_server, prepare_trigger_server,
-    server_store_location, session_up, start_command_poller, trigger_up, CombinedSetup,
+    server_store_location, session_up, start_command_poller, trigger_up, Applied, CombinedSetup,
     DeviceNames, Learn, ObserveArgs, ServerArgs, ServerIdentity, SessionServerArgs, SessionSetup,
     TriggerServerArgs, TriggerSetup, SHUTDOWN_WAIT, UNKNOWN_COMMAND,
 };
@@ -392,21 +392,42 @@ impl Drop for StopSignal {
 }
 
 /// Carries out one operator command on the running server (blocking until
-/// its loop answers); returns the answer for the store.
-fn apply_command(handle: &SessionHandle, roles: &Roles, command: &PendingCommand) -> String {
-    match &command.command {
+/// its loop answers); returns the answer for the store. A forced end is
+/// answered later, from its own thread, once both terminals confirmed (or
+/// not): the poller goes on meanwhile (heartbeat, other commands).
+fn apply_command(
+    handle: &SessionHandle,
+    roles: &Roles,
+    location: &StoreLocation,
+    owner: &str,
+    command: &PendingCommand,
+) -> Applied {
+    Applied::Answer(match &command.command {
         Some(OperatorCommand::Status) => status_answer(roles),
         Some(OperatorCommand::End(id)) => {
             // Seed S1604: answered once both terminals confirmed, or the
             // record was written without (the end grace).
             tracing::info!(target: LOG_TARGET, session = %store::id_hex(id), "operator ends the session");
-            match handle
-                .end_session_confirmed(*id)
-                .wait_timeout(super::super::end::SETTLE_WAIT)
-            {
-                Some(Ok(settled)) => super::super::end::settled_answer(&settled),
-                Some(Err(e)) => format!("{e:#}"),
-                None => super::super::end::UNSETTLED.to_owned(),
+            let reply = handle.end_session_confirmed(*id);
+            let (location, owner, row) = (location.clone(), owner.to_owned(), command.id);
+            let spawned = std::thread::Builder::new()
+                .name("tryst-end".into())
+                .spawn(move || {
+                    let answer = match reply.wait_timeout(super::super::end::SETTLE_WAIT) {
+                        Some(Ok(settled)) => super::super::end::settled_answer(&settled),
+                        Some(Err(e)) => format!("{e:#}"),
+                        None => super::super::end::UNSETTLED.to_owned(),
+                    };
+                    let written = open_poll_store(&location, &owner)
+                        .map_err(|e| e.to_string())
+                        .and_then(|s| s.finish_command(row, &answer).map_err(|e| e.to_string()));
+                    if let Err(e) = written {
+                        tracing::warn!(target: LOG_TARGET, error = %e, "end answer not written");
+                    }
+                });
+            match spawned {
+                Ok(_) => return Applied::Deferred,
+                Err(e) => format!("cannot wait for the end: {e}"),
             }
         }
         Some(OperatorCommand::EnrolCode(code)) => {
@@ -426,7 +447,7 @@ fn apply_command(handle: &SessionHandle, roles: &Roles, command: &PendingCommand
             Err(e) => e.to_string(),
         },
         None => UNKNOWN_COMMAND.to_owned(),
-    }
+    })
 }
 
 /// Runs until a stop signal (then ends live sessions and waits for their
@@ -458,9 +479,10 @@ fn serve(
             StoreLocation::DataDir(_) => None,
         };
         let roles = watch.roles.clone();
+        let (location, owner) = (running.location.clone(), running.owner.clone());
         start_command_poller(
             poll_store,
-            move |command| Some(apply_command(&handle, &roles, &command)),
+            move |command| Some(apply_command(&handle, &roles, &location, &owner, &command)),
             learn,
             stop_poller.clone(),
         )
