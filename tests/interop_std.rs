@@ -264,11 +264,10 @@ fn one_shot_commands_reach_a_running_tryst_server_and_terminal() {
 
     // tryst-std ends it through the running tryst server.
     let ended = ok(&run(tryst_std(), &["end", &id, "--data-dir", path(&data)]));
+    // Both terminals acknowledged their end triggers: the answer says so.
     assert_eq!(
         ended,
-        format!(
-            "session {id}: end requested; both terminals are told to stop, the record follows\n"
-        )
+        format!("session {id} ended: phone confirmed, home confirmed\n")
     );
     home.wait_for("the end line", |l| {
         (l.starts_with(&format!("session {id} ended: ")) && l.contains("Forced")).then_some(())

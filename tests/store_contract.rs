@@ -15,14 +15,15 @@ use std::time::Duration;
 
 use tryst_core::names::TrustMode;
 use tryst_core::session_server::{
-    SessionEndReason, SessionExtended, SessionFact, SessionRecord, SessionStarted,
+    LateReport, Party, SessionEndReason, SessionExtended, SessionFact, SessionRecord,
+    SessionStarted, SideReport,
 };
 use tryst_core::time::Instant;
 use tryst_core::wire::{PublicKey, SessionId};
 use tryst_std::store::pg::{PgStore, PG_SCHEMA_VERSION};
 use tryst_std::store::{
-    id_hex, now_us, parse_id, OperatorCommand, Origin, ServerStore, StoreError, StoreLocation,
-    StoredEnrolCode,
+    id_hex, now_us, parse_id, OperatorCommand, Origin, RefusalRow, ServerStore, SideEnd,
+    StoreError, StoreLocation, StoredEnrolCode,
 };
 
 fn key(b: u8) -> PublicKey {
@@ -298,6 +299,95 @@ fn enrol_codes_are_kept_by_hash_until_spent_or_expired(at: &StoreLocation) {
     );
 }
 
+/// A side's report: `sent` bytes out, half of that in, `ms` long.
+fn side(reason: tryst_core::wire::EndReason, sent: u64, ms: u64) -> SideReport {
+    SideReport {
+        reason,
+        bytes_sent: sent,
+        bytes_received: sent / 2,
+        duration_ms: ms,
+        received: Instant::from_micros(1_700_000_000_000_000),
+    }
+}
+
+/// The log shows each side's end (reason, duration); a late report fills
+/// in a side the record lacked, with its bytes, and never overwrites one.
+fn a_late_report_joins_the_record_and_never_overwrites_a_side(at: &StoreLocation) {
+    use tryst_core::wire::EndReason;
+    let s = started(8, "phone", "home");
+    let mut store = at.create("a").expect("create");
+    let record = SessionRecord {
+        requester_side: Some(side(EndReason::Forced, 100, 2500)),
+        ..record_of(&s, 12)
+    };
+    store
+        .record(&[
+            SessionFact::SessionStarted(s.clone()),
+            SessionFact::SessionRecord(record),
+        ])
+        .expect("record");
+    let log = store.log().expect("log");
+    assert_eq!(
+        log[0].who_end,
+        Some(SideEnd {
+            reason: "forced".into(),
+            duration_ms: 2500
+        })
+    );
+    assert_eq!(log[0].whom_end, None);
+    assert_eq!((log[0].bytes_r2t, log[0].bytes_t2r), (100, 50));
+    let late = |party, sent, ms| {
+        SessionFact::LateReport(LateReport {
+            session_id: s.session_id,
+            party,
+            report: side(EndReason::Forced, sent, ms),
+        })
+    };
+    store
+        .record(&[late(Party::Target, 300, 4000)])
+        .expect("late target");
+    // A requester's report again changes nothing: the record has one.
+    store
+        .record(&[late(Party::Requester, 9_999, 1)])
+        .expect("late requester");
+    let log = at.open("").expect("open").log().expect("log");
+    assert_eq!(
+        log[0].whom_end,
+        Some(SideEnd {
+            reason: "forced".into(),
+            duration_ms: 4000
+        })
+    );
+    assert_eq!(log[0].who_end.as_ref().map(|e| e.duration_ms), Some(2500));
+    // Target sent 300 (to the requester), received 150 (of the 100 sent: the larger).
+    assert_eq!((log[0].bytes_r2t, log[0].bytes_t2r), (150, 300));
+}
+
+/// Refused requests are kept with their reasons, oldest first.
+fn refused_requests_are_kept_with_their_reasons(at: &StoreLocation) {
+    let store = at.create("a").expect("create");
+    assert!(store.refusals().expect("refusals").is_empty());
+    let row = |at_us, requester: &str, target: &str, reason: &str| RefusalRow {
+        at_us,
+        requester: requester.into(),
+        target: target.into(),
+        reason: reason.into(),
+    };
+    let b = row(
+        20,
+        "mallory",
+        "home",
+        "not permitted (not in the target's list)",
+    );
+    let a = row(10, "phone", "ghost", "unknown target");
+    store.record_refusal(&b).expect("keep");
+    store.record_refusal(&a).expect("keep");
+    assert_eq!(
+        at.open("").expect("open").refusals().expect("refusals"),
+        vec![a, b]
+    );
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -330,7 +420,33 @@ contract!(
     server_state_rebuilds_bindings_seen_times_and_live_sessions,
     the_heartbeat_says_whether_a_server_runs,
     enrol_codes_are_kept_by_hash_until_spent_or_expired,
+    a_late_report_joins_the_record_and_never_overwrites_a_side,
+    refused_requests_are_kept_with_their_reasons,
 );
+
+/// A database at the previous schema version (no refusals table) gains
+/// it at the next server start, and keeps its sessions.
+#[test]
+fn pg_a_version_2_database_gains_the_refusals_table() {
+    let Some(db) = pg_support::test_db("pg_migration_v3") else {
+        return;
+    };
+    {
+        let mut store = PgStore::create(&db.url).expect("first start");
+        store
+            .record(&[SessionFact::SessionStarted(started(4, "phone", "home"))])
+            .expect("record");
+        let mut client = ::postgres::Client::connect(&db.url, ::postgres::NoTls).expect("connect");
+        client
+            .batch_execute("DROP TABLE refusals; DELETE FROM schema_version WHERE version = 3;")
+            .expect("back to version 2");
+    }
+    let store = PgStore::create(&db.url).expect("migrating start");
+    let all: Vec<i64> = (1..=PG_SCHEMA_VERSION).collect();
+    assert_eq!(store.applied_versions().expect("versions"), all);
+    assert!(store.refusals().expect("refusals").is_empty());
+    assert_eq!(store.live_ids().expect("live").len(), 1);
+}
 
 /// Two servers spend one enrolment code at once (each for its own key):
 /// only one batch commits, so the code enrols exactly one key.

@@ -18,6 +18,10 @@
 //!   used_key)`: the one-time enrolment codes of `tryst invite --enrol`, by
 //!   the hex SHA-256 of the code (never the code); `used_us` and `used_key`
 //!   are set when a registration spends it (the `EnrolCodeUsed` fact).
+//! - `refusals(id PRIMARY KEY, at_us, requester, target, reason)`: the
+//!   connection requests the server refused, with the reason it knows
+//!   ([`refusal_reason`]); for the operator only (the requester got the one
+//!   uniform answer). The newest [`MAX_REFUSALS`] are kept.
 //! - `commands(id PRIMARY KEY, kind 'end'|'enroll'|'enrol-code', arg, created_us,
 //!   done_us, result)`: what `tryst end` and `tryst enroll` ask of the
 //!   running server, which polls this table and writes the result.
@@ -38,8 +42,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tryst_core::identity;
 use tryst_core::names::{NameRegistry, TrustMode};
 use tryst_core::session_server::{
-    EnrolCode, SessionEndReason, SessionExtended, SessionFact, SessionRecord, SessionStarted,
-    SideReport,
+    DenyReason, EnrolCode, Party, SessionEndReason, SessionExtended, SessionFact, SessionRecord,
+    SessionStarted, SideReport,
 };
 use tryst_core::time::Instant;
 use tryst_core::wire::{EndReason, Name, PublicKey, SessionId};
@@ -49,7 +53,19 @@ pub const DB_FILE: &str = "tryst.db";
 /// How long a write waits for another connection's lock.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
+/// Refused requests kept in the store (the oldest go first).
+pub const MAX_REFUSALS: i64 = 10_000;
+
+/// The refusals table (schema version 4).
+const REFUSALS_TABLE: &str = "CREATE TABLE IF NOT EXISTS refusals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_us INTEGER NOT NULL,
+    requester TEXT NOT NULL,
+    target TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refusals_at ON refusals (at_us);";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -89,6 +105,14 @@ CREATE TABLE IF NOT EXISTS enrol_codes (
     used_us INTEGER,
     used_key TEXT
 );
+CREATE TABLE IF NOT EXISTS refusals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_us INTEGER NOT NULL,
+    requester TEXT NOT NULL,
+    target TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refusals_at ON refusals (at_us);
 CREATE TABLE IF NOT EXISTS commands (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
@@ -228,6 +252,63 @@ pub struct LogRow {
     pub bytes_t2r: u64,
     /// Why it ended (`None` while live).
     pub reason: Option<String>,
+    /// What the requester's end notification said, if it came.
+    pub who_end: Option<SideEnd>,
+    /// What the target's end notification said, if it came.
+    pub whom_end: Option<SideEnd>,
+}
+
+/// One side's end as its notification told it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SideEnd {
+    /// Why it ended on that side (as [`reason_name`] writes it).
+    pub reason: String,
+    /// How long the session ran on that side (ms).
+    pub duration_ms: u64,
+}
+
+impl SideEnd {
+    /// The side's end from its stored columns (reason, duration).
+    pub fn from_columns(reason: Option<String>, duration_ms: Option<i64>) -> Option<SideEnd> {
+        Some(SideEnd {
+            reason: reason?,
+            duration_ms: duration_ms.map_or(0, to_u64),
+        })
+    }
+}
+
+/// One refused connection request, as the operator's log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalRow {
+    /// When the uniform answer went out (µs since the Unix epoch).
+    pub at_us: u64,
+    /// The requester's name.
+    pub requester: String,
+    /// The name it asked for.
+    pub target: String,
+    /// Why ([`refusal_reason`]).
+    pub reason: String,
+}
+
+/// The operator's words for why a request was refused (the requester only
+/// ever gets the uniform `NotPermitted`).
+pub fn refusal_reason(reason: DenyReason) -> &'static str {
+    match reason {
+        DenyReason::BadRequester => "bad requester (unconfirmed channel or wrong name)",
+        DenyReason::RateLimited => "rate limited",
+        DenyReason::UnknownTarget => "unknown target",
+        DenyReason::TargetOffline => "target offline",
+        DenyReason::SelfTarget => "asked for itself",
+        DenyReason::Overloaded => "server overloaded",
+        DenyReason::TriggerOffline => "target offline (no live address)",
+        DenyReason::TriggerUnacknowledged => "target did not acknowledge the trigger",
+        DenyReason::NotInList => "not permitted (not in the target's list)",
+        DenyReason::Refused => "not permitted (the target refused)",
+        DenyReason::WrongAnswerKind => "target answered in the wrong mode",
+        DenyReason::NoAnswer => "no decision in time",
+        DenyReason::AddressMissing => "an address was missing",
+        DenyReason::TargetGone => "target went away during the decision",
+    }
 }
 
 /// One stored enrolment code (its hash, never the code).
@@ -532,6 +613,17 @@ impl Store {
                 )
                 .map_err(|e| self.sql(e))?;
         }
+        if create && version < 4 {
+            // Version 4: refused requests, with their reasons (the operator's).
+            self.conn
+                .execute_batch(&format!(
+                    "BEGIN;
+                     {REFUSALS_TABLE}
+                     UPDATE meta SET value = '4' WHERE key = 'schema';
+                     COMMIT;"
+                ))
+                .map_err(|e| self.sql(e))?;
+        }
         Ok(())
     }
 
@@ -811,6 +903,21 @@ impl Store {
                     .map_err(sql)?;
                 }
                 SessionFact::SessionRecord(r) => record_row(&tx, r).map_err(sql)?,
+                SessionFact::LateReport(l) => {
+                    let (side, sent_col, received_col) = late_columns(l.party);
+                    let (reason, sent, received, ms) = side_params(Some(l.report));
+                    tx.execute(
+                        &format!(
+                            "UPDATE sessions SET {side}_reason = ?2, {side}_sent = ?3,
+                             {side}_received = ?4, {side}_duration_ms = ?5,
+                             {sent_col} = MAX(COALESCE({sent_col}, 0), ?3),
+                             {received_col} = MAX(COALESCE({received_col}, 0), ?4)
+                             WHERE id = ?1 AND {side}_reason IS NULL"
+                        ),
+                        params![id_hex(&l.session_id), reason, sent, received, ms],
+                    )
+                    .map_err(sql)?;
+                }
             }
         }
         tx.commit().map_err(sql)
@@ -822,7 +929,8 @@ impl Store {
             .conn
             .prepare(
                 "SELECT id, requester, target, start_us, duration_us, COALESCE(permitted_secs, duration_secs),
-                        extensions, COALESCE(bytes_r2t, 0), COALESCE(bytes_t2r, 0), reason, ended
+                        extensions, COALESCE(bytes_r2t, 0), COALESCE(bytes_t2r, 0), reason, ended,
+                        r_reason, r_duration_ms, t_reason, t_duration_ms
                  FROM sessions ORDER BY start_us, id",
             )
             .map_err(|e| self.sql(e))?;
@@ -844,6 +952,8 @@ impl Store {
                     bytes_r2t: to_u64(r.get(7)?),
                     bytes_t2r: to_u64(r.get(8)?),
                     reason: if ended != 0 { r.get(9)? } else { None },
+                    who_end: SideEnd::from_columns(r.get(11)?, r.get(12)?),
+                    whom_end: SideEnd::from_columns(r.get(13)?, r.get(14)?),
                 })
             })
             .map_err(|e| self.sql(e))?;
@@ -987,6 +1097,42 @@ impl Store {
         Ok(())
     }
 
+    /// Keeps a refused request (and drops the oldest beyond [`MAX_REFUSALS`]).
+    pub fn record_refusal(&self, r: &RefusalRow) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO refusals (at_us, requester, target, reason) VALUES (?1, ?2, ?3, ?4)",
+                params![to_i64(r.at_us), r.requester, r.target, r.reason],
+            )
+            .map_err(|e| self.sql(e))?;
+        self.conn
+            .execute(
+                "DELETE FROM refusals WHERE id <= (SELECT MAX(id) FROM refusals) - ?1",
+                params![MAX_REFUSALS],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// The refused requests kept, oldest first.
+    pub fn refusals(&self) -> Result<Vec<RefusalRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT at_us, requester, target, reason FROM refusals ORDER BY at_us, id")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RefusalRow {
+                    at_us: to_u64(r.get(0)?),
+                    requester: r.get(1)?,
+                    target: r.get(2)?,
+                    reason: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
+    }
+
     /// Drops answered commands older than `age` (the table stays small).
     pub fn prune_commands(&self, age: Duration) -> Result<(), StoreError> {
         let before = now_us().saturating_sub(u64::try_from(age.as_micros()).unwrap_or(u64::MAX));
@@ -1011,6 +1157,15 @@ fn side_params(
             Some(to_i64(s.duration_ms)),
         ),
         None => (None, None, None, None),
+    }
+}
+
+/// A late report's columns: its side's prefix (`r`/`t`), the byte column
+/// its sent count goes to and the one its received count goes to.
+pub(crate) fn late_columns(party: Party) -> (&'static str, &'static str, &'static str) {
+    match party {
+        Party::Requester => ("r", "bytes_r2t", "bytes_t2r"),
+        Party::Target => ("t", "bytes_t2r", "bytes_r2t"),
     }
 }
 
@@ -1111,6 +1266,10 @@ pub trait ServerStore: Send {
     fn finish_command(&self, id: i64, result: &str) -> Result<(), StoreError>;
     /// Removes answered commands older than `age`.
     fn prune_commands(&self, age: Duration) -> Result<(), StoreError>;
+    /// Keeps a refused request with its reason (the newest [`MAX_REFUSALS`]).
+    fn record_refusal(&self, refusal: &RefusalRow) -> Result<(), StoreError>;
+    /// The refused requests kept, oldest first.
+    fn refusals(&self) -> Result<Vec<RefusalRow>, StoreError>;
 
     /// The bindings made at or after `since_us` (µs since the epoch, the
     /// binding server's clock) by any server sharing the store: name, key,
@@ -1214,6 +1373,12 @@ impl<S: ServerStore + ?Sized> ServerStore for Box<S> {
     fn prune_commands(&self, age: Duration) -> Result<(), StoreError> {
         (**self).prune_commands(age)
     }
+    fn record_refusal(&self, refusal: &RefusalRow) -> Result<(), StoreError> {
+        (**self).record_refusal(refusal)
+    }
+    fn refusals(&self) -> Result<Vec<RefusalRow>, StoreError> {
+        (**self).refusals()
+    }
     fn bound_since(&self, since_us: u64) -> Result<Vec<(String, PublicKey, u64)>, StoreError> {
         (**self).bound_since(since_us)
     }
@@ -1280,6 +1445,12 @@ impl ServerStore for Store {
     }
     fn prune_commands(&self, age: Duration) -> Result<(), StoreError> {
         Store::prune_commands(self, age)
+    }
+    fn record_refusal(&self, refusal: &RefusalRow) -> Result<(), StoreError> {
+        Store::record_refusal(self, refusal)
+    }
+    fn refusals(&self) -> Result<Vec<RefusalRow>, StoreError> {
+        Store::refusals(self)
     }
 }
 
@@ -1510,6 +1681,51 @@ mod tests {
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION.to_string());
         assert!(store.enrol_codes(0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_version_3_store_gains_the_refusals_table_and_keeps_its_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = Store::create(dir.path()).unwrap();
+            store
+                .record(&[SessionFact::SessionStarted(SessionStarted {
+                    session_id: SessionId([5; 16]),
+                    requester: "phone".into(),
+                    requester_key: key(2),
+                    target: "home".into(),
+                    target_key: key(1),
+                    start: Instant::from_micros(1_700_000_000_000_000),
+                    duration_secs: 30,
+                })])
+                .unwrap();
+            // Back to what version 3 wrote.
+            store
+                .conn
+                .execute_batch(
+                    "DROP TABLE refusals; UPDATE meta SET value = '3' WHERE key = 'schema';",
+                )
+                .unwrap();
+        }
+        let store = Store::create(dir.path()).unwrap();
+        let version: String = store
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(version, "4");
+        assert!(store.refusals().unwrap().is_empty());
+        store
+            .record_refusal(&RefusalRow {
+                at_us: 1,
+                requester: "mallory".into(),
+                target: "home".into(),
+                reason: refusal_reason(DenyReason::NotInList).into(),
+            })
+            .unwrap();
+        assert_eq!(store.refusals().unwrap().len(), 1);
+        assert_eq!(store.live_ids().unwrap().len(), 1);
     }
 
     /// The trait is what a server or command holds: a boxed backend

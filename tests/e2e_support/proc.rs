@@ -102,6 +102,15 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Sends `signal` (e.g. `STOP`, `CONT`) with `kill -SIGNAL`.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} failed");
+    }
+
     /// Sends SIGTERM and waits up to `within` for the exit status.
     pub fn term(&mut self, within: Duration) -> ExitStatus {
         let pid = self.child.id().to_string();

@@ -192,6 +192,173 @@ pub fn s511_refused_request_exits_3_and_leaves_no_trace_of_the_target() {
     );
 }
 
+/// `tryst sessions ARGS --data-dir DATA` (this thread's binary) to the end.
+fn sessions(server: &Server, args: &[&str]) -> Output {
+    tryst_for("sessions")
+        .arg("sessions")
+        .args(args)
+        .arg("--data-dir")
+        .arg(&server.data)
+        .output()
+        .expect("tryst sessions runs")
+}
+
+/// `tryst connect` to the end with no log variables: what a user sees.
+fn connect_plain(server: &Server, dir: &Path, name: &str, target: &str) -> Output {
+    let state = dir.join(format!("{name}-state"));
+    tryst_for("connect")
+        .env_remove("RUST_LOG")
+        .arg("connect")
+        .args(server.terminal_flags(name, &state))
+        .args([target, "--duration", "5s"])
+        .output()
+        .expect("tryst connect runs")
+}
+
+pub fn s511_operator_sees_the_real_refusal_reasons_the_requesters_never_do() {
+    let dir = scratch("refusals");
+    let server = Server::start(&dir, &[]);
+    let _home = start_daemon(&server, &dir, "home", &["--allow", "phone"]);
+    // Two strangers: one not on home's list, one asking for a name nobody has.
+    let denied = connect_plain(&server, &dir, "mallory", "home");
+    let unknown = connect_plain(&server, &dir, "eve", "nobody");
+    assert_eq!(denied.status.code(), Some(3), "{}", text(&denied.stderr));
+    assert_eq!(unknown.status.code(), Some(3), "{}", text(&unknown.stderr));
+    assert_eq!(denied.stdout, unknown.stdout, "stdout differs");
+    assert_eq!(denied.stderr, unknown.stderr, "stderr differs");
+    // The operator sees why (the server keeps the row as it answers).
+    let deadline = std::time::Instant::now() + STEP;
+    let table = loop {
+        let out = sessions(&server, &["--refused"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let table = text(&out.stdout);
+        if table.lines().count() >= 3 || std::time::Instant::now() > deadline {
+            break table;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let row = |who: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(who))
+            .unwrap_or_else(|| panic!("no row for {who}:\n{table}"))
+            .to_owned()
+    };
+    assert!(row("mallory").contains("home"), "{table}");
+    assert!(
+        row("mallory").ends_with("not permitted (not in the target's list)"),
+        "{table}"
+    );
+    assert!(row("eve").contains("nobody"), "{table}");
+    assert!(row("eve").ends_with("unknown target"), "{table}");
+    // Filters apply; JSON says the same.
+    let mallory = text(&sessions(&server, &["--refused", "--name", "mallory", "--json"]).stdout);
+    let list: serde_json::Value = serde_json::from_str(&mallory).expect("json");
+    let list = list.as_array().expect("array");
+    assert_eq!(list.len(), 1, "{mallory}");
+    assert_eq!(list[0]["whom"], "home");
+    assert_eq!(
+        list[0]["reason"],
+        "not permitted (not in the target's list)"
+    );
+    let none = text(&sessions(&server, &["--refused", "--since", "2099-01-01T00:00:00Z"]).stdout);
+    assert_eq!(none, "at  who  whom  reason\n(no refused requests)\n");
+    // The session log holds no session for either.
+    let log = text(&sessions(&server, &[]).stdout);
+    assert!(!log.contains("mallory") && !log.contains("eve"), "{log}");
+}
+
+pub fn s1606_sessions_shows_each_sides_end_and_filters_live_name_since() {
+    let dir = scratch("sessionlog");
+    let server = Server::start(&dir, &[]);
+    let _home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &["--allow", "phone", "--allow", "cam"],
+    );
+    // A session that runs out its duration: both sides report.
+    let done = connect(&server, &dir, "phone", "home", &["--duration", "1s"]);
+    assert!(done.status.success(), "{}", text(&done.stderr));
+    // A second one stays live.
+    let state = dir.join("cam-state");
+    let mut args = vec!["connect".to_owned()];
+    args.extend(server.terminal_flags("cam", &state));
+    args.extend(["home".to_owned(), "--duration".to_owned(), "60s".to_owned()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cam = Proc::start(&refs, dir.join("cam.log"), None);
+    let live_id = cam.wait_for("the session line", |l| {
+        l.strip_prefix("session ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+    });
+    let json = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = sessions(&server, &all);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .expect("json")
+            .as_array()
+            .expect("array")
+            .clone()
+    };
+    // The ended session's record holds both sides (wait for it).
+    let deadline = std::time::Instant::now() + STEP;
+    let ended = loop {
+        let rows = json(&["--name", "phone"]);
+        if rows.len() == 1 && rows[0]["live"] == false && !rows[0]["whom_end"].is_null() {
+            break rows[0].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never recorded: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for side in ["who_end", "whom_end"] {
+        assert_eq!(ended[side]["reason"], "duration-expired", "{ended}");
+        let secs = ended[side]["duration_secs"].as_f64().expect("duration");
+        assert!((0.5..5.0).contains(&secs), "{side}: {secs} s in {ended}");
+    }
+    // The table shows them too.
+    let table = text(&sessions(&server, &["--name", "phone"]).stdout);
+    let header = table.lines().next().expect("header");
+    assert!(
+        header.contains("who end") && header.contains("whom end"),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.matches("duration-expired").count() == 3),
+        "{table}"
+    );
+    // --live: only cam's.
+    let live = json(&["--live"]);
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0]["session_id"], live_id.as_str());
+    assert_eq!(live[0]["who_end"], serde_json::Value::Null);
+    // --name either side; --since a duration or a time.
+    assert_eq!(json(&["--name", "home"]).len(), 2);
+    assert_eq!(json(&["--name", "nobody"]).len(), 0);
+    assert_eq!(json(&["--since", "1h"]).len(), 2);
+    assert_eq!(
+        json(&["--since", "2020-01-01T00:00:00Z", "--name", "cam"]).len(),
+        1
+    );
+    assert_eq!(json(&["--since", "2099-01-01T00:00:00Z"]).len(), 0);
+    let bad = sessions(&server, &["--since", "yesterday"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("neither a duration"),
+        "{}",
+        text(&bad.stderr)
+    );
+    drop(cam);
+}
+
 pub fn first_embodiment_allow_edits_apply_to_the_next_request_of_a_running_terminal() {
     let dir = scratch("allow");
     let server = Server::start(&dir, &[]);
@@ -321,10 +488,82 @@ pub fn s1604_forced_end_stops_both_terminals() {
         text(&ended.stdout),
         text(&ended.stderr)
     );
+    // Both terminals acknowledged their end triggers (S1605).
+    assert_eq!(
+        text(&ended.stdout),
+        format!("session {id} ended: phone confirmed, home confirmed\n")
+    );
     let (status, stdout, stderr) = phone.finish();
     assert!(status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("session ended: Forced"), "{stdout}");
     home.proc.expect_line("ended: Forced");
+    drop(server);
+}
+
+pub fn s1605_forced_end_names_the_terminal_that_did_not_confirm() {
+    let dir = scratch("unconfirmed");
+    let server = Server::start(&dir, &[]);
+    let home = start_daemon(&server, &dir, "home", &["--allow", "phone"]);
+    let state = dir.join("phone-state");
+    let mut args = vec!["connect".to_owned()];
+    args.extend(server.terminal_flags("phone", &state));
+    args.extend(["home".to_owned(), "--duration".to_owned(), "60s".to_owned()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut phone = Proc::start(&refs, dir.join("phone.log"), None);
+    let id = phone.wait_for("the session line", |l| {
+        l.strip_prefix("session ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+    });
+    // Home is frozen: it never acknowledges its end trigger nor reports.
+    home.proc.signal("STOP");
+    let started = std::time::Instant::now();
+    let waiting = tryst_for("end")
+        .args(["end", &id, "--data-dir"])
+        .arg(&server.data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tryst end runs");
+    // While the end waits for home, the server still answers other
+    // commands and keeps its heartbeat (older than 5 s would say "no server").
+    std::thread::sleep(Duration::from_secs(6));
+    let status = tryst_for("status")
+        .args(["status", "--data-dir"])
+        .arg(&server.data)
+        .output()
+        .expect("tryst status runs");
+    assert!(
+        status.status.success(),
+        "status while an end waits: {}{}",
+        text(&status.stdout),
+        text(&status.stderr)
+    );
+    let ended = waiting.wait_with_output().expect("tryst end finishes");
+    let waited = started.elapsed();
+    home.proc.signal("CONT");
+    let said = text(&ended.stdout);
+    assert!(ended.status.success(), "{said}{}", text(&ended.stderr));
+    assert!(
+        said.starts_with(&format!(
+            "session {id} ended: phone confirmed, home did not confirm"
+        )),
+        "{said}"
+    );
+    // It waited for home (resends, then the end grace), not forever.
+    assert!(
+        waited >= Duration::from_secs(6),
+        "answered after {waited:?}: {said}"
+    );
+    assert!(
+        waited < Duration::from_secs(20),
+        "answered after {waited:?}"
+    );
+    eprintln!("tryst end answered after {waited:?}: {said}");
+    let (status, stdout, stderr) = phone.finish();
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("session ended: Forced"), "{stdout}");
+    drop(home);
     drop(server);
 }
 
@@ -1861,6 +2100,14 @@ macro_rules! terminal_flows {
             support::with_mix($mix, support::terminal_flows::s511_refused_request_exits_3_and_leaves_no_trace_of_the_target);
         }
         #[test]
+        fn s511_operator_sees_the_real_refusal_reasons_the_requesters_never_do() {
+            support::with_mix($mix, support::terminal_flows::s511_operator_sees_the_real_refusal_reasons_the_requesters_never_do);
+        }
+        #[test]
+        fn s1606_sessions_shows_each_sides_end_and_filters_live_name_since() {
+            support::with_mix($mix, support::terminal_flows::s1606_sessions_shows_each_sides_end_and_filters_live_name_since);
+        }
+        #[test]
         fn first_embodiment_allow_edits_apply_to_the_next_request_of_a_running_terminal() {
             support::with_mix($mix, support::terminal_flows::first_embodiment_allow_edits_apply_to_the_next_request_of_a_running_terminal);
         }
@@ -1875,6 +2122,10 @@ macro_rules! terminal_flows {
         #[test]
         fn s1604_forced_end_stops_both_terminals() {
             support::with_mix($mix, support::terminal_flows::s1604_forced_end_stops_both_terminals);
+        }
+        #[test]
+        fn s1605_forced_end_names_the_terminal_that_did_not_confirm() {
+            support::with_mix($mix, support::terminal_flows::s1605_forced_end_names_the_terminal_that_did_not_confirm);
         }
         #[test]
         fn s207_a_50_mb_file_crosses_the_direct_path_with_matching_sha256() {

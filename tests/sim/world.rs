@@ -586,6 +586,7 @@ pub fn fact_of(event: &SessionEvent) -> Option<SessionFact> {
         SessionEvent::SessionStarted(s) => SessionFact::SessionStarted(s.clone()),
         SessionEvent::SessionExtended(x) => SessionFact::SessionExtended(*x),
         SessionEvent::SessionRecord(r) => SessionFact::SessionRecord(r.clone()),
+        SessionEvent::LateReport(l) => SessionFact::LateReport(*l),
         _ => return None,
     })
 }

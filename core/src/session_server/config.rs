@@ -15,6 +15,13 @@ pub const DECISION_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long after the first end notification the server waits for the other
 /// side's before it writes the session record (S1601/S1606).
 pub const END_GRACE: Duration = Duration::from_secs(10);
+/// End triggers sent to a party of a forced end before its terminal counts
+/// as not confirming (each one the trigger server resends itself).
+pub const END_TRIGGER_ATTEMPTS: u8 = 3;
+/// Recorded sessions remembered for their late end notifications.
+pub const MAX_RECENT_RECORDS: usize = 1024;
+/// How long after its record a session still takes a late end notification.
+pub const LATE_REPORT_WINDOW: Duration = Duration::from_secs(600);
 /// Permitted duration of a session whose request asks for 0 seconds (S508).
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(600);
 /// Longest duration one request is granted (S508).

@@ -97,6 +97,14 @@ pub enum SessionEvent {
     SessionRecord(SessionRecord),
     /// The secure link to the trigger server is (again) established.
     UpstreamEstablished,
+    /// An end notification came after its session's record was written
+    /// (a forced end recorded before a terminal reported): its counts and
+    /// duration join the stored record.
+    LateReport(LateReport),
+    /// A forced end (S1604/S1605) is settled: each party confirmed it (its
+    /// terminal acknowledged the end trigger or sent its end notification),
+    /// or did not before the session's record. For the operator's `tryst end`.
+    ForcedEndSettled(ForcedEnd),
     /// A request became a session: how long its set-up took, from the
     /// request's arrival to the session's start (for the operator's
     /// metrics; follows the session's `SessionStarted`).
@@ -156,6 +164,10 @@ pub enum SessionFact {
     /// The one record of a finished session (S1601/S1606); after it the
     /// session's Started/Extended facts need not be replayed.
     SessionRecord(SessionRecord),
+    /// A side's end notification that came after the record: it adds its
+    /// counts and duration to the stored record (a side already in the
+    /// record is never overwritten).
+    LateReport(LateReport),
 }
 
 impl From<SessionFact> for SessionEvent {
@@ -170,6 +182,7 @@ impl From<SessionFact> for SessionEvent {
             SessionFact::SessionStarted(s) => SessionEvent::SessionStarted(s),
             SessionFact::SessionExtended(x) => SessionEvent::SessionExtended(x),
             SessionFact::SessionRecord(r) => SessionEvent::SessionRecord(r),
+            SessionFact::LateReport(l) => SessionEvent::LateReport(l),
         }
     }
 }
@@ -341,6 +354,60 @@ impl SessionRecord {
         let received = self.requester_side.map_or(0, |s| s.bytes_received);
         sent.max(received)
     }
+}
+
+/// A party of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Party {
+    /// The requester (the connecting terminal).
+    Requester,
+    /// The target (the connected terminal).
+    Target,
+}
+
+/// *Durable.* A side's end notification that came after its session's
+/// record was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LateReport {
+    /// The recorded session.
+    pub session_id: SessionId,
+    /// Which side it is from.
+    pub party: Party,
+    /// What the side said.
+    pub report: SideReport,
+}
+
+/// What became of one party's end trigger in a forced end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndConfirmation {
+    /// Its terminal acknowledged the end trigger, or sent its end notification.
+    Confirmed,
+    /// The trigger server had no live address for it.
+    Offline,
+    /// Its terminal never acknowledged the end trigger, each attempt resent
+    /// by the trigger server ([`super::END_TRIGGER_ATTEMPTS`] attempts).
+    Unacknowledged,
+    /// It had no live registration, so no end trigger could be sent.
+    NotRegistered,
+    /// No answer came before the session was recorded.
+    NoAnswer,
+}
+
+/// A settled forced end: how each party answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForcedEnd {
+    /// The session.
+    pub session_id: SessionId,
+    /// The requester's name.
+    pub requester: String,
+    /// What became of the requester's end trigger.
+    pub requester_end: EndConfirmation,
+    /// The target's name.
+    pub target: String,
+    /// What became of the target's end trigger.
+    pub target_end: EndConfirmation,
+    /// From the (first) forced end to the settlement.
+    pub waited: Duration,
 }
 
 /// Things the server ignored or dropped, for the operator's metrics.

@@ -230,6 +230,10 @@ pub struct SessionServer<R> {
     upstream: Upstream,
     requests: Requests,
     sessions: BTreeMap<[u8; 16], Session>,
+    /// End triggers in flight: operation ID -> (session, party).
+    end_ops: BTreeMap<u32, ([u8; 16], events::Party)>,
+    /// Recorded sessions that still take late end notifications.
+    recent: sessions::RecentRecords,
     registration_limiter: Box<RateLimiter<SourceKey, RATE_LIMIT_TRACKED_KEYS>>,
     /// Registration tickets and the per-identity registration bucket.
     tickets: tickets::Tickets,
@@ -301,6 +305,8 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             upstream: Upstream::default(),
             requests: Requests::default(),
             sessions: BTreeMap::new(),
+            end_ops: BTreeMap::new(),
+            recent: sessions::RecentRecords::default(),
             registration_limiter,
             tickets,
             enrol: enrol::EnrolCodes::default(),

@@ -528,6 +528,10 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
 
     /// The trigger server says what became of a trigger.
     pub(super) fn on_trigger_result(&mut self, now: Instant, result: &TriggerResult) {
+        if self.is_end_trigger(result.op_id) {
+            self.on_end_trigger_result(now, result.op_id, result.outcome);
+            return;
+        }
         let Some(&Operation::Trigger { target }) = self.requests.ops.get(&result.op_id) else {
             self.out.counters.stale_answers += 1;
             return;

@@ -14,19 +14,22 @@
 //! time left is answered with the current total and extends nothing, so
 //! two requests for one need give one extension.
 
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 
 use rand_core::{CryptoRng, RngCore};
 
 use super::upstream::UpMsg;
 use super::{
-    whole_secs, ExtensionPolicy, LiveSession, RestoreError, SessionEndReason, SessionExtended,
-    SessionFact, SessionRecord, SessionServer, SessionStarted, SideReport, Timer, UnknownSession,
+    whole_secs, EndConfirmation, ExtensionPolicy, ForcedEnd, LateReport, LiveSession, Party,
+    RestoreError, SessionEndReason, SessionEvent, SessionExtended, SessionFact, SessionRecord,
+    SessionServer, SessionStarted, SideReport, Timer, UnknownSession, END_TRIGGER_ATTEMPTS,
+    LATE_REPORT_WINDOW, MAX_RECENT_RECORDS,
 };
 use crate::time::Instant;
 use crate::wire::{
     DeviceId, EndNotification, EndTriggerRequest, ExtensionGrant, ExtensionRefusal,
-    ExtensionRequest, Message, PublicKey, SessionId,
+    ExtensionRequest, Message, PublicKey, SessionId, TriggerOutcome,
 };
 use core::time::Duration;
 
@@ -42,14 +45,68 @@ pub(super) struct Session {
     requester_side: Option<SideReport>,
     target_side: Option<SideReport>,
     forced_at: Option<Instant>,
+    /// Each party's end trigger: `None` while its answer is awaited
+    /// (requester, target).
+    end: [Option<EndConfirmation>; 2],
+    /// End triggers sent to each party since the last forced end.
+    end_attempts: [u8; 2],
+    /// The forced end's settlement was reported.
+    settled: bool,
     timer: Option<Instant>,
 }
 
 /// Which party a channel is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Requester,
-    Target,
+type Side = Party;
+
+/// The slot of `side` in a per-party pair.
+fn slot(side: Side) -> usize {
+    match side {
+        Party::Requester => 0,
+        Party::Target => 1,
+    }
+}
+
+/// A recorded session that still takes its late end notifications.
+pub(super) struct Recent {
+    requester: String,
+    requester_key: PublicKey,
+    target: String,
+    target_key: PublicKey,
+    /// Which sides' notifications the record (or a late report) holds.
+    reported: [bool; 2],
+    recorded: Instant,
+}
+
+/// The recorded sessions that still take late end notifications, oldest
+/// first, at most [`MAX_RECENT_RECORDS`].
+#[derive(Default)]
+pub(super) struct RecentRecords {
+    by_id: BTreeMap<[u8; 16], Recent>,
+    order: VecDeque<[u8; 16]>,
+}
+
+impl RecentRecords {
+    /// Forgets the records older than [`LATE_REPORT_WINDOW`] at `now`.
+    fn expire(&mut self, now: Instant) {
+        while let Some(id) = self.order.front().copied() {
+            let old = self
+                .by_id
+                .get(&id)
+                .is_none_or(|r| now - r.recorded >= LATE_REPORT_WINDOW);
+            if !old && self.order.len() <= MAX_RECENT_RECORDS {
+                break;
+            }
+            self.order.pop_front();
+            self.by_id.remove(&id);
+        }
+    }
+
+    fn insert(&mut self, now: Instant, id: [u8; 16], recent: Recent) {
+        if self.by_id.insert(id, recent).is_none() {
+            self.order.push_back(id);
+        }
+        self.expire(now);
+    }
 }
 
 impl Session {
@@ -65,8 +122,37 @@ impl Session {
             requester_side: None,
             target_side: None,
             forced_at: None,
+            end: [None; 2],
+            end_attempts: [0; 2],
+            settled: true,
             timer: None,
         }
+    }
+
+    /// The name of `side`.
+    fn name_of(&self, side: Side) -> &String {
+        match side {
+            Party::Requester => &self.requester,
+            Party::Target => &self.target,
+        }
+    }
+
+    /// The forced end's settlement, once every party has answered (or,
+    /// with `now_or_never`, whatever is known: the rest did not answer).
+    fn settlement(&self, id: [u8; 16], now: Instant, now_or_never: bool) -> Option<ForcedEnd> {
+        let forced = self.forced_at?;
+        if self.settled || (!now_or_never && self.end.iter().any(Option::is_none)) {
+            return None;
+        }
+        let [r, t] = self.end.map(|e| e.unwrap_or(EndConfirmation::NoAnswer));
+        Some(ForcedEnd {
+            session_id: SessionId(id),
+            requester: self.requester.clone(),
+            requester_end: r,
+            target: self.target.clone(),
+            target_end: t,
+            waited: now - forced,
+        })
     }
 
     /// When the permitted duration ends.
@@ -99,9 +185,9 @@ impl Session {
     /// Which side `name`/`key` is, if any.
     fn side_of(&self, name: &str, key: &PublicKey) -> Option<Side> {
         if name == self.requester && *key == self.requester_key {
-            Some(Side::Requester)
+            Some(Party::Requester)
         } else if name == self.target && *key == self.target_key {
-            Some(Side::Target)
+            Some(Party::Target)
         } else {
             None
         }
@@ -224,27 +310,40 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         device: u64,
         note: &EndNotification,
     ) {
+        let report = SideReport {
+            reason: note.reason,
+            bytes_sent: note.bytes_sent,
+            bytes_received: note.bytes_received,
+            duration_ms: note.duration_ms,
+            received: now,
+        };
+        if !self.sessions.contains_key(&note.session_id.0) {
+            self.on_late_notification(now, device, note.session_id, report);
+            return;
+        }
         let Some(side) = self.party(device, &note.session_id) else {
             return;
         };
         let Some(session) = self.sessions.get_mut(&note.session_id.0) else {
             return;
         };
-        let slot = match side {
-            Side::Requester => &mut session.requester_side,
-            Side::Target => &mut session.target_side,
+        let report_slot = match side {
+            Party::Requester => &mut session.requester_side,
+            Party::Target => &mut session.target_side,
         };
-        if slot.is_some() {
+        if report_slot.is_some() {
             self.out.counters.stale_answers += 1;
             return;
         }
-        *slot = Some(SideReport {
-            reason: note.reason,
-            bytes_sent: note.bytes_sent,
-            bytes_received: note.bytes_received,
-            duration_ms: note.duration_ms,
-            received: now,
-        });
+        *report_slot = Some(report);
+        if session.forced_at.is_some() {
+            // Its terminal ended: the forced end is confirmed on that side.
+            session.end[slot(side)] = Some(EndConfirmation::Confirmed);
+            self.settle_if_answered(now, note.session_id.0);
+        }
+        let Some(session) = self.sessions.get(&note.session_id.0) else {
+            return;
+        };
         if session.requester_side.is_some() && session.target_side.is_some() {
             self.record_session(now, note.session_id.0);
         } else {
@@ -252,29 +351,146 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         }
     }
 
+    /// A notification for a session no longer live: if it was recorded
+    /// lately and the side's report is missing, it joins the record.
+    fn on_late_notification(
+        &mut self,
+        now: Instant,
+        device: u64,
+        id: SessionId,
+        report: SideReport,
+    ) {
+        self.recent.expire(now);
+        let side = self.reg.channels.get(&device).and_then(|channel| {
+            let recent = self.recent.by_id.get(&id.0)?;
+            if channel.name == recent.requester && channel.key == recent.requester_key {
+                Some(Party::Requester)
+            } else if channel.name == recent.target && channel.key == recent.target_key {
+                Some(Party::Target)
+            } else {
+                None
+            }
+        });
+        let Some(recent) = side.and_then(|_| self.recent.by_id.get_mut(&id.0)) else {
+            self.out.counters.stale_answers += 1;
+            return;
+        };
+        let Some(party) = side else {
+            return;
+        };
+        if core::mem::replace(&mut recent.reported[slot(party)], true) {
+            self.out.counters.stale_answers += 1;
+            return;
+        }
+        self.out.fact(SessionFact::LateReport(LateReport {
+            session_id: id,
+            party,
+            report,
+        }));
+    }
+
     /// The operator ends a session (S1604): an end trigger for each party
-    /// through the trigger server (S1605). Calling it again sends them again.
+    /// through the trigger server (S1605), whose results say whether each
+    /// terminal confirmed ([`SessionEvent::ForcedEndSettled`]). Calling it
+    /// again sends them again to the parties that have not confirmed.
     pub(super) fn force_end(&mut self, now: Instant, id: SessionId) -> Result<(), UnknownSession> {
         let session = self.sessions.get_mut(&id.0).ok_or(UnknownSession)?;
         session.forced_at.get_or_insert(now);
-        let parties = [session.requester.clone(), session.target.clone()];
+        session.settled = false;
         self.rearm_session(id.0);
-        for name in parties {
-            let Some(&device) = self.reg.live.get(&name) else {
-                self.out.counters.undeliverable += 1;
-                continue;
+        for side in [Party::Requester, Party::Target] {
+            let Some(session) = self.sessions.get_mut(&id.0) else {
+                break;
             };
-            let op = self.fresh_op();
-            self.send_upstream(
-                now,
-                UpMsg::EndTrigger(EndTriggerRequest {
-                    op_id: op,
-                    device_id: DeviceId(device),
-                    session_id: id,
-                }),
-            );
+            let reported = match side {
+                Party::Requester => session.requester_side.is_some(),
+                Party::Target => session.target_side.is_some(),
+            };
+            if reported {
+                // Its terminal already ended and said so.
+                session.end[slot(side)] = Some(EndConfirmation::Confirmed);
+            }
+            if session.end[slot(side)] == Some(EndConfirmation::Confirmed) {
+                continue;
+            }
+            session.end_attempts[slot(side)] = 0;
+            self.send_end_trigger(now, id, side);
         }
+        self.settle_if_answered(now, id.0);
         Ok(())
+    }
+
+    /// Sends (again) the end trigger of `side` to its live registration.
+    fn send_end_trigger(&mut self, now: Instant, id: SessionId, side: Side) {
+        let Some(session) = self.sessions.get_mut(&id.0) else {
+            return;
+        };
+        let Some(&device) = self.reg.live.get(session.name_of(side)) else {
+            session.end[slot(side)] = Some(EndConfirmation::NotRegistered);
+            self.out.counters.undeliverable += 1;
+            return;
+        };
+        session.end[slot(side)] = None;
+        // A superseded attempt's result no longer counts.
+        self.end_ops.retain(|_, pending| *pending != (id.0, side));
+        session.end_attempts[slot(side)] = session.end_attempts[slot(side)].saturating_add(1);
+        let op = self.fresh_op();
+        self.end_ops.insert(op, (id.0, side));
+        self.send_upstream(
+            now,
+            UpMsg::EndTrigger(EndTriggerRequest {
+                op_id: op,
+                device_id: DeviceId(device),
+                session_id: id,
+            }),
+        );
+    }
+
+    /// Whether trigger-server operation `op` is an end trigger.
+    pub(super) fn is_end_trigger(&self, op: u32) -> bool {
+        self.end_ops.contains_key(&op)
+    }
+
+    /// The trigger server says what became of an end trigger: delivered
+    /// (the terminal acknowledged it) confirms; an unacknowledged one is
+    /// sent again up to [`END_TRIGGER_ATTEMPTS`] times.
+    pub(super) fn on_end_trigger_result(&mut self, now: Instant, op: u32, outcome: TriggerOutcome) {
+        let Some((id, side)) = self.end_ops.remove(&op) else {
+            self.out.counters.stale_answers += 1;
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if session.end[slot(side)].is_some() {
+            // Confirmed by its notification meanwhile, or a superseded attempt.
+            return;
+        }
+        let answer = match outcome {
+            TriggerOutcome::Delivered => EndConfirmation::Confirmed,
+            TriggerOutcome::Offline => EndConfirmation::Offline,
+            TriggerOutcome::Unacknowledged => {
+                if session.end_attempts[slot(side)] < END_TRIGGER_ATTEMPTS {
+                    self.send_end_trigger(now, SessionId(id), side);
+                    self.settle_if_answered(now, id);
+                    return;
+                }
+                EndConfirmation::Unacknowledged
+            }
+        };
+        session.end[slot(side)] = Some(answer);
+        self.settle_if_answered(now, id);
+    }
+
+    /// Reports the forced end of `id` once both parties have answered.
+    fn settle_if_answered(&mut self, now: Instant, id: [u8; 16]) {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if let Some(settled) = session.settlement(id, now, false) {
+            session.settled = true;
+            self.out.event(SessionEvent::ForcedEndSettled(settled));
+        }
     }
 
     /// A session's record deadline passed.
@@ -291,6 +507,25 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             return;
         };
         self.timers.disarm(Timer::Session(id), &mut session.timer);
+        self.end_ops.retain(|_, (session_id, _)| *session_id != id);
+        if let Some(settled) = session.settlement(id, now, true) {
+            self.out.event(SessionEvent::ForcedEndSettled(settled));
+        }
+        self.recent.insert(
+            now,
+            id,
+            Recent {
+                requester: session.requester.clone(),
+                requester_key: session.requester_key,
+                target: session.target.clone(),
+                target_key: session.target_key,
+                reported: [
+                    session.requester_side.is_some(),
+                    session.target_side.is_some(),
+                ],
+                recorded: now,
+            },
+        );
         let first = session.first_report();
         let end = match (first, session.forced_at) {
             (Some(report), _) => report.received,

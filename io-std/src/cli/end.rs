@@ -8,18 +8,36 @@
 //! trigger server) and writes the result into the row, which this command
 //! waits for. A server that runs notes a heartbeat in the store, so with no
 //! server running the command fails at once instead of waiting.
+//!
+//! The server answers once the forced end is settled: each terminal
+//! confirmed (acknowledged its end trigger, resent up to three times, or
+//! sent its end notification), or the session was recorded without its
+//! confirmation (the server's end grace, 10 s). The command prints
+//! `ended: HOME confirmed, PHONE confirmed`, or names the one that did not
+//! confirm, and exits 0 either way: the session has ended on the server.
 
 use std::path::{Path, PathBuf};
 
 use std::time::{Duration, Instant};
 
 use super::CliError;
+use tryst_core::session_server::{EndConfirmation, ForcedEnd};
+
 use crate::store::{parse_id, OperatorCommand, ServerStore, StoreError, StoreLocation};
 
 /// How long `end` and `enroll` wait for the running server's answer.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A heartbeat older than this means no server runs on the store.
 pub const HEARTBEAT_FRESH: Duration = Duration::from_secs(5);
+/// How long the server waits for a forced end to settle before it
+/// answers `tryst end` without (the record comes after the end grace).
+pub const SETTLE_WAIT: Duration = Duration::from_secs(15);
+/// How long `tryst end` waits for the server's answer.
+pub const END_ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
+/// The server's answer when the forced end did not settle in [`SETTLE_WAIT`].
+pub const UNSETTLED: &str = "ended: no confirmation came from either terminal";
+/// The prefix of an answer that says the session was ended.
+const ENDED: &str = "ended:";
 /// How often the answer is looked for.
 const ANSWER_POLL: Duration = Duration::from_millis(100);
 /// Shortest session ID prefix taken.
@@ -73,11 +91,15 @@ pub fn ask_server(
 
 /// [`ask_server`] on an open store (any backend).
 pub fn ask(store: &dyn ServerStore, command: &OperatorCommand) -> Result<Option<String>, CliError> {
+    let timeout = match command {
+        OperatorCommand::End(_) => END_ANSWER_TIMEOUT,
+        _ => ANSWER_TIMEOUT,
+    };
     if !store.server_running(HEARTBEAT_FRESH).map_err(store_error)? {
         return Ok(None);
     }
     let id = store.push_command(command).map_err(store_error)?;
-    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     loop {
         let answer = store.command_result(id).map_err(store_error)?;
         if answer.is_some() {
@@ -88,6 +110,31 @@ pub fn ask(store: &dyn ServerStore, command: &OperatorCommand) -> Result<Option<
         }
         std::thread::sleep(ANSWER_POLL);
     }
+}
+
+/// What one party's answer reads as in `tryst end`'s line.
+fn party_answer(name: &str, end: EndConfirmation, waited: Duration) -> String {
+    let secs = waited.as_secs_f64().round();
+    match end {
+        EndConfirmation::Confirmed => format!("{name} confirmed"),
+        EndConfirmation::Offline => format!("{name} did not confirm: offline (no live address)"),
+        EndConfirmation::NotRegistered => format!("{name} did not confirm: not registered"),
+        EndConfirmation::Unacknowledged => {
+            format!("{name} did not confirm: its end trigger was never acknowledged")
+        }
+        EndConfirmation::NoAnswer => format!("{name} did not confirm within {secs} s"),
+    }
+}
+
+/// The server's answer to `tryst end` once the forced end is settled, e.g.
+/// `ended: home confirmed, phone confirmed` or `ended: home confirmed,
+/// phone did not confirm within 10 s`.
+pub fn settled_answer(settled: &ForcedEnd) -> String {
+    format!(
+        "{ENDED} {}, {}",
+        party_answer(&settled.requester, settled.requester_end, settled.waited),
+        party_answer(&settled.target, settled.target_end, settled.waited)
+    )
 }
 
 /// Finds the one session `text` names; its full ID and whether it is live.
@@ -126,10 +173,8 @@ pub fn run(args: EndArgs) -> Result<(), CliError> {
             "no server is running on {}",
             location.describe()
         ))),
-        Some(answer) if answer == "ok" => {
-            println!(
-                "session {id}: end requested; both terminals are told to stop, the record follows"
-            );
+        Some(answer) if answer.starts_with(ENDED) => {
+            println!("session {id} {answer}");
             Ok(())
         }
         Some(answer) => Err(CliError::failed(format!("session {id}: {answer}"))),

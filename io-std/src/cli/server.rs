@@ -385,11 +385,22 @@ pub const LEARN_MARGIN: Duration = Duration::from_secs(10);
 /// store (applies it to its registry).
 pub type Learn = Box<dyn FnMut(String, PublicKey) + Send>;
 
+/// What became of one operator command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Carried out: the answer to store.
+    Answer(String),
+    /// Taken, answered later by whoever took it (a forced end waits for
+    /// both terminals); the poller neither answers nor repeats it.
+    Deferred,
+}
+
 /// Polls the store's command table and keeps the heartbeat, on its own
 /// thread (store calls block), every [`COMMAND_POLL`], until `stop` is
 /// set. Each pending command goes to `apply`, which carries it out on the
-/// running server and gives the answer to store, or `None` when the server
-/// is gone (the poller then stops). With `learn`, every [`HEARTBEAT_EVERY`]
+/// running server and gives the answer to store (or takes it to answer
+/// later: [`Applied::Deferred`]), or `None` when the server is gone (the
+/// poller then stops). With `learn`, every [`HEARTBEAT_EVERY`]
 /// the bindings other servers made on a shared store go to it, so this
 /// server holds their names against other keys before it would try to
 /// bind them (the database refuses that, and the server stops rather than
@@ -402,10 +413,11 @@ pub fn start_command_poller<S, A>(
 ) -> JoinHandle<()>
 where
     S: ServerStore + 'static,
-    A: FnMut(PendingCommand) -> Option<String> + Send + 'static,
+    A: FnMut(PendingCommand) -> Option<Applied> + Send + 'static,
 {
     std::thread::spawn(move || {
         let mut last_beat: Option<std::time::Instant> = None;
+        let mut deferred: std::collections::HashSet<i64> = std::collections::HashSet::new();
         let mut last_prune = std::time::Instant::now();
         let margin = u64::try_from(LEARN_MARGIN.as_micros()).unwrap_or(u64::MAX);
         let mut looked_at = store::now_us();
@@ -444,13 +456,23 @@ where
             }
             match store.pending_commands() {
                 Ok(pending) => {
+                    // Deferred commands stay pending until answered: not again.
+                    deferred.retain(|id| pending.iter().any(|c| c.id == *id));
                     for command in pending {
                         let id = command.id;
-                        let Some(result) = apply(command) else {
-                            return;
-                        };
-                        if let Err(e) = store.finish_command(id, &result) {
-                            tracing::warn!(error = %e, "command result not written");
+                        if deferred.contains(&id) {
+                            continue;
+                        }
+                        match apply(command) {
+                            None => return,
+                            Some(Applied::Deferred) => {
+                                deferred.insert(id);
+                            }
+                            Some(Applied::Answer(result)) => {
+                                if let Err(e) = store.finish_command(id, &result) {
+                                    tracing::warn!(error = %e, "command result not written");
+                                }
+                            }
                         }
                     }
                 }
@@ -812,6 +834,21 @@ pub fn log_session_event(event: &SessionEvent) {
                 bytes = r.bytes_requester_to_target().saturating_add(r.bytes_target_to_requester()),
                 reason = store::reason_name(r.reason),
                 "session recorded"
+            );
+        }
+        // Seed S1606: a side's report after the record joins it.
+        SessionEvent::LateReport(l) => {
+            tracing::info!(session = %store::id_hex(&l.session_id), party = ?l.party, bytes_sent = l.report.bytes_sent, bytes_received = l.report.bytes_received, "late end notification added to the record");
+        }
+        // Seed S1605.
+        SessionEvent::ForcedEndSettled(f) => {
+            tracing::info!(
+                session = %store::id_hex(&f.session_id),
+                requester = %f.requester,
+                requester_end = ?f.requester_end,
+                target = %f.target,
+                target_end = ?f.target_end,
+                "forced end settled"
             );
         }
         SessionEvent::UpstreamEstablished => tracing::info!("linked to the trigger server"),

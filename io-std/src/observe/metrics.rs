@@ -261,6 +261,8 @@ impl ServerMetrics {
             | SessionEvent::EnrolCodeUsed { .. }
             | SessionEvent::NameSeen { .. }
             | SessionEvent::NameUnbound { .. }
+            | SessionEvent::LateReport(_)
+            | SessionEvent::ForcedEndSettled(_)
             | SessionEvent::UpstreamEstablished => {}
         }
     }

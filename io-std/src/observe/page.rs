@@ -26,7 +26,7 @@ use tryst_core::wire::SessionId;
 
 use super::http::{escape_html, form_pairs, form_value, HttpApp, HttpRequest, HttpResponse};
 use super::status::Status;
-use crate::store::{parse_id, LogRow};
+use crate::store::{parse_id, LogRow, RefusalRow, SideEnd};
 
 /// The operator token's file in the data dir.
 pub const OPERATOR_TOKEN_FILE: &str = "operator.token";
@@ -116,6 +116,10 @@ pub trait Operator: Send + Sync + 'static {
     fn end(&self, id: SessionId) -> Result<(), String>;
     /// The session log, oldest first.
     fn log(&self) -> Result<Vec<LogRow>, String>;
+    /// The refused requests with their real reasons, oldest first.
+    fn refusals(&self) -> Result<Vec<RefusalRow>, String> {
+        Ok(Vec::new())
+    }
 }
 
 /// One login: its cookie and its CSRF token.
@@ -250,7 +254,8 @@ impl StatusPage {
         let filter = LogFilter::from_query(&req.query);
         let status = self.operator.status();
         let log = self.operator.log();
-        html(200, status_html(status, log, &filter, csrf))
+        let refusals = self.operator.refusals();
+        html(200, status_html(status, log, refusals, &filter, csrf))
     }
 }
 
@@ -329,6 +334,14 @@ impl LogFilter {
     }
 }
 
+/// A side's end in the log table: `forced 12.3s`, or `-`.
+fn side_cell(side: Option<&SideEnd>) -> String {
+    side.map_or_else(
+        || "-".to_owned(),
+        |s| format!("{} {:.1}s", s.reason, s.duration_ms as f64 / 1e3),
+    )
+}
+
 const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;background:#fafafa;color:#222}\
 table{border-collapse:collapse;margin-bottom:1.5em;background:#fff}\
 th,td{border:1px solid #bbb;padding:.3em .6em;text-align:left}th{background:#dde6f0}\
@@ -369,6 +382,7 @@ fn rfc3339(us: u64) -> String {
 pub fn status_html(
     status: Result<Status, String>,
     log: Result<Vec<LogRow>, String>,
+    refusals: Result<Vec<RefusalRow>, String>,
     filter: &LogFilter,
     csrf: &str,
 ) -> String {
@@ -457,11 +471,11 @@ pub fn status_html(
                 .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
             let kept: Vec<&LogRow> = rows.iter().filter(|r| filter.keeps(r, now_us)).collect();
             let skip = kept.len().saturating_sub(MAX_LOG_ROWS);
-            out.push_str("<table id=\"log\"><tr><th>session</th><th>who</th><th>whom</th><th>start</th><th>duration</th><th>ext</th><th>bytes</th><th>end</th></tr>");
+            out.push_str("<table id=\"log\"><tr><th>session</th><th>who</th><th>whom</th><th>start</th><th>duration</th><th>ext</th><th>bytes</th><th>end</th><th>who end</th><th>whom end</th></tr>");
             for r in kept.iter().skip(skip).rev() {
                 let _ = write!(
                     out,
-                    "<tr data-session=\"{id}\"><td>{id}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"reason\">{}</td></tr>",
+                    "<tr data-session=\"{id}\"><td>{id}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"reason\">{}</td><td>{}</td><td>{}</td></tr>",
                     escape_html(&r.requester),
                     escape_html(&r.target),
                     rfc3339(r.start_us),
@@ -469,7 +483,40 @@ pub fn status_html(
                     r.extensions,
                     r.bytes_r2t.saturating_add(r.bytes_t2r),
                     escape_html(r.reason.as_deref().unwrap_or("live")),
+                    escape_html(&side_cell(r.who_end.as_ref())),
+                    escape_html(&side_cell(r.whom_end.as_ref())),
                     id = escape_html(&r.id),
+                );
+            }
+            out.push_str("</table>");
+        }
+    }
+    out.push_str("<h2>Refused requests</h2>");
+    match refusals {
+        Err(e) => {
+            let _ = write!(
+                out,
+                "<p class=\"err\">refused requests not available: {}</p>",
+                escape_html(&e)
+            );
+        }
+        Ok(rows) => {
+            let kept: Vec<&RefusalRow> = rows
+                .iter()
+                .filter(|r| {
+                    filter.name.is_empty() || r.requester == filter.name || r.target == filter.name
+                })
+                .collect();
+            let skip = kept.len().saturating_sub(MAX_LOG_ROWS);
+            out.push_str("<table id=\"refused\"><tr><th>at</th><th>who</th><th>whom</th><th>reason</th></tr>");
+            for r in kept.iter().skip(skip).rev() {
+                let _ = write!(
+                    out,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"reason\">{}</td></tr>",
+                    rfc3339(r.at_us),
+                    escape_html(&r.requester),
+                    escape_html(&r.target),
+                    escape_html(&r.reason),
                 );
             }
             out.push_str("</table>");
@@ -559,6 +606,67 @@ mod tests {
             page.handle(post("/end", &end, origin, Some(&cookie)))
                 .status,
             303
+        );
+    }
+
+    #[test]
+    fn the_page_shows_each_sides_end_and_the_refused_requests_escaped() {
+        let row = LogRow {
+            id: "ab".repeat(16),
+            requester: "phone".into(),
+            target: "home".into(),
+            start_us: 1_700_000_000_000_000,
+            duration_us: Some(2_000_000),
+            permitted_secs: 60,
+            extensions: 0,
+            bytes_r2t: 10,
+            bytes_t2r: 0,
+            reason: Some("forced".into()),
+            who_end: Some(SideEnd {
+                reason: "forced".into(),
+                duration_ms: 1_900,
+            }),
+            whom_end: None,
+        };
+        let refused = |who: &str, reason: &str| RefusalRow {
+            at_us: 1_700_000_000_000_000,
+            requester: who.into(),
+            target: "home".into(),
+            reason: reason.into(),
+        };
+        let html = status_html(
+            Ok(Status::default()),
+            Ok(vec![row]),
+            Ok(vec![
+                refused("<mallory>", "not permitted (not in the target's list)"),
+                refused("eve", "rate limited"),
+            ]),
+            &LogFilter::default(),
+            "csrf",
+        );
+        assert!(html.contains("<td>forced 1.9s</td><td>-</td>"), "{html}");
+        assert!(html.contains("<table id=\"refused\">"), "{html}");
+        assert!(html.contains("&lt;mallory&gt;"), "{html}");
+        assert!(!html.contains("<mallory>"), "{html}");
+        assert!(html.contains("rate limited"), "{html}");
+        // The name filter applies to the refusals too.
+        let filter = LogFilter {
+            name: "eve".into(),
+            ..LogFilter::default()
+        };
+        let html = status_html(
+            Ok(Status::default()),
+            Ok(Vec::new()),
+            Ok(vec![
+                refused("mallory", "unknown target"),
+                refused("eve", "rate limited"),
+            ]),
+            &filter,
+            "csrf",
+        );
+        assert!(
+            html.contains("rate limited") && !html.contains("unknown target"),
+            "{html}"
         );
     }
 

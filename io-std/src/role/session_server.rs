@@ -9,8 +9,8 @@ use rand_core::OsRng;
 use tryst_core::crypto::StaticKeypair;
 use tryst_core::names::{EnrollError, NameRegistry};
 use tryst_core::session_server::{
-    EnrolCode, EnrolCodeError, LiveSession, SessionConfig, SessionCounters, SessionEvent,
-    SessionFact, SessionServer, UnknownSession,
+    EnrolCode, EnrolCodeError, ForcedEnd, LiveSession, SessionConfig, SessionCounters,
+    SessionEvent, SessionFact, SessionServer, UnknownSession,
 };
 use tryst_core::time::Instant;
 use tryst_core::wire::{DeviceId, Name, PublicKey, SessionId};
@@ -25,6 +25,9 @@ use crate::store::ServerStore;
 pub enum SessionCommand {
     /// End a live session now (S1604).
     EndSession(SessionId, Answer<(), SessionError>),
+    /// End a live session now and answer once the forced end is settled:
+    /// how each terminal answered its end trigger (S1604/S1605).
+    EndConfirmed(SessionId, Answer<ForcedEnd, SessionError>),
     /// Bind a name to a key ahead of its registration (the operator's
     /// enrolment; the caller persists it).
     Enroll(String, PublicKey, Answer<(), SessionError>),
@@ -102,6 +105,8 @@ impl From<RoleStopped> for SessionError {
 pub struct SessionRole {
     machine: SessionServer<OsRng>,
     events: flume::Sender<SessionEvent>,
+    /// `EndConfirmed` commands waiting for their session's settlement.
+    settling: Vec<(SessionId, Answer<ForcedEnd, SessionError>)>,
     /// The machine's payload side: a server has none.
     no_io: (),
     /// Refused registrations, told at WARN at most once a period.
@@ -121,6 +126,7 @@ impl SessionRole {
         SessionRole {
             machine,
             events,
+            settling: Vec::new(),
             no_io: (),
             drops: DropReport::default(),
         }
@@ -170,6 +176,17 @@ impl Driven for SessionRole {
                     .map_err(|UnknownSession| SessionError::NoSuchSession);
                 let _ = reply.send(result);
             }
+            SessionCommand::EndConfirmed(id, reply) => match self.machine.end_session(now, id) {
+                Ok(()) => {
+                    // Answered by the ForcedEndSettled event; a withdrawn
+                    // caller's answer is dropped then.
+                    self.settling.retain(|(_, waiting)| !waiting.is_closed());
+                    self.settling.push((id, reply));
+                }
+                Err(UnknownSession) => {
+                    let _ = reply.send(Err(SessionError::NoSuchSession));
+                }
+            },
             SessionCommand::Enroll(name, key, reply) => {
                 let result = match Name::new(&name) {
                     Ok(name) => self
@@ -211,6 +228,15 @@ impl Driven for SessionRole {
     }
 
     fn on_event(&mut self, _now: Instant, event: SessionEvent) {
+        if let SessionEvent::ForcedEndSettled(settled) = &event {
+            let (done, waiting) = std::mem::take(&mut self.settling)
+                .into_iter()
+                .partition(|(id, _)| *id == settled.session_id);
+            self.settling = waiting;
+            for (_, reply) in done {
+                let _ = reply.send(Ok(settled.clone()));
+            }
+        }
         // The app may have gone; the machine keeps running regardless.
         let _ = self.events.send(event);
     }
@@ -277,6 +303,13 @@ impl SessionHandle {
     pub fn end_session(&self, id: SessionId) -> Reply<(), SessionError> {
         self.commands
             .request(|reply| SessionCommand::EndSession(id, reply))
+    }
+
+    /// Forces a live session to end and answers once each terminal has
+    /// confirmed, or the session was recorded without (its end grace).
+    pub fn end_session_confirmed(&self, id: SessionId) -> Reply<ForcedEnd, SessionError> {
+        self.commands
+            .request(|reply| SessionCommand::EndConfirmed(id, reply))
     }
 }
 

@@ -32,7 +32,7 @@ use tryst_core::wire::PublicKey;
 use super::{
     hash_hex, id_hex, key_hex, now_us, parse_hash, parse_id, parse_key, reason_name,
     side_reason_name, to_i64, to_u32, to_u64, LogRow, OperatorCommand, Origin, PendingCommand,
-    ServerStore, StoreError, StoredEnrolCode,
+    RefusalRow, ServerStore, SideEnd, StoreError, StoredEnrolCode,
 };
 
 /// The migrations, in order: migration `i` brings the schema to version `i + 1`.
@@ -91,6 +91,15 @@ pub const MIGRATIONS: &[&str] = &[
         used_us BIGINT,
         used_key TEXT
     );",
+    // Version 3: refused requests with their reasons, for the operator.
+    "CREATE TABLE refusals (
+        id BIGSERIAL PRIMARY KEY,
+        at_us BIGINT NOT NULL,
+        requester TEXT NOT NULL,
+        target TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX refusals_at ON refusals (at_us);",
 ];
 
 /// The schema version this code writes.
@@ -376,6 +385,20 @@ fn record_fact(
                 ],
             )?;
         }
+        SessionFact::LateReport(l) => {
+            let (side, sent_col, received_col) = super::late_columns(l.party);
+            let (reason, sent, received, ms) = side_values(Some(l.report));
+            tx.execute(
+                &format!(
+                    "UPDATE sessions SET {side}_reason = $2, {side}_sent = $3,
+                     {side}_received = $4, {side}_duration_ms = $5,
+                     {sent_col} = GREATEST(COALESCE({sent_col}, 0), $3),
+                     {received_col} = GREATEST(COALESCE({received_col}, 0), $4)
+                     WHERE id = $1 AND {side}_reason IS NULL"
+                ),
+                &[&id_hex(&l.session_id), &reason, &sent, &received, &ms],
+            )?;
+        }
         SessionFact::SessionRecord(r) => {
             let id = id_hex(&r.session_id);
             tx.execute(
@@ -553,7 +576,8 @@ impl ServerStore for PgStore {
         let rows = self.query(
             "SELECT id, requester, target, start_us, duration_us,
                     COALESCE(permitted_secs, duration_secs), extensions,
-                    COALESCE(bytes_r2t, 0), COALESCE(bytes_t2r, 0), reason, ended
+                    COALESCE(bytes_r2t, 0), COALESCE(bytes_t2r, 0), reason, ended,
+                    r_reason, r_duration_ms, t_reason, t_duration_ms
              FROM sessions ORDER BY start_us, id",
             &[],
         )?;
@@ -576,6 +600,8 @@ impl ServerStore for PgStore {
                     bytes_r2t: to_u64(r.get(7)),
                     bytes_t2r: to_u64(r.get(8)),
                     reason: if ended { r.get(9) } else { None },
+                    who_end: SideEnd::from_columns(r.get(11), r.get(12)),
+                    whom_end: SideEnd::from_columns(r.get(13), r.get(14)),
                 }
             })
             .collect())
@@ -701,6 +727,34 @@ impl ServerStore for PgStore {
             &[&to_i64(before)],
         )?;
         Ok(())
+    }
+
+    fn record_refusal(&self, r: &RefusalRow) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO refusals (at_us, requester, target, reason) VALUES ($1, $2, $3, $4)",
+            &[&to_i64(r.at_us), &r.requester, &r.target, &r.reason],
+        )?;
+        self.execute(
+            "DELETE FROM refusals WHERE id <= (SELECT MAX(id) FROM refusals) - $1",
+            &[&super::MAX_REFUSALS],
+        )?;
+        Ok(())
+    }
+
+    fn refusals(&self) -> Result<Vec<RefusalRow>, StoreError> {
+        let rows = self.query(
+            "SELECT at_us, requester, target, reason FROM refusals ORDER BY at_us, id",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| RefusalRow {
+                at_us: to_u64(r.get(0)),
+                requester: r.get(1),
+                target: r.get(2),
+                reason: r.get(3),
+            })
+            .collect())
     }
 }
 

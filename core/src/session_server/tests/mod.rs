@@ -3,6 +3,7 @@
 
 mod abuse;
 mod enrol;
+mod forced;
 mod harness;
 mod props;
 mod streams;

@@ -26,7 +26,7 @@ use super::watch::{start_metrics, start_page, status_answer, Roles};
 use super::{
     bind_error, combined_up, load_server_store, log_session_event, log_trigger_event,
     open_poll_store, prepare_server, prepare_session_server, prepare_trigger_server,
-    server_store_location, session_up, start_command_poller, trigger_up, CombinedSetup,
+    server_store_location, session_up, start_command_poller, trigger_up, Applied, CombinedSetup,
     DeviceNames, Learn, ObserveArgs, ServerArgs, ServerIdentity, SessionServerArgs, SessionSetup,
     TriggerServerArgs, TriggerSetup, SHUTDOWN_WAIT, UNKNOWN_COMMAND,
 };
@@ -392,18 +392,44 @@ impl Drop for StopSignal {
 }
 
 /// Carries out one operator command on the running server (blocking until
-/// its loop answers); returns the answer for the store.
-fn apply_command(handle: &SessionHandle, roles: &Roles, command: &PendingCommand) -> String {
-    match &command.command {
+/// its loop answers); returns the answer for the store. A forced end is
+/// answered later, from its own thread, once both terminals confirmed (or
+/// not): the poller goes on meanwhile (heartbeat, other commands).
+fn apply_command(
+    handle: &SessionHandle,
+    roles: &Roles,
+    location: &StoreLocation,
+    owner: &str,
+    command: &PendingCommand,
+) -> Applied {
+    Applied::Answer(match &command.command {
         Some(OperatorCommand::Status) => status_answer(roles),
-        Some(OperatorCommand::End(id)) => match handle.end_session(*id).wait() {
-            Ok(()) => {
-                // Seed S1604.
-                tracing::info!(target: LOG_TARGET, session = %store::id_hex(id), "operator ended the session");
-                "ok".to_owned()
+        Some(OperatorCommand::End(id)) => {
+            // Seed S1604: answered once both terminals confirmed, or the
+            // record was written without (the end grace).
+            tracing::info!(target: LOG_TARGET, session = %store::id_hex(id), "operator ends the session");
+            let reply = handle.end_session_confirmed(*id);
+            let (location, owner, row) = (location.clone(), owner.to_owned(), command.id);
+            let spawned = std::thread::Builder::new()
+                .name("tryst-end".into())
+                .spawn(move || {
+                    let answer = match reply.wait_timeout(super::super::end::SETTLE_WAIT) {
+                        Some(Ok(settled)) => super::super::end::settled_answer(&settled),
+                        Some(Err(e)) => format!("{e:#}"),
+                        None => super::super::end::UNSETTLED.to_owned(),
+                    };
+                    let written = open_poll_store(&location, &owner)
+                        .map_err(|e| e.to_string())
+                        .and_then(|s| s.finish_command(row, &answer).map_err(|e| e.to_string()));
+                    if let Err(e) = written {
+                        tracing::warn!(target: LOG_TARGET, error = %e, "end answer not written");
+                    }
+                });
+            match spawned {
+                Ok(_) => return Applied::Deferred,
+                Err(e) => format!("cannot wait for the end: {e}"),
             }
-            Err(e) => format!("{e:#}"),
-        },
+        }
         Some(OperatorCommand::EnrolCode(code)) => {
             match handle.enrol_code(store::core_enrol_code(code)).wait() {
                 Ok(()) => {
@@ -421,7 +447,7 @@ fn apply_command(handle: &SessionHandle, roles: &Roles, command: &PendingCommand
             Err(e) => e.to_string(),
         },
         None => UNKNOWN_COMMAND.to_owned(),
-    }
+    })
 }
 
 /// Runs until a stop signal (then ends live sessions and waits for their
@@ -453,12 +479,23 @@ fn serve(
             StoreLocation::DataDir(_) => None,
         };
         let roles = watch.roles.clone();
+        let (location, owner) = (running.location.clone(), running.owner.clone());
         start_command_poller(
             poll_store,
-            move |command| Some(apply_command(&handle, &roles, &command)),
+            move |command| Some(apply_command(&handle, &roles, &location, &owner, &command)),
             learn,
             stop_poller.clone(),
         )
+    };
+    // Refused requests go to the operator's log with their reasons (opened
+    // once the poller runs: its first heartbeat says the server is up).
+    let refusal_store = match open_poll_store(&running.location, &running.owner) {
+        Ok(store) => store,
+        Err(e) => {
+            stop_poller.store(true, Ordering::Relaxed);
+            let _ = poller.join();
+            return Err(e);
+        }
     };
     let mut names = DeviceNames::default();
     let result = loop {
@@ -480,6 +517,7 @@ fn serve(
                 names.note(&event);
                 watch.metrics.observe_session_event(&event);
                 log_session_event(&event);
+                keep_refusal(&*refusal_store, &event);
             }
             Wake::Trigger(event) => log_trigger_event(&event, &names),
             // Nothing more comes from it; the session server goes on.
@@ -500,6 +538,30 @@ fn serve(
     drop(running);
     drop(trigger_handle);
     result
+}
+
+/// Keeps a refused request in the store with its real reason (for the
+/// operator's `tryst sessions --refused`; the requester got the uniform
+/// answer). A failed write is logged, never fatal.
+fn keep_refusal(store: &dyn store::ServerStore, event: &SessionEvent) {
+    let SessionEvent::RequestDenied {
+        requester,
+        target,
+        reason,
+        ..
+    } = event
+    else {
+        return;
+    };
+    let row = store::RefusalRow {
+        at_us: store::now_us(),
+        requester: requester.clone(),
+        target: target.clone(),
+        reason: store::refusal_reason(*reason).to_owned(),
+    };
+    if let Err(e) = store.record_refusal(&row) {
+        tracing::warn!(target: LOG_TARGET, error = %e, "a refused request was not kept in the store");
+    }
 }
 
 /// How long a server whose events ended waits to hear why its loop stopped.

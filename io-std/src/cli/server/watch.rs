@@ -109,6 +109,12 @@ impl Operator for ServerOperator {
             .and_then(|s| ServerStore::log(&s))
             .map_err(|e| e.to_string())
     }
+
+    fn refusals(&self) -> Result<Vec<crate::store::RefusalRow>, String> {
+        Store::open(&self.dir)
+            .and_then(|s| ServerStore::refusals(&s))
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Starts the status page on `addr` on `driver` (token read or created in
