@@ -777,11 +777,11 @@ mod tests {
         assert_eq!(r.message_at(stream.len()), None);
         // A Resume body of another length is refused.
         assert_eq!(
-            ShareMessage::decode(b"TS\x01\x06\x00\x00\x00\x04\x00\x00\x00\x01"),
+            ShareMessage::decode(b"TS\x01\x07\x00\x00\x00\x04\x00\x00\x00\x01"),
             Err(ShareError::BadLength)
         );
         assert_eq!(
-            ShareMessage::decode(b"TS\x01\x06\x00\x00\x00\x09"),
+            ShareMessage::decode(b"TS\x01\x07\x00\x00\x00\x09"),
             Err(ShareError::TooLong)
         );
     }

@@ -35,8 +35,8 @@ fn answer_end(w: &mut World, device: u64, outcome: TriggerOutcome, answered: &mu
 #[test]
 fn s1604_s1605_forced_end_is_confirmed_by_both_delivered_triggers() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
-    let t3 = w.term("TERM3", ListMode);
+    let t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
     let id = w.establish(t3, t1, 1, 600);
     w.ss.end_session(w.now, id).unwrap();
     w.pump();
@@ -51,7 +51,7 @@ fn s1604_s1605_forced_end_is_confirmed_by_both_delivered_triggers() {
     assert_eq!(s[0].session_id, id);
     assert_eq!(
         (s[0].requester.as_str(), s[0].target.as_str()),
-        ("TERM3", "TERM1")
+        ("term3", "term1")
     );
     assert_eq!(s[0].requester_end, EndConfirmation::Confirmed);
     assert_eq!(s[0].target_end, EndConfirmation::Confirmed);
@@ -61,8 +61,8 @@ fn s1604_s1605_forced_end_is_confirmed_by_both_delivered_triggers() {
 #[test]
 fn s1605_lost_end_trigger_is_sent_again_and_then_confirmed() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
-    let t3 = w.term("TERM3", ListMode);
+    let t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
     let id = w.establish(t3, t1, 1, 600);
     w.ss.end_session(w.now, id).unwrap();
     w.pump();
@@ -100,8 +100,8 @@ fn s1605_lost_end_trigger_is_sent_again_and_then_confirmed() {
 #[test]
 fn s1605_party_that_never_confirms_is_reported_unacknowledged() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
-    let t3 = w.term("TERM3", ListMode);
+    let t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
     let id = w.establish(t3, t1, 1, 600);
     w.ss.end_session(w.now, id).unwrap();
     w.pump();
@@ -143,9 +143,9 @@ fn s1605_party_that_never_confirms_is_reported_unacknowledged() {
 #[test]
 fn s1606_late_end_notification_adds_its_counts_to_the_record() {
     let mut w = World::new(SessionConfig::default());
-    let t1 = w.term("TERM1", ListMode);
-    let t3 = w.term("TERM3", ListMode);
-    let t5 = w.term("TERM5", ListMode);
+    let t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
+    let t5 = w.term("term5", ListMode);
     let id = w.establish(t3, t1, 1, 600);
     w.ss.end_session(w.now, id).unwrap();
     w.pump();
