@@ -338,6 +338,8 @@ pub enum OperatorCommand {
     Status,
     /// Hold a fresh one-time enrolment code (`tryst invite --enrol`).
     EnrolCode(StoredEnrolCode),
+    /// Free a bound name (`tryst names release`).
+    Release(String),
 }
 
 impl OperatorCommand {
@@ -347,6 +349,7 @@ impl OperatorCommand {
             OperatorCommand::End(id) => ("end", id_hex(id)),
             OperatorCommand::Enroll { name, key } => ("enroll", format!("{} {name}", key_hex(key))),
             OperatorCommand::Status => ("status", String::new()),
+            OperatorCommand::Release(name) => ("release", name.clone()),
             OperatorCommand::EnrolCode(code) => (
                 "enrol-code",
                 format!("{} {} {}", hash_hex(&code.hash), code.expires_us, code.name),
@@ -368,6 +371,7 @@ impl OperatorCommand {
                 })
             }
             "status" => Some(OperatorCommand::Status),
+            "release" => Some(OperatorCommand::Release(arg.to_owned())),
             "enrol-code" => {
                 let mut parts = arg.splitn(3, ' ');
                 let hash = parse_hash(parts.next()?).ok()?;

@@ -1107,6 +1107,85 @@ pub fn live_request_to_a_terminal_without_a_source_is_no_such_stream() {
     assert!(run.frames.is_empty());
 }
 
+/// Runs `tryst names ARGS... --data-dir` on the server's store to the end.
+fn names(server: &Server, args: &[&str]) -> Output {
+    let mut cmd = tryst_for("names");
+    cmd.arg("names")
+        .args(args)
+        .args(["--data-dir", server.data.to_str().expect("utf-8 path")]);
+    cmd.output().expect("tryst names runs")
+}
+
+/// A daemon's public key, as `terminal.pub` holds it (64 hex digits).
+fn public_key_of(daemon: &Daemon) -> String {
+    let text = fs::read_to_string(daemon.state.join("terminal.pub")).expect("terminal.pub");
+    // `LABEL: HEX` (or the bare hex).
+    let hex = text.trim().rsplit([' ', ':']).next().unwrap_or_default();
+    assert_eq!(hex.len(), 64, "{text:?}");
+    hex.to_owned()
+}
+
+/// Item 11 of issue 14: `HOME`, `Home` and `home` are one name, and the
+/// operator frees a name whose key was lost so a new device can take it.
+pub fn names_are_one_in_every_spelling_and_release_frees_a_lost_keys_name() {
+    let dir = scratch("names");
+    let server = Server::start(&dir, &[]);
+    let mut lost = start_daemon(&server, &dir, "Home", &["--allow", "phone"]);
+    let lost_key = public_key_of(&lost);
+    let listed = names(&server, &["list"]);
+    let table = text(&listed.stdout);
+    assert_eq!(listed.status.code(), Some(0), "{}", text(&listed.stderr));
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("home "))
+        .unwrap_or_else(|| panic!("no row for home:\n{table}"));
+    assert!(
+        row.contains(&lost_key) && row.ends_with("first key"),
+        "{row}"
+    );
+    // Asked for in another spelling, the same device answers.
+    let pinged = ping(&server, &dir, "phone", "HOME", &["--count", "1"]);
+    assert_eq!(pinged.status.code(), Some(0), "{}", text(&pinged.stderr));
+    // Its key is lost: the device is gone, the operator frees the name.
+    lost.proc.kill9();
+    let unknown = names(&server, &["release", "nobody"]);
+    assert_ne!(unknown.status.code(), Some(0));
+    assert!(
+        text(&unknown.stderr).contains("no name \"nobody\" is bound"),
+        "{}",
+        text(&unknown.stderr)
+    );
+    let released = names(&server, &["release", "HOME"]);
+    let said = text(&released.stdout);
+    assert_eq!(
+        released.status.code(),
+        Some(0),
+        "{}",
+        text(&released.stderr)
+    );
+    assert!(
+        said.contains(&format!("released home (was bound to {lost_key})")),
+        "{said}"
+    );
+    assert!(said.contains("the running server freed it now"), "{said}");
+    let after = text(&names(&server, &["list", "--json"]).stdout);
+    assert!(
+        !after.contains("\"name\":\"home\"") && after.contains("\"name\":\"phone\""),
+        "after the release: {after}"
+    );
+    // A new device (a new key) takes the name.
+    let new = start_daemon(&server, &dir, "HOME", &["--allow", "phone"]);
+    let new_key = public_key_of(&new);
+    assert_ne!(new_key, lost_key);
+    let listed = text(&names(&server, &["list", "--json"]).stdout);
+    assert!(
+        listed.contains(&format!("\"name\":\"home\"")) && listed.contains(&new_key),
+        "{listed}"
+    );
+    let pinged = ping(&server, &dir, "phone", "home", &["--count", "1"]);
+    assert_eq!(pinged.status.code(), Some(0), "{}", text(&pinged.stderr));
+}
+
 /// Writes `len` bytes of a pattern that no two offsets share cheaply.
 pub fn write_test_file(path: &Path, len: usize) {
     let mut data = vec![0u8; len];
@@ -2174,6 +2253,10 @@ macro_rules! terminal_flows {
         #[test]
         fn a_recv_dir_that_is_not_writable_is_refused_at_start() {
             support::with_mix($mix, support::terminal_flows::a_recv_dir_that_is_not_writable_is_refused_at_start);
+        }
+        #[test]
+        fn names_are_one_in_every_spelling_and_release_frees_a_lost_keys_name() {
+            support::with_mix($mix, support::terminal_flows::names_are_one_in_every_spelling_and_release_frees_a_lost_keys_name);
         }
         #[test]
         fn ping_a_peer_that_does_not_permit_gets_connects_uniform_refusal() {

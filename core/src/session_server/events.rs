@@ -481,6 +481,18 @@ pub struct LiveSession {
     pub forced: bool,
 }
 
+/// `release_name` named no bound name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UnknownName;
+
+impl fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no such name is bound")
+    }
+}
+
+impl core::error::Error for UnknownName {}
+
 /// `end_session` named no live session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct UnknownSession;

@@ -33,7 +33,7 @@ impl Seen {
     }
 
     /// Forgets `name`.
-    fn remove(&mut self, name: &str) {
+    pub(super) fn remove(&mut self, name: &str) {
         if let Some(old) = self.at.remove(name) {
             self.by_age.remove(&(old, name.to_string()));
         }

@@ -386,6 +386,24 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         self.upstream_lost(now);
     }
 
+    /// The operator frees `name` (in any of its spellings), whose key was
+    /// lost or retired: the binding goes (a `NameUnbound` fact, stored
+    /// before anything that follows), and a live registration of it ends
+    /// (its UDP key is revoked), so the next key to register the name (or
+    /// the one the operator enrols) gets it. The key it was bound to.
+    pub fn release_name(&mut self, now: Instant, name: &str) -> Result<PublicKey, UnknownName> {
+        self.begin(now);
+        let name = crate::names::canonical(name).map_err(|_| UnknownName)?;
+        let wire = crate::wire::Name::new(&name).map_err(|_| UnknownName)?;
+        let key = self.registry.unbind(wire).ok_or(UnknownName)?;
+        self.seen.remove(&name);
+        if let Some(device) = self.reg.live.get(&name).copied() {
+            self.end_channel(device);
+        }
+        self.out.fact(SessionFact::NameUnbound { name, key });
+        Ok(key)
+    }
+
     /// The operator ends a live session (S1604): an `EndTriggerRequest` for
     /// each party goes to the trigger server (S1605); the record follows the
     /// end notifications (or [`SessionConfig::end_grace`] without them).

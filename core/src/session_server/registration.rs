@@ -513,7 +513,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
 
     /// Ends a channel for good: an unconfirmed one is forgotten, a
     /// confirmed one's UDP key is revoked at the trigger server.
-    fn end_channel(&mut self, device: u64) {
+    pub(super) fn end_channel(&mut self, device: u64) {
         let Some(channel) = self.reg.channels.get(&device) else {
             return;
         };

@@ -27,6 +27,7 @@ pub mod end;
 pub mod enroll;
 pub mod invite;
 pub mod keygen;
+pub mod names;
 pub mod ping;
 pub mod server;
 pub mod sessions;
@@ -153,6 +154,8 @@ pub enum Command {
     /// Prints a server's invite again (what a device needs to join), as
     /// text and, with --qr, as a QR code.
     Invite(invite::InviteArgs),
+    /// Lists the bound names, or frees one whose key was lost.
+    Names(names::NamesArgs),
     /// Prints the session log.
     Sessions(sessions::SessionsArgs),
     /// Forces a live session to end.
@@ -193,6 +196,7 @@ impl Command {
             Command::TriggerServer(args) => server::run_trigger_server(&runtime.driver()?, args),
             Command::Enroll(args) => enroll::run(args),
             Command::Invite(args) => invite::run(args),
+            Command::Names(args) => names::run(args),
             Command::Sessions(args) => sessions::run(args),
             Command::End(args) => end::run(args),
             Command::Status(args) => status::run(args),

@@ -33,6 +33,8 @@ pub enum SessionCommand {
     Enroll(String, PublicKey, Answer<(), SessionError>),
     /// Hold a one-time enrolment code (`tryst invite --enrol`).
     EnrolCode(EnrolCode, Answer<(), SessionError>),
+    /// Free a bound name (`tryst names release`): the key it was bound to.
+    Release(String, Answer<PublicKey, SessionError>),
     /// What the server holds now: live terminals, live sessions, counters
     /// (the operator's status page, `tryst status`, the metrics).
     Snapshot(Answer<SessionSnapshot, SessionError>),
@@ -92,6 +94,9 @@ pub enum SessionError {
     /// The enrolment was refused.
     #[error("{0}")]
     Enroll(EnrollRefused),
+    /// No name of that spelling is bound.
+    #[error("no such name is bound")]
+    NoSuchName,
 }
 
 impl From<RoleStopped> for SessionError {
@@ -198,6 +203,13 @@ impl Driven for SessionRole {
                 };
                 let _ = reply.send(result.map_err(SessionError::Enroll));
             }
+            SessionCommand::Release(name, reply) => {
+                let result = self
+                    .machine
+                    .release_name(now, &name)
+                    .map_err(|_| SessionError::NoSuchName);
+                let _ = reply.send(result);
+            }
             SessionCommand::EnrolCode(code, reply) => {
                 let result = self
                     .machine
@@ -286,6 +298,14 @@ impl SessionHandle {
         let name = name.to_owned();
         self.commands
             .request(|reply| SessionCommand::Enroll(name, key, reply))
+    }
+
+    /// Frees a bound name on the running server (its binding and any live
+    /// registration of it); the key it was bound to.
+    pub fn release(&self, name: &str) -> Reply<PublicKey, SessionError> {
+        let name = name.to_owned();
+        self.commands
+            .request(|reply| SessionCommand::Release(name, reply))
     }
 
     /// Holds a one-time enrolment code on the running server.

@@ -1249,3 +1249,32 @@ fn a_second_attempt_on_a_lingering_stream_is_taken_and_keeps_the_stream() {
     assert!(!w.closed.contains(&conn), "a registered stream was closed");
     assert!(w.ss.live_device("term1").is_some());
 }
+
+#[test]
+fn the_operator_releases_a_name_in_any_spelling_and_another_key_may_take_it() {
+    let mut w = World::new(SessionConfig::default());
+    let lost = w.term("home", ListMode);
+    let lost_key = w.terms[lost].kp.public_key();
+    assert_eq!(w.ss.release_name(w.now, "nobody"), Err(UnknownName));
+    assert_eq!(w.ss.release_name(w.now, "HOME"), Ok(lost_key));
+    w.pump();
+    assert!(w.facts.iter().any(|f| matches!(
+        f,
+        SessionFact::NameUnbound { name, key } if name == "home" && *key == lost_key
+    )));
+    assert_eq!(
+        w.ss.live_device("home"),
+        None,
+        "its live registration ended"
+    );
+    assert_eq!(w.ss.registry().key_of(Name::new("home").unwrap()), None);
+    // The replacement device gets the name.
+    let new = w.term("home", ListMode);
+    assert!(w.terms[new].channel.is_some());
+    assert_ne!(w.terms[new].kp.public_key(), lost_key);
+    assert!(w.ss.live_device("home").is_some());
+    assert_eq!(
+        w.ss.release_name(w.now, "home"),
+        Ok(w.terms[new].kp.public_key())
+    );
+}

@@ -439,6 +439,13 @@ fn apply_command(
                 Err(e) => e.to_string(),
             }
         }
+        Some(OperatorCommand::Release(name)) => match handle.release(name).wait() {
+            Ok(key) => {
+                tracing::info!(target: LOG_TARGET, %name, key = %super::short(&key), "name released");
+                "ok".to_owned()
+            }
+            Err(e) => e.to_string(),
+        },
         Some(OperatorCommand::Enroll { name, key }) => match handle.enroll(name, *key).wait() {
             Ok(()) => {
                 tracing::info!(target: LOG_TARGET, %name, key = %super::short(key), "enrolled");
