@@ -1179,7 +1179,7 @@ pub fn names_are_one_in_every_spelling_and_release_frees_a_lost_keys_name() {
     assert_ne!(new_key, lost_key);
     let listed = text(&names(&server, &["list", "--json"]).stdout);
     assert!(
-        listed.contains(&format!("\"name\":\"home\"")) && listed.contains(&new_key),
+        listed.contains("\"name\":\"home\"") && listed.contains(&new_key),
         "{listed}"
     );
     let pinged = ping(&server, &dir, "phone", "home", &["--count", "1"]);
