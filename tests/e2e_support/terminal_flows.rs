@@ -1310,8 +1310,55 @@ pub fn a_terminal_without_a_receive_dir_keeps_no_file() {
     );
     let said = format!("{}{}", text(&sent.stdout), text(&sent.stderr));
     assert_eq!(sent.status.code(), Some(1), "{said}");
-    assert!(said.contains("did not keep"), "{said}");
+    assert!(
+        said.contains("the receiver did not keep f.bin: it takes no files"),
+        "{said}"
+    );
     drop(home);
+}
+
+/// Item 9: a receiver that cannot write the file tells the sender so; the
+/// sender never calls it a checksum mismatch, and neither side's messages
+/// name the hidden partial file.
+pub fn a_receiver_that_cannot_write_says_so_and_never_names_its_partial_file() {
+    let dir = scratch("recv-fails");
+    let server = Server::start(&dir, &[]);
+    let inbox = dir.join("inbox");
+    let home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &[
+            "--allow",
+            "phone",
+            "--recv-dir",
+            inbox.to_str().expect("utf-8"),
+        ],
+    );
+    // Writable at start, read-only by the time the file comes.
+    let ro = ReadOnlyDir::new(inbox.clone());
+    let file = dir.join("g.bin");
+    write_test_file(&file, 100_000);
+    let sent = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &["--send", file.to_str().expect("utf-8"), "--duration", "30s"],
+    );
+    let said = format!("{}{}", text(&sent.stdout), text(&sent.stderr));
+    assert_eq!(sent.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("the receiver did not keep g.bin: it could not write it"),
+        "{said}"
+    );
+    drop(ro);
+    let logged = home.proc.log();
+    assert!(logged.contains("file refused"), "{logged}");
+    for out in [&said, &logged] {
+        assert!(!out.to_lowercase().contains("checksum"), "{out}");
+        assert!(!out.contains(".tryst-partial"), "{out}");
+    }
 }
 
 pub fn s1605_a_forced_end_cuts_a_running_transfer_and_stores_no_file() {
@@ -2257,6 +2304,10 @@ macro_rules! terminal_flows {
         #[test]
         fn names_are_one_in_every_spelling_and_release_frees_a_lost_keys_name() {
             support::with_mix($mix, support::terminal_flows::names_are_one_in_every_spelling_and_release_frees_a_lost_keys_name);
+        }
+        #[test]
+        fn a_receiver_that_cannot_write_says_so_and_never_names_its_partial_file() {
+            support::with_mix($mix, support::terminal_flows::a_receiver_that_cannot_write_says_so_and_never_names_its_partial_file);
         }
         #[test]
         fn ping_a_peer_that_does_not_permit_gets_connects_uniform_refusal() {

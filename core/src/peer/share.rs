@@ -16,6 +16,7 @@
 //! kind 5 Stored      body: path (UTF-8)                   receiver -> sender
 //! kind 6 Live        body empty                           requester -> sharer
 //! kind 7 Resume      body: offset u64 BE                  receiver -> sender
+//! kind 8 NotKept     body: reason u8                      receiver -> sender
 //! ```
 //!
 //! A `Live` request asks the sharer for its live stream: real-time
@@ -121,6 +122,8 @@ pub enum ShareError {
     PastEnd,
     /// The caller's buffer cannot hold the message.
     BufferTooSmall,
+    /// A `NotKept` reason byte with no meaning.
+    UnknownReason(u8),
 }
 
 impl fmt::Display for ShareError {
@@ -135,6 +138,7 @@ impl fmt::Display for ShareError {
             ShareError::TooManyEntries => f.write_str("listing has too many entries"),
             ShareError::PastEnd => f.write_str("bytes past the share message"),
             ShareError::BufferTooSmall => f.write_str("buffer too small for the share message"),
+            ShareError::UnknownReason(r) => write!(f, "unknown not-kept reason {r}"),
         }
     }
 }
@@ -150,10 +154,61 @@ mod kind {
     pub const STORED: u8 = 5;
     pub const LIVE: u8 = 6;
     pub const RESUME: u8 = 7;
+    pub const NOT_KEPT: u8 = 8;
 }
 
 /// Length of a `Resume` body: the offset.
 pub const RESUME_BODY_LEN: usize = 8;
+/// Length of a `NotKept` body: the reason.
+pub const NOT_KEPT_BODY_LEN: usize = 1;
+
+/// Why a receiver did not keep a file it was sent, as it tells the sender
+/// (`NotKept`), so that the sender's message says what happened: a write
+/// error is never reported as a checksum mismatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotKeptReason {
+    /// The receiver takes no files (it has no receive folder).
+    TakesNoFiles = 1,
+    /// The receiver could not write or store the file (permissions, a full
+    /// or read-only disk).
+    CouldNotWrite = 2,
+    /// The bytes did not match the sender's SHA-256.
+    ChecksumMismatch = 3,
+    /// The receiver refused the file's name.
+    RefusedName = 4,
+    /// The transfer broke the protocol (a malformed header, data past the
+    /// announced end, too scattered).
+    Malformed = 5,
+}
+
+impl NotKeptReason {
+    /// The reason of a wire byte.
+    pub fn from_wire(byte: u8) -> Result<NotKeptReason, ShareError> {
+        Ok(match byte {
+            1 => NotKeptReason::TakesNoFiles,
+            2 => NotKeptReason::CouldNotWrite,
+            3 => NotKeptReason::ChecksumMismatch,
+            4 => NotKeptReason::RefusedName,
+            5 => NotKeptReason::Malformed,
+            other => return Err(ShareError::UnknownReason(other)),
+        })
+    }
+
+    /// Why a receive failed, as the sender is told it; `None` for a cut
+    /// transfer (the session ended: there is no one to tell).
+    pub fn of(failure: &super::transfer::ReceiveFailure) -> Option<NotKeptReason> {
+        use super::transfer::ReceiveFailure as F;
+        Some(match failure {
+            F::Cut => return None,
+            F::Storage | F::Hash(_) => NotKeptReason::CouldNotWrite,
+            F::ChecksumMismatch => NotKeptReason::ChecksumMismatch,
+            F::BadHeader(TransferError::BadName)
+            | F::BadHeader(TransferError::NameTooLong { .. })
+            | F::BadHeader(TransferError::FormatCharacter(_)) => NotKeptReason::RefusedName,
+            _ => NotKeptReason::Malformed,
+        })
+    }
+}
 
 /// One file of a listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,6 +317,8 @@ pub enum ShareMessage<'a> {
     /// Receiver of a resumable file: its bytes start at this offset (what
     /// it already holds and verified; 0 for nothing).
     Resume(u64),
+    /// Receiver: the file was not kept, and why.
+    NotKept(NotKeptReason),
 }
 
 /// The length a message announces, from its first bytes: `Ok(None)` until
@@ -283,6 +340,7 @@ pub fn message_len(prefix: &[u8]) -> Result<Option<usize>, ShareError> {
     let max = match kind {
         kind::LIST | kind::NO_SUCH_FILE | kind::LIVE => 0,
         kind::RESUME => RESUME_BODY_LEN,
+        kind::NOT_KEPT => NOT_KEPT_BODY_LEN,
         kind::GET | kind::STORED => MAX_PATH_LEN,
         kind::LISTING => MAX_SHARE_BODY_LEN,
         other => return Err(ShareError::UnknownKind(other)),
@@ -332,6 +390,10 @@ impl<'a> ShareMessage<'a> {
                     .filter(|_| body.len() == RESUME_BODY_LEN)
                     .ok_or(ShareError::BadLength)?,
             )),
+            kind::NOT_KEPT => match body {
+                [reason] => ShareMessage::NotKept(NotKeptReason::from_wire(*reason)?),
+                _ => return Err(ShareError::BadLength),
+            },
             kind::LISTING => {
                 let (count, entries) =
                     body.split_first_chunk::<2>().ok_or(ShareError::BadLength)?;
@@ -358,10 +420,15 @@ impl<'a> ShareMessage<'a> {
     /// with [`ListingWriter`] (this copies a decoded one).
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, ShareError> {
         let offset_bytes;
+        let reason_byte;
         let (kind, body): (u8, &[u8]) = match self {
             ShareMessage::Resume(offset) => {
                 offset_bytes = offset.to_be_bytes();
                 (kind::RESUME, &offset_bytes)
+            }
+            ShareMessage::NotKept(reason) => {
+                reason_byte = [*reason as u8];
+                (kind::NOT_KEPT, &reason_byte)
             }
             ShareMessage::List => (kind::LIST, &[]),
             ShareMessage::NoSuchFile => (kind::NO_SUCH_FILE, &[]),
@@ -614,8 +681,10 @@ pub mod vectors {
         0x54, 0x53, 0x01, 0x07, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00,
         0x00,
     ];
+    /// A receiver that could not write the file.
+    pub const NOT_KEPT: [u8; 9] = [0x54, 0x53, 0x01, 0x08, 0x00, 0x00, 0x00, 0x01, 0x02];
     /// Every vector with its name in PROTOCOL.md.
-    pub const ALL: [(&str, &[u8]); 7] = [
+    pub const ALL: [(&str, &[u8]); 8] = [
         ("ShareList", &LIST),
         ("ShareGet", &GET),
         ("ShareListing", &LISTING),
@@ -623,6 +692,7 @@ pub mod vectors {
         ("ShareStored", &STORED),
         ("ShareLive", &LIVE),
         ("ShareResume", &RESUME),
+        ("ShareNotKept", &NOT_KEPT),
     ];
 }
 
@@ -647,6 +717,10 @@ mod tests {
         assert_eq!(encoded(&ShareMessage::Stored("a.jpg.1")), vectors::STORED);
         assert_eq!(encoded(&ShareMessage::Live), vectors::LIVE);
         assert_eq!(encoded(&ShareMessage::Resume(1 << 20)), vectors::RESUME);
+        assert_eq!(
+            encoded(&ShareMessage::NotKept(NotKeptReason::CouldNotWrite)),
+            vectors::NOT_KEPT
+        );
         let mut out = [0u8; 64];
         let mut w = ListingWriter::new(&mut out).unwrap();
         w.push(&ListEntry {

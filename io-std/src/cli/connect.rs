@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tryst_core::peer::session::PeerEvent;
+use tryst_core::peer::share::NotKeptReason;
 use tryst_core::terminal::{HandshakeFailure, TerminalEvent};
 use tryst_core::wire::{EndReason, SessionId};
 
@@ -843,6 +844,8 @@ struct Outgoing {
 struct Ended {
     /// The name the receiver stored the file under, if it said.
     stored: Option<String>,
+    /// Why the receiver did not keep the file, if it said.
+    not_kept: Option<NotKeptReason>,
     /// The file offset the send resumed at (0: from the start).
     resumed: u64,
     /// The reason the session ended with.
@@ -901,6 +904,8 @@ struct Watch {
     acked_all: bool,
     /// The name the receiver stored the file under, once it said.
     stored: Option<String>,
+    /// Why the receiver did not keep the file, once it said.
+    not_kept: Option<NotKeptReason>,
     /// The file offset the send resumed at (0: from the start).
     resumed: u64,
 }
@@ -921,6 +926,12 @@ impl Watch {
                 answer: ShareAnswer::Stored(name),
             } if id == session_id => {
                 self.stored = Some(name);
+            }
+            Event::Answer {
+                session_id: id,
+                answer: ShareAnswer::NotKept(reason),
+            } if id == session_id => {
+                self.not_kept = Some(reason);
             }
             Event::Resumed {
                 session_id: id,
@@ -1005,6 +1016,7 @@ fn follow_transfer(
         give_up: None,
         acked_all: false,
         stored: None,
+        not_kept: None,
         resumed: 0,
     };
     let signals = StopSignals::listen(&[StopSignal::Interrupt])?;
@@ -1039,6 +1051,7 @@ fn follow_transfer(
     watch.progress.finish();
     Ok(Ended {
         stored: watch.stored,
+        not_kept: watch.not_kept,
         resumed: watch.resumed,
         reason,
         by_peer,
@@ -1098,11 +1111,22 @@ fn finish_send(file: &Outgoing, ended: &Ended) -> Result<(), CliError> {
             println!("session ended: Completed ({bytes_sent} payload bytes sent)");
             Ok(())
         }
-        // The receiver's log says which; a write error is never called a
-        // checksum mismatch here.
+        // What the receiver said; a write error is never called a checksum
+        // mismatch.
         (EndReason::Failed, true) => Err(CliError::failed(format!(
-            "the receiver did not keep {name}: it takes no files, could not write it, or the \
-             bytes did not match their SHA-256 (the receiver's log says which)"
+            "the receiver did not keep {name}: {}",
+            match ended.not_kept {
+                Some(NotKeptReason::TakesNoFiles) => "it takes no files (no --recv-dir)",
+                Some(NotKeptReason::CouldNotWrite) => {
+                    "it could not write it (its disk or its folder's permissions)"
+                }
+                Some(NotKeptReason::ChecksumMismatch) => {
+                    "the bytes it got did not match their SHA-256 (damaged on the way)"
+                }
+                Some(NotKeptReason::RefusedName) => "it refused the file's name",
+                Some(NotKeptReason::Malformed) => "the transfer broke the protocol",
+                None => "it did not say why (see its log)",
+            }
         ))),
         (EndReason::Failed, false) if ended.connected_at.is_none() => Err(CliError::failed(
             "no direct path to the peer: hole punching did not get through",

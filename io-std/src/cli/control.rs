@@ -419,6 +419,7 @@ fn encode_event(event: &Event) -> Option<(Owner, Value)> {
         Event::Answer { session_id, answer } => {
             let body = match answer {
                 ShareAnswer::Stored(name) => json!({"ev": "stored", "name": name}),
+                ShareAnswer::NotKept(reason) => json!({"ev": "not_kept", "reason": *reason as u8}),
                 ShareAnswer::NoSuchFile => json!({"ev": "no_such_file"}),
                 ShareAnswer::Listing(files) => {
                     let files: Vec<Value> = files
@@ -532,10 +533,16 @@ fn decode_event(v: &Value) -> Option<Event> {
             done: u64_field(v, "done")?,
             size: u64_field(v, "size")?,
         },
-        "stored" | "no_such_file" | "listing" => Event::Answer {
+        "stored" | "not_kept" | "no_such_file" | "listing" => Event::Answer {
             session_id: session_field(v)?,
             answer: match kind {
                 "stored" => ShareAnswer::Stored(str_field(v, "name")?.to_owned()),
+                "not_kept" => ShareAnswer::NotKept(
+                    tryst_core::peer::share::NotKeptReason::from_wire(
+                        u8::try_from(u64_field(v, "reason")?).ok()?,
+                    )
+                    .ok()?,
+                ),
                 "no_such_file" => ShareAnswer::NoSuchFile,
                 _ => ShareAnswer::Listing(
                     v.get("files")?

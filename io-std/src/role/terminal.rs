@@ -23,7 +23,7 @@ use rand_core::OsRng;
 use tryst_core::crypto::StaticKeypair;
 use tryst_core::peer::endpoint::{Endpoint, EndpointEvent, SessionIo};
 use tryst_core::peer::session::{PeerConfig, PeerEvent};
-use tryst_core::peer::share::ShareMessage;
+use tryst_core::peer::share::{NotKeptReason, ShareMessage};
 use tryst_core::peer::transfer::{session_end, SendStep};
 use tryst_core::peer::transport::{PingError, TransportStats};
 use tryst_core::terminal::{
@@ -143,6 +143,8 @@ pub enum ShareAnswer {
     /// The file this terminal sent was stored under this path (relative to
     /// the peer's receive folder).
     Stored(String),
+    /// The file this terminal sent was not kept, and why.
+    NotKept(NotKeptReason),
 }
 
 /// A file stored in the receive directory.
@@ -463,9 +465,10 @@ struct Payload {
     /// Stream offset of the peer's next share message (past the `Resume`
     /// offers taken).
     consumed: usize,
-    /// Close `Completed` once the peer acknowledged the stream (the stored
-    /// name's receipt arrived).
-    close_on_ack: bool,
+    /// Close with this reason once the peer acknowledged the stream (the
+    /// stored name's receipt, `Completed`, or why the file was not kept,
+    /// `Failed`, arrived).
+    close_on_ack: Option<EndReason>,
     /// The transfer ended the session (and its outcome was reported).
     reported: bool,
     /// This terminal asked for the peer's live stream: its datagrams go to
@@ -903,7 +906,7 @@ impl TerminalRole {
                                 incoming,
                                 answered: false,
                                 consumed: 0,
-                                close_on_ack: false,
+                                close_on_ack: None,
                                 reported: false,
                                 live_wanted: false,
                                 live: None,
@@ -953,11 +956,15 @@ impl TerminalRole {
                             .payloads
                             .sessions
                             .get(&session_id.0)
-                            .is_some_and(|p| p.close_on_ack) =>
+                            .is_some_and(|p| p.close_on_ack.is_some()) =>
                     {
-                        let _ = self
-                            .endpoint
-                            .end_session(now, &session_id, EndReason::Completed);
+                        let reason = self
+                            .payloads
+                            .sessions
+                            .get(&session_id.0)
+                            .and_then(|p| p.close_on_ack)
+                            .unwrap_or(EndReason::Completed);
+                        let _ = self.endpoint.end_session(now, &session_id, reason);
                     }
                     PeerEvent::Ended { reason, .. } => {
                         self.end_payload(&session_id, &format!("the session ended ({reason:?})"));
@@ -1107,10 +1114,13 @@ impl TerminalRole {
             };
             payload.reported = true;
             let Some(sink) = payload.incoming.sink() else {
-                closes.push((session_id, reason));
                 if payload.incoming.is_stray() {
                     tracing::info!(session = %short_session_id(&session_id), "peer sent a file; this terminal takes none");
+                    if tell_not_kept(payload, NotKeptReason::TakesNoFiles) {
+                        continue;
+                    }
                 }
+                closes.push((session_id, reason));
                 continue;
             };
             let outcome = match sink.state() {
@@ -1146,7 +1156,7 @@ impl TerminalRole {
                             match ShareMessage::Stored(&name).encode(&mut bytes) {
                                 Ok(_) => {
                                     payload.outbox.send(&bytes, true);
-                                    payload.close_on_ack = true;
+                                    payload.close_on_ack = Some(EndReason::Completed);
                                 }
                                 Err(_) => closes.push((session_id, reason)),
                             }
@@ -1155,12 +1165,21 @@ impl TerminalRole {
                     }
                 }
                 Err(why) => {
-                    closes.push((session_id, reason));
                     tracing::warn!(
                         session = %short_session_id(&session_id),
                         error = %why,
                         "file refused"
                     );
+                    // The sender is told why, then the session closes.
+                    let told = match sink.state() {
+                        ReceiveState::Failed(failure) => {
+                            NotKeptReason::of(failure).is_some_and(|r| tell_not_kept(payload, r))
+                        }
+                        _ => false,
+                    };
+                    if !told {
+                        closes.push((session_id, reason));
+                    }
                 }
             }
             let _ = self.events.send(Event::Received {
@@ -1326,7 +1345,29 @@ fn on_share_message(
         (Role::Connecting, Ok(ShareMessage::Stored(name))) => {
             ShareStep::Answer(ShareAnswer::Stored(name.to_owned()))
         }
+        (Role::Connecting, Ok(ShareMessage::NotKept(reason))) => {
+            ShareStep::Answer(ShareAnswer::NotKept(reason))
+        }
         (_, Ok(_)) => ShareStep::Refuse,
+    }
+}
+
+/// Tells the sender of a file this terminal did not keep why (a
+/// `NotKept` on this side's stream; the session closes once it is
+/// acknowledged); `false` if it cannot be told (this side asked, or its
+/// stream already ended).
+fn tell_not_kept(payload: &mut Payload, reason: NotKeptReason) -> bool {
+    if payload.role != Role::Connected || payload.outbox.done {
+        return false;
+    }
+    let mut bytes = [0u8; tryst_core::peer::share::SHARE_HEADER_LEN + 1];
+    match ShareMessage::NotKept(reason).encode(&mut bytes) {
+        Ok(n) => {
+            payload.outbox.send(&bytes[..n], true);
+            payload.close_on_ack = Some(EndReason::Failed);
+            true
+        }
+        Err(_) => false,
     }
 }
 
