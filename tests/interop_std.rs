@@ -123,7 +123,7 @@ fn keygen_keys_are_read_by_the_other_binary() {
     ));
     assert_eq!(
         enrolled,
-        "enrolled TOK1 (the server applies it when it starts)\n"
+        "enrolled tok1 (the server applies it when it starts)\n"
     );
     // The same name for another key: refused by either binary alike.
     let refused = run(
@@ -133,7 +133,7 @@ fn keygen_keys_are_read_by_the_other_binary() {
     assert_eq!(refused.status.code(), Some(1));
     assert_eq!(
         text(&refused.stderr),
-        "tryst-std: STD1 is already bound to another key\n"
+        "tryst-std: std1 is already bound to another key\n"
     );
 }
 
