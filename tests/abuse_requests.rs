@@ -177,12 +177,12 @@ async fn burst_of_requests_for_one_target_keeps_its_stream_and_a_permitted_reque
     let mut attackers = strangers(&server, "R", 30).await;
     let sent = Instant::now();
     for (i, a) in attackers.iter_mut().enumerate() {
-        request_many(a, &format!("R{i}"), "TERM0", 1, 10);
+        request_many(a, &format!("R{i}"), "term0", 1, 10);
     }
     // A permitted request during the flood succeeds.
     friend
         .handle
-        .connect("TERM0", 60)
+        .connect("term0", 60)
         .await
         .expect("request sent");
     friend.ready().await;
@@ -209,7 +209,7 @@ async fn full_denial_budget_answers_unknown_and_existing_names_alike() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let server = start_server(&data, &[], "server.log");
-    let _home = online_term(&server, "TERM1", StaticKeypair::generate(&mut OsRng), &[]).await;
+    let _home = online_term(&server, "term1", StaticKeypair::generate(&mut OsRng), &[]).await;
     // 260 names x 32 requests for unknown names: more denials waiting for
     // their time than the old table-wide bound of 8,192.
     let mut attackers = strangers(&server, "F", 260).await;
@@ -232,7 +232,7 @@ async fn full_denial_budget_answers_unknown_and_existing_names_alike() {
         panic!("the probe was refused");
     };
     let sent = Instant::now();
-    request_many(&mut probe, "PROBE", "TERM1", 1, 1);
+    request_many(&mut probe, "PROBE", "term1", 1, 1);
     request_many(&mut probe, "PROBE", "NOBODY2", 2, 1);
     let errors = errors_within(&mut probe, 2, Duration::from_secs(9));
     let ids: Vec<u32> = errors.iter().map(|e| e.1).collect();
@@ -260,7 +260,7 @@ async fn registration_answer_does_not_depend_on_whether_the_name_is_bound() {
     let server = start_server(&data, &[], "server.log");
     let mut home = online_term(
         &server,
-        "TERM1",
+        "term1",
         StaticKeypair::generate(&mut OsRng),
         &["FRIEND"],
     )
@@ -281,7 +281,7 @@ async fn registration_answer_does_not_depend_on_whether_the_name_is_bound() {
             .expect("a reply")
         }
     };
-    let (bound, bound_len) = probe("TERM1", 1).await;
+    let (bound, bound_len) = probe("term1", 1).await;
     let (free, free_len) = probe("FREE1", 2).await;
     assert!(matches!(bound, RawAnswer::Ack(_)), "bound name: {bound:?}");
     assert!(matches!(free, RawAnswer::Ack(_)), "free name: {free:?}");
@@ -290,7 +290,7 @@ async fn registration_answer_does_not_depend_on_whether_the_name_is_bound() {
     let mut friend = online_term(&server, "FRIEND", StaticKeypair::generate(&mut OsRng), &[]).await;
     friend
         .handle
-        .connect("TERM1", 60)
+        .connect("term1", 60)
         .await
         .expect("request sent");
     friend.ready().await;
@@ -417,7 +417,7 @@ async fn unused_binding_expires_and_the_name_is_free_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let server = start_server(&data, &["--binding-ttl", "2s"], "server.log");
-    let squatter = strangers(&server, "GONE", 1).await.remove(0);
+    let squatter = strangers(&server, "gone", 1).await.remove(0);
     squatter
         .stream
         .socket
@@ -425,19 +425,19 @@ async fn unused_binding_expires_and_the_name_is_free_again() {
         .expect("closed");
     // The channel goes 10 s after its stream, the binding 2 s unused later.
     let deadline = Instant::now() + Duration::from_secs(25);
-    while log_lines(&server, &["binding expired unused", "GONE0"]) == 0 {
+    while log_lines(&server, &["binding expired unused", "gone0"]) == 0 {
         assert!(Instant::now() < deadline, "the binding never expired");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // A new key gets the name for real.
     let keys = StaticKeypair::generate(&mut OsRng);
     let (answer, _) =
-        RawTerminal::register(next_source(), server.control, server.key, "GONE0", &keys)
+        RawTerminal::register(next_source(), server.control, server.key, "gone0", &keys)
             .await
             .expect("a reply");
     assert!(matches!(answer, RawAnswer::Ack(_)));
     let deadline = Instant::now() + STEP;
-    while log_lines(&server, &["name bound to its first key", "GONE0"]) < 2 {
+    while log_lines(&server, &["name bound to its first key", "gone0"]) < 2 {
         assert!(Instant::now() < deadline, "the name was not bound again");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

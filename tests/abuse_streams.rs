@@ -32,9 +32,9 @@ fn ip(text: &str) -> IpAddr {
 /// TERM1 (allows TERM3) from 127.0.0.2 and TERM3 from 127.0.0.3, both
 /// online: sources other than the attackers' 127.0.0.1.
 async fn pair_from_other_sources(server: &Server) -> (Term, Term) {
-    let mut home = fresh(ip("127.0.0.2"), "TERM1", &["TERM3"], server).await;
+    let mut home = fresh(ip("127.0.0.2"), "term1", &["term3"], server).await;
     home.online().await;
-    let mut phone = fresh(ip("127.0.0.3"), "TERM3", &[], server).await;
+    let mut phone = fresh(ip("127.0.0.3"), "term3", &[], server).await;
     phone.online().await;
     (home, phone)
 }
@@ -303,8 +303,8 @@ async fn a_backlog_of_requests_and_key_installs_flushed_at_link_setup_keeps_the_
     }
     let requesters = burst_of_requests(&sess, 40, 2).await;
     // The permitted pair registers last: its key installs are the newest.
-    let mut home = fresh(ip("127.0.0.2"), "TERM1", &["TERM3"], &sess).await;
-    let mut phone = fresh(ip("127.0.0.3"), "TERM3", &[], &sess).await;
+    let mut home = fresh(ip("127.0.0.2"), "term1", &["term3"], &sess).await;
+    let mut phone = fresh(ip("127.0.0.3"), "term3", &[], &sess).await;
     for t in [&mut home, &mut phone] {
         t.expect("registration", |e| {
             matches!(e, TerminalEvent::Registered { .. }).then_some(())

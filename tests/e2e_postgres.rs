@@ -64,10 +64,10 @@ fn pg_a_name_bound_on_one_server_is_held_on_another_sharing_the_store() {
             let tmp = tempfile::tempdir().expect("tempdir");
             let a = start_server(&tmp.path().join("a"), &[], "a.log");
             let b = start_server(&tmp.path().join("b"), &[], "b.log");
-            let _home = online_term(&a, "TERM1", StaticKeypair::generate(&mut OsRng), &[]).await;
-            log_line(&b.proc, &["binding from the shared store applied", "TERM1"]).await;
+            let _home = online_term(&a, "term1", StaticKeypair::generate(&mut OsRng), &[]).await;
+            log_line(&b.proc, &["binding from the shared store applied", "term1"]).await;
             let mut thief = Term::start(
-                "TERM1",
+                "term1",
                 StaticKeypair::generate(&mut OsRng),
                 &[],
                 b.control,
@@ -79,7 +79,7 @@ fn pg_a_name_bound_on_one_server_is_held_on_another_sharing_the_store() {
             thief.registration_outcome().await;
             log_line(&b.proc, &["impersonation attempt"]).await;
             // B still serves: a new name registers and comes online there.
-            let _other = online_term(&b, "TERM2", StaticKeypair::generate(&mut OsRng), &[]).await;
+            let _other = online_term(&b, "term2", StaticKeypair::generate(&mut OsRng), &[]).await;
         });
     });
 }

@@ -167,8 +167,8 @@ fn server_metrics_move_with_registrations_setups_refusals_and_bad_handshakes() {
         );
         let session = hex(&id.0);
         for needle in [
-            "TERM1",
-            "TERM3",
+            "term1",
+            "term3",
             "s ago",
             session.as_str(),
             "handshake_failures",

@@ -353,8 +353,8 @@ fn status_page_in_chromium_shows_a_live_session_and_its_end_button_ends_it() {
         let row = format!("data-session=\"{session}\"");
         reload_until(&browser, &base, "the live session", |s| {
             s.contains(&row)
-                && s.contains("data-name=\"TERM1\"")
-                && s.contains("data-name=\"TERM3\"")
+                && s.contains("data-name=\"term1\"")
+                && s.contains("data-name=\"term3\"")
         })
         .await;
         let shot = browser.screenshot().await.expect("a screenshot");
@@ -383,7 +383,7 @@ fn status_page_in_chromium_shows_a_live_session_and_its_end_button_ends_it() {
         .await;
         // The log's filters: by name, and live only.
         browser
-            .goto(&format!("{base}?name=TERM3&live=on"))
+            .goto(&format!("{base}?name=term3&live=on"))
             .await
             .expect("filtered");
         let source = browser.source().await.expect("source");
@@ -393,7 +393,7 @@ fn status_page_in_chromium_shows_a_live_session_and_its_end_button_ends_it() {
             "a live-only log shows an ended session"
         );
         browser
-            .goto(&format!("{base}?name=TERM3&since=1h"))
+            .goto(&format!("{base}?name=term3&since=1h"))
             .await
             .expect("filtered");
         let source = browser.source().await.expect("source");

@@ -247,8 +247,8 @@ impl Term {
 
 /// TERM1 (allows TERM3) and TERM3, both online at `server`.
 pub async fn pair(server: &Server, home_keys: StaticKeypair) -> (Term, Term) {
-    let home = online_term(server, "TERM1", home_keys, &["TERM3"]).await;
-    let phone = online_term(server, "TERM3", StaticKeypair::generate(&mut OsRng), &[]).await;
+    let home = online_term(server, "term1", home_keys, &["term3"]).await;
+    let phone = online_term(server, "term3", StaticKeypair::generate(&mut OsRng), &[]).await;
     (home, phone)
 }
 
@@ -256,7 +256,7 @@ pub async fn pair(server: &Server, home_keys: StaticKeypair) -> (Term, Term) {
 pub async fn connect(home: &mut Term, phone: &mut Term, secs: u32) -> SessionId {
     phone
         .handle
-        .connect("TERM1", secs)
+        .connect("term1", secs)
         .await
         .expect("request sent");
     let a = phone.ready().await;
@@ -370,6 +370,35 @@ impl RawStream {
                 Ok(n) => self.unread.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether the server refused this stream's registration within
+    /// `within`: a `RetryLater` arrived, or the stream closed.
+    pub fn refused_within(&mut self, within: Duration) -> bool {
+        use tryst_tokio::core::wire::Message;
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match self.recv(left) {
+                Ok(None) => return true,
+                Ok(Some(m)) if matches!(Message::decode(&m), Ok(Message::RetryLater(_))) => {
+                    return true
+                }
+                Ok(Some(_)) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                    ) =>
+                {
+                    return false
+                }
+                Err(_) => return true,
             }
         }
     }

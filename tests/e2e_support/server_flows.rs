@@ -71,7 +71,7 @@ pub fn bad_flags_exit_2_with_one_line() {
         vec!["sessions", "--store", "mysql://nobody@nowhere/db"],
         vec!["end", "0123456789abcdef", "--store", "sqlite"],
         vec!["end", "xyz", "--data-dir", d],
-        vec!["enroll", "TERM1", "not-a-key", "--data-dir", d],
+        vec!["enroll", "term1", "not-a-key", "--data-dir", d],
         vec!["keygen"],
         vec!["trigger-server", "--data-dir", d],
     ];
@@ -159,15 +159,15 @@ pub async fn kill_9_loses_no_acknowledged_binding_or_record() {
     let log = sessions_json(&dir);
     let first = row(&log, &done).expect("the finished session survived");
     assert_eq!(first["end_reason"], "completed");
-    assert_eq!(first["who"], "TERM3");
-    assert_eq!(first["whom"], "TERM1");
+    assert_eq!(first["who"], "term3");
+    assert_eq!(first["whom"], "term1");
     assert_eq!(first["bytes"], 4096);
     let second = row(&log, &live).expect("the live session survived");
     assert_eq!(second["live"], true, "{second}");
 
     // The binding survived: another key cannot take TERM1, its own key can.
     let mut thief = Term::start(
-        "TERM1",
+        "term1",
         StaticKeypair::generate(&mut OsRng),
         &[],
         server.control,
@@ -180,11 +180,11 @@ pub async fn kill_9_loses_no_acknowledged_binding_or_record() {
     thief.registration_outcome().await;
     let deadline = Instant::now() + STEP;
     while !server.proc.log().contains("impersonation attempt") {
-        assert!(Instant::now() < deadline, "another key took TERM1");
+        assert!(Instant::now() < deadline, "another key took term1");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut owner = Term::start(
-        "TERM1",
+        "term1",
         home_secret.keypair(),
         &[],
         server.control,
@@ -194,7 +194,7 @@ pub async fn kill_9_loses_no_acknowledged_binding_or_record() {
     .await;
     assert!(
         !owner.registration_outcome().await,
-        "TERM1's own key was refused"
+        "term1's own key was refused"
     );
 
     // The live session was restored into the machine: it can be ended, and
@@ -247,8 +247,8 @@ pub async fn tryst_end_forces_a_live_session_to_end_s1604() {
         .find(|l| l.starts_with(&hex(&id.0)))
         .expect("the session's line");
     assert!(
-        line.contains("TERM3")
-            && line.contains("TERM1")
+        line.contains("term3")
+            && line.contains("term1")
             && line.split_whitespace().nth(7) == Some("forced"),
         "{line}"
     );
