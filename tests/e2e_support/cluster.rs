@@ -378,34 +378,20 @@ impl RawStream {
     /// `within`: a `RetryLater` arrived, or the stream closed.
     pub fn refused_within(&mut self, within: Duration) -> bool {
         use tryst_tokio::core::wire::Message;
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            match self.recv(left) {
-                Ok(None) => return true,
-                Ok(Some(m)) if matches!(Message::decode(&m), Ok(Message::RetryLater(_))) => {
-                    return true
-                }
-                Ok(Some(_)) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-                    ) =>
-                {
-                    return false
-                }
-                Err(_) => return true,
-            }
-        }
+        self.ends_within(within, |m| {
+            matches!(Message::decode(m), Ok(Message::RetryLater(_)))
+        })
     }
 
     /// Whether the server closed the stream within `within` (reading and
     /// discarding whatever it sent first).
     pub fn closed_within(&mut self, within: Duration) -> bool {
+        self.ends_within(within, |_| false)
+    }
+
+    /// Reads until the stream closes (`true`), a message `last` picks
+    /// arrives (`true`), or `within` passes (`false`).
+    fn ends_within(&mut self, within: Duration, last: impl Fn(&[u8]) -> bool) -> bool {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -414,6 +400,7 @@ impl RawStream {
             }
             match self.recv(left) {
                 Ok(None) => return true,
+                Ok(Some(m)) if last(&m) => return true,
                 Ok(Some(_)) => {}
                 Err(e)
                     if matches!(
