@@ -1186,6 +1186,82 @@ pub fn names_are_one_in_every_spelling_and_release_frees_a_lost_keys_name() {
     assert_eq!(pinged.status.code(), Some(0), "{}", text(&pinged.stderr));
 }
 
+/// Item 3, the fetch side: a `--get` cut by kill -9 of the fetching
+/// `connect` resumes from what its receive folder holds and verified; less
+/// than the whole file crosses the second time.
+pub fn a_fetch_cut_by_kill_9_of_the_fetcher_resumes_from_what_it_holds() {
+    let dir = scratch("fetch-resume");
+    let server = Server::start(&dir, &[]);
+    let share = dir.join("share");
+    fs::create_dir_all(&share).expect("share");
+    const SIZE: u64 = 50 * 1000 * 1000;
+    write_test_file(&share.join("big.bin"), SIZE as usize);
+    let share_arg = share.to_str().expect("utf-8").to_owned();
+    // Throttled so that the kill lands midway.
+    let mut home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &[
+            "--allow",
+            "phone",
+            "--share",
+            &share_arg,
+            "--limit-rate",
+            "20M",
+        ],
+    );
+    let inbox = dir.join("inbox");
+    let inbox_arg = inbox.to_str().expect("utf-8").to_owned();
+    let get = [
+        "home",
+        "--get",
+        "big.bin",
+        "--recv-dir",
+        &inbox_arg,
+        "--duration",
+        "10m",
+    ];
+    let state = dir.join("phone-state");
+    let mut args = vec!["connect".to_owned()];
+    args.extend(server.terminal_flags("phone", &state));
+    args.extend(get.map(str::to_owned));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut phone = Proc::start(&refs, dir.join("phone-1.log"), None);
+    phone.expect_line("fetching big.bin: 40%");
+    phone.kill9();
+    drop(phone);
+    let left = fs::read_dir(&inbox)
+        .expect("inbox")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
+        })
+        .count();
+    assert_eq!(left, 2, "the partial file and its record");
+    let got = connect(&server, &dir, "phone", "home", &get[1..]);
+    let said = text(&got.stdout);
+    assert!(got.status.success(), "{said}\n{}", text(&got.stderr));
+    let resumed_at: u64 = said
+        .lines()
+        .find_map(|l| l.split_once("(resumed at byte ").map(|(_, r)| r))
+        .and_then(|r| r.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no resume in:\n{said}"));
+    assert!(
+        resumed_at > 10_000_000 && resumed_at < SIZE,
+        "resumed at {resumed_at}"
+    );
+    assert_eq!(
+        sha256_hex(&inbox.join("big.bin")),
+        sha256_hex(&share.join("big.bin"))
+    );
+    // The sharer sent only the rest.
+    home.proc.expect_line("with phone");
+    let logged = home.proc.log();
+    assert!(logged.contains("resuming"), "{logged}");
+}
+
 /// Writes `len` bytes of a pattern that no two offsets share cheaply.
 pub fn write_test_file(path: &Path, len: usize) {
     let mut data = vec![0u8; len];
@@ -1475,10 +1551,13 @@ pub fn resume_after_kill_9_of_the_receiving_daemon_sends_only_the_rest() {
     phone.kill9();
     drop(phone);
     drop(home);
-    // What the killed daemon left: its partial file and the record.
+    // What the killed daemon left: its partial file and the record (and a
+    // record's temporary file, when the kill came while it was rewritten;
+    // the start sweep removes that one).
     let left: Vec<String> = fs::read_dir(&inbox)
         .expect("inbox")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".tmp"))
         .collect();
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(
@@ -2308,6 +2387,10 @@ macro_rules! terminal_flows {
         #[test]
         fn a_receiver_that_cannot_write_says_so_and_never_names_its_partial_file() {
             support::with_mix($mix, support::terminal_flows::a_receiver_that_cannot_write_says_so_and_never_names_its_partial_file);
+        }
+        #[test]
+        fn a_fetch_cut_by_kill_9_of_the_fetcher_resumes_from_what_it_holds() {
+            support::with_mix($mix, support::terminal_flows::a_fetch_cut_by_kill_9_of_the_fetcher_resumes_from_what_it_holds);
         }
         #[test]
         fn ping_a_peer_that_does_not_permit_gets_connects_uniform_refusal() {

@@ -569,9 +569,18 @@ fn fetch(
     match (answer, received) {
         (_, Some(Ok(file))) => {
             let elapsed = started.elapsed().as_secs_f64().max(1e-3);
+            let what = if file.resumed_from > 0 {
+                format!(
+                    "{} of {} (resumed at byte {})",
+                    human_bytes(file.size - file.resumed_from.min(file.size)),
+                    human_bytes(file.size),
+                    file.resumed_from
+                )
+            } else {
+                human_bytes(file.size)
+            };
             println!(
-                "fetched {name}: {} in {elapsed:.1} s, stored as {}, SHA-256 {} verified",
-                human_bytes(file.size),
+                "fetched {name}: {what} in {elapsed:.1} s, stored as {}, SHA-256 {} verified",
                 file.path.display(),
                 hex(&file.digest)
             );

@@ -437,7 +437,8 @@ fn encode_event(event: &Event) -> Option<(Owner, Value)> {
         } => {
             let body = match outcome {
                 Ok(file) => json!({"ev": "received", "path": file.path.to_string_lossy(),
-                                   "size": file.size, "digest": hex_bytes(&file.digest)}),
+                                   "size": file.size, "digest": hex_bytes(&file.digest),
+                                   "resumed_from": file.resumed_from}),
                 Err(why) => json!({"ev": "received", "error": why}),
             };
             with_session(body, session_id)
@@ -567,6 +568,7 @@ fn decode_event(v: &Value) -> Option<Event> {
                     path: PathBuf::from(str_field(v, "path")?),
                     size: u64_field(v, "size")?,
                     digest: parse_hex(str_field(v, "digest")?)?.try_into().ok()?,
+                    resumed_from: u64_field(v, "resumed_from").unwrap_or(0),
                 }),
             },
         },

@@ -132,6 +132,10 @@ pub struct TerminalArgs {
     /// listed or served, and nothing outside it is.
     #[arg(long = "share", value_name = "DIR")]
     pub share: Option<PathBuf>,
+    /// The most a shared file is sent at, in bytes a second (e.g. 500K,
+    /// 20M), so that a fetch leaves room on the uplink.
+    #[arg(long = "limit-rate", value_name = "RATE", value_parser = super::transfer::parse_rate)]
+    pub limit_rate: Option<u64>,
     /// A command (run with `sh -c`, no stdin, its stderr to this log) whose
     /// stdout a permitted peer gets as real-time datagrams when it asks
     /// (`tryst connect --live`); it starts with the peer's request and is
@@ -690,6 +694,7 @@ pub fn run<D: Driver>(driver: &D, args: TerminalArgs) -> Result<(), CliError> {
                 command: command.clone(),
                 frame: args.frame,
             }),
+        share_rate: args.limit_rate,
         ..TerminalOptions::default()
     };
     let enrolling = config.enrol_code.is_some();

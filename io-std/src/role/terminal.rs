@@ -58,6 +58,10 @@ pub struct TerminalOptions {
     /// The live source a permitted peer may ask for (`tryst terminal
     /// --live-from`); `None` answers a live request "no such file".
     pub live: Option<LiveSource>,
+    /// The most bytes a second a shared file is sent at (`tryst terminal
+    /// --limit-rate`), so that fetches leave room on the uplink; `None`:
+    /// as fast as the path takes.
+    pub share_rate: Option<u64>,
     /// The peer sessions' configuration.
     pub peer: PeerConfig,
     /// The local address of its stream to the session server (any port);
@@ -156,6 +160,9 @@ pub struct ReceivedFile {
     pub size: u64,
     /// Its SHA-256, which matched the sender's.
     pub digest: [u8; 32],
+    /// The file offset this transfer started at: what this side already
+    /// held of it from a cut one (0: the whole file crossed).
+    pub resumed_from: u64,
 }
 
 /// What the app asks of a running terminal.
@@ -465,6 +472,8 @@ struct Payload {
     /// Stream offset of the peer's next share message (past the `Resume`
     /// offers taken).
     consumed: usize,
+    /// The peer's public key (a resumable file from it is matched by it).
+    peer_key: [u8; 32],
     /// Close with this reason once the peer acknowledged the stream (the
     /// stored name's receipt, `Completed`, or why the file was not kept,
     /// `Failed`, arrived).
@@ -515,6 +524,7 @@ impl Outbox {
 struct Payloads {
     recv_dir: Option<PathBuf>,
     share: Option<Share>,
+    share_rate: Option<u64>,
     live: Option<LiveSource>,
     events: flume::Sender<Event>,
     sessions: BTreeMap<[u8; 16], Payload>,
@@ -625,6 +635,7 @@ impl TerminalRole {
                         }
                     }),
                 live: options.live.clone(),
+                share_rate: options.share_rate,
                 events: events.clone(),
                 sessions: BTreeMap::new(),
             },
@@ -734,9 +745,17 @@ impl TerminalRole {
                 let wake = self.hash_wake();
                 let result = match self.payloads.sessions.get_mut(&session_id.0) {
                     Some(payload) if self.endpoint.session(&session_id).is_some() => {
+                        // A fetch (a receive dir) keeps this side's stream
+                        // open after its Get: the file may come resumable,
+                        // and the `Resume` offer goes on it.
+                        let fetch = matches!(
+                            ShareMessage::decode(&message),
+                            Ok(Some((ShareMessage::Get(_), _)))
+                        );
                         if let Some(dir) = recv_dir {
                             // Nothing was received yet: the request goes first.
                             payload.incoming = Incoming::new(Some(&dir), wake);
+                            payload.incoming.set_peer(payload.peer_key);
                         }
                         if message == tryst_core::peer::share::vectors::LIVE {
                             // The app plays the stream for as long as it
@@ -744,7 +763,7 @@ impl TerminalRole {
                             payload.live_wanted = true;
                             let _ = self.endpoint.hold_open(&session_id, true);
                         }
-                        payload.outbox.send(&message, true);
+                        payload.outbox.send(&message, !fetch);
                         Ok(())
                     }
                     _ => Err(TerminalError::NotRunning),
@@ -904,6 +923,7 @@ impl TerminalRole {
                                 outgoing: None,
                                 outbox: Outbox::default(),
                                 incoming,
+                                peer_key: peer_key.0,
                                 answered: false,
                                 consumed: 0,
                                 close_on_ack: None,
@@ -1046,10 +1066,13 @@ impl TerminalRole {
                 }
             }
             if !payload.answered {
-                let next = payload
-                    .incoming
-                    .message_at(payload.consumed)
-                    .map(|r| r.map(|(m, _)| m));
+                let next = payload.incoming.message_at(payload.consumed).map(|r| {
+                    r.map(|(m, end)| {
+                        // What follows the request (a fetch's `Resume`) is read from here.
+                        payload.consumed = end;
+                        m
+                    })
+                });
                 if let Some(message) = next {
                     payload.answered = true;
                     match on_share_message(
@@ -1128,6 +1151,7 @@ impl TerminalRole {
                     path: path.clone(),
                     size: *size,
                     digest: *digest,
+                    resumed_from: sink.resumed_from(),
                 }),
                 _ => Err(sink
                     .failure_text()
@@ -1191,8 +1215,9 @@ impl TerminalRole {
         for (id, reason) in closes {
             let _ = self.endpoint.end_session(now, &id, reason);
         }
+        let rate = self.payloads.share_rate;
         for (id, source) in answers {
-            let _ = self.start_send(now, id, *source, None);
+            let _ = self.start_send(now, id, *source, rate);
         }
         self.feed_outgoing(now) || any
     }
@@ -1318,7 +1343,8 @@ fn on_share_message(
             match share.and_then(|s| s.open_file(path)) {
                 Some(source) => {
                     tracing::info!(%path, "shared file requested");
-                    ShareStep::SendFile(Box::new(source))
+                    // Resumable: the requester says where its bytes start.
+                    ShareStep::SendFile(Box::new(source.resumable()))
                 }
                 None => {
                     tracing::info!("requested file not shared: no such file");
