@@ -695,12 +695,15 @@ pub fn a_rate_limited_registration_says_so_and_when_to_retry() {
         (20..=40).contains(&wait),
         "asked to wait {wait} s of 40: {last:?}"
     );
-    // The server told its operator, once, at WARN.
+    // The server told its operator, once, at WARN (its log line may land
+    // just after the answer did).
+    let told = |log: &str| log.contains("registrations refused since the last report");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !told(&server.log()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let log = server.log();
-    let warned: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("registrations refused since the last report"))
-        .collect();
+    let warned: Vec<&str> = log.lines().filter(|l| told(l)).collect();
     assert_eq!(warned.len(), 1, "{log}");
     assert!(warned[0].contains("WARN"), "{}", warned[0]);
     assert!(

@@ -191,7 +191,18 @@ pub struct Terminal<R> {
     /// The session server's last registration ticket, presented on the next
     /// handshakes (kept in memory only: a restart starts without one).
     ticket: Option<RegistrationTicket>,
+    /// The end notifications of the last sessions that ended, and when: sent
+    /// again on the next registration's channel, since one sent on a channel
+    /// that was lost (or while there was none) never arrived. The server
+    /// takes a second copy as a no-op.
+    recent_ends: Vec<(Instant, EndNotification), MAX_RECENT_ENDS>,
 }
+
+/// Most end notifications kept to send again after a re-registration.
+pub const MAX_RECENT_ENDS: usize = 8;
+/// How long an end notification is sent again after a re-registration (the
+/// session server joins a late one to its record for 10 minutes).
+pub const END_RESEND_WINDOW: Duration = Duration::from_secs(600);
 
 impl<R> core::fmt::Debug for Terminal<R> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -303,6 +314,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
             events: Deque::new(),
             stats: TerminalStats::default(),
             ticket: None,
+            recent_ends: Vec::new(),
         }
     }
 
@@ -832,6 +844,14 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
         self.emit(TerminalEvent::Registered { device_id });
         // Confirms the channel to the server, which only then installs the key.
         let _ = self.send_sealed(&Message::Poll(Poll));
+        // Ends that may have been lost with the old channel, or sent while
+        // there was none: again on this one (the server ignores a copy).
+        let recent = core::mem::take(&mut self.recent_ends);
+        for (at, note) in recent {
+            if now.saturating_duration_since(at) <= END_RESEND_WINDOW {
+                let _ = self.send_sealed(&note.into());
+            }
+        }
         // The first keepalive waits for `KeyReady` (the trigger server holds
         // the key: it is not dropped, so a copy cannot be replayed later),
         // or goes at this deadline anyway.
@@ -1146,13 +1166,18 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
         }
         let session = self.sessions.swap_remove(index);
         let duration_ms = millis(now - session.start);
-        self.send_end_notification(
-            session.id,
+        let note = EndNotification {
+            session_id: session.id,
             reason,
-            session.bytes_sent,
-            session.bytes_received,
+            bytes_sent: session.bytes_sent,
+            bytes_received: session.bytes_received,
             duration_ms,
-        );
+        };
+        if self.recent_ends.is_full() {
+            self.recent_ends.remove(0);
+        }
+        let _ = self.recent_ends.push((now, note));
+        let _ = self.send_sealed(&note.into());
         self.emit(TerminalEvent::SessionEnded {
             session_id: session.id,
             reason,

@@ -72,6 +72,9 @@ struct Harness {
     /// The session server sends `KeyReady` right after accepting (as the
     /// real one does once the trigger server acknowledged the key).
     key_ready_on_register: bool,
+    /// The records a registration sent after its Poll (end notifications
+    /// sent again).
+    resent: Vec<Vec<u8>>,
     /// The enrolment code of the last registration (an `EnrolRegister`).
     last_code: Option<[u8; ENROL_CODE_LEN]>,
 }
@@ -99,6 +102,7 @@ impl Harness {
             events: Vec::new(),
             auto_ack: false,
             key_ready_on_register: true,
+            resent: Vec::new(),
             last_code: None,
         }
     }
@@ -288,9 +292,13 @@ impl Harness {
         self.t.handle_upstream(self.now, &reply);
         self.drain();
         if accept {
-            // S702: the terminal confirms the channel at once with a Poll.
-            let poll = self.ss_receive_one();
+            // S702: the terminal confirms the channel at once with a Poll;
+            // the end notifications it sends again follow it.
+            let mut records = self.ss_receive();
+            assert!(!records.is_empty(), "expected a Poll");
+            let poll = records.remove(0);
             assert_eq!(Message::decode(&poll).unwrap(), Message::Poll(Poll));
+            self.resent = records;
             assert!(self.ss.as_ref().unwrap().peer_confirmed());
             // The trigger server acknowledged the key: keepalives may start.
             if self.key_ready_on_register {
@@ -1010,6 +1018,51 @@ fn lost_stream_makes_the_terminal_register_again() {
         panic!("expected an end notification");
     };
     assert_eq!(end.session_id, SESSION);
+}
+
+#[test]
+fn s1508_an_end_notification_lost_with_its_channel_is_sent_again_on_the_next() {
+    let mut h = Harness::registered(16, |_| {});
+    h.notify(Role::Connected, 0, SESSION, 600);
+    h.clear();
+    // The stream is gone, and the session ends before a new channel is up
+    // (a forced end, a duration cut): its notification cannot go.
+    h.t.handle_upstream_closed(h.now);
+    h.t.finish_session(h.now, &SESSION, EndReason::Forced)
+        .unwrap();
+    h.drain();
+    h.ss_handshake(true);
+    let resent: Vec<_> = h.resent.iter().map(|r| plain(r)).collect();
+    assert!(
+        matches!(resent.as_slice(), [Message::EndNotification(n)]
+            if n.session_id == SESSION && n.reason == EndReason::Forced),
+        "{resent:?}"
+    );
+    // Once only: the next registration sends nothing again.
+    h.t.handle_upstream_closed(h.now);
+    h.drain();
+    h.ss_handshake(true);
+    assert!(h.resent.is_empty());
+    // One that ended longer ago than the server's memory is not sent.
+    let mut h = Harness::registered(17, |_| {});
+    h.notify(Role::Connected, 0, SESSION, 6000);
+    h.t.handle_upstream_closed(h.now);
+    h.t.finish_session(h.now, &SESSION, EndReason::Completed)
+        .unwrap();
+    h.clear();
+    h.advance(crate::terminal::END_RESEND_WINDOW + secs(1));
+    h.take_upstream();
+    h.t.handle_upstream_closed(h.now);
+    // The next attempt after the backoff.
+    for _ in 0..120 {
+        h.advance(secs(1));
+        h.drain();
+        if !h.upstream.is_empty() {
+            break;
+        }
+    }
+    h.ss_handshake(true);
+    assert!(h.resent.is_empty());
 }
 
 #[test]
