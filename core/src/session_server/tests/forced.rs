@@ -190,3 +190,28 @@ fn s1606_late_end_notification_adds_its_counts_to_the_record() {
         1
     );
 }
+
+#[test]
+fn s1606_an_end_notification_after_the_forced_end_settled_still_joins_the_record() {
+    let mut w = World::new(SessionConfig::default());
+    let t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
+    let id = w.establish(t3, t1, 1, 600);
+    w.ss.end_session(w.now, id).unwrap();
+    w.pump();
+    let (d1, d3) = (w.device(t1), w.device(t3));
+    let mut answered = Vec::new();
+    w.end_notification(t3, id, EndReason::Forced, 10);
+    answer_end(&mut w, d3, TriggerOutcome::Delivered, &mut answered);
+    for _ in 0..END_TRIGGER_ATTEMPTS {
+        answer_end(&mut w, d1, TriggerOutcome::Unacknowledged, &mut answered);
+    }
+    assert_eq!(settled(&w).len(), 1, "settled: the target never confirmed");
+    // The frozen target wakes and reports, before the end grace ran out.
+    w.end_notification(t1, id, EndReason::Forced, 40);
+    w.advance(END_GRACE);
+    let records = w.records();
+    assert_eq!(records.len(), 1);
+    let target = records[0].target_side.expect("the target's side");
+    assert_eq!(target.bytes_sent, 40);
+}
