@@ -125,6 +125,17 @@ fn connect(server: &Server, dir: &Path, name: &str, target: &str, extra: &[&str]
     cmd.output().expect("tryst connect runs")
 }
 
+/// Starts `tryst connect` for device `name` as a child whose stdout lines
+/// a test reads (stderr to `dir/log`); killed when dropped.
+fn spawn_connect(server: &Server, dir: &Path, name: &str, extra: &[&str], log: &str) -> Proc {
+    let state = dir.join(format!("{name}-state"));
+    let mut args = vec!["connect".to_owned()];
+    args.extend(server.terminal_flags(name, &state));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Proc::start(&refs, dir.join(log), None)
+}
+
 /// Runs `tryst ping` to the end.
 fn ping(server: &Server, dir: &Path, name: &str, target: &str, extra: &[&str]) -> Output {
     let state = dir.join(format!("{name}-state"));
@@ -281,12 +292,13 @@ pub fn s1606_sessions_shows_each_sides_end_and_filters_live_name_since() {
     let done = connect(&server, &dir, "phone", "home", &["--duration", "1s"]);
     assert!(done.status.success(), "{}", text(&done.stderr));
     // A second one stays live.
-    let state = dir.join("cam-state");
-    let mut args = vec!["connect".to_owned()];
-    args.extend(server.terminal_flags("cam", &state));
-    args.extend(["home".to_owned(), "--duration".to_owned(), "60s".to_owned()]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut cam = Proc::start(&refs, dir.join("cam.log"), None);
+    let mut cam = spawn_connect(
+        &server,
+        &dir,
+        "cam",
+        &["home", "--duration", "60s"],
+        "cam.log",
+    );
     let live_id = cam.wait_for("the session line", |l| {
         l.strip_prefix("session ")
             .and_then(|rest| rest.split_whitespace().next())
@@ -466,12 +478,13 @@ pub fn s1604_forced_end_stops_both_terminals() {
     let dir = scratch("forced");
     let server = Server::start(&dir, &[]);
     let mut home = start_daemon(&server, &dir, "home", &["--allow", "phone"]);
-    let state = dir.join("phone-state");
-    let mut args = vec!["connect".to_owned()];
-    args.extend(server.terminal_flags("phone", &state));
-    args.extend(["home".to_owned(), "--duration".to_owned(), "60s".to_owned()]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut phone = Proc::start(&refs, dir.join("phone.log"), None);
+    let mut phone = spawn_connect(
+        &server,
+        &dir,
+        "phone",
+        &["home", "--duration", "60s"],
+        "phone.log",
+    );
     let id = phone.wait_for("the session line", |l| {
         l.strip_prefix("session ")
             .and_then(|rest| rest.split_whitespace().next())
@@ -504,12 +517,13 @@ pub fn s1605_forced_end_names_the_terminal_that_did_not_confirm() {
     let dir = scratch("unconfirmed");
     let server = Server::start(&dir, &[]);
     let home = start_daemon(&server, &dir, "home", &["--allow", "phone"]);
-    let state = dir.join("phone-state");
-    let mut args = vec!["connect".to_owned()];
-    args.extend(server.terminal_flags("phone", &state));
-    args.extend(["home".to_owned(), "--duration".to_owned(), "60s".to_owned()]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut phone = Proc::start(&refs, dir.join("phone.log"), None);
+    let mut phone = spawn_connect(
+        &server,
+        &dir,
+        "phone",
+        &["home", "--duration", "60s"],
+        "phone.log",
+    );
     let id = phone.wait_for("the session line", |l| {
         l.strip_prefix("session ")
             .and_then(|rest| rest.split_whitespace().next())
@@ -1225,12 +1239,7 @@ pub fn a_fetch_cut_by_kill_9_of_the_fetcher_resumes_from_what_it_holds() {
         "--duration",
         "10m",
     ];
-    let state = dir.join("phone-state");
-    let mut args = vec!["connect".to_owned()];
-    args.extend(server.terminal_flags("phone", &state));
-    args.extend(get.map(str::to_owned));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut phone = Proc::start(&refs, dir.join("phone-1.log"), None);
+    let mut phone = spawn_connect(&server, &dir, "phone", &get, "phone-1.log");
     phone.expect_line("fetching big.bin: 40%");
     phone.kill9();
     drop(phone);
@@ -1457,11 +1466,11 @@ pub fn s1605_a_forced_end_cuts_a_running_transfer_and_stores_no_file() {
     );
     let file = dir.join("long.bin");
     write_test_file(&file, 4 << 20);
-    let state = dir.join("phone-state");
-    let mut args = vec!["connect".to_owned()];
-    args.extend(server.terminal_flags("phone", &state));
-    args.extend(
-        [
+    let mut phone = spawn_connect(
+        &server,
+        &dir,
+        "phone",
+        &[
             "home",
             "--duration",
             "60s",
@@ -1469,11 +1478,9 @@ pub fn s1605_a_forced_end_cuts_a_running_transfer_and_stores_no_file() {
             file.to_str().expect("utf-8"),
             "--limit-rate",
             "256K",
-        ]
-        .map(str::to_owned),
+        ],
+        "phone.log",
     );
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut phone = Proc::start(&refs, dir.join("phone.log"), None);
     let id = phone.wait_for("the session line", |l| {
         l.strip_prefix("session ")
             .and_then(|rest| rest.split_whitespace().next())
@@ -1531,11 +1538,11 @@ pub fn resume_after_kill_9_of_the_receiving_daemon_sends_only_the_rest() {
     const SIZE: u64 = 50 * 1000 * 1000;
     write_test_file(&file, SIZE as usize);
     // The first send, throttled so that the kill lands midway.
-    let state = dir.join("phone-state");
-    let mut args = vec!["connect".to_owned()];
-    args.extend(server.terminal_flags("phone", &state));
-    args.extend(
-        [
+    let mut phone = spawn_connect(
+        &server,
+        &dir,
+        "phone",
+        &[
             "home",
             "--duration",
             "10m",
@@ -1543,11 +1550,9 @@ pub fn resume_after_kill_9_of_the_receiving_daemon_sends_only_the_rest() {
             file.to_str().expect("utf-8"),
             "--limit-rate",
             "20M",
-        ]
-        .map(str::to_owned),
+        ],
+        "phone-1.log",
     );
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut phone = Proc::start(&refs, dir.join("phone-1.log"), None);
     phone.expect_line("direct path up");
     phone.expect_line("sending big.bin: 40%");
     home.proc.kill9();

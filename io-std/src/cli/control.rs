@@ -900,6 +900,12 @@ fn serve_op(
             Err(("no_such_session", "no such session".to_owned()))
         }
     };
+    // The frame's session, which this client must have opened.
+    let own_session = || {
+        let session = session_field(frame).ok_or_else(|| bad("no session"))?;
+        owned(&session)?;
+        Ok(session)
+    };
     match op {
         "reload" => {
             let names = ctx
@@ -939,8 +945,7 @@ fn serve_op(
             Ok(Value::Null)
         }
         "request" => {
-            let session = session_field(frame).ok_or_else(|| bad("no session"))?;
-            owned(&session)?;
+            let session = own_session()?;
             let message = str_field(frame, "message")
                 .and_then(parse_hex)
                 .filter(|m| m.len() <= tryst_core::peer::share::MAX_SHARE_MESSAGE_LEN)
@@ -963,8 +968,7 @@ fn serve_op(
             Ok(Value::Null)
         }
         "datagram" => {
-            let session = session_field(frame).ok_or_else(|| bad("no session"))?;
-            owned(&session)?;
+            let session = own_session()?;
             let data = str_field(frame, "data")
                 .and_then(parse_hex)
                 .filter(|d| d.len() <= crate::transfer::live::MAX_FRAME)
@@ -973,15 +977,13 @@ fn serve_op(
             Ok(Value::Null)
         }
         "ping" => {
-            let session = session_field(frame).ok_or_else(|| bad("no session"))?;
-            owned(&session)?;
+            let session = own_session()?;
             let timeout = Duration::from_millis(u64_field(frame, "timeout_ms").unwrap_or(1000));
             let ping = ctx.handle.ping(session, timeout).wait().map_err(refused)?;
             Ok(Value::from(ping))
         }
         "close" | "finish" => {
-            let session = session_field(frame).ok_or_else(|| bad("no session"))?;
-            owned(&session)?;
+            let session = own_session()?;
             let reason = reason_field(frame).ok_or_else(|| bad("no reason"))?;
             let reply = if op == "close" {
                 ctx.handle.close(session, reason)

@@ -971,20 +971,15 @@ impl TerminalRole {
                             source.start(now);
                         }
                     }
-                    PeerEvent::StreamAcked { .. }
-                        if self
+                    PeerEvent::StreamAcked { .. } => {
+                        let close = self
                             .payloads
                             .sessions
                             .get(&session_id.0)
-                            .is_some_and(|p| p.close_on_ack.is_some()) =>
-                    {
-                        let reason = self
-                            .payloads
-                            .sessions
-                            .get(&session_id.0)
-                            .and_then(|p| p.close_on_ack)
-                            .unwrap_or(EndReason::Completed);
-                        let _ = self.endpoint.end_session(now, &session_id, reason);
+                            .and_then(|p| p.close_on_ack);
+                        if let Some(reason) = close {
+                            let _ = self.endpoint.end_session(now, &session_id, reason);
+                        }
                     }
                     PeerEvent::Ended { reason, .. } => {
                         self.end_payload(&session_id, &format!("the session ended ({reason:?})"));
