@@ -140,8 +140,8 @@ fn run_session<D: Driver + ?Sized>(
     } = identity;
     let key = secret.public_key();
     let metrics = Arc::new(ServerMetrics::new());
-    let running = start_session_server(driver, location, secret, start, &metrics)?;
-    up(&key, created, running.handle.control_addr);
+    let (running, stores) = start_session_server(driver, location, secret, start, &metrics)?;
+    let control_addr = running.handle.control_addr;
     let roles = Roles {
         session: Some(running.handle.clone()),
         trigger: trigger.as_ref().map(|(t, _)| t.clone()),
@@ -158,7 +158,10 @@ fn run_session<D: Driver + ?Sized>(
         roles,
         _listeners: listeners,
     };
-    let result = serve(stop, running, trigger, watch);
+    // Said once everything that needs a descriptor holds one: a flood of
+    // streams from then on cannot keep the server from its store.
+    up(&key, created, control_addr);
+    let result = serve(stop, running, stores, trigger, watch);
     drop(lock);
     result
 }
@@ -276,6 +279,15 @@ struct RunningSession {
     owner: String,
 }
 
+/// The store connections a running session server's own threads use,
+/// opened before it accepts a stream.
+struct SessionStores {
+    /// The command poller's.
+    poll: Box<dyn store::ServerStore>,
+    /// Where refused requests are kept for the operator.
+    refusals: Box<dyn store::ServerStore>,
+}
+
 /// Opens the store, rebuilds the registry and the live sessions, and
 /// starts the session server with its journal on `driver`.
 fn start_session_server<D: Driver + ?Sized>(
@@ -284,9 +296,13 @@ fn start_session_server<D: Driver + ?Sized>(
     secret: SecretKey,
     start: SessionStart,
     metrics: &Arc<ServerMetrics>,
-) -> Result<RunningSession, CliError> {
+) -> Result<(RunningSession, SessionStores), CliError> {
     let owner = key_hex(&secret.public_key());
     let (state, journal_store) = load_server_store(location, &owner, start.closed)?;
+    // Every store connection opens before the server accepts a stream: once
+    // it does, a flood may take every free descriptor.
+    let poll_store = open_poll_store(location, &owner)?;
+    let refusal_store = open_poll_store(location, &owner)?;
     let timing = Arc::clone(metrics);
     let setup = Durable {
         clock: DriverClock::wall(),
@@ -307,13 +323,19 @@ fn start_session_server<D: Driver + ?Sized>(
             setup,
         )
         .map_err(|e| bind_error("control", start.control, e))?;
-    Ok(RunningSession {
-        handle,
-        events,
-        stopped: forward_stopped(stopped)?,
-        location: location.clone(),
-        owner,
-    })
+    Ok((
+        RunningSession {
+            handle,
+            events,
+            stopped: forward_stopped(stopped)?,
+            location: location.clone(),
+            owner,
+        },
+        SessionStores {
+            poll: poll_store,
+            refusals: refusal_store,
+        },
+    ))
 }
 
 /// Waits for `stopped` on a thread of its own and hands the answer (none
@@ -462,6 +484,7 @@ fn apply_command(
 fn serve(
     stop: &StopSignal,
     running: RunningSession,
+    stores: SessionStores,
     trigger: Option<(TriggerHandle, flume::Receiver<TriggerEvent>)>,
     watch: Watch,
 ) -> Result<(), CliError> {
@@ -469,7 +492,10 @@ fn serve(
         Some((h, e)) => (Some(h), Some(e)),
         None => (None, None),
     };
-    let poll_store = open_poll_store(&running.location, &running.owner)?;
+    let SessionStores {
+        poll: poll_store,
+        refusals: refusal_store,
+    } = stores;
     let stop_poller = Arc::new(AtomicBool::new(false));
     let poller = {
         let handle = running.handle.clone();
@@ -493,16 +519,6 @@ fn serve(
             learn,
             stop_poller.clone(),
         )
-    };
-    // Refused requests go to the operator's log with their reasons (opened
-    // once the poller runs: its first heartbeat says the server is up).
-    let refusal_store = match open_poll_store(&running.location, &running.owner) {
-        Ok(store) => store,
-        Err(e) => {
-            stop_poller.store(true, Ordering::Relaxed);
-            let _ = poller.join();
-            return Err(e);
-        }
     };
     let mut names = DeviceNames::default();
     let result = loop {
