@@ -581,6 +581,80 @@ pub fn s1605_forced_end_names_the_terminal_that_did_not_confirm() {
     drop(server);
 }
 
+/// A target frozen (SIGSTOP) through a forced end, and woken (SIGCONT)
+/// once `tryst end` said it did not confirm, reports its end late: its
+/// side (reason and duration) still reaches the record (S1606).
+pub fn s1606_a_frozen_targets_late_end_report_joins_the_record() {
+    let dir = scratch("lateend");
+    let server = Server::start(&dir, &[]);
+    let mut home = start_daemon(&server, &dir, "home", &["--allow", "phone"]);
+    let mut phone = spawn_connect(
+        &server,
+        &dir,
+        "phone",
+        &["home", "--duration", "60s"],
+        "phone.log",
+    );
+    let id = phone.wait_for("the session line", |l| {
+        l.strip_prefix("session ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+    });
+    home.proc.signal("STOP");
+    let ended = tryst_for("end")
+        .args(["end", &id, "--data-dir"])
+        .arg(&server.data)
+        .output()
+        .expect("tryst end runs");
+    home.proc.signal("CONT");
+    let said = text(&ended.stdout);
+    assert!(ended.status.success(), "{said}{}", text(&ended.stderr));
+    assert!(said.contains("home did not confirm"), "{said}");
+    let (status, stdout, stderr) = phone.finish();
+    assert!(status.success(), "{stdout}\n{stderr}");
+    home.proc.expect_line("ended: Forced");
+    let json = || -> Vec<serde_json::Value> {
+        let out = tryst_for("sessions")
+            .args(["sessions", "--json", "--data-dir"])
+            .arg(&server.data)
+            .output()
+            .expect("tryst sessions runs");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .expect("json")
+            .as_array()
+            .expect("array")
+            .clone()
+    };
+    let deadline = std::time::Instant::now() + STEP;
+    let record = loop {
+        let rows = json();
+        let row = rows
+            .iter()
+            .find(|r| r["session_id"] == id.as_str())
+            .cloned();
+        if let Some(row) = row.filter(|r| r["live"] == false && !r["whom_end"].is_null()) {
+            break row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the target's late end never joined the record: {rows:?}\nserver:\n{}\nhome:\n{}",
+            server.log(),
+            home.proc.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(record["end_reason"], "forced", "{record}");
+    assert_eq!(record["who_end"]["reason"], "forced", "{record}");
+    assert_eq!(record["whom_end"]["reason"], "forced", "{record}");
+    let secs = record["whom_end"]["duration_secs"]
+        .as_f64()
+        .expect("duration");
+    assert!(secs > 0.0, "{record}");
+    drop(home);
+    drop(server);
+}
+
 pub fn ping_a_permitted_peer_prints_one_pong_a_ping_and_exits_0() {
     let dir = scratch("ping");
     let server = Server::start(&dir, &[]);
@@ -2339,6 +2413,10 @@ macro_rules! terminal_flows {
         #[test]
         fn s1605_forced_end_names_the_terminal_that_did_not_confirm() {
             support::with_mix($mix, support::terminal_flows::s1605_forced_end_names_the_terminal_that_did_not_confirm);
+        }
+        #[test]
+        fn s1606_a_frozen_targets_late_end_report_joins_the_record() {
+            support::with_mix($mix, support::terminal_flows::s1606_a_frozen_targets_late_end_report_joins_the_record);
         }
         #[test]
         fn s207_a_50_mb_file_crosses_the_direct_path_with_matching_sha256() {
