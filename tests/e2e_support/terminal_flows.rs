@@ -2287,6 +2287,59 @@ fn frame(body: &str) -> Vec<u8> {
     out
 }
 
+/// One answer frame read from a held control client.
+fn read_frame(stream: &mut std::os::unix::net::UnixStream) -> String {
+    use std::io::Read;
+    let mut len = [0u8; 4];
+    if stream.read_exact(&mut len).is_err() {
+        return String::new();
+    }
+    let mut body = vec![0u8; u32::from_be_bytes(len).min(1 << 20) as usize];
+    let _ = stream.read_exact(&mut body);
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// The control socket serves at most 8 clients at once: a 9th is refused
+/// with a `busy` error that says why, and a place freed serves the next.
+pub fn the_control_socket_refuses_a_ninth_client_as_busy() {
+    use std::io::Write;
+    let dir = scratch("control-busy");
+    let server = Server::start(&dir, &[]);
+    let home = start_daemon(&server, &dir, "home", &[]);
+    let socket = home.state.join("control.sock");
+    let hello = frame(r#"{"op":"hello","version":1}"#);
+    let mut held = Vec::new();
+    for i in 0..8 {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).expect("socket");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream.write_all(&hello).expect("write");
+        let said = read_frame(&mut stream);
+        assert!(said.contains("\"re\":\"hello\""), "client {i}: {said}");
+        held.push(stream);
+    }
+    let ninth = control_exchange(&socket, &hello);
+    assert!(
+        ninth.contains("busy") && ninth.contains("too many control clients"),
+        "{ninth}"
+    );
+    // One leaves: the next is served.
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let again = control_exchange(&socket, &hello);
+        if again.contains("\"re\":\"hello\"") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{again}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(held);
+    drop(home);
+    drop(server);
+}
+
 pub fn the_control_socket_refuses_garbage_and_clients_of_another_user() {
     let dir = scratch("control-refuse");
     let server = Server::start(&dir, &[]);
@@ -2509,6 +2562,10 @@ macro_rules! terminal_flows {
         #[test]
         fn a_daemon_run_terminal_sends_through_its_control_socket_on_its_one_registration() {
             support::with_mix($mix, support::terminal_flows::a_daemon_run_terminal_sends_through_its_control_socket_on_its_one_registration);
+        }
+        #[test]
+        fn the_control_socket_refuses_a_ninth_client_as_busy() {
+            support::with_mix($mix, support::terminal_flows::the_control_socket_refuses_a_ninth_client_as_busy);
         }
         #[test]
         fn the_control_socket_refuses_garbage_and_clients_of_another_user() {
