@@ -1601,6 +1601,73 @@ fn count_before(text: &str, marker: &str) -> u64 {
         .unwrap_or_else(|| panic!("no count in {line:?}"))
 }
 
+/// Ctrl-C (SIGINT) of the sending `connect` midway: the next send of the
+/// same file resumes from what the daemon kept, so less than the whole
+/// file crosses the second time.
+pub fn resume_after_ctrl_c_of_the_sending_connect_sends_only_the_rest() {
+    let dir = scratch("resume-int");
+    let server = Server::start(&dir, &[]);
+    let inbox = dir.join("inbox");
+    let inbox_arg = inbox.to_str().expect("utf-8").to_owned();
+    let _home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &["--allow", "phone", "--recv-dir", inbox_arg.as_str()],
+    );
+    let file = dir.join("big.bin");
+    const SIZE: u64 = 50 * 1000 * 1000;
+    write_test_file(&file, SIZE as usize);
+    let mut phone = spawn_connect(
+        &server,
+        &dir,
+        "phone",
+        &[
+            "home",
+            "--duration",
+            "10m",
+            "--send",
+            file.to_str().expect("utf-8"),
+            "--limit-rate",
+            "20M",
+        ],
+        "phone-1.log",
+    );
+    phone.expect_line("direct path up");
+    phone.expect_line("sending big.bin: 40%");
+    phone.signal("INT");
+    let (_, first_out, first_err) = phone.finish();
+    let sent = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &["--send", file.to_str().expect("utf-8"), "--duration", "10m"],
+    );
+    let said = text(&sent.stdout);
+    assert!(
+        sent.status.success(),
+        "{said}\n{}\nfirst:\n{first_out}\n{first_err}",
+        text(&sent.stderr)
+    );
+    let digest = sha256_hex(&file);
+    assert!(
+        said.contains(&format!("the receiver verified SHA-256 {digest}")),
+        "{said}"
+    );
+    let resumed_at: u64 = said
+        .lines()
+        .find_map(|l| l.strip_prefix("resuming at byte "))
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no resume line in:\n{said}"));
+    assert!(
+        resumed_at > 10_000_000 && resumed_at < SIZE,
+        "resumed at {resumed_at}"
+    );
+    assert_eq!(sha256_hex(&inbox.join("big.bin")), digest);
+}
+
 pub fn resume_after_kill_9_of_the_receiving_daemon_sends_only_the_rest() {
     let dir = scratch("resume");
     let server = Server::start(&dir, &[]);
@@ -2486,6 +2553,10 @@ macro_rules! terminal_flows {
         #[test]
         fn s1605_a_forced_end_cuts_a_running_transfer_and_stores_no_file() {
             support::with_mix($mix, support::terminal_flows::s1605_a_forced_end_cuts_a_running_transfer_and_stores_no_file);
+        }
+        #[test]
+        fn resume_after_ctrl_c_of_the_sending_connect_sends_only_the_rest() {
+            support::with_mix($mix, support::terminal_flows::resume_after_ctrl_c_of_the_sending_connect_sends_only_the_rest);
         }
         #[test]
         fn resume_after_kill_9_of_the_receiving_daemon_sends_only_the_rest() {
