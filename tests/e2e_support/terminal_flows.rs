@@ -1668,6 +1668,77 @@ pub fn resume_after_ctrl_c_of_the_sending_connect_sends_only_the_rest() {
     assert_eq!(sha256_hex(&inbox.join("big.bin")), digest);
 }
 
+/// A send cut at the end of its permitted time (no extension on this
+/// server) resumes on the next connect: less than the whole file crosses.
+pub fn resume_after_a_duration_cut_sends_only_the_rest() {
+    let dir = scratch("resume-cut");
+    let server = Server::start(&dir, &["--extension", "0s"]);
+    let inbox = dir.join("inbox");
+    let inbox_arg = inbox.to_str().expect("utf-8").to_owned();
+    let home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &["--allow", "phone", "--recv-dir", inbox_arg.as_str()],
+    );
+    let file = dir.join("big.bin");
+    const SIZE: u64 = 50 * 1000 * 1000;
+    write_test_file(&file, SIZE as usize);
+    let file_arg = file.to_str().expect("utf-8");
+    let cut = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &[
+            "--duration",
+            "3s",
+            "--send",
+            file_arg,
+            "--limit-rate",
+            "10M",
+        ],
+    );
+    let cut_said = format!("{}{}", text(&cut.stdout), text(&cut.stderr));
+    assert!(!inbox.join("big.bin").exists(), "{cut_said}");
+    // The daemon keeps the cut file's partial once the old direct path has
+    // closed (a send offered before that starts from 0: a known race).
+    let deadline = std::time::Instant::now() + STEP;
+    while !home.proc.log().contains("direct path closed") {
+        assert!(std::time::Instant::now() < deadline, "{}", home.proc.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &["--send", file_arg, "--duration", "10m"],
+    );
+    let said = text(&sent.stdout);
+    assert!(
+        sent.status.success(),
+        "{said}\n{}\nfirst:\n{cut_said}",
+        text(&sent.stderr)
+    );
+    let digest = sha256_hex(&file);
+    assert!(
+        said.contains(&format!("the receiver verified SHA-256 {digest}")),
+        "{said}"
+    );
+    let resumed_at: u64 = said
+        .lines()
+        .find_map(|l| l.strip_prefix("resuming at byte "))
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no resume line in:\n{said}\nfirst:\n{cut_said}"));
+    assert!(
+        resumed_at > 5_000_000 && resumed_at < SIZE,
+        "resumed at {resumed_at}"
+    );
+    assert_eq!(sha256_hex(&inbox.join("big.bin")), digest);
+}
+
 pub fn resume_after_kill_9_of_the_receiving_daemon_sends_only_the_rest() {
     let dir = scratch("resume");
     let server = Server::start(&dir, &[]);
@@ -2557,6 +2628,10 @@ macro_rules! terminal_flows {
         #[test]
         fn resume_after_ctrl_c_of_the_sending_connect_sends_only_the_rest() {
             support::with_mix($mix, support::terminal_flows::resume_after_ctrl_c_of_the_sending_connect_sends_only_the_rest);
+        }
+        #[test]
+        fn resume_after_a_duration_cut_sends_only_the_rest() {
+            support::with_mix($mix, support::terminal_flows::resume_after_a_duration_cut_sends_only_the_rest);
         }
         #[test]
         fn resume_after_kill_9_of_the_receiving_daemon_sends_only_the_rest() {
