@@ -581,6 +581,80 @@ pub fn s1605_forced_end_names_the_terminal_that_did_not_confirm() {
     drop(server);
 }
 
+/// A target frozen (SIGSTOP) through a forced end, and woken (SIGCONT)
+/// once `tryst end` said it did not confirm, reports its end late: its
+/// side (reason and duration) still reaches the record (S1606).
+pub fn s1606_a_frozen_targets_late_end_report_joins_the_record() {
+    let dir = scratch("lateend");
+    let server = Server::start(&dir, &[]);
+    let mut home = start_daemon(&server, &dir, "home", &["--allow", "phone"]);
+    let mut phone = spawn_connect(
+        &server,
+        &dir,
+        "phone",
+        &["home", "--duration", "60s"],
+        "phone.log",
+    );
+    let id = phone.wait_for("the session line", |l| {
+        l.strip_prefix("session ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+    });
+    home.proc.signal("STOP");
+    let ended = tryst_for("end")
+        .args(["end", &id, "--data-dir"])
+        .arg(&server.data)
+        .output()
+        .expect("tryst end runs");
+    home.proc.signal("CONT");
+    let said = text(&ended.stdout);
+    assert!(ended.status.success(), "{said}{}", text(&ended.stderr));
+    assert!(said.contains("home did not confirm"), "{said}");
+    let (status, stdout, stderr) = phone.finish();
+    assert!(status.success(), "{stdout}\n{stderr}");
+    home.proc.expect_line("ended: Forced");
+    let json = || -> Vec<serde_json::Value> {
+        let out = tryst_for("sessions")
+            .args(["sessions", "--json", "--data-dir"])
+            .arg(&server.data)
+            .output()
+            .expect("tryst sessions runs");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .expect("json")
+            .as_array()
+            .expect("array")
+            .clone()
+    };
+    let deadline = std::time::Instant::now() + STEP;
+    let record = loop {
+        let rows = json();
+        let row = rows
+            .iter()
+            .find(|r| r["session_id"] == id.as_str())
+            .cloned();
+        if let Some(row) = row.filter(|r| r["live"] == false && !r["whom_end"].is_null()) {
+            break row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the target's late end never joined the record: {rows:?}\nserver:\n{}\nhome:\n{}",
+            server.log(),
+            home.proc.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(record["end_reason"], "forced", "{record}");
+    assert_eq!(record["who_end"]["reason"], "forced", "{record}");
+    assert_eq!(record["whom_end"]["reason"], "forced", "{record}");
+    let secs = record["whom_end"]["duration_secs"]
+        .as_f64()
+        .expect("duration");
+    assert!(secs > 0.0, "{record}");
+    drop(home);
+    drop(server);
+}
+
 pub fn ping_a_permitted_peer_prints_one_pong_a_ping_and_exits_0() {
     let dir = scratch("ping");
     let server = Server::start(&dir, &[]);
@@ -1527,6 +1601,144 @@ fn count_before(text: &str, marker: &str) -> u64 {
         .unwrap_or_else(|| panic!("no count in {line:?}"))
 }
 
+/// Ctrl-C (SIGINT) of the sending `connect` midway: the next send of the
+/// same file resumes from what the daemon kept, so less than the whole
+/// file crosses the second time.
+pub fn resume_after_ctrl_c_of_the_sending_connect_sends_only_the_rest() {
+    let dir = scratch("resume-int");
+    let server = Server::start(&dir, &[]);
+    let inbox = dir.join("inbox");
+    let inbox_arg = inbox.to_str().expect("utf-8").to_owned();
+    let _home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &["--allow", "phone", "--recv-dir", inbox_arg.as_str()],
+    );
+    let file = dir.join("big.bin");
+    const SIZE: u64 = 50 * 1000 * 1000;
+    write_test_file(&file, SIZE as usize);
+    let mut phone = spawn_connect(
+        &server,
+        &dir,
+        "phone",
+        &[
+            "home",
+            "--duration",
+            "10m",
+            "--send",
+            file.to_str().expect("utf-8"),
+            "--limit-rate",
+            "20M",
+        ],
+        "phone-1.log",
+    );
+    phone.expect_line("direct path up");
+    phone.expect_line("sending big.bin: 40%");
+    phone.signal("INT");
+    let (_, first_out, first_err) = phone.finish();
+    let sent = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &["--send", file.to_str().expect("utf-8"), "--duration", "10m"],
+    );
+    let said = text(&sent.stdout);
+    assert!(
+        sent.status.success(),
+        "{said}\n{}\nfirst:\n{first_out}\n{first_err}",
+        text(&sent.stderr)
+    );
+    let digest = sha256_hex(&file);
+    assert!(
+        said.contains(&format!("the receiver verified SHA-256 {digest}")),
+        "{said}"
+    );
+    let resumed_at: u64 = said
+        .lines()
+        .find_map(|l| l.strip_prefix("resuming at byte "))
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no resume line in:\n{said}"));
+    assert!(
+        resumed_at > 10_000_000 && resumed_at < SIZE,
+        "resumed at {resumed_at}"
+    );
+    assert_eq!(sha256_hex(&inbox.join("big.bin")), digest);
+}
+
+/// A send cut at the end of its permitted time (no extension on this
+/// server) resumes on the next connect: less than the whole file crosses.
+pub fn resume_after_a_duration_cut_sends_only_the_rest() {
+    let dir = scratch("resume-cut");
+    let server = Server::start(&dir, &["--extension", "0s"]);
+    let inbox = dir.join("inbox");
+    let inbox_arg = inbox.to_str().expect("utf-8").to_owned();
+    let home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &["--allow", "phone", "--recv-dir", inbox_arg.as_str()],
+    );
+    let file = dir.join("big.bin");
+    const SIZE: u64 = 50 * 1000 * 1000;
+    write_test_file(&file, SIZE as usize);
+    let file_arg = file.to_str().expect("utf-8");
+    let cut = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &[
+            "--duration",
+            "3s",
+            "--send",
+            file_arg,
+            "--limit-rate",
+            "10M",
+        ],
+    );
+    let cut_said = format!("{}{}", text(&cut.stdout), text(&cut.stderr));
+    assert!(!inbox.join("big.bin").exists(), "{cut_said}");
+    // The daemon keeps the cut file's partial once the old direct path has
+    // closed (a send offered before that starts from 0: a known race).
+    let deadline = std::time::Instant::now() + STEP;
+    while !home.proc.log().contains("direct path closed") {
+        assert!(std::time::Instant::now() < deadline, "{}", home.proc.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = connect(
+        &server,
+        &dir,
+        "phone",
+        "home",
+        &["--send", file_arg, "--duration", "10m"],
+    );
+    let said = text(&sent.stdout);
+    assert!(
+        sent.status.success(),
+        "{said}\n{}\nfirst:\n{cut_said}",
+        text(&sent.stderr)
+    );
+    let digest = sha256_hex(&file);
+    assert!(
+        said.contains(&format!("the receiver verified SHA-256 {digest}")),
+        "{said}"
+    );
+    let resumed_at: u64 = said
+        .lines()
+        .find_map(|l| l.strip_prefix("resuming at byte "))
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no resume line in:\n{said}\nfirst:\n{cut_said}"));
+    assert!(
+        resumed_at > 5_000_000 && resumed_at < SIZE,
+        "resumed at {resumed_at}"
+    );
+    assert_eq!(sha256_hex(&inbox.join("big.bin")), digest);
+}
+
 pub fn resume_after_kill_9_of_the_receiving_daemon_sends_only_the_rest() {
     let dir = scratch("resume");
     let server = Server::start(&dir, &[]);
@@ -2213,6 +2425,59 @@ fn frame(body: &str) -> Vec<u8> {
     out
 }
 
+/// One answer frame read from a held control client.
+fn read_frame(stream: &mut std::os::unix::net::UnixStream) -> String {
+    use std::io::Read;
+    let mut len = [0u8; 4];
+    if stream.read_exact(&mut len).is_err() {
+        return String::new();
+    }
+    let mut body = vec![0u8; u32::from_be_bytes(len).min(1 << 20) as usize];
+    let _ = stream.read_exact(&mut body);
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// The control socket serves at most 8 clients at once: a 9th is refused
+/// with a `busy` error that says why, and a place freed serves the next.
+pub fn the_control_socket_refuses_a_ninth_client_as_busy() {
+    use std::io::Write;
+    let dir = scratch("control-busy");
+    let server = Server::start(&dir, &[]);
+    let home = start_daemon(&server, &dir, "home", &[]);
+    let socket = home.state.join("control.sock");
+    let hello = frame(r#"{"op":"hello","version":1}"#);
+    let mut held = Vec::new();
+    for i in 0..8 {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).expect("socket");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream.write_all(&hello).expect("write");
+        let said = read_frame(&mut stream);
+        assert!(said.contains("\"re\":\"hello\""), "client {i}: {said}");
+        held.push(stream);
+    }
+    let ninth = control_exchange(&socket, &hello);
+    assert!(
+        ninth.contains("busy") && ninth.contains("too many control clients"),
+        "{ninth}"
+    );
+    // One leaves: the next is served.
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let again = control_exchange(&socket, &hello);
+        if again.contains("\"re\":\"hello\"") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{again}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(held);
+    drop(home);
+    drop(server);
+}
+
 pub fn the_control_socket_refuses_garbage_and_clients_of_another_user() {
     let dir = scratch("control-refuse");
     let server = Server::start(&dir, &[]);
@@ -2341,6 +2606,10 @@ macro_rules! terminal_flows {
             support::with_mix($mix, support::terminal_flows::s1605_forced_end_names_the_terminal_that_did_not_confirm);
         }
         #[test]
+        fn s1606_a_frozen_targets_late_end_report_joins_the_record() {
+            support::with_mix($mix, support::terminal_flows::s1606_a_frozen_targets_late_end_report_joins_the_record);
+        }
+        #[test]
         fn s207_a_50_mb_file_crosses_the_direct_path_with_matching_sha256() {
             support::with_mix($mix, support::terminal_flows::s207_a_50_mb_file_crosses_the_direct_path_with_matching_sha256);
         }
@@ -2355,6 +2624,14 @@ macro_rules! terminal_flows {
         #[test]
         fn s1605_a_forced_end_cuts_a_running_transfer_and_stores_no_file() {
             support::with_mix($mix, support::terminal_flows::s1605_a_forced_end_cuts_a_running_transfer_and_stores_no_file);
+        }
+        #[test]
+        fn resume_after_ctrl_c_of_the_sending_connect_sends_only_the_rest() {
+            support::with_mix($mix, support::terminal_flows::resume_after_ctrl_c_of_the_sending_connect_sends_only_the_rest);
+        }
+        #[test]
+        fn resume_after_a_duration_cut_sends_only_the_rest() {
+            support::with_mix($mix, support::terminal_flows::resume_after_a_duration_cut_sends_only_the_rest);
         }
         #[test]
         fn resume_after_kill_9_of_the_receiving_daemon_sends_only_the_rest() {
@@ -2431,6 +2708,10 @@ macro_rules! terminal_flows {
         #[test]
         fn a_daemon_run_terminal_sends_through_its_control_socket_on_its_one_registration() {
             support::with_mix($mix, support::terminal_flows::a_daemon_run_terminal_sends_through_its_control_socket_on_its_one_registration);
+        }
+        #[test]
+        fn the_control_socket_refuses_a_ninth_client_as_busy() {
+            support::with_mix($mix, support::terminal_flows::the_control_socket_refuses_a_ninth_client_as_busy);
         }
         #[test]
         fn the_control_socket_refuses_garbage_and_clients_of_another_user() {

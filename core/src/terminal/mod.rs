@@ -628,10 +628,32 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
 
     // ----- internals: queues -------------------------------------------------
 
+    /// Queues a transmit. When the queue is full a datagram gives way (the
+    /// oldest queued, or else this one): a lost keepalive or trigger ack is
+    /// sent again by its schedule or its sender, while a message to the
+    /// session server has no resend. A driver that feeds a whole batch of
+    /// datagrams before draining (a frozen terminal wakes to every resend
+    /// of an end trigger) thus keeps the end notification they caused.
     fn push_transmit(&mut self, transmit: OwnedTransmit) {
         if self.transmits.is_full() {
-            let _ = self.transmits.pop_front();
             self.stats.transmits_dropped = self.stats.transmits_dropped.saturating_add(1);
+            let datagram = |t: &OwnedTransmit| matches!(t.destination, Destination::Udp(_));
+            match self.transmits.iter().position(datagram) {
+                Some(index) => {
+                    // Rotate the queue once, leaving that one out.
+                    for i in 0..self.transmits.len() {
+                        if let Some(t) = self.transmits.pop_front() {
+                            if i != index {
+                                let _ = self.transmits.push_back(t);
+                            }
+                        }
+                    }
+                }
+                None if datagram(&transmit) => return,
+                None => {
+                    let _ = self.transmits.pop_front();
+                }
+            }
         }
         // Room was made above.
         let _ = self.transmits.push_back(transmit);

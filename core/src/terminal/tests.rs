@@ -1280,6 +1280,31 @@ fn s1502_end_trigger_forces_the_session_to_end() {
 }
 
 #[test]
+fn s1606_a_woken_terminal_fed_every_end_trigger_resend_at_once_still_reports_its_end() {
+    let mut h = Harness::registered(24, |_| {});
+    h.notify(Role::Connected, 0, SESSION, 600);
+    h.clear();
+    h.run_for(secs(10));
+    h.clear();
+    // Frozen through the forced end, the terminal wakes to every resend of
+    // the trigger server's end triggers (more than its transmit queue
+    // holds) and the driver feeds the whole batch before draining.
+    let resends = MAX_TERMINAL_QUEUED_TRANSMITS + 4;
+    for _ in 0..resends {
+        h.trigger_counter += 1;
+        let end = udp_auth::seal_end_trigger(&h.udp_key, h.trigger_counter, SESSION);
+        h.t.handle_udp(h.now, TS_ADDR, &encode(&end.into()));
+    }
+    let Message::EndNotification(end) = plain(&h.ss_receive_one()) else {
+        panic!("expected the end notification");
+    };
+    assert_eq!((end.session_id, end.reason), (SESSION, EndReason::Forced));
+    // Acks gave way for it, and the drops are counted.
+    assert_eq!(h.t.stats().transmits_dropped, 5);
+    assert_eq!(h.trigger_acks().len(), MAX_TERMINAL_QUEUED_TRANSMITS - 1);
+}
+
+#[test]
 fn s1508_end_notification_reports_bytes_and_duration() {
     let mut h = Harness::registered(23, |_| {});
     h.notify(Role::Connected, 0, SESSION, 600);

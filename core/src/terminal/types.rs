@@ -20,7 +20,8 @@ pub const MAX_PENDING_REQUESTS: usize = 4;
 /// Most permission inquiries waiting for the app's answer; an inquiry beyond
 /// it is denied at once (counted in [`TerminalStats::inquiries_overflowed`]).
 pub const MAX_PENDING_INQUIRIES: usize = 4;
-/// Most transmits waiting for the driver; beyond it the oldest is dropped
+/// Most transmits waiting for the driver; beyond it the oldest datagram is
+/// dropped, a message to the session server only when all are such
 /// (counted in [`TerminalStats::transmits_dropped`]).
 pub const MAX_TERMINAL_QUEUED_TRANSMITS: usize = 8;
 /// Most events waiting for the app; beyond it the oldest is dropped
