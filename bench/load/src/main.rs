@@ -127,6 +127,20 @@ struct LoadArgs {
     /// Where the spawned server's data dir goes (a fresh directory inside).
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     scratch: PathBuf,
+    /// One more argument for the spawned server (repeatable), e.g.
+    /// `--server-arg=--keepalive-limit=1000,1ms`.
+    #[arg(
+        long = "server-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        requires = "spawn"
+    )]
+    server_args: Vec<String>,
+    /// After the window, count the sessions the spawned server stored
+    /// (`tryst sessions --json` on its data dir) against the set-ups this
+    /// run saw complete: `stored_sessions`, `records_missing` in the JSON.
+    #[arg(long, requires = "spawn")]
+    count_records: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -227,6 +241,7 @@ fn run_tryst(load: LoadArgs, mode: Mode) -> Result<bool, LoadError> {
             tryst,
             &load.scratch,
             load.common.terminals,
+            &load.server_args,
         )?),
         None => None,
     };
@@ -273,11 +288,20 @@ fn run_tryst(load: LoadArgs, mode: Mode) -> Result<bool, LoadError> {
         Mode::Registrations => "registrations",
         Mode::Keepalives => "keepalives",
     };
-    let extra = json!({
+    let mut extra = json!({
         "prepare_s": round(outcome.prepare_s, 3),
         "prepare_failed": outcome.prepare_failed,
         "spawned": spawned.is_some(),
     });
+    if load.count_records {
+        if let (Some(tryst), Some(dir)) = (&load.spawn, spawned.as_ref().and_then(Spawned::dir)) {
+            let stored = procs::stored_sessions(tryst, dir);
+            extra["stored_sessions"] = json!(stored);
+            // Every set-up the load saw complete has its row in the store.
+            extra["records_missing"] =
+                json!(stored.map(|n| outcome.tally.completed.saturating_sub(n)));
+        }
+    }
     let ok = report(
         name,
         &load.common,
