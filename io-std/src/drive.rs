@@ -9,9 +9,11 @@
 //! `oneshot` channel that a blocking loop receives on and an async one
 //! awaits.
 
+use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tryst_core::machine::{ConnectionId, Input, Machine};
+use tryst_core::machine::{ConnectionId, Destination, Input, Machine};
 use tryst_core::time::Instant;
 
 /// The fact type of a role's machine.
@@ -79,14 +81,17 @@ pub enum Stopped {
 /// Where a journal says a batch is stored, or why it is not.
 pub type Stored = oneshot::Receiver<Result<(), String>>;
 
+/// [`Stored`] as an async loop awaits it (`IntoFuture` of the receiver).
+pub type StoredFuture = oneshot::AsyncReceiver<Result<(), String>>;
+
 /// One batch of durable facts and where to say they are stored (or why not).
 pub type JournalBatch<F> = (Vec<F>, oneshot::Sender<Result<(), String>>);
 
 /// Where durable facts go: a thread that stores each batch and answers
 /// once it is on disk. An error (or a journal that went away) stops the
 /// loop before anything that follows the batch is sent. A loop has at most
-/// one batch in flight (it waits for each answer), so the queue needs no
-/// bound of its own.
+/// [`MAX_HELD_BATCHES`] batches in flight ([`HeldBack`]), so the queue
+/// needs no bound of its own.
 #[derive(Debug)]
 pub struct Journal<F> {
     batches: std::sync::mpsc::Sender<JournalBatch<F>>,
@@ -125,6 +130,119 @@ impl<F> Journal<F> {
         self.submit(facts)?
             .recv()
             .map_err(|_| JOURNAL_GONE.to_owned())?
+    }
+}
+
+/// Most batches a loop has handed to its journal and not yet heard back
+/// about (group commit: the journal stores what queued up in one
+/// transaction). At this bound the loop waits for the oldest one before it
+/// reads anything else, so a slow disk slows the inputs down instead of
+/// growing a queue.
+pub const MAX_HELD_BATCHES: usize = 256;
+/// Most bytes of transmits a loop holds back behind batches not yet
+/// stored; at this bound it waits for the oldest batch, as at
+/// [`MAX_HELD_BATCHES`].
+pub const MAX_HELD_BYTES: usize = 16 << 20;
+
+/// What a loop holds back until the batch of facts before it is durable.
+#[derive(Debug)]
+pub enum Held<F, R> {
+    /// Facts handed to the journal, and where its answer comes (`R`: the
+    /// [`Stored`] receiver, or its future for an async loop).
+    Batch(Vec<F>, R),
+    /// A transmit that followed a batch not yet stored.
+    Transmit {
+        /// Where it goes.
+        destination: Destination,
+        /// The local address a datagram leaves from.
+        local: Option<IpAddr>,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
+    /// A close that followed a batch not yet stored (after the transmits
+    /// before it, as the machine ordered them).
+    Close(ConnectionId),
+}
+
+/// The loop's outputs held back behind durable facts, in the machine's
+/// order: a batch is always at the head, and what follows it leaves only
+/// once it is stored. So the loop goes on reading while the journal
+/// writes, many drains' facts share one transaction, and still nothing is
+/// acknowledged before it is durable.
+#[derive(Debug)]
+pub struct HeldBack<F, R> {
+    items: VecDeque<Held<F, R>>,
+    batches: usize,
+    bytes: usize,
+}
+
+impl<F, R> Default for HeldBack<F, R> {
+    fn default() -> Self {
+        HeldBack {
+            items: VecDeque::new(),
+            batches: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl<F, R> HeldBack<F, R> {
+    /// Nothing is held: a transmit may leave at once.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// At a bound ([`MAX_HELD_BATCHES`], [`MAX_HELD_BYTES`]): the loop
+    /// must wait for the oldest batch before it goes on.
+    pub fn full(&self) -> bool {
+        self.batches >= MAX_HELD_BATCHES || self.bytes >= MAX_HELD_BYTES
+    }
+
+    /// Batches handed to the journal and not yet answered.
+    pub fn batches(&self) -> usize {
+        self.batches
+    }
+
+    /// Holds a batch the journal is storing.
+    pub fn hold_batch(&mut self, facts: Vec<F>, stored: R) {
+        self.batches += 1;
+        self.items.push_back(Held::Batch(facts, stored));
+    }
+
+    /// Holds a transmit behind the batches before it.
+    pub fn hold_transmit(&mut self, destination: Destination, local: Option<IpAddr>, bytes: &[u8]) {
+        self.bytes += bytes.len();
+        self.items.push_back(Held::Transmit {
+            destination,
+            local,
+            bytes: bytes.to_vec(),
+        });
+    }
+
+    /// Holds a close behind the batches before it.
+    pub fn hold_close(&mut self, conn: ConnectionId) {
+        self.items.push_back(Held::Close(conn));
+    }
+
+    /// The oldest batch's answer, to wait on or look at; `None` when
+    /// nothing is held.
+    pub fn head(&mut self) -> Option<&mut R> {
+        match self.items.front_mut() {
+            Some(Held::Batch(_, stored)) => Some(stored),
+            _ => None,
+        }
+    }
+
+    /// Takes the oldest item (call once the head batch's answer came: then
+    /// the transmits and closes up to the next batch, one by one).
+    pub fn pop(&mut self) -> Option<Held<F, R>> {
+        let item = self.items.pop_front()?;
+        match &item {
+            Held::Batch(..) => self.batches -= 1,
+            Held::Transmit { bytes, .. } => self.bytes -= bytes.len(),
+            Held::Close(_) => {}
+        }
+        Some(item)
     }
 }
 

@@ -512,6 +512,10 @@ fn side_reason_name(reason: EndReason) -> &'static str {
     reason_name(reason.into())
 }
 
+/// Prepared statements each connection keeps ([`exec`]): more than the
+/// distinct statements it runs, so none is ever parsed twice.
+const STATEMENT_CACHE_CAPACITY: usize = 64;
+
 impl Store {
     /// Opens (creating if needed) the store in `dir`, for the server.
     pub fn create(dir: &Path) -> Result<Store, StoreError> {
@@ -560,6 +564,8 @@ impl Store {
         self.conn
             .busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| self.sql(e))?;
+        self.conn
+            .set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         if create {
             self.conn
                 .pragma_update(None, "journal_mode", "WAL")
@@ -570,20 +576,21 @@ impl Store {
             .map_err(|e| self.sql(e))?;
         if create {
             self.conn.execute_batch(SCHEMA).map_err(|e| self.sql(e))?;
-            self.conn
-                .execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?1)",
-                    params![SCHEMA_VERSION.to_string()],
-                )
-                .map_err(|e| self.sql(e))?;
-        }
-        let version: Option<String> = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
-                r.get(0)
-            })
-            .optional()
+            exec(
+                &self.conn,
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?1)",
+                params![SCHEMA_VERSION.to_string()],
+            )
             .map_err(|e| self.sql(e))?;
+        }
+        let version: Option<String> = query_one(
+            &self.conn,
+            "SELECT value FROM meta WHERE key = 'schema'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| self.sql(e))?;
         let version = version.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
         if version > SCHEMA_VERSION {
             return Err(StoreError::TooNew(version));
@@ -635,7 +642,7 @@ impl Store {
     pub fn bindings(&self) -> Result<Vec<(String, PublicKey, Origin)>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT name, key, origin FROM names ORDER BY name")
+            .prepare_cached("SELECT name, key, origin FROM names ORDER BY name")
             .map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -661,15 +668,14 @@ impl Store {
 
     /// The key `name` is bound to.
     pub fn key_of(&self, name: &str) -> Result<Option<PublicKey>, StoreError> {
-        let key: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT key FROM names WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?;
+        let key: Option<String> = query_one(
+            &self.conn,
+            "SELECT key FROM names WHERE name = ?1",
+            params![name],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| self.sql(e))?;
         key.map(|k| parse_key(&k)).transpose()
     }
 
@@ -679,8 +685,7 @@ impl Store {
             Some(bound) if bound == *key => Ok(true),
             Some(_) => Ok(false),
             None => {
-                self.conn
-                    .execute(
+                exec(&self.conn,
                         "INSERT INTO names (name, key, origin, bound_us) VALUES (?1, ?2, 'enrolled', ?3)",
                         params![name, key_hex(key), to_i64(now_us())],
                     )
@@ -692,17 +697,17 @@ impl Store {
 
     /// Stores a fresh one-time enrolment code for `name` by its hash.
     pub fn add_enrol_code(&self, code: &StoredEnrolCode) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO enrol_codes (hash, name, created_us, expires_us) VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    hash_hex(&code.hash),
-                    code.name,
-                    to_i64(now_us()),
-                    to_i64(code.expires_us)
-                ],
-            )
-            .map_err(|e| self.sql(e))?;
+        exec(
+            &self.conn,
+            "INSERT INTO enrol_codes (hash, name, created_us, expires_us) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                hash_hex(&code.hash),
+                code.name,
+                to_i64(now_us()),
+                to_i64(code.expires_us)
+            ],
+        )
+        .map_err(|e| self.sql(e))?;
         Ok(())
     }
 
@@ -710,7 +715,7 @@ impl Store {
     pub fn enrol_codes(&self, now_us: u64) -> Result<Vec<StoredEnrolCode>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare_cached(
                 "SELECT hash, name, expires_us FROM enrol_codes
                  WHERE used_us IS NULL AND expires_us > ?1 ORDER BY created_us, hash",
             )
@@ -741,7 +746,7 @@ impl Store {
     pub fn live_facts(&self) -> Result<Vec<SessionFact>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare_cached(
                 "SELECT id, requester, requester_key, target, target_key, start_us,
                         duration_secs, extensions, extended_us
                  FROM sessions WHERE ended = 0 ORDER BY start_us",
@@ -803,15 +808,15 @@ impl Store {
     pub fn seen_facts(&self) -> Result<Vec<SessionFact>, StoreError> {
         let now = now_us();
         // Bindings from before last-seen times were kept start their clock now.
-        self.conn
-            .execute(
-                "UPDATE names SET seen_us = ?1 WHERE seen_us IS NULL",
-                params![to_i64(now)],
-            )
-            .map_err(|e| self.sql(e))?;
+        exec(
+            &self.conn,
+            "UPDATE names SET seen_us = ?1 WHERE seen_us IS NULL",
+            params![to_i64(now)],
+        )
+        .map_err(|e| self.sql(e))?;
         let mut stmt = self
             .conn
-            .prepare("SELECT name, seen_us FROM names ORDER BY name")
+            .prepare_cached("SELECT name, seen_us FROM names ORDER BY name")
             .map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -841,7 +846,7 @@ impl Store {
         for fact in facts {
             match fact {
                 SessionFact::NameBound { name, key } => {
-                    tx.execute(
+                    exec(&tx,
                         "INSERT INTO names (name, key, origin, bound_us) VALUES (?1, ?2, 'tofu', ?3)
                          ON CONFLICT (name) DO UPDATE SET key = excluded.key, origin = 'tofu',
                          bound_us = excluded.bound_us WHERE names.key <> excluded.key",
@@ -850,13 +855,14 @@ impl Store {
                     .map_err(sql)?;
                 }
                 SessionFact::EnrolCodeUsed { name, key, hash } => {
-                    tx.execute(
+                    exec(
+                        &tx,
                         "UPDATE enrol_codes SET used_us = ?3, used_key = ?4
                          WHERE hash = ?1 AND name = ?2 AND used_us IS NULL",
                         params![hash_hex(hash), name, to_i64(now_us()), key_hex(key)],
                     )
                     .map_err(sql)?;
-                    tx.execute(
+                    exec(&tx,
                         "INSERT INTO names (name, key, origin, bound_us) VALUES (?1, ?2, 'enrolled', ?3)
                          ON CONFLICT (name) DO NOTHING",
                         params![name, key_hex(key), to_i64(now_us())],
@@ -864,21 +870,23 @@ impl Store {
                     .map_err(sql)?;
                 }
                 SessionFact::NameSeen { name, at } => {
-                    tx.execute(
+                    exec(
+                        &tx,
                         "UPDATE names SET seen_us = ?2 WHERE name = ?1",
                         params![name, to_i64(at.as_micros())],
                     )
                     .map_err(sql)?;
                 }
                 SessionFact::NameUnbound { name, key } => {
-                    tx.execute(
+                    exec(
+                        &tx,
                         "DELETE FROM names WHERE name = ?1 AND key = ?2",
                         params![name, key_hex(key)],
                     )
                     .map_err(sql)?;
                 }
                 SessionFact::SessionStarted(s) => {
-                    tx.execute(
+                    exec(&tx,
                         "INSERT OR IGNORE INTO sessions (id, requester, requester_key, target, target_key,
                          start_us, duration_secs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                         params![
@@ -894,7 +902,8 @@ impl Store {
                     .map_err(sql)?;
                 }
                 SessionFact::SessionExtended(x) => {
-                    tx.execute(
+                    exec(
+                        &tx,
                         "UPDATE sessions SET duration_secs = ?2, extensions = ?3, extended_us = ?4
                          WHERE id = ?1 AND ended = 0",
                         params![
@@ -910,7 +919,8 @@ impl Store {
                 SessionFact::LateReport(l) => {
                     let (side, sent_col, received_col) = late_columns(l.party);
                     let (reason, sent, received, ms) = side_params(Some(l.report));
-                    tx.execute(
+                    exec(
+                        &tx,
                         &format!(
                             "UPDATE sessions SET {side}_reason = ?2, {side}_sent = ?3,
                              {side}_received = ?4, {side}_duration_ms = ?5,
@@ -929,9 +939,7 @@ impl Store {
 
     /// The session log, oldest first.
     pub fn log(&self) -> Result<Vec<LogRow>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
+        let mut stmt = self.conn.prepare_cached(
                 "SELECT id, requester, target, start_us, duration_us, COALESCE(permitted_secs, duration_secs),
                         extensions, COALESCE(bytes_r2t, 0), COALESCE(bytes_t2r, 0), reason, ended,
                         r_reason, r_duration_ms, t_reason, t_duration_ms
@@ -968,7 +976,7 @@ impl Store {
     pub fn live_ids(&self) -> Result<Vec<String>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id FROM sessions WHERE ended = 0 ORDER BY start_us")
+            .prepare_cached("SELECT id FROM sessions WHERE ended = 0 ORDER BY start_us")
             .map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map([], |r| r.get::<_, String>(0))
@@ -980,7 +988,9 @@ impl Store {
     pub fn find_sessions(&self, prefix: &str) -> Result<Vec<(String, bool)>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, ended FROM sessions WHERE substr(id, 1, length(?1)) = ?1 LIMIT 2")
+            .prepare_cached(
+                "SELECT id, ended FROM sessions WHERE substr(id, 1, length(?1)) = ?1 LIMIT 2",
+            )
             .map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map(params![prefix], |r| {
@@ -1001,14 +1011,17 @@ impl Store {
     /// Notes that a server runs on this store (now), or that none does (`None`).
     pub fn set_heartbeat(&self, at_us: Option<u64>) -> Result<(), StoreError> {
         match at_us {
-            Some(at) => self.conn.execute(
+            Some(at) => exec(
+                &self.conn,
                 "INSERT INTO meta (key, value) VALUES ('heartbeat_us', ?1)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 params![at.to_string()],
             ),
-            None => self
-                .conn
-                .execute("DELETE FROM meta WHERE key = 'heartbeat_us'", []),
+            None => exec(
+                &self.conn,
+                "DELETE FROM meta WHERE key = 'heartbeat_us'",
+                [],
+            ),
         }
         .map_err(|e| self.sql(e))?;
         Ok(())
@@ -1016,15 +1029,14 @@ impl Store {
 
     /// Whether a server noted a heartbeat within `fresh`.
     pub fn server_running(&self, fresh: Duration) -> Result<bool, StoreError> {
-        let beat: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'heartbeat_us'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?;
+        let beat: Option<String> = query_one(
+            &self.conn,
+            "SELECT value FROM meta WHERE key = 'heartbeat_us'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| self.sql(e))?;
         let Some(beat) = beat.and_then(|b| b.parse::<u64>().ok()) else {
             return Ok(false);
         };
@@ -1035,38 +1047,36 @@ impl Store {
     /// Queues a command for the running server; returns its row.
     pub fn push_command(&self, command: &OperatorCommand) -> Result<i64, StoreError> {
         let (kind, arg) = command.to_row();
-        self.conn
-            .execute(
-                "INSERT INTO commands (kind, arg, created_us) VALUES (?1, ?2, ?3)",
-                params![kind, arg, to_i64(now_us())],
-            )
-            .map_err(|e| self.sql(e))?;
+        exec(
+            &self.conn,
+            "INSERT INTO commands (kind, arg, created_us) VALUES (?1, ?2, ?3)",
+            params![kind, arg, to_i64(now_us())],
+        )
+        .map_err(|e| self.sql(e))?;
         Ok(self.conn.last_insert_rowid())
     }
 
     /// The result of a command, once the server wrote it.
     pub fn command_result(&self, id: i64) -> Result<Option<String>, StoreError> {
-        let result: Option<Option<String>> = self
-            .conn
-            .query_row(
-                "SELECT result FROM commands WHERE id = ?1 AND done_us IS NOT NULL",
-                params![id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?;
+        let result: Option<Option<String>> = query_one(
+            &self.conn,
+            "SELECT result FROM commands WHERE id = ?1 AND done_us IS NOT NULL",
+            params![id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| self.sql(e))?;
         Ok(result.map(Option::unwrap_or_default))
     }
 
     /// Withdraws a command no server took; `false` if one took it meanwhile.
     pub fn withdraw_command(&self, id: i64) -> Result<bool, StoreError> {
-        let n = self
-            .conn
-            .execute(
-                "DELETE FROM commands WHERE id = ?1 AND done_us IS NULL",
-                params![id],
-            )
-            .map_err(|e| self.sql(e))?;
+        let n = exec(
+            &self.conn,
+            "DELETE FROM commands WHERE id = ?1 AND done_us IS NULL",
+            params![id],
+        )
+        .map_err(|e| self.sql(e))?;
         Ok(n == 1)
     }
 
@@ -1074,7 +1084,7 @@ impl Store {
     pub fn pending_commands(&self) -> Result<Vec<PendingCommand>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare_cached(
                 "SELECT id, kind, arg FROM commands WHERE done_us IS NULL ORDER BY id LIMIT 64",
             )
             .map_err(|e| self.sql(e))?;
@@ -1092,29 +1102,29 @@ impl Store {
 
     /// Writes a command's result.
     pub fn finish_command(&self, id: i64, result: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE commands SET done_us = ?2, result = ?3 WHERE id = ?1",
-                params![id, to_i64(now_us()), result],
-            )
-            .map_err(|e| self.sql(e))?;
+        exec(
+            &self.conn,
+            "UPDATE commands SET done_us = ?2, result = ?3 WHERE id = ?1",
+            params![id, to_i64(now_us()), result],
+        )
+        .map_err(|e| self.sql(e))?;
         Ok(())
     }
 
     /// Keeps a refused request (and drops the oldest beyond [`MAX_REFUSALS`]).
     pub fn record_refusal(&self, r: &RefusalRow) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO refusals (at_us, requester, target, reason) VALUES (?1, ?2, ?3, ?4)",
-                params![to_i64(r.at_us), r.requester, r.target, r.reason],
-            )
-            .map_err(|e| self.sql(e))?;
-        self.conn
-            .execute(
-                "DELETE FROM refusals WHERE id <= (SELECT MAX(id) FROM refusals) - ?1",
-                params![MAX_REFUSALS],
-            )
-            .map_err(|e| self.sql(e))?;
+        exec(
+            &self.conn,
+            "INSERT INTO refusals (at_us, requester, target, reason) VALUES (?1, ?2, ?3, ?4)",
+            params![to_i64(r.at_us), r.requester, r.target, r.reason],
+        )
+        .map_err(|e| self.sql(e))?;
+        exec(
+            &self.conn,
+            "DELETE FROM refusals WHERE id <= (SELECT MAX(id) FROM refusals) - ?1",
+            params![MAX_REFUSALS],
+        )
+        .map_err(|e| self.sql(e))?;
         Ok(())
     }
 
@@ -1122,7 +1132,9 @@ impl Store {
     pub fn refusals(&self) -> Result<Vec<RefusalRow>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT at_us, requester, target, reason FROM refusals ORDER BY at_us, id")
+            .prepare_cached(
+                "SELECT at_us, requester, target, reason FROM refusals ORDER BY at_us, id",
+            )
             .map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -1140,12 +1152,12 @@ impl Store {
     /// Drops answered commands older than `age` (the table stays small).
     pub fn prune_commands(&self, age: Duration) -> Result<(), StoreError> {
         let before = now_us().saturating_sub(u64::try_from(age.as_micros()).unwrap_or(u64::MAX));
-        self.conn
-            .execute(
-                "DELETE FROM commands WHERE done_us IS NOT NULL AND done_us < ?1",
-                params![to_i64(before)],
-            )
-            .map_err(|e| self.sql(e))?;
+        exec(
+            &self.conn,
+            "DELETE FROM commands WHERE done_us IS NOT NULL AND done_us < ?1",
+            params![to_i64(before)],
+        )
+        .map_err(|e| self.sql(e))?;
         Ok(())
     }
 }
@@ -1173,11 +1185,27 @@ pub(crate) fn late_columns(party: Party) -> (&'static str, &'static str, &'stati
     }
 }
 
+/// Runs one statement through the connection's prepared-statement cache,
+/// so SQL run again and again (every fact, heartbeat and command poll) is
+/// parsed once per connection rather than on every call.
+fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// [`exec`] for a statement that reads one row.
+fn query_one<T, P, F>(conn: &Connection, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+where
+    P: rusqlite::Params,
+    F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+{
+    conn.prepare_cached(sql)?.query_row(params, f)
+}
+
 /// Closes a session's row with its record (inserting the row if the start
 /// was somehow never stored).
 fn record_row(tx: &rusqlite::Transaction<'_>, r: &SessionRecord) -> rusqlite::Result<()> {
     let id = id_hex(&r.session_id);
-    tx.execute(
+    exec(tx,
         "INSERT OR IGNORE INTO sessions (id, requester, requester_key, target, target_key, start_us,
          duration_secs) VALUES (?1, ?2, '', ?3, '', ?4, ?5)",
         params![
@@ -1190,7 +1218,8 @@ fn record_row(tx: &rusqlite::Transaction<'_>, r: &SessionRecord) -> rusqlite::Re
     )?;
     let (rr, rs, rv, rd) = side_params(r.requester_side);
     let (tr, ts, tv, td) = side_params(r.target_side);
-    tx.execute(
+    exec(
+        tx,
         "UPDATE sessions SET ended = 1, end_us = ?2, duration_us = ?3, permitted_secs = ?4,
          extensions = ?5, reason = ?6, bytes_r2t = ?7, bytes_t2r = ?8,
          r_reason = ?9, r_sent = ?10, r_received = ?11, r_duration_ms = ?12,
@@ -1666,7 +1695,8 @@ mod tests {
                      bound_us INTEGER NOT NULL);",
             )
             .unwrap();
-            conn.execute(
+            exec(
+                &conn,
                 "INSERT INTO names VALUES ('TERM1', ?1, 'tofu', 1)",
                 params![key_hex(&key(1))],
             )

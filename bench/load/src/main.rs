@@ -127,6 +127,25 @@ struct LoadArgs {
     /// Where the spawned server's data dir goes (a fresh directory inside).
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     scratch: PathBuf,
+    /// One more argument for the spawned server (repeatable), e.g.
+    /// `--server-arg=--keepalive-limit=1000,1ms`.
+    #[arg(
+        long = "server-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        requires = "spawn"
+    )]
+    server_args: Vec<String>,
+    /// After the window, count the sessions the spawned server stored
+    /// (`tryst sessions --json` on its data dir) against the set-ups this
+    /// run saw complete: `stored_sessions`, `records_missing` in the JSON.
+    #[arg(long, requires = "spawn")]
+    count_records: bool,
+    /// The server's keepalive limit per device (BURST,EVERY, as `tryst
+    /// server --keepalive-limit`), which the keepalive load honours; a
+    /// spawned server is given it too. Default: the core's 4,5s.
+    #[arg(long, value_name = "BURST,EVERY")]
+    keepalive_limit: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -212,6 +231,40 @@ fn check_common(common: &CommonArgs) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// What a spawned server is given beyond the defaults.
+fn server_args(load: &LoadArgs) -> Vec<String> {
+    let mut args = load.server_args.clone();
+    if let Some(limit) = &load.keepalive_limit {
+        args.extend(["--keepalive-limit".to_owned(), limit.clone()]);
+    }
+    args
+}
+
+/// Checks a `BURST,EVERY` limit (at least 1, an interval above zero),
+/// as the server parses it.
+fn parse_limit(text: &str) -> Result<tryst_core::ratelimit::Limit, String> {
+    let usage = || format!("{text:?} is not a limit BURST,EVERY (e.g. 1000,1ms)");
+    let (burst, every) = text.split_once(',').ok_or_else(usage)?;
+    let burst: u32 = burst.trim().parse().map_err(|_| usage())?;
+    let every = every.trim();
+    let (digits, unit) = every.split_at(
+        every
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(every.len()),
+    );
+    let n: u64 = digits.parse().map_err(|_| usage())?;
+    let every = match unit {
+        "us" => Duration::from_micros(n),
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        _ => return Err(usage()),
+    };
+    if burst == 0 || every.is_zero() {
+        return Err(usage());
+    }
+    Ok(tryst_core::ratelimit::Limit::one_every(burst, every))
+}
+
 fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, LoadError> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.clamp(1, 64))
@@ -227,6 +280,7 @@ fn run_tryst(load: LoadArgs, mode: Mode) -> Result<bool, LoadError> {
             tryst,
             &load.scratch,
             load.common.terminals,
+            &server_args(&load),
         )?),
         None => None,
     };
@@ -261,6 +315,10 @@ fn run_tryst(load: LoadArgs, mode: Mode) -> Result<bool, LoadError> {
         rate: load.common.rate,
         mode,
         server_pid: pid,
+        keepalive_limit: match &load.keepalive_limit {
+            Some(text) => parse_limit(text).map_err(LoadError::Usage)?,
+            None => tryst_core::ratelimit::KEEPALIVES,
+        },
     };
     let client_cpu0 = procs::cpu_seconds(std::process::id());
     let outcome = runtime(load.common.threads)?.block_on(run::run(plan));
@@ -273,11 +331,20 @@ fn run_tryst(load: LoadArgs, mode: Mode) -> Result<bool, LoadError> {
         Mode::Registrations => "registrations",
         Mode::Keepalives => "keepalives",
     };
-    let extra = json!({
+    let mut extra = json!({
         "prepare_s": round(outcome.prepare_s, 3),
         "prepare_failed": outcome.prepare_failed,
         "spawned": spawned.is_some(),
     });
+    if load.count_records {
+        if let (Some(tryst), Some(dir)) = (&load.spawn, spawned.as_ref().and_then(Spawned::dir)) {
+            let stored = procs::stored_sessions(tryst, dir);
+            extra["stored_sessions"] = json!(stored);
+            // Every set-up the load saw complete has its row in the store.
+            extra["records_missing"] =
+                json!(stored.map(|n| outcome.tally.completed.saturating_sub(n)));
+        }
+    }
     let ok = report(
         name,
         &load.common,

@@ -99,6 +99,11 @@ impl Spawned {
         self.lines.iter().find_map(|l| l.strip_prefix(&prefix))
     }
 
+    /// Its data dir (a spawned server's), if it has one.
+    pub fn dir(&self) -> Option<&Path> {
+        self.scratch.as_deref()
+    }
+
     /// The address on its first stdout line `label: ADDR`.
     pub fn addr(&self, label: &str) -> Option<SocketAddr> {
         self.value(label).and_then(|v| v.parse().ok())
@@ -202,7 +207,12 @@ pub fn server_limits(terminals: usize) -> Vec<String> {
 /// Starts `tryst server` from `tryst` on kernel-picked loopback ports with
 /// a fresh data dir under `parent`, logging warnings only (per-event info
 /// logs would be part of what is measured).
-pub fn spawn_server(tryst: &Path, parent: &Path, terminals: usize) -> Result<Spawned, ProcError> {
+pub fn spawn_server(
+    tryst: &Path,
+    parent: &Path,
+    terminals: usize,
+    extra: &[String],
+) -> Result<Spawned, ProcError> {
     let dir = scratch_path(parent, "server");
     let log = PathBuf::from(format!("{}.log", dir.display()));
     let mut command = Command::new(tryst);
@@ -212,6 +222,7 @@ pub fn spawn_server(tryst: &Path, parent: &Path, terminals: usize) -> Result<Spa
         .arg(&dir)
         .args(["--control", "127.0.0.1:0", "--trigger", "127.0.0.1:0"])
         .args(server_limits(terminals))
+        .args(extra)
         .env("RUST_LOG", "warn");
     spawn_announcing(
         "tryst server",
@@ -220,6 +231,39 @@ pub fn spawn_server(tryst: &Path, parent: &Path, terminals: usize) -> Result<Spa
         &["server key", "control", "trigger"],
         Some(dir),
     )
+}
+
+/// How many sessions the store in data dir `dir` holds, from `tryst
+/// sessions --data-dir DIR --json` (bounded: it is killed after
+/// [`SPAWN_TIMEOUT`]); `None` if that fails.
+pub fn stored_sessions(tryst: &Path, dir: &Path) -> Option<u64> {
+    let mut child = Command::new(tryst)
+        .arg("sessions")
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--json")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut stdout = child.stdout.take()?;
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut text).map(|_| text)
+    });
+    let deadline = Instant::now() + SPAWN_TIMEOUT;
+    while child.try_wait().ok()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = reader.join().ok()?.ok()?;
+    let list: serde_json::Value = serde_json::from_str(&text).ok()?;
+    list.as_array().map(|a| a.len() as u64)
 }
 
 /// A process's CPU and memory over a measured window.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant as StdInstant};
 use rand_core::{OsRng, RngCore};
 use tokio::sync::{watch, Semaphore};
 use tryst_core::crypto::StaticKeypair;
-use tryst_core::ratelimit::{Limit, TokenBucket, CONNECTION_REQUESTS, KEEPALIVES};
+use tryst_core::ratelimit::{Limit, TokenBucket, CONNECTION_REQUESTS};
 use tryst_core::session_server::IDENTITY_REGISTRATIONS;
 use tryst_core::terminal::{JudgePolicy, TerminalConfig, TerminalEvent};
 use tryst_core::time::Instant;
@@ -70,6 +70,10 @@ pub struct Plan {
     pub mode: Mode,
     /// The server process, whose CPU and memory the window is measured for.
     pub server_pid: Option<u32>,
+    /// The trigger server's keepalive limit per device, which the
+    /// keepalive load honours (the core's `KEEPALIVES` unless the server
+    /// was given `--keepalive-limit`).
+    pub keepalive_limit: Limit,
 }
 
 /// What a run measured, before the server's figures are added.
@@ -539,7 +543,17 @@ async fn keepalive_task(
             }
         }
     };
-    solo_loop(plan, unit, tag, origin, gate, true, KEEPALIVES, keepalive).await
+    solo_loop(
+        plan,
+        unit,
+        tag,
+        origin,
+        gate,
+        true,
+        plan.keepalive_limit,
+        keepalive,
+    )
+    .await
 }
 
 #[cfg(test)]

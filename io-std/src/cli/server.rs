@@ -168,6 +168,11 @@ pub struct ServerArgs {
     /// suits common NATs).
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub keepalive: Option<Duration>,
+    /// Authentic keepalives allowed per device: a burst, then one every
+    /// interval (BURST,EVERY; the core's default is 4,5s). A load test
+    /// raises it to offer more keepalives per device than a real one sends.
+    #[arg(long, value_name = "BURST,EVERY", value_parser = parse_limit)]
+    pub keepalive_limit: Option<Limit>,
     /// The host devices reach this server at (an IP address or a DNS
     /// name), put in the invite; needed when it listens on 0.0.0.0 or [::].
     #[arg(long, value_name = "HOST", value_parser = super::invite::Host::parse)]
@@ -234,6 +239,11 @@ pub struct TriggerServerArgs {
     /// Keepalive interval told to terminals (e.g. 25s).
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub keepalive: Option<Duration>,
+    /// Authentic keepalives allowed per device: a burst, then one every
+    /// interval (BURST,EVERY; the core's default is 4,5s). A load test
+    /// raises it to offer more keepalives per device than a real one sends.
+    #[arg(long, value_name = "BURST,EVERY", value_parser = parse_limit)]
+    pub keepalive_limit: Option<Limit>,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
@@ -537,11 +547,15 @@ pub fn load_server_store(
     Ok((state, store))
 }
 
-/// The trigger server's configuration from `--keepalive`.
-pub fn trigger_config(keepalive: Option<Duration>) -> TriggerConfig {
+/// The trigger server's configuration from `--keepalive` and
+/// `--keepalive-limit`.
+pub fn trigger_config(keepalive: Option<Duration>, limit: Option<Limit>) -> TriggerConfig {
     let mut config = TriggerConfig::default();
     if let Some(interval) = keepalive {
         config.keepalive_interval = interval;
+    }
+    if let Some(limit) = limit {
+        config.keepalive_limit = limit;
     }
     config
 }
@@ -597,7 +611,7 @@ pub fn prepare_server(args: &ServerArgs) -> Result<CombinedSetup, CliError> {
         config,
         session,
         trigger_secret,
-        trigger_config: trigger_config(args.keepalive),
+        trigger_config: trigger_config(args.keepalive, args.keepalive_limit),
     })
 }
 
@@ -648,7 +662,7 @@ pub fn prepare_trigger_server(args: &TriggerServerArgs) -> Result<TriggerSetup, 
     Ok(TriggerSetup {
         allowed,
         identity,
-        config: trigger_config(args.keepalive),
+        config: trigger_config(args.keepalive, args.keepalive_limit),
     })
 }
 
@@ -893,5 +907,27 @@ pub fn log_trigger_event(event: &TriggerEvent, names: &DeviceNames) {
         TriggerEvent::Offline { op_id, device_id } => {
             tracing::info!(op_id, device = %device_hex(*device_id), name = names.of(*device_id), "trigger for an offline device");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s301_keepalive_limit_parses_burst_and_interval_and_refuses_the_rest() {
+        assert_eq!(
+            parse_limit("100,1s"),
+            Ok(Limit::one_every(100, Duration::from_secs(1)))
+        );
+        assert_eq!(
+            parse_limit("4 , 5s"),
+            Ok(Limit::one_every(4, Duration::from_secs(5)))
+        );
+        for bad in ["", "4", "0,1s", "4,0s", "x,1s", "4,soon", "-1,1s", "4/5s"] {
+            assert!(parse_limit(bad).is_err(), "{bad:?} accepted");
+        }
+        let config = trigger_config(None, parse_limit("1000,1ms").ok());
+        assert_eq!(config.keepalive_limit.capacity(), 1000);
     }
 }

@@ -366,8 +366,13 @@ pub fn start_journal<S: ServerStore + 'static>(store: S) -> Journal<SessionFact>
     start_timed_journal(store, |_| {})
 }
 
-/// [`start_journal`], telling `took` how long each batch's write took (the
-/// store write latency of the metrics).
+/// Most queued batches the journal thread stores in one transaction.
+pub const MAX_GROUP_BATCHES: usize = 256;
+
+/// [`start_journal`], telling `took` how long each transaction's write
+/// took (the store write latency of the metrics). Batches that queue up
+/// while one is written are stored together in the next transaction (at
+/// most [`MAX_GROUP_BATCHES`]), all or none.
 pub fn start_timed_journal<S, T>(mut store: S, took: T) -> Journal<SessionFact>
 where
     S: ServerStore + 'static,
@@ -377,11 +382,27 @@ where
     let spawned = std::thread::Builder::new()
         .name("tryst-journal".into())
         .spawn(move || {
-            while let Ok((batch, done)) = batches.recv() {
+            while let Ok(first) = batches.recv() {
+                // Group commit: every batch that queued up while the last
+                // transaction was written goes into this one (one fsync),
+                // and each hears the one outcome.
+                let mut facts = first.0;
+                let mut answers = vec![first.1];
+                while answers.len() < MAX_GROUP_BATCHES {
+                    match batches.try_recv() {
+                        Ok((more, done)) => {
+                            facts.extend(more);
+                            answers.push(done);
+                        }
+                        Err(_) => break,
+                    }
+                }
                 let started = std::time::Instant::now();
-                let result = store.record(&batch).map_err(|e| e.to_string());
+                let result = store.record(&facts).map_err(|e| e.to_string());
                 took(started.elapsed());
-                let _ = done.send(result);
+                for done in answers {
+                    let _ = done.send(result.clone());
+                }
             }
         });
     if let Err(e) = spawned {
@@ -448,5 +469,49 @@ mod tests {
             handle.end_session(SessionId([9; 16])).wait(),
             Err(SessionError::Stopped)
         );
+    }
+
+    #[test]
+    fn batches_queued_while_one_is_written_share_the_next_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::create(dir.path()).unwrap();
+        let (writes_tx, writes) = std::sync::mpsc::channel::<()>();
+        let (go_tx, go) = std::sync::mpsc::channel::<()>();
+        let go = std::sync::Mutex::new(go);
+        // The first write holds the journal thread until three more batches
+        // are queued.
+        let journal = start_timed_journal(store, move |_| {
+            let _ = writes_tx.send(());
+            if let Ok(go) = go.lock() {
+                let _ = go.recv_timeout(std::time::Duration::from_secs(5));
+            }
+        });
+        let bound = |name: &str, b: u8| SessionFact::NameBound {
+            name: name.into(),
+            key: PublicKey([b; 32]),
+        };
+        let first = journal.submit(vec![bound("a", 1)]).unwrap();
+        writes.recv().unwrap();
+        let rest: Vec<_> = [("b", 2), ("c", 3), ("d", 4)]
+            .into_iter()
+            .map(|(n, b)| journal.submit(vec![bound(n, b)]).unwrap())
+            .collect();
+        go_tx.send(()).unwrap();
+        assert_eq!(first.recv().unwrap(), Ok(()));
+        writes.recv().unwrap();
+        go_tx.send(()).unwrap();
+        for stored in rest {
+            assert_eq!(stored.recv().unwrap(), Ok(()));
+        }
+        // Two transactions for four batches, and every fact is stored.
+        assert!(writes.try_recv().is_err(), "a third write");
+        let names: Vec<String> = crate::store::Store::open(dir.path())
+            .unwrap()
+            .bindings()
+            .unwrap()
+            .into_iter()
+            .map(|(name, _, _)| name)
+            .collect();
+        assert_eq!(names, ["a", "b", "c", "d"]);
     }
 }

@@ -4,9 +4,15 @@
 //! ([`tryst_core::machine`]).
 //!
 //! - [`Output::Store`] facts are collected and handed to the [`Journal`]
-//!   before the next [`Output::Transmit`] leaves (and at the end of each
-//!   drain): nothing is acknowledged before it is stored. A journal that
-//!   fails stops the loop with nothing of that drain sent.
+//!   before the next [`Output::Transmit`] (and at the end of each drain),
+//!   without waiting: the loop goes on reading while the journal writes,
+//!   and every transmit and close after the batch is held back
+//!   ([`HeldBack`]) until the journal says it is stored, so nothing is
+//!   acknowledged before it is durable and many drains' facts share one
+//!   transaction (group commit). At [`MAX_HELD_BATCHES`] batches or
+//!   [`MAX_HELD_BYTES`] held, the loop waits for the oldest batch before it
+//!   reads on. A journal that fails stops the loop with nothing after the
+//!   failed batch sent.
 //! - [`Output::Close`] drops a stream at once.
 //! - [`Output::Event`] goes to the role's app side ([`Driven::on_event`]).
 //! - [`Output::Transmit`] goes to the UDP socket (batched with GSO) or to a
@@ -37,10 +43,10 @@ use tokio::sync::{mpsc, Notify};
 use tryst_core::machine::{ConnectionId, Destination, Input, Machine, Output, MAX_TRANSMIT_LEN};
 use tryst_core::time::Instant;
 
-use tryst_std::drive::{closed_input, quiet, settle};
+use tryst_std::drive::{closed_input, quiet, settle, Held, StoredFuture};
 pub use tryst_std::drive::{
-    Driven, EventOf, FactOf, Flow, IoOf, Journal, JournalBatch, Stopped, FIRST_UPSTREAM_STREAM,
-    JOURNAL_GONE, MAX_APP_ROUNDS,
+    Driven, EventOf, FactOf, Flow, HeldBack, IoOf, Journal, JournalBatch, Stopped,
+    FIRST_UPSTREAM_STREAM, JOURNAL_GONE, MAX_APP_ROUNDS, MAX_HELD_BATCHES, MAX_HELD_BYTES,
 };
 
 use crate::clock::{tokio_deadline, DriverClock};
@@ -106,9 +112,11 @@ where
         next_upstream: FIRST_UPSTREAM_STREAM,
         journal,
     };
+    let mut held = Holding::default();
     let mut buf = vec![0u8; MAX_TRANSMIT_LEN];
     let stopped = loop {
-        let next = match drain(&clock, &mut role, &mut io, &mut udp, &mut buf).await {
+        let drained = drain(&clock, &mut role, &mut io, &mut held, &mut udp, &mut buf).await;
+        let next = match drained {
             Ok(next) => next,
             Err(why) => break why,
         };
@@ -117,6 +125,12 @@ where
             deadline = deadline.min(tokio_deadline(&clock, Some(app)));
         }
         tokio::select! {
+            stored = head_stored(&mut held) => {
+                let now = clock.now();
+                if let Err(why) = release(now, stored, &mut role, &mut io, &mut held, &mut udp).await {
+                    break why;
+                }
+            }
             received = recv_udp(&mut udp) => match received {
                 Ok(slots) => {
                     if let Some(socket) = udp.as_mut() {
@@ -135,7 +149,11 @@ where
             command = commands.recv_async() => match command {
                 Ok(command) => {
                     if let Flow::Stop { grace } = role.on_command(clock.now(), command) {
-                        if let Err(why) = drain(&clock, &mut role, &mut io, &mut udp, &mut buf).await {
+                        let drained = drain(&clock, &mut role, &mut io, &mut held, &mut udp, &mut buf).await;
+                        if let Err(why) = drained {
+                            break why;
+                        }
+                        if let Err(why) = release_all(&clock, &mut role, &mut io, &mut held, &mut udp).await {
                             break why;
                         }
                         if let Some((_, writer)) = io.take_upstream() {
@@ -174,12 +192,17 @@ async fn recv_udp(udp: &mut Option<BatchSocket>) -> std::io::Result<usize> {
     }
 }
 
+/// What the loop holds back behind unstored facts, with the journal's
+/// answers as futures.
+type Holding<F> = HeldBack<F, StoredFuture>;
+
 /// Polls the machine until [`Output::Timeout`], acting on each output;
 /// returns the machine's next timeout, or why the loop must stop.
 async fn drain<D: Driven>(
     clock: &DriverClock,
     role: &mut D,
     io: &mut Links<FactOf<D>>,
+    held: &mut Holding<FactOf<D>>,
     udp: &mut Option<BatchSocket>,
     buf: &mut [u8],
 ) -> Result<Option<Instant>, Stopped>
@@ -193,33 +216,30 @@ where
         let (machine, app_io) = role.parts();
         match machine.poll_output(now, buf, app_io) {
             Output::Store(fact) => facts.push(fact),
-            Output::Close(conn) => io.kill(conn),
+            Output::Close(conn) => {
+                if held.is_empty() {
+                    io.kill(conn);
+                } else {
+                    held.hold_close(conn);
+                }
+            }
             Output::Event(event) => {
                 tracing::debug!(?event, "event");
                 role.on_event(now, event);
             }
             Output::Transmit(t) => {
-                commit(io, role, &mut facts).await?;
+                commit(io, role, held, &mut facts)?;
                 let Some(bytes) = buf.get(..t.len) else {
                     continue;
                 };
-                match t.destination {
-                    Destination::Udp(to) => {
-                        if let Some(socket) = udp.as_mut() {
-                            socket.queue(to, t.local, bytes).await;
-                        }
-                    }
-                    destination => {
-                        if let Some(lost) = io.send(destination, bytes).await {
-                            // The loss is an input; polling goes on.
-                            let (machine, app_io) = role.parts();
-                            machine.handle_input(now, lost, app_io);
-                        }
-                    }
+                if held.is_empty() {
+                    send(now, role, io, udp, t.destination, t.local, bytes).await;
+                } else {
+                    held.hold_transmit(t.destination, t.local, bytes);
                 }
             }
             Output::Timeout(next) => {
-                commit(io, role, &mut facts).await?;
+                commit(io, role, held, &mut facts)?;
                 if let Some(socket) = udp.as_mut() {
                     socket.flush().await;
                 }
@@ -229,14 +249,21 @@ where
                 }
             }
         }
+        if held.full() {
+            // The bound: wait for the oldest batch before going on.
+            let stored = head_stored(held).await;
+            release(clock.now(), stored, role, io, held, udp).await?;
+        }
     }
 }
 
-/// Stores `facts` (if any) and waits until they are durable, then hands
-/// them to the app.
-async fn commit<D: Driven>(
+/// Hands `facts` (if any) to the journal without waiting: what follows is
+/// held back until they are stored. Without a journal they count as stored
+/// at once.
+fn commit<D: Driven>(
     io: &Links<FactOf<D>>,
     role: &mut D,
+    held: &mut Holding<FactOf<D>>,
     facts: &mut Vec<FactOf<D>>,
 ) -> Result<(), Stopped>
 where
@@ -246,8 +273,116 @@ where
         return Ok(());
     }
     let batch = std::mem::take(facts);
-    let stored = io.store(batch.clone()).await;
-    settle(role, batch, stored)
+    let Some(journal) = &io.journal else {
+        return settle(role, batch, Ok(()));
+    };
+    match journal.submit(batch.clone()) {
+        Ok(stored) => {
+            held.hold_batch(batch, std::future::IntoFuture::into_future(stored));
+            Ok(())
+        }
+        Err(e) => settle(role, batch, Err(e)),
+    }
+}
+
+/// The journal's answer for the oldest batch held; never, when nothing is.
+async fn head_stored<F>(held: &mut Holding<F>) -> Result<(), String> {
+    match held.head() {
+        Some(stored) => stored.await.map_err(|_| JOURNAL_GONE.to_owned())?,
+        None => std::future::pending().await,
+    }
+}
+
+/// The oldest batch's answer came (`stored`): on success the app hears its
+/// facts and what was held behind it leaves, in order, up to the next
+/// batch not yet answered (batches answered meanwhile are settled on the
+/// way); on failure the loop stops with none of it sent.
+async fn release<D: Driven>(
+    now: Instant,
+    mut stored: Result<(), String>,
+    role: &mut D,
+    io: &mut Links<FactOf<D>>,
+    held: &mut Holding<FactOf<D>>,
+    udp: &mut Option<BatchSocket>,
+) -> Result<(), Stopped>
+where
+    FactOf<D>: Clone + Send,
+{
+    let Some(Held::Batch(batch, _)) = held.pop() else {
+        return Ok(());
+    };
+    settle(role, batch, stored)?;
+    loop {
+        if let Some(next) = held.head() {
+            if !(next.has_message() || next.is_closed()) {
+                break;
+            }
+            // Answered already: this poll returns at once.
+            stored = next.await.unwrap_or_else(|_| Err(JOURNAL_GONE.to_owned()));
+            if let Some(Held::Batch(batch, _)) = held.pop() {
+                settle(role, batch, stored)?;
+            }
+            continue;
+        }
+        match held.pop() {
+            Some(Held::Transmit {
+                destination,
+                local,
+                bytes,
+            }) => send(now, role, io, udp, destination, local, &bytes).await,
+            Some(Held::Close(conn)) => io.kill(conn),
+            Some(Held::Batch(..)) | None => break,
+        }
+    }
+    if let Some(socket) = udp.as_mut() {
+        socket.flush().await;
+    }
+    Ok(())
+}
+
+/// Waits until every held batch is stored and what follows each has left
+/// (a loop that stops).
+async fn release_all<D: Driven>(
+    clock: &DriverClock,
+    role: &mut D,
+    io: &mut Links<FactOf<D>>,
+    held: &mut Holding<FactOf<D>>,
+    udp: &mut Option<BatchSocket>,
+) -> Result<(), Stopped>
+where
+    FactOf<D>: Clone + Send,
+{
+    while !held.is_empty() {
+        let stored = head_stored(held).await;
+        release(clock.now(), stored, role, io, held, udp).await?;
+    }
+    Ok(())
+}
+
+/// Sends one transmit: to the UDP socket's batch, or to a stream (whose
+/// loss is an input to the machine; the next drain polls it).
+async fn send<D: Driven>(
+    now: Instant,
+    role: &mut D,
+    io: &mut Links<FactOf<D>>,
+    udp: &mut Option<BatchSocket>,
+    destination: Destination,
+    local: Option<IpAddr>,
+    bytes: &[u8],
+) {
+    match destination {
+        Destination::Udp(to) => {
+            if let Some(socket) = udp.as_mut() {
+                socket.queue(to, local, bytes).await;
+            }
+        }
+        destination => {
+            if let Some(lost) = io.send(destination, bytes).await {
+                let (machine, app_io) = role.parts();
+                machine.handle_input(now, lost, app_io);
+            }
+        }
+    }
 }
 
 /// The loop's streams and journal.
@@ -374,17 +509,6 @@ impl<F> Links<F> {
             return lost;
         }
         None
-    }
-
-    /// Stores `batch` and waits until it is durable.
-    async fn store(&self, batch: Vec<F>) -> Result<(), String> {
-        let Some(journal) = &self.journal else {
-            return Ok(());
-        };
-        journal
-            .submit(batch)?
-            .await
-            .map_err(|_| JOURNAL_GONE.to_owned())?
     }
 }
 

@@ -107,6 +107,90 @@ async fn durable_facts_are_stored_before_the_transmit_that_acknowledges_them() {
     );
 }
 
+#[tokio::test]
+async fn the_loop_reads_on_while_facts_are_stored_and_holds_back_what_follows_them() {
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = peer.local_addr().unwrap();
+    let udp = BatchSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (journal, stored_batches) = Journal::<u32>::channel();
+    // A store that blocks: each batch waits until the test answers it.
+    let (batch_tx, mut batches) = mpsc::unbounded_channel::<JournalBatch<u32>>();
+    std::thread::spawn(move || {
+        while let Ok(batch) = stored_batches.recv() {
+            if batch_tx.send(batch).is_err() {
+                break;
+            }
+        }
+    });
+    let (commands, command_rx) = flume::bounded(4);
+    let (role, mut stored, _closed) = role();
+    let sockets = Sockets {
+        udp: Some(udp),
+        ..Sockets::default()
+    };
+    let task = tokio::spawn(run(
+        DriverClock::default(),
+        role,
+        sockets,
+        command_rx,
+        Some(journal),
+    ));
+    let mut buf = [0u8; 16];
+    let say = |durable, n| Cmd::Say { durable, n, to };
+    let nothing_sent = |peer: &UdpSocket, buf: &mut [u8], what: &str| {
+        assert!(peer.try_recv(buf).is_err(), "{what}");
+    };
+
+    // Fact 2 is being stored (the store blocks).
+    commands.send(say(true, 2)).unwrap();
+    let (batch, done2) = batches.recv().await.unwrap();
+    assert_eq!(batch, vec![2]);
+    // The loop goes on reading: a plain transmit is taken, and held behind
+    // fact 2 (order is kept); fact 4 reaches the journal while fact 2 is
+    // still unstored, so the two could share one transaction.
+    commands.send(say(false, 3)).unwrap();
+    commands.send(say(true, 4)).unwrap();
+    let (batch, done4) = tokio::time::timeout(Duration::from_secs(5), batches.recv())
+        .await
+        .expect("the loop stopped reading while a batch was stored")
+        .unwrap();
+    assert_eq!(batch, vec![4]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    nothing_sent(&peer, &mut buf, "sent before fact 2 was stored");
+    // The later batch stored first releases nothing: 2 is still not durable.
+    done4.send(Ok(())).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    nothing_sent(&peer, &mut buf, "sent before fact 2 was stored");
+    assert!(stored.try_recv().is_err(), "the app saw a fact too early");
+    // Fact 2 stored: 2, 3 and 4 leave, in order.
+    done2.send(Ok(())).unwrap();
+    for n in [2u32, 3, 4] {
+        let got = tokio::time::timeout(Duration::from_secs(5), peer.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..got], &n.to_be_bytes());
+    }
+    assert_eq!(stored.recv().await, Some(2));
+    assert_eq!(stored.recv().await, Some(4));
+
+    // A failed batch stops the loop: what was held behind it never leaves,
+    // even when a later batch was stored.
+    commands.send(say(true, 5)).unwrap();
+    let (_, done5) = batches.recv().await.unwrap();
+    commands.send(say(true, 6)).unwrap();
+    let (_, done6) = batches.recv().await.unwrap();
+    done6.send(Ok(())).unwrap();
+    done5.send(Err("disk full".into())).unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stopped, Stopped::JournalFailed("disk full".into()));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    nothing_sent(&peer, &mut buf, "sent although its store failed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_reads_is_closed_and_never_stalls_the_loop() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
