@@ -318,14 +318,12 @@ impl Netcheck {
     /// Sends or retries every immediate exchange due at `now`.
     fn send_due(&mut self, now: Instant) {
         let due = |r: &Retried| r.active() && r.next.is_some_and(|t| t <= now);
-        if due(&self.main) {
-            if step(&mut self.main, now) {
-                let counter = self.nat_probe(MAPPING_SOCKET, 0);
-                if self.main_counters.is_full() {
-                    self.main_counters.remove(0);
-                }
-                let _ = self.main_counters.push(counter);
+        if due(&self.main) && step(&mut self.main, now) {
+            let counter = self.nat_probe(MAPPING_SOCKET, 0);
+            if self.main_counters.is_full() {
+                self.main_counters.remove(0);
             }
+            let _ = self.main_counters.push(counter);
         }
         if let Some(target) = self.probe_target() {
             if due(&self.mapping) && step(&mut self.mapping, now) {
