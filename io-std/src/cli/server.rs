@@ -168,6 +168,12 @@ pub struct ServerArgs {
     /// suits common NATs).
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub keepalive: Option<Duration>,
+    /// Also answer `tryst netcheck`'s address probes on this UDP address
+    /// (the trigger server's IP, another port, e.g. 0.0.0.0:7403; its echo
+    /// for the filtering test leaves from a further ephemeral port). Off
+    /// when absent: netcheck then cannot tell the mapping or filtering.
+    #[arg(long = "probe-listen", value_name = "ADDR")]
+    pub probe_listen: Option<SocketAddr>,
     /// The host devices reach this server at (an IP address or a DNS
     /// name), put in the invite; needed when it listens on 0.0.0.0 or [::].
     #[arg(long, value_name = "HOST", value_parser = super::invite::Host::parse)]
@@ -234,6 +240,12 @@ pub struct TriggerServerArgs {
     /// Keepalive interval told to terminals (e.g. 25s).
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub keepalive: Option<Duration>,
+    /// Also answer `tryst netcheck`'s address probes on this UDP address
+    /// (the trigger server's IP, another port, e.g. 0.0.0.0:7403; its echo
+    /// for the filtering test leaves from a further ephemeral port). Off
+    /// when absent: netcheck then cannot tell the mapping or filtering.
+    #[arg(long = "probe-listen", value_name = "ADDR")]
+    pub probe_listen: Option<SocketAddr>,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
