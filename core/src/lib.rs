@@ -87,6 +87,7 @@ pub mod identity;
 pub mod machine;
 #[cfg(feature = "alloc")]
 pub mod names;
+pub mod netcheck;
 pub mod peer;
 pub mod ratelimit;
 #[cfg(feature = "alloc")]

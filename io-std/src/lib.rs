@@ -19,6 +19,7 @@ pub mod descriptors;
 pub mod drive;
 pub mod driver;
 pub mod keyfile;
+pub mod netcheck;
 pub mod observe;
 pub mod role;
 pub mod store;

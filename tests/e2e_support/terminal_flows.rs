@@ -2568,11 +2568,59 @@ print(d.decode())
     assert!(!said.contains("udp"), "{said}");
 }
 
+/// `tryst netcheck` against a running `tryst server --probe-listen`, on
+/// loopback: the address the trigger server observes is the socket's own,
+/// the mapping is endpoint-independent, the echo from the other port gets
+/// in, the mapping survives the shortest probe; without a probe port the
+/// mapping is unknown (not guessed).
+pub fn netcheck_against_a_running_server_reports_its_address_and_mapping() {
+    let dir = scratch("netcheck");
+    let server = Server::start(&dir, &["--probe-listen", "127.0.0.1:0"]);
+    let mut cmd = tryst_for("netcheck");
+    cmd.arg("netcheck")
+        .args(server.terminal_flags("probe", &dir.join("probe-state")))
+        .args(["--max-idle", "5s", "--json"]);
+    let out = run_within(cmd, Duration::from_secs(40)).expect("netcheck ends");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(text(&out.stdout).trim()).expect("one JSON object");
+    let observed = report["observed"].as_str().expect("an observed address");
+    assert!(observed.starts_with("127.0.0.1:"), "{report}");
+    assert_eq!(report["probe_observed"], report["observed"], "{report}");
+    assert_eq!(report["mapping"], "endpoint-independent", "{report}");
+    assert_eq!(
+        report["filtering"], "endpoint-independent or address-dependent",
+        "{report}"
+    );
+    assert!(
+        report["survived_secs"].as_u64().is_some_and(|s| s >= 5),
+        "{report}"
+    );
+    assert_eq!(report["verdict"], "direct likely", "{report}");
+    // Text form, against a server without a probe port.
+    std::fs::create_dir_all(dir.join("plain")).expect("scratch dir");
+    let plain = Server::start(&dir.join("plain"), &[]);
+    let mut cmd = tryst_for("netcheck");
+    cmd.arg("netcheck")
+        .args(plain.terminal_flags("probe2", &dir.join("probe2-state")))
+        .args(["--max-idle", "1s"]);
+    let out = run_within(cmd, Duration::from_secs(40)).expect("netcheck ends");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains("observed address: 127.0.0.1:"), "{said}");
+    assert!(said.contains("mapping: unknown"), "{said}");
+    assert!(said.contains("verdict: "), "{said}");
+}
+
 /// One `#[test]` per flow of [`self`], each run with the mix `$mix`
 /// (the invoking file declares `mod support` from `e2e_support/mod.rs`).
 #[macro_export]
 macro_rules! terminal_flows {
     ($mix:expr) => {
+        #[test]
+        fn netcheck_against_a_running_server_reports_its_address_and_mapping() {
+            support::with_mix($mix, support::terminal_flows::netcheck_against_a_running_server_reports_its_address_and_mapping);
+        }
         #[test]
         fn s511_refused_request_exits_3_and_leaves_no_trace_of_the_target() {
             support::with_mix($mix, support::terminal_flows::s511_refused_request_exits_3_and_leaves_no_trace_of_the_target);

@@ -20,7 +20,7 @@
 # Environment: TRYST (default target/debug/tryst), the binary under test;
 #              LAB_KEEP=1 keeps the work dir (logs) after the run.
 # Cases: eim-direct, one-public, nat-timeout, mapping-flush, two-address-server,
-#        nat-guess.
+#        nat-guess, netcheck.
 set -Eeuo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -373,7 +373,43 @@ case_nat_guess() {
         fail "status --json has no rewritten-port guess: $(cat "$WORK/status.json")"
 }
 
-ALL_CASES=(eim-direct one-public nat-timeout mapping-flush two-address-server nat-guess)
+# `tryst netcheck` against the trigger server's probe port: behind the
+# ordinary home NAT (masquerade keeps one mapping per socket) the mapping is
+# endpoint-independent; behind `masquerade random` it varies by
+# destination; behind a NAT whose UDP mappings expire after 15 s the idle
+# time a mapping survives is reported under 15 s.
+netcheck_json() {
+    local ns="$1" name="$2"
+    shift 2
+    # shellcheck disable=SC2046
+    in_ns "$ns" env RUST_LOG=warn "$TRYST" netcheck $(flags "$name") --json "$@" 2>"$WORK/$name-netcheck.err" ||
+        fail "netcheck in $ns failed: $(cat "$WORK/$name-netcheck.err")"
+}
+case_netcheck() {
+    in_ns nat2 nft delete table ip home
+    nat nat2 random
+    start_server --probe-listen "$SERVER_BIND:7403"
+    local eim sym
+    eim=$(netcheck_json h1 home --max-idle 5s)
+    echo "    masquerade: $eim"
+    grep -q '"mapping":"endpoint-independent"' <<<"$eim" || fail "masquerade: mapping not endpoint-independent: $eim"
+    sym=$(netcheck_json h2 phone --max-idle 5s)
+    echo "    masquerade random: $sym"
+    grep -q '"mapping":"varies by destination"' <<<"$sym" || fail "masquerade random: mapping does not vary: $sym"
+
+    reset_world
+    in_ns nat1 sysctl -qw net.netfilter.nf_conntrack_udp_timeout=15 net.netfilter.nf_conntrack_udp_timeout_stream=15
+    start_server --probe-listen "$SERVER_BIND:7403"
+    local short survived
+    short=$(netcheck_json h1 home --max-idle 20s)
+    echo "    15 s NAT timeout: $short"
+    survived=$(sed -n 's/.*"survived_secs":\([0-9]*\).*/\1/p' <<<"$short")
+    [[ -n "$survived" ]] || fail "15 s NAT timeout: no idle time survived: $short"
+    ((survived < 15)) || fail "15 s NAT timeout: survived $survived s, not under 15 s"
+    grep -q '"survived":false' <<<"$short" || fail "15 s NAT timeout: every probe survived: $short"
+}
+
+ALL_CASES=(eim-direct one-public nat-timeout mapping-flush two-address-server nat-guess netcheck)
 CASES=("$@")
 ((${#CASES[@]})) || CASES=("${ALL_CASES[@]}")
 passed=0

@@ -16,7 +16,9 @@
 //! counter. The acks (0x11, 0x14) echo the counter they acknowledge, under
 //! their own type byte, and each counter is acknowledged at most once,
 //! because the receiver refuses a replay before it answers. A type byte and
-//! a counter therefore name one message only.
+//! a counter therefore name one message only. `tryst netcheck`'s probes
+//! (0x15) take a counter sequence of their own, and each accepted probe
+//! draws exactly one answer (0x16) echoing its counter, the same way.
 //!
 //! # Recovery after a restart
 //! - A terminal that restarts keeps no key: it registers again over the
@@ -35,8 +37,8 @@ use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::Aes256Gcm;
 
 use crate::wire::{
-    DeviceId, EndTrigger, Keepalive, KeepaliveAck, Message, MessageType, SessionId, Tag, Trigger,
-    TriggerAck, UdpKey, TAG_LEN,
+    DeviceId, EndTrigger, Keepalive, KeepaliveAck, Message, MessageType, NatProbe, NatProbeAnswer,
+    SessionId, Tag, Trigger, TriggerAck, UdpKey, TAG_LEN,
 };
 
 /// Longer than any authenticated UDP message (the longest, a keepalive ack
@@ -138,6 +140,8 @@ udp_message!(KeepaliveAck);
 udp_message!(Trigger);
 udp_message!(EndTrigger);
 udp_message!(TriggerAck);
+udp_message!(NatProbe);
+udp_message!(NatProbeAnswer);
 
 /// The nonce of a UDP tag: type byte, three zero bytes, counter (u64 BE).
 pub fn nonce(message_type: MessageType, counter: u64) -> [u8; 12] {
@@ -204,6 +208,8 @@ pub fn verify_message(key: &UdpKey, msg: &Message<'_>) -> Result<(), AuthError> 
         Message::Trigger(m) => verify(key, m),
         Message::EndTrigger(m) => verify(key, m),
         Message::TriggerAck(m) => verify(key, m),
+        Message::NatProbe(m) => verify(key, m),
+        Message::NatProbeAnswer(m) => verify(key, m),
         other => Err(AuthError::NotAuthenticated(other.message_type())),
     }
 }
@@ -269,6 +275,46 @@ pub fn seal_trigger_ack(key: &UdpKey, device_id: DeviceId, counter: u64) -> Trig
         TriggerAck {
             device_id,
             counter,
+            tag: Tag([0; TAG_LEN]),
+        },
+    )
+}
+
+/// Terminal (`tryst netcheck`): a probe with this counter, to be answered
+/// after `delay_secs`.
+pub fn seal_nat_probe(
+    key: &UdpKey,
+    device_id: DeviceId,
+    counter: u64,
+    delay_secs: u16,
+) -> NatProbe {
+    seal(
+        key,
+        NatProbe {
+            device_id,
+            counter,
+            delay_secs,
+            tag: Tag([0; TAG_LEN]),
+        },
+    )
+}
+
+/// Trigger server: the answer to the probe with `counter`, seen from
+/// `observed`, held `delay_secs`; `probe_port` is its probe port (0: none).
+pub fn seal_nat_probe_answer(
+    key: &UdpKey,
+    counter: u64,
+    delay_secs: u16,
+    probe_port: u16,
+    observed: core::net::SocketAddr,
+) -> NatProbeAnswer {
+    seal(
+        key,
+        NatProbeAnswer {
+            counter,
+            delay_secs,
+            probe_port,
+            observed,
             tag: Tag([0; TAG_LEN]),
         },
     )
@@ -345,6 +391,9 @@ mod tests {
             seal_trigger(&KEY, 9).into(),
             seal_end_trigger(&KEY, 10, SESSION).into(),
             seal_trigger_ack(&KEY, DEVICE, 9).into(),
+            seal_nat_probe(&KEY, DEVICE, 5, 20).into(),
+            seal_nat_probe_answer(&KEY, 5, 20, 7403, addr("203.0.113.7:40000")).into(),
+            seal_nat_probe_answer(&KEY, 6, 0, 0, addr("[2001:db8::7]:40000")).into(),
         ]
     }
 

@@ -351,6 +351,15 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
         }
     }
 
+    /// The current registration's device ID and UDP key, for `tryst
+    /// netcheck` in the same process (its probes are tagged under this key).
+    pub fn udp_credentials(&self) -> Option<(DeviceId, UdpKey)> {
+        match &self.phase {
+            Phase::Registered(reg) => Some((reg.device_id, reg.udp_key)),
+            _ => None,
+        }
+    }
+
     /// The public address the trigger server last reported for this terminal.
     pub fn observed_addr(&self) -> Option<SocketAddr> {
         match &self.phase {

@@ -21,6 +21,16 @@
 //! - For the operator only, each device's [`NatGuess`] compares the
 //!   terminal's own local UDP address (from its `KeyInstall`) with that
 //!   observed address ([`TriggerServer::devices`]); it changes nothing sent.
+//! - A [`NatProbe`] (`tryst netcheck`) is checked the same way, under a
+//!   replay guard and a rate limit ([`TriggerConfig::nat_probe_limit`]) of
+//!   its own, and answered with a [`NatProbeAnswer`](crate::wire::NatProbeAnswer)
+//!   to its observed source, at once or after the delay it asks for (at most
+//!   [`MAX_NAT_PROBE_DELAY_SECS`]). A delayed answer is state: at most
+//!   [`MAX_DELAYED_PROBES_PER_DEVICE`] per device and
+//!   [`TriggerConfig::max_delayed_probes`] in all, each charged to the
+//!   device whose tag verified; beyond, the probe is dropped. The answer
+//!   names the probe port ([`TriggerConfig::probe_port`]), where the
+//!   driver's stateless [`probe_port`] echo answers.
 //! - An address expires [`MISSED_KEEPALIVES`] intervals plus
 //!   [`ADDRESS_GRACE`] after the last valid keepalive; the key stays until
 //!   the session server revokes it.
@@ -33,9 +43,11 @@
 //!   no live address is `Offline` at once.
 //!
 //! ## No amplification
-//! The only UDP reply the trigger server ever sends is the `KeepaliveAck`,
-//! and it is sent only after the keepalive's counter was found fresh and its
-//! tag verified under the key of a device the session server installed. An
+//! The only UDP replies the trigger server ever sends are the `KeepaliveAck`
+//! and the `NatProbeAnswer`, each sent only after the message's counter was
+//! found fresh and its tag verified under the key of a device the session
+//! server installed. (The probe port's echo, [`probe_port`], is
+//! unauthenticated but never longer than what it answers.) An
 //! unauthenticated datagram therefore gets no reply and creates no state (no
 //! table entry, no rate-limit bucket, no timer): it only moves a counter in
 //! [`TriggerStats`]. Triggers go only to addresses that authenticated
@@ -72,8 +84,9 @@
 //! [`TriggerConfig::max_pending_triggers`] in all; connections:
 //! [`MAX_CONNECTIONS`]; output queues: [`MAX_TRIGGER_QUEUED_TRANSMITS`] and
 //! [`MAX_TRIGGER_QUEUED_EVENTS`] (the oldest entry is dropped and counted). Timers
-//! live in one ordered index holding exactly one entry per live address and
-//! one per pending trigger, so [`TriggerServer::poll_timeout`] is one lookup
+//! live in one ordered index holding exactly one entry per live address,
+//! one per pending trigger and one per delayed probe answer
+//! ([`MAX_DELAYED_PROBES_PER_DEVICE`], [`TriggerConfig::max_delayed_probes`]), so [`TriggerServer::poll_timeout`] is one lookup
 //! whatever the number of devices.
 //!
 //! # Driver contract
@@ -100,10 +113,11 @@ use crate::ratelimit::{Limit, RateLimiter, SourceKey, TokenBucket, KEEPALIVES};
 use crate::time::{Clock, Instant};
 use crate::wire::{
     AddressInquiry, AddressReply, DeviceId, HandshakeInit, HandshakeReply, Keepalive, KeyInstall,
-    KeyInstallAck, KeyRevoke, Message, Poll, PublicKey, Sealed, SessionId, TriggerAck,
-    TriggerOutcome, TriggerResult, UdpKey, MAX_PLAIN_MESSAGE_LEN,
+    KeyInstallAck, KeyRevoke, Message, NatProbe, Poll, PublicKey, Sealed, SessionId, TriggerAck,
+    TriggerOutcome, TriggerResult, UdpKey, MAX_NAT_PROBE_DELAY_SECS, MAX_PLAIN_MESSAGE_LEN,
 };
 
+pub mod probe_port;
 #[cfg(test)]
 mod tests;
 
@@ -141,6 +155,14 @@ pub const MAX_TRIGGER_QUEUED_EVENTS: usize = 4096;
 /// Link handshakes per source (IPv4 address or IPv6 /64), checked before any
 /// public-key work: a burst of 8, then one per second.
 pub const LINK_HANDSHAKES: Limit = Limit::one_every(8, Duration::from_secs(1));
+/// Authentic netcheck probes per device: a burst of 32 (one netcheck run),
+/// then one per second.
+pub const NAT_PROBES: Limit = Limit::one_every(32, Duration::from_secs(1));
+/// The most delayed probe answers held for one device; beyond, a delayed
+/// probe is dropped.
+pub const MAX_DELAYED_PROBES_PER_DEVICE: usize = 16;
+/// Default bound on delayed probe answers held over all devices.
+pub const DEFAULT_MAX_DELAYED_PROBES: usize = 65_536;
 /// Sources whose link handshakes are tracked by the rate limiter.
 const TRACKED_LINK_SOURCES: usize = 64;
 /// Room for one plain message between the servers (the largest is a
@@ -171,6 +193,14 @@ pub struct TriggerConfig {
     /// link) deadlines, the per-source cap
     /// ([`crate::conn_guard::StreamBounds::default`]).
     pub streams: crate::conn_guard::StreamBounds,
+    /// The port of the driver's probe socket ([`probe_port`]) on the same
+    /// host, told in every [`NatProbeAnswer`](crate::wire::NatProbeAnswer);
+    /// `None`: no probe port.
+    pub probe_port: Option<u16>,
+    /// Authentic netcheck probes allowed per device.
+    pub nat_probe_limit: Limit,
+    /// The most delayed probe answers held over all devices.
+    pub max_delayed_probes: usize,
 }
 
 impl Default for TriggerConfig {
@@ -183,6 +213,9 @@ impl Default for TriggerConfig {
             max_pending_triggers: DEFAULT_MAX_PENDING_TRIGGERS,
             keepalive_limit: KEEPALIVES,
             streams: crate::conn_guard::StreamBounds::default(),
+            probe_port: None,
+            nat_probe_limit: NAT_PROBES,
+            max_delayed_probes: DEFAULT_MAX_DELAYED_PROBES,
         }
     }
 }
@@ -423,6 +456,11 @@ pub struct TriggerStats {
     pub results_undeliverable: u64,
     /// Connections evicted to make room for a new one.
     pub connections_evicted: u64,
+    /// Netcheck probes answered (at once or after their delay).
+    pub nat_probes_answered: u64,
+    /// Netcheck probes refused: unknown device, forged, replayed, over the
+    /// rate limit, or no room for a delayed answer.
+    pub nat_probes_refused: u64,
     /// Transmits dropped because the driver did not poll.
     pub transmits_dropped: u64,
     /// Events dropped because the driver did not poll.
@@ -479,6 +517,26 @@ struct Device {
     /// The counter of the next trigger or end trigger; starts at 1.
     next_counter: u64,
     pending: Vec<Pending>,
+    /// Netcheck probes: their own counters and limit.
+    probes: ReplayGuard,
+    probe_limit: TokenBucket,
+    /// Probe answers waiting for their delay.
+    delayed: Vec<DelayedAnswer>,
+}
+
+/// A netcheck probe's answer, held until its delay has passed.
+#[derive(Debug, Clone, Copy)]
+struct DelayedAnswer {
+    /// Names its timer.
+    seq: u64,
+    /// When it is sent.
+    at: Instant,
+    /// The probe's counter and delay, echoed.
+    counter: u64,
+    delay_secs: u16,
+    /// The probe's observed source, and the local address it arrived at.
+    to: SocketAddr,
+    local: Option<IpAddr>,
 }
 
 impl Device {
@@ -494,6 +552,8 @@ enum TimerKind {
     Expiry,
     /// The pending trigger with this sequence number is due.
     Resend(u64),
+    /// The delayed probe answer with this sequence number is due.
+    ProbeAnswer(u64),
 }
 
 /// A timer: when, for which device, what.
@@ -522,6 +582,8 @@ pub struct TriggerServer<R> {
     devices: BTreeMap<DeviceId, Device>,
     timers: BTreeSet<TimerKey>,
     pending_total: usize,
+    /// Delayed probe answers held over all devices.
+    delayed_total: usize,
     next_seq: u64,
     conns: BTreeMap<ConnectionId, Conn>,
     /// Their deadlines and per-source counts ([`TriggerConfig::streams`]).
@@ -571,6 +633,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
             devices: BTreeMap::new(),
             timers: BTreeSet::new(),
             pending_total: 0,
+            delayed_total: 0,
             next_seq: 0,
             conns: BTreeMap::new(),
             guard,
@@ -653,6 +716,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
         match Message::decode(datagram) {
             Ok(Message::Keepalive(k)) => self.on_keepalive(now, from, local, &k),
             Ok(Message::TriggerAck(a)) => self.on_trigger_ack(&a),
+            Ok(Message::NatProbe(p)) => self.on_nat_probe(now, from, local, &p),
             Ok(_) => self.stats.datagrams_unexpected += 1,
             Err(_) => self.stats.datagrams_undecodable += 1,
         }
@@ -719,6 +783,7 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
             match kind {
                 TimerKind::Expiry => self.expire(now, device_id),
                 TimerKind::Resend(seq) => self.resend(now, device_id, seq),
+                TimerKind::ProbeAnswer(seq) => self.send_delayed_answer(device_id, seq),
             }
         }
         // Streams that sent no first message in time, or never linked.
@@ -788,6 +853,77 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
                 addr: from,
             });
         }
+    }
+
+    /// A netcheck probe: verified, limited, then answered now or held.
+    fn on_nat_probe(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        local: Option<IpAddr>,
+        p: &NatProbe,
+    ) {
+        let probe_port = self.config.probe_port.unwrap_or(0);
+        let room = self.delayed_total < self.config.max_delayed_probes;
+        let Some(device) = self.devices.get_mut(&p.device_id) else {
+            self.stats.unknown_device += 1;
+            self.stats.nat_probes_refused += 1;
+            return;
+        };
+        // Counter and tag first (no state moves for a forged probe), then
+        // the limit, charged to the device whose tag verified.
+        if device.probes.accept(&device.key, p).is_err() || device.probe_limit.check(now).is_err() {
+            self.stats.nat_probes_refused += 1;
+            return;
+        }
+        let delay_secs = p.delay_secs.min(MAX_NAT_PROBE_DELAY_SECS);
+        if delay_secs == 0 {
+            let answer =
+                udp_auth::seal_nat_probe_answer(&device.key, p.counter, 0, probe_port, from);
+            self.stats.nat_probes_answered += 1;
+            self.transmit_from(Destination::Udp(from), local, &answer.into());
+            return;
+        }
+        if !room || device.delayed.len() >= MAX_DELAYED_PROBES_PER_DEVICE {
+            self.stats.nat_probes_refused += 1;
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        let at = now + Duration::from_secs(u64::from(delay_secs));
+        device.delayed.push(DelayedAnswer {
+            seq,
+            at,
+            counter: p.counter,
+            delay_secs,
+            to: from,
+            local,
+        });
+        self.delayed_total += 1;
+        self.timers
+            .insert((at, p.device_id, TimerKind::ProbeAnswer(seq)));
+    }
+
+    /// A delayed probe answer's time came: send it.
+    fn send_delayed_answer(&mut self, device_id: DeviceId, seq: u64) {
+        let probe_port = self.config.probe_port.unwrap_or(0);
+        let Some(device) = self.devices.get_mut(&device_id) else {
+            return;
+        };
+        let Some(index) = device.delayed.iter().position(|d| d.seq == seq) else {
+            return;
+        };
+        let d = device.delayed.remove(index);
+        self.delayed_total = self.delayed_total.saturating_sub(1);
+        let answer =
+            udp_auth::seal_nat_probe_answer(&device.key, d.counter, d.delay_secs, probe_port, d.to);
+        self.stats.nat_probes_answered += 1;
+        self.transmit_from(Destination::Udp(d.to), d.local, &answer.into());
+    }
+
+    /// Delayed probe answers held now, over all devices.
+    pub fn delayed_probe_answers(&self) -> usize {
+        self.delayed_total
     }
 
     fn on_trigger_ack(&mut self, ack: &TriggerAck) {
@@ -1009,6 +1145,9 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
                 last_seen: now,
                 next_counter: 1,
                 pending: Vec::new(),
+                probes: ReplayGuard::new(),
+                probe_limit: TokenBucket::new(self.config.nat_probe_limit),
+                delayed: Vec::new(),
             },
         );
         self.event(TriggerEvent::KeyInstalled {
@@ -1037,6 +1176,11 @@ impl<R: RngCore + CryptoRng> TriggerServer<R> {
         if device.addr.is_some() {
             self.timers
                 .remove(&(device.last_seen + lifetime, device_id, TimerKind::Expiry));
+        }
+        for d in &device.delayed {
+            self.timers
+                .remove(&(d.at, device_id, TimerKind::ProbeAnswer(d.seq)));
+            self.delayed_total = self.delayed_total.saturating_sub(1);
         }
         for pending in &device.pending {
             self.timers

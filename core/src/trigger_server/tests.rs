@@ -1679,3 +1679,124 @@ fn nat_guess_changes_nothing_the_terminal_is_sent() {
     assert!(!with.is_empty());
     assert_eq!(with, run(None));
 }
+
+// ---- netcheck probes ----
+
+fn probe(term: &Term, counter: u64, delay_secs: u16) -> Vec<u8> {
+    encode(&udp_auth::seal_nat_probe(&term.key, term.id, counter, delay_secs).into())
+}
+
+fn decode_probe_answer(bytes: &[u8]) -> crate::wire::NatProbeAnswer {
+    match Message::decode(bytes) {
+        Ok(Message::NatProbeAnswer(a)) => a,
+        other => panic!("not a probe answer: {other:?}"),
+    }
+}
+
+#[test]
+fn netcheck_probe_is_answered_at_once_with_observed_address_and_probe_port() {
+    let (mut h, term) = with_live_terminal(TriggerConfig {
+        probe_port: Some(7403),
+        ..TriggerConfig::default()
+    });
+    let from = addr("203.0.113.7:50000");
+    h.udp_in(from, &probe(&term, 1, 0));
+    let udp = h.take_udp();
+    assert_eq!(udp.len(), 1);
+    assert_eq!(udp[0].0, from);
+    let answer = decode_probe_answer(&udp[0].1);
+    assert_eq!(
+        (
+            answer.counter,
+            answer.delay_secs,
+            answer.probe_port,
+            answer.observed
+        ),
+        (1, 0, 7403, from)
+    );
+    assert_eq!(udp_auth::verify(&term.key, &answer), Ok(()));
+    // The probe did not touch the keepalive address.
+    assert_eq!(h.ts.live_address(term.id), Some(term.nat));
+}
+
+#[test]
+fn netcheck_delayed_probe_is_answered_only_after_its_delay() {
+    let (mut h, term) = with_live_terminal(TriggerConfig::default());
+    let from = addr("203.0.113.7:50001");
+    h.udp_in(from, &probe(&term, 1, 10));
+    assert!(h.take_udp().is_empty());
+    assert_eq!(h.ts.delayed_probe_answers(), 1);
+    h.advance(secs(9));
+    assert!(h.take_udp().is_empty());
+    h.advance(secs(1));
+    let udp = h.take_udp();
+    assert_eq!(udp.len(), 1, "{udp:?}");
+    let answer = decode_probe_answer(&udp[0].1);
+    assert_eq!(
+        (answer.delay_secs, answer.probe_port, answer.observed),
+        (10, 0, from)
+    );
+    assert_eq!(h.ts.delayed_probe_answers(), 0);
+}
+
+#[test]
+fn netcheck_probe_forged_replayed_or_unknown_gets_no_answer_and_no_state() {
+    let (mut h, term) = with_live_terminal(TriggerConfig::default());
+    let from = addr("203.0.113.7:50002");
+    // Unknown device.
+    let stranger = Term::new(99, "198.51.100.1:1");
+    h.udp_in(from, &probe(&stranger, 1, 30));
+    // Forged tag.
+    let mut forged = probe(&term, 1, 30);
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    h.udp_in(from, &forged);
+    assert!(h.take_udp().is_empty());
+    assert_eq!(h.ts.delayed_probe_answers(), 0);
+    // An authentic one, then its replay.
+    h.udp_in(from, &probe(&term, 1, 0));
+    assert_eq!(h.take_udp().len(), 1);
+    h.udp_in(from, &probe(&term, 1, 0));
+    assert!(h.take_udp().is_empty());
+    assert_eq!(h.ts.stats().nat_probes_refused, 3);
+    assert_eq!(h.ts.stats().nat_probes_answered, 1);
+}
+
+#[test]
+fn netcheck_delayed_answers_are_bounded_per_device_and_clamped() {
+    let (mut h, term) = with_live_terminal(TriggerConfig::default());
+    let from = addr("203.0.113.7:50003");
+    for counter in 1..=(MAX_DELAYED_PROBES_PER_DEVICE as u64 + 4) {
+        h.udp_in(from, &probe(&term, counter, u16::MAX));
+    }
+    assert_eq!(h.ts.delayed_probe_answers(), MAX_DELAYED_PROBES_PER_DEVICE);
+    assert_eq!(h.ts.stats().nat_probes_refused, 4);
+    // Held no longer than the clamp.
+    h.advance(secs(u64::from(MAX_NAT_PROBE_DELAY_SECS)));
+    let udp = h.take_udp();
+    assert_eq!(udp.len(), MAX_DELAYED_PROBES_PER_DEVICE);
+    assert!(udp
+        .iter()
+        .all(|(_, b)| decode_probe_answer(b).delay_secs == MAX_NAT_PROBE_DELAY_SECS));
+}
+
+#[test]
+fn netcheck_delayed_answers_go_with_a_revoked_key() {
+    let (mut h, term) = with_live_terminal(TriggerConfig::default());
+    h.udp_in(addr("203.0.113.7:50004"), &probe(&term, 1, 20));
+    assert_eq!(h.ts.delayed_probe_answers(), 1);
+    h.ss_send(KeyRevoke { device_id: term.id }.into());
+    assert_eq!(h.ts.delayed_probe_answers(), 0);
+    h.advance(secs(30));
+    assert!(h.take_udp().is_empty());
+}
+
+#[test]
+fn netcheck_probes_are_rate_limited_per_device() {
+    let (mut h, term) = with_live_terminal(TriggerConfig::default());
+    let from = addr("203.0.113.7:50005");
+    for counter in 1..=100 {
+        h.udp_in(from, &probe(&term, counter, 0));
+    }
+    assert_eq!(h.take_udp().len(), NAT_PROBES.capacity() as usize);
+}

@@ -161,6 +161,14 @@ messages! { 'a;
     EndTrigger(EndTrigger) = 0x13, Udp;
     /// Terminal -> trigger server: a trigger or end trigger arrived.
     TriggerAck(TriggerAck) = 0x14, Udp;
+    /// Terminal -> trigger server: answer me after a delay (`tryst netcheck`).
+    NatProbe(NatProbe) = 0x15, Udp;
+    /// Trigger server -> terminal: a probe's answer, with the observed address.
+    NatProbeAnswer(NatProbeAnswer) = 0x16, Udp;
+    /// Anyone -> trigger server's probe port, unauthenticated: echo my address.
+    AddressProbe(AddressProbe) = 0x17, Udp;
+    /// Trigger server's probe port -> the prober: the observed address.
+    AddressEcho(AddressEcho) = 0x18, Udp;
     /// Requester -> session server: connect me to a name (FIG. 3, S204, 805).
     ConnectionRequest(ConnectionRequest<'a>) = 0x20, Setup;
     /// Session server -> target: send your permission list (S503, first embodiment).

@@ -60,8 +60,9 @@ pub use setup::{
 };
 pub use stream::FrameBuffer;
 pub use udp::{
-    EndTrigger, Keepalive, KeepaliveAck, Trigger, TriggerAck, DEFAULT_KEEPALIVE_INTERVAL,
-    MAX_KEEPALIVE_INTERVAL, MIN_KEEPALIVE_INTERVAL,
+    AddressEcho, AddressProbe, EndTrigger, Keepalive, KeepaliveAck, NatProbe, NatProbeAnswer,
+    Trigger, TriggerAck, ADDRESS_PROBE_PADDING, DEFAULT_KEEPALIVE_INTERVAL, MAX_KEEPALIVE_INTERVAL,
+    MAX_NAT_PROBE_DELAY_SECS, MIN_KEEPALIVE_INTERVAL,
 };
 
 #[cfg(test)]

@@ -115,6 +115,43 @@ pub(crate) fn samples() -> Vec<(&'static str, Message<'static>)> {
             .into()
         ),
         (
+            "NAT_PROBE",
+            NatProbe {
+                device_id: DeviceId(0x0102_0304_0506_0708),
+                counter: 3,
+                delay_secs: 20,
+                tag
+            }
+            .into()
+        ),
+        (
+            "NAT_PROBE_ANSWER",
+            NatProbeAnswer {
+                counter: 3,
+                delay_secs: 20,
+                probe_port: 7403,
+                observed: addr("203.0.113.7:40001"),
+                tag
+            }
+            .into()
+        ),
+        (
+            "ADDRESS_PROBE",
+            AddressProbe {
+                txid: 0x0a0b_0c0d_0e0f_1011,
+                other_port: true
+            }
+            .into()
+        ),
+        (
+            "ADDRESS_ECHO",
+            AddressEcho {
+                txid: 0x0a0b_0c0d_0e0f_1011,
+                observed: addr("203.0.113.7:40002")
+            }
+            .into()
+        ),
+        (
             "CONNECTION_REQUEST",
             ConnectionRequest {
                 request_id: 1,

@@ -179,3 +179,158 @@ impl<'a> Body<'a> for TriggerAck {
         b.put_slice(&self.tag.0);
     }
 }
+
+/// The longest delay a [`NatProbe`] may ask for its answer (`tryst
+/// netcheck --max-idle`); the trigger server clamps a longer one to it.
+pub const MAX_NAT_PROBE_DELAY_SECS: u16 = 600;
+
+/// Terminal -> trigger server (`tryst netcheck`): answer this probe with a
+/// [`NatProbeAnswer`] after `delay_secs` seconds (0: at once), to the
+/// address it came from. An answer after a delay tells whether the NAT kept
+/// the mapping that long without traffic. Authenticated like a keepalive,
+/// with a counter of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct NatProbe {
+    /// Whose key to check the tag with.
+    pub device_id: DeviceId,
+    /// Strictly increasing per terminal and key (probes only).
+    pub counter: u64,
+    /// Seconds to wait before answering
+    /// (`0..=`[`MAX_NAT_PROBE_DELAY_SECS`]).
+    pub delay_secs: u16,
+    /// AES-GCM tag.
+    pub tag: Tag,
+}
+
+impl<'a> Body<'a> for NatProbe {
+    fn parse(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Ok(NatProbe {
+            device_id: DeviceId(r.u64()?),
+            counter: r.u64()?,
+            delay_secs: r.u16()?,
+            tag: Tag(r.array()?),
+        })
+    }
+    fn body_len(&self) -> usize {
+        8 + 8 + 2 + TAG_LEN
+    }
+    fn emit<B: Put>(&self, b: &mut B) {
+        b.put_u64(self.device_id.0);
+        b.put_u64(self.counter);
+        b.put_u16(self.delay_secs);
+        b.put_slice(&self.tag.0);
+    }
+}
+
+/// Trigger server -> terminal: the [`NatProbe`] with this counter arrived
+/// from `observed`, and was held `delay_secs`; the server's probe port
+/// ([`AddressProbe`]) is `probe_port` on the same host (0: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct NatProbeAnswer {
+    /// The answered probe's counter.
+    pub counter: u64,
+    /// How long the answer was held, as the probe asked (after clamping).
+    pub delay_secs: u16,
+    /// The trigger server's probe port (same IP), 0 when it has none.
+    pub probe_port: u16,
+    /// The source address the server observed the probe from.
+    pub observed: SocketAddr,
+    /// AES-GCM tag.
+    pub tag: Tag,
+}
+
+impl<'a> Body<'a> for NatProbeAnswer {
+    fn parse(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Ok(NatProbeAnswer {
+            counter: r.u64()?,
+            delay_secs: r.u16()?,
+            probe_port: r.u16()?,
+            observed: r.addr()?,
+            tag: Tag(r.array()?),
+        })
+    }
+    fn body_len(&self) -> usize {
+        8 + 2 + 2 + fields::addr_wire_len(&self.observed) + TAG_LEN
+    }
+    fn emit<B: Put>(&self, b: &mut B) {
+        b.put_u64(self.counter);
+        b.put_u16(self.delay_secs);
+        b.put_u16(self.probe_port);
+        fields::emit_addr(&self.observed, b);
+        b.put_slice(&self.tag.0);
+    }
+}
+
+/// Bytes of padding in an [`AddressProbe`]: enough that the probe is never
+/// shorter than the [`AddressEcho`] it draws, IPv6 included (no amplification).
+pub const ADDRESS_PROBE_PADDING: usize = 18;
+
+/// Anyone -> the trigger server's probe port (unauthenticated, like a STUN
+/// binding request): echo the address you see this from, from this port,
+/// or, with `other_port`, from another port of yours I never sent to (a
+/// filtering test).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct AddressProbe {
+    /// Chosen by the sender, echoed back.
+    pub txid: u64,
+    /// Answer from another port (1) or from the probe port itself (0);
+    /// any other value decodes as an error.
+    pub other_port: bool,
+}
+
+impl<'a> Body<'a> for AddressProbe {
+    fn parse(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let txid = r.u64()?;
+        let other_port = match r.u8()? {
+            0 => false,
+            1 => true,
+            value => {
+                return Err(DecodeError::BadEnum {
+                    field: "other_port",
+                    value,
+                })
+            }
+        };
+        let _padding: [u8; ADDRESS_PROBE_PADDING] = r.array()?;
+        Ok(AddressProbe { txid, other_port })
+    }
+    fn body_len(&self) -> usize {
+        8 + 1 + ADDRESS_PROBE_PADDING
+    }
+    fn emit<B: Put>(&self, b: &mut B) {
+        b.put_u64(self.txid);
+        b.put_u8(u8::from(self.other_port));
+        b.put_slice(&[0u8; ADDRESS_PROBE_PADDING]);
+    }
+}
+
+/// The trigger server's probe port -> the sender of an [`AddressProbe`]:
+/// its `txid` and the source address it was observed from. Never longer
+/// than the probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct AddressEcho {
+    /// The probe's `txid`.
+    pub txid: u64,
+    /// The source address the probe came from.
+    pub observed: SocketAddr,
+}
+
+impl<'a> Body<'a> for AddressEcho {
+    fn parse(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Ok(AddressEcho {
+            txid: r.u64()?,
+            observed: r.addr()?,
+        })
+    }
+    fn body_len(&self) -> usize {
+        8 + fields::addr_wire_len(&self.observed)
+    }
+    fn emit<B: Put>(&self, b: &mut B) {
+        b.put_u64(self.txid);
+        fields::emit_addr(&self.observed, b);
+    }
+}

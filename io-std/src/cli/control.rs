@@ -1316,6 +1316,10 @@ fn relay(mut client: Client, rx: &flume::Receiver<TerminalCommand>, recv_dir: Op
                     RELAY_TIMEOUT,
                 );
             }
+            TerminalCommand::UdpCredentials { reply } => {
+                // The daemon's UDP key never leaves it.
+                let _ = reply.send(Ok(None));
+            }
             TerminalCommand::Shutdown { reply, .. } => {
                 // The daemon runs on; only this client goes (its sessions left running end).
                 let _ = client.call(&json!({"op": "bye"}), None, CONTROL_TIMEOUT);

@@ -28,6 +28,7 @@ pub mod enroll;
 pub mod invite;
 pub mod keygen;
 pub mod names;
+pub mod netcheck;
 pub mod ping;
 pub mod server;
 pub mod sessions;
@@ -171,6 +172,10 @@ pub enum Command {
     Ping(ping::PingArgs),
     /// Edits the permission list of a running terminal.
     Allow(allow::AllowArgs),
+    /// Tells what this network's NAT does, measured against the trigger
+    /// server (observed address, mapping, filtering, the idle time a
+    /// mapping survives) and whether sessions will likely go direct.
+    Netcheck(netcheck::NetcheckArgs),
 }
 
 impl Command {
@@ -204,6 +209,7 @@ impl Command {
             Command::Connect(args) => connect::run(&runtime.driver()?, args),
             Command::Ping(args) => ping::run(&runtime.driver()?, args),
             Command::Allow(args) => allow::run(args),
+            Command::Netcheck(args) => netcheck::run(&runtime.driver()?, args),
         }
     }
 }

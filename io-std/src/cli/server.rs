@@ -173,6 +173,12 @@ pub struct ServerArgs {
     /// raises it to offer more keepalives per device than a real one sends.
     #[arg(long, value_name = "BURST,EVERY", value_parser = parse_limit)]
     pub keepalive_limit: Option<Limit>,
+    /// Also answer `tryst netcheck`'s address probes on this UDP address
+    /// (the trigger server's IP, another port, e.g. 0.0.0.0:7403; its echo
+    /// for the filtering test leaves from a further ephemeral port). Off
+    /// when absent: netcheck then cannot tell the mapping or filtering.
+    #[arg(long = "probe-listen", value_name = "ADDR")]
+    pub probe_listen: Option<SocketAddr>,
     /// The host devices reach this server at (an IP address or a DNS
     /// name), put in the invite; needed when it listens on 0.0.0.0 or [::].
     #[arg(long, value_name = "HOST", value_parser = super::invite::Host::parse)]
@@ -244,6 +250,12 @@ pub struct TriggerServerArgs {
     /// raises it to offer more keepalives per device than a real one sends.
     #[arg(long, value_name = "BURST,EVERY", value_parser = parse_limit)]
     pub keepalive_limit: Option<Limit>,
+    /// Also answer `tryst netcheck`'s address probes on this UDP address
+    /// (the trigger server's IP, another port, e.g. 0.0.0.0:7403; its echo
+    /// for the filtering test leaves from a further ephemeral port). Off
+    /// when absent: netcheck then cannot tell the mapping or filtering.
+    #[arg(long = "probe-listen", value_name = "ADDR")]
+    pub probe_listen: Option<SocketAddr>,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,

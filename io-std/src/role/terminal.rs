@@ -267,6 +267,11 @@ pub enum TerminalCommand {
         /// Whether the inquiry was still waiting.
         reply: Answer<(), TerminalError>,
     },
+    /// The registration's device ID and UDP key (`tryst netcheck`), if registered.
+    UdpCredentials {
+        /// The answer.
+        reply: Answer<Option<(tryst_core::wire::DeviceId, tryst_core::wire::UdpKey)>>,
+    },
     /// Stop: send what is queued (end notifications), close the stream to
     /// the session server, and end the loop.
     Shutdown {
@@ -447,6 +452,15 @@ impl TerminalHandle {
             verdict,
             reply,
         })
+    }
+
+    /// The registration's device ID and UDP key, for `tryst netcheck`'s
+    /// tagged probes (`None` while not registered).
+    pub fn udp_credentials(
+        &self,
+    ) -> Reply<Option<(tryst_core::wire::DeviceId, tryst_core::wire::UdpKey)>> {
+        self.commands
+            .request(|reply| TerminalCommand::UdpCredentials { reply })
     }
 
     /// Stops the terminal after its queued messages (end notifications)
@@ -805,6 +819,9 @@ impl TerminalRole {
             } => {
                 let result = self.endpoint.answer(now, query_id, verdict);
                 let _ = reply.send(result.map_err(TerminalError::Query));
+            }
+            TerminalCommand::UdpCredentials { reply } => {
+                let _ = reply.send(Ok(self.endpoint.terminal().udp_credentials()));
             }
             // `on_command` takes it before it gets here.
             TerminalCommand::Shutdown { reply, .. } => {

@@ -49,8 +49,9 @@ pub fn run<D: Driver + ?Sized>(driver: &D, args: ServerArgs) -> Result<(), CliEr
         config,
         session: identity,
         trigger_secret,
-        trigger_config,
+        mut trigger_config,
     } = prepare_server(&args)?;
+    let _probe_port = start_probe_port(args.probe_listen, &mut trigger_config)?;
     let session_key = identity.secret.public_key();
     let loopback_any = SocketAddr::from(([127, 0, 0, 1], 0));
     let (trigger, trigger_events) = driver
@@ -174,6 +175,22 @@ struct Watch {
     _listeners: Vec<HttpListener>,
 }
 
+/// Starts the probe port (`--probe-listen`), if asked, and tells the
+/// trigger server's config its port; the handle keeps it running.
+fn start_probe_port(
+    addr: Option<SocketAddr>,
+    config: &mut tryst_core::trigger_server::TriggerConfig,
+) -> Result<Option<crate::netcheck::ProbePortHandle>, CliError> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let handle =
+        crate::netcheck::spawn_probe_port(addr).map_err(|e| bind_error("probe", addr, e))?;
+    config.probe_port = Some(handle.addr.port());
+    tracing::info!(probe = %handle.addr, other = %handle.other, "netcheck probe port listening");
+    Ok(Some(handle))
+}
+
 /// `trigger-server`: the trigger role alone on `driver`.
 pub fn run_trigger_server<D: Driver + ?Sized>(
     driver: &D,
@@ -183,8 +200,9 @@ pub fn run_trigger_server<D: Driver + ?Sized>(
     let TriggerSetup {
         allowed,
         identity,
-        config,
+        mut config,
     } = prepare_trigger_server(&args)?;
+    let _probe_port = start_probe_port(args.probe_listen, &mut config)?;
     let key = identity.secret.public_key();
     let (trigger, events) = driver
         .trigger_server(
