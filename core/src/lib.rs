@@ -89,6 +89,7 @@ pub mod machine;
 pub mod names;
 pub mod peer;
 pub mod ratelimit;
+pub mod relay;
 #[cfg(feature = "alloc")]
 pub mod session_server;
 pub mod terminal;

@@ -525,6 +525,7 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
                 peer_addr,
                 session_key,
                 duration_secs,
+                relay,
                 ..
             } => {
                 let params = SessionParams {
@@ -534,6 +535,7 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
                     peer_addr,
                     session_key,
                     duration_secs,
+                    relay,
                 };
                 let Some(free) = self.slots.iter_mut().find(|s| s.is_none()) else {
                     self.stats.sessions_refused += 1;

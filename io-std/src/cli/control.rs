@@ -486,6 +486,7 @@ fn decode_event(v: &Value) -> Option<Event> {
             peer_addr: addr_field(v, "peer")?,
             session_key: SessionKey([0; 32]),
             duration_secs: u32::try_from(u64_field(v, "duration")?).ok()?,
+            relay: None,
         }),
         "session_extended" => Event::Terminal(TerminalEvent::SessionExtended {
             session_id: session_field(v)?,

@@ -241,6 +241,7 @@ impl World {
                     peer_key: keys[other],
                     peer_addr: ADDR[other],
                     peer_name: Name::new(NAMES[other]).unwrap(),
+                    relay: None,
                 }
                 .into(),
             );

@@ -106,6 +106,7 @@ fn params(role: Role, peer_key: PublicKey, peer_addr: SocketAddr, secs: u32) -> 
         peer_addr,
         session_key: KEY,
         duration_secs: secs,
+        relay: None,
     }
 }
 
