@@ -1402,6 +1402,8 @@ pub fn relay_carries_a_file_when_no_direct_peer_packet_passes() {
         "{said}"
     );
     assert_eq!(sha256_hex(&inbox.join("photo.bin")), digest);
+    // Item 4: `tryst connect` says the path was relayed.
+    assert!(said.contains("relayed path up through"), "{said}");
     let log = server.log();
     assert!(log.contains("relay allocation"), "{log}");
 }

@@ -169,12 +169,18 @@ pub enum PeerEvent {
     Connected {
         /// Where this side sends from now on.
         peer_addr: SocketAddr,
+        /// Whether that is the operator's relay (punching did not get
+        /// through in time) rather than the peer itself.
+        relayed: bool,
     },
     /// The peer's address changed (an authenticated, newer packet came from
-    /// elsewhere: NAT rebinding or roaming).
+    /// elsewhere: NAT rebinding or roaming, or the move between the relay
+    /// and a direct path).
     PathChanged {
         /// The new address.
         peer_addr: SocketAddr,
+        /// Whether the new address is the relay.
+        relayed: bool,
     },
     /// Every byte of the local stream up to its end was acknowledged.
     StreamAcked {
@@ -891,7 +897,11 @@ impl PeerSession {
         if self.is_relayed() {
             self.next_direct = Some(now);
         }
-        self.emit(PeerEvent::Connected { peer_addr: path });
+        let relayed = self.is_relayed();
+        self.emit(PeerEvent::Connected {
+            peer_addr: path,
+            relayed,
+        });
     }
 
     fn on_data(
@@ -928,8 +938,12 @@ impl PeerSession {
         if from != link.path && newest_before.is_none_or(|n| pn > n) {
             link.path = from;
             self.stats.path_changes += 1;
-            self.emit(PeerEvent::PathChanged { peer_addr: from });
-            self.next_direct = if self.is_relayed() { Some(now) } else { None };
+            let relayed = self.is_relayed();
+            self.emit(PeerEvent::PathChanged {
+                peer_addr: from,
+                relayed,
+            });
+            self.next_direct = if relayed { Some(now) } else { None };
             if !self.is_relayed() {
                 self.trial_to = None;
             }

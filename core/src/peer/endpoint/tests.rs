@@ -321,7 +321,7 @@ fn s705_session_ready_starts_a_peer_session_on_both_sides() {
         for i in 0..2 {
             assert!(
                 w.peer_events(i).iter().any(
-                    |e| matches!(e, PeerEvent::Connected { peer_addr } if *peer_addr == ADDR[1 - i])
+                    |e| matches!(e, PeerEvent::Connected { peer_addr, .. } if *peer_addr == ADDR[1 - i])
                 ),
                 "node {i} connected"
             );
