@@ -496,6 +496,117 @@ fn two_symmetric_nats_end_failed_at_the_punch_window() {
     });
 }
 
+// ----- the relay (issue 15, item 2) -----------------------------------------
+
+/// A 256 KiB file from A to B through `nats` with a relay at hand; returns
+/// the pair after the transfer (or 30 s).
+fn relayed_transfer(
+    seed: u64,
+    nats: (NatConfig, NatConfig),
+    hook: Option<tryst_tests::sim::peer::Hook>,
+) -> PeerPair {
+    let mut p = PeerPair::with_relay(seed, nats, PeerConfig::default(), 600);
+    p.hook = hook;
+    let data = file(256 * 1024, seed);
+    send_file(&mut p, data);
+    let until = p.now + Duration::from_secs(30);
+    p.run_until(until, received_all);
+    assert!(p.connected(), "both sides connected");
+    assert!(received_all(&p), "the stream completed");
+    assert_eq!(
+        sha256(&p.b.app.incoming),
+        sha256(&p.a.app.outgoing),
+        "the file arrived intact"
+    );
+    p
+}
+
+fn relay_forwarded(p: &PeerPair) -> u64 {
+    p.relay
+        .as_ref()
+        .map_or(0, |(_, r)| r.stats().forwarded_bytes)
+}
+
+#[test]
+fn relay_carries_a_session_between_two_symmetric_nats() {
+    run_with_seeds(&SEEDS, |seed| {
+        big_stack(move || {
+            let p = relayed_transfer(seed, (NatConfig::symmetric(), NatConfig::symmetric()), None);
+            assert!(p.a.session.is_relayed() && p.b.session.is_relayed());
+            assert_eq!(p.a.session.peer_addr(), tryst_tests::sim::peer::RELAY);
+            // The whole file went through the relay, which never sent more than it got.
+            assert!(relay_forwarded(&p) > 256 * 1024, "{}", relay_forwarded(&p));
+            // Relayed once punching had not worked for 1.5 s.
+            let connected =
+                p.a.first_event(|e| matches!(e, PeerEvent::Connected { .. }))
+                    .expect("connected");
+            let after = connected - Instant::from_micros(1_000_000);
+            assert!(after >= Duration::from_millis(1500) && after < Duration::from_secs(3));
+        })
+    });
+}
+
+#[test]
+fn relay_is_not_used_when_one_symmetric_nat_can_be_punched() {
+    big_stack(|| {
+        let p = relayed_transfer(5, (NatConfig::symmetric(), NatConfig::home()), None);
+        assert!(!p.a.session.is_relayed() && !p.b.session.is_relayed());
+        assert_eq!(relay_forwarded(&p), 0);
+    });
+}
+
+#[test]
+fn relayed_session_moves_to_the_direct_path_when_it_opens_late() {
+    big_stack(|| {
+        // Every direct datagram between the peers is lost for the first
+        // 4 s (a firewall that opens late); the relay's path works.
+        let start = Instant::from_micros(1_000_000);
+        let hook: tryst_tests::sim::peer::Hook = Box::new(move |now, _, to, _| {
+            if to != tryst_tests::sim::peer::RELAY && now < start + Duration::from_secs(4) {
+                Verdict::Drop
+            } else {
+                Verdict::Pass
+            }
+        });
+        let mut p = PeerPair::with_relay(
+            7,
+            (NatConfig::home(), NatConfig::home()),
+            PeerConfig::default(),
+            600,
+        );
+        p.hook = Some(hook);
+        // A large file, so the move happens mid-transfer.
+        let data = file(4 * MIB, 7);
+        send_file(&mut p, data);
+        p.run_until(start + Duration::from_secs(3), |_| false);
+        assert!(p.connected() && p.a.session.is_relayed(), "relayed first");
+        let through_relay = relay_forwarded(&p);
+        assert!(through_relay > 0);
+        p.run_until(start + Duration::from_secs(60), received_all);
+        assert!(received_all(&p), "the stream completed");
+        // Within a second or two of the path opening, both sides are direct.
+        p.run_until(start + Duration::from_secs(6), |_| false);
+        assert!(
+            !p.a.session.is_relayed() && !p.b.session.is_relayed(),
+            "moved to direct"
+        );
+        assert_eq!(p.a.session.peer_addr(), p.b.public);
+        assert_eq!(p.b.session.peer_addr(), p.a.public);
+        assert_eq!(
+            sha256(&p.b.app.incoming),
+            sha256(&p.a.app.outgoing),
+            "intact"
+        );
+        // Exactly the file's bytes arrived.
+        assert_eq!(p.b.app.incoming.len(), 4 * MIB);
+        // Nothing more goes through the relay once direct.
+        let after_move = relay_forwarded(&p);
+        p.run_for(Duration::from_secs(10));
+        assert_eq!(relay_forwarded(&p), after_move);
+        assert!(p.connected());
+    });
+}
+
 // ----- the whole system: both servers, endpoint terminals, the direct path --
 
 mod whole_system {

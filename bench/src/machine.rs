@@ -211,6 +211,7 @@ mod imp {
             peer_addr,
             session_key: SessionKey(key),
             duration_secs: 3600,
+            relay: None,
         };
         let config = PeerConfig::default();
         let mut a = PeerSession::new(

@@ -90,6 +90,7 @@ pub mod names;
 pub mod netcheck;
 pub mod peer;
 pub mod ratelimit;
+pub mod relay;
 #[cfg(feature = "alloc")]
 pub mod session_server;
 pub mod terminal;

@@ -210,6 +210,11 @@ fn message() -> impl Strategy<Value = Message<'static>> {
                         peer_key: PublicKey(peer),
                         peer_addr,
                         peer_name,
+                        // Both forms of the relay field, from the other fields.
+                        relay: (request_id % 2 == 0).then_some(tryst_core::wire::RelayAllocation {
+                            addr: peer_addr,
+                            token: [request_id as u8; tryst_core::wire::RELAY_TOKEN_LEN],
+                        }),
                     }
                     .into()
                 }

@@ -444,11 +444,11 @@ impl TrystEvent {
             EndpointEvent::Peer { session_id, event } => {
                 e = TrystEvent::about(K::None, session_id.0);
                 match event {
-                    PeerEvent::Connected { peer_addr } => {
+                    PeerEvent::Connected { peer_addr, .. } => {
                         e.kind = K::PeerConnected;
                         e.addr = TrystAddr::from_socket_addr(*peer_addr);
                     }
-                    PeerEvent::PathChanged { peer_addr } => {
+                    PeerEvent::PathChanged { peer_addr, .. } => {
                         e.kind = K::PeerPathChanged;
                         e.addr = TrystAddr::from_socket_addr(*peer_addr);
                     }

@@ -84,6 +84,12 @@ fn main() {
             &seed,
         );
     }
+    // The relay: binds, forwards, time and ends for two sessions.
+    write_seed(
+        &corpus_root.join("relay"),
+        "bind_both_forward_expire",
+        &[0, 0, 0, 9, 1, 0, 1, 1, 3, 50, 1, 0, 4, 0, 5, 0, 3, 255],
+    );
     write_longest_message_seeds(&corpus_root);
     write_stream_seeds(&corpus_root.join("stream_reassembly"));
     for (name, bytes) in tryst_fuzz::ffi_terminal::seeds() {

@@ -13,6 +13,7 @@ pub mod ffi_terminal;
 pub mod noise_channel;
 pub mod ops;
 pub mod peer_packet;
+pub mod relay;
 pub mod peer_session;
 pub mod peer_transport;
 pub mod seeds;

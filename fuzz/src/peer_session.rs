@@ -191,6 +191,7 @@ impl Harness {
             peer_addr,
             session_key: SessionKey([0x4b; 32]),
             duration_secs: u32::from(setup.duration_secs),
+            relay: None,
         };
         let a = PeerSession::new(
             clock.now,

@@ -360,6 +360,7 @@ impl Harness {
                     peer_key: PublicKey([peer.wrapping_add(9); 32]),
                     peer_addr: addr(*peer),
                     peer_name: Name::new(peer_name(*peer)).expect("valid"),
+                    relay: None,
                 };
                 self.ss_send(&notification.into());
             }

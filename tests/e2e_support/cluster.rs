@@ -845,6 +845,13 @@ pub struct UdpRelay {
 impl UdpRelay {
     /// Binds two kernel-picked loopback sockets and relays for one terminal.
     pub fn start(upstream: SocketAddr) -> UdpRelay {
+        UdpRelay::start_filtered(upstream, |_| false)
+    }
+
+    /// As [`UdpRelay::start`], a NAT in front of the terminal that drops
+    /// every datagram for which `drop` holds, both ways (e.g. the peer
+    /// packets, so no direct path opens and only the tryst relay works).
+    pub fn start_filtered(upstream: SocketAddr, drop: fn(&[u8]) -> bool) -> UdpRelay {
         use std::sync::{Arc, Mutex};
         let front = std::net::UdpSocket::bind(LOOPBACK_ANY).expect("relay binds");
         let back = std::net::UdpSocket::bind(LOOPBACK_ANY).expect("relay binds");
@@ -866,12 +873,17 @@ impl UdpRelay {
                 if let Ok(mut s) = seen2.lock() {
                     s.push(buf[..n].to_vec());
                 }
-                let _ = back.send_to(&buf[..n], upstream);
+                if !drop(&buf[..n]) {
+                    let _ = back.send_to(&buf[..n], upstream);
+                }
             }
         });
         std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while let Ok((n, _)) = back2.recv_from(&mut buf) {
+                if drop(&buf[..n]) {
+                    continue;
+                }
                 let to = client.lock().ok().and_then(|c| *c);
                 if let Some(to) = to {
                     let _ = front2.send_to(&buf[..n], to);

@@ -71,13 +71,19 @@ impl Server {
 
     /// The flags every terminal-side command takes, for device `name`.
     fn terminal_flags(&self, name: &str, state: &Path) -> Vec<String> {
+        self.terminal_flags_via(name, state, self.trigger)
+    }
+
+    /// [`Server::terminal_flags`] with keepalives sent to `trigger` (an
+    /// on-path UDP hop in front of the trigger server).
+    fn terminal_flags_via(&self, name: &str, state: &Path, trigger: SocketAddr) -> Vec<String> {
         vec![
             "--name".into(),
             name.into(),
             "--server".into(),
             self.control.to_string(),
             "--trigger".into(),
-            self.trigger.to_string(),
+            trigger.to_string(),
             "--server-key".into(),
             self.key.clone(),
             "--state-dir".into(),
@@ -1416,6 +1422,66 @@ pub fn s207_a_50_mb_file_crosses_the_direct_path_with_matching_sha256() {
     assert_eq!(names, ["big.bin"]);
 }
 
+/// Issue 15, item 2: both terminals sit behind a hop that passes the
+/// servers' traffic but drops every peer packet (so no direct path can
+/// open, as between two symmetric NATs); `tryst connect --send` still
+/// delivers the file intact, through the server's relay. Without the relay
+/// the same request ends `Failed` after the punch window.
+pub fn relay_carries_a_file_when_no_direct_peer_packet_passes() {
+    use super::cluster::UdpRelay;
+    fn is_peer_packet(d: &[u8]) -> bool {
+        d.len() > 4 && d[..2] == *b"TY" && (0x80..=0x83).contains(&d[3])
+    }
+    let dir = scratch("relay");
+    let server = Server::start(&dir, &["--relay", "127.0.0.1:0"]);
+    let home_hop = UdpRelay::start_filtered(server.trigger, is_peer_packet);
+    let phone_hop = UdpRelay::start_filtered(server.trigger, is_peer_packet);
+    let inbox = dir.join("inbox");
+    let home_state = dir.join("home-state");
+    let mut args = vec!["terminal".to_owned()];
+    args.extend(server.terminal_flags_via("home", &home_state, home_hop.addr));
+    args.extend(
+        [
+            "--allow",
+            "phone",
+            "--recv-dir",
+            inbox.to_str().expect("utf-8"),
+        ]
+        .map(String::from),
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut home = Proc::start(&refs, dir.join("home.log"), None);
+    home.wait_for("the online line", |l| {
+        l.starts_with("online: ").then_some(())
+    });
+    let file = dir.join("photo.bin");
+    write_test_file(&file, 2 * 1000 * 1000);
+    let phone_state = dir.join("phone-state");
+    let mut cmd = tryst_for("connect");
+    cmd.arg("connect")
+        .args(server.terminal_flags_via("phone", &phone_state, phone_hop.addr))
+        .args([
+            "home",
+            "--send",
+            file.to_str().expect("utf-8"),
+            "--duration",
+            "5m",
+        ]);
+    let sent = run_within(cmd, Duration::from_secs(60)).expect("connect finished within 60 s");
+    let said = text(&sent.stdout);
+    assert!(sent.status.success(), "{said}\n{}", text(&sent.stderr));
+    let digest = sha256_hex(&file);
+    assert!(
+        said.contains(&format!("the receiver verified SHA-256 {digest}")),
+        "{said}"
+    );
+    assert_eq!(sha256_hex(&inbox.join("photo.bin")), digest);
+    // Item 4: `tryst connect` says the path was relayed.
+    assert!(said.contains("relayed path up through"), "{said}");
+    let log = server.log();
+    assert!(log.contains("relay allocation"), "{log}");
+}
+
 pub fn s1504_a_transfer_still_running_at_70_percent_is_extended_and_completes() {
     let dir = scratch("extension");
     let server = Server::start(&dir, &[]);
@@ -2660,6 +2726,10 @@ macro_rules! terminal_flows {
         #[test]
         fn s207_a_50_mb_file_crosses_the_direct_path_with_matching_sha256() {
             support::with_mix($mix, support::terminal_flows::s207_a_50_mb_file_crosses_the_direct_path_with_matching_sha256);
+        }
+        #[test]
+        fn relay_carries_a_file_when_no_direct_peer_packet_passes() {
+            support::with_mix($mix, support::terminal_flows::relay_carries_a_file_when_no_direct_peer_packet_passes);
         }
         #[test]
         fn s1504_a_transfer_still_running_at_70_percent_is_extended_and_completes() {

@@ -20,7 +20,7 @@
 # Environment: TRYST (default target/debug/tryst), the binary under test;
 #              LAB_KEEP=1 keeps the work dir (logs) after the run.
 # Cases: eim-direct, one-public, nat-timeout, mapping-flush, two-address-server,
-#        nat-guess, netcheck.
+#        nat-guess, netcheck, symmetric-both, symmetric-one.
 set -Eeuo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -235,8 +235,8 @@ check_transfer() {
 # path_report: time to the direct path and which path carried the bytes.
 path_report() {
     local up
-    up="$(grep -m1 'direct path up' "$WORK"/*-connect.log | awk '{ print $1 }')"
-    echo "    connect to direct path up: ${up:-?} ms; $1"
+    up="$(grep -m1 -E '(direct|relayed) path up' "$WORK"/*-connect.log | awk '{ print $1 }')"
+    echo "    connect to path up: ${up:-?} ms; $1"
 }
 
 reset_world() {
@@ -409,7 +409,49 @@ case_netcheck() {
     grep -q '"survived":false' <<<"$short" || fail "15 s NAT timeout: every probe survived: $short"
 }
 
-ALL_CASES=(eim-direct one-public nat-timeout mapping-flush two-address-server nat-guess netcheck)
+# Symmetric NATs (`masquerade random`) on both sides: punching cannot get
+# through, the session goes through the server's relay and the file
+# arrives intact; the internet router sees its bytes go to and from the
+# server, not home to home.
+case_symmetric_both() {
+    in_ns nat1 nft delete table ip home
+    nat nat1 random
+    in_ns nat2 nft delete table ip home
+    nat nat2 random
+    start_server --relay "$SERVER_BIND:7402"
+    daemon h1 home --allow phone --recv-dir "$WORK/inbox-$CASE"
+    make_file "$WORK/file-$CASE.bin" 8
+    local homes_before server_before
+    homes_before=$(bytes homes)
+    server_before=$(bytes server)
+    connect h2 phone home --send "$WORK/file-$CASE.bin" --duration 2m
+    check_transfer "$WORK/file-$CASE.bin" "$WORK/inbox-$CASE"
+    grep -q "relayed path up" "$WORK"/phone-connect.log || fail "the path was not relayed: $(cat "$WORK"/phone-connect.log)"
+    local homes=$(($(bytes homes) - homes_before)) server=$(($(bytes server) - server_before))
+    ((server >= 16 << 20)) || fail "only $server bytes went through the server (relay)"
+    path_report "relayed: $server bytes via the server, $homes bytes home to home"
+}
+
+# A symmetric NAT on one side only: the other side finds it through its
+# probes, and the file goes direct although a relay is offered.
+case_symmetric_one() {
+    in_ns nat2 nft delete table ip home
+    nat nat2 random
+    start_server --relay "$SERVER_BIND:7402"
+    daemon h1 home --allow phone --recv-dir "$WORK/inbox-$CASE"
+    make_file "$WORK/file-$CASE.bin" 8
+    local homes_before server_before
+    homes_before=$(bytes homes)
+    server_before=$(bytes server)
+    connect h2 phone home --send "$WORK/file-$CASE.bin" --duration 2m
+    check_transfer "$WORK/file-$CASE.bin" "$WORK/inbox-$CASE"
+    grep -q "direct path up" "$WORK"/phone-connect.log || fail "the path was not direct: $(cat "$WORK"/phone-connect.log)"
+    local homes=$(($(bytes homes) - homes_before)) server=$(($(bytes server) - server_before))
+    ((homes >= 8 << 20)) || fail "only $homes bytes crossed between the homes"
+    path_report "direct: $homes bytes home to home, $server bytes via the server"
+}
+
+ALL_CASES=(eim-direct one-public nat-timeout mapping-flush two-address-server nat-guess netcheck symmetric-both symmetric-one)
 CASES=("$@")
 ((${#CASES[@]})) || CASES=("${ALL_CASES[@]}")
 passed=0

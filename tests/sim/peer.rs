@@ -18,8 +18,10 @@ use tryst_core::crypto::StaticKeypair;
 use tryst_core::peer::packet::MAX_DATAGRAM_LEN;
 use tryst_core::peer::session::{PeerConfig, PeerEvent, PeerSession, SessionParams};
 use tryst_core::peer::transport::{PeerSink, StreamSource};
+use tryst_core::relay::server::{Relay, RelayConfig};
+use tryst_core::relay::{RelayIssuer, RelayKey, RELAY_KEY_LEN};
 use tryst_core::time::Instant;
-use tryst_core::wire::{Role, SessionId, SessionKey, SESSION_ID_LEN};
+use tryst_core::wire::{RelayAllocation, Role, SessionId, SessionKey, SESSION_ID_LEN};
 
 use super::nat::NatConfig;
 use super::net::{HostId, LinkConfig, NetEvent, Network};
@@ -27,6 +29,13 @@ use super::net::{HostId, LinkConfig, NetEvent, Network};
 /// The public host both terminals contact first (stands in for the trigger server).
 pub const RENDEZVOUS: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10)), 7000);
+
+/// The public relay host of [`PeerPair::with_relay`].
+pub const RELAY: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 20)), 7100);
+/// The key the sim's "session server" and relay share.
+pub const RELAY_SECRET: [u8; RELAY_KEY_LEN] = [0x2d; RELAY_KEY_LEN];
+/// Unix time at the sim's clock origin (tokens carry wall-clock expiry).
+pub const UNIX_AT_ZERO: u64 = 1_800_000_000;
 
 /// The app side of one session: what it sends and what it got.
 #[derive(Debug, Default)]
@@ -134,6 +143,8 @@ pub struct PeerPair {
     pub hook: Option<Hook>,
     /// Steps taken (deliveries and timer runs), a guard against a spinning driver.
     pub steps: u64,
+    /// The relay and its host, if the pair has one.
+    pub relay: Option<(HostId, Relay)>,
 }
 
 /// The session both sides run.
@@ -164,6 +175,31 @@ impl PeerPair {
         config: PeerConfig,
         duration_secs: u32,
     ) -> PeerPair {
+        PeerPair::build(seed, nats, link_a, link_b, config, duration_secs, false)
+    }
+
+    /// As [`PeerPair::with_nats`] on clean links, with a relay at [`RELAY`]
+    /// whose allocations both sessions hold (as the session server would
+    /// hand them out).
+    pub fn with_relay(
+        seed: u64,
+        nats: (NatConfig, NatConfig),
+        config: PeerConfig,
+        duration_secs: u32,
+    ) -> PeerPair {
+        let clean = LinkConfig::clean();
+        PeerPair::build(seed, nats, clean, clean, config, duration_secs, true)
+    }
+
+    fn build(
+        seed: u64,
+        nats: (NatConfig, NatConfig),
+        link_a: LinkConfig,
+        link_b: LinkConfig,
+        config: PeerConfig,
+        duration_secs: u32,
+        with_relay: bool,
+    ) -> PeerPair {
         let mut net = Network::new(seed);
         net.add_public_host(RENDEZVOUS, LinkConfig::clean());
         let nat_a = net.add_nat(nats.0, link_a);
@@ -183,6 +219,21 @@ impl PeerPair {
         let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x9e37_79b9);
         let key_a = StaticKeypair::generate(&mut rng);
         let key_b = StaticKeypair::generate(&mut rng);
+        let relay = with_relay.then(|| {
+            let host = net.add_public_host(RELAY, LinkConfig::clean());
+            let config = RelayConfig::new(RelayKey(RELAY_SECRET), UNIX_AT_ZERO);
+            (host, Relay::new(config))
+        });
+        let issuer = RelayIssuer {
+            addr: RELAY,
+            key: RelayKey(RELAY_SECRET),
+            unix_at_zero: UNIX_AT_ZERO,
+        };
+        let allocation = |role| -> Option<RelayAllocation> {
+            with_relay.then(|| {
+                issuer.allocation(now, SESSION, role, duration_secs, Duration::from_secs(3600))
+            })
+        };
         let params = |role, peer_key, peer_addr| SessionParams {
             session_id: SESSION,
             role,
@@ -190,6 +241,7 @@ impl PeerPair {
             peer_addr,
             session_key: KEY,
             duration_secs,
+            relay: allocation(role),
         };
         let session_a = PeerSession::new(
             now,
@@ -220,6 +272,7 @@ impl PeerPair {
             rng,
             hook: None,
             steps: 0,
+            relay,
         }
     }
 
@@ -276,7 +329,11 @@ impl PeerPair {
             if stop(self) {
                 return;
             }
-            let timers = [self.a.session.poll_timeout(), self.b.session.poll_timeout()];
+            let timers = [
+                self.a.session.poll_timeout(),
+                self.b.session.poll_timeout(),
+                self.relay.as_ref().and_then(|(_, r)| r.poll_timeout()),
+            ];
             let next_timer = timers.iter().flatten().min().copied();
             let next = match (self.net.next_time(), next_timer) {
                 (Some(a), Some(b)) => a.min(b),
@@ -297,6 +354,11 @@ impl PeerPair {
                 continue;
             }
             let now = self.now;
+            if let Some((_, relay)) = &mut self.relay {
+                if relay.poll_timeout().is_some_and(|t| t <= now) {
+                    relay.handle_timeout(now);
+                }
+            }
             let mut fired = [false; 2];
             for (k, peer) in [&mut self.a, &mut self.b].into_iter().enumerate() {
                 if peer.session.poll_timeout().is_some_and(|t| t <= now) {
@@ -334,6 +396,14 @@ impl PeerPair {
             return;
         };
         let now = self.now;
+        if let Some((relay_host, relay)) = &mut self.relay {
+            if host == *relay_host {
+                if let Some(to) = relay.handle_datagram(now, from, &payload) {
+                    self.net.send_datagram(now, host, to, &payload);
+                }
+                return;
+            }
+        }
         let peer = if host == self.a.host {
             &mut self.a
         } else if host == self.b.host {

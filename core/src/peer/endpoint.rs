@@ -87,6 +87,9 @@ impl<I: SessionIo + ?Sized> PeerSink for Bound<'_, I> {
 
 /// What happened, for the app.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// A session-ready event carries the relay allocation (~70 bytes); events
+// are moved a few times per session, never per packet.
+#[allow(clippy::large_enum_variant)]
 pub enum EndpointEvent {
     /// The terminal's event (registration, sessions, permissions...).
     Terminal(TerminalEvent),
@@ -525,6 +528,7 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
                 peer_addr,
                 session_key,
                 duration_secs,
+                relay,
                 ..
             } => {
                 let params = SessionParams {
@@ -534,6 +538,7 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
                     peer_addr,
                     session_key,
                     duration_secs,
+                    relay,
                 };
                 let Some(free) = self.slots.iter_mut().find(|s| s.is_none()) else {
                     self.stats.sessions_refused += 1;

@@ -59,12 +59,18 @@ use super::transport::{
 };
 use crate::crypto::{HandshakeError, StaticKeypair};
 use crate::peer::handshake::{channel_id, initiates, PeerInitiator, PeerParams, PeerResponder};
+use crate::relay::{encode_bind_raw, RELAY_BIND_LEN};
 use crate::time::{Clock, Instant};
-use crate::wire::{EndReason, PublicKey, Role, SessionId, SessionKey};
+use crate::wire::{EndReason, PublicKey, RelayAllocation, Role, SessionId, SessionKey};
 
 /// Most events waiting for the app; beyond it the oldest is dropped
 /// (counted in [`PeerStats::events_dropped`]). Progress events are merged.
 pub const MAX_QUEUED_PEER_EVENTS: usize = 16;
+/// Default time punching has to succeed before the relay is tried too.
+pub const DEFAULT_RELAY_AFTER: Duration = Duration::from_millis(1500);
+/// Default interval of the probes a relayed session sends on the direct
+/// path, so that it moves there once a hole opens.
+pub const DEFAULT_DIRECT_RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// Most addresses punched at once: the notified one and one hint.
 pub const MAX_PUNCH_TARGETS: usize = 2;
 /// Default interval between punch packets (probes or inits).
@@ -103,6 +109,11 @@ pub struct PeerConfig {
     pub close_timeout: Duration,
     /// The transport inside the data packets.
     pub transport: TransportConfig,
+    /// Time punching has to succeed before the relay (if the session has
+    /// one) is tried too; from then on both paths are tried at once.
+    pub relay_after: Duration,
+    /// Interval of the direct probes of a relayed session.
+    pub direct_retry_interval: Duration,
 }
 
 impl Default for PeerConfig {
@@ -112,6 +123,8 @@ impl Default for PeerConfig {
             punch_window: DEFAULT_PUNCH_WINDOW,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             transport: TransportConfig::default(),
+            relay_after: DEFAULT_RELAY_AFTER,
+            direct_retry_interval: DEFAULT_DIRECT_RETRY_INTERVAL,
         }
     }
 }
@@ -131,6 +144,9 @@ pub struct SessionParams {
     pub session_key: SessionKey,
     /// The permitted duration in seconds, from the start.
     pub duration_secs: u32,
+    /// The operator's relay for this session, if any: used when punching
+    /// has not succeeded within [`PeerConfig::relay_after`].
+    pub relay: Option<RelayAllocation>,
 }
 
 impl core::fmt::Debug for SessionParams {
@@ -141,6 +157,7 @@ impl core::fmt::Debug for SessionParams {
             .field("peer_key", &self.peer_key)
             .field("peer_addr", &self.peer_addr)
             .field("duration_secs", &self.duration_secs)
+            .field("relay", &self.relay.map(|r| r.addr))
             .finish_non_exhaustive()
     }
 }
@@ -152,12 +169,18 @@ pub enum PeerEvent {
     Connected {
         /// Where this side sends from now on.
         peer_addr: SocketAddr,
+        /// Whether that is the operator's relay (punching did not get
+        /// through in time) rather than the peer itself.
+        relayed: bool,
     },
     /// The peer's address changed (an authenticated, newer packet came from
-    /// elsewhere: NAT rebinding or roaming).
+    /// elsewhere: NAT rebinding or roaming, or the move between the relay
+    /// and a direct path).
     PathChanged {
         /// The new address.
         peer_addr: SocketAddr,
+        /// Whether the new address is the relay.
+        relayed: bool,
     },
     /// Every byte of the local stream up to its end was acknowledged.
     StreamAcked {
@@ -262,6 +285,12 @@ pub struct PeerStats {
     pub events_dropped: u64,
     /// Times the destination moved to a new address.
     pub path_changes: u64,
+    /// Relay bind packets sent.
+    pub relay_binds_sent: u64,
+    /// Data packets sent on a direct path while the session was relayed
+    /// (each after a direct probe came; the first that arrives moves both
+    /// sides to the direct path).
+    pub direct_trials: u64,
     /// Whether the session ended because its packet key was spent
     /// ([`super::cipher::MAX_PACKETS_PER_KEY`]); its reason is `Failed`.
     pub key_exhausted: bool,
@@ -334,6 +363,17 @@ pub struct PeerSession {
     targets: Vec<SocketAddr, MAX_PUNCH_TARGETS>,
     /// Bit `i`: a punch packet to `targets[i]` is due.
     punch_due: u8,
+    /// The relay's address and this side's bind packet, if the session has one.
+    relay: Option<(SocketAddr, [u8; RELAY_BIND_LEN])>,
+    /// When the relay starts being tried (while punching).
+    relay_at: Instant,
+    /// Relay packets due: bit 0 the bind, bit 1 a punch packet.
+    relay_due: u8,
+    /// While relayed: when the next direct probes go.
+    next_direct: Option<Instant>,
+    /// While relayed: a direct source that sent a probe, where the next
+    /// data packet goes as a trial.
+    trial_to: Option<SocketAddr>,
     probe_seq: u32,
     initiating: Option<Initiating>,
     /// When the first init went, and whether it was the only one (Karn).
@@ -399,7 +439,16 @@ impl PeerSession {
         let mut targets = Vec::new();
         // Capacity is at least one.
         let _ = targets.push(params.peer_addr);
+        let relay = params.relay.as_ref().and_then(|r: &RelayAllocation| {
+            let mut bind = [0u8; RELAY_BIND_LEN];
+            encode_bind_raw(channel, &r.token, &mut bind).map(|_| (r.addr, bind))
+        });
         let mut session = PeerSession {
+            relay,
+            relay_at: now + config.relay_after,
+            relay_due: 0,
+            next_direct: None,
+            trial_to: None,
             deadline: now + Duration::from_secs(u64::from(params.duration_secs)),
             next_punch: Some(now + config.punch_interval),
             punch_deadline: now + config.punch_window,
@@ -488,6 +537,14 @@ impl PeerSession {
     /// Whether the session ended ([`PeerEvent::Ended`] was emitted).
     pub fn is_ended(&self) -> bool {
         self.ended
+    }
+
+    /// Whether data packets go through the relay now.
+    pub fn is_relayed(&self) -> bool {
+        match (&self.link, &self.relay) {
+            (Some(link), Some((relay, _))) => link.path == *relay,
+            _ => false,
+        }
     }
 
     /// Where data packets go now (the notified address before the handshake).
@@ -680,7 +737,20 @@ impl PeerSession {
 
     fn on_probe(&mut self, from: SocketAddr) {
         self.stats.probes_received += 1;
-        if self.next_punch.is_none() || self.targets.contains(&from) {
+        if self.is_relayed() && self.relay.is_some_and(|(r, _)| r != from) {
+            // A direct packet came: try the direct path with the next data
+            // packet (probes are unauthenticated, so only a data packet the
+            // peer authenticates moves a path).
+            self.trial_to = Some(from);
+            if let Some(link) = &mut self.link {
+                link.transport.keepalive_now();
+            }
+            return;
+        }
+        if self.next_punch.is_none()
+            || self.targets.contains(&from)
+            || self.relay.is_some_and(|(r, _)| r == from)
+        {
             return;
         }
         // Remember the newest hint in the second slot.
@@ -823,7 +893,15 @@ impl PeerSession {
         }
         self.next_punch = None;
         self.punch_due = 0;
-        self.emit(PeerEvent::Connected { peer_addr: path });
+        self.relay_due = 0;
+        if self.is_relayed() {
+            self.next_direct = Some(now);
+        }
+        let relayed = self.is_relayed();
+        self.emit(PeerEvent::Connected {
+            peer_addr: path,
+            relayed,
+        });
     }
 
     fn on_data(
@@ -860,7 +938,15 @@ impl PeerSession {
         if from != link.path && newest_before.is_none_or(|n| pn > n) {
             link.path = from;
             self.stats.path_changes += 1;
-            self.emit(PeerEvent::PathChanged { peer_addr: from });
+            let relayed = self.is_relayed();
+            self.emit(PeerEvent::PathChanged {
+                peer_addr: from,
+                relayed,
+            });
+            self.next_direct = if relayed { Some(now) } else { None };
+            if !self.is_relayed() {
+                self.trial_to = None;
+            }
         }
         let Some(link) = &mut self.link else {
             return;
@@ -895,12 +981,31 @@ impl PeerSession {
             }
             if now >= at {
                 self.punch_due = (1u8 << self.targets.len()) - 1;
+                if self.relay.is_some() && now >= self.relay_at {
+                    self.relay_due = 0b11;
+                }
                 let next = at + self.config.punch_interval;
                 self.next_punch = Some(if next <= now {
                     now + self.config.punch_interval
                 } else {
                     next
                 });
+            }
+        }
+        if let Some(at) = self.next_direct.filter(|&at| now >= at) {
+            if self.is_relayed() && self.closing.is_none() {
+                self.punch_due = (1u8 << self.targets.len()) - 1;
+                // And bind again: the relay follows this side's NAT
+                // rebinding (or undoes a replayed bind from elsewhere).
+                self.relay_due |= 1;
+                let next = at + self.config.direct_retry_interval;
+                self.next_direct = Some(if next <= now {
+                    now + self.config.direct_retry_interval
+                } else {
+                    next
+                });
+            } else {
+                self.next_direct = None;
             }
         }
         if let Some((reason, at)) = self.closing {
@@ -949,9 +1054,27 @@ impl PeerSession {
             }
             self.reply_to = None;
         }
+        if self.relay_due & 1 != 0 {
+            self.relay_due &= !1;
+            if let Some((relay, bind)) = &self.relay {
+                if let Some(out) = buf.get_mut(..RELAY_BIND_LEN) {
+                    out.copy_from_slice(bind);
+                    self.stats.relay_binds_sent += 1;
+                    return Some((*relay, RELAY_BIND_LEN));
+                }
+            }
+        }
         if self.punch_due != 0 {
             if let Some(sent) = self.punch(now, buf) {
                 return Some(sent);
+            }
+        }
+        if self.relay_due & 2 != 0 {
+            self.relay_due &= !2;
+            if let Some(relay) = self.relay.map(|(r, _)| r) {
+                if let Some((_, n)) = self.punch_packet(now, buf) {
+                    return Some((relay, n));
+                }
             }
         }
         self.transmit_data(now, buf, source)
@@ -962,6 +1085,35 @@ impl PeerSession {
         let index = self.punch_due.trailing_zeros() as usize;
         self.punch_due &= !(1u8 << index);
         let to = *self.targets.get(index)?;
+        if self.link.is_some() {
+            if self.relay.is_some_and(|(r, _)| r == to) {
+                return None;
+            }
+            // Relayed: a probe on the direct path.
+            return self.probe_packet(buf).map(|n| (to, n));
+        }
+        self.punch_packet(now, buf).map(|(_, n)| (to, n))
+    }
+
+    /// A probe into `buf`.
+    fn probe_packet(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let out = buf.get_mut(..PROBE_LEN)?;
+        let seq = self.probe_seq;
+        self.probe_seq = self.probe_seq.wrapping_add(1);
+        let n = Packet::Probe {
+            channel: self.channel,
+            seq,
+        }
+        .encode(out)
+        .ok()?;
+        self.stats.probes_sent += 1;
+        Some(n)
+    }
+
+    /// This side's punch packet (its init, or a probe) into `buf`; the
+    /// address is a placeholder the caller replaces.
+    fn punch_packet(&mut self, now: Instant, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        let to = self.params.peer_addr;
         if let Some(initiating) = &self.initiating {
             let out = buf.get_mut(..initiating.len)?;
             out.copy_from_slice(&initiating.packet[..initiating.len]);
@@ -973,17 +1125,7 @@ impl PeerSession {
             // No init (weak key): nothing useful to send.
             return None;
         }
-        let out = buf.get_mut(..PROBE_LEN)?;
-        let seq = self.probe_seq;
-        self.probe_seq = self.probe_seq.wrapping_add(1);
-        let n = Packet::Probe {
-            channel: self.channel,
-            seq,
-        }
-        .encode(out)
-        .ok()?;
-        self.stats.probes_sent += 1;
-        Some((to, n))
+        self.probe_packet(buf).map(|n| (to, n))
     }
 
     fn transmit_data(
@@ -1006,7 +1148,13 @@ impl PeerSession {
         let pn = link.cipher.next_packet_number();
         let payload = buf.get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + room)?;
         let written = link.transport.write_packet(now, pn, payload, source);
-        let path = link.path;
+        let mut path = link.path;
+        if written.is_some() {
+            if let Some(trial) = self.trial_to.take() {
+                path = trial;
+                self.stats.direct_trials += 1;
+            }
+        }
         let sent = match written {
             None => None,
             Some(n) => match link.cipher.seal_in_place(pn, buf, n) {
@@ -1038,7 +1186,7 @@ impl PeerSession {
         if self.ended {
             return None;
         }
-        let mut t = self.next_punch;
+        let mut t = earliest(self.next_punch, self.next_direct);
         if self.link.is_none() {
             t = earliest(t, Some(self.punch_deadline));
         }

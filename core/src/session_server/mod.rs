@@ -243,6 +243,8 @@ pub struct SessionServer<R> {
     udp_ids: tickets::UdpIds,
     request_limiter: Box<RateLimiter<PublicKey, RATE_LIMIT_TRACKED_KEYS>>,
     next_op: u32,
+    /// The relay whose allocations this server hands out, if any.
+    relay: Option<crate::relay::RelayIssuer>,
 }
 
 impl<R> core::fmt::Debug for SessionServer<R> {
@@ -259,6 +261,12 @@ impl<R> core::fmt::Debug for SessionServer<R> {
 }
 
 impl<R: RngCore + CryptoRng> SessionServer<R> {
+    /// Hands every permitted session an allocation on this relay (in both
+    /// address notifications), or none (`None`, the default).
+    pub fn set_relay(&mut self, relay: Option<crate::relay::RelayIssuer>) {
+        self.relay = relay;
+    }
+
     /// A server with this policy, its own long-term key pair, the trigger
     /// server's public key (it is the Noise initiator of that link), the
     /// name bindings (fresh, or rebuilt from stored `NameBound` facts) and
@@ -307,6 +315,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             sessions: BTreeMap::new(),
             end_ops: BTreeMap::new(),
             recent: sessions::RecentRecords::default(),
+            relay: None,
             registration_limiter,
             tickets,
             enrol: enrol::EnrolCodes::default(),

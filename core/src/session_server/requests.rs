@@ -819,6 +819,14 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             session_id,
             took: now.saturating_duration_since(req.received),
         });
+        let max_total = self.config.max_total_duration;
+        let relay_for = |role| {
+            self.relay
+                .as_ref()
+                .map(|r| r.allocation(now, session_id, role, req.duration_secs, max_total))
+        };
+        let (target_relay, requester_relay) =
+            (relay_for(Role::Connected), relay_for(Role::Connecting));
         if let Ok(requester_name) = Name::new(&req.requester_name) {
             // S509: the target learns the requester's address.
             self.send_to_device(
@@ -832,6 +840,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
                     peer_key: req.requester_key,
                     peer_addr: requester_addr,
                     peer_name: requester_name,
+                    relay: target_relay,
                 }),
             );
         }
@@ -848,6 +857,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
                     peer_key: req.target_key,
                     peer_addr: target_addr,
                     peer_name: target_name,
+                    relay: requester_relay,
                 }),
             );
         }

@@ -1160,6 +1160,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
             peer_addr: n.peer_addr,
             session_key: n.session_key,
             duration_secs: n.duration_secs,
+            relay: n.relay,
         });
         true
     }

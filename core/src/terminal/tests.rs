@@ -350,6 +350,7 @@ impl Harness {
                 peer_key: PEER_KEY,
                 peer_addr: PEER_ADDR,
                 peer_name: name("TERM3"),
+                relay: None,
             }
             .into(),
         );
@@ -1077,6 +1078,7 @@ fn s705_s706_address_notification_makes_the_session_ready() {
             role: Role::Connected,
             request_id: 0,
             peer_name: buf("TERM3"),
+            relay: None,
             peer_key: PEER_KEY,
             peer_addr: PEER_ADDR,
             session_key: SESSION_KEY,
@@ -1647,6 +1649,7 @@ impl Fuzz {
                         peer_key: PEER_KEY,
                         peer_addr: PEER_ADDR,
                         peer_name: name("TERM3"),
+                        relay: None,
                     }
                     .into(),
                     4 => ExtensionGrant {

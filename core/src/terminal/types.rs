@@ -5,8 +5,8 @@ use core::net::SocketAddr;
 use core::time::Duration;
 
 use crate::wire::{
-    DecisionMode, DeviceId, EndReason, Name, NameError, PublicKey, Role, SessionId, SessionKey,
-    Verdict, ENROL_CODE_LEN, MAX_NAME_LEN, MAX_PERMISSION_ENTRIES,
+    DecisionMode, DeviceId, EndReason, Name, NameError, PublicKey, RelayAllocation, Role,
+    SessionId, SessionKey, Verdict, ENROL_CODE_LEN, MAX_NAME_LEN, MAX_PERMISSION_ENTRIES,
 };
 
 /// Most names the permission list holds: as many as one `PermissionList` carries.
@@ -263,6 +263,8 @@ pub enum TerminalEvent {
         session_key: SessionKey,
         /// The permitted duration in seconds.
         duration_secs: u32,
+        /// The relay to fall back on when punching fails, if the operator runs one.
+        relay: Option<RelayAllocation>,
     },
     /// A connection request failed (S511). One event whatever the cause:
     /// denied, unknown, offline, or no answer in time.

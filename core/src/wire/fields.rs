@@ -20,6 +20,20 @@ pub const SESSION_KEY_LEN: usize = 32;
 pub const UDP_KEY_LEN: usize = 32;
 /// Length of an AES-GCM authentication tag.
 pub const TAG_LEN: usize = 16;
+/// Length of a relay allocation token (see `crate::relay::RelayToken`):
+/// session ID, role, `not_after` and duration (u32 each), a 16-byte tag.
+pub const RELAY_TOKEN_LEN: usize = SESSION_ID_LEN + 1 + 4 + 4 + 16;
+
+/// A relay allocation in an address notification: the relay's address and
+/// the token this side binds with. The terminal treats the token as opaque.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct RelayAllocation {
+    /// The relay's UDP address.
+    pub addr: core::net::SocketAddr,
+    /// The token, as the relay reads it.
+    pub token: [u8; RELAY_TOKEN_LEN],
+}
 
 /// A device name (seed: "device name", e.g. `TERM1`): 1..=64 bytes of UTF-8
 /// without control characters, borrowed from wherever it was read.

@@ -33,9 +33,9 @@ pub use envelope::{
 };
 pub use error::{DecodeError, EncodeError, NameError};
 pub use fields::{
-    DecisionMode, DeviceId, EndReason, ErrorCode, Name, PublicKey, Role, SessionId, SessionKey,
-    Tag, TriggerOutcome, UdpKey, Verdict, MAX_NAME_LEN, PUBLIC_KEY_LEN, SESSION_ID_LEN,
-    SESSION_KEY_LEN, TAG_LEN, UDP_KEY_LEN,
+    DecisionMode, DeviceId, EndReason, ErrorCode, Name, PublicKey, RelayAllocation, Role,
+    SessionId, SessionKey, Tag, TriggerOutcome, UdpKey, Verdict, MAX_NAME_LEN, PUBLIC_KEY_LEN,
+    RELAY_TOKEN_LEN, SESSION_ID_LEN, SESSION_KEY_LEN, TAG_LEN, UDP_KEY_LEN,
 };
 pub use header::{frame_len, Header, HeaderType, HEADER_LEN, MAGIC, VERSION};
 pub use interserver::{

@@ -200,6 +200,7 @@ pub(crate) fn samples() -> Vec<(&'static str, Message<'static>)> {
                 peer_key: PublicKey([0x11; 32]),
                 peer_addr: addr("[2001:db8::1]:40001"),
                 peer_name: name(TERM1),
+                relay: None,
             }
             .into()
         ),

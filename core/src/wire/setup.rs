@@ -9,8 +9,8 @@ use super::put::Put;
 
 use super::error::DecodeError;
 use super::fields::{
-    self, Name, PublicKey, Role, SessionId, SessionKey, Verdict, PUBLIC_KEY_LEN, SESSION_ID_LEN,
-    SESSION_KEY_LEN,
+    self, Name, PublicKey, RelayAllocation, Role, SessionId, SessionKey, Verdict, PUBLIC_KEY_LEN,
+    RELAY_TOKEN_LEN, SESSION_ID_LEN, SESSION_KEY_LEN,
 };
 use super::message::Body;
 use super::reader::Reader;
@@ -324,6 +324,9 @@ pub struct AddressNotification<'a> {
     pub peer_addr: SocketAddr,
     /// The peer's name.
     pub peer_name: Name<'a>,
+    /// Where and how to reach the peer through the operator's relay when
+    /// punching fails (`None`: no relay is configured).
+    pub relay: Option<RelayAllocation>,
 }
 
 impl<'a> Body<'a> for AddressNotification<'a> {
@@ -337,6 +340,13 @@ impl<'a> Body<'a> for AddressNotification<'a> {
             peer_key: PublicKey(r.array()?),
             peer_addr: r.addr()?,
             peer_name: r.name()?,
+            relay: match r.opt_addr()? {
+                None => None,
+                Some(addr) => Some(RelayAllocation {
+                    addr,
+                    token: r.array()?,
+                }),
+            },
         })
     }
     fn body_len(&self) -> usize {
@@ -347,6 +357,10 @@ impl<'a> Body<'a> for AddressNotification<'a> {
             + PUBLIC_KEY_LEN
             + fields::addr_wire_len(&self.peer_addr)
             + self.peer_name.wire_len()
+            + self
+                .relay
+                .as_ref()
+                .map_or(1, |a| fields::addr_wire_len(&a.addr) + RELAY_TOKEN_LEN)
     }
     fn emit<B: Put>(&self, b: &mut B) {
         b.put_u32(self.request_id);
@@ -357,5 +371,12 @@ impl<'a> Body<'a> for AddressNotification<'a> {
         b.put_slice(&self.peer_key.0);
         fields::emit_addr(&self.peer_addr, b);
         self.peer_name.emit(b);
+        match &self.relay {
+            None => b.put_u8(0),
+            Some(a) => {
+                fields::emit_addr(&a.addr, b);
+                b.put_slice(&a.token);
+            }
+        }
     }
 }

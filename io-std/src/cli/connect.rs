@@ -986,11 +986,22 @@ impl Watch {
     /// Follows one event of the direct path; its end once it came.
     fn on_peer_event(&mut self, event: PeerEvent) -> Option<(EndReason, bool, u64)> {
         match event {
-            PeerEvent::Connected { peer_addr } => {
+            PeerEvent::Connected { peer_addr, relayed } => {
                 self.connected_at = Some(Instant::now());
-                self.progress.println(&format!(
-                    "direct path up to {peer_addr} (Noise KK, session key as PSK)"
-                ));
+                if relayed {
+                    self.progress.println(&format!(
+                        "relayed path up through {peer_addr} (punching did not get through; Noise KK end to end, session key as PSK)"
+                    ));
+                } else {
+                    self.progress.println(&format!(
+                        "direct path up to {peer_addr} (Noise KK, session key as PSK)"
+                    ));
+                }
+            }
+            PeerEvent::PathChanged { peer_addr, relayed } => {
+                let path = if relayed { "relayed" } else { "direct" };
+                self.progress
+                    .println(&format!("path now {path}, to {peer_addr}"));
             }
             PeerEvent::StreamAcked { .. } => {
                 self.progress.set(self.size);

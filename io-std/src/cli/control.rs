@@ -377,11 +377,11 @@ fn encode_event(event: &Event) -> Option<(Owner, Value)> {
         ),
         Event::Peer { session_id, event } => {
             let body = match event {
-                PeerEvent::Connected { peer_addr } => {
-                    json!({"ev": "connected", "peer": peer_addr.to_string()})
+                PeerEvent::Connected { peer_addr, relayed } => {
+                    json!({"ev": "connected", "peer": peer_addr.to_string(), "relayed": relayed})
                 }
-                PeerEvent::PathChanged { peer_addr } => {
-                    json!({"ev": "path_changed", "peer": peer_addr.to_string()})
+                PeerEvent::PathChanged { peer_addr, relayed } => {
+                    json!({"ev": "path_changed", "peer": peer_addr.to_string(), "relayed": relayed})
                 }
                 PeerEvent::StreamAcked { len } => json!({"ev": "acked", "len": len}),
                 PeerEvent::Pong { id, rtt } => {
@@ -486,6 +486,7 @@ fn decode_event(v: &Value) -> Option<Event> {
             peer_addr: addr_field(v, "peer")?,
             session_key: SessionKey([0; 32]),
             duration_secs: u32::try_from(u64_field(v, "duration")?).ok()?,
+            relay: None,
         }),
         "session_extended" => Event::Terminal(TerminalEvent::SessionExtended {
             session_id: session_field(v)?,
@@ -503,9 +504,11 @@ fn decode_event(v: &Value) -> Option<Event> {
         }),
         "connected" => peer(PeerEvent::Connected {
             peer_addr: addr_field(v, "peer")?,
+            relayed: v.get("relayed").and_then(|r| r.as_bool()).unwrap_or(false),
         })?,
         "path_changed" => peer(PeerEvent::PathChanged {
             peer_addr: addr_field(v, "peer")?,
+            relayed: v.get("relayed").and_then(|r| r.as_bool()).unwrap_or(false),
         })?,
         "acked" => peer(PeerEvent::StreamAcked {
             len: u64_field(v, "len")?,
@@ -1458,6 +1461,7 @@ mod tests {
             peer_addr: SocketAddr::from(([127, 0, 0, 1], 9)),
             session_key: SessionKey([2; 32]),
             duration_secs: 30,
+            relay: None,
         })
     }
 

@@ -67,6 +67,18 @@ pub trait Driver {
         link_addr: SocketAddr,
     ) -> io::Result<(TriggerHandle, flume::Receiver<TriggerEvent>)>;
 
+    /// A relay on UDP `udp_addr` with `config`; `clock` is the clock its
+    /// `config.unix_at_zero` is measured against. Its events.
+    fn relay(
+        &self,
+        config: tryst_core::relay::server::RelayConfig,
+        clock: crate::drive::DriverClock,
+        udp_addr: SocketAddr,
+    ) -> io::Result<(
+        crate::role::relay::RelayHandle,
+        flume::Receiver<tryst_core::relay::server::RelayEvent>,
+    )>;
+
     /// Serves the operator's HTTP `app` (the status page) on `addr` until
     /// the listener is dropped. The default is the blocking listener of
     /// [`crate::observe::http`] on a thread; an async driver serves the
@@ -142,5 +154,17 @@ impl Driver for StdDriver {
         link_addr: SocketAddr,
     ) -> io::Result<(TriggerHandle, flume::Receiver<TriggerEvent>)> {
         crate::driver::trigger_server::spawn(config, keypair, session_servers, udp_addr, link_addr)
+    }
+
+    fn relay(
+        &self,
+        config: tryst_core::relay::server::RelayConfig,
+        clock: crate::drive::DriverClock,
+        udp_addr: SocketAddr,
+    ) -> io::Result<(
+        crate::role::relay::RelayHandle,
+        flume::Receiver<tryst_core::relay::server::RelayEvent>,
+    )> {
+        crate::driver::relay::spawn(config, clock, udp_addr)
     }
 }

@@ -158,7 +158,8 @@ impl Path {
                 session_id: id,
                 event,
             } if *id == session_id => match event {
-                PeerEvent::Connected { peer_addr } | PeerEvent::PathChanged { peer_addr } => {
+                PeerEvent::Connected { peer_addr, .. }
+                | PeerEvent::PathChanged { peer_addr, .. } => {
                     self.peer = Some(*peer_addr);
                 }
                 PeerEvent::Ended { .. } => self.ended = true,

@@ -164,6 +164,15 @@ pub struct ServerArgs {
     /// Where terminals send keepalives to the trigger server (UDP).
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_TRIGGER)]
     pub trigger: SocketAddr,
+    /// Also run the relay on this UDP address: a permitted session whose
+    /// peers cannot punch (symmetric NATs) goes through it, still end-to-end
+    /// encrypted. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub relay: Option<SocketAddr>,
+    /// The relay's address as terminals reach it (default: `--relay`'s;
+    /// needed when it listens on 0.0.0.0 or [::]).
+    #[arg(long, value_name = "ADDR", requires = "relay")]
+    pub relay_public: Option<SocketAddr>,
     /// Keepalive interval told to terminals (e.g. 25s; the core's default
     /// suits common NATs).
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]

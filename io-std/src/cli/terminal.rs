@@ -638,9 +638,25 @@ impl TerminalLines {
     }
 
     /// A session's direct path is up.
-    pub fn direct_path(&self, session_id: &SessionId, peer_addr: SocketAddr) {
+    pub fn direct_path(&self, session_id: &SessionId, peer_addr: SocketAddr, relayed: bool) {
+        if relayed {
+            println!(
+                "session {}: path up through the relay {peer_addr} (punching did not get through; still end-to-end encrypted)",
+                id_hex(session_id)
+            );
+        } else {
+            println!(
+                "session {}: direct path up to {peer_addr}",
+                id_hex(session_id)
+            );
+        }
+    }
+
+    /// The session's path moved (to a direct path opened later, or to the relay).
+    pub fn path_changed(&self, session_id: &SessionId, peer_addr: SocketAddr, relayed: bool) {
+        let path = if relayed { "relayed" } else { "direct" };
         println!(
-            "session {}: direct path up to {peer_addr}",
+            "session {}: path now {path}, to {peer_addr}",
             id_hex(session_id)
         );
     }
@@ -732,8 +748,12 @@ pub fn run<D: Driver>(driver: &D, args: TerminalArgs) -> Result<(), CliError> {
             }
             Next::Event(Event::Peer {
                 session_id,
-                event: PeerEvent::Connected { peer_addr },
-            }) => lines.direct_path(&session_id, peer_addr),
+                event: PeerEvent::Connected { peer_addr, relayed },
+            }) => lines.direct_path(&session_id, peer_addr, relayed),
+            Next::Event(Event::Peer {
+                session_id,
+                event: PeerEvent::PathChanged { peer_addr, relayed },
+            }) => lines.path_changed(&session_id, peer_addr, relayed),
             Next::Event(Event::Received {
                 session_id,
                 outcome,

@@ -22,6 +22,7 @@
 //! [`Wake`] its [`Poller`] gives (`role::Commands::channel(Some(wake))`
 //! does both); the role's threads (a file hasher) wake it the same way.
 
+pub mod relay;
 pub mod session_server;
 mod stream;
 pub mod terminal;

@@ -65,9 +65,11 @@ pub fn spawn_durable(
         restore: facts,
         journal,
         enrol_codes,
+        relay,
     } = setup;
     let make = move || {
-        let machine = restore(config, keypair, trigger_key, registry, &facts, &enrol_codes);
+        let mut machine = restore(config, keypair, trigger_key, registry, &facts, &enrol_codes);
+        machine.set_relay(relay);
         Ok(SessionRole::new(machine, event_tx))
     };
     let (poller, wake) = Poller::new()?;

@@ -18,6 +18,7 @@
 //! resolve to its "stopped" error). Async code writes
 //! `handle.connect(t, d).await?`, blocking code `handle.connect(t, d).wait()?`.
 
+pub mod relay;
 pub mod session_server;
 pub mod terminal;
 pub mod trigger_server;

@@ -345,6 +345,8 @@ pub struct Durable {
     pub journal: Option<Journal<SessionFact>>,
     /// The stored one-time enrolment codes neither spent nor expired.
     pub enrol_codes: Vec<EnrolCode>,
+    /// The relay whose allocations it hands out, if any.
+    pub relay: Option<tryst_core::relay::RelayIssuer>,
 }
 
 impl Default for Durable {
@@ -355,6 +357,7 @@ impl Default for Durable {
             restore: Vec::new(),
             journal: None,
             enrol_codes: Vec::new(),
+            relay: None,
         }
     }
 }

@@ -1423,11 +1423,11 @@ pub fn full_session_id(id: &SessionId) -> String {
 fn log_peer_event(id: &SessionId, event: &PeerEvent) {
     let session = short_session_id(id);
     match event {
-        PeerEvent::Connected { peer_addr } => {
-            tracing::info!(%session, %peer_addr, "direct path up (handshake done)");
+        PeerEvent::Connected { peer_addr, relayed } => {
+            tracing::info!(%session, %peer_addr, relayed, "path up (handshake done)");
         }
-        PeerEvent::PathChanged { peer_addr } => {
-            tracing::info!(%session, %peer_addr, "peer moved");
+        PeerEvent::PathChanged { peer_addr, relayed } => {
+            tracing::info!(%session, %peer_addr, relayed, "peer moved");
         }
         PeerEvent::StreamAcked { len } => {
             tracing::info!(%session, len, "everything sent was acknowledged");

@@ -404,7 +404,7 @@ async fn start_transfer(cast: &mut Cast, id: SessionId) -> anyhow::Result<(PathB
         .expect("the direct path", |e| match e {
             Event::Peer {
                 session_id,
-                event: PeerEvent::Connected { peer_addr },
+                event: PeerEvent::Connected { peer_addr, .. },
             } if *session_id == id => Some(*peer_addr),
             _ => None,
         })

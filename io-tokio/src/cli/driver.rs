@@ -127,4 +127,17 @@ impl Driver for TokioDriver {
             link_addr,
         ))
     }
+
+    fn relay(
+        &self,
+        config: tryst_core::relay::server::RelayConfig,
+        clock: tryst_std::drive::DriverClock,
+        udp_addr: SocketAddr,
+    ) -> io::Result<(
+        tryst_std::role::relay::RelayHandle,
+        flume::Receiver<tryst_core::relay::server::RelayEvent>,
+    )> {
+        self.runtime()?
+            .block_on(crate::driver::relay::spawn(config, clock, udp_addr))
+    }
 }

@@ -29,6 +29,7 @@
 //! [`session_server`], [`trigger_server`] and [`terminal`] only bind their
 //! sockets and start them here. None of it has protocol logic.
 
+pub mod relay;
 pub mod session_server;
 pub mod terminal;
 pub mod trigger_server;

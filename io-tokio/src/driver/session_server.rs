@@ -62,7 +62,7 @@ pub async fn spawn_durable(
     let listener = TcpListener::bind(control_addr).await?;
     let control_addr = listener.local_addr()?;
     let public_key = keypair.public_key();
-    let machine = restore(
+    let mut machine = restore(
         config,
         keypair,
         trigger_key,
@@ -70,6 +70,7 @@ pub async fn spawn_durable(
         &setup.restore,
         &setup.enrol_codes,
     );
+    machine.set_relay(setup.relay.clone());
     let (event_tx, events) = flume::unbounded();
     let role = SessionRole::new(machine, event_tx);
     let (commands, command_rx) = Commands::channel(None);

@@ -241,6 +241,7 @@ impl World {
                     peer_key: keys[other],
                     peer_addr: ADDR[other],
                     peer_name: Name::new(NAMES[other]).unwrap(),
+                    relay: None,
                 }
                 .into(),
             );
@@ -320,7 +321,7 @@ fn s705_session_ready_starts_a_peer_session_on_both_sides() {
         for i in 0..2 {
             assert!(
                 w.peer_events(i).iter().any(
-                    |e| matches!(e, PeerEvent::Connected { peer_addr } if *peer_addr == ADDR[1 - i])
+                    |e| matches!(e, PeerEvent::Connected { peer_addr, .. } if *peer_addr == ADDR[1 - i])
                 ),
                 "node {i} connected"
             );

@@ -106,6 +106,7 @@ fn params(role: Role, peer_key: PublicKey, peer_addr: SocketAddr, secs: u32) -> 
         peer_addr,
         session_key: KEY,
         duration_secs: secs,
+        relay: None,
     }
 }
 
@@ -301,14 +302,14 @@ fn s206_both_sides_punch_and_complete_the_handshake() {
         let mut p = Pair::new(2, PeerConfig::default(), 60);
         p.run_for(Duration::from_millis(200));
         assert!(p.connected());
-        assert!(p
-            .a
-            .events
-            .contains(&PeerEvent::Connected { peer_addr: B_ADDR }));
-        assert!(p
-            .b
-            .events
-            .contains(&PeerEvent::Connected { peer_addr: A_ADDR }));
+        assert!(p.a.events.contains(&PeerEvent::Connected {
+            peer_addr: B_ADDR,
+            relayed: false
+        }));
+        assert!(p.b.events.contains(&PeerEvent::Connected {
+            peer_addr: A_ADDR,
+            relayed: false
+        }));
         // Punching stopped: no more probes or inits after the handshake.
         let before = p.log.len();
         p.run_for(Duration::from_millis(500));
@@ -613,7 +614,10 @@ fn newer_authenticated_packet_from_a_new_address_moves_the_path() {
         while let Some(e) = p.b.session.poll_event() {
             events.push(e);
         }
-        assert!(events.contains(&PeerEvent::PathChanged { peer_addr: rebound }));
+        assert!(events.contains(&PeerEvent::PathChanged {
+            peer_addr: rebound,
+            relayed: false
+        }));
     });
 }
 

@@ -467,6 +467,13 @@ impl Transport {
         push_event(&mut self.events, &mut self.stats, event);
     }
 
+    /// Makes the next packet ack-eliciting (a PING frame if nothing else
+    /// is), with no event: how a relayed session tries a direct path at
+    /// once, since the peer acknowledges what arrives and so moves too.
+    pub fn keepalive_now(&mut self) {
+        self.ping_pending = true;
+    }
+
     /// Sends a ping: the next packet is ack-eliciting (a PING frame if
     /// nothing else makes it so), and when it is acknowledged
     /// [`TransportEvent::Pong`] carries the round trip; with no

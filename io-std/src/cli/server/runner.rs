@@ -36,10 +36,13 @@ use crate::cli::CliError;
 use crate::drive::{DriverClock, Stopped};
 use crate::observe::http::HttpListener;
 use crate::observe::metrics::ServerMetrics;
+use crate::role::relay::RelayHandle;
 use crate::role::session_server::{start_timed_journal, Durable, SessionHandle};
 use crate::role::trigger_server::TriggerHandle;
 use crate::role::Reply;
 use crate::store::{self, key_hex, parse_id, OperatorCommand, PendingCommand, StoreLocation};
+use tryst_core::relay::server::{RelayConfig, RelayEvent};
+use tryst_core::relay::{RelayIssuer, RelayKey};
 
 /// `server`: both roles in one process on `driver`, the session server
 /// linked to the trigger server over loopback.
@@ -64,12 +67,17 @@ pub fn run<D: Driver + ?Sized>(driver: &D, args: ServerArgs) -> Result<(), CliEr
         )
         .map_err(|e| bind_error("trigger", args.trigger, e))?;
     let trigger_udp = trigger.udp_addr;
+    let relay = match args.relay {
+        Some(addr) => Some(start_relay(driver, addr, args.relay_public)?),
+        None => None,
+    };
     let start = SessionStart {
         config,
         closed: args.policy.closed,
         trigger_key: trigger.public_key,
         trigger_link: trigger.link_addr,
         control: args.control,
+        relay: relay.as_ref().map(|(issuer, _)| issuer.clone()),
     };
     let location = server_store_location(&args.data_dir, args.store.as_deref())?;
     run_session(
@@ -81,8 +89,43 @@ pub fn run<D: Driver + ?Sized>(driver: &D, args: ServerArgs) -> Result<(), CliEr
         start,
         |key, created, control| combined_up(&args, key, created, control, trigger_udp),
         Some((trigger, trigger_events)),
+        relay.map(|(_, running)| running),
         &args.observe,
     )
+}
+
+/// A relay running beside the session server: its handle and events.
+type RunningRelay = (RelayHandle, flume::Receiver<RelayEvent>);
+
+/// Starts the relay of the all-in-one server on `addr` with a fresh random
+/// key (the session server beside it is the only issuer, so the key never
+/// leaves the process); what the session server needs to hand out
+/// allocations on it, and the running relay.
+fn start_relay<D: Driver + ?Sized>(
+    driver: &D,
+    addr: SocketAddr,
+    public: Option<SocketAddr>,
+) -> Result<(RelayIssuer, RunningRelay), CliError> {
+    use rand_core::RngCore;
+    let mut secret = [0u8; tryst_core::relay::RELAY_KEY_LEN];
+    rand_core::OsRng.fill_bytes(&mut secret);
+    let key = RelayKey(secret);
+    // Wall-clock instants: Unix time at the clock's origin is 0.
+    let config = RelayConfig::new(key.clone(), 0);
+    let (handle, events) = driver
+        .relay(config, DriverClock::wall(), addr)
+        .map_err(|e| bind_error("relay", addr, e))?;
+    let advertised = public.unwrap_or(handle.udp_addr);
+    println!(
+        "relay: udp {} (told to terminals as {advertised})",
+        handle.udp_addr
+    );
+    let issuer = RelayIssuer {
+        addr: advertised,
+        key,
+        unix_at_zero: 0,
+    };
+    Ok((issuer, (handle, events)))
 }
 
 /// `session-server`: the session role alone on `driver`, linked to a
@@ -103,6 +146,7 @@ pub fn run_session_server<D: Driver + ?Sized>(
         trigger_key,
         trigger_link: args.trigger_link,
         control: args.control,
+        relay: None,
     };
     let location = server_store_location(&args.data_dir, args.store.as_deref())?;
     run_session(
@@ -113,6 +157,7 @@ pub fn run_session_server<D: Driver + ?Sized>(
         identity,
         start,
         |key, created, control| session_up(&args, key, created, control),
+        None,
         None,
         &args.observe,
     )
@@ -132,6 +177,7 @@ fn run_session<D: Driver + ?Sized>(
     start: SessionStart,
     up: impl FnOnce(&PublicKey, bool, SocketAddr),
     trigger: Option<(TriggerHandle, flume::Receiver<TriggerEvent>)>,
+    relay: Option<RunningRelay>,
     observe: &ObserveArgs,
 ) -> Result<(), CliError> {
     let ServerIdentity {
@@ -162,7 +208,7 @@ fn run_session<D: Driver + ?Sized>(
     // Said once everything that needs a descriptor holds one: a flood of
     // streams from then on cannot keep the server from its store.
     up(&key, created, control_addr);
-    let result = serve(stop, running, stores, trigger, watch);
+    let result = serve(stop, running, stores, trigger, relay, watch);
     drop(lock);
     result
 }
@@ -244,7 +290,11 @@ pub fn run_trigger_server<D: Driver + ?Sized>(
             Wake::TriggerGone => break Err(CliError::failed("the trigger server stopped")),
             Wake::Signal => break Ok(()),
             // Not selected here.
-            Wake::Session(_) | Wake::SessionGone | Wake::Stopped(_) => {}
+            Wake::Session(_)
+            | Wake::SessionGone
+            | Wake::Stopped(_)
+            | Wake::Relay(_)
+            | Wake::RelayGone => {}
         }
     };
     if result.is_ok() {
@@ -270,6 +320,10 @@ enum Wake {
     Trigger(TriggerEvent),
     /// The trigger server's event channel closed.
     TriggerGone,
+    /// A relay event to log.
+    Relay(RelayEvent),
+    /// The relay's event channel closed.
+    RelayGone,
     /// The session server's loop stopped, and why.
     Stopped(Option<Stopped>),
     /// SIGTERM or SIGINT.
@@ -283,6 +337,7 @@ struct SessionStart {
     trigger_key: PublicKey,
     trigger_link: SocketAddr,
     control: SocketAddr,
+    relay: Option<RelayIssuer>,
 }
 
 /// A session server running on its store.
@@ -326,6 +381,7 @@ fn start_session_server<D: Driver + ?Sized>(
         clock: DriverClock::wall(),
         restore: state.live,
         enrol_codes: state.enrol_codes,
+        relay: start.relay,
         journal: Some(start_timed_journal(journal_store, move |took| {
             timing.observe_store_write(took)
         })),
@@ -504,8 +560,13 @@ fn serve(
     running: RunningSession,
     stores: SessionStores,
     trigger: Option<(TriggerHandle, flume::Receiver<TriggerEvent>)>,
+    relay: Option<RunningRelay>,
     watch: Watch,
 ) -> Result<(), CliError> {
+    let (relay_handle, mut relay_events) = match relay {
+        Some((h, e)) => (Some(h), Some(e)),
+        None => (None, None),
+    };
     let (trigger_handle, mut trigger_events) = match trigger {
         Some((h, e)) => (Some(h), Some(e)),
         None => (None, None),
@@ -553,8 +614,19 @@ fn serve(
                 Err(_) => Wake::TriggerGone,
             });
         }
+        if let Some(events) = &relay_events {
+            selector = selector.recv(events, |event| match event {
+                Ok(event) => Wake::Relay(event),
+                Err(_) => Wake::RelayGone,
+            });
+        }
         match selector.wait() {
+            Wake::Relay(event) => log_relay_event(&event),
+            Wake::RelayGone => relay_events = None,
             Wake::Session(event) => {
+                if let Some(relay) = &relay_handle {
+                    tell_relay(relay, &event);
+                }
                 names.note(&event);
                 watch.metrics.observe_session_event(&event);
                 log_session_event(&event);
@@ -578,7 +650,36 @@ fn serve(
     drop(watch);
     drop(running);
     drop(trigger_handle);
+    drop(relay_handle);
     result
+}
+
+/// What the relay must hear of the session server: extensions move an
+/// allocation's deadline, a record or a settled forced end ends it.
+fn tell_relay(relay: &RelayHandle, event: &SessionEvent) {
+    match event {
+        SessionEvent::SessionExtended(x) => relay.extend(x.session_id, x.duration_secs),
+        SessionEvent::SessionRecord(r) => relay.end(r.session_id),
+        SessionEvent::ForcedEndSettled(f) => relay.end(f.session_id),
+        _ => {}
+    }
+}
+
+/// The relay's events in the operator's log.
+fn log_relay_event(event: &RelayEvent) {
+    match event {
+        RelayEvent::Allocated { session_id } => {
+            tracing::info!(target: LOG_TARGET, session = %store::id_hex(session_id), "relay allocation");
+        }
+        RelayEvent::Ended {
+            session_id,
+            reason,
+            from_requester,
+            from_target,
+        } => {
+            tracing::info!(target: LOG_TARGET, session = %store::id_hex(session_id), ?reason, from_requester, from_target, "relay allocation ended");
+        }
+    }
 }
 
 /// Keeps a refused request in the store with its real reason (for the
