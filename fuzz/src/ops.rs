@@ -173,6 +173,8 @@ macro_rules! fuzz_ops {
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, arbitrary::Arbitrary)]
+        // Fuzz inputs, built one at a time: their size does not matter.
+        #[allow(clippy::large_enum_variant)]
         pub enum $name $(<$lt>)? {
             $(
                 $(#[$vmeta])*
