@@ -192,6 +192,15 @@ pub trait Machine {
     /// When [`Self::handle_timeout`] should next run; the same instant
     /// [`Output::Timeout`] gives.
     fn poll_timeout(&self) -> Option<Instant>;
+
+    /// Which of the driver's upstream addresses `Destination::Upstream`
+    /// goes to (0: the first, and the only one of most roles). A terminal
+    /// that knows several session servers moves on after a failed
+    /// handshake; a driver whose live upstream stream goes elsewhere closes
+    /// it and opens one to the address of this index.
+    fn upstream_choice(&self) -> usize {
+        0
+    }
 }
 
 /// The bytes of one encoded message queued inside a machine, at most

@@ -2178,6 +2178,106 @@ pub fn a_missing_required_argument_is_named_in_the_error() {
     }
 }
 
+/// The flags of a terminal-side command for device `name` with the
+/// session servers `servers` (a comma list) and keys `keys`, and
+/// `server`'s trigger server.
+fn failover_flags(
+    server: &Server,
+    name: &str,
+    state: &Path,
+    servers: &str,
+    keys: &str,
+) -> Vec<String> {
+    let mut flags = server.terminal_flags(name, state);
+    let at = |flags: &[String], flag: &str| {
+        flags
+            .iter()
+            .position(|f| f == flag)
+            .map(|i| i + 1)
+            .expect("the flag")
+    };
+    let i = at(&flags, "--server");
+    flags[i] = servers.to_owned();
+    let i = at(&flags, "--server-key");
+    flags[i] = keys.to_owned();
+    flags
+}
+
+/// A terminal given several session servers registers with the next one
+/// when the first is down (connection refused) or refuses the handshake
+/// (a key it does not hold): `terminal` with a dead address first, then
+/// `ping` with a wrong key for the first server (one key per --server),
+/// and `connect` with the servers given as repeated flags.
+pub fn a_terminal_fails_over_to_the_next_session_server_when_one_is_down_or_refuses() {
+    let dir = scratch("failover");
+    let server = Server::start(&dir, &[]);
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let live = server.control.to_string();
+    // Down first: one key for every server.
+    let state = dir.join("home-state");
+    let mut args = vec!["terminal".to_owned()];
+    args.extend(failover_flags(
+        &server,
+        "home",
+        &state,
+        &format!("{dead},{live}"),
+        &server.key,
+    ));
+    args.extend(["--allow".to_owned(), "phone".to_owned()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut home = Proc::start(&refs, dir.join("home.log"), None);
+    home.expect_line("online: the trigger server sees this terminal at ");
+    // Refusing first: a key per server, the first one wrong.
+    let state = dir.join("phone-state");
+    let out = tryst_for("ping")
+        .arg("ping")
+        .args(failover_flags(
+            &server,
+            "phone",
+            &state,
+            &format!("{live},{live}"),
+            &format!("{STRANGER_KEY},{}", server.key),
+        ))
+        .args(["home", "--count", "1"])
+        .output()
+        .expect("tryst ping runs");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("1 sent, 1 received"), "{all}");
+    // Repeated flags, the dead one first again, for connect.
+    let mut cmd = tryst_for("connect");
+    cmd.arg("connect")
+        .args(failover_flags(&server, "phone", &state, &dead, &server.key))
+        .args(["--server", &live, "home", "--duration", "1s"])
+        .stdin(std::process::Stdio::null());
+    let out = cmd.output().expect("tryst connect runs");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains(" with home for "), "{all}");
+    // A key count that matches neither one nor the servers is a usage error.
+    let out = tryst_for("ping")
+        .arg("ping")
+        .args(failover_flags(
+            &server,
+            "phone",
+            &state,
+            &format!("{live},{live},{live}"),
+            &format!("{STRANGER_KEY},{}", server.key),
+        ))
+        .arg("home")
+        .output()
+        .expect("tryst ping runs");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("2 --server-key for 3 --server"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 pub fn a_refused_tcp_connection_is_reported_as_refused() {
     let dir = scratch("refused-tcp");
     // A port that was free a moment ago: nothing listens there now.
@@ -2806,6 +2906,10 @@ macro_rules! terminal_flows {
         #[test]
         fn a_missing_required_argument_is_named_in_the_error() {
             support::with_mix($mix, support::terminal_flows::a_missing_required_argument_is_named_in_the_error);
+        }
+        #[test]
+        fn a_terminal_fails_over_to_the_next_session_server_when_one_is_down_or_refuses() {
+            support::with_mix($mix, support::terminal_flows::a_terminal_fails_over_to_the_next_session_server_when_one_is_down_or_refuses);
         }
         #[test]
         fn a_refused_tcp_connection_is_reported_as_refused() {

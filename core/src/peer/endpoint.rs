@@ -692,6 +692,10 @@ impl<R: RngCore + CryptoRng> Machine for Endpoint<R> {
     fn poll_timeout(&self) -> Option<Instant> {
         Endpoint::poll_timeout(self)
     }
+
+    fn upstream_choice(&self) -> usize {
+        self.terminal.upstream_choice()
+    }
 }
 
 #[cfg(test)]

@@ -196,6 +196,9 @@ pub struct Terminal<R> {
     /// that was lost (or while there was none) never arrived. The server
     /// takes a second copy as a no-op.
     recent_ends: Vec<(Instant, EndNotification), MAX_RECENT_ENDS>,
+    /// Which session server of the list the next handshake goes to (0: the
+    /// first, [`TerminalConfig::session_server_key`]).
+    upstream: usize,
 }
 
 /// Most end notifications kept to send again after a re-registration.
@@ -315,6 +318,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
             stats: TerminalStats::default(),
             ticket: None,
             recent_ends: Vec::new(),
+            upstream: 0,
         }
     }
 
@@ -325,6 +329,31 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
         let now = self.clock.observe(now);
         if matches!(self.phase, Phase::Idle | Phase::Refused) {
             self.begin_handshake(now, 1);
+        }
+    }
+
+    /// Which session server of its list the terminal registers with now,
+    /// or tries next (0: the first): the driver's upstream stream goes to
+    /// the address of this index.
+    pub fn upstream_choice(&self) -> usize {
+        self.upstream
+    }
+
+    /// How many session servers the terminal knows.
+    fn server_count(&self) -> usize {
+        1 + self.config.failover_server_keys.len()
+    }
+
+    /// The static key of the session server the next handshake goes to.
+    fn server_key(&self) -> PublicKey {
+        match self.upstream.checked_sub(1) {
+            Some(i) => self
+                .config
+                .failover_server_keys
+                .get(i)
+                .copied()
+                .unwrap_or(self.config.session_server_key),
+            None => self.config.session_server_key,
         }
     }
 
@@ -752,11 +781,12 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
             };
             let len = message.encode(&mut register).ok()?;
             let payload = register.get(..len)?;
+            let server_key = self.server_key();
             let (initiator, n) = Initiator::start(
                 &mut self.rng,
                 now,
                 &self.keypair,
-                &self.config.session_server_key,
+                &server_key,
                 payload,
                 &mut noise,
             )
@@ -817,6 +847,17 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
         cause: HandshakeFailure,
         retry_in: Duration,
     ) {
+        // Several servers: the next one, soon while the list lasts (the
+        // backoff once it starts again at the first). A ticket is only
+        // good for the server that issued it.
+        let mut retry_in = retry_in;
+        if self.server_count() > 1 {
+            self.upstream = (self.upstream + 1) % self.server_count();
+            self.ticket = None;
+            if self.upstream != 0 {
+                retry_in = FAILOVER_DELAY;
+            }
+        }
         self.phase = Phase::Backoff {
             retry_at: after(now, retry_in),
             attempt,

@@ -507,6 +507,70 @@ fn registration_is_retried_with_backoff() {
 }
 
 #[test]
+fn several_session_servers_a_failed_handshake_moves_to_the_next_soon_and_wraps_with_the_backoff() {
+    // The harness's server is the second of the list; the first is one
+    // whose key nobody holds (down, or refusing the handshake).
+    let mut h = Harness::with(9, |c| {
+        let serving = c.session_server_key;
+        c.session_server_key =
+            StaticKeypair::generate(&mut ChaCha20Rng::seed_from_u64(99)).public_key();
+        c.failover_server_keys.push(serving).unwrap();
+    });
+    h.t.start(h.now);
+    assert_eq!(h.t.upstream_choice(), 0);
+    h.clear();
+    // The first is down: the second is tried after the short failover delay.
+    h.t.handle_upstream_closed(h.now);
+    assert_eq!(
+        h.take_events(),
+        [TerminalEvent::HandshakeFailed {
+            attempt: 1,
+            cause: HandshakeFailure::StreamClosed,
+            retry_in: FAILOVER_DELAY,
+        }]
+    );
+    assert_eq!(h.t.upstream_choice(), 1);
+    h.advance(FAILOVER_DELAY);
+    // Under the second server's key: it accepts.
+    h.ss_handshake(true);
+    assert!(h.t.is_registered());
+    assert_eq!(
+        h.t.upstream_choice(),
+        1,
+        "stays with the server it registered with"
+    );
+    h.clear();
+    // That server dies: the terminal registers again there first, and
+    // once that fails, back at the first after the backoff (the whole
+    // list failed).
+    h.t.handle_upstream_closed(h.now);
+    h.clear();
+    assert_eq!(h.t.upstream_choice(), 1);
+    h.t.handle_upstream_closed(h.now);
+    let events = h.take_events();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [TerminalEvent::HandshakeFailed { retry_in, .. }] if *retry_in > FAILOVER_DELAY
+        ),
+        "{events:?}"
+    );
+    assert_eq!(h.t.upstream_choice(), 0);
+}
+
+#[test]
+fn one_session_server_stays_the_choice_whatever_fails() {
+    let mut h = Harness::new(3);
+    h.t.start(h.now);
+    h.clear();
+    h.t.handle_upstream_closed(h.now);
+    h.advance(secs(1));
+    h.advance(HANDSHAKE_TIMEOUT_FOR_TEST);
+    assert_eq!(h.t.upstream_choice(), 0);
+    assert_eq!(h.t.stats().handshakes_started, 2);
+}
+
+#[test]
 fn a_failed_handshake_is_an_event_that_says_why_and_when_the_next_goes() {
     // Unanswered: no reply, the next in 1 s; then the stream closes on the
     // second: closed, the next in 2 s.

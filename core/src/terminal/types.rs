@@ -57,6 +57,13 @@ pub const ASK_TIMEOUT: Duration = Duration::from_secs(4);
 /// whose transfer is still running asks for an extension (S1504).
 pub const DEFAULT_EXTENSION_THRESHOLD_PERCENT: u8 = 70;
 
+/// Most session servers a terminal knows ([`TerminalConfig::session_server_key`]
+/// and up to this many minus one [`TerminalConfig::failover_server_keys`]).
+pub const MAX_SESSION_SERVERS: usize = 8;
+/// How long a terminal waits before it tries the next session server of
+/// its list after a failed handshake (the whole list failed: the backoff).
+pub const FAILOVER_DELAY: Duration = Duration::from_millis(200);
+
 /// A device name owned by the terminal (validated as a wire [`Name`]).
 pub type NameBuf = heapless::String<MAX_NAME_LEN>;
 
@@ -98,8 +105,15 @@ pub struct TerminalConfig {
     /// The trigger server's UDP address: keepalives go there, and only
     /// datagrams from it are read as triggers.
     pub trigger_server: SocketAddr,
-    /// The session server's static public key (the Noise IK responder).
+    /// The session server's static public key (the Noise IK responder):
+    /// the first server of the terminal's list.
     pub session_server_key: PublicKey,
+    /// The keys of the other session servers of an operator's cluster, in
+    /// the order they are tried after the first: a failed handshake (no
+    /// stream, no reply, refused, rate-limited) moves to the next server,
+    /// and the driver opens the stream to the address of the same index
+    /// ([`crate::machine::Machine::upstream_choice`]). Empty by default.
+    pub failover_server_keys: heapless::Vec<PublicKey, { MAX_SESSION_SERVERS - 1 }>,
     /// Keepalive interval until the trigger server's first ack (clamped to
     /// [`MIN_KEEPALIVE_INTERVAL`]..=[`MAX_KEEPALIVE_INTERVAL`]).
     pub keepalive_interval: Duration,
@@ -139,6 +153,7 @@ impl TerminalConfig {
             judge: JudgePolicy::List,
             trigger_server,
             session_server_key,
+            failover_server_keys: heapless::Vec::new(),
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             extension_threshold_percent: DEFAULT_EXTENSION_THRESHOLD_PERCENT,
             extension_secs: None,

@@ -631,7 +631,7 @@ fn wait_online(events: &flume::Receiver<Event>, common: &TerminalCommon) -> Resu
                     return Err(CliError::failed(format!(
                         "the session server at {} limits registrations from this address or \
                          this device: try again in {secs:.0} s",
-                        common.server
+                        common.servers_text()
                     )));
                 }
                 eprintln!(
@@ -639,8 +639,12 @@ fn wait_online(events: &flume::Receiver<Event>, common: &TerminalCommon) -> Resu
                      retrying in {secs:.0} s"
                 );
             }
+            // Several servers: the terminal moves on to the next; only
+            // the end of the wait says none answered.
+            Ok(Event::Terminal(TerminalEvent::HandshakeFailed { cause, .. }))
+                if common.server.len() > 1 && cause != HandshakeFailure::BadServerKey => {}
             Ok(Event::Terminal(TerminalEvent::HandshakeFailed { cause, .. })) => {
-                match handshake_failure(common.server, cause) {
+                match handshake_failure(common.first_server()?, cause) {
                     HandshakeVerdict::Retry => {}
                     HandshakeVerdict::Dropped => dropped = true,
                     HandshakeVerdict::Fatal(message) => return Err(CliError::failed(message)),
@@ -654,7 +658,7 @@ fn wait_online(events: &flume::Receiver<Event>, common: &TerminalCommon) -> Resu
                 return Err(CliError::failed(format!(
                     "the server at {} accepted the connection but dropped every handshake: wrong \
                      server key (--server-key), or not a tryst server",
-                    common.server
+                    common.servers_text()
                 )))
             }
             Err(flume::RecvTimeoutError::Timeout) if registered => {
@@ -667,7 +671,7 @@ fn wait_online(events: &flume::Receiver<Event>, common: &TerminalCommon) -> Resu
             Err(flume::RecvTimeoutError::Timeout) => {
                 return Err(CliError::failed(format!(
                     "could not register with the session server at {} and the trigger server at {}",
-                    common.server, common.trigger
+                    common.servers_text(), common.trigger
                 )))
             }
         }

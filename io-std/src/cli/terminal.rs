@@ -29,7 +29,9 @@ use crate::keyfile::{self, IfExists, KeyFileError};
 use tryst_core::crypto::StaticKeypair;
 use tryst_core::identity::SecretKey;
 use tryst_core::peer::session::PeerEvent;
-use tryst_core::terminal::{JudgePolicy, TerminalConfig, TerminalEvent, MAX_PERMISSIONS};
+use tryst_core::terminal::{
+    JudgePolicy, TerminalConfig, TerminalEvent, MAX_PERMISSIONS, MAX_SESSION_SERVERS,
+};
 use tryst_core::wire::{DecisionMode, EndReason, Name, PublicKey, SessionId};
 
 use super::control::{ControlContext, ControlHub};
@@ -80,16 +82,26 @@ pub struct TerminalCommon {
     #[arg(long, value_name = "NAME")]
     pub name: String,
     /// The session server's control address (TCP), e.g. 127.0.0.1:7400
-    /// (not needed with --invite).
-    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
-    pub server: SocketAddr,
+    /// (not needed with --invite). Several (repeated, or a comma list):
+    /// the session servers of one cluster, tried in order, the next when
+    /// one is down or refuses the handshake.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr, value_delimiter = ',',
+          required = true)]
+    pub server: Vec<SocketAddr>,
     /// The trigger server's address (UDP), e.g. 127.0.0.1:7401.
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     pub trigger: SocketAddr,
     /// The session server's public key: 64 hex digits, or a file holding it
-    /// (the server writes `server.pub` in its data dir).
-    #[arg(long = "server-key", value_name = "KEY|FILE")]
-    pub server_key: String,
+    /// (the server writes `server.pub` in its data dir). With several
+    /// --server: one key for all (servers sharing a key file), or one per
+    /// --server in the same order (repeated, or a comma list).
+    #[arg(
+        long = "server-key",
+        value_name = "KEY|FILE",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub server_key: Vec<String>,
     /// Where the terminal keeps its key and permission list (created if missing).
     #[arg(long = "state-dir", value_name = "DIR")]
     pub state_dir: PathBuf,
@@ -107,6 +119,46 @@ pub struct TerminalCommon {
     /// session's original duration when absent.
     #[arg(long = "extension-step", value_name = "DUR", value_parser = super::connect::parse_session_duration)]
     pub extension_step: Option<std::time::Duration>,
+}
+
+impl TerminalCommon {
+    /// The first session server's address (the one tried first).
+    pub fn first_server(&self) -> Result<SocketAddr, CliError> {
+        self.server
+            .first()
+            .copied()
+            .ok_or_else(|| CliError::usage("--server is required"))
+    }
+
+    /// The session servers' addresses as the messages name them.
+    pub fn servers_text(&self) -> String {
+        let all: Vec<String> = self.server.iter().map(ToString::to_string).collect();
+        all.join(", ")
+    }
+
+    /// One key per --server: the one --server-key given for all, or the
+    /// keys in --server's order.
+    pub fn server_keys(&self) -> Result<Vec<PublicKey>, CliError> {
+        if self.server.len() > MAX_SESSION_SERVERS {
+            return Err(CliError::usage(format!(
+                "more than {MAX_SESSION_SERVERS} --server"
+            )));
+        }
+        let keys = self
+            .server_key
+            .iter()
+            .map(|k| keyfile::read_public_key(k).map_err(CliError::usage))
+            .collect::<Result<Vec<PublicKey>, CliError>>()?;
+        match keys.as_slice() {
+            [one] => Ok(vec![*one; self.server.len().max(1)]),
+            _ if keys.len() == self.server.len() => Ok(keys),
+            _ => Err(CliError::usage(format!(
+                "{} --server-key for {} --server: give one key for all, or one per --server",
+                keys.len(),
+                self.server.len()
+            ))),
+        }
+    }
 }
 
 /// `tryst terminal`: run the device.
@@ -382,12 +434,20 @@ impl Drop for EditLock {
 
 /// The terminal configuration both `tryst terminal` and `tryst connect` use.
 pub fn config(common: &TerminalCommon, mode: Mode) -> Result<TerminalConfig, CliError> {
-    let server_key: PublicKey =
-        keyfile::read_public_key(&common.server_key).map_err(CliError::usage)?;
+    let keys = common.server_keys()?;
+    let (server_key, failover) = keys
+        .split_first()
+        .ok_or_else(|| CliError::usage("--server-key is required"))?;
     let mut config =
-        TerminalConfig::new(&common.name, common.trigger, server_key).map_err(|e| {
+        TerminalConfig::new(&common.name, common.trigger, *server_key).map_err(|e| {
             CliError::usage(format!("{:?} is not a valid device name: {e}", common.name))
         })?;
+    for key in failover {
+        config
+            .failover_server_keys
+            .push(*key)
+            .map_err(|_| CliError::usage(format!("more than {MAX_SESSION_SERVERS} --server")))?;
+    }
     config.mode = match mode {
         Mode::List => DecisionMode::PermissionList,
         Mode::Judge => DecisionMode::TerminalJudges,
@@ -805,11 +865,13 @@ pub fn start<D: Driver>(
     permissions: &[&str],
     options: TerminalOptions,
 ) -> Result<(TerminalHandle, flume::Receiver<Event>), CliError> {
+    let mut options = options;
+    options.failover_servers = common.server.iter().skip(1).copied().collect();
     driver
         .terminal(
             config,
             keypair,
-            common.server,
+            common.first_server()?,
             bind_addr(common),
             permissions,
             options,

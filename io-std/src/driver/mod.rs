@@ -109,6 +109,11 @@ pub struct Sockets {
     pub listener: Option<std::net::TcpListener>,
     /// Where `Destination::Upstream` connects (terminal, session server).
     pub upstream: Option<SocketAddr>,
+    /// More addresses `Destination::Upstream` may connect to, numbered
+    /// from 1 after [`Self::upstream`]: the machine names the one
+    /// ([`tryst_core::machine::Machine::upstream_choice`]; a terminal's
+    /// other session servers).
+    pub failover_upstreams: Vec<SocketAddr>,
     /// The local address the upstream stream is bound to (any port);
     /// `None` lets the system choose.
     pub upstream_local: Option<IpAddr>,
@@ -360,7 +365,10 @@ where
                 };
                 match t.destination {
                     Destination::Udp(to) => io.send_udp(to, t.local, bytes),
-                    destination => io.send(destination, bytes),
+                    destination => {
+                        let choice = role.parts().0.upstream_choice();
+                        io.send(destination, bytes, choice);
+                    }
                 }
             }
             Output::Timeout(next) => {
@@ -418,6 +426,9 @@ struct Io<F> {
     accepted_overflow: Overflow,
     next_accepted: u64,
     upstream_addr: Option<SocketAddr>,
+    failover_upstreams: Vec<SocketAddr>,
+    /// The index of the address the live upstream stream goes to.
+    upstream_choice: usize,
     upstream_local: Option<IpAddr>,
     upstream_overflow: Overflow,
     /// The driver's number of the live outgoing stream, if any.
@@ -474,6 +485,8 @@ impl<F> Io<F> {
             accepted_overflow: sockets.accepted_overflow,
             next_accepted: 1,
             upstream_addr: sockets.upstream,
+            failover_upstreams: sockets.failover_upstreams,
+            upstream_choice: 0,
             upstream_local: sockets.upstream_local,
             upstream_overflow: sockets.upstream_overflow,
             upstream: None,
@@ -615,8 +628,12 @@ impl<F> Io<F> {
 
     /// Opens the upstream stream (connecting in the background); the
     /// machine hears at once if it cannot even start.
-    fn open_upstream(&mut self) -> Option<ConnectionId> {
-        let addr = self.upstream_addr?;
+    fn open_upstream(&mut self, choice: usize) -> Option<ConnectionId> {
+        let addr = match choice.checked_sub(1) {
+            None => self.upstream_addr?,
+            Some(i) => *self.failover_upstreams.get(i)?,
+        };
+        self.upstream_choice = choice;
         let conn = ConnectionId(self.next_upstream);
         self.next_upstream += 1;
         let opened = self
@@ -656,13 +673,20 @@ impl<F> Io<F> {
     /// Queues one message on a stream, opening the upstream one if needed
     /// (and waiting for room on an internal link); a lost stream is noted
     /// for the machine.
-    fn send(&mut self, destination: Destination, bytes: &[u8]) {
+    /// `choice` is the upstream address the machine names: a live upstream
+    /// stream to another is dropped first (nobody waits for its end).
+    fn send(&mut self, destination: Destination, bytes: &[u8], choice: usize) {
+        if let (Destination::Upstream, Some(old)) = (destination, self.upstream) {
+            if self.upstream_choice != choice {
+                self.kill(old);
+            }
+        }
         let conn = match destination {
             Destination::Udp(_) => return,
             Destination::Connection(conn) => conn,
             Destination::Upstream => match self.upstream {
                 Some(conn) => conn,
-                None => match self.open_upstream() {
+                None => match self.open_upstream(choice) {
                     Some(conn) => conn,
                     None => return,
                 },

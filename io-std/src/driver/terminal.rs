@@ -72,6 +72,7 @@ pub fn spawn_with(
     let clock = DriverClock::default();
     let permissions: Vec<String> = permissions.iter().map(|p| (*p).to_owned()).collect();
     let upstream_local = options.control_local;
+    let failover_upstreams = options.failover_servers.clone();
     let make = move || {
         let names: Vec<&str> = permissions.iter().map(String::as_str).collect();
         let now = clock.now();
@@ -81,6 +82,7 @@ pub fn spawn_with(
     let sockets = Sockets {
         udp: Some(udp),
         upstream: Some(session_server),
+        failover_upstreams,
         upstream_local,
         ..Sockets::default()
     };

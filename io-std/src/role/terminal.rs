@@ -67,6 +67,10 @@ pub struct TerminalOptions {
     /// The local address of its stream to the session server (any port);
     /// `None` lets the system choose.
     pub control_local: Option<std::net::IpAddr>,
+    /// The other session servers' control addresses, in the order of the
+    /// configuration's `failover_server_keys` (the first server is the
+    /// address the terminal is started with).
+    pub failover_servers: Vec<SocketAddr>,
 }
 
 /// What happened, for the app.

@@ -66,6 +66,11 @@ pub struct Sockets {
     pub listener: Option<TcpListener>,
     /// Where `Destination::Upstream` connects (terminal, session server).
     pub upstream: Option<SocketAddr>,
+    /// More addresses `Destination::Upstream` may connect to, numbered
+    /// from 1 after [`Self::upstream`]: the machine names the one
+    /// ([`tryst_core::machine::Machine::upstream_choice`]; a terminal's
+    /// other session servers).
+    pub failover_upstreams: Vec<SocketAddr>,
     /// The local address the upstream stream is bound to (any port);
     /// `None` lets the system choose.
     pub upstream_local: Option<IpAddr>,
@@ -105,6 +110,8 @@ where
     let mut udp = sockets.udp;
     let mut io = Links {
         upstream_addr: sockets.upstream,
+        failover_upstreams: sockets.failover_upstreams,
+        upstream_choice: 0,
         upstream_local: sockets.upstream_local,
         upstream_overflow: sockets.upstream_overflow,
         writers: BTreeMap::new(),
@@ -378,7 +385,9 @@ async fn send<D: Driven>(
             }
         }
         destination => {
-            if let Some(lost) = io.send(destination, bytes).await {
+            let choice = role.parts().0.upstream_choice();
+            if let Some(lost) = io.send(destination, bytes, choice).await {
+                // The loss is an input; polling goes on.
                 let (machine, app_io) = role.parts();
                 machine.handle_input(now, lost, app_io);
             }
@@ -389,6 +398,9 @@ async fn send<D: Driven>(
 /// The loop's streams and journal.
 struct Links<F> {
     upstream_addr: Option<SocketAddr>,
+    failover_upstreams: Vec<SocketAddr>,
+    /// The index of the address the live upstream stream goes to.
+    upstream_choice: usize,
     upstream_local: Option<IpAddr>,
     upstream_overflow: Overflow,
     writers: BTreeMap<ConnectionId, StreamWriter>,
@@ -472,14 +484,30 @@ impl<F> Links<F> {
     /// Queues one message on a stream, opening the upstream one if needed
     /// (and waiting for room on an internal link); the input that says the
     /// stream was lost, if it was.
-    async fn send(&mut self, destination: Destination, bytes: &[u8]) -> Option<Input<'static>> {
+    /// `choice` is the upstream address the machine names: a live upstream
+    /// stream to another is dropped first (nobody waits for its end).
+    async fn send(
+        &mut self,
+        destination: Destination,
+        bytes: &[u8],
+        choice: usize,
+    ) -> Option<Input<'static>> {
+        if let (Destination::Upstream, Some(old)) = (destination, self.upstream) {
+            if self.upstream_choice != choice {
+                self.kill(old);
+            }
+        }
         let conn = match destination {
             Destination::Udp(_) => return None,
             Destination::Connection(conn) => conn,
             Destination::Upstream => match self.upstream {
                 Some(conn) => conn,
                 None => {
-                    let addr = self.upstream_addr?;
+                    let addr = match choice.checked_sub(1) {
+                        None => self.upstream_addr?,
+                        Some(i) => *self.failover_upstreams.get(i)?,
+                    };
+                    self.upstream_choice = choice;
                     let conn = ConnectionId(self.next_upstream);
                     self.next_upstream += 1;
                     let writer = connect_upstream(

@@ -129,6 +129,7 @@ pub async fn spawn_with(
                 let sockets = Sockets {
                     udp: Some(udp),
                     upstream: Some(session_server),
+                    failover_upstreams: options.failover_servers.clone(),
                     upstream_local: options.control_local,
                     wake: Some(hashed),
                     ..Sockets::default()
