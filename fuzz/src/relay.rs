@@ -53,8 +53,18 @@ pub fn run(data: &[u8]) {
         match op % 6 {
             0 => {
                 // A valid bind.
-                let role = if arg & 1 == 0 { Role::Connecting } else { Role::Connected };
-                let token = RelayToken::mint(&key, session(arg >> 1), role, (UNIX0 + 60) as u32, u32::from(arg % 16));
+                let role = if arg & 1 == 0 {
+                    Role::Connecting
+                } else {
+                    Role::Connected
+                };
+                let token = RelayToken::mint(
+                    &key,
+                    session(arg >> 1),
+                    role,
+                    (UNIX0 + 60) as u32,
+                    u32::from(arg % 16),
+                );
                 let mut bind = [0u8; RELAY_BIND_LEN];
                 let _ = encode_bind(&token, &mut bind);
                 assert_eq!(relay.handle_datagram(now, addr(arg >> 3), &bind), None);
