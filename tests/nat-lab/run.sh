@@ -432,8 +432,14 @@ case_symmetric_both() {
     path_report "relayed: $server bytes via the server, $homes bytes home to home"
 }
 
-# A symmetric NAT on one side only: the other side finds it through its
-# probes, and the file goes direct although a relay is offered.
+# A symmetric NAT on one side only, against the lab's home NAT, which
+# filters by address and port (Linux masquerade: an inbound packet must come
+# from the exact address and port it sent to). The symmetric side's packets
+# come from a port the home never sent to, and the home's go to a mapping
+# the symmetric NAT made for the server only: neither gets through (a real
+# port-restricted NAT behaves the same), so the session goes relayed and the
+# file arrives intact. Direct with one symmetric side needs the other NAT to
+# filter by address only; this lab does not model that yet.
 case_symmetric_one() {
     in_ns nat2 nft delete table ip home
     nat nat2 random
@@ -445,10 +451,10 @@ case_symmetric_one() {
     server_before=$(bytes server)
     connect h2 phone home --send "$WORK/file-$CASE.bin" --duration 2m
     check_transfer "$WORK/file-$CASE.bin" "$WORK/inbox-$CASE"
-    grep -q "direct path up" "$WORK"/phone-connect.log || fail "the path was not direct: $(cat "$WORK"/phone-connect.log)"
+    grep -q "relayed path up" "$WORK"/phone-connect.log || fail "the path was not relayed: $(cat "$WORK"/phone-connect.log)"
     local homes=$(($(bytes homes) - homes_before)) server=$(($(bytes server) - server_before))
-    ((homes >= 8 << 20)) || fail "only $homes bytes crossed between the homes"
-    path_report "direct: $homes bytes home to home, $server bytes via the server"
+    ((server >= 8 << 20)) || fail "only $server bytes went through the server (relay)"
+    path_report "relayed: $server bytes via the server, $homes bytes home to home"
 }
 
 ALL_CASES=(eim-direct one-public nat-timeout mapping-flush two-address-server nat-guess netcheck symmetric-both symmetric-one)
