@@ -225,3 +225,16 @@ fn envelopes_outside_their_bounds_are_not_encoded() {
         Err(EncodeError::PayloadOutOfBounds(MAX_SEALED_LEN + 1))
     );
 }
+
+#[test]
+fn netcheck_address_probe_with_non_zero_padding_is_refused() {
+    // txid, other_port = 0, then 18 bytes of padding with one stray byte.
+    let mut body = vec![0u8; 8 + 1 + 18];
+    body[8 + 1 + 7] = 7;
+    assert_eq!(
+        Message::decode(&framed(0x17, &body)),
+        Err(DecodeError::NonZeroPadding)
+    );
+    body[8 + 1 + 7] = 0;
+    assert!(Message::decode(&framed(0x17, &body)).is_ok());
+}

@@ -45,6 +45,9 @@ pub enum DecodeError {
     BadPayloadLength(usize),
     /// A permission list declares more than [`super::MAX_PERMISSION_ENTRIES`] names.
     TooManyNames(u8),
+    /// Padding that must be zero holds another byte: only one encoding of a
+    /// message is valid, so a decoded message re-encodes to the same bytes.
+    NonZeroPadding,
 }
 
 /// Why a message could not be encoded.
@@ -86,6 +89,7 @@ impl fmt::Display for DecodeError {
             DecodeError::BadEnum { field, value } => write!(f, "bad value {value} for {field}"),
             DecodeError::BadPayloadLength(n) => write!(f, "envelope payload of {n} bytes"),
             DecodeError::TooManyNames(n) => write!(f, "permission list of {n} names is too long"),
+            DecodeError::NonZeroPadding => f.write_str("padding is not zero"),
         }
     }
 }

@@ -294,7 +294,10 @@ impl<'a> Body<'a> for AddressProbe {
                 })
             }
         };
-        let _padding: [u8; ADDRESS_PROBE_PADDING] = r.array()?;
+        let padding: [u8; ADDRESS_PROBE_PADDING] = r.array()?;
+        if padding != [0u8; ADDRESS_PROBE_PADDING] {
+            return Err(DecodeError::NonZeroPadding);
+        }
         Ok(AddressProbe { txid, other_port })
     }
     fn body_len(&self) -> usize {
