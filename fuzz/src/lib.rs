@@ -176,8 +176,13 @@ pub fn as_carried_by_wire<'a>(message: &Message<'a>) -> Message<'a> {
     match &mut carried {
         Message::KeepaliveAck(ack) => drop_ipv6_flow_and_scope(&mut ack.observed),
         Message::AddressNotification(notification) => {
-            drop_ipv6_flow_and_scope(&mut notification.peer_addr)
+            drop_ipv6_flow_and_scope(&mut notification.peer_addr);
+            if let Some(relay) = notification.relay.as_mut() {
+                drop_ipv6_flow_and_scope(&mut relay.addr);
+            }
         }
+        Message::NatProbeAnswer(answer) => drop_ipv6_flow_and_scope(&mut answer.observed),
+        Message::AddressEcho(echo) => drop_ipv6_flow_and_scope(&mut echo.observed),
         Message::AddressReply(reply) => {
             reply
                 .first

@@ -136,6 +136,8 @@ fn check_verify(key: &UdpKey, message: &Message<'_>) {
         Message::Trigger(m) => Some(udp_auth::seal(key, *m).tag() == m.tag()),
         Message::EndTrigger(m) => Some(udp_auth::seal(key, *m).tag() == m.tag()),
         Message::TriggerAck(m) => Some(udp_auth::seal(key, *m).tag() == m.tag()),
+        Message::NatProbe(m) => Some(udp_auth::seal(key, *m).tag() == m.tag()),
+        Message::NatProbeAnswer(m) => Some(udp_auth::seal(key, *m).tag() == m.tag()),
         _ => None,
     };
     match expected {

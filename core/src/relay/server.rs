@@ -253,6 +253,12 @@ impl Relay {
                 self.stats.binds_refused += 1;
                 return;
             }
+            // One address is never both sides: that would reflect a
+            // side's packets back to itself.
+            if a.sides[1 - side(token.role)] == Some(from) {
+                self.stats.binds_refused += 1;
+                return;
+            }
             a.sides[side(token.role)] = Some(from);
             self.stats.binds += 1;
             return;
@@ -597,6 +603,23 @@ mod tests {
         assert_eq!(
             r.handle_datagram(t(1), addr(A), &probe(&SessionId([5; 16]))),
             None
+        );
+    }
+
+    #[test]
+    fn relay_never_binds_one_address_as_both_sides() {
+        let mut r = relay();
+        let _ = r.handle_datagram(t(0), addr(A), &bind(SID, Role::Connecting, 60));
+        // The other side's token from the same address is refused: the relay
+        // would otherwise send A's packets back to A.
+        let _ = r.handle_datagram(t(0), addr(A), &bind(SID, Role::Connected, 60));
+        assert_eq!(r.stats().binds_refused, 1);
+        assert_eq!(r.handle_datagram(t(1), addr(A), &probe(&SID)), None);
+        // The real other side still binds.
+        let _ = r.handle_datagram(t(2), addr(B), &bind(SID, Role::Connected, 60));
+        assert_eq!(
+            r.handle_datagram(t(3), addr(A), &probe(&SID)),
+            Some(addr(B))
         );
     }
 
