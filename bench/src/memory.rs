@@ -213,9 +213,9 @@ impl World {
             };
             let now = self.now;
             match (from_ss, destination) {
-                (true, Destination::Upstream) => {
-                    charged(Account::Trigger, || self.ts.handle_stream(now, LINK, &bytes))
-                }
+                (true, Destination::Upstream) => charged(Account::Trigger, || {
+                    self.ts.handle_stream(now, LINK, &bytes)
+                }),
                 (true, Destination::Connection(_)) => self.to_device.push(bytes),
                 (false, Destination::Connection(c)) if c == LINK => {
                     charged(Account::Session, || self.ss.handle_upstream(now, &bytes))
@@ -229,11 +229,13 @@ impl World {
     /// Polls both machines until quiet, queueing their transmits.
     fn collect(&mut self) {
         loop {
-            let out = charged(Account::Session, || match self.ss.poll_output(&mut self.buf) {
-                Output::Transmit(t) => Some(Some((t.destination, t.len))),
-                Output::Timeout(_) => None,
-                // Facts a driver stores, events, closes: dropped here.
-                _ => Some(None),
+            let out = charged(Account::Session, || {
+                match self.ss.poll_output(&mut self.buf) {
+                    Output::Transmit(t) => Some(Some((t.destination, t.len))),
+                    Output::Timeout(_) => None,
+                    // Facts a driver stores, events, closes: dropped here.
+                    _ => Some(None),
+                }
             });
             match out {
                 Some(Some((d, len))) => self.queue.push_back((true, d, self.buf[..len].to_vec())),
@@ -242,10 +244,12 @@ impl World {
             }
         }
         loop {
-            let out = charged(Account::Trigger, || match self.ts.poll_output(&mut self.buf) {
-                Output::Transmit(t) => Some(Some((t.destination, t.len))),
-                Output::Timeout(_) => None,
-                _ => Some(None),
+            let out = charged(Account::Trigger, || {
+                match self.ts.poll_output(&mut self.buf) {
+                    Output::Transmit(t) => Some(Some((t.destination, t.len))),
+                    Output::Timeout(_) => None,
+                    _ => Some(None),
+                }
             });
             match out {
                 Some(Some((d, len))) => self.queue.push_back((false, d, self.buf[..len].to_vec())),
@@ -285,10 +289,15 @@ impl World {
             local: None,
         }));
         let mut noise = vec![0u8; 1024];
-        let (mut init, n) = Initiator::start(&mut OsRng, now, &kp, &self.ss_public, &register, &mut noise)
-            .map_err(|e| anyhow::anyhow!("initiator: {e:?}"))?;
-        let hello = encode(&Message::HandshakeInit(HandshakeInit { noise: &noise[..n] }));
-        charged(Account::Session, || self.ss.handle_stream(now, conn, &hello));
+        let (mut init, n) =
+            Initiator::start(&mut OsRng, now, &kp, &self.ss_public, &register, &mut noise)
+                .map_err(|e| anyhow::anyhow!("initiator: {e:?}"))?;
+        let hello = encode(&Message::HandshakeInit(HandshakeInit {
+            noise: &noise[..n],
+        }));
+        charged(Account::Session, || {
+            self.ss.handle_stream(now, conn, &hello)
+        });
         self.pump();
         let mut channel: Option<(SecureChannel, tryst_core::wire::RegisterAck)> = None;
         for bytes in std::mem::take(&mut self.to_device) {
@@ -310,13 +319,17 @@ impl World {
         let n = ch
             .seal(&poll, &mut sealed)
             .map_err(|e| anyhow::anyhow!("seal: {e:?}"))?;
-        charged(Account::Session, || self.ss.handle_stream(now, conn, &sealed[..n]));
+        charged(Account::Session, || {
+            self.ss.handle_stream(now, conn, &sealed[..n])
+        });
         self.pump();
         self.to_device.clear();
         let acks = self.acks;
         let keepalive = encode(&udp_auth::seal_keepalive(&ack.udp_key, ack.device_id, 1).into());
         let nat = SocketAddr::new(IpAddr::V4(ip), 50000);
-        charged(Account::Trigger, || self.ts.handle_udp(now, nat, &keepalive));
+        charged(Account::Trigger, || {
+            self.ts.handle_udp(now, nat, &keepalive)
+        });
         self.pump();
         if self.acks != acks + 1 {
             bail!("device {i}: keepalive not acknowledged");
