@@ -2,14 +2,21 @@
 # Capacity of the tryst servers beside their baselines, back to back in one
 # run, 3 rounds each (issue 16): tryst set-ups (both embodiments) beside
 # Kamailio's call set-ups, tryst registrations beside Kamailio's REGISTERs,
-# tryst keepalives beside a minimal UDP echo responder. Each round runs every
+# tryst keepalives beside a minimal UDP echo responder (with the default
+# per-device limit and with `--keepalive-limit` raised), set-ups with the
+# store on disk through both binaries (`tryst` and `tryst-std`: group
+# commit in each driver), then once the memory per registered device in
+# the core's two server machines (`tryst-bench memory`). Each round runs every
 # row once, so a burst of noise from another process hits every row alike.
 # Prints one JSON line per measurement, then the medians and the ratios.
 # Loopback only; everything it starts stops with it.
 #
 #   bench/run-capacity.sh [--runs N] [--seconds S] [--quick]
 #
-# Environment: TRYST (default target/release/tryst), KAMAILIO_ANCHOR (default
+# Environment: TRYST (default target/release/tryst), TRYST_STD (default
+# target/release/tryst-std), KA_LIMIT (the raised keepalive limit, default
+# 1000,1ms), MEM_DEVICES (devices of the memory row, default 1000000; 10000
+# with --quick; 0 skips it), KAMAILIO_ANCHOR (default
 # ../shared/anchors/kamailio/run.sh beside the repository), SETUP_TERMINALS,
 # REG_TERMINALS, KA_TERMINALS, ECHO_SOCKETS, KAM_CALLS, KAM_REG (rates
 # offered to Kamailio, one step each), OUT (results file), SCRATCH (the
@@ -23,12 +30,17 @@ while [ $# -gt 0 ]; do
     case $1 in
         --runs) RUNS=$2; shift 2 ;;
         --seconds) SECS=$2; shift 2 ;;
-        --quick) RUNS=1; SECS=2; shift ;;
+        --quick) RUNS=1; SECS=2; MEM_DEVICES="${MEM_DEVICES:-10000}"; shift ;;
         *) echo "usage: $0 [--runs N] [--seconds S] [--quick]" >&2; exit 2 ;;
     esac
 done
 TRYST="${TRYST:-$ROOT/target/release/tryst}"
+TRYST_STD="${TRYST_STD:-$ROOT/target/release/tryst-std}"
 LOAD="$ROOT/bench/load/target/release/tryst-load"
+BENCH="$ROOT/bench/target/release/tryst-bench"
+KA_LIMIT="${KA_LIMIT:-1000,1ms}"
+KA_LIMIT_TERMINALS="${KA_LIMIT_TERMINALS:-2000}"
+MEM_DEVICES="${MEM_DEVICES:-1000000}"
 KAM="${KAMAILIO_ANCHOR:-$ROOT/../shared/anchors/kamailio/run.sh}"
 SETUP_TERMINALS="${SETUP_TERMINALS:-2000}"
 REG_TERMINALS="${REG_TERMINALS:-4000}"
@@ -43,13 +55,15 @@ SCRATCH="${SCRATCH:-/dev/shm}"
 DISK="${DISK:-/tmp}"
 
 [ -x "$TRYST" ] || cargo build --release -p tryst-tokio --bin tryst
+[ -x "$TRYST_STD" ] || cargo build --release -p tryst-std --bin tryst-std
 [ -x "$LOAD" ] || cargo build --release --manifest-path bench/load/Cargo.toml
+[ "$MEM_DEVICES" = 0 ] || [ -x "$BENCH" ] || cargo build --release --manifest-path bench/Cargo.toml
 echo "results in $OUT" >&2
 : > "$OUT"
 
-tryst_row() { # label mode args...
+tryst_row() { # label mode args... (BIN: another binary than $TRYST)
     local label=$1 mode=$2; shift 2
-    "$LOAD" "$mode" --spawn "$TRYST" --scratch "$SCRATCH" --seconds "$SECS" --json "$@" \
+    "$LOAD" "$mode" --spawn "${BIN:-$TRYST}" --scratch "$SCRATCH" --seconds "$SECS" --json "$@" \
         | sed "s/^{/{\"row\":\"$label\",/" >> "$OUT" || echo "{\"row\":\"$label\",\"failed\":true}" >> "$OUT"
 }
 
@@ -81,14 +95,24 @@ for run in $(seq 1 "$RUNS"); do
     echo "round $run/$RUNS" >&2
     tryst_row setups setups --terminals "$SETUP_TERMINALS"
     tryst_row setups-inquiry setups --inquiry --terminals "$SETUP_TERMINALS"
-    SCRATCH="$DISK" tryst_row setups-disk setups --terminals "$SETUP_TERMINALS"
+    SCRATCH="$DISK" tryst_row setups-disk setups --terminals "$SETUP_TERMINALS" --count-records
+    SCRATCH="$DISK" BIN="$TRYST_STD" tryst_row setups-std-disk setups --terminals "$SETUP_TERMINALS" --count-records
     kamailio_row kamailio-calls calls "$KAM_CALLS"
     tryst_row registrations registrations --terminals "$REG_TERMINALS"
     kamailio_row kamailio-register register "$KAM_REG"
     tryst_row keepalives keepalives --terminals "$KA_TERMINALS"
+    tryst_row keepalives-limit keepalives --terminals "$KA_LIMIT_TERMINALS" --keepalive-limit "$KA_LIMIT"
     "$LOAD" echo --terminals "$ECHO_SOCKETS" --seconds "$SECS" --json \
         | sed 's/^{/{"row":"echo",/' >> "$OUT" || echo '{"row":"echo","failed":true}' >> "$OUT"
 done
+
+if [ "$MEM_DEVICES" != 0 ]; then
+    # Once: the figure is the machines' own state, not a rate (noise does
+    # not move it); one JSON line per checkpoint (10k, 100k, 1M devices).
+    echo "memory: $MEM_DEVICES devices" >&2
+    "$BENCH" memory --devices "$MEM_DEVICES" | sed 's/^{/{"row":"memory",/' >> "$OUT" \
+        || echo '{"row":"memory","failed":true}' >> "$OUT"
+fi
 
 python3 - "$OUT" <<'EOF'
 import json, statistics, sys
@@ -122,6 +146,8 @@ def med(samples, key):
 summary = {}
 print(f"{'row':<18} {'n':>2} {'ops/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'p99.9':>8} {'errors':>7} {'srv us/op':>10}")
 for name, samples in rows.items():
+    if name == "memory":
+        continue
     samples = [s for s in samples if "completed_per_s" in s]
     if name.startswith("kamailio"):
         samples = best_sustained(samples)
@@ -135,7 +161,8 @@ for name, samples in rows.items():
           f"{f(m['server_cpu_us_per_op'],'{:.1f}'):>10}")
 print()
 for row, base in (("setups", "kamailio-calls"), ("setups-inquiry", "kamailio-calls"),
-                  ("setups-disk", "kamailio-calls"),
+                  ("setups-disk", "kamailio-calls"), ("setups-std-disk", "setups-disk"),
+                  ("keepalives-limit", "echo"),
                   ("registrations", "kamailio-register"), ("keepalives", "echo")):
     a, b = summary.get(row), summary.get(base)
     if not a or not b:
@@ -145,4 +172,8 @@ for row, base in (("setups", "kamailio-calls"), ("setups-inquiry", "kamailio-cal
            if a.get("server_cpu_us_per_op") and b.get("server_cpu_us_per_op") else None)
     cpu_s = f"{cpu:.2f}x" if cpu is not None else "-"
     print(f"{row} / {base}: {ratio:.2f}x ops/s; server CPU per op: {cpu_s} (baseline's / tryst's: above 1 is tryst cheaper)")
+for m in rows.get("memory", []):
+    if "devices" in m:
+        print(f"memory at {m['devices']} devices: trigger server {m['trigger_bytes_per_device']} B/device "
+              f"(target 128), session server {m['session_bytes_per_device']} B/device (target 1024)")
 EOF

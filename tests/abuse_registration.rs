@@ -22,6 +22,7 @@ use tryst_tokio::core::wire::{HandshakeInit, Message, MessageType};
 #[path = "e2e_support/mod.rs"]
 mod support;
 use support::cluster::*;
+use support::{current_mix, with_mix, Mix};
 
 /// An in-process terminal with a fresh identity key.
 async fn fresh_term(
@@ -190,20 +191,27 @@ async fn first_keepalive_is_acknowledged_and_its_replay_cannot_move_the_address(
     assert_eq!(peer_addr, relay.outer);
 }
 
-#[test]
-fn device_id_of_the_keepalives_is_not_the_streams_channel_number() {
+/// A raw client's registration with the real handshake: its open stream
+/// (kept open, so the channel stays live), the server's `RegisterAck`,
+/// the sealed channel and the stream's channel number.
+fn raw_register(
+    server: &Server,
+    name: &str,
+) -> (
+    RawStream,
+    tryst_tokio::core::wire::RegisterAck,
+    tryst_tokio::core::crypto::SecureChannel,
+    u64,
+) {
     use tryst_tokio::core::crypto::Initiator;
     use tryst_tokio::core::time::Instant as CoreInstant;
     use tryst_tokio::core::wire::{DecisionMode, Name, Register};
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start_server(&dir.path().join("server"), &[], "server.log");
-    // A raw client registers with the real handshake and reads the reply.
     let keypair = StaticKeypair::generate(&mut OsRng);
     let register = Message::Register(Register {
         mode: DecisionMode::PermissionList,
         identity: keypair.public_key(),
-        name: Name::new("term1").expect("name"),
+        name: Name::new(name).expect("name"),
         local: None,
     });
     let mut plain = [0u8; 128];
@@ -230,19 +238,129 @@ fn device_id_of_the_keepalives_is_not_the_streams_channel_number() {
         panic!("expected a handshake reply");
     };
     let mut payload = [0u8; 256];
-    let (_channel, len) = initiator
+    let (channel, len) = initiator
         .finish(now, &reply, &mut payload)
         .expect("finishes");
     let Ok(Message::RegisterAck(ack)) = Message::decode(&payload[..len]) else {
         panic!("expected a RegisterAck");
     };
+    (stream, ack, channel, reply.channel)
+}
+
+/// Confirms a raw registration with a sealed `Poll` (the server then
+/// installs its UDP key at the trigger server) and waits for the two
+/// records that follow: the registration ticket and `KeyReady`.
+fn confirm(stream: &mut RawStream, channel: &mut tryst_tokio::core::crypto::SecureChannel) {
+    use tryst_tokio::core::wire::Poll;
+    let mut plain = [0u8; 64];
+    let n = Message::Poll(Poll).encode(&mut plain).expect("encodes");
+    let mut sealed = [0u8; 256];
+    let m = channel.seal(&plain[..n], &mut sealed).expect("seals");
+    stream.send(&sealed[..m]).expect("sends");
+    for _ in 0..2 {
+        match stream.recv(Duration::from_secs(3)) {
+            Ok(Some(record)) => {
+                assert!(matches!(Message::decode(&record), Ok(Message::Sealed(_))));
+            }
+            _ => break,
+        }
+    }
+}
+
+#[test]
+fn device_id_of_the_keepalives_is_not_the_streams_channel_number() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_server(&dir.path().join("server"), &[], "server.log");
+    let (mut stream, ack, _, channel) = raw_register(&server, "term1");
     // The keepalives name the device ID; the stream's records name the channel.
-    assert_ne!(ack.device_id.0, reply.channel);
+    assert_ne!(ack.device_id.0, channel);
     // The sealed ticket that follows names the channel, not the device ID.
     let record = stream.recv(STEP).expect("a record").expect("not closed");
     let Ok(Message::Sealed(sealed)) = Message::decode(&record) else {
         panic!("expected a sealed record");
     };
-    assert_eq!(sealed.channel, reply.channel);
+    assert_eq!(sealed.channel, channel);
     assert_ne!(sealed.channel, ack.device_id.0);
+}
+
+/// How long a keepalive's ack may take before it counts as dropped.
+const ACK_WAIT: Duration = Duration::from_millis(700);
+
+/// Sends the keepalives with counters `counters` from `socket` for `ack`'s
+/// device, one at a time, and returns which were acknowledged.
+fn acked_keepalives(
+    socket: &std::net::UdpSocket,
+    trigger: SocketAddr,
+    ack: &tryst_tokio::core::wire::RegisterAck,
+    counters: std::ops::RangeInclusive<u64>,
+) -> Vec<bool> {
+    use tryst_tokio::core::crypto::udp_auth;
+    socket.set_read_timeout(Some(ACK_WAIT)).expect("timeout");
+    let mut acked = Vec::new();
+    for counter in counters {
+        let keepalive: Message<'_> =
+            udp_auth::seal_keepalive(&ack.udp_key, ack.device_id, counter).into();
+        let mut bytes = [0u8; 256];
+        let n = keepalive.encode(&mut bytes).expect("encodes");
+        socket.send_to(&bytes[..n], trigger).expect("sends");
+        let mut got = false;
+        let mut buf = [0u8; 512];
+        while let Ok((len, _)) = socket.recv_from(&mut buf) {
+            if let Ok(Message::KeepaliveAck(a)) = Message::decode(&buf[..len]) {
+                if a.counter == counter {
+                    got = true;
+                    break;
+                }
+            }
+        }
+        acked.push(got);
+    }
+    acked
+}
+
+/// `--keepalive-limit 2,1h` through the real server binary (both of them):
+/// a device's first two keepalives are acknowledged, those after the
+/// burst are dropped with no ack, while another device, under its own
+/// limit, is still acknowledged. With the default limit (4, then one per
+/// 5 s) the third and fourth would be acknowledged.
+fn keepalive_limit_drops_a_device_over_it_and_acks_one_under_it(mix: Mix) {
+    with_mix(mix, || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = start_server(
+            &dir.path().join("server"),
+            &["--keepalive-limit", "2,1h"],
+            "server.log",
+        );
+        let (mut loud_stream, loud, mut loud_channel, _) = raw_register(&server, "term1");
+        confirm(&mut loud_stream, &mut loud_channel);
+        let (mut quiet_stream, quiet, mut quiet_channel, _) = raw_register(&server, "term2");
+        confirm(&mut quiet_stream, &mut quiet_channel);
+        let loud_socket = std::net::UdpSocket::bind(LOOPBACK_ANY).expect("binds");
+        let quiet_socket = std::net::UdpSocket::bind(LOOPBACK_ANY).expect("binds");
+
+        let over = acked_keepalives(&loud_socket, server.trigger, &loud, 1..=5);
+        assert_eq!(
+            over,
+            [true, true, false, false, false],
+            "the burst of 2 is acknowledged, every keepalive after it dropped ({})",
+            current_mix()
+        );
+        let under = acked_keepalives(&quiet_socket, server.trigger, &quiet, 1..=2);
+        assert_eq!(
+            under,
+            [true, true],
+            "a device under its own limit is acknowledged ({})",
+            current_mix()
+        );
+    });
+}
+
+#[test]
+fn keepalive_limit_drops_a_device_over_it_and_acks_one_under_it_tryst() {
+    keepalive_limit_drops_a_device_over_it_and_acks_one_under_it(Mix::TRYST);
+}
+
+#[test]
+fn keepalive_limit_drops_a_device_over_it_and_acks_one_under_it_tryst_std() {
+    keepalive_limit_drops_a_device_over_it_and_acks_one_under_it(Mix::STD);
 }

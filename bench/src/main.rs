@@ -7,10 +7,17 @@ mod aead;
 mod binary;
 mod iperf;
 mod machine;
+#[cfg(feature = "machine")]
+mod memory;
 mod procs;
 mod quic;
 mod report;
 mod ttfb;
+
+/// Every allocation counted per machine (`tryst-bench memory`).
+#[cfg(feature = "machine")]
+#[global_allocator]
+static ALLOCATOR: memory::Counting = memory::Counting;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -67,6 +74,14 @@ enum Cmd {
         /// Payload bytes per packet.
         #[arg(long, default_value_t = 1414)]
         packet: usize,
+    },
+    /// Live heap bytes per registered device in the core's trigger server
+    /// and session server, at 10k, 100k and 1M devices (those up to
+    /// --devices) and at --devices.
+    Memory {
+        /// Devices registered (stream, Noise IK, confirm, key install, first keepalive).
+        #[arg(long, default_value_t = 1_000_000)]
+        devices: u64,
     },
     /// (internal) quinn receiver role.
     #[command(hide = true)]
@@ -297,6 +312,17 @@ fn ttfb_main(size: u64, runs: usize, tryst: Option<PathBuf>, dir: Option<PathBuf
     ttfb::run(&tryst, size, runs, &work.0)
 }
 
+/// `tryst-bench memory`.
+fn memory_main(devices: u64) -> Result<()> {
+    if devices == 0 {
+        bail!("--devices must be at least 1");
+    }
+    #[cfg(feature = "machine")]
+    return memory::run(devices);
+    #[cfg(not(feature = "machine"))]
+    bail!("built without the `machine` feature (tryst-core)");
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -347,6 +373,7 @@ fn main() -> std::process::ExitCode {
             work_dir: dir,
         } => ttfb_main(size, runs, tryst, dir),
         Cmd::Aead { size, packet } => aead::run(size, packet.max(1)),
+        Cmd::Memory { devices } => memory_main(devices),
         Cmd::QuinnRecv { cert_out } => quic::receiver(&cert_out),
         Cmd::QuinnSend {
             connect,

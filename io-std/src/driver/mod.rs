@@ -5,10 +5,19 @@
 //! behaves as the tokio driver's loop does:
 //!
 //! - [`Output::Store`] facts are collected and handed to the [`Journal`]
-//!   before the next [`Output::Transmit`] leaves (and at the end of each
-//!   drain); the loop blocks until they are stored. A journal that fails
-//!   stops the loop with nothing after the facts sent.
-//! - [`Output::Close`] drops a stream at once.
+//!   before the next [`Output::Transmit`] (and at the end of each drain),
+//!   without waiting, as the tokio driver does: the loop goes on reading
+//!   while the journal writes, and every transmit and close after the
+//!   batch is held back ([`HeldBack`]) until the journal says it is stored,
+//!   so nothing is acknowledged before it is durable and many drains'
+//!   facts share one transaction (group commit). The journal's answers
+//!   come through a small thread that waits on them in order and wakes the
+//!   poller. At [`MAX_HELD_BATCHES`](crate::drive::MAX_HELD_BATCHES)
+//!   batches or [`MAX_HELD_BYTES`](crate::drive::MAX_HELD_BYTES) held, the
+//!   loop waits for the oldest batch before it reads on. A journal that
+//!   fails stops the loop with nothing after the failed batch sent.
+//! - [`Output::Close`] drops a stream at once (or, behind a batch not yet
+//!   stored, once it is).
 //! - [`Output::Event`] goes to the role's app side ([`Driven::on_event`]).
 //! - [`Output::Transmit`] goes to the batched UDP socket ([`BatchSocket`],
 //!   GSO) or to a stream's write queue, bounded in bytes
@@ -42,8 +51,8 @@ use tryst_core::time::Instant;
 
 use crate::descriptors::AcceptErrors;
 use crate::drive::{
-    closed_input, quiet, settle, Driven, DriverClock, FactOf, Flow, Journal, Overflow, Stopped,
-    FIRST_UPSTREAM_STREAM,
+    closed_input, quiet, settle, Driven, DriverClock, FactOf, Flow, Held, HeldBack, Journal,
+    Overflow, Stopped, Stored, FIRST_UPSTREAM_STREAM, JOURNAL_GONE,
 };
 use crate::transfer::Wake;
 use crate::udp::BatchSocket;
@@ -213,6 +222,14 @@ where
         };
         io.poll_once(Some(timeout));
 
+        // The journal's answers that came meanwhile, oldest first: what
+        // each batch held back leaves.
+        while let Some(stored) = io.answered() {
+            if let Err(why) = release(clock.now(), stored, &mut role, &mut io) {
+                break 'run why;
+            }
+        }
+
         // The UDP socket: each batch in, then what it caused.
         for _ in 0..MAX_UDP_RECEIVES_PER_ROUND {
             if !io.udp_readable {
@@ -311,6 +328,9 @@ where
                 if let Err(why) = drain(&clock, &mut role, &mut io, &mut buf) {
                     break 'run why;
                 }
+                if let Err(why) = release_all(&clock, &mut role, &mut io) {
+                    break 'run why;
+                }
                 io.close_upstream(grace);
                 break 'run Stopped::Shutdown;
             }
@@ -353,7 +373,13 @@ where
         }
         match machine.poll_output(now, buf, app_io) {
             Output::Store(fact) => facts.push(fact),
-            Output::Close(conn) => io.kill(conn),
+            Output::Close(conn) => {
+                if io.held.is_empty() {
+                    io.kill(conn);
+                } else {
+                    io.held.hold_close(conn);
+                }
+            }
             Output::Event(event) => {
                 tracing::debug!(?event, "event");
                 role.on_event(now, event);
@@ -363,12 +389,10 @@ where
                 let Some(bytes) = buf.get(..t.len) else {
                     continue;
                 };
-                match t.destination {
-                    Destination::Udp(to) => io.send_udp(to, t.local, bytes),
-                    destination => {
-                        let choice = role.parts().0.upstream_choice();
-                        io.send(destination, bytes, choice);
-                    }
+                if io.held.is_empty() {
+                    send(role, io, t.destination, t.local, bytes);
+                } else {
+                    io.held.hold_transmit(t.destination, t.local, bytes);
                 }
             }
             Output::Timeout(next) => {
@@ -384,13 +408,36 @@ where
                 }
             }
         }
+        if io.held.full() {
+            // The bound: wait for the oldest batch before going on.
+            let stored = io.wait_answer();
+            release(clock.now(), stored, role, io)?;
+        }
     }
 }
 
-/// Stores `facts` (if any), blocking until they are durable, then hands
-/// them to the app.
+/// Sends one transmit: to the UDP socket's batch, or to a stream.
+fn send<D: Driven>(
+    role: &mut D,
+    io: &mut Io<FactOf<D>>,
+    destination: Destination,
+    local: Option<IpAddr>,
+    bytes: &[u8],
+) {
+    match destination {
+        Destination::Udp(to) => io.send_udp(to, local, bytes),
+        destination => {
+            let choice = role.parts().0.upstream_choice();
+            io.send(destination, bytes, choice);
+        }
+    }
+}
+
+/// Hands `facts` (if any) to the journal without waiting: what follows is
+/// held back until they are stored. Without a journal they count as stored
+/// at once.
 fn commit<D: Driven>(
-    io: &Io<FactOf<D>>,
+    io: &mut Io<FactOf<D>>,
     role: &mut D,
     facts: &mut Vec<FactOf<D>>,
 ) -> Result<(), Stopped>
@@ -401,11 +448,99 @@ where
         return Ok(());
     }
     let batch = std::mem::take(facts);
-    let stored = match &io.journal {
-        Some(journal) => journal.store_blocking(batch.clone()),
-        None => Ok(()),
+    let (Some(journal), Some(waiter)) = (&io.journal, &io.waiter) else {
+        return settle(role, batch, Ok(()));
     };
-    settle(role, batch, stored)
+    match journal.submit(batch.clone()) {
+        Ok(stored) => {
+            if waiter.waits.send(stored).is_err() {
+                return settle(role, batch, Err(JOURNAL_GONE.to_owned()));
+            }
+            io.held.hold_batch(batch, ());
+            Ok(())
+        }
+        Err(e) => settle(role, batch, Err(e)),
+    }
+}
+
+/// The oldest batch's answer came (`stored`): on success the app hears its
+/// facts and what was held behind it leaves, in order, up to the next
+/// batch; on failure the loop stops with none of it sent.
+fn release<D: Driven>(
+    _now: Instant,
+    stored: Result<(), String>,
+    role: &mut D,
+    io: &mut Io<FactOf<D>>,
+) -> Result<(), Stopped>
+where
+    FactOf<D>: Clone,
+{
+    let Some(Held::Batch(batch, ())) = io.held.pop() else {
+        return Ok(());
+    };
+    settle(role, batch, stored)?;
+    while io.held.head().is_none() {
+        match io.held.pop() {
+            Some(Held::Transmit {
+                destination,
+                local,
+                bytes,
+            }) => send(role, io, destination, local, &bytes),
+            Some(Held::Close(conn)) => io.kill(conn),
+            Some(Held::Batch(..)) | None => break,
+        }
+    }
+    io.flush_udp();
+    io.flush_streams();
+    Ok(())
+}
+
+/// Waits until every held batch is stored and what follows each has left
+/// (a loop that stops).
+fn release_all<D: Driven>(
+    clock: &DriverClock,
+    role: &mut D,
+    io: &mut Io<FactOf<D>>,
+) -> Result<(), Stopped>
+where
+    FactOf<D>: Clone,
+{
+    while !io.held.is_empty() {
+        let stored = io.wait_answer();
+        release(clock.now(), stored, role, io)?;
+    }
+    Ok(())
+}
+
+/// The thread that waits on the journal's answers in the order the loop
+/// handed its batches over, and passes each on with a wake of the poller
+/// (a blocking loop sleeps in the poller, not on the answer).
+struct Waiter {
+    waits: flume::Sender<Stored>,
+    answers: flume::Receiver<Result<(), String>>,
+}
+
+impl Waiter {
+    fn start(waker: Arc<mio::Waker>) -> io::Result<Waiter> {
+        let (waits, rx) = flume::unbounded::<Stored>();
+        let (tx, answers) = flume::unbounded();
+        std::thread::Builder::new()
+            .name("tryst-journal-wait".into())
+            .spawn(move || {
+                // Ends once the loop drops its sender (or its receiver).
+                while let Ok(stored) = rx.recv() {
+                    let answer = stored
+                        .recv()
+                        .unwrap_or_else(|_| Err(JOURNAL_GONE.to_owned()));
+                    if tx.send(answer).is_err() {
+                        return;
+                    }
+                    // A failed wake leaves the loop to its timeout.
+                    let _ = waker.wake();
+                }
+            })?;
+        Ok(Waiter { waits, answers })
+    }
 }
 
 /// The loop's poller, sockets, streams and journal, with the readiness
@@ -448,11 +583,19 @@ struct Io<F> {
     /// The last command round stopped at its bound.
     commands_waiting: bool,
     journal: Option<Journal<F>>,
+    /// Where the journal's answers come from (with a journal only).
+    waiter: Option<Waiter>,
+    /// Transmits and closes held back behind batches not yet stored.
+    held: HeldBack<F, ()>,
 }
 
 impl<F> Io<F> {
     fn new(poller: Poller, sockets: Sockets, journal: Option<Journal<F>>) -> io::Result<Io<F>> {
         let Poller { poll, waker } = poller;
+        let waiter = match journal {
+            Some(_) => Some(Waiter::start(Arc::clone(&waker))?),
+            None => None,
+        };
         let registry = poll.registry();
         if let Some(udp) = &sockets.udp {
             let fd = std::os::fd::AsRawFd::as_raw_fd(udp.socket());
@@ -500,7 +643,27 @@ impl<F> Io<F> {
             lost: VecDeque::new(),
             commands_waiting: false,
             journal,
+            waiter,
+            held: HeldBack::default(),
         })
+    }
+
+    /// The journal's next answer, if it came (oldest batch first).
+    fn answered(&mut self) -> Option<Result<(), String>> {
+        // No batch at the head: nothing waits for an answer.
+        self.held.head()?;
+        self.waiter.as_ref()?.answers.try_recv().ok()
+    }
+
+    /// Blocks until the journal answers for the oldest batch held.
+    fn wait_answer(&mut self) -> Result<(), String> {
+        match &self.waiter {
+            Some(waiter) => waiter
+                .answers
+                .recv()
+                .unwrap_or_else(|_| Err(JOURNAL_GONE.to_owned())),
+            None => Ok(()),
+        }
     }
 
     /// Whether readiness is left over from the last round (so the next
@@ -511,6 +674,10 @@ impl<F> Io<F> {
             || !self.readable.is_empty()
             || !self.lost.is_empty()
             || self.commands_waiting
+            || self
+                .waiter
+                .as_ref()
+                .is_some_and(|w| !w.answers.is_empty() && !self.held.is_empty())
     }
 
     /// The earliest of the loop's own deadlines (streams' writes and

@@ -124,6 +124,53 @@ fn durable_facts_are_stored_before_the_transmit_that_acknowledges_them() {
     );
 }
 
+#[test]
+fn group_commit_the_loop_reads_on_while_a_batch_is_stored_and_sends_in_order() {
+    let (peer, to) = udp_peer();
+    let (journal, batches) = Journal::<u32>::channel();
+    let running = start(udp_sockets(), Some(journal));
+    let mut buf = [0u8; 16];
+    let say = |durable, n| Cmd::Say { durable, n, to };
+    let wait = Duration::from_secs(5);
+
+    running.commands.send(say(true, 1)).expect("sent");
+    let (first, stored_first): JournalBatch<u32> = batches.recv_timeout(wait).expect("a batch");
+    assert_eq!(first, vec![1]);
+    // The first batch is not stored yet: the loop still takes the next
+    // command and hands its batch over (a loop that waited could not).
+    running.commands.send(say(true, 2)).expect("sent");
+    let (second, stored_second): JournalBatch<u32> = batches
+        .recv_timeout(wait)
+        .expect("a second batch while the first was being stored");
+    assert_eq!(second, vec![2]);
+    // A transmit with no fact of its own still waits behind both.
+    running.commands.send(say(false, 3)).expect("sent");
+    peer.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    assert!(peer.recv(&mut buf).is_err(), "sent before it was stored");
+
+    // Each batch's answer releases what follows it, in order.
+    stored_first.send(Ok(())).expect("answer");
+    peer.set_read_timeout(Some(wait)).expect("timeout");
+    let n = peer.recv(&mut buf).expect("the first datagram");
+    assert_eq!(&buf[..n], &1u32.to_be_bytes());
+    assert_eq!(running.stored.recv_timeout(wait), Ok(1));
+    peer.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    assert!(
+        peer.recv(&mut buf).is_err(),
+        "sent before its own batch was stored"
+    );
+    assert!(running.stored.try_recv().is_err(), "heard before stored");
+    stored_second.send(Ok(())).expect("answer");
+    peer.set_read_timeout(Some(wait)).expect("timeout");
+    for expected in [2u32, 3] {
+        let n = peer.recv(&mut buf).expect("a datagram");
+        assert_eq!(&buf[..n], &expected.to_be_bytes());
+    }
+    assert_eq!(running.stored.recv_timeout(wait), Ok(2));
+}
+
 /// Waits for the next thing the app hears.
 fn next_heard(running: &Running, within: Duration) -> Option<Heard> {
     running.heard.recv_timeout(within).ok()

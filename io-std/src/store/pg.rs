@@ -18,13 +18,17 @@
 //!   table holds the versions applied, and every start applies the missing
 //!   ones under an advisory lock (two servers starting at once migrate once).
 //!
+//! - Every statement is prepared once per connection and kept
+//!   ([`Statements`], as `prepare_cached` on SQLite): a repeated statement
+//!   is not parsed and planned again.
+//!
 //! The connection has no TLS: run it over a Unix socket or a trusted
 //! network (see SECURITY.md).
 
 use std::cell::RefCell;
 use std::time::Duration;
 
-use ::postgres::{Client, NoTls, Row};
+use ::postgres::{Client, GenericClient, NoTls, Row, Statement};
 use tryst_core::session_server::{SessionExtended, SessionFact, SessionStarted};
 use tryst_core::time::Instant;
 use tryst_core::wire::PublicKey;
@@ -132,9 +136,56 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// The statements one connection prepared, by their SQL text: each is
+/// parsed once per connection (a prepared statement lives as long as its
+/// session, whatever the transactions around it do). Bounded by the
+/// store's own SQL: a fixed set of texts.
+#[derive(Default)]
+struct Statements(std::collections::HashMap<String, Statement>);
+
+impl Statements {
+    /// `sql` prepared on `client`'s connection, once.
+    fn get(
+        &mut self,
+        client: &mut impl GenericClient,
+        sql: &str,
+    ) -> Result<Statement, ::postgres::Error> {
+        if let Some(statement) = self.0.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = client.prepare(sql)?;
+        self.0.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+}
+
+/// [`Statements::get`], then runs it in `tx`.
+fn execute_cached(
+    tx: &mut ::postgres::Transaction<'_>,
+    statements: &mut Statements,
+    sql: &str,
+    params: &[&(dyn ::postgres::types::ToSql + Sync)],
+) -> Result<u64, ::postgres::Error> {
+    let statement = statements.get(tx, sql)?;
+    tx.execute(&statement, params)
+}
+
+/// [`Statements::get`], then its one row in `tx`.
+fn query_one_cached(
+    tx: &mut ::postgres::Transaction<'_>,
+    statements: &mut Statements,
+    sql: &str,
+    params: &[&(dyn ::postgres::types::ToSql + Sync)],
+) -> Result<Row, ::postgres::Error> {
+    let statement = statements.get(tx, sql)?;
+    tx.query_one(&statement, params)
+}
+
 /// A connection to the PostgreSQL store.
 pub struct PgStore {
     client: RefCell<Client>,
+    /// What `client` prepared.
+    statements: RefCell<Statements>,
     /// The URL without its password (for errors).
     shown: String,
     /// Who this server is in `sessions.owner`, `commands.target` and
@@ -181,6 +232,7 @@ impl PgStore {
         })?;
         Ok(PgStore {
             client: RefCell::new(client),
+            statements: RefCell::default(),
             shown,
             owner: String::new(),
         })
@@ -207,10 +259,13 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn ::postgres::types::ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        self.client
+        let mut client = self.client.borrow_mut();
+        let statement = self
+            .statements
             .borrow_mut()
-            .query(sql, params)
-            .map_err(|e| self.pg(e))
+            .get(&mut *client, sql)
+            .map_err(|e| self.pg(e))?;
+        client.query(&statement, params).map_err(|e| self.pg(e))
     }
 
     fn execute(
@@ -218,10 +273,13 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn ::postgres::types::ToSql + Sync)],
     ) -> Result<u64, StoreError> {
-        self.client
+        let mut client = self.client.borrow_mut();
+        let statement = self
+            .statements
             .borrow_mut()
-            .execute(sql, params)
-            .map_err(|e| self.pg(e))
+            .get(&mut *client, sql)
+            .map_err(|e| self.pg(e))?;
+        client.execute(&statement, params).map_err(|e| self.pg(e))
     }
 
     /// The highest schema version applied (0: none).
@@ -300,22 +358,29 @@ fn side_values(
 /// Stores one fact inside `tx`.
 fn record_fact(
     tx: &mut ::postgres::Transaction<'_>,
+    statements: &mut Statements,
     owner: &str,
     fact: &SessionFact,
 ) -> Result<Result<(), String>, ::postgres::Error> {
     match fact {
         SessionFact::NameBound { name, key } => {
             let hex = key_hex(key);
-            tx.execute(
+            execute_cached(
+                tx,
+                statements,
                 "INSERT INTO names (name, key, origin, bound_us) VALUES ($1, $2, 'tofu', $3)
                  ON CONFLICT (name) DO NOTHING",
                 &[name, &hex, &to_i64(now_us())],
             )?;
             // Whoever committed first holds the name; the unique key made
             // this insert wait for it.
-            let bound: String = tx
-                .query_one("SELECT key FROM names WHERE name = $1", &[name])?
-                .get(0);
+            let bound: String = query_one_cached(
+                tx,
+                statements,
+                "SELECT key FROM names WHERE name = $1",
+                &[name],
+            )?
+            .get(0);
             if bound != hex {
                 return Ok(Err(name.clone()));
             }
@@ -324,7 +389,9 @@ fn record_fact(
             let hex = key_hex(key);
             // Spent once: a second server spending the same code updates
             // nothing, and its batch fails like a name taken.
-            let spent = tx.execute(
+            let spent = execute_cached(
+                tx,
+                statements,
                 "UPDATE enrol_codes SET used_us = $3, used_key = $4
                  WHERE hash = $1 AND name = $2 AND used_us IS NULL",
                 &[&hash_hex(hash), name, &to_i64(now_us()), &hex],
@@ -332,32 +399,44 @@ fn record_fact(
             if spent != 1 {
                 return Ok(Err(name.clone()));
             }
-            tx.execute(
+            execute_cached(
+                tx,
+                statements,
                 "INSERT INTO names (name, key, origin, bound_us) VALUES ($1, $2, 'enrolled', $3)
                  ON CONFLICT (name) DO NOTHING",
                 &[name, &hex, &to_i64(now_us())],
             )?;
-            let bound: String = tx
-                .query_one("SELECT key FROM names WHERE name = $1", &[name])?
-                .get(0);
+            let bound: String = query_one_cached(
+                tx,
+                statements,
+                "SELECT key FROM names WHERE name = $1",
+                &[name],
+            )?
+            .get(0);
             if bound != hex {
                 return Ok(Err(name.clone()));
             }
         }
         SessionFact::NameSeen { name, at } => {
-            tx.execute(
+            execute_cached(
+                tx,
+                statements,
                 "UPDATE names SET seen_us = $2 WHERE name = $1",
                 &[name, &to_i64(at.as_micros())],
             )?;
         }
         SessionFact::NameUnbound { name, key } => {
-            tx.execute(
+            execute_cached(
+                tx,
+                statements,
                 "DELETE FROM names WHERE name = $1 AND key = $2",
                 &[name, &key_hex(key)],
             )?;
         }
         SessionFact::SessionStarted(s) => {
-            tx.execute(
+            execute_cached(
+                tx,
+                statements,
                 "INSERT INTO sessions (id, owner, requester, requester_key, target, target_key,
                  start_us, duration_secs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                  ON CONFLICT (id) DO NOTHING",
@@ -374,7 +453,9 @@ fn record_fact(
             )?;
         }
         SessionFact::SessionExtended(x) => {
-            tx.execute(
+            execute_cached(
+                tx,
+                statements,
                 "UPDATE sessions SET duration_secs = $2, extensions = $3, extended_us = $4
                  WHERE id = $1 AND NOT ended",
                 &[
@@ -388,7 +469,9 @@ fn record_fact(
         SessionFact::LateReport(l) => {
             let (side, sent_col, received_col) = super::late_columns(l.party);
             let (reason, sent, received, ms) = side_values(Some(l.report));
-            tx.execute(
+            execute_cached(
+                tx,
+                statements,
                 &format!(
                     "UPDATE sessions SET {side}_reason = $2, {side}_sent = $3,
                      {side}_received = $4, {side}_duration_ms = $5,
@@ -401,7 +484,9 @@ fn record_fact(
         }
         SessionFact::SessionRecord(r) => {
             let id = id_hex(&r.session_id);
-            tx.execute(
+            execute_cached(
+                tx,
+                statements,
                 "INSERT INTO sessions (id, owner, requester, requester_key, target, target_key,
                  start_us, duration_secs) VALUES ($1, $2, $3, '', $4, '', $5, $6)
                  ON CONFLICT (id) DO NOTHING",
@@ -416,7 +501,9 @@ fn record_fact(
             )?;
             let (rr, rs, rv, rd) = side_values(r.requester_side);
             let (tr, ts, tv, td) = side_values(r.target_side);
-            tx.execute(
+            execute_cached(
+                tx,
+                statements,
                 "UPDATE sessions SET ended = TRUE, end_us = $2, duration_us = $3, permitted_secs = $4,
                  extensions = $5, reason = $6, bytes_r2t = $7, bytes_t2r = $8,
                  r_reason = $9, r_sent = $10, r_received = $11, r_duration_ms = $12,
@@ -450,9 +537,12 @@ impl ServerStore for PgStore {
     fn record(&mut self, facts: &[SessionFact]) -> Result<(), StoreError> {
         let owner = self.owner.clone();
         let mut client = self.client.borrow_mut();
+        let mut statements = self.statements.borrow_mut();
         let mut tx = client.transaction().map_err(|e| self.pg(e))?;
         for fact in facts {
-            if let Err(name) = record_fact(&mut tx, &owner, fact).map_err(|e| self.pg(e))? {
+            if let Err(name) =
+                record_fact(&mut tx, &mut statements, &owner, fact).map_err(|e| self.pg(e))?
+            {
                 // Dropping the transaction rolls the whole batch back.
                 return Err(StoreError::NameTaken(name));
             }
