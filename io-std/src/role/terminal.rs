@@ -963,10 +963,15 @@ impl TerminalRole {
                             },
                         );
                     }
-                    TerminalEvent::SessionEnded { session_id, .. }
-                        if self.endpoint.session(session_id).is_none() =>
-                    {
-                        self.end_payload(session_id, "the session ended");
+                    TerminalEvent::SessionEnded { session_id, .. } => {
+                        if self.endpoint.session(session_id).is_none() {
+                            self.end_payload(session_id, "the session ended");
+                        } else {
+                            // The direct path closes a moment later: a
+                            // cut file is settled now, so that a resend
+                            // in between finds its partial.
+                            self.cut_payload(session_id, "the session ended");
+                        }
                     }
                     _ => {}
                 }
@@ -1017,6 +1022,31 @@ impl TerminalRole {
                 let _ = self.events.send(Event::Peer { session_id, event });
             }
         }
+    }
+
+    /// A session ended while its direct path is still closing: a file still
+    /// arriving is cut now (a resumable one keeps its partial and record at
+    /// once); one whose every byte is in and being checked is left to
+    /// finish.
+    fn cut_payload(&mut self, session_id: &SessionId, why: &str) {
+        let Some(payload) = self.payloads.sessions.get_mut(&session_id.0) else {
+            return;
+        };
+        if payload.reported {
+            return;
+        }
+        let Some(sink) = payload.incoming.sink_mut() else {
+            return;
+        };
+        if sink.receiver().phase() != tryst_core::peer::transfer::ReceivePhase::Receiving {
+            return;
+        }
+        sink.abort();
+        payload.reported = true;
+        let _ = self.events.send(Event::Received {
+            session_id: *session_id,
+            outcome: Err(format!("transfer cut: {why}")),
+        });
     }
 
     /// A session is over: an unfinished incoming file is thrown away.
