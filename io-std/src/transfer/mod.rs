@@ -256,24 +256,13 @@ mod tests {
     /// Receives `data` up to about `cut` bytes from `peer` and cuts it:
     /// the partial and its record stay.
     fn cut_transfer(dir: &Path, peer: [u8; 32], data: &[u8], cut: usize) {
-        let (s, hl) = resumable_stream("big.bin", data, 42, 0);
-        let mut sink = FileSink::new(dir);
-        sink.set_peer(peer);
-        sink.stream_data(0, &s[..hl]);
-        assert_eq!(offer_of(&mut sink), 0);
-        for (i, c) in s[hl..hl + cut].chunks(1200).enumerate() {
-            sink.stream_data((hl + i * 1200) as u64, c);
-        }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while sink.file_bytes_hashed() <= resume::CHECKPOINT_STEP {
-            assert!(std::time::Instant::now() < deadline, "not hashed");
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        sink.abort();
+        let past_checkpoint = resume::CHECKPOINT_STEP + 1;
+        let limits = PartialLimits::default();
+        cut_named(dir, peer, "big.bin", data, cut, limits, past_checkpoint);
     }
 
     /// Receives about `cut` bytes of `name` from `peer` under `limits`, once
-    /// some are hashed, and cuts it.
+    /// `hashed` bytes are hashed, and cuts it.
     fn cut_named(
         dir: &Path,
         peer: [u8; 32],
@@ -281,6 +270,7 @@ mod tests {
         data: &[u8],
         cut: usize,
         limits: PartialLimits,
+        hashed: u64,
     ) {
         let (s, hl) = resumable_stream(name, data, 42, 0);
         let mut sink = FileSink::new(dir);
@@ -292,7 +282,7 @@ mod tests {
             sink.stream_data((hl + i * 1200) as u64, c);
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while sink.file_bytes_hashed() < cut as u64 / 2 {
+        while sink.file_bytes_hashed() < hashed {
             assert!(std::time::Instant::now() < deadline, "not hashed");
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
@@ -324,9 +314,9 @@ mod tests {
             files: 2,
             bytes: u64::MAX,
         };
-        cut_named(&dir, [2; 32], "b-first.bin", &data, 600_000, two);
+        cut_named(&dir, [2; 32], "b-first.bin", &data, 600_000, two, 300_000);
         for name in ["a1.bin", "a2.bin", "a3.bin"] {
-            cut_named(&dir, [1; 32], name, &data, 600_000, two);
+            cut_named(&dir, [1; 32], name, &data, 600_000, two, 300_000);
         }
         // Peer 1's oldest went; peer 2's one partial (older than all) stayed.
         assert_eq!(kept_of(&dir, [1; 32]), ["a2.bin", "a3.bin"]);
@@ -344,6 +334,7 @@ mod tests {
             &data,
             600_000,
             PartialLimits::default(),
+            300_000,
         );
         let one = entries(&dir)
             .iter()
@@ -358,14 +349,14 @@ mod tests {
             files: 16,
             bytes: one + one / 2,
         };
-        cut_named(&dir, [1; 32], "a2.bin", &data, 600_000, bytes);
+        cut_named(&dir, [1; 32], "a2.bin", &data, 600_000, bytes, 300_000);
         assert_eq!(kept_of(&dir, [1; 32]), ["a2.bin"]);
         // A partial larger than the whole cap is not kept, and takes nothing.
         let tiny = PartialLimits {
             files: 16,
             bytes: one / 2,
         };
-        cut_named(&dir, [1; 32], "a3.bin", &data, 600_000, tiny);
+        cut_named(&dir, [1; 32], "a3.bin", &data, 600_000, tiny, 300_000);
         assert_eq!(kept_of(&dir, [1; 32]), ["a2.bin"]);
         assert_eq!(entries(&dir).len(), 2, "{:?}", entries(&dir));
     }
