@@ -599,3 +599,138 @@ impl SessionIo for Files {
         // Real-time datagrams have no consumer here yet.
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The C device keeps no partial files (its storage is the caller's
+    //! callbacks, with no way to find a cut file again): every resumable
+    //! file is answered `Resume(0)`, a cut one is deleted (`end`, keep 0)
+    //! and the same file sent again starts over from byte 0.
+    use super::*;
+    use core::ffi::c_void;
+    use std::vec::Vec as StdVec;
+    use tryst_core::peer::share::ShareMessage;
+
+    /// What the callbacks saw.
+    #[derive(Default)]
+    struct Store {
+        begun: StdVec<u64>,
+        data: StdVec<u8>,
+        lowest_write: Option<u64>,
+        ended: StdVec<u8>,
+    }
+
+    fn store(user: *mut c_void) -> &'static mut Store {
+        // SAFETY: `user` is the test's `Store`, alive for the whole test.
+        unsafe { &mut *user.cast::<Store>() }
+    }
+
+    unsafe extern "C" fn read(
+        user: *mut c_void,
+        _: TrystSessionId,
+        _: u8,
+        offset: u64,
+        buf: *mut u8,
+        len: usize,
+    ) -> usize {
+        let s = store(user);
+        let at = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(s.data.len());
+        let n = len.min(s.data.len() - at);
+        // SAFETY: the library gives a buffer of `len` bytes.
+        unsafe { core::ptr::copy_nonoverlapping(s.data[at..].as_ptr(), buf, n) };
+        n
+    }
+
+    unsafe extern "C" fn begin(
+        user: *mut c_void,
+        _: TrystSessionId,
+        _: *const c_char,
+        size: u64,
+    ) -> i32 {
+        let s = store(user);
+        s.begun.push(size);
+        s.data.clear();
+        s.lowest_write = None;
+        0
+    }
+
+    unsafe extern "C" fn write(
+        user: *mut c_void,
+        _: TrystSessionId,
+        offset: u64,
+        data: *const u8,
+        len: usize,
+    ) -> i32 {
+        let s = store(user);
+        s.lowest_write = Some(s.lowest_write.map_or(offset, |w| w.min(offset)));
+        // SAFETY: the library gives `len` bytes at `data`.
+        let bytes = unsafe { core::slice::from_raw_parts(data, len) };
+        let end = offset as usize + len;
+        if s.data.len() < end {
+            s.data.resize(end, 0);
+        }
+        s.data[offset as usize..end].copy_from_slice(bytes);
+        0
+    }
+
+    unsafe extern "C" fn end(user: *mut c_void, _: TrystSessionId, keep: u8) -> i32 {
+        store(user).ended.push(keep);
+        0
+    }
+
+    /// The stream a resumable sender starts with: its version 2 header.
+    fn header() -> StdVec<u8> {
+        let header = TransferHeader::new("picture.bin", 100_000)
+            .unwrap()
+            .resumable(1_700_000_000_000_000_000);
+        let mut bytes = std::vec![0u8; header.encoded_len()];
+        header.encode(&mut bytes).unwrap();
+        bytes
+    }
+
+    /// The share message this side's stream carries for `id`.
+    fn offer(files: &mut Files, id: &SessionId) -> StdVec<u8> {
+        let mut buf = [0u8; 64];
+        let n = files.read_at(id, 0, &mut buf);
+        buf[..n].to_vec()
+    }
+
+    #[test]
+    fn a_cut_resumable_file_is_deleted_and_the_same_file_again_is_offered_byte_0() {
+        let mut seen = Store::default();
+        let io = TrystFileIo {
+            user: (&mut seen as *mut Store).cast(),
+            read: Some(read),
+            begin: Some(begin),
+            write: Some(write),
+            end: Some(end),
+        };
+        let mut files = Files::new(Some(io), true);
+        let mut resume_0 = [0u8; 16];
+        let n = ShareMessage::Resume(0).encode(&mut resume_0).unwrap();
+        let header = header();
+        let body = std::vec![7u8; 40_000];
+
+        // The first send: offered 0, cut after 40 000 bytes.
+        let first = SessionId([1; 16]);
+        files.open(first, true);
+        files.stream_data(&first, 0, &header);
+        assert_eq!(offer(&mut files, &first), resume_0[..n]);
+        files.stream_data(&first, header.len() as u64, &body);
+        files.end(&first);
+        // What was written is deleted (end with keep 0).
+        assert_eq!(store(io.user).ended, [0]);
+
+        // The same file again: begun anew and offered 0, never the 40 000
+        // bytes the cut left (nothing of them is kept).
+        let again = SessionId([2; 16]);
+        files.open(again, true);
+        files.stream_data(&again, 0, &header);
+        assert_eq!(offer(&mut files, &again), resume_0[..n]);
+        assert_eq!(store(io.user).begun, [100_000, 100_000]);
+        files.stream_data(&again, header.len() as u64, &body[..1000]);
+        assert_eq!(store(io.user).lowest_write, Some(0));
+    }
+}

@@ -1741,7 +1741,7 @@ pub fn resume_after_a_duration_cut_sends_only_the_rest() {
     let server = Server::start(&dir, &["--extension", "0s"]);
     let inbox = dir.join("inbox");
     let inbox_arg = inbox.to_str().expect("utf-8").to_owned();
-    let home = start_daemon(
+    let _home = start_daemon(
         &server,
         &dir,
         "home",
@@ -1767,13 +1767,9 @@ pub fn resume_after_a_duration_cut_sends_only_the_rest() {
     );
     let cut_said = format!("{}{}", text(&cut.stdout), text(&cut.stderr));
     assert!(!inbox.join("big.bin").exists(), "{cut_said}");
-    // The daemon keeps the cut file's partial once the old direct path has
-    // closed (a send offered before that starts from 0: a known race).
-    let deadline = std::time::Instant::now() + STEP;
-    while !home.proc.log().contains("direct path closed") {
-        assert!(std::time::Instant::now() < deadline, "{}", home.proc.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Resent at once, while the old direct path may still be closing: the
+    // daemon settled the cut partial when the session ended, not when the
+    // path closed, so the resend is offered what it holds.
     let sent = connect(
         &server,
         &dir,
@@ -1803,6 +1799,94 @@ pub fn resume_after_a_duration_cut_sends_only_the_rest() {
         "resumed at {resumed_at}"
     );
     assert_eq!(sha256_hex(&inbox.join("big.bin")), digest);
+}
+
+/// The names as sent of the cut transfers whose partial file (and record)
+/// `inbox` keeps, sorted (read from the records, in the
+/// receiver's own format, `io-std/src/transfer/resume.rs`).
+fn kept_partials(inbox: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(inbox)
+        .map(|d| {
+            d.filter_map(|e| {
+                let name = e.ok()?.file_name().to_string_lossy().into_owned();
+                let partial = name.strip_suffix(".resume")?;
+                if !name.starts_with(".tryst-partial-") || !inbox.join(partial).is_file() {
+                    return None;
+                }
+                let bytes = fs::read(inbox.join(&name)).ok()?;
+                // "TRSM", version, key, size, mtime, verified, SHA-256, name length, name, SHA-256.
+                let body = bytes.get(..bytes.len().checked_sub(32)?)?;
+                let len = usize::from(*body.get(93)?);
+                String::from_utf8(body.get(94..94 + len)?.to_vec()).ok()
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A permitted peer that cuts sends to new names keeps at most
+/// `--max-partials` partial files on the receiver: its oldest go first,
+/// and another peer's partial is never taken for its room.
+pub fn kept_partials_are_capped_per_peer_and_another_peers_partial_survives() {
+    let dir = scratch("partial-cap");
+    let server = Server::start(&dir, &["--extension", "0s"]);
+    let inbox = dir.join("inbox");
+    let inbox_arg = inbox.to_str().expect("utf-8").to_owned();
+    let home = start_daemon(
+        &server,
+        &dir,
+        "home",
+        &[
+            "--allow",
+            "phone",
+            "--allow",
+            "tablet",
+            "--recv-dir",
+            inbox_arg.as_str(),
+            "--max-partials",
+            "2",
+        ],
+    );
+    let cut_send = |from: &str, name: &str| {
+        let file = dir.join(name);
+        write_test_file(&file, 20 << 20);
+        let cut = connect(
+            &server,
+            &dir,
+            from,
+            "home",
+            &[
+                "--duration",
+                "2s",
+                "--send",
+                file.to_str().expect("utf-8"),
+                "--limit-rate",
+                "2M",
+            ],
+        );
+        assert!(!cut.status.success(), "{}", text(&cut.stdout));
+    };
+    // The other peer's partial is the oldest in the folder.
+    cut_send("tablet", "t.bin");
+    for name in ["a.bin", "b.bin", "c.bin"] {
+        cut_send("phone", name);
+    }
+    let want = ["b.bin", "c.bin", "t.bin"];
+    let deadline = std::time::Instant::now() + STEP;
+    while kept_partials(&inbox) != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kept: {:?}\n{}",
+            kept_partials(&inbox),
+            home.proc.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Only partials and their records: nothing else was left.
+    let left = fs::read_dir(&inbox).expect("inbox").count();
+    assert_eq!(left, 6, "{:?}", kept_partials(&inbox));
 }
 
 pub fn resume_after_kill_9_of_the_receiving_daemon_sends_only_the_rest() {
@@ -2846,6 +2930,10 @@ macro_rules! terminal_flows {
         #[test]
         fn resume_after_ctrl_c_of_the_sending_connect_sends_only_the_rest() {
             support::with_mix($mix, support::terminal_flows::resume_after_ctrl_c_of_the_sending_connect_sends_only_the_rest);
+        }
+        #[test]
+        fn kept_partials_are_capped_per_peer_and_another_peers_partial_survives() {
+            support::with_mix($mix, support::terminal_flows::kept_partials_are_capped_per_peer_and_another_peers_partial_survives);
         }
         #[test]
         fn resume_after_a_duration_cut_sends_only_the_rest() {

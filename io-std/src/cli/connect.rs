@@ -145,6 +145,7 @@ pub fn run<D: Driver>(driver: &D, args: ConnectArgs) -> Result<(), CliError> {
     }
     let options = TerminalOptions {
         recv_dir: args.recv_dir.clone(),
+        partial_limits: args.common.partial_limits(),
         ..TerminalOptions::default()
     };
     let (handle, events) = checked.start(driver, options)?;

@@ -119,9 +119,30 @@ pub struct TerminalCommon {
     /// session's original duration when absent.
     #[arg(long = "extension-step", value_name = "DUR", value_parser = super::connect::parse_session_duration)]
     pub extension_step: Option<std::time::Duration>,
+    /// The most partial files of cut transfers kept per peer, to resume
+    /// (0 keeps none); past it, that peer's oldest go first, never another
+    /// peer's. Through a running daemon, the daemon's cap applies.
+    #[arg(long = "max-partials", value_name = "N",
+          default_value_t = crate::transfer::DEFAULT_MAX_PARTIALS)]
+    pub max_partials: usize,
+    /// The most bytes of kept partial files per peer (e.g. 500M, 4G); past
+    /// it, that peer's oldest go first.
+    #[arg(long = "max-partial-bytes", value_name = "SIZE",
+          default_value_t = crate::transfer::DEFAULT_MAX_PARTIAL_BYTES,
+          value_parser = super::transfer::parse_size)]
+    pub max_partial_bytes: u64,
 }
 
 impl TerminalCommon {
+    /// What is kept of each peer's cut transfers (`--max-partials`,
+    /// `--max-partial-bytes`).
+    pub fn partial_limits(&self) -> crate::transfer::PartialLimits {
+        crate::transfer::PartialLimits {
+            files: self.max_partials,
+            bytes: self.max_partial_bytes,
+        }
+    }
+
     /// The first session server's address (the one tried first).
     pub fn first_server(&self) -> Result<SocketAddr, CliError> {
         self.server
@@ -771,6 +792,7 @@ pub fn run<D: Driver>(driver: &D, args: TerminalArgs) -> Result<(), CliError> {
                 frame: args.frame,
             }),
         share_rate: args.limit_rate,
+        partial_limits: args.common.partial_limits(),
         ..TerminalOptions::default()
     };
     let enrolling = config.enrol_code.is_some();

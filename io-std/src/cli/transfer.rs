@@ -118,6 +118,15 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
     }
 }
 
+/// Parses a size in bytes: `500000`, `500K`, `2M`, `4G` (binary units);
+/// 0 is a size (nothing is kept).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    if text.trim() == "0" {
+        return Ok(0);
+    }
+    parse_rate(text).map_err(|_| format!("not a size: {text:?} (e.g. 500M, 4G)"))
+}
+
 /// Hex of a digest, for output.
 pub fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()

@@ -37,7 +37,7 @@ use crate::drive::{Driven, Flow, IoOf, Stopped};
 use crate::transfer::live::{LiveChild, LiveChunk, LiveSource};
 use crate::transfer::share::{listed_files, Share, SharedFile};
 pub use crate::transfer::FileSource;
-use crate::transfer::{FileSink, Incoming, ReceiveState, Wake};
+use crate::transfer::{FileSink, Incoming, PartialLimits, ReceiveState, Wake};
 
 /// How often transfer progress is reported to the app.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
@@ -51,6 +51,9 @@ pub struct TerminalOptions {
     /// Where files from permitted peers are stored; `None` refuses them
     /// (the session is closed, `Failed`).
     pub recv_dir: Option<PathBuf>,
+    /// What is kept of each peer's cut transfers in `recv_dir` (and in a
+    /// fetch's folder): past it, that peer's oldest partial files go.
+    pub partial_limits: PartialLimits,
     /// The folder permitted peers may list and fetch from, read-only
     /// (`tryst terminal --share`); `None` shares nothing (a listing is
     /// empty, every file is "no such file").
@@ -541,6 +544,7 @@ impl Outbox {
 /// Every session's payloads, as the endpoint reads and writes them.
 struct Payloads {
     recv_dir: Option<PathBuf>,
+    partial_limits: PartialLimits,
     share: Option<Share>,
     share_rate: Option<u64>,
     live: Option<LiveSource>,
@@ -642,6 +646,7 @@ impl TerminalRole {
             endpoint,
             payloads: Payloads {
                 recv_dir: options.recv_dir.clone(),
+                partial_limits: options.partial_limits,
                 share: options
                     .share
                     .as_deref()
@@ -774,6 +779,7 @@ impl TerminalRole {
                             // Nothing was received yet: the request goes first.
                             payload.incoming = Incoming::new(Some(&dir), wake);
                             payload.incoming.set_peer(payload.peer_key);
+                            payload.incoming.set_limits(self.payloads.partial_limits);
                         }
                         if message == tryst_core::peer::share::vectors::LIVE {
                             // The app plays the stream for as long as it
@@ -937,6 +943,7 @@ impl TerminalRole {
                         let mut incoming =
                             Incoming::new(self.payloads.recv_dir.as_deref(), self.hash_wake());
                         incoming.set_peer(peer_key.0);
+                        incoming.set_limits(self.payloads.partial_limits);
                         self.payloads.sessions.insert(
                             session_id.0,
                             Payload {
@@ -956,10 +963,15 @@ impl TerminalRole {
                             },
                         );
                     }
-                    TerminalEvent::SessionEnded { session_id, .. }
-                        if self.endpoint.session(session_id).is_none() =>
-                    {
-                        self.end_payload(session_id, "the session ended");
+                    TerminalEvent::SessionEnded { session_id, .. } => {
+                        if self.endpoint.session(session_id).is_none() {
+                            self.end_payload(session_id, "the session ended");
+                        } else {
+                            // The direct path closes a moment later: a
+                            // cut file is settled now, so that a resend
+                            // in between finds its partial.
+                            self.cut_payload(session_id, "the session ended");
+                        }
                     }
                     _ => {}
                 }
@@ -1010,6 +1022,31 @@ impl TerminalRole {
                 let _ = self.events.send(Event::Peer { session_id, event });
             }
         }
+    }
+
+    /// A session ended while its direct path is still closing: a file still
+    /// arriving is cut now (a resumable one keeps its partial and record at
+    /// once); one whose every byte is in and being checked is left to
+    /// finish.
+    fn cut_payload(&mut self, session_id: &SessionId, why: &str) {
+        let Some(payload) = self.payloads.sessions.get_mut(&session_id.0) else {
+            return;
+        };
+        if payload.reported {
+            return;
+        }
+        let Some(sink) = payload.incoming.sink_mut() else {
+            return;
+        };
+        if sink.receiver().phase() != tryst_core::peer::transfer::ReceivePhase::Receiving {
+            return;
+        }
+        sink.abort();
+        payload.reported = true;
+        let _ = self.events.send(Event::Received {
+            session_id: *session_id,
+            outcome: Err(format!("transfer cut: {why}")),
+        });
     }
 
     /// A session is over: an unfinished incoming file is thrown away.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use tryst_core::peer::share::{MessageReader, ShareError, ShareMessage, StreamKind};
 use tryst_core::peer::transfer::receive::MAX_EARLY_BYTES;
 
-use super::{FileSink, Wake};
+use super::{FileSink, PartialLimits, Wake};
 
 /// Where a session's incoming stream goes.
 pub enum Incoming {
@@ -29,6 +29,8 @@ pub enum Incoming {
         held_bytes: usize,
         /// The sender's public key, for a resumable file.
         peer: Option<[u8; 32]>,
+        /// What is kept of the sender's cut transfers.
+        limits: PartialLimits,
     },
     /// A file.
     File(Box<FileSink>),
@@ -81,6 +83,15 @@ impl Incoming {
             held: Vec::new(),
             held_bytes: 0,
             peer: None,
+            limits: PartialLimits::default(),
+        }
+    }
+
+    /// What a file's receiver keeps of the sender's cut transfers (before
+    /// any byte arrived).
+    pub fn set_limits(&mut self, value: PartialLimits) {
+        if let Incoming::Undecided { limits, .. } = self {
+            *limits = value;
         }
     }
 
@@ -108,6 +119,7 @@ impl Incoming {
                 held,
                 held_bytes,
                 peer,
+                limits,
             } => {
                 if data.is_empty() {
                     return;
@@ -137,6 +149,7 @@ impl Incoming {
                         let mut next = match (kind, recv_dir.as_deref()) {
                             (StreamKind::File, Some(dir)) => {
                                 let mut sink = FileSink::with_wake(dir, wake.clone());
+                                sink.set_limits(*limits);
                                 if let Some(key) = peer {
                                     sink.set_peer(*key);
                                 }

@@ -35,6 +35,7 @@ pub use hasher::{
     file_sha256, FileDigest, HashError, PrefixHasher, Wake, HASH_CHUNK, HASH_WAKE_STEP,
 };
 pub use incoming::Incoming;
+pub use resume::{PartialLimits, DEFAULT_MAX_PARTIALS, DEFAULT_MAX_PARTIAL_BYTES};
 pub use sink::{FileSink, ReceiveState, WRITE_BATCH};
 pub use source::{FileSource, OpenError, READ_AHEAD};
 pub use tryst_core::peer::transfer::{
@@ -255,20 +256,109 @@ mod tests {
     /// Receives `data` up to about `cut` bytes from `peer` and cuts it:
     /// the partial and its record stay.
     fn cut_transfer(dir: &Path, peer: [u8; 32], data: &[u8], cut: usize) {
-        let (s, hl) = resumable_stream("big.bin", data, 42, 0);
+        let past_checkpoint = resume::CHECKPOINT_STEP + 1;
+        let limits = PartialLimits::default();
+        cut_named(dir, peer, "big.bin", data, cut, limits, past_checkpoint);
+    }
+
+    /// Receives about `cut` bytes of `name` from `peer` under `limits`, once
+    /// `hashed` bytes are hashed, and cuts it.
+    fn cut_named(
+        dir: &Path,
+        peer: [u8; 32],
+        name: &str,
+        data: &[u8],
+        cut: usize,
+        limits: PartialLimits,
+        hashed: u64,
+    ) {
+        let (s, hl) = resumable_stream(name, data, 42, 0);
         let mut sink = FileSink::new(dir);
         sink.set_peer(peer);
+        sink.set_limits(limits);
         sink.stream_data(0, &s[..hl]);
         assert_eq!(offer_of(&mut sink), 0);
         for (i, c) in s[hl..hl + cut].chunks(1200).enumerate() {
             sink.stream_data((hl + i * 1200) as u64, c);
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while sink.file_bytes_hashed() <= resume::CHECKPOINT_STEP {
+        while sink.file_bytes_hashed() < hashed {
             assert!(std::time::Instant::now() < deadline, "not hashed");
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         sink.abort();
+        // Distinct record times, so "oldest" is well defined.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    /// The partials kept in `dir` for `peer`, by name as sent.
+    fn kept_of(dir: &Path, peer: [u8; 32]) -> Vec<String> {
+        let mut names: Vec<String> = entries(dir)
+            .iter()
+            .filter_map(|n| n.strip_suffix(resume::RECORD_SUFFIX))
+            .map(|p| dir.join(p))
+            .filter(|p| p.is_file())
+            .filter_map(|p| resume::ResumeRecord::read(&p))
+            .filter(|r| r.peer == peer)
+            .map(|r| r.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_peers_kept_partials_are_capped_its_oldest_go_and_another_peers_stay() {
+        let dir = tempdir("cap");
+        let data = pattern(1 << 20, 13);
+        let two = PartialLimits {
+            files: 2,
+            bytes: u64::MAX,
+        };
+        cut_named(&dir, [2; 32], "b-first.bin", &data, 600_000, two, 300_000);
+        for name in ["a1.bin", "a2.bin", "a3.bin"] {
+            cut_named(&dir, [1; 32], name, &data, 600_000, two, 300_000);
+        }
+        // Peer 1's oldest went; peer 2's one partial (older than all) stayed.
+        assert_eq!(kept_of(&dir, [1; 32]), ["a2.bin", "a3.bin"]);
+        assert_eq!(kept_of(&dir, [2; 32]), ["b-first.bin"]);
+        assert_eq!(entries(&dir).len(), 6, "{:?}", entries(&dir));
+        // Every remaining partial still resumes (the sweep keeps them).
+        assert_eq!(sweep_partials(&dir), 0);
+
+        // A byte cap: room for one and a half partials keeps the newest.
+        let dir = tempdir("cap-bytes");
+        cut_named(
+            &dir,
+            [1; 32],
+            "a1.bin",
+            &data,
+            600_000,
+            PartialLimits::default(),
+            300_000,
+        );
+        let one = entries(&dir)
+            .iter()
+            .find(|n| !n.ends_with(resume::RECORD_SUFFIX))
+            .map(|n| {
+                std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(dir.join(n)).unwrap())
+                    * 512
+            })
+            .unwrap();
+        assert!(one > 0);
+        let bytes = PartialLimits {
+            files: 16,
+            bytes: one + one / 2,
+        };
+        cut_named(&dir, [1; 32], "a2.bin", &data, 600_000, bytes, 300_000);
+        assert_eq!(kept_of(&dir, [1; 32]), ["a2.bin"]);
+        // A partial larger than the whole cap is not kept, and takes nothing.
+        let tiny = PartialLimits {
+            files: 16,
+            bytes: one / 2,
+        };
+        cut_named(&dir, [1; 32], "a3.bin", &data, 600_000, tiny, 300_000);
+        assert_eq!(kept_of(&dir, [1; 32]), ["a2.bin"]);
+        assert_eq!(entries(&dir).len(), 2, "{:?}", entries(&dir));
     }
 
     #[test]

@@ -48,6 +48,111 @@ pub const PARTIAL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// (a folder full of them costs no more).
 pub const MAX_RECORDS_SCANNED: usize = 256;
 
+/// The most partial files of cut transfers a receiver keeps for one peer
+/// key (`--max-partials`): past it, that peer's oldest go first.
+pub const DEFAULT_MAX_PARTIALS: usize = 16;
+/// The most bytes (on disk) of partial files a receiver keeps for one peer
+/// key (`--max-partial-bytes`): past it, that peer's oldest go first.
+pub const DEFAULT_MAX_PARTIAL_BYTES: u64 = 4 << 30;
+
+/// What a receiver keeps of one peer's cut transfers: a permitted peer
+/// that cuts many sends to new names cannot fill the disk with partials,
+/// and cannot take another peer's room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartialLimits {
+    /// Partial files kept per peer key (0: none is kept, nothing resumes).
+    pub files: usize,
+    /// Bytes of kept partial files per peer key, as the file system
+    /// counts them (allocated blocks).
+    pub bytes: u64,
+}
+
+impl Default for PartialLimits {
+    fn default() -> Self {
+        PartialLimits {
+            files: DEFAULT_MAX_PARTIALS,
+            bytes: DEFAULT_MAX_PARTIAL_BYTES,
+        }
+    }
+}
+
+/// Bytes a file takes on disk (its allocated blocks on unix: a partial is
+/// sparse past what arrived).
+fn disk_bytes(meta: &std::fs::Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::MetadataExt::blocks(meta).saturating_mul(512)
+    }
+    #[cfg(not(unix))]
+    {
+        meta.len()
+    }
+}
+
+/// Makes room in `dir` for keeping `keep`, a cut transfer's partial file
+/// of `peer` (its record written): removes `peer`'s oldest kept partials
+/// (by when their record was last written), never another peer's and
+/// never one a transfer holds, until `peer` keeps at most `limits.files`
+/// partials of at most `limits.bytes` with `keep` counted. Whether `keep`
+/// fits at all (when not, the caller removes it; nothing else went).
+pub fn make_room(dir: &Path, peer: &[u8; 32], keep: &Path, limits: PartialLimits) -> bool {
+    let keep_bytes = std::fs::symlink_metadata(keep).map_or(0, |m| disk_bytes(&m));
+    if limits.files == 0 || keep_bytes > limits.bytes {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return true;
+    };
+    // This peer's other kept partials: (record written, path, bytes). At
+    // most the cap's worth plus the transfers running, as the cap holds.
+    let mut kept: Vec<(std::time::SystemTime, PathBuf, u64)> = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(partial_name) = file_name
+            .to_str()
+            .filter(|n| n.starts_with(super::PARTIAL_PREFIX))
+            .and_then(|n| n.strip_suffix(RECORD_SUFFIX))
+        else {
+            continue;
+        };
+        let partial = dir.join(partial_name);
+        if partial == keep || in_use(&partial) {
+            continue;
+        }
+        match ResumeRecord::read(&partial) {
+            Some(record) if record.peer == *peer => {}
+            _ => continue,
+        }
+        let Ok(meta) = std::fs::symlink_metadata(&partial) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let written = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        kept.push((written, partial, disk_bytes(&meta)));
+    }
+    kept.sort();
+    let mut files = kept.len() + 1;
+    let mut bytes = kept
+        .iter()
+        .fold(keep_bytes, |sum, (_, _, b)| sum.saturating_add(*b));
+    for (_, partial, size) in kept {
+        if files <= limits.files && bytes <= limits.bytes {
+            break;
+        }
+        let _ = std::fs::remove_file(&partial);
+        remove_record(&partial);
+        tracing::info!("a kept partial file of this peer removed: its cap is reached");
+        files -= 1;
+        bytes = bytes.saturating_sub(size);
+    }
+    true
+}
+
 /// Why a record is not usable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {

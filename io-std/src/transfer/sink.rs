@@ -26,7 +26,9 @@ use tryst_core::peer::transfer::{
 };
 
 use super::hasher::{core_result, PrefixHasher, Wake, WakeSlot};
-use super::resume::{self, ResumeRecord, CHECKPOINT_STEP, MAX_RECORDS_SCANNED, RECORD_SUFFIX};
+use super::resume::{
+    self, PartialLimits, ResumeRecord, CHECKPOINT_STEP, MAX_RECORDS_SCANNED, RECORD_SUFFIX,
+};
 use super::PARTIAL_PREFIX;
 
 /// In-order bytes the receive side gathers before it writes them in one
@@ -96,6 +98,8 @@ pub struct FileSink {
     offer: Option<u64>,
     /// The offset a resumed transfer started at (what was already held).
     resumed_from: u64,
+    /// What is kept of the peer's cut transfers.
+    limits: PartialLimits,
 }
 
 impl FileSink {
@@ -120,7 +124,14 @@ impl FileSink {
             verifying: None,
             offer: None,
             resumed_from: 0,
+            limits: PartialLimits::default(),
         }
+    }
+
+    /// What this receiver keeps of one peer's cut transfers (the default:
+    /// [`PartialLimits::default`]); past it that peer's oldest partials go.
+    pub fn set_limits(&mut self, limits: PartialLimits) {
+        self.limits = limits;
     }
 
     /// The sender's public key (from the session): a resumable transfer
@@ -467,6 +478,12 @@ impl FileSink {
         let keep = cut && self.record.is_some() && self.verifying.is_none() && self.recorded > 0;
         if let Some((path, file)) = self.partial.take() {
             drop(file);
+            // Within the peer's cap: its oldest kept partials make room.
+            let keep = keep
+                && self
+                    .record
+                    .as_ref()
+                    .is_some_and(|r| resume::make_room(&self.dir, &r.peer, &path, self.limits));
             if !keep {
                 let _ = std::fs::remove_file(&path);
                 resume::remove_record(&path);
