@@ -20,7 +20,8 @@
 # Environment: TRYST (default target/debug/tryst), the binary under test;
 #              LAB_KEEP=1 keeps the work dir (logs) after the run.
 # Cases: eim-direct, one-public, nat-timeout, mapping-flush, two-address-server,
-#        nat-guess, netcheck, symmetric-both, symmetric-one.
+#        nat-guess, netcheck, symmetric-both, symmetric-one,
+#        symmetric-one-port-restricted.
 set -Eeuo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -84,12 +85,23 @@ link() {
     in_ns "$4" ip link set "$5" up
 }
 
-# nat NS [random]: masquerade the LAN behind the WAN, drop what was not
-# asked for on the WAN side. `random` makes the mapping depend on the
-# destination (a symmetric NAT).
+# nat NS [MODE]: masquerade the LAN behind the WAN, drop what was not asked
+# for on the WAN side. MODE:
+# - port (default): Linux masquerade as it is: endpoint-independent,
+#   port-preserving mapping with address-and-port-dependent filtering (only
+#   what matches a mapping's exact remote address and port gets back in;
+#   RFC 4787 "port-restricted cone");
+# - random (`masquerade random`): the mapping depends on the destination
+#   (a symmetric NAT), filtering as above;
+# - address: the same mapping as `port`, with address-dependent filtering
+#   (RFC 4787 "address-restricted cone", common in home routers): a set
+#   remembers, per mapped port, each remote address the LAN has sent to
+#   (filled after masquerade, refreshed by every outbound packet, expiring
+#   with the NAT's UDP timeout), and a UDP packet from any port of such an
+#   address to that mapped port is let in to the host (dnat, port kept).
 nat() {
-    local flags=""
-    [[ "${2:-}" == random ]] && flags="random"
+    local mode="${2:-port}" flags="" timeout host
+    [[ "$mode" == random ]] && flags="random"
     in_ns "$1" sysctl -qw net.ipv4.ip_forward=1
     in_ns "$1" nft -f - <<EOF
 table ip home {
@@ -101,12 +113,33 @@ table ip home {
         type filter hook forward priority filter; policy drop;
         ct state established,related accept
         iifname "lan" oifname "wan" accept
+        iifname "wan" oifname "lan" ct status dnat accept
         counter comment "unsolicited from the WAN"
     }
     chain input {
         type filter hook input priority filter; policy drop;
         ct state established,related accept
         iifname { "lo", "lan" } accept
+    }
+}
+EOF
+    [[ "$mode" == address ]] || return 0
+    timeout="$(in_ns "$1" sysctl -n net.netfilter.nf_conntrack_udp_timeout)"
+    host="$(in_ns "$1" ip -4 -o addr show dev lan | awk '{ print $4 }' | sed 's|\.1/24$|.2|')"
+    in_ns "$1" nft -f - <<EOF
+table ip restrict {
+    set sent {
+        type inet_service . ipv4_addr
+        flags timeout
+        timeout ${timeout}s
+    }
+    chain learn {
+        type filter hook postrouting priority srcnat + 10; policy accept;
+        oifname "wan" meta l4proto udp update @sent { udp sport . ip daddr timeout ${timeout}s }
+    }
+    chain admit {
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname "wan" udp dport . ip saddr @sent counter dnat to $host
     }
 }
 EOF
@@ -375,7 +408,11 @@ case_nat_guess() {
 
 # `tryst netcheck` against the trigger server's probe port: behind the
 # ordinary home NAT (masquerade keeps one mapping per socket) the mapping is
-# endpoint-independent; behind `masquerade random` it varies by
+# endpoint-independent and the filtering address-and-port-dependent (the
+# echo from the server's other port does not get in); behind the
+# address-restricted home NAT the echo gets in (one server address cannot
+# tell address-dependent from endpoint-independent filtering, and netcheck
+# says so); behind `masquerade random` it varies by
 # destination; behind a NAT whose UDP mappings expire after 15 s the idle
 # time a mapping survives is reported under 15 s.
 netcheck_json() {
@@ -393,6 +430,15 @@ case_netcheck() {
     eim=$(netcheck_json h1 home --max-idle 5s)
     echo "    masquerade: $eim"
     grep -q '"mapping":"endpoint-independent"' <<<"$eim" || fail "masquerade: mapping not endpoint-independent: $eim"
+    grep -q '"filtering":"address-and-port-dependent"' <<<"$eim" || fail "masquerade: filtering not port-dependent: $eim"
+    in_ns nat1 nft delete table ip home
+    nat nat1 address
+    local restricted
+    restricted=$(netcheck_json h1 home --max-idle 5s)
+    echo "    address-restricted: $restricted"
+    grep -q '"mapping":"endpoint-independent"' <<<"$restricted" || fail "address-restricted: mapping not endpoint-independent: $restricted"
+    grep -q '"filtering":"endpoint-independent or address-dependent"' <<<"$restricted" ||
+        fail "address-restricted: filtering not address-dependent: $restricted"
     sym=$(netcheck_json h2 phone --max-idle 5s)
     echo "    masquerade random: $sym"
     grep -q '"mapping":"varies by destination"' <<<"$sym" || fail "masquerade random: mapping does not vary: $sym"
@@ -438,9 +484,9 @@ case_symmetric_both() {
 # come from a port the home never sent to, and the home's go to a mapping
 # the symmetric NAT made for the server only: neither gets through (a real
 # port-restricted NAT behaves the same), so the session goes relayed and the
-# file arrives intact. Direct with one symmetric side needs the other NAT to
-# filter by address only; this lab does not model that yet.
-case_symmetric_one() {
+# file arrives intact. Against an address-restricted home NAT the same pair
+# goes direct (case symmetric-one).
+case_symmetric_one_port_restricted() {
     in_ns nat2 nft delete table ip home
     nat nat2 random
     start_server --relay "$SERVER_BIND:7402"
@@ -457,7 +503,38 @@ case_symmetric_one() {
     path_report "relayed: $server bytes via the server, $homes bytes home to home"
 }
 
-ALL_CASES=(eim-direct one-public nat-timeout mapping-flush two-address-server nat-guess netcheck symmetric-both symmetric-one)
+# A symmetric NAT on one side (`masquerade random`), an address-restricted
+# home NAT on the other (endpoint-independent mapping, address-dependent
+# filtering, as many home routers do). The symmetric side's packets reach
+# the home from a port the home never sent to, but from an address it has
+# sent to, so they get in; the home answers the source they came from (the
+# peer path follows the newer authenticated source), which is the mapping
+# the symmetric NAT made for the home, so the answers get in there too: the
+# file goes home to home, not through the relay.
+case_symmetric_one() {
+    in_ns nat1 nft delete table ip home
+    nat nat1 address
+    in_ns nat2 nft delete table ip home
+    nat nat2 random
+    start_server --relay "$SERVER_BIND:7402"
+    daemon h1 home --allow phone --recv-dir "$WORK/inbox-$CASE"
+    make_file "$WORK/file-$CASE.bin" 8
+    local homes_before server_before
+    homes_before=$(bytes homes)
+    server_before=$(bytes server)
+    connect h2 phone home --send "$WORK/file-$CASE.bin" --duration 2m
+    check_transfer "$WORK/file-$CASE.bin" "$WORK/inbox-$CASE"
+    grep -q "direct path up" "$WORK"/phone-connect.log || fail "the path was not direct: $(cat "$WORK"/phone-connect.log)"
+    local homes=$(($(bytes homes) - homes_before)) server=$(($(bytes server) - server_before)) admitted
+    ((homes >= 8 << 20)) || fail "only $homes bytes crossed between the homes"
+    ((server < 1 << 20)) || fail "$server bytes went to or from the server"
+    # The home NAT's address filter let the symmetric side's new port in.
+    admitted="$(in_ns nat1 nft list chain ip restrict admit | awk '/packets/ { for (i = 1; i <= NF; i++) if ($i == "packets") print $(i + 1) }')"
+    ((admitted > 0)) || fail "the address-restricted filter admitted nothing"
+    path_report "direct: $homes bytes home to home, $server bytes via the server; $admitted new flows let in by address"
+}
+
+ALL_CASES=(eim-direct one-public nat-timeout mapping-flush two-address-server nat-guess netcheck symmetric-both symmetric-one symmetric-one-port-restricted)
 CASES=("$@")
 ((${#CASES[@]})) || CASES=("${ALL_CASES[@]}")
 passed=0
