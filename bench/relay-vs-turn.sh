@@ -5,35 +5,42 @@
 # Everything runs in a network namespace of its own (root needed), on its
 # loopback only, so the rules below touch nothing else on the host:
 # - the tryst row: `tryst server --relay` with a receiving `tryst terminal`
-#   and a sending `tryst connect --send FILE`; an nftables rule drops UDP
+#   and CLIENTS senders at once (`tryst connect --send FILE`, one session
+#   each: the relay limits a session to 12.5 MB/s); an nftables rule drops UDP
 #   between any two ports that are not the servers' (or coturn's), so the
 #   terminals cannot punch a direct path and the file goes through the
 #   relay, end-to-end encrypted, as behind two symmetric NATs;
 # - the coturn row: Debian's `turnserver` (no auth, UDP only), its
 #   `turnutils_peer` (an echo peer) and `turnutils_uclient` as the load
-#   (CLIENTS allocations, each sending MESSAGES datagrams of the same size as
-#   tryst's, as fast as it can, which the peer echoes back through the relay).
+#   (TURN_CLIENTS allocations, each sending MESSAGES datagrams of the same
+#   size as tryst's with `-z 0`, which the peer echoes back through the
+#   relay). uclient paces each allocation (about one datagram per few ms
+#   whatever -z says), so coturn's figure is bounded by its load generator;
+#   more TURN_CLIENTS push it further (coturn's default quotas refuse a few
+#   hundred allocations from one client).
 # Both relays are measured alike: nft counters on the namespace's output
 # hook count the bytes each relay SENDS (tryst: from its relay port; coturn:
 # from its listening port to the clients and from its relay ports to the
 # peer), sampled every 20 ms; the throughput is those bytes over the time from
 # the first sample that saw them grow to the last. The tryst row also gives
-# the file's goodput (size / `connect`'s wall time, setup included).
+# the files' goodput (their sizes / the senders' wall time, setup included).
 #
 # Usage: sudo bash bench/relay-vs-turn.sh      (from the repository root)
 # Environment: TRYST (default target/release/tryst; TRYST=target/release/tryst-std
-#              for the std driver), SIZE MiB per tryst transfer (default 200),
-#              RUNS (3), CLIENTS (8), MESSAGES per client (20000), DGRAM
-#              bytes of each coturn payload (default: tryst's mean datagram
-#              size of the first run, rounded), LAB_KEEP=1 keeps the logs.
+#              for the std driver), SIZE MiB per tryst transfer (default 64),
+#              RUNS (3), CLIENTS tryst sessions at once (8), TURN_CLIENTS
+#              (64), MESSAGES per TURN client (1000), DGRAM
+#              bytes of each coturn payload (default: the size of tryst's
+#              data datagrams in the first run), LAB_KEEP=1 keeps the logs.
 set -Eeuo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 TRYST="$(realpath "${TRYST:-target/release/tryst}")"
-SIZE="${SIZE:-200}"
+SIZE="${SIZE:-64}"
 RUNS="${RUNS:-3}"
 CLIENTS="${CLIENTS:-8}"
-MESSAGES="${MESSAGES:-20000}"
+TURN_CLIENTS="${TURN_CLIENTS:-64}"
+MESSAGES="${MESSAGES:-1000}"
 [[ -x "$TRYST" ]] || { echo "relay-vs-turn: no binary at $TRYST (cargo build --release -p tryst-tokio)" >&2; exit 2; }
 for tool in ip nft turnserver turnutils_uclient turnutils_peer cmp; do
     command -v "$tool" >/dev/null || { echo "relay-vs-turn: $tool is missing (apt-get install iproute2 nftables coturn)" >&2; exit 2; }
@@ -71,9 +78,11 @@ in_ns nft -f - <<EOF
 table inet bench {
     counter tryst {}
     counter turn {}
+    counter tryst_data {}
     chain output {
         type filter hook output priority filter; policy accept;
         udp sport 7402 counter name "tryst"
+        udp sport 7402 meta length >= 1000 counter name "tryst_data"
         udp sport 3478 counter name "turn"
         udp sport $TURN_RELAY_PORTS udp dport 3480 counter name "turn"
     }
@@ -126,7 +135,8 @@ spawn() {
     PIDS+=("$!")
 }
 
-head -c "$((SIZE << 20))" /dev/urandom >"$WORK/file.bin"
+head -c "$((SIZE << 20))" /dev/urandom >"$WORK/file-1.bin"
+for i in $(seq 2 "$CLIENTS"); do ln "$WORK/file-1.bin" "$WORK/file-$i.bin"; done
 
 # The tryst servers (with the relay) and the receiving terminal, once.
 spawn server "$TRYST" server --data-dir "$WORK/server" --control 127.0.0.1:7400 \
@@ -138,7 +148,8 @@ flags() {
         --state-dir "$WORK/$1-state"
 }
 # shellcheck disable=SC2046
-spawn receiver "$TRYST" terminal $(flags bench-recv) --allow bench-send --recv-dir "$WORK/inbox"
+spawn receiver "$TRYST" terminal $(flags bench-recv) $(for i in $(seq 1 "$CLIENTS"); do echo --allow "bench-send-$i"; done) \
+    --recv-dir "$WORK/inbox"
 wait_line receiver '^online: ' >/dev/null
 
 # coturn and its echo peer, once.
@@ -154,36 +165,49 @@ GOODPUTS=()
 TURN_RATES=()
 TRYST_DGRAM=""
 for run in $(seq 1 "$RUNS"); do
-    # tryst: one transfer through the relay.
-    rm -rf "$WORK/inbox"
+    # tryst: CLIENTS transfers through the relay at once (one session
+    # each; the relay limits one session to 12.5 MB/s by default).
+    rm -f "$WORK"/inbox/file-*.bin
     sample tryst "$WORK/tryst-$run.samples" &
     sampler=$!
     before="$(counter tryst)"
     started=${EPOCHREALTIME/./}
-    # shellcheck disable=SC2046
-    in_ns env RUST_LOG=warn "$TRYST" connect $(flags bench-send) bench-recv --send "$WORK/file.bin" \
-        --duration 10m >"$WORK/connect-$run.log" 2>&1 || fail "connect exited $?: $(tail -n 5 "$WORK/connect-$run.log")"
+    senders=()
+    for i in $(seq 1 "$CLIENTS"); do
+        # shellcheck disable=SC2046
+        in_ns env RUST_LOG=warn "$TRYST" connect $(flags "bench-send-$i") bench-recv \
+            --send "$WORK/file-$i.bin" --duration 10m >"$WORK/connect-$run-$i.log" 2>&1 &
+        senders+=("$!")
+    done
+    for i in $(seq 1 "$CLIENTS"); do
+        wait "${senders[$((i - 1))]}" || fail "connect $i exited $?: $(tail -n 5 "$WORK/connect-$run-$i.log")"
+    done
     ended=${EPOCHREALTIME/./}
     sleep 0.1
     kill "$sampler"
     wait "$sampler" 2>/dev/null || true
-    grep -q "relayed path up" "$WORK/connect-$run.log" || fail "the transfer did not go through the relay: $(cat "$WORK/connect-$run.log")"
-    cmp -s "$WORK/file.bin" "$WORK/inbox/file.bin" || fail "the received file differs"
+    for i in $(seq 1 "$CLIENTS"); do
+        grep -q "relayed path up" "$WORK/connect-$run-$i.log" ||
+            fail "transfer $i did not go through the relay: $(cat "$WORK/connect-$run-$i.log")"
+        cmp -s "$WORK/file-$i.bin" "$WORK/inbox/file-$i.bin" || fail "received file $i differs"
+    done
     after="$(counter tryst)"
     bytes=$((${after% *} - ${before% *}))
     packets=$((${after#* } - ${before#* }))
-    [[ -n "$TRYST_DGRAM" ]] || TRYST_DGRAM=$((bytes / packets))
+    data="$(counter tryst_data)"
+    [[ -n "$TRYST_DGRAM" ]] || TRYST_DGRAM=$((${data% *} / ${data#* }))
     TRYST_RATES+=("$(rate "$WORK/tryst-$run.samples")")
-    GOODPUTS+=("$(awk -v s=$((SIZE << 20)) -v t=$((ended - started)) 'BEGIN { printf "%.1f\n", s / t }')")
-    echo "run $run: tryst relay sent $bytes bytes in $packets datagrams (mean $((bytes / packets)) B incl. IP/UDP): ${TRYST_RATES[-1]} MB/s; file goodput ${GOODPUTS[-1]} MB/s"
+    GOODPUTS+=("$(awk -v s=$((CLIENTS * SIZE << 20)) -v t=$((ended - started)) 'BEGIN { printf "%.1f\n", s / t }')")
+    echo "run $run: tryst relay sent $bytes bytes in $packets datagrams (mean $((bytes / packets)) B with IP/UDP, acks included; data $TRYST_DGRAM B): ${TRYST_RATES[-1]} MB/s; files' goodput ${GOODPUTS[-1]} MB/s"
 
-    # coturn: the same datagram size (payload = tryst's mean datagram less
+    # coturn: the same datagram size as tryst's data packets (the mean of
+    # those of 1000 bytes or more the relay sent in the first run, less
     # IP+UDP headers and TURN's 4-byte ChannelData header).
     DGRAM="${DGRAM:-$((TRYST_DGRAM - 28 - 4))}"
     sample turn "$WORK/turn-$run.samples" &
     sampler=$!
     before="$(counter turn)"
-    in_ns turnutils_uclient -c -e 127.0.0.1 -r 3480 -l "$DGRAM" -n "$MESSAGES" -m "$CLIENTS" -z 0 \
+    in_ns turnutils_uclient -c -e 127.0.0.1 -r 3480 -l "$DGRAM" -n "$MESSAGES" -m "$TURN_CLIENTS" -z 0 \
         127.0.0.1 >"$WORK/uclient-$run.log" 2>&1 || fail "turnutils_uclient exited $?"
     sleep 0.1
     kill "$sampler"
@@ -202,7 +226,7 @@ t="$(median "${TRYST_RATES[@]}")"
 g="$(median "${GOODPUTS[@]}")"
 c="$(median "${TURN_RATES[@]}")"
 echo
-echo "relay sends, medians of $RUNS runs ($(basename "$TRYST"), $SIZE MiB per transfer; coturn $CLIENTS clients x $MESSAGES datagrams of $DGRAM B):"
-echo "  tryst relay   $t MB/s   (file goodput $g MB/s)"
+echo "relay sends, medians of $RUNS runs ($(basename "$TRYST"): $CLIENTS sessions x $SIZE MiB; coturn: $TURN_CLIENTS clients x $MESSAGES datagrams of $DGRAM B):"
+echo "  tryst relay   $t MB/s   (files' goodput $g MB/s)"
 echo "  coturn        $c MB/s"
 awk -v t="$t" -v c="$c" 'BEGIN { if (c > 0) printf "  ratio tryst / coturn: %.2f\n", t / c }'
