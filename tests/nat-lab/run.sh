@@ -13,7 +13,8 @@
 # between the two homes and to and from the server. Each home router
 # masquerades its LAN and drops unsolicited inbound packets on its public
 # side (the forward and input chains accept only established/related
-# traffic from the WAN), as home routers do. Only addresses inside these
+# traffic from the WAN), as home routers do; a case may make one an
+# address-restricted NAT (see `nat`) or a symmetric one. Only addresses inside these
 # namespaces are used; nothing is sent anywhere else.
 #
 # Usage: bash tests/nat-lab/run.sh [CASE...]     (as root; default: every case)
@@ -143,6 +144,12 @@ table ip restrict {
     }
 }
 EOF
+}
+
+# renat NS MODE: NS's NAT replaced by one of MODE (see `nat`).
+renat() {
+    in_ns "$1" nft delete table ip home
+    nat "$1" "$2"
 }
 
 build_world() {
@@ -392,8 +399,7 @@ nat_row() {
 # masquerade keeps the source port), and one behind `masquerade random`
 # (a symmetric NAT: a random port per destination).
 case_nat_guess() {
-    in_ns nat2 nft delete table ip home
-    nat nat2 random
+    renat nat2 random
     start_server
     daemon pub office
     daemon h1 home
@@ -423,16 +429,14 @@ netcheck_json() {
         fail "netcheck in $ns failed: $(cat "$WORK/$name-netcheck.err")"
 }
 case_netcheck() {
-    in_ns nat2 nft delete table ip home
-    nat nat2 random
+    renat nat2 random
     start_server --probe-listen "$SERVER_BIND:7403"
     local eim sym
     eim=$(netcheck_json h1 home --max-idle 5s)
     echo "    masquerade: $eim"
     grep -q '"mapping":"endpoint-independent"' <<<"$eim" || fail "masquerade: mapping not endpoint-independent: $eim"
     grep -q '"filtering":"address-and-port-dependent"' <<<"$eim" || fail "masquerade: filtering not port-dependent: $eim"
-    in_ns nat1 nft delete table ip home
-    nat nat1 address
+    renat nat1 address
     local restricted
     restricted=$(netcheck_json h1 home --max-idle 5s)
     echo "    address-restricted: $restricted"
@@ -455,15 +459,13 @@ case_netcheck() {
     grep -q '"survived":false' <<<"$short" || fail "15 s NAT timeout: every probe survived: $short"
 }
 
-# Symmetric NATs (`masquerade random`) on both sides: punching cannot get
-# through, the session goes through the server's relay and the file
-# arrives intact; the internet router sees its bytes go to and from the
-# server, not home to home.
-case_symmetric_both() {
-    in_ns nat1 nft delete table ip home
-    nat nat1 random
-    in_ns nat2 nft delete table ip home
-    nat nat2 random
+# relay_transfer PATH: with the servers' relay on, h2's phone sends 8 MiB
+# to h1's home; the file arrives intact and `connect` says "PATH path up"
+# (direct or relayed). HOMES and SERVER: the bytes the internet router
+# counted meanwhile between the homes and to and from the server.
+HOMES=0
+SERVER=0
+relay_transfer() {
     start_server --relay "$SERVER_BIND:7402"
     daemon h1 home --allow phone --recv-dir "$WORK/inbox-$CASE"
     make_file "$WORK/file-$CASE.bin" 8
@@ -472,10 +474,21 @@ case_symmetric_both() {
     server_before=$(bytes server)
     connect h2 phone home --send "$WORK/file-$CASE.bin" --duration 2m
     check_transfer "$WORK/file-$CASE.bin" "$WORK/inbox-$CASE"
-    grep -q "relayed path up" "$WORK"/phone-connect.log || fail "the path was not relayed: $(cat "$WORK"/phone-connect.log)"
-    local homes=$(($(bytes homes) - homes_before)) server=$(($(bytes server) - server_before))
-    ((server >= 16 << 20)) || fail "only $server bytes went through the server (relay)"
-    path_report "relayed: $server bytes via the server, $homes bytes home to home"
+    grep -q "$1 path up" "$WORK"/phone-connect.log || fail "the path was not $1: $(cat "$WORK"/phone-connect.log)"
+    HOMES=$(($(bytes homes) - homes_before))
+    SERVER=$(($(bytes server) - server_before))
+}
+
+# Symmetric NATs (`masquerade random`) on both sides: punching cannot get
+# through, the session goes through the server's relay and the file
+# arrives intact; the internet router sees its bytes go to and from the
+# server (both legs: at least twice the file), not home to home.
+case_symmetric_both() {
+    renat nat1 random
+    renat nat2 random
+    relay_transfer relayed
+    ((SERVER >= 16 << 20)) || fail "only $SERVER bytes went through the server (relay)"
+    path_report "relayed: $SERVER bytes via the server, $HOMES bytes home to home"
 }
 
 # A symmetric NAT on one side only, against the lab's home NAT, which
@@ -487,20 +500,10 @@ case_symmetric_both() {
 # file arrives intact. Against an address-restricted home NAT the same pair
 # goes direct (case symmetric-one).
 case_symmetric_one_port_restricted() {
-    in_ns nat2 nft delete table ip home
-    nat nat2 random
-    start_server --relay "$SERVER_BIND:7402"
-    daemon h1 home --allow phone --recv-dir "$WORK/inbox-$CASE"
-    make_file "$WORK/file-$CASE.bin" 8
-    local homes_before server_before
-    homes_before=$(bytes homes)
-    server_before=$(bytes server)
-    connect h2 phone home --send "$WORK/file-$CASE.bin" --duration 2m
-    check_transfer "$WORK/file-$CASE.bin" "$WORK/inbox-$CASE"
-    grep -q "relayed path up" "$WORK"/phone-connect.log || fail "the path was not relayed: $(cat "$WORK"/phone-connect.log)"
-    local homes=$(($(bytes homes) - homes_before)) server=$(($(bytes server) - server_before))
-    ((server >= 8 << 20)) || fail "only $server bytes went through the server (relay)"
-    path_report "relayed: $server bytes via the server, $homes bytes home to home"
+    renat nat2 random
+    relay_transfer relayed
+    ((SERVER >= 16 << 20)) || fail "only $SERVER bytes went through the server (relay)"
+    path_report "relayed: $SERVER bytes via the server, $HOMES bytes home to home"
 }
 
 # A symmetric NAT on one side (`masquerade random`), an address-restricted
@@ -512,26 +515,16 @@ case_symmetric_one_port_restricted() {
 # the symmetric NAT made for the home, so the answers get in there too: the
 # file goes home to home, not through the relay.
 case_symmetric_one() {
-    in_ns nat1 nft delete table ip home
-    nat nat1 address
-    in_ns nat2 nft delete table ip home
-    nat nat2 random
-    start_server --relay "$SERVER_BIND:7402"
-    daemon h1 home --allow phone --recv-dir "$WORK/inbox-$CASE"
-    make_file "$WORK/file-$CASE.bin" 8
-    local homes_before server_before
-    homes_before=$(bytes homes)
-    server_before=$(bytes server)
-    connect h2 phone home --send "$WORK/file-$CASE.bin" --duration 2m
-    check_transfer "$WORK/file-$CASE.bin" "$WORK/inbox-$CASE"
-    grep -q "direct path up" "$WORK"/phone-connect.log || fail "the path was not direct: $(cat "$WORK"/phone-connect.log)"
-    local homes=$(($(bytes homes) - homes_before)) server=$(($(bytes server) - server_before)) admitted
-    ((homes >= 8 << 20)) || fail "only $homes bytes crossed between the homes"
-    ((server < 1 << 20)) || fail "$server bytes went to or from the server"
+    renat nat1 address
+    renat nat2 random
+    relay_transfer direct
+    ((HOMES >= 8 << 20)) || fail "only $HOMES bytes crossed between the homes"
+    ((SERVER < 1 << 20)) || fail "$SERVER bytes went to or from the server"
     # The home NAT's address filter let the symmetric side's new port in.
+    local admitted
     admitted="$(in_ns nat1 nft list chain ip restrict admit | awk '/packets/ { for (i = 1; i <= NF; i++) if ($i == "packets") print $(i + 1) }')"
     ((admitted > 0)) || fail "the address-restricted filter admitted nothing"
-    path_report "direct: $homes bytes home to home, $server bytes via the server; $admitted new flows let in by address"
+    path_report "direct: $HOMES bytes home to home, $SERVER bytes via the server; $admitted new flows let in by address"
 }
 
 ALL_CASES=(eim-direct one-public nat-timeout mapping-flush two-address-server nat-guess netcheck symmetric-both symmetric-one symmetric-one-port-restricted)
