@@ -27,8 +27,8 @@
 #
 # Usage: sudo bash bench/relay-vs-turn.sh      (from the repository root)
 # Environment: TRYST (default target/release/tryst; TRYST=target/release/tryst-std
-#              for the std driver), SIZE MiB per tryst transfer (default 64),
-#              RUNS (3), CLIENTS tryst sessions at once (8), TURN_CLIENTS
+#              for the std driver), SIZE MiB per tryst transfer (default 16),
+#              RUNS (3), CLIENTS tryst sessions at once (1), TURN_CLIENTS
 #              (64), MESSAGES per TURN client (1000), DGRAM
 #              bytes of each coturn payload (default: the size of tryst's
 #              data datagrams in the first run), LAB_KEEP=1 keeps the logs.
@@ -36,9 +36,9 @@ set -Eeuo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 TRYST="$(realpath "${TRYST:-target/release/tryst}")"
-SIZE="${SIZE:-64}"
+SIZE="${SIZE:-16}"
 RUNS="${RUNS:-3}"
-CLIENTS="${CLIENTS:-8}"
+CLIENTS="${CLIENTS:-1}"
 TURN_CLIENTS="${TURN_CLIENTS:-64}"
 MESSAGES="${MESSAGES:-1000}"
 [[ -x "$TRYST" ]] || { echo "relay-vs-turn: no binary at $TRYST (cargo build --release -p tryst-tokio)" >&2; exit 2; }
@@ -170,6 +170,7 @@ for run in $(seq 1 "$RUNS"); do
     rm -f "$WORK"/inbox/file-*.bin
     sample tryst "$WORK/tryst-$run.samples" &
     sampler=$!
+    PIDS+=("$sampler")
     before="$(counter tryst)"
     started=${EPOCHREALTIME/./}
     senders=()
@@ -206,6 +207,7 @@ for run in $(seq 1 "$RUNS"); do
     DGRAM="${DGRAM:-$((TRYST_DGRAM - 28 - 4))}"
     sample turn "$WORK/turn-$run.samples" &
     sampler=$!
+    PIDS+=("$sampler")
     before="$(counter turn)"
     in_ns turnutils_uclient -c -e 127.0.0.1 -r 3480 -l "$DGRAM" -n "$MESSAGES" -m "$TURN_CLIENTS" -z 0 \
         127.0.0.1 >"$WORK/uclient-$run.log" 2>&1 || fail "turnutils_uclient exited $?"
