@@ -13,14 +13,16 @@
 # between the two homes and to and from the server. Each home router
 # masquerades its LAN and drops unsolicited inbound packets on its public
 # side (the forward and input chains accept only established/related
-# traffic from the WAN), as home routers do. Only addresses inside these
+# traffic from the WAN), as home routers do; a case may make one an
+# address-restricted NAT (see `nat`) or a symmetric one. Only addresses inside these
 # namespaces are used; nothing is sent anywhere else.
 #
 # Usage: bash tests/nat-lab/run.sh [CASE...]     (as root; default: every case)
 # Environment: TRYST (default target/debug/tryst), the binary under test;
 #              LAB_KEEP=1 keeps the work dir (logs) after the run.
 # Cases: eim-direct, one-public, nat-timeout, mapping-flush, two-address-server,
-#        nat-guess, netcheck, symmetric-both, symmetric-one.
+#        nat-guess, netcheck, symmetric-both, symmetric-one,
+#        symmetric-one-port-restricted.
 set -Eeuo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -84,12 +86,23 @@ link() {
     in_ns "$4" ip link set "$5" up
 }
 
-# nat NS [random]: masquerade the LAN behind the WAN, drop what was not
-# asked for on the WAN side. `random` makes the mapping depend on the
-# destination (a symmetric NAT).
+# nat NS [MODE]: masquerade the LAN behind the WAN, drop what was not asked
+# for on the WAN side. MODE:
+# - port (default): Linux masquerade as it is: endpoint-independent,
+#   port-preserving mapping with address-and-port-dependent filtering (only
+#   what matches a mapping's exact remote address and port gets back in;
+#   RFC 4787 "port-restricted cone");
+# - random (`masquerade random`): the mapping depends on the destination
+#   (a symmetric NAT), filtering as above;
+# - address: the same mapping as `port`, with address-dependent filtering
+#   (RFC 4787 "address-restricted cone", common in home routers): a set
+#   remembers, per mapped port, each remote address the LAN has sent to
+#   (filled after masquerade, refreshed by every outbound packet, expiring
+#   with the NAT's UDP timeout), and a UDP packet from any port of such an
+#   address to that mapped port is let in to the host (dnat, port kept).
 nat() {
-    local flags=""
-    [[ "${2:-}" == random ]] && flags="random"
+    local mode="${2:-port}" flags="" timeout host
+    [[ "$mode" == random ]] && flags="random"
     in_ns "$1" sysctl -qw net.ipv4.ip_forward=1
     in_ns "$1" nft -f - <<EOF
 table ip home {
@@ -101,6 +114,7 @@ table ip home {
         type filter hook forward priority filter; policy drop;
         ct state established,related accept
         iifname "lan" oifname "wan" accept
+        iifname "wan" oifname "lan" ct status dnat accept
         counter comment "unsolicited from the WAN"
     }
     chain input {
@@ -110,6 +124,32 @@ table ip home {
     }
 }
 EOF
+    [[ "$mode" == address ]] || return 0
+    timeout="$(in_ns "$1" sysctl -n net.netfilter.nf_conntrack_udp_timeout)"
+    host="$(in_ns "$1" ip -4 -o addr show dev lan | awk '{ print $4 }' | sed 's|\.1/24$|.2|')"
+    in_ns "$1" nft -f - <<EOF
+table ip restrict {
+    set sent {
+        type inet_service . ipv4_addr
+        flags timeout
+        timeout ${timeout}s
+    }
+    chain learn {
+        type filter hook postrouting priority srcnat + 10; policy accept;
+        oifname "wan" meta l4proto udp update @sent { udp sport . ip daddr timeout ${timeout}s }
+    }
+    chain admit {
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname "wan" udp dport . ip saddr @sent counter dnat to $host
+    }
+}
+EOF
+}
+
+# renat NS MODE: NS's NAT replaced by one of MODE (see `nat`).
+renat() {
+    in_ns "$1" nft delete table ip home
+    nat "$1" "$2"
 }
 
 build_world() {
@@ -359,8 +399,7 @@ nat_row() {
 # masquerade keeps the source port), and one behind `masquerade random`
 # (a symmetric NAT: a random port per destination).
 case_nat_guess() {
-    in_ns nat2 nft delete table ip home
-    nat nat2 random
+    renat nat2 random
     start_server
     daemon pub office
     daemon h1 home
@@ -375,7 +414,11 @@ case_nat_guess() {
 
 # `tryst netcheck` against the trigger server's probe port: behind the
 # ordinary home NAT (masquerade keeps one mapping per socket) the mapping is
-# endpoint-independent; behind `masquerade random` it varies by
+# endpoint-independent and the filtering address-and-port-dependent (the
+# echo from the server's other port does not get in); behind the
+# address-restricted home NAT the echo gets in (one server address cannot
+# tell address-dependent from endpoint-independent filtering, and netcheck
+# says so); behind `masquerade random` it varies by
 # destination; behind a NAT whose UDP mappings expire after 15 s the idle
 # time a mapping survives is reported under 15 s.
 netcheck_json() {
@@ -386,13 +429,20 @@ netcheck_json() {
         fail "netcheck in $ns failed: $(cat "$WORK/$name-netcheck.err")"
 }
 case_netcheck() {
-    in_ns nat2 nft delete table ip home
-    nat nat2 random
+    renat nat2 random
     start_server --probe-listen "$SERVER_BIND:7403"
     local eim sym
     eim=$(netcheck_json h1 home --max-idle 5s)
     echo "    masquerade: $eim"
     grep -q '"mapping":"endpoint-independent"' <<<"$eim" || fail "masquerade: mapping not endpoint-independent: $eim"
+    grep -q '"filtering":"address-and-port-dependent"' <<<"$eim" || fail "masquerade: filtering not port-dependent: $eim"
+    renat nat1 address
+    local restricted
+    restricted=$(netcheck_json h1 home --max-idle 5s)
+    echo "    address-restricted: $restricted"
+    grep -q '"mapping":"endpoint-independent"' <<<"$restricted" || fail "address-restricted: mapping not endpoint-independent: $restricted"
+    grep -q '"filtering":"endpoint-independent or address-dependent"' <<<"$restricted" ||
+        fail "address-restricted: filtering not address-dependent: $restricted"
     sym=$(netcheck_json h2 phone --max-idle 5s)
     echo "    masquerade random: $sym"
     grep -q '"mapping":"varies by destination"' <<<"$sym" || fail "masquerade random: mapping does not vary: $sym"
@@ -409,15 +459,13 @@ case_netcheck() {
     grep -q '"survived":false' <<<"$short" || fail "15 s NAT timeout: every probe survived: $short"
 }
 
-# Symmetric NATs (`masquerade random`) on both sides: punching cannot get
-# through, the session goes through the server's relay and the file
-# arrives intact; the internet router sees its bytes go to and from the
-# server, not home to home.
-case_symmetric_both() {
-    in_ns nat1 nft delete table ip home
-    nat nat1 random
-    in_ns nat2 nft delete table ip home
-    nat nat2 random
+# relay_transfer PATH: with the servers' relay on, h2's phone sends 8 MiB
+# to h1's home; the file arrives intact and `connect` says "PATH path up"
+# (direct or relayed). HOMES and SERVER: the bytes the internet router
+# counted meanwhile between the homes and to and from the server.
+HOMES=0
+SERVER=0
+relay_transfer() {
     start_server --relay "$SERVER_BIND:7402"
     daemon h1 home --allow phone --recv-dir "$WORK/inbox-$CASE"
     make_file "$WORK/file-$CASE.bin" 8
@@ -426,10 +474,21 @@ case_symmetric_both() {
     server_before=$(bytes server)
     connect h2 phone home --send "$WORK/file-$CASE.bin" --duration 2m
     check_transfer "$WORK/file-$CASE.bin" "$WORK/inbox-$CASE"
-    grep -q "relayed path up" "$WORK"/phone-connect.log || fail "the path was not relayed: $(cat "$WORK"/phone-connect.log)"
-    local homes=$(($(bytes homes) - homes_before)) server=$(($(bytes server) - server_before))
-    ((server >= 16 << 20)) || fail "only $server bytes went through the server (relay)"
-    path_report "relayed: $server bytes via the server, $homes bytes home to home"
+    grep -q "$1 path up" "$WORK"/phone-connect.log || fail "the path was not $1: $(cat "$WORK"/phone-connect.log)"
+    HOMES=$(($(bytes homes) - homes_before))
+    SERVER=$(($(bytes server) - server_before))
+}
+
+# Symmetric NATs (`masquerade random`) on both sides: punching cannot get
+# through, the session goes through the server's relay and the file
+# arrives intact; the internet router sees its bytes go to and from the
+# server (both legs: at least twice the file), not home to home.
+case_symmetric_both() {
+    renat nat1 random
+    renat nat2 random
+    relay_transfer relayed
+    ((SERVER >= 16 << 20)) || fail "only $SERVER bytes went through the server (relay)"
+    path_report "relayed: $SERVER bytes via the server, $HOMES bytes home to home"
 }
 
 # A symmetric NAT on one side only, against the lab's home NAT, which
@@ -438,26 +497,37 @@ case_symmetric_both() {
 # come from a port the home never sent to, and the home's go to a mapping
 # the symmetric NAT made for the server only: neither gets through (a real
 # port-restricted NAT behaves the same), so the session goes relayed and the
-# file arrives intact. Direct with one symmetric side needs the other NAT to
-# filter by address only; this lab does not model that yet.
-case_symmetric_one() {
-    in_ns nat2 nft delete table ip home
-    nat nat2 random
-    start_server --relay "$SERVER_BIND:7402"
-    daemon h1 home --allow phone --recv-dir "$WORK/inbox-$CASE"
-    make_file "$WORK/file-$CASE.bin" 8
-    local homes_before server_before
-    homes_before=$(bytes homes)
-    server_before=$(bytes server)
-    connect h2 phone home --send "$WORK/file-$CASE.bin" --duration 2m
-    check_transfer "$WORK/file-$CASE.bin" "$WORK/inbox-$CASE"
-    grep -q "relayed path up" "$WORK"/phone-connect.log || fail "the path was not relayed: $(cat "$WORK"/phone-connect.log)"
-    local homes=$(($(bytes homes) - homes_before)) server=$(($(bytes server) - server_before))
-    ((server >= 8 << 20)) || fail "only $server bytes went through the server (relay)"
-    path_report "relayed: $server bytes via the server, $homes bytes home to home"
+# file arrives intact. Against an address-restricted home NAT the same pair
+# goes direct (case symmetric-one).
+case_symmetric_one_port_restricted() {
+    renat nat2 random
+    relay_transfer relayed
+    ((SERVER >= 16 << 20)) || fail "only $SERVER bytes went through the server (relay)"
+    path_report "relayed: $SERVER bytes via the server, $HOMES bytes home to home"
 }
 
-ALL_CASES=(eim-direct one-public nat-timeout mapping-flush two-address-server nat-guess netcheck symmetric-both symmetric-one)
+# A symmetric NAT on one side (`masquerade random`), an address-restricted
+# home NAT on the other (endpoint-independent mapping, address-dependent
+# filtering, as many home routers do). The symmetric side's packets reach
+# the home from a port the home never sent to, but from an address it has
+# sent to, so they get in; the home answers the source they came from (the
+# peer path follows the newer authenticated source), which is the mapping
+# the symmetric NAT made for the home, so the answers get in there too: the
+# file goes home to home, not through the relay.
+case_symmetric_one() {
+    renat nat1 address
+    renat nat2 random
+    relay_transfer direct
+    ((HOMES >= 8 << 20)) || fail "only $HOMES bytes crossed between the homes"
+    ((SERVER < 1 << 20)) || fail "$SERVER bytes went to or from the server"
+    # The home NAT's address filter let the symmetric side's new port in.
+    local admitted
+    admitted="$(in_ns nat1 nft list chain ip restrict admit | awk '/packets/ { for (i = 1; i <= NF; i++) if ($i == "packets") print $(i + 1) }')"
+    ((admitted > 0)) || fail "the address-restricted filter admitted nothing"
+    path_report "direct: $HOMES bytes home to home, $SERVER bytes via the server; $admitted new flows let in by address"
+}
+
+ALL_CASES=(eim-direct one-public nat-timeout mapping-flush two-address-server nat-guess netcheck symmetric-both symmetric-one symmetric-one-port-restricted)
 CASES=("$@")
 ((${#CASES[@]})) || CASES=("${ALL_CASES[@]}")
 passed=0
