@@ -22,8 +22,8 @@ use tokio::task::AbortHandle;
 use tryst_core::machine::ConnectionId;
 
 pub use tryst_std::drive::{
-    Framer, Framing, Overflow, CONNECT_TIMEOUT, LINK_BACKPRESSURE_TIMEOUT, LINK_QUEUE_BYTES, WRITE_BATCH_BYTES,
-    WRITE_QUEUE_BYTES, WRITE_TIMEOUT,
+    Framer, Framing, Overflow, CONNECT_TIMEOUT, LINK_BACKPRESSURE_TIMEOUT, LINK_QUEUE_BYTES,
+    WRITE_BATCH_BYTES, WRITE_QUEUE_BYTES, WRITE_TIMEOUT,
 };
 
 /// What a stream task tells the machine's task.
@@ -64,7 +64,10 @@ impl StreamWriter {
             Err(_) => match self.overflow {
                 Overflow::Close => return Err(StreamGone),
                 Overflow::Drop => {
-                    tracing::trace!(bytes = message.len(), "relay stream queue full: frame dropped");
+                    tracing::trace!(
+                        bytes = message.len(),
+                        "relay stream queue full: frame dropped"
+                    );
                     return Ok(());
                 }
                 Overflow::Wait(limit) => {

@@ -272,7 +272,10 @@ impl RelayFront {
                     return;
                 }
                 // Peer packets are at most MAX_DATAGRAM_LEN: this fits.
-                if copy.resize_default(bytes.len() + RELAY_FRAME_HEADER_LEN).is_err() {
+                if copy
+                    .resize_default(bytes.len() + RELAY_FRAME_HEADER_LEN)
+                    .is_err()
+                {
                     return;
                 }
                 match encode_frame(bytes, &mut copy) {
@@ -527,13 +530,21 @@ mod tests {
     fn relay_tcp_side_and_udp_side_forward_to_each_other() {
         let mut r = front(TcpLimits::default());
         assert_eq!(open(&mut r, t(0), 1, PHONE_IP), Out::default());
-        assert_eq!(tcp(&mut r, t(0), 1, &bind(SID, Role::Connecting)), Out::default());
-        assert!(udp(&mut r, t(0), HOME, &bind(SID, Role::Connected)).sent.is_empty());
+        assert_eq!(
+            tcp(&mut r, t(0), 1, &bind(SID, Role::Connecting)),
+            Out::default()
+        );
+        assert!(udp(&mut r, t(0), HOME, &bind(SID, Role::Connected))
+            .sent
+            .is_empty());
         // Phone (TCP) to home (UDP): the same bytes, from the local address
         // the home sent to.
         let p = probe(&SID, 1);
         let out = tcp(&mut r, t(1), 1, &p);
-        assert_eq!(out.sent, std::vec![(Destination::Udp(addr(HOME)), p.clone())]);
+        assert_eq!(
+            out.sent,
+            std::vec![(Destination::Udp(addr(HOME)), p.clone())]
+        );
         assert_eq!(r.pending, None);
         // Home (UDP) to phone (TCP): framed.
         let q = probe(&SID, 2);
@@ -542,7 +553,10 @@ mod tests {
         assert_eq!(out.sent[0].0, Destination::Connection(ConnectionId(1)));
         assert_eq!(unframe(&out.sent[0].1), q);
         // Both directions are the relay machine's counts.
-        assert_eq!(r.relay().stats().forwarded_bytes, (p.len() + q.len()) as u64);
+        assert_eq!(
+            r.relay().stats().forwarded_bytes,
+            (p.len() + q.len()) as u64
+        );
     }
 
     #[test]
@@ -579,7 +593,10 @@ mod tests {
         let mut forged = bind(SID, Role::Connecting);
         let last = forged.len() - 1;
         forged[last] ^= 1;
-        assert_eq!(tcp(&mut r, t(0), 2, &forged).closes, std::vec![ConnectionId(2)]);
+        assert_eq!(
+            tcp(&mut r, t(0), 2, &forged).closes,
+            std::vec![ConnectionId(2)]
+        );
         // Silence: closed at the bind timeout, not before.
         let _ = open(&mut r, t(0), 3, PHONE_IP);
         assert_eq!(Machine::poll_timeout(&r), Some(t(5_000)));
@@ -603,10 +620,16 @@ mod tests {
         assert!(open(&mut r, t(0), 1, "192.0.2.1:1").closes.is_empty());
         assert!(open(&mut r, t(0), 2, "192.0.2.1:2").closes.is_empty());
         // The flooding host's third is refused; another host still gets in.
-        assert_eq!(open(&mut r, t(0), 3, "192.0.2.1:3").closes, std::vec![ConnectionId(3)]);
+        assert_eq!(
+            open(&mut r, t(0), 3, "192.0.2.1:3").closes,
+            std::vec![ConnectionId(3)]
+        );
         assert!(open(&mut r, t(0), 4, "192.0.2.7:1").closes.is_empty());
         // The relay is full now.
-        assert_eq!(open(&mut r, t(0), 5, "192.0.2.8:1").closes, std::vec![ConnectionId(5)]);
+        assert_eq!(
+            open(&mut r, t(0), 5, "192.0.2.8:1").closes,
+            std::vec![ConnectionId(5)]
+        );
         assert_eq!(r.tcp_stats().refused, 2);
         // A closed connection frees its slot.
         let _ = feed(&mut r, t(0), Input::ConnectionClosed(ConnectionId(1)));
@@ -663,7 +686,10 @@ mod tests {
     #[test]
     fn relay_stream_addresses_round_trip_and_real_ones_are_not_streams() {
         for id in [0, 1, u64::MAX] {
-            assert_eq!(stream_of(stream_addr(ConnectionId(id))), Some(ConnectionId(id)));
+            assert_eq!(
+                stream_of(stream_addr(ConnectionId(id))),
+                Some(ConnectionId(id))
+            );
         }
         assert_eq!(stream_of(addr(HOME)), None);
         assert_eq!(stream_of(addr("[100::1]:5")), None);

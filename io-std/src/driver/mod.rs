@@ -43,8 +43,7 @@ use tryst_core::time::Instant;
 use crate::descriptors::AcceptErrors;
 use crate::drive::{
     closed_input, quiet, settle, Driven, DriverClock, FactOf, Flow, Framing, Journal, Overflow,
-    Stopped,
-    FIRST_UPSTREAM_STREAM,
+    Stopped, FIRST_UPSTREAM_STREAM,
 };
 use crate::transfer::Wake;
 use crate::udp::BatchSocket;
