@@ -79,6 +79,38 @@ fn every_peer_packet_example_in_protocol_md_is_its_test_vector() {
 }
 
 #[test]
+fn every_relay_frame_example_in_protocol_md_is_its_test_vector() {
+    use tryst_core::relay::framing::{self, RelayFrameBuffer};
+    let examples = hex_examples(&protocol_md(), "relay-frame-vector:");
+    assert_eq!(examples.len(), framing::vectors::ALL.len());
+    for (name, bytes) in framing::vectors::ALL {
+        let shown = examples
+            .get(name)
+            .unwrap_or_else(|| panic!("PROTOCOL.md lacks the {name} example"));
+        assert_eq!(shown.as_slice(), bytes, "{name} differs from the doc");
+        let mut input = shown.as_slice();
+        let mut frames = RelayFrameBuffer::new();
+        let packet = frames.push(&mut input).expect("a frame").expect("whole");
+        assert!(packet::Packet::decode(packet).is_ok(), "{name} decodes");
+    }
+    let doc = protocol_md();
+    for (name, value) in [
+        ("MAX_RELAY_FRAME_LEN", framing::MAX_RELAY_FRAME_LEN),
+        (
+            "DEFAULT_MAX_TCP_CONNECTIONS",
+            tryst_core::relay::tcp::DEFAULT_MAX_TCP_CONNECTIONS,
+        ),
+        (
+            "DEFAULT_MAX_TCP_PER_IP",
+            tryst_core::relay::tcp::DEFAULT_MAX_TCP_PER_IP,
+        ),
+    ] {
+        let shown = format!("{value} (`{name}`");
+        assert!(doc.contains(&shown), "PROTOCOL.md lacks {shown}");
+    }
+}
+
+#[test]
 fn every_share_message_example_in_protocol_md_is_its_test_vector() {
     use tryst_core::peer::share;
     let examples = hex_examples(&protocol_md(), "share-vector:");

@@ -81,6 +81,14 @@ pub enum Destination {
     /// link to the session server, the session server's link to the
     /// trigger server. The driver connects it when needed.
     Upstream,
+    /// A relay frame ([`crate::relay::framing`]: the length, then a peer
+    /// packet) on the stream the machine opens to this relay over TCP, on
+    /// a network that drops UDP. The driver connects it when needed (and
+    /// again after it is lost), reassembles what comes back with
+    /// [`crate::relay::framing::RelayFrameBuffer`] and hands each packet
+    /// in as an [`Input::Datagram`] from this address; when its queue is
+    /// full it drops the frame (the peers' transport resends).
+    RelayStream(SocketAddr),
 }
 
 /// The largest transmit of any role: a caller's buffer of this size holds
@@ -90,6 +98,9 @@ pub const MAX_TRANSMIT_LEN: usize = if MAX_MESSAGE_LEN > MAX_DATAGRAM_LEN {
 } else {
     MAX_DATAGRAM_LEN
 };
+
+// A relay frame (a peer datagram and its 2-byte length) fits a transmit.
+const _: () = assert!(MAX_TRANSMIT_LEN >= MAX_DATAGRAM_LEN + 2);
 
 /// One message to send: its bytes are the first `len` bytes of the buffer
 /// the caller gave [`Machine::poll_output`].

@@ -494,8 +494,9 @@ impl Inner {
                             out.addr = TrystAddr::from_socket_addr(to);
                         }
                         Destination::Upstream => out.kind = TrystOutputKind::Tcp,
-                        // A terminal accepts no streams.
-                        Destination::Connection(_) => continue,
+                        // A terminal accepts no streams; the firmware
+                        // terminal opens no relay stream (UDP only).
+                        Destination::Connection(_) | Destination::RelayStream(_) => continue,
                     }
                     return;
                 }

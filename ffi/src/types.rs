@@ -448,6 +448,11 @@ impl TrystEvent {
                         e.kind = K::PeerConnected;
                         e.addr = TrystAddr::from_socket_addr(*peer_addr);
                     }
+                    // The firmware terminal opens no relay stream
+                    // (its transmits to it are dropped): nothing to say.
+                    PeerEvent::RelayOverTcp { relay } => {
+                        e.addr = TrystAddr::from_socket_addr(*relay);
+                    }
                     PeerEvent::PathChanged { peer_addr, .. } => {
                         e.kind = K::PeerPathChanged;
                         e.addr = TrystAddr::from_socket_addr(*peer_addr);

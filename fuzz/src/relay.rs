@@ -7,13 +7,22 @@
 //!   peer packets, time steps, extensions, forced ends) never panics,
 //!   never holds more allocations than its capacity, never forwards to the
 //!   sender, never forwards a packet that is not a peer packet, and after
-//!   `handle_timeout(now)` its next timeout is later than `now`.
+//!   `handle_timeout(now)` its next timeout is later than `now`;
+//! - the TCP framing ([`RelayFrameBuffer`]) never panics on any bytes,
+//!   fed in any chunks, holds at most one frame, and every frame it gives
+//!   encodes back to the bytes it came from;
+//! - a [`RelayFront`] fed the same operations over UDP and TCP never holds
+//!   more connections than its caps, never forwards to the sender, and
+//!   frames every packet it sends on a connection.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tryst_core::machine::{ConnectionId, Destination, Input, Machine, Output, MAX_TRANSMIT_LEN};
 use tryst_core::peer::packet::{Packet, MAX_DATAGRAM_LEN};
+use tryst_core::relay::framing::{encode_frame, RelayFrameBuffer, MAX_RELAY_FRAME_LEN};
 use tryst_core::relay::server::{Relay, RelayConfig};
+use tryst_core::relay::tcp::{RelayFront, TcpLimits};
 use tryst_core::relay::{decode_bind, encode_bind, RelayKey, RelayToken, RELAY_BIND_LEN};
 use tryst_core::time::Instant;
 use tryst_core::wire::{Role, SessionId};
@@ -29,8 +38,137 @@ fn session(i: u8) -> SessionId {
     SessionId([i % 3 + 1; 16])
 }
 
+/// The framing on arbitrary bytes, in chunks the input chooses.
+fn frames(data: &[u8]) {
+    let chunk = usize::from(data.first().copied().unwrap_or(1)).max(1);
+    let mut frames = RelayFrameBuffer::new();
+    let mut consumed: Vec<u8> = Vec::new();
+    for piece in data.chunks(chunk) {
+        let mut input = piece;
+        while !input.is_empty() {
+            let before = input;
+            let result = frames.push(&mut input);
+            consumed.extend_from_slice(&before[..before.len() - input.len()]);
+            match result {
+                Ok(Some(packet)) => {
+                    assert!(!packet.is_empty() && packet.len() <= MAX_RELAY_FRAME_LEN);
+                    let mut again = [0u8; MAX_RELAY_FRAME_LEN + 2];
+                    let n = encode_frame(packet, &mut again).expect("a frame encodes");
+                    assert_eq!(&again[..n], &consumed[consumed.len() - n..], "canonical");
+                    consumed.clear();
+                }
+                Ok(None) => assert!(frames.pending() <= MAX_RELAY_FRAME_LEN + 2),
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// The relay behind UDP and TCP, driven by the input.
+fn front(data: &[u8]) {
+    let key = RelayKey(KEY);
+    let mut config = RelayConfig::new(RelayKey(KEY), UNIX0);
+    config.max_allocations = 2;
+    let limits = TcpLimits {
+        max_connections: 3,
+        max_per_ip: 2,
+        bind_timeout: Duration::from_secs(1),
+    };
+    let mut relay = RelayFront::new(config, limits);
+    let mut now = Instant::ZERO;
+    let mut buf = vec![0u8; MAX_TRANSMIT_LEN];
+    let mut rest = data;
+    while let Some((&op, tail)) = rest.split_first() {
+        rest = tail;
+        let arg = rest.first().copied().unwrap_or(0);
+        let conn = ConnectionId(u64::from(arg % 5));
+        let mut from_conn = None;
+        let mut from_udp = None;
+        match op % 6 {
+            0 => {
+                let remote = SocketAddr::from(([192, 0, 2, arg % 3], 1000 + u16::from(arg)));
+                Machine::handle_input(
+                    &mut relay,
+                    now,
+                    Input::ConnectionOpened { conn, remote },
+                    &mut (),
+                );
+            }
+            1 | 2 => {
+                // A valid bind, or a probe, over TCP or UDP.
+                let role = if arg & 1 == 0 {
+                    Role::Connecting
+                } else {
+                    Role::Connected
+                };
+                let mut bytes = [0u8; RELAY_BIND_LEN];
+                let n = if op % 6 == 1 {
+                    let token =
+                        RelayToken::mint(&key, session(arg >> 1), role, (UNIX0 + 60) as u32, 30);
+                    encode_bind(&token, &mut bytes).unwrap_or(0)
+                } else {
+                    Packet::Probe {
+                        channel: tryst_core::peer::handshake::channel_id(&session(arg >> 1)),
+                        seq: 0,
+                    }
+                    .encode(&mut bytes)
+                    .unwrap_or(0)
+                };
+                if arg & 0x40 == 0 {
+                    from_conn = Some(conn);
+                    let input = Input::ConnectionMessage {
+                        conn,
+                        bytes: &bytes[..n],
+                    };
+                    Machine::handle_input(&mut relay, now, input, &mut ());
+                } else {
+                    let from = addr(arg >> 2);
+                    from_udp = Some(from);
+                    let input = Input::Datagram {
+                        from,
+                        local: None,
+                        bytes: &mut bytes[..n],
+                    };
+                    Machine::handle_input(&mut relay, now, input, &mut ());
+                }
+            }
+            3 => Machine::handle_input(&mut relay, now, Input::ConnectionClosed(conn), &mut ()),
+            4 => {
+                now = now + Duration::from_millis(u64::from(arg) * 20);
+                Machine::handle_timeout(&mut relay, now);
+                if let Some(t) = Machine::poll_timeout(&relay) {
+                    assert!(t > now, "timeout {t:?} not past {now:?}");
+                }
+            }
+            _ => relay.relay_mut().end_session(&session(arg)),
+        }
+        loop {
+            match Machine::poll_output(&mut relay, now, &mut buf, &mut ()) {
+                Output::Transmit(t) => match t.destination {
+                    Destination::Connection(c) => {
+                        assert_ne!(Some(c), from_conn, "forwarded back to the sender");
+                        let mut frames = RelayFrameBuffer::new();
+                        let mut input = &buf[..t.len];
+                        let packet = frames.push(&mut input).expect("framed").expect("whole");
+                        assert!(Packet::decode(packet).is_ok());
+                        assert!(input.is_empty());
+                    }
+                    Destination::Udp(to) => assert_ne!(Some(to), from_udp),
+                    other => panic!("the relay sent to {other:?}"),
+                },
+                Output::Timeout(_) => break,
+                _ => {}
+            }
+        }
+        assert!(relay.connections() <= 3);
+        assert!(relay.relay().allocations() <= 2);
+    }
+}
+
 /// Runs every check on one input.
 pub fn run(data: &[u8]) {
+    frames(data);
+    front(data);
     let key = RelayKey(KEY);
     // Raw bytes into the decoder.
     if let Ok(token) = decode_bind(data, &key, UNIX0) {

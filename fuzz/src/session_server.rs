@@ -968,7 +968,7 @@ impl Harness {
                         Destination::Connection(conn) => {
                             self.term_receive(conn, &payload, &message)
                         }
-                        Destination::Udp(to) => {
+                        Destination::Udp(to) | Destination::RelayStream(to) => {
                             panic!("the session server sent a datagram to {to}")
                         }
                     }

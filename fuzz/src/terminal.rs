@@ -695,6 +695,11 @@ impl Harness {
                         Destination::Connection(c) => {
                             panic!("a terminal accepts no streams: {c:?}")
                         }
+                        // Only a peer packet goes to a relay stream; it
+                        // never decodes as a message (checked above).
+                        Destination::RelayStream(r) => {
+                            panic!("a message on the relay stream to {r}")
+                        }
                     }
                 }
                 Out::Event(EndpointEvent::Peer { .. }) => {}

@@ -522,7 +522,9 @@ impl Harness {
                             let c = u8::try_from(conn.0).expect("the harness uses few connections");
                             self.on_stream_transmit(c, &payload, &message);
                         }
-                        Destination::Upstream => panic!("the trigger server has no upstream"),
+                        Destination::Upstream | Destination::RelayStream(_) => {
+                            panic!("the trigger server has no upstream")
+                        }
                     }
                 }
                 Out::Event(event) => {

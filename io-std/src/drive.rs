@@ -395,6 +395,10 @@ pub enum Overflow {
     /// internal link: nothing may be lost to a burst); the queue holds
     /// [`LINK_QUEUE_BYTES`].
     Wait(Duration),
+    /// Drop the message and keep the stream (a relay stream: it carries
+    /// datagrams, and the peers' transport resends what is lost); the
+    /// queue holds [`WRITE_QUEUE_BYTES`].
+    Drop,
 }
 
 impl Overflow {
@@ -404,7 +408,7 @@ impl Overflow {
     /// The queue's byte budget under this policy.
     pub fn budget(self) -> usize {
         match self {
-            Overflow::Close => WRITE_QUEUE_BYTES,
+            Overflow::Close | Overflow::Drop => WRITE_QUEUE_BYTES,
             Overflow::Wait(_) => LINK_QUEUE_BYTES,
         }
     }
@@ -446,5 +450,64 @@ mod tests {
         assert!(left <= Duration::from_secs(1) && left > Duration::from_millis(500));
         let far = clock.deadline(Some(Instant::from_micros(u64::MAX)));
         assert!(far <= std::time::Instant::now() + NEVER);
+    }
+}
+
+/// How the bytes of a stream are cut into messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// tryst messages, each carrying its length in its header
+    /// ([`tryst_core::wire::FrameBuffer`]).
+    #[default]
+    Messages,
+    /// Relay frames: a 2-byte length, then a peer packet
+    /// ([`tryst_core::relay::framing`]).
+    Relay,
+}
+
+/// Why a stream's bytes are not what its [`Framing`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramingError {
+    /// Not tryst messages.
+    Message(tryst_core::wire::DecodeError),
+    /// Not relay frames.
+    Relay(tryst_core::relay::framing::RelayFrameError),
+}
+
+impl std::fmt::Display for FramingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FramingError::Message(e) => e.fmt(f),
+            FramingError::Relay(e) => e.fmt(f),
+        }
+    }
+}
+
+/// The core's reassembly buffer of a stream's [`Framing`], shared by both
+/// drivers' stream readers.
+#[derive(Debug)]
+pub enum Framer {
+    /// tryst messages.
+    Messages(Box<tryst_core::wire::FrameBuffer>),
+    /// Relay frames.
+    Relay(Box<tryst_core::relay::framing::RelayFrameBuffer>),
+}
+
+impl Framer {
+    /// An empty buffer for `framing`.
+    pub fn new(framing: Framing) -> Framer {
+        match framing {
+            Framing::Messages => Framer::Messages(Box::default()),
+            Framing::Relay => Framer::Relay(Box::default()),
+        }
+    }
+
+    /// Takes bytes from the front of `input` and returns the next whole
+    /// message once it is complete (see the core's buffers).
+    pub fn push(&mut self, input: &mut &[u8]) -> Result<Option<&[u8]>, FramingError> {
+        match self {
+            Framer::Messages(b) => b.push(input).map_err(FramingError::Message),
+            Framer::Relay(b) => b.push(input).map_err(FramingError::Relay),
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Message streams over TCP. Each stream has one task that reads whole
-//! messages (reassembled with the core's [`FrameBuffer`]) for the machine's
+//! messages (reassembled with the core's buffer of the stream's
+//! [`Framing`], [`Framer`]) for the machine's
 //! task and writes what the machine sends from a queue bounded in bytes,
 //! in batches (one `write_all` of every message queued, up to
 //! [`WRITE_BATCH_BYTES`]). What a full queue does is the stream's
@@ -19,11 +20,10 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
 use tryst_core::machine::ConnectionId;
-use tryst_core::wire::FrameBuffer;
 
 pub use tryst_std::drive::{
-    Overflow, CONNECT_TIMEOUT, LINK_BACKPRESSURE_TIMEOUT, LINK_QUEUE_BYTES, WRITE_BATCH_BYTES,
-    WRITE_QUEUE_BYTES, WRITE_TIMEOUT,
+    Framer, Framing, Overflow, CONNECT_TIMEOUT, LINK_BACKPRESSURE_TIMEOUT, LINK_QUEUE_BYTES,
+    WRITE_BATCH_BYTES, WRITE_QUEUE_BYTES, WRITE_TIMEOUT,
 };
 
 /// What a stream task tells the machine's task.
@@ -63,6 +63,13 @@ impl StreamWriter {
             Ok(permit) => permit,
             Err(_) => match self.overflow {
                 Overflow::Close => return Err(StreamGone),
+                Overflow::Drop => {
+                    tracing::trace!(
+                        bytes = message.len(),
+                        "relay stream queue full: frame dropped"
+                    );
+                    return Ok(());
+                }
                 Overflow::Wait(limit) => {
                     tracing::debug!(bytes = message.len(), "link queue full: waiting for room");
                     match tokio::time::timeout(limit, self.room.acquire_many(n)).await {
@@ -120,10 +127,11 @@ fn start(
     socket: TcpStream,
     to: mpsc::Sender<StreamInput>,
     overflow: Overflow,
+    framing: Framing,
 ) -> StreamWriter {
     let (queue, rx) = queue(overflow);
     let room = Arc::clone(&rx.room);
-    let task = tokio::spawn(run_stream(conn, Ok(socket), rx, to)).abort_handle();
+    let task = tokio::spawn(run_stream(conn, Ok(socket), rx, to, framing)).abort_handle();
     StreamWriter {
         queue,
         room,
@@ -138,6 +146,7 @@ async fn run_stream(
     socket: std::io::Result<TcpStream>,
     queue: WriteQueue,
     to: mpsc::Sender<StreamInput>,
+    framing: Framing,
 ) {
     let socket = match socket {
         Ok(s) => s,
@@ -150,7 +159,7 @@ async fn run_stream(
     let _ = socket.set_nodelay(true);
     let (read, write) = socket.into_split();
     tokio::select! {
-        () = read_messages(conn, read, to.clone()) => {
+        () = read_messages(conn, read, to.clone(), framing) => {
             let _ = to.send(StreamInput::Closed(conn)).await;
         }
         failed = write_messages(write, queue) => {
@@ -187,8 +196,13 @@ async fn write_messages(mut write: OwnedWriteHalf, mut queue: WriteQueue) -> boo
 }
 
 /// Reads messages from `read` until it ends, sending each to `to`.
-async fn read_messages(conn: ConnectionId, mut read: OwnedReadHalf, to: mpsc::Sender<StreamInput>) {
-    let mut frames = FrameBuffer::new();
+async fn read_messages(
+    conn: ConnectionId,
+    mut read: OwnedReadHalf,
+    to: mpsc::Sender<StreamInput>,
+    framing: Framing,
+) {
+    let mut frames = Framer::new(framing);
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = match read.read(&mut buf).await {
@@ -221,12 +235,14 @@ use tryst_std::descriptors::AcceptErrors;
 pub use tryst_std::descriptors::{ACCEPT_ERROR_PAUSE, DESCRIPTOR_PAUSE, DESCRIPTOR_WARN_EVERY};
 
 /// Accepts streams forever, numbering them from 1 and starting a task for
-/// each, with `overflow` as its full-queue policy. Out of descriptors, it
+/// each, with `overflow` as its full-queue policy and `framing` as its
+/// framing. Out of descriptors, it
 /// says so at WARN (at most every [`DESCRIPTOR_WARN_EVERY`]) and pauses.
 pub async fn accept_streams(
     listener: TcpListener,
     to: mpsc::Sender<StreamInput>,
     overflow: Overflow,
+    framing: Framing,
 ) {
     let mut next = 1u64;
     let mut errors = AcceptErrors::default();
@@ -240,7 +256,7 @@ pub async fn accept_streams(
         };
         let conn = ConnectionId(next);
         next += 1;
-        let writer = start(conn, socket, to.clone(), overflow);
+        let writer = start(conn, socket, to.clone(), overflow, framing);
         if to
             .send(StreamInput::Opened(conn, remote, writer))
             .await
@@ -264,8 +280,9 @@ async fn connect(addr: SocketAddr, local: Option<IpAddr>) -> std::io::Result<Tcp
     socket.connect(addr).await
 }
 
-/// Opens an outgoing stream (a machine's `Upstream`) in the background,
-/// from `local` if given, with `overflow` as its full-queue policy:
+/// Opens an outgoing stream (a machine's `Upstream`, or a stream to a
+/// relay) in the background, from `local` if given, with `overflow` as its
+/// full-queue policy and `framing` as its framing:
 /// messages queue at once and go out once it is connected; a failed
 /// connect comes back as [`StreamInput::Closed`].
 pub fn connect_upstream(
@@ -274,6 +291,7 @@ pub fn connect_upstream(
     conn: ConnectionId,
     to: mpsc::Sender<StreamInput>,
     overflow: Overflow,
+    framing: Framing,
 ) -> StreamWriter {
     let (queue, rx) = queue(overflow);
     let room = Arc::clone(&rx.room);
@@ -282,7 +300,7 @@ pub fn connect_upstream(
             Ok(result) => result,
             Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
         };
-        run_stream(conn, socket, rx, to).await;
+        run_stream(conn, socket, rx, to, framing).await;
     })
     .abort_handle();
     StreamWriter {

@@ -479,6 +479,22 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
                     self.next_slot = (i + 1) % MAX_SESSIONS;
                     // Sending may have ended a session (key spent) or raised events.
                     self.dirty = true;
+                    if slot.session.relay_over_tcp() == Some(to) {
+                        // To the relay over TCP: the same packet, framed.
+                        match frame_in_place(buf, len) {
+                            Some(len) => {
+                                return Output::Transmit(Transmit {
+                                    destination: Destination::RelayStream(to),
+                                    local: None,
+                                    len,
+                                })
+                            }
+                            None => {
+                                self.stats.transmits_dropped += 1;
+                                continue;
+                            }
+                        }
+                    }
                     return Output::Transmit(Transmit {
                         destination: Destination::Udp(to),
                         local: None,
@@ -655,6 +671,20 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
         // Room was made above.
         let _ = self.events.push_back(event);
     }
+}
+
+/// Turns the packet in `buf[..len]` into one relay frame in place (its
+/// length before it); the frame's length, or `None` if `buf` is too short.
+fn frame_in_place(buf: &mut [u8], len: usize) -> Option<usize> {
+    use crate::relay::framing::{MAX_RELAY_FRAME_LEN, RELAY_FRAME_HEADER_LEN};
+    let total = len + RELAY_FRAME_HEADER_LEN;
+    if len == 0 || len > MAX_RELAY_FRAME_LEN || buf.len() < total {
+        return None;
+    }
+    buf.copy_within(..len, RELAY_FRAME_HEADER_LEN);
+    // At most MAX_RELAY_FRAME_LEN: fits a u16.
+    buf[..RELAY_FRAME_HEADER_LEN].copy_from_slice(&(len as u16).to_be_bytes());
+    Some(total)
 }
 
 impl<R: RngCore + CryptoRng> Machine for Endpoint<R> {

@@ -68,6 +68,11 @@ use crate::wire::{EndReason, PublicKey, RelayAllocation, Role, SessionId, Sessio
 pub const MAX_QUEUED_PEER_EVENTS: usize = 16;
 /// Default time punching has to succeed before the relay is tried too.
 pub const DEFAULT_RELAY_AFTER: Duration = Duration::from_millis(1500);
+/// Default time, after the relay is first tried, within which the
+/// connecting side must hear anything of its session (directly or through
+/// the relay over UDP) before it carries its relay packets over TCP
+/// instead ([`PeerSession::relay_over_tcp`]): its network drops UDP.
+pub const DEFAULT_RELAY_TCP_AFTER: Duration = Duration::from_millis(2500);
 /// Default interval of the probes a relayed session sends on the direct
 /// path, so that it moves there once a hole opens.
 pub const DEFAULT_DIRECT_RETRY_INTERVAL: Duration = Duration::from_millis(500);
@@ -114,6 +119,9 @@ pub struct PeerConfig {
     pub relay_after: Duration,
     /// Interval of the direct probes of a relayed session.
     pub direct_retry_interval: Duration,
+    /// Time after [`Self::relay_after`] within which the connecting side
+    /// must hear anything of its session, or it reaches the relay over TCP.
+    pub relay_tcp_after: Duration,
 }
 
 impl Default for PeerConfig {
@@ -125,6 +133,7 @@ impl Default for PeerConfig {
             transport: TransportConfig::default(),
             relay_after: DEFAULT_RELAY_AFTER,
             direct_retry_interval: DEFAULT_DIRECT_RETRY_INTERVAL,
+            relay_tcp_after: DEFAULT_RELAY_TCP_AFTER,
         }
     }
 }
@@ -172,6 +181,14 @@ pub enum PeerEvent {
         /// Whether that is the operator's relay (punching did not get
         /// through in time) rather than the peer itself.
         relayed: bool,
+    },
+    /// Nothing of the session was heard in time, directly or through the
+    /// relay over UDP: from now on this side's relay packets go to the
+    /// relay over TCP ([`PeerSession::relay_over_tcp`]); the driver opens
+    /// that stream.
+    RelayOverTcp {
+        /// The relay.
+        relay: SocketAddr,
     },
     /// The peer's address changed (an authenticated, newer packet came from
     /// elsewhere: NAT rebinding or roaming, or the move between the relay
@@ -287,6 +304,8 @@ pub struct PeerStats {
     pub path_changes: u64,
     /// Relay bind packets sent.
     pub relay_binds_sent: u64,
+    /// Times the relay packets moved to TCP (0 or 1).
+    pub relay_tcp_fallbacks: u64,
     /// Data packets sent on a direct path while the session was relayed
     /// (each after a direct probe came; the first that arrives moves both
     /// sides to the direct path).
@@ -369,6 +388,10 @@ pub struct PeerSession {
     relay_at: Instant,
     /// Relay packets due: bit 0 the bind, bit 1 a punch packet.
     relay_due: u8,
+    /// Whether relay packets go over TCP (the network drops UDP).
+    relay_tcp: bool,
+    /// Whether any packet of this session's channel arrived.
+    heard: bool,
     /// While relayed: when the next direct probes go.
     next_direct: Option<Instant>,
     /// While relayed: a direct source that sent a probe, where the next
@@ -447,6 +470,8 @@ impl PeerSession {
             relay,
             relay_at: now + config.relay_after,
             relay_due: 0,
+            relay_tcp: false,
+            heard: false,
             next_direct: None,
             trial_to: None,
             deadline: now + Duration::from_secs(u64::from(params.duration_secs)),
@@ -545,6 +570,14 @@ impl PeerSession {
             (Some(link), Some((relay, _))) => link.path == *relay,
             _ => false,
         }
+    }
+
+    /// The relay, when this side reaches it over TCP: every packet
+    /// [`Self::poll_transmit`] addresses to it goes on that stream (each
+    /// framed, [`crate::relay::framing`]), and what the stream brings is a
+    /// datagram from it.
+    pub fn relay_over_tcp(&self) -> Option<SocketAddr> {
+        self.relay.filter(|_| self.relay_tcp).map(|(r, _)| r)
     }
 
     /// Where data packets go now (the notified address before the handshake).
@@ -716,6 +749,7 @@ impl PeerSession {
                 return;
             }
         };
+        self.heard = true;
         match packet {
             Packet::Probe { .. } => self.on_probe(from),
             Packet::HandshakeInit { noise, .. } => {
@@ -984,6 +1018,7 @@ impl PeerSession {
                 if self.relay.is_some() && now >= self.relay_at {
                     self.relay_due = 0b11;
                 }
+                self.maybe_relay_over_tcp(now);
                 let next = at + self.config.punch_interval;
                 self.next_punch = Some(if next <= now {
                     now + self.config.punch_interval
@@ -1023,6 +1058,29 @@ impl PeerSession {
             link.transport.handle_timeout(now);
             self.drain_transport_events();
         }
+    }
+
+    /// The connecting side (a phone on a network that drops UDP; the
+    /// connected side is reached by UDP triggers, so it has UDP) that has
+    /// heard nothing of its session by `relay_at + relay_tcp_after` moves
+    /// its relay packets to TCP, for good.
+    fn maybe_relay_over_tcp(&mut self, now: Instant) {
+        let due = self.relay_at.saturating_add(self.config.relay_tcp_after);
+        if self.relay_tcp
+            || self.heard
+            || self.link.is_some()
+            || !initiates(self.params.role)
+            || now < due
+        {
+            return;
+        }
+        let Some((relay, _)) = self.relay else {
+            return;
+        };
+        self.relay_tcp = true;
+        self.relay_due = 0b11;
+        self.stats.relay_tcp_fallbacks += 1;
+        self.emit(PeerEvent::RelayOverTcp { relay });
     }
 
     // ----- output ------------------------------------------------------------

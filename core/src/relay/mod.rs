@@ -22,9 +22,16 @@
 //! and an expiry in Unix seconds): a packet without a valid token costs the
 //! relay no state and gets no answer. The machine that keeps the
 //! allocations is [`server::Relay`] (feature `alloc`).
+//!
+//! Where UDP is blocked, a peer reaches the relay over TCP instead: the
+//! same packets, each framed with its length ([`framing`]);
+//! [`tcp::RelayFront`] (feature `alloc`) is the relay behind both.
 
+pub mod framing;
 #[cfg(feature = "alloc")]
 pub mod server;
+#[cfg(feature = "alloc")]
+pub mod tcp;
 
 use core::fmt;
 use core::net::SocketAddr;

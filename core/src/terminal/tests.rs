@@ -145,6 +145,9 @@ impl Harness {
                 }
                 Destination::Upstream => self.upstream.push(tx.payload.to_vec()),
                 Destination::Connection(c) => panic!("a terminal has no accepted streams: {c:?}"),
+                Destination::RelayStream(r) => {
+                    panic!("the terminal alone opens no relay stream: {r}")
+                }
             }
         }
         for ack in acks {

@@ -218,7 +218,9 @@ impl Harness {
                     });
             }
             Destination::Connection(c) => self.other_streams.push((c, t.payload.to_vec())),
-            Destination::Upstream => panic!("the trigger server has no upstream"),
+            Destination::Upstream | Destination::RelayStream(_) => {
+                panic!("the trigger server has no upstream")
+            }
         }
     }
 

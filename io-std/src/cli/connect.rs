@@ -922,6 +922,8 @@ struct Watch {
     not_kept: Option<NotKeptReason>,
     /// The file offset the send resumed at (0: from the start).
     resumed: u64,
+    /// Whether this side reaches the relay over TCP (nothing came over UDP).
+    relay_tcp: bool,
 }
 
 impl Watch {
@@ -993,7 +995,11 @@ impl Watch {
         match event {
             PeerEvent::Connected { peer_addr, relayed } => {
                 self.connected_at = Some(Instant::now());
-                if relayed {
+                if relayed && self.relay_tcp {
+                    self.progress.println(&format!(
+                        "relayed path up through {peer_addr} (tcp) (UDP is blocked here; Noise KK end to end, session key as PSK)"
+                    ));
+                } else if relayed {
                     self.progress.println(&format!(
                         "relayed path up through {peer_addr} (punching did not get through; Noise KK end to end, session key as PSK)"
                     ));
@@ -1002,6 +1008,12 @@ impl Watch {
                         "direct path up to {peer_addr} (Noise KK, session key as PSK)"
                     ));
                 }
+            }
+            PeerEvent::RelayOverTcp { relay } => {
+                self.relay_tcp = true;
+                self.progress.println(&format!(
+                    "nothing heard over UDP: reaching the relay {relay} over tcp"
+                ));
             }
             PeerEvent::PathChanged { peer_addr, relayed } => {
                 let path = if relayed { "relayed" } else { "direct" };
@@ -1043,6 +1055,7 @@ fn follow_transfer(
         stored: None,
         not_kept: None,
         resumed: 0,
+        relay_tcp: false,
     };
     let signals = StopSignals::listen(&[StopSignal::Interrupt])?;
     let (reason, by_peer, bytes_sent) = loop {

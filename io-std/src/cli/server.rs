@@ -164,9 +164,10 @@ pub struct ServerArgs {
     /// Where terminals send keepalives to the trigger server (UDP).
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_TRIGGER)]
     pub trigger: SocketAddr,
-    /// Also run the relay on this UDP address: a permitted session whose
-    /// peers cannot punch (symmetric NATs) goes through it, still end-to-end
-    /// encrypted. Off by default.
+    /// Also run the relay on this UDP address, and on TCP at the same
+    /// address (for a peer whose network drops UDP): a permitted session
+    /// whose peers cannot punch (symmetric NATs) goes through it, still
+    /// end-to-end encrypted. Off by default.
     #[arg(long, value_name = "ADDR")]
     pub relay: Option<SocketAddr>,
     /// The relay's address as terminals reach it (default: `--relay`'s;

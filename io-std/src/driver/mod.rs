@@ -51,8 +51,8 @@ use tryst_core::time::Instant;
 
 use crate::descriptors::AcceptErrors;
 use crate::drive::{
-    closed_input, quiet, settle, Driven, DriverClock, FactOf, Flow, Held, HeldBack, Journal,
-    Overflow, Stopped, Stored, FIRST_UPSTREAM_STREAM, JOURNAL_GONE,
+    closed_input, quiet, settle, Driven, DriverClock, FactOf, Flow, Framing, Held, HeldBack,
+    Journal, Overflow, Stopped, Stored, FIRST_UPSTREAM_STREAM, JOURNAL_GONE,
 };
 use crate::transfer::Wake;
 use crate::udp::BatchSocket;
@@ -133,6 +133,9 @@ pub struct Sockets {
     /// the session server close; the trigger server's accepted streams are
     /// session-server links and wait ([`Overflow::LINK`]).
     pub accepted_overflow: Overflow,
+    /// How accepted streams' bytes are cut into messages (the relay's
+    /// streams carry relay frames).
+    pub accepted_framing: Framing,
 }
 
 /// Starts [`run`] on a thread of its own named `name` (with `stack` bytes
@@ -282,8 +285,16 @@ where
             };
             let read = stream.read(&mut read_buf, &mut messages);
             let is_upstream = io.upstream == Some(conn);
-            for message in &messages {
-                let input = if is_upstream {
+            let relay = io.relay_of.get(&conn).copied();
+            for message in &mut messages {
+                let input = if let Some(relay) = relay {
+                    // A packet from the relay over TCP: a datagram from it.
+                    Input::Datagram {
+                        from: relay,
+                        local: None,
+                        bytes: message,
+                    }
+                } else if is_upstream {
                     Input::UpstreamMessage(message)
                 } else if conn.0 < FIRST_UPSTREAM_STREAM {
                     Input::ConnectionMessage {
@@ -559,7 +570,12 @@ struct Io<F> {
     accept_paused: Option<StdInstant>,
     accept_errors: AcceptErrors,
     accepted_overflow: Overflow,
+    accepted_framing: Framing,
     next_accepted: u64,
+    /// The streams to relays over TCP ([`Destination::RelayStream`]), by
+    /// relay, and back.
+    relay_streams: BTreeMap<SocketAddr, ConnectionId>,
+    relay_of: BTreeMap<ConnectionId, SocketAddr>,
     upstream_addr: Option<SocketAddr>,
     failover_upstreams: Vec<SocketAddr>,
     /// The index of the address the live upstream stream goes to.
@@ -626,7 +642,10 @@ impl<F> Io<F> {
             accept_paused: None,
             accept_errors: AcceptErrors::default(),
             accepted_overflow: sockets.accepted_overflow,
+            accepted_framing: sockets.accepted_framing,
             next_accepted: 1,
+            relay_streams: BTreeMap::new(),
+            relay_of: BTreeMap::new(),
             upstream_addr: sockets.upstream,
             failover_upstreams: sockets.failover_upstreams,
             upstream_choice: 0,
@@ -776,7 +795,7 @@ impl<F> Io<F> {
         self.tokens.insert(token, conn);
         self.streams.insert(
             conn,
-            Stream::accepted(socket, token, self.accepted_overflow),
+            Stream::accepted(socket, token, self.accepted_overflow, self.accepted_framing),
         );
         Some((conn, remote))
     }
@@ -812,6 +831,7 @@ impl<F> Io<F> {
                 self.upstream_local,
                 token,
                 self.upstream_overflow,
+                Framing::Messages,
                 StdInstant::now(),
             )?;
             self.poll.registry().register(
@@ -850,6 +870,10 @@ impl<F> Io<F> {
         }
         let conn = match destination {
             Destination::Udp(_) => return,
+            Destination::RelayStream(relay) => match self.relay_stream(relay) {
+                Some(conn) => conn,
+                None => return,
+            },
             Destination::Connection(conn) => conn,
             Destination::Upstream => match self.upstream {
                 Some(conn) => conn,
@@ -864,6 +888,10 @@ impl<F> Io<F> {
         };
         let pushed = match stream.push(bytes) {
             Err(Full::Now) => match stream.overflow {
+                Overflow::Drop => {
+                    tracing::trace!(?conn, "relay stream queue full: frame dropped");
+                    return;
+                }
                 Overflow::Close => {
                     tracing::debug!(?conn, "stream too slow: closing it");
                     Err(Ended::Lost)
@@ -898,6 +926,48 @@ impl<F> Io<F> {
                 }
             }
             Err(why) => self.end(conn, why),
+        }
+    }
+
+    /// The live stream to `relay`, connecting one (in the background) if
+    /// there is none; `None` if it cannot even start.
+    fn relay_stream(&mut self, relay: SocketAddr) -> Option<ConnectionId> {
+        if let Some(&conn) = self.relay_streams.get(&relay) {
+            return Some(conn);
+        }
+        let token = self.next_token()?;
+        let conn = ConnectionId(self.next_upstream);
+        self.next_upstream += 1;
+        let stream = Stream::connect(
+            relay,
+            None,
+            token,
+            Overflow::Drop,
+            Framing::Relay,
+            StdInstant::now(),
+        )
+        .and_then(|mut stream| {
+            self.poll.registry().register(
+                &mut stream.socket,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(stream)
+        });
+        match stream {
+            Ok(stream) => {
+                tracing::debug!(%relay, "connecting to the relay over tcp");
+                self.tokens.insert(stream.token, conn);
+                self.streams.insert(conn, stream);
+                self.timed.insert(conn);
+                self.relay_streams.insert(relay, conn);
+                self.relay_of.insert(conn, relay);
+                Some(conn)
+            }
+            Err(e) => {
+                tracing::debug!(%relay, error = %e, "relay stream not opened");
+                None
+            }
         }
     }
 
@@ -1038,7 +1108,7 @@ impl<F> Io<F> {
             return;
         };
         let lost = closed_input(conn, self.upstream);
-        if stream.overflow != Overflow::Close {
+        if matches!(stream.overflow, Overflow::Wait(_)) {
             // Lost: gone or closed by its peer; TimedOut: its peer stopped
             // reading (the queue stayed full, or a write stalled).
             tracing::warn!(?conn, ?why, "internal link closed");
@@ -1062,6 +1132,9 @@ impl<F> Io<F> {
         self.timed.remove(&conn);
         if self.upstream == Some(conn) {
             self.upstream = None;
+        }
+        if let Some(relay) = self.relay_of.remove(&conn) {
+            self.relay_streams.remove(&relay);
         }
     }
 

@@ -1,6 +1,6 @@
 //! One message stream of the blocking loop: a non-blocking TCP socket on
-//! the loop's poller, read into the core's [`FrameBuffer`] (the framing the
-//! tokio driver's streams use), written from a queue bounded in bytes by
+//! the loop's poller, read into the core's buffer of its [`Framing`]
+//! ([`Framer`], the framing the tokio driver's streams use), written from a queue bounded in bytes by
 //! its [`Overflow`] budget, in batches of up to [`WRITE_BATCH_BYTES`].
 
 use std::collections::VecDeque;
@@ -10,9 +10,8 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 use mio::Token;
-use tryst_core::wire::FrameBuffer;
 
-use crate::drive::{Overflow, CONNECT_TIMEOUT, WRITE_BATCH_BYTES, WRITE_TIMEOUT};
+use crate::drive::{Framer, Framing, Overflow, CONNECT_TIMEOUT, WRITE_BATCH_BYTES, WRITE_TIMEOUT};
 
 /// Bytes one read takes from a stream.
 pub(super) const READ_CHUNK: usize = 16 * 1024;
@@ -56,7 +55,7 @@ pub(super) struct Stream {
     pub(super) socket: TcpStream,
     pub(super) token: Token,
     pub(super) overflow: Overflow,
-    frames: Box<FrameBuffer>,
+    frames: Framer,
     queue: VecDeque<Vec<u8>>,
     /// Bytes queued and not yet written (the batch in flight included).
     queued: usize,
@@ -73,22 +72,28 @@ pub(super) struct Stream {
 
 impl Stream {
     /// A connected (accepted) stream.
-    pub(super) fn accepted(socket: TcpStream, token: Token, overflow: Overflow) -> Stream {
+    pub(super) fn accepted(
+        socket: TcpStream,
+        token: Token,
+        overflow: Overflow,
+        framing: Framing,
+    ) -> Stream {
         let _ = socket.set_nodelay(true);
-        Stream::new(socket, token, overflow, None)
+        Stream::new(socket, token, overflow, framing, None)
     }
 
     fn new(
         socket: TcpStream,
         token: Token,
         overflow: Overflow,
+        framing: Framing,
         connecting: Option<Instant>,
     ) -> Stream {
         Stream {
             socket,
             token,
             overflow,
-            frames: Box::default(),
+            frames: Framer::new(framing),
             queue: VecDeque::new(),
             queued: 0,
             batch: Vec::new(),
@@ -109,6 +114,7 @@ impl Stream {
         local: Option<IpAddr>,
         token: Token,
         overflow: Overflow,
+        framing: Framing,
         now: Instant,
     ) -> io::Result<Stream> {
         let socket = match local {
@@ -131,6 +137,7 @@ impl Stream {
             socket,
             token,
             overflow,
+            framing,
             Some(now + CONNECT_TIMEOUT),
         ))
     }

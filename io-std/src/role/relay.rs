@@ -1,11 +1,13 @@
 //! The relay ([`tryst_core::relay`]) as every driver runs it: one UDP
-//! socket, the machine that forwards the peers' packets of permitted
-//! sessions, and the operator's commands (the session server's forced end
+//! socket and a TCP listener at the same address (for peers whose network
+//! drops UDP: [`tryst_core::relay::tcp`]), the machine that forwards the
+//! peers' packets of permitted sessions, and the operator's commands (the session server's forced end
 //! and extensions, in the all-in-one `server`).
 
 use std::net::SocketAddr;
 
-use tryst_core::relay::server::{Relay, RelayConfig, RelayEvent, RelayStats};
+use tryst_core::relay::server::{RelayConfig, RelayEvent, RelayStats};
+use tryst_core::relay::tcp::{RelayFront, TcpLimits, TcpStats};
 use tryst_core::time::Instant;
 use tryst_core::wire::SessionId;
 
@@ -30,11 +32,15 @@ pub struct RelaySnapshot {
     pub allocations: usize,
     /// Its counters.
     pub stats: RelayStats,
+    /// TCP connections now.
+    pub connections: usize,
+    /// Its TCP counters.
+    pub tcp: TcpStats,
 }
 
 /// The relay as the loop runs it.
 pub struct RelayRole {
-    machine: Relay,
+    machine: RelayFront,
     events: flume::Sender<RelayEvent>,
     no_io: (),
 }
@@ -49,7 +55,7 @@ impl RelayRole {
     /// A relay with no allocations; its events go to `events`.
     pub fn new(config: RelayConfig, events: flume::Sender<RelayEvent>) -> RelayRole {
         RelayRole {
-            machine: Relay::new(config),
+            machine: RelayFront::new(config, TcpLimits::default()),
             events,
             no_io: (),
         }
@@ -57,10 +63,10 @@ impl RelayRole {
 }
 
 impl Driven for RelayRole {
-    type Machine = Relay;
+    type Machine = RelayFront;
     type Command = RelayCommand;
 
-    fn parts(&mut self) -> (&mut Relay, &mut ()) {
+    fn parts(&mut self) -> (&mut RelayFront, &mut ()) {
         (&mut self.machine, &mut self.no_io)
     }
 
@@ -68,12 +74,16 @@ impl Driven for RelayRole {
         match command {
             RelayCommand::Snapshot(reply) => {
                 let _ = reply.send(Ok(RelaySnapshot {
-                    allocations: self.machine.allocations(),
-                    stats: *self.machine.stats(),
+                    allocations: self.machine.relay().allocations(),
+                    stats: *self.machine.relay().stats(),
+                    connections: self.machine.connections(),
+                    tcp: *self.machine.tcp_stats(),
                 }));
             }
-            RelayCommand::End(session_id) => self.machine.end_session(&session_id),
-            RelayCommand::Extend(session_id, secs) => self.machine.extend(&session_id, secs),
+            RelayCommand::End(session_id) => self.machine.relay_mut().end_session(&session_id),
+            RelayCommand::Extend(session_id, secs) => {
+                self.machine.relay_mut().extend(&session_id, secs)
+            }
         }
         Flow::Continue
     }
@@ -88,6 +98,8 @@ impl Driven for RelayRole {
 pub struct RelayHandle {
     /// Its bound UDP address.
     pub udp_addr: SocketAddr,
+    /// Its TCP listener's address (the same).
+    pub tcp_addr: SocketAddr,
     /// Its loop's commands.
     pub commands: Commands<RelayCommand>,
 }

@@ -1470,6 +1470,9 @@ fn log_peer_event(id: &SessionId, event: &PeerEvent) {
         PeerEvent::PathChanged { peer_addr, relayed } => {
             tracing::info!(%session, %peer_addr, relayed, "peer moved");
         }
+        PeerEvent::RelayOverTcp { relay } => {
+            tracing::info!(%session, %relay, "nothing heard over UDP: relay over tcp");
+        }
         PeerEvent::StreamAcked { len } => {
             tracing::info!(%session, len, "everything sent was acknowledged");
         }

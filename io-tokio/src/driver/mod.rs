@@ -51,7 +51,9 @@ pub use tryst_std::drive::{
 };
 
 use crate::clock::{tokio_deadline, DriverClock};
-use crate::stream::{accept_streams, connect_upstream, Overflow, StreamInput, StreamWriter};
+use crate::stream::{
+    accept_streams, connect_upstream, Framing, Overflow, StreamInput, StreamWriter,
+};
 use udp::BatchSocket;
 
 /// Most stream inputs (messages, opens, closes) waiting for the loop.
@@ -81,6 +83,9 @@ pub struct Sockets {
     /// the session server close; the trigger server's accepted streams are
     /// session-server links and wait ([`Overflow::LINK`]).
     pub accepted_overflow: Overflow,
+    /// How accepted streams' bytes are cut into messages (the relay's
+    /// streams carry relay frames).
+    pub accepted_framing: Framing,
     /// Notified by the app's threads (a file hasher) when
     /// [`Driven::after_drain`] has work.
     pub wake: Option<Arc<Notify>>,
@@ -104,6 +109,7 @@ where
             listener,
             stream_tx.clone(),
             sockets.accepted_overflow,
+            sockets.accepted_framing,
         ))
     });
     let wake = sockets.wake.unwrap_or_default();
@@ -115,6 +121,8 @@ where
         upstream_local: sockets.upstream_local,
         upstream_overflow: sockets.upstream_overflow,
         writers: BTreeMap::new(),
+        relay_streams: BTreeMap::new(),
+        relay_of: BTreeMap::new(),
         stream_tx,
         upstream: None,
         next_upstream: FIRST_UPSTREAM_STREAM,
@@ -404,6 +412,10 @@ struct Links<F> {
     upstream_local: Option<IpAddr>,
     upstream_overflow: Overflow,
     writers: BTreeMap<ConnectionId, StreamWriter>,
+    /// The streams to relays over TCP ([`Destination::RelayStream`]), by
+    /// relay, and back.
+    relay_streams: BTreeMap<SocketAddr, ConnectionId>,
+    relay_of: BTreeMap<ConnectionId, SocketAddr>,
     stream_tx: mpsc::Sender<StreamInput>,
     /// The driver's number of the live outgoing stream, if any.
     upstream: Option<ConnectionId>,
@@ -425,8 +437,16 @@ impl<F> Links<F> {
                 self.writers.insert(conn, writer);
                 machine.handle_input(now, Input::ConnectionOpened { conn, remote }, app_io);
             }
-            StreamInput::Message(conn, message) => {
-                if self.upstream == Some(conn) {
+            StreamInput::Message(conn, mut message) => {
+                if let Some(&relay) = self.relay_of.get(&conn) {
+                    // A packet from the relay over TCP: a datagram from it.
+                    let input = Input::Datagram {
+                        from: relay,
+                        local: None,
+                        bytes: &mut message,
+                    };
+                    machine.handle_input(now, input, app_io);
+                } else if self.upstream == Some(conn) {
                     machine.handle_input(now, Input::UpstreamMessage(&message), app_io);
                 } else if self.writers.contains_key(&conn) && conn.0 < FIRST_UPSTREAM_STREAM {
                     let input = Input::ConnectionMessage {
@@ -437,11 +457,17 @@ impl<F> Links<F> {
                 }
             }
             StreamInput::Closed(conn) => {
+                if let Some(relay) = self.relay_of.remove(&conn) {
+                    // The next frame for it connects again.
+                    self.relay_streams.remove(&relay);
+                    self.writers.remove(&conn);
+                    return;
+                }
                 if let Some(lost) = self.closed_input(conn) {
                     if self
                         .writers
                         .get(&conn)
-                        .is_some_and(|w| w.overflow() != Overflow::Close)
+                        .is_some_and(|w| matches!(w.overflow(), Overflow::Wait(_)))
                     {
                         tracing::warn!(?conn, "internal link closed: lost or closed by its peer");
                     }
@@ -462,6 +488,9 @@ impl<F> Links<F> {
     /// Drops a stream: its task writes what is queued, then closes it.
     fn forget(&mut self, conn: ConnectionId) {
         self.writers.remove(&conn);
+        if let Some(relay) = self.relay_of.remove(&conn) {
+            self.relay_streams.remove(&relay);
+        }
         if self.upstream == Some(conn) {
             self.upstream = None;
         }
@@ -499,6 +528,26 @@ impl<F> Links<F> {
         }
         let conn = match destination {
             Destination::Udp(_) => return None,
+            Destination::RelayStream(relay) => match self.relay_streams.get(&relay) {
+                Some(&conn) => conn,
+                None => {
+                    tracing::debug!(%relay, "connecting to the relay over tcp");
+                    let conn = ConnectionId(self.next_upstream);
+                    self.next_upstream += 1;
+                    let writer = connect_upstream(
+                        relay,
+                        None,
+                        conn,
+                        self.stream_tx.clone(),
+                        Overflow::Drop,
+                        Framing::Relay,
+                    );
+                    self.writers.insert(conn, writer);
+                    self.relay_streams.insert(relay, conn);
+                    self.relay_of.insert(conn, relay);
+                    conn
+                }
+            },
             Destination::Connection(conn) => conn,
             Destination::Upstream => match self.upstream {
                 Some(conn) => conn,
@@ -516,6 +565,7 @@ impl<F> Links<F> {
                         conn,
                         self.stream_tx.clone(),
                         self.upstream_overflow,
+                        Framing::Messages,
                     );
                     self.writers.insert(conn, writer);
                     self.upstream = Some(conn);
@@ -526,7 +576,9 @@ impl<F> Links<F> {
         let writer = self.writers.get(&conn)?;
         if writer.send(bytes.to_vec()).await.is_err() {
             match writer.overflow() {
-                Overflow::Close => tracing::debug!(?conn, "stream too slow or gone: closing it"),
+                Overflow::Close | Overflow::Drop => {
+                    tracing::debug!(?conn, "stream too slow or gone: closing it")
+                }
                 Overflow::Wait(limit) => tracing::warn!(
                     ?conn,
                     waited = ?limit,

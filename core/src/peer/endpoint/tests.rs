@@ -161,7 +161,9 @@ impl World {
                     self.flights
                         .push((now + Duration::from_millis(10), target, ADDR[i], bytes));
                 }
-                Destination::Connection(_) => panic!("no accepted streams"),
+                Destination::Connection(_) | Destination::RelayStream(_) => {
+                    panic!("no accepted streams, no relay")
+                }
             }
         }
     }

@@ -1041,3 +1041,85 @@ fn pings_before_the_handshake_and_after_close_are_refused_without_panic() {
         assert_eq!(ping_outcomes(&p.a.events).len(), 1);
     });
 }
+
+// ----- the relay over TCP (issue 15, item 2: UDP blocked) ------------------
+
+const RELAY_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 9)), 7402);
+
+/// A lone session of `role` holding a relay allocation; it hears nothing
+/// (its network drops every datagram) unless `hear_at` says when a probe
+/// of its channel arrives. Returns it after 5 s, with its events.
+fn lone_session_with_relay(role: Role, hear_at: Option<u64>) -> (PeerSession, StdVec<PeerEvent>) {
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let me = StaticKeypair::generate(&mut rng);
+    let peer = StaticKeypair::generate(&mut rng);
+    let start = Instant::from_micros(1_000_000);
+    let mut p = params(role, peer.public_key(), B_ADDR, 60);
+    p.relay = Some(RelayAllocation {
+        addr: RELAY_ADDR,
+        token: [3; crate::wire::RELAY_TOKEN_LEN],
+    });
+    let mut s = PeerSession::new(start, PeerConfig::default(), &me, p, &mut rng);
+    let mut events = StdVec::new();
+    let mut source = Source::default();
+    let mut sink = Sink::default();
+    let mut buf = [0u8; MAX_DATAGRAM_LEN];
+    for ms in (0..=5_000u64).step_by(10) {
+        let now = start + Duration::from_millis(ms);
+        if hear_at == Some(ms) {
+            let mut probe = [0u8; 64];
+            let n = Packet::Probe {
+                channel: s.channel(),
+                seq: 1,
+            }
+            .encode(&mut probe)
+            .unwrap();
+            s.handle_datagram(now, B_ADDR, &mut probe[..n], &mut sink, &mut rng);
+        }
+        if s.poll_timeout().is_some_and(|t| t <= now) {
+            s.handle_timeout(now, &mut rng);
+        }
+        while s.poll_transmit(now, &mut buf, &mut source).is_some() {}
+        while let Some(e) = s.poll_event() {
+            events.push(e);
+        }
+    }
+    (s, events)
+}
+
+#[test]
+fn relay_over_tcp_connecting_side_that_hears_nothing_moves_its_relay_packets_to_tcp() {
+    let (s, events) = lone_session_with_relay(Role::Connecting, None);
+    // relay_after (1.5 s) + relay_tcp_after (2.5 s) = 4 s: by 5 s it moved.
+    assert_eq!(s.relay_over_tcp(), Some(RELAY_ADDR));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| **e == PeerEvent::RelayOverTcp { relay: RELAY_ADDR })
+            .count(),
+        1
+    );
+    assert_eq!(s.stats().relay_tcp_fallbacks, 1);
+    // And it still binds and punches through the relay (now over TCP).
+    assert!(s.stats().relay_binds_sent >= 2);
+}
+
+#[test]
+fn relay_over_tcp_not_for_the_connected_side_nor_a_side_that_heard_its_peer() {
+    // The connected side is woken by UDP triggers: it keeps UDP.
+    let (s, events) = lone_session_with_relay(Role::Connected, None);
+    assert_eq!(s.relay_over_tcp(), None);
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, PeerEvent::RelayOverTcp { .. })));
+    // A connecting side that heard its peer (at 3 s) has UDP.
+    let (s, _) = lone_session_with_relay(Role::Connecting, Some(3_000));
+    assert_eq!(s.relay_over_tcp(), None);
+}
+
+#[test]
+fn relay_over_tcp_once_moved_stays_on_tcp() {
+    let (s, _) = lone_session_with_relay(Role::Connecting, Some(4_500));
+    // Heard only at 4.5 s: it had moved at 4 s already, and stays on TCP.
+    assert_eq!(s.relay_over_tcp(), Some(RELAY_ADDR));
+}

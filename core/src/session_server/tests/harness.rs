@@ -204,7 +204,9 @@ impl World {
                         }
                     }
                     Destination::Connection(conn) => self.term_receive(conn, &payload),
-                    Destination::Udp(_) => panic!("the session server sends no UDP"),
+                    Destination::Udp(_) | Destination::RelayStream(_) => {
+                        panic!("the session server sends no UDP")
+                    }
                 }
             }
             for bytes in to_upstream {

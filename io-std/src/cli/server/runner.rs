@@ -117,8 +117,8 @@ fn start_relay<D: Driver + ?Sized>(
         .map_err(|e| bind_error("relay", addr, e))?;
     let advertised = public.unwrap_or(handle.udp_addr);
     println!(
-        "relay: udp {} (told to terminals as {advertised})",
-        handle.udp_addr
+        "relay: udp {} and tcp {} (told to terminals as {advertised})",
+        handle.udp_addr, handle.tcp_addr
     );
     let issuer = RelayIssuer {
         addr: advertised,
