@@ -339,11 +339,17 @@ pub fn s1606_sessions_shows_each_sides_end_and_filters_live_name_since() {
         let secs = ended[side]["duration_secs"].as_f64().expect("duration");
         assert!((0.5..5.0).contains(&secs), "{side}: {secs} s in {ended}");
     }
+    // Issue 15, item 4: loopback punches at once, the record says direct
+    // (this server has no relay), and `--path` filters on it.
+    assert_eq!(ended["path"], "direct", "{ended}");
+    assert_eq!(ended["relayed_bytes"], 0, "{ended}");
+    assert_eq!(json(&["--path", "direct", "--name", "phone"]).len(), 1);
+    assert_eq!(json(&["--path", "relayed"]).len(), 0);
     // The table shows them too.
     let table = text(&sessions(&server, &["--name", "phone"]).stdout);
     let header = table.lines().next().expect("header");
     assert!(
-        header.contains("who end") && header.contains("whom end"),
+        header.contains("who end") && header.contains("whom end") && header.ends_with("path  relayed"),
         "{table}"
     );
     assert!(
@@ -1480,6 +1486,34 @@ pub fn relay_carries_a_file_when_no_direct_peer_packet_passes() {
     assert!(said.contains("relayed path up through"), "{said}");
     let log = server.log();
     assert!(log.contains("relay allocation"), "{log}");
+    // Issue 15, item 4: the session's record says relayed, with the bytes
+    // the relay carried (at least the file's), and `--path` finds it.
+    let deadline = std::time::Instant::now() + STEP;
+    let row = loop {
+        let out = sessions(&server, &["--json", "--path", "relayed"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+        if let Some(r) = rows.iter().find(|r| r["live"] == false) {
+            break r.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never recorded as relayed: {rows:?}\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(row["who"], "phone", "{row}");
+    let relayed = row["relayed_bytes"].as_u64().expect("relayed_bytes");
+    assert!(relayed >= 2 * 1000 * 1000, "{row}");
+    let direct = text(&sessions(&server, &["--json", "--path", "direct"]).stdout);
+    assert_eq!(direct.trim(), "[]", "{direct}");
+    let table = text(&sessions(&server, &[]).stdout);
+    let line = table.lines().nth(1).expect("the session's line");
+    assert!(
+        line.ends_with(&format!("relayed  {relayed}")),
+        "{table}"
+    );
 }
 
 pub fn s1504_a_transfer_still_running_at_70_percent_is_extended_and_completes() {

@@ -621,7 +621,11 @@ fn serve(
             });
         }
         match selector.wait() {
-            Wake::Relay(event) => log_relay_event(&event),
+            Wake::Relay(event) => {
+                log_relay_event(&event);
+                watch.metrics.observe_relay_event(&event);
+                keep_relayed(&*refusal_store, &event);
+            }
             Wake::RelayGone => relay_events = None,
             Wake::Session(event) => {
                 if let Some(relay) = &relay_handle {
@@ -679,6 +683,30 @@ fn log_relay_event(event: &RelayEvent) {
         } => {
             tracing::info!(target: LOG_TARGET, session = %store::id_hex(session_id), ?reason, from_requester, from_target, "relay allocation ended");
         }
+    }
+}
+
+/// Keeps the relay's byte count of an ended allocation in its session's
+/// row (the record's path: relayed once it carried bytes). The relay ends
+/// an allocation at the session's record or before it (its own deadline,
+/// idle, budget): the row exists from the session's start either way. A
+/// failed write is logged, never fatal.
+fn keep_relayed(store: &dyn store::ServerStore, event: &RelayEvent) {
+    let RelayEvent::Ended {
+        session_id,
+        from_requester,
+        from_target,
+        ..
+    } = event
+    else {
+        return;
+    };
+    let bytes = from_requester.saturating_add(*from_target);
+    if bytes == 0 {
+        return;
+    }
+    if let Err(e) = store.record_relayed(session_id, bytes) {
+        tracing::warn!(target: LOG_TARGET, session = %store::id_hex(session_id), error = %e, "relay byte count not written");
     }
 }
 
