@@ -230,8 +230,8 @@ fn to_json(r: &LogRow) -> serde_json::Value {
 /// The log as an aligned text table.
 pub fn table(rows: &[LogRow]) -> String {
     let header = [
-        "session", "who", "whom", "start", "duration", "ext", "bytes", "end", "who end", "whom end",
-        "path", "relayed",
+        "session", "who", "whom", "start", "duration", "ext", "bytes", "end", "who end",
+        "whom end", "path", "relayed",
     ];
     let cells: Vec<[String; 12]> = rows
         .iter()

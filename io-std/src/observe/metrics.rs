@@ -274,6 +274,7 @@ impl ServerMetrics {
             | SessionEvent::NameUnbound { .. }
             | SessionEvent::LateReport(_)
             | SessionEvent::ForcedEndSettled(_)
+            | SessionEvent::ForcedEndStarted { .. }
             | SessionEvent::UpstreamEstablished => {}
         }
     }
