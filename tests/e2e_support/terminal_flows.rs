@@ -1431,18 +1431,16 @@ pub fn s207_a_50_mb_file_crosses_the_direct_path_with_matching_sha256() {
     assert_eq!(names, ["big.bin"]);
 }
 
-/// Issue 15, item 2: both terminals sit behind a hop that passes the
-/// servers' traffic but drops every peer packet (so no direct path can
-/// open, as between two symmetric NATs); `tryst connect --send` still
-/// delivers the file intact, through the server's relay. Without the relay
-/// the same request ends `Failed` after the punch window.
-pub fn relay_carries_a_file_when_no_direct_peer_packet_passes() {
+/// Puts `home` (a daemon) and `phone` behind hops that pass the servers'
+/// traffic and drop every peer packet (no direct path opens, as between
+/// two symmetric NATs), sends a file of `len` bytes from `phone` with
+/// `tryst connect --send` and checks it arrived intact; what connect said,
+/// and the daemon (still running).
+fn send_where_no_peer_packet_passes(server: &Server, dir: &Path, len: usize) -> (String, Proc) {
     use super::cluster::UdpRelay;
     fn is_peer_packet(d: &[u8]) -> bool {
         d.len() > 4 && d[..2] == *b"TY" && (0x80..=0x83).contains(&d[3])
     }
-    let dir = scratch("relay");
-    let server = Server::start(&dir, &["--relay", "127.0.0.1:0"]);
     let home_hop = UdpRelay::start_filtered(server.trigger, is_peer_packet);
     let phone_hop = UdpRelay::start_filtered(server.trigger, is_peer_packet);
     let inbox = dir.join("inbox");
@@ -1464,7 +1462,7 @@ pub fn relay_carries_a_file_when_no_direct_peer_packet_passes() {
         l.starts_with("online: ").then_some(())
     });
     let file = dir.join("photo.bin");
-    write_test_file(&file, 2 * 1000 * 1000);
+    write_test_file(&file, len);
     let phone_state = dir.join("phone-state");
     let mut cmd = tryst_for("connect");
     cmd.arg("connect")
@@ -1485,6 +1483,18 @@ pub fn relay_carries_a_file_when_no_direct_peer_packet_passes() {
         "{said}"
     );
     assert_eq!(sha256_hex(&inbox.join("photo.bin")), digest);
+    (said, home)
+}
+
+/// Issue 15, item 2: both terminals sit behind a hop that passes the
+/// servers' traffic but drops every peer packet (so no direct path can
+/// open, as between two symmetric NATs); `tryst connect --send` still
+/// delivers the file intact, through the server's relay. Without the relay
+/// the same request ends `Failed` after the punch window.
+pub fn relay_carries_a_file_when_no_direct_peer_packet_passes() {
+    let dir = scratch("relay");
+    let server = Server::start(&dir, &["--relay", "127.0.0.1:0"]);
+    let (said, _home) = send_where_no_peer_packet_passes(&server, &dir, 2 * 1000 * 1000);
     // Item 4: `tryst connect` says the path was relayed.
     assert!(said.contains("relayed path up through"), "{said}");
     let log = server.log();
@@ -1521,10 +1531,6 @@ pub fn relay_carries_a_file_when_no_direct_peer_packet_passes() {
 /// a `tryst server --relay-at ADDR --relay-key FILE` that runs no relay
 /// itself; the two share only the key file.
 pub fn standalone_relay_carries_a_file_for_a_server_with_relay_at() {
-    use super::cluster::UdpRelay;
-    fn is_peer_packet(d: &[u8]) -> bool {
-        d.len() > 4 && d[..2] == *b"TY" && (0x80..=0x83).contains(&d[3])
-    }
     let dir = scratch("relayalone");
     let key = dir.join("relay.key");
     let made = tryst_for("keygen")
@@ -1557,46 +1563,7 @@ pub fn standalone_relay_carries_a_file_for_a_server_with_relay_at() {
             key.to_str().expect("utf-8"),
         ],
     );
-    let home_hop = UdpRelay::start_filtered(server.trigger, is_peer_packet);
-    let phone_hop = UdpRelay::start_filtered(server.trigger, is_peer_packet);
-    let inbox = dir.join("inbox");
-    let mut args = vec!["terminal".to_owned()];
-    args.extend(server.terminal_flags_via("home", &dir.join("home-state"), home_hop.addr));
-    args.extend(
-        [
-            "--allow",
-            "phone",
-            "--recv-dir",
-            inbox.to_str().expect("utf-8"),
-        ]
-        .map(String::from),
-    );
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut home = Proc::start(&refs, dir.join("home.log"), None);
-    home.wait_for("the online line", |l| {
-        l.starts_with("online: ").then_some(())
-    });
-    let file = dir.join("photo.bin");
-    write_test_file(&file, 1000 * 1000);
-    let mut cmd = tryst_for("connect");
-    cmd.arg("connect")
-        .args(server.terminal_flags_via("phone", &dir.join("phone-state"), phone_hop.addr))
-        .args([
-            "home",
-            "--send",
-            file.to_str().expect("utf-8"),
-            "--duration",
-            "5m",
-        ]);
-    let sent = run_within(cmd, Duration::from_secs(60)).expect("connect finished within 60 s");
-    let said = text(&sent.stdout);
-    assert!(sent.status.success(), "{said}\n{}", text(&sent.stderr));
-    let digest = sha256_hex(&file);
-    assert!(
-        said.contains(&format!("the receiver verified SHA-256 {digest}")),
-        "{said}"
-    );
-    assert_eq!(sha256_hex(&inbox.join("photo.bin")), digest);
+    let (said, _home) = send_where_no_peer_packet_passes(&server, &dir, 1000 * 1000);
     assert!(
         said.contains(&format!("relayed path up through {relay_addr}")),
         "{said}"

@@ -102,7 +102,7 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX refusals_at ON refusals (at_us);",
     // Version 4: the bytes the relay carried for a session (its path:
     // relayed when some, direct otherwise).
-    "ALTER TABLE sessions ADD COLUMN relayed_bytes BIGINT;",
+    "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS relayed_bytes BIGINT;",
 ];
 
 /// The schema version this code writes.
