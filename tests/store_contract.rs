@@ -22,8 +22,8 @@ use tryst_core::time::Instant;
 use tryst_core::wire::{PublicKey, SessionId};
 use tryst_std::store::pg::{PgStore, PG_SCHEMA_VERSION};
 use tryst_std::store::{
-    id_hex, now_us, parse_id, OperatorCommand, Origin, RefusalRow, ServerStore, SideEnd,
-    StoreError, StoreLocation, StoredEnrolCode,
+    id_hex, now_us, parse_id, OperatorCommand, Origin, RefusalRow, ServerStore, SessionPath,
+    SideEnd, StoreError, StoreLocation, StoredEnrolCode,
 };
 
 fn key(b: u8) -> PublicKey {
@@ -388,6 +388,47 @@ fn refused_requests_are_kept_with_their_reasons(at: &StoreLocation) {
     );
 }
 
+/// Issue 15: the relay's byte count joins its session's row, before or
+/// after the record (the larger of two reports is kept), and gives the
+/// path: `relayed` once it carried bytes, `direct` otherwise.
+fn the_relays_byte_count_gives_the_sessions_path(at: &StoreLocation) {
+    let mut store = at.create("a").expect("create");
+    let (relayed, direct) = (started(5, "phone", "home"), started(6, "cam", "home"));
+    store
+        .record(&[
+            SessionFact::SessionStarted(relayed.clone()),
+            SessionFact::SessionStarted(direct.clone()),
+        ])
+        .expect("record");
+    store
+        .record_relayed(&relayed.session_id, 2_000)
+        .expect("relayed");
+    store
+        .record(&[
+            SessionFact::SessionRecord(record_of(&relayed, 5)),
+            SessionFact::SessionRecord(record_of(&direct, 5)),
+        ])
+        .expect("record");
+    store
+        .record_relayed(&relayed.session_id, 1_500)
+        .expect("a smaller, stale report");
+    // A session that was never started is no error and makes no row.
+    store
+        .record_relayed(&SessionId([0xee; 16]), 9)
+        .expect("unknown session");
+    let log = at.open("").expect("open").log().expect("log");
+    assert_eq!(log.len(), 2);
+    let row = |id: &SessionId| {
+        log.iter()
+            .find(|r| r.id == id_hex(id))
+            .expect("the session's row")
+    };
+    assert_eq!(row(&relayed.session_id).relayed_bytes, 2_000);
+    assert_eq!(row(&relayed.session_id).path(), SessionPath::Relayed);
+    assert_eq!(row(&direct.session_id).relayed_bytes, 0);
+    assert_eq!(row(&direct.session_id).path(), SessionPath::Direct);
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -422,7 +463,35 @@ contract!(
     enrol_codes_are_kept_by_hash_until_spent_or_expired,
     a_late_report_joins_the_record_and_never_overwrites_a_side,
     refused_requests_are_kept_with_their_reasons,
+    the_relays_byte_count_gives_the_sessions_path,
 );
+
+/// A version 4 SQLite store (before the relay's byte count) gains the
+/// column at the next server start and keeps its sessions.
+#[test]
+fn sqlite_a_version_4_store_gains_the_relayed_bytes_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let at = StoreLocation::DataDir(dir.path().to_path_buf());
+    {
+        let mut store = at.create("a").expect("first start");
+        store
+            .record(&[SessionFact::SessionStarted(started(4, "phone", "home"))])
+            .expect("record");
+    }
+    let db = rusqlite::Connection::open(dir.path().join("tryst.db")).expect("open");
+    db.execute_batch(
+        "ALTER TABLE sessions DROP COLUMN relayed_bytes;
+         UPDATE meta SET value = '4' WHERE key = 'schema';",
+    )
+    .expect("back to version 4");
+    drop(db);
+    let store = at.create("a").expect("migrating start");
+    store
+        .record_relayed(&SessionId([4; 16]), 77)
+        .expect("relayed");
+    let log = store.log().expect("log");
+    assert_eq!(log[0].relayed_bytes, 77);
+}
 
 /// A database at the previous schema version (no refusals table) gains
 /// it at the next server start, and keeps its sessions.
@@ -438,7 +507,10 @@ fn pg_a_version_2_database_gains_the_refusals_table() {
             .expect("record");
         let mut client = ::postgres::Client::connect(&db.url, ::postgres::NoTls).expect("connect");
         client
-            .batch_execute("DROP TABLE refusals; DELETE FROM schema_version WHERE version = 3;")
+            .batch_execute(
+                "DROP TABLE refusals; ALTER TABLE sessions DROP COLUMN relayed_bytes;
+                 DELETE FROM schema_version WHERE version >= 3;",
+            )
             .expect("back to version 2");
     }
     let store = PgStore::create(&db.url).expect("migrating start");
@@ -446,6 +518,35 @@ fn pg_a_version_2_database_gains_the_refusals_table() {
     assert_eq!(store.applied_versions().expect("versions"), all);
     assert!(store.refusals().expect("refusals").is_empty());
     assert_eq!(store.live_ids().expect("live").len(), 1);
+}
+
+/// A version 3 database (before the relay's byte count) gains the column
+/// at the next server start and keeps its sessions.
+#[test]
+fn pg_a_version_3_database_gains_the_relayed_bytes_column() {
+    let Some(db) = pg_support::test_db("pg_migration_v4") else {
+        return;
+    };
+    {
+        let mut store = PgStore::create(&db.url).expect("first start");
+        store
+            .record(&[SessionFact::SessionStarted(started(4, "phone", "home"))])
+            .expect("record");
+        let mut client = ::postgres::Client::connect(&db.url, ::postgres::NoTls).expect("connect");
+        client
+            .batch_execute(
+                "ALTER TABLE sessions DROP COLUMN relayed_bytes;
+                 DELETE FROM schema_version WHERE version = 4;",
+            )
+            .expect("back to version 3");
+    }
+    let store = PgStore::create(&db.url).expect("migrating start");
+    let all: Vec<i64> = (1..=PG_SCHEMA_VERSION).collect();
+    assert_eq!(store.applied_versions().expect("versions"), all);
+    store
+        .record_relayed(&SessionId([4; 16]), 77)
+        .expect("relayed");
+    assert_eq!(store.log().expect("log")[0].relayed_bytes, 77);
 }
 
 /// Two servers spend one enrolment code at once (each for its own key):

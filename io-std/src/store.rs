@@ -53,7 +53,7 @@ pub const DB_FILE: &str = "tryst.db";
 /// How long a write waits for another connection's lock.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 /// Refused requests kept in the store (the oldest go first).
 pub const MAX_REFUSALS: i64 = 10_000;
 
@@ -94,7 +94,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     bytes_r2t INTEGER,
     bytes_t2r INTEGER,
     r_reason TEXT, r_sent INTEGER, r_received INTEGER, r_duration_ms INTEGER,
-    t_reason TEXT, t_sent INTEGER, t_received INTEGER, t_duration_ms INTEGER
+    t_reason TEXT, t_sent INTEGER, t_received INTEGER, t_duration_ms INTEGER,
+    relayed_bytes INTEGER
 );
 CREATE INDEX IF NOT EXISTS sessions_live ON sessions (ended, start_us);
 CREATE TABLE IF NOT EXISTS enrol_codes (
@@ -256,6 +257,48 @@ pub struct LogRow {
     pub who_end: Option<SideEnd>,
     /// What the target's end notification said, if it came.
     pub whom_end: Option<SideEnd>,
+    /// Bytes the relay carried for it, both directions (as the relay
+    /// reported when its allocation ended; 0 if it never carried any).
+    pub relayed_bytes: u64,
+}
+
+/// The path a session took, as its record keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionPath {
+    /// The peers reached each other directly (the relay carried nothing).
+    Direct,
+    /// The relay carried some of its packets.
+    Relayed,
+}
+
+impl SessionPath {
+    /// Its name in `tryst sessions` and the metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionPath::Direct => "direct",
+            SessionPath::Relayed => "relayed",
+        }
+    }
+
+    /// Reads `direct` or `relayed`.
+    pub fn parse(text: &str) -> Option<SessionPath> {
+        match text {
+            "direct" => Some(SessionPath::Direct),
+            "relayed" => Some(SessionPath::Relayed),
+            _ => None,
+        }
+    }
+}
+
+impl LogRow {
+    /// The path it took: relayed once the relay carried any of its bytes.
+    pub fn path(&self) -> SessionPath {
+        if self.relayed_bytes > 0 {
+            SessionPath::Relayed
+        } else {
+            SessionPath::Direct
+        }
+    }
 }
 
 /// One side's end as its notification told it.
@@ -635,6 +678,18 @@ impl Store {
                 ))
                 .map_err(|e| self.sql(e))?;
         }
+        if create && version < 5 {
+            // Version 5: the bytes the relay carried for a session (its
+            // path: relayed when some, direct otherwise).
+            self.conn
+                .execute_batch(
+                    "BEGIN;
+                     ALTER TABLE sessions ADD COLUMN relayed_bytes INTEGER;
+                     UPDATE meta SET value = '5' WHERE key = 'schema';
+                     COMMIT;",
+                )
+                .map_err(|e| self.sql(e))?;
+        }
         Ok(())
     }
 
@@ -942,7 +997,7 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
                 "SELECT id, requester, target, start_us, duration_us, COALESCE(permitted_secs, duration_secs),
                         extensions, COALESCE(bytes_r2t, 0), COALESCE(bytes_t2r, 0), reason, ended,
-                        r_reason, r_duration_ms, t_reason, t_duration_ms
+                        r_reason, r_duration_ms, t_reason, t_duration_ms, COALESCE(relayed_bytes, 0)
                  FROM sessions ORDER BY start_us, id",
             )
             .map_err(|e| self.sql(e))?;
@@ -966,6 +1021,7 @@ impl Store {
                     reason: if ended != 0 { r.get(9)? } else { None },
                     who_end: SideEnd::from_columns(r.get(11)?, r.get(12)?),
                     whom_end: SideEnd::from_columns(r.get(13)?, r.get(14)?),
+                    relayed_bytes: to_u64(r.get(15)?),
                 })
             })
             .map_err(|e| self.sql(e))?;
@@ -1106,6 +1162,18 @@ impl Store {
             &self.conn,
             "UPDATE commands SET done_us = ?2, result = ?3 WHERE id = ?1",
             params![id, to_i64(now_us()), result],
+        )
+        .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Adds what the relay reported for a session (bytes it carried, both
+    /// directions) to its row; a repeated report keeps the larger count.
+    pub fn record_relayed(&self, id: &SessionId, bytes: u64) -> Result<(), StoreError> {
+        exec(
+            &self.conn,
+            "UPDATE sessions SET relayed_bytes = MAX(COALESCE(relayed_bytes, 0), ?1) WHERE id = ?2",
+            params![to_i64(bytes), id_hex(id)],
         )
         .map_err(|e| self.sql(e))?;
         Ok(())
@@ -1303,6 +1371,9 @@ pub trait ServerStore: Send {
     fn record_refusal(&self, refusal: &RefusalRow) -> Result<(), StoreError>;
     /// The refused requests kept, oldest first.
     fn refusals(&self) -> Result<Vec<RefusalRow>, StoreError>;
+    /// Adds the relay's byte count for a session to its row (the larger
+    /// of a repeated report is kept).
+    fn record_relayed(&self, id: &SessionId, bytes: u64) -> Result<(), StoreError>;
 
     /// The bindings made at or after `since_us` (µs since the epoch, the
     /// binding server's clock) by any server sharing the store: name, key,
@@ -1412,6 +1483,9 @@ impl<S: ServerStore + ?Sized> ServerStore for Box<S> {
     fn refusals(&self) -> Result<Vec<RefusalRow>, StoreError> {
         (**self).refusals()
     }
+    fn record_relayed(&self, id: &SessionId, bytes: u64) -> Result<(), StoreError> {
+        (**self).record_relayed(id, bytes)
+    }
     fn bound_since(&self, since_us: u64) -> Result<Vec<(String, PublicKey, u64)>, StoreError> {
         (**self).bound_since(since_us)
     }
@@ -1484,6 +1558,9 @@ impl ServerStore for Store {
     }
     fn refusals(&self) -> Result<Vec<RefusalRow>, StoreError> {
         Store::refusals(self)
+    }
+    fn record_relayed(&self, id: &SessionId, bytes: u64) -> Result<(), StoreError> {
+        Store::record_relayed(self, id, bytes)
     }
 }
 

@@ -83,7 +83,7 @@ impl Mix {
     /// The binary that runs `subcommand` in this mix.
     pub fn binary_for(self, subcommand: &str) -> Bin {
         match subcommand {
-            "server" | "session-server" | "trigger-server" => self.server,
+            "server" | "session-server" | "trigger-server" | "relay" => self.server,
             "terminal" => self.daemon,
             "connect" | "ping" => self.connect,
             _ => self.tool,

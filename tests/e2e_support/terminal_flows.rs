@@ -339,11 +339,20 @@ pub fn s1606_sessions_shows_each_sides_end_and_filters_live_name_since() {
         let secs = ended[side]["duration_secs"].as_f64().expect("duration");
         assert!((0.5..5.0).contains(&secs), "{side}: {secs} s in {ended}");
     }
+    // Issue 15, item 4: loopback punches at once, the record says direct
+    // (this server has no relay), and `--path` filters on it.
+    assert_eq!(ended["path"], "direct", "{ended}");
+    assert_eq!(ended["relayed_bytes"], 0, "{ended}");
+    assert_eq!(json(&["--path", "direct", "--name", "phone"]).len(), 1);
+    assert_eq!(json(&["--path", "relayed"]).len(), 0);
     // The table shows them too.
     let table = text(&sessions(&server, &["--name", "phone"]).stdout);
     let header = table.lines().next().expect("header");
     assert!(
-        header.contains("who end") && header.contains("whom end"),
+        header.contains("who end")
+            && header.contains("whom end")
+            && header.contains(" path ")
+            && header.ends_with(" relayed"),
         "{table}"
     );
     assert!(
@@ -1422,12 +1431,12 @@ pub fn s207_a_50_mb_file_crosses_the_direct_path_with_matching_sha256() {
     assert_eq!(names, ["big.bin"]);
 }
 
-/// Starts the home daemon and runs `tryst connect --send` of a 2 MB photo
-/// from the phone, each terminal behind a hop that passes the servers'
-/// traffic but drops every peer packet and relay bind (so no direct path
-/// opens: only the relay carries the session); asserts the photo arrived
-/// intact and returns what `connect` said.
-fn send_a_photo_between_hops_that_drop_peer_packets(dir: &Path, server: &Server) -> String {
+/// Puts `home` (a daemon) and `phone` behind hops that pass the servers'
+/// traffic and drop every peer packet (no direct path opens, as between
+/// two symmetric NATs), sends a file of `len` bytes from `phone` with
+/// `tryst connect --send` and checks it arrived intact; what connect said,
+/// and the daemon (still running).
+fn send_where_no_peer_packet_passes(server: &Server, dir: &Path, len: usize) -> (String, Proc) {
     use super::cluster::UdpRelay;
     fn is_peer_packet(d: &[u8]) -> bool {
         d.len() > 4 && d[..2] == *b"TY" && (0x80..=0x84).contains(&d[3])
@@ -1453,7 +1462,7 @@ fn send_a_photo_between_hops_that_drop_peer_packets(dir: &Path, server: &Server)
         l.starts_with("online: ").then_some(())
     });
     let file = dir.join("photo.bin");
-    write_test_file(&file, 2 * 1000 * 1000);
+    write_test_file(&file, len);
     let phone_state = dir.join("phone-state");
     let mut cmd = tryst_for("connect");
     cmd.arg("connect")
@@ -1474,7 +1483,7 @@ fn send_a_photo_between_hops_that_drop_peer_packets(dir: &Path, server: &Server)
         "{said}"
     );
     assert_eq!(sha256_hex(&inbox.join("photo.bin")), digest);
-    said
+    (said, home)
 }
 
 /// Issue 15, item 2: both terminals sit behind a hop that passes the
@@ -1485,11 +1494,176 @@ fn send_a_photo_between_hops_that_drop_peer_packets(dir: &Path, server: &Server)
 pub fn relay_carries_a_file_when_no_direct_peer_packet_passes() {
     let dir = scratch("relay");
     let server = Server::start(&dir, &["--relay", "127.0.0.1:0"]);
-    let said = send_a_photo_between_hops_that_drop_peer_packets(&dir, &server);
+    let (said, _home) = send_where_no_peer_packet_passes(&server, &dir, 2 * 1000 * 1000);
     // Item 4: `tryst connect` says the path was relayed.
     assert!(said.contains("relayed path up through"), "{said}");
     let log = server.log();
     assert!(log.contains("relay allocation"), "{log}");
+    // Issue 15, item 4: the session's record says relayed, with the bytes
+    // the relay carried (at least the file's), and `--path` finds it.
+    let deadline = std::time::Instant::now() + STEP;
+    let row = loop {
+        let out = sessions(&server, &["--json", "--path", "relayed"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+        if let Some(r) = rows.iter().find(|r| r["live"] == false) {
+            break r.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never recorded as relayed: {rows:?}\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(row["who"], "phone", "{row}");
+    let relayed = row["relayed_bytes"].as_u64().expect("relayed_bytes");
+    assert!(relayed >= 2 * 1000 * 1000, "{row}");
+    let direct = text(&sessions(&server, &["--json", "--path", "direct"]).stdout);
+    assert_eq!(direct.trim(), "[]", "{direct}");
+    let table = text(&sessions(&server, &[]).stdout);
+    let line = table.lines().nth(1).expect("the session's line");
+    assert!(line.ends_with(&format!("relayed  {relayed}")), "{table}");
+}
+
+/// Issue 15, relay item 3: a standalone `tryst relay` process (the mix's
+/// server binary) carries a file between terminals that cannot punch, for
+/// a `tryst server --relay-at ADDR --relay-key FILE` that runs no relay
+/// itself; the two share only the key file.
+pub fn standalone_relay_carries_a_file_for_a_server_with_relay_at() {
+    let dir = scratch("relayalone");
+    let key = dir.join("relay.key");
+    let made = tryst_for("keygen")
+        .args(["keygen", "--out", key.to_str().expect("utf-8")])
+        .output()
+        .expect("keygen runs");
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let mut relay = Proc::start(
+        &[
+            "relay",
+            "--listen",
+            "127.0.0.1:0",
+            "--key",
+            key.to_str().expect("utf-8"),
+        ],
+        dir.join("relay.log"),
+        None,
+    );
+    let relay_addr = relay.value("relay");
+    let relay_addr = relay_addr
+        .strip_prefix("udp ")
+        .expect("udp ADDR")
+        .to_owned();
+    let server = Server::start(
+        &dir,
+        &[
+            "--relay-at",
+            &relay_addr,
+            "--relay-key",
+            key.to_str().expect("utf-8"),
+        ],
+    );
+    let (said, _home) = send_where_no_peer_packet_passes(&server, &dir, 1000 * 1000);
+    assert!(
+        said.contains(&format!("relayed path up through {relay_addr}")),
+        "{said}"
+    );
+    // The relay process took the allocation, the server ran no relay.
+    assert!(relay.log().contains("relay allocation"), "{}", relay.log());
+    assert!(
+        !server.log().contains("relay allocation"),
+        "{}",
+        server.log()
+    );
+    // A relay without its key file does not start (exit 2, one line).
+    let missing = tryst_for("relay")
+        .args(["relay", "--listen", "127.0.0.1:0", "--key"])
+        .arg(dir.join("nope.key"))
+        .output()
+        .expect("relay runs");
+    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing.stderr));
+    assert!(
+        text(&missing.stderr).contains("relay key"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
+
+/// Issue 15, relay item 2: the operator's `tryst end` of a relayed session
+/// whose terminals never get their end triggers (their hops drop them, and
+/// every direct peer packet): the relay stops forwarding the session at
+/// once, not when the end is settled or recorded (both 10 s or more later
+/// here, as the end triggers go unacknowledged).
+pub fn relay_stops_carrying_a_forced_session_whose_peers_ignore_the_end() {
+    use super::cluster::UdpRelay;
+    fn peer_packet_or_end_trigger(d: &[u8]) -> bool {
+        d.len() > 4 && d[..2] == *b"TY" && ((0x80..=0x83).contains(&d[3]) || d[3] == 0x13)
+    }
+    let dir = scratch("relayend");
+    let server = Server::start(&dir, &["--relay", "127.0.0.1:0"]);
+    let home_hop = UdpRelay::start_filtered(server.trigger, peer_packet_or_end_trigger);
+    let phone_hop = UdpRelay::start_filtered(server.trigger, peer_packet_or_end_trigger);
+    let mut args = vec!["terminal".to_owned()];
+    args.extend(server.terminal_flags_via("home", &dir.join("home-state"), home_hop.addr));
+    args.extend(["--allow", "phone"].map(String::from));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut home = Proc::start(&refs, dir.join("home.log"), None);
+    home.wait_for("the online line", |l| {
+        l.starts_with("online: ").then_some(())
+    });
+    let mut args = vec!["connect".to_owned()];
+    args.extend(server.terminal_flags_via("phone", &dir.join("phone-state"), phone_hop.addr));
+    args.extend(["home", "--duration", "5m"].map(String::from));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut phone = Proc::start(&refs, dir.join("phone.log"), None);
+    let id = phone.wait_for("the session line", |l| {
+        l.strip_prefix("session ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+    });
+    // The session runs through the relay (punching cannot get through).
+    let deadline = std::time::Instant::now() + STEP;
+    while !server.log().contains("relay allocation") {
+        assert!(std::time::Instant::now() < deadline, "{}", server.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !server.log().contains("relay allocation ended"),
+        "{}",
+        server.log()
+    );
+    let forced = std::time::Instant::now();
+    let mut end = tryst_for("end")
+        .arg("end")
+        .arg(&id)
+        .arg("--data-dir")
+        .arg(&server.data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tryst end runs");
+    let line = loop {
+        let log = server.log();
+        if let Some(l) = log.lines().find(|l| l.contains("relay allocation ended")) {
+            break l.to_owned();
+        }
+        assert!(
+            forced.elapsed() < Duration::from_secs(5),
+            "the relay still carries the forced session: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = end.kill();
+    let _ = end.wait();
+    assert!(line.contains("reason=Ended"), "{line}");
+    // Neither terminal heard of the end: not settled, not recorded yet.
+    let log = server.log();
+    assert!(
+        !log.contains("forced end settled") && !log.contains("session recorded"),
+        "{log}"
+    );
+    drop(phone);
 }
 
 /// A relay's front on loopback for a phone whose network drops all UDP:
@@ -1604,7 +1778,7 @@ pub fn relay_over_tcp_carries_a_file_when_the_phone_has_no_udp() {
         &dir,
         &["--relay", &relay_arg, "--relay-public", &public_arg],
     );
-    let said = send_a_photo_between_hops_that_drop_peer_packets(&dir, &server);
+    let (said, _home) = send_where_no_peer_packet_passes(&server, &dir, 2 * 1000 * 1000);
     assert!(
         said.contains(&format!("relayed path up through {} (tcp)", front.addr)),
         "{said}"
@@ -3050,6 +3224,14 @@ macro_rules! terminal_flows {
         #[ignore = "not yet run through the binaries (tcprelay ran out of build time): run with --ignored"]
         fn relay_over_tcp_carries_a_file_when_the_phone_has_no_udp() {
             support::with_mix($mix, support::terminal_flows::relay_over_tcp_carries_a_file_when_the_phone_has_no_udp);
+        }
+        #[test]
+        fn standalone_relay_carries_a_file_for_a_server_with_relay_at() {
+            support::with_mix($mix, support::terminal_flows::standalone_relay_carries_a_file_for_a_server_with_relay_at);
+        }
+        #[test]
+        fn relay_stops_carrying_a_forced_session_whose_peers_ignore_the_end() {
+            support::with_mix($mix, support::terminal_flows::relay_stops_carrying_a_forced_session_whose_peers_ignore_the_end);
         }
         #[test]
         fn s1504_a_transfer_still_running_at_70_percent_is_extended_and_completes() {

@@ -101,6 +101,15 @@ pub enum SessionEvent {
     /// (a forced end recorded before a terminal reported): its counts and
     /// duration join the stored record.
     LateReport(LateReport),
+    /// The operator forced a session to end (S1604), now: the end triggers
+    /// are on their way. What carries the session's packets on the
+    /// operator's side (its relay) stops now, whether or not the terminals
+    /// heed their end triggers. Emitted at each `end_session` of a live
+    /// session.
+    ForcedEndStarted {
+        /// The session.
+        session_id: SessionId,
+    },
     /// A forced end (S1604/S1605) is settled: each party confirmed it (its
     /// terminal acknowledged the end trigger or sent its end notification),
     /// or did not before the session's record. For the operator's `tryst end`.

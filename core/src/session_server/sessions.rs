@@ -397,6 +397,8 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         let session = self.sessions.get_mut(&id.0).ok_or(UnknownSession)?;
         session.forced_at.get_or_insert(now);
         session.settled = false;
+        self.out
+            .event(SessionEvent::ForcedEndStarted { session_id: id });
         self.rearm_session(id.0);
         for side in [Party::Requester, Party::Target] {
             let Some(session) = self.sessions.get_mut(&id.0) else {

@@ -30,6 +30,7 @@ pub mod keygen;
 pub mod names;
 pub mod netcheck;
 pub mod ping;
+pub mod relay;
 pub mod server;
 pub mod sessions;
 pub mod signals;
@@ -150,6 +151,8 @@ pub enum Command {
     SessionServer(server::SessionServerArgs),
     /// Runs the trigger server alone.
     TriggerServer(server::TriggerServerArgs),
+    /// Runs the relay alone, for session servers started with `--relay-at`.
+    Relay(relay::RelayArgs),
     /// Enrolls a terminal's public key for a name (for --closed servers).
     Enroll(enroll::EnrollArgs),
     /// Prints a server's invite again (what a device needs to join), as
@@ -185,6 +188,7 @@ impl Command {
             Command::Server(_)
             | Command::SessionServer(_)
             | Command::TriggerServer(_)
+            | Command::Relay(_)
             | Command::Terminal(_) => "info",
             _ => "warn",
         }
@@ -199,6 +203,7 @@ impl Command {
             Command::Server(args) => server::run(&runtime.driver()?, args),
             Command::SessionServer(args) => server::run_session_server(&runtime.driver()?, args),
             Command::TriggerServer(args) => server::run_trigger_server(&runtime.driver()?, args),
+            Command::Relay(args) => server::run_relay(&runtime.driver()?, args),
             Command::Enroll(args) => enroll::run(args),
             Command::Invite(args) => invite::run(args),
             Command::Names(args) => names::run(args),

@@ -19,7 +19,7 @@
 mod runner;
 pub mod watch;
 
-pub use runner::{run, run_session_server, run_trigger_server};
+pub use runner::{run, run_relay, run_session_server, run_trigger_server};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -168,8 +168,17 @@ pub struct ServerArgs {
     /// address (for a peer whose network drops UDP): a permitted session
     /// whose peers cannot punch (symmetric NATs) goes through it, still
     /// end-to-end encrypted. Off by default.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", conflicts_with = "relay_at")]
     pub relay: Option<SocketAddr>,
+    /// Hand out allocations on a standalone `tryst relay` that terminals
+    /// reach at this UDP address (instead of running one here); needs
+    /// `--relay-key`, the key file that relay was started with.
+    #[arg(long, value_name = "ADDR", requires = "relay_key")]
+    pub relay_at: Option<SocketAddr>,
+    /// The key file shared with the `--relay-at` relay (`tryst keygen --out
+    /// FILE`, mode 0600).
+    #[arg(long, value_name = "FILE", requires = "relay_at")]
+    pub relay_key: Option<PathBuf>,
     /// The relay's address as terminals reach it (default: `--relay`'s;
     /// needed when it listens on 0.0.0.0 or [::]).
     #[arg(long, value_name = "ADDR", requires = "relay")]
@@ -875,6 +884,9 @@ pub fn log_session_event(event: &SessionEvent) {
         // Seed S1606: a side's report after the record joins it.
         SessionEvent::LateReport(l) => {
             tracing::info!(session = %store::id_hex(&l.session_id), party = ?l.party, bytes_sent = l.report.bytes_sent, bytes_received = l.report.bytes_received, "late end notification added to the record");
+        }
+        SessionEvent::ForcedEndStarted { session_id } => {
+            tracing::debug!(session = %store::id_hex(session_id), "forced end: end triggers sent");
         }
         // Seed S1605.
         SessionEvent::ForcedEndSettled(f) => {

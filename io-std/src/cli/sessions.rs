@@ -1,7 +1,8 @@
 //! `tryst sessions --data-dir DIR | --store URL [--json] [--live] [--name NAME]
-//! [--since WHEN] [--refused]`: the session log (S1606) as a table, or as
-//! JSON for scripts, with each side's end reason and duration as its end
-//! notification told them. `--refused` lists the refused requests instead,
+//! [--since WHEN] [--path direct|relayed] [--refused]`: the session log
+//! (S1606) as a table, or as JSON for scripts, with each side's end reason
+//! and duration as its end notification told them, and the path it took
+//! (`relayed` once the relay carried any of its bytes, with that count). `--refused` lists the refused requests instead,
 //! with the reason the server knows (the requester only ever got the
 //! uniform answer). It reads the store through its own connection, so it
 //! works while the server runs (WAL mode).
@@ -13,7 +14,7 @@ use serde_json::json;
 
 use super::end::{store_error, store_location};
 use super::CliError;
-use crate::store::{now_us, LogRow, RefusalRow, SideEnd};
+use crate::store::{now_us, LogRow, RefusalRow, SessionPath, SideEnd};
 
 /// Arguments of `tryst sessions`.
 #[derive(Debug, clap::Args)]
@@ -38,9 +39,18 @@ pub struct SessionsArgs {
     /// now (`90s`, `2h`, `7d`) or a UTC time (`2026-12-04T21:00:00Z`).
     #[arg(long, value_name = "WHEN", value_parser = parse_since)]
     pub since: Option<Since>,
+    /// Only the sessions that took this path: `direct`, or `relayed` (the
+    /// relay carried some of their bytes).
+    #[arg(long, value_name = "PATH", value_parser = parse_path, conflicts_with = "refused")]
+    pub path: Option<SessionPath>,
     /// The refused connection requests instead, each with its real reason.
     #[arg(long)]
     pub refused: bool,
+}
+
+/// Parses `--path`.
+fn parse_path(text: &str) -> Result<SessionPath, String> {
+    SessionPath::parse(text).ok_or_else(|| format!("{text:?} is neither `direct` nor `relayed`"))
 }
 
 /// A `--since` value: a duration back from now, or a point in time.
@@ -91,6 +101,7 @@ fn keep_session(args: &SessionsArgs, row: &LogRow, since_us: Option<u64>) -> boo
             .as_deref()
             .is_none_or(|n| row.requester == n || row.target == n)
         && since_us.is_none_or(|at| row.start_us >= at)
+        && args.path.is_none_or(|p| row.path() == p)
 }
 
 /// Whether `row` passes the filters.
@@ -210,6 +221,8 @@ fn to_json(r: &LogRow) -> serde_json::Value {
         "end_reason": r.reason,
         "who_end": side_json(r.who_end.as_ref()),
         "whom_end": side_json(r.whom_end.as_ref()),
+        "path": r.path().name(),
+        "relayed_bytes": r.relayed_bytes,
         "live": r.reason.is_none(),
     })
 }
@@ -217,9 +230,10 @@ fn to_json(r: &LogRow) -> serde_json::Value {
 /// The log as an aligned text table.
 pub fn table(rows: &[LogRow]) -> String {
     let header = [
-        "session", "who", "whom", "start", "duration", "ext", "bytes", "end", "who end", "whom end",
+        "session", "who", "whom", "start", "duration", "ext", "bytes", "end", "who end",
+        "whom end", "path", "relayed",
     ];
-    let cells: Vec<[String; 10]> = rows
+    let cells: Vec<[String; 12]> = rows
         .iter()
         .map(|r| {
             [
@@ -234,6 +248,8 @@ pub fn table(rows: &[LogRow]) -> String {
                 r.reason.clone().unwrap_or_else(|| "live".to_owned()),
                 side_text(r.who_end.as_ref()),
                 side_text(r.whom_end.as_ref()),
+                r.path().name().to_owned(),
+                r.relayed_bytes.to_string(),
             ]
         })
         .collect();

@@ -20,6 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+use tryst_core::relay::server::RelayEvent;
 use tryst_core::session_server::{DenyReason, RegistrationRefusal, SessionEvent};
 use tryst_core::terminal::TerminalEvent;
 use tryst_core::trigger_server::NatGuess;
@@ -42,9 +43,12 @@ pub fn nat_name(guess: NatGuess) -> &'static str {
     }
 }
 
-/// The path every session takes today (no relay exists yet): the `path`
-/// label of the session counters.
+/// The path every session starts on (punching): the `path` label of the
+/// session counters at a session's start.
 pub const PATH_DIRECT: &str = "direct";
+/// The `path` label of a session the relay took on (its first bind made
+/// an allocation): it fell back from punching to the relay.
+pub const PATH_RELAYED: &str = "relayed";
 
 /// The metrics of a server process (any of `server`, `session-server`,
 /// `trigger-server`; a role that does not run leaves its families at 0).
@@ -142,7 +146,7 @@ impl ServerMetrics {
         );
         registry.register(
             "tryst_sessions_started",
-            "Sessions started, by path (direct; relayed once a relay exists)",
+            "Sessions started, by path (direct: every session, as each starts punching; relayed: those the relay took on)",
             m.sessions_started.clone(),
         );
         registry.register(
@@ -224,7 +228,14 @@ impl ServerMetrics {
         ServerMetrics { registry, ..m }
     }
 
-    /// Counts one session server event.
+    /// Counts one relay event (a session the relay took on).
+    pub fn observe_relay_event(&self, event: &RelayEvent) {
+        if let RelayEvent::Allocated { .. } = event {
+            self.count(&self.sessions_started, "path", PATH_RELAYED);
+        }
+    }
+
+    /// Counts what a session server event says.
     pub fn observe_session_event(&self, event: &SessionEvent) {
         match event {
             SessionEvent::Registered { .. } => {
@@ -263,6 +274,7 @@ impl ServerMetrics {
             | SessionEvent::NameUnbound { .. }
             | SessionEvent::LateReport(_)
             | SessionEvent::ForcedEndSettled(_)
+            | SessionEvent::ForcedEndStarted { .. }
             | SessionEvent::UpstreamEstablished => {}
         }
     }
@@ -565,5 +577,31 @@ impl TerminalMetrics {
     /// The exposition text.
     pub fn encode(&self) -> String {
         encode_registry(&self.registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tryst_core::wire::SessionId;
+
+    #[test]
+    fn sessions_started_counts_a_relay_allocation_under_relayed() {
+        let m = ServerMetrics::new();
+        m.observe_relay_event(&RelayEvent::Allocated {
+            session_id: SessionId([1; 16]),
+        });
+        // An ended allocation is no new start.
+        m.observe_relay_event(&RelayEvent::Ended {
+            session_id: SessionId([1; 16]),
+            reason: tryst_core::relay::server::RelayEndReason::Ended,
+            from_requester: 10,
+            from_target: 20,
+        });
+        let text = m.encode();
+        assert!(
+            text.contains("tryst_sessions_started_total{path=\"relayed\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -627,6 +627,7 @@ mod tests {
                 duration_ms: 1_900,
             }),
             whom_end: None,
+            relayed_bytes: 0,
         };
         let refused = |who: &str, reason: &str| RefusalRow {
             at_us: 1_700_000_000_000_000,

@@ -31,7 +31,7 @@ use std::time::Duration;
 use ::postgres::{Client, GenericClient, NoTls, Row, Statement};
 use tryst_core::session_server::{SessionExtended, SessionFact, SessionStarted};
 use tryst_core::time::Instant;
-use tryst_core::wire::PublicKey;
+use tryst_core::wire::{PublicKey, SessionId};
 
 use super::{
     hash_hex, id_hex, key_hex, now_us, parse_hash, parse_id, parse_key, reason_name,
@@ -104,6 +104,9 @@ pub const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL
     );
     CREATE INDEX refusals_at ON refusals (at_us);",
+    // Version 4: the bytes the relay carried for a session (its path:
+    // relayed when some, direct otherwise).
+    "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS relayed_bytes BIGINT;",
 ];
 
 /// The schema version this code writes.
@@ -667,7 +670,7 @@ impl ServerStore for PgStore {
             "SELECT id, requester, target, start_us, duration_us,
                     COALESCE(permitted_secs, duration_secs), extensions,
                     COALESCE(bytes_r2t, 0), COALESCE(bytes_t2r, 0), reason, ended,
-                    r_reason, r_duration_ms, t_reason, t_duration_ms
+                    r_reason, r_duration_ms, t_reason, t_duration_ms, COALESCE(relayed_bytes, 0)
              FROM sessions ORDER BY start_us, id",
             &[],
         )?;
@@ -692,6 +695,7 @@ impl ServerStore for PgStore {
                     reason: if ended { r.get(9) } else { None },
                     who_end: SideEnd::from_columns(r.get(11), r.get(12)),
                     whom_end: SideEnd::from_columns(r.get(13), r.get(14)),
+                    relayed_bytes: to_u64(r.get(15)),
                 }
             })
             .collect())
@@ -827,6 +831,14 @@ impl ServerStore for PgStore {
         self.execute(
             "DELETE FROM refusals WHERE id <= (SELECT MAX(id) FROM refusals) - $1",
             &[&super::MAX_REFUSALS],
+        )?;
+        Ok(())
+    }
+
+    fn record_relayed(&self, id: &SessionId, bytes: u64) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE sessions SET relayed_bytes = GREATEST(COALESCE(relayed_bytes, 0), $1) WHERE id = $2",
+            &[&to_i64(bytes), &super::id_hex(id)],
         )?;
         Ok(())
     }

@@ -215,3 +215,26 @@ fn s1606_an_end_notification_after_the_forced_end_settled_still_joins_the_record
     let target = records[0].target_side.expect("the target's side");
     assert_eq!(target.bytes_sent, 40);
 }
+
+#[test]
+fn s1604_forced_end_says_so_at_once_before_any_trigger_is_answered() {
+    let mut w = World::new(SessionConfig::default());
+    let t1 = w.term("term1", ListMode);
+    let t3 = w.term("term3", ListMode);
+    let id = w.establish(t3, t1, 1, 600);
+    let before = w.events_since(0).len();
+    w.ss.end_session(w.now, id).unwrap();
+    w.pump();
+    // No end trigger answered, no record yet: the relay is told now.
+    let started: Vec<_> = w
+        .events_since(before)
+        .into_iter()
+        .filter(|e| matches!(e, SessionEvent::ForcedEndStarted { session_id } if *session_id == id))
+        .collect();
+    assert_eq!(started.len(), 1);
+    assert!(settled(&w).is_empty());
+    assert!(!w
+        .events_since(before)
+        .iter()
+        .any(|e| matches!(e, SessionEvent::SessionRecord(_))));
+}

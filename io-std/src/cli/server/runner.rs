@@ -32,6 +32,7 @@ use super::{
 };
 use crate::cli::driver::Driver;
 use crate::cli::end::store_error;
+use crate::cli::relay::{read_relay_key, RelayArgs};
 use crate::cli::CliError;
 use crate::drive::{DriverClock, Stopped};
 use crate::observe::http::HttpListener;
@@ -71,13 +72,27 @@ pub fn run<D: Driver + ?Sized>(driver: &D, args: ServerArgs) -> Result<(), CliEr
         Some(addr) => Some(start_relay(driver, addr, args.relay_public)?),
         None => None,
     };
+    let external = match (args.relay_at, args.relay_key.as_deref()) {
+        (Some(addr), Some(key)) => {
+            println!("relay: external at {addr}");
+            Some(RelayIssuer {
+                addr,
+                key: read_relay_key(key)?,
+                unix_at_zero: 0,
+            })
+        }
+        _ => None,
+    };
     let start = SessionStart {
         config,
         closed: args.policy.closed,
         trigger_key: trigger.public_key,
         trigger_link: trigger.link_addr,
         control: args.control,
-        relay: relay.as_ref().map(|(issuer, _)| issuer.clone()),
+        relay: relay
+            .as_ref()
+            .map(|(issuer, _)| issuer.clone())
+            .or(external),
     };
     let location = server_store_location(&args.data_dir, args.store.as_deref())?;
     run_session(
@@ -126,6 +141,39 @@ fn start_relay<D: Driver + ?Sized>(
         unix_at_zero: 0,
     };
     Ok((issuer, (handle, events)))
+}
+
+/// `relay`: the relay alone on `driver`, for session servers that hand
+/// out allocations on it (`server --relay-at`); logs each allocation and
+/// its byte counts until SIGTERM or SIGINT.
+pub fn run_relay<D: Driver + ?Sized>(driver: &D, args: RelayArgs) -> Result<(), CliError> {
+    let stop = StopSignal::install()?;
+    let mut config = RelayConfig::new(read_relay_key(&args.key)?, 0);
+    config.max_allocations = args.max_allocations.max(1);
+    // Wall-clock instants: Unix time at the clock's origin is 0.
+    let (handle, events) = driver
+        .relay(config, DriverClock::wall(), args.listen)
+        .map_err(|e| bind_error("relay", args.listen, e))?;
+    println!("relay: udp {}", handle.udp_addr);
+    let result = loop {
+        let wake = flume::Selector::new()
+            .recv(&events, |event| match event {
+                Ok(event) => Wake::Relay(event),
+                Err(_) => Wake::RelayGone,
+            })
+            .recv(&stop.rx, |_| Wake::Signal)
+            .wait();
+        match wake {
+            Wake::Relay(event) => log_relay_event(&event),
+            Wake::Signal => break Ok(()),
+            _ => break Err(CliError::failed("the relay's loop stopped")),
+        }
+    };
+    if result.is_ok() {
+        tracing::info!(target: LOG_TARGET, "relay stopped");
+    }
+    drop(handle);
+    result
 }
 
 /// `session-server`: the session role alone on `driver`, linked to a
@@ -621,7 +669,11 @@ fn serve(
             });
         }
         match selector.wait() {
-            Wake::Relay(event) => log_relay_event(&event),
+            Wake::Relay(event) => {
+                log_relay_event(&event);
+                watch.metrics.observe_relay_event(&event);
+                keep_relayed(&*refusal_store, &event);
+            }
             Wake::RelayGone => relay_events = None,
             Wake::Session(event) => {
                 if let Some(relay) = &relay_handle {
@@ -655,10 +707,13 @@ fn serve(
 }
 
 /// What the relay must hear of the session server: extensions move an
-/// allocation's deadline, a record or a settled forced end ends it.
+/// allocation's deadline; a forced end ends it at once (terminals that
+/// ignore their end triggers get nothing more through), and a record or a
+/// settled forced end ends what is left.
 fn tell_relay(relay: &RelayHandle, event: &SessionEvent) {
     match event {
         SessionEvent::SessionExtended(x) => relay.extend(x.session_id, x.duration_secs),
+        SessionEvent::ForcedEndStarted { session_id } => relay.end(*session_id),
         SessionEvent::SessionRecord(r) => relay.end(r.session_id),
         SessionEvent::ForcedEndSettled(f) => relay.end(f.session_id),
         _ => {}
@@ -679,6 +734,30 @@ fn log_relay_event(event: &RelayEvent) {
         } => {
             tracing::info!(target: LOG_TARGET, session = %store::id_hex(session_id), ?reason, from_requester, from_target, "relay allocation ended");
         }
+    }
+}
+
+/// Keeps the relay's byte count of an ended allocation in its session's
+/// row (the record's path: relayed once it carried bytes). The relay ends
+/// an allocation at the session's record or before it (its own deadline,
+/// idle, budget): the row exists from the session's start either way. A
+/// failed write is logged, never fatal.
+fn keep_relayed(store: &dyn store::ServerStore, event: &RelayEvent) {
+    let RelayEvent::Ended {
+        session_id,
+        from_requester,
+        from_target,
+        ..
+    } = event
+    else {
+        return;
+    };
+    let bytes = from_requester.saturating_add(*from_target);
+    if bytes == 0 {
+        return;
+    }
+    if let Err(e) = store.record_relayed(session_id, bytes) {
+        tracing::warn!(target: LOG_TARGET, session = %store::id_hex(session_id), error = %e, "relay byte count not written");
     }
 }
 
