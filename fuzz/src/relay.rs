@@ -140,7 +140,7 @@ fn front(data: &[u8]) {
                     assert!(t > now, "timeout {t:?} not past {now:?}");
                 }
             }
-            _ => relay.relay_mut().end_session(&session(arg)),
+            _ => relay.end_session(&session(arg)),
         }
         loop {
             match Machine::poll_output(&mut relay, now, &mut buf, &mut ()) {

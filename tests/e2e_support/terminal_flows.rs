@@ -3221,7 +3221,6 @@ macro_rules! terminal_flows {
             support::with_mix($mix, support::terminal_flows::relay_carries_a_file_when_no_direct_peer_packet_passes);
         }
         #[test]
-        #[ignore = "not yet run through the binaries (tcprelay ran out of build time): run with --ignored"]
         fn relay_over_tcp_carries_a_file_when_the_phone_has_no_udp() {
             support::with_mix($mix, support::terminal_flows::relay_over_tcp_carries_a_file_when_the_phone_has_no_udp);
         }

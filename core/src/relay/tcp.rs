@@ -154,9 +154,19 @@ impl RelayFront {
         &self.relay
     }
 
-    /// The relay machine inside, to extend or end a session.
-    pub fn relay_mut(&mut self) -> &mut Relay {
-        &mut self.relay
+    /// The session server ended the session (forced end or record): its
+    /// allocation ends now, its connections close, and the end's event (with
+    /// the byte counts for the record) is ready at the next `poll_output`.
+    pub fn end_session(&mut self, session_id: &SessionId) {
+        self.relay.end_session(session_id);
+        self.take_events();
+    }
+
+    /// The session server extended the session to `duration_secs` in all
+    /// (see [`Relay::extend`]).
+    pub fn extend(&mut self, session_id: &SessionId, duration_secs: u32) {
+        self.relay.extend(session_id, duration_secs);
+        self.take_events();
     }
 
     /// TCP counters so far.
@@ -642,8 +652,8 @@ mod tests {
         let _ = open(&mut r, t(0), 1, PHONE_IP);
         let _ = tcp(&mut r, t(0), 1, &bind(SID, Role::Connecting));
         let _ = udp(&mut r, t(0), HOME, &bind(SID, Role::Connected));
-        r.relay_mut().end_session(&SID);
-        Machine::handle_timeout(&mut r, t(1));
+        r.end_session(&SID);
+        // Closed at once, before any timeout runs.
         let out = drain(&mut r, t(1));
         assert_eq!(out.closes, std::vec![ConnectionId(1)]);
         assert_eq!(r.tcp_stats().closed_ended, 1);

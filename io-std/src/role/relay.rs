@@ -80,10 +80,8 @@ impl Driven for RelayRole {
                     tcp: *self.machine.tcp_stats(),
                 }));
             }
-            RelayCommand::End(session_id) => self.machine.relay_mut().end_session(&session_id),
-            RelayCommand::Extend(session_id, secs) => {
-                self.machine.relay_mut().extend(&session_id, secs)
-            }
+            RelayCommand::End(session_id) => self.machine.end_session(&session_id),
+            RelayCommand::Extend(session_id, secs) => self.machine.extend(&session_id, secs),
         }
         Flow::Continue
     }
