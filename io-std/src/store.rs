@@ -680,14 +680,29 @@ impl Store {
         }
         if create && version < 5 {
             // Version 5: the bytes the relay carried for a session (its
-            // path: relayed when some, direct otherwise).
-            self.conn
-                .execute_batch(
-                    "BEGIN;
-                     ALTER TABLE sessions ADD COLUMN relayed_bytes INTEGER;
-                     UPDATE meta SET value = '5' WHERE key = 'schema';
-                     COMMIT;",
+            // path: relayed when some, direct otherwise). A sessions table
+            // that SCHEMA created just now has the column already.
+            let has_column: bool = self
+                .conn
+                .query_row(
+                    "SELECT COUNT(*) > 0 FROM pragma_table_info('sessions') \
+                     WHERE name = 'relayed_bytes'",
+                    [],
+                    |r| r.get(0),
                 )
+                .map_err(|e| self.sql(e))?;
+            let add = if has_column {
+                ""
+            } else {
+                "ALTER TABLE sessions ADD COLUMN relayed_bytes INTEGER;"
+            };
+            self.conn
+                .execute_batch(&format!(
+                    "BEGIN;
+                     {add}
+                     UPDATE meta SET value = '5' WHERE key = 'schema';
+                     COMMIT;"
+                ))
                 .map_err(|e| self.sql(e))?;
         }
         Ok(())
@@ -1825,7 +1840,7 @@ mod tests {
                 r.get(0)
             })
             .unwrap();
-        assert_eq!(version, "4");
+        assert_eq!(version, SCHEMA_VERSION.to_string());
         assert!(store.refusals().unwrap().is_empty());
         store
             .record_refusal(&RefusalRow {
