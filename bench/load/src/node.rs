@@ -171,7 +171,9 @@ impl Node {
                         self.out.extend_from_slice(payload);
                     }
                 }
-                Destination::Connection(_) => {}
+                // A load terminal never opens a peer path, so neither a
+                // server's stream nor the relay's TCP stream is one of its.
+                Destination::Connection(_) | Destination::RelayStream(_) => {}
             }
         }
         self.write_out();
