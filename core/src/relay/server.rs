@@ -87,6 +87,7 @@ impl RelayConfig {
 
 /// Why an allocation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum RelayEndReason {
     /// The permitted duration (with its extensions) ran out.
     Expired,
