@@ -1501,21 +1501,7 @@ pub fn relay_carries_a_file_when_no_direct_peer_packet_passes() {
     assert!(log.contains("relay allocation"), "{log}");
     // Issue 15, item 4: the session's record says relayed, with the bytes
     // the relay carried (at least the file's), and `--path` finds it.
-    let deadline = std::time::Instant::now() + STEP;
-    let row = loop {
-        let out = sessions(&server, &["--json", "--path", "relayed"]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
-        if let Some(r) = rows.iter().find(|r| r["live"] == false) {
-            break r.clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never recorded as relayed: {rows:?}\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let row = relayed_row(&server, |r| r["live"] == false);
     assert_eq!(row["who"], "phone", "{row}");
     let relayed = row["relayed_bytes"].as_u64().expect("relayed_bytes");
     assert!(relayed >= 2 * 1000 * 1000, "{row}");
@@ -1524,6 +1510,132 @@ pub fn relay_carries_a_file_when_no_direct_peer_packet_passes() {
     let table = text(&sessions(&server, &[]).stdout);
     let line = table.lines().nth(1).expect("the session's line");
     assert!(line.ends_with(&format!("relayed  {relayed}")), "{table}");
+}
+
+/// The first session row `tryst sessions --path relayed` lists that
+/// `pick` takes, waited for up to [`STEP`].
+fn relayed_row(server: &Server, pick: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let out = sessions(server, &["--json", "--path", "relayed"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+        if let Some(r) = rows.iter().find(|r| pick(r)) {
+            return r.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never recorded as relayed: {rows:?}\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A standalone `tryst relay` that takes links from the session server
+/// whose data dir is `dir/server` (its key made here, before the server
+/// starts) or, with `listed`, only from that other key; the relay and the
+/// flags that make a `tryst server` hand out allocations on it and link
+/// to it.
+fn linked_relay(dir: &Path, listed: Option<&str>) -> (Proc, Vec<String>) {
+    use std::os::unix::fs::DirBuilderExt;
+    let keygen = |path: &Path| {
+        let made = tryst_for("keygen")
+            .args(["keygen", "--out", path.to_str().expect("utf-8")])
+            .output()
+            .expect("keygen runs");
+        assert!(made.status.success(), "{}", text(&made.stderr));
+        text(&made.stdout).trim().to_owned()
+    };
+    let data = dir.join("server");
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&data)
+        .expect("server data dir");
+    let server_key = keygen(&data.join("server.key"));
+    let relay_key = dir.join("relay.key");
+    keygen(&relay_key);
+    let listed = listed.map_or(server_key, str::to_owned);
+    let mut relay = Proc::start(
+        &[
+            "relay",
+            "--listen",
+            "127.0.0.1:0",
+            "--key",
+            relay_key.to_str().expect("utf-8"),
+            "--link-listen",
+            "127.0.0.1:0",
+            "--session-server-key",
+            &listed,
+        ],
+        dir.join("relay.log"),
+        None,
+    );
+    let udp = relay.wait_for("the relay's address", |l| {
+        l.strip_prefix("relay: udp ").map(str::to_owned)
+    });
+    let link = relay.wait_for("the link address", |l| {
+        l.strip_prefix("relay: link ").map(str::to_owned)
+    });
+    let flags = vec![
+        "--relay-at".to_owned(),
+        udp,
+        "--relay-key".to_owned(),
+        relay_key.to_str().expect("utf-8").to_owned(),
+        "--relay-link".to_owned(),
+        link,
+    ];
+    (relay, flags)
+}
+
+/// Issue 15, relay item 1: a standalone `tryst relay` linked to its
+/// session server sends back each allocation's byte counts: the session
+/// record of a file carried through it says relayed, with at least the
+/// file's bytes, as with the relay inside the server.
+pub fn standalone_relay_linked_returns_the_relayed_bytes_into_the_record() {
+    let dir = scratch("relaylinked");
+    let (relay, flags) = linked_relay(&dir, None);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = Server::start(&dir, &flags);
+    let (said, _home) = send_where_no_peer_packet_passes(&server, &dir, 1000 * 1000);
+    assert!(said.contains("relayed path up through"), "{said}");
+    let row = relayed_row(&server, |r| r["live"] == false);
+    assert!(
+        row["relayed_bytes"].as_u64().expect("relayed_bytes") >= 1000 * 1000,
+        "{row}\n{}",
+        relay.log()
+    );
+    assert!(relay.log().contains("relay link up"), "{}", relay.log());
+}
+
+/// Issue 15, relay item 1: a standalone relay given another session
+/// server's key refuses this server's link (no reply, logged), so none of
+/// its commands reach the relay.
+pub fn standalone_relay_refuses_a_link_from_a_server_it_was_not_given() {
+    let dir = scratch("relaywrongkey");
+    let other = "11".repeat(32);
+    let (relay, flags) = linked_relay(&dir, Some(&other));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = Server::start(&dir, &flags);
+    let deadline = std::time::Instant::now() + STEP;
+    while !relay.log().contains("relay link refused") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}\n{}",
+            relay.log(),
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        relay
+            .log()
+            .contains("a session server key not given to this relay"),
+        "{}",
+        relay.log()
+    );
+    assert!(!relay.log().contains("relay link up"), "{}", relay.log());
+    assert!(server.log().contains("relay link lost"), "{}", server.log());
 }
 
 /// Issue 15, relay item 3: a standalone `tryst relay` process (the mix's
@@ -1595,12 +1707,41 @@ pub fn standalone_relay_carries_a_file_for_a_server_with_relay_at() {
 /// once, not when the end is settled or recorded (both 10 s or more later
 /// here, as the end triggers go unacknowledged).
 pub fn relay_stops_carrying_a_forced_session_whose_peers_ignore_the_end() {
+    let dir = scratch("relayend");
+    let server = Server::start(&dir, &["--relay", "127.0.0.1:0"]);
+    forced_end_stops_the_relay(&dir, &server);
+}
+
+/// Issue 15, relay item 1: the same forced end with a standalone `tryst
+/// relay` linked to the server: the end crosses the link and stops the
+/// relay at once, and the ended allocation's reason and bytes come back
+/// (the server logs them and the live session's row holds the bytes).
+pub fn standalone_relay_linked_stops_carrying_a_forced_session() {
+    let dir = scratch("relaylinkend");
+    let (relay, flags) = linked_relay(&dir, None);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = Server::start(&dir, &flags);
+    forced_end_stops_the_relay(&dir, &server);
+    let relay_log = relay.log();
+    let line = relay_log
+        .lines()
+        .find(|l| l.contains("relay allocation ended"))
+        .unwrap_or_else(|| panic!("the relay never ended it: {relay_log}"));
+    assert!(line.contains("reason=Ended"), "{line}");
+    let row = relayed_row(&server, |_| true);
+    assert!(
+        row["relayed_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{row}"
+    );
+}
+
+/// `tryst end` of a relayed session whose terminals ignore their end
+/// triggers: the server hears the relay end its allocation within 5 s.
+fn forced_end_stops_the_relay(dir: &Path, server: &Server) {
     use super::cluster::UdpRelay;
     fn peer_packet_or_end_trigger(d: &[u8]) -> bool {
         d.len() > 4 && d[..2] == *b"TY" && ((0x80..=0x83).contains(&d[3]) || d[3] == 0x13)
     }
-    let dir = scratch("relayend");
-    let server = Server::start(&dir, &["--relay", "127.0.0.1:0"]);
     let home_hop = UdpRelay::start_filtered(server.trigger, peer_packet_or_end_trigger);
     let phone_hop = UdpRelay::start_filtered(server.trigger, peer_packet_or_end_trigger);
     let mut args = vec!["terminal".to_owned()];
@@ -3231,6 +3372,18 @@ macro_rules! terminal_flows {
         #[test]
         fn relay_stops_carrying_a_forced_session_whose_peers_ignore_the_end() {
             support::with_mix($mix, support::terminal_flows::relay_stops_carrying_a_forced_session_whose_peers_ignore_the_end);
+        }
+        #[test]
+        fn standalone_relay_linked_stops_carrying_a_forced_session() {
+            support::with_mix($mix, support::terminal_flows::standalone_relay_linked_stops_carrying_a_forced_session);
+        }
+        #[test]
+        fn standalone_relay_linked_returns_the_relayed_bytes_into_the_record() {
+            support::with_mix($mix, support::terminal_flows::standalone_relay_linked_returns_the_relayed_bytes_into_the_record);
+        }
+        #[test]
+        fn standalone_relay_refuses_a_link_from_a_server_it_was_not_given() {
+            support::with_mix($mix, support::terminal_flows::standalone_relay_refuses_a_link_from_a_server_it_was_not_given);
         }
         #[test]
         fn s1504_a_transfer_still_running_at_70_percent_is_extended_and_completes() {

@@ -2,9 +2,13 @@
 //! relay") as a process of its own, for session servers started with
 //! `tryst server --relay-at ADDR --relay-key FILE`. The two share only the
 //! key file: the session servers mint allocation tokens with it, the relay
-//! checks them. The relay counts each allocation's bytes into its own log;
-//! it hears nothing else from the session servers (a forced end reaches it
-//! only through the peers' end, or its own deadline and idle timeout).
+//! checks them. With `--link-listen ADDR` and `--session-server-key KEY`
+//! (repeated) it also takes links from those session servers
+//! (`server --relay-link ADDR`, [`crate::role::relay_link`]): their
+//! extensions and forced ends reach it, and its allocations and byte
+//! counts go back into their session records. Without a link it keeps to
+//! the token's duration, its idle timeout and its limits, and counts each
+//! allocation's bytes into its own log only.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +33,14 @@ pub struct RelayArgs {
     /// Most allocations at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ALLOCATIONS)]
     pub max_allocations: usize,
+    /// Also listen on this TCP address for the links of the session
+    /// servers named by `--session-server-key` (their `--relay-link`).
+    #[arg(long, value_name = "ADDR", requires = "session_server_key")]
+    pub link_listen: Option<SocketAddr>,
+    /// A session server allowed to link (its public key: 64 hex digits or
+    /// its `server.pub` file); repeat for each. Any other is refused.
+    #[arg(long, value_name = "KEY|FILE", requires = "link_listen")]
+    pub session_server_key: Vec<String>,
 }
 
 /// Reads the relay key shared by a relay and its session servers (a

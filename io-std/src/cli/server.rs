@@ -179,6 +179,12 @@ pub struct ServerArgs {
     /// FILE`, mode 0600).
     #[arg(long, value_name = "FILE", requires = "relay_at")]
     pub relay_key: Option<PathBuf>,
+    /// Link to the `--relay-at` relay's `--link-listen` TCP address, so
+    /// forced ends and extensions reach it and its byte counts come back
+    /// into the session records (the relay must list this server's key
+    /// with `--session-server-key`).
+    #[arg(long, value_name = "ADDR", requires = "relay_at")]
+    pub relay_link: Option<SocketAddr>,
     /// The relay's address as terminals reach it (default: `--relay`'s;
     /// needed when it listens on 0.0.0.0 or [::]).
     #[arg(long, value_name = "ADDR", requires = "relay")]

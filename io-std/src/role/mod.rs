@@ -19,6 +19,7 @@
 //! `handle.connect(t, d).await?`, blocking code `handle.connect(t, d).wait()?`.
 
 pub mod relay;
+pub mod relay_link;
 pub mod session_server;
 pub mod terminal;
 pub mod trigger_server;

@@ -32,12 +32,14 @@ use super::{
 };
 use crate::cli::driver::Driver;
 use crate::cli::end::store_error;
+use crate::cli::keygen::public_key_arg;
 use crate::cli::relay::{read_relay_key, RelayArgs};
 use crate::cli::CliError;
 use crate::drive::{DriverClock, Stopped};
 use crate::observe::http::HttpListener;
 use crate::observe::metrics::ServerMetrics;
 use crate::role::relay::RelayHandle;
+use crate::role::relay_link::{RelayLinkClient, RelayLinkHub};
 use crate::role::session_server::{start_timed_journal, Durable, SessionHandle};
 use crate::role::trigger_server::TriggerHandle;
 use crate::role::Reply;
@@ -72,12 +74,21 @@ pub fn run<D: Driver + ?Sized>(driver: &D, args: ServerArgs) -> Result<(), CliEr
         Some(addr) => Some(start_relay(driver, addr, args.relay_public)?),
         None => None,
     };
+    let mut linked = None;
     let external = match (args.relay_at, args.relay_key.as_deref()) {
         (Some(addr), Some(key)) => {
             println!("relay: external at {addr}");
+            let key = read_relay_key(key)?;
+            if let Some(link) = args.relay_link {
+                let (client, events) =
+                    RelayLinkClient::start(link, identity.secret.keypair(), key.clone())
+                        .map_err(|e| CliError::failed(format!("relay link: {e}")))?;
+                println!("relay: link to {link}");
+                linked = Some((RelayControl::Linked(client), events));
+            }
             Some(RelayIssuer {
                 addr,
-                key: read_relay_key(key)?,
+                key,
                 unix_at_zero: 0,
             })
         }
@@ -104,13 +115,39 @@ pub fn run<D: Driver + ?Sized>(driver: &D, args: ServerArgs) -> Result<(), CliEr
         start,
         |key, created, control| combined_up(&args, key, created, control, trigger_udp),
         Some((trigger, trigger_events)),
-        relay.map(|(_, running)| running),
+        relay.map(|(_, running)| running).or(linked),
         &args.observe,
     )
 }
 
-/// A relay running beside the session server: its handle and events.
-type RunningRelay = (RelayHandle, flume::Receiver<RelayEvent>);
+/// The relay the session server tells of extensions and ends, and hears
+/// the allocations and byte counts of: its own, or a standalone one over
+/// the relay link.
+type RunningRelay = (RelayControl, flume::Receiver<RelayEvent>);
+
+/// How the session server reaches its relay.
+enum RelayControl {
+    /// The relay runs in this process.
+    Local(RelayHandle),
+    /// A standalone `tryst relay`, over the link.
+    Linked(RelayLinkClient),
+}
+
+impl RelayControl {
+    fn extend(&self, session_id: tryst_core::wire::SessionId, secs: u32) {
+        match self {
+            RelayControl::Local(h) => h.extend(session_id, secs),
+            RelayControl::Linked(l) => l.extend(session_id, secs),
+        }
+    }
+
+    fn end(&self, session_id: tryst_core::wire::SessionId) {
+        match self {
+            RelayControl::Local(h) => h.end(session_id),
+            RelayControl::Linked(l) => l.end(session_id),
+        }
+    }
+}
 
 /// Starts the relay of the all-in-one server on `addr` with a fresh random
 /// key (the session server beside it is the only issuer, so the key never
@@ -140,7 +177,7 @@ fn start_relay<D: Driver + ?Sized>(
         key,
         unix_at_zero: 0,
     };
-    Ok((issuer, (handle, events)))
+    Ok((issuer, (RelayControl::Local(handle), events)))
 }
 
 /// `relay`: the relay alone on `driver`, for session servers that hand
@@ -155,6 +192,27 @@ pub fn run_relay<D: Driver + ?Sized>(driver: &D, args: RelayArgs) -> Result<(), 
         .relay(config, DriverClock::wall(), args.listen)
         .map_err(|e| bind_error("relay", args.listen, e))?;
     println!("relay: udp {}", handle.udp_addr);
+    let hub = match args.link_listen {
+        Some(addr) => {
+            let allowed = args
+                .session_server_key
+                .iter()
+                .map(|k| public_key_arg(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let listener =
+                std::net::TcpListener::bind(addr).map_err(|e| bind_error("relay link", addr, e))?;
+            let hub = RelayLinkHub::start(
+                listener,
+                read_relay_key(&args.key)?,
+                allowed,
+                handle.clone(),
+            )
+            .map_err(|e| bind_error("relay link", addr, e))?;
+            println!("relay: link {}", hub.local_addr());
+            Some(hub)
+        }
+        None => None,
+    };
     let result = loop {
         let wake = flume::Selector::new()
             .recv(&events, |event| match event {
@@ -164,7 +222,12 @@ pub fn run_relay<D: Driver + ?Sized>(driver: &D, args: RelayArgs) -> Result<(), 
             .recv(&stop.rx, |_| Wake::Signal)
             .wait();
         match wake {
-            Wake::Relay(event) => log_relay_event(&event),
+            Wake::Relay(event) => {
+                log_relay_event(&event);
+                if let Some(hub) = &hub {
+                    hub.report(event);
+                }
+            }
             Wake::Signal => break Ok(()),
             _ => break Err(CliError::failed("the relay's loop stopped")),
         }
@@ -172,6 +235,7 @@ pub fn run_relay<D: Driver + ?Sized>(driver: &D, args: RelayArgs) -> Result<(), 
     if result.is_ok() {
         tracing::info!(target: LOG_TARGET, "relay stopped");
     }
+    drop(hub);
     drop(handle);
     result
 }
@@ -710,7 +774,7 @@ fn serve(
 /// allocation's deadline; a forced end ends it at once (terminals that
 /// ignore their end triggers get nothing more through), and a record or a
 /// settled forced end ends what is left.
-fn tell_relay(relay: &RelayHandle, event: &SessionEvent) {
+fn tell_relay(relay: &RelayControl, event: &SessionEvent) {
     match event {
         SessionEvent::SessionExtended(x) => relay.extend(x.session_id, x.duration_secs),
         SessionEvent::ForcedEndStarted { session_id } => relay.end(*session_id),
