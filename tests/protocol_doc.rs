@@ -111,6 +111,23 @@ fn every_relay_frame_example_in_protocol_md_is_its_test_vector() {
 }
 
 #[test]
+fn every_relay_link_example_in_protocol_md_is_its_test_vector() {
+    use tryst_core::relay::link::{vectors, LinkMessage, MAX_LINK_MESSAGE_LEN};
+    let examples = hex_examples(&protocol_md(), "relay-link-vector:");
+    assert_eq!(examples.len(), vectors::ALL.len());
+    for (name, bytes) in vectors::ALL {
+        let shown = examples
+            .get(name)
+            .unwrap_or_else(|| panic!("PROTOCOL.md lacks the {name} example"));
+        assert_eq!(shown.as_slice(), bytes, "{name} differs from the doc");
+        let message = LinkMessage::decode(shown).expect("decodes");
+        let mut out = [0u8; MAX_LINK_MESSAGE_LEN];
+        let n = message.encode(&mut out);
+        assert_eq!(&out[..n], bytes, "{name} re-encodes");
+    }
+}
+
+#[test]
 fn every_share_message_example_in_protocol_md_is_its_test_vector() {
     use tryst_core::peer::share;
     let examples = hex_examples(&protocol_md(), "share-vector:");

@@ -90,6 +90,10 @@ fn main() {
         "bind_both_forward_expire",
         &[0, 0, 0, 9, 1, 0, 1, 1, 3, 50, 1, 0, 4, 0, 5, 0, 3, 255],
     );
+    // The relay link: each message, and a handshake's first bytes.
+    for (name, bytes) in tryst_core::relay::link::vectors::ALL {
+        write_seed(&corpus_root.join("relay_link"), &name.to_lowercase(), bytes);
+    }
     write_longest_message_seeds(&corpus_root);
     write_stream_seeds(&corpus_root.join("stream_reassembly"));
     for (name, bytes) in tryst_fuzz::ffi_terminal::seeds() {

@@ -16,6 +16,7 @@ pub mod peer_packet;
 pub mod peer_session;
 pub mod peer_transport;
 pub mod relay;
+pub mod relay_link;
 pub mod seeds;
 pub mod session_server;
 pub mod terminal;
