@@ -725,14 +725,7 @@ impl Store {
         }
         if create && version < 4 {
             // Version 4: refused requests, with their reasons (the operator's).
-            self.conn
-                .execute_batch(&format!(
-                    "BEGIN;
-                     {REFUSALS_TABLE}
-                     UPDATE meta SET value = '4' WHERE key = 'schema';
-                     COMMIT;"
-                ))
-                .map_err(|e| self.sql(e))?;
+            self.migration_step(4, REFUSALS_TABLE)?;
         }
         if create && version < 5 {
             // Version 5: the bytes the relay carried for a session (its
@@ -752,27 +745,25 @@ impl Store {
             } else {
                 "ALTER TABLE sessions ADD COLUMN relayed_bytes INTEGER;"
             };
-            self.conn
-                .execute_batch(&format!(
-                    "BEGIN;
-                     {add}
-                     UPDATE meta SET value = '5' WHERE key = 'schema';
-                     COMMIT;"
-                ))
-                .map_err(|e| self.sql(e))?;
+            self.migration_step(5, add)?;
         }
         if create && version < 6 {
             // Version 6: the shard map (`tryst shards add`).
-            self.conn
-                .execute_batch(&format!(
-                    "BEGIN;
-                     {SHARDS_TABLE}
-                     UPDATE meta SET value = '6' WHERE key = 'schema';
-                     COMMIT;"
-                ))
-                .map_err(|e| self.sql(e))?;
+            self.migration_step(6, SHARDS_TABLE)?;
         }
         Ok(())
+    }
+
+    /// Runs `sql` and notes schema `version`, in one transaction.
+    fn migration_step(&self, version: i64, sql: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch(&format!(
+                "BEGIN;
+                 {sql}
+                 UPDATE meta SET value = '{version}' WHERE key = 'schema';
+                 COMMIT;"
+            ))
+            .map_err(|e| self.sql(e))
     }
 
     /// Every name binding, in name order.
