@@ -710,6 +710,78 @@ fn log_format_json_lines_name_devices_next_to_their_ids() {
     }
 }
 
+/// Issue 18 item 3: `shards add` puts a trigger server in the store's
+/// shard map (again: moves it), `shards list` shows it in name order
+/// (`--json` too), `shards remove` takes it out and fails for one not in
+/// it; a bad name or key is a usage error that stores nothing. The map one
+/// binary wrote is the map the other reads.
+#[test]
+fn shards_add_list_and_remove_keep_the_shard_map_in_the_store() {
+    let key_a = "11".repeat(32);
+    let key_b = "22".repeat(32);
+    for (writer, reader) in [(Mix::TRYST, Mix::STD), (Mix::STD, Mix::TRYST)] {
+        let root = tempfile::tempdir().expect("tempdir");
+        let data = path_str(root.path()).to_owned();
+        let shards = |mix: Mix, args: &[&str]| {
+            with_mix(mix, || {
+                let mut c = cmd("shards");
+                c.args(args).args(["--data-dir", &data]);
+                output(c)
+            })
+        };
+        let add = |name: &str, port: u16, key: &str| {
+            let (link, udp) = (
+                format!("127.0.0.1:{port}"),
+                format!("127.0.0.1:{}", port + 1),
+            );
+            shards(
+                writer,
+                &["add", name, "--link", &link, "--udp", &udp, "--key", key],
+            )
+        };
+        let out = add("ts-b", 7500, &key_b);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("added shard ts-b"));
+        assert!(add("ts-a", 7400, &key_a).status.success());
+        // The same name again: new addresses, still one shard.
+        let out = add("ts-b", 7600, &key_b);
+        assert!(
+            text(&out.stdout).contains("updated shard ts-b"),
+            "{}",
+            text(&out.stdout)
+        );
+        // Refused, nothing stored.
+        assert_eq!(add("a b", 7700, &key_a).status.code(), Some(2));
+        assert_eq!(add("ts-c", 7700, "beef").status.code(), Some(2));
+        let out = shards(reader, &["list", "--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let rows: Vec<serde_json::Value> = text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        let names: Vec<&str> = rows
+            .iter()
+            .map(|r| r["name"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(names, ["ts-a", "ts-b"]);
+        assert_eq!(rows[1]["link"], "127.0.0.1:7600");
+        assert_eq!(rows[1]["udp"], "127.0.0.1:7601");
+        assert_eq!(rows[0]["key"], key_a.as_str());
+        let table = text(&shards(reader, &["list"]).stdout);
+        assert!(table.starts_with("NAME"), "{table}");
+        assert!(shards(reader, &["remove", "ts-a"]).status.success());
+        let out = shards(reader, &["remove", "ts-a"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("no shard"),
+            "{}",
+            text(&out.stderr)
+        );
+        let left = text(&shards(writer, &["list", "--json"]).stdout);
+        assert_eq!(left.lines().count(), 1, "{left}");
+    }
+}
+
 #[test]
 fn dist_example_configs_have_only_known_keys_and_good_values() {
     let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist");

@@ -23,7 +23,7 @@ use tryst_core::wire::{PublicKey, SessionId};
 use tryst_std::store::pg::{PgStore, PG_SCHEMA_VERSION};
 use tryst_std::store::{
     id_hex, now_us, parse_id, OperatorCommand, Origin, RefusalRow, ServerStore, SessionPath,
-    SideEnd, StoreError, StoreLocation, StoredEnrolCode,
+    ShardRow, SideEnd, StoreError, StoreLocation, StoredEnrolCode,
 };
 
 fn key(b: u8) -> PublicKey {
@@ -429,6 +429,38 @@ fn the_relays_byte_count_gives_the_sessions_path(at: &StoreLocation) {
     assert_eq!(row(&direct.session_id).path(), SessionPath::Direct);
 }
 
+fn shard(name: &str, port: u16, k: u8) -> ShardRow {
+    ShardRow {
+        name: name.to_owned(),
+        link: format!("127.0.0.1:{port}").parse().expect("addr"),
+        udp: format!("127.0.0.1:{}", port + 1).parse().expect("addr"),
+        key: key(k),
+    }
+}
+
+/// Issue 18 item 3: the shard map holds each trigger server once by name
+/// (adding it again gives it new addresses and key), in name order, and
+/// every server sharing the store reads the same map.
+fn the_shard_map_holds_each_trigger_server_once_by_name(at: &StoreLocation) {
+    let store = at.create("a").expect("create");
+    assert!(store.shards().expect("shards").is_empty());
+    assert!(store.add_shard(&shard("ts-b", 7500, 2)).expect("add"));
+    assert!(store.add_shard(&shard("ts-a", 7400, 1)).expect("add"));
+    // The same name again: moved, not added.
+    assert!(!store.add_shard(&shard("ts-b", 7600, 3)).expect("update"));
+    let other = at.open("").expect("open");
+    assert_eq!(
+        other.shards().expect("shards"),
+        vec![shard("ts-a", 7400, 1), shard("ts-b", 7600, 3)]
+    );
+    assert!(other.remove_shard("ts-a").expect("remove"));
+    assert!(!other.remove_shard("ts-a").expect("again"));
+    assert_eq!(
+        store.shards().expect("shards"),
+        vec![shard("ts-b", 7600, 3)]
+    );
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -464,7 +496,49 @@ contract!(
     a_late_report_joins_the_record_and_never_overwrites_a_side,
     refused_requests_are_kept_with_their_reasons,
     the_relays_byte_count_gives_the_sessions_path,
+    the_shard_map_holds_each_trigger_server_once_by_name,
 );
+
+/// A version 5 SQLite store (before the shard map) gains the table at the
+/// next server start.
+#[test]
+fn sqlite_a_version_5_store_gains_the_shard_map() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let at = StoreLocation::DataDir(dir.path().to_path_buf());
+    drop(at.create("a").expect("first start"));
+    let db = rusqlite::Connection::open(dir.path().join("tryst.db")).expect("open");
+    db.execute_batch(
+        "DROP TABLE trigger_shards;
+         UPDATE meta SET value = '5' WHERE key = 'schema';",
+    )
+    .expect("back to version 5");
+    drop(db);
+    let store = at.create("a").expect("migrating start");
+    assert!(store.add_shard(&shard("ts-a", 7400, 1)).expect("add"));
+    assert_eq!(store.shards().expect("shards").len(), 1);
+}
+
+/// A version 4 database (before the shard map) gains it at the next start.
+#[test]
+fn pg_a_version_4_database_gains_the_shard_map() {
+    let Some(db) = pg_support::test_db("pg_migration_v5") else {
+        return;
+    };
+    {
+        drop(PgStore::create(&db.url).expect("first start"));
+        let mut client = ::postgres::Client::connect(&db.url, ::postgres::NoTls).expect("connect");
+        client
+            .batch_execute(
+                "DROP TABLE trigger_shards; DELETE FROM schema_version WHERE version >= 5;",
+            )
+            .expect("back to version 4");
+    }
+    let store = PgStore::create(&db.url).expect("migrating start");
+    let all: Vec<i64> = (1..=PG_SCHEMA_VERSION).collect();
+    assert_eq!(store.applied_versions().expect("versions"), all);
+    assert_eq!(PG_SCHEMA_VERSION, 5);
+    assert!(store.add_shard(&shard("ts-a", 7400, 1)).expect("add"));
+}
 
 /// A version 4 SQLite store (before the relay's byte count) gains the
 /// column at the next server start and keeps its sessions.
@@ -509,7 +583,7 @@ fn pg_a_version_2_database_gains_the_refusals_table() {
         client
             .batch_execute(
                 "DROP TABLE refusals; ALTER TABLE sessions DROP COLUMN relayed_bytes;
-                 DELETE FROM schema_version WHERE version >= 3;",
+                 DROP TABLE trigger_shards; DELETE FROM schema_version WHERE version >= 3;",
             )
             .expect("back to version 2");
     }
@@ -535,8 +609,8 @@ fn pg_a_version_3_database_gains_the_relayed_bytes_column() {
         let mut client = ::postgres::Client::connect(&db.url, ::postgres::NoTls).expect("connect");
         client
             .batch_execute(
-                "ALTER TABLE sessions DROP COLUMN relayed_bytes;
-                 DELETE FROM schema_version WHERE version = 4;",
+                "ALTER TABLE sessions DROP COLUMN relayed_bytes; DROP TABLE trigger_shards;
+                 DELETE FROM schema_version WHERE version >= 4;",
             )
             .expect("back to version 3");
     }

@@ -93,6 +93,7 @@ pub mod ratelimit;
 pub mod relay;
 #[cfg(feature = "alloc")]
 pub mod session_server;
+pub mod shard;
 pub mod terminal;
 pub mod time;
 #[cfg(feature = "alloc")]

@@ -184,6 +184,7 @@ pub fn as_carried_by_wire<'a>(message: &Message<'a>) -> Message<'a> {
         }
         Message::NatProbeAnswer(answer) => drop_ipv6_flow_and_scope(&mut answer.observed),
         Message::AddressEcho(echo) => drop_ipv6_flow_and_scope(&mut echo.observed),
+        Message::TriggerAssignment(assignment) => drop_ipv6_flow_and_scope(&mut assignment.trigger),
         Message::AddressReply(reply) => {
             reply
                 .first

@@ -1144,7 +1144,8 @@ impl Harness {
                     | Message::ExtensionGrant(_)
                     | Message::ExtensionRefusal(_)
                     | Message::RegistrationTicket(_)
-                    | Message::KeyReady(_) => {}
+                    | Message::KeyReady(_)
+                    | Message::TriggerAssignment(_) => {}
                     other => panic!("the server sealed {other:?} to a terminal"),
                 }
             }

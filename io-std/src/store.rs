@@ -35,6 +35,7 @@
 
 pub mod pg;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -53,9 +54,19 @@ pub const DB_FILE: &str = "tryst.db";
 /// How long a write waits for another connection's lock.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 /// Refused requests kept in the store (the oldest go first).
 pub const MAX_REFUSALS: i64 = 10_000;
+
+/// The shard map (schema version 6): the trigger servers devices are
+/// spread over (rendezvous hashing on the shard's name).
+const SHARDS_TABLE: &str = "CREATE TABLE IF NOT EXISTS trigger_shards (
+    name TEXT PRIMARY KEY,
+    link TEXT NOT NULL,
+    udp TEXT NOT NULL,
+    key TEXT NOT NULL,
+    added_us INTEGER NOT NULL
+);";
 
 /// The refusals table (schema version 4).
 const REFUSALS_TABLE: &str = "CREATE TABLE IF NOT EXISTS refusals (
@@ -114,6 +125,13 @@ CREATE TABLE IF NOT EXISTS refusals (
     reason TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS refusals_at ON refusals (at_us);
+CREATE TABLE IF NOT EXISTS trigger_shards (
+    name TEXT PRIMARY KEY,
+    link TEXT NOT NULL,
+    udp TEXT NOT NULL,
+    key TEXT NOT NULL,
+    added_us INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS commands (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
@@ -123,6 +141,44 @@ CREATE TABLE IF NOT EXISTS commands (
     result TEXT
 );
 ";
+
+/// One trigger server of the shard map: the session servers sharing the
+/// store spread devices over these by rendezvous hashing on `name`
+/// ([`tryst_core::shard::pick`]), link to each at `link` with `key`, and
+/// tell each terminal the `udp` address of its shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardRow {
+    /// The shard's name: what the hashing scores, so renaming a shard
+    /// moves its devices, and moving it to another address does not.
+    pub name: String,
+    /// The trigger server's link address (TCP, from the session servers).
+    pub link: SocketAddr,
+    /// Its keepalive address (UDP): what its terminals are told.
+    pub udp: SocketAddr,
+    /// Its public key, which the link's handshake proves.
+    pub key: PublicKey,
+}
+
+impl ShardRow {
+    /// A row read back: its columns parsed, or `Corrupt` naming the field.
+    fn from_columns(
+        name: String,
+        link: &str,
+        udp: &str,
+        key: &str,
+    ) -> Result<ShardRow, StoreError> {
+        let addr = |what: &str, text: &str| {
+            text.parse::<SocketAddr>()
+                .map_err(|e| StoreError::Corrupt(format!("shard {name:?} {what} {text:?}: {e}")))
+        };
+        Ok(ShardRow {
+            link: addr("link", link)?,
+            udp: addr("udp", udp)?,
+            key: parse_key(key)?,
+            name,
+        })
+    }
+}
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -669,14 +725,7 @@ impl Store {
         }
         if create && version < 4 {
             // Version 4: refused requests, with their reasons (the operator's).
-            self.conn
-                .execute_batch(&format!(
-                    "BEGIN;
-                     {REFUSALS_TABLE}
-                     UPDATE meta SET value = '4' WHERE key = 'schema';
-                     COMMIT;"
-                ))
-                .map_err(|e| self.sql(e))?;
+            self.migration_step(4, REFUSALS_TABLE)?;
         }
         if create && version < 5 {
             // Version 5: the bytes the relay carried for a session (its
@@ -696,16 +745,25 @@ impl Store {
             } else {
                 "ALTER TABLE sessions ADD COLUMN relayed_bytes INTEGER;"
             };
-            self.conn
-                .execute_batch(&format!(
-                    "BEGIN;
-                     {add}
-                     UPDATE meta SET value = '5' WHERE key = 'schema';
-                     COMMIT;"
-                ))
-                .map_err(|e| self.sql(e))?;
+            self.migration_step(5, add)?;
+        }
+        if create && version < 6 {
+            // Version 6: the shard map (`tryst shards add`).
+            self.migration_step(6, SHARDS_TABLE)?;
         }
         Ok(())
+    }
+
+    /// Runs `sql` and notes schema `version`, in one transaction.
+    fn migration_step(&self, version: i64, sql: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch(&format!(
+                "BEGIN;
+                 {sql}
+                 UPDATE meta SET value = '{version}' WHERE key = 'schema';
+                 COMMIT;"
+            ))
+            .map_err(|e| self.sql(e))
     }
 
     /// Every name binding, in name order.
@@ -1194,6 +1252,66 @@ impl Store {
         Ok(())
     }
 
+    /// Adds a trigger server to the shard map, or gives the shard of that
+    /// name new addresses and a new key; true if the name is new.
+    pub fn add_shard(&self, shard: &ShardRow) -> Result<bool, StoreError> {
+        let known: bool = query_one(
+            &self.conn,
+            "SELECT COUNT(*) > 0 FROM trigger_shards WHERE name = ?1",
+            params![shard.name],
+            |r| r.get(0),
+        )
+        .map_err(|e| self.sql(e))?;
+        exec(
+            &self.conn,
+            "INSERT INTO trigger_shards (name, link, udp, key, added_us) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (name) DO UPDATE SET link = ?2, udp = ?3, key = ?4",
+            params![
+                shard.name,
+                shard.link.to_string(),
+                shard.udp.to_string(),
+                key_hex(&shard.key),
+                to_i64(now_us())
+            ],
+        )
+        .map_err(|e| self.sql(e))?;
+        Ok(!known)
+    }
+
+    /// Takes a trigger server out of the shard map; false if it was not in it.
+    pub fn remove_shard(&self, name: &str) -> Result<bool, StoreError> {
+        let n = exec(
+            &self.conn,
+            "DELETE FROM trigger_shards WHERE name = ?1",
+            params![name],
+        )
+        .map_err(|e| self.sql(e))?;
+        Ok(n > 0)
+    }
+
+    /// The shard map, in name order.
+    pub fn shards(&self) -> Result<Vec<ShardRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, link, udp, key FROM trigger_shards ORDER BY name")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sql(e))?;
+        rows.into_iter()
+            .map(|(name, link, udp, key)| ShardRow::from_columns(name, &link, &udp, &key))
+            .collect()
+    }
+
     /// Keeps a refused request (and drops the oldest beyond [`MAX_REFUSALS`]).
     pub fn record_refusal(&self, r: &RefusalRow) -> Result<(), StoreError> {
         exec(
@@ -1389,6 +1507,13 @@ pub trait ServerStore: Send {
     /// Adds the relay's byte count for a session to its row (the larger
     /// of a repeated report is kept).
     fn record_relayed(&self, id: &SessionId, bytes: u64) -> Result<(), StoreError>;
+    /// Adds a trigger server to the shard map (or updates the one of that
+    /// name); true if the name is new.
+    fn add_shard(&self, shard: &ShardRow) -> Result<bool, StoreError>;
+    /// Takes a trigger server out of the shard map; false if it was not in it.
+    fn remove_shard(&self, name: &str) -> Result<bool, StoreError>;
+    /// The shard map, in name order.
+    fn shards(&self) -> Result<Vec<ShardRow>, StoreError>;
 
     /// The bindings made at or after `since_us` (µs since the epoch, the
     /// binding server's clock) by any server sharing the store: name, key,
@@ -1501,6 +1626,15 @@ impl<S: ServerStore + ?Sized> ServerStore for Box<S> {
     fn record_relayed(&self, id: &SessionId, bytes: u64) -> Result<(), StoreError> {
         (**self).record_relayed(id, bytes)
     }
+    fn add_shard(&self, shard: &ShardRow) -> Result<bool, StoreError> {
+        (**self).add_shard(shard)
+    }
+    fn remove_shard(&self, name: &str) -> Result<bool, StoreError> {
+        (**self).remove_shard(name)
+    }
+    fn shards(&self) -> Result<Vec<ShardRow>, StoreError> {
+        (**self).shards()
+    }
     fn bound_since(&self, since_us: u64) -> Result<Vec<(String, PublicKey, u64)>, StoreError> {
         (**self).bound_since(since_us)
     }
@@ -1576,6 +1710,15 @@ impl ServerStore for Store {
     }
     fn record_relayed(&self, id: &SessionId, bytes: u64) -> Result<(), StoreError> {
         Store::record_relayed(self, id, bytes)
+    }
+    fn add_shard(&self, shard: &ShardRow) -> Result<bool, StoreError> {
+        Store::add_shard(self, shard)
+    }
+    fn remove_shard(&self, name: &str) -> Result<bool, StoreError> {
+        Store::remove_shard(self, name)
+    }
+    fn shards(&self) -> Result<Vec<ShardRow>, StoreError> {
+        Store::shards(self)
     }
 }
 

@@ -383,7 +383,7 @@ impl<R: RngCore + CryptoRng> Endpoint<R> {
     ) {
         let now = self.clock.observe(now);
         self.dirty = true;
-        if from != self.terminal.config().trigger_server && is_peer_packet(datagram) {
+        if from != self.terminal.trigger_server() && is_peer_packet(datagram) {
             let channel = peek_channel(datagram).map(|(_, c)| c);
             let slot = self
                 .slots

@@ -33,7 +33,10 @@
 //! 2. Keepalives (S701) go to the trigger server every interval (20 s until
 //!    the server's ack says otherwise, clamped to 5..=300 s); an ack is due
 //!    within 2 s, else another keepalive (new counter) goes; after
-//!    [`MISSED_ACKS`] in a row the terminal registers again.
+//!    [`MISSED_ACKS`] in a row the terminal registers again. A sealed
+//!    `TriggerAssignment` (a sharded server) names the trigger server of
+//!    this registration: keepalives go there instead of the configured one
+//!    ([`Terminal::trigger_server`]), at once if they had started.
 //! 3. A `Trigger` (S703) from the trigger server's address, with a fresh
 //!    counter and a valid tag, is acknowledged and answered by a sealed
 //!    `Poll` to the session server, which then asks for the permission list
@@ -105,6 +108,9 @@ struct Registered {
     keepalive: Keepalives,
     /// The address the trigger server last reported.
     observed: Option<SocketAddr>,
+    /// The trigger server this registration keeps alive with: the
+    /// configured one until a `TriggerAssignment` names its shard.
+    trigger: SocketAddr,
 }
 
 /// The keepalive schedule of one registration.
@@ -337,6 +343,16 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
     /// the address of this index.
     pub fn upstream_choice(&self) -> usize {
         self.upstream
+    }
+
+    /// The trigger server the terminal keeps alive with and takes triggers
+    /// from: the one its registration's `TriggerAssignment` named (a
+    /// sharded server), else the configured one.
+    pub fn trigger_server(&self) -> SocketAddr {
+        match &self.phase {
+            Phase::Registered(reg) => reg.trigger,
+            _ => self.config.trigger_server,
+        }
     }
 
     /// How many session servers the terminal knows.
@@ -582,7 +598,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
     /// triggers); anything else is left to the peer channel and counted.
     pub fn handle_udp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         let now = self.clock.observe(now);
-        if from != self.config.trigger_server {
+        if from != self.trigger_server() {
             self.stats.peer_datagrams = self.stats.peer_datagrams.saturating_add(1);
             let len = u64::try_from(datagram.len()).unwrap_or(u64::MAX);
             self.stats.peer_bytes = self.stats.peer_bytes.saturating_add(len);
@@ -716,7 +732,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
 
     /// Sends a datagram to the trigger server.
     fn send_udp(&mut self, message: &Message<'_>) {
-        let destination = Destination::Udp(self.config.trigger_server);
+        let destination = Destination::Udp(self.trigger_server());
         if let Some(transmit) = OwnedTransmit::new(destination, message) {
             self.push_transmit(transmit);
         }
@@ -911,6 +927,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
             triggers: udp_auth::ReplayGuard::new(),
             keepalive: Keepalives::new(self.config.keepalive_interval, now),
             observed: None,
+            trigger: self.config.trigger_server,
         });
         self.records_opened = self.records_opened.wrapping_add(1);
         self.emit(TerminalEvent::Registered { device_id });
@@ -939,6 +956,28 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
             return false;
         };
         if reg.keepalive.next_counter == 1 {
+            self.send_keepalive(now);
+        }
+        true
+    }
+
+    /// The session server names this registration's trigger server (its
+    /// shard). If keepalives had started (a move after the old shard died),
+    /// one goes to the new shard at once, so it learns the address now and
+    /// not an interval later; the missed count starts over with it.
+    fn on_trigger_assignment(&mut self, now: Instant, trigger: SocketAddr) -> bool {
+        let Phase::Registered(reg) = &mut self.phase else {
+            return false;
+        };
+        if reg.trigger == trigger {
+            return true;
+        }
+        reg.trigger = trigger;
+        // Whatever the old shard would have said is no longer awaited.
+        reg.observed = None;
+        let ka = &mut reg.keepalive;
+        ka.missed = 0;
+        if ka.next_counter > 1 {
             self.send_keepalive(now);
         }
         true
@@ -1081,6 +1120,7 @@ impl<R: RngCore + CryptoRng> Terminal<R> {
             }
             Message::Error(e) => self.on_error(&e),
             Message::KeyReady(_) => self.on_key_ready(now),
+            Message::TriggerAssignment(a) => self.on_trigger_assignment(now, a.trigger),
             Message::RegistrationTicket(t) => {
                 self.ticket = Some(t);
                 true

@@ -133,11 +133,10 @@ impl Harness {
                     if let (true, Ok(Message::Keepalive(k))) =
                         (self.auto_ack, Message::decode(&tx.payload))
                     {
-                        acks.push(udp_auth::seal_keepalive_ack(
-                            &self.udp_key,
-                            k.counter,
-                            20,
-                            OBSERVED,
+                        // Acknowledged by the trigger server it went to.
+                        acks.push((
+                            to,
+                            udp_auth::seal_keepalive_ack(&self.udp_key, k.counter, 20, OBSERVED),
                         ));
                         continue;
                     }
@@ -150,8 +149,8 @@ impl Harness {
                 }
             }
         }
-        for ack in acks {
-            self.t.handle_udp(self.now, TS_ADDR, &encode(&ack.into()));
+        for (from, ack) in acks {
+            self.t.handle_udp(self.now, from, &encode(&ack.into()));
         }
         while let Some(event) = self.t.poll_event() {
             self.events.push(event);
@@ -1957,4 +1956,135 @@ fn first_keepalive_goes_after_the_key_ready_timeout_without_one() {
     assert!(h.keepalives().is_empty());
     h.advance(secs(1));
     assert_eq!(h.keepalives().len(), 1, "the fallback keepalive");
+}
+
+/// A second trigger server (a shard) of the sharded tests.
+const SHARD_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 3478));
+
+/// The datagrams sent since the last look, with where each went.
+fn keepalives_to(h: &mut Harness) -> Vec<(SocketAddr, Keepalive)> {
+    h.take_udp()
+        .into_iter()
+        .map(|(to, bytes)| match Message::decode(&bytes).unwrap() {
+            Message::Keepalive(k) => (to, k),
+            other => panic!("expected a keepalive, got {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn shard_assignment_moves_keepalives_and_triggers_to_the_named_trigger_server() {
+    let mut h = Harness::registered(40, |_| {});
+    h.auto_ack = false;
+    assert_eq!(h.t.trigger_server(), TS_ADDR);
+    let before = h.t.stats().keepalives_sent;
+    h.ss_send(
+        crate::wire::TriggerAssignment {
+            trigger: SHARD_ADDR,
+        }
+        .into(),
+    );
+    assert_eq!(h.t.trigger_server(), SHARD_ADDR);
+    // Keepalives had started: the new shard hears one at once.
+    let ka = keepalives_to(&mut h);
+    assert_eq!(ka.len(), 1);
+    assert_eq!(ka[0].0, SHARD_ADDR);
+    assert_eq!(h.t.stats().keepalives_sent, before + 1);
+    // Its ack counts, and brings the terminal online again.
+    let ack = udp_auth::seal_keepalive_ack(&h.udp_key, ka[0].1.counter, 20, OBSERVED);
+    h.t.handle_udp(h.now, SHARD_ADDR, &encode(&ack.into()));
+    assert_eq!(
+        h.take_events(),
+        [TerminalEvent::Online { observed: OBSERVED }]
+    );
+    // A trigger from the old trigger server is now foreign traffic; the
+    // shard's is answered, to the shard.
+    let trigger = encode(&udp_auth::seal_trigger(&h.udp_key, 1).into());
+    h.t.handle_udp(h.now, TS_ADDR, &trigger);
+    assert_eq!(h.take_udp(), []);
+    assert_eq!(h.take_upstream(), Vec::<Vec<u8>>::new());
+    h.t.handle_udp(h.now, SHARD_ADDR, &trigger);
+    let sent = h.take_udp();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, SHARD_ADDR);
+    assert!(matches!(
+        Message::decode(&sent[0].1),
+        Ok(Message::TriggerAck(_))
+    ));
+    assert_eq!(plain(&h.ss_receive_one()), Message::Poll(Poll));
+    // The regular schedule goes on to the shard.
+    h.run_for(secs(20));
+    assert!(keepalives_to(&mut h)
+        .iter()
+        .all(|(to, _)| *to == SHARD_ADDR));
+    // The same assignment again sends nothing.
+    h.ss_send(
+        crate::wire::TriggerAssignment {
+            trigger: SHARD_ADDR,
+        }
+        .into(),
+    );
+    assert_eq!(h.take_udp(), []);
+}
+
+#[test]
+fn shard_assignment_before_key_ready_waits_for_it() {
+    let mut h = registered_without_key_ready(41);
+    h.ss_send(
+        crate::wire::TriggerAssignment {
+            trigger: SHARD_ADDR,
+        }
+        .into(),
+    );
+    assert_eq!(h.take_udp(), [], "no keepalive before KeyReady");
+    h.ss_send(crate::wire::KeyReady.into());
+    let ka = keepalives_to(&mut h);
+    assert_eq!(ka.len(), 1);
+    assert_eq!((ka[0].0, ka[0].1.counter), (SHARD_ADDR, 1));
+}
+
+#[test]
+fn shard_assignment_lasts_one_registration() {
+    let mut h = Harness::registered(42, |_| {});
+    h.ss_send(
+        crate::wire::TriggerAssignment {
+            trigger: SHARD_ADDR,
+        }
+        .into(),
+    );
+    h.clear();
+    // The shard died: three keepalives go unanswered, the terminal
+    // registers again and keeps alive where it was configured until the
+    // new registration names a shard.
+    h.auto_ack = false;
+    h.run_for(secs(20));
+    for _ in 0..MISSED_ACKS {
+        h.run_for(KEEPALIVE_ACK_TIMEOUT);
+    }
+    assert!(!h.t.is_registered());
+    assert_eq!(h.t.trigger_server(), TS_ADDR);
+    h.take_udp();
+    h.ss_handshake(true);
+    let ka = keepalives_to(&mut h);
+    assert_eq!(ka[0].0, TS_ADDR);
+}
+
+#[test]
+fn shard_assignment_outside_a_registration_is_ignored() {
+    let mut h = Harness::registered(43, |_| {});
+    h.t.handle_upstream_closed(h.now);
+    h.clear();
+    // A record cannot even be opened without the channel: counted, no move.
+    let ignored = h.t.stats().ignored_upstream;
+    let mut out = [0u8; MAX_MESSAGE_LEN];
+    let bytes = encode(
+        &crate::wire::TriggerAssignment {
+            trigger: SHARD_ADDR,
+        }
+        .into(),
+    );
+    let n = h.ss.as_mut().unwrap().seal(&bytes, &mut out).unwrap();
+    h.t.handle_upstream(h.now, &out[..n]);
+    assert_eq!(h.t.trigger_server(), TS_ADDR);
+    assert_eq!(h.t.stats().ignored_upstream, ignored + 1);
 }

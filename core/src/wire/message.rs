@@ -151,6 +151,8 @@ messages! { 'a;
     EnrolRegister(EnrolRegister<'a>) = 0x06, Registration;
     /// Session server -> terminal, in clear: rate limited, retry later.
     RetryLater(RetryLater) = 0x07, Registration;
+    /// Session server -> terminal (sealed): keep alive with this trigger server (a shard).
+    TriggerAssignment(TriggerAssignment) = 0x08, Registration;
     /// Terminal -> trigger server: keep the NAT mapping alive and register the address (S701, 803/804).
     Keepalive(Keepalive) = 0x10, Udp;
     /// Trigger server -> terminal: the observed address and the wanted interval.

@@ -49,7 +49,8 @@ pub use message::{
 pub(crate) use reader::{Reader, Truncated};
 pub use registration::{
     EnrolRegister, KeyReady, Poll, Register, RegisterAck, RegistrationTicket, RetryLater,
-    ENROL_CODE_LEN, MAX_RETRY_AFTER_SECS, TICKET_BINDER_LEN, TICKET_LEN, TICKET_SECRET_LEN,
+    TriggerAssignment, ENROL_CODE_LEN, MAX_RETRY_AFTER_SECS, TICKET_BINDER_LEN, TICKET_LEN,
+    TICKET_SECRET_LEN,
 };
 pub use session::{
     EndNotification, ErrorReply, ExtensionGrant, ExtensionRefusal, ExtensionRequest,

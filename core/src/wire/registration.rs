@@ -179,6 +179,32 @@ impl<'a> Body<'a> for KeyReady {
     fn emit<B: Put>(&self, _b: &mut B) {}
 }
 
+/// Session server -> terminal, sealed: keep alive with the trigger server
+/// at `trigger` (a sharded deployment spreads devices over several trigger
+/// servers by device ID). Sent after `RegisterAck`, before `KeyReady`,
+/// once that trigger server holds the key; sent again on the same channel
+/// when the server moves the device to another shard (its trigger server
+/// died). Without one, the terminal keeps alive with the trigger server it
+/// was configured with (an unsharded server never sends it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct TriggerAssignment {
+    /// The UDP address of the trigger server this registration's keepalives go to.
+    pub trigger: SocketAddr,
+}
+
+impl<'a> Body<'a> for TriggerAssignment {
+    fn parse(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Ok(TriggerAssignment { trigger: r.addr()? })
+    }
+    fn body_len(&self) -> usize {
+        fields::addr_wire_len(&self.trigger)
+    }
+    fn emit<B: Put>(&self, b: &mut B) {
+        fields::emit_addr(&self.trigger, b);
+    }
+}
+
 /// The longest wait a [`RetryLater`] may ask for; a terminal waits at most
 /// this long on one answer, whatever the field says.
 pub const MAX_RETRY_AFTER_SECS: u16 = 600;

@@ -77,6 +77,13 @@ pub(crate) fn samples() -> Vec<(&'static str, Message<'static>)> {
             .into()
         ),
         (
+            "TRIGGER_ASSIGNMENT",
+            TriggerAssignment {
+                trigger: addr("198.51.100.7:7401")
+            }
+            .into()
+        ),
+        (
             "KEEPALIVE",
             Keepalive {
                 device_id: DeviceId(0x0102_0304_0506_0708),

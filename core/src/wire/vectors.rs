@@ -48,6 +48,11 @@ pub static ENROL_REGISTER: [u8; 62] = [
 /// A `RetryLater` message.
 pub static RETRY_LATER: [u8; 8] = [0x54, 0x59, 0x01, 0x07, 0x00, 0x02, 0x00, 0x08];
 
+/// A `TriggerAssignment` message.
+pub static TRIGGER_ASSIGNMENT: [u8; 13] = [
+    0x54, 0x59, 0x01, 0x08, 0x00, 0x07, 0x04, 0xc6, 0x33, 0x64, 0x07, 0x1c, 0xe9,
+];
+
 /// A `Keepalive` message.
 pub static KEEPALIVE: [u8; 38] = [
     0x54, 0x59, 0x01, 0x10, 0x00, 0x20, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x00, 0x00,
@@ -279,6 +284,7 @@ pub static ALL: &[(&str, &[u8])] = &[
     ("KEY_READY", &KEY_READY),
     ("ENROL_REGISTER", &ENROL_REGISTER),
     ("RETRY_LATER", &RETRY_LATER),
+    ("TRIGGER_ASSIGNMENT", &TRIGGER_ASSIGNMENT),
     ("KEEPALIVE", &KEEPALIVE),
     ("KEEPALIVE_ACK", &KEEPALIVE_ACK),
     ("TRIGGER", &TRIGGER),

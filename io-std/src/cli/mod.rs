@@ -33,6 +33,7 @@ pub mod ping;
 pub mod relay;
 pub mod server;
 pub mod sessions;
+pub mod shards;
 pub mod signals;
 pub mod status;
 pub mod terminal;
@@ -160,6 +161,9 @@ pub enum Command {
     Invite(invite::InviteArgs),
     /// Lists the bound names, or frees one whose key was lost.
     Names(names::NamesArgs),
+    /// Edits or lists the shard map: the trigger servers devices are
+    /// spread over by device ID.
+    Shards(shards::ShardsArgs),
     /// Prints the session log.
     Sessions(sessions::SessionsArgs),
     /// Forces a live session to end.
@@ -207,6 +211,7 @@ impl Command {
             Command::Enroll(args) => enroll::run(args),
             Command::Invite(args) => invite::run(args),
             Command::Names(args) => names::run(args),
+            Command::Shards(args) => shards::run(args),
             Command::Sessions(args) => sessions::run(args),
             Command::End(args) => end::run(args),
             Command::Status(args) => status::run(args),

@@ -36,7 +36,7 @@ use tryst_core::wire::{PublicKey, SessionId};
 use super::{
     hash_hex, id_hex, key_hex, now_us, parse_hash, parse_id, parse_key, reason_name,
     side_reason_name, to_i64, to_u32, to_u64, LogRow, OperatorCommand, Origin, PendingCommand,
-    RefusalRow, ServerStore, SideEnd, StoreError, StoredEnrolCode,
+    RefusalRow, ServerStore, ShardRow, SideEnd, StoreError, StoredEnrolCode,
 };
 
 /// The migrations, in order: migration `i` brings the schema to version `i + 1`.
@@ -107,6 +107,15 @@ pub const MIGRATIONS: &[&str] = &[
     // Version 4: the bytes the relay carried for a session (its path:
     // relayed when some, direct otherwise).
     "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS relayed_bytes BIGINT;",
+    // Version 5: the shard map, the trigger servers devices are spread
+    // over (rendezvous hashing on the shard's name; `tryst shards add`).
+    "CREATE TABLE IF NOT EXISTS trigger_shards (
+        name TEXT PRIMARY KEY,
+        link TEXT NOT NULL,
+        udp TEXT NOT NULL,
+        key TEXT NOT NULL,
+        added_us BIGINT NOT NULL
+    );",
 ];
 
 /// The schema version this code writes.
@@ -841,6 +850,38 @@ impl ServerStore for PgStore {
             &[&to_i64(bytes), &super::id_hex(id)],
         )?;
         Ok(())
+    }
+
+    fn add_shard(&self, shard: &ShardRow) -> Result<bool, StoreError> {
+        // `xmax = 0` only on a row this statement inserted.
+        let rows = self.query(
+            "INSERT INTO trigger_shards (name, link, udp, key, added_us) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (name) DO UPDATE SET link = $2, udp = $3, key = $4
+             RETURNING (xmax = 0)",
+            &[
+                &shard.name,
+                &shard.link.to_string(),
+                &shard.udp.to_string(),
+                &key_hex(&shard.key),
+                &to_i64(now_us()),
+            ],
+        )?;
+        Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
+    }
+
+    fn remove_shard(&self, name: &str) -> Result<bool, StoreError> {
+        let n = self.execute("DELETE FROM trigger_shards WHERE name = $1", &[&name])?;
+        Ok(n > 0)
+    }
+
+    fn shards(&self) -> Result<Vec<ShardRow>, StoreError> {
+        let rows = self.query(
+            "SELECT name, link, udp, key FROM trigger_shards ORDER BY name",
+            &[],
+        )?;
+        rows.iter()
+            .map(|r| ShardRow::from_columns(r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
     }
 
     fn refusals(&self) -> Result<Vec<RefusalRow>, StoreError> {
