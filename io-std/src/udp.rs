@@ -1,7 +1,9 @@
 //! The batched UDP socket both drivers use: batched receive (recvmmsg,
 //! GRO) into one buffer whose datagrams the machine decrypts in place, and
 //! batched send (GSO: equal-sized segments to one destination, under the
-//! kernel's 64 KiB payload limit), through `quinn-udp`.
+//! kernel's 64 KiB payload limit), through `quinn-udp`; single datagrams to
+//! many destinations (a server's acks, one per terminal) leave together in
+//! one `sendmmsg` (Linux, through rustix) instead of one syscall each.
 //!
 //! [`UdpBatch`] is the batching state without a socket: its methods act on
 //! a non-blocking socket they are given and return
@@ -59,6 +61,9 @@ pub const MAX_GSO_PAYLOAD: usize = 65_487;
 /// Socket buffer size asked of the kernel for each direction, so a burst
 /// of paced packets is not dropped by the socket itself.
 pub const SOCKET_BUFFER_LEN: usize = 4 * 1024 * 1024;
+/// Most single datagrams (to different destinations) one `sendmmsg` sends:
+/// a receive batch's worth of answers.
+pub const MMSG_SLOTS: usize = 32;
 
 /// Whether an error only says the socket is not ready.
 fn would_block(e: &io::Error) -> bool {
@@ -75,6 +80,9 @@ pub struct UdpBatch {
     recv_meta: [RecvMeta; BATCH_SIZE],
     /// Datagrams waiting to go out as one GSO batch.
     batch: SendBatch,
+    /// Single datagrams to several destinations waiting for one
+    /// `sendmmsg`, all queued before what `batch` holds.
+    singles: Singles,
 }
 
 impl UdpBatch {
@@ -92,11 +100,15 @@ impl UdpBatch {
             gro_segments = state.gro_segments(),
             "udp socket ready"
         );
+        let bound = rustix::net::getsockname(socket)
+            .ok()
+            .and_then(|a| SocketAddr::try_from(a).ok());
         Ok(UdpBatch {
             state,
             recv_buf: vec![0; BATCH_SIZE * RECV_SLOT_LEN],
             recv_meta: [RecvMeta::default(); BATCH_SIZE],
             batch: SendBatch::new(max_segments),
+            singles: Singles::new(bound),
         })
     }
 
@@ -180,12 +192,15 @@ impl UdpBatch {
 
     /// Whether a GSO batch is waiting to be sent.
     pub fn has_pending(&self) -> bool {
-        self.batch.count > 0
+        self.batch.count > 0 || self.singles.pending()
     }
 
-    /// Sends the pending GSO batch, if any; `WouldBlock` (the batch kept)
-    /// when the socket is not ready.
+    /// Sends what is pending: the single datagrams (one `sendmmsg`, a lone
+    /// datagram in the GSO batch joining them), then the GSO batch, if any;
+    /// `WouldBlock` (the rest kept) when the socket is not ready.
     pub fn try_flush<S: AsFd>(&mut self, socket: &S) -> io::Result<()> {
+        self.park_single(socket)?;
+        self.singles.flush(socket)?;
         let Some((path, len, segment)) = self.batch.peek() else {
             return Ok(());
         };
@@ -212,19 +227,50 @@ impl UdpBatch {
     ) -> io::Result<()> {
         let path = (to, local);
         if !self.batch.push(path, datagram) {
-            self.try_flush(socket)?;
+            if !self.park_single(socket)? {
+                self.try_flush(socket)?;
+            }
             if !self.batch.push(path, datagram) {
+                // Too large for the batch: alone, after what came before.
+                self.singles.flush(socket)?;
                 return UdpBatch::send(&self.state, socket, path, datagram, None);
             }
         }
         if self.batch.is_full() {
-            match self.try_flush(socket) {
+            let sent = match self.park_single(socket) {
+                Ok(true) => Ok(()),
+                Ok(false) => self.try_flush(socket),
+                Err(e) => Err(e),
+            };
+            match sent {
                 Err(e) if !would_block(&e) => return Err(e),
                 // Taken: a batch the socket had no room for goes next time.
                 _ => {}
             }
         }
         Ok(())
+    }
+
+    /// Moves a GSO batch of one datagram to the singles (sending those
+    /// first if they are full), when `sendmmsg` can carry it; whether it
+    /// did. `WouldBlock` when the singles were full and the socket is not
+    /// ready (nothing moved).
+    fn park_single<S: AsFd>(&mut self, socket: &S) -> io::Result<bool> {
+        let Some((path, len, _)) = self.batch.peek() else {
+            return Ok(false);
+        };
+        if self.batch.count != 1 || !self.singles.carries(path, len) {
+            return Ok(false);
+        }
+        if self.singles.is_full() {
+            self.singles.flush(socket)?;
+        }
+        let bytes = self.batch.buf.get(..len).unwrap_or_default();
+        let parked = self.singles.push(path.0, bytes);
+        if parked {
+            self.batch.clear();
+        }
+        Ok(parked)
     }
 
     /// Most datagrams one GSO send carries on this socket.
@@ -316,6 +362,140 @@ fn answerable_from(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast()),
         IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
+    }
+}
+
+/// Single datagrams to any destinations, each in a slot of
+/// [`BATCH_SLOT_LEN`] bytes, sent together by one `sendmmsg` (Linux): the
+/// many answers of a server (keepalive acks, one per terminal) cost one
+/// syscall per [`MMSG_SLOTS`] instead of one each. Only datagrams that need
+/// no ancillary data join (rustix's `sendmmsg` carries none): no GSO, and a
+/// source address that is the socket's own (or none); the rest take
+/// quinn-udp's path.
+#[derive(Debug)]
+struct Singles {
+    /// [`MMSG_SLOTS`] slots of [`BATCH_SLOT_LEN`] bytes.
+    buf: Vec<u8>,
+    /// Each queued datagram's destination (as the socket's family) and
+    /// length, in slot order.
+    queued: Vec<(rustix::net::SocketAddrAny, usize)>,
+    /// How many of `queued` a partial send already sent.
+    sent: usize,
+    /// The socket's bound address, if known (none: nothing joins).
+    bound: Option<SocketAddr>,
+}
+
+impl Singles {
+    fn new(bound: Option<SocketAddr>) -> Singles {
+        Singles {
+            buf: vec![0; MMSG_SLOTS * BATCH_SLOT_LEN],
+            queued: Vec::with_capacity(MMSG_SLOTS),
+            sent: 0,
+            bound: bound.filter(|_| cfg!(target_os = "linux")),
+        }
+    }
+
+    /// Whether a datagram of `len` bytes on `path` can go by `sendmmsg`:
+    /// it fits a slot, and it leaves from the socket's own address (a
+    /// socket on an unspecified address answering from a chosen one needs
+    /// IP_PKTINFO, which only quinn-udp's path sets).
+    fn carries(&self, (_, local): Path, len: usize) -> bool {
+        let Some(bound) = self.bound else {
+            return false;
+        };
+        len <= BATCH_SLOT_LEN
+            && match local {
+                None => true,
+                Some(ip) => !bound.ip().is_unspecified() && bound.ip() == ip,
+            }
+    }
+
+    fn pending(&self) -> bool {
+        self.sent < self.queued.len()
+    }
+
+    fn is_full(&self) -> bool {
+        self.queued.len() >= MMSG_SLOTS
+    }
+
+    /// Queues a datagram for `to` (one [`Self::carries`] took); whether it
+    /// was queued (a full queue takes nothing).
+    fn push(&mut self, to: SocketAddr, datagram: &[u8]) -> bool {
+        let Some(bound) = self.bound else {
+            return false;
+        };
+        // A dual-stack IPv6 socket sends to an IPv4 peer at its mapped address.
+        let to =
+            match (bound, to) {
+                (SocketAddr::V6(_), SocketAddr::V4(v4)) => SocketAddr::V6(
+                    std::net::SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0),
+                ),
+                _ => to,
+            };
+        if self.is_full() || datagram.len() > BATCH_SLOT_LEN {
+            return false;
+        }
+        let start = self.queued.len() * BATCH_SLOT_LEN;
+        let Some(slot) = self.buf.get_mut(start..start + datagram.len()) else {
+            return false;
+        };
+        slot.copy_from_slice(datagram);
+        self.queued
+            .push((rustix::net::SocketAddrAny::from(to), datagram.len()));
+        true
+    }
+
+    /// Sends every queued datagram (`sendmmsg`, as many calls as the kernel
+    /// needs); `WouldBlock` with the unsent ones kept when the socket is
+    /// not ready. A datagram the kernel refuses for another reason is
+    /// logged and dropped, as [`UdpBatch::send`] does.
+    #[cfg(target_os = "linux")]
+    fn flush<S: AsFd>(&mut self, socket: &S) -> io::Result<()> {
+        use rustix::io::Errno;
+        use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags};
+        while self.pending() {
+            let mut iovs: [[io::IoSlice<'_>; 1]; MMSG_SLOTS] =
+                std::array::from_fn(|_| [io::IoSlice::new(&[])]);
+            let mut controls: [SendAncillaryBuffer<'_, '_, '_>; MMSG_SLOTS] =
+                std::array::from_fn(|_| SendAncillaryBuffer::default());
+            for (i, (iov, (_, len))) in iovs.iter_mut().zip(&self.queued).enumerate() {
+                let start = i * BATCH_SLOT_LEN;
+                *iov = [io::IoSlice::new(
+                    self.buf.get(start..start + len).unwrap_or_default(),
+                )];
+            }
+            let mut msgs: Vec<MMsgHdr<'_>> = self
+                .queued
+                .iter()
+                .zip(iovs.iter())
+                .zip(controls.iter_mut())
+                .skip(self.sent)
+                .map(|(((to, _), iov), control)| MMsgHdr::new_with_addr(to, iov, control))
+                .collect();
+            match rustix::net::sendmmsg(socket, &mut msgs, SendFlags::DONTWAIT) {
+                Ok(n) if n > 0 => self.sent += n,
+                Err(Errno::INTR) => {}
+                Err(e) if e == Errno::WOULDBLOCK || e == Errno::AGAIN => {
+                    return Err(io::Error::from(e))
+                }
+                // Refused (or nothing sent): drop the first and go on.
+                result => {
+                    tracing::debug!(?result, "datagram not sent");
+                    self.sent += 1;
+                }
+            }
+        }
+        self.queued.clear();
+        self.sent = 0;
+        Ok(())
+    }
+
+    /// Nothing is ever queued off Linux ([`Self::carries`] says no).
+    #[cfg(not(target_os = "linux"))]
+    fn flush<S: AsFd>(&mut self, _socket: &S) -> io::Result<()> {
+        self.queued.clear();
+        self.sent = 0;
+        Ok(())
     }
 }
 
@@ -516,6 +696,62 @@ mod tests {
         let (src, mut datagrams) = a.received(0);
         assert_eq!(src, to);
         assert_eq!(datagrams.next().map(|d| d.len()), Some(700));
+    }
+
+    /// Receives one datagram on `socket` within 5 s: its bytes and sender.
+    fn recv_one(socket: &std::net::UdpSocket) -> (Vec<u8>, SocketAddr) {
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0u8; 2000];
+        let (n, from) = socket.recv_from(&mut buf).expect("a datagram");
+        (buf[..n].to_vec(), from)
+    }
+
+    #[test]
+    fn answers_to_many_destinations_wait_for_one_sendmmsg_and_all_arrive_in_order() {
+        let mut a = BatchSocket::bind(addr(0)).expect("bind");
+        let from = a.local_addr().expect("addr");
+        let peers: Vec<std::net::UdpSocket> = (0..3)
+            .map(|_| std::net::UdpSocket::bind(addr(0)).expect("bind"))
+            .collect();
+        // More than one sendmmsg's worth, round robin over the peers: no two
+        // consecutive datagrams share a destination, so GSO joins none.
+        let total = MMSG_SLOTS + 7;
+        for i in 0..total {
+            let to = peers[i % peers.len()].local_addr().expect("addr");
+            a.try_queue(to, Some(from.ip()), &[i as u8; 48])
+                .expect("queued");
+        }
+        // The last ones wait for the flush (one syscall for them all).
+        assert!(a.has_pending());
+        if cfg!(target_os = "linux") {
+            assert!(a.batch.singles.pending(), "answers were sent one by one");
+        }
+        a.try_flush().expect("sent");
+        assert!(!a.has_pending());
+        for i in 0..total {
+            let (bytes, src) = recv_one(&peers[i % peers.len()]);
+            assert_eq!(src, from);
+            assert_eq!(bytes, [i as u8; 48]);
+        }
+    }
+
+    #[test]
+    fn a_gso_run_after_single_answers_leaves_after_them() {
+        let mut a = BatchSocket::bind(addr(0)).expect("bind");
+        let b = std::net::UdpSocket::bind(addr(0)).expect("bind");
+        let c = std::net::UdpSocket::bind(addr(0)).expect("bind");
+        let (to_b, to_c) = (b.local_addr().expect("addr"), c.local_addr().expect("addr"));
+        a.try_queue(to_b, None, &[1; 100]).expect("queued");
+        a.try_queue(to_c, None, &[2; 100]).expect("queued");
+        a.try_queue(to_b, None, &[3; 100]).expect("queued");
+        a.try_queue(to_b, None, &[4; 100]).expect("queued");
+        a.try_flush().expect("sent");
+        assert_eq!(recv_one(&b).0, [1; 100]);
+        assert_eq!(recv_one(&b).0, [3; 100]);
+        assert_eq!(recv_one(&b).0, [4; 100]);
+        assert_eq!(recv_one(&c).0, [2; 100]);
     }
 
     /// Answers each datagram to its sender, from where it arrived.

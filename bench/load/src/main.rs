@@ -231,11 +231,26 @@ fn check_common(common: &CommonArgs) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// What a spawned server is given beyond the defaults.
-fn server_args(load: &LoadArgs) -> Vec<String> {
+/// What a spawned server is given beyond the defaults. For the keepalive
+/// load, the shortest keepalive interval the protocol allows
+/// ([`MIN_KEEPALIVE_INTERVAL`](tryst_core::wire::MIN_KEEPALIVE_INTERVAL),
+/// unless `--server-arg` names one): each keepalive moves a simulated
+/// terminal's clock on by one interval, and every hour of that clock the
+/// terminal rekeys (a whole Noise IK registration), so at the default 20 s
+/// every 180th keepalive was a registration (a third of the server's CPU
+/// in the keepalive row went to X25519); at 5 s every 720th is, the mix of
+/// a real device keeping a NAT binding open at that interval.
+fn server_args(load: &LoadArgs, mode: Mode) -> Vec<String> {
     let mut args = load.server_args.clone();
     if let Some(limit) = &load.keepalive_limit {
         args.extend(["--keepalive-limit".to_owned(), limit.clone()]);
+    }
+    let named = args
+        .iter()
+        .any(|a| a == "--keepalive" || a.starts_with("--keepalive="));
+    if mode == Mode::Keepalives && !named {
+        let secs = tryst_core::wire::MIN_KEEPALIVE_INTERVAL.as_secs();
+        args.extend(["--keepalive".to_owned(), format!("{secs}s")]);
     }
     args
 }
@@ -280,7 +295,7 @@ fn run_tryst(load: LoadArgs, mode: Mode) -> Result<bool, LoadError> {
             tryst,
             &load.scratch,
             load.common.terminals,
-            &server_args(&load),
+            &server_args(&load, mode),
         )?),
         None => None,
     };
@@ -514,6 +529,33 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// `LoadArgs` as clap parses them from `tryst-load keepalives ARGS`.
+    fn load_args(args: &[&str]) -> LoadArgs {
+        let cli =
+            Cli::try_parse_from(["tryst-load", "keepalives"].iter().chain(args)).expect("flags");
+        match cli.command {
+            Cmd::Keepalives { load } => load,
+            _ => panic!("not the keepalive load"),
+        }
+    }
+
+    #[test]
+    fn a_spawned_keepalive_server_gets_the_shortest_interval_so_few_keepalives_are_rekeys() {
+        let load = load_args(&["--spawn", "/bin/true", "--keepalive-limit", "1000,1ms"]);
+        let args = server_args(&load, Mode::Keepalives);
+        assert_eq!(
+            args,
+            ["--keepalive-limit", "1000,1ms", "--keepalive", "5s"].map(String::from)
+        );
+        // The other loads keep the server's default, and one named wins.
+        assert!(!server_args(&load, Mode::Registrations).contains(&"--keepalive".to_owned()));
+        let named = load_args(&["--spawn", "/bin/true", "--server-arg=--keepalive=30s"]);
+        assert_eq!(
+            server_args(&named, Mode::Keepalives),
+            ["--keepalive=30s".to_owned()]
+        );
     }
 
     #[test]
