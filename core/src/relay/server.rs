@@ -25,9 +25,10 @@ use alloc::collections::{BTreeMap, VecDeque};
 use core::net::SocketAddr;
 use core::time::Duration;
 
+use super::queue::ForwardQueue;
 use super::{decode_bind, is_bind, RelayKey, RelayToken};
-use crate::machine::{Destination, Input, Machine, Output, Transmit};
-use crate::peer::packet::{Packet, MAX_DATAGRAM_LEN};
+use crate::machine::{Destination, Input, Machine, Output};
+use crate::peer::packet::Packet;
 use crate::time::{Clock, Instant};
 use crate::wire::{Role, SessionId};
 
@@ -172,13 +173,9 @@ pub struct Relay {
     ended: BTreeMap<u64, u32>,
     events: VecDeque<RelayEvent>,
     stats: RelayStats,
-    /// The one forward the last datagram input asked for (the
-    /// [`Machine`] form copies it out in `poll_output`).
-    pending: Option<(
-        SocketAddr,
-        Option<core::net::IpAddr>,
-        heapless::Vec<u8, MAX_DATAGRAM_LEN>,
-    )>,
+    /// The forwards the datagram inputs since the last poll asked for, in
+    /// order (the [`Machine`] form copies them out in `poll_output`).
+    pending: ForwardQueue,
 }
 
 impl Relay {
@@ -191,7 +188,7 @@ impl Relay {
             ended: BTreeMap::new(),
             events: VecDeque::new(),
             stats: RelayStats::default(),
-            pending: None,
+            pending: ForwardQueue::new(),
         }
     }
 
@@ -446,10 +443,7 @@ impl Machine for Relay {
         match input {
             Input::Datagram { from, local, bytes } => {
                 if let Some(to) = self.handle_datagram(now, from, bytes) {
-                    // Peer packets are at most MAX_DATAGRAM_LEN: this fits.
-                    if let Ok(copy) = heapless::Vec::from_slice(bytes) {
-                        self.pending = Some((to, local, copy));
-                    }
+                    let _ = self.pending.push(Destination::Udp(to), local, &[bytes]);
                 }
             }
             // The relay takes no streams.
@@ -472,15 +466,8 @@ impl Machine for Relay {
         if let Some(event) = self.events.pop_front() {
             return Output::Event(event);
         }
-        if let Some((to, local, bytes)) = self.pending.take() {
-            if let Some(out) = buf.get_mut(..bytes.len()) {
-                out.copy_from_slice(&bytes);
-                return Output::Transmit(Transmit {
-                    destination: Destination::Udp(to),
-                    local,
-                    len: bytes.len(),
-                });
-            }
+        if let Some(transmit) = self.pending.pop(buf) {
+            return Output::Transmit(transmit);
         }
         Output::Timeout(Relay::poll_timeout(self))
     }
