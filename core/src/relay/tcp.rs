@@ -376,7 +376,7 @@ impl Machine for RelayFront {
 
     fn poll_output(
         &mut self,
-        _now: Instant,
+        now: Instant,
         buf: &mut [u8],
         _io: &mut (),
     ) -> Output<core::convert::Infallible, RelayEvent> {
@@ -388,6 +388,14 @@ impl Machine for RelayFront {
         }
         if let Some(transmit) = self.pending.pop(buf) {
             return Output::Transmit(transmit);
+        }
+        // The packets that waited for their session's rate and may leave.
+        let mut packet = [0u8; MAX_DATAGRAM_LEN];
+        while let Some((to, len)) = self.relay.poll_release(now, &mut packet) {
+            self.queue_forward(to, &packet[..len], None);
+            if let Some(transmit) = self.pending.pop(buf) {
+                return Output::Transmit(transmit);
+            }
         }
         Output::Timeout(Machine::poll_timeout(self))
     }
