@@ -24,6 +24,9 @@ pub const MAX_QUEUED_FORWARDS: usize = 8192;
 /// `BATCH_SIZE` slots of 64 KiB, checked there at compile time).
 pub const MAX_BATCH_BYTES: usize = 32 * 64 * 1024;
 
+// A driver's whole receive batch of forwards fits, framed for TCP.
+const _: () = assert!(MAX_QUEUED_FORWARD_BYTES >= MAX_BATCH_BYTES + MAX_BATCH_BYTES / 1472 * 2);
+
 /// Forwards in arrival order; see the [module](self) docs.
 #[derive(Debug, Default)]
 pub struct ForwardQueue {
@@ -177,8 +180,6 @@ mod tests {
         }
         assert!(!q.push(udp(1), None, &[&[1]]));
         assert_eq!(q.len(), MAX_QUEUED_FORWARDS);
-        // A driver's whole receive batch of full-size packets fits.
-        assert!(MAX_QUEUED_FORWARD_BYTES >= MAX_BATCH_BYTES + MAX_BATCH_BYTES / 1472 * 2);
     }
 
     #[test]
