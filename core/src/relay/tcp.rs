@@ -557,6 +557,17 @@ mod tests {
         );
     }
 
+    /// A datagram from the home side in, not polled (one of a batch).
+    fn put(r: &mut RelayFront, now: Instant, packet: &[u8]) {
+        let mut bytes = packet.to_vec();
+        let input = Input::Datagram {
+            from: addr(HOME),
+            local: None,
+            bytes: &mut bytes,
+        };
+        Machine::handle_input(r, now, input, &mut ());
+    }
+
     #[test]
     fn relay_forwards_every_packet_of_a_receive_batch_polled_once() {
         // A driver feeds a whole recvmmsg/GRO batch, then polls: every
@@ -568,13 +579,7 @@ mod tests {
         let _ = udp(&mut r, t(0), HOME, &bind(SID, Role::Connected));
         let packets: Vec<Vec<u8>> = (1..=40).map(|seq| probe(&SID, seq)).collect();
         for p in &packets {
-            let mut bytes = p.clone();
-            let input = Input::Datagram {
-                from: addr(HOME),
-                local: None,
-                bytes: &mut bytes,
-            };
-            Machine::handle_input(&mut r, t(1), input, &mut ());
+            put(&mut r, t(1), p);
         }
         let out = drain(&mut r, t(1));
         let sent: Vec<Vec<u8>> = out.sent.iter().map(|(_, f)| unframe(f)).collect();
@@ -585,13 +590,7 @@ mod tests {
             .all(|(d, _)| *d == Destination::Connection(ConnectionId(1))));
         // A connection that closes takes its waiting forwards with it.
         for p in &packets[..3] {
-            let mut bytes = p.clone();
-            let input = Input::Datagram {
-                from: addr(HOME),
-                local: None,
-                bytes: &mut bytes,
-            };
-            Machine::handle_input(&mut r, t(2), input, &mut ());
+            put(&mut r, t(2), p);
         }
         Machine::handle_input(
             &mut r,
