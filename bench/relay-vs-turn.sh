@@ -79,6 +79,7 @@ table inet bench {
     counter tryst {}
     counter turn {}
     counter tryst_data {}
+    counter tryst_in {}
     chain output {
         type filter hook output priority filter; policy accept;
         udp sport 7402 counter name "tryst"
@@ -88,6 +89,7 @@ table inet bench {
     }
     chain input {
         type filter hook input priority filter; policy accept;
+        udp dport 7402 counter name "tryst_in"
         udp sport != { 7400-7403, 3478, 3480, $TURN_RELAY_PORTS } udp dport != { 7400-7403, 3478, 3480, $TURN_RELAY_PORTS } counter drop comment "no direct path"
     }
 }
@@ -97,6 +99,12 @@ EOF
 counter() {
     in_ns nft list counter inet bench "$1" |
         awk '/bytes/ { for (i = 1; i <= NF; i++) { if ($i == "packets") p = $(i + 1); if ($i == "bytes") b = $(i + 1) } } END { print b, p }'
+}
+
+# rcvbuf_errors: UDP datagrams the namespace's sockets dropped for a full
+# receive buffer so far.
+rcvbuf_errors() {
+    in_ns awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) c[$i] = i; h = 1 } else print $c["RcvbufErrors"] }' /proc/net/snmp
 }
 
 # sample NAME OUT: until killed, appends "microseconds bytes" of counter NAME
@@ -172,6 +180,8 @@ for run in $(seq 1 "$RUNS"); do
     sampler=$!
     PIDS+=("$sampler")
     before="$(counter tryst)"
+    before_in="$(counter tryst_in)"
+    before_drops="$(rcvbuf_errors)"
     started=${EPOCHREALTIME/./}
     senders=()
     for i in $(seq 1 "$CLIENTS"); do
@@ -193,13 +203,21 @@ for run in $(seq 1 "$RUNS"); do
         cmp -s "$WORK/file-$i.bin" "$WORK/inbox/file-$i.bin" || fail "received file $i differs"
     done
     after="$(counter tryst)"
+    after_in="$(counter tryst_in)"
     bytes=$((${after% *} - ${before% *}))
     packets=$((${after#* } - ${before#* }))
+    bytes_in=$((${after_in% *} - ${before_in% *}))
+    drops=$(($(rcvbuf_errors) - before_drops))
     data="$(counter tryst_data)"
     [[ -n "$TRYST_DGRAM" ]] || TRYST_DGRAM=$((${data% *} / ${data#* }))
+    # The relay sends GSO batches, which the output hook counts before
+    # segmentation: a mean above one full-size datagram (1472 bytes of UDP
+    # payload, the peer's largest) is made of full-size datagrams.
+    ((TRYST_DGRAM <= 1500)) || TRYST_DGRAM=1500
     TRYST_RATES+=("$(rate "$WORK/tryst-$run.samples")")
     GOODPUTS+=("$(awk -v s=$((CLIENTS * SIZE << 20)) -v t=$((ended - started)) 'BEGIN { printf "%.1f\n", s / t }')")
     echo "run $run: tryst relay sent $bytes bytes in $packets datagrams (mean $((bytes / packets)) B with IP/UDP, acks included; data $TRYST_DGRAM B): ${TRYST_RATES[-1]} MB/s; files' goodput ${GOODPUTS[-1]} MB/s"
+    echo "run $run: the relay got $bytes_in bytes (sent / got $(awk -v s="$bytes" -v g="$bytes_in" 'BEGIN { if (g > 0) printf "%.2f", s / g }')), sent $(awk -v s="$bytes" -v f=$((CLIENTS * SIZE << 20)) 'BEGIN { printf "%.2f", s / f }')x the files' bytes; UDP receive-buffer drops in the namespace: $drops"
 
     # coturn: the same datagram size as tryst's data packets (the mean of
     # those of 1000 bytes or more the relay sent in the first run, less

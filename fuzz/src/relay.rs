@@ -234,6 +234,14 @@ pub fn run(data: &[u8]) {
             3 => {
                 now = now + Duration::from_millis(u64::from(arg) * 100);
                 relay.handle_timeout(now);
+                // What waited for its rate and is due leaves, once.
+                let mut out = [0u8; MAX_DATAGRAM_LEN];
+                let before = relay.stats().forwarded;
+                let mut released = 0;
+                while relay.poll_release(now, &mut out).is_some() {
+                    released += 1;
+                }
+                assert_eq!(relay.stats().forwarded, before + released);
                 if let Some(t) = relay.poll_timeout() {
                     assert!(t > now, "timeout {t:?} not past {now:?}");
                 }

@@ -52,6 +52,8 @@ pub fn fill_local_udp(config: &mut tryst_core::terminal::TerminalConfig, bound: 
 /// Bytes of one receive slot: room for a GRO batch of full-sized datagrams
 /// (the kernel never coalesces more than 64 KiB).
 pub const RECV_SLOT_LEN: usize = 64 * 1024;
+// The relay machine keeps every forward one receive batch asks for.
+const _: () = assert!(BATCH_SIZE * RECV_SLOT_LEN <= tryst_core::relay::queue::MAX_BATCH_BYTES);
 /// Room per datagram in a GSO batch: an Ethernet-sized datagram; a larger
 /// one is sent alone.
 pub const BATCH_SLOT_LEN: usize = 1500;

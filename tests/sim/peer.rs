@@ -15,6 +15,7 @@ use std::time::Duration;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use tryst_core::crypto::StaticKeypair;
+use tryst_core::machine::{Destination, Input, Machine, Output, MAX_TRANSMIT_LEN};
 use tryst_core::peer::packet::MAX_DATAGRAM_LEN;
 use tryst_core::peer::session::{PeerConfig, PeerEvent, PeerSession, SessionParams};
 use tryst_core::peer::transport::{PeerSink, StreamSource};
@@ -351,6 +352,9 @@ impl PeerPair {
                 if let Some((_, event)) = self.net.pop_due(self.now) {
                     self.on_net_event(event);
                 }
+                if self.net.next_time().is_none_or(|t| t > self.now) {
+                    self.drain_relay();
+                }
                 continue;
             }
             let now = self.now;
@@ -359,6 +363,7 @@ impl PeerPair {
                     relay.handle_timeout(now);
                 }
             }
+            self.drain_relay();
             let mut fired = [false; 2];
             for (k, peer) in [&mut self.a, &mut self.b].into_iter().enumerate() {
                 if peer.session.poll_timeout().is_some_and(|t| t <= now) {
@@ -398,9 +403,15 @@ impl PeerPair {
         let now = self.now;
         if let Some((relay_host, relay)) = &mut self.relay {
             if host == *relay_host {
-                if let Some(to) = relay.handle_datagram(now, from, &payload) {
-                    self.net.send_datagram(now, host, to, &payload);
-                }
+                // As a driver does with a receive batch: every datagram due
+                // now goes in before the relay is polled once
+                // ([`Self::drain_relay`]).
+                let input = Input::Datagram {
+                    from,
+                    local: None,
+                    bytes: &mut payload,
+                };
+                Machine::handle_input(relay, now, input, &mut ());
                 return;
             }
         }
@@ -418,6 +429,27 @@ impl PeerPair {
         peer.session
             .handle_datagram(now, from, &mut payload, &mut io, &mut self.rng);
         self.flush();
+    }
+
+    /// Sends what the relay's inputs since its last poll asked for, as a
+    /// driver does once a receive batch is in.
+    fn drain_relay(&mut self) {
+        let now = self.now;
+        let Some((host, relay)) = &mut self.relay else {
+            return;
+        };
+        let mut buf = [0u8; MAX_TRANSMIT_LEN];
+        loop {
+            match Machine::poll_output(relay, now, &mut buf, &mut ()) {
+                Output::Transmit(t) => {
+                    if let Destination::Udp(to) = t.destination {
+                        self.net.send_datagram(now, *host, to, &buf[..t.len]);
+                    }
+                }
+                Output::Timeout(_) => return,
+                _ => {}
+            }
+        }
     }
 
     /// Both sides connected and not ended.

@@ -31,6 +31,8 @@ pub mod framing;
 #[cfg(feature = "alloc")]
 pub mod link;
 #[cfg(feature = "alloc")]
+pub mod queue;
+#[cfg(feature = "alloc")]
 pub mod server;
 #[cfg(feature = "alloc")]
 pub mod tcp;

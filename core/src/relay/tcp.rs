@@ -31,9 +31,10 @@ use core::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use core::time::Duration;
 
 use super::framing::{encode_frame, RELAY_FRAME_HEADER_LEN};
+use super::queue::ForwardQueue;
 use super::server::{Relay, RelayConfig, RelayEvent};
 use super::{is_bind, RELAY_BIND_LEN};
-use crate::machine::{ConnectionId, Destination, Input, Machine, Output, Transmit};
+use crate::machine::{ConnectionId, Destination, Input, Machine, Output};
 use crate::peer::packet::MAX_DATAGRAM_LEN;
 use crate::time::{Clock, Instant};
 use crate::wire::{SessionId, SESSION_ID_LEN};
@@ -124,13 +125,9 @@ pub struct RelayFront {
     closes: VecDeque<ConnectionId>,
     events: VecDeque<RelayEvent>,
     tcp: TcpStats,
-    /// The one transmit the last input asked for: where, from which local
-    /// address, and the bytes (a frame for a connection).
-    pending: Option<(
-        Destination,
-        Option<IpAddr>,
-        heapless::Vec<u8, { MAX_DATAGRAM_LEN + RELAY_FRAME_HEADER_LEN }>,
-    )>,
+    /// The transmits the inputs since the last poll asked for, in order
+    /// (a driver feeds a whole receive batch before it polls).
+    pending: ForwardQueue,
 }
 
 impl RelayFront {
@@ -145,7 +142,7 @@ impl RelayFront {
             closes: VecDeque::new(),
             events: VecDeque::new(),
             tcp: TcpStats::default(),
-            pending: None,
+            pending: ForwardQueue::new(),
         }
     }
 
@@ -181,6 +178,7 @@ impl RelayFront {
 
     fn close(&mut self, conn: ConnectionId) {
         if self.conns.remove(&conn).is_some() {
+            self.pending.forget(Destination::Connection(conn));
             self.closes.push_back(conn);
         }
     }
@@ -238,7 +236,7 @@ impl RelayFront {
             return;
         }
         if let Some(to) = self.relay.handle_datagram(now, from, bytes) {
-            self.queue_forward(to, bytes);
+            self.queue_forward(to, bytes, None);
         }
     }
 
@@ -257,10 +255,7 @@ impl RelayFront {
                 // Only a bound side's packets are forwarded.
                 self.remember_local(from, local);
             }
-            self.queue_forward(to, bytes);
-            if let Some((Destination::Udp(_), l, _)) = &mut self.pending {
-                *l = local;
-            }
+            self.queue_forward(to, bytes, Some(local));
         }
     }
 
@@ -274,38 +269,29 @@ impl RelayFront {
         self.locals.insert(from, local);
     }
 
-    fn queue_forward(&mut self, to: SocketAddr, bytes: &[u8]) {
-        let mut copy = heapless::Vec::new();
-        let destination = match stream_of(to) {
+    /// Queues `bytes` for `to`: framed for a connection; from `arrival`
+    /// (the local address the packet came to) for a UDP side when given,
+    /// else from the one that side last sent to.
+    fn queue_forward(&mut self, to: SocketAddr, bytes: &[u8], arrival: Option<Option<IpAddr>>) {
+        match stream_of(to) {
             Some(conn) => {
                 if !self.conns.contains_key(&conn) {
                     return;
                 }
                 // Peer packets are at most MAX_DATAGRAM_LEN: this fits.
-                if copy
-                    .resize_default(bytes.len() + RELAY_FRAME_HEADER_LEN)
-                    .is_err()
-                {
+                let mut frame = [0u8; MAX_DATAGRAM_LEN + RELAY_FRAME_HEADER_LEN];
+                let Some(n) = encode_frame(bytes, &mut frame) else {
                     return;
-                }
-                match encode_frame(bytes, &mut copy) {
-                    Some(n) => copy.truncate(n),
-                    None => return,
-                }
-                Destination::Connection(conn)
+                };
+                let _ = self
+                    .pending
+                    .push(Destination::Connection(conn), None, &[&frame[..n]]);
             }
             None => {
-                if copy.extend_from_slice(bytes).is_err() {
-                    return;
-                }
-                Destination::Udp(to)
+                let local = arrival.unwrap_or_else(|| self.locals.get(&to).copied());
+                let _ = self.pending.push(Destination::Udp(to), local, &[bytes]);
             }
-        };
-        let local = match destination {
-            Destination::Udp(to) => self.locals.get(&to).copied(),
-            _ => None,
-        };
-        self.pending = Some((destination, local, copy));
+        }
     }
 
     /// Moves the relay machine's events out, closing the connections of
@@ -364,6 +350,7 @@ impl Machine for RelayFront {
             Input::ConnectionMessage { conn, bytes } => self.on_message(now, conn, bytes),
             Input::ConnectionClosed(conn) => {
                 self.conns.remove(&conn);
+                self.pending.forget(Destination::Connection(conn));
             }
             Input::UpstreamMessage(_) | Input::UpstreamClosed => {}
         }
@@ -389,7 +376,7 @@ impl Machine for RelayFront {
 
     fn poll_output(
         &mut self,
-        _now: Instant,
+        now: Instant,
         buf: &mut [u8],
         _io: &mut (),
     ) -> Output<core::convert::Infallible, RelayEvent> {
@@ -399,14 +386,15 @@ impl Machine for RelayFront {
         if let Some(event) = self.events.pop_front() {
             return Output::Event(event);
         }
-        if let Some((destination, local, bytes)) = self.pending.take() {
-            if let Some(out) = buf.get_mut(..bytes.len()) {
-                out.copy_from_slice(&bytes);
-                return Output::Transmit(Transmit {
-                    destination,
-                    local,
-                    len: bytes.len(),
-                });
+        if let Some(transmit) = self.pending.pop(buf) {
+            return Output::Transmit(transmit);
+        }
+        // The packets that waited for their session's rate and may leave.
+        let mut packet = [0u8; MAX_DATAGRAM_LEN];
+        while let Some((to, len)) = self.relay.poll_release(now, &mut packet) {
+            self.queue_forward(to, &packet[..len], None);
+            if let Some(transmit) = self.pending.pop(buf) {
+                return Output::Transmit(transmit);
             }
         }
         Output::Timeout(Machine::poll_timeout(self))
@@ -555,7 +543,7 @@ mod tests {
             out.sent,
             std::vec![(Destination::Udp(addr(HOME)), p.clone())]
         );
-        assert_eq!(r.pending, None);
+        assert!(r.pending.is_empty());
         // Home (UDP) to phone (TCP): framed.
         let q = probe(&SID, 2);
         let out = udp(&mut r, t(2), HOME, &q);
@@ -567,6 +555,50 @@ mod tests {
             r.relay().stats().forwarded_bytes,
             (p.len() + q.len()) as u64
         );
+    }
+
+    /// A datagram from the home side in, not polled (one of a batch).
+    fn put(r: &mut RelayFront, now: Instant, packet: &[u8]) {
+        let mut bytes = packet.to_vec();
+        let input = Input::Datagram {
+            from: addr(HOME),
+            local: None,
+            bytes: &mut bytes,
+        };
+        Machine::handle_input(r, now, input, &mut ());
+    }
+
+    #[test]
+    fn relay_forwards_every_packet_of_a_receive_batch_polled_once() {
+        // A driver feeds a whole recvmmsg/GRO batch, then polls: every
+        // packet of it leaves, in order (a single output slot kept only
+        // the last one and dropped the rest, counted as forwarded).
+        let mut r = front(TcpLimits::default());
+        let _ = open(&mut r, t(0), 1, PHONE_IP);
+        let _ = tcp(&mut r, t(0), 1, &bind(SID, Role::Connecting));
+        let _ = udp(&mut r, t(0), HOME, &bind(SID, Role::Connected));
+        let packets: Vec<Vec<u8>> = (1..=40).map(|seq| probe(&SID, seq)).collect();
+        for p in &packets {
+            put(&mut r, t(1), p);
+        }
+        let out = drain(&mut r, t(1));
+        let sent: Vec<Vec<u8>> = out.sent.iter().map(|(_, f)| unframe(f)).collect();
+        assert_eq!(sent, packets);
+        assert!(out
+            .sent
+            .iter()
+            .all(|(d, _)| *d == Destination::Connection(ConnectionId(1))));
+        // A connection that closes takes its waiting forwards with it.
+        for p in &packets[..3] {
+            put(&mut r, t(2), p);
+        }
+        Machine::handle_input(
+            &mut r,
+            t(2),
+            Input::ConnectionClosed(ConnectionId(1)),
+            &mut (),
+        );
+        assert_eq!(drain(&mut r, t(2)), Out::default());
     }
 
     #[test]
