@@ -71,7 +71,9 @@ mod tests;
 pub use config::*;
 pub use enrol::{enrol_code_hash, EnrolCode, EnrolCodeError, ENROL_CODE_HASH_LEN, MAX_ENROL_CODES};
 pub use events::*;
-pub use peer::{PeerBody, PeerDecodeError, PeerMessage, MAX_FORWARDED, MAX_PEER_MESSAGE_LEN, PEER_VERSION};
+pub use peer::{
+    PeerBody, PeerDecodeError, PeerMessage, MAX_FORWARDED, MAX_PEER_MESSAGE_LEN, PEER_VERSION,
+};
 pub use tickets::IDENTITY_REGISTRATIONS;
 
 use alloc::boxed::Box;

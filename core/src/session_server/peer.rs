@@ -28,7 +28,8 @@ pub const PEER_VERSION: u8 = 1;
 /// Longest encoded peer message (a `FromTerminal` with a 64-byte name and
 /// the longest plain message), well under PostgreSQL's 8000-byte
 /// notification payload once hex-encoded.
-pub const MAX_PEER_MESSAGE_LEN: usize = 2 + 32 + 33 + 1 + MAX_NAME_LEN + 32 + 2 + MAX_PLAIN_MESSAGE_LEN;
+pub const MAX_PEER_MESSAGE_LEN: usize =
+    2 + 32 + 33 + 1 + MAX_NAME_LEN + 32 + 2 + MAX_PLAIN_MESSAGE_LEN;
 
 /// One message between session servers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -528,7 +529,8 @@ impl<R: rand_core::RngCore + rand_core::CryptoRng> super::SessionServer<R> {
             self.out.counters.ignored_messages += 1;
             return;
         };
-        let target_ok = crate::names::canonical(note.peer_name.as_str()).is_ok_and(|t| t == f.target);
+        let target_ok =
+            crate::names::canonical(note.peer_name.as_str()).is_ok_and(|t| t == f.target);
         if note.role != crate::wire::Role::Connecting || !target_ok {
             self.out.counters.ignored_messages += 1;
             return;

@@ -979,16 +979,16 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             // S510: the requester learns the target's address (through
             // its server if it is registered at another).
             let notification = Message::AddressNotification(AddressNotification {
-                    request_id: req.request_id,
-                    session_id,
-                    role: Role::Connecting,
-                    duration_secs: req.duration_secs,
-                    session_key,
-                    peer_key: req.target_key,
-                    peer_addr: target_addr,
-                    peer_name: target_name,
-                    relay: requester_relay,
-                });
+                request_id: req.request_id,
+                session_id,
+                role: Role::Connecting,
+                duration_secs: req.duration_secs,
+                session_key,
+                peer_key: req.target_key,
+                peer_addr: target_addr,
+                peer_name: target_name,
+                relay: requester_relay,
+            });
             match req.remote {
                 Some(remote) => {
                     if let Some(notification) = self.plain(&notification) {

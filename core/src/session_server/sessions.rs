@@ -244,19 +244,17 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
                     .get(&id.0)
                     .and_then(|s| s.side_of(&channel.name, &channel.key))
             }),
-            Sender::Peer { server, name, key } => {
-                self.sessions.get_mut(&id.0).and_then(|s| {
-                    let side = s.side_of(name, &key)?;
-                    match s.remote {
-                        Some(remote) if remote == (side, server) => Some(side),
-                        None if !self.reg.live.contains_key(name) => {
-                            s.remote = Some((side, server));
-                            Some(side)
-                        }
-                        _ => None,
+            Sender::Peer { server, name, key } => self.sessions.get_mut(&id.0).and_then(|s| {
+                let side = s.side_of(name, &key)?;
+                match s.remote {
+                    Some(remote) if remote == (side, server) => Some(side),
+                    None if !self.reg.live.contains_key(name) => {
+                        s.remote = Some((side, server));
+                        Some(side)
                     }
-                })
-            }
+                    _ => None,
+                }
+            }),
         };
         if side.is_none() {
             self.out.counters.stale_answers += 1;
@@ -292,9 +290,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         };
         let name = session.name_of(side).clone();
         match session.remote {
-            Some((remote, server)) if remote == side => {
-                self.deliver_remote(server, &name, message)
-            }
+            Some((remote, server)) if remote == side => self.deliver_remote(server, &name, message),
             _ => self.send_to_name(&name, message),
         }
     }

@@ -9,8 +9,8 @@ use rand_core::OsRng;
 use tryst_core::crypto::StaticKeypair;
 use tryst_core::names::{EnrollError, NameRegistry};
 use tryst_core::session_server::{
-    EnrolCode, EnrolCodeError, ForcedEnd, LiveSession, PeerMessage, SessionConfig,
-    SessionCounters, SessionEvent, SessionFact, SessionServer, UnknownSession,
+    EnrolCode, EnrolCodeError, ForcedEnd, LiveSession, PeerMessage, SessionConfig, SessionCounters,
+    SessionEvent, SessionFact, SessionServer, UnknownSession,
 };
 use tryst_core::time::Instant;
 use tryst_core::wire::{DeviceId, Name, PublicKey, SessionId};
@@ -137,7 +137,11 @@ struct PeerOut {
 impl PeerOut {
     /// Sends every held message whose facts are stored.
     fn release(&mut self) {
-        while self.held.front().is_some_and(|(after, _)| *after <= self.stored) {
+        while self
+            .held
+            .front()
+            .is_some_and(|(after, _)| *after <= self.stored)
+        {
             if let Some((_, message)) = self.held.pop_front() {
                 // The transport may have gone: the requests then time out.
                 let _ = self.tx.send(message);

@@ -116,7 +116,8 @@ impl PeerLink {
                     let Some(payload) = to_payload(&message) else {
                         continue;
                     };
-                    let sent = client.execute("SELECT pg_notify($1, $2)", &[&PEER_CHANNEL, &payload]);
+                    let sent =
+                        client.execute("SELECT pg_notify($1, $2)", &[&PEER_CHANNEL, &payload]);
                     if let Err(e) = sent {
                         tracing::warn!(error = %e, "a message for the other servers was not sent");
                         match Client::connect(&url, NoTls) {
