@@ -69,7 +69,9 @@ pub fn to_payload(message: &PeerMessage) -> Option<String> {
 /// The message of a payload; `None` for anything else.
 pub fn from_payload(payload: &str) -> Option<PeerMessage> {
     let text = payload.as_bytes();
-    if !text.len().is_multiple_of(2) || text.len() > 2 * tryst_core::session_server::MAX_PEER_MESSAGE_LEN {
+    if !text.len().is_multiple_of(2)
+        || text.len() > 2 * tryst_core::session_server::MAX_PEER_MESSAGE_LEN
+    {
         return None;
     }
     let bytes: Option<Vec<u8>> = text
