@@ -503,40 +503,43 @@ fn routed_request_after_kill_9_of_the_targets_server_fails_cleanly_then_reaches_
     }
 }
 
+/// Runs `flow` on a database of its own (`label`), with `mix` deciding
+/// the binaries; skipped without `TRYST_TEST_POSTGRES`.
+fn on_postgres(label: &str, mix: support::Mix, flow: fn()) {
+    let Some(db) = support::pg::test_db(label) else {
+        return;
+    };
+    support::with_mix(mix, || support::with_store(&db.url, flow));
+}
+
 /// The cross-server flows with `mix` deciding the binaries.
 macro_rules! routing_flows {
     ($mix:expr) => {
         #[test]
         fn pg_routed_request_reaches_a_target_on_the_other_server() {
-            let Some(db) = support::pg::test_db(concat!("pg_routed_", module_path!())) else {
-                return;
-            };
-            support::with_mix($mix, || {
-                support::with_store(&db.url, crate::routed_request_reaches_a_target_on_the_other_server)
-            });
+            crate::on_postgres(
+                concat!("pg_routed_", module_path!()),
+                $mix,
+                crate::routed_request_reaches_a_target_on_the_other_server,
+            );
         }
 
         #[test]
         fn pg_s1604_tryst_end_from_the_requesters_server_ends_a_routed_session() {
-            let Some(db) = support::pg::test_db(concat!("pg_routed_end_", module_path!())) else {
-                return;
-            };
-            support::with_mix($mix, || {
-                support::with_store(&db.url, crate::routed_session_ends_by_tryst_end_from_the_requesters_server)
-            });
+            crate::on_postgres(
+                concat!("pg_routed_end_", module_path!()),
+                $mix,
+                crate::routed_session_ends_by_tryst_end_from_the_requesters_server,
+            );
         }
 
         #[test]
         fn pg_routed_request_after_kill_9_of_the_targets_server_fails_cleanly_then_reaches_it_at_b() {
-            let Some(db) = support::pg::test_db(concat!("pg_routed_kill_", module_path!())) else {
-                return;
-            };
-            support::with_mix($mix, || {
-                support::with_store(
-                    &db.url,
-                    crate::routed_request_after_kill_9_of_the_targets_server_fails_cleanly_then_reaches_it_at_b,
-                )
-            });
+            crate::on_postgres(
+                concat!("pg_routed_kill_", module_path!()),
+                $mix,
+                crate::routed_request_after_kill_9_of_the_targets_server_fails_cleanly_then_reaches_it_at_b,
+            );
         }
     };
 }
