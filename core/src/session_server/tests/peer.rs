@@ -90,7 +90,7 @@ fn cross_server_request_is_decided_and_recorded_at_the_targets_server() {
 
 #[test]
 fn an_unanswered_cross_server_request_is_denied_like_any_other_at_its_deny_time() {
-    let (mut a, mut b, _home, phone) = cluster();
+    let (a, mut b, _home, phone) = cluster();
     b.connect(phone, "home", 8, 60);
     let asked = b.now;
     b.ts_answer_addresses();
