@@ -84,6 +84,24 @@ fn main() {
             &seed,
         );
     }
+    // A cross-server request between session servers.
+    let peer_request = tryst_core::session_server::PeerMessage {
+        from: tryst_core::wire::PublicKey([0xaa; 32]),
+        to: None,
+        body: tryst_core::session_server::PeerBody::Request {
+            fwd: 7,
+            requester: "phone".into(),
+            requester_key: tryst_core::wire::PublicKey([0xbb; 32]),
+            requester_addr: "192.0.2.1:4000".parse().expect("addr"),
+            target: "home".into(),
+            duration_secs: 600,
+        },
+    };
+    write_seed(
+        &corpus_root.join("decode_peer_message"),
+        "request",
+        &peer_request.encode().expect("encodes"),
+    );
     // The relay: binds, forwards, time and ends for two sessions.
     write_seed(
         &corpus_root.join("relay"),

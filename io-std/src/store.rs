@@ -33,6 +33,7 @@
 //! PostgreSQL database is the other backend ([`pg`], `--store
 //! postgres://...`); [`StoreLocation`] says which one a command uses.
 
+pub mod peers;
 pub mod pg;
 
 use std::net::SocketAddr;

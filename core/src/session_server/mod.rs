@@ -58,6 +58,7 @@ mod config;
 mod enrol;
 mod events;
 mod expiry;
+mod peer;
 mod registration;
 mod requests;
 mod sessions;
@@ -70,6 +71,9 @@ mod tests;
 pub use config::*;
 pub use enrol::{enrol_code_hash, EnrolCode, EnrolCodeError, ENROL_CODE_HASH_LEN, MAX_ENROL_CODES};
 pub use events::*;
+pub use peer::{
+    PeerBody, PeerDecodeError, PeerMessage, MAX_FORWARDED, MAX_PEER_MESSAGE_LEN, PEER_VERSION,
+};
 pub use tickets::IDENTITY_REGISTRATIONS;
 
 use alloc::boxed::Box;
@@ -165,6 +169,8 @@ impl Timers {
 struct Outputs {
     /// Durable facts: never dropped, always out before any transmit.
     facts: VecDeque<SessionFact>,
+    /// Facts emitted so far (peer messages leave after those before them).
+    facts_total: u64,
     /// Accepted streams to close.
     closes: VecDeque<ConnectionId>,
     transmits: VecDeque<OwnedTransmit>,
@@ -176,6 +182,7 @@ struct Outputs {
 
 impl Outputs {
     fn fact(&mut self, f: SessionFact) {
+        self.facts_total += 1;
         self.facts.push_back(f);
     }
 
@@ -245,6 +252,16 @@ pub struct SessionServer<R> {
     next_op: u32,
     /// The relay whose allocations this server hands out, if any.
     relay: Option<crate::relay::RelayIssuer>,
+    /// Route requests for targets registered at other servers.
+    peers: bool,
+    /// Messages for other servers, each after the facts emitted before it.
+    peer_out: VecDeque<(u64, PeerMessage)>,
+    /// Requests handed to the cluster, by their number.
+    forwarded: BTreeMap<u64, peer::Forwarded>,
+    /// Sessions other servers own with a party here.
+    remote_sessions: BTreeMap<[u8; 16], peer::RemoteSession>,
+    /// Their IDs, oldest first (the table's bound).
+    remote_order: VecDeque<[u8; 16]>,
 }
 
 impl<R> core::fmt::Debug for SessionServer<R> {
@@ -292,6 +309,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         SessionServer {
             out: Outputs {
                 facts: VecDeque::new(),
+                facts_total: 0,
                 closes: VecDeque::new(),
                 transmits: VecDeque::new(),
                 events: VecDeque::new(),
@@ -316,6 +334,11 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             end_ops: BTreeMap::new(),
             recent: sessions::RecentRecords::default(),
             relay: None,
+            peers: false,
+            peer_out: VecDeque::new(),
+            forwarded: BTreeMap::new(),
+            remote_sessions: BTreeMap::new(),
+            remote_order: VecDeque::new(),
             registration_limiter,
             tickets,
             enrol: enrol::EnrolCodes::default(),
@@ -600,8 +623,16 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             Ok(Message::PermissionAnswer(answer)) => {
                 self.on_permission_answer(now, device, &answer)
             }
-            Ok(Message::ExtensionRequest(req)) => self.on_extension_request(now, device, &req),
-            Ok(Message::EndNotification(note)) => self.on_end_notification(now, device, &note),
+            Ok(m @ Message::ExtensionRequest(req)) => {
+                if !self.pass_to_owner(device, &req.session_id, &m, false) {
+                    self.on_extension_request(now, peer::Sender::Device(device), &req)
+                }
+            }
+            Ok(m @ Message::EndNotification(note)) => {
+                if !self.pass_to_owner(device, &note.session_id, &m, true) {
+                    self.on_end_notification(now, peer::Sender::Device(device), &note)
+                }
+            }
             _ => self.out.counters.ignored_messages += 1,
         }
     }

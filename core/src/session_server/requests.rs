@@ -12,6 +12,7 @@ use alloc::vec::Vec;
 
 use rand_core::{CryptoRng, RngCore};
 
+use super::peer::{Forwarded, PeerBody, RemoteRequester, REMOTE_REQUESTER};
 use super::sessions::Session;
 use super::upstream::UpMsg;
 use super::{
@@ -57,6 +58,8 @@ pub(super) struct PendingRequest {
     received: Instant,
     stage: Stage,
     timer: Option<Instant>,
+    /// A requester registered at another server.
+    remote: Option<RemoteRequester>,
 }
 
 /// A uniform deny waiting for its time.
@@ -66,7 +69,7 @@ pub(super) struct Denial {
     requester: String,
     target: String,
     reason: DenyReason,
-    timer: Option<Instant>,
+    pub(super) timer: Option<Instant>,
 }
 
 /// What is in flight to one target on behalf of every request aimed at it:
@@ -101,6 +104,8 @@ enum Operation {
     Trigger { target: u64 },
     /// The address inquiry of request `key`.
     Locate { key: u64 },
+    /// The requester's address for forwarded request `fwd`.
+    Forward { fwd: u64 },
 }
 
 /// The request tables.
@@ -127,13 +132,13 @@ pub(super) struct Requests {
     /// (target, query ID) of every query whose answer is awaited.
     target_queries: BTreeSet<(u64, u32)>,
     /// Denials waiting for their time, by key.
-    denials: BTreeMap<u64, Denial>,
+    pub(super) denials: BTreeMap<u64, Denial>,
     next_key: u64,
     next_query: u32,
 }
 
 impl Requests {
-    fn fresh_key(&mut self) -> u64 {
+    pub(super) fn fresh_key(&mut self) -> u64 {
         self.next_key = self.next_key.wrapping_add(1);
         self.next_key
     }
@@ -291,15 +296,27 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         let Some((target, mode)) =
             target.and_then(|t| self.reg.channels.get(&t).map(|c| (t, c.mode)))
         else {
-            self.schedule_denial(now, deny_at, deny(DenyReason::TargetOffline));
+            // Perhaps registered at another server of the cluster; the
+            // requester hears the same denial at the same time if not.
+            let forwarded = Forwarded {
+                requester: device,
+                requester_name: requester_name.clone(),
+                requester_key,
+                request_id: req.request_id,
+                target: target_name,
+                duration_secs: self.config.granted_duration_secs(req.duration_secs),
+                denial: 0,
+            };
+            if !self.forward_request(now, deny_at, forwarded, deny(DenyReason::NoAnswer)) {
+                self.schedule_denial(now, deny_at, deny(DenyReason::TargetOffline));
+            }
             return;
         };
         if !self.make_room_for_request(now, device, target) {
             self.schedule_denial(now, deny_at, deny(DenyReason::Overloaded));
             return;
         }
-        let key = self.requests.fresh_key();
-        let mut pending = PendingRequest {
+        let pending = PendingRequest {
             requester: device,
             requester_name,
             requester_key,
@@ -313,7 +330,16 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             received: now,
             stage: Stage::AwaitingPoll { op: 0 },
             timer: None,
+            remote: None,
         };
+        self.admit_request(now, pending);
+    }
+
+    /// A request whose target is live here: its decision timer, its first
+    /// stage (joining what is in flight to the target), its table entries.
+    fn admit_request(&mut self, now: Instant, mut pending: PendingRequest) {
+        let (device, target) = (pending.requester, pending.target);
+        let key = self.requests.fresh_key();
         let decide_by = now + self.config.effective_decision_timeout();
         self.timers
             .arm(Timer::Request(key), &mut pending.timer, decide_by);
@@ -323,6 +349,78 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         self.requests.by_requester.insert((device, key));
         self.requests.recount(device, true);
         self.requests.targets.entry(target).or_default().pending += 1;
+    }
+
+    /// A request from a requester at another server (its server located
+    /// it): decided here if the target is live here, ignored otherwise
+    /// (another server may hold it; the requester's server denies).
+    pub(super) fn on_peer_request(
+        &mut self,
+        now: Instant,
+        remote: RemoteRequester,
+        requester_name: &str,
+        requester_key: PublicKey,
+        target_name: &str,
+        duration_secs: u32,
+    ) {
+        let Some(target) = self.reg.live.get(target_name).copied() else {
+            return;
+        };
+        let Some(mode) = self.reg.channels.get(&target).map(|c| c.mode) else {
+            return;
+        };
+        let (Ok(requester), Ok(target_wire)) = (Name::new(requester_name), Name::new(target_name))
+        else {
+            return;
+        };
+        // The requester's binding, as this server holds it, must agree.
+        if self
+            .registry
+            .key_of(requester)
+            .is_some_and(|k| k != requester_key)
+            || requester_name == target_name
+        {
+            self.out.counters.ignored_messages += 1;
+            return;
+        }
+        let Some(target_key) = self.registry.key_of(target_wire) else {
+            return;
+        };
+        if !self.make_room_for_request(now, REMOTE_REQUESTER, target) {
+            return;
+        }
+        let pending = PendingRequest {
+            requester: REMOTE_REQUESTER,
+            requester_name: requester_name.to_string(),
+            requester_key,
+            request_id: 0,
+            target,
+            target_name: target_name.to_string(),
+            target_key,
+            mode,
+            duration_secs: self.config.granted_duration_secs(duration_secs),
+            deny_at: now + self.config.deny_delay,
+            received: now,
+            stage: Stage::AwaitingPoll { op: 0 },
+            timer: None,
+            remote: Some(remote),
+        };
+        self.admit_request(now, pending);
+    }
+
+    /// Asks the trigger server for the address of `device`, the requester
+    /// of forwarded request `fwd`.
+    pub(super) fn locate_for_forward(&mut self, now: Instant, fwd: u64, device: u64) {
+        let op = self.fresh_op();
+        self.requests.ops.insert(op, Operation::Forward { fwd });
+        self.send_upstream(
+            now,
+            UpMsg::Address(AddressInquiry {
+                op_id: op,
+                first: DeviceId(device),
+                second: DeviceId(device),
+            }),
+        );
     }
 
     /// Room for one more pending request of `requester` aimed at `target`:
@@ -387,20 +485,32 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
     /// its requester's [`super::MAX_OUTSTANDING_PER_CHANNEL`] slots, so
     /// their number is charged to registered identities, and no load ever
     /// turns one into silence.
-    fn schedule_denial(&mut self, now: Instant, deny_at: Instant, mut denial: Denial) {
+    fn schedule_denial(&mut self, now: Instant, deny_at: Instant, denial: Denial) {
+        self.schedule_denial_keyed(now, deny_at, denial);
+    }
+
+    /// [`Self::schedule_denial`]; the armed denial's key (`None`: sent now).
+    pub(super) fn schedule_denial_keyed(
+        &mut self,
+        now: Instant,
+        deny_at: Instant,
+        mut denial: Denial,
+    ) -> Option<u64> {
         if deny_at <= now {
             self.send_denial(denial);
-            return;
+            return None;
         }
         let key = self.requests.fresh_key();
         self.timers
             .arm(Timer::Denial(key), &mut denial.timer, deny_at);
         self.requests.denials.insert(key, denial);
+        Some(key)
     }
 
     /// A denial's time came.
     pub(super) fn denial_due(&mut self, key: u64) {
         if let Some(denial) = self.requests.denials.remove(&key) {
+            self.forget_forwarded(key);
             self.send_denial(denial);
         }
     }
@@ -425,7 +535,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
     }
 
     /// One fewer request outstanding on `channel`.
-    fn release_outstanding(&mut self, channel: u64) {
+    pub(super) fn release_outstanding(&mut self, channel: u64) {
         if let Some(c) = self.reg.channels.get_mut(&channel) {
             c.outstanding = c.outstanding.saturating_sub(1);
         }
@@ -741,9 +851,15 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             return;
         };
         req.stage = Stage::Locating { op };
+        // A remote requester's address came with its request.
+        let first = if req.remote.is_some() {
+            req.target
+        } else {
+            req.requester
+        };
         let inquiry = AddressInquiry {
             op_id: op,
-            first: DeviceId(req.requester),
+            first: DeviceId(first),
             second: DeviceId(req.target),
         };
         self.requests.ops.insert(op, Operation::Locate { key });
@@ -752,6 +868,11 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
 
     /// The addresses (S605/S606, 810): both present starts the session.
     pub(super) fn on_address_reply(&mut self, now: Instant, reply: &AddressReply) {
+        if let Some(&Operation::Forward { fwd }) = self.requests.ops.get(&reply.op_id) {
+            self.requests.ops.remove(&reply.op_id);
+            self.forward_located(fwd, reply.first);
+            return;
+        }
         let key = match self.requests.ops.get(&reply.op_id) {
             Some(&Operation::Locate { key })
                 if self
@@ -767,7 +888,13 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
                 return;
             }
         };
-        match (reply.first, reply.second) {
+        let remote_addr = self
+            .requests
+            .pending
+            .get(&key)
+            .and_then(|r| r.remote)
+            .map(|r| r.addr);
+        match (remote_addr.or(reply.first), reply.second) {
             (Some(requester_addr), Some(target_addr)) => {
                 self.start_session(now, key, requester_addr, target_addr)
             }
@@ -800,7 +927,9 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         let Some(req) = self.take_request(key) else {
             return;
         };
-        self.release_outstanding(req.requester);
+        if req.remote.is_none() {
+            self.release_outstanding(req.requester);
+        }
         let mut session_key = SessionKey([0; 32]);
         self.rng.fill_bytes(&mut session_key.0);
         let session_id = SessionId(id);
@@ -813,7 +942,9 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             start: now,
             duration_secs: req.duration_secs,
         };
-        self.insert_session(Session::from_started(&started), id);
+        let mut session = Session::from_started(&started);
+        session.remote = req.remote.map(|r| (super::Party::Requester, r.server));
+        self.insert_session(session, id);
         self.out.fact(SessionFact::SessionStarted(started));
         self.out.event(SessionEvent::SessionSetUp {
             session_id,
@@ -845,21 +976,33 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             );
         }
         if let Ok(target_name) = Name::new(&req.target_name) {
-            // S510: the requester learns the target's address.
-            self.send_to_device(
-                req.requester,
-                &Message::AddressNotification(AddressNotification {
-                    request_id: req.request_id,
-                    session_id,
-                    role: Role::Connecting,
-                    duration_secs: req.duration_secs,
-                    session_key,
-                    peer_key: req.target_key,
-                    peer_addr: target_addr,
-                    peer_name: target_name,
-                    relay: requester_relay,
-                }),
-            );
+            // S510: the requester learns the target's address (through
+            // its server if it is registered at another).
+            let notification = Message::AddressNotification(AddressNotification {
+                request_id: req.request_id,
+                session_id,
+                role: Role::Connecting,
+                duration_secs: req.duration_secs,
+                session_key,
+                peer_key: req.target_key,
+                peer_addr: target_addr,
+                peer_name: target_name,
+                relay: requester_relay,
+            });
+            match req.remote {
+                Some(remote) => {
+                    if let Some(notification) = self.plain(&notification) {
+                        self.send_peer(
+                            Some(remote.server),
+                            PeerBody::Granted {
+                                fwd: remote.fwd,
+                                notification,
+                            },
+                        );
+                    }
+                }
+                None => self.send_to_device(req.requester, &notification),
+            }
         }
     }
 }

@@ -19,6 +19,7 @@ use alloc::string::String;
 
 use rand_core::{CryptoRng, RngCore};
 
+use super::peer::{PeerBody, Sender};
 use super::upstream::UpMsg;
 use super::{
     whole_secs, EndConfirmation, ExtensionPolicy, ForcedEnd, LateReport, LiveSession, Party,
@@ -53,6 +54,8 @@ pub(super) struct Session {
     /// The forced end's settlement was reported.
     settled: bool,
     timer: Option<Instant>,
+    /// The party registered at another server, and that server.
+    pub(super) remote: Option<(Party, PublicKey)>,
 }
 
 /// Which party a channel is.
@@ -126,6 +129,7 @@ impl Session {
             end_attempts: [0; 2],
             settled: true,
             timer: None,
+            remote: None,
         }
     }
 
@@ -230,24 +234,72 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         }
     }
 
-    /// The session `device`'s channel is a party of, and which party.
-    fn party(&mut self, device: u64, id: &SessionId) -> Option<Side> {
-        let channel = self.reg.channels.get(&device)?;
-        let side = self
-            .sessions
-            .get(&id.0)
-            .and_then(|s| s.side_of(&channel.name, &channel.key));
+    /// The session `from` is a party of, and which party: a local channel,
+    /// or a party its server says is registered there (the session's
+    /// remote party, whose server is noted if a restart lost it).
+    fn party(&mut self, from: Sender<'_>, id: &SessionId) -> Option<Side> {
+        let side = match from {
+            Sender::Device(device) => self.reg.channels.get(&device).and_then(|channel| {
+                self.sessions
+                    .get(&id.0)
+                    .and_then(|s| s.side_of(&channel.name, &channel.key))
+            }),
+            Sender::Peer { server, name, key } => self.sessions.get_mut(&id.0).and_then(|s| {
+                let side = s.side_of(name, &key)?;
+                match s.remote {
+                    Some(remote) if remote == (side, server) => Some(side),
+                    None if !self.reg.live.contains_key(name) => {
+                        s.remote = Some((side, server));
+                        Some(side)
+                    }
+                    _ => None,
+                }
+            }),
+        };
         if side.is_none() {
             self.out.counters.stale_answers += 1;
         }
         side
     }
 
+    /// Sends `message` to `to`: its channel here, or through its server.
+    fn reply_to(&mut self, to: Sender<'_>, message: &Message<'_>) {
+        match to {
+            Sender::Device(device) => self.send_to_device(device, message),
+            Sender::Peer { server, name, .. } => self.deliver_remote(server, name, message),
+        }
+    }
+
+    /// Sends `message` to `name`, a party registered at `server`.
+    fn deliver_remote(&mut self, server: PublicKey, name: &str, message: &Message<'_>) {
+        if let Some(message) = self.plain(message) {
+            self.send_peer(
+                Some(server),
+                PeerBody::Deliver {
+                    name: name.into(),
+                    message,
+                },
+            );
+        }
+    }
+
+    /// Sends `message` to `side` of session `id`, wherever it is registered.
+    fn send_to_party(&mut self, id: [u8; 16], side: Side, message: &Message<'_>) {
+        let Some(session) = self.sessions.get(&id) else {
+            return;
+        };
+        let name = session.name_of(side).clone();
+        match session.remote {
+            Some((remote, server)) if remote == side => self.deliver_remote(server, &name, message),
+            _ => self.send_to_name(&name, message),
+        }
+    }
+
     /// An `ExtensionRequest` from a party (S1505 -> S1602/S1603).
     pub(super) fn on_extension_request(
         &mut self,
         now: Instant,
-        device: u64,
+        device: Sender<'_>,
         req: &ExtensionRequest,
     ) {
         if self.party(device, &req.session_id).is_none() {
@@ -266,7 +318,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             // Already has what it asks for (the other side's request was
             // granted first): tell it the current total, extend nothing.
             let total = session.duration_secs;
-            self.send_to_device(
+            self.reply_to(
                 device,
                 &Message::ExtensionGrant(ExtensionGrant {
                     session_id: req.session_id,
@@ -276,7 +328,7 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             return;
         }
         if refuse || new_total > max_total {
-            self.send_to_device(
+            self.reply_to(
                 device,
                 &Message::ExtensionRefusal(ExtensionRefusal {
                     session_id: req.session_id,
@@ -292,22 +344,21 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             extensions: session.extensions,
             at: now,
         };
-        let (requester, target) = (session.requester.clone(), session.target.clone());
         self.rearm_session(req.session_id.0);
         self.out.fact(SessionFact::SessionExtended(extended));
         let grant = Message::ExtensionGrant(ExtensionGrant {
             session_id: req.session_id,
             duration_secs: new_total,
         });
-        self.send_to_name(&requester, &grant);
-        self.send_to_name(&target, &grant);
+        self.send_to_party(req.session_id.0, Party::Requester, &grant);
+        self.send_to_party(req.session_id.0, Party::Target, &grant);
     }
 
     /// An `EndNotification` from a party (814/815, S1601).
     pub(super) fn on_end_notification(
         &mut self,
         now: Instant,
-        device: u64,
+        device: Sender<'_>,
         note: &EndNotification,
     ) {
         let report = SideReport {
@@ -318,7 +369,13 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
             received: now,
         };
         if !self.sessions.contains_key(&note.session_id.0) {
-            self.on_late_notification(now, device, note.session_id, report);
+            match device {
+                Sender::Device(device) => {
+                    self.on_late_notification(now, device, note.session_id, report)
+                }
+                // A remote party's late report is not kept.
+                Sender::Peer { .. } => self.out.counters.stale_answers += 1,
+            }
             return;
         }
         let Some(side) = self.party(device, &note.session_id) else {
@@ -427,6 +484,19 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         let Some(session) = self.sessions.get_mut(&id.0) else {
             return;
         };
+        if let Some((remote, server)) = session.remote.filter(|&(remote, _)| remote == side) {
+            // Its server end-triggers it; its end notification confirms.
+            session.end[slot(remote)] = None;
+            let name = session.name_of(side).clone();
+            self.send_peer(
+                Some(server),
+                PeerBody::EndTrigger {
+                    session_id: id,
+                    name,
+                },
+            );
+            return;
+        }
         let Some(&device) = self.reg.live.get(session.name_of(side)) else {
             session.end[slot(side)] = Some(EndConfirmation::NotRegistered);
             self.out.counters.undeliverable += 1;

@@ -66,11 +66,12 @@ pub fn spawn_durable(
         journal,
         enrol_codes,
         relay,
+        peers,
     } = setup;
     let make = move || {
         let mut machine = restore(config, keypair, trigger_key, registry, &facts, &enrol_codes);
         machine.set_relay(relay);
-        Ok(SessionRole::new(machine, event_tx))
+        Ok(SessionRole::with_peers(machine, event_tx, peers))
     };
     let (poller, wake) = Poller::new()?;
     let (commands, command_rx) = Commands::channel(Some(wake));

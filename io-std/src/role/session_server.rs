@@ -9,7 +9,7 @@ use rand_core::OsRng;
 use tryst_core::crypto::StaticKeypair;
 use tryst_core::names::{EnrollError, NameRegistry};
 use tryst_core::session_server::{
-    EnrolCode, EnrolCodeError, ForcedEnd, LiveSession, SessionConfig, SessionCounters,
+    EnrolCode, EnrolCodeError, ForcedEnd, LiveSession, PeerMessage, SessionConfig, SessionCounters,
     SessionEvent, SessionFact, SessionServer, UnknownSession,
 };
 use tryst_core::time::Instant;
@@ -38,6 +38,8 @@ pub enum SessionCommand {
     /// What the server holds now: live terminals, live sessions, counters
     /// (the operator's status page, `tryst status`, the metrics).
     Snapshot(Answer<SessionSnapshot, SessionError>),
+    /// A message from another session server of the cluster.
+    Peer(PeerMessage),
 }
 
 /// A name with a live registration.
@@ -116,6 +118,36 @@ pub struct SessionRole {
     no_io: (),
     /// Refused registrations, told at WARN at most once a period.
     drops: DropReport<3>,
+    /// Where messages for the other servers of the cluster go, if any.
+    peers: Option<PeerOut>,
+}
+
+/// Messages for other servers, each held until the facts emitted before
+/// it are stored (it may acknowledge them: a grant follows its session's
+/// start).
+#[derive(Debug)]
+struct PeerOut {
+    tx: flume::Sender<PeerMessage>,
+    /// (facts that must be stored first, message), in order.
+    held: std::collections::VecDeque<(u64, PeerMessage)>,
+    /// Facts stored so far.
+    stored: u64,
+}
+
+impl PeerOut {
+    /// Sends every held message whose facts are stored.
+    fn release(&mut self) {
+        while self
+            .held
+            .front()
+            .is_some_and(|(after, _)| *after <= self.stored)
+        {
+            if let Some((_, message)) = self.held.pop_front() {
+                // The transport may have gone: the requests then time out.
+                let _ = self.tx.send(message);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for SessionRole {
@@ -128,12 +160,29 @@ impl SessionRole {
     /// The role around `machine` (a fresh one from [`restore`]); its events
     /// and stored facts go to `events`.
     pub fn new(machine: SessionServer<OsRng>, events: flume::Sender<SessionEvent>) -> SessionRole {
+        SessionRole::with_peers(machine, events, None)
+    }
+
+    /// [`Self::new`] in a cluster: requests for targets registered at
+    /// other servers are routed through `peers` (the transport to them),
+    /// whose messages come back as [`SessionCommand::Peer`].
+    pub fn with_peers(
+        mut machine: SessionServer<OsRng>,
+        events: flume::Sender<SessionEvent>,
+        peers: Option<flume::Sender<PeerMessage>>,
+    ) -> SessionRole {
+        machine.set_peers(peers.is_some());
         SessionRole {
             machine,
             events,
             settling: Vec::new(),
             no_io: (),
             drops: DropReport::default(),
+            peers: peers.map(|tx| PeerOut {
+                tx,
+                held: std::collections::VecDeque::new(),
+                stored: 0,
+            }),
         }
     }
 }
@@ -217,6 +266,7 @@ impl Driven for SessionRole {
                     .map_err(|e| SessionError::Enroll(EnrollRefused::Code(e)));
                 let _ = reply.send(result);
             }
+            SessionCommand::Peer(message) => self.machine.handle_peer(now, &message),
             SessionCommand::Snapshot(reply) => {
                 let m = &self.machine;
                 let _ = reply.send(Ok(SessionSnapshot {
@@ -254,10 +304,24 @@ impl Driven for SessionRole {
     }
 
     fn on_stored(&mut self, fact: SessionFact) {
+        if let Some(peers) = self.peers.as_mut() {
+            peers.stored += 1;
+            peers.release();
+        }
         let _ = self.events.send(SessionEvent::from(fact));
     }
 
     fn after_drain(&mut self, now: Instant) -> bool {
+        match self.peers.as_mut() {
+            Some(peers) => {
+                while let Some(message) = self.machine.poll_peer() {
+                    peers.held.push_back(message);
+                }
+                peers.release();
+            }
+            // A lone server makes none; nothing to hold.
+            None => while self.machine.poll_peer().is_some() {},
+        }
         let c = self.machine.counters();
         let counts = [
             c.handshake_failures,
@@ -347,6 +411,9 @@ pub struct Durable {
     pub enrol_codes: Vec<EnrolCode>,
     /// The relay whose allocations it hands out, if any.
     pub relay: Option<tryst_core::relay::RelayIssuer>,
+    /// Where messages for the other servers of its cluster go (see
+    /// [`SessionRole::with_peers`]), if it is in one.
+    pub peers: Option<flume::Sender<PeerMessage>>,
 }
 
 impl Default for Durable {
@@ -358,6 +425,7 @@ impl Default for Durable {
             journal: None,
             enrol_codes: Vec::new(),
             relay: None,
+            peers: None,
         }
     }
 }

@@ -72,7 +72,7 @@ pub async fn spawn_durable(
     );
     machine.set_relay(setup.relay.clone());
     let (event_tx, events) = flume::unbounded();
-    let role = SessionRole::new(machine, event_tx);
+    let role = SessionRole::with_peers(machine, event_tx, setup.peers.clone());
     let (commands, command_rx) = Commands::channel(None);
     let (stopped_tx, stopped) = oneshot::channel();
     let sockets = Sockets {

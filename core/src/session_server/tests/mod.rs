@@ -5,6 +5,7 @@ mod abuse;
 mod enrol;
 mod forced;
 mod harness;
+mod peer;
 mod props;
 mod streams;
 mod tickets;

@@ -40,9 +40,10 @@ use crate::observe::http::HttpListener;
 use crate::observe::metrics::ServerMetrics;
 use crate::role::relay::RelayHandle;
 use crate::role::relay_link::{RelayLinkClient, RelayLinkHub};
-use crate::role::session_server::{start_timed_journal, Durable, SessionHandle};
+use crate::role::session_server::{start_timed_journal, Durable, SessionCommand, SessionHandle};
 use crate::role::trigger_server::TriggerHandle;
 use crate::role::Reply;
+use crate::store::peers::PeerLink;
 use crate::store::{self, key_hex, parse_id, OperatorCommand, PendingCommand, StoreLocation};
 use tryst_core::relay::server::{RelayConfig, RelayEvent};
 use tryst_core::relay::{RelayIssuer, RelayKey};
@@ -471,6 +472,8 @@ struct SessionStores {
     poll: Box<dyn store::ServerStore>,
     /// Where refused requests are kept for the operator.
     refusals: Box<dyn store::ServerStore>,
+    /// The cluster's messages (a shared store), to listen on once serving.
+    peers: Option<PeerLink>,
 }
 
 /// Opens the store, rebuilds the registry and the live sessions, and
@@ -488,12 +491,26 @@ fn start_session_server<D: Driver + ?Sized>(
     // it does, a flood may take every free descriptor.
     let poll_store = open_poll_store(location, &owner)?;
     let refusal_store = open_poll_store(location, &owner)?;
+    // A shared store: the cluster's servers route requests to each other
+    // through its notifications.
+    let mut peer_link = match location {
+        StoreLocation::Postgres(url) => Some(PeerLink::open(url).map_err(store_error)?),
+        StoreLocation::DataDir(_) => None,
+    };
+    let peers = match peer_link.as_mut() {
+        Some(link) => Some(
+            link.start_sender()
+                .map_err(|e| CliError::failed(format!("cannot start the peer sender: {e}")))?,
+        ),
+        None => None,
+    };
     let timing = Arc::clone(metrics);
     let setup = Durable {
         clock: DriverClock::wall(),
         restore: state.live,
         enrol_codes: state.enrol_codes,
         relay: start.relay,
+        peers,
         journal: Some(start_timed_journal(journal_store, move |took| {
             timing.observe_store_write(took)
         })),
@@ -520,6 +537,7 @@ fn start_session_server<D: Driver + ?Sized>(
         SessionStores {
             poll: poll_store,
             refusals: refusal_store,
+            peers: peer_link,
         },
     ))
 }
@@ -686,8 +704,20 @@ fn serve(
     let SessionStores {
         poll: poll_store,
         refusals: refusal_store,
+        peers,
     } = stores;
     let stop_poller = Arc::new(AtomicBool::new(false));
+    if let Some(link) = peers {
+        let commands = running.handle.commands.clone();
+        let stop = Arc::clone(&stop_poller);
+        let listening = link.start_listener(move |message| {
+            let sent = message.is_none_or(|m| commands.send(SessionCommand::Peer(m)).is_ok());
+            sent && !stop.load(Ordering::Relaxed)
+        });
+        if let Err(e) = listening {
+            tracing::error!(target: LOG_TARGET, error = %e, "cannot listen to the other servers: requests for their terminals are denied");
+        }
+    }
     let poller = {
         let handle = running.handle.clone();
         // A shared store: other servers' bindings are held here too.
