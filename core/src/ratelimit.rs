@@ -350,6 +350,17 @@ impl<K: Eq + Hash + Clone, const N: usize> RateLimiter<K, N> {
         Self::with_seed(limit, DEFAULT_SEED)
     }
 
+    /// [`with_seed`](Self::with_seed), on the heap. A limiter tracking
+    /// thousands of keys is hundreds of KiB: it is built in a frame of its
+    /// own (never inlined), so that a constructor holding several never has
+    /// them all on its stack at once (in a debug build a session server's
+    /// `new` overflowed a 2 MiB thread stack).
+    #[cfg(feature = "alloc")]
+    #[inline(never)]
+    pub fn boxed(limit: Limit, seed: u64) -> alloc::boxed::Box<Self> {
+        alloc::boxed::Box::new(Self::with_seed(limit, seed))
+    }
+
     /// An empty table whose hash chains depend on `seed`; a server passes a
     /// value from its random generator so that colliding keys are harder to
     /// choose from outside.

@@ -296,14 +296,9 @@ impl<R: RngCore + CryptoRng> SessionServer<R> {
         mut rng: R,
     ) -> Self {
         let rates = config.rates;
-        let registration_limiter = Box::new(RateLimiter::with_seed(
-            rates.registrations_per_source,
-            rng.next_u64(),
-        ));
-        let request_limiter = Box::new(RateLimiter::with_seed(
-            rates.requests_per_identity,
-            rng.next_u64(),
-        ));
+        let registration_limiter =
+            RateLimiter::boxed(rates.registrations_per_source, rng.next_u64());
+        let request_limiter = RateLimiter::boxed(rates.requests_per_identity, rng.next_u64());
         let tickets = tickets::Tickets::new(&keypair, rates.registrations_per_identity, &mut rng);
         let udp_ids = tickets::UdpIds::new(&keypair);
         SessionServer {

@@ -54,7 +54,7 @@ impl Tickets {
     ) -> Self {
         Tickets {
             key: TicketKey::derive(keypair),
-            identities: Box::new(RateLimiter::with_seed(per_identity, rng.next_u64())),
+            identities: RateLimiter::boxed(per_identity, rng.next_u64()),
             recent: BTreeSet::new(),
             recent_order: VecDeque::new(),
         }

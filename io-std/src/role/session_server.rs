@@ -503,6 +503,19 @@ mod tests {
         (SessionRole::new(machine, events), rx)
     }
 
+    /// The session machine is built on its loop's thread: its rate limiters
+    /// (hundreds of KiB each) must not all pass through one stack frame, or
+    /// a debug build overflows a thread's default 2 MiB (it did).
+    #[test]
+    fn the_session_machine_builds_on_a_thread_with_half_the_default_stack() {
+        let built = std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(|| drop(role()))
+            .expect("spawn")
+            .join();
+        assert!(built.is_ok());
+    }
+
     #[test]
     fn commands_answer_their_replies() {
         let (mut role, _events) = role();
